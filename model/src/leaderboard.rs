@@ -1,0 +1,99 @@
+//! Ranking points: each point's metrics are the mean over its succeeded replicates.
+
+use crate::trial::{Trial, TrialState};
+use crate::value::Params;
+use crate::Study;
+use std::collections::BTreeMap;
+
+/// One ranked point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaderboardRow {
+    pub point: u64,
+    pub params: Params,
+    /// Mean of each metric over the succeeded replicates that reported it.
+    pub metrics: BTreeMap<String, f64>,
+    /// The objective's mean.
+    pub value: f64,
+    /// Replicate indices that succeeded, and their trial ids.
+    pub replicates: Vec<u32>,
+    pub trials: Vec<u64>,
+}
+
+/// Points with at least one succeeded replicate reporting the objective, best first.
+pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
+    let mut by_point: BTreeMap<u64, Vec<&Trial>> = BTreeMap::new();
+    for t in trials {
+        if !t.is_dataset() && t.state == TrialState::Succeeded && t.objective_value(&study.objective).is_some() {
+            by_point.entry(t.point).or_default().push(t);
+        }
+    }
+    let mut rows: Vec<LeaderboardRow> = by_point
+        .into_iter()
+        .map(|(point, mut ts)| {
+            ts.sort_by_key(|t| t.replicate);
+            let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
+            for t in &ts {
+                for (k, v) in &t.metrics {
+                    let e = sums.entry(k.clone()).or_insert((0.0, 0));
+                    e.0 += v;
+                    e.1 += 1;
+                }
+            }
+            let metrics: BTreeMap<String, f64> = sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect();
+            LeaderboardRow {
+                point,
+                params: ts[0].params.clone(),
+                value: metrics[&study.objective.metric],
+                metrics,
+                replicates: ts.iter().map(|t| t.replicate).collect(),
+                trials: ts.iter().map(|t| t.id).collect(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let ord = a.value.partial_cmp(&b.value).unwrap_or(std::cmp::Ordering::Equal);
+        let ord = match study.objective.goal {
+            crate::Goal::Minimize => ord,
+            crate::Goal::Maximize => ord.reverse(),
+        };
+        ord.then(a.point.cmp(&b.point))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn ranks_points_by_mean_over_succeeded_replicates() {
+        let s = Study::parse(
+            "name='s'\nobjective={metric='loss',goal='minimize'}\ntrials=6\nreplicates=2\n[run]\nscript='true'\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        let mk = |id, point, rep, loss: Option<f64>, state| {
+            let mut t = Trial::new("s", id, point, rep, Params::new(), 0);
+            t.state = state;
+            if let Some(l) = loss {
+                t.metrics.insert("loss".into(), l);
+            }
+            t
+        };
+        let trials = vec![
+            mk(1, 0, 0, Some(1.0), TrialState::Succeeded),
+            mk(2, 0, 1, Some(3.0), TrialState::Succeeded),
+            mk(3, 1, 0, Some(0.5), TrialState::Succeeded),
+            mk(4, 1, 1, Some(0.1), TrialState::Failed),
+            mk(5, 2, 0, None, TrialState::Succeeded),
+        ];
+        let lb = leaderboard(&s, &trials);
+        assert_eq!(lb.len(), 2);
+        assert_eq!(lb[0].point, 1);
+        assert_eq!(lb[0].replicates, vec![0]);
+        assert_eq!(lb[1].value, 2.0);
+        assert_eq!(lb[1].trials, vec![1, 2]);
+    }
+}

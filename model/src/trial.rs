@@ -1,0 +1,281 @@
+//! The trial record, its states and the legal transitions between them.
+//!
+//! The record is the only memory shared by the orchestrator and the agents. The
+//! orchestrator owns pending/starting/lost/cancelled and the attempt number; the agent
+//! owns running, heartbeat, metrics, succeeded and failed. Every write is conditional
+//! ([`Expect`]) on the previous state and, for agents, on the attempt (a fencing token).
+
+use crate::value::Params;
+use crate::{Millis, Objective};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where one trial stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialState {
+    /// Waiting for a machine (possibly until `not_before`, after a retry).
+    Pending,
+    /// A machine was asked for; its agent has not reported yet.
+    Starting,
+    /// The agent runs the script and heart-beats.
+    Running,
+    /// The script exited 0.
+    Succeeded,
+    /// The script exited non-zero (or a dataset it needs failed).
+    Failed,
+    /// The machine or agent vanished, stopped heart-beating, or the attempt timed out.
+    Lost,
+    /// Stopped on request; `augur run` resumes it.
+    Cancelled,
+}
+
+impl TrialState {
+    pub const ALL: [TrialState; 7] = [
+        TrialState::Pending,
+        TrialState::Starting,
+        TrialState::Running,
+        TrialState::Succeeded,
+        TrialState::Failed,
+        TrialState::Lost,
+        TrialState::Cancelled,
+    ];
+
+    /// Whether a machine is (or should be) working on the trial.
+    pub fn is_active(self) -> bool {
+        matches!(self, TrialState::Starting | TrialState::Running)
+    }
+
+    /// Whether `self → to` is a legal transition (staying put is legal: heartbeats).
+    pub fn can_become(self, to: TrialState) -> bool {
+        use TrialState::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Pending, Starting | Cancelled | Failed)
+                    | (Starting, Running | Lost | Cancelled | Failed)
+                    | (Running, Succeeded | Failed | Lost | Cancelled)
+                    | (Lost | Failed | Cancelled, Pending)
+            )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Pending => "pending",
+            TrialState::Starting => "starting",
+            TrialState::Running => "running",
+            TrialState::Succeeded => "succeeded",
+            TrialState::Failed => "failed",
+            TrialState::Lost => "lost",
+            TrialState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TrialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reading of a trial's metrics, as reported by one `METRICS:` line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub t_ms: Millis,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Why a trial failed, when augur knows better than an exit code.
+pub const ERROR_DATASET: &str = "dataset failed: ";
+
+/// The trial record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub study: String,
+    /// Per-study sequence number, from 1.
+    pub id: u64,
+    /// The dataset this record runs, for run-once prerequisites (not a trial of the budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Index of the point the oracle proposed (replicates share it).
+    pub point: u64,
+    pub replicate: u32,
+    pub params: Params,
+    /// Datasets that must succeed before this trial may start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    pub state: TrialState,
+    /// Attempt number, from 1: the fencing token of agent writes.
+    pub attempt: u32,
+    /// Attempts whose agent reached the script (what `max_attempts` limits).
+    pub runs: u32,
+    pub machine: Option<String>,
+    pub created_ms: Millis,
+    pub started_ms: Option<Millis>,
+    pub heartbeat_ms: Option<Millis>,
+    pub finished_ms: Option<Millis>,
+    /// A retried trial waits until then (capped, jittered backoff).
+    pub not_before_ms: Option<Millis>,
+    pub exit_code: Option<i32>,
+    /// Last value of each metric.
+    pub metrics: BTreeMap<String, f64>,
+    /// Every reading, in order.
+    pub series: Vec<MetricPoint>,
+    pub error: Option<String>,
+    /// A failure augur may retry (timeout, keepalive, agent terminated).
+    pub retryable: bool,
+    /// The last line the script printed.
+    pub status: Option<String>,
+    /// The last lines of the log, kept with the final state.
+    pub log_tail: Vec<String>,
+    /// Where the attempt's log is (a file path, or a CloudWatch stream).
+    pub log: Option<String>,
+}
+
+impl Trial {
+    /// A new pending record (attempt 1).
+    pub fn new(study: &str, id: u64, point: u64, replicate: u32, params: Params, now: Millis) -> Trial {
+        Trial {
+            study: study.to_string(),
+            id,
+            dataset: None,
+            point,
+            replicate,
+            params,
+            needs: Vec::new(),
+            state: TrialState::Pending,
+            attempt: 1,
+            runs: 0,
+            machine: None,
+            created_ms: now,
+            started_ms: None,
+            heartbeat_ms: None,
+            finished_ms: None,
+            not_before_ms: None,
+            exit_code: None,
+            metrics: BTreeMap::new(),
+            series: Vec::new(),
+            error: None,
+            retryable: false,
+            status: None,
+            log_tail: Vec::new(),
+            log: None,
+        }
+    }
+
+    pub fn is_dataset(&self) -> bool {
+        self.dataset.is_some()
+    }
+
+    /// The objective's value, if the trial reported it.
+    pub fn objective_value(&self, objective: &Objective) -> Option<f64> {
+        self.metrics.get(&objective.metric).copied()
+    }
+}
+
+/// The condition of a conditional write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expect {
+    /// The record must be in one of these states.
+    pub states: Vec<TrialState>,
+    /// And, if given, at this attempt.
+    pub attempt: Option<u32>,
+}
+
+impl Expect {
+    pub fn state(s: TrialState, attempt: u32) -> Expect {
+        Expect { states: vec![s], attempt: Some(attempt) }
+    }
+    pub fn any_of(states: &[TrialState], attempt: u32) -> Expect {
+        Expect { states: states.to_vec(), attempt: Some(attempt) }
+    }
+    pub fn holds(&self, t: &Trial) -> bool {
+        self.states.contains(&t.state) && self.attempt.is_none_or(|a| a == t.attempt)
+    }
+}
+
+/// The fields a write changes; `None` leaves a field alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrialUpdate {
+    pub state: Option<TrialState>,
+    pub attempt: Option<u32>,
+    pub add_run: bool,
+    pub machine: Option<Option<String>>,
+    pub started_ms: Option<Option<Millis>>,
+    pub heartbeat_ms: Option<Millis>,
+    pub finished_ms: Option<Option<Millis>>,
+    pub not_before_ms: Option<Option<Millis>>,
+    pub exit_code: Option<Option<i32>>,
+    pub metrics: Option<BTreeMap<String, f64>>,
+    pub series: Option<Vec<MetricPoint>>,
+    pub error: Option<Option<String>>,
+    pub retryable: Option<bool>,
+    pub status: Option<Option<String>>,
+    pub log_tail: Option<Vec<String>>,
+    pub log: Option<Option<String>>,
+}
+
+impl TrialUpdate {
+    /// Applies the update to a record (the store checks the condition first).
+    pub fn apply(&self, t: &mut Trial) {
+        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        }
+        set(&mut t.state, &self.state);
+        set(&mut t.attempt, &self.attempt);
+        if self.add_run {
+            t.runs += 1;
+        }
+        set(&mut t.machine, &self.machine);
+        set(&mut t.started_ms, &self.started_ms);
+        if let Some(h) = self.heartbeat_ms {
+            t.heartbeat_ms = Some(h);
+        }
+        set(&mut t.finished_ms, &self.finished_ms);
+        set(&mut t.not_before_ms, &self.not_before_ms);
+        set(&mut t.exit_code, &self.exit_code);
+        set(&mut t.metrics, &self.metrics);
+        set(&mut t.series, &self.series);
+        set(&mut t.error, &self.error);
+        set(&mut t.retryable, &self.retryable);
+        set(&mut t.status, &self.status);
+        set(&mut t.log_tail, &self.log_tail);
+        set(&mut t.log, &self.log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TrialState::*;
+
+    #[test]
+    fn legal_transitions() {
+        assert!(Pending.can_become(Starting));
+        assert!(Starting.can_become(Running));
+        assert!(Running.can_become(Succeeded));
+        assert!(Running.can_become(Lost));
+        assert!(Lost.can_become(Pending));
+        assert!(Running.can_become(Running));
+        assert!(!Succeeded.can_become(Pending));
+        assert!(!Pending.can_become(Running));
+        assert!(!Pending.can_become(Succeeded));
+        assert!(!Lost.can_become(Running));
+        for s in TrialState::ALL {
+            assert!(!Succeeded.can_become(s) || s == Succeeded);
+        }
+    }
+
+    #[test]
+    fn expect_checks_state_and_fencing_token() {
+        let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
+        t.state = Running;
+        t.attempt = 2;
+        assert!(Expect::state(Running, 2).holds(&t));
+        assert!(!Expect::state(Running, 1).holds(&t));
+        assert!(!Expect::state(Starting, 2).holds(&t));
+    }
+}

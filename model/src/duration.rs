@@ -8,12 +8,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t).map_err(|e| format!("`{text}` is not a duration like 90s, 10m or 1h30m ({e})"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{text}` is not a duration like 90s, 10m or 1h30m ({e})"))
 }
 
 /// Renders a duration compactly: `1h 2m 3s`, `250ms`.
 pub fn format(d: Duration) -> String {
-    let d = if d.as_secs() >= 10 { Duration::from_secs(d.as_secs()) } else { Duration::from_millis(d.as_millis() as u64) };
+    let d = if d.as_secs() >= 10 {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
     humantime::format_duration(d).to_string()
 }
 

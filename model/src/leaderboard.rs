@@ -23,7 +23,10 @@ pub struct LeaderboardRow {
 pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
     let mut by_point: BTreeMap<u64, Vec<&Trial>> = BTreeMap::new();
     for t in trials {
-        if !t.is_dataset() && t.state == TrialState::Succeeded && t.objective_value(&study.objective).is_some() {
+        if !t.is_dataset()
+            && t.state == TrialState::Succeeded
+            && t.objective_value(&study.objective).is_some()
+        {
             by_point.entry(t.point).or_default().push(t);
         }
     }
@@ -39,7 +42,10 @@ pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
                     e.1 += 1;
                 }
             }
-            let metrics: BTreeMap<String, f64> = sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect();
+            let metrics: BTreeMap<String, f64> = sums
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n as f64))
+                .collect();
             LeaderboardRow {
                 point,
                 params: ts[0].params.clone(),
@@ -51,7 +57,10 @@ pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
         })
         .collect();
     rows.sort_by(|a, b| {
-        let ord = a.value.partial_cmp(&b.value).unwrap_or(std::cmp::Ordering::Equal);
+        let ord = a
+            .value
+            .partial_cmp(&b.value)
+            .unwrap_or(std::cmp::Ordering::Equal);
         let ord = match study.objective.goal {
             crate::Goal::Minimize => ord,
             crate::Goal::Maximize => ord.reverse(),

@@ -18,7 +18,7 @@ pub use spec::{
     AwsSpec, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError, Study, StudyRecord,
     StudyState,
 };
-pub use trial::{Expect, MetricPoint, Trial, TrialState, TrialUpdate};
+pub use trial::{Expect, MetricPoint, Outcome, Trial, TrialState, TrialUpdate};
 pub use value::{Params, Value};
 
 /// Milliseconds since the Unix epoch: every timestamp in a record.

@@ -89,15 +89,27 @@ mod tests {
 
     #[test]
     fn parses_diviner_format_and_trims() {
-        assert_eq!(parse_line("METRICS: loss=0.5,acc=0.9"), Line::Metrics(m(&[("loss", 0.5), ("acc", 0.9)])));
-        assert_eq!(parse_line("METRICS:  step = 3 , loss= 1e-3 "), Line::Metrics(m(&[("step", 3.0), ("loss", 0.001)])));
+        assert_eq!(
+            parse_line("METRICS: loss=0.5,acc=0.9"),
+            Line::Metrics(m(&[("loss", 0.5), ("acc", 0.9)]))
+        );
+        assert_eq!(
+            parse_line("METRICS:  step = 3 , loss= 1e-3 "),
+            Line::Metrics(m(&[("step", 3.0), ("loss", 0.001)]))
+        );
     }
 
     #[test]
     fn malformed_is_a_warning_not_a_crash() {
         assert!(matches!(parse_line("METRICS: loss"), Line::BadMetrics(_)));
-        assert!(matches!(parse_line("METRICS: loss=abc"), Line::BadMetrics(_)));
-        assert!(matches!(parse_line("METRICS: loss=inf"), Line::BadMetrics(_)));
+        assert!(matches!(
+            parse_line("METRICS: loss=abc"),
+            Line::BadMetrics(_)
+        ));
+        assert!(matches!(
+            parse_line("METRICS: loss=inf"),
+            Line::BadMetrics(_)
+        ));
         assert!(matches!(parse_line("METRICS:"), Line::BadMetrics(_)));
         assert!(matches!(parse_line("METRICS: a b=1"), Line::BadMetrics(_)));
     }
@@ -110,10 +122,25 @@ mod tests {
 
     #[test]
     fn keepalive_directives() {
-        assert_eq!(parse_line("AUGUR: keepalive=10m"), Line::Keepalive(Duration::from_secs(600)));
-        assert_eq!(parse_line("DIVINER: keepalive=30s"), Line::Keepalive(Duration::from_secs(30)));
-        assert_eq!(parse_line("AUGUR: keepalive=0"), Line::Keepalive(Duration::ZERO));
-        assert!(matches!(parse_line("AUGUR: keepalive=soon"), Line::BadDirective(_)));
-        assert!(matches!(parse_line("AUGUR: frobnicate"), Line::BadDirective(_)));
+        assert_eq!(
+            parse_line("AUGUR: keepalive=10m"),
+            Line::Keepalive(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_line("DIVINER: keepalive=30s"),
+            Line::Keepalive(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_line("AUGUR: keepalive=0"),
+            Line::Keepalive(Duration::ZERO)
+        );
+        assert!(matches!(
+            parse_line("AUGUR: keepalive=soon"),
+            Line::BadDirective(_)
+        ));
+        assert!(matches!(
+            parse_line("AUGUR: frobnicate"),
+            Line::BadDirective(_)
+        ));
     }
 }

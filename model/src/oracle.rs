@@ -21,7 +21,14 @@ pub trait Oracle: Send + Sync {
 pub fn oracle_for(study: &Study) -> Box<dyn Oracle> {
     match study.oracle {
         OracleKind::Grid => Box::new(Grid::new(study)),
-        OracleKind::Random => Box::new(Random { params: study.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), seed: study.seed }),
+        OracleKind::Random => Box::new(Random {
+            params: study
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            seed: study.seed,
+        }),
     }
 }
 
@@ -38,7 +45,9 @@ impl Grid {
             .iter()
             .map(|(k, p)| (k.clone(), p.grid_values().unwrap_or_default()))
             .collect();
-        let total = axes.iter().fold(1u64, |n, (_, v)| n.saturating_mul(v.len() as u64));
+        let total = axes
+            .iter()
+            .fold(1u64, |n, (_, v)| n.saturating_mul(v.len() as u64));
         Grid { axes, total }
     }
 
@@ -77,7 +86,12 @@ impl Oracle for Random {
     fn propose(&self, point: u64, _history: &[Trial]) -> Option<Params> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(point);
-        Some(self.params.iter().map(|(k, p)| (k.clone(), p.sample(&mut rng))).collect())
+        Some(
+            self.params
+                .iter()
+                .map(|(k, p)| (k.clone(), p.sample(&mut rng)))
+                .collect(),
+        )
     }
 }
 
@@ -100,7 +114,8 @@ mod tests {
         let s = study("oracle='grid'");
         let g = oracle_for(&s);
         let points: Vec<Params> = (0..12).map(|i| g.propose(i, &[]).unwrap()).collect();
-        let keys: std::collections::BTreeSet<String> = points.iter().map(crate::value::params_key).collect();
+        let keys: std::collections::BTreeSet<String> =
+            points.iter().map(crate::value::params_key).collect();
         assert_eq!(keys.len(), 12);
         assert!(g.propose(12, &[]).is_none());
         assert_eq!(s.trials, 12);

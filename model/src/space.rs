@@ -13,9 +13,19 @@ pub const MAX_GRID_POINTS: u64 = 10_000_000;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ParamSpec {
     /// A float in `[lo, hi]`, log-uniform when `log`; a grid takes `steps` points.
-    Float { lo: f64, hi: f64, log: bool, steps: Option<u32> },
+    Float {
+        lo: f64,
+        hi: f64,
+        log: bool,
+        steps: Option<u32>,
+    },
     /// An integer in `[lo, hi]`; a grid takes `steps` points, or every integer.
-    Int { lo: i64, hi: i64, log: bool, steps: Option<u32> },
+    Int {
+        lo: i64,
+        hi: i64,
+        log: bool,
+        steps: Option<u32>,
+    },
     /// One of a list of values (numbers or strings).
     Choice { values: Vec<Value> },
 }
@@ -27,7 +37,10 @@ impl ParamSpec {
             ParamSpec::Choice { values } => Ok(values.clone()),
             ParamSpec::Float { lo, hi, log, steps } => {
                 let n = steps.ok_or("a float range needs `steps` on a grid")?;
-                Ok(linspace(*lo, *hi, *log, n).into_iter().map(Value::Float).collect())
+                Ok(linspace(*lo, *hi, *log, n)
+                    .into_iter()
+                    .map(Value::Float)
+                    .collect())
             }
             ParamSpec::Int { lo, hi, log, steps } => match steps {
                 None => {
@@ -56,7 +69,11 @@ impl ParamSpec {
         match self {
             ParamSpec::Float { lo, hi, log, .. } => {
                 let u: f64 = rng.gen();
-                Value::Float(if *log { (lo.ln() + u * (hi.ln() - lo.ln())).exp().clamp(*lo, *hi) } else { lo + u * (hi - lo) })
+                Value::Float(if *log {
+                    (lo.ln() + u * (hi.ln() - lo.ln())).exp().clamp(*lo, *hi)
+                } else {
+                    lo + u * (hi - lo)
+                })
             }
             ParamSpec::Int { lo, hi, log, .. } => {
                 if *log {
@@ -74,7 +91,9 @@ impl ParamSpec {
     /// Whether `v` lies in this domain.
     pub fn contains(&self, v: &Value) -> bool {
         match (self, v) {
-            (ParamSpec::Float { lo, hi, .. }, _) => v.as_f64().is_some_and(|x| x >= *lo && x <= *hi),
+            (ParamSpec::Float { lo, hi, .. }, _) => {
+                v.as_f64().is_some_and(|x| x >= *lo && x <= *hi)
+            }
             (ParamSpec::Int { lo, hi, .. }, Value::Int(i)) => i >= lo && i <= hi,
             (ParamSpec::Int { .. }, _) => false,
             (ParamSpec::Choice { values }, _) => values.contains(v),
@@ -108,24 +127,74 @@ mod tests {
 
     #[test]
     fn grids() {
-        let f = ParamSpec::Float { lo: 0.0, hi: 1.0, log: false, steps: Some(3) };
-        assert_eq!(f.grid_values().unwrap(), vec![Value::Float(0.0), Value::Float(0.5), Value::Float(1.0)]);
-        let l = ParamSpec::Float { lo: 1e-3, hi: 1e-1, log: true, steps: Some(3) };
-        let v: Vec<f64> = l.grid_values().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let f = ParamSpec::Float {
+            lo: 0.0,
+            hi: 1.0,
+            log: false,
+            steps: Some(3),
+        };
+        assert_eq!(
+            f.grid_values().unwrap(),
+            vec![Value::Float(0.0), Value::Float(0.5), Value::Float(1.0)]
+        );
+        let l = ParamSpec::Float {
+            lo: 1e-3,
+            hi: 1e-1,
+            log: true,
+            steps: Some(3),
+        };
+        let v: Vec<f64> = l
+            .grid_values()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert!((v[1] - 1e-2).abs() < 1e-12, "{v:?}");
-        let i = ParamSpec::Int { lo: 1, hi: 3, log: false, steps: None };
+        let i = ParamSpec::Int {
+            lo: 1,
+            hi: 3,
+            log: false,
+            steps: None,
+        };
         assert_eq!(i.grid_values().unwrap().len(), 3);
-        assert!(ParamSpec::Float { lo: 0.0, hi: 1.0, log: false, steps: None }.grid_values().is_err());
+        assert!(ParamSpec::Float {
+            lo: 0.0,
+            hi: 1.0,
+            log: false,
+            steps: None
+        }
+        .grid_values()
+        .is_err());
     }
 
     #[test]
     fn samples_stay_in_bounds() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let specs = [
-            ParamSpec::Float { lo: -5.0, hi: 5.0, log: false, steps: None },
-            ParamSpec::Float { lo: 1e-4, hi: 1e-1, log: true, steps: None },
-            ParamSpec::Int { lo: 1, hi: 1000, log: true, steps: None },
-            ParamSpec::Int { lo: -3, hi: 3, log: false, steps: None },
+            ParamSpec::Float {
+                lo: -5.0,
+                hi: 5.0,
+                log: false,
+                steps: None,
+            },
+            ParamSpec::Float {
+                lo: 1e-4,
+                hi: 1e-1,
+                log: true,
+                steps: None,
+            },
+            ParamSpec::Int {
+                lo: 1,
+                hi: 1000,
+                log: true,
+                steps: None,
+            },
+            ParamSpec::Int {
+                lo: -3,
+                hi: 3,
+                log: false,
+                steps: None,
+            },
         ];
         for s in &specs {
             for _ in 0..2000 {

@@ -120,7 +120,13 @@ impl DatasetSpec {
             let v = params.get(&p).map(|v| v.to_string()).unwrap_or_default();
             let v: String = v
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             name = name.replace(&format!("{{{p}}}"), &v);
         }
@@ -164,7 +170,10 @@ impl Study {
     pub fn grid_size(&self) -> Result<u64, String> {
         let mut n: u64 = 1;
         for (name, p) in &self.params {
-            let k = p.grid_values().map_err(|e| format!("params.{name}: {e}"))?.len() as u64;
+            let k = p
+                .grid_values()
+                .map_err(|e| format!("params.{name}: {e}"))?
+                .len() as u64;
             n = n.saturating_mul(k);
         }
         Ok(n)
@@ -253,10 +262,19 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn line(&self, span: Option<Range<usize>>) -> Option<usize> {
-        span.map(|s| self.text[..s.start.min(self.text.len())].matches('\n').count() + 1)
+        span.map(|s| {
+            self.text[..s.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1
+        })
     }
     fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> SpecError {
-        SpecError { path: self.path.to_string(), line: self.line(span), message: message.into() }
+        SpecError {
+            path: self.path.to_string(),
+            line: self.line(span),
+            message: message.into(),
+        }
     }
     /// A TOML or type error, reworded for people and prefixed with the key of its line.
     fn syntax(&self, e: toml::de::Error) -> SpecError {
@@ -267,7 +285,9 @@ impl Cx<'_> {
             .replace("expected u32", "expected an integer")
             .replace("expected a boolean", "expected true or false");
         if let Some(span) = e.span() {
-            let start = self.text[..span.start.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
+            let start = self.text[..span.start.min(self.text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
             let line = self.text[start..].lines().next().unwrap_or("");
             if let Some((key, _)) = line.split_once('=') {
                 let key = key.trim();
@@ -382,19 +402,32 @@ impl RawParam {
         let log = match self.scale.as_deref() {
             None | Some("linear") => false,
             Some("log") => true,
-            Some(other) => return Err(format!("{key}.scale must be \"linear\" or \"log\", got \"{other}\"")),
+            Some(other) => {
+                return Err(format!(
+                    "{key}.scale must be \"linear\" or \"log\", got \"{other}\""
+                ))
+            }
         };
         let steps = match self.steps {
             None => None,
             Some(n) if (2..=1_000_000).contains(&n) => Some(n as u32),
-            Some(n) => return Err(format!("{key}.steps must be between 2 and 1000000, got {n}")),
+            Some(n) => {
+                return Err(format!(
+                    "{key}.steps must be between 2 and 1000000, got {n}"
+                ))
+            }
         };
         match (self.range, self.values) {
             (Some(_), Some(_)) => Err(format!("{key} has both `range` and `values`: give one")),
-            (None, None) => Err(format!("{key} needs `range = [lo, hi]` or `values = [...]`")),
+            (None, None) => Err(format!(
+                "{key} needs `range = [lo, hi]` or `values = [...]`"
+            )),
             (Some(range), None) => {
                 if range.len() != 2 {
-                    return Err(format!("{key}.range must be [lo, hi], got {} element(s)", range.len()));
+                    return Err(format!(
+                        "{key}.range must be [lo, hi], got {} element(s)",
+                        range.len()
+                    ));
                 }
                 let (lo, hi) = match (number(&range[0]), number(&range[1])) {
                     (Some(lo), Some(hi)) => (lo, hi),
@@ -402,22 +435,35 @@ impl RawParam {
                 };
                 let (flo, fhi) = (lo.as_f64().unwrap_or(0.0), hi.as_f64().unwrap_or(0.0));
                 if flo > fhi {
-                    return Err(format!("{key}.range is inverted: [{lo}, {hi}] (lo must be below hi)"));
+                    return Err(format!(
+                        "{key}.range is inverted: [{lo}, {hi}] (lo must be below hi)"
+                    ));
                 }
                 if flo == fhi {
-                    return Err(format!("{key}.range is empty: [{lo}, {hi}] (for one value use `values = [{lo}]`)"));
+                    return Err(format!(
+                        "{key}.range is empty: [{lo}, {hi}] (for one value use `values = [{lo}]`)"
+                    ));
                 }
                 if log && flo <= 0.0 {
-                    return Err(format!("{key}: log scale needs bounds above 0, got [{lo}, {hi}]"));
+                    return Err(format!(
+                        "{key}: log scale needs bounds above 0, got [{lo}, {hi}]"
+                    ));
                 }
                 Ok(match (lo, hi) {
                     (Value::Int(lo), Value::Int(hi)) => ParamSpec::Int { lo, hi, log, steps },
-                    _ => ParamSpec::Float { lo: flo, hi: fhi, log, steps },
+                    _ => ParamSpec::Float {
+                        lo: flo,
+                        hi: fhi,
+                        log,
+                        steps,
+                    },
                 })
             }
             (None, Some(values)) => {
                 if self.scale.is_some() || steps.is_some() {
-                    return Err(format!("{key}: `scale` and `steps` only apply to a `range`"));
+                    return Err(format!(
+                        "{key}: `scale` and `steps` only apply to a `range`"
+                    ));
                 }
                 if values.is_empty() {
                     return Err(format!("{key}.values is empty"));
@@ -427,7 +473,10 @@ impl RawParam {
                     let v = match v {
                         toml::Value::String(s) => Value::Str(s.clone()),
                         other => number(other).ok_or_else(|| {
-                            format!("{key}.values may hold numbers or strings, not {}", other.type_str())
+                            format!(
+                                "{key}.values may hold numbers or strings, not {}",
+                                other.type_str()
+                            )
                         })?,
                     };
                     if out.contains(&v) {
@@ -462,18 +511,20 @@ impl RawStudy {
             None | Some("minimize") | Some("min") => Goal::Minimize,
             Some("maximize") | Some("max") => Goal::Maximize,
             Some(other) => {
-                return Err(cx.at(obj.goal.as_ref().unwrap_or(&obj.metric), format!(
-                    "objective.goal must be \"minimize\" or \"maximize\", got \"{other}\""
-                )))
+                return Err(cx.at(
+                    obj.goal.as_ref().unwrap_or(&obj.metric),
+                    format!("objective.goal must be \"minimize\" or \"maximize\", got \"{other}\""),
+                ))
             }
         };
         let oracle = match self.oracle.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("random") => OracleKind::Random,
             Some("grid") => OracleKind::Grid,
             Some(other) => {
-                return Err(cx.at(self.oracle.as_ref().unwrap_or(&self.name), format!(
-                    "unknown oracle \"{other}\" (known: {})", OracleKind::NAMES
-                )))
+                return Err(cx.at(
+                    self.oracle.as_ref().unwrap_or(&self.name),
+                    format!("unknown oracle \"{other}\" (known: {})", OracleKind::NAMES),
+                ))
             }
         };
         let parallel = positive(cx, "parallel", &self.parallel, 1)?;
@@ -495,12 +546,18 @@ impl RawStudy {
             }
             let upper = key.to_uppercase();
             if let Some(prev) = env_names.insert(upper.clone(), key.clone()) {
-                return Err(cx.at(&k, format!(
-                    "duplicate parameter: `{prev}` and `{key}` are both AUGUR_PARAM_{upper}"
-                )));
+                return Err(cx.at(
+                    &k,
+                    format!(
+                        "duplicate parameter: `{prev}` and `{key}` are both AUGUR_PARAM_{upper}"
+                    ),
+                ));
             }
             let span = v.span();
-            let spec = v.into_inner().validate(&format!("params.{key}")).map_err(|m| cx.err(Some(span), m))?;
+            let spec = v
+                .into_inner()
+                .validate(&format!("params.{key}"))
+                .map_err(|m| cx.err(Some(span), m))?;
             params.insert(key, spec);
         }
 
@@ -515,7 +572,10 @@ impl RawStudy {
             let rel = f.get_ref();
             let p = dir.join(rel);
             if rel.is_empty() || !p.exists() {
-                return Err(cx.at(f, format!("run.files: `{rel}` not found (looked in {})", dir.display())));
+                return Err(cx.at(
+                    f,
+                    format!("run.files: `{rel}` not found (looked in {})", dir.display()),
+                ));
             }
             files.push(rel.clone());
         }
@@ -557,7 +617,10 @@ impl RawStudy {
             let d = d.into_inner();
             let tmpl = d.name.get_ref().clone();
             if tmpl.is_empty() || !seen.insert(tmpl.clone()) {
-                return Err(cx.at(&d.name, format!("datasets: name `{tmpl}` is empty or declared twice")));
+                return Err(cx.at(
+                    &d.name,
+                    format!("datasets: name `{tmpl}` is empty or declared twice"),
+                ));
             }
             if d.script.get_ref().trim().is_empty() {
                 return Err(cx.at(&d.script, format!("datasets `{tmpl}`: script is empty")));
@@ -566,15 +629,25 @@ impl RawStudy {
                 None => None,
                 Some(t) => Some(duration_ms(cx, "datasets.timeout", t)?).filter(|ms| *ms > 0),
             };
-            let spec = DatasetSpec { name: tmpl.clone(), script: d.script.into_inner(), timeout_ms };
+            let spec = DatasetSpec {
+                name: tmpl.clone(),
+                script: d.script.into_inner(),
+                timeout_ms,
+            };
             for p in spec.placeholders() {
                 if !params.contains_key(&p) {
-                    return Err(cx.err(Some(span.clone()), format!("datasets `{tmpl}`: `{{{p}}}` is not a parameter")));
+                    return Err(cx.err(
+                        Some(span.clone()),
+                        format!("datasets `{tmpl}`: `{{{p}}}` is not a parameter"),
+                    ));
                 }
             }
             let bare = spec.name.replace(['{', '}'], "");
             if !valid_study_name(&bare) {
-                return Err(cx.at(&d.name, format!("datasets: name `{tmpl}` must be A-Z a-z 0-9 . _ - (and {{param}})")));
+                return Err(cx.at(
+                    &d.name,
+                    format!("datasets: name `{tmpl}` must be A-Z a-z 0-9 . _ - (and {{param}})"),
+                ));
             }
             datasets.push(spec);
         }
@@ -586,7 +659,12 @@ impl RawStudy {
                 let disk_gb = match &a.disk_gb {
                     None => None,
                     Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
-                    Some(d) => return Err(cx.at(d, format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()))),
+                    Some(d) => {
+                        return Err(cx.at(
+                            d,
+                            format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()),
+                        ))
+                    }
                 };
                 Some(AwsSpec {
                     instance_type: a.instance_type,
@@ -617,17 +695,27 @@ impl RawStudy {
         study.trials = match (&self.trials, oracle) {
             (Some(_), _) => positive(cx, "trials", &self.trials, 1)? as u64,
             (None, OracleKind::Grid) => {
-                let n = study.grid_size().map_err(|m| cx.err(Some(run_span.clone()), m))?;
+                let n = study
+                    .grid_size()
+                    .map_err(|m| cx.err(Some(run_span.clone()), m))?;
                 n.saturating_mul(study.replicates as u64)
             }
             (None, OracleKind::Random) => {
-                return Err(cx.err(Some(0..0), "trials (the budget) is required for the random oracle"))
+                return Err(cx.err(
+                    Some(0..0),
+                    "trials (the budget) is required for the random oracle",
+                ))
             }
         };
         if oracle == OracleKind::Grid {
-            let n = study.grid_size().map_err(|m| cx.err(None, format!("grid oracle: {m}")))?;
+            let n = study
+                .grid_size()
+                .map_err(|m| cx.err(None, format!("grid oracle: {m}")))?;
             if n > MAX_GRID_POINTS {
-                return Err(cx.err(None, format!("grid oracle: {n} points is more than {MAX_GRID_POINTS}")));
+                return Err(cx.err(
+                    None,
+                    format!("grid oracle: {n} points is more than {MAX_GRID_POINTS}"),
+                ));
             }
         }
         Ok(study)
@@ -674,7 +762,10 @@ instance_type = "t3.micro"
         assert_eq!(s.run.timeout_ms, Some(600_000));
         assert_eq!(s.run.max_attempts, 2);
         assert_eq!(s.run.preamble, "set -ex; ");
-        assert!(matches!(s.params["n"], ParamSpec::Int { lo: 1, hi: 10, .. }));
+        assert!(matches!(
+            s.params["n"],
+            ParamSpec::Int { lo: 1, hi: 10, .. }
+        ));
         assert!(matches!(s.params["lr"], ParamSpec::Float { log: true, .. }));
     }
 
@@ -689,7 +780,10 @@ instance_type = "t3.micro"
 
     fn bad(text: &str, needle: &str, line: Option<usize>) {
         let e = parse(text).expect_err(text);
-        assert!(e.to_string().contains(needle), "`{e}` should mention `{needle}`");
+        assert!(
+            e.to_string().contains(needle),
+            "`{e}` should mention `{needle}`"
+        );
         if line.is_some() {
             assert_eq!(e.line, line, "{e}");
         }
@@ -698,28 +792,110 @@ instance_type = "t3.micro"
     #[test]
     fn bad_inputs_name_the_problem_and_line() {
         let base = "name='s'\nobjective={metric='m'}\ntrials=3\n";
-        bad(&format!("{base}[run]\nscript='true'\nbogus=1\n"), "bogus", Some(6));
-        bad(&format!("{base}[params]\nx={{range=[5.0,1.0]}}\n[run]\nscript='true'\n"), "inverted", Some(5));
-        bad(&format!("{base}[params]\nx={{range=[1.0,1.0]}}\n[run]\nscript='true'\n"), "empty", Some(5));
-        bad(&format!("{base}[params]\nx={{range=[0.0,1.0],scale='log'}}\n[run]\nscript='true'\n"), "log scale", Some(5));
-        bad(&format!("{base}[params]\nx={{values=[]}}\n[run]\nscript='true'\n"), "values is empty", Some(5));
-        bad(&format!("{base}[params]\nx={{range=[0,1]}}\nX={{range=[0,1]}}\n[run]\nscript='true'\n"), "duplicate parameter", None);
-        bad(&format!("{base}[run]\nscript=''\n"), "run.script is empty", Some(5));
+        bad(
+            &format!("{base}[run]\nscript='true'\nbogus=1\n"),
+            "bogus",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[params]\nx={{range=[5.0,1.0]}}\n[run]\nscript='true'\n"),
+            "inverted",
+            Some(5),
+        );
+        bad(
+            &format!("{base}[params]\nx={{range=[1.0,1.0]}}\n[run]\nscript='true'\n"),
+            "empty",
+            Some(5),
+        );
+        bad(
+            &format!("{base}[params]\nx={{range=[0.0,1.0],scale='log'}}\n[run]\nscript='true'\n"),
+            "log scale",
+            Some(5),
+        );
+        bad(
+            &format!("{base}[params]\nx={{values=[]}}\n[run]\nscript='true'\n"),
+            "values is empty",
+            Some(5),
+        );
+        bad(
+            &format!(
+                "{base}[params]\nx={{range=[0,1]}}\nX={{range=[0,1]}}\n[run]\nscript='true'\n"
+            ),
+            "duplicate parameter",
+            None,
+        );
+        bad(
+            &format!("{base}[run]\nscript=''\n"),
+            "run.script is empty",
+            Some(5),
+        );
         bad(&format!("{base}[run]\n"), "script", None);
-        bad(&format!("{base}parallel=0\n[run]\nscript='true'\n"), "parallel must be at least 1", Some(4));
-        bad(&format!("{base}parallel='x'\n[run]\nscript='true'\n"), "parallel", Some(4));
-        bad(&format!("{base}oracle='bayes'\n[run]\nscript='true'\n"), "unknown oracle \"bayes\"", Some(4));
-        bad("name='s'\nobjective={metric='m'}\ntrials=0\n[run]\nscript='true'\n", "trials must be at least 1", Some(3));
-        bad("name='s'\nobjective={metric='m'}\n[run]\nscript='true'\n", "trials (the budget) is required", None);
-        bad("name='../x'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\n", "not a valid study name", Some(1));
-        bad("name='s'\nobjective={metric='m', goal='up'}\ntrials=1\n[run]\nscript='true'\n", "objective.goal", Some(2));
-        bad("name='s'\nobjective={metric='m'}\ntrials=1\n[run\nscript='true'\n", "", Some(4));
-        bad(&format!("{base}[run]\nscript='true'\ntimeout='soon'\n"), "run.timeout", Some(6));
-        bad(&format!("{base}[run]\nscript='true'\nfiles=['nope.py']\n"), "nope.py", Some(6));
-        bad(&format!("{base}[params]\nx={{values=[1,'a']}}\n[run]\nscript='true'\n"), "mixes", Some(5));
+        bad(
+            &format!("{base}parallel=0\n[run]\nscript='true'\n"),
+            "parallel must be at least 1",
+            Some(4),
+        );
+        bad(
+            &format!("{base}parallel='x'\n[run]\nscript='true'\n"),
+            "parallel",
+            Some(4),
+        );
+        bad(
+            &format!("{base}oracle='bayes'\n[run]\nscript='true'\n"),
+            "unknown oracle \"bayes\"",
+            Some(4),
+        );
+        bad(
+            "name='s'\nobjective={metric='m'}\ntrials=0\n[run]\nscript='true'\n",
+            "trials must be at least 1",
+            Some(3),
+        );
+        bad(
+            "name='s'\nobjective={metric='m'}\n[run]\nscript='true'\n",
+            "trials (the budget) is required",
+            None,
+        );
+        bad(
+            "name='../x'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\n",
+            "not a valid study name",
+            Some(1),
+        );
+        bad(
+            "name='s'\nobjective={metric='m', goal='up'}\ntrials=1\n[run]\nscript='true'\n",
+            "objective.goal",
+            Some(2),
+        );
+        bad(
+            "name='s'\nobjective={metric='m'}\ntrials=1\n[run\nscript='true'\n",
+            "",
+            Some(4),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\ntimeout='soon'\n"),
+            "run.timeout",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\nfiles=['nope.py']\n"),
+            "nope.py",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[params]\nx={{values=[1,'a']}}\n[run]\nscript='true'\n"),
+            "mixes",
+            Some(5),
+        );
         bad("name='s'\nobjective={metric='m'}\noracle='grid'\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='true'\n", "steps", None);
-        bad(&format!("{base}[[datasets]]\nname='d-{{y}}'\nscript='true'\n[run]\nscript='true'\n"), "not a parameter", None);
-        bad(&format!("{base}[run]\nscript='true'\n[aws]\ninstance='t3.micro'\n"), "instance", Some(7));
+        bad(
+            &format!("{base}[[datasets]]\nname='d-{{y}}'\nscript='true'\n[run]\nscript='true'\n"),
+            "not a parameter",
+            None,
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\n[aws]\ninstance='t3.micro'\n"),
+            "instance",
+            Some(7),
+        );
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct Trial {
     pub runs: u32,
     pub machine: Option<String>,
     pub created_ms: Millis,
+    /// When the orchestrator last asked for a machine (boot timeout counts from here).
+    #[serde(default)]
+    pub launched_ms: Option<Millis>,
     pub started_ms: Option<Millis>,
     pub heartbeat_ms: Option<Millis>,
     pub finished_ms: Option<Millis>,
@@ -135,7 +138,14 @@ pub struct Trial {
 
 impl Trial {
     /// A new pending record (attempt 1).
-    pub fn new(study: &str, id: u64, point: u64, replicate: u32, params: Params, now: Millis) -> Trial {
+    pub fn new(
+        study: &str,
+        id: u64,
+        point: u64,
+        replicate: u32,
+        params: Params,
+        now: Millis,
+    ) -> Trial {
         Trial {
             study: study.to_string(),
             id,
@@ -149,6 +159,7 @@ impl Trial {
             runs: 0,
             machine: None,
             created_ms: now,
+            launched_ms: None,
             started_ms: None,
             heartbeat_ms: None,
             finished_ms: None,
@@ -185,10 +196,16 @@ pub struct Expect {
 
 impl Expect {
     pub fn state(s: TrialState, attempt: u32) -> Expect {
-        Expect { states: vec![s], attempt: Some(attempt) }
+        Expect {
+            states: vec![s],
+            attempt: Some(attempt),
+        }
     }
     pub fn any_of(states: &[TrialState], attempt: u32) -> Expect {
-        Expect { states: states.to_vec(), attempt: Some(attempt) }
+        Expect {
+            states: states.to_vec(),
+            attempt: Some(attempt),
+        }
     }
     pub fn holds(&self, t: &Trial) -> bool {
         self.states.contains(&t.state) && self.attempt.is_none_or(|a| a == t.attempt)
@@ -201,7 +218,10 @@ pub struct TrialUpdate {
     pub state: Option<TrialState>,
     pub attempt: Option<u32>,
     pub add_run: bool,
+    /// Start the attempt budget afresh (`augur run --retry-failed`, a dataset re-run).
+    pub reset_runs: bool,
     pub machine: Option<Option<String>>,
+    pub launched_ms: Option<Millis>,
     pub started_ms: Option<Option<Millis>>,
     pub heartbeat_ms: Option<Millis>,
     pub finished_ms: Option<Option<Millis>>,
@@ -226,8 +246,14 @@ impl TrialUpdate {
         }
         set(&mut t.state, &self.state);
         set(&mut t.attempt, &self.attempt);
+        if self.reset_runs {
+            t.runs = 0;
+        }
         if self.add_run {
             t.runs += 1;
+        }
+        if let Some(l) = self.launched_ms {
+            t.launched_ms = Some(l);
         }
         set(&mut t.machine, &self.machine);
         set(&mut t.started_ms, &self.started_ms);
@@ -278,4 +304,64 @@ mod tests {
         assert!(!Expect::state(Running, 1).holds(&t));
         assert!(!Expect::state(Starting, 2).holds(&t));
     }
+}
+
+/// The writes of the agent protocol, shared by every kind of agent (process, EC2,
+/// in-process objective) so they all leave records the same shape.
+impl TrialUpdate {
+    /// `starting → running` by the agent of this attempt: resets what an earlier
+    /// attempt left.
+    pub fn running(machine: &str, now: Millis, log: Option<String>) -> TrialUpdate {
+        TrialUpdate {
+            state: Some(TrialState::Running),
+            add_run: true,
+            machine: Some(Some(machine.to_string())),
+            started_ms: Some(Some(now)),
+            heartbeat_ms: Some(now),
+            finished_ms: Some(None),
+            exit_code: Some(None),
+            metrics: Some(BTreeMap::new()),
+            series: Some(Vec::new()),
+            error: Some(None),
+            retryable: Some(false),
+            status: Some(None),
+            log_tail: Some(Vec::new()),
+            log: Some(log),
+            ..Default::default()
+        }
+    }
+
+    /// The final write of an attempt.
+    pub fn finished(now: Millis, outcome: &Outcome) -> TrialUpdate {
+        TrialUpdate {
+            state: Some(if outcome.exit_code == Some(0) && outcome.error.is_none() {
+                TrialState::Succeeded
+            } else {
+                TrialState::Failed
+            }),
+            heartbeat_ms: Some(now),
+            finished_ms: Some(Some(now)),
+            exit_code: Some(outcome.exit_code),
+            metrics: Some(outcome.metrics.clone()),
+            series: Some(outcome.series.clone()),
+            error: Some(outcome.error.clone()),
+            retryable: Some(outcome.retryable),
+            status: Some(outcome.status.clone()),
+            log_tail: Some(outcome.log_tail.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// What an attempt ended with, as its agent saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub exit_code: Option<i32>,
+    pub metrics: BTreeMap<String, f64>,
+    pub series: Vec<MetricPoint>,
+    pub error: Option<String>,
+    /// Timeouts, keepalive expiry and terminated agents may be retried.
+    pub retryable: bool,
+    pub status: Option<String>,
+    pub log_tail: Vec<String>,
 }

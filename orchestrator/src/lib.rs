@@ -1,1 +1,17 @@
+//! augur: black-box experiments ("studies") of many trials, run on local processes
+//! (the embedded default) or, later, one EC2 instance per trial.
+//!
+//! The engine is this library: the pure reconciler ([`reconcile`]), the executor and
+//! diviner-style API ([`runner`]), and the machine providers ([`provider`]). The
+//! `augur` binary is a thin CLI over it.
 
+pub mod provider;
+pub mod reconcile;
+pub mod report;
+pub mod runner;
+
+pub use provider::inprocess::{InProcessProvider, TrialContext};
+pub use provider::local::LocalProvider;
+pub use provider::MachineProvider;
+pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
+pub use runner::{CounterValues, Event, Finished, RegisterOptions, RunError, Runner, StreamHandle};

@@ -1,1 +1,125 @@
+//! Where augur keeps its state: the [`TrialStore`] trait (the only memory shared by the
+//! orchestrator and the agents), its SQLite implementation, and the on-disk layout of
+//! the embedded default (`.augur/`: database, logs, work directories).
 
+pub mod layout;
+pub mod logfile;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+
+pub use layout::Layout;
+pub use sqlite::SqliteStore;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or used (retry later; exit code 3).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {key}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    /// An update asked for a transition the state machine forbids (a bug).
+    #[error("illegal transition of {study}/{id}: {from} -> {to}")]
+    IllegalTransition {
+        study: String,
+        id: u64,
+        from: augur_model::TrialState,
+        to: augur_model::TrialState,
+    },
+    #[error("no study named `{0}`")]
+    NoStudy(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The outcome of a conditional write.
+#[derive(Debug)]
+pub enum Written {
+    /// The condition held; the record as written.
+    Done(Trial),
+    /// The condition did not hold; the record as it is (absent: no such trial).
+    Conflict(Option<Trial>),
+}
+
+impl Written {
+    pub fn ok(self) -> Option<Trial> {
+        match self {
+            Written::Done(t) => Some(t),
+            Written::Conflict(_) => None,
+        }
+    }
+}
+
+/// The state of every study and trial. Implementations must make [`update_trial`]
+/// atomic (compare-and-set on state and attempt) across processes and machines.
+///
+/// [`update_trial`]: TrialStore::update_trial
+#[async_trait]
+pub trait TrialStore: Send + Sync {
+    /// Records `rec` unless a study of that name exists; returns what is stored.
+    async fn create_study(&self, rec: &StudyRecord) -> Result<StudyRecord>;
+    /// Replaces a study's spec and state.
+    async fn put_study(&self, rec: &StudyRecord) -> Result<()>;
+    async fn get_study(&self, name: &str) -> Result<Option<StudyRecord>>;
+    async fn list_studies(&self) -> Result<Vec<StudyRecord>>;
+    /// Moves a study to `to` if it is in one of `from`; whether it did.
+    async fn set_study_state(
+        &self,
+        name: &str,
+        from: &[StudyState],
+        to: StudyState,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Removes a study and all its trials.
+    async fn delete_study(&self, name: &str) -> Result<bool>;
+
+    /// Creates the trial for its slot (point and replicate, or dataset name) unless one
+    /// exists, allocating its id from the study's atomic sequence. Returns the stored
+    /// trial and whether it was created now.
+    async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)>;
+    async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>>;
+    async fn list_trials(&self, study: &str) -> Result<Vec<Trial>>;
+    /// Trials written after change `since` (0: all), and the change to ask from next
+    /// time: an orchestrator keeps a cache and reads only what moved, so a tick costs
+    /// what changed, not the study's size. The default reads everything.
+    async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
+        Ok((self.list_trials(study).await?, since + 1))
+    }
+    /// Applies `update` if `expect` holds, atomically.
+    async fn update_trial(
+        &self,
+        study: &str,
+        id: u64,
+        expect: &Expect,
+        update: &TrialUpdate,
+    ) -> Result<Written>;
+}
+
+/// The uniqueness key of a trial within its study: one record per (point, replicate),
+/// one per dataset, so creating one twice (a restarted orchestrator) is harmless.
+pub fn slot(t: &Trial) -> String {
+    match &t.dataset {
+        Some(d) => format!("dataset:{d}"),
+        None => format!("point:{}:{}", t.point, t.replicate),
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

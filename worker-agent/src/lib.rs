@@ -1,1 +1,505 @@
+//! The worker agent: runs one attempt of one trial on its machine.
+//!
+//! It marks the trial running (conditional on its attempt, the fencing token), runs
+//! the script under `bash -c` in its own process group with the parameters in the
+//! environment, logs every line with a timestamp, parses metrics as they come,
+//! heart-beats, enforces the timeout and the keepalive watchdog, and writes the final
+//! state. A write that finds the record moved on (cancelled, lost and retried) means
+//! another attempt owns the trial: the agent ends its script and leaves quietly.
 
+pub mod lines;
+pub mod process;
+pub mod workdir;
+
+use augur_model::metrics::{self, Line};
+use augur_model::{duration, Expect, MetricPoint, Outcome, Study, Trial, TrialState, TrialUpdate};
+use augur_store::logfile::{format_line, Source};
+use augur_store::{now_ms, Layout, StoreError, TrialStore, Written};
+use lines::{Chunk, Stream};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+/// Lines of log kept with the final state.
+pub const TAIL_LINES: usize = 20;
+/// Most metric readings kept per attempt.
+pub const MAX_SERIES: usize = 10_000;
+/// How long to wait for output after the script exits (a background process may hold
+/// the pipes open).
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// What the agent is asked to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub layout: Layout,
+    pub study: String,
+    pub trial: u64,
+    pub attempt: u32,
+    pub heartbeat: Duration,
+    /// How this machine is named in the record (`host:pid` by default).
+    pub machine: String,
+}
+
+/// Why the agent could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no trial {0} in the store")]
+    NoTrial(String),
+    #[error(
+        "attempt {attempt} of {key} is not current (the record is {state} at attempt {current})"
+    )]
+    Stale {
+        key: String,
+        attempt: u32,
+        state: TrialState,
+        current: u32,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// How the attempt ended for this agent.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    /// The final state was written.
+    Finished(TrialState),
+    /// Another attempt (or a cancellation) took the trial over.
+    Superseded,
+}
+
+/// The attempt's log file, written line by line. A log that cannot be written (disk
+/// full, directory gone) is reported once and never stops the trial.
+struct Log {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    path: PathBuf,
+    broken: Option<String>,
+}
+
+impl Log {
+    fn open(path: PathBuf) -> Log {
+        let opened = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+            });
+        match opened {
+            Ok(f) => Log {
+                file: Some(std::io::BufWriter::new(f)),
+                path,
+                broken: None,
+            },
+            Err(e) => Log {
+                file: None,
+                broken: Some(format!("cannot open log {}: {e}", path.display())),
+                path,
+            },
+        }
+    }
+    fn write(&mut self, source: Source, text: &str) {
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.write_all(format_line(now_ms(), source, text).as_bytes()) {
+                self.broken = Some(format!("cannot write log {}: {e}", self.path.display()));
+                self.file = None;
+            }
+        }
+    }
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.flush().and_then(|_| f.get_ref().sync_data()) {
+                self.broken = Some(format!("cannot write log {}: {e}", self.path.display()));
+                self.file = None;
+            }
+        }
+    }
+}
+
+/// What the agent has seen of the script so far.
+#[derive(Default)]
+struct Seen {
+    metrics: BTreeMap<String, f64>,
+    series: Vec<MetricPoint>,
+    status: Option<String>,
+    tail: VecDeque<String>,
+    keepalive: Option<Duration>,
+    dirty: bool,
+}
+
+impl Seen {
+    fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
+        *last_output = Instant::now();
+        let text = chunk.text;
+        if chunk.progress {
+            if !text.trim().is_empty() {
+                self.status = Some(text);
+                self.dirty = true;
+            }
+            return;
+        }
+        log.write(
+            if chunk.stream == Stream::Out {
+                Source::Out
+            } else {
+                Source::Err
+            },
+            &text,
+        );
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text.clone());
+        match metrics::parse_line(&text) {
+            Line::Metrics(m) => {
+                self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
+                if self.series.len() < MAX_SERIES {
+                    self.series.push(MetricPoint {
+                        t_ms: now_ms(),
+                        values: m,
+                    });
+                }
+                self.dirty = true;
+            }
+            Line::BadMetrics(e) => log.write(
+                Source::Augur,
+                &format!("warning: ignored metrics line: {e}"),
+            ),
+            Line::Keepalive(d) => {
+                self.keepalive = (!d.is_zero()).then_some(d);
+                log.write(
+                    Source::Augur,
+                    &match self.keepalive {
+                        Some(d) => format!(
+                            "keepalive armed: the attempt ends if the script prints nothing for {}",
+                            duration::format(d)
+                        ),
+                        None => "keepalive disarmed".to_string(),
+                    },
+                );
+            }
+            Line::BadDirective(e) => {
+                log.write(Source::Augur, &format!("warning: ignored directive: {e}"))
+            }
+            Line::Plain => {}
+        }
+        // The status is what the script last said (set -x traces are not news).
+        if !text.trim().is_empty() && !text.starts_with('+') {
+            self.status = Some(text);
+            self.dirty = true;
+        }
+    }
+}
+
+/// Runs one attempt to its end. See the crate docs.
+pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<Ended, AgentError> {
+    let key = format!("{}/{}", cfg.study, cfg.trial);
+    let study: Study = store
+        .get_study(&cfg.study)
+        .await?
+        .ok_or_else(|| AgentError::NoTrial(key.clone()))?
+        .spec;
+    let trial = store
+        .get_trial(&cfg.study, cfg.trial)
+        .await?
+        .ok_or_else(|| AgentError::NoTrial(key.clone()))?;
+    if trial.attempt != cfg.attempt || trial.state != TrialState::Starting {
+        return Err(AgentError::Stale {
+            key,
+            attempt: cfg.attempt,
+            state: trial.state,
+            current: trial.attempt,
+        });
+    }
+
+    let log_path = cfg.layout.log_file(&cfg.study, cfg.trial, cfg.attempt);
+    let mut log = Log::open(log_path.clone());
+    let what = match &trial.dataset {
+        Some(d) => format!("dataset {d}"),
+        None => format!("trial {} replicate {}", trial.id, trial.replicate),
+    };
+    log.write(
+        Source::Augur,
+        &format!(
+            "attempt {} of {what} (study {}) on {} at {}; params {}",
+            cfg.attempt,
+            cfg.study,
+            cfg.machine,
+            augur_store::logfile::rfc3339(now_ms()),
+            serde_json::to_string(&trial.params).unwrap_or_default()
+        ),
+    );
+    let up = TrialUpdate::running(&cfg.machine, now_ms(), Some(log_path.display().to_string()));
+    let trial = match store
+        .update_trial(
+            &cfg.study,
+            cfg.trial,
+            &Expect::state(TrialState::Starting, cfg.attempt),
+            &up,
+        )
+        .await?
+    {
+        Written::Done(t) => t,
+        Written::Conflict(now) => {
+            log.write(
+                Source::Augur,
+                "attempt superseded before it started; leaving",
+            );
+            log.flush();
+            let (state, current) = now
+                .map(|t| (t.state, t.attempt))
+                .unwrap_or((TrialState::Cancelled, 0));
+            return Err(AgentError::Stale {
+                key,
+                attempt: cfg.attempt,
+                state,
+                current,
+            });
+        }
+    };
+
+    let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
+    let Some(outcome) = outcome else {
+        log.write(Source::Augur, "the trial moved on (cancelled, or lost and retried): this attempt ends without a final write");
+        log.flush();
+        return Ok(Ended::Superseded);
+    };
+    let state = if outcome.exit_code == Some(0) && outcome.error.is_none() {
+        TrialState::Succeeded
+    } else {
+        TrialState::Failed
+    };
+    log.write(
+        Source::Augur,
+        &format!(
+            "{state}: {}",
+            outcome
+                .error
+                .clone()
+                .unwrap_or_else(|| "exit code 0".into())
+        ),
+    );
+    log.flush();
+    let mut outcome = outcome;
+    if let Some(b) = &log.broken {
+        outcome.error = Some(match outcome.error.take() {
+            Some(e) => format!("{e}; {b}"),
+            None => b.clone(),
+        });
+        if outcome.exit_code == Some(0) {
+            // The script succeeded; a log problem alone must not fail the trial.
+            outcome.error = None;
+        }
+    }
+    final_write(store, cfg, &outcome).await
+}
+
+/// The final write, retried while the database is briefly unavailable.
+async fn final_write(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+    outcome: &Outcome,
+) -> Result<Ended, AgentError> {
+    let up = TrialUpdate::finished(now_ms(), outcome);
+    let cond = Expect::state(TrialState::Running, cfg.attempt);
+    let mut delay = Duration::from_millis(100);
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        match store.update_trial(&cfg.study, cfg.trial, &cond, &up).await {
+            Ok(Written::Done(t)) => return Ok(Ended::Finished(t.state)),
+            Ok(Written::Conflict(_)) => return Ok(Ended::Superseded),
+            Err(StoreError::Unavailable(e)) if Instant::now() < give_up => {
+                tracing::warn!(error = %e, "final write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn failure_text(status: &std::process::ExitStatus) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => None,
+        (Some(c), _) => Some(format!("exit code {c}")),
+        (None, Some(s)) => Some(format!("killed by signal {s}")),
+        (None, None) => Some("ended abnormally".into()),
+    }
+}
+
+/// Runs the script; `None` when the attempt was superseded.
+async fn run_script(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+    study: &Study,
+    trial: &Trial,
+    log: &mut Log,
+) -> Result<Option<Outcome>, AgentError> {
+    let (script, timeout_ms, cwd) = match &trial.dataset {
+        Some(name) => {
+            let spec = study.dataset_spec(name, &trial.params);
+            let script = spec.map(|d| d.script.clone()).unwrap_or_default();
+            let timeout = spec.and_then(|d| d.timeout_ms).or(study.run.timeout_ms);
+            (script, timeout, cfg.layout.dataset_dir(&cfg.study, name))
+        }
+        None => (
+            study.run.script.clone(),
+            study.run.timeout_ms,
+            cfg.layout.work_dir(&cfg.study, trial.id, cfg.attempt),
+        ),
+    };
+    let failed = |e: String| Outcome {
+        error: Some(e),
+        ..Default::default()
+    };
+    let prepared = if trial.is_dataset() {
+        std::fs::create_dir_all(&cwd)
+    } else {
+        workdir::prepare(study, &cwd)
+    };
+    if let Err(e) = prepared {
+        let msg = format!("cannot prepare working directory {}: {e}", cwd.display());
+        log.write(Source::Augur, &msg);
+        return Ok(Some(failed(msg)));
+    }
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let layout_abs = Layout::new(
+        cfg.layout
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| cfg.layout.root.clone()),
+    );
+    let env = workdir::environment(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
+
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("{}{}", study.run.preamble, script))
+        .current_dir(&cwd)
+        .envs(&env)
+        .env("AUGUR_WORKDIR", &cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("cannot start bash: {e}");
+            log.write(Source::Augur, &msg);
+            return Ok(Some(failed(msg)));
+        }
+    };
+    let pgid = child.id().unwrap_or(0);
+    let (tx, mut rx) = mpsc::channel::<Chunk>(1024);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(lines::split(out, Stream::Out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(lines::split(err, Stream::Err, tx.clone()));
+    }
+    drop(tx);
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let started = Instant::now();
+    let deadline = timeout_ms.map(|ms| started + Duration::from_millis(ms));
+    let grace = Duration::from_millis(study.run.grace_ms);
+    let mut heartbeat = tokio::time::interval_at(started + cfg.heartbeat, cfg.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = Seen::default();
+    let mut last_output = started;
+    let mut status: Option<std::process::ExitStatus> = None;
+    let mut open = true;
+    let mut drain_until = None;
+    let mut ended: Option<(String, bool)> = None;
+    let far = started + Duration::from_secs(86_400 * 365);
+
+    while status.is_none() || open {
+        let watchdog = seen.keepalive.map(|k| last_output + k);
+        let expiry = [deadline, watchdog].into_iter().flatten().min();
+        tokio::select! {
+            chunk = rx.recv(), if open => match chunk {
+                Some(c) => seen.take(c, log, &mut last_output),
+                None => open = false,
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(255 << 8)));
+                // Whatever the script left behind in its group ends with it.
+                process::signal_group(pgid, libc::SIGKILL);
+                drain_until = Some(Instant::now() + DRAIN);
+            }
+            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && open => open = false,
+            _ = sleep_until(expiry.unwrap_or(far)), if expiry.is_some() && status.is_none() => {
+                let why = if deadline.is_some_and(|d| d <= Instant::now()) {
+                    format!("timed out after {}", duration::format(Duration::from_millis(timeout_ms.unwrap_or(0))))
+                } else {
+                    format!("keepalive expired: no output for {}", duration::format(seen.keepalive.unwrap_or_default()))
+                };
+                log.write(Source::Augur, &format!("{why}; ending the script (SIGTERM, then SIGKILL after {})", duration::format(grace)));
+                status = process::terminate(&mut child, pgid, grace).await;
+                drain_until = Some(Instant::now() + DRAIN);
+                ended = Some((why, true));
+            }
+            _ = sigterm.recv(), if status.is_none() => {
+                log.write(Source::Augur, "agent received SIGTERM; ending the script");
+                status = process::terminate(&mut child, pgid, grace).await;
+                drain_until = Some(Instant::now() + DRAIN);
+                ended = Some(("agent terminated".into(), true));
+            }
+            _ = sigint.recv(), if status.is_none() => {
+                log.write(Source::Augur, "agent received SIGINT; ending the script");
+                status = process::terminate(&mut child, pgid, grace).await;
+                drain_until = Some(Instant::now() + DRAIN);
+                ended = Some(("agent interrupted".into(), true));
+            }
+            _ = heartbeat.tick() => {
+                log.flush();
+                let mut up = TrialUpdate { heartbeat_ms: Some(now_ms()), ..Default::default() };
+                if seen.dirty {
+                    up.metrics = Some(seen.metrics.clone());
+                    up.series = Some(seen.series.clone());
+                    up.status = Some(seen.status.clone());
+                    seen.dirty = false;
+                }
+                match store.update_trial(&cfg.study, cfg.trial, &Expect::state(TrialState::Running, cfg.attempt), &up).await {
+                    Ok(Written::Done(_)) => {}
+                    Ok(Written::Conflict(_)) => {
+                        if status.is_none() {
+                            process::terminate(&mut child, pgid, grace).await;
+                        }
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        seen.dirty = true;
+                        log.write(Source::Augur, &format!("warning: heartbeat not recorded: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let status =
+        status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
+    let exit_code = Some(process::exit_code(&status));
+    let (error, retryable) = match ended {
+        Some((why, retryable)) => (Some(why), retryable),
+        None => (failure_text(&status), false),
+    };
+    Ok(Some(Outcome {
+        exit_code,
+        metrics: seen.metrics,
+        series: seen.series,
+        error,
+        retryable,
+        status: seen.status,
+        log_tail: seen.tail.into_iter().collect(),
+    }))
+}

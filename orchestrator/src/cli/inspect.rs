@@ -1,0 +1,194 @@
+//! Read-only commands: studies, trials, show, leaderboard; and delete.
+
+use super::{open_existing, open_store, parse_target, Fail, Outcome};
+use augur::report;
+use augur_model::value::params_display;
+use augur_model::{StudyRecord, Trial};
+use augur_store::logfile::rfc3339;
+use augur_store::{Layout, SqliteStore, TrialStore};
+
+async fn study_and_trials(
+    layout: &Layout,
+    name: &str,
+) -> Result<(SqliteStore, StudyRecord, Vec<Trial>), Fail> {
+    let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
+    let store = open_existing(layout)?.ok_or_else(no)?;
+    let rec = store.get_study(name).await?.ok_or_else(no)?;
+    let trials = store.list_trials(name).await?;
+    Ok((store, rec, trials))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn studies(layout: &Layout, json: bool) -> Outcome {
+    let Some(store) = open_existing(layout)? else {
+        if json {
+            println!("[]");
+        } else {
+            eprintln!("no studies yet in {}", layout.root.display());
+        }
+        return Ok(0);
+    };
+    let mut objs = Vec::new();
+    let mut rows = Vec::new();
+    for rec in store.list_studies().await? {
+        let trials = store.list_trials(&rec.name).await?;
+        let lb = augur_model::leaderboard(&rec.spec, &trials);
+        let counts = report::counts(&trials);
+        let done: u64 = ["succeeded", "failed", "lost", "cancelled"]
+            .iter()
+            .filter_map(|s| counts.get(s))
+            .sum();
+        rows.push(vec![
+            rec.name.clone(),
+            rec.state.to_string(),
+            format!("{done}/{}", rec.spec.trials),
+            counts
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            lb.first()
+                .map(|r| format!("{}={}", rec.spec.objective.metric, report::short(r.value)))
+                .unwrap_or_default(),
+            rfc3339(rec.updated_ms),
+        ]);
+        objs.push(report::study_json(&rec, &trials));
+    }
+    if json {
+        print_json(&serde_json::Value::Array(objs));
+    } else {
+        print!(
+            "{}",
+            report::table(
+                &["STUDY", "STATE", "DONE", "TRIALS", "BEST", "UPDATED"],
+                &rows
+            )
+        );
+    }
+    Ok(0)
+}
+
+pub async fn trials(layout: &Layout, study: &str, json: bool) -> Outcome {
+    let (_, _, trials) = study_and_trials(layout, study).await?;
+    if json {
+        print_json(&serde_json::Value::Array(
+            trials.iter().map(report::trial_json).collect(),
+        ));
+    } else {
+        print!("{}", report::trials_table(&trials));
+    }
+    Ok(0)
+}
+
+pub async fn show(layout: &Layout, target: &str, json: bool) -> Outcome {
+    let (study, id) = parse_target(target)?;
+    let (store, _, _) = study_and_trials(layout, &study).await?;
+    let t = store
+        .get_trial(&study, id)
+        .await?
+        .ok_or_else(|| Fail::input(format!("study `{study}` has no trial {id}")))?;
+    if json {
+        print_json(&report::trial_json(&t));
+        return Ok(0);
+    }
+    let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    println!("trial      {study}/{}", t.id);
+    if let Some(d) = &t.dataset {
+        println!("dataset    {d}");
+    }
+    println!("state      {}", t.state);
+    println!("attempt    {} ({} reached the script)", t.attempt, t.runs);
+    println!("replicate  {}", t.replicate);
+    println!("params     {}", params_display(&t.params));
+    if !t.needs.is_empty() {
+        println!("needs      {}", t.needs.join(", "));
+    }
+    println!("metrics    {}", report::metrics_display(&t.metrics));
+    println!(
+        "exit code  {}",
+        t.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    if let Some(e) = &t.error {
+        println!("error      {e}");
+    }
+    if let Some(s) = &t.status {
+        println!("status     {s}");
+    }
+    println!(
+        "machine    {}",
+        t.machine.clone().unwrap_or_else(|| "-".into())
+    );
+    println!("created    {}", rfc3339(t.created_ms));
+    println!("started    {}", opt(t.started_ms));
+    println!("heartbeat  {}", opt(t.heartbeat_ms));
+    println!("finished   {}", opt(t.finished_ms));
+    println!("log        {}", t.log.clone().unwrap_or_else(|| "-".into()));
+    if !t.log_tail.is_empty() {
+        println!("last lines:");
+        for l in &t.log_tail {
+            println!("  {l}");
+        }
+    }
+    Ok(0)
+}
+
+pub async fn leaderboard(layout: &Layout, study: &str, n: Option<usize>, json: bool) -> Outcome {
+    let (_, rec, trials) = study_and_trials(layout, study).await?;
+    print_leaderboard(&rec, &trials, n, json);
+    Ok(0)
+}
+
+/// Prints a study's leaderboard (also at the end of `augur run`).
+pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, json: bool) {
+    let mut rows = augur_model::leaderboard(&rec.spec, trials);
+    if let Some(n) = n {
+        rows.truncate(n);
+    }
+    if json {
+        let objs = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| report::leaderboard_json(r, i + 1, trials))
+            .collect();
+        print_json(&serde_json::Value::Array(objs));
+    } else if rows.is_empty() {
+        println!(
+            "no trial of `{}` has succeeded with metric `{}` yet",
+            rec.name, rec.spec.objective.metric
+        );
+    } else {
+        print!(
+            "{}",
+            report::leaderboard_table(&rows, &rec.spec.objective.metric, rec.spec.replicates)
+        );
+    }
+}
+
+pub async fn delete(layout: &Layout, study: &str, force: bool) -> Outcome {
+    let (_, _, trials) = study_and_trials(layout, study).await?;
+    let busy = trials.iter().filter(|t| t.state.is_active()).count();
+    if busy > 0 && !force {
+        return Err(Fail::input(format!(
+            "study `{study}` has {busy} trial(s) starting or running: `augur stop {study}` first (or --force)"
+        )));
+    }
+    let store = open_store(layout)?;
+    store.delete_study(study).await?;
+    for dir in [
+        layout.logs(study),
+        layout.root.join("work").join(study),
+        layout.root.join("data").join(study),
+    ] {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Fail::unavailable(format!("cannot remove {}: {e}", dir.display())))?;
+        }
+    }
+    eprintln!("deleted study `{study}` ({} trials)", trials.len());
+    Ok(0)
+}

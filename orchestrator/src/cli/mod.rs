@@ -1,0 +1,220 @@
+//! Command-line parsing, dispatch and exit codes.
+
+mod inspect;
+mod logs;
+mod progress;
+mod run;
+
+use augur_store::{Layout, SqliteStore};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    done (a study ran to its end, whatever its trials' results; a command succeeded)
+  1    internal error (a bug in augur: please report it)
+  2    bad input: a study file, an argument, or a conflict with what is recorded
+  3    backend unavailable (database, agent binary, machines) after retries; the study stays resumable
+  130  interrupted (Ctrl-C, or `augur stop`); `augur run` again resumes the study
+
+State lives in .augur/ under the working directory (or --home / AUGUR_HOME):
+the SQLite database augur.db, logs/<study>/<trial>.<attempt>.log, work/ and data/.";
+
+/// augur runs black-box experiments: studies of many trials, each a run of your script
+/// with one set of parameter values.
+#[derive(Parser, Debug)]
+#[command(name = "augur", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// State directory (database, logs, work directories).
+    #[arg(long, global = true, env = "AUGUR_HOME", default_value = ".augur")]
+    home: PathBuf,
+    /// Format of augur's own diagnostics on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// More diagnostics (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a study until its budget is spent (resumes a study already recorded).
+    Run(run::RunArgs),
+    /// Check a study file without running anything.
+    Validate {
+        /// The study file (TOML).
+        study: PathBuf,
+    },
+    /// List studies.
+    Studies {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a study's trials.
+    Trials {
+        study: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one trial: STUDY/TRIAL.
+    Show {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank a study's points by the objective (mean over succeeded replicates).
+    Leaderboard {
+        study: String,
+        /// Show the best N.
+        #[arg(short = 'n', long)]
+        n: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a trial's log: STUDY/TRIAL.
+    Logs(logs::LogsArgs),
+    /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
+    Stop { study: String },
+    /// Delete a study's records, logs and work directories.
+    Delete {
+        study: String,
+        /// Delete even if trials are running.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// An error with its exit code.
+pub struct Fail {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn input(m: impl Into<String>) -> Fail {
+        Fail {
+            code: 2,
+            message: m.into(),
+        }
+    }
+    pub fn unavailable(m: impl Into<String>) -> Fail {
+        Fail {
+            code: 3,
+            message: m.into(),
+        }
+    }
+}
+
+impl From<augur_store::StoreError> for Fail {
+    fn from(e: augur_store::StoreError) -> Fail {
+        match e {
+            augur_store::StoreError::Unavailable(m) => {
+                Fail::unavailable(format!("database unavailable: {m}"))
+            }
+            augur_store::StoreError::NoStudy(s) => Fail::input(format!("no study named `{s}`")),
+            other => Fail {
+                code: 1,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<augur::RunError> for Fail {
+    fn from(e: augur::RunError) -> Fail {
+        match e {
+            augur::RunError::BadInput(m) => Fail::input(m),
+            augur::RunError::Unavailable(m) => Fail::unavailable(m),
+            augur::RunError::Internal(m) => Fail {
+                code: 1,
+                message: m,
+            },
+        }
+    }
+}
+
+pub type Outcome = Result<u8, Fail>;
+
+/// Opens the database, creating it.
+fn open_store(layout: &Layout) -> Result<SqliteStore, Fail> {
+    Ok(SqliteStore::open(&layout.db())?)
+}
+
+/// Opens the database for reading: a missing one means no studies.
+fn open_existing(layout: &Layout) -> Result<Option<SqliteStore>, Fail> {
+    Ok(SqliteStore::open_existing(&layout.db())?)
+}
+
+/// `STUDY/TRIAL` → (study, id).
+fn parse_target(s: &str) -> Result<(String, u64), Fail> {
+    let (study, id) = s.rsplit_once('/').ok_or_else(|| {
+        Fail::input(format!(
+            "`{s}` is not STUDY/TRIAL (for example quadratic/3)"
+        ))
+    })?;
+    let id = id
+        .parse()
+        .map_err(|_| Fail::input(format!("`{id}` is not a trial number (in `{s}`)")))?;
+    Ok((study.to_string(), id))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Fail {
+            code: 1,
+            message: format!("cannot start runtime: {e}"),
+        })
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("AUGUR_LOG").unwrap_or_else(|_| level.into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let layout = Layout::new(cli.home.clone());
+    let result = runtime().and_then(|rt| rt.block_on(dispatch(cli.cmd, layout)));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("augur: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd, layout: Layout) -> Outcome {
+    match cmd {
+        Cmd::Run(args) => run::run(args, layout).await,
+        Cmd::Validate { study } => run::validate(&study),
+        Cmd::Studies { json } => inspect::studies(&layout, json).await,
+        Cmd::Trials { study, json } => inspect::trials(&layout, &study, json).await,
+        Cmd::Show { target, json } => inspect::show(&layout, &target, json).await,
+        Cmd::Leaderboard { study, n, json } => inspect::leaderboard(&layout, &study, n, json).await,
+        Cmd::Logs(args) => logs::logs(&layout, args).await,
+        Cmd::Stop { study } => run::stop(&layout, &study).await,
+        Cmd::Delete { study, force } => inspect::delete(&layout, &study, force).await,
+    }
+}

@@ -1,0 +1,176 @@
+//! What `augur run` shows while it runs: a progress bar on a terminal, one line per
+//! event otherwise.
+
+use augur::reconcile::{settled, Timing};
+use augur::report::{metrics_display, params_short, short};
+use augur::Event;
+use augur_model::{Study, Trial, TrialState};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use tokio::sync::mpsc;
+
+pub struct Progress {
+    study: Study,
+    timing: Timing,
+    trials: HashMap<u64, Trial>,
+    bar: Option<ProgressBar>,
+    best: Option<f64>,
+}
+
+impl Progress {
+    pub fn new(study: &Study, existing: &[Trial], timing: Timing) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(study.trials);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(study.name.clone());
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+            b
+        });
+        let mut p = Progress {
+            study: study.clone(),
+            timing,
+            trials: HashMap::new(),
+            bar,
+            best: None,
+        };
+        for t in existing {
+            p.observe(t.clone());
+        }
+        if !existing.is_empty() {
+            p.say(format!(
+                "resuming study `{}`: {} of {} trial(s) already final",
+                study.name,
+                p.done(),
+                study.trials
+            ));
+        }
+        p.refresh();
+        p
+    }
+
+    fn done(&self) -> u64 {
+        self.trials
+            .values()
+            .filter(|t| !t.is_dataset() && settled(&self.study, &self.timing, t))
+            .count() as u64
+    }
+
+    fn observe(&mut self, t: Trial) {
+        if t.state == TrialState::Succeeded && !t.is_dataset() {
+            if let Some(v) = t.objective_value(&self.study.objective) {
+                if self.best.is_none_or(|b| self.study.objective.better(v, b)) {
+                    self.best = Some(v);
+                }
+            }
+        }
+        self.trials.insert(t.id, t);
+    }
+
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn refresh(&self) {
+        if let Some(b) = &self.bar {
+            let count = |s: TrialState| self.trials.values().filter(|t| t.state == s).count();
+            let mut msg = format!(
+                "running {}",
+                count(TrialState::Running) + count(TrialState::Starting)
+            );
+            for (s, name) in [(TrialState::Failed, "failed"), (TrialState::Lost, "lost")] {
+                if count(s) > 0 {
+                    msg.push_str(&format!(" · {name} {}", count(s)));
+                }
+            }
+            if let Some(best) = self.best {
+                msg.push_str(&format!(
+                    " · best {}={}",
+                    self.study.objective.metric,
+                    short(best)
+                ));
+            }
+            b.set_position(self.done());
+            b.set_message(msg);
+        }
+    }
+
+    fn name(t: &Trial) -> String {
+        match &t.dataset {
+            Some(d) => format!("dataset {d} ({})", t.id),
+            None => format!("trial {}", t.id),
+        }
+    }
+
+    fn handle(&mut self, e: Event) {
+        match e {
+            Event::Trial { trial, .. } => {
+                let t = *trial;
+                let done_before = self.done();
+                let line = match t.state {
+                    TrialState::Succeeded => {
+                        let secs = match (t.started_ms, t.finished_ms) {
+                            (Some(s), Some(f)) => format!(" in {:.1}s", (f - s) as f64 / 1000.0),
+                            _ => String::new(),
+                        };
+                        Some(format!(
+                            "{} succeeded{secs}: {} ({})",
+                            Self::name(&t),
+                            metrics_display(&t.metrics),
+                            params_short(&t.params)
+                        ))
+                    }
+                    TrialState::Failed => Some(format!(
+                        "{} failed (attempt {}): {} ({})",
+                        Self::name(&t),
+                        t.attempt,
+                        t.error.clone().unwrap_or_default(),
+                        params_short(&t.params)
+                    )),
+                    TrialState::Cancelled => Some(format!("{} cancelled", Self::name(&t))),
+                    _ => None,
+                };
+                self.observe(t);
+                if let Some(l) = line {
+                    let done = self.done();
+                    let tag = if done != done_before {
+                        format!("[{done}/{}] ", self.study.trials)
+                    } else {
+                        String::new()
+                    };
+                    self.say(format!("{tag}{l}"));
+                }
+            }
+            Event::Lost { trial, reason } => self.say(format!("trial {trial} lost: {reason}")),
+            Event::Retry {
+                trial,
+                attempt,
+                delay_ms,
+            } => self.say(format!(
+                "trial {trial} will retry as attempt {attempt} of {} in {:.1}s",
+                self.study.run.max_attempts,
+                delay_ms as f64 / 1000.0
+            )),
+            Event::Backend { error } => self.say(format!("backend error (retrying): {error}")),
+        }
+        self.refresh();
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        while let Some(e) = rx.recv().await {
+            self.handle(e);
+        }
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

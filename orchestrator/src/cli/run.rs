@@ -1,0 +1,215 @@
+//! `augur run`, `augur validate`, `augur stop`.
+
+use super::progress::Progress;
+use super::{open_existing, open_store, Fail, Outcome};
+use augur::{Finished, LocalProvider, Mode, RegisterOptions, Runner, Scope};
+use augur_model::{duration, Study, StudyState, TrialState};
+use augur_store::{now_ms, Layout, TrialStore};
+use clap::ValueEnum;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Backend {
+    /// Local `augur-agent` processes, SQLite in the state directory.
+    Local,
+}
+
+fn dur(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The study file (TOML).
+    study: PathBuf,
+    /// Trials run at once (overrides the study's `parallel`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    parallel: Option<u32>,
+    /// Budget of trials (overrides the study's `trials`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    trials: Option<u64>,
+    /// Where trials run.
+    #[arg(long, value_enum, default_value = "local")]
+    backend: Backend,
+    /// Also re-run the (point, replicate) pairs that failed, with fresh attempts.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Print the leaderboard at the end as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Agents heartbeat this often.
+    #[arg(long, default_value = "2s", value_parser = dur, help_heading = "Tuning")]
+    heartbeat: Duration,
+    /// A running trial with no heartbeat for this long is lost.
+    #[arg(long, default_value = "30s", value_parser = dur, help_heading = "Tuning")]
+    lease: Duration,
+    /// A starting trial whose agent has not reported after this long is lost.
+    #[arg(long, default_value = "60s", value_parser = dur, help_heading = "Tuning")]
+    boot_timeout: Duration,
+    /// Base of the retry backoff (capped exponential, full jitter).
+    #[arg(long, default_value = "1s", value_parser = dur, help_heading = "Tuning")]
+    backoff_base: Duration,
+    /// Cap of the retry backoff.
+    #[arg(long, default_value = "60s", value_parser = dur, help_heading = "Tuning")]
+    backoff_cap: Duration,
+    /// Give up (exit 3) when the backend stays unavailable this long.
+    #[arg(long, default_value = "2m", value_parser = dur, help_heading = "Tuning")]
+    backend_deadline: Duration,
+}
+
+pub fn validate(path: &PathBuf) -> Outcome {
+    let s = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
+    println!(
+        "{}: ok: study `{}`, {:?} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}",
+        path.display(),
+        s.name,
+        s.oracle,
+        s.trials,
+        s.params.len(),
+        s.parallel,
+        s.replicates,
+        match s.objective.goal {
+            augur_model::Goal::Minimize => "minimize",
+            augur_model::Goal::Maximize => "maximize",
+        },
+        s.objective.metric
+    );
+    Ok(0)
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+pub async fn run(args: RunArgs, layout: Layout) -> Outcome {
+    let mut study = Study::load(&args.study).map_err(|e| Fail::input(e.to_string()))?;
+    if let Some(p) = args.parallel {
+        study.parallel = p;
+    }
+    if let Some(n) = args.trials {
+        study.trials = n;
+    }
+    let Backend::Local = args.backend;
+    let agent = LocalProvider::find_agent().ok_or_else(|| {
+        Fail::unavailable(
+            "cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)",
+        )
+    })?;
+    let store: Arc<dyn TrialStore> = Arc::new(open_store(&layout)?);
+    let provider = Arc::new(LocalProvider::new(agent, layout.clone(), args.heartbeat));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut runner = Runner::new(store.clone(), provider).with_events(tx);
+    runner.timing.lease_ms = ms(args.lease);
+    runner.timing.boot_timeout_ms = ms(args.boot_timeout);
+    runner.timing.backoff_base_ms = ms(args.backoff_base);
+    runner.timing.backoff_cap_ms = ms(args.backoff_cap);
+    runner.backend_deadline = args.backend_deadline;
+
+    runner
+        .register(
+            &study,
+            &RegisterOptions {
+                retry_failed: args.retry_failed,
+            },
+        )
+        .await?;
+    let existing = store.list_trials(&study.name).await?;
+    let progress = Progress::new(&study, &existing, runner.timing.clone());
+    let printer = tokio::spawn(progress.run(rx));
+
+    let (control, control_rx) = watch::channel(Mode::Run);
+    let name = study.name.clone();
+    let interrupts = tokio::spawn(async move {
+        let mut n = 0;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            n += 1;
+            if n == 1 {
+                eprintln!("\naugur: Ctrl-C: launching nothing more and waiting for running trials of `{name}` (Ctrl-C again cancels them)");
+                let _ = control.send(Mode::Drain);
+            } else {
+                eprintln!("\naugur: Ctrl-C again: cancelling the running trials of `{name}`");
+                let _ = control.send(Mode::Cancel);
+                break;
+            }
+        }
+    });
+    let runner = Arc::new(runner);
+    let result = runner
+        .drive(&study, Scope::Budget(study.trials), control_rx)
+        .await;
+    interrupts.abort();
+    drop(runner);
+    let _ = printer.await;
+    let finished = result?;
+    let rec = store
+        .get_study(&study.name)
+        .await?
+        .ok_or_else(|| Fail::input("study vanished"))?;
+    let trials = store.list_trials(&study.name).await?;
+    let counts = augur::report::counts(&trials);
+    let summary = counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match finished {
+        Finished::Done => {
+            eprintln!("study `{}` done: {summary}", study.name);
+            super::inspect::print_leaderboard(&rec, &trials, Some(10), args.json);
+            Ok(0)
+        }
+        Finished::Interrupted => {
+            eprintln!(
+                "study `{}` interrupted ({summary}); `augur run {}` resumes it",
+                study.name,
+                args.study.display()
+            );
+            Ok(130)
+        }
+    }
+}
+
+pub async fn stop(layout: &Layout, name: &str) -> Outcome {
+    let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
+    open_existing(layout)?.ok_or_else(no)?;
+    let store: Arc<dyn TrialStore> = Arc::new(open_store(layout)?);
+    let rec = store.get_study(name).await?.ok_or_else(no)?;
+    match rec.state {
+        StudyState::Done => {
+            eprintln!("study `{name}` is already done");
+            return Ok(0);
+        }
+        StudyState::Stopped => {
+            eprintln!("study `{name}` is already stopped");
+            return Ok(0);
+        }
+        _ => {}
+    }
+    store
+        .set_study_state(name, &[StudyState::Active], StudyState::Stopping, now_ms())
+        .await?;
+    // Cancelling is level-triggered like everything else: this process does it
+    // itself, racing safely (conditional writes) with an orchestrator still running.
+    let agent = LocalProvider::find_agent().unwrap_or_else(|| PathBuf::from("augur-agent"));
+    let provider = Arc::new(LocalProvider::new(
+        agent,
+        layout.clone(),
+        Duration::from_secs(2),
+    ));
+    let runner = Runner::new(store.clone(), provider);
+    let (_tx, rx) = watch::channel(Mode::Cancel);
+    runner
+        .drive(&rec.spec, Scope::Budget(rec.spec.trials), rx)
+        .await?;
+    let cancelled = store
+        .list_trials(name)
+        .await?
+        .iter()
+        .filter(|t| t.state == TrialState::Cancelled)
+        .count();
+    eprintln!("stopped study `{name}` ({cancelled} trial(s) cancelled); `augur run` resumes it");
+    Ok(0)
+}

@@ -1,0 +1,251 @@
+//! The embedded default: each trial attempt is an `augur-agent` child process.
+//!
+//! Agents run in their own process group, so a Ctrl-C at the terminal reaches only
+//! the orchestrator, and they outlive an orchestrator that is killed: the next one
+//! finds them in `/proc` by their command line (the local equivalent of EC2 tags)
+//! and adopts them.
+
+use super::{MachineProvider, ProviderError};
+use crate::reconcile::Machine;
+use async_trait::async_trait;
+use augur_model::{Study, Trial};
+use augur_store::Layout;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How often `/proc` is scanned for agents this process did not start.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// Local processes as machines.
+pub struct LocalProvider {
+    agent: PathBuf,
+    layout: Layout,
+    heartbeat: Duration,
+    /// Agents this process started and has not reaped yet, by pid.
+    children: Arc<Mutex<HashMap<u32, (String, Machine)>>>,
+    /// Agents found in `/proc` (started by an earlier orchestrator), by pid.
+    adopted: Mutex<(Option<Instant>, HashMap<u32, (String, Machine)>)>,
+    notify: Arc<Notify>,
+}
+
+impl LocalProvider {
+    /// `agent` is the `augur-agent` binary; `layout` the state directory.
+    pub fn new(agent: PathBuf, layout: Layout, heartbeat: Duration) -> LocalProvider {
+        let root = layout.root.canonicalize().unwrap_or(layout.root.clone());
+        LocalProvider {
+            agent,
+            layout: Layout::new(root),
+            heartbeat,
+            children: Arc::new(Mutex::new(HashMap::new())),
+            adopted: Mutex::new((None, HashMap::new())),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Finds `augur-agent` next to the running binary, else on `PATH`.
+    pub fn find_agent() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("AUGUR_AGENT").map(PathBuf::from) {
+            return Some(p);
+        }
+        let exe = std::env::current_exe().ok()?;
+        let sibling = exe.parent()?.join("augur-agent");
+        if sibling.is_file() {
+            return Some(sibling);
+        }
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("augur-agent"))
+                .find(|p| p.is_file())
+        })
+    }
+
+    fn scan_proc(&self) -> HashMap<u32, (String, Machine)> {
+        let mut out = HashMap::new();
+        let root = self.layout.root.display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((study, m)) = agent_of(pid, &root) {
+                out.insert(pid, (study, m));
+            }
+        }
+        out
+    }
+}
+
+/// The (study, machine) an `augur-agent` process with this pid runs for our state
+/// directory, read from its command line.
+fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&str> = raw
+        .split(|b| *b == 0)
+        .filter_map(|a| std::str::from_utf8(a).ok())
+        .collect();
+    if !args
+        .first()
+        .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "augur-agent"))
+    {
+        return None;
+    }
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| *a == name)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+    };
+    if arg("--home")? != root {
+        return None;
+    }
+    let study = arg("--study")?.to_string();
+    let trial = arg("--trial")?.parse().ok()?;
+    let attempt = arg("--attempt")?.parse().ok()?;
+    Some((
+        study,
+        Machine {
+            id: pid.to_string(),
+            trial,
+            attempt,
+        },
+    ))
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    if pid > 1 {
+        // SAFETY: kill takes plain integers and has no memory effects.
+        unsafe {
+            libc::kill(pid as libc::pid_t, sig);
+        }
+    }
+}
+
+#[async_trait]
+impl MachineProvider for LocalProvider {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
+        let log = self.layout.log_file(&study.name, trial.id, trial.attempt);
+        let stderr = log
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+            })
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut cmd = tokio::process::Command::new(&self.agent);
+        cmd.arg("--home")
+            .arg(&self.layout.root)
+            .args(["--study", &study.name])
+            .args(["--trial", &trial.id.to_string()])
+            .args(["--attempt", &trial.attempt.to_string()])
+            .args(["--heartbeat", &format!("{}ms", self.heartbeat.as_millis())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ProviderError::Launch(format!("{}: {e}", self.agent.display())))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| ProviderError::Launch("agent exited at once".into()))?;
+        let machine = Machine {
+            id: pid.to_string(),
+            trial: trial.id,
+            attempt: trial.attempt,
+        };
+        self.children
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("lock".into()))?
+            .insert(pid, (study.name.clone(), machine));
+        let (children, notify) = (self.children.clone(), self.notify.clone());
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            if let Ok(mut c) = children.lock() {
+                c.remove(&pid);
+            }
+            notify.notify_one();
+        });
+        Ok(pid.to_string())
+    }
+
+    async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
+        let mut out: Vec<Machine> = {
+            let c = self
+                .children
+                .lock()
+                .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+            c.values()
+                .filter(|(s, _)| s == study)
+                .map(|(_, m)| m.clone())
+                .collect()
+        };
+        let mut adopted = self
+            .adopted
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        if adopted.0.is_none_or(|t| t.elapsed() >= RESCAN) {
+            let ours: Vec<u32> = self
+                .children
+                .lock()
+                .map(|c| c.keys().copied().collect())
+                .unwrap_or_default();
+            let mut found = self.scan_proc();
+            found.retain(|pid, _| !ours.contains(pid));
+            *adopted = (Some(Instant::now()), found);
+        } else {
+            // Between scans, keep only adopted agents that still run.
+            let root = self.layout.root.display().to_string();
+            adopted.1.retain(|pid, _| agent_of(*pid, &root).is_some());
+        }
+        out.extend(
+            adopted
+                .1
+                .values()
+                .filter(|(s, _)| s == study)
+                .map(|(_, m)| m.clone()),
+        );
+        Ok(out)
+    }
+
+    async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
+        let Ok(pid) = machine.id.parse::<u32>() else {
+            return Ok(());
+        };
+        let root = self.layout.root.display().to_string();
+        // Only signal a process that is still this trial's agent (pids are reused).
+        if agent_of(pid, &root)
+            .is_some_and(|(_, m)| m.trial == machine.trial && m.attempt == machine.attempt)
+        {
+            signal(pid, libc::SIGTERM);
+            // The agent ends its script (SIGTERM, grace, SIGKILL); if it hangs, kill it.
+            let m = machine.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if agent_of(pid, &root)
+                    .is_some_and(|(_, x)| x.trial == m.trial && x.attempt == m.attempt)
+                {
+                    signal(pid, libc::SIGKILL);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn sees_all(&self) -> bool {
+        true
+    }
+
+    async fn changed(&self) {
+        self.notify.notified().await
+    }
+}

@@ -1,0 +1,816 @@
+//! The executor: observes, decides ([`crate::reconcile::decide`]), acts, repeats.
+//!
+//! The API mirrors diviner's runner: [`Runner::run`] one trial, [`Runner::round`] a
+//! round of points, [`Runner::stream`] a whole study with [`StreamHandle::stop`] and
+//! [`StreamHandle::wait`], and [`Runner::counters`].
+
+use crate::provider::{MachineProvider, ProviderError};
+use crate::reconcile::{decide, settled, Action, Machine, Mode, Scope, Timing, View};
+use augur_model::trial::ERROR_DATASET;
+use augur_model::{
+    oracle_for, Expect, Millis, Oracle, Params, Study, StudyRecord, StudyState, Trial, TrialState,
+    TrialUpdate,
+};
+use augur_store::{now_ms, StoreError, TrialStore, Written};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The request or the study conflicts with what is recorded (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// The store or the machine provider stayed unavailable past the deadline (exit 3).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A record could not be understood, or a transition was illegal: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                RunError::Unavailable(format!("database unavailable: {m}"))
+            }
+            StoreError::NoStudy(s) => RunError::BadInput(format!("no study named `{s}`")),
+            other => RunError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ProviderError> for RunError {
+    fn from(e: ProviderError) -> Self {
+        RunError::Unavailable(e.to_string())
+    }
+}
+
+/// How a drive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Every trial in scope is final.
+    Done,
+    /// Stopped by a drain or cancel request (or `augur stop`); resumable.
+    Interrupted,
+}
+
+/// What happened, for progress displays.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A trial was created or changed state (`from` is `None` for a new trial).
+    Trial {
+        trial: Box<Trial>,
+        from: Option<TrialState>,
+    },
+    /// The executor decided a trial is lost, and why.
+    Lost { trial: u64, reason: String },
+    /// A retry was scheduled.
+    Retry {
+        trial: u64,
+        attempt: u32,
+        delay_ms: Millis,
+    },
+    /// The backend failed; retrying.
+    Backend { error: String },
+}
+
+/// Counters of this runner (diviner's `Counters()`).
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub launched: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub lost: AtomicU64,
+    pub retried: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub terminated: AtomicU64,
+    pub backend_errors: AtomicU64,
+    pub ticks: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CounterValues {
+    pub launched: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub lost: u64,
+    pub retried: u64,
+    pub cancelled: u64,
+    pub terminated: u64,
+    pub backend_errors: u64,
+    pub ticks: u64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> CounterValues {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterValues {
+            launched: g(&self.launched),
+            succeeded: g(&self.succeeded),
+            failed: g(&self.failed),
+            lost: g(&self.lost),
+            retried: g(&self.retried),
+            cancelled: g(&self.cancelled),
+            terminated: g(&self.terminated),
+            backend_errors: g(&self.backend_errors),
+            ticks: g(&self.ticks),
+        }
+    }
+}
+
+/// Options of [`Runner::register`].
+#[derive(Clone, Debug, Default)]
+pub struct RegisterOptions {
+    /// Re-run the failed (point, replicate) pairs with a fresh attempt budget.
+    pub retry_failed: bool,
+}
+
+/// Drives studies through a store and a machine provider.
+pub struct Runner {
+    store: Arc<dyn TrialStore>,
+    provider: Arc<dyn MachineProvider>,
+    pub timing: Timing,
+    /// Longest wait between ticks when nothing wakes the loop.
+    pub tick: Duration,
+    /// How long store and provider failures are retried before giving up (exit 3).
+    pub backend_deadline: Duration,
+    counters: Arc<Counters>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+/// A study streaming in the background (diviner's `Stream`).
+pub struct StreamHandle {
+    control: watch::Sender<Mode>,
+    join: tokio::task::JoinHandle<Result<Finished, RunError>>,
+}
+
+impl StreamHandle {
+    /// Launch nothing more; let running trials finish.
+    pub fn stop(&self) {
+        let _ = self.control.send(Mode::Drain);
+    }
+    /// Cancel running trials too.
+    pub fn cancel(&self) {
+        let _ = self.control.send(Mode::Cancel);
+    }
+    /// Waits for the stream to end.
+    pub async fn wait(self) -> Result<Finished, RunError> {
+        self.join
+            .await
+            .map_err(|e| RunError::Internal(format!("stream task: {e}")))?
+    }
+}
+
+/// The trials of one study as last read, kept in id order.
+struct Cache {
+    trials: Vec<Trial>,
+    index: HashMap<u64, usize>,
+    mark: u64,
+}
+
+impl Cache {
+    fn upsert(&mut self, t: Trial) -> Option<TrialState> {
+        match self.index.get(&t.id) {
+            Some(&i) => {
+                let from = self.trials[i].state;
+                self.trials[i] = t;
+                Some(from)
+            }
+            None => {
+                let pos = self.trials.partition_point(|x| x.id < t.id);
+                self.trials.insert(pos, t);
+                if pos + 1 != self.trials.len() {
+                    self.index = self
+                        .trials
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| (t.id, i))
+                        .collect();
+                } else {
+                    self.index.insert(self.trials[pos].id, pos);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Runner {
+    pub fn new(store: Arc<dyn TrialStore>, provider: Arc<dyn MachineProvider>) -> Runner {
+        Runner {
+            store,
+            provider,
+            timing: Timing::default(),
+            tick: Duration::from_secs(1),
+            backend_deadline: Duration::from_secs(120),
+            counters: Arc::new(Counters::default()),
+            events: None,
+        }
+    }
+
+    /// Sends [`Event`]s to `tx` as they happen.
+    pub fn with_events(mut self, tx: mpsc::UnboundedSender<Event>) -> Runner {
+        self.events = Some(tx);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn TrialStore> {
+        &self.store
+    }
+
+    pub fn counters(&self) -> CounterValues {
+        self.counters.snapshot()
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Records the study, or checks that a recorded one is compatible, and prepares it
+    /// to be (re)run: cancelled trials, trials that failed only because a dataset
+    /// failed, and failed datasets go back to pending; with `retry_failed`, failed
+    /// trials too.
+    pub async fn register(
+        &self,
+        study: &Study,
+        opts: &RegisterOptions,
+    ) -> Result<StudyRecord, RunError> {
+        let now = now_ms();
+        let fresh = StudyRecord {
+            name: study.name.clone(),
+            spec: study.clone(),
+            state: StudyState::Active,
+            created_ms: now,
+            updated_ms: now,
+        };
+        let mut rec = self.store.create_study(&fresh).await?;
+        if rec.spec.fingerprint() != study.fingerprint() {
+            let what = if rec.spec.params != study.params {
+                "parameters"
+            } else {
+                "objective"
+            };
+            return Err(RunError::BadInput(format!(
+                "study `{}` is already recorded with different {what}; its trials would not be comparable. \
+                 To start afresh, give the study a new `name`, or delete the old one with `augur delete {}`",
+                study.name, study.name
+            )));
+        }
+        if rec != fresh {
+            rec.spec = study.clone();
+            rec.state = StudyState::Active;
+            rec.updated_ms = now;
+            self.store.put_study(&rec).await?;
+        }
+        for t in self.store.list_trials(&study.name).await? {
+            let reset = match t.state {
+                TrialState::Cancelled => Some(false),
+                TrialState::Failed
+                    if t.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(ERROR_DATASET)) =>
+                {
+                    Some(false)
+                }
+                TrialState::Failed | TrialState::Lost
+                    if settled(study, &self.timing, &t)
+                        && (t.is_dataset() || opts.retry_failed) =>
+                {
+                    Some(true)
+                }
+                _ => None,
+            };
+            if let Some(reset_runs) = reset {
+                let up = TrialUpdate {
+                    state: Some(TrialState::Pending),
+                    attempt: Some(t.attempt + 1),
+                    reset_runs,
+                    not_before_ms: Some(None),
+                    ..Default::default()
+                };
+                self.store
+                    .update_trial(&study.name, t.id, &Expect::state(t.state, t.attempt), &up)
+                    .await?;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Streams a study until its budget is spent or its oracle runs out.
+    pub fn stream(self: &Arc<Self>, study: Study) -> StreamHandle {
+        let (control, rx) = watch::channel(Mode::Run);
+        let me = self.clone();
+        let join = tokio::spawn(async move {
+            me.register(&study, &RegisterOptions::default()).await?;
+            let budget = study.trials;
+            me.drive(&study, Scope::Budget(budget), rx).await
+        });
+        StreamHandle { control, join }
+    }
+
+    /// Runs one trial with the given values and replicate, and returns it when final.
+    pub async fn run(
+        &self,
+        study: &Study,
+        params: Params,
+        replicate: u32,
+    ) -> Result<Trial, RunError> {
+        self.register(study, &RegisterOptions::default()).await?;
+        let trials = self.store.list_trials(&study.name).await?;
+        let point = trials
+            .iter()
+            .filter(|t| !t.is_dataset())
+            .map(|t| t.point + 1)
+            .max()
+            .unwrap_or(0);
+        let t = self.create(study, point, replicate, params).await?;
+        let (_tx, rx) = watch::channel(Mode::Run);
+        self.drive(study, Scope::Trials([t.id].into()), rx).await?;
+        self.store
+            .get_trial(&study.name, t.id)
+            .await?
+            .ok_or_else(|| RunError::Internal("trial vanished".into()))
+    }
+
+    /// Runs `n` more points from the oracle (each with the study's replicates) and
+    /// returns their trials when all are final.
+    pub async fn round(&self, study: &Study, n: u64) -> Result<Vec<Trial>, RunError> {
+        self.register(study, &RegisterOptions::default()).await?;
+        let oracle = oracle_for(study);
+        let mut cache = self.load(study).await?;
+        let mut ids = BTreeSet::new();
+        for _ in 0..n * study.replicates as u64 {
+            match self.propose_one(study, oracle.as_ref(), &mut cache).await? {
+                Some(t) => {
+                    ids.insert(t.id);
+                }
+                None => break,
+            }
+        }
+        let (_tx, rx) = watch::channel(Mode::Run);
+        self.drive(study, Scope::Trials(ids.clone()), rx).await?;
+        let all = self.store.list_trials(&study.name).await?;
+        Ok(all.into_iter().filter(|t| ids.contains(&t.id)).collect())
+    }
+
+    async fn load(&self, study: &Study) -> Result<Cache, RunError> {
+        let (trials, mark) = self.store.changed_trials(&study.name, 0).await?;
+        let mut cache = Cache {
+            trials: Vec::new(),
+            index: HashMap::new(),
+            mark,
+        };
+        for t in trials {
+            cache.upsert(t);
+        }
+        Ok(cache)
+    }
+
+    async fn create(
+        &self,
+        study: &Study,
+        point: u64,
+        replicate: u32,
+        params: Params,
+    ) -> Result<Trial, RunError> {
+        let now = now_ms();
+        let needs = study.datasets_for(&params);
+        for d in &needs {
+            let spec = study.dataset_spec(d, &params);
+            let sub: Params = params
+                .iter()
+                .filter(|(k, _)| spec.is_some_and(|s| s.placeholders().contains(k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut ds = Trial::new(&study.name, 0, 0, 0, sub, now);
+            ds.dataset = Some(d.clone());
+            let (ds, created) = self.store.create_trial(&ds).await?;
+            if created {
+                self.emit(Event::Trial {
+                    trial: Box::new(ds),
+                    from: None,
+                });
+            }
+        }
+        let mut t = Trial::new(&study.name, 0, point, replicate, params, now);
+        t.needs = needs;
+        let (t, created) = self.store.create_trial(&t).await?;
+        if created {
+            self.emit(Event::Trial {
+                trial: Box::new(t.clone()),
+                from: None,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Creates the next trial of the budget: the next replicate of the last point, or
+    /// the oracle's next point. `None` when the oracle has no more points.
+    async fn propose_one(
+        &self,
+        study: &Study,
+        oracle: &dyn Oracle,
+        cache: &mut Cache,
+    ) -> Result<Option<Trial>, RunError> {
+        let last = cache
+            .trials
+            .iter()
+            .filter(|t| !t.is_dataset())
+            .map(|t| t.point)
+            .max();
+        let (point, replicate, params) = match last {
+            Some(p) => {
+                let reps: BTreeSet<u32> = cache
+                    .trials
+                    .iter()
+                    .filter(|t| !t.is_dataset() && t.point == p)
+                    .map(|t| t.replicate)
+                    .collect();
+                match (0..study.replicates).find(|r| !reps.contains(r)) {
+                    Some(r) => {
+                        let params = cache
+                            .trials
+                            .iter()
+                            .find(|t| !t.is_dataset() && t.point == p)
+                            .map(|t| t.params.clone());
+                        (p, r, params)
+                    }
+                    None => (p + 1, 0, None),
+                }
+            }
+            None => (0, 0, None),
+        };
+        let params = match params {
+            Some(p) => p,
+            None => {
+                let history: Vec<Trial> = cache
+                    .trials
+                    .iter()
+                    .filter(|t| !t.is_dataset())
+                    .cloned()
+                    .collect();
+                match oracle.propose(point, &history) {
+                    Some(p) => p,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let t = self.create(study, point, replicate, params).await?;
+        cache.upsert(t.clone());
+        Ok(Some(t))
+    }
+
+    /// The reconcile loop for `scope`, until it is done or interrupted.
+    pub async fn drive(
+        &self,
+        study: &Study,
+        scope: Scope,
+        mut control: watch::Receiver<Mode>,
+    ) -> Result<Finished, RunError> {
+        let oracle = oracle_for(study);
+        let mut cache = Cache {
+            trials: Vec::new(),
+            index: HashMap::new(),
+            mark: 0,
+        };
+        let mut exhausted = false;
+        let mut failing: Option<(Instant, u32)> = None;
+        loop {
+            let mode = *control.borrow();
+            let step = self
+                .step(
+                    study,
+                    &scope,
+                    mode,
+                    oracle.as_ref(),
+                    &mut cache,
+                    &mut exhausted,
+                )
+                .await;
+            let wait = match step {
+                Ok(Step::Finished(f)) => return Ok(f),
+                Ok(Step::Again) => {
+                    failing = None;
+                    continue;
+                }
+                Ok(Step::Wait(d)) => {
+                    failing = None;
+                    d
+                }
+                Err(RunError::Unavailable(e)) => {
+                    Counters::bump(&self.counters.backend_errors);
+                    self.emit(Event::Backend { error: e.clone() });
+                    let (since, n) = failing.get_or_insert((Instant::now(), 0));
+                    if since.elapsed() > self.backend_deadline {
+                        return Err(RunError::Unavailable(format!(
+                            "{e} (gave up after {} s; `augur run` again resumes the study)",
+                            self.backend_deadline.as_secs()
+                        )));
+                    }
+                    *n += 1;
+                    let exp = Duration::from_millis(100u64 << (*n).min(6));
+                    exp.min(Duration::from_secs(5))
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                _ = self.provider.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = control.changed() => {}
+            }
+        }
+    }
+
+    async fn step(
+        &self,
+        study: &Study,
+        scope: &Scope,
+        mut mode: Mode,
+        oracle: &dyn Oracle,
+        cache: &mut Cache,
+        exhausted: &mut bool,
+    ) -> Result<Step, RunError> {
+        Counters::bump(&self.counters.ticks);
+        let rec = self
+            .store
+            .get_study(&study.name)
+            .await?
+            .ok_or_else(|| RunError::BadInput(format!("study `{}` was deleted", study.name)))?;
+        if rec.state == StudyState::Stopping {
+            mode = Mode::Cancel;
+        }
+        // Machines first, then trials: an agent writes its final state before it
+        // exits, so a trial still running whose machine was already gone is lost.
+        let machines = self.provider.list(&study.name).await?;
+        let (changed, mark) = self.store.changed_trials(&study.name, cache.mark).await?;
+        cache.mark = mark;
+        for t in changed {
+            let copy = self.events.as_ref().map(|_| t.clone());
+            let (state, from) = (t.state, cache.upsert(t));
+            if from != Some(state) {
+                match state {
+                    TrialState::Succeeded => Counters::bump(&self.counters.succeeded),
+                    TrialState::Failed => Counters::bump(&self.counters.failed),
+                    TrialState::Lost => Counters::bump(&self.counters.lost),
+                    TrialState::Cancelled => Counters::bump(&self.counters.cancelled),
+                    _ => {}
+                }
+                if let Some(t) = copy {
+                    self.emit(Event::Trial {
+                        trial: Box::new(t),
+                        from,
+                    });
+                }
+            }
+        }
+        let now = now_ms();
+        let actions = decide(&View {
+            study,
+            trials: &cache.trials,
+            machines: &machines,
+            scope,
+            mode,
+            exhausted: *exhausted,
+            sees_all: self.provider.sees_all(),
+            timing: &self.timing,
+            now,
+        });
+        let mut again = false;
+        for a in actions {
+            match a {
+                Action::Finish => {
+                    if let Scope::Budget(_) = scope {
+                        let to = if mode == Mode::Run {
+                            StudyState::Done
+                        } else {
+                            StudyState::Stopped
+                        };
+                        self.store
+                            .set_study_state(
+                                &study.name,
+                                &[StudyState::Active, StudyState::Stopping],
+                                to,
+                                now,
+                            )
+                            .await?;
+                    }
+                    return Ok(Step::Finished(if mode == Mode::Run {
+                        Finished::Done
+                    } else {
+                        Finished::Interrupted
+                    }));
+                }
+                Action::Propose { count } => {
+                    for _ in 0..count {
+                        if self.propose_one(study, oracle, cache).await?.is_none() {
+                            *exhausted = true;
+                            break;
+                        }
+                    }
+                    again = true;
+                }
+                Action::Launch { trial, attempt } => {
+                    let up = TrialUpdate {
+                        state: Some(TrialState::Starting),
+                        launched_ms: Some(now),
+                        machine: Some(None),
+                        ..Default::default()
+                    };
+                    if let Written::Done(t) = self
+                        .store
+                        .update_trial(
+                            &study.name,
+                            trial,
+                            &Expect::state(TrialState::Pending, attempt),
+                            &up,
+                        )
+                        .await?
+                    {
+                        Counters::bump(&self.counters.launched);
+                        if let Err(e) = self.provider.launch(study, &t).await {
+                            let reason = e.to_string();
+                            self.mark(
+                                study,
+                                trial,
+                                attempt,
+                                TrialState::Starting,
+                                TrialState::Lost,
+                                Some(reason.clone()),
+                            )
+                            .await?;
+                            self.emit(Event::Lost { trial, reason });
+                            if let ProviderError::Unavailable(_) = e {
+                                return Err(e.into());
+                            }
+                            again = true;
+                        }
+                    }
+                }
+                Action::MarkLost {
+                    trial,
+                    attempt,
+                    from,
+                    reason,
+                } => {
+                    self.mark(
+                        study,
+                        trial,
+                        attempt,
+                        from,
+                        TrialState::Lost,
+                        Some(reason.clone()),
+                    )
+                    .await?;
+                    self.emit(Event::Lost { trial, reason });
+                    again = true;
+                }
+                Action::Retry {
+                    trial,
+                    attempt,
+                    from,
+                    not_before,
+                } => {
+                    let up = TrialUpdate {
+                        state: Some(TrialState::Pending),
+                        attempt: Some(attempt + 1),
+                        not_before_ms: Some(Some(not_before)),
+                        ..Default::default()
+                    };
+                    if self
+                        .store
+                        .update_trial(&study.name, trial, &Expect::state(from, attempt), &up)
+                        .await?
+                        .ok()
+                        .is_some()
+                    {
+                        Counters::bump(&self.counters.retried);
+                        self.emit(Event::Retry {
+                            trial,
+                            attempt: attempt + 1,
+                            delay_ms: not_before - now,
+                        });
+                    }
+                    again = true;
+                }
+                Action::Cancel {
+                    trial,
+                    attempt,
+                    from,
+                } => {
+                    self.mark(
+                        study,
+                        trial,
+                        attempt,
+                        from,
+                        TrialState::Cancelled,
+                        Some("cancelled".into()),
+                    )
+                    .await?;
+                    again = true;
+                }
+                Action::FailForDataset {
+                    trial,
+                    attempt,
+                    dataset,
+                } => {
+                    let why = format!(
+                        "{ERROR_DATASET}{dataset} (see `augur trials {}`)",
+                        study.name
+                    );
+                    self.mark(
+                        study,
+                        trial,
+                        attempt,
+                        TrialState::Pending,
+                        TrialState::Failed,
+                        Some(why),
+                    )
+                    .await?;
+                    again = true;
+                }
+                Action::Terminate {
+                    machine,
+                    trial,
+                    reason,
+                } => {
+                    tracing::info!(study = %study.name, trial, machine = %machine, %reason, "terminating machine");
+                    let attempt = machines
+                        .iter()
+                        .find(|m| m.id == machine)
+                        .map_or(0, |m| m.attempt);
+                    self.provider
+                        .terminate(&Machine {
+                            id: machine,
+                            trial,
+                            attempt,
+                        })
+                        .await?;
+                    Counters::bump(&self.counters.terminated);
+                }
+            }
+        }
+        if mode == Mode::Drain {
+            let busy = cache.trials.iter().any(|t| t.state.is_active());
+            if !busy && !again {
+                return Ok(Step::Finished(Finished::Interrupted));
+            }
+        }
+        if again {
+            return Ok(Step::Again);
+        }
+        // Sleep until the next retry is due, at most one tick.
+        let next = cache
+            .trials
+            .iter()
+            .filter(|t| t.state == TrialState::Pending)
+            .filter_map(|t| t.not_before_ms)
+            .filter(|nb| *nb > now)
+            .min();
+        let wait = next.map_or(self.tick, |nb| {
+            Duration::from_millis((nb - now) as u64 + 1).min(self.tick)
+        });
+        Ok(Step::Wait(wait))
+    }
+
+    async fn mark(
+        &self,
+        study: &Study,
+        trial: u64,
+        attempt: u32,
+        from: TrialState,
+        to: TrialState,
+        error: Option<String>,
+    ) -> Result<bool, RunError> {
+        let now = now_ms();
+        let up = TrialUpdate {
+            state: Some(to),
+            error: Some(error),
+            finished_ms: Some(Some(now)),
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .update_trial(&study.name, trial, &Expect::state(from, attempt), &up)
+            .await?
+            .ok()
+            .is_some())
+    }
+}
+
+enum Step {
+    Finished(Finished),
+    Again,
+    Wait(Duration),
+}

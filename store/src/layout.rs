@@ -1,0 +1,48 @@
+//! The embedded default's files, all under one directory (`.augur/` by default).
+
+use std::path::{Path, PathBuf};
+
+/// Paths of the embedded default.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into() }
+    }
+
+    /// The state directory from `AUGUR_HOME`, else `.augur` under the working directory.
+    pub fn from_env() -> Layout {
+        match std::env::var_os("AUGUR_HOME") {
+            Some(h) if !h.is_empty() => Layout::new(PathBuf::from(h)),
+            _ => Layout::new(".augur"),
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.root.join("augur.db")
+    }
+    pub fn logs(&self, study: &str) -> PathBuf {
+        self.root.join("logs").join(study)
+    }
+    /// Log file of one attempt.
+    pub fn log_file(&self, study: &str, id: u64, attempt: u32) -> PathBuf {
+        self.logs(study).join(format!("{id}.{attempt}.log"))
+    }
+    /// Fresh working directory of one attempt.
+    pub fn work_dir(&self, study: &str, id: u64, attempt: u32) -> PathBuf {
+        self.root
+            .join("work")
+            .join(study)
+            .join(format!("{id}.{attempt}"))
+    }
+    /// Persistent directory of a dataset, shared by the trials that need it.
+    pub fn dataset_dir(&self, study: &str, dataset: &str) -> PathBuf {
+        self.root.join("data").join(study).join(dataset)
+    }
+    pub fn is_under(&self, p: &Path) -> bool {
+        p.starts_with(&self.root)
+    }
+}

@@ -1,0 +1,92 @@
+//! The log format of the embedded default: one line per output line,
+//! `<RFC 3339 UTC time> <source> <text>`, source one of `out`, `err`, `augur`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Who wrote a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Out,
+    Err,
+    Augur,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Out => "out",
+            Source::Err => "err",
+            Source::Augur => "augur",
+        }
+    }
+}
+
+/// One parsed log line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    pub t_ms: i64,
+    pub source: String,
+    pub text: String,
+}
+
+/// Formats a line for the file (with its trailing newline).
+pub fn format_line(t_ms: i64, source: Source, text: &str) -> String {
+    format!("{} {} {}\n", rfc3339(t_ms), source.as_str(), text)
+}
+
+/// `2026-11-25T10:00:00.123Z`.
+pub fn rfc3339(t_ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t_ms.max(0) as u64))
+        .to_string()
+}
+
+/// Parses `2026-11-25T10:00:00.123Z`, `2026-11-25T10:00:00`, `2026-11-25T10:00` or
+/// `2026-11-25` (UTC) into milliseconds since the epoch.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let full = match s.len() {
+        10 => format!("{s}T00:00:00Z"),
+        16 => format!("{s}:00Z"),
+        _ => s.to_string(),
+    };
+    let t = humantime::parse_rfc3339_weak(&full).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+/// Parses one line of a log file.
+pub fn parse_line(line: &str) -> Option<LogLine> {
+    let (ts, rest) = line.split_once(' ')?;
+    let (source, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some(LogLine {
+        t_ms: parse_time(ts)?,
+        source: source.to_string(),
+        text: text.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_round_trips() {
+        for t in [0i64, 1_764_064_800_123, 951_782_400_000, 4_102_444_799_999] {
+            assert_eq!(parse_time(&rfc3339(t)), Some(t), "{}", rfc3339(t));
+        }
+        assert_eq!(rfc3339(1_764_064_800_123), "2025-11-25T10:00:00.123Z");
+        assert_eq!(parse_time("2025-11-25T10:00"), Some(1_764_064_800_000));
+        assert_eq!(parse_time("nonsense"), None);
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        let l = format_line(
+            1_764_064_800_123,
+            Source::Out,
+            "METRICS: loss=1 two  spaces",
+        );
+        let p = parse_line(l.trim_end()).unwrap();
+        assert_eq!(p.source, "out");
+        assert_eq!(p.text, "METRICS: loss=1 two  spaces");
+    }
+}

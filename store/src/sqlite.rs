@@ -1,0 +1,539 @@
+//! The embedded default's store: one SQLite file in WAL mode, safe for one
+//! orchestrator and many agent processes writing at once.
+//!
+//! Each record is a JSON document, with its key, state and attempt also in columns;
+//! a conditional write is a read-check-write inside `BEGIN IMMEDIATE`, which SQLite
+//! serializes across processes.
+
+use crate::{slot, Result, StoreError, TrialStore, Written};
+use async_trait::async_trait;
+use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A [`TrialStore`] in one SQLite file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS studies (
+    name    TEXT PRIMARY KEY,
+    state   TEXT NOT NULL,
+    next_id INTEGER NOT NULL DEFAULT 1,
+    data    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    study   TEXT NOT NULL,
+    id      INTEGER NOT NULL,
+    slot    TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq     INTEGER NOT NULL DEFAULT 0,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (study, id),
+    UNIQUE (study, slot)
+);
+CREATE INDEX IF NOT EXISTS trials_by_seq ON trials (study, seq);
+CREATE TABLE IF NOT EXISTS sequence (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
+INSERT OR IGNORE INTO sequence VALUES (1, 0);
+";
+
+/// The next value of the database-wide change sequence (inside a write transaction).
+fn next_seq(tx: &Connection) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "UPDATE sequence SET seq = seq + 1 WHERE one = 1 RETURNING seq",
+        [],
+        |r| r.get(0),
+    )
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, and its directory.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing database without creating one (for read-only commands).
+    pub fn open_existing(path: &Path) -> Result<Option<SqliteStore>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        SqliteStore::open(path).map(Some)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+        f(&mut guard)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, data: &str) -> Result<T> {
+    serde_json::from_str(data).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> String {
+    // Our records hold only strings, numbers, maps and lists: encoding cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn read_trial(conn: &Connection, study: &str, id: u64) -> Result<Option<Trial>> {
+    let data: Option<String> = conn
+        .query_row(
+            "SELECT data FROM trials WHERE study = ?1 AND id = ?2",
+            params![study, id as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    data.map(|d| decode(&format!("{study}/{id}"), &d))
+        .transpose()
+}
+
+#[async_trait]
+impl TrialStore for SqliteStore {
+    async fn create_study(&self, rec: &StudyRecord) -> Result<StudyRecord> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT data FROM studies WHERE name = ?1",
+                    [&rec.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let out = match existing {
+                Some(d) => decode(&rec.name, &d)?,
+                None => {
+                    tx.execute(
+                        "INSERT INTO studies (name, state, data) VALUES (?1, ?2, ?3)",
+                        params![rec.name, rec.state.to_string(), encode(rec)],
+                    )?;
+                    rec.clone()
+                }
+            };
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    async fn put_study(&self, rec: &StudyRecord) -> Result<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
+                params![rec.name, rec.state.to_string(), encode(rec)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NoStudy(rec.name.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    async fn get_study(&self, name: &str) -> Result<Option<StudyRecord>> {
+        self.with(|c| {
+            let d: Option<String> = c
+                .query_row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            d.map(|d| decode(name, &d)).transpose()
+        })
+    }
+
+    async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, data FROM studies ORDER BY name")?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, data) = row?;
+                out.push(decode(&name, &data)?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn set_study_state(
+        &self,
+        name: &str,
+        from: &[StudyState],
+        to: StudyState,
+        now: Millis,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let d: Option<String> = tx
+                .query_row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(d) = d else {
+                return Err(StoreError::NoStudy(name.to_string()));
+            };
+            let mut rec: StudyRecord = decode(name, &d)?;
+            if !from.contains(&rec.state) {
+                return Ok(false);
+            }
+            rec.state = to;
+            rec.updated_ms = now;
+            tx.execute(
+                "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
+                params![name, to.to_string(), encode(&rec)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    async fn delete_study(&self, name: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM trials WHERE study = ?1", [name])?;
+            let n = tx.execute("DELETE FROM studies WHERE name = ?1", [name])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)> {
+        let slot = slot(trial);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<String> = tx
+                .query_row("SELECT data FROM trials WHERE study = ?1 AND slot = ?2", params![trial.study, slot], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(d) = existing {
+                return Ok((decode(&format!("{}/{slot}", trial.study), &d)?, false));
+            }
+            let id: Option<i64> = tx
+                .query_row("UPDATE studies SET next_id = next_id + 1 WHERE name = ?1 RETURNING next_id - 1", [&trial.study], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(id) = id else { return Err(StoreError::NoStudy(trial.study.clone())) };
+            let mut t = trial.clone();
+            t.id = id as u64;
+            let seq = next_seq(&tx)?;
+            tx.execute(
+                "INSERT INTO trials (study, id, slot, state, attempt, seq, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.study, id, slot, t.state.as_str(), t.attempt, seq, encode(&t)],
+            )?;
+            tx.commit()?;
+            Ok((t, true))
+        })
+    }
+
+    async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>> {
+        self.with(|c| read_trial(c, study, id))
+    }
+
+    async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached("SELECT id, data FROM trials WHERE study = ?1 ORDER BY id")?;
+            let rows = st.query_map([study], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, data) = row?;
+                out.push(decode(&format!("{study}/{id}"), &data)?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let top: i64 = tx.query_row("SELECT seq FROM sequence WHERE one = 1", [], |r| r.get(0))?;
+            let mut out = Vec::new();
+            {
+                let mut st = tx.prepare_cached("SELECT id, data FROM trials WHERE study = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY id")?;
+                let rows = st.query_map(params![study, since as i64, top], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (id, data) = row?;
+                    out.push(decode(&format!("{study}/{id}"), &data)?);
+                }
+            }
+            tx.commit()?;
+            Ok((out, top as u64))
+        })
+    }
+
+    async fn update_trial(
+        &self,
+        study: &str,
+        id: u64,
+        expect: &Expect,
+        update: &TrialUpdate,
+    ) -> Result<Written> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(mut t) = read_trial(&tx, study, id)? else { return Ok(Written::Conflict(None)) };
+            if !expect.holds(&t) {
+                return Ok(Written::Conflict(Some(t)));
+            }
+            if let Some(to) = update.state {
+                if !t.state.can_become(to) {
+                    return Err(StoreError::IllegalTransition { study: study.to_string(), id, from: t.state, to });
+                }
+            }
+            update.apply(&mut t);
+            let seq = next_seq(&tx)?;
+            tx.execute(
+                "UPDATE trials SET state = ?3, attempt = ?4, seq = ?5, data = ?6 WHERE study = ?1 AND id = ?2",
+                params![study, id as i64, t.state.as_str(), t.attempt, seq, encode(&t)],
+            )?;
+            tx.commit()?;
+            Ok(Written::Done(t))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur_model::{Params, Study, TrialState};
+
+    fn study_record(name: &str) -> StudyRecord {
+        let spec = Study::parse(
+            &format!("name='{name}'\nobjective={{metric='m'}}\ntrials=5\n[run]\nscript='true'\n"),
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        StudyRecord {
+            name: name.into(),
+            spec,
+            state: StudyState::Active,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn trial_ids_are_a_sequence_and_slots_are_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        rt().block_on(async {
+            s.create_study(&study_record("s")).await.unwrap();
+            let (a, created) = s
+                .create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 5))
+                .await
+                .unwrap();
+            assert!(created);
+            let (b, _) = s
+                .create_trial(&Trial::new("s", 0, 0, 1, Params::new(), 5))
+                .await
+                .unwrap();
+            let (again, created) = s
+                .create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 9))
+                .await
+                .unwrap();
+            assert_eq!((a.id, b.id), (1, 2));
+            assert!(!created);
+            assert_eq!(again.id, 1);
+            assert_eq!(again.created_ms, 5);
+            assert!(s
+                .create_trial(&Trial::new("nope", 0, 0, 0, Params::new(), 5))
+                .await
+                .is_err());
+        });
+    }
+
+    #[test]
+    fn conditional_writes_fence_stale_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        rt().block_on(async {
+            s.create_study(&study_record("s")).await.unwrap();
+            s.create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 0))
+                .await
+                .unwrap();
+            let start = TrialUpdate {
+                state: Some(TrialState::Starting),
+                ..Default::default()
+            };
+            assert!(s
+                .update_trial("s", 1, &Expect::state(TrialState::Pending, 1), &start)
+                .await
+                .unwrap()
+                .ok()
+                .is_some());
+            // A second orchestrator racing for the same launch loses.
+            assert!(s
+                .update_trial("s", 1, &Expect::state(TrialState::Pending, 1), &start)
+                .await
+                .unwrap()
+                .ok()
+                .is_none());
+            // An agent of another attempt cannot write.
+            let run = TrialUpdate {
+                state: Some(TrialState::Running),
+                add_run: true,
+                ..Default::default()
+            };
+            assert!(s
+                .update_trial("s", 1, &Expect::state(TrialState::Starting, 2), &run)
+                .await
+                .unwrap()
+                .ok()
+                .is_none());
+            let t = s
+                .update_trial("s", 1, &Expect::state(TrialState::Starting, 1), &run)
+                .await
+                .unwrap()
+                .ok()
+                .unwrap();
+            assert_eq!(t.runs, 1);
+            // Illegal transitions are refused.
+            let back = TrialUpdate {
+                state: Some(TrialState::Pending),
+                ..Default::default()
+            };
+            assert!(s
+                .update_trial("s", 1, &Expect::state(TrialState::Running, 1), &back)
+                .await
+                .is_err());
+        });
+    }
+
+    #[test]
+    fn many_processes_worth_of_writers_never_lose_a_write() {
+        // Several connections (as separate agents would hold) increment metrics under
+        // the conditional-write protocol; every increment must survive.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let s = SqliteStore::open(&path).unwrap();
+        rt().block_on(async {
+            s.create_study(&study_record("s")).await.unwrap();
+            s.create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 0))
+                .await
+                .unwrap();
+        });
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let s = SqliteStore::open(&path).unwrap();
+                    rt().block_on(async {
+                        let mut done = 0;
+                        while done < 50 {
+                            let t = s.get_trial("s", 1).await.unwrap().unwrap();
+                            let mut m = t.metrics.clone();
+                            *m.entry("n".into()).or_insert(0.0) += 1.0;
+                            let up = TrialUpdate {
+                                metrics: Some(m),
+                                attempt: Some(t.attempt + 1),
+                                ..Default::default()
+                            };
+                            let cond = Expect::state(TrialState::Pending, t.attempt);
+                            if s.update_trial("s", 1, &cond, &up)
+                                .await
+                                .unwrap()
+                                .ok()
+                                .is_some()
+                            {
+                                done += 1;
+                            }
+                        }
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let t = rt().block_on(s.get_trial("s", 1)).unwrap().unwrap();
+        assert_eq!(t.metrics["n"], 200.0);
+        assert_eq!(t.attempt, 201);
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+    use augur_model::{Params, Study, TrialState};
+
+    #[test]
+    fn changed_trials_returns_only_what_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("a.db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let spec = Study::parse(
+                "name='s'\nobjective={metric='m'}\ntrials=5\n[run]\nscript='true'\n",
+                "t",
+                Path::new("."),
+            )
+            .unwrap();
+            s.create_study(&StudyRecord {
+                name: "s".into(),
+                spec,
+                state: StudyState::Active,
+                created_ms: 0,
+                updated_ms: 0,
+            })
+            .await
+            .unwrap();
+            for r in 0..3 {
+                s.create_trial(&Trial::new("s", 0, 0, r, Params::new(), 0))
+                    .await
+                    .unwrap();
+            }
+            let (all, mark) = s.changed_trials("s", 0).await.unwrap();
+            assert_eq!(all.len(), 3);
+            let (none, mark2) = s.changed_trials("s", mark).await.unwrap();
+            assert!(none.is_empty());
+            assert_eq!(mark, mark2);
+            let up = TrialUpdate {
+                state: Some(TrialState::Starting),
+                ..Default::default()
+            };
+            s.update_trial("s", 2, &Expect::state(TrialState::Pending, 1), &up)
+                .await
+                .unwrap();
+            let (one, _) = s.changed_trials("s", mark).await.unwrap();
+            assert_eq!(one.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2]);
+        });
+    }
+}

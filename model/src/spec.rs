@@ -283,7 +283,8 @@ impl Cx<'_> {
             .trim_end()
             .replace("expected i64", "expected an integer")
             .replace("expected u32", "expected an integer")
-            .replace("expected a boolean", "expected true or false");
+            .replace("expected a boolean", "expected true or false")
+            .replace('\n', "; ");
         if let Some(span) = e.span() {
             let start = self.text[..span.start.min(self.text.len())]
                 .rfind('\n')

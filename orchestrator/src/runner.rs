@@ -548,7 +548,8 @@ impl Runner {
             .get_study(&study.name)
             .await?
             .ok_or_else(|| RunError::BadInput(format!("study `{}` was deleted", study.name)))?;
-        if rec.state == StudyState::Stopping {
+        // `augur stop` (here or in another process) cancels whatever this loop does.
+        if matches!(rec.state, StudyState::Stopping | StudyState::Stopped) {
             mode = Mode::Cancel;
         }
         // Machines first, then trials: an agent writes its final state before it

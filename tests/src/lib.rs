@@ -1,1 +1,192 @@
+//! Helpers for augur's end-to-end tests: a sandbox directory, the real binaries, and
+//! polling with deadlines (never a bare sleep to wait for something).
 
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the built `augur` and `augur-agent`: `AUGUR_BIN_DIR`, else the
+/// cargo target directory this test binary was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("AUGUR_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/e2e-<hash> → target/<profile>
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    assert!(
+        dir.join("augur").is_file() && dir.join("augur-agent").is_file(),
+        "build the binaries first (`cargo build --bins`): nothing in {}",
+        dir.display()
+    );
+    dir
+}
+
+/// A scratch directory where `augur` runs with its default `.augur/` state.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file (relative to the sandbox) and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    /// `augur ARGS` in the sandbox, without the variables a developer's shell may set.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin_dir().join("augur"));
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("AUGUR_HOME")
+            .env_remove("AUGUR_AGENT")
+            .env_remove("AUGUR_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `augur ARGS` to its end.
+    pub fn augur(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run augur")
+    }
+
+    /// Starts `augur ARGS` in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn augur")
+    }
+
+    /// `augur trials STUDY --json`.
+    pub fn trials(&self, study: &str) -> Vec<Value> {
+        let out = self.augur(&["trials", study, "--json"]);
+        assert!(
+            out.status.success(),
+            "augur trials failed: {}",
+            text(&out.stderr)
+        );
+        match serde_json::from_slice(&out.stdout).expect("trials json") {
+            Value::Array(a) => a,
+            other => panic!("not an array: {other}"),
+        }
+    }
+
+    /// `augur trials STUDY --json`, or `None` while the study is not recorded yet.
+    pub fn try_trials(&self, study: &str) -> Option<Vec<Value>> {
+        let out = self.augur(&["trials", study, "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        match serde_json::from_slice(&out.stdout).ok()? {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Polls until `n` trials of `study` are running.
+    pub fn wait_running(&self, study: &str, n: usize, limit: Duration) {
+        wait_for(limit, &format!("{n} running trial(s) of {study}"), || {
+            let t = self.try_trials(study)?;
+            (t.iter().filter(|t| t["state"] == "running").count() >= n).then_some(())
+        })
+    }
+
+    /// `augur show STUDY/ID --json`.
+    pub fn show(&self, study: &str, id: u64) -> Value {
+        let out = self.augur(&["show", &format!("{study}/{id}"), "--json"]);
+        assert!(
+            out.status.success(),
+            "augur show failed: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("show json")
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child to exit, killing it and panicking after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain integers; no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// The trials' states, in id order.
+pub fn states(trials: &[Value]) -> Vec<String> {
+    trials
+        .iter()
+        .map(|t| t["state"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Fast timing for tests: heartbeats and backoff in milliseconds.
+pub const FAST: [&str; 6] = [
+    "--heartbeat",
+    "200ms",
+    "--lease",
+    "3s",
+    "--backoff-base",
+    "50ms",
+];

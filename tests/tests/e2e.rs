@@ -1,1 +1,739 @@
+//! End-to-end tests: the real `augur` and `augur-agent` binaries on the embedded
+//! default (local processes, SQLite in `.augur/`, log files).
 
+use augur_tests::{signal, states, text, wait_exit, Sandbox, FAST};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn run(sb: &Sandbox, study: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", study];
+    args.extend_from_slice(&FAST);
+    args.extend_from_slice(extra);
+    sb.augur(&args)
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_study_completes_with_exactly_its_budget_and_correct_metrics() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "quad"
+objective = { metric = "loss", goal = "minimize" }
+oracle = "grid"
+parallel = 3
+[params]
+x = { values = [0, 1, 2, 3, 4] }
+act = { values = ["relu", "tanh"] }
+[run]
+script = 'echo "METRICS: loss=$(( (AUGUR_PARAM_X - 1) * (AUGUR_PARAM_X - 1) ))"; echo "act=$AUGUR_PARAM_ACT json=$AUGUR_PARAMS_JSON"'
+"#,
+    );
+    let out = run(&sb, "s.toml", &[]);
+    ok(&out);
+    let trials = sb.trials("quad");
+    assert_eq!(trials.len(), 10, "grid of 5 x 2 points");
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["exit_code"], 0);
+        assert_eq!(t["attempt"], 1);
+        assert_eq!(t["replicate"], 0);
+        let x = t["params"]["x"]
+            .as_i64()
+            .expect("integer params stay integers");
+        assert_eq!(
+            t["metrics"]["loss"].as_f64(),
+            Some(((x - 1) * (x - 1)) as f64),
+            "{t}"
+        );
+        let status = t["status"].as_str().unwrap_or_default();
+        assert!(
+            status.starts_with(&format!(
+                "act={} json={{",
+                t["params"]["act"].as_str().unwrap_or("?")
+            )),
+            "{status}"
+        );
+    }
+    let distinct: std::collections::BTreeSet<String> =
+        trials.iter().map(|t| t["params"].to_string()).collect();
+    assert_eq!(distinct.len(), 10, "every grid point once");
+    // The leaderboard: best first, same objects.
+    let lb = sb.augur(&["leaderboard", "quad", "--json", "-n", "3"]);
+    ok(&lb);
+    let lb: Vec<Value> = serde_json::from_slice(&lb.stdout).expect("json");
+    assert_eq!(lb.len(), 3);
+    assert_eq!(lb[0]["params"]["x"], 1);
+    assert_eq!(lb[0]["metrics"]["loss"], 0.0);
+    for key in [
+        "id",
+        "state",
+        "attempt",
+        "params",
+        "metrics",
+        "exit_code",
+        "replicate",
+    ] {
+        assert!(lb[0].get(key).is_some(), "leaderboard object lacks {key}");
+    }
+    // The human leaderboard is printed at the end of the run, on stdout.
+    assert!(text(&out.stdout).contains("RANK"), "{}", text(&out.stdout));
+    // Running a finished study again prints its leaderboard and runs nothing.
+    let again = run(&sb, "s.toml", &[]);
+    ok(&again);
+    assert!(text(&again.stdout).contains("RANK"));
+    assert_eq!(sb.trials("quad").len(), 10);
+}
+
+#[test]
+fn metrics_merge_across_lines_and_bad_lines_are_warnings() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "m"
+objective = { metric = "a" }
+trials = 1
+[run]
+script = '''
+echo "METRICS: a=1"
+echo "METRICS: this is not metrics"
+echo "METRICS: b=3, a = 2"
+printf '10%%\r20%%\r'
+echo done
+'''
+"#,
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let t = sb.show("m", 1);
+    assert_eq!(t["metrics"], json!({"a": 2.0, "b": 3.0}));
+    assert_eq!(t["series"].as_array().map(Vec::len), Some(2), "{t}");
+    assert_eq!(t["status"], "done");
+    let log = sb.augur(&["logs", "m/1"]);
+    ok(&log);
+    let log = text(&log.stdout);
+    assert!(log.contains("warning: ignored metrics line"), "{log}");
+    assert!(
+        log.contains("err + echo 'METRICS: a=1'"),
+        "the set -x trace is kept: {log}"
+    );
+    assert!(
+        log.lines()
+            .next()
+            .is_some_and(|l| l.contains("attempt 1 of trial 1")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("out 10%") && !log.contains("out 20%"),
+        "progress updates are not logged: {log}"
+    );
+}
+
+#[test]
+fn failures_keep_exit_code_and_log_tail_and_are_not_retried() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='f'\nobjective={metric='m'}\ntrials=2\nparallel=2\n[run]\nscript='echo working; echo \"it broke\" >&2; exit 3'\n",
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    for t in sb.trials("f") {
+        assert_eq!(t["state"], "failed");
+        assert_eq!(t["exit_code"], 3);
+        assert_eq!(t["attempt"], 1, "a failing script is not retried");
+        assert_eq!(t["error"], "exit code 3");
+    }
+    let t = sb.show("f", 1);
+    let tail: Vec<String> = serde_json::from_value(t["log_tail"].clone()).expect("tail");
+    assert!(
+        tail.contains(&"working".to_string()) && tail.contains(&"it broke".to_string()),
+        "{tail:?}"
+    );
+    let human = sb.augur(&["show", "f/1"]);
+    assert!(text(&human.stdout).contains("it broke"));
+}
+
+#[test]
+fn a_killed_agent_makes_its_trial_lost_and_it_is_retried_to_completion() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "k"
+objective = { metric = "m" }
+trials = 3
+parallel = 3
+[run]
+max_attempts = 3
+script = '''
+if [ "$AUGUR_ATTEMPT" = 1 ] && [ "$AUGUR_TRIAL" != 2 ]; then kill -9 $PPID; sleep 3; fi
+echo "METRICS: m=$AUGUR_ATTEMPT"
+'''
+"#,
+    );
+    let out = run(&sb, "s.toml", &[]);
+    ok(&out);
+    let trials = sb.trials("k");
+    assert_eq!(states(&trials), vec!["succeeded"; 3]);
+    assert_eq!(trials[0]["attempt"], 2);
+    assert_eq!(
+        trials[0]["metrics"]["m"], 2.0,
+        "the retry sees AUGUR_ATTEMPT=2"
+    );
+    assert_eq!(trials[1]["attempt"], 1);
+    assert_eq!(trials[2]["attempt"], 2);
+    assert!(
+        text(&out.stderr).contains("lost: its agent process is gone"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Both attempts' logs are kept and shown in order.
+    let log = text(&sb.augur(&["logs", "k/1"]).stdout);
+    let first = log.find("attempt 1 of trial 1").expect("attempt 1 log");
+    let second = log.find("attempt 2 of trial 1").expect("attempt 2 log");
+    assert!(first < second);
+}
+
+#[test]
+fn timeouts_and_keepalive_expiry_are_retried_up_to_max_attempts() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "t"
+objective = { metric = "m" }
+trials = 2
+parallel = 2
+[run]
+max_attempts = 2
+timeout = "1s"
+grace = "200ms"
+script = '''
+if [ "$AUGUR_TRIAL" = 1 ]; then trap '' TERM; sleep 30; fi
+echo "AUGUR: keepalive=300ms"
+echo tick
+sleep 30
+'''
+"#,
+    );
+    let start = std::time::Instant::now();
+    ok(&run(&sb, "s.toml", &[]));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "SIGKILL after the grace ends even a script ignoring SIGTERM"
+    );
+    let trials = sb.trials("t");
+    for t in &trials {
+        assert_eq!(t["state"], "failed", "{t}");
+        assert_eq!(t["attempt"], 2, "retried once, then out of attempts: {t}");
+        assert_eq!(t["runs"], 2);
+    }
+    assert!(
+        trials[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out after"),
+        "{}",
+        trials[0]
+    );
+    assert!(
+        trials[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keepalive expired"),
+        "{}",
+        trials[1]
+    );
+}
+
+#[test]
+fn kill_9_of_the_orchestrator_at_any_moment_then_resume_loses_and_duplicates_nothing() {
+    let sb = Sandbox::new();
+    let runs = sb.path().join("runs.txt");
+    sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "r"
+objective = {{ metric = "v" }}
+oracle = "random"
+trials = 16
+parallel = 4
+seed = 11
+[params]
+v = {{ range = [0.0, 1.0] }}
+[run]
+script = 'echo "$AUGUR_TRIAL" >> {runs}; sleep 0.3; echo "METRICS: v=$AUGUR_PARAM_V"'
+"#,
+            runs = runs.display()
+        ),
+    );
+    // Kill at several moments: right away, during launches, mid-study.
+    for delay_ms in [30u64, 150, 400, 700, 1000] {
+        let mut args = vec!["run", "s.toml"];
+        args.extend_from_slice(&FAST);
+        let mut child = sb.spawn(&args);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let out = run(&sb, "s.toml", &[]);
+    ok(&out);
+    let trials = sb.trials("r");
+    assert_eq!(trials.len(), 16, "the budget is respected exactly");
+    assert_eq!(states(&trials), vec!["succeeded"; 16]);
+    let script_runs = std::fs::read_to_string(&runs).expect("runs file");
+    let mut per_trial: BTreeMap<String, usize> = BTreeMap::new();
+    for l in script_runs.lines() {
+        *per_trial.entry(l.to_string()).or_default() += 1;
+    }
+    assert_eq!(per_trial.len(), 16);
+    assert!(
+        per_trial.values().all(|n| *n == 1),
+        "a trial ran twice: {per_trial:?}"
+    );
+    for t in &trials {
+        assert_eq!(t["runs"], 1, "{t}");
+    }
+    // The same seed gives the same points whatever the interruptions.
+    let sb2 = Sandbox::new();
+    sb2.write(
+        "s.toml",
+        &std::fs::read_to_string(sb.path().join("s.toml"))
+            .expect("read")
+            .replace(&runs.display().to_string(), "/dev/null"),
+    );
+    ok(&run(&sb2, "s.toml", &[]));
+    let p1: Vec<Value> = trials.iter().map(|t| t["params"].clone()).collect();
+    let p2: Vec<Value> = sb2
+        .trials("r")
+        .iter()
+        .map(|t| t["params"].clone())
+        .collect();
+    assert_eq!(p1, p2);
+}
+
+#[test]
+fn ctrl_c_once_drains_twice_cancels_and_both_resume() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='c'\nobjective={metric='m'}\ntrials=6\nparallel=2\n[run]\nscript='sleep 1; echo METRICS: m=1'\n",
+    );
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    // Once: no new launches; the two running trials finish; exit 130.
+    let mut child = sb.spawn(&args);
+    sb.wait_running("c", 2, LIMIT);
+    signal(child.id(), libc::SIGINT);
+    let status = wait_exit(&mut child, LIMIT);
+    assert_eq!(status.code(), Some(130));
+    let after = sb.trials("c");
+    assert_eq!(
+        after.iter().filter(|t| t["state"] == "succeeded").count(),
+        2,
+        "{:?}",
+        states(&after)
+    );
+    assert!(after.iter().all(|t| t["state"] != "running"));
+    // Twice: the running trials are cancelled; exit 130.
+    let mut child = sb.spawn(&args);
+    sb.wait_running("c", 2, LIMIT);
+    signal(child.id(), libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    signal(child.id(), libc::SIGINT);
+    let status = wait_exit(&mut child, LIMIT);
+    assert_eq!(status.code(), Some(130));
+    let after = sb.trials("c");
+    assert!(
+        after.iter().any(|t| t["state"] == "cancelled"),
+        "{:?}",
+        states(&after)
+    );
+    // Resume: everything completes, cancelled trials included.
+    ok(&run(&sb, "s.toml", &[]));
+    assert_eq!(states(&sb.trials("c")), vec!["succeeded"; 6]);
+}
+
+#[test]
+fn augur_stop_cancels_a_running_study_and_run_resumes_it() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='st'\nobjective={metric='m'}\ntrials=4\nparallel=2\n[run]\nscript='sleep 20; echo METRICS: m=1'\ngrace='200ms'\n",
+    );
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    let mut child = sb.spawn(&args);
+    sb.wait_running("st", 2, LIMIT);
+    let stop = sb.augur(&["stop", "st"]);
+    ok(&stop);
+    assert_eq!(wait_exit(&mut child, LIMIT).code(), Some(130));
+    let trials = sb.trials("st");
+    assert!(
+        trials.iter().all(|t| t["state"] == "cancelled"),
+        "{:?}",
+        states(&trials)
+    );
+    let studies: Vec<Value> =
+        serde_json::from_slice(&sb.augur(&["studies", "--json"]).stdout).expect("json");
+    assert_eq!(studies[0]["state"], "stopped");
+    // Resume with a quicker script.
+    sb.write(
+        "s.toml",
+        "name='st'\nobjective={metric='m'}\ntrials=4\nparallel=2\n[run]\nscript='echo METRICS: m=1'\n",
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    assert_eq!(states(&sb.trials("st")), vec!["succeeded"; 4]);
+}
+
+#[test]
+fn retry_failed_reruns_the_failed_pairs_and_nothing_else() {
+    let sb = Sandbox::new();
+    let runs = sb.path().join("runs.txt");
+    let fixed = sb.path().join("fixed");
+    sb.write(
+        "s.toml",
+        &format!(
+            "name='rf'\nobjective={{metric='m'}}\noracle='grid'\nreplicates=2\n[params]\nx={{values=[1,2,3]}}\n[run]\nscript='echo $AUGUR_TRIAL >> {}; if [ $AUGUR_PARAM_X = 2 ] && [ $AUGUR_REPLICATE = 1 ] && [ ! -f {} ]; then exit 1; fi; echo METRICS: m=$AUGUR_PARAM_X'\n",
+            runs.display(),
+            fixed.display()
+        ),
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let before = sb.trials("rf");
+    assert_eq!(before.len(), 6);
+    let failed: Vec<u64> = before
+        .iter()
+        .filter(|t| t["state"] == "failed")
+        .filter_map(|t| t["id"].as_u64())
+        .collect();
+    assert_eq!(failed.len(), 1);
+    // The leaderboard shows which replicates of the point succeeded.
+    let lb: Vec<Value> =
+        serde_json::from_slice(&sb.augur(&["leaderboard", "rf", "--json"]).stdout).expect("json");
+    let two = lb
+        .iter()
+        .find(|r| r["params"]["x"] == 2)
+        .expect("x=2 ranked");
+    assert_eq!(two["replicates"], json!([0]));
+    // A plain re-run does nothing; --retry-failed re-runs just that pair.
+    ok(&run(&sb, "s.toml", &[]));
+    assert_eq!(
+        std::fs::read_to_string(&runs)
+            .expect("runs")
+            .lines()
+            .count(),
+        6
+    );
+    std::fs::write(&fixed, "").expect("touch");
+    ok(&run(&sb, "s.toml", &["--retry-failed"]));
+    let lines: Vec<String> = std::fs::read_to_string(&runs)
+        .expect("runs")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 7);
+    assert_eq!(lines[6], failed[0].to_string());
+    assert_eq!(states(&sb.trials("rf")), vec!["succeeded"; 6]);
+}
+
+#[test]
+fn a_changed_study_is_refused_with_advice_and_nothing_is_lost() {
+    let sb = Sandbox::new();
+    sb.write("s.toml", "name='ch'\nobjective={metric='m'}\ntrials=2\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='echo METRICS: m=1'\n");
+    ok(&run(&sb, "s.toml", &[]));
+    sb.write("s.toml", "name='ch'\nobjective={metric='m'}\ntrials=2\n[params]\nx={range=[0.0,2.0]}\n[run]\nscript='echo METRICS: m=1'\n");
+    let out = run(&sb, "s.toml", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("different parameters") && err.contains("augur delete ch"),
+        "{err}"
+    );
+    assert_eq!(
+        states(&sb.trials("ch")),
+        vec!["succeeded"; 2],
+        "the recorded study is intact"
+    );
+    // A larger budget is compatible: the study continues.
+    sb.write("s.toml", "name='ch'\nobjective={metric='m'}\ntrials=3\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='echo METRICS: m=1'\n");
+    ok(&run(&sb, "s.toml", &[]));
+    assert_eq!(sb.trials("ch").len(), 3);
+    ok(&sb.augur(&["delete", "ch"]));
+    assert_eq!(sb.augur(&["trials", "ch"]).status.code(), Some(2));
+}
+
+#[test]
+fn datasets_run_once_before_their_trials_and_failures_name_them() {
+    let sb = Sandbox::new();
+    let made = sb.path().join("made.txt");
+    let ok_flag = sb.path().join("ok");
+    sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "ds"
+objective = {{ metric = "n" }}
+oracle = "grid"
+parallel = 3
+[params]
+size = {{ values = [2, 3] }}
+k = {{ values = [1, 2, 3] }}
+[[datasets]]
+name = "data-{{size}}"
+script = 'echo $AUGUR_DATASET >> {made}; if [ "$AUGUR_PARAM_SIZE" = 3 ] && [ ! -f {ok} ]; then exit 1; fi; seq "$AUGUR_PARAM_SIZE" > rows'
+[run]
+max_attempts = 1
+script = 'd=AUGUR_DATASET_DIR_DATA_$AUGUR_PARAM_SIZE; echo "METRICS: n=$(wc -l < ${{!d}}/rows)"'
+"#,
+            made = made.display(),
+            ok = ok_flag.display()
+        ),
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let trials = sb.trials("ds");
+    let sets: Vec<&Value> = trials
+        .iter()
+        .filter(|t| t.get("dataset").is_some())
+        .collect();
+    assert_eq!(sets.len(), 2);
+    let real: Vec<&Value> = trials
+        .iter()
+        .filter(|t| t.get("dataset").is_none())
+        .collect();
+    assert_eq!(real.len(), 6);
+    for t in &real {
+        if t["params"]["size"] == 2 {
+            assert_eq!(t["state"], "succeeded");
+            assert_eq!(t["metrics"]["n"], 2.0);
+        } else {
+            assert_eq!(t["state"], "failed");
+            assert!(
+                t["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("dataset failed: data-3"),
+                "{t}"
+            );
+        }
+    }
+    let mut made_once: Vec<String> = std::fs::read_to_string(&made)
+        .expect("made")
+        .lines()
+        .map(String::from)
+        .collect();
+    made_once.sort();
+    assert_eq!(
+        made_once,
+        vec!["data-2", "data-3"],
+        "each dataset runs once"
+    );
+    // A re-run retries the failed dataset and its trials.
+    std::fs::write(&ok_flag, "").expect("touch");
+    ok(&run(&sb, "s.toml", &[]));
+    let trials = sb.trials("ds");
+    assert!(
+        trials.iter().all(|t| t["state"] == "succeeded"),
+        "{:?}",
+        states(&trials)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&made)
+            .expect("made")
+            .lines()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn parameter_values_reach_the_script_only_as_data() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "inj"
+objective = { metric = "m" }
+oracle = "grid"
+[params]
+v = { values = ["$(touch pwned)", "a'b\"c;touch pwned2", "`touch pwned3`"] }
+[run]
+script = 'echo METRICS: m=1; printf "%s\n" "$AUGUR_PARAM_V"'
+"#,
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    for t in sb.trials("inj") {
+        assert_eq!(t["state"], "succeeded");
+        assert_eq!(t["status"], t["params"]["v"], "the value arrives verbatim");
+    }
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(!sb.path().join(f).exists() && !sb.path().join(".augur/work/inj").join(f).exists());
+    }
+    let found = std::process::Command::new("find")
+        .arg(sb.path())
+        .args(["-name", "pwned*"])
+        .output()
+        .expect("find");
+    assert!(found.stdout.is_empty(), "{}", text(&found.stdout));
+}
+
+#[test]
+fn logs_follow_since_and_filter() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='lg'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done; echo METRICS: m=1'\n",
+    );
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    let mut child = sb.spawn(&args);
+    sb.wait_running("lg", 1, LIMIT);
+    let follow = sb.augur(&["logs", "lg/1", "--follow"]);
+    ok(&follow);
+    let out = text(&follow.stdout);
+    for i in 1..=5 {
+        assert!(out.contains(&format!("out line {i}")), "{out}");
+    }
+    assert!(
+        out.contains("succeeded"),
+        "--follow ends after the final line: {out}"
+    );
+    assert!(wait_exit(&mut child, LIMIT).success());
+    let filtered = text(&sb.augur(&["logs", "lg/1", "--filter", "line 3"]).stdout);
+    assert_eq!(
+        filtered.lines().filter(|l| l.contains(" out ")).count(),
+        1,
+        "{filtered}"
+    );
+    let none = text(
+        &sb.augur(&["logs", "lg/1", "--since", "2099-01-01T00:00"])
+            .stdout,
+    );
+    assert!(none.is_empty(), "{none}");
+    let recent = text(&sb.augur(&["logs", "lg/1", "--since", "10m"]).stdout);
+    assert!(recent.contains("line 5"));
+    let bad = sb.augur(&["logs", "lg/1", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(sb.augur(&["logs", "lg"]).status.code(), Some(2));
+    assert_eq!(sb.augur(&["logs", "nope/1"]).status.code(), Some(2));
+}
+
+#[test]
+fn replicates_run_each_point_n_times_and_rank_by_the_mean() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='rep'\nobjective={metric='m',goal='maximize'}\noracle='grid'\nreplicates=3\nparallel=3\n[params]\nx={values=[10,20]}\n[run]\nscript='echo METRICS: m=$((AUGUR_PARAM_X + AUGUR_REPLICATE))'\n",
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let trials = sb.trials("rep");
+    assert_eq!(trials.len(), 6);
+    let reps: Vec<u64> = trials
+        .iter()
+        .filter_map(|t| t["replicate"].as_u64())
+        .collect();
+    assert_eq!(reps, vec![0, 1, 2, 0, 1, 2]);
+    let lb: Vec<Value> =
+        serde_json::from_slice(&sb.augur(&["leaderboard", "rep", "--json"]).stdout).expect("json");
+    assert_eq!(lb[0]["params"]["x"], 20);
+    assert_eq!(lb[0]["metrics"]["m"], 21.0, "mean of 20, 21, 22");
+    assert_eq!(lb[0]["replicates"], json!([0, 1, 2]));
+}
+
+/// Every kind of bad input exits 2 with one message naming the problem, before
+/// anything is launched or written.
+#[test]
+fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
+    let base = "name='b'\nobjective={metric='m'}\ntrials=2\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown key", format!("{base}colour='red'\n[run]\nscript='true'\n"), "colour"),
+        ("toml syntax", format!("{base}[run\nscript='true'\n"), ":4:"),
+        ("wrong type", format!("{base}parallel='four'\n[run]\nscript='true'\n"), "parallel"),
+        ("inverted range", format!("{base}[params]\nx={{range=[2.0,1.0]}}\n[run]\nscript='true'\n"), "inverted"),
+        ("empty range", format!("{base}[params]\nx={{range=[1,1]}}\n[run]\nscript='true'\n"), "empty"),
+        ("log scale <= 0", format!("{base}[params]\nx={{range=[0.0,1.0],scale='log'}}\n[run]\nscript='true'\n"), "log scale"),
+        ("unknown oracle", format!("{base}oracle='magic'\n[run]\nscript='true'\n"), "unknown oracle"),
+        ("parallel 0", format!("{base}parallel=0\n[run]\nscript='true'\n"), "parallel must be at least 1"),
+        ("negative parallel", format!("{base}parallel=-2\n[run]\nscript='true'\n"), "parallel must be at least 1"),
+        ("budget 0", "name='b'\nobjective={metric='m'}\ntrials=0\n[run]\nscript='true'\n".into(), "trials must be at least 1"),
+        ("duplicate params", format!("{base}[params]\nlr={{range=[0,1]}}\nLR={{range=[0,1]}}\n[run]\nscript='true'\n"), "duplicate parameter"),
+        ("script missing", format!("{base}[run]\ntimeout='1m'\n"), "script"),
+        ("script empty", format!("{base}[run]\nscript='  '\n"), "run.script is empty"),
+        ("missing file", format!("{base}[run]\nscript='true'\nfiles=['train.py']\n"), "train.py"),
+        ("bad timeout", format!("{base}[run]\nscript='true'\ntimeout='forever'\n"), "run.timeout"),
+        ("bad study name", "name='a/b'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\n".into(), "not a valid study name"),
+        ("bad goal", "name='b'\nobjective={metric='m',goal='best'}\ntrials=1\n[run]\nscript='true'\n".into(), "objective.goal"),
+        ("random without budget", "name='b'\nobjective={metric='m'}\n[run]\nscript='true'\n".into(), "budget"),
+        ("grid range without steps", "name='b'\nobjective={metric='m'}\noracle='grid'\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='true'\n".into(), "steps"),
+        ("mixed values", format!("{base}[params]\nx={{values=[1,'a']}}\n[run]\nscript='true'\n"), "mixes"),
+        ("unknown aws key", format!("{base}[run]\nscript='true'\n[aws]\nami='x'\n"), "ami"),
+        ("max_attempts 0", format!("{base}[run]\nscript='true'\nmax_attempts=0\n"), "max_attempts"),
+    ];
+    assert!(cases.len() >= 15);
+    for (what, body, needle) in cases {
+        let sb = Sandbox::new();
+        sb.write("s.toml", &body);
+        for cmd in ["validate", "run"] {
+            let out = sb.augur(&[cmd, "s.toml"]);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what} ({cmd}): {err}");
+            assert!(
+                err.contains(needle),
+                "{what} ({cmd}): `{err}` should mention `{needle}`"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{what}: one message: {err}");
+            assert!(err.contains("s.toml"), "{what}: names the file: {err}");
+        }
+        assert!(
+            !sb.path().join(".augur").exists(),
+            "{what}: nothing may be written"
+        );
+    }
+    // A missing file, and bad flags, too.
+    let sb = Sandbox::new();
+    let out = sb.augur(&["run", "nope.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nope.toml"));
+    sb.write("s.toml", &format!("{base}[run]\nscript='true'\n"));
+    assert_eq!(
+        sb.augur(&["run", "s.toml", "--parallel", "0"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        sb.augur(&["run", "s.toml", "--trials", "-1"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(sb.augur(&["show", "b/x"]).status.code(), Some(2));
+    assert!(!sb.path().join(".augur").exists());
+    // validate says ok to a good file.
+    let out = sb.augur(&["validate", "s.toml"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let sb = Sandbox::new();
+    let out = sb.augur(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for code in ["0 ", "2 ", "3 ", "130"] {
+        assert!(help.contains(&format!("  {code}")), "{help}");
+    }
+}

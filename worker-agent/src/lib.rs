@@ -74,10 +74,11 @@ pub enum Ended {
     Superseded,
 }
 
-/// The attempt's log file, written line by line. A log that cannot be written (disk
+/// The attempt's log file, written line by line and unbuffered, so that every line
+/// printed before a machine dies is in the log. A log that cannot be written (disk
 /// full, directory gone) is reported once and never stops the trial.
 struct Log {
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: Option<std::fs::File>,
     path: PathBuf,
     broken: Option<String>,
 }
@@ -95,7 +96,7 @@ impl Log {
             });
         match opened {
             Ok(f) => Log {
-                file: Some(std::io::BufWriter::new(f)),
+                file: Some(f),
                 path,
                 broken: None,
             },
@@ -116,7 +117,7 @@ impl Log {
     }
     fn flush(&mut self) {
         if let Some(f) = &mut self.file {
-            if let Err(e) = f.flush().and_then(|_| f.get_ref().sync_data()) {
+            if let Err(e) = f.sync_data() {
                 self.broken = Some(format!("cannot write log {}: {e}", self.path.display()));
                 self.file = None;
             }

@@ -91,7 +91,12 @@ pub async fn show(layout: &Layout, target: &str, json: bool) -> Outcome {
         .await?
         .ok_or_else(|| Fail::input(format!("study `{study}` has no trial {id}")))?;
     if json {
-        print_json(&report::trial_json(&t));
+        let mut v = report::trial_json(&t);
+        if let serde_json::Value::Object(o) = &mut v {
+            o.insert("series".into(), serde_json::json!(t.series));
+            o.insert("log_tail".into(), serde_json::json!(t.log_tail));
+        }
+        print_json(&v);
         return Ok(0);
     }
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());

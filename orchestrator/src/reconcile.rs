@@ -512,7 +512,7 @@ mod tests {
     fn silent_agent_loses_its_lease_and_its_machine() {
         let s = study("");
         let t = trial(1, TrialState::Running);
-        assert!(run(&s, &[t.clone()], &[m(1, 1)], 29_000)
+        assert!(run(&s, std::slice::from_ref(&t), &[m(1, 1)], 29_000)
             .iter()
             .all(|a| matches!(a, Action::Propose { .. })));
         let a = run(&s, &[t], &[m(1, 1)], 31_000);

@@ -349,14 +349,21 @@ impl Runner {
     pub async fn round(&self, study: &Study, n: u64) -> Result<Vec<Trial>, RunError> {
         self.register(study, &RegisterOptions::default()).await?;
         let oracle = oracle_for(study);
-        let mut cache = self.load(study).await?;
+        let cache = self.load(study).await?;
+        let history: Vec<Trial> = cache
+            .trials
+            .iter()
+            .filter(|t| !t.is_dataset())
+            .cloned()
+            .collect();
+        let first = history.iter().map(|t| t.point + 1).max().unwrap_or(0);
         let mut ids = BTreeSet::new();
-        for _ in 0..n * study.replicates as u64 {
-            match self.propose_one(study, oracle.as_ref(), &mut cache).await? {
-                Some(t) => {
-                    ids.insert(t.id);
-                }
-                None => break,
+        for point in first..first + n {
+            let Some(params) = oracle.propose(point, &history) else {
+                break;
+            };
+            for r in 0..study.replicates {
+                ids.insert(self.create(study, point, r, params.clone()).await?.id);
             }
         }
         let (_tx, rx) = watch::channel(Mode::Run);

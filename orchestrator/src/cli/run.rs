@@ -60,7 +60,7 @@ pub struct RunArgs {
     backend_deadline: Duration,
 }
 
-pub fn validate(path: &PathBuf) -> Outcome {
+pub fn validate(path: &std::path::Path) -> Outcome {
     let s = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
     println!(
         "{}: ok: study `{}`, {:?} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}",

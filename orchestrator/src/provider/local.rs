@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// Agents by pid, with the study each runs for.
+type Agents = HashMap<u32, (String, Machine)>;
+
 /// How often `/proc` is scanned for agents this process did not start.
 const RESCAN: Duration = Duration::from_secs(5);
 
@@ -26,9 +29,9 @@ pub struct LocalProvider {
     layout: Layout,
     heartbeat: Duration,
     /// Agents this process started and has not reaped yet, by pid.
-    children: Arc<Mutex<HashMap<u32, (String, Machine)>>>,
+    children: Arc<Mutex<Agents>>,
     /// Agents found in `/proc` (started by an earlier orchestrator), by pid.
-    adopted: Mutex<(Option<Instant>, HashMap<u32, (String, Machine)>)>,
+    adopted: Mutex<(Option<Instant>, Agents)>,
     notify: Arc<Notify>,
 }
 
@@ -63,7 +66,7 @@ impl LocalProvider {
         })
     }
 
-    fn scan_proc(&self) -> HashMap<u32, (String, Machine)> {
+    fn scan_proc(&self) -> Agents {
         let mut out = HashMap::new();
         let root = self.layout.root.display().to_string();
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -89,10 +92,8 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
         .split(|b| *b == 0)
         .filter_map(|a| std::str::from_utf8(a).ok())
         .collect();
-    if !args
-        .first()
-        .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "augur-agent"))
-    {
+    let program = args.first().and_then(|a| Path::new(a).file_name());
+    if program.is_none_or(|n| n != "augur-agent") {
         return None;
     }
     let arg = |name: &str| {

@@ -1,0 +1,138 @@
+//! The library API (diviner's runner: Run, Round, Stream with Stop/Wait, Counters)
+//! with an in-process objective and the real SQLite store.
+
+use augur::{Finished, InProcessProvider, Runner, TrialContext};
+use augur_model::{Params, Study, TrialState, Value};
+use augur_store::{SqliteStore, TrialStore};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn study(extra: &str) -> Study {
+    Study::parse(
+        &format!(
+            "name='api'\nobjective={{metric='loss'}}\ntrials=12\nparallel=3\nseed=5\n{extra}\n[params]\nx={{range=[-2.0,2.0]}}\n[run]\nscript='unused'\n"
+        ),
+        "api.toml",
+        Path::new("."),
+    )
+    .expect("study")
+}
+
+type Obj = dyn Fn(&Params, &TrialContext) -> Result<BTreeMap<String, f64>, String> + Send + Sync;
+
+fn quadratic(calls: Arc<AtomicU64>) -> Arc<Obj> {
+    Arc::new(move |p: &Params, _cx: &TrialContext| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let x = p["x"].as_f64().ok_or("x")?;
+        Ok([("loss".to_string(), (x - 1.0) * (x - 1.0))].into())
+    })
+}
+
+fn runner(dir: &Path, objective: Arc<Obj>) -> (Arc<Runner>, Arc<dyn TrialStore>) {
+    let store: Arc<dyn TrialStore> =
+        Arc::new(SqliteStore::open(&dir.join("augur.db")).expect("store"));
+    let provider = Arc::new(InProcessProvider::new(store.clone(), objective));
+    let mut r = Runner::new(store.clone(), provider);
+    r.timing.backoff_base_ms = 10;
+    (Arc::new(r), store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_runs_the_budget_and_counts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let calls = Arc::new(AtomicU64::new(0));
+    let (r, store) = runner(dir.path(), quadratic(calls.clone()));
+    let s = study("");
+    let handle = r.stream(s.clone());
+    assert_eq!(handle.wait().await.expect("stream"), Finished::Done);
+    let trials = store.list_trials("api").await.expect("list");
+    assert_eq!(trials.len(), 12);
+    assert!(trials.iter().all(|t| t.state == TrialState::Succeeded));
+    assert_eq!(calls.load(Ordering::SeqCst), 12);
+    let c = r.counters();
+    assert_eq!((c.launched, c.succeeded, c.failed, c.lost), (12, 12, 0, 0));
+    let lb = augur_model::leaderboard(&s, &trials);
+    assert!(lb[0].value <= lb[11].value);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_stop_drains_and_a_new_stream_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let calls = Arc::new(AtomicU64::new(0));
+    let slow_calls = calls.clone();
+    let slow: Arc<Obj> = Arc::new(move |p: &Params, _: &TrialContext| {
+        slow_calls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Ok([("loss".to_string(), p["x"].as_f64().unwrap_or(0.0))].into())
+    });
+    let (r, store) = runner(dir.path(), slow);
+    let s = study("");
+    let handle = r.stream(s.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    handle.stop();
+    assert_eq!(handle.wait().await.expect("wait"), Finished::Interrupted);
+    let partial = store.list_trials("api").await.expect("list");
+    assert!(
+        partial.iter().all(|t| !t.state.is_active()),
+        "drained: nothing left running"
+    );
+    let done_then = partial
+        .iter()
+        .filter(|t| t.state == TrialState::Succeeded)
+        .count();
+    assert!(done_then < 12, "stopped early ({done_then})");
+    assert_eq!(r.stream(s).wait().await.expect("resume"), Finished::Done);
+    let all = store.list_trials("api").await.expect("list");
+    assert_eq!(all.len(), 12);
+    assert_eq!(calls.load(Ordering::SeqCst), 12, "nothing ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_round() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (r, _store) = runner(dir.path(), quadratic(Arc::new(AtomicU64::new(0))));
+    let s = study("replicates=2");
+    let t = r
+        .run(&s, [("x".to_string(), Value::Float(3.0))].into(), 1)
+        .await
+        .expect("run");
+    assert_eq!(t.state, TrialState::Succeeded);
+    assert_eq!(t.replicate, 1);
+    assert_eq!(t.metrics["loss"], 4.0);
+    let round = r.round(&s, 3).await.expect("round");
+    assert_eq!(round.len(), 6, "3 points x 2 replicates");
+    assert!(round.iter().all(|t| t.state == TrialState::Succeeded));
+    let points: std::collections::BTreeSet<u64> = round.iter().map(|t| t.point).collect();
+    assert_eq!(points.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objective_errors_fail_trials_and_retry_on_failure_retries_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let attempts = Arc::new(AtomicU64::new(0));
+    let a2 = attempts.clone();
+    let flaky: Arc<Obj> = Arc::new(move |_: &Params, cx: &TrialContext| {
+        a2.fetch_add(1, Ordering::SeqCst);
+        if cx.attempt == 1 {
+            Err("first attempts fail".into())
+        } else {
+            Ok([("loss".to_string(), cx.attempt as f64)].into())
+        }
+    });
+    let (r, store) = runner(dir.path(), flaky);
+    let mut s = study("");
+    s.trials = 4;
+    s.run.retry_on_failure = true;
+    assert_eq!(r.stream(s).wait().await.expect("stream"), Finished::Done);
+    let trials = store.list_trials("api").await.expect("list");
+    assert!(
+        trials
+            .iter()
+            .all(|t| t.state == TrialState::Succeeded && t.attempt == 2),
+        "{trials:?}"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 8);
+    assert_eq!(r.counters().retried, 4);
+}

@@ -550,13 +550,13 @@ impl Runner {
         exhausted: &mut bool,
     ) -> Result<Step, RunError> {
         Counters::bump(&self.counters.ticks);
-        let rec = self
+        let state = self
             .store
-            .get_study(&study.name)
+            .study_state(&study.name)
             .await?
             .ok_or_else(|| RunError::BadInput(format!("study `{}` was deleted", study.name)))?;
         // `augur stop` (here or in another process) cancels whatever this loop does.
-        if matches!(rec.state, StudyState::Stopping | StudyState::Stopped) {
+        if matches!(state, StudyState::Stopping | StudyState::Stopped) {
             mode = Mode::Cancel;
         }
         // Machines first, then trials: an agent writes its final state before it

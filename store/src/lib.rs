@@ -74,6 +74,10 @@ pub trait TrialStore: Send + Sync {
     async fn put_study(&self, rec: &StudyRecord) -> Result<()>;
     async fn get_study(&self, name: &str) -> Result<Option<StudyRecord>>;
     async fn list_studies(&self) -> Result<Vec<StudyRecord>>;
+    /// Just a study's state (read every tick: cheaper than the whole record).
+    async fn study_state(&self, name: &str) -> Result<Option<StudyState>> {
+        Ok(self.get_study(name).await?.map(|r| r.state))
+    }
     /// Moves a study to `to` if it is in one of `from`; whether it did.
     async fn set_study_state(
         &self,

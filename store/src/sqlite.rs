@@ -19,6 +19,7 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+const SCHEMA_VERSION: i64 = 1;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS studies (
     name    TEXT PRIMARY KEY,
@@ -42,6 +43,13 @@ CREATE TABLE IF NOT EXISTS sequence (one INTEGER PRIMARY KEY CHECK (one = 1), se
 INSERT OR IGNORE INTO sequence VALUES (1, 0);
 ";
 
+/// Busy handler: whether to retry after the `n`-th time the database was locked.
+fn busy(n: i32) -> bool {
+    let wait = Duration::from_micros(50u64 << n.clamp(0, 7) as u32).min(Duration::from_millis(5));
+    std::thread::sleep(wait);
+    n < 12_000
+}
+
 /// The next value of the database-wide change sequence (inside a write transaction).
 fn next_seq(tx: &Connection) -> rusqlite::Result<i64> {
     tx.query_row(
@@ -59,12 +67,21 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
+        // SQLite's default busy handler sleeps at least 1 ms per retry; the writes here
+        // take tens of microseconds, so retry sooner (50 us doubling to 5 ms, ~60 s in all).
+        conn.busy_handler(Some(busy))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
+        // The schema is written once; later opens (one per agent) only read its version.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < SCHEMA_VERSION {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

@@ -115,14 +115,9 @@ impl Log {
             }
         }
     }
-    fn flush(&mut self) {
-        if let Some(f) = &mut self.file {
-            if let Err(e) = f.sync_data() {
-                self.broken = Some(format!("cannot write log {}: {e}", self.path.display()));
-                self.file = None;
-            }
-        }
-    }
+    /// Lines are written unbuffered; nothing to flush, and no fsync: a log that must
+    /// survive the machine is shipped elsewhere (CloudWatch Logs on EC2).
+    fn flush(&mut self) {}
 }
 
 /// What the agent has seen of the script so far.
@@ -381,7 +376,7 @@ async fn run_script(
     );
     let env = workdir::environment(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
 
-    let mut cmd = tokio::process::Command::new("bash");
+    let mut cmd = tokio::process::Command::new(process::bash());
     cmd.arg("-c")
         .arg(format!("{}{}", study.run.preamble, script))
         .current_dir(&cwd)

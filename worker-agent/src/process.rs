@@ -48,3 +48,15 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+/// The `bash` to run scripts with: the first on `PATH` (resolved once here rather than
+/// by a failed `execve` per `PATH` entry in every child), else `/bin/bash`.
+pub fn bash() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("bash"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("/bin/bash"))
+}

@@ -57,6 +57,8 @@ impl TrialState {
                     | (Starting, Running | Lost | Cancelled | Failed)
                     | (Running, Succeeded | Failed | Lost | Cancelled)
                     | (Lost | Failed | Cancelled, Pending)
+                    // A stop also cancels a retry that was still to come.
+                    | (Lost | Failed, Cancelled)
             )
     }
 

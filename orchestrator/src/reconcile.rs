@@ -198,29 +198,6 @@ pub fn decide(v: &View) -> Vec<Action> {
         }
     };
 
-    // Orphan sweep: a machine whose trial is final, unknown or at another attempt.
-    for m in v.machines {
-        let keep = by_id.get(&m.trial).is_some_and(|t| {
-            t.attempt == m.attempt
-                && t.state.is_active()
-                && !(v.mode == Mode::Cancel && in_scope(t))
-        });
-        if !keep {
-            let reason = match by_id.get(&m.trial) {
-                None => "no such trial".to_string(),
-                Some(t) if t.attempt != m.attempt => {
-                    format!("attempt {} superseded by {}", m.attempt, t.attempt)
-                }
-                Some(t) => format!("trial is {}", t.state),
-            };
-            out.push(Action::Terminate {
-                machine: m.id.clone(),
-                trial: m.trial,
-                reason,
-            });
-        }
-    }
-
     let mut active = 0u64;
     let mut launchable: Vec<&Trial> = Vec::new();
     let mut pending = 0u64;
@@ -285,7 +262,13 @@ pub fn decide(v: &View) -> Vec<Action> {
                 }
             }
             TrialState::Lost | TrialState::Failed => {
-                if scoped && v.mode == Mode::Run && can_retry(v.study, v.timing, t) {
+                if scoped && v.mode == Mode::Cancel && can_retry(v.study, v.timing, t) {
+                    out.push(Action::Cancel {
+                        trial: t.id,
+                        attempt: t.attempt,
+                        from: t.state,
+                    });
+                } else if scoped && v.mode == Mode::Run && can_retry(v.study, v.timing, t) {
                     let n = t.attempt;
                     let not_before = v.now + v.timing.backoff_ms(v.study.seed, t.id, n);
                     out.push(Action::Retry {
@@ -357,6 +340,31 @@ pub fn decide(v: &View) -> Vec<Action> {
             if count > 0 && !v.exhausted {
                 out.push(Action::Propose { count });
             }
+        }
+    }
+
+    // Orphan sweep, after the state changes above: a trial is cancelled before its
+    // machine is told to stop, so the agent's own final write cannot win that race.
+    // A machine whose trial is final, unknown or at another attempt is ended.
+    for m in v.machines {
+        let keep = by_id.get(&m.trial).is_some_and(|t| {
+            t.attempt == m.attempt
+                && t.state.is_active()
+                && !(v.mode == Mode::Cancel && in_scope(t))
+        });
+        if !keep {
+            let reason = match by_id.get(&m.trial) {
+                None => "no such trial".to_string(),
+                Some(t) if t.attempt != m.attempt => {
+                    format!("attempt {} superseded by {}", m.attempt, t.attempt)
+                }
+                Some(t) => format!("trial is {}", t.state),
+            };
+            out.push(Action::Terminate {
+                machine: m.id.clone(),
+                trial: m.trial,
+                reason,
+            });
         }
     }
 
@@ -604,10 +612,39 @@ mod tests {
             attempt: 1,
             from: TrialState::Running
         }));
-        assert!(a
+        let cancel = a
             .iter()
-            .any(|x| matches!(x, Action::Terminate { trial: 2, .. })));
+            .position(|x| matches!(x, Action::Cancel { trial: 2, .. }));
+        let term = a
+            .iter()
+            .position(|x| matches!(x, Action::Terminate { trial: 2, .. }));
+        assert!(
+            term.is_some() && cancel < term,
+            "cancel before terminate: {a:?}"
+        );
         assert!(!a.contains(&Action::Finish));
+        // A retry still to come is cancelled too, so the stop can finish.
+        let mut f = trial(4, TrialState::Failed);
+        f.retryable = true;
+        let a = decide(&View {
+            study: &s,
+            trials: &[f],
+            machines: &[],
+            scope: &Scope::Budget(4),
+            mode: Mode::Cancel,
+            exhausted: false,
+            sees_all: true,
+            timing: &timing,
+            now: 10,
+        });
+        assert_eq!(
+            a,
+            vec![Action::Cancel {
+                trial: 4,
+                attempt: 1,
+                from: TrialState::Failed
+            }]
+        );
     }
 
     #[test]

@@ -494,8 +494,10 @@ impl Runner {
         };
         let mut exhausted = false;
         let mut failing: Option<(Instant, u32)> = None;
+        let mut control_open = true;
         loop {
-            let mode = *control.borrow();
+            // Marks the value seen: `changed()` below then waits for the next change.
+            let mode = *control.borrow_and_update();
             let step = self
                 .step(
                     study,
@@ -535,7 +537,7 @@ impl Runner {
             tokio::select! {
                 _ = self.provider.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = control.changed() => {}
+                r = control.changed(), if control_open => control_open = r.is_ok(),
             }
         }
     }

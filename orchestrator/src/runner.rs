@@ -179,6 +179,15 @@ struct Cache {
 }
 
 impl Cache {
+    /// The trials an oracle learns from (datasets are not results).
+    fn history(&self) -> Vec<Trial> {
+        self.trials
+            .iter()
+            .filter(|t| !t.is_dataset())
+            .cloned()
+            .collect()
+    }
+
     fn upsert(&mut self, t: Trial) -> Option<TrialState> {
         match self.index.get(&t.id) {
             Some(&i) => {
@@ -350,12 +359,7 @@ impl Runner {
         self.register(study, &RegisterOptions::default()).await?;
         let oracle = oracle_for(study);
         let cache = self.load(study).await?;
-        let history: Vec<Trial> = cache
-            .trials
-            .iter()
-            .filter(|t| !t.is_dataset())
-            .cloned()
-            .collect();
+        let history = cache.history();
         let first = history.iter().map(|t| t.point + 1).max().unwrap_or(0);
         let mut ids = BTreeSet::new();
         for point in first..first + n {
@@ -462,12 +466,7 @@ impl Runner {
         let params = match params {
             Some(p) => p,
             None => {
-                let history: Vec<Trial> = cache
-                    .trials
-                    .iter()
-                    .filter(|t| !t.is_dataset())
-                    .cloned()
-                    .collect();
+                let history = cache.history();
                 match oracle.propose(point, &history) {
                     Some(p) => p,
                     None => return Ok(None),

@@ -3,6 +3,17 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+/// Opens a log file for appending, creating it and its directory.
+pub fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
 /// Who wrote a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {

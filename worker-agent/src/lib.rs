@@ -85,15 +85,7 @@ struct Log {
 
 impl Log {
     fn open(path: PathBuf) -> Log {
-        let opened = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-            });
+        let opened = augur_store::logfile::open_append(&path);
         match opened {
             Ok(f) => Log {
                 file: Some(f),

@@ -131,15 +131,8 @@ fn signal(pid: u32, sig: libc::c_int) {
 impl MachineProvider for LocalProvider {
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
         let log = self.layout.log_file(&study.name, trial.id, trial.attempt);
-        let stderr = log
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-            })
+        // The agent's own diagnostics go to the attempt's log too.
+        let stderr = augur_store::logfile::open_append(&log)
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
         let mut cmd = tokio::process::Command::new(&self.agent);

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need and runs all of them (the README's test command).
-# Idempotent; needs only the Rust toolchain, bash and python3 (used by an example).
+# Idempotent; needs the Rust toolchain, bash and python3. The AWS tests use moto's
+# server from PyPI, installed here into a cached virtualenv (or the endpoint in
+# AUGUR_TEST_AWS_ENDPOINT); each test starts and stops its own on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${AUGUR_TEST_AWS_ENDPOINT:-}" ]; then
+  scripts/emulator.sh > /dev/null
+fi
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -505,6 +505,19 @@ mod tests {
 }
 
 #[cfg(test)]
+mod conformance_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let s: std::sync::Arc<dyn TrialStore> =
+            std::sync::Arc::new(SqliteStore::open(&dir.path().join("a.db")).unwrap());
+        crate::conformance::run_all(s, "sqlite").await;
+    }
+}
+
+#[cfg(test)]
 mod change_tests {
     use super::*;
     use augur_model::{Params, Study, TrialState};

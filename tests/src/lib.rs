@@ -1,6 +1,8 @@
 //! Helpers for augur's end-to-end tests: a sandbox directory, the real binaries, and
 //! polling with deadlines (never a bare sleep to wait for something).
 
+pub mod emulator;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

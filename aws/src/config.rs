@@ -1,0 +1,73 @@
+//! One policy for every AWS call: the standard credential chain, region and endpoint
+//! overrides, and retries of throttling, 5xx, timeouts and dropped connections with
+//! capped exponential backoff and full jitter, inside an overall deadline.
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::time::Duration;
+
+/// How augur reaches AWS (or an emulator).
+#[derive(Clone, Debug)]
+pub struct AwsOptions {
+    /// Endpoint for every service (an emulator); `None` uses AWS (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Static credentials (emulators); `None` uses the standard chain.
+    pub credentials: Option<(String, String)>,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// Backoff base (diviner's `TestSetRetryBackoff`: small in tests).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Longest one call may take, all its retries included.
+    pub deadline: Duration,
+}
+
+impl Default for AwsOptions {
+    fn default() -> AwsOptions {
+        AwsOptions {
+            endpoint: None,
+            region: None,
+            credentials: None,
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(20),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The SDK configuration for `opts`.
+pub async fn sdk_config(opts: &AwsOptions) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(opts.max_attempts.max(1))
+                .with_initial_backoff(opts.backoff_base)
+                .with_max_backoff(opts.backoff_cap),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(opts.deadline.min(Duration::from_secs(30)))
+                .operation_timeout(opts.deadline)
+                .build(),
+        );
+    if let Some(e) = &opts.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let Some(r) = &opts.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some((id, secret)) = &opts.credentials {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            id.clone(),
+            secret.clone(),
+            None,
+            None,
+            "augur-static",
+        ));
+    }
+    loader.load().await
+}

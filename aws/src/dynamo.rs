@@ -1,0 +1,587 @@
+//! The DynamoDB [`TrialStore`]: one table for every study.
+//!
+//! Items (`pk` = study name, `sk`):
+//! - `study`: the study record (`data`, JSON), its `state`, `rev`, and `next_id`, the
+//!   atomic counter trial ids come from (`ADD`);
+//! - `trial#0000000042`: a trial record (`data`, JSON) with `state`, `attempt`, `rev`;
+//! - `slot#point:3:1` / `slot#dataset:NAME`: the guard that makes one record per slot.
+//!
+//! Every conditional write is a compare-and-set: a strongly consistent read, the
+//! [`Expect`] check, then a put conditional on `rev` being unchanged (re-read and
+//! re-checked if another writer got there first).
+
+use async_trait::async_trait;
+use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_store::{slot, Result, StoreError, TrialStore, Written};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    Put, ReturnValue, ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem,
+    WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A [`TrialStore`] in one DynamoDB table.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    /// Items per query page (small in tests, to exercise pagination).
+    pub page_size: Option<i32>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn trial_sk(id: u64) -> String {
+    format!("trial#{id:010}")
+}
+
+/// An SDK failure as a store error, with the SDK's full error context.
+fn fail<E>(table: &str, op: &str, e: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    if e.as_service_error().and_then(|x| x.code()) == Some("ResourceNotFoundException") {
+        return StoreError::Unavailable(format!(
+            "DynamoDB table `{table}` not found: create it with `augur init --backend aws` (or the templates in infra/)"
+        ));
+    }
+    StoreError::Unavailable(format!(
+        "DynamoDB {op} on `{table}`: {}",
+        crate::error_text(&e)
+    ))
+}
+
+fn conditional<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    e.as_service_error().and_then(|x| x.code()) == Some("ConditionalCheckFailedException")
+}
+
+fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, key: &str) -> Option<u64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, item: &Item) -> Result<T> {
+    let data = get_s(item, "data").unwrap_or("");
+    serde_json::from_str(data).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn build_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("building a DynamoDB request: {e}"))
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore {
+            client,
+            table: table.into(),
+            page_size: None,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table if it does not exist (on-demand, with a stream of new and old
+    /// images for the serverless tick); returns whether it created it.
+    pub async fn ensure_table(&self) -> Result<bool> {
+        let exists = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        match exists {
+            Ok(_) => return Ok(false),
+            Err(e)
+                if e.as_service_error().and_then(|x| x.code())
+                    == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(fail(&self.table, "DescribeTable", e)),
+        }
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_err)
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(build_err)
+        };
+        let made = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await;
+        match made {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error().and_then(|x| x.code())
+                    == Some("ResourceInUseException") =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(fail(&self.table, "CreateTable", e)),
+        }
+        // Wait until ACTIVE (instant on emulators, seconds on AWS).
+        for _ in 0..120 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| fail(&self.table, "DescribeTable", e))?;
+            if d.table()
+                .and_then(|t| t.table_status())
+                .is_some_and(|s| s.as_str() == "ACTIVE")
+            {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Err(StoreError::Unavailable(format!(
+            "DynamoDB table `{}` did not become active",
+            self.table
+        )))
+    }
+
+    async fn get(&self, pk: &str, sk: &str, consistent: bool) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|e| fail(&self.table, "GetItem", e))?;
+        Ok(out.item().cloned())
+    }
+
+    /// Every item of `pk` (whose sort key starts with `prefix`), paginated.
+    async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(pk));
+            q = match prefix {
+                Some(p) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(p)),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let page = q
+                .consistent_read(true)
+                .set_limit(self.page_size)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| fail(&self.table, "Query", e))?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Writes a whole item if its `rev` is still `rev` (or, with `None`, if absent).
+    async fn put_if(&self, item: Item, rev: Option<u64>) -> Result<bool> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        req = match rev {
+            Some(r) => req
+                .condition_expression("rev = :rev")
+                .expression_attribute_values(":rev", n(r)),
+            None => req.condition_expression("attribute_not_exists(pk)"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional(&e) => Ok(false),
+            Err(e) => Err(fail(&self.table, "PutItem", e)),
+        }
+    }
+
+    fn trial_item(t: &Trial, rev: u64) -> Item {
+        HashMap::from([
+            ("pk".to_string(), s(&t.study)),
+            ("sk".to_string(), s(trial_sk(t.id))),
+            ("state".to_string(), s(t.state.as_str())),
+            ("attempt".to_string(), n(t.attempt)),
+            ("rev".to_string(), n(rev)),
+            ("data".to_string(), s(encode(t))),
+        ])
+    }
+
+    async fn read_trial(&self, study: &str, id: u64) -> Result<Option<(Trial, u64)>> {
+        let Some(item) = self.get(study, &trial_sk(id), true).await? else {
+            return Ok(None);
+        };
+        let t: Trial = decode(&format!("{study}/{id}"), &item)?;
+        Ok(Some((t, get_n(&item, "rev").unwrap_or(0))))
+    }
+
+    async fn read_study(&self, name: &str) -> Result<Option<(StudyRecord, Item)>> {
+        let Some(item) = self.get(name, "study", true).await? else {
+            return Ok(None);
+        };
+        Ok(Some((decode(name, &item)?, item)))
+    }
+}
+
+#[async_trait]
+impl TrialStore for DynamoStore {
+    async fn create_study(&self, rec: &StudyRecord) -> Result<StudyRecord> {
+        let item = HashMap::from([
+            ("pk".to_string(), s(&rec.name)),
+            ("sk".to_string(), s("study")),
+            ("state".to_string(), s(rec.state.to_string())),
+            ("rev".to_string(), n(0)),
+            ("next_id".to_string(), n(0)),
+            ("data".to_string(), s(encode(rec))),
+        ]);
+        if self.put_if(item, None).await? {
+            return Ok(rec.clone());
+        }
+        self.read_study(&rec.name)
+            .await?
+            .map(|(r, _)| r)
+            .ok_or_else(|| StoreError::NoStudy(rec.name.clone()))
+    }
+
+    async fn put_study(&self, rec: &StudyRecord) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&rec.name))
+            .key("sk", s("study"))
+            .update_expression("SET #data = :data, #state = :state ADD rev :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#data", "data")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":data", s(encode(rec)))
+            .expression_attribute_values(":state", s(rec.state.to_string()))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if conditional(&e) => Err(StoreError::NoStudy(rec.name.clone())),
+            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
+        }
+    }
+
+    async fn get_study(&self, name: &str) -> Result<Option<StudyRecord>> {
+        Ok(self.read_study(name).await?.map(|(r, _)| r))
+    }
+
+    async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :study")
+                .expression_attribute_values(":study", s("study"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| fail(&self.table, "Scan", e))?;
+            for item in page.items() {
+                let name = get_s(item, "pk").unwrap_or("?").to_string();
+                out.push(decode::<StudyRecord>(&name, item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn study_state(&self, name: &str) -> Result<Option<StudyState>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(name))
+            .key("sk", s("study"))
+            .projection_expression("#state")
+            .expression_attribute_names("#state", "state")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| fail(&self.table, "GetItem", e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let state = get_s(item, "state").unwrap_or("");
+        serde_json::from_str(&format!("\"{state}\""))
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                key: name.to_string(),
+                source,
+            })
+    }
+
+    async fn set_study_state(
+        &self,
+        name: &str,
+        from: &[StudyState],
+        to: StudyState,
+        now: Millis,
+    ) -> Result<bool> {
+        loop {
+            let Some((mut rec, item)) = self.read_study(name).await? else {
+                return Err(StoreError::NoStudy(name.to_string()));
+            };
+            if !from.contains(&rec.state) {
+                return Ok(false);
+            }
+            rec.state = to;
+            rec.updated_ms = now;
+            let rev = get_n(&item, "rev").unwrap_or(0);
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(name))
+                .key("sk", s("study"))
+                .update_expression("SET #data = :data, #state = :state, rev = :next")
+                .condition_expression("rev = :rev")
+                .expression_attribute_names("#data", "data")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":data", s(encode(&rec)))
+                .expression_attribute_values(":state", s(to.to_string()))
+                .expression_attribute_values(":rev", n(rev))
+                .expression_attribute_values(":next", n(rev + 1))
+                .send()
+                .await;
+            match out {
+                Ok(_) => return Ok(true),
+                Err(e) if conditional(&e) => continue,
+                Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
+            }
+        }
+    }
+
+    async fn delete_study(&self, name: &str) -> Result<bool> {
+        let items = self.query(name, None).await?;
+        let existed = items.iter().any(|i| get_s(i, "sk") == Some("study"));
+        for chunk in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = Vec::new();
+            for i in chunk {
+                let key: Item = i
+                    .iter()
+                    .filter(|(k, _)| *k == "pk" || *k == "sk")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let del = DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map_err(build_err)?;
+                requests.push(WriteRequest::builder().delete_request(del).build());
+            }
+            let mut pending = HashMap::from([(self.table.clone(), requests)]);
+            for _ in 0..20 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| fail(&self.table, "BatchWriteItem", e))?;
+                match out.unprocessed_items() {
+                    Some(u) if !u.is_empty() => {
+                        pending = u.clone();
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    _ => {
+                        pending = HashMap::new();
+                        break;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Unavailable(format!(
+                    "DynamoDB kept throttling the deletion of study `{name}`"
+                )));
+            }
+        }
+        Ok(existed)
+    }
+
+    async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)> {
+        let guard_sk = format!("slot#{}", slot(trial));
+        loop {
+            if let Some(guard) = self.get(&trial.study, &guard_sk, true).await? {
+                let id = get_n(&guard, "trial_id").unwrap_or(0);
+                if let Some((t, _)) = self.read_trial(&trial.study, id).await? {
+                    return Ok((t, false));
+                }
+                // A guard whose trial is not written yet cannot be: both are written in
+                // one transaction. Read again.
+                continue;
+            }
+            let counter = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(&trial.study))
+                .key("sk", s("study"))
+                .update_expression("ADD next_id :one")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":one", n(1))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+                .await;
+            let id = match counter {
+                Ok(out) => out
+                    .attributes()
+                    .and_then(|a| get_n(a, "next_id"))
+                    .unwrap_or(0),
+                Err(e) if conditional(&e) => return Err(StoreError::NoStudy(trial.study.clone())),
+                Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
+            };
+            let mut t = trial.clone();
+            t.id = id;
+            let guard = HashMap::from([
+                ("pk".to_string(), s(&t.study)),
+                ("sk".to_string(), s(&guard_sk)),
+                ("trial_id".to_string(), n(id)),
+            ]);
+            let put = |item: Item| {
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(build_err)
+            };
+            let out = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put(guard)?).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .put(put(Self::trial_item(&t, 0))?)
+                        .build(),
+                )
+                .send()
+                .await;
+            match out {
+                Ok(_) => return Ok((t, true)),
+                // Another writer created the slot first: its trial is the one (this id
+                // stays unused).
+                Err(e)
+                    if e.as_service_error().and_then(|x| x.code())
+                        == Some("TransactionCanceledException") =>
+                {
+                    continue
+                }
+                Err(e) => return Err(fail(&self.table, "TransactWriteItems", e)),
+            }
+        }
+    }
+
+    async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>> {
+        Ok(self.read_trial(study, id).await?.map(|(t, _)| t))
+    }
+
+    async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
+        let items = self.query(study, Some("trial#")).await?;
+        items
+            .iter()
+            .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
+            .collect()
+    }
+
+    async fn update_trial(
+        &self,
+        study: &str,
+        id: u64,
+        expect: &Expect,
+        update: &TrialUpdate,
+    ) -> Result<Written> {
+        loop {
+            let Some((mut t, rev)) = self.read_trial(study, id).await? else {
+                return Ok(Written::Conflict(None));
+            };
+            if !expect.holds(&t) {
+                return Ok(Written::Conflict(Some(t)));
+            }
+            if let Some(to) = update.state {
+                if !t.state.can_become(to) {
+                    return Err(StoreError::IllegalTransition {
+                        study: study.to_string(),
+                        id,
+                        from: t.state,
+                        to,
+                    });
+                }
+            }
+            update.apply(&mut t);
+            if self
+                .put_if(Self::trial_item(&t, rev + 1), Some(rev))
+                .await?
+            {
+                return Ok(Written::Done(t));
+            }
+            // Someone wrote between our read and our write: look again.
+        }
+    }
+}

@@ -16,8 +16,7 @@ use augur_store::{slot, Result, StoreError, TrialStore, Written};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    Put, ReturnValue, ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem,
-    WriteRequest,
+    Put, ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -262,6 +261,46 @@ impl DynamoStore {
         ])
     }
 
+    /// Allocates the study's next trial id. A compare-and-set of `next_id` tagged with
+    /// a one-off claim, so that a retried call whose first answer was lost recognises
+    /// its own increment instead of taking a second id.
+    async fn next_id(&self, study: &str) -> Result<u64> {
+        let claim = format!("{:016x}", rand::random::<u64>());
+        loop {
+            let Some(item) = self.get(study, "study", true).await? else {
+                return Err(StoreError::NoStudy(study.to_string()));
+            };
+            let current = get_n(&item, "next_id").unwrap_or(0);
+            let out = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(study))
+                .key("sk", s("study"))
+                .update_expression("SET next_id = :next, id_claim = :claim")
+                .condition_expression("next_id = :current")
+                .expression_attribute_values(":next", n(current + 1))
+                .expression_attribute_values(":current", n(current))
+                .expression_attribute_values(":claim", s(&claim))
+                .send()
+                .await;
+            match out {
+                Ok(_) => return Ok(current + 1),
+                Err(e) if conditional(&e) => {
+                    let Some(now) = self.get(study, "study", true).await? else {
+                        return Err(StoreError::NoStudy(study.to_string()));
+                    };
+                    if get_s(&now, "id_claim") == Some(claim.as_str())
+                        && get_n(&now, "next_id") == Some(current + 1)
+                    {
+                        return Ok(current + 1);
+                    }
+                }
+                Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
+            }
+        }
+    }
+
     async fn read_trial(&self, study: &str, id: u64) -> Result<Option<(Trial, u64)>> {
         let Some(item) = self.get(study, &trial_sk(id), true).await? else {
             return Ok(None);
@@ -477,26 +516,7 @@ impl TrialStore for DynamoStore {
                 // one transaction. Read again.
                 continue;
             }
-            let counter = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&trial.study))
-                .key("sk", s("study"))
-                .update_expression("ADD next_id :one")
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":one", n(1))
-                .return_values(ReturnValue::UpdatedNew)
-                .send()
-                .await;
-            let id = match counter {
-                Ok(out) => out
-                    .attributes()
-                    .and_then(|a| get_n(a, "next_id"))
-                    .unwrap_or(0),
-                Err(e) if conditional(&e) => return Err(StoreError::NoStudy(trial.study.clone())),
-                Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
-            };
+            let id = self.next_id(&trial.study).await?;
             let mut t = trial.clone();
             t.id = id;
             let guard = HashMap::from([
@@ -581,7 +601,14 @@ impl TrialStore for DynamoStore {
             {
                 return Ok(Written::Done(t));
             }
-            // Someone wrote between our read and our write: look again.
+            // Either someone wrote between our read and our write, or our write was
+            // applied and its answer lost (a dropped connection, retried by the SDK,
+            // then finds its own write). The record tells which.
+            if let Some((now, now_rev)) = self.read_trial(study, id).await? {
+                if now_rev == rev + 1 && now == t {
+                    return Ok(Written::Done(t));
+                }
+            }
         }
     }
 }

@@ -51,3 +51,160 @@ async fn a_missing_table_is_one_clear_error() {
         "{msg}"
     );
 }
+
+mod faults {
+    use super::*;
+    use augur_model::{Study, StudyRecord, StudyState};
+    use augur_tests::faults::{Fault, FaultProxy, Rule};
+
+    async fn through(
+        proxy: &FaultProxy,
+        base_ms: u64,
+        attempts: u32,
+        deadline: Duration,
+    ) -> aws_sdk_dynamodb::Client {
+        let opts = AwsOptions {
+            endpoint: Some(proxy.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            credentials: Some(("test".into(), "test".into())),
+            max_attempts: attempts,
+            backoff_base: Duration::from_millis(base_ms),
+            backoff_cap: Duration::from_secs(2),
+            deadline,
+        };
+        aws_sdk_dynamodb::Client::new(&sdk_config(&opts).await)
+    }
+
+    fn record(name: &str) -> StudyRecord {
+        let spec = Study::parse(
+            &format!("name='{name}'\nobjective={{metric='m'}}\ntrials=5\n[run]\nscript='true'\n"),
+            "t",
+            std::path::Path::new("."),
+        )
+        .expect("study");
+        StudyRecord {
+            name: name.into(),
+            spec,
+            state: StudyState::Active,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttled_calls_are_retried_with_growing_jittered_delays() {
+        let emu = Emulator::start();
+        let proxy = FaultProxy::start(&emu.endpoint);
+        let store = DynamoStore::new(
+            through(&proxy, 20, 5, Duration::from_secs(30)).await,
+            "augur-throttle",
+        );
+        store.ensure_table().await.expect("table");
+        // 20 writes, each throttled 3 times before it goes through.
+        let mut gaps: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for i in 0..20 {
+            proxy.add(Rule::new("dynamodb", "PutItem", Fault::Throttle).first(3));
+            let before = proxy.calls().len();
+            store
+                .create_study(&record(&format!("s{i}")))
+                .await
+                .expect("retried until it succeeds");
+            let calls: Vec<_> = proxy.calls()[before..]
+                .iter()
+                .filter(|c| c.operation == "PutItem")
+                .cloned()
+                .collect();
+            assert_eq!(calls.len(), 4, "3 throttled attempts and 1 that succeeds");
+            for k in 0..3 {
+                gaps[k].push(calls[k + 1].at.duration_since(calls[k].at).as_secs_f64() * 1000.0);
+            }
+            proxy.clear();
+        }
+        let mean: Vec<f64> = gaps
+            .iter()
+            .map(|g| g.iter().sum::<f64>() / g.len() as f64)
+            .collect();
+        // Full jitter over base * 2^(n-1): expected means 10, 20, 40 ms (plus overhead).
+        assert!(
+            mean[0] < mean[1] && mean[1] < mean[2],
+            "delays grow: {mean:?}"
+        );
+        for (k, g) in gaps.iter().enumerate() {
+            let cap = 20.0 * f64::from(1u32 << k) + 200.0;
+            assert!(
+                g.iter().all(|d| *d <= cap),
+                "retry {k} waited at most its cap: {g:?}"
+            );
+        }
+        eprintln!("mean delay before retries 1..3: {mean:.1?} ms");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_deadline_the_error_surfaces_and_nothing_is_half_written() {
+        let emu = Emulator::start();
+        let proxy = FaultProxy::start(&emu.endpoint);
+        let store = DynamoStore::new(
+            through(&proxy, 50, 100, Duration::from_secs(2)).await,
+            "augur-deadline",
+        );
+        store.ensure_table().await.expect("table");
+        proxy.add(Rule::new("dynamodb", "*", Fault::Throttle));
+        let start = std::time::Instant::now();
+        let err = store
+            .create_study(&record("late"))
+            .await
+            .expect_err("gives up");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+            "gave up at the deadline: {took:?}"
+        );
+        assert!(
+            matches!(err, augur_store::StoreError::Unavailable(_)),
+            "{err}"
+        );
+        proxy.clear();
+        assert_eq!(store.get_study("late").await.expect("read"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_suite_passes_through_20_percent_server_errors() {
+        let emu = Emulator::start();
+        let proxy = FaultProxy::start(&emu.endpoint);
+        let mut store = DynamoStore::new(
+            through(&proxy, 5, 10, Duration::from_secs(30)).await,
+            "augur-flaky",
+        );
+        store.page_size = Some(7);
+        store.ensure_table().await.expect("table");
+        proxy.add(Rule::new("dynamodb", "*", Fault::ServerError).every(5));
+        augur_store::conformance::run_all(Arc::new(store), "flaky").await;
+        let injected = proxy.calls().iter().filter(|c| c.fault.is_some()).count();
+        assert!(injected > 50, "faults were injected: {injected}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_whose_answer_is_lost_are_not_lost_or_doubled() {
+        let emu = Emulator::start();
+        let proxy = FaultProxy::start(&emu.endpoint);
+        let mut store = DynamoStore::new(
+            through(&proxy, 5, 10, Duration::from_secs(30)).await,
+            "augur-dropped",
+        );
+        store.page_size = Some(7);
+        store.ensure_table().await.expect("table");
+        for op in ["PutItem", "UpdateItem", "TransactWriteItems"] {
+            proxy.add(Rule::new("dynamodb", op, Fault::DropAfterApply).every(4));
+        }
+        augur_store::conformance::run_all(Arc::new(store), "dropped").await;
+        let dropped = proxy
+            .calls()
+            .iter()
+            .filter(|c| c.fault == Some(Fault::DropAfterApply))
+            .count();
+        assert!(
+            dropped > 20,
+            "connections were dropped after the write: {dropped}"
+        );
+    }
+}

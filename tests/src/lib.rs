@@ -2,6 +2,7 @@
 //! polling with deadlines (never a bare sleep to wait for something).
 
 pub mod emulator;
+pub mod faults;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,304 @@
+//! A fault-injecting HTTP proxy between an AWS SDK client and the emulator, for retry
+//! tests: deterministic rules ("the first 3 RunInstances answer throttling", "every
+//! 5th DynamoDB call answers 500", "drop the connection after the request was
+//! applied", "add 2 s of latency"), and a record of every call for cost figures.
+//!
+//! One request per client connection (the proxy answers `Connection: close`), which
+//! the SDK handles by reconnecting.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to do to a matching call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// Answer the service's throttling error (nothing reaches the emulator).
+    Throttle,
+    /// Answer HTTP 500 (nothing reaches the emulator).
+    ServerError,
+    /// Forward the call (it is applied), then close the connection without an answer.
+    DropAfterApply,
+    /// Forward the call after a delay.
+    Latency(Duration),
+}
+
+/// Which calls a rule applies to, and how many times.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// `dynamodb`, `ec2`, `logs`, `s3`, or `*`.
+    pub service: String,
+    /// Operation name (`PutItem`, `RunInstances`), or `*`.
+    pub operation: String,
+    pub fault: Fault,
+    /// Apply to every `every`-th matching call (1: all of them)...
+    pub every: u32,
+    /// ...at most this many times.
+    pub times: u32,
+    seen: u32,
+}
+
+impl Rule {
+    pub fn new(service: &str, operation: &str, fault: Fault) -> Rule {
+        Rule {
+            service: service.into(),
+            operation: operation.into(),
+            fault,
+            every: 1,
+            times: u32::MAX,
+            seen: 0,
+        }
+    }
+    /// Only the first `n` matching calls.
+    pub fn first(mut self, n: u32) -> Rule {
+        self.times = n;
+        self
+    }
+    /// Every `n`-th matching call.
+    pub fn every(mut self, n: u32) -> Rule {
+        self.every = n.max(1);
+        self
+    }
+}
+
+/// One call through the proxy.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub at: Instant,
+    pub service: String,
+    pub operation: String,
+    pub fault: Option<Fault>,
+}
+
+struct Shared {
+    rules: Mutex<Vec<Rule>>,
+    calls: Mutex<Vec<Call>>,
+    upstream: String,
+    stop: AtomicBool,
+}
+
+/// The proxy; stops when dropped.
+pub struct FaultProxy {
+    shared: Arc<Shared>,
+    pub endpoint: String,
+    port: u16,
+}
+
+impl FaultProxy {
+    /// Listens on a free 127.0.0.1 port, forwarding to `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let shared = Arc::new(Shared {
+            rules: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+            upstream,
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve(&s, c);
+                    });
+                }
+            }
+        });
+        FaultProxy {
+            shared,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    pub fn add(&self, rule: Rule) {
+        if let Ok(mut r) = self.shared.rules.lock() {
+            r.push(rule);
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut r) = self.shared.rules.lock() {
+            r.clear();
+        }
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Calls of one service (and operation, or `*`).
+    pub fn count(&self, service: &str, operation: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.service == service && (operation == "*" || c.operation == operation))
+            .count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Reads one HTTP request: head lines and body (Content-Length).
+fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<(Vec<String>, Vec<u8>)> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    let len = head
+        .iter()
+        .find_map(|h| {
+            h.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((head, body))
+}
+
+fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().find_map(|h| {
+        h.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    })
+}
+
+/// (service, operation) of a request.
+fn classify(head: &[String], body: &[u8]) -> (String, String) {
+    if let Some(t) = header(head, "x-amz-target") {
+        let (prefix, op) = t.split_once('.').unwrap_or((t, ""));
+        let service = if prefix.starts_with("DynamoDB") {
+            "dynamodb"
+        } else if prefix.starts_with("Logs") {
+            "logs"
+        } else {
+            prefix
+        };
+        return (service.to_string(), op.to_string());
+    }
+    let text = String::from_utf8_lossy(body);
+    if let Some(action) = text.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+        return ("ec2".to_string(), action.to_string());
+    }
+    let method = head
+        .first()
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("?");
+    ("s3".to_string(), method.to_string())
+}
+
+fn pick(s: &Shared, service: &str, operation: &str) -> Option<Fault> {
+    let mut rules = s.rules.lock().ok()?;
+    for r in rules.iter_mut() {
+        if (r.service == "*" || r.service == service)
+            && (r.operation == "*" || r.operation == operation)
+            && r.times > 0
+        {
+            r.seen += 1;
+            if r.seen % r.every == 0 {
+                r.times -= 1;
+                return Some(r.fault);
+            }
+        }
+    }
+    None
+}
+
+fn error_response(service: &str, fault: Fault) -> Vec<u8> {
+    let (status, ctype, body) = match (service, fault) {
+        ("ec2", Fault::Throttle) => (503, "text/xml", "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>".to_string()),
+        ("ec2", _) => (500, "text/xml", "<Response><Errors><Error><Code>InternalError</Code><Message>injected</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>".to_string()),
+        (_, Fault::Throttle) => (400, "application/x-amz-json-1.0", r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#.to_string()),
+        _ => (500, "application/x-amz-json-1.0", r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#.to_string()),
+    };
+    format!(
+        "HTTP/1.1 {status} Injected\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nx-amzn-RequestId: fault-proxy\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn forward(s: &Shared, head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(&s.upstream)?;
+    let mut req = Vec::new();
+    for (i, h) in head.iter().enumerate() {
+        if i > 0
+            && h.split_once(':')
+                .is_some_and(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        {
+            continue;
+        }
+        req.extend_from_slice(h.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"Connection: close\r\n\r\n");
+    req.extend_from_slice(body);
+    up.write_all(&req)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    Ok(resp)
+}
+
+fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    let (head, body) = read_request(&mut reader)?;
+    let (service, operation) = classify(&head, &body);
+    let fault = pick(s, &service, &operation);
+    if let Ok(mut c) = s.calls.lock() {
+        c.push(Call {
+            at: Instant::now(),
+            service: service.clone(),
+            operation,
+            fault,
+        });
+    }
+    match fault {
+        Some(f @ (Fault::Throttle | Fault::ServerError)) => {
+            out.write_all(&error_response(&service, f))
+        }
+        Some(Fault::DropAfterApply) => {
+            forward(s, &head, &body)?;
+            out.shutdown(std::net::Shutdown::Both)
+        }
+        Some(Fault::Latency(d)) => {
+            std::thread::sleep(d);
+            out.write_all(&forward(s, &head, &body)?)
+        }
+        None => out.write_all(&forward(s, &head, &body)?),
+    }
+}

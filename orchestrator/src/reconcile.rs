@@ -172,11 +172,11 @@ pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
 /// The decision. See the module docs.
 pub fn decide(v: &View) -> Vec<Action> {
     let mut out = Vec::new();
-    let machines: HashMap<(u64, u32), &Machine> = v
-        .machines
-        .iter()
-        .map(|m| ((m.trial, m.attempt), m))
-        .collect();
+    // The first machine listed for an attempt is its machine; any other is a duplicate.
+    let mut machines: HashMap<(u64, u32), &Machine> = HashMap::new();
+    for m in v.machines {
+        machines.entry((m.trial, m.attempt)).or_insert(m);
+    }
     let by_id: HashMap<u64, &Trial> = v.trials.iter().map(|t| (t.id, t)).collect();
     let datasets: BTreeMap<&str, &Trial> = v
         .trials
@@ -347,13 +347,18 @@ pub fn decide(v: &View) -> Vec<Action> {
     // machine is told to stop, so the agent's own final write cannot win that race.
     // A machine whose trial is final, unknown or at another attempt is ended.
     for m in v.machines {
-        let keep = by_id.get(&m.trial).is_some_and(|t| {
-            t.attempt == m.attempt
-                && t.state.is_active()
-                && !(v.mode == Mode::Cancel && in_scope(t))
-        });
+        let first = machines
+            .get(&(m.trial, m.attempt))
+            .is_some_and(|f| f.id == m.id);
+        let keep = first
+            && by_id.get(&m.trial).is_some_and(|t| {
+                t.attempt == m.attempt
+                    && t.state.is_active()
+                    && !(v.mode == Mode::Cancel && in_scope(t))
+            });
         if !keep {
             let reason = match by_id.get(&m.trial) {
+                _ if !first => format!("a second machine for attempt {}", m.attempt),
                 None => "no such trial".to_string(),
                 Some(t) if t.attempt != m.attempt => {
                     format!("attempt {} superseded by {}", m.attempt, t.attempt)
@@ -551,6 +556,23 @@ mod tests {
                 == 2,
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn a_second_machine_for_one_attempt_is_terminated() {
+        let s = study("");
+        let dup = Machine {
+            id: "i-2".into(),
+            trial: 1,
+            attempt: 1,
+        };
+        let a = run(&s, &[trial(1, TrialState::Running)], &[m(1, 1), dup], 10);
+        let terms: Vec<&Action> = a
+            .iter()
+            .filter(|x| matches!(x, Action::Terminate { .. }))
+            .collect();
+        assert_eq!(terms.len(), 1, "{a:?}");
+        assert!(matches!(terms[0], Action::Terminate { machine, .. } if machine == "i-2"));
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// How this machine is named in the record (`host:pid` by default).
     pub machine: String,
+    /// On AWS: logs to CloudWatch Logs and study files from S3 (local otherwise).
+    pub aws: Option<AwsAgent>,
+}
+
+/// The AWS services an agent on EC2 uses besides the store.
+#[derive(Clone, Debug)]
+pub struct AwsAgent {
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Log groups are `<prefix>/<study>`.
+    pub log_prefix: String,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
 }
 
 /// Why the agent could not do its job.
@@ -74,42 +86,68 @@ pub enum Ended {
     Superseded,
 }
 
-/// The attempt's log file, written line by line and unbuffered, so that every line
-/// printed before a machine dies is in the log. A log that cannot be written (disk
-/// full, directory gone) is reported once and never stops the trial.
+/// Where the attempt's log goes.
+enum Out {
+    /// A local file, written line by line and unbuffered, so that every line printed
+    /// before a machine dies is in it.
+    File(Option<std::fs::File>),
+    /// CloudWatch Logs: buffered, sent at each heartbeat and at the end.
+    Cloud(Box<augur_aws::cwlogs::CloudWatchSink>),
+}
+
+/// The attempt's log. A log that cannot be written (disk full, directory gone) is
+/// reported once and never stops the trial.
 struct Log {
-    file: Option<std::fs::File>,
-    path: PathBuf,
+    out: Out,
+    location: String,
     broken: Option<String>,
 }
 
 impl Log {
     fn open(path: PathBuf) -> Log {
-        let opened = augur_store::logfile::open_append(&path);
-        match opened {
+        let location = path.display().to_string();
+        match augur_store::logfile::open_append(&path) {
             Ok(f) => Log {
-                file: Some(f),
-                path,
+                out: Out::File(Some(f)),
+                location,
                 broken: None,
             },
             Err(e) => Log {
-                file: None,
-                broken: Some(format!("cannot open log {}: {e}", path.display())),
-                path,
+                out: Out::File(None),
+                broken: Some(format!("cannot open log {location}: {e}")),
+                location,
             },
         }
     }
+    fn cloud(sink: augur_aws::cwlogs::CloudWatchSink) -> Log {
+        Log {
+            location: sink.location(),
+            out: Out::Cloud(Box::new(sink)),
+            broken: None,
+        }
+    }
     fn write(&mut self, source: Source, text: &str) {
-        if let Some(f) = &mut self.file {
-            if let Err(e) = f.write_all(format_line(now_ms(), source, text).as_bytes()) {
-                self.broken = Some(format!("cannot write log {}: {e}", self.path.display()));
-                self.file = None;
+        match &mut self.out {
+            Out::File(Some(f)) => {
+                if let Err(e) = f.write_all(format_line(now_ms(), source, text).as_bytes()) {
+                    self.broken = Some(format!("cannot write log {}: {e}", self.location));
+                    self.out = Out::File(None);
+                }
+            }
+            Out::File(None) => {}
+            Out::Cloud(sink) => sink.push(now_ms(), format!("{} {text}", source.as_str())),
+        }
+    }
+    /// Sends what is buffered (CloudWatch); a failure keeps the lines for next time.
+    /// Files need nothing: lines are written unbuffered, and not fsynced (a log that
+    /// must outlive its machine is shipped to CloudWatch Logs).
+    async fn flush(&mut self) {
+        if let Out::Cloud(sink) = &mut self.out {
+            if let Err(e) = sink.flush().await {
+                tracing::warn!(error = %e, "log not shipped yet; will retry");
             }
         }
     }
-    /// Lines are written unbuffered; nothing to flush, and no fsync: a log that must
-    /// survive the machine is shipped elsewhere (CloudWatch Logs on EC2).
-    fn flush(&mut self) {}
 }
 
 /// What the agent has seen of the script so far.
@@ -208,8 +246,14 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         });
     }
 
-    let log_path = cfg.layout.log_file(&cfg.study, cfg.trial, cfg.attempt);
-    let mut log = Log::open(log_path.clone());
+    let mut log = match &cfg.aws {
+        Some(aws) => Log::cloud(augur_aws::cwlogs::CloudWatchSink::new(
+            aws.logs.clone(),
+            augur_aws::cwlogs::group(&aws.log_prefix, &cfg.study),
+            augur_aws::cwlogs::stream(cfg.trial, cfg.attempt),
+        )),
+        None => Log::open(cfg.layout.log_file(&cfg.study, cfg.trial, cfg.attempt)),
+    };
     let what = match &trial.dataset {
         Some(d) => format!("dataset {d}"),
         None => format!("trial {} replicate {}", trial.id, trial.replicate),
@@ -225,7 +269,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             serde_json::to_string(&trial.params).unwrap_or_default()
         ),
     );
-    let up = TrialUpdate::running(&cfg.machine, now_ms(), Some(log_path.display().to_string()));
+    let up = TrialUpdate::running(&cfg.machine, now_ms(), Some(log.location.clone()));
     let trial = match store
         .update_trial(
             &cfg.study,
@@ -241,7 +285,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
                 Source::Augur,
                 "attempt superseded before it started; leaving",
             );
-            log.flush();
+            log.flush().await;
             let (state, current) = now
                 .map(|t| (t.state, t.attempt))
                 .unwrap_or((TrialState::Cancelled, 0));
@@ -257,7 +301,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
     let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
     let Some(outcome) = outcome else {
         log.write(Source::Augur, "the trial moved on (cancelled, or lost and retried): this attempt ends without a final write");
-        log.flush();
+        log.flush().await;
         return Ok(Ended::Superseded);
     };
     let state = if outcome.exit_code == Some(0) && outcome.error.is_none() {
@@ -275,7 +319,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
                 .unwrap_or_else(|| "exit code 0".into())
         ),
     );
-    log.flush();
+    log.flush().await;
     let mut outcome = outcome;
     if let Some(b) = &log.broken {
         outcome.error = Some(match outcome.error.take() {
@@ -324,6 +368,23 @@ fn failure_text(status: &std::process::ExitStatus) -> Option<String> {
     }
 }
 
+/// A fresh working directory holding the study's files from S3.
+async fn fetch_files(aws: &AwsAgent, study: &Study, cwd: &std::path::Path) -> std::io::Result<()> {
+    if cwd.exists() {
+        std::fs::remove_dir_all(cwd)?;
+    }
+    std::fs::create_dir_all(cwd)?;
+    augur_aws::s3::download(
+        &aws.s3,
+        &aws.bucket,
+        &augur_aws::s3::files_prefix(&study.name),
+        cwd,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// Runs the script; `None` when the attempt was superseded.
 async fn run_script(
     store: &dyn TrialStore,
@@ -349,10 +410,10 @@ async fn run_script(
         error: Some(e),
         ..Default::default()
     };
-    let prepared = if trial.is_dataset() {
-        std::fs::create_dir_all(&cwd)
-    } else {
-        workdir::prepare(study, &cwd)
+    let prepared = match (&cfg.aws, trial.is_dataset()) {
+        (_, true) => std::fs::create_dir_all(&cwd),
+        (None, false) => workdir::prepare(study, &cwd),
+        (Some(aws), false) => fetch_files(aws, study, &cwd).await,
     };
     if let Err(e) = prepared {
         let msg = format!("cannot prepare working directory {}: {e}", cwd.display());
@@ -450,7 +511,7 @@ async fn run_script(
                 ended = Some(("agent interrupted".into(), true));
             }
             _ = heartbeat.tick() => {
-                log.flush();
+                log.flush().await;
                 let mut up = TrialUpdate { heartbeat_ms: Some(now_ms()), ..Default::default() };
                 if seen.dirty {
                     up.metrics = Some(seen.metrics.clone());

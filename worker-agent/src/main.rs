@@ -1,13 +1,23 @@
 //! `augur-agent`: runs one attempt of one trial (see the library docs).
 //!
 //! Exit codes: 0 the attempt ended and its state is recorded (whatever the script
-//! did), 3 the store could not be used, 4 the attempt is not (or no longer) current.
+//! did), 2 bad arguments, 3 the store could not be used, 4 the attempt is not (or no
+//! longer) current.
 
-use augur_agent::{run_attempt, AgentConfig, AgentError};
-use augur_store::{Layout, SqliteStore};
-use clap::Parser;
+use augur_agent::{run_attempt, AgentConfig, AgentError, AwsAgent};
+use augur_store::{Layout, SqliteStore, TrialStore};
+use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Backend {
+    /// SQLite in --home, log files in --home.
+    Local,
+    /// DynamoDB (--table), CloudWatch Logs, study files from S3 (--bucket). Endpoint,
+    /// region and credentials come from the standard AWS chain (AWS_ENDPOINT_URL too).
+    Aws,
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,9 +26,20 @@ use std::process::ExitCode;
     about = "augur's worker agent: runs one trial attempt"
 )]
 struct Args {
-    /// augur's state directory (database, logs, work directories).
+    /// augur's state directory (database and logs locally; work directories always).
     #[arg(long, env = "AUGUR_HOME", default_value = ".augur")]
     home: PathBuf,
+    #[arg(long, value_enum, default_value = "local")]
+    backend: Backend,
+    /// DynamoDB table (aws).
+    #[arg(long, env = "AUGUR_TABLE")]
+    table: Option<String>,
+    /// Artifacts bucket (aws).
+    #[arg(long, env = "AUGUR_BUCKET")]
+    bucket: Option<String>,
+    /// Log groups are PREFIX/<study> (aws).
+    #[arg(long, default_value = "/augur")]
+    log_group_prefix: String,
     #[arg(long)]
     study: String,
     #[arg(long)]
@@ -31,6 +52,9 @@ struct Args {
     /// The machine's name in the record (default: host:pid).
     #[arg(long)]
     machine: Option<String>,
+    /// Power the machine off when done (on EC2: the instance terminates).
+    #[arg(long)]
+    shutdown: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -38,13 +62,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUGUR_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    // Diagnostics only on request: the agent starts once per trial, so its start-up
+    // is kept lean (warnings that matter are written to the trial's log anyway).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("AUGUR_LOG") {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    }
     let args = Args::parse();
     if !augur_model::valid_study_name(&args.study) {
         eprintln!("augur-agent: `{}` is not a valid study name", args.study);
@@ -60,26 +85,55 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let layout = Layout::new(args.home);
+    let code = rt.block_on(run(args));
+    code
+}
+
+async fn run(args: Args) -> ExitCode {
+    let layout = Layout::new(args.home.clone());
+    let machine = args.machine.clone().unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            augur_agent::process::hostname(),
+            std::process::id()
+        )
+    });
+    let (store, aws): (Box<dyn TrialStore>, Option<AwsAgent>) = match args.backend {
+        Backend::Local => match SqliteStore::open(&layout.db()) {
+            Ok(s) => (Box::new(s), None),
+            Err(e) => {
+                eprintln!("augur-agent: {e}");
+                return ExitCode::from(3);
+            }
+        },
+        Backend::Aws => {
+            let (Some(table), Some(bucket)) = (args.table.clone(), args.bucket.clone()) else {
+                eprintln!("augur-agent: --backend aws needs --table and --bucket");
+                return ExitCode::from(2);
+            };
+            let opts = augur_aws::AwsOptions::default();
+            let config = augur_aws::sdk_config(&opts).await;
+            let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+            let store = augur_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+            let aws = AwsAgent {
+                logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+                log_prefix: args.log_group_prefix.clone(),
+                s3: augur_aws::s3::client(&config, path_style),
+                bucket,
+            };
+            (Box::new(store), Some(aws))
+        }
+    };
     let cfg = AgentConfig {
-        machine: args.machine.unwrap_or_else(|| {
-            format!(
-                "{}:{}",
-                augur_agent::process::hostname(),
-                std::process::id()
-            )
-        }),
-        layout: layout.clone(),
-        study: args.study,
+        machine,
+        layout,
+        study: args.study.clone(),
         trial: args.trial,
         attempt: args.attempt,
         heartbeat: args.heartbeat,
+        aws,
     };
-    let result = rt.block_on(async {
-        let store = SqliteStore::open(&layout.db())?;
-        run_attempt(&store, &cfg).await
-    });
-    match result {
+    let code = match run_attempt(store.as_ref(), &cfg).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e @ AgentError::Stale { .. }) => {
             eprintln!("augur-agent: {e}");
@@ -89,5 +143,12 @@ fn main() -> ExitCode {
             eprintln!("augur-agent: {e}");
             ExitCode::from(3)
         }
+    };
+    if args.shutdown {
+        // Instance-initiated shutdown behaviour is `terminate`: this ends the machine.
+        let _ = std::process::Command::new("shutdown")
+            .args(["-h", "now"])
+            .status();
     }
+    code
 }

@@ -1,18 +1,20 @@
 //! Read-only commands: studies, trials, show, leaderboard; and delete.
 
-use super::{open_existing, open_store, parse_target, Fail, Outcome};
+use super::backend::Ctx;
+use super::{parse_target, Fail, Outcome};
 use augur::report;
 use augur_model::value::params_display;
 use augur_model::{StudyRecord, Trial};
 use augur_store::logfile::rfc3339;
-use augur_store::{Layout, SqliteStore, TrialStore};
+use augur_store::TrialStore;
+use std::sync::Arc;
 
 async fn study_and_trials(
-    layout: &Layout,
+    ctx: &Ctx,
     name: &str,
-) -> Result<(SqliteStore, StudyRecord, Vec<Trial>), Fail> {
+) -> Result<(Arc<dyn TrialStore>, StudyRecord, Vec<Trial>), Fail> {
     let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
-    let store = open_existing(layout)?.ok_or_else(no)?;
+    let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(name).await?.ok_or_else(no)?;
     let trials = store.list_trials(name).await?;
     Ok((store, rec, trials))
@@ -22,12 +24,12 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-pub async fn studies(layout: &Layout, json: bool) -> Outcome {
-    let Some(store) = open_existing(layout)? else {
+pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
+    let Some(store) = ctx.existing_store().await? else {
         if json {
             println!("[]");
         } else {
-            eprintln!("no studies yet in {}", layout.root.display());
+            eprintln!("no studies yet in {}", ctx.layout.root.display());
         }
         return Ok(0);
     };
@@ -71,8 +73,8 @@ pub async fn studies(layout: &Layout, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn trials(layout: &Layout, study: &str, json: bool) -> Outcome {
-    let (_, _, trials) = study_and_trials(layout, study).await?;
+pub async fn trials(ctx: &Ctx, study: &str, json: bool) -> Outcome {
+    let (_, _, trials) = study_and_trials(ctx, study).await?;
     if json {
         print_json(&serde_json::Value::Array(
             trials.iter().map(report::trial_json).collect(),
@@ -83,9 +85,9 @@ pub async fn trials(layout: &Layout, study: &str, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn show(layout: &Layout, target: &str, json: bool) -> Outcome {
+pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
     let (study, id) = parse_target(target)?;
-    let (store, _, _) = study_and_trials(layout, &study).await?;
+    let (store, _, _) = study_and_trials(ctx, &study).await?;
     let t = store
         .get_trial(&study, id)
         .await?
@@ -142,8 +144,8 @@ pub async fn show(layout: &Layout, target: &str, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn leaderboard(layout: &Layout, study: &str, n: Option<usize>, json: bool) -> Outcome {
-    let (_, rec, trials) = study_and_trials(layout, study).await?;
+pub async fn leaderboard(ctx: &Ctx, study: &str, n: Option<usize>, json: bool) -> Outcome {
+    let (_, rec, trials) = study_and_trials(ctx, study).await?;
     print_leaderboard(&rec, &trials, n, json);
     Ok(0)
 }
@@ -174,21 +176,27 @@ pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, 
     }
 }
 
-pub async fn delete(layout: &Layout, study: &str, force: bool) -> Outcome {
-    let (_, _, trials) = study_and_trials(layout, study).await?;
+pub async fn delete(ctx: &Ctx, study: &str, force: bool) -> Outcome {
+    let (_, _, trials) = study_and_trials(ctx, study).await?;
     let busy = trials.iter().filter(|t| t.state.is_active()).count();
     if busy > 0 && !force {
         return Err(Fail::input(format!(
             "study `{study}` has {busy} trial(s) starting or running: `augur stop {study}` first (or --force)"
         )));
     }
-    let store = open_store(layout)?;
+    let store = ctx.store().await?;
     store.delete_study(study).await?;
-    for dir in [
-        layout.logs(study),
-        layout.root.join("work").join(study),
-        layout.root.join("data").join(study),
-    ] {
+    let layout = &ctx.layout;
+    let dirs = if ctx.is_aws() {
+        vec![]
+    } else {
+        vec![
+            layout.logs(study),
+            layout.root.join("work").join(study),
+            layout.root.join("data").join(study),
+        ]
+    };
+    for dir in dirs {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Fail::unavailable(format!("cannot remove {}: {e}", dir.display())))?;

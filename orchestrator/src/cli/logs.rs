@@ -1,10 +1,11 @@
 //! `augur logs STUDY/TRIAL [--follow] [--since] [--filter]`.
 
-use super::{open_existing, parse_target, Fail, Outcome};
+use super::backend::Ctx;
+use super::{parse_target, Fail, Outcome};
 use augur::reconcile::{settled, Timing};
 use augur_model::duration;
 use augur_store::logfile::{parse_line, parse_time};
-use augur_store::{now_ms, Layout, TrialStore};
+use augur_store::now_ms;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
@@ -76,18 +77,84 @@ fn parse_since(s: &str) -> Result<i64, Fail> {
     })
 }
 
-pub async fn logs(layout: &Layout, args: LogsArgs) -> Outcome {
+/// Where one attempt's lines come from.
+enum Source {
+    File(Tail),
+    Cloud {
+        client: aws_sdk_cloudwatchlogs::Client,
+        group: String,
+        token: Option<String>,
+    },
+}
+
+impl Source {
+    /// Prints the new lines of `attempt`; whether there were any.
+    async fn pump(
+        &mut self,
+        ctx: &Ctx,
+        study: &str,
+        id: u64,
+        attempt: u32,
+        since: Option<i64>,
+        filter: Option<&str>,
+        out: &mut impl Write,
+    ) -> Result<bool, Fail> {
+        match self {
+            Source::File(tail) => {
+                let path = ctx.layout.log_file(study, id, attempt);
+                tail.pump(&path, since, filter, out)
+                    .map_err(|e| Fail::unavailable(format!("reading {}: {e}", path.display())))
+            }
+            Source::Cloud {
+                client,
+                group,
+                token,
+            } => {
+                let stream = augur_aws::cwlogs::stream(id, attempt);
+                let (lines, next) = augur_aws::cwlogs::read(client, group, &stream, token.take())
+                    .await
+                    .map_err(|e| Fail::unavailable(e.to_string()))?;
+                *token = next;
+                for line in &lines {
+                    let keep_time = match (since, parse_line(line)) {
+                        (Some(s), Some(l)) => l.t_ms >= s,
+                        _ => true,
+                    };
+                    if keep_time && filter.is_none_or(|f| line.contains(f)) {
+                        writeln!(out, "{line}").map_err(|e| Fail::unavailable(e.to_string()))?;
+                    }
+                }
+                Ok(!lines.is_empty())
+            }
+        }
+    }
+}
+
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
     let (study, id) = parse_target(&args.target)?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let no = || Fail::input(format!("no study named `{study}` (see `augur studies`)"));
-    let store = open_existing(layout)?.ok_or_else(no)?;
+    let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(&study).await?.ok_or_else(no)?;
     let timing = Timing::default();
-    let mut attempt = 1;
-    let mut tail = Tail {
-        offset: 0,
-        partial: String::new(),
+    let fresh = |ctx: &Ctx, client: &Option<aws_sdk_cloudwatchlogs::Client>| match client {
+        Some(c) => Source::Cloud {
+            client: c.clone(),
+            group: augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, &study),
+            token: None,
+        },
+        None => Source::File(Tail {
+            offset: 0,
+            partial: String::new(),
+        }),
     };
+    let client = if ctx.is_aws() {
+        Some(aws_sdk_cloudwatchlogs::Client::new(&ctx.sdk().await))
+    } else {
+        None
+    };
+    let mut attempt = 1;
+    let mut source = fresh(ctx, &client);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     loop {
@@ -97,16 +164,20 @@ pub async fn logs(layout: &Layout, args: LogsArgs) -> Outcome {
             .ok_or_else(|| Fail::input(format!("study `{study}` has no trial {id}")))?;
         let mut read = false;
         loop {
-            let path = layout.log_file(&study, id, attempt);
-            read |= tail
-                .pump(&path, since, args.filter.as_deref(), &mut out)
-                .map_err(|e| Fail::unavailable(format!("reading {}: {e}", path.display())))?;
+            read |= source
+                .pump(
+                    ctx,
+                    &study,
+                    id,
+                    attempt,
+                    since,
+                    args.filter.as_deref(),
+                    &mut out,
+                )
+                .await?;
             if attempt < t.attempt {
                 attempt += 1;
-                tail = Tail {
-                    offset: 0,
-                    partial: String::new(),
-                };
+                source = fresh(ctx, &client);
                 continue;
             }
             break;
@@ -115,7 +186,7 @@ pub async fn logs(layout: &Layout, args: LogsArgs) -> Outcome {
             break;
         }
         if !read {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(if ctx.is_aws() { 1000 } else { 200 })).await;
         }
     }
     Ok(0)

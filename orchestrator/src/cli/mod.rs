@@ -1,11 +1,12 @@
 //! Command-line parsing, dispatch and exit codes.
 
+mod backend;
 mod inspect;
 mod logs;
 mod progress;
 mod run;
 
-use augur_store::{Layout, SqliteStore};
+use augur_store::Layout;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ pub struct Cli {
     /// More diagnostics (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    #[command(flatten)]
+    aws: backend::AwsArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -84,6 +87,13 @@ enum Cmd {
     Logs(logs::LogsArgs),
     /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
     Stop { study: String },
+    /// Set up the backend: the database locally; on AWS the DynamoDB table and the S3
+    /// bucket (idempotent), and with --agent the agent binary instances download.
+    Init {
+        /// Upload this `augur-agent` build for instances (aws).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+    },
     /// Delete a study's records, logs and work directories.
     Delete {
         study: String,
@@ -144,16 +154,6 @@ impl From<augur::RunError> for Fail {
 
 pub type Outcome = Result<u8, Fail>;
 
-/// Opens the database, creating it.
-fn open_store(layout: &Layout) -> Result<SqliteStore, Fail> {
-    Ok(SqliteStore::open(&layout.db())?)
-}
-
-/// Opens the database for reading: a missing one means no studies.
-fn open_existing(layout: &Layout) -> Result<Option<SqliteStore>, Fail> {
-    Ok(SqliteStore::open_existing(&layout.db())?)
-}
-
 /// `STUDY/TRIAL` → (study, id).
 fn parse_target(s: &str) -> Result<(String, u64), Fail> {
     let (study, id) = s.rsplit_once('/').ok_or_else(|| {
@@ -194,8 +194,11 @@ pub fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let layout = Layout::new(cli.home.clone());
-    let result = runtime().and_then(|rt| rt.block_on(dispatch(cli.cmd, layout)));
+    let ctx = backend::Ctx {
+        layout: Layout::new(cli.home.clone()),
+        aws: cli.aws,
+    };
+    let result = runtime().and_then(|rt| rt.block_on(dispatch(cli.cmd, ctx)));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -205,16 +208,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cmd: Cmd, layout: Layout) -> Outcome {
+async fn dispatch(cmd: Cmd, ctx: backend::Ctx) -> Outcome {
     match cmd {
-        Cmd::Run(args) => run::run(args, layout).await,
+        Cmd::Run(args) => run::run(args, &ctx).await,
         Cmd::Validate { study } => run::validate(&study),
-        Cmd::Studies { json } => inspect::studies(&layout, json).await,
-        Cmd::Trials { study, json } => inspect::trials(&layout, &study, json).await,
-        Cmd::Show { target, json } => inspect::show(&layout, &target, json).await,
-        Cmd::Leaderboard { study, n, json } => inspect::leaderboard(&layout, &study, n, json).await,
-        Cmd::Logs(args) => logs::logs(&layout, args).await,
-        Cmd::Stop { study } => run::stop(&layout, &study).await,
-        Cmd::Delete { study, force } => inspect::delete(&layout, &study, force).await,
+        Cmd::Init { agent } => run::init(&ctx, agent.as_deref()).await,
+        Cmd::Studies { json } => inspect::studies(&ctx, json).await,
+        Cmd::Trials { study, json } => inspect::trials(&ctx, &study, json).await,
+        Cmd::Show { target, json } => inspect::show(&ctx, &target, json).await,
+        Cmd::Leaderboard { study, n, json } => inspect::leaderboard(&ctx, &study, n, json).await,
+        Cmd::Logs(args) => logs::logs(&ctx, args).await,
+        Cmd::Stop { study } => run::stop(&ctx, &study).await,
+        Cmd::Delete { study, force } => inspect::delete(&ctx, &study, force).await,
     }
 }

@@ -1,23 +1,17 @@
 //! `augur run`, `augur validate`, `augur stop`.
 
+use super::backend::Ctx;
 use super::progress::Progress;
-use super::{open_existing, open_store, Fail, Outcome};
+use super::{Fail, Outcome};
 use augur::{Finished, LocalProvider, Mode, RegisterOptions, Runner, Scope};
 use augur_model::{duration, Study, StudyState, TrialState};
-use augur_store::{now_ms, Layout, TrialStore};
-use clap::ValueEnum;
+use augur_store::now_ms;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Backend {
-    /// Local `augur-agent` processes, SQLite in the state directory.
-    Local,
-}
-
-fn dur(s: &str) -> Result<Duration, String> {
+pub fn dur(s: &str) -> Result<Duration, String> {
     duration::parse(s)
 }
 
@@ -31,9 +25,6 @@ pub struct RunArgs {
     /// Budget of trials (overrides the study's `trials`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     trials: Option<u64>,
-    /// Where trials run.
-    #[arg(long, value_enum, default_value = "local")]
-    backend: Backend,
     /// Also re-run the (point, replicate) pairs that failed, with fresh attempts.
     #[arg(long)]
     retry_failed: bool,
@@ -84,7 +75,7 @@ fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
-pub async fn run(args: RunArgs, layout: Layout) -> Outcome {
+pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     let mut study = Study::load(&args.study).map_err(|e| Fail::input(e.to_string()))?;
     if let Some(p) = args.parallel {
         study.parallel = p;
@@ -92,14 +83,23 @@ pub async fn run(args: RunArgs, layout: Layout) -> Outcome {
     if let Some(n) = args.trials {
         study.trials = n;
     }
-    let Backend::Local = args.backend;
-    let agent = LocalProvider::find_agent().ok_or_else(|| {
-        Fail::unavailable(
-            "cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)",
-        )
-    })?;
-    let store: Arc<dyn TrialStore> = Arc::new(open_store(&layout)?);
-    let provider = Arc::new(LocalProvider::new(agent, layout.clone(), args.heartbeat));
+    let provider = ctx.provider(&study, args.heartbeat).await?;
+    let store = ctx.store().await?;
+    if ctx.is_aws() && !study.run.files.is_empty() {
+        // Instances fetch the study's files from the bucket into each working directory.
+        let s3 = augur_aws::s3::client(&ctx.sdk().await, ctx.path_style());
+        let bucket = ctx.bucket()?;
+        for f in &study.run.files {
+            augur_aws::s3::upload(
+                &s3,
+                &bucket,
+                &augur_aws::s3::files_prefix(&study.name),
+                &std::path::Path::new(&study.dir).join(f),
+            )
+            .await
+            .map_err(|e| Fail::unavailable(e.to_string()))?;
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
     runner.timing.lease_ms = ms(args.lease);
@@ -172,10 +172,9 @@ pub async fn run(args: RunArgs, layout: Layout) -> Outcome {
     }
 }
 
-pub async fn stop(layout: &Layout, name: &str) -> Outcome {
+pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
     let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
-    open_existing(layout)?.ok_or_else(no)?;
-    let store: Arc<dyn TrialStore> = Arc::new(open_store(layout)?);
+    let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(name).await?.ok_or_else(no)?;
     match rec.state {
         StudyState::Done => {
@@ -193,12 +192,17 @@ pub async fn stop(layout: &Layout, name: &str) -> Outcome {
         .await?;
     // Cancelling is level-triggered like everything else: this process does it
     // itself, racing safely (conditional writes) with an orchestrator still running.
-    let agent = LocalProvider::find_agent().unwrap_or_else(|| PathBuf::from("augur-agent"));
-    let provider = Arc::new(LocalProvider::new(
-        agent,
-        layout.clone(),
-        Duration::from_secs(2),
-    ));
+    let provider: Arc<dyn augur::MachineProvider> = if ctx.is_aws() {
+        ctx.provider(&rec.spec, Duration::from_secs(2)).await?
+    } else {
+        // Only listing and ending agents: any agent path will do.
+        let agent = LocalProvider::find_agent().unwrap_or_else(|| PathBuf::from("augur-agent"));
+        Arc::new(LocalProvider::new(
+            agent,
+            ctx.layout.clone(),
+            Duration::from_secs(2),
+        ))
+    };
     let runner = Runner::new(store.clone(), provider);
     let (_tx, rx) = watch::channel(Mode::Cancel);
     runner
@@ -211,5 +215,42 @@ pub async fn stop(layout: &Layout, name: &str) -> Outcome {
         .filter(|t| t.state == TrialState::Cancelled)
         .count();
     eprintln!("stopped study `{name}` ({cancelled} trial(s) cancelled); `augur run` resumes it");
+    Ok(0)
+}
+
+pub async fn init(ctx: &Ctx, agent: Option<&std::path::Path>) -> Outcome {
+    if !ctx.is_aws() {
+        ctx.store().await?;
+        eprintln!("local state directory ready: {}", ctx.layout.root.display());
+        return Ok(0);
+    }
+    let table = ctx.dynamo().await?;
+    let made = table.ensure_table().await?;
+    eprintln!(
+        "DynamoDB table `{}`: {}",
+        table.table(),
+        if made { "created" } else { "exists" }
+    );
+    let bucket = ctx.bucket()?;
+    let s3 = augur_aws::s3::client(&ctx.sdk().await, ctx.path_style());
+    let made = augur_aws::s3::ensure_bucket(&s3, &bucket)
+        .await
+        .map_err(|e| Fail::unavailable(e.to_string()))?;
+    eprintln!(
+        "S3 bucket `{bucket}`: {}",
+        if made { "created" } else { "exists" }
+    );
+    if let Some(a) = agent {
+        if !a.is_file() {
+            return Err(Fail::input(format!(
+                "--agent {}: no such file",
+                a.display()
+            )));
+        }
+        let n = augur_aws::s3::upload(&s3, &bucket, "agent/", a)
+            .await
+            .map_err(|e| Fail::unavailable(e.to_string()))?;
+        eprintln!("uploaded {n} file(s) to s3://{bucket}/agent/");
+    }
     Ok(0)
 }

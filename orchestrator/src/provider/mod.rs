@@ -1,5 +1,6 @@
 //! Machine providers: where trial attempts run.
 
+pub mod ec2;
 pub mod inprocess;
 pub mod local;
 

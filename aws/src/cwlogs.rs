@@ -1,0 +1,196 @@
+//! CloudWatch Logs: where trial logs go on AWS. Group `/augur/<study>`, stream
+//! `<trial>/<attempt>`, so `aws logs tail /augur/<study> --follow` works as usual.
+//! Each event's message is `<source> <text>`, as in the local log files.
+
+use augur_store::logfile::rfc3339;
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use aws_sdk_cloudwatchlogs::Client;
+
+/// PutLogEvents limits: events per batch and bytes per batch (26 bytes of overhead each).
+const MAX_EVENTS: usize = 10_000;
+const MAX_BYTES: usize = 1_048_576;
+const EVENT_OVERHEAD: usize = 26;
+/// Longest message kept whole (the service takes up to 256 KiB per event).
+const MAX_MESSAGE: usize = 200 * 1024;
+
+/// A CloudWatch Logs failure.
+#[derive(Debug, thiserror::Error)]
+#[error("CloudWatch Logs {op}: {text}")]
+pub struct LogsError {
+    pub op: &'static str,
+    pub text: String,
+}
+
+fn fail<E>(op: &'static str, e: SdkError<E>) -> LogsError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    LogsError {
+        op,
+        text: crate::error_text(&e),
+    }
+}
+
+fn code<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Option<&str> {
+    e.as_service_error().and_then(|x| x.code())
+}
+
+/// The log group of a study.
+pub fn group(prefix: &str, study: &str) -> String {
+    format!("{}/{study}", prefix.trim_end_matches('/'))
+}
+
+/// The log stream of one attempt.
+pub fn stream(trial: u64, attempt: u32) -> String {
+    format!("{trial}/{attempt}")
+}
+
+/// Creates a log group unless it exists.
+pub async fn ensure_group(client: &Client, group: &str) -> Result<(), LogsError> {
+    match client.create_log_group().log_group_name(group).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("ResourceAlreadyExistsException") => Ok(()),
+        Err(e) => Err(fail("CreateLogGroup", e)),
+    }
+}
+
+/// An attempt's log on its way to CloudWatch Logs: lines are buffered and sent in
+/// order, in batches within the service's limits, at each `flush`.
+pub struct CloudWatchSink {
+    client: Client,
+    group: String,
+    stream: String,
+    pending: Vec<(i64, String)>,
+    ready: bool,
+}
+
+impl CloudWatchSink {
+    pub fn new(client: Client, group: String, stream: String) -> CloudWatchSink {
+        CloudWatchSink {
+            client,
+            group,
+            stream,
+            pending: Vec::new(),
+            ready: false,
+        }
+    }
+
+    pub fn location(&self) -> String {
+        format!("cloudwatch:{}:{}", self.group, self.stream)
+    }
+
+    /// Queues one line.
+    pub fn push(&mut self, t_ms: i64, message: String) {
+        let mut message = message;
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        if message.is_empty() {
+            message.push(' ');
+        }
+        // Timestamps may not go backwards within a batch.
+        let t = self
+            .pending
+            .last()
+            .map_or(t_ms, |(last, _)| t_ms.max(*last));
+        self.pending.push((t, message));
+    }
+
+    /// Sends everything queued. On failure the lines stay queued for the next flush.
+    pub async fn flush(&mut self) -> Result<(), LogsError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if !self.ready {
+            ensure_group(&self.client, &self.group).await?;
+            match self
+                .client
+                .create_log_stream()
+                .log_group_name(&self.group)
+                .log_stream_name(&self.stream)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if code(&e) == Some("ResourceAlreadyExistsException") => {}
+                Err(e) => return Err(fail("CreateLogStream", e)),
+            }
+            self.ready = true;
+        }
+        while !self.pending.is_empty() {
+            let mut bytes = 0;
+            let mut n = 0;
+            for (_, m) in &self.pending {
+                if n == MAX_EVENTS || bytes + m.len() + EVENT_OVERHEAD > MAX_BYTES {
+                    break;
+                }
+                bytes += m.len() + EVENT_OVERHEAD;
+                n += 1;
+            }
+            let events: Vec<InputLogEvent> = self.pending[..n]
+                .iter()
+                .filter_map(|(t, m)| {
+                    InputLogEvent::builder()
+                        .timestamp(*t)
+                        .message(m)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            self.client
+                .put_log_events()
+                .log_group_name(&self.group)
+                .log_stream_name(&self.stream)
+                .set_log_events(Some(events))
+                .send()
+                .await
+                .map_err(|e| fail("PutLogEvents", e))?;
+            self.pending.drain(..n);
+        }
+        Ok(())
+    }
+}
+
+/// Reads an attempt's log from `start` on (a forward token), as lines in the local
+/// format (`<time> <source> <text>`); the token to continue from.
+pub async fn read(
+    client: &Client,
+    group: &str,
+    stream: &str,
+    token: Option<String>,
+) -> Result<(Vec<String>, Option<String>), LogsError> {
+    let mut lines = Vec::new();
+    let mut token = token;
+    loop {
+        let out = client
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok((lines, token)),
+            Err(e) => return Err(fail("GetLogEvents", e)),
+        };
+        for ev in out.events() {
+            lines.push(format!(
+                "{} {}",
+                rfc3339(ev.timestamp().unwrap_or(0)),
+                ev.message().unwrap_or("")
+            ));
+        }
+        let next = out.next_forward_token().map(String::from);
+        if next == token || out.events().is_empty() {
+            return Ok((lines, next.or(token)));
+        }
+        token = next;
+    }
+}

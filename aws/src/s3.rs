@@ -1,0 +1,171 @@
+//! S3: the artifacts bucket. Study files go to `studies/<study>/files/<name>` for
+//! agents to fetch into each attempt's working directory; agent builds to `agent/`.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use std::path::Path;
+
+/// An S3 failure.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 {op} {what}: {text}")]
+pub struct S3Error {
+    pub op: &'static str,
+    pub what: String,
+    pub text: String,
+}
+
+fn fail<E>(op: &'static str, what: &str, e: SdkError<E>) -> S3Error
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    S3Error {
+        op,
+        what: what.to_string(),
+        text: crate::error_text(&e),
+    }
+}
+
+/// An S3 client for `config`, path-style when an endpoint is overridden (emulators).
+pub fn client(config: &aws_config::SdkConfig, path_style: bool) -> Client {
+    Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build(),
+    )
+}
+
+/// Where a study's files live.
+pub fn files_prefix(study: &str) -> String {
+    format!("studies/{study}/files/")
+}
+
+/// Creates the bucket unless it exists (ours already).
+pub async fn ensure_bucket(client: &Client, bucket: &str) -> Result<bool, S3Error> {
+    if client.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(false);
+    }
+    match client.create_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.as_service_error().and_then(|x| x.code()),
+                Some("BucketAlreadyOwnedByYou")
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(fail("CreateBucket", bucket, e)),
+    }
+}
+
+/// Uploads a file or a directory tree under `prefix`.
+pub async fn upload(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    src: &Path,
+) -> Result<usize, S3Error> {
+    let mut count = 0;
+    let mut stack = vec![(
+        src.to_path_buf(),
+        src.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    )];
+    while let Some((path, rel)) = stack.pop() {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(&path).map_err(|e| S3Error {
+                op: "upload",
+                what: path.display().to_string(),
+                text: e.to_string(),
+            })?;
+            for e in entries.flatten() {
+                stack.push((
+                    e.path(),
+                    format!("{rel}/{}", e.file_name().to_string_lossy()),
+                ));
+            }
+            continue;
+        }
+        let body = ByteStream::from_path(&path).await.map_err(|e| S3Error {
+            op: "upload",
+            what: path.display().to_string(),
+            text: e.to_string(),
+        })?;
+        let key = format!("{prefix}{rel}");
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| fail("PutObject", &key, e))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Downloads every object under `prefix` into `dir` (keys relative to the prefix).
+pub async fn download(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    dir: &Path,
+) -> Result<usize, S3Error> {
+    let mut count = 0;
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| fail("ListObjectsV2", prefix, e))?;
+        for obj in page.contents() {
+            let Some(key) = obj.key() else { continue };
+            let rel = &key[prefix.len().min(key.len())..];
+            if rel.is_empty() || rel.split('/').any(|p| p == ".." || p.is_empty()) {
+                continue;
+            }
+            let out = client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| fail("GetObject", key, e))?;
+            let bytes = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| S3Error {
+                    op: "GetObject",
+                    what: key.to_string(),
+                    text: e.to_string(),
+                })?
+                .into_bytes();
+            let dst = dir.join(rel);
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).map_err(|e| S3Error {
+                    op: "download",
+                    what: p.display().to_string(),
+                    text: e.to_string(),
+                })?;
+            }
+            std::fs::write(&dst, &bytes).map_err(|e| S3Error {
+                op: "download",
+                what: dst.display().to_string(),
+                text: e.to_string(),
+            })?;
+            count += 1;
+        }
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return Ok(count),
+        }
+    }
+}

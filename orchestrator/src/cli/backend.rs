@@ -1,0 +1,200 @@
+//! Which backend a command talks to, and how: the store, the machines, the logs.
+
+use super::Fail;
+use augur::provider::ec2::{Ec2Provider, Ec2Settings};
+use augur::{LocalProvider, MachineProvider};
+use augur_aws::{sdk_config, AwsOptions, DynamoStore};
+use augur_model::Study;
+use augur_store::{Layout, SqliteStore, TrialStore};
+use clap::ValueEnum;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Local `augur-agent` processes, SQLite and log files in the state directory.
+    Local,
+    /// One EC2 instance per trial, DynamoDB, CloudWatch Logs, S3 (standard AWS
+    /// credentials and region; AWS_ENDPOINT_URL for an emulator).
+    Aws,
+}
+
+/// Settings of the AWS backend (flags or environment).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AwsArgs {
+    /// Where trials run and state lives.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "AUGUR_BACKEND",
+        default_value = "local"
+    )]
+    pub backend: Backend,
+    /// DynamoDB table (aws).
+    #[arg(long, global = true, env = "AUGUR_TABLE", help_heading = "AWS backend")]
+    pub table: Option<String>,
+    /// Artifacts bucket: agent builds and study files (aws).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_BUCKET",
+        help_heading = "AWS backend"
+    )]
+    pub bucket: Option<String>,
+    /// Log groups are PREFIX/<study> (aws).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_LOG_GROUP_PREFIX",
+        default_value = "/augur",
+        help_heading = "AWS backend"
+    )]
+    pub log_group_prefix: String,
+    /// AWS region (default: the standard chain).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_REGION",
+        help_heading = "AWS backend"
+    )]
+    pub region: Option<String>,
+    /// Subnet of the instances (aws).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_SUBNET",
+        help_heading = "AWS backend"
+    )]
+    pub subnet: Option<String>,
+    /// Security groups of the instances, comma-separated (aws).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_SECURITY_GROUPS",
+        value_delimiter = ',',
+        help_heading = "AWS backend"
+    )]
+    pub security_groups: Vec<String>,
+    /// Instance profile (role) of the instances (aws).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_INSTANCE_PROFILE",
+        help_heading = "AWS backend"
+    )]
+    pub instance_profile: Option<String>,
+    /// Attempts per AWS call (retries of throttling, 5xx, timeouts).
+    #[arg(long, global = true, default_value = "8", help_heading = "AWS backend")]
+    pub aws_attempts: u32,
+    /// Base of the AWS retry backoff.
+    #[arg(long, global = true, default_value = "200ms", value_parser = super::run::dur, help_heading = "AWS backend")]
+    pub aws_backoff: Duration,
+}
+
+/// A command's view of its backend.
+pub struct Ctx {
+    pub layout: Layout,
+    pub aws: AwsArgs,
+}
+
+impl Ctx {
+    pub fn is_aws(&self) -> bool {
+        self.aws.backend == Backend::Aws
+    }
+
+    fn table(&self) -> Result<String, Fail> {
+        self.aws.table.clone().ok_or_else(|| {
+            Fail::input("the aws backend needs a DynamoDB table: --table or AUGUR_TABLE")
+        })
+    }
+
+    pub fn bucket(&self) -> Result<String, Fail> {
+        self.aws.bucket.clone().ok_or_else(|| {
+            Fail::input("the aws backend needs an S3 bucket: --bucket or AUGUR_BUCKET")
+        })
+    }
+
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        sdk_config(&AwsOptions {
+            region: self.aws.region.clone(),
+            max_attempts: self.aws.aws_attempts,
+            backoff_base: self.aws.aws_backoff,
+            ..AwsOptions::default()
+        })
+        .await
+    }
+
+    /// Whether S3 needs path-style addressing (an emulator endpoint).
+    pub fn path_style(&self) -> bool {
+        std::env::var_os("AWS_ENDPOINT_URL").is_some()
+    }
+
+    pub async fn dynamo(&self) -> Result<DynamoStore, Fail> {
+        let table = self.table()?;
+        Ok(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk().await),
+            table,
+        ))
+    }
+
+    /// The store, created if needed (local).
+    pub async fn store(&self) -> Result<Arc<dyn TrialStore>, Fail> {
+        if self.is_aws() {
+            return Ok(Arc::new(self.dynamo().await?));
+        }
+        Ok(Arc::new(SqliteStore::open(&self.layout.db())?))
+    }
+
+    /// The store if there is one (a missing local database means no studies).
+    pub async fn existing_store(&self) -> Result<Option<Arc<dyn TrialStore>>, Fail> {
+        if self.is_aws() {
+            return Ok(Some(Arc::new(self.dynamo().await?)));
+        }
+        Ok(SqliteStore::open_existing(&self.layout.db())?
+            .map(|s| Arc::new(s) as Arc<dyn TrialStore>))
+    }
+
+    /// The machines trials run on.
+    pub async fn provider(
+        &self,
+        study: &Study,
+        heartbeat: Duration,
+    ) -> Result<Arc<dyn MachineProvider>, Fail> {
+        if !self.is_aws() {
+            let agent = LocalProvider::find_agent().ok_or_else(|| {
+                Fail::unavailable("cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)")
+            })?;
+            return Ok(Arc::new(LocalProvider::new(
+                agent,
+                self.layout.clone(),
+                heartbeat,
+            )));
+        }
+        let spec = study.aws.clone().unwrap_or_default();
+        let image = spec
+            .image
+            .clone()
+            .or_else(|| std::env::var("AUGUR_IMAGE").ok())
+            .ok_or_else(|| Fail::input(format!("study `{}`: the aws backend needs an image: [aws] image = \"ami-...\" (or AUGUR_IMAGE)", study.name)))?;
+        let settings = Ec2Settings {
+            image,
+            instance_type: spec
+                .instance_type
+                .clone()
+                .unwrap_or_else(|| "t3.micro".into()),
+            fallback_instance_types: spec.fallback_instance_types.clone(),
+            subnet: spec.subnet.clone().or_else(|| self.aws.subnet.clone()),
+            security_groups: self.aws.security_groups.clone(),
+            instance_profile: self.aws.instance_profile.clone(),
+            spot: spec.spot,
+            table: self.table()?,
+            bucket: self.bucket()?,
+            log_group_prefix: self.aws.log_group_prefix.clone(),
+            heartbeat,
+            region: spec.region.clone().or_else(|| self.aws.region.clone()),
+        };
+        let client = aws_sdk_ec2::Client::new(&self.sdk().await);
+        Ok(Arc::new(Ec2Provider::new(client, settings)))
+    }
+}

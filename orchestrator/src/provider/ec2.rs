@@ -1,0 +1,350 @@
+//! AWS: one EC2 instance per trial attempt.
+//!
+//! Launches carry a `ClientToken` derived from study, trial and attempt (EC2 makes a
+//! retried call idempotent with it) and the tags `augur:study`, `augur:trial`,
+//! `augur:attempt`, which are how machines are found again: one `DescribeInstances`
+//! per tick for the whole study, and a look-up by tags after an ambiguous launch
+//! failure (emulators ignore `ClientToken`). IMDSv2 is required, shutdown from inside
+//! terminates the instance, and user-data carries no secrets: the agent and the study
+//! files come from S3 with the instance role.
+
+use super::{MachineProvider, ProviderError};
+use crate::reconcile::Machine;
+use async_trait::async_trait;
+use augur_model::{Study, Trial};
+use aws_sdk_ec2::types::{
+    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType,
+    ResourceType, ShutdownBehavior, Tag, TagSpecification,
+};
+use aws_sdk_ec2::Client;
+use base64::Engine;
+use std::time::Duration;
+
+/// Where and how instances are launched.
+#[derive(Clone, Debug)]
+pub struct Ec2Settings {
+    pub image: String,
+    pub instance_type: String,
+    pub fallback_instance_types: Vec<String>,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub instance_profile: Option<String>,
+    pub spot: bool,
+    /// Agent arguments: table, bucket, log group prefix, heartbeat.
+    pub table: String,
+    pub bucket: String,
+    pub log_group_prefix: String,
+    pub heartbeat: Duration,
+    pub region: Option<String>,
+}
+
+/// EC2 instances as machines.
+pub struct Ec2Provider {
+    client: Client,
+    settings: Ec2Settings,
+}
+
+/// The marker line of user-data that carries the agent's arguments as JSON.
+pub const ARGS_MARKER: &str = "# augur-agent-args: ";
+
+fn fail<E>(op: &str, e: aws_sdk_ec2::error::SdkError<E>) -> ProviderError
+where
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let code = e
+        .as_service_error()
+        .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
+        .unwrap_or("");
+    let text = format!("EC2 {op}: {}", augur_aws::error_text(&e));
+    match code {
+        // Not this attempt's fault, nor the backend's for good: retried as a lost launch.
+        "InsufficientInstanceCapacity" | "InstanceLimitExceeded" | "Unsupported" => {
+            ProviderError::Launch(text)
+        }
+        _ => ProviderError::Unavailable(text),
+    }
+}
+
+/// A `ClientToken` (at most 64 characters) for one attempt.
+pub fn client_token(study: &str, trial: u64, attempt: u32) -> String {
+    let t = format!("augur-{study}-{trial}-{attempt}");
+    if t.len() <= 64 {
+        return t;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut h);
+    format!("augur-{:016x}-{trial}-{attempt}", h.finish())
+}
+
+impl Ec2Provider {
+    pub fn new(client: Client, settings: Ec2Settings) -> Ec2Provider {
+        Ec2Provider { client, settings }
+    }
+
+    /// The agent's arguments for one attempt.
+    pub fn agent_args(&self, study: &str, trial: u64, attempt: u32) -> Vec<String> {
+        let s = &self.settings;
+        [
+            "--backend",
+            "aws",
+            "--home",
+            "/var/lib/augur",
+            "--table",
+            &s.table,
+            "--bucket",
+            &s.bucket,
+            "--log-group-prefix",
+            &s.log_group_prefix,
+            "--study",
+            study,
+            "--trial",
+            &trial.to_string(),
+            "--attempt",
+            &attempt.to_string(),
+            "--heartbeat",
+            &format!("{}ms", s.heartbeat.as_millis()),
+            "--shutdown",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    }
+
+    /// The instance's boot script: fetch the agent, run it, power off.
+    pub fn user_data(&self, study: &str, trial: u64, attempt: u32) -> String {
+        let args = self.agent_args(study, trial, attempt);
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let region = self
+            .settings
+            .region
+            .as_deref()
+            .map(|r| format!("export AWS_REGION='{r}'\n"))
+            .unwrap_or_default();
+        format!(
+            "#!/bin/bash\n# augur worker: study {study}, trial {trial}, attempt {attempt}\n{ARGS_MARKER}{}\nset -uo pipefail\n{region}\
+             mkdir -p /var/lib/augur\n\
+             aws s3 cp 's3://{bucket}/agent/augur-agent' /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
+             /usr/local/bin/augur-agent {}\n\
+             shutdown -h now\n",
+            serde_json::to_string(&args).unwrap_or_default(),
+            quoted.join(" "),
+            bucket = self.settings.bucket,
+        )
+    }
+
+    /// Live (pending or running) instances with these tags.
+    async fn find(
+        &self,
+        filters: Vec<Filter>,
+    ) -> Result<Vec<(String, Machine, Option<String>)>, ProviderError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .filters(
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .values("pending")
+                        .values("running")
+                        .build(),
+                )
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| fail("DescribeInstances", e))?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    let tag = |k: &str| {
+                        i.tags()
+                            .iter()
+                            .find(|t| t.key() == Some(k))
+                            .and_then(|t| t.value())
+                            .map(String::from)
+                    };
+                    let (Some(study), Some(trial), Some(attempt), Some(id)) = (
+                        tag("augur:study"),
+                        tag("augur:trial"),
+                        tag("augur:attempt"),
+                        i.instance_id(),
+                    ) else {
+                        continue;
+                    };
+                    let (Ok(trial), Ok(attempt)) = (trial.parse(), attempt.parse()) else {
+                        continue;
+                    };
+                    let launched = i.launch_time().map(|t| t.to_string());
+                    out.push((
+                        study,
+                        Machine {
+                            id: id.to_string(),
+                            trial,
+                            attempt,
+                        },
+                        launched,
+                    ));
+                }
+            }
+            match page.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn tag_filter(key: &str, value: &str) -> Filter {
+        Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(value)
+            .build()
+    }
+
+    async fn run(
+        &self,
+        study: &Study,
+        trial: &Trial,
+        instance_type: &str,
+    ) -> Result<String, ProviderError> {
+        let s = &self.settings;
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(Tag::builder().key("augur:study").value(&study.name).build())
+            .tags(
+                Tag::builder()
+                    .key("augur:trial")
+                    .value(trial.id.to_string())
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("augur:attempt")
+                    .value(trial.attempt.to_string())
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("Name")
+                    .value(format!("augur {}/{}", study.name, trial.id))
+                    .build(),
+            )
+            .build();
+        let mut req = self
+            .client
+            .run_instances()
+            .image_id(&s.image)
+            .instance_type(InstanceType::from(instance_type))
+            .min_count(1)
+            .max_count(1)
+            .client_token(client_token(&study.name, trial.id, trial.attempt))
+            .user_data(
+                base64::engine::general_purpose::STANDARD.encode(self.user_data(
+                    &study.name,
+                    trial.id,
+                    trial.attempt,
+                )),
+            )
+            .tag_specifications(tags)
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .set_subnet_id(s.subnet.clone());
+        if !s.security_groups.is_empty() {
+            req = req.set_security_group_ids(Some(s.security_groups.clone()));
+        }
+        if let Some(p) = &s.instance_profile {
+            req = req
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        if s.spot {
+            req = req.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .build(),
+            );
+        }
+        let out = req.send().await.map_err(|e| fail("RunInstances", e))?;
+        out.instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .map(String::from)
+            .ok_or_else(|| {
+                ProviderError::Unavailable("EC2 RunInstances returned no instance".into())
+            })
+    }
+}
+
+#[async_trait]
+impl MachineProvider for Ec2Provider {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
+        let types: Vec<String> = std::iter::once(self.settings.instance_type.clone())
+            .chain(self.settings.fallback_instance_types.iter().cloned())
+            .collect();
+        let mut last = None;
+        for ty in &types {
+            match self.run(study, trial, ty).await {
+                Ok(id) => return Ok(id),
+                // Capacity: try the next instance type.
+                Err(e @ ProviderError::Launch(_)) => last = Some(e),
+                Err(e) => {
+                    // Ambiguous: the call may have been applied. Look before launching again.
+                    let found = self
+                        .find(vec![
+                            Self::tag_filter("augur:study", &study.name),
+                            Self::tag_filter("augur:trial", &trial.id.to_string()),
+                            Self::tag_filter("augur:attempt", &trial.attempt.to_string()),
+                        ])
+                        .await;
+                    if let Ok(Some((_, m, _))) = found.map(|v| v.into_iter().next()) {
+                        return Ok(m.id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ProviderError::Launch("no instance type to launch".into())))
+    }
+
+    async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
+        let mut found = self
+            .find(vec![Self::tag_filter("augur:study", study)])
+            .await?;
+        // Oldest first, so that of two instances for one attempt the first is kept.
+        found.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.id.cmp(&b.1.id)));
+        Ok(found.into_iter().map(|(_, m, _)| m).collect())
+    }
+
+    async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
+        match self
+            .client
+            .terminate_instances()
+            .instance_ids(&machine.id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
+                    == Some("InvalidInstanceID.NotFound") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(fail("TerminateInstances", e)),
+        }
+    }
+
+    fn sees_all(&self) -> bool {
+        false
+    }
+}

@@ -229,7 +229,7 @@ fn pick(s: &Shared, service: &str, operation: &str) -> Option<Fault> {
             && r.times > 0
         {
             r.seen += 1;
-            if r.seen % r.every == 0 {
+            if r.seen.is_multiple_of(r.every) {
                 r.times -= 1;
                 return Some(r.fault);
             }

@@ -85,8 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let code = rt.block_on(run(args));
-    code
+    rt.block_on(run(args))
 }
 
 async fn run(args: Args) -> ExitCode {

@@ -193,6 +193,7 @@ impl Ctx {
             log_group_prefix: self.aws.log_group_prefix.clone(),
             heartbeat,
             region: spec.region.clone().or_else(|| self.aws.region.clone()),
+            list_every: Duration::from_secs(5),
         };
         let client = aws_sdk_ec2::Client::new(&self.sdk().await);
         Ok(Arc::new(Ec2Provider::new(client, settings)))

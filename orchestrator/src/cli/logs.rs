@@ -24,6 +24,22 @@ pub struct LogsArgs {
     filter: Option<String>,
 }
 
+/// Which lines to print.
+struct Keep<'a> {
+    since: Option<i64>,
+    filter: Option<&'a str>,
+}
+
+impl Keep<'_> {
+    fn keeps(&self, line: &str) -> bool {
+        let recent = match (self.since, parse_line(line)) {
+            (Some(s), Some(l)) => l.t_ms >= s,
+            _ => true,
+        };
+        recent && self.filter.is_none_or(|f| line.contains(f))
+    }
+}
+
 /// Reads one attempt's log file incrementally.
 struct Tail {
     offset: u64,
@@ -35,8 +51,7 @@ impl Tail {
     fn pump(
         &mut self,
         path: &std::path::Path,
-        since: Option<i64>,
-        filter: Option<&str>,
+        keep: &Keep,
         out: &mut impl Write,
     ) -> std::io::Result<bool> {
         let Ok(mut f) = std::fs::File::open(path) else {
@@ -53,11 +68,7 @@ impl Tail {
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
             let line = line.trim_end_matches('\n');
-            let keep_time = match (since, parse_line(line)) {
-                (Some(s), Some(l)) => l.t_ms >= s,
-                _ => true,
-            };
-            if keep_time && filter.is_none_or(|f| line.contains(f)) {
+            if keep.keeps(line) {
                 writeln!(out, "{line}")?;
             }
         }
@@ -92,17 +103,14 @@ impl Source {
     async fn pump(
         &mut self,
         ctx: &Ctx,
-        study: &str,
-        id: u64,
-        attempt: u32,
-        since: Option<i64>,
-        filter: Option<&str>,
+        (study, id, attempt): (&str, u64, u32),
+        keep: &Keep<'_>,
         out: &mut impl Write,
     ) -> Result<bool, Fail> {
         match self {
             Source::File(tail) => {
                 let path = ctx.layout.log_file(study, id, attempt);
-                tail.pump(&path, since, filter, out)
+                tail.pump(&path, keep, out)
                     .map_err(|e| Fail::unavailable(format!("reading {}: {e}", path.display())))
             }
             Source::Cloud {
@@ -116,11 +124,7 @@ impl Source {
                     .map_err(|e| Fail::unavailable(e.to_string()))?;
                 *token = next;
                 for line in &lines {
-                    let keep_time = match (since, parse_line(line)) {
-                        (Some(s), Some(l)) => l.t_ms >= s,
-                        _ => true,
-                    };
-                    if keep_time && filter.is_none_or(|f| line.contains(f)) {
+                    if keep.keeps(line) {
                         writeln!(out, "{line}").map_err(|e| Fail::unavailable(e.to_string()))?;
                     }
                 }
@@ -137,6 +141,10 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
     let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(&study).await?.ok_or_else(no)?;
     let timing = Timing::default();
+    let keep = Keep {
+        since,
+        filter: args.filter.as_deref(),
+    };
     let fresh = |ctx: &Ctx, client: &Option<aws_sdk_cloudwatchlogs::Client>| match client {
         Some(c) => Source::Cloud {
             client: c.clone(),
@@ -165,15 +173,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
         let mut read = false;
         loop {
             read |= source
-                .pump(
-                    ctx,
-                    &study,
-                    id,
-                    attempt,
-                    since,
-                    args.filter.as_deref(),
-                    &mut out,
-                )
+                .pump(ctx, (&study, id, attempt), &keep, &mut out)
                 .await?;
             if attempt < t.attempt {
                 attempt += 1;

@@ -31,15 +31,17 @@ pub struct RunArgs {
     /// Print the leaderboard at the end as JSON.
     #[arg(long)]
     json: bool,
-    /// Agents heartbeat this often.
-    #[arg(long, default_value = "2s", value_parser = dur, help_heading = "Tuning")]
-    heartbeat: Duration,
-    /// A running trial with no heartbeat for this long is lost.
-    #[arg(long, default_value = "30s", value_parser = dur, help_heading = "Tuning")]
-    lease: Duration,
-    /// A starting trial whose agent has not reported after this long is lost.
-    #[arg(long, default_value = "60s", value_parser = dur, help_heading = "Tuning")]
-    boot_timeout: Duration,
+    /// Agents heartbeat this often [default: 2s local, 20s aws: DynamoDB writes per
+    /// trial are 5 + duration / heartbeat].
+    #[arg(long, value_parser = dur, help_heading = "Tuning")]
+    heartbeat: Option<Duration>,
+    /// A running trial with no heartbeat for this long is lost [default: 30s local, 90s aws].
+    #[arg(long, value_parser = dur, help_heading = "Tuning")]
+    lease: Option<Duration>,
+    /// A starting trial whose agent has not reported after this long is lost
+    /// [default: 60s local, 10m aws: instances boot in minutes].
+    #[arg(long, value_parser = dur, help_heading = "Tuning")]
+    boot_timeout: Option<Duration>,
     /// Base of the retry backoff (capped exponential, full jitter).
     #[arg(long, default_value = "1s", value_parser = dur, help_heading = "Tuning")]
     backoff_base: Duration,
@@ -83,7 +85,13 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     if let Some(n) = args.trials {
         study.trials = n;
     }
-    let provider = ctx.provider(&study, args.heartbeat).await?;
+    let pick = |v: Option<Duration>, local: u64, aws: u64| {
+        v.unwrap_or(Duration::from_secs(if ctx.is_aws() { aws } else { local }))
+    };
+    let heartbeat = pick(args.heartbeat, 2, 20);
+    let lease = pick(args.lease, 30, 90);
+    let boot_timeout = pick(args.boot_timeout, 60, 600);
+    let provider = ctx.provider(&study, heartbeat).await?;
     let store = ctx.store().await?;
     if ctx.is_aws() && !study.run.files.is_empty() {
         // Instances fetch the study's files from the bucket into each working directory.
@@ -102,8 +110,8 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
-    runner.timing.lease_ms = ms(args.lease);
-    runner.timing.boot_timeout_ms = ms(args.boot_timeout);
+    runner.timing.lease_ms = ms(lease);
+    runner.timing.boot_timeout_ms = ms(boot_timeout);
     runner.timing.backoff_base_ms = ms(args.backoff_base);
     runner.timing.backoff_cap_ms = ms(args.backoff_cap);
     runner.backend_deadline = args.backend_deadline;

@@ -37,12 +37,18 @@ pub struct Ec2Settings {
     pub log_group_prefix: String,
     pub heartbeat: Duration,
     pub region: Option<String>,
+    /// How long one `DescribeInstances` listing is reused (EC2 calls per trial stay
+    /// flat however often the reconciler ticks; lost machines are found by the
+    /// heartbeat lease anyway).
+    pub list_every: Duration,
 }
 
 /// EC2 instances as machines.
 pub struct Ec2Provider {
     client: Client,
     settings: Ec2Settings,
+    /// The last listing of each study, and when it was made.
+    listed: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<Machine>)>>,
 }
 
 /// The marker line of user-data that carries the agent's arguments as JSON.
@@ -80,7 +86,11 @@ pub fn client_token(study: &str, trial: u64, attempt: u32) -> String {
 
 impl Ec2Provider {
     pub fn new(client: Client, settings: Ec2Settings) -> Ec2Provider {
-        Ec2Provider { client, settings }
+        Ec2Provider {
+            client,
+            settings,
+            listed: Default::default(),
+        }
     }
 
     /// The agent's arguments for one attempt.
@@ -316,12 +326,26 @@ impl MachineProvider for Ec2Provider {
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
+        if let Ok(cache) = self.listed.lock() {
+            if let Some((at, machines)) = cache.get(study) {
+                if at.elapsed() < self.settings.list_every {
+                    return Ok(machines.clone());
+                }
+            }
+        }
         let mut found = self
             .find(vec![Self::tag_filter("augur:study", study)])
             .await?;
         // Oldest first, so that of two instances for one attempt the first is kept.
         found.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.id.cmp(&b.1.id)));
-        Ok(found.into_iter().map(|(_, m, _)| m).collect())
+        let machines: Vec<Machine> = found.into_iter().map(|(_, m, _)| m).collect();
+        if let Ok(mut cache) = self.listed.lock() {
+            cache.insert(
+                study.to_string(),
+                (std::time::Instant::now(), machines.clone()),
+            );
+        }
+        Ok(machines)
     }
 
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {

@@ -1,0 +1,279 @@
+//! The AWS path end to end on one machine: the real `augur` and `augur-agent` against
+//! a local AWS emulator (moto, or `AUGUR_TEST_AWS_ENDPOINT`), with the fake hypervisor
+//! turning EC2 instances into local agents, and the fault proxy counting calls.
+
+use augur_tests::emulator::Emulator;
+use augur_tests::faults::FaultProxy;
+use augur_tests::{bin_dir, text, wait_for, Sandbox};
+use serde_json::Value;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+struct World {
+    emu: Emulator,
+    proxy: FaultProxy,
+    sb: Sandbox,
+    hypervisor: Option<Child>,
+    table: String,
+}
+
+impl World {
+    fn new() -> World {
+        let emu = Emulator::start();
+        let proxy = FaultProxy::start(&emu.endpoint);
+        let sb = Sandbox::new();
+        let table = format!("augur-e2e-{}", std::process::id());
+        World {
+            emu,
+            proxy,
+            sb,
+            hypervisor: None,
+            table,
+        }
+    }
+
+    fn augur(&self, args: &[&str]) -> Output {
+        self.sb
+            .cmd(args)
+            .env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AUGUR_BACKEND", "aws")
+            .env("AUGUR_TABLE", &self.table)
+            .env("AUGUR_BUCKET", "augur-e2e")
+            .output()
+            .expect("augur")
+    }
+
+    fn start_hypervisor(&mut self) {
+        let child = Command::new(bin_dir().join("fake-hypervisor"))
+            .args([
+                "--endpoint-url",
+                &self.emu.endpoint,
+                "--agent-endpoint-url",
+                &self.proxy.endpoint,
+                "--agent",
+            ])
+            .arg(bin_dir().join("augur-agent"))
+            .arg("--home")
+            .arg(self.sb.path().join("instances"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fake-hypervisor");
+        self.hypervisor = Some(child);
+    }
+
+    async fn live_instances(&self) -> usize {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.emu.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        let out = aws_sdk_ec2::Client::new(&config)
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag-key")
+                    .values("augur:study")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe");
+        out.reservations().iter().map(|r| r.instances().len()).sum()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(h) = &mut self.hypervisor {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+const DYNAMO_WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_study_runs_on_the_aws_path_and_leaves_no_instance() {
+    let mut w = World::new();
+    w.sb.write("helper.sh", "echo \"helper says hi from $AUGUR_TRIAL\"\n");
+    w.sb.write(
+        "s.toml",
+        r#"
+name = "cloud"
+objective = { metric = "loss" }
+oracle = "grid"
+parallel = 3
+[params]
+x = { values = [1, 2, 3, 4, 5, 6] }
+[run]
+script = 'bash helper.sh; sleep 2; echo "METRICS: loss=$(( (AUGUR_PARAM_X - 4) * (AUGUR_PARAM_X - 4) ))"'
+files = ["helper.sh"]
+[aws]
+image = "ami-12345678"
+instance_type = "t3.micro"
+"#,
+    );
+    let agent = bin_dir().join("augur-agent");
+    ok(&w.augur(&["init", "--agent", &agent.display().to_string()]));
+    ok(&w.augur(&["init"])); // idempotent
+    w.start_hypervisor();
+    let before = w.proxy.calls().len();
+    let out = w.augur(&["run", "s.toml", "--heartbeat", "1s", "--lease", "20s"]);
+    ok(&out);
+    let run_calls: Vec<_> = w.proxy.calls()[before..].to_vec();
+
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "cloud", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 6);
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        let x = t["params"]["x"].as_i64().expect("x");
+        assert_eq!(
+            t["metrics"]["loss"].as_f64(),
+            Some(((x - 4) * (x - 4)) as f64)
+        );
+        assert!(
+            t["machine"].as_str().unwrap_or_default().starts_with("i-"),
+            "ran on an instance: {t}"
+        );
+        assert!(
+            t["log"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("cloudwatch:/augur/cloud:"),
+            "{t}"
+        );
+    }
+    let lb: Vec<Value> = serde_json::from_slice(
+        &w.augur(&["leaderboard", "cloud", "--json", "-n", "1"])
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(lb[0]["params"]["x"], 4);
+    // Logs come from CloudWatch Logs, in the same format as locally.
+    let logs = w.augur(&["logs", "cloud/2"]);
+    ok(&logs);
+    let logs = text(&logs.stdout);
+    assert!(
+        logs.contains(" out helper says hi from 2"),
+        "study files came from S3: {logs}"
+    );
+    assert!(logs.contains(" augur attempt 1 of trial 2"), "{logs}");
+    assert!(logs.contains(" augur succeeded"), "{logs}");
+    let filtered = text(
+        &w.augur(&["logs", "cloud/2", "--filter", "helper says"])
+            .stdout,
+    );
+    assert_eq!(filtered.lines().count(), 1, "{filtered}");
+    // Every instance is gone at the end (the agents power them off).
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        let n = futures_lite(w.live_instances());
+        (n == 0).then_some(())
+    });
+
+    // Cost figures.
+    let ec2 = run_calls.iter().filter(|c| c.service == "ec2").count() as f64 / 6.0;
+    let writes = run_calls
+        .iter()
+        .filter(|c| c.service == "dynamodb" && DYNAMO_WRITES.contains(&c.operation.as_str()))
+        .count() as f64
+        / 6.0;
+    let logs_calls = run_calls.iter().filter(|c| c.service == "logs").count() as f64 / 6.0;
+    eprintln!("per trial (6 trials of ~2 s, heartbeat 1 s): {ec2:.2} EC2 calls, {writes:.2} DynamoDB write requests, {logs_calls:.2} CloudWatch Logs calls");
+    assert!(ec2 <= 4.0, "EC2 calls per trial: {ec2}");
+    assert!(writes <= 12.0, "DynamoDB writes per trial: {writes}");
+}
+
+/// Blocks on a future from inside a synchronous closure of an async test.
+fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[test]
+fn an_unreachable_backend_exits_3_and_missing_settings_exit_2() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='u'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\n[aws]\nimage='ami-1'\n",
+    );
+    let port = augur_tests::emulator::free_port();
+    let out = sb
+        .cmd(&[
+            "run",
+            "s.toml",
+            "--backend",
+            "aws",
+            "--table",
+            "t",
+            "--bucket",
+            "b",
+            "--aws-attempts",
+            "2",
+            "--aws-backoff",
+            "10ms",
+        ])
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("augur");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("DynamoDB"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = sb
+        .cmd(&["run", "s.toml", "--backend", "aws", "--bucket", "b"])
+        .output()
+        .expect("augur");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--table or AUGUR_TABLE"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = sb
+        .cmd(&["run", "s.toml", "--backend", "aws", "--table", "t"])
+        .output()
+        .expect("augur");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--bucket or AUGUR_BUCKET"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -47,7 +47,12 @@ impl World {
     }
 
     fn start_hypervisor(&mut self) {
+        self.start_hypervisor_with(&[]);
+    }
+
+    fn start_hypervisor_with(&mut self, faults: &[&str]) {
         let child = Command::new(bin_dir().join("fake-hypervisor"))
+            .args(faults)
             .args([
                 "--endpoint-url",
                 &self.emu.endpoint,
@@ -275,5 +280,98 @@ fn an_unreachable_backend_exits_3_and_missing_settings_exit_2() {
         text(&out.stderr).contains("--bucket or AUGUR_BUCKET"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Instances that never boot, instances reclaimed under a running agent, and launches
+/// whose answer is lost (the emulator then makes a second instance): each trial still
+/// runs its script exactly once to success, and no instance is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_reclaimed_and_duplicated_instances_are_recovered() {
+    use augur_tests::faults::{Fault, Rule};
+    let mut w = World::new();
+    let runs = w.sb.path().join("runs.txt");
+    w.sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "rough"
+objective = {{ metric = "v" }}
+oracle = "grid"
+parallel = 3
+[params]
+x = {{ values = [1, 2, 3, 4, 5, 6] }}
+[run]
+max_attempts = 4
+script = 'sleep 1; echo "$AUGUR_TRIAL $AUGUR_ATTEMPT" >> {runs}; echo "METRICS: v=$AUGUR_PARAM_X"'
+[aws]
+image = "ami-12345678"
+"#,
+            runs = runs.display()
+        ),
+    );
+    ok(&w.augur(&[
+        "init",
+        "--agent",
+        &bin_dir().join("augur-agent").display().to_string(),
+    ]));
+    // Every 4th instance never boots; every 3rd booted one is reclaimed at once.
+    w.start_hypervisor_with(&["--never-boot-every", "4", "--reclaim-every", "3"]);
+    w.proxy
+        .add(Rule::new("ec2", "RunInstances", Fault::DropAfterApply).every(3));
+    let out = w.augur(&[
+        "run",
+        "s.toml",
+        "--heartbeat",
+        "500ms",
+        "--lease",
+        "4s",
+        "--boot-timeout",
+        "5s",
+        "--backoff-base",
+        "100ms",
+    ]);
+    ok(&out);
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "rough", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 6);
+    assert!(
+        trials.iter().all(|t| t["state"] == "succeeded"),
+        "{trials:?}"
+    );
+    assert!(
+        trials.iter().any(|t| t["attempt"].as_u64() > Some(1)),
+        "some trials needed another machine"
+    );
+    let lines = std::fs::read_to_string(&runs).expect("runs");
+    let mut finished: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    finished.sort();
+    // A reclaimed attempt may have written its line before dying; a trial's final
+    // attempt writes exactly one. Each trial has at least one and no attempt twice.
+    let mut attempts: Vec<&str> = lines.lines().collect();
+    attempts.sort();
+    let before = attempts.len();
+    attempts.dedup();
+    assert_eq!(before, attempts.len(), "an attempt ran twice: {lines}");
+    finished.dedup();
+    assert_eq!(finished.len(), 6, "{lines}");
+    let dropped = w.proxy.calls().iter().filter(|c| c.fault.is_some()).count();
+    assert!(
+        dropped >= 1,
+        "launches were dropped after they were applied"
+    );
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+    let err = text(&out.stderr);
+    eprintln!(
+        "{}",
+        err.lines()
+            .filter(|l| l.contains("lost"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -10,4 +10,8 @@ if [ -z "${AUGUR_TEST_AWS_ENDPOINT:-}" ]; then
 fi
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
+# The agent for EC2 instances, linked for an older glibc (zig and cargo-zigbuild are
+# installed into caches by the script); a test checks the symbol versions it needs.
+AUGUR_INSTANCE_AGENT="$(scripts/instance-binaries.sh dev)"
+export AUGUR_INSTANCE_AGENT
 cargo test --workspace --locked

@@ -1,0 +1,59 @@
+//! The agent shipped to EC2 instances must run on Amazon Linux 2023 (glibc 2.34):
+//! the binary built by `scripts/instance-binaries.sh` may require no newer GLIBC
+//! symbol version. `AUGUR_INSTANCE_AGENT` names it (scripts/test.sh sets it).
+
+use std::process::Command;
+
+fn version(v: &str) -> Vec<u32> {
+    v.split('.').filter_map(|p| p.parse().ok()).collect()
+}
+
+#[test]
+fn the_instance_agent_needs_at_most_glibc_2_34() {
+    let path = std::env::var("AUGUR_INSTANCE_AGENT").unwrap_or_default();
+    assert!(
+        !path.is_empty() && std::path::Path::new(&path).is_file(),
+        "AUGUR_INSTANCE_AGENT must name the agent built by scripts/instance-binaries.sh (scripts/test.sh does this); got `{path}`"
+    );
+    let out = Command::new("readelf")
+        .args(["--dyn-syms", "--wide", &path])
+        .output()
+        .expect("readelf (binutils)");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut versions: Vec<Vec<u32>> = text
+        .split_whitespace()
+        .filter_map(|w| {
+            w.split("@GLIBC_")
+                .nth(1)
+                .or_else(|| w.strip_prefix("GLIBC_"))
+        })
+        .map(|v| {
+            version(
+                v.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .next()
+                    .unwrap_or(""),
+            )
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    versions.sort();
+    let newest = versions
+        .last()
+        .cloned()
+        .expect("a dynamically linked binary requires some GLIBC symbols");
+    eprintln!(
+        "newest GLIBC symbol version required: {newest:?} ({} versioned symbols)",
+        versions.len()
+    );
+    assert!(
+        newest <= vec![2, 34],
+        "requires GLIBC {newest:?}, newer than Amazon Linux 2023's 2.34"
+    );
+    // And it runs here.
+    let v = Command::new(&path)
+        .arg("--version")
+        .output()
+        .expect("run the agent");
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}

@@ -54,7 +54,7 @@ async fn a_missing_table_is_one_clear_error() {
 
 mod faults {
     use super::*;
-    use augur_model::{Study, StudyRecord, StudyState};
+    use augur_store::conformance::record;
     use augur_tests::faults::{Fault, FaultProxy, Rule};
 
     async fn through(
@@ -73,22 +73,6 @@ mod faults {
             deadline,
         };
         aws_sdk_dynamodb::Client::new(&sdk_config(&opts).await)
-    }
-
-    fn record(name: &str) -> StudyRecord {
-        let spec = Study::parse(
-            &format!("name='{name}'\nobjective={{metric='m'}}\ntrials=5\n[run]\nscript='true'\n"),
-            "t",
-            std::path::Path::new("."),
-        )
-        .expect("study");
-        StudyRecord {
-            name: name.into(),
-            spec,
-            state: StudyState::Active,
-            created_ms: 1,
-            updated_ms: 1,
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use augur_model::{
 use std::path::Path;
 use std::sync::Arc;
 
-fn record(name: &str) -> StudyRecord {
+/// A small active study named `name`, for store tests.
+pub fn record(name: &str) -> StudyRecord {
     let spec = Study::parse(
         &format!("name='{name}'\nobjective={{metric='m'}}\ntrials=5\n[run]\nscript='true'\n"),
         "conformance.toml",

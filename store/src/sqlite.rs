@@ -341,115 +341,12 @@ impl TrialStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use augur_model::{Params, Study, TrialState};
-
-    fn study_record(name: &str) -> StudyRecord {
-        let spec = Study::parse(
-            &format!("name='{name}'\nobjective={{metric='m'}}\ntrials=5\n[run]\nscript='true'\n"),
-            "t",
-            Path::new("."),
-        )
-        .unwrap();
-        StudyRecord {
-            name: name.into(),
-            spec,
-            state: StudyState::Active,
-            created_ms: 1,
-            updated_ms: 1,
-        }
-    }
+    use augur_model::{Params, TrialState};
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-    }
-
-    #[test]
-    fn trial_ids_are_a_sequence_and_slots_are_unique() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("a.db")).unwrap();
-        rt().block_on(async {
-            s.create_study(&study_record("s")).await.unwrap();
-            let (a, created) = s
-                .create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 5))
-                .await
-                .unwrap();
-            assert!(created);
-            let (b, _) = s
-                .create_trial(&Trial::new("s", 0, 0, 1, Params::new(), 5))
-                .await
-                .unwrap();
-            let (again, created) = s
-                .create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 9))
-                .await
-                .unwrap();
-            assert_eq!((a.id, b.id), (1, 2));
-            assert!(!created);
-            assert_eq!(again.id, 1);
-            assert_eq!(again.created_ms, 5);
-            assert!(s
-                .create_trial(&Trial::new("nope", 0, 0, 0, Params::new(), 5))
-                .await
-                .is_err());
-        });
-    }
-
-    #[test]
-    fn conditional_writes_fence_stale_attempts() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("a.db")).unwrap();
-        rt().block_on(async {
-            s.create_study(&study_record("s")).await.unwrap();
-            s.create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 0))
-                .await
-                .unwrap();
-            let start = TrialUpdate {
-                state: Some(TrialState::Starting),
-                ..Default::default()
-            };
-            assert!(s
-                .update_trial("s", 1, &Expect::state(TrialState::Pending, 1), &start)
-                .await
-                .unwrap()
-                .ok()
-                .is_some());
-            // A second orchestrator racing for the same launch loses.
-            assert!(s
-                .update_trial("s", 1, &Expect::state(TrialState::Pending, 1), &start)
-                .await
-                .unwrap()
-                .ok()
-                .is_none());
-            // An agent of another attempt cannot write.
-            let run = TrialUpdate {
-                state: Some(TrialState::Running),
-                add_run: true,
-                ..Default::default()
-            };
-            assert!(s
-                .update_trial("s", 1, &Expect::state(TrialState::Starting, 2), &run)
-                .await
-                .unwrap()
-                .ok()
-                .is_none());
-            let t = s
-                .update_trial("s", 1, &Expect::state(TrialState::Starting, 1), &run)
-                .await
-                .unwrap()
-                .ok()
-                .unwrap();
-            assert_eq!(t.runs, 1);
-            // Illegal transitions are refused.
-            let back = TrialUpdate {
-                state: Some(TrialState::Pending),
-                ..Default::default()
-            };
-            assert!(s
-                .update_trial("s", 1, &Expect::state(TrialState::Running, 1), &back)
-                .await
-                .is_err());
-        });
     }
 
     #[test]
@@ -460,7 +357,9 @@ mod tests {
         let path = dir.path().join("a.db");
         let s = SqliteStore::open(&path).unwrap();
         rt().block_on(async {
-            s.create_study(&study_record("s")).await.unwrap();
+            s.create_study(&crate::conformance::record("s"))
+                .await
+                .unwrap();
             s.create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 0))
                 .await
                 .unwrap();
@@ -520,7 +419,7 @@ mod conformance_tests {
 #[cfg(test)]
 mod change_tests {
     use super::*;
-    use augur_model::{Params, Study, TrialState};
+    use augur_model::{Params, TrialState};
 
     #[test]
     fn changed_trials_returns_only_what_moved() {
@@ -530,21 +429,9 @@ mod change_tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let spec = Study::parse(
-                "name='s'\nobjective={metric='m'}\ntrials=5\n[run]\nscript='true'\n",
-                "t",
-                Path::new("."),
-            )
-            .unwrap();
-            s.create_study(&StudyRecord {
-                name: "s".into(),
-                spec,
-                state: StudyState::Active,
-                created_ms: 0,
-                updated_ms: 0,
-            })
-            .await
-            .unwrap();
+            s.create_study(&crate::conformance::record("s"))
+                .await
+                .unwrap();
             for r in 0..3 {
                 s.create_trial(&Trial::new("s", 0, 0, r, Params::new(), 0))
                     .await

@@ -7,7 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 n="${TRIALS:-500}"
-cargo build --manifest-path "$root/Cargo.toml" --release --bins --locked --quiet
+cargo build --manifest-path "$root/Cargo.toml" --release --locked --quiet -p augur -p augur-agent
 bin="$(cargo metadata --manifest-path "$root/Cargo.toml" --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 work="$(mktemp -d)"

@@ -171,18 +171,22 @@ fn a_killed_agent_makes_its_trial_lost_and_it_is_retried_to_completion() {
     let sb = Sandbox::new();
     sb.write(
         "s.toml",
-        r#"
+        &format!(
+            r#"
 name = "k"
-objective = { metric = "m" }
+objective = {{ metric = "m" }}
 trials = 3
 parallel = 3
 [run]
 max_attempts = 3
+env = {{ ORPHANS = "{}" }}
 script = '''
-if [ "$AUGUR_ATTEMPT" = 1 ] && [ "$AUGUR_TRIAL" != 2 ]; then kill -9 $PPID; sleep 3; fi
+if [ "$AUGUR_ATTEMPT" = 1 ] && [ "$AUGUR_TRIAL" != 2 ]; then echo $$ >> "$ORPHANS"; kill -9 $PPID; sleep 300; fi
 echo "METRICS: m=$AUGUR_ATTEMPT"
 '''
 "#,
+            sb.path().join("orphans.txt").display()
+        ),
     );
     let out = run(&sb, "s.toml", &[]);
     ok(&out);
@@ -200,6 +204,20 @@ echo "METRICS: m=$AUGUR_ATTEMPT"
         "{}",
         text(&out.stderr)
     );
+    // The scripts of the killed agents do not run on unattended: their groups end.
+    let orphans = std::fs::read_to_string(sb.path().join("orphans.txt")).expect("orphans");
+    assert_eq!(orphans.lines().count(), 2, "{orphans}");
+    for pid in orphans.lines() {
+        augur_tests::wait_for(
+            Duration::from_secs(10),
+            &format!("orphaned script {pid} to end"),
+            || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Gone, or a zombie waiting to be reaped by init.
+                (stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")).then_some(())
+            },
+        );
+    }
     // Both attempts' logs are kept and shown in order.
     let log = text(&sb.augur(&["logs", "k/1"]).stdout);
     let first = log.find("attempt 1 of trial 1").expect("attempt 1 log");

@@ -38,7 +38,13 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// `agent` is the `augur-agent` binary; `layout` the state directory.
     pub fn new(agent: PathBuf, layout: Layout, heartbeat: Duration) -> LocalProvider {
-        let root = layout.root.canonicalize().unwrap_or(layout.root.clone());
+        // Absolute (the directory may not exist yet): agents get it as --home, and it is
+        // how their command lines and their scripts' environments are recognised.
+        let root = layout
+            .root
+            .canonicalize()
+            .or_else(|_| std::path::absolute(&layout.root))
+            .unwrap_or(layout.root.clone());
         LocalProvider {
             agent,
             layout: Layout::new(root),
@@ -118,6 +124,37 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
     ))
 }
 
+/// Ends the script processes of an attempt whose agent died without ending them, so
+/// they do not run on unattended. They are found by the environment every script
+/// process inherits (`AUGUR_STUDY`, `AUGUR_TRIAL`, `AUGUR_ATTEMPT`, and an
+/// `AUGUR_WORKDIR` under this state directory). Only called when an agent died
+/// abnormally, so the scan of `/proc` is off the normal path.
+fn end_orphans(root: &Path, study: &str, trial: u64, attempt: u32) {
+    let want = [
+        format!("AUGUR_STUDY={study}"),
+        format!("AUGUR_TRIAL={trial}"),
+        format!("AUGUR_ATTEMPT={attempt}"),
+    ];
+    let workdir = format!("AUGUR_WORKDIR={}/", root.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+        let has = |v: &str| vars.contains(&v.as_bytes());
+        let under_root = vars.iter().any(|x| x.starts_with(workdir.as_bytes()));
+        if under_root && want.iter().all(|w| has(w)) {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     if pid > 1 {
         // SAFETY: kill takes plain integers and has no memory effects.
@@ -162,8 +199,18 @@ impl MachineProvider for LocalProvider {
             .map_err(|_| ProviderError::Unavailable("lock".into()))?
             .insert(pid, (study.name.clone(), machine));
         let (children, notify) = (self.children.clone(), self.notify.clone());
+        let (root, name, id, attempt) = (
+            self.layout.root.clone(),
+            study.name.clone(),
+            trial.id,
+            trial.attempt,
+        );
         tokio::spawn(async move {
-            let _ = child.wait().await;
+            let status = child.wait().await;
+            // An agent killed by a signal could not end its script: do it here.
+            if status.is_ok_and(|s| std::os::unix::process::ExitStatusExt::signal(&s).is_some()) {
+                end_orphans(&root, &name, id, attempt);
+            }
             if let Ok(mut c) = children.lock() {
                 c.remove(&pid);
             }
@@ -199,7 +246,15 @@ impl MachineProvider for LocalProvider {
         } else {
             // Between scans, keep only adopted agents that still run.
             let root = self.layout.root.display().to_string();
-            adopted.1.retain(|pid, _| agent_of(*pid, &root).is_some());
+            let home = &self.layout.root;
+            adopted.1.retain(|pid, (study, m)| {
+                let alive = agent_of(*pid, &root).is_some();
+                if !alive {
+                    // Not our child: we cannot tell how it ended, so look.
+                    end_orphans(home, study, m.trial, m.attempt);
+                }
+                alive
+            });
         }
         out.extend(
             adopted

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 if [ -z "${AUGUR_TEST_AWS_ENDPOINT:-}" ]; then
   scripts/emulator.sh > /dev/null
 fi
+# CloudFormation templates: cfn-lint and the least-privilege IAM check.
+scripts/infra-check.sh
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 # The agent for EC2 instances, linked for an older glibc (zig and cargo-zigbuild are

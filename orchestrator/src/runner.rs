@@ -600,6 +600,22 @@ impl Runner {
         for a in actions {
             match a {
                 Action::Finish => {
+                    // A cached listing may miss a machine (one that never booted, say):
+                    // look afresh, and end every machine whose trial is settled.
+                    if !self.provider.sees_all() {
+                        self.provider.invalidate(&study.name);
+                        for m in self.provider.list(&study.name).await? {
+                            let done = cache.index.get(&m.trial).is_none_or(|&i| {
+                                settled(study, &self.timing, &cache.trials[i])
+                                    || cache.trials[i].attempt != m.attempt
+                            });
+                            if done {
+                                tracing::info!(study = %study.name, trial = m.trial, machine = %m.id, "ending a machine left at the end");
+                                self.provider.terminate(&m).await?;
+                                Counters::bump(&self.counters.terminated);
+                            }
+                        }
+                    }
                     if let Scope::Budget(_) = scope {
                         let to = if mode == Mode::Run {
                             StudyState::Done

@@ -302,7 +302,7 @@ parallel = 3
 [params]
 x = {{ values = [1, 2, 3, 4, 5, 6] }}
 [run]
-max_attempts = 4
+max_attempts = 10
 script = 'sleep 1; echo "$AUGUR_TRIAL $AUGUR_ATTEMPT" >> {runs}; echo "METRICS: v=$AUGUR_PARAM_X"'
 [aws]
 image = "ami-12345678"

@@ -371,4 +371,10 @@ impl MachineProvider for Ec2Provider {
     fn sees_all(&self) -> bool {
         false
     }
+
+    fn invalidate(&self, study: &str) {
+        if let Ok(mut cache) = self.listed.lock() {
+            cache.remove(study);
+        }
+    }
 }

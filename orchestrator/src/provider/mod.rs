@@ -31,6 +31,9 @@ pub trait MachineProvider: Send + Sync {
     /// Whether a machine absent from [`list`](Self::list) is certainly gone (true for
     /// local processes; not for an eventually consistent cloud API).
     fn sees_all(&self) -> bool;
+    /// Forgets any cached listing of `study`, so the next [`list`](Self::list) asks the
+    /// cloud (before a study is declared finished, for example).
+    fn invalidate(&self, _study: &str) {}
     /// Resolves when a machine may have changed state, so the reconciler can react at
     /// once instead of at its next periodic tick.
     async fn changed(&self) {

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 pub trait Oracle: Send + Sync {
     /// Parameter values of point `point` (0-based) given the trials so far, or `None`
     /// when the oracle has nothing more to propose (a grid that ran out).
-    fn propose(&self, point: u64, history: &[Trial]) -> Option<Params>;
+    fn propose(&self, point: u64, history: &[&Trial]) -> Option<Params>;
 }
 
 /// The oracle a study asks for.
@@ -61,7 +61,7 @@ impl Grid {
 }
 
 impl Oracle for Grid {
-    fn propose(&self, point: u64, _history: &[Trial]) -> Option<Params> {
+    fn propose(&self, point: u64, _history: &[&Trial]) -> Option<Params> {
         if point >= self.total {
             return None;
         }
@@ -83,7 +83,7 @@ pub struct Random {
 }
 
 impl Oracle for Random {
-    fn propose(&self, point: u64, _history: &[Trial]) -> Option<Params> {
+    fn propose(&self, point: u64, _history: &[&Trial]) -> Option<Params> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(point);
         Some(

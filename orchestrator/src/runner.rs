@@ -180,12 +180,8 @@ struct Cache {
 
 impl Cache {
     /// The trials an oracle learns from (datasets are not results).
-    fn history(&self) -> Vec<Trial> {
-        self.trials
-            .iter()
-            .filter(|t| !t.is_dataset())
-            .cloned()
-            .collect()
+    fn history(&self) -> Vec<&Trial> {
+        self.trials.iter().filter(|t| !t.is_dataset()).collect()
     }
 
     fn upsert(&mut self, t: Trial) -> Option<TrialState> {

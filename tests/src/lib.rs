@@ -134,6 +134,17 @@ impl Sandbox {
     }
 }
 
+/// Asserts that a command succeeded, showing its exit code and output otherwise.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

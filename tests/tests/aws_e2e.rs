@@ -4,7 +4,7 @@
 
 use augur_tests::emulator::Emulator;
 use augur_tests::faults::FaultProxy;
-use augur_tests::{bin_dir, text, wait_for, Sandbox};
+use augur_tests::{bin_dir, ok, text, wait_for, Sandbox};
 use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -109,16 +109,6 @@ impl Drop for World {
             let _ = h.wait();
         }
     }
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 const DYNAMO_WRITES: [&str; 5] = [

@@ -1,7 +1,7 @@
 //! End-to-end tests: the real `augur` and `augur-agent` binaries on the embedded
 //! default (local processes, SQLite in `.augur/`, log files).
 
-use augur_tests::{signal, states, text, wait_exit, Sandbox, FAST};
+use augur_tests::{ok, signal, states, text, wait_exit, Sandbox, FAST};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,16 +13,6 @@ fn run(sb: &Sandbox, study: &str, extra: &[&str]) -> std::process::Output {
     args.extend_from_slice(&FAST);
     args.extend_from_slice(extra);
     sb.augur(&args)
-}
-
-fn ok(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 #[test]

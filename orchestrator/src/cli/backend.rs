@@ -96,6 +96,8 @@ pub struct AwsArgs {
 pub struct Ctx {
     pub layout: Layout,
     pub aws: AwsArgs,
+    /// The AWS configuration, resolved once per command (credential chain, region).
+    pub sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
 impl Ctx {
@@ -115,14 +117,18 @@ impl Ctx {
         })
     }
 
-    pub async fn sdk(&self) -> aws_config::SdkConfig {
-        sdk_config(&AwsOptions {
-            region: self.aws.region.clone(),
-            max_attempts: self.aws.aws_attempts,
-            backoff_base: self.aws.aws_backoff,
-            ..AwsOptions::default()
-        })
-        .await
+    pub async fn sdk(&self) -> &aws_config::SdkConfig {
+        self.sdk
+            .get_or_init(|| async {
+                let opts = AwsOptions {
+                    region: self.aws.region.clone(),
+                    max_attempts: self.aws.aws_attempts,
+                    backoff_base: self.aws.aws_backoff,
+                    ..AwsOptions::default()
+                };
+                sdk_config(&opts).await
+            })
+            .await
     }
 
     /// Whether S3 needs path-style addressing (an emulator endpoint).
@@ -133,7 +139,7 @@ impl Ctx {
     pub async fn dynamo(&self) -> Result<DynamoStore, Fail> {
         let table = self.table()?;
         Ok(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.sdk().await),
+            aws_sdk_dynamodb::Client::new(self.sdk().await),
             table,
         ))
     }
@@ -195,7 +201,7 @@ impl Ctx {
             region: spec.region.clone().or_else(|| self.aws.region.clone()),
             list_every: Duration::from_secs(5),
         };
-        let client = aws_sdk_ec2::Client::new(&self.sdk().await);
+        let client = aws_sdk_ec2::Client::new(self.sdk().await);
         Ok(Arc::new(Ec2Provider::new(client, settings)))
     }
 }

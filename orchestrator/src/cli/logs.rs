@@ -157,7 +157,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
         }),
     };
     let client = if ctx.is_aws() {
-        Some(aws_sdk_cloudwatchlogs::Client::new(&ctx.sdk().await))
+        Some(aws_sdk_cloudwatchlogs::Client::new(ctx.sdk().await))
     } else {
         None
     };

@@ -197,6 +197,7 @@ pub fn main() -> ExitCode {
     let ctx = backend::Ctx {
         layout: Layout::new(cli.home.clone()),
         aws: cli.aws,
+        sdk: Default::default(),
     };
     let result = runtime().and_then(|rt| rt.block_on(dispatch(cli.cmd, ctx)));
     match result {

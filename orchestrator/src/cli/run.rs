@@ -95,7 +95,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     let store = ctx.store().await?;
     if ctx.is_aws() && !study.run.files.is_empty() {
         // Instances fetch the study's files from the bucket into each working directory.
-        let s3 = augur_aws::s3::client(&ctx.sdk().await, ctx.path_style());
+        let s3 = augur_aws::s3::client(ctx.sdk().await, ctx.path_style());
         let bucket = ctx.bucket()?;
         for f in &study.run.files {
             augur_aws::s3::upload(
@@ -240,7 +240,7 @@ pub async fn init(ctx: &Ctx, agent: Option<&std::path::Path>) -> Outcome {
         if made { "created" } else { "exists" }
     );
     let bucket = ctx.bucket()?;
-    let s3 = augur_aws::s3::client(&ctx.sdk().await, ctx.path_style());
+    let s3 = augur_aws::s3::client(ctx.sdk().await, ctx.path_style());
     let made = augur_aws::s3::ensure_bucket(&s3, &bucket)
         .await
         .map_err(|e| Fail::unavailable(e.to_string()))?;

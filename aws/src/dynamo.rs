@@ -4,7 +4,11 @@
 //! - `study`: the study record (`data`, JSON), its `state`, `rev`, and `next_id`, the
 //!   atomic counter trial ids come from (`ADD`);
 //! - `trial#0000000042`: a trial record (`data`, JSON) with `state`, `attempt`, `rev`;
-//! - `slot#point:3:1` / `slot#dataset:NAME`: the guard that makes one record per slot.
+//! - `slot#point:3:1` / `slot#dataset:NAME`: the guard that makes one record per slot;
+//! - `lease`: who drives the study (`holder`) until when (`until`, ms);
+//!
+//! and in the partition `#submitted`, one item `sub#NAME` per study the serverless tick
+//! drives (a query, not a scan of the table, finds them).
 //!
 //! Every conditional write is a compare-and-set: a strongly consistent read, the
 //! [`Expect`] check, then a put conditional on `rev` being unchanged (re-read and
@@ -12,7 +16,7 @@
 
 use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
-use augur_store::{slot, Result, StoreError, TrialStore, Written};
+use augur_store::{slot, Lease, Result, StoreError, TrialStore, Written};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
@@ -38,6 +42,8 @@ fn s(v: impl Into<String>) -> AttributeValue {
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
+
+const SUBMITTED: &str = "#submitted";
 
 fn trial_sk(id: u64) -> String {
     format!("trial#{id:010}")
@@ -501,6 +507,7 @@ impl TrialStore for DynamoStore {
                 )));
             }
         }
+        self.set_submitted(name, false).await?;
         Ok(existed)
     }
 
@@ -610,5 +617,98 @@ impl TrialStore for DynamoStore {
                 }
             }
         }
+    }
+
+    async fn take_lease(
+        &self,
+        study: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Lease> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(study))
+            .item("sk", s("lease"))
+            .item("holder", s(holder))
+            .item("until", n(until))
+            .condition_expression("attribute_not_exists(pk) OR holder = :me OR #until <= :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Lease {
+                holder: holder.to_string(),
+                until,
+            }),
+            Err(e) if conditional(&e) => {
+                let item = self.get(study, "lease", true).await?.unwrap_or_default();
+                Ok(Lease {
+                    holder: get_s(&item, "holder").unwrap_or("?").to_string(),
+                    until: get_n(&item, "until").unwrap_or(0) as Millis,
+                })
+            }
+            Err(e) => Err(fail(&self.table, "PutItem", e)),
+        }
+    }
+
+    async fn release_lease(&self, study: &str, holder: &str) -> Result<()> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(study))
+            .key("sk", s("lease"))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(holder))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if conditional(&e) => Ok(()),
+            Err(e) => Err(fail(&self.table, "DeleteItem", e)),
+        }
+    }
+
+    async fn set_submitted(&self, study: &str, on: bool) -> Result<()> {
+        let sk = format!("sub#{study}");
+        let out = if on {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(SUBMITTED))
+                .item("sk", s(sk))
+                .item("study", s(study))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(&self.table, "PutItem", e))
+        } else {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(SUBMITTED))
+                .key("sk", s(sk))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(&self.table, "DeleteItem", e))
+        };
+        out
+    }
+
+    async fn submitted(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .query(SUBMITTED, Some("sub#"))
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, "study").map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 }

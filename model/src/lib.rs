@@ -15,8 +15,8 @@ pub use leaderboard::{leaderboard, LeaderboardRow};
 pub use oracle::{oracle_for, Oracle};
 pub use space::ParamSpec;
 pub use spec::{
-    AwsSpec, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError, Study, StudyRecord,
-    StudyState,
+    AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, RunSpec, SpecError, Study,
+    StudyRecord, StudyState,
 };
 pub use trial::{Expect, MetricPoint, Outcome, Trial, TrialState, TrialUpdate};
 pub use value::{Params, Value};

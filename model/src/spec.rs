@@ -253,6 +253,23 @@ pub struct StudyRecord {
     pub state: StudyState,
     pub created_ms: Millis,
     pub updated_ms: Millis,
+    /// How the study is driven (timings), as last set by `augur run` or `augur submit`:
+    /// a serverless tick, or `augur stop`, drives it the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive: Option<DriveSettings>,
+}
+
+/// The timings of a study's driver, recorded with the study.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveSettings {
+    /// Agents heartbeat this often.
+    pub heartbeat_ms: Millis,
+    /// A running trial with no heartbeat for this long is lost.
+    pub lease_ms: Millis,
+    /// A starting trial whose agent has not reported after this long is lost.
+    pub boot_timeout_ms: Millis,
+    pub backoff_base_ms: Millis,
+    pub backoff_cap_ms: Millis,
 }
 
 struct Cx<'a> {

@@ -5,6 +5,11 @@
 //! diviner-style API ([`runner`]), and the machine providers ([`provider`]). The
 //! `augur` binary is a thin CLI over it.
 
+// The CLI lives in the library (so `augur` and `augur-lambda` share it) and names
+// this crate `augur`, as a dependent would.
+extern crate self as augur;
+
+pub mod cli;
 pub mod provider;
 pub mod reconcile;
 pub mod report;
@@ -14,4 +19,7 @@ pub use provider::inprocess::{InProcessProvider, TrialContext};
 pub use provider::local::LocalProvider;
 pub use provider::MachineProvider;
 pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
-pub use runner::{CounterValues, Event, Finished, RegisterOptions, RunError, Runner, StreamHandle};
+pub use runner::{
+    CounterValues, Event, Finished, LeaseSpec, RegisterOptions, RunError, Runner, StreamHandle,
+    TickEnd,
+};

@@ -8,10 +8,10 @@ use crate::provider::{MachineProvider, ProviderError};
 use crate::reconcile::{decide, settled, Action, Machine, Mode, Scope, Timing, View};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
-    oracle_for, Expect, Millis, Oracle, Params, Study, StudyRecord, StudyState, Trial, TrialState,
-    TrialUpdate,
+    oracle_for, DriveSettings, Expect, Millis, Oracle, Params, Study, StudyRecord, StudyState,
+    Trial, TrialState, TrialUpdate,
 };
-use augur_store::{now_ms, StoreError, TrialStore, Written};
+use augur_store::{now_ms, Lease, StoreError, TrialStore, Written};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +78,45 @@ pub enum Event {
     },
     /// The backend failed; retrying.
     Backend { error: String },
+    /// Another driver holds the study's lease (a serverless tick, another `augur
+    /// run`): this one follows the study without acting until the lease is free.
+    Held { holder: String, until: Millis },
+    /// This driver holds the study's lease (again).
+    Driving,
+}
+
+/// A driver's claim on a study: its name in the lease, and how long a lease lasts
+/// (renewed when a third of it is left).
+#[derive(Clone, Debug)]
+pub struct LeaseSpec {
+    pub holder: String,
+    pub ttl: Duration,
+}
+
+impl LeaseSpec {
+    /// A holder name unique to this process: `what@host:pid`.
+    pub fn for_process(what: &str, ttl: Duration) -> LeaseSpec {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        LeaseSpec {
+            holder: format!("{what}@{host}:{}", std::process::id()),
+            ttl,
+        }
+    }
+}
+
+/// How one serverless tick of a study ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TickEnd {
+    /// The study reached its end in this tick.
+    Finished(Finished),
+    /// Nothing more to do until something changes (trials running, a retry not due).
+    Waiting,
+    /// Stopped acting at the deadline, with work left for the next tick.
+    Deadline,
+    /// Another driver holds the lease.
+    Held(Lease),
 }
 
 /// Counters of this runner (diviner's `Counters()`).
@@ -133,6 +172,8 @@ impl Counters {
 pub struct RegisterOptions {
     /// Re-run the failed (point, replicate) pairs with a fresh attempt budget.
     pub retry_failed: bool,
+    /// The driver's timings, recorded with the study (kept as they are when `None`).
+    pub drive: Option<DriveSettings>,
 }
 
 /// Drives studies through a store and a machine provider.
@@ -146,6 +187,10 @@ pub struct Runner {
     pub backend_deadline: Duration,
     counters: Arc<Counters>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    /// Drive only while holding the study's lease (needed wherever another driver may
+    /// run: the serverless tick). `None`: drive regardless (conditional writes still
+    /// keep two drivers from launching a trial twice).
+    pub lease: Option<LeaseSpec>,
 }
 
 /// A study streaming in the background (diviner's `Stream`).
@@ -220,6 +265,7 @@ impl Runner {
             backend_deadline: Duration::from_secs(120),
             counters: Arc::new(Counters::default()),
             events: None,
+            lease: None,
         }
     }
 
@@ -259,6 +305,7 @@ impl Runner {
             state: StudyState::Active,
             created_ms: now,
             updated_ms: now,
+            drive: None,
         };
         let mut rec = self.store.create_study(&fresh).await?;
         if rec.spec.fingerprint() != study.fingerprint() {
@@ -273,8 +320,10 @@ impl Runner {
                 study.name, study.name
             )));
         }
-        if rec != fresh {
+        let drive = opts.drive.clone().or_else(|| rec.drive.clone());
+        if rec.spec != fresh.spec || rec.state != fresh.state || rec.drive != drive {
             rec.spec = study.clone();
+            rec.drive = drive;
             rec.state = StudyState::Active;
             rec.updated_ms = now;
             self.store.put_study(&rec).await?;
@@ -490,21 +539,28 @@ impl Runner {
         let mut exhausted = false;
         let mut failing: Option<(Instant, u32)> = None;
         let mut control_open = true;
-        loop {
+        let mut lease = LeaseState::default();
+        let result = loop {
             // Marks the value seen: `changed()` below then waits for the next change.
             let mode = *control.borrow_and_update();
-            let step = self
-                .step(
-                    study,
-                    &scope,
-                    mode,
-                    oracle.as_ref(),
-                    &mut cache,
-                    &mut exhausted,
-                )
-                .await;
+            let step = match self.keep_lease(&study.name, &mut lease).await {
+                Ok(act) => {
+                    self.step(
+                        study,
+                        &scope,
+                        mode,
+                        oracle.as_ref(),
+                        &mut cache,
+                        &mut exhausted,
+                        act,
+                        None,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             let wait = match step {
-                Ok(Step::Finished(f)) => return Ok(f),
+                Ok(Step::Finished(f)) => break Ok(f),
                 Ok(Step::Again) => {
                     failing = None;
                     continue;
@@ -518,7 +574,7 @@ impl Runner {
                     self.emit(Event::Backend { error: e.clone() });
                     let (since, n) = failing.get_or_insert((Instant::now(), 0));
                     if since.elapsed() > self.backend_deadline {
-                        return Err(RunError::Unavailable(format!(
+                        break Err(RunError::Unavailable(format!(
                             "{e} (gave up after {} s; `augur run` again resumes the study)",
                             self.backend_deadline.as_secs()
                         )));
@@ -527,16 +583,114 @@ impl Runner {
                     let exp = Duration::from_millis(100u64 << (*n).min(6));
                     exp.min(Duration::from_secs(5))
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             };
             tokio::select! {
                 _ = self.provider.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
                 r = control.changed(), if control_open => control_open = r.is_ok(),
             }
+        };
+        if lease.until > 0 {
+            if let Some(spec) = &self.lease {
+                // Best effort: an unreleased lease just expires.
+                let _ = self.store.release_lease(&study.name, &spec.holder).await;
+            }
+        }
+        result
+    }
+
+    /// Takes or renews the study's lease when due; whether this driver may act.
+    async fn keep_lease(&self, study: &str, state: &mut LeaseState) -> Result<bool, RunError> {
+        let Some(spec) = &self.lease else {
+            return Ok(true);
+        };
+        let now = now_ms();
+        let ttl = spec.ttl.as_millis() as Millis;
+        if state.until - now > ttl * 2 / 3 {
+            return Ok(true);
+        }
+        let got = self
+            .store
+            .take_lease(study, &spec.holder, now, now + ttl)
+            .await?;
+        if got.held_by(&spec.holder) {
+            if state.following.take().is_some() {
+                self.emit(Event::Driving);
+            }
+            state.until = got.until;
+            Ok(true)
+        } else {
+            state.until = 0;
+            if state.following.as_deref() != Some(got.holder.as_str()) {
+                tracing::info!(study, holder = %got.holder, "another driver holds the study's lease; following");
+                state.following = Some(got.holder.clone());
+                self.emit(Event::Held {
+                    holder: got.holder,
+                    until: got.until,
+                });
+            }
+            Ok(false)
         }
     }
 
+    /// One serverless tick of a study: takes the lease (until `deadline`), acts until
+    /// nothing is left to do now or the deadline is near, and gives the lease back.
+    /// Nothing is kept between ticks: each reads the study afresh.
+    pub async fn tick(&self, study: &Study, deadline: Instant) -> Result<TickEnd, RunError> {
+        let holder = self
+            .lease
+            .as_ref()
+            .map(|l| l.holder.clone())
+            .ok_or_else(|| RunError::Internal("a tick needs a lease holder".into()))?;
+        let now = now_ms();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = self
+            .store
+            .take_lease(&study.name, &holder, now, now + left.as_millis() as Millis)
+            .await?;
+        if !got.held_by(&holder) {
+            return Ok(TickEnd::Held(got));
+        }
+        let oracle = oracle_for(study);
+        let mut cache = Cache {
+            trials: Vec::new(),
+            index: HashMap::new(),
+            mark: 0,
+        };
+        let mut exhausted = false;
+        let scope = Scope::Budget(study.trials);
+        let result = loop {
+            if Instant::now() >= deadline {
+                break Ok(TickEnd::Deadline);
+            }
+            let step = self
+                .step(
+                    study,
+                    &scope,
+                    Mode::Run,
+                    oracle.as_ref(),
+                    &mut cache,
+                    &mut exhausted,
+                    true,
+                    Some(deadline),
+                )
+                .await;
+            match step {
+                Ok(Step::Again) => continue,
+                Ok(Step::Wait(_)) => break Ok(TickEnd::Waiting),
+                Ok(Step::Finished(f)) => break Ok(TickEnd::Finished(f)),
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = self.store.release_lease(&study.name, &holder).await;
+        result
+    }
+
+    /// One observe-decide-act pass. With `act` false (another driver holds the lease)
+    /// it only observes. With a `deadline` it stops acting there (the rest is decided
+    /// again next time: every action is level-triggered).
+    #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
         study: &Study,
@@ -545,6 +699,8 @@ impl Runner {
         oracle: &dyn Oracle,
         cache: &mut Cache,
         exhausted: &mut bool,
+        act: bool,
+        deadline: Option<Instant>,
     ) -> Result<Step, RunError> {
         Counters::bump(&self.counters.ticks);
         let state = self
@@ -580,6 +736,15 @@ impl Runner {
                 }
             }
         }
+        if !act {
+            // Following another driver: end with it.
+            return Ok(match state {
+                StudyState::Done => Step::Finished(Finished::Done),
+                StudyState::Stopped => Step::Finished(Finished::Interrupted),
+                _ if mode != Mode::Run => Step::Finished(Finished::Interrupted),
+                _ => Step::Wait(self.tick),
+            });
+        }
         let now = now_ms();
         let actions = decide(&View {
             study,
@@ -594,6 +759,10 @@ impl Runner {
         });
         let mut again = false;
         for a in actions {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                again = true;
+                break;
+            }
             match a {
                 Action::Finish => {
                     // A cached listing may miss a machine (one that never booted, say):
@@ -834,4 +1003,13 @@ enum Step {
     Finished(Finished),
     Again,
     Wait(Duration),
+}
+
+/// This driver's view of its lease.
+#[derive(Default)]
+struct LeaseState {
+    /// Held until then (0: not held).
+    until: Millis,
+    /// The other holder being followed.
+    following: Option<String>,
 }

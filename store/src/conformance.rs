@@ -25,6 +25,7 @@ pub fn record(name: &str) -> StudyRecord {
         state: StudyState::Active,
         created_ms: 1,
         updated_ms: 1,
+        drive: None,
     }
 }
 
@@ -37,6 +38,112 @@ pub async fn run_all(store: Arc<dyn TrialStore>, prefix: &str) {
     racing_launches(store.clone(), &format!("{prefix}-race")).await;
     listing_many(store.as_ref(), &format!("{prefix}-many")).await;
     deletion(store.as_ref(), &format!("{prefix}-delete")).await;
+    leases(store.as_ref(), &format!("{prefix}-lease")).await;
+    submissions(store.as_ref(), &format!("{prefix}-submit")).await;
+}
+
+/// Leases: one live holder at a time; renewals; expiry; release only by the holder;
+/// racing takers get exactly one lease.
+pub async fn leases(s: &dyn TrialStore, name: &str) {
+    s.create_study(&record(name)).await.expect("create");
+    let a = s.take_lease(name, "a", 1_000, 2_000).await.expect("take");
+    assert!(
+        a.held_by("a") && a.until == 2_000,
+        "a free lease is taken: {a:?}"
+    );
+    let b = s.take_lease(name, "b", 1_500, 2_500).await.expect("take");
+    assert!(
+        b.held_by("a") && b.until == 2_000,
+        "a live lease is kept: {b:?}"
+    );
+    let a2 = s.take_lease(name, "a", 1_900, 3_000).await.expect("renew");
+    assert!(
+        a2.held_by("a") && a2.until == 3_000,
+        "the holder renews: {a2:?}"
+    );
+    s.release_lease(name, "b").await.expect("release by other");
+    let b2 = s.take_lease(name, "b", 2_000, 4_000).await.expect("take");
+    assert!(b2.held_by("a"), "only the holder releases: {b2:?}");
+    let b3 = s.take_lease(name, "b", 3_000, 4_000).await.expect("take");
+    assert!(b3.held_by("b"), "an expired lease is taken over: {b3:?}");
+    s.release_lease(name, "b").await.expect("release");
+    let c = s.take_lease(name, "c", 3_001, 5_000).await.expect("take");
+    assert!(c.held_by("c"), "a released lease is free: {c:?}");
+    s.release_lease(name, "c").await.expect("release");
+    // Many takers at once, at the same instant: exactly one wins.
+    let wins = futures_like_join(
+        (0..8)
+            .map(|i| async move {
+                s.take_lease(name, &format!("r{i}"), 10_000, 20_000)
+                    .await
+                    .expect("race")
+                    .held_by(&format!("r{i}"))
+            })
+            .collect(),
+    )
+    .await;
+    assert_eq!(
+        wins.iter().filter(|w| **w).count(),
+        1,
+        "one racer wins: {wins:?}"
+    );
+    assert!(s.delete_study(name).await.expect("delete"));
+    let d = s.take_lease(name, "d", 10_001, 20_000).await.expect("take");
+    assert!(d.held_by("d"), "deleting a study drops its lease: {d:?}");
+    s.release_lease(name, "d").await.expect("release");
+}
+
+/// Runs the futures concurrently on this task and collects their outputs in order.
+async fn futures_like_join<F: std::future::Future<Output = bool>>(fs: Vec<F>) -> Vec<bool> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = fs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<bool>> = vec![None; set.len()];
+    std::future::poll_fn(|cx| {
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                    out[i] = Some(v);
+                }
+            }
+        }
+        if out.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.unwrap_or(false)).collect()
+}
+
+/// Submissions: set, idempotent, cleared, and cleared by deletion.
+pub async fn submissions(s: &dyn TrialStore, name: &str) {
+    s.create_study(&record(name)).await.expect("create");
+    let has = |v: Vec<String>| v.iter().any(|n| n == name);
+    assert!(!has(s.submitted().await.expect("list")));
+    s.set_submitted(name, true).await.expect("submit");
+    s.set_submitted(name, true).await.expect("submit again");
+    let listed = s.submitted().await.expect("list");
+    assert_eq!(
+        listed.iter().filter(|n| *n == name).count(),
+        1,
+        "{listed:?}"
+    );
+    s.set_submitted(name, false).await.expect("withdraw");
+    assert!(!has(s.submitted().await.expect("list")));
+    s.set_submitted(name, true).await.expect("submit");
+    assert!(s.delete_study(name).await.expect("delete"));
+    assert!(
+        !has(s.submitted().await.expect("list")),
+        "deleting a study withdraws it"
+    );
+    assert!(
+        s.list_studies()
+            .await
+            .expect("list")
+            .iter()
+            .all(|r| r.name != name),
+        "the submission is not a study"
+    );
 }
 
 /// Studies: create-if-absent, replace, list, conditional state changes.

@@ -110,6 +110,38 @@ pub trait TrialStore: Send + Sync {
         expect: &Expect,
         update: &TrialUpdate,
     ) -> Result<Written>;
+
+    /// Takes (or renews) the right to drive `study` for `holder` until `until`, unless
+    /// another holder's lease is still live at `now`. Returns the lease as it stands:
+    /// ours if we got it. One conditional write, so two drivers (a serverless tick and
+    /// `augur run`, or two overlapping ticks) never act on a study at once.
+    async fn take_lease(
+        &self,
+        study: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Lease>;
+    /// Gives the lease up early, if `holder` still has it.
+    async fn release_lease(&self, study: &str, holder: &str) -> Result<()>;
+    /// Marks a study as driven by the serverless control plane (`augur submit`), or
+    /// no longer (done, stopped or deleted).
+    async fn set_submitted(&self, study: &str, on: bool) -> Result<()>;
+    /// The studies submitted to the serverless control plane, by name.
+    async fn submitted(&self) -> Result<Vec<String>>;
+}
+
+/// Who may drive a study, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub until: Millis,
+}
+
+impl Lease {
+    pub fn held_by(&self, holder: &str) -> bool {
+        self.holder == holder
+    }
 }
 
 /// The uniqueness key of a trial within its study: one record per (point, replicate),

@@ -5,7 +5,7 @@
 //! a conditional write is a read-check-write inside `BEGIN IMMEDIATE`, which SQLite
 //! serializes across processes.
 
-use crate::{slot, Result, StoreError, TrialStore, Written};
+use crate::{slot, Lease, Result, StoreError, TrialStore, Written};
 use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -19,7 +19,7 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS studies (
     name    TEXT PRIMARY KEY,
@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE INDEX IF NOT EXISTS trials_by_seq ON trials (study, seq);
 CREATE TABLE IF NOT EXISTS sequence (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
 INSERT OR IGNORE INTO sequence VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS leases (study TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS submitted (study TEXT PRIMARY KEY);
 ";
 
 /// Busy handler: whether to retry after the `n`-th time the database was locked.
@@ -234,6 +236,8 @@ impl TrialStore for SqliteStore {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM trials WHERE study = ?1", [name])?;
+            tx.execute("DELETE FROM leases WHERE study = ?1", [name])?;
+            tx.execute("DELETE FROM submitted WHERE study = ?1", [name])?;
             let n = tx.execute("DELETE FROM studies WHERE name = ?1", [name])?;
             tx.commit()?;
             Ok(n > 0)
@@ -334,6 +338,75 @@ impl TrialStore for SqliteStore {
             )?;
             tx.commit()?;
             Ok(Written::Done(t))
+        })
+    }
+
+    async fn take_lease(
+        &self,
+        study: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<Lease> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT holder, until FROM leases WHERE study = ?1",
+                    [study],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((h, u)) = current {
+                if h != holder && u > now {
+                    return Ok(Lease {
+                        holder: h,
+                        until: u,
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO leases (study, holder, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (study) DO UPDATE SET holder = ?2, until = ?3",
+                params![study, holder, until],
+            )?;
+            tx.commit()?;
+            Ok(Lease {
+                holder: holder.to_string(),
+                until,
+            })
+        })
+    }
+
+    async fn release_lease(&self, study: &str, holder: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM leases WHERE study = ?1 AND holder = ?2",
+                [study, holder],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn set_submitted(&self, study: &str, on: bool) -> Result<()> {
+        self.with(|c| {
+            if on {
+                c.execute(
+                    "INSERT OR IGNORE INTO submitted (study) VALUES (?1)",
+                    [study],
+                )?;
+            } else {
+                c.execute("DELETE FROM submitted WHERE study = ?1", [study])?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn submitted(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT study FROM submitted ORDER BY study")?;
+            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 }

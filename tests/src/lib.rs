@@ -1,8 +1,10 @@
 //! Helpers for augur's end-to-end tests: a sandbox directory, the real binaries, and
 //! polling with deadlines (never a bare sleep to wait for something).
 
+pub mod cloud;
 pub mod emulator;
 pub mod faults;
+pub mod lambda;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -2,114 +2,10 @@
 //! a local AWS emulator (moto, or `AUGUR_TEST_AWS_ENDPOINT`), with the fake hypervisor
 //! turning EC2 instances into local agents, and the fault proxy counting calls.
 
-use augur_tests::emulator::Emulator;
-use augur_tests::faults::FaultProxy;
+use augur_tests::cloud::{futures_lite, World};
 use augur_tests::{bin_dir, ok, text, wait_for, Sandbox};
 use serde_json::Value;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-
-struct World {
-    emu: Emulator,
-    proxy: FaultProxy,
-    sb: Sandbox,
-    hypervisor: Option<Child>,
-    table: String,
-}
-
-impl World {
-    fn new() -> World {
-        let emu = Emulator::start();
-        let proxy = FaultProxy::start(&emu.endpoint);
-        let sb = Sandbox::new();
-        let table = format!("augur-e2e-{}", std::process::id());
-        World {
-            emu,
-            proxy,
-            sb,
-            hypervisor: None,
-            table,
-        }
-    }
-
-    fn augur(&self, args: &[&str]) -> Output {
-        self.sb
-            .cmd(args)
-            .env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AUGUR_BACKEND", "aws")
-            .env("AUGUR_TABLE", &self.table)
-            .env("AUGUR_BUCKET", "augur-e2e")
-            .output()
-            .expect("augur")
-    }
-
-    fn start_hypervisor(&mut self) {
-        self.start_hypervisor_with(&[]);
-    }
-
-    fn start_hypervisor_with(&mut self, faults: &[&str]) {
-        let child = Command::new(bin_dir().join("fake-hypervisor"))
-            .args(faults)
-            .args([
-                "--endpoint-url",
-                &self.emu.endpoint,
-                "--agent-endpoint-url",
-                &self.proxy.endpoint,
-                "--agent",
-            ])
-            .arg(bin_dir().join("augur-agent"))
-            .arg("--home")
-            .arg(self.sb.path().join("instances"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fake-hypervisor");
-        self.hypervisor = Some(child);
-    }
-
-    async fn live_instances(&self) -> usize {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.emu.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .load()
-            .await;
-        let out = aws_sdk_ec2::Client::new(&config)
-            .describe_instances()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag-key")
-                    .values("augur:study")
-                    .build(),
-            )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("describe");
-        out.reservations().iter().map(|r| r.instances().len()).sum()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(h) = &mut self.hypervisor {
-            let _ = h.kill();
-            let _ = h.wait();
-        }
-    }
-}
 
 const DYNAMO_WRITES: [&str; 5] = [
     "PutItem",
@@ -209,11 +105,6 @@ instance_type = "t3.micro"
     eprintln!("per trial (6 trials of ~2 s, heartbeat 1 s): {ec2:.2} EC2 calls, {writes:.2} DynamoDB write requests, {logs_calls:.2} CloudWatch Logs calls");
     assert!(ec2 <= 4.0, "EC2 calls per trial: {ec2}");
     assert!(writes <= 12.0, "DynamoDB writes per trial: {writes}");
-}
-
-/// Blocks on a future from inside a synchronous closure of an async test.
-fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 #[test]

@@ -4,7 +4,7 @@ use super::Fail;
 use augur::provider::ec2::{Ec2Provider, Ec2Settings};
 use augur::{LocalProvider, MachineProvider};
 use augur_aws::{sdk_config, AwsOptions, DynamoStore};
-use augur_model::Study;
+use augur_model::{DriveSettings, Study};
 use augur_store::{Layout, SqliteStore, TrialStore};
 use clap::ValueEnum;
 use std::sync::Arc;
@@ -129,6 +129,34 @@ impl Ctx {
                 sdk_config(&opts).await
             })
             .await
+    }
+
+    /// The default timings of a driver on this backend.
+    pub fn default_drive(&self) -> DriveSettings {
+        let (heartbeat, lease, boot) = if self.is_aws() {
+            (20_000, 90_000, 600_000)
+        } else {
+            (2_000, 30_000, 60_000)
+        };
+        DriveSettings {
+            heartbeat_ms: heartbeat,
+            lease_ms: lease,
+            boot_timeout_ms: boot,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 60_000,
+        }
+    }
+
+    /// Records the image from AUGUR_IMAGE in a study that names none (aws), so that
+    /// every driver (a serverless tick too) launches the same one.
+    pub fn pin_image(&self, study: &mut Study) {
+        if !self.is_aws() {
+            return;
+        }
+        let spec = study.aws.get_or_insert_with(Default::default);
+        if spec.image.is_none() {
+            spec.image = std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty());
+        }
     }
 
     /// Whether S3 needs path-style addressing (an emulator endpoint).

@@ -1,10 +1,11 @@
 //! Command-line parsing, dispatch and exit codes.
 
-mod backend;
+pub mod backend;
 mod inspect;
 mod logs;
 mod progress;
 mod run;
+pub mod tick;
 
 use augur_store::Layout;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -52,6 +53,11 @@ enum LogFormat {
 enum Cmd {
     /// Run a study until its budget is spent (resumes a study already recorded).
     Run(run::RunArgs),
+    /// Hand a study to the serverless tick (augur-lambda) and return at once.
+    Submit(run::SubmitArgs),
+    /// Run one serverless reconcile tick over the submitted studies (what augur-lambda
+    /// does on its schedule; from cron, or by hand). Prints what it did as JSON.
+    Tick(tick::TickArgs),
     /// Check a study file without running anything.
     Validate {
         /// The study file (TOML).
@@ -104,6 +110,7 @@ enum Cmd {
 }
 
 /// An error with its exit code.
+#[derive(Debug)]
 pub struct Fail {
     pub code: u8,
     pub message: String,
@@ -212,6 +219,8 @@ pub fn main() -> ExitCode {
 async fn dispatch(cmd: Cmd, ctx: backend::Ctx) -> Outcome {
     match cmd {
         Cmd::Run(args) => run::run(args, &ctx).await,
+        Cmd::Submit(args) => run::submit(args, &ctx).await,
+        Cmd::Tick(args) => tick::command(&ctx, args).await,
         Cmd::Validate { study } => run::validate(&study),
         Cmd::Init { agent } => run::init(&ctx, agent.as_deref()).await,
         Cmd::Studies { json } => inspect::studies(&ctx, json).await,

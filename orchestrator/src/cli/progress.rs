@@ -161,6 +161,12 @@ impl Progress {
                 delay_ms as f64 / 1000.0
             )),
             Event::Backend { error } => self.say(format!("backend error (retrying): {error}")),
+            Event::Held { holder, until } => self.say(format!(
+                "`{}` is being driven by {holder} (lease for {:.0}s more): following it, taking over when the lease is free",
+                self.study.name,
+                ((until - augur_store::now_ms()).max(0) as f64) / 1000.0
+            )),
+            Event::Driving => self.say(format!("driving `{}` now", self.study.name)),
         }
         self.refresh();
     }

@@ -3,8 +3,8 @@
 use super::backend::Ctx;
 use super::progress::Progress;
 use super::{Fail, Outcome};
-use augur::{Finished, LocalProvider, Mode, RegisterOptions, Runner, Scope};
-use augur_model::{duration, Study, StudyState, TrialState};
+use augur::{Finished, LeaseSpec, LocalProvider, Mode, RegisterOptions, Runner, Scope};
+use augur_model::{duration, DriveSettings, Study, StudyState, TrialState};
 use augur_store::now_ms;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +31,31 @@ pub struct RunArgs {
     /// Print the leaderboard at the end as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// `augur submit`: the study for the serverless tick to drive.
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The study file (TOML).
+    study: PathBuf,
+    /// Trials run at once (overrides the study's `parallel`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    parallel: Option<u32>,
+    /// Budget of trials (overrides the study's `trials`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    trials: Option<u64>,
+    /// Also re-run the (point, replicate) pairs that failed, with fresh attempts.
+    #[arg(long)]
+    retry_failed: bool,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// How a study is driven: recorded with it, so every driver uses the same.
+#[derive(clap::Args, Debug)]
+pub struct Tuning {
     /// Agents heartbeat this often [default: 2s local, 20s aws: DynamoDB writes per
     /// trial are 5 + duration / heartbeat].
     #[arg(long, value_parser = dur, help_heading = "Tuning")]
@@ -53,6 +78,60 @@ pub struct RunArgs {
     backend_deadline: Duration,
 }
 
+impl Tuning {
+    fn drive(&self, ctx: &Ctx) -> DriveSettings {
+        let d = ctx.default_drive();
+        let ms = |v: Option<Duration>, default: i64| v.map_or(default, |v| v.as_millis() as i64);
+        DriveSettings {
+            heartbeat_ms: ms(self.heartbeat, d.heartbeat_ms),
+            lease_ms: ms(self.lease, d.lease_ms),
+            boot_timeout_ms: ms(self.boot_timeout, d.boot_timeout_ms),
+            backoff_base_ms: ms(Some(self.backoff_base), d.backoff_base_ms),
+            backoff_cap_ms: ms(Some(self.backoff_cap), d.backoff_cap_ms),
+        }
+    }
+}
+
+/// Sets a runner's timings from a study's recorded drive settings.
+pub fn apply_drive(runner: &mut Runner, d: &DriveSettings) {
+    runner.timing.lease_ms = d.lease_ms;
+    runner.timing.boot_timeout_ms = d.boot_timeout_ms;
+    runner.timing.backoff_base_ms = d.backoff_base_ms;
+    runner.timing.backoff_cap_ms = d.backoff_cap_ms;
+}
+
+/// Loads a study file with the command line's overrides.
+fn load(path: &std::path::Path, parallel: Option<u32>, trials: Option<u64>) -> Result<Study, Fail> {
+    let mut study = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
+    if let Some(p) = parallel {
+        study.parallel = p;
+    }
+    if let Some(n) = trials {
+        study.trials = n;
+    }
+    Ok(study)
+}
+
+/// Uploads the study's files where instances fetch them (aws).
+async fn upload_files(ctx: &Ctx, study: &Study) -> Result<(), Fail> {
+    if !ctx.is_aws() || study.run.files.is_empty() {
+        return Ok(());
+    }
+    let s3 = augur_aws::s3::client(ctx.sdk().await, ctx.path_style());
+    let bucket = ctx.bucket()?;
+    for f in &study.run.files {
+        augur_aws::s3::upload(
+            &s3,
+            &bucket,
+            &augur_aws::s3::files_prefix(&study.name),
+            &std::path::Path::new(&study.dir).join(f),
+        )
+        .await
+        .map_err(|e| Fail::unavailable(e.to_string()))?;
+    }
+    Ok(())
+}
+
 pub fn validate(path: &std::path::Path) -> Outcome {
     let s = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
     println!(
@@ -73,54 +152,31 @@ pub fn validate(path: &std::path::Path) -> Outcome {
     Ok(0)
 }
 
-fn ms(d: Duration) -> i64 {
-    d.as_millis() as i64
-}
-
 pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
-    let mut study = Study::load(&args.study).map_err(|e| Fail::input(e.to_string()))?;
-    if let Some(p) = args.parallel {
-        study.parallel = p;
-    }
-    if let Some(n) = args.trials {
-        study.trials = n;
-    }
-    let pick = |v: Option<Duration>, local: u64, aws: u64| {
-        v.unwrap_or(Duration::from_secs(if ctx.is_aws() { aws } else { local }))
-    };
-    let heartbeat = pick(args.heartbeat, 2, 20);
-    let lease = pick(args.lease, 30, 90);
-    let boot_timeout = pick(args.boot_timeout, 60, 600);
-    let provider = ctx.provider(&study, heartbeat).await?;
+    let mut study = load(&args.study, args.parallel, args.trials)?;
+    ctx.pin_image(&mut study);
+    let drive = args.tuning.drive(ctx);
+    let provider = ctx
+        .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
+        .await?;
     let store = ctx.store().await?;
-    if ctx.is_aws() && !study.run.files.is_empty() {
-        // Instances fetch the study's files from the bucket into each working directory.
-        let s3 = augur_aws::s3::client(ctx.sdk().await, ctx.path_style());
-        let bucket = ctx.bucket()?;
-        for f in &study.run.files {
-            augur_aws::s3::upload(
-                &s3,
-                &bucket,
-                &augur_aws::s3::files_prefix(&study.name),
-                &std::path::Path::new(&study.dir).join(f),
-            )
-            .await
-            .map_err(|e| Fail::unavailable(e.to_string()))?;
-        }
-    }
+    // Instances fetch the study's files from the bucket into each working directory.
+    upload_files(ctx, &study).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
-    runner.timing.lease_ms = ms(lease);
-    runner.timing.boot_timeout_ms = ms(boot_timeout);
-    runner.timing.backoff_base_ms = ms(args.backoff_base);
-    runner.timing.backoff_cap_ms = ms(args.backoff_cap);
-    runner.backend_deadline = args.backend_deadline;
+    apply_drive(&mut runner, &drive);
+    runner.backend_deadline = args.tuning.backend_deadline;
+    if ctx.is_aws() {
+        // The serverless tick may drive this study too: whoever holds the lease acts.
+        runner.lease = Some(LeaseSpec::for_process("augur-run", Duration::from_secs(30)));
+    }
 
     runner
         .register(
             &study,
             &RegisterOptions {
                 retry_failed: args.retry_failed,
+                drive: Some(drive),
             },
         )
         .await?;
@@ -180,6 +236,42 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     }
 }
 
+/// `augur submit`: records the study (and uploads its files) for the serverless tick
+/// to drive; returns at once.
+pub async fn submit(args: SubmitArgs, ctx: &Ctx) -> Outcome {
+    let mut study = load(&args.study, args.parallel, args.trials)?;
+    ctx.pin_image(&mut study);
+    let drive = args.tuning.drive(ctx);
+    // Checks the machine settings (an image on aws) before anything is recorded.
+    let provider = ctx
+        .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
+        .await?;
+    let store = ctx.store().await?;
+    upload_files(ctx, &study).await?;
+    let runner = Runner::new(store.clone(), provider);
+    runner
+        .register(
+            &study,
+            &RegisterOptions {
+                retry_failed: args.retry_failed,
+                drive: Some(drive),
+            },
+        )
+        .await?;
+    store.set_submitted(&study.name, true).await?;
+    let trials = store.list_trials(&study.name).await?;
+    let done = trials
+        .iter()
+        .filter(|t| matches!(t.state, TrialState::Succeeded | TrialState::Failed))
+        .count();
+    eprintln!(
+        "submitted study `{}` ({} trial(s) budgeted, {done} already finished): the serverless tick drives it.\n\
+         Follow it with `augur trials {}` or `augur logs {}/<trial> --follow`; `augur stop {}` stops it.",
+        study.name, study.trials, study.name, study.name, study.name
+    );
+    Ok(0)
+}
+
 pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
     let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
     let store = ctx.existing_store().await?.ok_or_else(no)?;
@@ -211,7 +303,11 @@ pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
             Duration::from_secs(2),
         ))
     };
-    let runner = Runner::new(store.clone(), provider);
+    let mut runner = Runner::new(store.clone(), provider);
+    apply_drive(
+        &mut runner,
+        &rec.drive.clone().unwrap_or_else(|| ctx.default_drive()),
+    );
     let (_tx, rx) = watch::channel(Mode::Cancel);
     runner
         .drive(&rec.spec, Scope::Budget(rec.spec.trials), rx)

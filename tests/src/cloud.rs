@@ -1,0 +1,132 @@
+//! An AWS world for end-to-end tests: the emulator, the fault proxy in front of it, a
+//! sandbox, and the fake hypervisor turning EC2 instances into local agents.
+
+use crate::emulator::Emulator;
+use crate::faults::FaultProxy;
+use crate::{bin_dir, Sandbox};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The emulator, the proxy, a sandbox and a table of one's own.
+pub struct World {
+    pub emu: Emulator,
+    pub proxy: FaultProxy,
+    pub sb: Sandbox,
+    pub hypervisor: Option<Child>,
+    pub table: String,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let emu = Emulator::start();
+        let proxy = FaultProxy::start(&emu.endpoint);
+        let sb = Sandbox::new();
+        let table = format!("augur-e2e-{}", std::process::id());
+        World {
+            emu,
+            proxy,
+            sb,
+            hypervisor: None,
+            table,
+        }
+    }
+
+    /// The environment of augur's processes: the backend through the proxy.
+    pub fn env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AUGUR_BACKEND", "aws")
+            .env("AUGUR_TABLE", &self.table)
+            .env("AUGUR_BUCKET", "augur-e2e")
+    }
+
+    /// `augur ARGS` against the world, to its end.
+    pub fn augur(&self, args: &[&str]) -> Output {
+        self.env(&mut self.sb.cmd(args)).output().expect("augur")
+    }
+
+    /// `augur ARGS` against the world, in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.env(&mut self.sb.cmd(args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn augur")
+    }
+
+    pub fn start_hypervisor(&mut self) {
+        self.start_hypervisor_with(&[]);
+    }
+
+    pub fn start_hypervisor_with(&mut self, faults: &[&str]) {
+        let child = Command::new(bin_dir().join("fake-hypervisor"))
+            .args(faults)
+            .args([
+                "--endpoint-url",
+                &self.emu.endpoint,
+                "--agent-endpoint-url",
+                &self.proxy.endpoint,
+                "--agent",
+            ])
+            .arg(bin_dir().join("augur-agent"))
+            .arg("--home")
+            .arg(self.sb.path().join("instances"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fake-hypervisor");
+        self.hypervisor = Some(child);
+    }
+
+    pub async fn live_instances(&self) -> usize {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.emu.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await;
+        let out = aws_sdk_ec2::Client::new(&config)
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag-key")
+                    .values("augur:study")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe");
+        out.reservations().iter().map(|r| r.instances().len()).sum()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(h) = &mut self.hypervisor {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+/// Blocks on a future from inside a synchronous closure of an async test.
+pub fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

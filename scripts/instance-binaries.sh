@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the binaries that run on EC2 instances (augur-agent) for Amazon Linux 2023
-# and older: linked against glibc 2.17 symbols with cargo-zigbuild, and zig from PyPI
-# (both installed here, idempotently, into caches). Prints the built agent's path.
+# Builds the binaries that run on AWS: augur-agent (EC2 instances) and augur-lambda
+# (the Lambda function, runtime provided.al2023), for Amazon Linux 2023 and older:
+# linked against glibc 2.17 symbols with cargo-zigbuild, and zig from PyPI (both
+# installed here, idempotently, into caches). Prints the built agent's path;
+# augur-lambda is beside it.
 # Usage: scripts/instance-binaries.sh [release|dev]   (default: release)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,7 +21,7 @@ fi
 target="x86_64-unknown-linux-gnu.2.17"
 # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH.
 PATH="$zig/bin:$PATH" cargo zigbuild --manifest-path "$root/Cargo.toml" --locked --quiet \
-  --profile "$profile" --target "$target" -p augur-agent >&2
+  --profile "$profile" --target "$target" -p augur-agent -p augur --bin augur-agent --bin augur-lambda >&2
 dir="$(cargo metadata --manifest-path "$root/Cargo.toml" --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 case "$profile" in dev) sub=debug ;; *) sub="$profile" ;; esac

@@ -10,10 +10,14 @@ if [ -z "${AUGUR_TEST_AWS_ENDPOINT:-}" ]; then
 fi
 # CloudFormation templates: cfn-lint and the least-privilege IAM check.
 scripts/infra-check.sh
+# The AWS CLI (v1, PyPI) that infra/deploy.sh drives; a test deploys into moto.
+AUGUR_TEST_AWSCLI="$(scripts/awscli.sh)"
+export AUGUR_TEST_AWSCLI
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
-# The agent for EC2 instances, linked for an older glibc (zig and cargo-zigbuild are
-# installed into caches by the script); a test checks the symbol versions it needs.
+# The agent for EC2 instances and augur-lambda, linked for an older glibc (zig and
+# cargo-zigbuild are installed into caches by the script); a test checks the symbol
+# versions they need, and the deploy test ships them.
 AUGUR_INSTANCE_AGENT="$(scripts/instance-binaries.sh dev)"
 export AUGUR_INSTANCE_AGENT
 cargo test --workspace --locked

@@ -1,6 +1,8 @@
-//! The agent shipped to EC2 instances must run on Amazon Linux 2023 (glibc 2.34):
-//! the binary built by `scripts/instance-binaries.sh` may require no newer GLIBC
-//! symbol version. `AUGUR_INSTANCE_AGENT` names it (scripts/test.sh sets it).
+//! The binaries shipped to AWS must run on Amazon Linux 2023 (glibc 2.34): the agent
+//! on EC2 instances and `augur-lambda` on the `provided.al2023` runtime, as built by
+//! `scripts/instance-binaries.sh`, may require no newer GLIBC symbol version.
+//! `AUGUR_INSTANCE_AGENT` names the agent (scripts/test.sh sets it); the Lambda
+//! binary is beside it.
 
 use std::process::Command;
 
@@ -9,14 +11,21 @@ fn version(v: &str) -> Vec<u32> {
 }
 
 #[test]
-fn the_instance_agent_needs_at_most_glibc_2_34() {
-    let path = std::env::var("AUGUR_INSTANCE_AGENT").unwrap_or_default();
+fn the_instance_binaries_need_at_most_glibc_2_34() {
+    let agent = std::env::var("AUGUR_INSTANCE_AGENT").unwrap_or_default();
     assert!(
-        !path.is_empty() && std::path::Path::new(&path).is_file(),
-        "AUGUR_INSTANCE_AGENT must name the agent built by scripts/instance-binaries.sh (scripts/test.sh does this); got `{path}`"
+        !agent.is_empty() && std::path::Path::new(&agent).is_file(),
+        "AUGUR_INSTANCE_AGENT must name the agent built by scripts/instance-binaries.sh (scripts/test.sh does this); got `{agent}`"
     );
+    let lambda = std::path::Path::new(&agent).with_file_name("augur-lambda");
+    assert!(lambda.is_file(), "no {}", lambda.display());
+    check(&agent);
+    check(&lambda.display().to_string());
+}
+
+fn check(path: &str) {
     let out = Command::new("readelf")
-        .args(["--dyn-syms", "--wide", &path])
+        .args(["--dyn-syms", "--wide", path])
         .output()
         .expect("readelf (binutils)");
     assert!(out.status.success());
@@ -43,7 +52,7 @@ fn the_instance_agent_needs_at_most_glibc_2_34() {
         .cloned()
         .expect("a dynamically linked binary requires some GLIBC symbols");
     eprintln!(
-        "newest GLIBC symbol version required: {newest:?} ({} versioned symbols)",
+        "{path}: newest GLIBC symbol version required: {newest:?} ({} versioned symbols)",
         versions.len()
     );
     assert!(
@@ -51,9 +60,9 @@ fn the_instance_agent_needs_at_most_glibc_2_34() {
         "requires GLIBC {newest:?}, newer than Amazon Linux 2023's 2.34"
     );
     // And it runs here.
-    let v = Command::new(&path)
+    let v = Command::new(path)
         .arg("--version")
         .output()
-        .expect("run the agent");
+        .expect("run the binary");
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }

@@ -57,13 +57,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let settings = match Settings::try_parse_from(["augur-lambda"]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("augur-lambda: bad settings in the environment: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Lambda starts `bootstrap` with no arguments: the settings are the environment's
+    // (`--version` and `--help` work by hand).
+    let settings = Settings::parse();
     let mut aws = settings.aws;
     aws.backend = Backend::Aws;
     let ctx = Arc::new(Ctx {

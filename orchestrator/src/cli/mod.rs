@@ -1,6 +1,7 @@
 //! Command-line parsing, dispatch and exit codes.
 
 pub mod backend;
+pub mod config;
 mod inspect;
 mod logs;
 mod progress;
@@ -21,7 +22,9 @@ Exit codes:
   130  interrupted (Ctrl-C, or `augur stop`); `augur run` again resumes the study
 
 State lives in .augur/ under the working directory (or --home / AUGUR_HOME):
-the SQLite database augur.db, logs/<study>/<trial>.<attempt>.log, work/ and data/.";
+the SQLite database augur.db, logs/<study>/<trial>.<attempt>.log, work/ and data/.
+The AWS backend's settings come from flags, AUGUR_* variables, or the config file
+infra/deploy.sh writes (AUGUR_CONFIG, else ~/.config/augur/config.toml).";
 
 /// augur runs black-box experiments: studies of many trials, each a run of your script
 /// with one set of parameter values.
@@ -186,6 +189,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 }
 
 pub fn main() -> ExitCode {
+    // The deployed stack's settings (infra/deploy.sh) are defaults under flags and
+    // variables.
+    if let Err(e) = config::apply() {
+        eprintln!("augur: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

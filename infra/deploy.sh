@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Deploys augur into an AWS account: builds augur-agent and augur-lambda for Amazon
+# Linux 2023, stages the Lambda bundle, creates or updates the CloudFormation stack
+# (infra/augur.yaml) and waits for it, uploads the agent, and writes the CLI's config
+# so that `augur run --backend aws` needs no further flags. Idempotent: run it again to
+# update. With AWS_ENDPOINT_URL it deploys into an emulator.
+#
+# Usage: infra/deploy.sh [options]
+#   --stack NAME        stack name (default: augur)
+#   --region REGION     region (default: AWS_REGION, AWS_DEFAULT_REGION, or the CLI's)
+#   --vpc VPC_ID        VPC of the workers (default: the region's default VPC)
+#   --subnet SUBNET_ID  subnet of the workers (default: the VPC's default subnet)
+#   --image AMI_ID      AMI for studies that name none (default: latest Amazon Linux 2023)
+#   --tick-rate MIN     minutes between scheduled ticks (default: 1)
+#   --profile PROFILE   cargo profile of the build: release (default) or dev
+#   --agent PATH        use this augur-agent build instead of building one
+#   --lambda PATH       use this augur-lambda build instead of building one
+#   --config FILE       where to write the CLI config
+#                       (default: AUGUR_CONFIG or ~/.config/augur/config.toml)
+#   --delete            delete the stack (the table and bucket are retained)
+# Exit codes: 0 done, 2 bad arguments or missing tools, 3 AWS refused or failed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+stack=augur
+region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+vpc="" subnet="" image="" tick_rate=1 profile=release agent="" lambda="" delete=0
+config="${AUGUR_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/augur/config.toml}"
+
+die() { echo "deploy: $2" >&2; exit "$1"; }
+need() { [ $# -ge 2 ] && [ -n "$2" ] || die 2 "$1 needs a value (see infra/deploy.sh --help)"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stack) need "$@"; stack="$2"; shift 2 ;;
+    --region) need "$@"; region="$2"; shift 2 ;;
+    --vpc) need "$@"; vpc="$2"; shift 2 ;;
+    --subnet) need "$@"; subnet="$2"; shift 2 ;;
+    --image) need "$@"; image="$2"; shift 2 ;;
+    --tick-rate) need "$@"; tick_rate="$2"; shift 2 ;;
+    --profile) need "$@"; profile="$2"; shift 2 ;;
+    --agent) need "$@"; agent="$2"; shift 2 ;;
+    --lambda) need "$@"; lambda="$2"; shift 2 ;;
+    --config) need "$@"; config="$2"; shift 2 ;;
+    --delete) delete=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die 2 "unknown argument \`$1\` (see infra/deploy.sh --help)" ;;
+  esac
+done
+[[ "$stack" =~ ^[A-Za-z][A-Za-z0-9-]{0,100}$ ]] || die 2 "--stack \`$stack\`: letters, digits and dashes, starting with a letter"
+[[ "$tick_rate" =~ ^[1-9][0-9]*$ ]] || die 2 "--tick-rate \`$tick_rate\`: a whole number of minutes, at least 1"
+case "$profile" in release|dev) ;; *) die 2 "--profile \`$profile\`: release or dev" ;; esac
+for f in "$agent" "$lambda"; do
+  [ -z "$f" ] || [ -f "$f" ] || die 2 "no such file: $f"
+done
+AWS="${AWS:-aws}"
+command -v "$AWS" > /dev/null || die 2 "needs the AWS CLI: \`aws\` on PATH, or AWS=/path/to/aws (scripts/awscli.sh installs one)"
+[ -n "$region" ] || region="$("$AWS" configure get region 2> /dev/null || true)"
+[ -n "$region" ] || die 2 "no region: --region, or AWS_REGION"
+aws() { "$AWS" --region "$region" "$@"; }
+say() { echo "deploy: $*" >&2; }
+
+stack_status() {
+  aws cloudformation describe-stacks --stack-name "$stack" \
+    --query 'Stacks[0].StackStatus' --output text 2> /dev/null || echo NONE
+}
+
+failures() {
+  aws cloudformation describe-stack-events --stack-name "$stack" --output text \
+    --query 'StackEvents[?ends_with(ResourceStatus, `FAILED`)].[LogicalResourceId, ResourceType, ResourceStatusReason]' \
+    2> /dev/null | head -20 >&2 || true
+}
+
+if [ "$delete" = 1 ]; then
+  [ "$(stack_status)" != NONE ] || { say "no stack \`$stack\` in $region"; exit 0; }
+  say "deleting stack \`$stack\` in $region"
+  aws cloudformation delete-stack --stack-name "$stack" || die 3 "delete-stack refused"
+  if ! aws cloudformation wait stack-delete-complete --stack-name "$stack"; then
+    failures
+    die 3 "the stack did not delete; the failures are above"
+  fi
+  say "deleted; the table and the bucket are retained (DeletionPolicy: Retain): delete them by hand to lose the data"
+  exit 0
+fi
+
+account="$(aws sts get-caller-identity --query Account --output text)" \
+  || die 3 "no AWS credentials (aws sts get-caller-identity failed)"
+
+# 1. The binaries, for Amazon Linux 2023.
+if [ -z "$agent" ] || [ -z "$lambda" ]; then
+  say "building augur-agent and augur-lambda ($profile) for Amazon Linux 2023"
+  built="$("$root/scripts/instance-binaries.sh" "$profile")"
+  agent="${agent:-$built}"
+  lambda="${lambda:-$(dirname "$built")/augur-lambda}"
+fi
+
+# 2. The Lambda bundle (`bootstrap`), named by its content so that an update of the
+#    code is an update of the stack.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python3 - "$lambda" "$work/augur-lambda.zip" <<'PY'
+import sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
+info.external_attr = 0o100755 << 16
+info.compress_type = zipfile.ZIP_DEFLATED
+with zipfile.ZipFile(dst, "w") as z, open(src, "rb") as f:
+    z.writestr(info, f.read())
+PY
+digest="$(sha256sum "$work/augur-lambda.zip" | cut -c1-16)"
+key="lambda/augur-lambda-$digest.zip"
+
+# 3. A staging bucket for the bundle (the stack's own bucket does not exist yet).
+staging="augur-staging-$account-$region"
+if ! aws s3api head-bucket --bucket "$staging" > /dev/null 2>&1; then
+  say "creating the staging bucket $staging"
+  if [ "$region" = us-east-1 ]; then
+    aws s3api create-bucket --bucket "$staging" > /dev/null
+  else
+    aws s3api create-bucket --bucket "$staging" \
+      --create-bucket-configuration "LocationConstraint=$region" > /dev/null
+  fi || die 3 "cannot create the staging bucket $staging"
+  aws s3api put-public-access-block --bucket "$staging" --public-access-block-configuration \
+    BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true
+fi
+aws s3 cp --quiet "$work/augur-lambda.zip" "s3://$staging/$key" || die 3 "cannot upload the Lambda bundle"
+
+# 4. The network.
+if [ -z "$vpc" ]; then
+  vpc="$(aws ec2 describe-vpcs --filters Name=isDefault,Values=true \
+    --query 'Vpcs[0].VpcId' --output text)"
+  [ -n "$vpc" ] && [ "$vpc" != None ] || die 2 "no default VPC in $region: give one with --vpc"
+fi
+if [ -z "$image" ]; then
+  image="$(aws ssm get-parameter --name /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 \
+    --query Parameter.Value --output text 2> /dev/null || true)"
+fi
+
+# 5. The stack: created or updated, and waited for.
+say "deploying stack \`$stack\` in $region (VPC $vpc)"
+params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
+        WorkerImage="$image" WorkerSubnet="$subnet")
+if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-name "$stack" \
+    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+    --parameter-overrides "${params[@]}" >&2; then
+  failures
+  die 3 "the stack did not deploy; the failures are above (status: $(stack_status))"
+fi
+# The stack's Outputs; a resource's physical id where an output is missing (the
+# emulator creates stacks from change sets without their Outputs).
+outputs="$(aws cloudformation describe-stacks --stack-name "$stack" --query 'Stacks[0].Outputs' --output json)"
+resources="$(aws cloudformation list-stack-resources --stack-name "$stack" \
+  --query 'StackResourceSummaries[].[LogicalResourceId, PhysicalResourceId]' --output json)"
+out() {
+  python3 - "$1" "$2" "$outputs" "$resources" <<'PY'
+import json, sys
+key, logical, outputs, resources = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+found = {o["OutputKey"]: o["OutputValue"] for o in (json.loads(outputs) or [])}
+physical = dict(json.loads(resources) or [])
+print(found.get(key) or physical.get(logical, ""))
+PY
+}
+table="$(out Table Table)" bucket="$(out Bucket Bucket)"
+sg="$(out SecurityGroup WorkerSecurityGroup)" profile_name="$(out InstanceProfile WorkerInstanceProfile)"
+tick="$(out Tick Tick)"
+prefix="$(aws cloudformation describe-stacks --stack-name "$stack" --output text \
+  --query "Stacks[0].Parameters[?ParameterKey=='LogGroupPrefix'].ParameterValue")"
+[ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
+
+# 6. The agent instances download.
+aws s3 cp --quiet "$agent" "s3://$bucket/agent/augur-agent" || die 3 "cannot upload the agent"
+
+# 7. The CLI's config.
+mkdir -p "$(dirname "$config")"
+{
+  echo "# Written by infra/deploy.sh for stack \`$stack\` in $region. Flags and AUGUR_*"
+  echo "# variables override it. Uncomment \`backend\` to make AWS the default."
+  echo "# backend = \"aws\""
+  echo "[aws]"
+  echo "stack = \"$stack\""
+  echo "region = \"$region\""
+  echo "table = \"$table\""
+  echo "bucket = \"$bucket\""
+  echo "log_group_prefix = \"$prefix\""
+  echo "security_groups = [\"$sg\"]"
+  echo "instance_profile = \"$profile_name\""
+  [ -z "$subnet" ] || echo "subnet = \"$subnet\""
+  [ -z "$image" ] || echo "image = \"$image\""
+  echo "tick_function = \"$tick\""
+} > "$config.tmp"
+mv "$config.tmp" "$config"
+say "stack \`$stack\`: $(stack_status)"
+say "table $table, bucket $bucket, tick function $tick"
+say "CLI config written to $config"
+echo "next: augur submit --backend aws study.toml   (or: augur run --backend aws study.toml)"

@@ -1,0 +1,274 @@
+//! `infra/deploy.sh` against the emulator: the stack deploys (and deploys again with no
+//! change), its resources and wiring are as the template says, and the CLI config it
+//! writes is all `augur submit` and `augur tick` need to run a study.
+//!
+//! The emulator accepts resource types it does not emulate (EMULATOR.md), so this
+//! checks each resource the deploy made through the service's own API where moto
+//! has one; cfn-lint and the IAM check (scripts/infra-check.sh) prove the template.
+
+use augur_tests::emulator::Emulator;
+use augur_tests::{bin_dir, ok, text, Sandbox};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// The AWS CLI: AUGUR_TEST_AWSCLI (scripts/test.sh sets it), else the one
+/// scripts/awscli.sh installs.
+fn awscli() -> PathBuf {
+    if let Some(p) = std::env::var_os("AUGUR_TEST_AWSCLI") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/awscli.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/awscli.sh");
+    assert!(out.status.success(), "scripts/awscli.sh failed");
+    PathBuf::from(text(&out.stdout).trim())
+}
+
+struct Deploy {
+    emu: Emulator,
+    sb: Sandbox,
+    aws: PathBuf,
+}
+
+impl Deploy {
+    fn env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("AWS_ENDPOINT_URL", &self.emu.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS", &self.aws)
+            .env("AUGUR_CONFIG", self.config())
+            .env_remove("AUGUR_TABLE")
+            .env_remove("AUGUR_BUCKET")
+            .env_remove("AUGUR_BACKEND")
+            .stdin(Stdio::null())
+    }
+
+    fn config(&self) -> PathBuf {
+        self.sb.path().join("config/augur.toml")
+    }
+
+    fn deploy(&self, extra: &[&str]) -> Output {
+        let agent = std::env::var("AUGUR_INSTANCE_AGENT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| bin_dir().join("augur-agent"));
+        let lambda = agent.with_file_name("augur-lambda");
+        let mut c = Command::new("bash");
+        c.arg(repo().join("infra/deploy.sh"))
+            .args(["--stack", "augur-ci", "--agent"])
+            .arg(&agent)
+            .arg("--lambda")
+            .arg(&lambda)
+            .args(extra);
+        self.env(&mut c).output().expect("deploy.sh")
+    }
+
+    fn aws(&self, args: &[&str]) -> Value {
+        let mut c = Command::new(&self.aws);
+        c.args(args).args(["--output", "json"]);
+        let out = self.env(&mut c).output().expect("aws");
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn augur(&self, args: &[&str]) -> Output {
+        // Only the config file: no AUGUR_TABLE or AUGUR_BUCKET in the environment.
+        let mut c = self.sb.cmd(args);
+        self.env(&mut c).output().expect("augur")
+    }
+}
+
+#[test]
+fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
+    let d = Deploy {
+        emu: Emulator::start(),
+        sb: Sandbox::new(),
+        aws: awscli(),
+    };
+    // Bad arguments: one message, exit 2, nothing deployed.
+    let out = d.deploy(&["--tick-rate", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--tick-rate"));
+    let out = d.deploy(&["--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!d.config().exists());
+
+    let start = Instant::now();
+    let out = d.deploy(&[]);
+    ok(&out);
+    eprintln!(
+        "first deploy: {:.1}s\n{}",
+        start.elapsed().as_secs_f64(),
+        text(&out.stderr)
+    );
+    let stacks = d.aws(&[
+        "cloudformation",
+        "describe-stacks",
+        "--stack-name",
+        "augur-ci",
+    ]);
+    assert_eq!(stacks["Stacks"][0]["StackStatus"], "CREATE_COMPLETE");
+
+    // Every resource of the template, complete.
+    let template = std::fs::read_to_string(repo().join("infra/augur.yaml")).expect("template");
+    let body = template
+        .split("\nResources:\n")
+        .nth(1)
+        .and_then(|r| r.split("\nOutputs:\n").next())
+        .expect("Resources section");
+    let mut declared: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.strip_suffix(':'))
+        .filter(|n| !n.starts_with(' '))
+        .collect();
+    declared.sort();
+    let res = d.aws(&[
+        "cloudformation",
+        "list-stack-resources",
+        "--stack-name",
+        "augur-ci",
+    ]);
+    let res = res["StackResourceSummaries"].as_array().expect("resources");
+    let mut made: Vec<&str> = res
+        .iter()
+        .map(|r| r["LogicalResourceId"].as_str().unwrap_or("?"))
+        .collect();
+    made.sort();
+    for r in res {
+        eprintln!(
+            "  {:<24} {:<34} {}",
+            r["LogicalResourceId"].as_str().unwrap_or("?"),
+            r["ResourceType"].as_str().unwrap_or("?"),
+            r["ResourceStatus"].as_str().unwrap_or("?")
+        );
+    }
+    // moto lists an S3 bucket policy without its logical id or type, and does not
+    // apply it (S3 answers NoSuchBucketPolicy), nor the bucket's public access block:
+    // for those only cfn-lint and the IAM check vouch.
+    if made.contains(&"") && !made.contains(&"BucketPolicy") {
+        made.retain(|m| !m.is_empty());
+        declared.retain(|d| *d != "BucketPolicy");
+    }
+    assert_eq!(made, declared, "one stack resource per declared resource");
+    assert!(res.iter().all(|r| r["ResourceStatus"] == "CREATE_COMPLETE"));
+
+    // The config the CLI reads, from the stack's outputs.
+    let cfg = std::fs::read_to_string(d.config()).expect("config written");
+    let field = |k: &str| {
+        cfg.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no {k} in {cfg}"))
+            .to_string()
+    };
+    let (table, bucket, tick) = (field("table"), field("bucket"), field("tick_function"));
+
+    // The wiring, checked through each service.
+    let t = d.aws(&["dynamodb", "describe-table", "--table-name", &table]);
+    assert_eq!(
+        t["Table"]["StreamSpecification"]["StreamViewType"],
+        "NEW_AND_OLD_IMAGES"
+    );
+    assert_eq!(
+        t["Table"]["BillingModeSummary"]["BillingMode"],
+        "PAY_PER_REQUEST"
+    );
+    let f = d.aws(&["lambda", "get-function", "--function-name", &tick]);
+    let fc = &f["Configuration"];
+    assert_eq!(fc["Runtime"], "provided.al2023");
+    assert_eq!(fc["Handler"], "bootstrap");
+    assert_eq!(
+        fc["Environment"]["Variables"]["AUGUR_TABLE"],
+        table.as_str()
+    );
+    assert_eq!(
+        fc["Environment"]["Variables"]["AUGUR_BUCKET"],
+        bucket.as_str()
+    );
+    let objects = d.aws(&["s3api", "list-objects-v2", "--bucket", &bucket]);
+    assert!(
+        objects["Contents"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o["Key"] == "agent/augur-agent")),
+        "the agent was uploaded: {objects}"
+    );
+    let groups = d.aws(&[
+        "logs",
+        "describe-log-groups",
+        "--log-group-name-prefix",
+        "/augur",
+    ]);
+    assert!(groups["logGroups"]
+        .as_array()
+        .is_some_and(|g| g.iter().any(|g| g["retentionInDays"] == 30)));
+
+    // Again: an update, to the same settings.
+    let out = d.deploy(&[]);
+    ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(d.config()).expect("config"),
+        cfg,
+        "the same stack, the same config"
+    );
+    let stacks = d.aws(&[
+        "cloudformation",
+        "describe-stacks",
+        "--stack-name",
+        "augur-ci",
+    ]);
+    let status = stacks["Stacks"][0]["StackStatus"].as_str().unwrap_or("");
+    assert!(status.ends_with("_COMPLETE"), "{status}");
+
+    // The CLI on the config alone: submit, then ticks, on the deployed table.
+    d.sb.write(
+        "s.toml",
+        "name = \"deployed\"\nobjective = { metric = \"m\" }\ntrials = 1\n[run]\nscript = 'echo METRICS: m=1'\n[aws]\nimage = \"ami-12345678\"\n",
+    );
+    ok(&d.augur(&["submit", "--backend", "aws", "s.toml"]));
+    let out = d.augur(&["tick", "--backend", "aws", "--limit", "10s"]);
+    ok(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("tick json");
+    assert_eq!(report["studies"][0]["study"], "deployed", "{report}");
+    assert_eq!(report["studies"][0]["launched"], 1, "{report}");
+    let inst = d.aws(&[
+        "ec2",
+        "describe-instances",
+        "--filters",
+        "Name=tag:augur:study,Values=deployed",
+    ]);
+    let i = &inst["Reservations"][0]["Instances"][0];
+    let sg = i["SecurityGroups"][0]["GroupId"].as_str().unwrap_or("");
+    assert!(
+        cfg.contains(sg) && !sg.is_empty(),
+        "launched into the stack's security group: {i}"
+    );
+    assert!(
+        i["IamInstanceProfile"]["Arn"]
+            .as_str()
+            .is_some_and(|a| a.contains(&field("instance_profile"))),
+        "with the stack's instance profile: {i}"
+    );
+    ok(&d.augur(&["stop", "--backend", "aws", "deployed"]));
+
+    // Teardown; the data stays.
+    let out = d.deploy(&["--delete"]);
+    ok(&out);
+    let t = d.aws(&["dynamodb", "describe-table", "--table-name", &table]);
+    assert_eq!(
+        t["Table"]["TableName"],
+        table.as_str(),
+        "the table is retained"
+    );
+}

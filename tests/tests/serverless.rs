@@ -429,3 +429,53 @@ async fn a_tick_killed_half_way_is_finished_by_the_next() {
         start.elapsed().as_secs_f64()
     );
 }
+
+/// `augur run` on a study whose lease another driver holds (a tick, here a holder that
+/// went silent): it follows, says so, takes over when the lease expires, and runs the
+/// study to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn augur_run_follows_the_lease_holder_then_takes_over() {
+    let mut w = World::new();
+    init(&w);
+    w.start_hypervisor();
+    let runs = w.sb.path().join("runs.txt");
+    write_study(&w, "both", 3, 3, &runs);
+    ok(&w.augur(&["submit", "both.toml", "--heartbeat", "1s"]));
+    let ctx = ctx(&w).await;
+    let store = ctx.store().await.expect("store");
+    let now = augur_store::now_ms();
+    let lease = store
+        .take_lease("both", "lambda:gone", now, now + 4_000)
+        .await
+        .expect("lease");
+    assert!(lease.held_by("lambda:gone"));
+    let start = Instant::now();
+    let out = w.augur(&["run", "both.toml", "--heartbeat", "1s"]);
+    ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is being driven by lambda:gone"),
+        "it said whom it follows: {err}"
+    );
+    assert!(
+        err.contains("driving `both` now"),
+        "and when it took over: {err}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(3_000),
+        "it did not act while the lease was live"
+    );
+    let all = trials(&w, "both");
+    assert!(all.iter().all(|t| t["state"] == "succeeded"), "{all:?}");
+    ran_once_each(&runs, 3);
+    // The lease is free again: a tick now finds the study done and withdraws it.
+    let r = handle(
+        &ctx,
+        &json!({}),
+        Instant::now() + Duration::from_secs(20),
+        "t",
+    )
+    .await
+    .expect("tick");
+    assert_eq!(row(&r, "both").outcome, "done");
+}

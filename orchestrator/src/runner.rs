@@ -217,6 +217,7 @@ impl StreamHandle {
 }
 
 /// The trials of one study as last read, kept in id order.
+#[derive(Default)]
 struct Cache {
     trials: Vec<Trial>,
     index: HashMap<u64, usize>,
@@ -531,11 +532,7 @@ impl Runner {
         mut control: watch::Receiver<Mode>,
     ) -> Result<Finished, RunError> {
         let oracle = oracle_for(study);
-        let mut cache = Cache {
-            trials: Vec::new(),
-            index: HashMap::new(),
-            mark: 0,
-        };
+        let mut cache = Cache::default();
         let mut exhausted = false;
         let mut failing: Option<(Instant, u32)> = None;
         let mut control_open = true;
@@ -653,11 +650,7 @@ impl Runner {
             return Ok(TickEnd::Held(got));
         }
         let oracle = oracle_for(study);
-        let mut cache = Cache {
-            trials: Vec::new(),
-            index: HashMap::new(),
-            mark: 0,
-        };
+        let mut cache = Cache::default();
         let mut exhausted = false;
         let scope = Scope::Budget(study.trials);
         let result = loop {

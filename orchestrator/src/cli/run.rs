@@ -15,8 +15,9 @@ pub fn dur(s: &str) -> Result<Duration, String> {
     duration::parse(s)
 }
 
+/// The study a command runs, with the command line's overrides.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub struct StudyArgs {
     /// The study file (TOML).
     study: PathBuf,
     /// Trials run at once (overrides the study's `parallel`).
@@ -28,6 +29,26 @@ pub struct RunArgs {
     /// Also re-run the (point, replicate) pairs that failed, with fresh attempts.
     #[arg(long)]
     retry_failed: bool,
+}
+
+impl StudyArgs {
+    /// Loads the study file with the overrides (exit 2 on a bad file).
+    fn load(&self) -> Result<Study, Fail> {
+        let mut study = Study::load(&self.study).map_err(|e| Fail::input(e.to_string()))?;
+        if let Some(p) = self.parallel {
+            study.parallel = p;
+        }
+        if let Some(n) = self.trials {
+            study.trials = n;
+        }
+        Ok(study)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    study: StudyArgs,
     /// Print the leaderboard at the end as JSON.
     #[arg(long)]
     json: bool,
@@ -38,17 +59,8 @@ pub struct RunArgs {
 /// `augur submit`: the study for the serverless tick to drive.
 #[derive(clap::Args, Debug)]
 pub struct SubmitArgs {
-    /// The study file (TOML).
-    study: PathBuf,
-    /// Trials run at once (overrides the study's `parallel`).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    parallel: Option<u32>,
-    /// Budget of trials (overrides the study's `trials`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    trials: Option<u64>,
-    /// Also re-run the (point, replicate) pairs that failed, with fresh attempts.
-    #[arg(long)]
-    retry_failed: bool,
+    #[command(flatten)]
+    study: StudyArgs,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -100,18 +112,6 @@ pub fn apply_drive(runner: &mut Runner, d: &DriveSettings) {
     runner.timing.backoff_cap_ms = d.backoff_cap_ms;
 }
 
-/// Loads a study file with the command line's overrides.
-fn load(path: &std::path::Path, parallel: Option<u32>, trials: Option<u64>) -> Result<Study, Fail> {
-    let mut study = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
-    if let Some(p) = parallel {
-        study.parallel = p;
-    }
-    if let Some(n) = trials {
-        study.trials = n;
-    }
-    Ok(study)
-}
-
 /// Uploads the study's files where instances fetch them (aws).
 async fn upload_files(ctx: &Ctx, study: &Study) -> Result<(), Fail> {
     if !ctx.is_aws() || study.run.files.is_empty() {
@@ -153,7 +153,7 @@ pub fn validate(path: &std::path::Path) -> Outcome {
 }
 
 pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
-    let mut study = load(&args.study, args.parallel, args.trials)?;
+    let mut study = args.study.load()?;
     ctx.pin_image(&mut study);
     let drive = args.tuning.drive(ctx);
     let provider = ctx
@@ -175,7 +175,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
         .register(
             &study,
             &RegisterOptions {
-                retry_failed: args.retry_failed,
+                retry_failed: args.study.retry_failed,
                 drive: Some(drive),
             },
         )
@@ -229,7 +229,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
             eprintln!(
                 "study `{}` interrupted ({summary}); `augur run {}` resumes it",
                 study.name,
-                args.study.display()
+                args.study.study.display()
             );
             Ok(130)
         }
@@ -239,7 +239,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
 /// `augur submit`: records the study (and uploads its files) for the serverless tick
 /// to drive; returns at once.
 pub async fn submit(args: SubmitArgs, ctx: &Ctx) -> Outcome {
-    let mut study = load(&args.study, args.parallel, args.trials)?;
+    let mut study = args.study.load()?;
     ctx.pin_image(&mut study);
     let drive = args.tuning.drive(ctx);
     // Checks the machine settings (an image on aws) before anything is recorded.
@@ -253,7 +253,7 @@ pub async fn submit(args: SubmitArgs, ctx: &Ctx) -> Outcome {
         .register(
             &study,
             &RegisterOptions {
-                retry_failed: args.retry_failed,
+                retry_failed: args.study.retry_failed,
                 drive: Some(drive),
             },
         )

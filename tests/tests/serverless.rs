@@ -318,6 +318,7 @@ async fn the_handler_answers_schedule_and_stream_events() {
     assert_eq!(row(&a, "hand").launched + row(&b, "hand").launched, 2);
     assert_eq!(w.proxy.count("ec2", "RunInstances"), 2);
     // The lease was given back: the next tick acts (nothing to launch: slots full).
+    let before = w.proxy.calls().len();
     let r = handle(
         &ctx,
         &stream_event("hand", 1, "running", "succeeded"),
@@ -328,6 +329,14 @@ async fn the_handler_answers_schedule_and_stream_events() {
     .expect("tick");
     assert_eq!(row(&r, "hand").outcome, "waiting");
     assert_eq!(row(&r, "hand").launched, 0);
+    let calls = &w.proxy.calls()[before..];
+    let count = |svc: &str| calls.iter().filter(|c| c.service == svc).count();
+    eprintln!(
+        "a tick with nothing to do: {} DynamoDB calls, {} EC2 calls",
+        count("dynamodb"),
+        count("ec2")
+    );
+    assert_eq!(count("ec2"), 1, "one listing of the study's instances");
     // No time left: skipped, nothing done.
     let r = handle(&ctx, &schedule, Instant::now(), "t4")
         .await

@@ -4,11 +4,4 @@
 # server themselves, on 127.0.0.1 only. AUGUR_TEST_AWS_ENDPOINT, when set, makes the
 # tests use that endpoint instead (LocalStack, or real AWS) and this script unneeded.
 set -euo pipefail
-version="5.2.5"
-venv="${AUGUR_CACHE:-$HOME/.cache/augur}/moto-$version"
-if [ ! -x "$venv/bin/moto_server" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$version" >&2
-fi
-echo "$venv/bin/moto_server"
+exec "$(dirname "$0")/pytool.sh" moto 5.2.5 moto_server "moto[server]==5.2.5"

@@ -152,16 +152,40 @@ pub fn validate(path: &std::path::Path) -> Outcome {
     Ok(0)
 }
 
-pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
-    let mut study = args.study.load()?;
+/// What `run` and `submit` do first: the study with its overrides (and the image
+/// pinned), its driver's timings, its machines (their settings checked before anything
+/// is recorded), the store, and the study's files uploaded where instances fetch them.
+struct Prepared {
+    study: Study,
+    drive: DriveSettings,
+    provider: Arc<dyn augur::MachineProvider>,
+    store: Arc<dyn augur_store::TrialStore>,
+}
+
+async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Ctx) -> Result<Prepared, Fail> {
+    let mut study = args.load()?;
     ctx.pin_image(&mut study);
-    let drive = args.tuning.drive(ctx);
+    let drive = tuning.drive(ctx);
     let provider = ctx
         .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
         .await?;
     let store = ctx.store().await?;
-    // Instances fetch the study's files from the bucket into each working directory.
     upload_files(ctx, &study).await?;
+    Ok(Prepared {
+        study,
+        drive,
+        provider,
+        store,
+    })
+}
+
+pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
+    let Prepared {
+        study,
+        drive,
+        provider,
+        store,
+    } = prepare(&args.study, &args.tuning, ctx).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
     apply_drive(&mut runner, &drive);
@@ -239,15 +263,12 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
 /// `augur submit`: records the study (and uploads its files) for the serverless tick
 /// to drive; returns at once.
 pub async fn submit(args: SubmitArgs, ctx: &Ctx) -> Outcome {
-    let mut study = args.study.load()?;
-    ctx.pin_image(&mut study);
-    let drive = args.tuning.drive(ctx);
-    // Checks the machine settings (an image on aws) before anything is recorded.
-    let provider = ctx
-        .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
-        .await?;
-    let store = ctx.store().await?;
-    upload_files(ctx, &study).await?;
+    let Prepared {
+        study,
+        drive,
+        provider,
+        store,
+    } = prepare(&args.study, &args.tuning, ctx).await?;
     let runner = Runner::new(store.clone(), provider);
     runner
         .register(

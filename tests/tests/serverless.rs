@@ -78,6 +78,17 @@ fn study_state(w: &World, study: &str) -> String {
         .to_string()
 }
 
+/// Whether `augur studies` shows the study as submitted to the serverless tick.
+fn submitted(w: &World, study: &str) -> bool {
+    let out = w.augur(&["studies", "--json"]);
+    ok(&out);
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).expect("studies json");
+    all.iter()
+        .find(|s| s["name"] == study)
+        .and_then(|s| s["submitted"].as_bool())
+        .unwrap_or_else(|| panic!("no `submitted` for {study}: {all:?}"))
+}
+
 fn outcome(report: &Value, study: &str) -> Option<String> {
     report["studies"]
         .as_array()?
@@ -166,6 +177,7 @@ async fn a_submitted_study_runs_to_completion_on_lambda_ticks_alone() {
     ok(&out);
     assert!(text(&out.stderr).contains("submitted study `srv`"));
     assert_eq!(study_state(&w, "srv"), "active");
+    assert!(submitted(&w, "srv"));
     assert!(
         trials(&w, "srv").is_empty(),
         "submit launches nothing itself"
@@ -223,6 +235,7 @@ async fn a_submitted_study_runs_to_completion_on_lambda_ticks_alone() {
         .invoke(schedule.clone(), Duration::from_secs(15))
         .expect("tick");
     assert_eq!(r["studies"], json!([]), "{r}");
+    assert!(!submitted(&w, "srv"), "withdrawn when done");
     wait_for(Duration::from_secs(30), "no instance left running", || {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });

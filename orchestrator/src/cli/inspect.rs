@@ -35,7 +35,11 @@ pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
     };
     let mut objs = Vec::new();
     let mut rows = Vec::new();
+    // Studies the serverless tick drives (`augur submit`).
+    let submitted: std::collections::BTreeSet<String> =
+        store.submitted().await?.into_iter().collect();
     for rec in store.list_studies().await? {
+        let by_tick = submitted.contains(&rec.name);
         let trials = store.list_trials(&rec.name).await?;
         let lb = augur_model::leaderboard(&rec.spec, &trials);
         let counts = report::counts(&trials);
@@ -45,7 +49,11 @@ pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
             .sum();
         rows.push(vec![
             rec.name.clone(),
-            rec.state.to_string(),
+            if by_tick {
+                format!("{} (submitted)", rec.state)
+            } else {
+                rec.state.to_string()
+            },
             format!("{done}/{}", rec.spec.trials),
             counts
                 .iter()
@@ -57,7 +65,11 @@ pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
                 .unwrap_or_default(),
             rfc3339(rec.updated_ms),
         ]);
-        objs.push(report::study_json(&rec, &trials));
+        let mut obj = report::study_json(&rec, &trials);
+        if let Some(o) = obj.as_object_mut() {
+            o.insert("submitted".into(), by_tick.into());
+        }
+        objs.push(obj);
     }
     if json {
         print_json(&serde_json::Value::Array(objs));

@@ -17,26 +17,27 @@ pub struct LeaderboardRow {
     /// Replicate indices that succeeded, and their trial ids.
     pub replicates: Vec<u32>,
     pub trials: Vec<u64>,
+    /// Whether a replicate was pruned (its best reported value is what counts).
+    pub pruned: bool,
 }
 
-/// Points with at least one succeeded replicate reporting the objective, best first.
+/// Points with at least one replicate that succeeded or was pruned and reported the
+/// objective, best first. A pruned replicate counts with its best reported value.
 pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
-    let mut by_point: BTreeMap<u64, Vec<&Trial>> = BTreeMap::new();
-    for t in trials {
-        if !t.is_dataset()
-            && t.state == TrialState::Succeeded
-            && t.objective_value(&study.objective).is_some()
-        {
-            by_point.entry(t.point).or_default().push(t);
+    type Counted<'a> = (&'a Trial, BTreeMap<String, f64>);
+    let mut by_point: BTreeMap<u64, Vec<Counted>> = BTreeMap::new();
+    for t in trials.iter().filter(|t| !t.is_dataset()) {
+        if let Some(m) = t.result_metrics(&study.objective) {
+            by_point.entry(t.point).or_default().push((t, m));
         }
     }
     let mut rows: Vec<LeaderboardRow> = by_point
         .into_iter()
         .map(|(point, mut ts)| {
-            ts.sort_by_key(|t| t.replicate);
+            ts.sort_by_key(|(t, _)| t.replicate);
             let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
-            for t in &ts {
-                for (k, v) in &t.metrics {
+            for (_, m) in &ts {
+                for (k, v) in m {
                     let e = sums.entry(k.clone()).or_insert((0.0, 0));
                     e.0 += v;
                     e.1 += 1;
@@ -48,11 +49,12 @@ pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
                 .collect();
             LeaderboardRow {
                 point,
-                params: ts[0].params.clone(),
+                params: ts[0].0.params.clone(),
                 value: metrics[&study.objective.metric],
                 metrics,
-                replicates: ts.iter().map(|t| t.replicate).collect(),
-                trials: ts.iter().map(|t| t.id).collect(),
+                replicates: ts.iter().map(|(t, _)| t.replicate).collect(),
+                trials: ts.iter().map(|(t, _)| t.id).collect(),
+                pruned: ts.iter().any(|(t, _)| t.state == TrialState::Pruned),
             }
         })
         .collect();
@@ -104,5 +106,33 @@ mod tests {
         assert_eq!(lb[0].replicates, vec![0]);
         assert_eq!(lb[1].value, 2.0);
         assert_eq!(lb[1].trials, vec![1, 2]);
+        assert!(!lb[0].pruned);
+    }
+
+    #[test]
+    fn a_pruned_trial_counts_with_its_best_reading() {
+        let s = Study::parse(
+            "name='s'\nobjective={metric='acc',goal='maximize'}\ntrials=6\n[run]\nscript='true'\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        let mut done = Trial::new("s", 1, 0, 0, Params::new(), 0);
+        done.state = TrialState::Succeeded;
+        done.metrics.insert("acc".into(), 0.7);
+        let mut pruned = Trial::new("s", 2, 1, 0, Params::new(), 0);
+        pruned.state = TrialState::Pruned;
+        for (i, a) in [0.6, 0.8, 0.75].iter().enumerate() {
+            pruned.series.push(crate::MetricPoint {
+                t_ms: i as i64,
+                values: [("acc".to_string(), *a)].into(),
+            });
+        }
+        pruned.metrics.insert("acc".into(), 0.75);
+        let lb = leaderboard(&s, &[done, pruned]);
+        assert_eq!(lb[0].point, 1);
+        assert_eq!(lb[0].value, 0.8);
+        assert!(lb[0].pruned);
+        assert_eq!(lb[1].value, 0.7);
     }
 }

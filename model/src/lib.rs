@@ -6,8 +6,10 @@ pub mod duration;
 pub mod leaderboard;
 pub mod metrics;
 pub mod oracle;
+pub mod prune;
 pub mod space;
 pub mod spec;
+pub mod tpe;
 pub mod trial;
 pub mod value;
 
@@ -15,8 +17,8 @@ pub use leaderboard::{leaderboard, LeaderboardRow};
 pub use oracle::{oracle_for, Oracle};
 pub use space::ParamSpec;
 pub use spec::{
-    AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, RunSpec, SpecError, Study,
-    StudyRecord, StudyState,
+    AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec,
+    RunSpec, SpecError, Study, StudyRecord, StudyState,
 };
 pub use trial::{Expect, MetricPoint, Outcome, Trial, TrialState, TrialUpdate};
 pub use value::{Params, Value};

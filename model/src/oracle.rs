@@ -5,10 +5,13 @@
 
 use crate::space::ParamSpec;
 use crate::spec::{OracleKind, Study};
-use crate::trial::Trial;
+use crate::tpe::{Observation, Tpe, TpeSettings};
+use crate::trial::{Trial, TrialState};
 use crate::value::{Params, Value};
+use crate::{Goal, Objective};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 
 /// Proposes points.
 pub trait Oracle: Send + Sync {
@@ -29,6 +32,92 @@ pub fn oracle_for(study: &Study) -> Box<dyn Oracle> {
                 .collect(),
             seed: study.seed,
         }),
+        OracleKind::Tpe => Box::new(TpeOracle {
+            model: Tpe::new(
+                &study
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>(),
+                study.seed,
+                TpeSettings::default(),
+            ),
+            objective: study.objective.clone(),
+        }),
+    }
+}
+
+/// What the trials so far say about each point, for model-based oracles: the mean
+/// objective over the point's succeeded replicates (oriented so smaller is better);
+/// failing that, the best value a pruned replicate reported (marked pruned); or `None`
+/// while a replicate may still report one. Points that ended with no value (every
+/// replicate failed) say nothing.
+pub fn observations(objective: &Objective, history: &[&Trial]) -> Vec<Observation> {
+    #[derive(Default)]
+    struct Point {
+        params: Params,
+        sum: f64,
+        n: u32,
+        open: bool,
+        pruned: Option<f64>,
+    }
+    let mut by_point: BTreeMap<u64, Point> = BTreeMap::new();
+    for t in history.iter().filter(|t| !t.is_dataset()) {
+        let e = by_point.entry(t.point).or_insert_with(|| Point {
+            params: t.params.clone(),
+            ..Point::default()
+        });
+        match (t.state, t.objective_value(objective)) {
+            (TrialState::Succeeded, Some(v)) if v.is_finite() => {
+                e.sum += v;
+                e.n += 1;
+            }
+            (TrialState::Pruned, _) => {
+                if let Some(v) = t.best_value(objective) {
+                    e.pruned = Some(
+                        e.pruned
+                            .map_or(v, |p| if objective.better(v, p) { v } else { p }),
+                    );
+                }
+            }
+            (TrialState::Succeeded | TrialState::Failed, _) => {}
+            _ => e.open = true,
+        }
+    }
+    let sign = match objective.goal {
+        Goal::Minimize => 1.0,
+        Goal::Maximize => -1.0,
+    };
+    by_point
+        .into_values()
+        .filter_map(|p| {
+            let (loss, pruned) = match (p.n, p.pruned, p.open) {
+                (n, _, _) if n > 0 => (Some(sign * p.sum / n as f64), false),
+                (_, Some(v), _) => (Some(sign * v), true),
+                (_, None, true) => (None, false),
+                _ => return None,
+            };
+            Some(Observation {
+                params: p.params,
+                loss,
+                pruned,
+            })
+        })
+        .collect()
+}
+
+/// The tree-structured Parzen estimator (see [`crate::tpe`]).
+pub struct TpeOracle {
+    model: Tpe,
+    objective: Objective,
+}
+
+impl Oracle for TpeOracle {
+    fn propose(&self, point: u64, history: &[&Trial]) -> Option<Params> {
+        Some(
+            self.model
+                .suggest(point, &observations(&self.objective, history)),
+        )
     }
 }
 
@@ -119,6 +208,60 @@ mod tests {
         assert_eq!(keys.len(), 12);
         assert!(g.propose(12, &[]).is_none());
         assert_eq!(s.trials, 12);
+    }
+
+    #[test]
+    fn observations_average_replicates_mark_pruned_and_keep_running_points() {
+        let s = study("trials=10\noracle='tpe'");
+        let mk = |id: u64, point: u64, state: TrialState, m: Option<f64>| {
+            let mut t = Trial::new("s", id, point, 0, Params::new(), 0);
+            t.state = state;
+            if let Some(v) = m {
+                t.metrics.insert("m".into(), v);
+            }
+            t
+        };
+        let trials = [
+            mk(1, 0, TrialState::Succeeded, Some(1.0)),
+            mk(2, 0, TrialState::Succeeded, Some(3.0)),
+            mk(3, 0, TrialState::Running, None),
+            mk(4, 1, TrialState::Running, None),
+            mk(5, 2, TrialState::Failed, None),
+            mk(6, 3, TrialState::Pruned, Some(7.0)),
+            mk(7, 4, TrialState::Lost, None),
+        ];
+        let refs: Vec<&Trial> = trials.iter().collect();
+        let obs = observations(&s.objective, &refs);
+        let got: Vec<(Option<f64>, bool)> = obs.iter().map(|o| (o.loss, o.pruned)).collect();
+        // Point 0: the mean of its finished replicates; 1: running; 2: failed, says
+        // nothing; 3: pruned at its best; 4: lost, may still be retried.
+        assert_eq!(
+            got,
+            vec![
+                (Some(2.0), false),
+                (None, false),
+                (Some(7.0), true),
+                (None, false)
+            ]
+        );
+        let mut max = s.clone();
+        max.objective.goal = Goal::Maximize;
+        assert_eq!(observations(&max.objective, &refs)[0].loss, Some(-2.0));
+    }
+
+    #[test]
+    fn tpe_needs_a_budget() {
+        let err = Study::parse(
+            "name='s'\nobjective={metric='m'}\noracle='tpe'\n[params]\na={range=[0.0,1.0]}\n[run]\nscript='true'\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("trials (the budget) is required for the tpe oracle"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,10 +63,12 @@ impl Objective {
 pub enum OracleKind {
     Grid,
     Random,
+    /// Tree-structured Parzen estimator: random at first, then model-based.
+    Tpe,
 }
 
 impl OracleKind {
-    pub const NAMES: &'static str = "grid, random";
+    pub const NAMES: &'static str = "grid, random, tpe";
 }
 
 /// How each trial runs.
@@ -146,6 +148,37 @@ pub struct AwsSpec {
     pub disk_gb: Option<u32>,
 }
 
+/// Early stopping (`[prune]`): which rule, and how a reading's step is known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneSpec {
+    pub rule: PruneRule,
+    /// The metric that numbers the steps (`METRICS: step=3, loss=0.7`). Readings
+    /// without it count 1, 2, 3, … in the order they came.
+    pub step: String,
+}
+
+/// The rules a study may prune by.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PruneRule {
+    /// Stop a trial whose best value so far is worse than the median of the
+    /// completed trials' values at the same step.
+    Median {
+        /// No pruning before this step.
+        warmup: f64,
+        /// Completed trials that must have reached the step.
+        min_trials: u32,
+    },
+    /// Asynchronous successive halving: rungs at `min_step · reductionᵏ`; a trial
+    /// continues past a rung only if it is in the best `1/reduction` of the trials
+    /// that reached the rung before it.
+    Asha { min_step: f64, reduction: u32 },
+}
+
+impl PruneRule {
+    pub const NAMES: &'static str = "median, asha";
+}
+
 /// A validated study.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Study {
@@ -161,6 +194,9 @@ pub struct Study {
     pub run: RunSpec,
     pub datasets: Vec<DatasetSpec>,
     pub aws: Option<AwsSpec>,
+    /// Early stopping of trials whose metric curve is not promising.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSpec>,
     /// Absolute directory of the study file (where `run.files` are found).
     pub dir: String,
 }
@@ -337,6 +373,109 @@ struct RawStudy {
     #[serde(default)]
     datasets: Vec<Spanned<RawDataset>>,
     aws: Option<Spanned<RawAws>>,
+    prune: Option<Spanned<RawPrune>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrune {
+    rule: Spanned<String>,
+    step: Option<Spanned<String>>,
+    warmup: Option<Spanned<f64>>,
+    min_trials: Option<Spanned<i64>>,
+    min_step: Option<Spanned<f64>>,
+    reduction: Option<Spanned<i64>>,
+}
+
+impl RawPrune {
+    fn validate(self, cx: &Cx, objective: &str) -> Result<PruneSpec, SpecError> {
+        let not_for = |name: &str, v: Option<std::ops::Range<usize>>, rule: &str| {
+            v.map_or(Ok(()), |span| {
+                Err(cx.err(
+                    Some(span),
+                    format!("prune.{name} does not apply to the {rule} rule"),
+                ))
+            })
+        };
+        let rule = match self.rule.get_ref().as_str() {
+            "median" => {
+                not_for(
+                    "min_step",
+                    self.min_step.as_ref().map(|v| v.span()),
+                    "median",
+                )?;
+                not_for(
+                    "reduction",
+                    self.reduction.as_ref().map(|v| v.span()),
+                    "median",
+                )?;
+                let warmup = match &self.warmup {
+                    None => 0.0,
+                    Some(w) if w.get_ref().is_finite() && *w.get_ref() >= 0.0 => *w.get_ref(),
+                    Some(w) => {
+                        return Err(cx.at(
+                            w,
+                            format!("prune.warmup must be 0 or more, got {}", w.get_ref()),
+                        ))
+                    }
+                };
+                PruneRule::Median {
+                    warmup,
+                    min_trials: positive(cx, "prune.min_trials", &self.min_trials, 5)? as u32,
+                }
+            }
+            "asha" => {
+                not_for("warmup", self.warmup.as_ref().map(|v| v.span()), "asha")?;
+                not_for(
+                    "min_trials",
+                    self.min_trials.as_ref().map(|v| v.span()),
+                    "asha",
+                )?;
+                let min_step = match &self.min_step {
+                    None => 1.0,
+                    Some(m) if m.get_ref().is_finite() && *m.get_ref() > 0.0 => *m.get_ref(),
+                    Some(m) => {
+                        return Err(cx.at(
+                            m,
+                            format!("prune.min_step must be above 0, got {}", m.get_ref()),
+                        ))
+                    }
+                };
+                let reduction = match &self.reduction {
+                    None => 3,
+                    Some(r) if (2..=100).contains(r.get_ref()) => *r.get_ref() as u32,
+                    Some(r) => {
+                        return Err(cx.at(
+                            r,
+                            format!("prune.reduction must be 2 to 100, got {}", r.get_ref()),
+                        ))
+                    }
+                };
+                PruneRule::Asha {
+                    min_step,
+                    reduction,
+                }
+            }
+            other => {
+                return Err(cx.at(
+                    &self.rule,
+                    format!(
+                        "unknown prune rule \"{other}\" (known: {})",
+                        PruneRule::NAMES
+                    ),
+                ))
+            }
+        };
+        let step = match self.step {
+            None => "step".to_string(),
+            Some(s) if s.get_ref() == objective => {
+                return Err(cx.at(&s, format!("prune.step \"{objective}\" is the objective's metric: name the metric that counts steps")))
+            }
+            Some(s) if s.get_ref().is_empty() => return Err(cx.at(&s, "prune.step must not be empty")),
+            Some(s) => s.into_inner(),
+        };
+        Ok(PruneSpec { rule, step })
+    }
 }
 
 #[derive(Deserialize)]
@@ -538,6 +677,7 @@ impl RawStudy {
         let oracle = match self.oracle.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("random") => OracleKind::Random,
             Some("grid") => OracleKind::Grid,
+            Some("tpe") => OracleKind::Tpe,
             Some(other) => {
                 return Err(cx.at(
                     self.oracle.as_ref().unwrap_or(&self.name),
@@ -696,6 +836,10 @@ impl RawStudy {
             }
         };
 
+        let prune = match self.prune {
+            None => None,
+            Some(p) => Some(p.into_inner().validate(cx, &metric)?),
+        };
         let mut study = Study {
             name,
             objective: Objective { metric, goal },
@@ -708,6 +852,7 @@ impl RawStudy {
             run,
             datasets,
             aws,
+            prune,
             dir: dir.display().to_string(),
         };
         study.trials = match (&self.trials, oracle) {
@@ -718,10 +863,15 @@ impl RawStudy {
                     .map_err(|m| cx.err(Some(run_span.clone()), m))?;
                 n.saturating_mul(study.replicates as u64)
             }
-            (None, OracleKind::Random) => {
+            (None, OracleKind::Random | OracleKind::Tpe) => {
                 return Err(cx.err(
                     Some(0..0),
-                    "trials (the budget) is required for the random oracle",
+                    format!(
+                        "trials (the budget) is required for the {} oracle",
+                        self.oracle
+                            .as_ref()
+                            .map_or("random", |o| o.get_ref().as_str())
+                    ),
                 ))
             }
         };

@@ -29,10 +29,13 @@ pub enum TrialState {
     Lost,
     /// Stopped on request; `augur run` resumes it.
     Cancelled,
+    /// Stopped early by the study's pruner: its curve was not promising. Final; its
+    /// best reported value still counts.
+    Pruned,
 }
 
 impl TrialState {
-    pub const ALL: [TrialState; 7] = [
+    pub const ALL: [TrialState; 8] = [
         TrialState::Pending,
         TrialState::Starting,
         TrialState::Running,
@@ -40,6 +43,7 @@ impl TrialState {
         TrialState::Failed,
         TrialState::Lost,
         TrialState::Cancelled,
+        TrialState::Pruned,
     ];
 
     /// Whether a machine is (or should be) working on the trial.
@@ -55,7 +59,7 @@ impl TrialState {
                 (self, to),
                 (Pending, Starting | Cancelled | Failed)
                     | (Starting, Running | Lost | Cancelled | Failed)
-                    | (Running, Succeeded | Failed | Lost | Cancelled)
+                    | (Running, Succeeded | Failed | Lost | Cancelled | Pruned)
                     | (Lost | Failed | Cancelled, Pending)
                     // A stop also cancels a retry that was still to come.
                     | (Lost | Failed, Cancelled)
@@ -71,6 +75,7 @@ impl TrialState {
             TrialState::Failed => "failed",
             TrialState::Lost => "lost",
             TrialState::Cancelled => "cancelled",
+            TrialState::Pruned => "pruned",
         }
     }
 }
@@ -184,6 +189,37 @@ impl Trial {
     /// The objective's value, if the trial reported it.
     pub fn objective_value(&self, objective: &Objective) -> Option<f64> {
         self.metrics.get(&objective.metric).copied()
+    }
+
+    /// The best value of the objective among every reading (what a pruned trial
+    /// counts with).
+    pub fn best_value(&self, objective: &Objective) -> Option<f64> {
+        self.series
+            .iter()
+            .filter_map(|p| p.values.get(&objective.metric))
+            .chain(self.metrics.get(&objective.metric))
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(|a, b| if objective.better(b, a) { b } else { a })
+    }
+
+    /// The metrics this trial is ranked by: the last values of a succeeded trial, or a
+    /// pruned trial's last values with the objective at its best. `None` when the trial
+    /// has no objective to rank by.
+    pub fn result_metrics(&self, objective: &Objective) -> Option<BTreeMap<String, f64>> {
+        match self.state {
+            TrialState::Succeeded => {
+                self.objective_value(objective)?;
+                Some(self.metrics.clone())
+            }
+            TrialState::Pruned => {
+                let best = self.best_value(objective)?;
+                let mut m = self.metrics.clone();
+                m.insert(objective.metric.clone(), best);
+                Some(m)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! matters. Executors apply the actions through the store and the machine provider,
 //! each one a conditional write or an idempotent call.
 
+use augur_model::prune::Pruner;
 use augur_model::{Millis, Study, Trial, TrialState};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,6 +25,10 @@ pub struct Timing {
     /// Launches that never reached the script (machine never booted, agent died at
     /// once) do not use up `max_attempts`; this many are tolerated per trial.
     pub max_launch_failures: u32,
+    /// How often agents write their heartbeat (and with it the metric series). The
+    /// agent of a pruned trial has two of these, plus the study's `grace`, to see it
+    /// and end its script before its machine is ended for it.
+    pub heartbeat_ms: Millis,
 }
 
 impl Default for Timing {
@@ -35,6 +40,7 @@ impl Default for Timing {
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
             max_launch_failures: 5,
+            heartbeat_ms: 2_000,
         }
     }
 }
@@ -120,6 +126,13 @@ pub enum Action {
         from: TrialState,
         not_before: Millis,
     },
+    /// `running → pruned`: the study's pruner stops a trial whose curve is not
+    /// promising (its machine is ended by the sweep once the state is written).
+    Prune {
+        trial: u64,
+        attempt: u32,
+        reason: String,
+    },
     /// `pending|starting|running → cancelled`.
     Cancel {
         trial: u64,
@@ -163,7 +176,7 @@ pub fn can_retry(study: &Study, timing: &Timing, t: &Trial) -> bool {
 /// Whether nothing more will happen to the trial (without a new `augur run`).
 pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
     match t.state {
-        TrialState::Succeeded | TrialState::Cancelled => true,
+        TrialState::Succeeded | TrialState::Cancelled | TrialState::Pruned => true,
         TrialState::Failed | TrialState::Lost => !can_retry(study, timing, t),
         TrialState::Pending | TrialState::Starting | TrialState::Running => false,
     }
@@ -198,6 +211,10 @@ pub fn decide(v: &View) -> Vec<Action> {
         }
     };
 
+    let pruner = match v.mode {
+        Mode::Cancel => None,
+        Mode::Run | Mode::Drain => Pruner::new(v.study, v.trials),
+    };
     let mut active = 0u64;
     let mut launchable: Vec<&Trial> = Vec::new();
     let mut pending = 0u64;
@@ -242,6 +259,18 @@ pub fn decide(v: &View) -> Vec<Action> {
                         None
                     }
                 };
+                let prune = match (&lost, &pruner) {
+                    (None, Some(p)) if scoped => p.check(t.id),
+                    _ => None,
+                };
+                if let Some(reason) = prune {
+                    out.push(Action::Prune {
+                        trial: t.id,
+                        attempt: t.attempt,
+                        reason,
+                    });
+                    continue;
+                }
                 match lost {
                     Some(reason) => {
                         if let Some(m) = machine {
@@ -314,7 +343,7 @@ pub fn decide(v: &View) -> Vec<Action> {
                     launchable.push(t);
                 }
             }
-            TrialState::Succeeded | TrialState::Cancelled => {}
+            TrialState::Succeeded | TrialState::Cancelled | TrialState::Pruned => {}
         }
     }
 
@@ -346,22 +375,36 @@ pub fn decide(v: &View) -> Vec<Action> {
     // Orphan sweep, after the state changes above: a trial is cancelled before its
     // machine is told to stop, so the agent's own final write cannot win that race.
     // A machine whose trial is final, unknown or at another attempt is ended.
+    // The agent of a pruned trial stops its script itself at its next heartbeat; its
+    // machine is ended only if it has not gone within the stop grace.
+    let mut winding_down = false;
     for m in v.machines {
         let first = machines
             .get(&(m.trial, m.attempt))
             .is_some_and(|f| f.id == m.id);
+        let stopping = |t: &Trial| {
+            t.state == TrialState::Pruned
+                && v.now - t.finished_ms.unwrap_or(0)
+                    < 2 * v.timing.heartbeat_ms + v.study.run.grace_ms as Millis
+        };
         let keep = first
             && by_id.get(&m.trial).is_some_and(|t| {
                 t.attempt == m.attempt
-                    && t.state.is_active()
-                    && !(v.mode == Mode::Cancel && in_scope(t))
+                    && ((t.state.is_active() && !(v.mode == Mode::Cancel && in_scope(t)))
+                        || (stopping(t) && v.mode != Mode::Cancel))
             });
+        if keep && by_id.get(&m.trial).is_some_and(|t| stopping(t)) {
+            winding_down = true;
+        }
         if !keep {
             let reason = match by_id.get(&m.trial) {
                 _ if !first => format!("a second machine for attempt {}", m.attempt),
                 None => "no such trial".to_string(),
                 Some(t) if t.attempt != m.attempt => {
                     format!("attempt {} superseded by {}", m.attempt, t.attempt)
+                }
+                Some(t) if t.state == TrialState::Pruned => {
+                    "trial is pruned and its agent did not stop in time".to_string()
                 }
                 Some(t) => format!("trial is {}", t.state),
             };
@@ -385,7 +428,7 @@ pub fn decide(v: &View) -> Vec<Action> {
         Scope::Trials(_) => true,
     };
     let quiet = out.iter().all(|a| matches!(a, Action::Terminate { .. }));
-    if all_settled && (nothing_to_add || v.mode == Mode::Cancel) && quiet {
+    if all_settled && (nothing_to_add || v.mode == Mode::Cancel) && quiet && !winding_down {
         out.push(Action::Finish);
     }
     out
@@ -573,6 +616,51 @@ mod tests {
             .collect();
         assert_eq!(terms.len(), 1, "{a:?}");
         assert!(matches!(terms[0], Action::Terminate { machine, .. } if machine == "i-2"));
+    }
+
+    #[test]
+    fn pruning_stops_a_trial_then_gives_its_agent_time_before_ending_its_machine() {
+        let s = study("[prune]\nrule='median'\nmin_trials=1");
+        let curve = |t: &mut Trial, losses: &[f64]| {
+            t.series = losses
+                .iter()
+                .enumerate()
+                .map(|(i, l)| augur_model::MetricPoint {
+                    t_ms: i as Millis,
+                    values: [("step".to_string(), (i + 1) as f64), ("m".to_string(), *l)].into(),
+                })
+                .collect();
+        };
+        let mut done = trial(1, TrialState::Succeeded);
+        curve(&mut done, &[0.5, 0.4, 0.3]);
+        let mut bad = trial(2, TrialState::Running);
+        bad.heartbeat_ms = Some(9);
+        curve(&mut bad, &[0.9, 0.8]);
+        let a = run(&s, &[done.clone(), bad.clone()], &[m(2, 1)], 10);
+        assert!(
+            matches!(&a[0], Action::Prune { trial: 2, attempt: 1, reason } if reason.starts_with("median rule")),
+            "{a:?}"
+        );
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::Terminate { .. })),
+            "the agent stops its script itself: {a:?}"
+        );
+        // Pruned, machine still there: kept within the grace, and the study waits for it.
+        let mut ts = vec![done, bad];
+        ts[1].state = TrialState::Pruned;
+        ts[1].finished_ms = Some(10);
+        let mut all: Vec<Trial> = (3..=4).map(|i| trial(i, TrialState::Succeeded)).collect();
+        all.extend(ts);
+        let a = run(&s, &all, &[m(2, 1)], 1_000);
+        assert!(a.is_empty(), "{a:?}");
+        // Past the grace (two heartbeats + run.grace), the machine is ended for it.
+        let late = 10 + 2 * Timing::default().heartbeat_ms + s.run.grace_ms as Millis + 1;
+        let a = run(&s, &all, &[m(2, 1)], late);
+        assert!(
+            matches!(&a[0], Action::Terminate { reason, .. } if reason.contains("did not stop in time")),
+            "{a:?}"
+        );
+        assert_eq!(run(&s, &all, &[], late), vec![Action::Finish]);
     }
 
     #[test]

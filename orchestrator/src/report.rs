@@ -93,9 +93,13 @@ pub fn trial_json(t: &Trial) -> Value {
     o.insert("runs".into(), json!(t.runs));
     o.insert("machine".into(), json!(t.machine));
     o.insert("created".into(), time(Some(t.created_ms)));
+    o.insert("launched".into(), time(t.launched_ms));
     o.insert("started".into(), time(t.started_ms));
     o.insert("heartbeat".into(), time(t.heartbeat_ms));
     o.insert("finished".into(), time(t.finished_ms));
+    // How long the last attempt ran its script (started to finished).
+    let elapsed = t.started_ms.zip(t.finished_ms).map(|(s, f)| f - s);
+    o.insert("elapsed_ms".into(), json!(elapsed));
     o.insert("log".into(), json!(t.log));
     Value::Object(o)
 }
@@ -111,6 +115,7 @@ pub fn leaderboard_json(row: &LeaderboardRow, rank: usize, trials: &[Trial]) -> 
         o.insert("value".into(), json!(row.value));
         o.insert("replicates".into(), json!(row.replicates));
         o.insert("trials".into(), json!(row.trials));
+        o.insert("pruned".into(), json!(row.pruned));
     }
     v
 }
@@ -123,7 +128,11 @@ pub fn leaderboard_table(rows: &[LeaderboardRow], metric: &str, replicates: u32)
         .map(|(i, r)| {
             vec![
                 (i + 1).to_string(),
-                short(r.value),
+                if r.pruned {
+                    format!("{} (pruned)", short(r.value))
+                } else {
+                    short(r.value)
+                },
                 params_short(&r.params),
                 if replicates > 1 {
                     format!("{}/{} {:?}", r.replicates.len(), replicates, r.replicates)

@@ -128,6 +128,7 @@ pub struct Counters {
     pub lost: AtomicU64,
     pub retried: AtomicU64,
     pub cancelled: AtomicU64,
+    pub pruned: AtomicU64,
     pub terminated: AtomicU64,
     pub backend_errors: AtomicU64,
     pub ticks: AtomicU64,
@@ -142,6 +143,7 @@ pub struct CounterValues {
     pub lost: u64,
     pub retried: u64,
     pub cancelled: u64,
+    pub pruned: u64,
     pub terminated: u64,
     pub backend_errors: u64,
     pub ticks: u64,
@@ -160,6 +162,7 @@ impl Counters {
             lost: g(&self.lost),
             retried: g(&self.retried),
             cancelled: g(&self.cancelled),
+            pruned: g(&self.pruned),
             terminated: g(&self.terminated),
             backend_errors: g(&self.backend_errors),
             ticks: g(&self.ticks),
@@ -719,6 +722,7 @@ impl Runner {
                     TrialState::Failed => Counters::bump(&self.counters.failed),
                     TrialState::Lost => Counters::bump(&self.counters.lost),
                     TrialState::Cancelled => Counters::bump(&self.counters.cancelled),
+                    TrialState::Pruned => Counters::bump(&self.counters.pruned),
                     _ => {}
                 }
                 if let Some(t) = copy {
@@ -903,6 +907,22 @@ impl Runner {
                     .await?;
                     again = true;
                 }
+                Action::Prune {
+                    trial,
+                    attempt,
+                    reason,
+                } => {
+                    self.mark(
+                        study,
+                        trial,
+                        attempt,
+                        TrialState::Running,
+                        TrialState::Pruned,
+                        Some(reason),
+                    )
+                    .await?;
+                    again = true;
+                }
                 Action::FailForDataset {
                     trial,
                     attempt,
@@ -961,8 +981,16 @@ impl Runner {
             .filter_map(|t| t.not_before_ms)
             .filter(|nb| *nb > now)
             .min();
-        let wait = next.map_or(self.tick, |nb| {
-            Duration::from_millis((nb - now) as u64 + 1).min(self.tick)
+        // A study that prunes looks at the curves as often as agents record them.
+        let tick = if study.prune.is_some() {
+            self.tick.min(Duration::from_millis(
+                self.timing.heartbeat_ms.max(100) as u64
+            ))
+        } else {
+            self.tick
+        };
+        let wait = next.map_or(tick, |nb| {
+            Duration::from_millis((nb - now) as u64 + 1).min(tick)
         });
         Ok(Step::Wait(wait))
     }

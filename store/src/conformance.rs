@@ -357,6 +357,49 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
         (t.state, t.error.as_deref()),
         (TrialState::Lost, Some("gone"))
     );
+
+    // Pruning: the orchestrator ends a running attempt; the agent's next heartbeat
+    // conflicts and sees why; a pruned trial is final.
+    s.create_trial(&Trial::new(name, 0, 1, 0, Params::new(), 0))
+        .await
+        .expect("trial 2");
+    for (from, up) in [
+        (TrialState::Pending, start.clone()),
+        (TrialState::Starting, run.clone()),
+    ] {
+        s.update_trial(name, 2, &Expect::state(from, 1), &up)
+            .await
+            .expect("advance")
+            .ok()
+            .expect("applied");
+    }
+    let prune = TrialUpdate {
+        state: Some(TrialState::Pruned),
+        finished_ms: Some(Some(10)),
+        error: Some(Some("asha: not in the best third".into())),
+        ..Default::default()
+    };
+    s.update_trial(name, 2, &Expect::state(TrialState::Running, 1), &prune)
+        .await
+        .expect("prune")
+        .ok()
+        .expect("applied");
+    match s
+        .update_trial(name, 2, &Expect::state(TrialState::Running, 1), &beat)
+        .await
+        .expect("late beat")
+    {
+        Written::Conflict(Some(now)) => assert_eq!(
+            (now.state, now.error.as_deref()),
+            (TrialState::Pruned, Some("asha: not in the best third"))
+        ),
+        other => panic!("a heartbeat after pruning must conflict: {other:?}"),
+    }
+    assert!(matches!(
+        s.update_trial(name, 2, &Expect::state(TrialState::Pruned, 1), &back)
+            .await,
+        Err(StoreError::IllegalTransition { .. })
+    ));
 }
 
 /// `changed_trials` returns at least what changed since a mark, and a new mark.

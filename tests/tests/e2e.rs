@@ -745,3 +745,80 @@ fn help_documents_the_exit_codes() {
         assert!(help.contains(&format!("  {code}")), "{help}");
     }
 }
+
+/// Early stopping on the local backend: trials whose curve is worse than the median of
+/// the completed ones are pruned while they run, their agent and script stop, the
+/// study completes, and their best reading still counts on the leaderboard.
+#[test]
+fn the_median_rule_prunes_running_trials_and_they_still_rank() {
+    let sb = Sandbox::new();
+    // Loss x + 1/step over 30 steps of 0.1 s: x = 1 and 2 finish first (parallel 2),
+    // then every worse x is behind their median from its second step on.
+    sb.write(
+        "s.toml",
+        r#"
+name = "prune"
+objective = { metric = "loss" }
+oracle = "grid"
+parallel = 2
+[params]
+x = { values = [1, 2, 3, 4, 5, 6] }
+[run]
+script = 'for s in $(seq 1 30); do echo "METRICS: step=$s, loss=$(awk "BEGIN { print $AUGUR_PARAM_X + 1 / $s }")"; sleep 0.1; done; echo finished'
+[prune]
+rule = "median"
+min_trials = 2
+warmup = 2
+"#,
+    );
+    let out = run(&sb, "s.toml", &[]);
+    ok(&out);
+    let trials = sb.trials("prune");
+    let state = |x: i64| {
+        trials
+            .iter()
+            .find(|t| t["params"]["x"] == x)
+            .map(|t| t["state"].as_str().unwrap_or("?").to_string())
+    };
+    assert_eq!(state(1).as_deref(), Some("succeeded"));
+    assert_eq!(state(2).as_deref(), Some("succeeded"));
+    for x in 3..=6 {
+        assert_eq!(state(x).as_deref(), Some("pruned"), "x={x}: {trials:?}");
+    }
+    for t in trials.iter().filter(|t| t["state"] == "pruned") {
+        let err = t["error"].as_str().unwrap_or_default();
+        assert!(err.starts_with("median rule: best loss"), "{err}");
+        // Stopped early: well before its 30 steps (3 s), and the script's end never ran.
+        let ran = t["elapsed_ms"].as_i64().expect("started and finished");
+        assert!(ran < 2_000, "pruned trial ran {ran} ms: {t}");
+        let id = t["id"].as_u64().unwrap_or(0).to_string();
+        let log = text(&sb.augur(&["logs", &format!("prune/{id}")]).stdout);
+        assert!(!log.contains("finished"), "the script kept running: {log}");
+        assert!(!log.contains("step=30"), "{log}");
+    }
+    // No agent outlives the study.
+    let agents = std::process::Command::new("pgrep")
+        .args(["-f", &format!("augur-agent --home {}", sb.path().display())])
+        .output()
+        .expect("pgrep");
+    assert!(
+        agents.stdout.is_empty(),
+        "agents left: {}",
+        text(&agents.stdout)
+    );
+    // The leaderboard keeps the pruned points, ranked by their best reading.
+    let lb: Vec<Value> =
+        serde_json::from_slice(&sb.augur(&["leaderboard", "prune", "--json"]).stdout)
+            .expect("json");
+    assert_eq!(lb.len(), 6, "{lb:?}");
+    assert_eq!(lb[0]["params"]["x"], 1);
+    assert_eq!(lb[0]["pruned"], false);
+    assert_eq!(lb[2]["params"]["x"], 3);
+    assert_eq!(lb[2]["pruned"], true);
+    let best3 = lb[2]["value"].as_f64().unwrap_or(0.0);
+    assert!(best3 > 3.0 && best3 < 3.5, "x=3's best reading: {best3}");
+    let table = text(&sb.augur(&["leaderboard", "prune"]).stdout);
+    assert!(table.contains("(pruned)"), "{table}");
+    let listing = text(&sb.augur(&["studies"]).stdout);
+    assert!(listing.contains("6/6"), "{listing}");
+}

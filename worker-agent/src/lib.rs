@@ -300,7 +300,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
 
     let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
     let Some(outcome) = outcome else {
-        log.write(Source::Augur, "the trial moved on (cancelled, or lost and retried): this attempt ends without a final write");
+        log.write(Source::Augur, "the trial moved on (pruned, cancelled, or lost and retried): this attempt ends without a final write");
         log.flush().await;
         return Ok(Ended::Superseded);
     };
@@ -521,9 +521,19 @@ async fn run_script(
                 }
                 match store.update_trial(&cfg.study, cfg.trial, &Expect::state(TrialState::Running, cfg.attempt), &up).await {
                     Ok(Written::Done(_)) => {}
-                    Ok(Written::Conflict(_)) => {
+                    Ok(Written::Conflict(now)) => {
                         if status.is_none() {
+                            let why = match &now {
+                                Some(t) if t.attempt != cfg.attempt => format!("attempt {} replaced this one", t.attempt),
+                                Some(t) => match &t.error {
+                                    Some(e) => format!("the trial is {}: {e}", t.state),
+                                    None => format!("the trial is {}", t.state),
+                                },
+                                None => "the trial was deleted".to_string(),
+                            };
+                            log.write(Source::Augur, &format!("{why}; ending the script"));
                             process::terminate(&mut child, pgid, grace).await;
+                            log.flush().await;
                         }
                         return Ok(None);
                     }

@@ -4,7 +4,7 @@ use super::backend::Ctx;
 use super::{parse_target, Fail, Outcome};
 use augur::report;
 use augur_model::value::params_display;
-use augur_model::{StudyRecord, Trial};
+use augur_model::{StudyRecord, Trial, TrialState};
 use augur_store::logfile::rfc3339;
 use augur_store::TrialStore;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
         let trials = store.list_trials(&rec.name).await?;
         let lb = augur_model::leaderboard(&rec.spec, &trials);
         let counts = report::counts(&trials);
-        let done: u64 = ["succeeded", "failed", "lost", "cancelled"]
+        let done: u64 = ["succeeded", "failed", "lost", "cancelled", "pruned"]
             .iter()
             .filter_map(|s| counts.get(s))
             .sum();
@@ -133,7 +133,12 @@ pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
             .unwrap_or_else(|| "-".into())
     );
     if let Some(e) = &t.error {
-        println!("error      {e}");
+        let label = if t.state == TrialState::Pruned {
+            "pruned by"
+        } else {
+            "error"
+        };
+        println!("{label:<10} {e}");
     }
     if let Some(s) = &t.status {
         println!("status     {s}");

@@ -63,8 +63,9 @@ impl Progress {
     }
 
     fn observe(&mut self, t: Trial) {
-        if t.state == TrialState::Succeeded && !t.is_dataset() {
-            if let Some(v) = t.objective_value(&self.study.objective) {
+        if !t.is_dataset() {
+            let counted = t.result_metrics(&self.study.objective);
+            if let Some(v) = counted.and_then(|m| m.get(&self.study.objective.metric).copied()) {
                 if self.best.is_none_or(|b| self.study.objective.better(v, b)) {
                     self.best = Some(v);
                 }
@@ -137,6 +138,12 @@ impl Progress {
                         params_short(&t.params)
                     )),
                     TrialState::Cancelled => Some(format!("{} cancelled", Self::name(&t))),
+                    TrialState::Pruned => Some(format!(
+                        "{} pruned: {} ({})",
+                        Self::name(&t),
+                        t.error.clone().unwrap_or_default(),
+                        params_short(&t.params)
+                    )),
                     _ => None,
                 };
                 self.observe(t);

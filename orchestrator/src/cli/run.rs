@@ -110,6 +110,7 @@ pub fn apply_drive(runner: &mut Runner, d: &DriveSettings) {
     runner.timing.boot_timeout_ms = d.boot_timeout_ms;
     runner.timing.backoff_base_ms = d.backoff_base_ms;
     runner.timing.backoff_cap_ms = d.backoff_cap_ms;
+    runner.timing.heartbeat_ms = d.heartbeat_ms;
 }
 
 /// Uploads the study's files where instances fetch them (aws).

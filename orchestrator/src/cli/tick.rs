@@ -93,6 +93,7 @@ pub struct StudyTick {
     pub retried: u64,
     pub lost: u64,
     pub cancelled: u64,
+    pub pruned: u64,
     pub terminated: u64,
 }
 
@@ -175,6 +176,7 @@ pub async fn tick(
             retried: 0,
             lost: 0,
             cancelled: 0,
+            pruned: 0,
             terminated: 0,
         };
         if Instant::now() >= deadline {
@@ -232,8 +234,16 @@ pub async fn tick(
             row.retried,
             row.lost,
             row.cancelled,
+            row.pruned,
             row.terminated,
-        ) = (c.launched, c.retried, c.lost, c.cancelled, c.terminated);
+        ) = (
+            c.launched,
+            c.retried,
+            c.lost,
+            c.cancelled,
+            c.pruned,
+            c.terminated,
+        );
         match end {
             Ok(TickEnd::Finished(f)) => {
                 store.set_submitted(&name, false).await?;

@@ -256,3 +256,81 @@ image = "ami-12345678"
             .join("\n")
     );
 }
+
+/// Early stopping on the AWS path: the orchestrator writes `pruned` to DynamoDB, the
+/// agent on the instance sees it at its next heartbeat and ends the script, the
+/// instance goes away, and the pruned trials' logs in CloudWatch say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_trials_stop_their_instances_on_the_aws_path() {
+    let mut w = World::new();
+    w.sb.write(
+        "s.toml",
+        r#"
+name = "cloudprune"
+objective = { metric = "loss" }
+oracle = "grid"
+parallel = 2
+[params]
+x = { values = [1, 2, 3, 4] }
+[run]
+script = 'for s in $(seq 1 25); do echo "METRICS: step=$s, loss=$(awk "BEGIN { print $AUGUR_PARAM_X + 1 / $s }")"; sleep 0.2; done; echo finished'
+[prune]
+rule = "median"
+min_trials = 2
+warmup = 2
+[aws]
+image = "ami-12345678"
+"#,
+    );
+    ok(&w.augur(&[
+        "init",
+        "--agent",
+        &bin_dir().join("augur-agent").display().to_string(),
+    ]));
+    w.start_hypervisor();
+    ok(&w.augur(&["run", "s.toml", "--heartbeat", "500ms", "--lease", "20s"]));
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "cloudprune", "--json"]).stdout).expect("json");
+    let states: Vec<(i64, String)> = trials
+        .iter()
+        .map(|t| {
+            (
+                t["params"]["x"].as_i64().unwrap_or(0),
+                t["state"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (1, "succeeded".to_string()),
+            (2, "succeeded".to_string()),
+            (3, "pruned".to_string()),
+            (4, "pruned".to_string())
+        ]
+    );
+    for t in trials.iter().filter(|t| t["state"] == "pruned") {
+        let ran = t["elapsed_ms"].as_i64().expect("started and finished");
+        assert!(ran < 4_000, "pruned trial ran {ran} ms of 5 s: {t}");
+        let id = t["id"].as_u64().unwrap_or(0).to_string();
+        // The agent's last words reach CloudWatch before the instance goes.
+        wait_for(
+            Duration::from_secs(20),
+            "the agent's note in the log",
+            || {
+                let log = text(&w.augur(&["logs", &format!("cloudprune/{id}")]).stdout);
+                (log.contains("the trial is pruned: median rule")
+                    || log.contains("agent received SIGTERM"))
+                .then_some(())
+            },
+        );
+        let log = text(&w.augur(&["logs", &format!("cloudprune/{id}")]).stdout);
+        assert!(
+            !log.contains(" out finished"),
+            "the script kept running: {log}"
+        );
+    }
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+}

@@ -816,7 +816,8 @@ warmup = 2
     assert_eq!(lb[2]["params"]["x"], 3);
     assert_eq!(lb[2]["pruned"], true);
     let best3 = lb[2]["value"].as_f64().unwrap_or(0.0);
-    assert!(best3 > 3.0 && best3 < 3.5, "x=3's best reading: {best3}");
+    // Pruned at step 2 (the warm-up) or later: 3 + 1/step.
+    assert!(best3 > 3.0 && best3 <= 3.5, "x=3's best reading: {best3}");
     let table = text(&sb.augur(&["leaderboard", "prune"]).stdout);
     assert!(table.contains("(pruned)"), "{table}");
     let listing = text(&sb.augur(&["studies"]).stdout);

@@ -66,12 +66,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0)
     args = ap.parse_args()
     assert abs(branin({"x1": math.pi, "x2": 2.275}) - PROBLEMS["branin"][2]) < 1e-4
     assert abs(hartmann6(dict(zip([f"x{j}" for j in range(1, 7)],
                [0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573]))) + 3.32237) < 1e-4
     for name, (f, space, _) in PROBLEMS.items():
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             study = optuna.create_study(sampler=TPESampler(seed=seed))
             study.optimize(objective(f, space), n_trials=args.trials)
             print(json.dumps({"problem": name, "seed": seed, "best": study.best_value}), flush=True)

@@ -5,7 +5,7 @@
 //! last line the ratio of augur TPE's median regret to Optuna TPE's (geometric mean
 //! over problems; ≤ 1.0 means augur does at least as well).
 //!
-//! Usage: oracle-bench [--trials N] [--seeds K] [--python PYTHON --optuna SCRIPT]
+//! Usage: oracle-bench [--trials N] [--seeds K] [--first-seed S] [--python PYTHON --optuna SCRIPT]
 
 use augur_model::{oracle_for, Params, Study, Trial, TrialState};
 use std::collections::BTreeMap;
@@ -172,6 +172,11 @@ fn main() {
     };
     let trials: u64 = arg("--trials").and_then(|v| v.parse().ok()).unwrap_or(100);
     let seeds: u64 = arg("--seeds").and_then(|v| v.parse().ok()).unwrap_or(10);
+    // Seeds first..first+seeds: another range checks that settings chosen on one set
+    // of seeds hold on others.
+    let first: u64 = arg("--first-seed")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
 
     for p in &PROBLEMS {
         let at_optimum = match p.name {
@@ -196,7 +201,7 @@ fn main() {
     let t0 = Instant::now();
     for p in &PROBLEMS {
         for method in ["random", "tpe"] {
-            for seed in 0..seeds {
+            for seed in first..first + seeds {
                 let best = search(p, method, seed, trials);
                 regrets
                     .entry((p.name.into(), format!("augur-{method}")))
@@ -219,6 +224,8 @@ fn main() {
                 &trials.to_string(),
                 "--seeds",
                 &seeds.to_string(),
+                "--first-seed",
+                &first.to_string(),
             ])
             .output()
             .unwrap_or_else(|e| panic!("running {python} {script}: {e}"));
@@ -250,7 +257,7 @@ fn main() {
         }
     }
 
-    println!("simple regret after {trials} trials, {seeds} seeds (smaller is better)");
+    println!("simple regret after {trials} trials, {seeds} seeds from {first} (smaller is better)");
     println!(
         "{:<16} {:<13} {:>12} {:>12} {:>12}",
         "problem", "method", "q1", "median", "q3"

@@ -194,3 +194,55 @@ pub async fn read(
         token = next;
     }
 }
+
+/// One event of a study's log group, from any attempt's stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupEvent {
+    pub id: String,
+    /// The stream: `<trial>/<attempt>`.
+    pub stream: String,
+    pub t_ms: i64,
+    /// `<source> <text>`.
+    pub message: String,
+}
+
+/// Every event of a study's log group from `start_ms` on, all streams interleaved by
+/// time (FilterLogEvents, all pages). An absent group has no events.
+pub async fn read_group(
+    client: &Client,
+    group: &str,
+    start_ms: Option<i64>,
+) -> Result<Vec<GroupEvent>, LogsError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .filter_log_events()
+            .log_group_name(group)
+            .set_start_time(start_ms)
+            .set_next_token(token.clone())
+            .send()
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(out),
+            Err(e) => return Err(fail("FilterLogEvents", e)),
+        };
+        for ev in page.events() {
+            out.push(GroupEvent {
+                id: ev.event_id().unwrap_or_default().to_string(),
+                stream: ev.log_stream_name().unwrap_or_default().to_string(),
+                t_ms: ev.timestamp().unwrap_or(0),
+                message: ev.message().unwrap_or_default().to_string(),
+            });
+        }
+        // FilterLogEvents may return empty pages while it scans: follow the token
+        // until there is none (or it stops moving).
+        match page.next_token() {
+            Some(t) if Some(t) != token.as_deref() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    out.sort_by_key(|e| e.t_ms);
+    Ok(out)
+}

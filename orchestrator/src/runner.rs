@@ -766,16 +766,32 @@ impl Runner {
                     // look afresh, and end every machine whose trial is settled.
                     if !self.provider.sees_all() {
                         self.provider.invalidate(&study.name);
+                        let mut stopping = false;
                         for m in self.provider.list(&study.name).await? {
-                            let done = cache.index.get(&m.trial).is_none_or(|&i| {
-                                settled(study, &self.timing, &cache.trials[i])
-                                    || cache.trials[i].attempt != m.attempt
+                            let trial = cache.index.get(&m.trial).map(|&i| &cache.trials[i]);
+                            // A pruned trial's agent gets its grace to end the script
+                            // and send its last lines: decide again with this listing.
+                            if trial.is_some_and(|t| {
+                                t.state == TrialState::Pruned
+                                    && t.attempt == m.attempt
+                                    && now - t.finished_ms.unwrap_or(0)
+                                        < 2 * self.timing.heartbeat_ms
+                                            + study.run.grace_ms as Millis
+                            }) {
+                                stopping = true;
+                                continue;
+                            }
+                            let done = trial.is_none_or(|t| {
+                                settled(study, &self.timing, t) || t.attempt != m.attempt
                             });
                             if done {
                                 tracing::info!(study = %study.name, trial = m.trial, machine = %m.id, "ending a machine left at the end");
                                 self.provider.terminate(&m).await?;
                                 Counters::bump(&self.counters.terminated);
                             }
+                        }
+                        if stopping {
+                            return Ok(Step::Wait(self.tick));
                         }
                     }
                     if let Scope::Budget(_) = scope {

@@ -75,9 +75,92 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     })
 }
 
+/// A CloudWatch-style filter pattern over log text: every plain term or `"quoted
+/// phrase"` must appear, no `-term` may appear, and if any `?term` is given at least
+/// one of them must appear. Terms are case-sensitive substrings. An empty pattern
+/// keeps everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FilterPattern {
+    all: Vec<String>,
+    any: Vec<String>,
+    none: Vec<String>,
+}
+
+impl FilterPattern {
+    pub fn parse(pattern: &str) -> Result<FilterPattern, String> {
+        let mut out = FilterPattern::default();
+        let mut chars = pattern.chars().peekable();
+        loop {
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            let Some(&first) = chars.peek() else {
+                break;
+            };
+            let kind = match first {
+                '-' | '?' => {
+                    chars.next();
+                    first
+                }
+                _ => ' ',
+            };
+            let mut term = String::new();
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => term.push(c),
+                            None => return Err(format!("unfinished escape in filter `{pattern}`")),
+                        },
+                        Some(c) => term.push(c),
+                        None => return Err(format!("unbalanced quote in filter `{pattern}`")),
+                    }
+                }
+            } else {
+                while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                    term.push(c);
+                }
+            }
+            if term.is_empty() {
+                return Err(format!("empty term in filter `{pattern}`"));
+            }
+            match kind {
+                '-' => out.none.push(term),
+                '?' => out.any.push(term),
+                _ => out.all.push(term),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.all.iter().all(|t| text.contains(t.as_str()))
+            && !self.none.iter().any(|t| text.contains(t.as_str()))
+            && (self.any.is_empty() || self.any.iter().any(|t| text.contains(t.as_str())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filter_patterns_like_cloudwatch() {
+        let p = |s: &str| FilterPattern::parse(s).unwrap();
+        assert!(p("").matches("anything"));
+        assert!(p("ERROR disk").matches("ERROR: disk full"));
+        assert!(!p("ERROR disk").matches("ERROR: network"));
+        assert!(p("\"disk full\"").matches("ERROR: disk full"));
+        assert!(!p("\"disk full\"").matches("disk is full"));
+        assert!(p("ERROR -retrying").matches("ERROR: gave up"));
+        assert!(!p("ERROR -retrying").matches("ERROR: retrying"));
+        assert!(p("?WARN ?ERROR").matches("WARN low memory"));
+        assert!(!p("?WARN ?ERROR").matches("INFO ok"));
+        assert!(!p("error").matches("ERROR"), "terms are case-sensitive");
+        assert!(p("-\"step=1,\" loss").matches("step=10, loss=1"));
+        assert!(FilterPattern::parse("\"open").is_err());
+        assert!(FilterPattern::parse("a - b").is_err());
+    }
 
     #[test]
     fn time_round_trips() {

@@ -88,6 +88,45 @@ instance_type = "t3.micro"
             .stdout,
     );
     assert_eq!(filtered.lines().count(), 1, "{filtered}");
+    // The whole study, interleaved from the log group, in the local format; --follow
+    // ends at once since the study is done.
+    let all = w.augur(&[
+        "logs",
+        "cloud",
+        "--follow",
+        "--filter",
+        "\"helper says hi\" -err",
+    ]);
+    ok(&all);
+    let all = text(&all.stdout);
+    assert_eq!(all.lines().count(), 6, "{all}");
+    for id in 1..=6 {
+        assert!(
+            all.contains(&format!(" {id}/1 out helper says hi from {id}")),
+            "{all}"
+        );
+    }
+    let times: Vec<&str> = all.lines().filter_map(|l| l.split(' ').next()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "{all}");
+    let json = text(
+        &w.augur(&[
+            "logs",
+            "cloud",
+            "--format",
+            "json",
+            "--filter",
+            "METRICS: -err",
+        ])
+        .stdout,
+    );
+    let trials_seen: std::collections::BTreeSet<u64> = json
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter_map(|v| v["trial"].as_u64())
+        .collect();
+    assert_eq!(trials_seen.len(), 6, "{json}");
     // Every instance is gone at the end (the agents power them off).
     wait_for(Duration::from_secs(30), "no instance left running", || {
         let n = futures_lite(w.live_instances());
@@ -288,7 +327,33 @@ image = "ami-12345678"
         &bin_dir().join("augur-agent").display().to_string(),
     ]));
     w.start_hypervisor();
-    ok(&w.augur(&["run", "s.toml", "--heartbeat", "500ms", "--lease", "20s"]));
+    let mut run = w.spawn(&["run", "s.toml", "--heartbeat", "500ms", "--lease", "20s"]);
+    // Follow the whole study from CloudWatch while it runs, until it is done.
+    wait_for(Duration::from_secs(30), "the study to exist", || {
+        w.augur(&["trials", "cloudprune", "--json"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let follow = w.augur(&[
+        "logs",
+        "cloudprune",
+        "--follow",
+        "--filter",
+        "METRICS: -err",
+    ]);
+    ok(&follow);
+    assert!(augur_tests::wait_exit(&mut run, Duration::from_secs(60)).success());
+    let followed = text(&follow.stdout);
+    // Lines at the start time of each poll come back from FilterLogEvents: none is
+    // printed twice, none is missed.
+    for x in 1..=2 {
+        for step in 1..=25 {
+            let line = format!(" {x}/1 out METRICS: step={step}, loss=");
+            assert_eq!(followed.matches(&line).count(), 1, "{line}: {followed}");
+        }
+    }
+    assert!(followed.contains(" 3/1 out METRICS: step=1,"), "{followed}");
     let trials: Vec<Value> =
         serde_json::from_slice(&w.augur(&["trials", "cloudprune", "--json"]).stdout).expect("json");
     let states: Vec<(i64, String)> = trials
@@ -313,18 +378,20 @@ image = "ami-12345678"
         let ran = t["elapsed_ms"].as_i64().expect("started and finished");
         assert!(ran < 4_000, "pruned trial ran {ran} ms of 5 s: {t}");
         let id = t["id"].as_u64().unwrap_or(0).to_string();
-        // The agent's last words reach CloudWatch before the instance goes.
-        wait_for(
-            Duration::from_secs(20),
-            "the agent's note in the log",
-            || {
-                let log = text(&w.augur(&["logs", &format!("cloudprune/{id}")]).stdout);
-                (log.contains("the trial is pruned: median rule")
-                    || log.contains("agent received SIGTERM"))
-                .then_some(())
-            },
-        );
-        let log = text(&w.augur(&["logs", &format!("cloudprune/{id}")]).stdout);
+        // The agent saw it at a heartbeat, and its last words reached CloudWatch
+        // before the instance went (it had its grace; nobody killed it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let log = loop {
+            let log = text(&w.augur(&["logs", &format!("cloudprune/{id}")]).stdout);
+            if log.contains("the trial is pruned: median rule") {
+                break log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no note from the agent of trial {id}: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
         assert!(
             !log.contains(" out finished"),
             "the script kept running: {log}"

@@ -636,8 +636,105 @@ fn logs_follow_since_and_filter() {
     assert!(recent.contains("line 5"));
     let bad = sb.augur(&["logs", "lg/1", "--since", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert_eq!(sb.augur(&["logs", "lg"]).status.code(), Some(2));
+    assert_eq!(sb.augur(&["logs", "lg/x"]).status.code(), Some(2));
+    assert_eq!(sb.augur(&["logs", "lg/9"]).status.code(), Some(2));
     assert_eq!(sb.augur(&["logs", "nope/1"]).status.code(), Some(2));
+    assert_eq!(sb.augur(&["logs", "nope"]).status.code(), Some(2));
+    let unbalanced = sb.augur(&["logs", "lg", "--filter", "\"line"]);
+    assert_eq!(unbalanced.status.code(), Some(2));
+    assert!(text(&unbalanced.stderr).contains("unbalanced quote"));
+}
+
+/// `augur logs STUDY`: every trial's lines interleaved by time, each with its stream;
+/// followed until the study is done; CloudWatch-style filters; three formats.
+#[test]
+fn study_logs_interleave_trials_follow_filter_and_format() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='many'\nobjective={metric='m'}\noracle='grid'\nparallel=3\n[params]\nx={values=[1,2,3]}\n[run]\nscript='for i in 1 2 3; do echo \"tick $i of x$AUGUR_PARAM_X\"; sleep 0.2; done; echo METRICS: m=$AUGUR_PARAM_X'\n",
+    );
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    let mut child = sb.spawn(&args);
+    sb.wait_running("many", 1, LIMIT);
+    let follow = sb.augur(&["logs", "many", "--follow"]);
+    ok(&follow);
+    assert!(wait_exit(&mut child, LIMIT).success());
+    let out = text(&follow.stdout);
+    // Every trial's every line, each prefixed with its stream, in time order.
+    for x in 1..=3 {
+        for i in 1..=3 {
+            let want = format!(" {x}/1 out tick {i} of x{x}");
+            assert_eq!(out.matches(&want).count(), 1, "{want}: {out}");
+        }
+    }
+    let firsts: Vec<usize> = (1..=3)
+        .map(|x| out.find(&format!("tick 1 of x{x}")).unwrap_or(usize::MAX))
+        .collect();
+    let lasts: Vec<usize> = (1..=3)
+        .map(|x| out.find(&format!("tick 3 of x{x}")).unwrap_or(0))
+        .collect();
+    assert!(
+        firsts.iter().all(|f| lasts.iter().all(|l| f < l)),
+        "parallel trials interleave: {out}"
+    );
+    // The same lines, read again without --follow, all in time order (a follow prints
+    // each batch in order as it arrives).
+    let again = text(&sb.augur(&["logs", "many"]).stdout);
+    let mut a: Vec<&str> = again.lines().collect();
+    let mut b: Vec<&str> = out.lines().collect();
+    let times: Vec<&str> = a.iter().filter_map(|l| l.split(' ').next()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "interleaved by time: {again}");
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // Filters: terms, quoted phrases, exclusions, alternatives.
+    let lines = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["logs"];
+        a.extend_from_slice(args);
+        text(&sb.augur(&a).stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let f = lines(&["many", "--filter", "tick x2 -\"tick 1\""]);
+    assert_eq!(
+        f.len(),
+        4,
+        "tick 2 and 3 of x2, as output and as set -x echo: {f:?}"
+    );
+    assert!(f.iter().all(|l| l.contains("x2") && !l.contains("tick 1")));
+    let f = lines(&["many", "--filter", "\"tick 3 of\" -err ?x1 ?x3"]);
+    assert_eq!(f.len(), 2, "{f:?}");
+    // Formats.
+    let short = lines(&[
+        "many",
+        "--format",
+        "short",
+        "--filter",
+        "\"tick 2 of x3\" -err",
+    ]);
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert!(short[0].ends_with(" [3] tick 2 of x3"), "{short:?}");
+    assert_eq!(short[0].len(), "12:00:00.000 [3] tick 2 of x3".len());
+    let json = lines(&["many", "--format", "json", "--filter", "METRICS: -err"]);
+    assert_eq!(json.len(), 3, "{json:?}");
+    for l in &json {
+        let v: Value = serde_json::from_str(l).expect("one object per line");
+        assert_eq!(v["source"], "out");
+        assert!(v["text"].as_str().unwrap_or("").starts_with("METRICS: m="));
+        assert!(v["trial"].as_u64().is_some() && v["t_ms"].as_i64().is_some());
+    }
+    // One trial keeps the log files' own format.
+    let one = text(
+        &sb.augur(&["logs", "many/2", "--filter", "\"tick 1 of\" -err"])
+            .stdout,
+    );
+    let file = std::fs::read_to_string(sb.path().join(".augur/logs/many/2.1.log")).expect("log");
+    assert!(file.contains(one.trim()), "{one}");
 }
 
 #[test]

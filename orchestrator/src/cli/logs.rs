@@ -1,79 +1,146 @@
-//! `augur logs STUDY/TRIAL [--follow] [--since] [--filter]`.
+//! `augur logs STUDY[/TRIAL] [--follow] [--since] [--filter] [--format]`, like
+//! `aws logs tail`: one trial's attempts in order, or every trial of a study
+//! interleaved by time with each line prefixed by its stream (`<trial>/<attempt>`).
+//! The same output on both backends: files locally, CloudWatch Logs on AWS.
 
 use super::backend::Ctx;
-use super::{parse_target, Fail, Outcome};
+use super::{Fail, Outcome};
 use augur::reconcile::{settled, Timing};
-use augur_model::duration;
-use augur_store::logfile::{parse_line, parse_time};
+use augur_model::{duration, StudyState, Trial};
+use augur_store::logfile::{parse_line, parse_time, rfc3339, FilterPattern};
 use augur_store::now_ms;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
-    /// STUDY/TRIAL, for example quadratic/3.
+    /// STUDY (every trial, interleaved by time) or STUDY/TRIAL, for example quadratic/3.
     target: String,
-    /// Keep printing new lines until the trial is final.
+    /// Keep printing new lines until the trial (or the whole study) is final.
     #[arg(short, long)]
     follow: bool,
     /// Only lines from this long ago (10m, 2h) or since this UTC time (2026-11-24T10:00).
     #[arg(long)]
     since: Option<String>,
-    /// Only lines containing this text.
+    /// A CloudWatch-style filter pattern over `<source> <text>`: every term or "quoted
+    /// phrase" must appear, no -term may, and at least one ?term if any is given
+    /// (case-sensitive). `-err` drops the script's stderr.
     #[arg(long)]
     filter: Option<String>,
+    /// short: time and text; detailed: time, stream, source and text (the log files'
+    /// own format for one trial); json: one object per line.
+    #[arg(long, value_enum, default_value_t = Format::Detailed)]
+    format: Format,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Short,
+    Detailed,
+    Json,
+}
+
+/// One line of a trial's log, wherever it came from.
+#[derive(Clone, Debug, PartialEq)]
+struct Event {
+    t_ms: i64,
+    trial: u64,
+    attempt: u32,
+    source: String,
+    text: String,
+}
+
+impl Event {
+    fn from_line(trial: u64, attempt: u32, line: &str, last_ms: i64) -> Event {
+        match parse_line(line) {
+            Some(l) => Event {
+                t_ms: l.t_ms,
+                trial,
+                attempt,
+                source: l.source,
+                text: l.text,
+            },
+            // Not in the log format (written by hand?): keep it, at the last time seen.
+            None => Event {
+                t_ms: last_ms,
+                trial,
+                attempt,
+                source: "?".into(),
+                text: line.to_string(),
+            },
+        }
+    }
+
+    fn render(&self, format: Format, whole_study: bool) -> String {
+        let time = rfc3339(self.t_ms);
+        match format {
+            Format::Detailed if whole_study => format!(
+                "{time} {}/{} {} {}",
+                self.trial, self.attempt, self.source, self.text
+            ),
+            Format::Detailed => format!("{time} {} {}", self.source, self.text),
+            Format::Short => {
+                // HH:MM:SS.mmm of the RFC 3339 time.
+                let clock = time.get(11..23).unwrap_or(&time);
+                if whole_study {
+                    format!("{clock} [{}] {}", self.trial, self.text)
+                } else {
+                    format!("{clock} {}", self.text)
+                }
+            }
+            Format::Json => serde_json::json!({
+                "time": time,
+                "t_ms": self.t_ms,
+                "trial": self.trial,
+                "attempt": self.attempt,
+                "stream": format!("{}/{}", self.trial, self.attempt),
+                "source": self.source,
+                "text": self.text,
+            })
+            .to_string(),
+        }
+    }
 }
 
 /// Which lines to print.
-struct Keep<'a> {
+struct Keep {
     since: Option<i64>,
-    filter: Option<&'a str>,
+    filter: FilterPattern,
 }
 
-impl Keep<'_> {
-    fn keeps(&self, line: &str) -> bool {
-        let recent = match (self.since, parse_line(line)) {
-            (Some(s), Some(l)) => l.t_ms >= s,
-            _ => true,
-        };
-        recent && self.filter.is_none_or(|f| line.contains(f))
+impl Keep {
+    /// The filter sees what CloudWatch sees in a message: `<source> <text>`.
+    fn keeps(&self, e: &Event) -> bool {
+        self.since.is_none_or(|s| e.t_ms >= s)
+            && self.filter.matches(&format!("{} {}", e.source, e.text))
     }
 }
 
 /// Reads one attempt's log file incrementally.
+#[derive(Default)]
 struct Tail {
     offset: u64,
     partial: String,
 }
 
 impl Tail {
-    /// Prints the complete lines added since the last call; whether anything was read.
-    fn pump(
-        &mut self,
-        path: &std::path::Path,
-        keep: &Keep,
-        out: &mut impl Write,
-    ) -> std::io::Result<bool> {
+    /// The complete lines added since the last call.
+    fn pump(&mut self, path: &std::path::Path) -> std::io::Result<Vec<String>> {
         let Ok(mut f) = std::fs::File::open(path) else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;
-        if buf.is_empty() {
-            return Ok(false);
-        }
         self.offset += buf.len() as u64;
         self.partial.push_str(&String::from_utf8_lossy(&buf));
+        let mut out = Vec::new();
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
-            let line = line.trim_end_matches('\n');
-            if keep.keeps(line) {
-                writeln!(out, "{line}")?;
-            }
+            out.push(line.trim_end_matches('\n').to_string());
         }
-        out.flush()?;
-        Ok(true)
+        Ok(out)
     }
 }
 
@@ -88,106 +155,272 @@ fn parse_since(s: &str) -> Result<i64, Fail> {
     })
 }
 
-/// Where one attempt's lines come from.
-enum Source {
-    File(Tail),
-    Cloud {
+/// `STUDY` or `STUDY/TRIAL`.
+fn parse_logs_target(s: &str) -> Result<(String, Option<u64>), Fail> {
+    match s.rsplit_once('/') {
+        None => Ok((s.to_string(), None)),
+        Some((study, id)) => {
+            let id = id.parse().map_err(|_| {
+                Fail::input(format!(
+                    "`{id}` is not a trial number (in `{s}`; give STUDY or STUDY/TRIAL)"
+                ))
+            })?;
+            Ok((study.to_string(), Some(id)))
+        }
+    }
+}
+
+/// Where the lines come from.
+enum Reader {
+    /// Log files: one tail per attempt.
+    Files(BTreeMap<(u64, u32), Tail>),
+    /// CloudWatch Logs, one trial: a forward token per attempt's stream.
+    Streams {
         client: aws_sdk_cloudwatchlogs::Client,
         group: String,
-        token: Option<String>,
+        tokens: BTreeMap<(u64, u32), Option<String>>,
+    },
+    /// CloudWatch Logs, a whole study: FilterLogEvents over the group. Agents send
+    /// their lines at each heartbeat, so a line can arrive after newer lines of other
+    /// trials: each poll looks back `window_ms` before the newest line seen and skips
+    /// the events it already printed (by id).
+    Group {
+        client: aws_sdk_cloudwatchlogs::Client,
+        group: String,
+        since: Option<i64>,
+        newest: Option<i64>,
+        window_ms: i64,
+        seen: HashMap<String, i64>,
     },
 }
 
-impl Source {
-    /// Prints the new lines of `attempt`; whether there were any.
+impl Reader {
+    /// New events of `attempts` (trial, attempt) since the last call.
     async fn pump(
         &mut self,
         ctx: &Ctx,
-        (study, id, attempt): (&str, u64, u32),
-        keep: &Keep<'_>,
-        out: &mut impl Write,
-    ) -> Result<bool, Fail> {
+        study: &str,
+        attempts: &[(u64, u32)],
+    ) -> Result<Vec<Event>, Fail> {
+        let mut out = Vec::new();
         match self {
-            Source::File(tail) => {
-                let path = ctx.layout.log_file(study, id, attempt);
-                tail.pump(&path, keep, out)
-                    .map_err(|e| Fail::unavailable(format!("reading {}: {e}", path.display())))
-            }
-            Source::Cloud {
-                client,
-                group,
-                token,
-            } => {
-                let stream = augur_aws::cwlogs::stream(id, attempt);
-                let (lines, next) = augur_aws::cwlogs::read(client, group, &stream, token.take())
-                    .await
-                    .map_err(|e| Fail::unavailable(e.to_string()))?;
-                *token = next;
-                for line in &lines {
-                    if keep.keeps(line) {
-                        writeln!(out, "{line}").map_err(|e| Fail::unavailable(e.to_string()))?;
+            Reader::Files(tails) => {
+                for &(trial, attempt) in attempts {
+                    let path = ctx.layout.log_file(study, trial, attempt);
+                    let lines = tails
+                        .entry((trial, attempt))
+                        .or_default()
+                        .pump(&path)
+                        .map_err(|e| {
+                            Fail::unavailable(format!("reading {}: {e}", path.display()))
+                        })?;
+                    let mut last = 0;
+                    for line in lines {
+                        let e = Event::from_line(trial, attempt, &line, last);
+                        last = e.t_ms;
+                        out.push(e);
                     }
                 }
-                Ok(!lines.is_empty())
+            }
+            Reader::Streams {
+                client,
+                group,
+                tokens,
+            } => {
+                for &(trial, attempt) in attempts {
+                    let token = tokens.entry((trial, attempt)).or_default();
+                    let stream = augur_aws::cwlogs::stream(trial, attempt);
+                    let (lines, next) =
+                        augur_aws::cwlogs::read(client, group, &stream, token.take())
+                            .await
+                            .map_err(|e| Fail::unavailable(e.to_string()))?;
+                    *token = next;
+                    let mut last = 0;
+                    for line in lines {
+                        let e = Event::from_line(trial, attempt, &line, last);
+                        last = e.t_ms;
+                        out.push(e);
+                    }
+                }
+            }
+            Reader::Group {
+                client,
+                group,
+                since,
+                newest,
+                window_ms,
+                seen,
+            } => {
+                let start = match (*since, *newest) {
+                    (s, Some(n)) => Some(s.unwrap_or(i64::MIN).max(n - *window_ms)),
+                    (s, None) => s,
+                };
+                let events = augur_aws::cwlogs::read_group(client, group, start)
+                    .await
+                    .map_err(|e| Fail::unavailable(e.to_string()))?;
+                for ev in events {
+                    if seen.insert(ev.id.clone(), ev.t_ms).is_some() {
+                        continue;
+                    }
+                    *newest = Some(newest.map_or(ev.t_ms, |n| n.max(ev.t_ms)));
+                    let (trial, attempt) = ev
+                        .stream
+                        .split_once('/')
+                        .and_then(|(t, a)| Some((t.parse().ok()?, a.parse().ok()?)))
+                        .unwrap_or((0, 0));
+                    let (source, text) = ev
+                        .message
+                        .split_once(' ')
+                        .unwrap_or((ev.message.as_str(), ""));
+                    out.push(Event {
+                        t_ms: ev.t_ms,
+                        trial,
+                        attempt,
+                        source: source.to_string(),
+                        text: text.to_string(),
+                    });
+                }
+                // Forget what can no longer come back.
+                if let Some(n) = *newest {
+                    seen.retain(|_, t| *t >= n - *window_ms);
+                }
             }
         }
+        // Interleave by time; a trial's own lines keep their order.
+        out.sort_by_key(|e| (e.t_ms, e.trial, e.attempt));
+        Ok(out)
     }
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
-    let (study, id) = parse_target(&args.target)?;
+    let (study, one) = parse_logs_target(&args.target)?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
+    let filter = FilterPattern::parse(args.filter.as_deref().unwrap_or(""))
+        .map_err(|e| Fail::input(format!("--filter: {e}")))?;
     let no = || Fail::input(format!("no study named `{study}` (see `augur studies`)"));
     let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(&study).await?.ok_or_else(no)?;
-    let timing = Timing::default();
-    let keep = Keep {
-        since,
-        filter: args.filter.as_deref(),
-    };
-    let fresh = |ctx: &Ctx, client: &Option<aws_sdk_cloudwatchlogs::Client>| match client {
-        Some(c) => Source::Cloud {
-            client: c.clone(),
-            group: augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, &study),
-            token: None,
-        },
-        None => Source::File(Tail {
-            offset: 0,
-            partial: String::new(),
-        }),
-    };
-    let client = if ctx.is_aws() {
-        Some(aws_sdk_cloudwatchlogs::Client::new(ctx.sdk().await))
+    if let Some(id) = one {
+        if store.get_trial(&study, id).await?.is_none() {
+            return Err(Fail::input(format!("study `{study}` has no trial {id}")));
+        }
+    }
+    let keep = Keep { since, filter };
+    let group = || augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, &study);
+    let mut reader = if ctx.is_aws() {
+        let client = aws_sdk_cloudwatchlogs::Client::new(ctx.sdk().await);
+        match one {
+            Some(_) => Reader::Streams {
+                client,
+                group: group(),
+                tokens: BTreeMap::new(),
+            },
+            None => Reader::Group {
+                client,
+                group: group(),
+                since,
+                newest: None,
+                // Two heartbeats of the study's agents, and a margin.
+                window_ms: 2 * rec
+                    .drive
+                    .as_ref()
+                    .map_or(ctx.default_drive().heartbeat_ms, |d| d.heartbeat_ms)
+                    + 5_000,
+                seen: HashMap::new(),
+            },
+        }
     } else {
-        None
+        Reader::Files(BTreeMap::new())
     };
-    let mut attempt = 1;
-    let mut source = fresh(ctx, &client);
+    let timing = Timing::default();
+    // Attempts read to their end after their trial had settled: never read again.
+    let mut finished: BTreeSet<(u64, u32)> = BTreeSet::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     loop {
-        let t = store
-            .get_trial(&study, id)
-            .await?
-            .ok_or_else(|| Fail::input(format!("study `{study}` has no trial {id}")))?;
-        let mut read = false;
-        loop {
-            read |= source
-                .pump(ctx, (&study, id, attempt), &keep, &mut out)
-                .await?;
-            if attempt < t.attempt {
-                attempt += 1;
-                source = fresh(ctx, &client);
-                continue;
+        let trials: Vec<Trial> = match one {
+            Some(id) => store.get_trial(&study, id).await?.into_iter().collect(),
+            None => store.list_trials(&study).await?,
+        };
+        let all_settled = trials.iter().all(|t| settled(&rec.spec, &timing, t));
+        let attempts: Vec<(u64, u32)> = trials
+            .iter()
+            .flat_map(|t| (1..=t.attempt).map(move |a| (t.id, a)))
+            .filter(|k| !finished.contains(k))
+            .collect();
+        let events = reader.pump(ctx, &study, &attempts).await?;
+        for e in events.iter().filter(|e| keep.keeps(e)) {
+            writeln!(out, "{}", e.render(args.format, one.is_none()))
+                .map_err(|e| Fail::unavailable(e.to_string()))?;
+        }
+        out.flush().map_err(|e| Fail::unavailable(e.to_string()))?;
+        if events.is_empty() {
+            for t in trials.iter().filter(|t| settled(&rec.spec, &timing, t)) {
+                finished.extend((1..=t.attempt).map(|a| (t.id, a)));
             }
+        }
+        if !args.follow {
             break;
         }
-        if !args.follow || (settled(&rec.spec, &timing, &t) && !read) {
+        // A whole study is over when no trial can change and none will be added.
+        let over = all_settled
+            && (one.is_some()
+                || matches!(
+                    store.study_state(&study).await?,
+                    Some(StudyState::Done | StudyState::Stopped) | None
+                ));
+        if over && events.is_empty() {
             break;
         }
-        if !read {
+        if events.is_empty() {
             tokio::time::sleep(Duration::from_millis(if ctx.is_aws() { 1000 } else { 200 })).await;
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        let e = Event {
+            t_ms: 1_764_000_000_123,
+            trial: 3,
+            attempt: 2,
+            source: "out".into(),
+            text: "METRICS: loss=1".into(),
+        };
+        assert_eq!(
+            e.render(Format::Detailed, false),
+            "2025-11-24T16:00:00.123Z out METRICS: loss=1"
+        );
+        assert_eq!(
+            e.render(Format::Detailed, true),
+            "2025-11-24T16:00:00.123Z 3/2 out METRICS: loss=1"
+        );
+        assert_eq!(
+            e.render(Format::Short, true),
+            "16:00:00.123 [3] METRICS: loss=1"
+        );
+        assert_eq!(
+            e.render(Format::Short, false),
+            "16:00:00.123 METRICS: loss=1"
+        );
+        let j: serde_json::Value = serde_json::from_str(&e.render(Format::Json, true)).unwrap();
+        assert_eq!(j["trial"], 3);
+        assert_eq!(j["stream"], "3/2");
+        assert_eq!(j["text"], "METRICS: loss=1");
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(parse_logs_target("q").unwrap(), ("q".to_string(), None));
+        assert_eq!(
+            parse_logs_target("q/3").unwrap(),
+            ("q".to_string(), Some(3))
+        );
+        assert!(parse_logs_target("q/x").is_err());
+    }
 }

@@ -920,3 +920,122 @@ warmup = 2
     let listing = text(&sb.augur(&["studies"]).stdout);
     assert!(listing.contains("6/6"), "{listing}");
 }
+
+/// Tables for other tools: `trials --csv`, `leaderboard --csv`, `export` (jsonl and
+/// csv, to stdout or a file), read back by Python's csv module; shell completions.
+#[test]
+fn csv_export_and_completions() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "tab"
+objective = { metric = "loss" }
+oracle = "grid"
+[params]
+x = { values = [1, 2, 3] }
+tag = { values = ["a,b", 'say "hi"'] }
+[run]
+script = 'echo "METRICS: step=1, loss=$((AUGUR_PARAM_X * 2))"; echo "METRICS: step=2, loss=$AUGUR_PARAM_X"; echo "done, \"quoted\""'
+"#,
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let json = sb.trials("tab");
+    assert_eq!(json.len(), 6);
+    // Python's csv module reads what we write, and it agrees with the JSON.
+    let read_csv = |args: &[&str]| -> Vec<BTreeMap<String, String>> {
+        let out = sb.augur(args);
+        ok(&out);
+        let path = sb.write("t.csv", &text(&out.stdout));
+        let py = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import csv, json, sys; print(json.dumps(list(csv.DictReader(open(sys.argv[1], newline='')))))",
+            ])
+            .arg(&path)
+            .output()
+            .expect("python3");
+        assert!(py.status.success(), "{}", text(&py.stderr));
+        serde_json::from_slice(&py.stdout).expect("rows")
+    };
+    let rows = read_csv(&["trials", "tab", "--csv"]);
+    assert_eq!(rows.len(), 6);
+    for (r, j) in rows.iter().zip(&json) {
+        assert_eq!(r["id"], j["id"].to_string());
+        assert_eq!(r["state"], "succeeded");
+        assert_eq!(r["param.tag"], j["params"]["tag"].as_str().unwrap_or("?"));
+        assert_eq!(r["param.x"], j["params"]["x"].to_string());
+        assert_eq!(r["metric.loss"], j["params"]["x"].to_string());
+        assert_eq!(r["status"], "done, \"quoted\"");
+        assert!(r["elapsed_ms"].parse::<u64>().is_ok(), "{r:?}");
+    }
+    let lb = read_csv(&["leaderboard", "tab", "--csv", "-n", "2"]);
+    assert_eq!(lb.len(), 2);
+    assert_eq!(
+        (lb[0]["rank"].as_str(), lb[0]["value"].as_str()),
+        ("1", "1")
+    );
+    assert_eq!(lb[0]["param.x"], "1");
+    assert_eq!(lb[0]["pruned"], "false");
+    assert_eq!(read_csv(&["export", "tab", "--format", "csv"]), rows);
+    // jsonl: one object per trial, with the metric series.
+    let jsonl = sb.augur(&["export", "tab"]);
+    ok(&jsonl);
+    let lines: Vec<Value> = text(&jsonl.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one object per line"))
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for l in &lines {
+        assert_eq!(l["series"].as_array().map(Vec::len), Some(2), "{l}");
+    }
+    let file = sb.path().join("out.jsonl");
+    let to_file = sb.augur(&["export", "tab", "--output", &file.display().to_string()]);
+    ok(&to_file);
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("file"),
+        text(&jsonl.stdout)
+    );
+    assert!(text(&to_file.stderr).contains("wrote 6 trial(s)"));
+    // Bad requests exit 2.
+    assert_eq!(
+        sb.augur(&["trials", "tab", "--csv", "--json"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        sb.augur(&["export", "tab", "--format", "xml"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(sb.augur(&["export", "nope"]).status.code(), Some(2));
+    let nowhere = sb.augur(&["export", "tab", "--output", "/nonexistent/dir/x.jsonl"]);
+    assert_eq!(nowhere.status.code(), Some(2));
+    // Completions for three shells.
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef augur"),
+        ("fish", "complete -c augur"),
+    ] {
+        let out = sb.augur(&["completions", shell]);
+        ok(&out);
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("leaderboard"),
+            "{shell} completes subcommands"
+        );
+    }
+    let bash = sb.write(
+        "augur.bash",
+        &text(&sb.augur(&["completions", "bash"]).stdout),
+    );
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&bash)
+        .output()
+        .expect("bash -n");
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}

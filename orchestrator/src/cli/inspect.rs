@@ -85,9 +85,11 @@ pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn trials(ctx: &Ctx, study: &str, json: bool) -> Outcome {
-    let (_, _, trials) = study_and_trials(ctx, study).await?;
-    if json {
+pub async fn trials(ctx: &Ctx, study: &str, json: bool, csv: bool) -> Outcome {
+    let (_, rec, trials) = study_and_trials(ctx, study).await?;
+    if csv {
+        print!("{}", report::trials_csv(&rec.spec, &trials));
+    } else if json {
         print_json(&serde_json::Value::Array(
             trials.iter().map(report::trial_json).collect(),
         ));
@@ -105,12 +107,7 @@ pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
         .await?
         .ok_or_else(|| Fail::input(format!("study `{study}` has no trial {id}")))?;
     if json {
-        let mut v = report::trial_json(&t);
-        if let serde_json::Value::Object(o) = &mut v {
-            o.insert("series".into(), serde_json::json!(t.series));
-            o.insert("log_tail".into(), serde_json::json!(t.log_tail));
-        }
-        print_json(&v);
+        print_json(&report::trial_export_json(&t));
         return Ok(0);
     }
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
@@ -161,9 +158,68 @@ pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn leaderboard(ctx: &Ctx, study: &str, n: Option<usize>, json: bool) -> Outcome {
+pub async fn leaderboard(
+    ctx: &Ctx,
+    study: &str,
+    n: Option<usize>,
+    json: bool,
+    csv: bool,
+) -> Outcome {
     let (_, rec, trials) = study_and_trials(ctx, study).await?;
+    if csv {
+        let mut rows = augur_model::leaderboard(&rec.spec, &trials);
+        if let Some(n) = n {
+            rows.truncate(n);
+        }
+        print!("{}", report::leaderboard_csv(&rec.spec, &rows));
+        return Ok(0);
+    }
     print_leaderboard(&rec, &trials, n, json);
+    Ok(0)
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// `augur export STUDY`: every trial, datasets included, in id order.
+pub async fn export(
+    ctx: &Ctx,
+    study: &str,
+    format: ExportFormat,
+    output: Option<&std::path::Path>,
+) -> Outcome {
+    let (_, rec, trials) = study_and_trials(ctx, study).await?;
+    let text = match format {
+        ExportFormat::Csv => report::trials_csv(&rec.spec, &trials),
+        ExportFormat::Jsonl => trials
+            .iter()
+            .map(|t| format!("{}\n", report::trial_export_json(t)))
+            .collect(),
+    };
+    match output {
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| Fail::unavailable(format!("writing the export: {e}")))?;
+        }
+        Some(path) => {
+            // Written whole, then moved into place: a reader never sees half a file.
+            let tmp = path.with_extension("augur-tmp");
+            std::fs::write(&tmp, &text)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| Fail::input(format!("cannot write {}: {e}", path.display())))?;
+            eprintln!(
+                "wrote {} trial(s) of `{study}` to {}",
+                trials.len(),
+                path.display()
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -74,8 +74,11 @@ enum Cmd {
     /// List a study's trials.
     Trials {
         study: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// One row per trial, a column per parameter and metric.
+        #[arg(long)]
+        csv: bool,
     },
     /// Show one trial: STUDY/TRIAL.
     Show {
@@ -89,10 +92,29 @@ enum Cmd {
         /// Show the best N.
         #[arg(short = 'n', long)]
         n: Option<usize>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        #[arg(long)]
+        csv: bool,
     },
-    /// Print a trial's log: STUDY/TRIAL.
+    /// Write every trial of a study, with everything recorded, for other tools.
+    Export {
+        study: String,
+        /// jsonl: one object per trial, with its metric series and log tail; csv: one
+        /// row per trial, a column per parameter and metric.
+        #[arg(long, value_enum, default_value_t = inspect::ExportFormat::Jsonl)]
+        format: inspect::ExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script: `augur completions bash > /etc/bash_completion.d/augur`,
+    /// zsh: into a directory on $fpath as `_augur`; fish: ~/.config/fish/completions/augur.fish.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a trial's log (STUDY/TRIAL) or a whole study's, interleaved (STUDY).
     Logs(logs::LogsArgs),
     /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
     Stop { study: String },
@@ -233,9 +255,24 @@ async fn dispatch(cmd: Cmd, ctx: backend::Ctx) -> Outcome {
         Cmd::Validate { study } => run::validate(&study),
         Cmd::Init { agent } => run::init(&ctx, agent.as_deref()).await,
         Cmd::Studies { json } => inspect::studies(&ctx, json).await,
-        Cmd::Trials { study, json } => inspect::trials(&ctx, &study, json).await,
+        Cmd::Trials { study, json, csv } => inspect::trials(&ctx, &study, json, csv).await,
         Cmd::Show { target, json } => inspect::show(&ctx, &target, json).await,
-        Cmd::Leaderboard { study, n, json } => inspect::leaderboard(&ctx, &study, n, json).await,
+        Cmd::Leaderboard {
+            study,
+            n,
+            json,
+            csv,
+        } => inspect::leaderboard(&ctx, &study, n, json, csv).await,
+        Cmd::Export {
+            study,
+            format,
+            output,
+        } => inspect::export(&ctx, &study, format, output.as_deref()).await,
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "augur", &mut std::io::stdout());
+            Ok(0)
+        }
         Cmd::Logs(args) => logs::logs(&ctx, args).await,
         Cmd::Stop { study } => run::stop(&ctx, &study).await,
         Cmd::Delete { study, force } => inspect::delete(&ctx, &study, force).await,

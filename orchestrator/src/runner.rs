@@ -287,6 +287,11 @@ impl Runner {
         self.counters.snapshot()
     }
 
+    /// The live counters, for a reader in another task (`augur run --serve`).
+    pub fn counter_handle(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
     fn emit(&self, e: Event) {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);

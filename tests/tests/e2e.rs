@@ -1039,3 +1039,149 @@ script = 'echo "METRICS: step=1, loss=$((AUGUR_PARAM_X * 2))"; echo "METRICS: st
         .expect("bash -n");
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
+
+/// Reads `augur ... ` stderr until a line names the status server's address.
+fn server_addr(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(err).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("a line naming the address")
+            .expect("read");
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap_or_default().to_string();
+        }
+    };
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}
+
+/// `augur serve`: the JSON API behind every page, Prometheus text, server-rendered
+/// pages with SVG charts; `augur run --serve`: the same with the run's counters and a
+/// log that follows a running trial.
+#[test]
+fn status_server_api_pages_and_metrics() {
+    use augur_tests::http_get;
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='srv'\nobjective={metric='loss'}\noracle='grid'\nparallel=2\n[params]\nx={values=[1,2,3,4]}\n[run]\nscript='for s in 1 2 3; do echo \"METRICS: step=$s, loss=$((AUGUR_PARAM_X * 10 / s))\"; done'\n",
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let mut server = sb.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = server_addr(&mut server);
+    let get_json = |path: &str| -> Value {
+        let (status, ctype, body) = http_get(&addr, path);
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(ctype.starts_with("application/json"), "{path}: {ctype}");
+        serde_json::from_str(&body).expect("json")
+    };
+    let studies = get_json("/api/studies");
+    assert_eq!(studies[0]["name"], "srv");
+    assert_eq!(studies[0]["trials"]["succeeded"], 4);
+    let study = get_json("/api/studies/srv");
+    assert_eq!(study["leaderboard"].as_array().map(Vec::len), Some(4));
+    assert_eq!(study["leaderboard"][0]["params"]["x"], 1);
+    assert_eq!(study["spec"]["objective"]["metric"], "loss");
+    let trials = get_json("/api/studies/srv/trials");
+    assert_eq!(trials.as_array().map(Vec::len), Some(4));
+    let t1 = get_json("/api/trials/srv/1");
+    assert_eq!(t1["series"].as_array().map(Vec::len), Some(3));
+    let (status, ctype, log) = http_get(&addr, "/api/trials/srv/1/log");
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/plain"));
+    assert!(log.contains(" out METRICS: step=3, loss="), "{log}");
+    assert_eq!(
+        log,
+        text(&sb.augur(&["logs", "srv/1"]).stdout),
+        "the same as augur logs"
+    );
+    let (status, _, body) = http_get(&addr, "/api/studies/nope");
+    assert_eq!(status, 404);
+    assert!(body.contains("no study named `nope`"), "{body}");
+    assert_eq!(http_get(&addr, "/api/trials/srv/99").0, 404);
+    let (status, ctype, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    assert!(
+        metrics.contains("augur_trials{study=\"srv\",state=\"succeeded\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("augur_studies{state=\"done\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("augur_runner_"), "no run in this process");
+    // Pages: links, tables and charts drawn on the server.
+    let (status, ctype, home) = http_get(&addr, "/");
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/html"));
+    assert!(home.contains("<a href=\"/studies/srv\">srv</a>"), "{home}");
+    let (_, _, page) = http_get(&addr, "/studies/srv");
+    for want in [
+        "<svg",
+        "best so far",
+        "loss vs x",
+        "trials by state over time",
+        "Leaderboard",
+        "href=\"/trials/srv/1\"",
+    ] {
+        assert!(page.contains(want), "study page lacks {want}");
+    }
+    for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
+        assert!(
+            !page.contains(external),
+            "nothing from the network: {external}"
+        );
+    }
+    let (_, _, tpage) = http_get(&addr, "/trials/srv/1");
+    assert!(
+        tpage.contains("<svg") && tpage.contains("data-src=\"/api/trials/srv/1/log\""),
+        "{tpage}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // augur run --serve: the run's counters, and a log that follows a running trial.
+    sb.write(
+        "slow.toml",
+        "name='slow'\nobjective={metric='loss'}\noracle='grid'\nparallel=2\n[params]\nx={values=[1,2]}\n[run]\nscript='for s in 1 2 3 4; do echo \"tick $s\"; sleep 0.3; done; echo METRICS: loss=$AUGUR_PARAM_X'\n",
+    );
+    let mut args = vec!["run", "slow.toml", "--serve", "127.0.0.1:0"];
+    args.extend_from_slice(&FAST);
+    let mut child = sb.spawn(&args);
+    let addr = server_addr(&mut child);
+    sb.wait_running("slow", 1, LIMIT);
+    // While it runs: the run's own counters (both trials launched at once).
+    let (_, _, metrics) = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("augur_runner_launched_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE augur_runner_succeeded_total counter"),
+        "{metrics}"
+    );
+    // The log of a running trial, followed to its end (the server lets it finish
+    // even though the run ends at the same moment).
+    let (status, _, followed) = http_get(&addr, "/api/trials/slow/1/log?follow");
+    assert_eq!(status, 200);
+    for s in 1..=4 {
+        assert!(followed.contains(&format!(" out tick {s}")), "{followed}");
+    }
+    assert!(
+        followed.contains(" augur succeeded"),
+        "followed to the end: {followed}"
+    );
+    assert!(wait_exit(&mut child, LIMIT).success());
+    // A busy address is refused before anything runs.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = busy.local_addr().expect("addr").to_string();
+    let refused = sb.augur(&["serve", "--addr", &taken]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let help = text(&sb.augur(&["serve", "--help"]).stdout);
+    assert!(help.contains("127.0.0.1:8080"), "{help}");
+}

@@ -101,6 +101,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The same backend for another task (its AWS configuration resolved afresh).
+    pub fn fresh(&self) -> Ctx {
+        Ctx {
+            layout: self.layout.clone(),
+            aws: self.aws.clone(),
+            sdk: Default::default(),
+        }
+    }
+
     pub fn is_aws(&self) -> bool {
         self.aws.backend == Backend::Aws
     }

@@ -379,6 +379,54 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
     Ok(0)
 }
 
+/// One trial's log read incrementally, in the log files' format (the status server's
+/// log endpoint).
+pub(super) struct TrialLog {
+    reader: Reader,
+    study: String,
+    id: u64,
+}
+
+impl TrialLog {
+    pub(super) async fn new(ctx: &Ctx, study: &str, id: u64) -> TrialLog {
+        let reader = if ctx.is_aws() {
+            Reader::Streams {
+                client: aws_sdk_cloudwatchlogs::Client::new(ctx.sdk().await),
+                group: augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, study),
+                tokens: BTreeMap::new(),
+            }
+        } else {
+            Reader::Files(BTreeMap::new())
+        };
+        TrialLog {
+            reader,
+            study: study.to_string(),
+            id,
+        }
+    }
+
+    /// The lines added since the last call, and whether the trial had settled before
+    /// they were read (so nothing more will come). `None` when the trial is gone.
+    pub(super) async fn pump(
+        &mut self,
+        ctx: &Ctx,
+        store: &dyn augur_store::TrialStore,
+        spec: &augur_model::Study,
+    ) -> Result<Option<(Vec<String>, bool)>, Fail> {
+        let Some(t) = store.get_trial(&self.study, self.id).await? else {
+            return Ok(None);
+        };
+        let over = settled(spec, &Timing::default(), &t);
+        let attempts: Vec<(u64, u32)> = (1..=t.attempt).map(|a| (t.id, a)).collect();
+        let events = self.reader.pump(ctx, &self.study, &attempts).await?;
+        let lines = events
+            .iter()
+            .map(|e| e.render(Format::Detailed, false))
+            .collect();
+        Ok(Some((lines, over)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

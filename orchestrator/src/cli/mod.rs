@@ -4,8 +4,10 @@ pub mod backend;
 pub mod config;
 mod inspect;
 mod logs;
+mod plot;
 mod progress;
 mod run;
+mod serve;
 pub mod tick;
 
 use augur_store::Layout;
@@ -116,6 +118,9 @@ enum Cmd {
     },
     /// Print a trial's log (STUDY/TRIAL) or a whole study's, interleaved (STUDY).
     Logs(logs::LogsArgs),
+    /// Serve status pages (studies, leaderboards, charts, live logs), their JSON API
+    /// under /api and Prometheus text at /metrics, on 127.0.0.1:8080 by default.
+    Serve(serve::ServeArgs),
     /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
     Stop { study: String },
     /// Set up the backend: the database locally; on AWS the DynamoDB table and the S3
@@ -274,6 +279,7 @@ async fn dispatch(cmd: Cmd, ctx: backend::Ctx) -> Outcome {
             Ok(0)
         }
         Cmd::Logs(args) => logs::logs(&ctx, args).await,
+        Cmd::Serve(args) => serve::command(ctx, args).await,
         Cmd::Stop { study } => run::stop(&ctx, &study).await,
         Cmd::Delete { study, force } => inspect::delete(&ctx, &study, force).await,
     }

@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Print the leaderboard at the end as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve the status pages, API and /metrics (with this run's counters) on this
+    /// address while the study runs, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<std::net::SocketAddr>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -181,6 +185,11 @@ async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Ctx) -> Result<Prepare
 }
 
 pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
+    // Bind first: a busy address is bad input, found before anything runs.
+    let listener = match args.serve {
+        Some(addr) => Some(super::serve::bind(addr).await?),
+        None => None,
+    };
     let Prepared {
         study,
         drive,
@@ -191,6 +200,30 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
     apply_drive(&mut runner, &drive);
     runner.backend_deadline = args.tuning.backend_deadline;
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = None;
+    if let Some(listener) = listener {
+        let counters = runner.counter_handle();
+        let app = std::sync::Arc::new(super::serve::App {
+            ctx: std::sync::Arc::new(ctx.fresh()),
+            store: store.clone(),
+            counters: Some(Box::new(move || counters.snapshot())),
+        });
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!(
+                "augur: status pages on http://{addr}/studies/{}",
+                study.name
+            );
+        }
+        server = Some(tokio::spawn(async move {
+            let stop = async move {
+                let _ = server_stopped.await;
+            };
+            if let Err(e) = super::serve::serve_on(app, listener, stop).await {
+                eprintln!("augur: {}", e.message);
+            }
+        }));
+    }
     if ctx.is_aws() {
         // The serverless tick may drive this study too: whoever holds the lease acts.
         runner.lease = Some(LeaseSpec::for_process("augur-run", Duration::from_secs(30)));
@@ -230,6 +263,11 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
         .drive(&study, Scope::Budget(study.trials), control_rx)
         .await;
     interrupts.abort();
+    // Responses in flight (a log following a trial that just ended) get to finish.
+    let _ = stop_server.send(());
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    }
     drop(runner);
     let _ = printer.await;
     let finished = result?;

@@ -13,6 +13,10 @@ scripts/infra-check.sh
 # The AWS CLI (v1, PyPI) that infra/deploy.sh drives; a test deploys into moto.
 AUGUR_TEST_AWSCLI="$(scripts/awscli.sh)"
 export AUGUR_TEST_AWSCLI
+# Debian's chromium for the browser test of the status pages (screenshots go to
+# $AUGUR_SCREENSHOTS, by default the target directory's screenshots/).
+AUGUR_TEST_CHROMIUM="$(scripts/browser.sh)"
+export AUGUR_TEST_CHROMIUM
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 # The agent for EC2 instances and augur-lambda, linked for an older glibc (zig and

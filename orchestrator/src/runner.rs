@@ -132,6 +132,8 @@ pub struct Counters {
     pub terminated: AtomicU64,
     pub backend_errors: AtomicU64,
     pub ticks: AtomicU64,
+    /// Time spent in reconcile passes, in microseconds.
+    pub tick_micros: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -147,6 +149,7 @@ pub struct CounterValues {
     pub terminated: u64,
     pub backend_errors: u64,
     pub ticks: u64,
+    pub tick_micros: u64,
 }
 
 impl Counters {
@@ -166,6 +169,7 @@ impl Counters {
             terminated: g(&self.terminated),
             backend_errors: g(&self.backend_errors),
             ticks: g(&self.ticks),
+            tick_micros: g(&self.tick_micros),
         }
     }
 }
@@ -696,7 +700,7 @@ impl Runner {
         &self,
         study: &Study,
         scope: &Scope,
-        mut mode: Mode,
+        mode: Mode,
         oracle: &dyn Oracle,
         cache: &mut Cache,
         exhausted: &mut bool,
@@ -704,6 +708,28 @@ impl Runner {
         deadline: Option<Instant>,
     ) -> Result<Step, RunError> {
         Counters::bump(&self.counters.ticks);
+        let started = Instant::now();
+        let out = self
+            .pass(study, scope, mode, oracle, cache, exhausted, act, deadline)
+            .await;
+        self.counters
+            .tick_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pass(
+        &self,
+        study: &Study,
+        scope: &Scope,
+        mut mode: Mode,
+        oracle: &dyn Oracle,
+        cache: &mut Cache,
+        exhausted: &mut bool,
+        act: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Step, RunError> {
         let state = self
             .store
             .study_state(&study.name)

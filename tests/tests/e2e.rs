@@ -1165,6 +1165,11 @@ fn status_server_api_pages_and_metrics() {
         metrics.contains("# TYPE augur_runner_succeeded_total counter"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("# TYPE augur_reconcile_tick_seconds summary")
+            && metrics.contains("augur_reconcile_tick_seconds_count "),
+        "{metrics}"
+    );
     // The log of a running trial, followed to its end (the server lets it finish
     // even though the run ends at the same moment).
     let (status, _, followed) = http_get(&addr, "/api/trials/slow/1/log?follow");

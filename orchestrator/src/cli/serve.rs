@@ -288,13 +288,18 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
                 "Backend calls that failed after their retries.",
                 c.backend_errors,
             ),
-            ("reconcile_ticks", "Reconcile passes.", c.ticks),
         ] {
             let _ = writeln!(
                 out,
                 "# HELP augur_runner_{name}_total {help}\n# TYPE augur_runner_{name}_total counter\naugur_runner_{name}_total {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP augur_reconcile_tick_seconds Time spent in reconcile passes.\n# TYPE augur_reconcile_tick_seconds summary\naugur_reconcile_tick_seconds_sum {}\naugur_reconcile_tick_seconds_count {}",
+            c.tick_micros as f64 / 1e6,
+            c.ticks
+        );
     }
     Ok((
         [(
@@ -344,11 +349,15 @@ fn page(title: &str, crumbs: &str, body: &str) -> Html<String> {
 }
 
 fn table(class: &str, head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("<table class=\"{class}\"><thead><tr>");
-    for h in head {
-        let _ = write!(s, "<th>{}</th>", esc(h));
+    let mut s = format!("<table class=\"{class}\">");
+    if head.iter().any(|h| !h.is_empty()) {
+        s.push_str("<thead><tr>");
+        for h in head {
+            let _ = write!(s, "<th>{}</th>", esc(h));
+        }
+        s.push_str("</tr></thead>");
     }
-    s.push_str("</tr></thead><tbody>");
+    s.push_str("<tbody>");
     for r in rows {
         s.push_str("<tr>");
         for c in r {

@@ -1,0 +1,135 @@
+//! The status pages in a real browser: Debian's chromium (installed by
+//! scripts/browser.sh, passed in AUGUR_TEST_CHROMIUM) renders the pages of a finished
+//! study, runs their script (the trial page loads its log with fetch), and saves
+//! screenshots to $AUGUR_SCREENSHOTS (default: the target directory's screenshots/).
+
+use augur_tests::{bin_dir, ok, text, Sandbox, FAST};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn chromium() -> String {
+    std::env::var("AUGUR_TEST_CHROMIUM").unwrap_or_else(|_| {
+        let found = Command::new("sh")
+            .args(["-c", "command -v chromium"])
+            .output()
+            .map(|o| text(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        assert!(
+            !found.is_empty(),
+            "no chromium: run scripts/browser.sh (scripts/test.sh does)"
+        );
+        found
+    })
+}
+
+/// Chromium, headless, on `url`, with time for the page's script to run.
+fn browse(args: &[&str], url: &str) -> std::process::Output {
+    Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=3000",
+        ])
+        .args(args)
+        .arg(url)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("run chromium")
+}
+
+#[test]
+fn the_pages_of_a_finished_study_render_in_chromium() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"
+name = "shown"
+objective = { metric = "loss" }
+oracle = "grid"
+parallel = 2
+[params]
+x = { values = [1, 2, 3, 4, 5] }
+[run]
+script = 'for s in $(seq 1 12); do echo "METRICS: step=$s, loss=$(awk "BEGIN { print $AUGUR_PARAM_X + 1 / $s }")"; sleep 0.05; done; echo "<b>not markup</b>"'
+[prune]
+rule = "median"
+min_trials = 2
+warmup = 2
+"#,
+    );
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    ok(&sb.augur(&args));
+    let mut server = sb.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = {
+        use std::io::BufRead;
+        let err = server.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(err).lines();
+        let line = lines.next().expect("address line").expect("read");
+        std::thread::spawn(move || for _ in lines {});
+        line.split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .expect("address")
+            .to_string()
+    };
+    let shots = std::env::var("AUGUR_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| bin_dir().join("screenshots"));
+    std::fs::create_dir_all(&shots).expect("screenshots dir");
+    for (name, path, wants) in [
+        ("studies", "/", vec!["Studies", "shown", "loss = 1."]),
+        (
+            "study",
+            "/studies/shown",
+            vec![
+                "best so far",
+                "loss vs x",
+                "(pruned)",
+                "Leaderboard",
+                "succeeded",
+            ],
+        ),
+        (
+            "trial",
+            "/trials/shown/1",
+            // The log arrives by fetch: only a browser running the script shows it.
+            vec!["METRICS: step=12", "&lt;b&gt;not markup&lt;/b&gt;", "step"],
+        ),
+    ] {
+        let url = format!("http://{addr}{path}");
+        let dom = browse(&["--dump-dom"], &url);
+        assert!(dom.status.success(), "{}", text(&dom.stderr));
+        let dom = text(&dom.stdout);
+        for w in wants {
+            assert!(dom.contains(w), "{name} page lacks {w:?}: {dom}");
+        }
+        assert!(
+            !dom.contains("<b>not markup</b>"),
+            "script output is escaped"
+        );
+        let file = shots.join(format!("{name}.png"));
+        let _ = std::fs::remove_file(&file);
+        let shot = browse(
+            &[
+                "--window-size=1280,1400",
+                &format!("--screenshot={}", file.display()),
+            ],
+            &url,
+        );
+        assert!(shot.status.success(), "{}", text(&shot.stderr));
+        let png = std::fs::read(&file).expect("screenshot written");
+        assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", file.display());
+        assert!(
+            png.len() > 10_000,
+            "{} has content ({} bytes)",
+            file.display(),
+            png.len()
+        );
+        eprintln!("screenshot: {} ({} bytes)", file.display(), png.len());
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}

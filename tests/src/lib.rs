@@ -255,3 +255,22 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
     };
     (status, header("content-type"), body)
 }
+
+/// Reads a spawned `augur` command's stderr until a line names the status server's
+/// address (`http://ADDR/...`), then keeps draining it so the child never blocks.
+pub fn server_addr(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(err).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("a line naming the address")
+            .expect("read");
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap_or_default().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}

@@ -3,7 +3,7 @@
 //! study, runs their script (the trial page loads its log with fetch), and saves
 //! screenshots to $AUGUR_SCREENSHOTS (default: the target directory's screenshots/).
 
-use augur_tests::{bin_dir, ok, text, Sandbox, FAST};
+use augur_tests::{bin_dir, ok, server_addr, text, Sandbox, FAST};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -63,18 +63,7 @@ warmup = 2
     args.extend_from_slice(&FAST);
     ok(&sb.augur(&args));
     let mut server = sb.spawn(&["serve", "--addr", "127.0.0.1:0"]);
-    let addr = {
-        use std::io::BufRead;
-        let err = server.stderr.take().expect("stderr");
-        let mut lines = std::io::BufReader::new(err).lines();
-        let line = lines.next().expect("address line").expect("read");
-        std::thread::spawn(move || for _ in lines {});
-        line.split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .expect("address")
-            .to_string()
-    };
+    let addr = server_addr(&mut server);
     let shots = std::env::var("AUGUR_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| bin_dir().join("screenshots"));

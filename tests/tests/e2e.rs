@@ -1040,31 +1040,12 @@ script = 'echo "METRICS: step=1, loss=$((AUGUR_PARAM_X * 2))"; echo "METRICS: st
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
 
-/// Reads `augur ... ` stderr until a line names the status server's address.
-fn server_addr(child: &mut std::process::Child) -> String {
-    use std::io::BufRead;
-    let err = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(err).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("a line naming the address")
-            .expect("read");
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split('/').next().unwrap_or_default().to_string();
-        }
-    };
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    addr
-}
-
 /// `augur serve`: the JSON API behind every page, Prometheus text, server-rendered
 /// pages with SVG charts; `augur run --serve`: the same with the run's counters and a
 /// log that follows a running trial.
 #[test]
 fn status_server_api_pages_and_metrics() {
-    use augur_tests::http_get;
+    use augur_tests::{http_get, server_addr};
     let sb = Sandbox::new();
     sb.write(
         "s.toml",

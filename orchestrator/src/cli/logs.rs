@@ -72,6 +72,16 @@ impl Event {
         }
     }
 
+    /// Parses an attempt's lines in order onto `out`.
+    fn extend_from_lines(out: &mut Vec<Event>, trial: u64, attempt: u32, lines: Vec<String>) {
+        let mut last = 0;
+        for line in lines {
+            let e = Event::from_line(trial, attempt, &line, last);
+            last = e.t_ms;
+            out.push(e);
+        }
+    }
+
     fn render(&self, format: Format, whole_study: bool) -> String {
         let time = rfc3339(self.t_ms);
         match format {
@@ -214,12 +224,7 @@ impl Reader {
                         .map_err(|e| {
                             Fail::unavailable(format!("reading {}: {e}", path.display()))
                         })?;
-                    let mut last = 0;
-                    for line in lines {
-                        let e = Event::from_line(trial, attempt, &line, last);
-                        last = e.t_ms;
-                        out.push(e);
-                    }
+                    Event::extend_from_lines(&mut out, trial, attempt, lines);
                 }
             }
             Reader::Streams {
@@ -235,12 +240,7 @@ impl Reader {
                             .await
                             .map_err(|e| Fail::unavailable(e.to_string()))?;
                     *token = next;
-                    let mut last = 0;
-                    for line in lines {
-                        let e = Event::from_line(trial, attempt, &line, last);
-                        last = e.t_ms;
-                        out.push(e);
-                    }
+                    Event::extend_from_lines(&mut out, trial, attempt, lines);
                 }
             }
             Reader::Group {

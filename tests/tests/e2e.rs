@@ -339,7 +339,9 @@ fn ctrl_c_once_drains_twice_cancels_and_both_resume() {
     let sb = Sandbox::new();
     sb.write(
         "s.toml",
-        "name='c'\nobjective={metric='m'}\ntrials=6\nparallel=2\n[run]\nscript='sleep 1; echo METRICS: m=1'\n",
+        // Long enough that both trials are seen running together even when the
+        // machine is busy (the suite runs its tests in parallel on 2 cores).
+        "name='c'\nobjective={metric='m'}\ntrials=6\nparallel=2\n[run]\nscript='sleep 3; echo METRICS: m=1'\n",
     );
     let mut args = vec!["run", "s.toml"];
     args.extend_from_slice(&FAST);

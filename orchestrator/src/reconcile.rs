@@ -182,6 +182,14 @@ pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
     }
 }
 
+/// Whether `t` was pruned so recently that its agent may still be ending the script
+/// and sending its last lines (two heartbeats plus the study's `grace`): its machine
+/// is left alone until then.
+pub fn pruned_in_grace(study: &Study, timing: &Timing, t: &Trial, now: Millis) -> bool {
+    t.state == TrialState::Pruned
+        && now - t.finished_ms.unwrap_or(0) < 2 * timing.heartbeat_ms + study.run.grace_ms as Millis
+}
+
 /// The decision. See the module docs.
 pub fn decide(v: &View) -> Vec<Action> {
     let mut out = Vec::new();
@@ -382,11 +390,7 @@ pub fn decide(v: &View) -> Vec<Action> {
         let first = machines
             .get(&(m.trial, m.attempt))
             .is_some_and(|f| f.id == m.id);
-        let stopping = |t: &Trial| {
-            t.state == TrialState::Pruned
-                && v.now - t.finished_ms.unwrap_or(0)
-                    < 2 * v.timing.heartbeat_ms + v.study.run.grace_ms as Millis
-        };
+        let stopping = |t: &Trial| pruned_in_grace(v.study, v.timing, t, v.now);
         let keep = first
             && by_id.get(&m.trial).is_some_and(|t| {
                 t.attempt == m.attempt

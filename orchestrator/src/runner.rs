@@ -5,7 +5,9 @@
 //! [`StreamHandle::wait`], and [`Runner::counters`].
 
 use crate::provider::{MachineProvider, ProviderError};
-use crate::reconcile::{decide, settled, Action, Machine, Mode, Scope, Timing, View};
+use crate::reconcile::{
+    decide, pruned_in_grace, settled, Action, Machine, Mode, Scope, Timing, View,
+};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, DriveSettings, Expect, Millis, Oracle, Params, Study, StudyRecord, StudyState,
@@ -803,11 +805,8 @@ impl Runner {
                             // A pruned trial's agent gets its grace to end the script
                             // and send its last lines: decide again with this listing.
                             if trial.is_some_and(|t| {
-                                t.state == TrialState::Pruned
-                                    && t.attempt == m.attempt
-                                    && now - t.finished_ms.unwrap_or(0)
-                                        < 2 * self.timing.heartbeat_ms
-                                            + study.run.grace_ms as Millis
+                                t.attempt == m.attempt
+                                    && pruned_in_grace(study, &self.timing, t, now)
                             }) {
                                 stopping = true;
                                 continue;

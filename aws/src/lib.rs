@@ -3,11 +3,13 @@
 //!
 //! Kept out of the model and store crates so that most edits never relink the SDK.
 
+pub mod calls;
 pub mod config;
 pub mod cwlogs;
 pub mod dynamo;
 pub mod s3;
 
+pub use calls::{dynamodb, ec2, logs};
 pub use config::{sdk_config, AwsOptions};
 pub use dynamo::DynamoStore;
 

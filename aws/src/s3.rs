@@ -31,6 +31,7 @@ pub fn client(config: &aws_config::SdkConfig, path_style: bool) -> Client {
     Client::from_conf(
         aws_sdk_s3::config::Builder::from(config)
             .force_path_style(path_style)
+            .interceptor(crate::calls::CallCounter)
             .build(),
     )
 }

@@ -20,7 +20,7 @@ pub use spec::{
     AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec,
     RunSpec, SpecError, Study, StudyRecord, StudyState,
 };
-pub use trial::{Expect, MetricPoint, Outcome, Trial, TrialState, TrialUpdate};
+pub use trial::{AttemptRecord, Expect, MetricPoint, Outcome, Trial, TrialState, TrialUpdate};
 pub use value::{Params, Value};
 
 /// Milliseconds since the Unix epoch: every timestamp in a record.

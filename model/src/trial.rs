@@ -141,6 +141,45 @@ pub struct Trial {
     pub log_tail: Vec<String>,
     /// Where the attempt's log is (a file path, or a CloudWatch stream).
     pub log: Option<String>,
+    /// The earlier attempts, oldest first (the last [`MAX_HISTORY`]), kept when the
+    /// trial is retried: which machine ran each and how it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// How many earlier attempts a record keeps (bounds the record's size: a DynamoDB
+/// item is at most 400 KB).
+pub const MAX_HISTORY: usize = 20;
+
+/// One earlier attempt of a trial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    /// The state the attempt ended in (lost, failed, cancelled).
+    pub state: TrialState,
+    pub machine: Option<String>,
+    pub launched_ms: Option<Millis>,
+    pub started_ms: Option<Millis>,
+    /// The attempt's last sign of life: its finish, else its last heartbeat.
+    pub ended_ms: Option<Millis>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl AttemptRecord {
+    /// The record's current attempt, as history.
+    pub fn of(t: &Trial) -> AttemptRecord {
+        AttemptRecord {
+            attempt: t.attempt,
+            state: t.state,
+            machine: t.machine.clone(),
+            launched_ms: t.launched_ms,
+            started_ms: t.started_ms,
+            ended_ms: t.finished_ms.or(t.heartbeat_ms),
+            exit_code: t.exit_code,
+            error: t.error.clone(),
+        }
+    }
 }
 
 impl Trial {
@@ -179,6 +218,7 @@ impl Trial {
             status: None,
             log_tail: Vec::new(),
             log: None,
+            history: Vec::new(),
         }
     }
 
@@ -282,6 +322,13 @@ impl TrialUpdate {
                 *dst = v.clone();
             }
         }
+        // A new attempt: the one ending goes to the history first, with its machine
+        // and outcome (the fields below are then reset by the same update).
+        if self.attempt.is_some_and(|a| a > t.attempt) {
+            t.history.push(AttemptRecord::of(t));
+            let excess = t.history.len().saturating_sub(MAX_HISTORY);
+            t.history.drain(..excess);
+        }
         set(&mut t.state, &self.state);
         set(&mut t.attempt, &self.attempt);
         if self.reset_runs {
@@ -341,6 +388,58 @@ mod tests {
         assert!(Expect::state(Running, 2).holds(&t));
         assert!(!Expect::state(Running, 1).holds(&t));
         assert!(!Expect::state(Starting, 2).holds(&t));
+    }
+
+    #[test]
+    fn a_retry_keeps_the_ending_attempt_in_the_history_bounded() {
+        let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
+        for a in 1..=(MAX_HISTORY as u32 + 5) {
+            TrialUpdate::running(&format!("m{a}"), 10 * a as i64, None).apply(&mut t);
+            TrialUpdate {
+                state: Some(Lost),
+                heartbeat_ms: Some(10 * a as i64 + 5),
+                error: Some(Some(format!("lost {a}"))),
+                ..Default::default()
+            }
+            .apply(&mut t);
+            // A write that keeps the attempt adds nothing.
+            TrialUpdate {
+                attempt: Some(a),
+                ..Default::default()
+            }
+            .apply(&mut t);
+            TrialUpdate {
+                state: Some(Pending),
+                attempt: Some(a + 1),
+                ..Default::default()
+            }
+            .apply(&mut t);
+            let first = t.history.first().map(|h| h.attempt);
+            assert_eq!(first, Some(a.saturating_sub(MAX_HISTORY as u32 - 1).max(1)));
+        }
+        assert_eq!(t.history.len(), MAX_HISTORY);
+        let last = t.history.last().cloned();
+        let want = MAX_HISTORY as u32 + 5;
+        assert_eq!(
+            last,
+            Some(AttemptRecord {
+                attempt: want,
+                state: Lost,
+                machine: Some(format!("m{want}")),
+                launched_ms: None,
+                started_ms: Some(10 * want as i64),
+                ended_ms: Some(10 * want as i64 + 5),
+                exit_code: None,
+                error: Some(format!("lost {want}")),
+            })
+        );
+        // Old records without the field still read.
+        let mut v = serde_json::to_value(&t).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("history");
+        }
+        let back: Trial = serde_json::from_value(v).expect("a record without history reads");
+        assert!(back.history.is_empty());
     }
 }
 

@@ -405,8 +405,59 @@ pub fn trial_export_json(t: &Trial) -> Value {
         o.insert("log_tail".into(), json!(t.log_tail));
         o.insert("not_before".into(), time(t.not_before_ms));
         o.insert("retryable".into(), json!(t.retryable));
+        let attempts: Vec<Value> = t
+            .history
+            .iter()
+            .map(|h| {
+                json!({
+                    "attempt": h.attempt,
+                    "state": h.state,
+                    "machine": h.machine,
+                    "launched": time(h.launched_ms),
+                    "started": time(h.started_ms),
+                    "ended": time(h.ended_ms),
+                    "exit_code": h.exit_code,
+                    "error": h.error,
+                })
+            })
+            .collect();
+        o.insert("earlier_attempts".into(), Value::Array(attempts));
     }
     v
+}
+
+/// Every attempt of a trial, earlier ones first, as rows of
+/// `attempt, state, machine, started, ended, outcome` (the current attempt last).
+pub fn attempt_rows(t: &Trial) -> Vec<[String; 6]> {
+    let opt = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| "-".into());
+    let outcome = |code: Option<i32>, error: &Option<String>| match (code, error) {
+        (_, Some(e)) => e.clone(),
+        (Some(c), None) => format!("exit code {c}"),
+        (None, None) => String::new(),
+    };
+    let mut rows: Vec<[String; 6]> = t
+        .history
+        .iter()
+        .map(|h| {
+            [
+                h.attempt.to_string(),
+                h.state.to_string(),
+                h.machine.clone().unwrap_or_else(|| "-".into()),
+                opt(h.started_ms),
+                opt(h.ended_ms),
+                outcome(h.exit_code, &h.error),
+            ]
+        })
+        .collect();
+    rows.push([
+        t.attempt.to_string(),
+        t.state.to_string(),
+        t.machine.clone().unwrap_or_else(|| "-".into()),
+        opt(t.started_ms),
+        opt(t.finished_ms.or(t.heartbeat_ms)),
+        outcome(t.exit_code, &t.error),
+    ]);
+    rows
 }
 
 #[cfg(test)]

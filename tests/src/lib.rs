@@ -92,6 +92,17 @@ impl Sandbox {
             .expect("spawn augur")
     }
 
+    /// `augur ARGS` (which must succeed) with its stdout read as JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.augur(args);
+        assert!(
+            out.status.success(),
+            "augur {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
     /// `augur trials STUDY --json`.
     pub fn trials(&self, study: &str) -> Vec<Value> {
         let out = self.augur(&["trials", study, "--json"]);

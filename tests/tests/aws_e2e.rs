@@ -286,6 +286,62 @@ image = "ami-12345678"
     wait_for(Duration::from_secs(30), "no instance left running", || {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
+    // A retried trial keeps its earlier attempts, each on its own instance.
+    let retried: Vec<&Value> = trials
+        .iter()
+        .filter(|t| t["attempt"].as_u64() > Some(1))
+        .collect();
+    for t in &retried {
+        let shown: Value = serde_json::from_slice(
+            &w.augur(&["show", &format!("rough/{}", t["id"]), "--json"])
+                .stdout,
+        )
+        .expect("show json");
+        let earlier = shown["earlier_attempts"].as_array().expect("earlier");
+        assert_eq!(earlier.len() as u64 + 1, t["attempt"].as_u64().unwrap_or(0));
+        assert!(earlier.iter().all(|a| a["state"] == "lost"), "{shown}");
+    }
+
+    // `augur serve` on the AWS backend: the API and pages read DynamoDB, and /metrics
+    // counts this process's AWS calls by service, throttled attempts and retries too.
+    use augur_tests::{http_get, server_addr};
+    let mut server = w.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = server_addr(&mut server);
+    let (code, _, body) = http_get(&addr, "/api/studies/rough/trials");
+    assert_eq!(code, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("trials json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(6));
+    if let Some(t) = retried.first() {
+        let (code, _, page) = http_get(&addr, &format!("/trials/rough/{}", t["id"]));
+        assert_eq!(code, 200);
+        assert!(page.contains("<h2>Attempts</h2>"), "{page}");
+        assert!(page.matches("i-").count() >= 2, "instances named: {page}");
+    }
+    w.proxy
+        .add(Rule::new("dynamodb", "*", Fault::Throttle).first(3));
+    let (code, _, body) = http_get(&addr, "/api/studies/rough");
+    assert_eq!(code, 200, "answered once the throttling passed: {body}");
+    let (_, _, metrics) = http_get(&addr, "/metrics");
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line} in {metrics}"))
+    };
+    assert!(value("augur_aws_requests_total{service=\"dynamodb\",outcome=\"ok\"}") >= 2);
+    assert_eq!(
+        value("augur_aws_requests_total{service=\"dynamodb\",outcome=\"throttled\"}"),
+        3
+    );
+    assert_eq!(value("augur_aws_errors_total{service=\"dynamodb\"}"), 3);
+    assert_eq!(value("augur_aws_retries_total{service=\"dynamodb\"}"), 3);
+    assert_eq!(
+        value("augur_trials{study=\"rough\",state=\"succeeded\"}"),
+        6
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+
     let err = text(&out.stderr);
     eprintln!(
         "{}",

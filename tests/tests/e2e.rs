@@ -213,6 +213,24 @@ echo "METRICS: m=$AUGUR_ATTEMPT"
     let first = log.find("attempt 1 of trial 1").expect("attempt 1 log");
     let second = log.find("attempt 2 of trial 1").expect("attempt 2 log");
     assert!(first < second);
+    // The trial keeps its earlier attempt: the lost one, on its own machine.
+    let t1 = sb.json(&["show", "k/1", "--json"]);
+    let earlier = t1["earlier_attempts"].as_array().expect("earlier attempts");
+    assert_eq!(earlier.len(), 1, "{t1}");
+    assert_eq!(earlier[0]["attempt"], 1);
+    assert_eq!(earlier[0]["state"], "lost");
+    assert!(earlier[0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("agent process is gone")));
+    assert!(earlier[0]["machine"].is_string() && earlier[0]["machine"] != t1["machine"]);
+    let shown = text(&sb.augur(&["show", "k/1"]).stdout);
+    assert!(
+        shown.contains("attempts:") && shown.contains("lost"),
+        "{shown}"
+    );
+    assert!(sb.json(&["show", "k/2", "--json"])["earlier_attempts"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
 }
 
 #[test]

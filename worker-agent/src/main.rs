@@ -113,9 +113,9 @@ async fn run(args: Args) -> ExitCode {
             let opts = augur_aws::AwsOptions::default();
             let config = augur_aws::sdk_config(&opts).await;
             let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-            let store = augur_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+            let store = augur_aws::DynamoStore::new(augur_aws::dynamodb(&config), table);
             let aws = AwsAgent {
-                logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+                logs: augur_aws::logs(&config),
                 log_prefix: args.log_group_prefix.clone(),
                 s3: augur_aws::s3::client(&config, path_style),
                 bucket,

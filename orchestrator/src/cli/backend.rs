@@ -176,7 +176,7 @@ impl Ctx {
     pub async fn dynamo(&self) -> Result<DynamoStore, Fail> {
         let table = self.table()?;
         Ok(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(self.sdk().await),
+            augur_aws::dynamodb(self.sdk().await),
             table,
         ))
     }
@@ -238,7 +238,7 @@ impl Ctx {
             region: spec.region.clone().or_else(|| self.aws.region.clone()),
             list_every: Duration::from_secs(5),
         };
-        let client = aws_sdk_ec2::Client::new(self.sdk().await);
+        let client = augur_aws::ec2(self.sdk().await);
         Ok(Arc::new(Ec2Provider::new(client, settings)))
     }
 }

@@ -149,6 +149,21 @@ pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
     println!("heartbeat  {}", opt(t.heartbeat_ms));
     println!("finished   {}", opt(t.finished_ms));
     println!("log        {}", t.log.clone().unwrap_or_else(|| "-".into()));
+    if !t.history.is_empty() {
+        println!("attempts:");
+        let rows: Vec<Vec<String>> = report::attempt_rows(&t)
+            .into_iter()
+            .map(|r| r.to_vec())
+            .collect();
+        for line in report::table(
+            &["attempt", "state", "machine", "started", "ended", "outcome"],
+            &rows,
+        )
+        .lines()
+        {
+            println!("  {line}");
+        }
+    }
     if !t.log_tail.is_empty() {
         println!("last lines:");
         for l in &t.log_tail {

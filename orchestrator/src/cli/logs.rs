@@ -308,7 +308,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
     let keep = Keep { since, filter };
     let group = || augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, &study);
     let mut reader = if ctx.is_aws() {
-        let client = aws_sdk_cloudwatchlogs::Client::new(ctx.sdk().await);
+        let client = augur_aws::logs(ctx.sdk().await);
         match one {
             Some(_) => Reader::Streams {
                 client,
@@ -391,7 +391,7 @@ impl TrialLog {
     pub(super) async fn new(ctx: &Ctx, study: &str, id: u64) -> TrialLog {
         let reader = if ctx.is_aws() {
             Reader::Streams {
-                client: aws_sdk_cloudwatchlogs::Client::new(ctx.sdk().await),
+                client: augur_aws::logs(ctx.sdk().await),
                 group: augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, study),
                 tokens: BTreeMap::new(),
             }

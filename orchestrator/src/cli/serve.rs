@@ -301,6 +301,7 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
             c.ticks
         );
     }
+    aws_calls(&mut out);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -309,6 +310,44 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
         out,
     )
         .into_response())
+}
+
+/// This process's AWS call attempts by service and outcome, and its retries by
+/// service (the SDK's retries included, counted by an interceptor on every client).
+fn aws_calls(out: &mut String) {
+    let calls = augur_aws::calls::snapshot();
+    if calls.is_empty() {
+        return;
+    }
+    out.push_str("# HELP augur_aws_requests_total AWS call attempts by service and outcome.\n# TYPE augur_aws_requests_total counter\n");
+    for (service, c) in &calls {
+        for outcome in augur_aws::calls::Outcome::ALL {
+            let n = c.attempts.get(&outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "augur_aws_requests_total{{service=\"{service}\",outcome=\"{}\"}} {n}",
+                outcome.as_str()
+            );
+        }
+    }
+    out.push_str("# HELP augur_aws_errors_total AWS call attempts that were throttled, answered 5xx or got no answer.\n# TYPE augur_aws_errors_total counter\n");
+    for (service, c) in &calls {
+        let n: u64 = c
+            .attempts
+            .iter()
+            .filter(|(o, _)| o.is_error())
+            .map(|(_, n)| n)
+            .sum();
+        let _ = writeln!(out, "augur_aws_errors_total{{service=\"{service}\"}} {n}");
+    }
+    out.push_str("# HELP augur_aws_retries_total AWS call attempts that retried an earlier attempt.\n# TYPE augur_aws_retries_total counter\n");
+    for (service, c) in &calls {
+        let _ = writeln!(
+            out,
+            "augur_aws_retries_total{{service=\"{service}\"}} {}",
+            c.retries
+        );
+    }
 }
 
 fn prom_escape(s: &str) -> String {
@@ -659,6 +698,21 @@ async fn trial_page(
         .map(|(k, v)| vec![k.to_string(), v])
         .collect();
     let mut body = table("facts", &["", ""], &rows);
+    if !t.history.is_empty() {
+        let rows: Vec<Vec<String>> = report::attempt_rows(&t)
+            .into_iter()
+            .map(|r| r.iter().map(|c| esc(c)).collect())
+            .collect();
+        let _ = write!(
+            body,
+            "<h2>Attempts</h2>{}",
+            table(
+                "attempts",
+                &["attempt", "state", "machine", "started", "ended", "outcome"],
+                &rows
+            )
+        );
+    }
     // One chart per metric series, over the step (or the reading's order).
     let step = rec.spec.prune.as_ref().map_or("step", |p| p.step.as_str());
     let names: std::collections::BTreeSet<&String> = t

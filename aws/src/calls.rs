@@ -1,0 +1,185 @@
+//! Every AWS call attempt counted by service and outcome, for `/metrics`: an SDK
+//! interceptor on every client augur makes ([`dynamodb`], [`ec2`], [`logs`], and the
+//! S3 client), so retries inside the SDK's retry loop are seen too.
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// How one attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Ok,
+    /// A 4xx answer that is not throttling (a failed condition, a missing item: often
+    /// expected).
+    ClientError,
+    /// The service asked us to slow down (429, or a throttling error code).
+    Throttled,
+    /// A 5xx answer.
+    ServerError,
+    /// No answer: a refused, dropped or timed-out connection.
+    Transport,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::ClientError,
+        Outcome::Throttled,
+        Outcome::ServerError,
+        Outcome::Transport,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::Throttled => "throttled",
+            Outcome::ServerError => "server_error",
+            Outcome::Transport => "transport_error",
+        }
+    }
+    /// Whether the attempt failed for a reason the service or network is to blame for.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Outcome::Throttled | Outcome::ServerError | Outcome::Transport
+        )
+    }
+}
+
+/// The counts of one service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCalls {
+    /// Attempts by how they ended.
+    pub attempts: BTreeMap<Outcome, u64>,
+    /// Attempts that were retries of an earlier attempt of the same call.
+    pub retries: u64,
+}
+
+static COUNTS: Mutex<BTreeMap<String, ServiceCalls>> = Mutex::new(BTreeMap::new());
+
+/// The counts so far in this process, by service (`dynamodb`, `ec2`, `cloudwatchlogs`,
+/// `s3`).
+pub fn snapshot() -> BTreeMap<String, ServiceCalls> {
+    COUNTS.lock().map(|c| c.clone()).unwrap_or_default()
+}
+
+/// Error codes services answer with when they throttle (with a 400).
+const THROTTLING: [&str; 6] = [
+    "Throttling",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "TooManyRequests",
+];
+
+fn classify(status: Option<u16>, body: Option<&[u8]>) -> Outcome {
+    let Some(status) = status else {
+        return Outcome::Transport;
+    };
+    if status < 400 {
+        return Outcome::Ok;
+    }
+    // EC2 throttles with a 503, DynamoDB with a 400: the code tells.
+    let head = body.map(|b| &b[..b.len().min(2048)]).unwrap_or_default();
+    let head = String::from_utf8_lossy(head);
+    if status == 429 || THROTTLING.iter().any(|code| head.contains(code)) {
+        Outcome::Throttled
+    } else if status >= 500 {
+        Outcome::ServerError
+    } else {
+        Outcome::ClientError
+    }
+}
+
+/// The interceptor that counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallCounter;
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "augur-call-counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let service = cfg
+            .load::<Metadata>()
+            .map(|m| m.service().to_ascii_lowercase())
+            .unwrap_or_else(|| "unknown".into());
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+        let response = context.response();
+        let outcome = classify(
+            response.map(|r| r.status().as_u16()),
+            response.and_then(|r| r.body().bytes()),
+        );
+        if let Ok(mut counts) = COUNTS.lock() {
+            let c = counts.entry(service).or_default();
+            *c.attempts.entry(outcome).or_default() += 1;
+            if attempt > 1 {
+                c.retries += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB client whose calls are counted.
+pub fn dynamodb(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(CallCounter)
+            .build(),
+    )
+}
+
+/// An EC2 client whose calls are counted.
+pub fn ec2(config: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(config)
+            .interceptor(CallCounter)
+            .build(),
+    )
+}
+
+/// A CloudWatch Logs client whose calls are counted.
+pub fn logs(config: &aws_config::SdkConfig) -> aws_sdk_cloudwatchlogs::Client {
+    aws_sdk_cloudwatchlogs::Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(config)
+            .interceptor(CallCounter)
+            .build(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_by_status_and_throttling_code() {
+        assert_eq!(classify(Some(200), None), Outcome::Ok);
+        assert_eq!(classify(None, None), Outcome::Transport);
+        assert_eq!(classify(Some(503), None), Outcome::ServerError);
+        assert_eq!(classify(Some(429), None), Outcome::Throttled);
+        let dynamo = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}"#;
+        assert_eq!(classify(Some(400), Some(dynamo)), Outcome::Throttled);
+        let ec2 = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>";
+        assert_eq!(classify(Some(503), Some(ec2)), Outcome::Throttled);
+        let cas =
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}"#;
+        assert_eq!(classify(Some(400), Some(cas)), Outcome::ClientError);
+        assert!(!Outcome::ClientError.is_error() && Outcome::Throttled.is_error());
+    }
+}

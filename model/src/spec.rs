@@ -82,10 +82,18 @@ pub struct RunSpec {
     /// Time between SIGTERM and SIGKILL when an attempt is ended.
     pub grace_ms: u64,
     pub max_attempts: u32,
+    /// Attempts whose machine was taken away (a spot reclaim, an instance terminated
+    /// outside augur) do not use up `max_attempts`; this many are tolerated per trial.
+    #[serde(default = "default_max_preemptions")]
+    pub max_preemptions: u32,
     pub retry_on_failure: bool,
     pub env: BTreeMap<String, String>,
     /// Text put before the script (`set -ex; ` by default, as in diviner).
     pub preamble: String,
+}
+
+fn default_max_preemptions() -> u32 {
+    20
 }
 
 /// A run-once prerequisite of trials (diviner's datasets).
@@ -143,6 +151,9 @@ pub struct AwsSpec {
     pub fallback_instance_types: Vec<String>,
     pub image: Option<String>,
     pub spot: bool,
+    /// After this many reclaims of one trial, its next attempts run on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_fallback_after: Option<u32>,
     pub region: Option<String>,
     pub subnet: Option<String>,
     pub disk_gb: Option<u32>,
@@ -503,6 +514,7 @@ struct RawRun {
     timeout: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
+    max_preemptions: Option<Spanned<i64>>,
     #[serde(default)]
     retry_on_failure: bool,
     #[serde(default)]
@@ -527,6 +539,7 @@ struct RawAws {
     image: Option<String>,
     #[serde(default)]
     spot: bool,
+    spot_fallback_after: Option<Spanned<i64>>,
     region: Option<String>,
     subnet: Option<String>,
     disk_gb: Option<Spanned<i64>>,
@@ -543,6 +556,16 @@ fn positive(cx: &Cx, key: &str, v: &Option<Spanned<i64>>, default: i64) -> Resul
         None => Ok(default),
         Some(s) if *s.get_ref() >= 1 => Ok(*s.get_ref()),
         Some(s) => Err(cx.at(s, format!("{key} must be at least 1, got {}", s.get_ref()))),
+    }
+}
+
+/// A count in `min..=max` (a `u32` setting: never truncated).
+fn count(cx: &Cx, key: &str, v: &Spanned<i64>, min: i64, max: i64) -> Result<u32, SpecError> {
+    let n = *v.get_ref();
+    if (min..=max).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(cx.at(v, format!("{key} must be {min}..={max}, got {n}")))
     }
 }
 
@@ -729,6 +752,14 @@ impl RawStudy {
         for f in &run.files {
             let rel = f.get_ref();
             let p = dir.join(rel);
+            // Copied into the working directory under its own name: `..` or `/` name
+            // none, and would copy outside it.
+            if !rel.is_empty() && Path::new(rel).file_name().is_none() {
+                return Err(cx.at(
+                    f,
+                    format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
+                ));
+            }
             if rel.is_empty() || !p.exists() {
                 return Err(cx.at(
                     f,
@@ -748,7 +779,14 @@ impl RawStudy {
             None => 10_000,
             Some(g) => duration_ms(cx, "run.grace", g)?,
         };
-        let max_attempts = positive(cx, "run.max_attempts", &run.max_attempts, 3)? as u32;
+        let max_attempts = match &run.max_attempts {
+            None => 3,
+            Some(v) => count(cx, "run.max_attempts", v, 1, 1000)?,
+        };
+        let max_preemptions = match &run.max_preemptions {
+            None => default_max_preemptions(),
+            Some(v) => count(cx, "run.max_preemptions", v, 0, 1000)?,
+        };
         let mut env = BTreeMap::new();
         for (k, v) in run.env {
             let key = k.get_ref().clone();
@@ -763,6 +801,7 @@ impl RawStudy {
             timeout_ms,
             grace_ms,
             max_attempts,
+            max_preemptions,
             retry_on_failure: run.retry_on_failure,
             env,
             preamble: run.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
@@ -824,11 +863,22 @@ impl RawStudy {
                         ))
                     }
                 };
+                let spot_fallback_after = match &a.spot_fallback_after {
+                    None => None,
+                    Some(v) if !a.spot => {
+                        return Err(cx.at(
+                            v,
+                            "aws.spot_fallback_after only applies with aws.spot = true",
+                        ))
+                    }
+                    Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
+                };
                 Some(AwsSpec {
                     instance_type: a.instance_type,
                     fallback_instance_types: a.fallback_instance_types,
                     image: a.image,
                     spot: a.spot,
+                    spot_fallback_after,
                     region: a.region,
                     subnet: a.subnet,
                     disk_gb,

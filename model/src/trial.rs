@@ -115,8 +115,13 @@ pub struct Trial {
     pub state: TrialState,
     /// Attempt number, from 1: the fencing token of agent writes.
     pub attempt: u32,
-    /// Attempts whose agent reached the script (what `max_attempts` limits).
+    /// Attempts whose agent reached the script (what `max_attempts` limits), not
+    /// counting those whose machine was taken away.
     pub runs: u32,
+    /// Attempts whose machine was taken away (spot reclaims; what `max_preemptions`
+    /// limits, and what `spot_fallback_after` counts).
+    #[serde(default)]
+    pub preemptions: u32,
     pub machine: Option<String>,
     pub created_ms: Millis,
     /// When the orchestrator last asked for a machine (boot timeout counts from here).
@@ -203,6 +208,7 @@ impl Trial {
             state: TrialState::Pending,
             attempt: 1,
             runs: 0,
+            preemptions: 0,
             machine: None,
             created_ms: now,
             launched_ms: None,
@@ -296,6 +302,9 @@ pub struct TrialUpdate {
     pub state: Option<TrialState>,
     pub attempt: Option<u32>,
     pub add_run: bool,
+    /// The attempt ends because its machine was taken away: it counts as a
+    /// preemption, not as a run.
+    pub preempted: bool,
     /// Start the attempt budget afresh (`augur run --retry-failed`, a dataset re-run).
     pub reset_runs: bool,
     pub machine: Option<Option<String>>,
@@ -328,6 +337,12 @@ impl TrialUpdate {
             t.history.push(AttemptRecord::of(t));
             let excess = t.history.len().saturating_sub(MAX_HISTORY);
             t.history.drain(..excess);
+        }
+        if self.preempted {
+            t.preemptions += 1;
+            if t.state == TrialState::Running {
+                t.runs = t.runs.saturating_sub(1);
+            }
         }
         set(&mut t.state, &self.state);
         set(&mut t.attempt, &self.attempt);

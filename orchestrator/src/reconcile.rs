@@ -70,6 +70,11 @@ pub struct Machine {
     pub id: String,
     pub trial: u64,
     pub attempt: u32,
+    /// `Some(why)` when the provider lists the machine as ended (an EC2 instance
+    /// shutting down or terminated, with its state-reason code): if its attempt is
+    /// still active, the machine was taken away (a spot reclaim, a termination
+    /// outside augur) and the attempt is a preemption, not a failure of the trial.
+    pub gone: Option<String>,
 }
 
 /// What the orchestrator is doing with the study.
@@ -118,6 +123,9 @@ pub enum Action {
         attempt: u32,
         from: TrialState,
         reason: String,
+        /// Its machine was taken away: counts against `max_preemptions`, not
+        /// `max_attempts`.
+        preempted: bool,
     },
     /// `lost|failed → pending` with attempt + 1, not before `not_before`.
     Retry {
@@ -159,10 +167,14 @@ pub enum Action {
 
 /// Whether the trial may have another attempt.
 pub fn can_retry(study: &Study, timing: &Timing, t: &Trial) -> bool {
-    let unstarted = t.attempt.saturating_sub(t.runs);
+    let unstarted = t
+        .attempt
+        .saturating_sub(t.runs.saturating_add(t.preemptions));
     match t.state {
         TrialState::Lost => {
-            t.runs < study.run.max_attempts && unstarted <= timing.max_launch_failures
+            t.runs < study.run.max_attempts
+                && t.preemptions <= study.run.max_preemptions
+                && unstarted <= timing.max_launch_failures
         }
         TrialState::Failed => {
             (t.retryable || study.run.retry_on_failure)
@@ -195,8 +207,16 @@ pub fn decide(v: &View) -> Vec<Action> {
     let mut out = Vec::new();
     // The first machine listed for an attempt is its machine; any other is a duplicate.
     let mut machines: HashMap<(u64, u32), &Machine> = HashMap::new();
+    let mut gone: HashMap<(u64, u32), &str> = HashMap::new();
     for m in v.machines {
-        machines.entry((m.trial, m.attempt)).or_insert(m);
+        match &m.gone {
+            None => {
+                machines.entry((m.trial, m.attempt)).or_insert(m);
+            }
+            Some(why) => {
+                gone.insert((m.trial, m.attempt), why);
+            }
+        }
     }
     let by_id: HashMap<u64, &Trial> = v.trials.iter().map(|t| (t.id, t)).collect();
     let datasets: BTreeMap<&str, &Trial> = v
@@ -240,7 +260,18 @@ pub fn decide(v: &View) -> Vec<Action> {
                     continue;
                 }
                 let launched = t.launched_ms.unwrap_or(t.created_ms);
-                let lost = if t.state == TrialState::Starting {
+                let taken = match (machine, gone.get(&(t.id, t.attempt))) {
+                    (None, Some(why)) => Some(format!("its machine was taken away ({why})")),
+                    _ => None,
+                };
+                let timeout = t
+                    .dataset
+                    .as_ref()
+                    .and_then(|d| v.study.datasets.iter().find(|s| s.render(&t.params) == *d))
+                    .map_or(v.study.run.timeout_ms, |d| d.timeout_ms);
+                let lost = if taken.is_some() {
+                    taken.clone()
+                } else if t.state == TrialState::Starting {
                     if machine.is_none()
                         && v.sees_all
                         && v.now - launched > v.timing.launch_grace_ms
@@ -264,7 +295,20 @@ pub fn decide(v: &View) -> Vec<Action> {
                     } else if v.now - beat > v.timing.lease_ms {
                         Some(format!("no heartbeat for {} s", (v.now - beat) / 1000))
                     } else {
-                        None
+                        // The agent ends an attempt at its timeout; if it hangs (but
+                        // still heart-beats), its machine is ended a lease later.
+                        let grace = v.study.run.grace_ms as Millis + v.timing.lease_ms;
+                        timeout
+                            .filter(|ms| {
+                                t.started_ms
+                                    .is_some_and(|s| v.now - s > *ms as Millis + grace)
+                            })
+                            .map(|ms| {
+                                format!(
+                                    "exceeded its timeout of {} s and its agent did not end it",
+                                    ms / 1000
+                                )
+                            })
                     }
                 };
                 let prune = match (&lost, &pruner) {
@@ -281,19 +325,23 @@ pub fn decide(v: &View) -> Vec<Action> {
                 }
                 match lost {
                     Some(reason) => {
-                        if let Some(m) = machine {
-                            out.push(Action::Terminate {
-                                machine: m.id.clone(),
-                                trial: t.id,
-                                reason: reason.clone(),
-                            });
-                        }
+                        // The record first: a machine is only ever ended by augur once
+                        // its attempt is no longer active, so an active attempt whose
+                        // machine is gone was preempted.
                         out.push(Action::MarkLost {
                             trial: t.id,
                             attempt: t.attempt,
                             from: t.state,
-                            reason,
+                            reason: reason.clone(),
+                            preempted: taken.is_some(),
                         });
+                        if let Some(m) = machine {
+                            out.push(Action::Terminate {
+                                machine: m.id.clone(),
+                                trial: t.id,
+                                reason,
+                            });
+                        }
                     }
                     None => active += 1,
                 }
@@ -386,7 +434,7 @@ pub fn decide(v: &View) -> Vec<Action> {
     // The agent of a pruned trial stops its script itself at its next heartbeat; its
     // machine is ended only if it has not gone within the stop grace.
     let mut winding_down = false;
-    for m in v.machines {
+    for m in v.machines.iter().filter(|m| m.gone.is_none()) {
         let first = machines
             .get(&(m.trial, m.attempt))
             .is_some_and(|f| f.id == m.id);
@@ -441,7 +489,7 @@ pub fn decide(v: &View) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use augur_model::Params;
+    use augur_model::{Params, TrialUpdate};
     use std::path::Path;
 
     fn study(extra: &str) -> Study {
@@ -481,7 +529,92 @@ mod tests {
             id: format!("pid{trial}"),
             trial,
             attempt,
+            gone: None,
         }
+    }
+
+    #[test]
+    fn a_machine_taken_away_is_a_preemption_not_a_run() {
+        let s = study("");
+        let mut t = trial(1, TrialState::Running);
+        t.runs = 1;
+        t.started_ms = Some(0);
+        let reclaimed = Machine {
+            gone: Some("Server.SpotInstanceTermination".into()),
+            ..m(1, 1)
+        };
+        // Seen at once, without waiting for the heartbeat lease, on a provider that
+        // does not see all its machines (EC2).
+        let timing = Timing::default();
+        let a = decide(&View {
+            study: &s,
+            trials: std::slice::from_ref(&t),
+            machines: std::slice::from_ref(&reclaimed),
+            scope: &Scope::Budget(s.trials),
+            mode: Mode::Run,
+            exhausted: false,
+            sees_all: false,
+            timing: &timing,
+            now: 10,
+        });
+        assert_eq!(
+            a.first(),
+            Some(&Action::MarkLost {
+                trial: 1,
+                attempt: 1,
+                from: TrialState::Running,
+                reason: "its machine was taken away (Server.SpotInstanceTermination)".into(),
+                preempted: true,
+            })
+        );
+        assert!(
+            !a.iter().any(|x| matches!(x, Action::Terminate { .. })),
+            "an ended machine is not ended again: {a:?}"
+        );
+        // The write makes it a preemption: max_attempts (2) is not used up, however
+        // many reclaims, until max_preemptions.
+        let mut rec = t.clone();
+        for n in 1..=25u32 {
+            TrialUpdate {
+                state: Some(TrialState::Lost),
+                preempted: true,
+                ..Default::default()
+            }
+            .apply(&mut rec);
+            assert_eq!(rec.runs, 0);
+            assert_eq!(rec.preemptions, n);
+            assert_eq!(can_retry(&s, &timing, &rec), n <= 20, "after {n} reclaims");
+            rec.attempt += 1;
+            rec.state = TrialState::Running;
+            rec.runs = 1;
+        }
+        // A live machine for the attempt wins over an ended duplicate.
+        let a = run(&s, std::slice::from_ref(&t), &[m(1, 1), reclaimed], 10);
+        assert!(
+            a.is_empty() || !a.iter().any(|x| matches!(x, Action::MarkLost { .. })),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_hung_attempt_past_its_timeout_is_ended_even_while_it_heartbeats() {
+        let s = Study::parse(
+            "name='s'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\ntimeout='60s'\ngrace='5s'\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        let mut t = trial(1, TrialState::Running);
+        t.started_ms = Some(0);
+        let limit = 60_000 + 5_000 + Timing::default().lease_ms;
+        t.heartbeat_ms = Some(limit);
+        assert!(run(&s, std::slice::from_ref(&t), &[m(1, 1)], limit).is_empty());
+        t.heartbeat_ms = Some(limit + 1);
+        let a = run(&s, std::slice::from_ref(&t), &[m(1, 1)], limit + 1);
+        assert!(
+            matches!(&a[..], [Action::MarkLost { reason, preempted: false, .. }, Action::Terminate { .. }] if reason.contains("timeout of 60 s")),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -612,6 +745,7 @@ mod tests {
             id: "i-2".into(),
             trial: 1,
             attempt: 1,
+            gone: None,
         };
         let a = run(&s, &[trial(1, TrialState::Running)], &[m(1, 1), dup], 10);
         let terms: Vec<&Action> = a

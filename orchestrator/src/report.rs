@@ -91,6 +91,7 @@ pub fn trial_json(t: &Trial) -> Value {
         o.insert("needs".into(), json!(t.needs));
     }
     o.insert("runs".into(), json!(t.runs));
+    o.insert("preemptions".into(), json!(t.preemptions));
     o.insert("machine".into(), json!(t.machine));
     o.insert("created".into(), time(Some(t.created_ms)));
     o.insert("launched".into(), time(t.launched_ms));

@@ -131,6 +131,8 @@ pub struct Counters {
     pub retried: AtomicU64,
     pub cancelled: AtomicU64,
     pub pruned: AtomicU64,
+    /// Attempts whose machine was taken away (spot reclaims).
+    pub preempted: AtomicU64,
     pub terminated: AtomicU64,
     pub backend_errors: AtomicU64,
     pub ticks: AtomicU64,
@@ -148,6 +150,7 @@ pub struct CounterValues {
     pub retried: u64,
     pub cancelled: u64,
     pub pruned: u64,
+    pub preempted: u64,
     pub terminated: u64,
     pub backend_errors: u64,
     pub ticks: u64,
@@ -168,6 +171,7 @@ impl Counters {
             retried: g(&self.retried),
             cancelled: g(&self.cancelled),
             pruned: g(&self.pruned),
+            preempted: g(&self.preempted),
             terminated: g(&self.terminated),
             backend_errors: g(&self.backend_errors),
             ticks: g(&self.ticks),
@@ -896,16 +900,24 @@ impl Runner {
                     attempt,
                     from,
                     reason,
+                    preempted,
                 } => {
-                    self.mark(
-                        study,
-                        trial,
-                        attempt,
-                        from,
-                        TrialState::Lost,
-                        Some(reason.clone()),
-                    )
-                    .await?;
+                    let up = TrialUpdate {
+                        state: Some(TrialState::Lost),
+                        error: Some(Some(reason.clone())),
+                        finished_ms: Some(Some(now_ms())),
+                        preempted,
+                        ..Default::default()
+                    };
+                    let done = self
+                        .store
+                        .update_trial(&study.name, trial, &Expect::state(from, attempt), &up)
+                        .await?
+                        .ok()
+                        .is_some();
+                    if done && preempted {
+                        Counters::bump(&self.counters.preempted);
+                    }
                     self.emit(Event::Lost { trial, reason });
                     again = true;
                 }
@@ -1004,6 +1016,7 @@ impl Runner {
                             id: machine,
                             trial,
                             attempt,
+                            gone: None,
                         })
                         .await?;
                     Counters::bump(&self.counters.terminated);

@@ -86,7 +86,7 @@ impl World {
         self.hypervisor = Some(child);
     }
 
-    pub async fn live_instances(&self) -> usize {
+    async fn ec2(&self) -> aws_sdk_ec2::Client {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.emu.endpoint)
             .region(aws_config::Region::new("us-east-1"))
@@ -95,7 +95,15 @@ impl World {
             ))
             .load()
             .await;
-        let out = aws_sdk_ec2::Client::new(&config)
+        aws_sdk_ec2::Client::new(&config)
+    }
+
+    /// Every augur instance the emulator knows, ended ones too: (trial, attempt,
+    /// state, spot).
+    pub async fn instances(&self) -> Vec<(u64, u32, String, bool)> {
+        let out = self
+            .ec2()
+            .await
             .describe_instances()
             .filters(
                 aws_sdk_ec2::types::Filter::builder()
@@ -103,17 +111,44 @@ impl World {
                     .values("augur:study")
                     .build(),
             )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .build(),
-            )
             .send()
             .await
             .expect("describe");
-        out.reservations().iter().map(|r| r.instances().len()).sum()
+        let mut v: Vec<(u64, u32, String, bool)> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                let tag = |k: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
+                (
+                    tag("augur:trial"),
+                    tag("augur:attempt") as u32,
+                    i.state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
+                    i.instance_lifecycle()
+                        == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub async fn live_instances(&self) -> usize {
+        self.instances()
+            .await
+            .iter()
+            .filter(|i| i.2 == "pending" || i.2 == "running")
+            .count()
     }
 }
 

@@ -457,3 +457,94 @@ image = "ami-12345678"
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
 }
+
+/// Spot reclaims are preemptions, not failures of the trial: with `max_attempts = 1`
+/// every trial is reclaimed twice and still completes, its third attempt on demand
+/// (`spot_fallback_after = 2`). The reclaim is seen from the instance's state, not by
+/// waiting out the heartbeat lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_reclaims_do_not_use_up_attempts_and_fall_back_to_on_demand() {
+    let mut w = World::new();
+    w.sb.write(
+        "s.toml",
+        r#"
+name = "spotty"
+objective = { metric = "v" }
+oracle = "grid"
+parallel = 3
+[params]
+x = { values = [1, 2, 3] }
+[run]
+max_attempts = 1
+script = 'sleep 1; echo "METRICS: v=$AUGUR_PARAM_X"'
+[aws]
+image = "ami-12345678"
+spot = true
+spot_fallback_after = 2
+"#,
+    );
+    ok(&w.augur(&[
+        "init",
+        "--agent",
+        &bin_dir().join("augur-agent").display().to_string(),
+    ]));
+    w.start_hypervisor_with(&["--reclaim-spot"]);
+    let started = std::time::Instant::now();
+    // A lease far longer than the whole run: reclaims must be seen another way.
+    let out = w.augur(&[
+        "run",
+        "s.toml",
+        "--heartbeat",
+        "500ms",
+        "--lease",
+        "120s",
+        "--backoff-base",
+        "100ms",
+    ]);
+    ok(&out);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(100), "took {took:?}");
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "spotty", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 3);
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["attempt"], 3, "{t}");
+        assert_eq!(t["preemptions"], 2, "{t}");
+        assert_eq!(t["runs"], 1, "{t}");
+        let shown: Value = serde_json::from_slice(
+            &w.augur(&["show", &format!("spotty/{}", t["id"]), "--json"])
+                .stdout,
+        )
+        .expect("show json");
+        let earlier = shown["earlier_attempts"].as_array().expect("earlier");
+        assert_eq!(earlier.len(), 2);
+        for a in earlier {
+            assert_eq!(a["state"], "lost");
+            assert!(
+                a["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("its machine was taken away")),
+                "{a}"
+            );
+        }
+    }
+    // Attempts 1 and 2 of each trial ran on spot, attempt 3 on demand; one
+    // instance per attempt.
+    let instances = w.instances().await;
+    for id in 1..=3u64 {
+        let mine: Vec<(u32, bool)> = instances
+            .iter()
+            .filter(|i| i.0 == id)
+            .map(|i| (i.1, i.3))
+            .collect();
+        assert_eq!(
+            mine,
+            vec![(1, true), (2, true), (3, false)],
+            "{instances:?}"
+        );
+    }
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+}

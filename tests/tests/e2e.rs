@@ -807,6 +807,8 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
         ("mixed values", format!("{base}[params]\nx={{values=[1,'a']}}\n[run]\nscript='true'\n"), "mixes"),
         ("unknown aws key", format!("{base}[run]\nscript='true'\n[aws]\nami='x'\n"), "ami"),
         ("max_attempts 0", format!("{base}[run]\nscript='true'\nmax_attempts=0\n"), "max_attempts"),
+        ("files ..", format!("{base}[run]\nscript='true'\nfiles=['..']\n"), "names no file"),
+        ("files /", format!("{base}[run]\nscript='true'\nfiles=['/']\n"), "names no file"),
     ];
     assert!(cases.len() >= 15);
     for (what, body, needle) in cases {
@@ -845,6 +847,23 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
         Some(2)
     );
     assert_eq!(sb.augur(&["show", "b/x"]).status.code(), Some(2));
+    // Names from the command line are checked before they become keys or paths.
+    for args in [
+        vec!["show", "../b/1"],
+        vec!["logs", "../../etc/1"],
+        vec!["logs", ".."],
+        vec!["logs", "..%2f/1"],
+        vec!["trials", ".."],
+        vec!["leaderboard", "a/b"],
+        vec!["export", ".hidden"],
+        vec!["stop", "../b"],
+        vec!["delete", "..", "--force"],
+    ] {
+        let out = sb.augur(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not a study name"), "{args:?}: {err}");
+    }
     assert!(!sb.path().join(".augur").exists());
     // validate says ok to a good file.
     let out = sb.augur(&["validate", "s.toml"]);
@@ -1104,6 +1123,19 @@ fn status_server_api_pages_and_metrics() {
     assert_eq!(status, 404);
     assert!(body.contains("no study named `nope`"), "{body}");
     assert_eq!(http_get(&addr, "/api/trials/srv/99").0, 404);
+    // A name that could become a path is refused before any lookup.
+    for path in [
+        "/api/trials/../1/log",
+        "/api/trials/..%2F..%2Fetc/1/log",
+        "/studies/.x",
+    ] {
+        let (status, _, body) = http_get(&addr, path);
+        assert!(status == 400 || status == 404, "{path}: {status} {body}");
+        assert!(!body.contains("root:"), "{path}: {body}");
+    }
+    let (status, _, body) = http_get(&addr, "/api/trials/..%2F..%2Fetc/1/log");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is not a study name"), "{body}");
     let (status, ctype, metrics) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");

@@ -231,6 +231,7 @@ impl Ctx {
             security_groups: self.aws.security_groups.clone(),
             instance_profile: self.aws.instance_profile.clone(),
             spot: spec.spot,
+            spot_fallback_after: spec.spot_fallback_after,
             table: self.table()?,
             bucket: self.bucket()?,
             log_group_prefix: self.aws.log_group_prefix.clone(),

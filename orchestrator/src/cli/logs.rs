@@ -167,17 +167,18 @@ fn parse_since(s: &str) -> Result<i64, Fail> {
 
 /// `STUDY` or `STUDY/TRIAL`.
 fn parse_logs_target(s: &str) -> Result<(String, Option<u64>), Fail> {
-    match s.rsplit_once('/') {
-        None => Ok((s.to_string(), None)),
+    let (study, id) = match s.rsplit_once('/') {
+        None => (s, None),
         Some((study, id)) => {
             let id = id.parse().map_err(|_| {
                 Fail::input(format!(
                     "`{id}` is not a trial number (in `{s}`; give STUDY or STUDY/TRIAL)"
                 ))
             })?;
-            Ok((study.to_string(), Some(id)))
+            (study, Some(id))
         }
-    }
+    };
+    Ok((super::study_name(study).map_err(Fail::input)?, id))
 }
 
 /// Where the lines come from.

@@ -75,6 +75,7 @@ enum Cmd {
     },
     /// List a study's trials.
     Trials {
+        #[arg(value_parser = study_name)]
         study: String,
         #[arg(long, conflicts_with = "csv")]
         json: bool,
@@ -90,6 +91,7 @@ enum Cmd {
     },
     /// Rank a study's points by the objective (mean over succeeded replicates).
     Leaderboard {
+        #[arg(value_parser = study_name)]
         study: String,
         /// Show the best N.
         #[arg(short = 'n', long)]
@@ -101,6 +103,7 @@ enum Cmd {
     },
     /// Write every trial of a study, with everything recorded, for other tools.
     Export {
+        #[arg(value_parser = study_name)]
         study: String,
         /// jsonl: one object per trial, with its metric series and log tail; csv: one
         /// row per trial, a column per parameter and metric.
@@ -122,7 +125,10 @@ enum Cmd {
     /// under /api and Prometheus text at /metrics, on 127.0.0.1:8080 by default.
     Serve(serve::ServeArgs),
     /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
-    Stop { study: String },
+    Stop {
+        #[arg(value_parser = study_name)]
+        study: String,
+    },
     /// Set up the backend: the database locally; on AWS the DynamoDB table and the S3
     /// bucket (idempotent), and with --agent the agent binary instances download.
     Init {
@@ -132,6 +138,7 @@ enum Cmd {
     },
     /// Delete a study's records, logs and work directories.
     Delete {
+        #[arg(value_parser = study_name)]
         study: String,
         /// Delete even if trials are running.
         #[arg(long)]
@@ -191,6 +198,18 @@ impl From<augur::RunError> for Fail {
 
 pub type Outcome = Result<u8, Fail>;
 
+/// A study name from the command line or a URL, checked before it becomes a database
+/// key, a log-stream name or a path (no `..`, no `/`).
+pub fn study_name(s: &str) -> Result<String, String> {
+    if augur_model::valid_study_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a study name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
+        ))
+    }
+}
+
 /// `STUDY/TRIAL` → (study, id).
 fn parse_target(s: &str) -> Result<(String, u64), Fail> {
     let (study, id) = s.rsplit_once('/').ok_or_else(|| {
@@ -198,10 +217,11 @@ fn parse_target(s: &str) -> Result<(String, u64), Fail> {
             "`{s}` is not STUDY/TRIAL (for example quadratic/3)"
         ))
     })?;
+    let study = study_name(study).map_err(Fail::input)?;
     let id = id
         .parse()
         .map_err(|_| Fail::input(format!("`{id}` is not a trial number (in `{s}`)")))?;
-    Ok((study.to_string(), id))
+    Ok((study, id))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Fail> {

@@ -63,6 +63,7 @@ impl From<Fail> for Problem {
 }
 
 async fn study(app: &App, name: &str) -> Result<(StudyRecord, Vec<Trial>), Problem> {
+    super::study_name(name).map_err(|e| Problem(StatusCode::BAD_REQUEST, e))?;
     let rec = app
         .store
         .get_study(name)
@@ -278,6 +279,11 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
             ("retried", "Attempts retried.", c.retried),
             ("cancelled", "Trials cancelled.", c.cancelled),
             ("pruned", "Trials stopped early by the pruner.", c.pruned),
+            (
+                "preempted",
+                "Attempts whose machine was taken away (spot reclaims).",
+                c.preempted,
+            ),
             (
                 "terminated",
                 "Machines ended by the orchestrator.",

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use augur_model::{Study, Trial};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType,
-    ResourceType, ShutdownBehavior, Tag, TagSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    MarketType, ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
 use aws_sdk_ec2::Client;
 use base64::Engine;
@@ -31,6 +31,8 @@ pub struct Ec2Settings {
     pub security_groups: Vec<String>,
     pub instance_profile: Option<String>,
     pub spot: bool,
+    /// After this many reclaims of one trial, its attempts run on demand.
+    pub spot_fallback_after: Option<u32>,
     /// Agent arguments: table, bucket, log group prefix, heartbeat.
     pub table: String,
     pub bucket: String,
@@ -49,6 +51,12 @@ pub struct Ec2Provider {
     settings: Ec2Settings,
     /// The last listing of each study, and when it was made.
     listed: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<Machine>)>>,
+}
+
+/// Whether this attempt runs on spot: the study asks for it, and the trial has not
+/// been reclaimed `spot_fallback_after` times already.
+pub fn spot_for(s: &Ec2Settings, trial: &Trial) -> bool {
+    s.spot && s.spot_fallback_after.is_none_or(|n| trial.preemptions < n)
 }
 
 /// The marker line of user-data that carries the agent's arguments as JSON.
@@ -148,24 +156,32 @@ impl Ec2Provider {
     }
 
     /// Live (pending or running) instances with these tags.
+    /// Instances matching `filters`: live ones, and with `ended` also those shutting
+    /// down, stopped or terminated (EC2 lists them for about an hour), marked `gone`
+    /// with their state-reason code.
     async fn find(
         &self,
         filters: Vec<Filter>,
+        ended: bool,
     ) -> Result<Vec<(String, Machine, Option<String>)>, ProviderError> {
         let mut out = Vec::new();
         let mut token = None;
+        let mut states = Filter::builder()
+            .name("instance-state-name")
+            .values("pending")
+            .values("running");
+        if ended {
+            for s in ["shutting-down", "terminated", "stopping", "stopped"] {
+                states = states.values(s);
+            }
+        }
+        let states = states.build();
         loop {
             let page = self
                 .client
                 .describe_instances()
                 .set_filters(Some(filters.clone()))
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .values("pending")
-                        .values("running")
-                        .build(),
-                )
+                .filters(states.clone())
                 .set_next_token(token.take())
                 .send()
                 .await
@@ -191,12 +207,24 @@ impl Ec2Provider {
                         continue;
                     };
                     let launched = i.launch_time().map(|t| t.to_string());
+                    let live = matches!(
+                        i.state().and_then(|s| s.name()),
+                        Some(InstanceStateName::Pending | InstanceStateName::Running) | None
+                    );
+                    let gone = (!live).then(|| {
+                        i.state_reason()
+                            .and_then(|r| r.code())
+                            .or_else(|| i.state().and_then(|s| s.name()).map(|n| n.as_str()))
+                            .unwrap_or("ended")
+                            .to_string()
+                    });
                     out.push((
                         study,
                         Machine {
                             id: id.to_string(),
                             trial,
                             attempt,
+                            gone,
                         },
                         launched,
                     ));
@@ -276,7 +304,7 @@ impl Ec2Provider {
             req = req
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
-        if s.spot {
+        if spot_for(s, trial) {
             req = req.instance_market_options(
                 InstanceMarketOptionsRequest::builder()
                     .market_type(MarketType::Spot)
@@ -309,11 +337,14 @@ impl MachineProvider for Ec2Provider {
                 Err(e) => {
                     // Ambiguous: the call may have been applied. Look before launching again.
                     let found = self
-                        .find(vec![
-                            Self::tag_filter("augur:study", &study.name),
-                            Self::tag_filter("augur:trial", &trial.id.to_string()),
-                            Self::tag_filter("augur:attempt", &trial.attempt.to_string()),
-                        ])
+                        .find(
+                            vec![
+                                Self::tag_filter("augur:study", &study.name),
+                                Self::tag_filter("augur:trial", &trial.id.to_string()),
+                                Self::tag_filter("augur:attempt", &trial.attempt.to_string()),
+                            ],
+                            false,
+                        )
                         .await;
                     if let Ok(Some((_, m, _))) = found.map(|v| v.into_iter().next()) {
                         return Ok(m.id);
@@ -334,7 +365,7 @@ impl MachineProvider for Ec2Provider {
             }
         }
         let mut found = self
-            .find(vec![Self::tag_filter("augur:study", study)])
+            .find(vec![Self::tag_filter("augur:study", study)], true)
             .await?;
         // Oldest first, so that of two instances for one attempt the first is kept.
         found.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.id.cmp(&b.1.id)));

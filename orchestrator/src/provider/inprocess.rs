@@ -59,6 +59,7 @@ impl MachineProvider for InProcessProvider {
             id: id.clone(),
             trial: trial.id,
             attempt: trial.attempt,
+            gone: None,
         };
         self.running
             .lock()

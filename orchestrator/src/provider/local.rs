@@ -120,6 +120,7 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
             id: pid.to_string(),
             trial,
             attempt,
+            gone: None,
         },
     ))
 }
@@ -193,6 +194,7 @@ impl MachineProvider for LocalProvider {
             id: pid.to_string(),
             trial: trial.id,
             attempt: trial.attempt,
+            gone: None,
         };
         self.children
             .lock()

@@ -8,9 +8,9 @@
 //!
 //! Faults for tests: `--never-boot-every N` never starts the agent of every N-th
 //! instance; `--reclaim-every N` terminates every N-th instance after its agent has
-//! started (a spot reclaim).
+//! started (a spot reclaim); `--reclaim-spot` reclaims every spot instance so.
 
-use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceLifecycleType};
 use base64::Engine;
 use clap::Parser;
 use std::collections::{HashMap, HashSet};
@@ -45,6 +45,9 @@ struct Args {
     never_boot_every: u32,
     #[arg(long, default_value = "0")]
     reclaim_every: u32,
+    /// Reclaim every spot instance once its agent has started.
+    #[arg(long)]
+    reclaim_spot: bool,
 }
 
 struct Instance {
@@ -157,7 +160,10 @@ async fn main() {
                         );
                         started += 1;
                         running.insert(id.to_string(), Instance { child: Some(child) });
-                        if args.reclaim_every > 0 && started.is_multiple_of(args.reclaim_every) {
+                        let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
+                        if (args.reclaim_every > 0 && started.is_multiple_of(args.reclaim_every))
+                            || (args.reclaim_spot && spot)
+                        {
                             // A spot reclaim: the instance goes away under the agent.
                             tokio::time::sleep(Duration::from_millis(300)).await;
                             eprintln!("fake-hypervisor: reclaiming {id}");

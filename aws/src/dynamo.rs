@@ -206,6 +206,31 @@ impl DynamoStore {
     }
 
     /// Every item of `pk` (whose sort key starts with `prefix`), paginated.
+    /// Every item whose sort key is `sk`, across studies (a filtered scan: for
+    /// listings, not for ticks).
+    async fn scan_sk(&self, sk: &str) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :sk")
+                .expression_attribute_values(":sk", s(sk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| fail(&self.table, "Scan", e))?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
@@ -372,27 +397,9 @@ impl TrialStore for DynamoStore {
 
     async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
         let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :study")
-                .expression_attribute_values(":study", s("study"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| fail(&self.table, "Scan", e))?;
-            for item in page.items() {
-                let name = get_s(item, "pk").unwrap_or("?").to_string();
-                out.push(decode::<StudyRecord>(&name, item)?);
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
+        for item in self.scan_sk("study").await? {
+            let name = get_s(&item, "pk").unwrap_or("?").to_string();
+            out.push(decode::<StudyRecord>(&name, &item)?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -670,6 +677,45 @@ impl TrialStore for DynamoStore {
         match out {
             Ok(_) => Ok(()),
             Err(e) if conditional(&e) => Ok(()),
+            Err(e) => Err(fail(&self.table, "DeleteItem", e)),
+        }
+    }
+
+    async fn leases(&self) -> Result<Vec<(String, Lease)>> {
+        let mut out: Vec<(String, Lease)> = self
+            .scan_sk("lease")
+            .await?
+            .iter()
+            .map(|i| {
+                (
+                    get_s(i, "pk").unwrap_or("?").to_string(),
+                    Lease {
+                        holder: get_s(i, "holder").unwrap_or("?").to_string(),
+                        until: get_n(i, "until").unwrap_or(0) as Millis,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn expire_lease(&self, study: &str, lease: &Lease) -> Result<bool> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(study))
+            .key("sk", s("lease"))
+            .condition_expression("holder = :h AND #until = :u")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":h", s(&lease.holder))
+            .expression_attribute_values(":u", n(lease.until))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if conditional(&e) => Ok(false),
             Err(e) => Err(fail(&self.table, "DeleteItem", e)),
         }
     }

@@ -29,6 +29,12 @@ pub struct Timing {
     /// agent of a pruned trial has two of these, plus the study's `grace`, to see it
     /// and end its script before its machine is ended for it.
     pub heartbeat_ms: Millis,
+    /// The largest difference between two machines' clocks that leases tolerate. A
+    /// driver's lease is written with the holder's clock and read with the taker's:
+    /// it is taken over only this long after it expired by the taker's clock. (The
+    /// heartbeat lease compares the agent's clock with the driver's; its margin is
+    /// `lease_ms` minus the heartbeat interval, 70 s by default on AWS.)
+    pub clock_skew_ms: Millis,
 }
 
 impl Default for Timing {
@@ -41,6 +47,7 @@ impl Default for Timing {
             backoff_cap_ms: 60_000,
             max_launch_failures: 5,
             heartbeat_ms: 2_000,
+            clock_skew_ms: 5_000,
         }
     }
 }
@@ -200,6 +207,30 @@ pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
 pub fn pruned_in_grace(study: &Study, timing: &Timing, t: &Trial, now: Millis) -> bool {
     t.state == TrialState::Pruned
         && now - t.finished_ms.unwrap_or(0) < 2 * timing.heartbeat_ms + study.run.grace_ms as Millis
+}
+
+/// Why `augur gc` ends a live machine nobody drives, if it should: its study is not
+/// recorded, its trial is unknown, final (a pruned one past its grace) or at another
+/// attempt. A machine of an active attempt is left to the study's driver.
+pub fn orphan_reason(
+    study: Option<(&Study, &[Trial])>,
+    m: &Machine,
+    timing: &Timing,
+    now: Millis,
+) -> Option<String> {
+    let Some((spec, trials)) = study else {
+        return Some("its study is not recorded (deleted?)".into());
+    };
+    let Some(t) = trials.iter().find(|t| t.id == m.trial) else {
+        return Some(format!("study `{}` has no trial {}", spec.name, m.trial));
+    };
+    if t.attempt != m.attempt {
+        return Some(format!("attempt {} superseded by {}", m.attempt, t.attempt));
+    }
+    if t.state.is_active() || pruned_in_grace(spec, timing, t, now) {
+        return None;
+    }
+    Some(format!("trial is {}", t.state))
 }
 
 /// The decision. See the module docs.

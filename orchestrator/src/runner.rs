@@ -627,7 +627,12 @@ impl Runner {
         }
         let got = self
             .store
-            .take_lease(study, &spec.holder, now, now + ttl)
+            .take_lease(
+                study,
+                &spec.holder,
+                now - self.timing.clock_skew_ms,
+                now + ttl,
+            )
             .await?;
         if got.held_by(&spec.holder) {
             if state.following.take().is_some() {
@@ -662,7 +667,12 @@ impl Runner {
         let left = deadline.saturating_duration_since(Instant::now());
         let got = self
             .store
-            .take_lease(&study.name, &holder, now, now + left.as_millis() as Millis)
+            .take_lease(
+                &study.name,
+                &holder,
+                now - self.timing.clock_skew_ms,
+                now + left.as_millis() as Millis,
+            )
             .await?;
         if !got.held_by(&holder) {
             return Ok(TickEnd::Held(got));

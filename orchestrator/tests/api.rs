@@ -136,3 +136,40 @@ async fn objective_errors_fail_trials_and_retry_on_failure_retries_them() {
     assert_eq!(attempts.load(Ordering::SeqCst), 8);
     assert_eq!(r.counters().retried, 4);
 }
+
+/// A driver's lease written by a machine whose clock is behind is not taken over
+/// while it may still be live: only `clock_skew_ms` after it expired by the taker's
+/// clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let calls = Arc::new(AtomicU64::new(0));
+    let (r, store) = runner(dir.path(), quadratic(calls.clone()));
+    let mut r = Arc::try_unwrap(r).ok().expect("one owner");
+    r.lease = Some(augur::LeaseSpec {
+        holder: "me".into(),
+        ttl: std::time::Duration::from_secs(30),
+    });
+    assert_eq!(r.timing.clock_skew_ms, 5_000);
+    let s = study("");
+    r.register(&s, &Default::default()).await.expect("register");
+    let now = augur_store::now_ms();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Expired 2 s ago by our clock: the holder's clock may be 2 s behind.
+    store
+        .take_lease("api", "other", now, now - 2_000)
+        .await
+        .expect("lease");
+    match r.tick(&s, deadline).await.expect("tick") {
+        augur::TickEnd::Held(l) => assert_eq!(l.holder, "other"),
+        other => panic!("took a lease that may be live: {other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Expired beyond the margin: taken over.
+    store
+        .take_lease("api", "other", now - 20_000, now - 6_000)
+        .await
+        .expect("lease");
+    let end = r.tick(&s, deadline).await.expect("tick");
+    assert!(!matches!(end, augur::TickEnd::Held(_)), "{end:?}");
+}

@@ -4,7 +4,7 @@
 //! Each check panics with a message on failure. `prefix` keeps the suite's studies
 //! apart from anything else in the store.
 
-use crate::{StoreError, TrialStore, Written};
+use crate::{Lease, StoreError, TrialStore, Written};
 use augur_model::{
     Expect, Params, Study, StudyRecord, StudyState, Trial, TrialState, TrialUpdate, Value,
 };
@@ -90,7 +90,32 @@ pub async fn leases(s: &dyn TrialStore, name: &str) {
     assert!(s.delete_study(name).await.expect("delete"));
     let d = s.take_lease(name, "d", 10_001, 20_000).await.expect("take");
     assert!(d.held_by("d"), "deleting a study drops its lease: {d:?}");
-    s.release_lease(name, "d").await.expect("release");
+    // `augur gc`: leases are listed, and one is expired only if nobody renewed it.
+    let listed = s.leases().await.expect("leases");
+    let mine: Vec<&Lease> = listed
+        .iter()
+        .filter(|(st, _)| st == name)
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(mine, vec![&d], "{listed:?}");
+    let renewed = s
+        .take_lease(name, "d", 10_002, 30_000)
+        .await
+        .expect("renew");
+    assert!(
+        !s.expire_lease(name, &d).await.expect("expire"),
+        "renewed meanwhile"
+    );
+    assert!(s.expire_lease(name, &renewed).await.expect("expire"));
+    assert!(!s
+        .leases()
+        .await
+        .expect("leases")
+        .iter()
+        .any(|(st, _)| st == name));
+    let e = s.take_lease(name, "e", 10_003, 20_000).await.expect("take");
+    assert!(e.held_by("e"), "an expired lease is free: {e:?}");
+    s.release_lease(name, "e").await.expect("release");
 }
 
 /// Runs the futures concurrently on this task and collects their outputs in order.

@@ -124,6 +124,11 @@ pub trait TrialStore: Send + Sync {
     ) -> Result<Lease>;
     /// Gives the lease up early, if `holder` still has it.
     async fn release_lease(&self, study: &str, holder: &str) -> Result<()>;
+    /// Every study's lease record, expired ones too (`augur gc`).
+    async fn leases(&self) -> Result<Vec<(String, Lease)>>;
+    /// Removes a lease only if it is still exactly `lease` (nobody renewed or took it
+    /// meanwhile); whether it was removed.
+    async fn expire_lease(&self, study: &str, lease: &Lease) -> Result<bool>;
     /// Marks a study as driven by the serverless control plane (`augur submit`), or
     /// no longer (done, stopped or deleted).
     async fn set_submitted(&self, study: &str, on: bool) -> Result<()>;

@@ -388,6 +388,32 @@ impl TrialStore for SqliteStore {
         })
     }
 
+    async fn leases(&self) -> Result<Vec<(String, Lease)>> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT study, holder, until FROM leases ORDER BY study")?;
+            let rows = q.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Lease {
+                        holder: r.get(1)?,
+                        until: r.get(2)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn expire_lease(&self, study: &str, lease: &Lease) -> Result<bool> {
+        self.with(|c| {
+            let n = c.execute(
+                "DELETE FROM leases WHERE study = ?1 AND holder = ?2 AND until = ?3",
+                params![study, lease.holder, lease.until],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
     async fn set_submitted(&self, study: &str, on: bool) -> Result<()> {
         self.with(|c| {
             if on {

@@ -548,3 +548,58 @@ spot_fallback_after = 2
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
 }
+
+/// `augur gc` on AWS: the instances of a deleted study are terminated, those of a
+/// driven one are left alone, an expired lease in DynamoDB is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
+    use augur_store::TrialStore;
+    let mut w = World::new();
+    w.sb.write(
+        "s.toml",
+        "name = \"orphans\"\nobjective = { metric = \"v\" }\ntrials = 2\nparallel = 2\n[run]\nscript = 'sleep 120'\n[aws]\nimage = \"ami-12345678\"\n",
+    );
+    ok(&w.augur(&[
+        "init",
+        "--agent",
+        &bin_dir().join("augur-agent").display().to_string(),
+    ]));
+    w.start_hypervisor();
+    let mut run = w.spawn(&["run", "s.toml", "--heartbeat", "500ms"]);
+    wait_for(Duration::from_secs(60), "2 instances running", || {
+        (futures_lite(w.live_instances()) == 2).then_some(())
+    });
+    let _ = run.kill();
+    let _ = run.wait();
+    let json = |args: &[&str]| -> Value {
+        let out = w.augur(args);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let first = json(&["gc", "--json"]);
+    assert_eq!(first["machines"], serde_json::json!([]), "{first}");
+    assert_eq!(w.live_instances().await, 2);
+
+    let opts = augur_aws::AwsOptions {
+        endpoint: Some(w.emu.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        credentials: Some(("test".into(), "test".into())),
+        ..Default::default()
+    };
+    let store = augur_aws::DynamoStore::new(
+        augur_aws::dynamodb(&augur_aws::sdk_config(&opts).await),
+        w.table.clone(),
+    );
+    store
+        .take_lease("ghost", "augur-run@gone:1", 1_000, 2_000)
+        .await
+        .expect("lease");
+    ok(&w.augur(&["delete", "orphans", "--force"]));
+    let done = json(&["gc", "--json"]);
+    assert_eq!(done["machines"].as_array().map(Vec::len), Some(2), "{done}");
+    assert_eq!(done["leases"][0]["study"], "ghost", "{done}");
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+    assert!(store.leases().await.expect("leases").is_empty());
+}

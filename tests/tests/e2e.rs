@@ -1223,3 +1223,84 @@ fn status_server_api_pages_and_metrics() {
     let help = text(&sb.augur(&["serve", "--help"]).stdout);
     assert!(help.contains("127.0.0.1:8080"), "{help}");
 }
+
+/// `augur gc`: agents of a deleted study are ended; agents of active attempts are
+/// left to their driver; an expired lease and a deleted study's submitted mark are
+/// removed; `--dry-run` changes nothing.
+#[test]
+fn gc_ends_orphans_and_expired_leases_and_leaves_live_work_alone() {
+    use augur_store::TrialStore;
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name = \"orph\"\nobjective = { metric = \"v\" }\ntrials = 2\nparallel = 2\n[run]\nscript = 'sleep 120'\n",
+    );
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    let mut child = sb.spawn(&args);
+    augur_tests::wait_for(Duration::from_secs(30), "2 trials running", || {
+        let t = sb.try_trials("orph")?;
+        (t.iter().filter(|t| t["state"] == "running").count() == 2).then_some(())
+    });
+    let _ = child.kill(); // SIGKILL: its agents run on.
+    let _ = child.wait();
+    let gc = |extra: &[&str]| {
+        let mut a = vec!["gc", "--json"];
+        a.extend_from_slice(extra);
+        sb.json(&a)
+    };
+    let first = gc(&[]);
+    assert_eq!(
+        first["machines"],
+        json!([]),
+        "active attempts are left alone: {first}"
+    );
+
+    // A lease a dead driver left long ago, and a submitted mark of a study gone.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let db = augur_store::SqliteStore::open(&sb.path().join(".augur/augur.db")).expect("db");
+        db.take_lease("ghost", "augur-run@gone:1", 1_000, 2_000)
+            .await
+            .expect("lease");
+        db.set_submitted("ghost", true).await.expect("mark");
+    });
+    ok(&sb.augur(&["delete", "orph", "--force"]));
+
+    let dry = gc(&["--dry-run"]);
+    let machines = dry["machines"].as_array().expect("machines");
+    assert_eq!(machines.len(), 2, "{dry}");
+    assert!(machines.iter().all(|m| m["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("not recorded"))));
+    assert_eq!(dry["leases"][0]["study"], "ghost", "{dry}");
+    assert_eq!(dry["submitted"], json!(["ghost"]), "{dry}");
+    // Nothing changed: the same again.
+    assert_eq!(
+        gc(&["--dry-run"])["machines"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let out = sb.augur(&["gc"]);
+    ok(&out);
+    let said = text(&out.stdout);
+    assert_eq!(said.matches("ended machine").count(), 2, "{said}");
+    assert!(said.contains("removed lease of `ghost`"), "{said}");
+    assert!(text(&out.stderr)
+        .contains("2 machine(s) ended, 1 expired lease(s), 1 stale submitted mark(s)"));
+    augur_tests::wait_for(
+        Duration::from_secs(30),
+        "the orphaned agents to end",
+        || {
+            gc(&["--dry-run"])["machines"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+                .then_some(())
+        },
+    );
+    let last = gc(&[]);
+    assert_eq!(last["leases"], json!([]), "{last}");
+    assert_eq!(last["submitted"], json!([]), "{last}");
+}

@@ -198,6 +198,22 @@ impl Ctx {
             .map(|s| Arc::new(s) as Arc<dyn TrialStore>))
     }
 
+    /// A provider for listing and ending machines only, never launching (`augur
+    /// stop`, `augur gc`): no study settings needed.
+    pub async fn sweeper(&self) -> Arc<dyn MachineProvider> {
+        if self.is_aws() {
+            let client = augur_aws::ec2(self.sdk().await);
+            return Arc::new(Ec2Provider::new(client, Ec2Settings::default()));
+        }
+        // Any agent path will do: it is only used to launch.
+        let agent = LocalProvider::find_agent().unwrap_or_else(|| "augur-agent".into());
+        Arc::new(LocalProvider::new(
+            agent,
+            self.layout.clone(),
+            Duration::from_secs(2),
+        ))
+    }
+
     /// The machines trials run on.
     pub async fn provider(
         &self,

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod config;
+mod gc;
 mod inspect;
 mod logs;
 mod plot;
@@ -144,6 +145,10 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// End what nobody else will: machines whose study is deleted or whose trial is
+    /// final or superseded, expired driver leases, submitted marks of deleted studies.
+    /// Machines of active attempts are left to their study's driver.
+    Gc(gc::GcArgs),
 }
 
 /// An error with its exit code.
@@ -302,5 +307,6 @@ async fn dispatch(cmd: Cmd, ctx: backend::Ctx) -> Outcome {
         Cmd::Serve(args) => serve::command(ctx, args).await,
         Cmd::Stop { study } => run::stop(&ctx, &study).await,
         Cmd::Delete { study, force } => inspect::delete(&ctx, &study, force).await,
+        Cmd::Gc(args) => gc::gc(&ctx, &args).await,
     }
 }

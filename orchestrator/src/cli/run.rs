@@ -3,7 +3,7 @@
 use super::backend::Ctx;
 use super::progress::Progress;
 use super::{Fail, Outcome};
-use augur::{Finished, LeaseSpec, LocalProvider, Mode, RegisterOptions, Runner, Scope};
+use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope};
 use augur_model::{duration, DriveSettings, Study, StudyState, TrialState};
 use augur_store::now_ms;
 use std::path::PathBuf;
@@ -352,17 +352,7 @@ pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
         .await?;
     // Cancelling is level-triggered like everything else: this process does it
     // itself, racing safely (conditional writes) with an orchestrator still running.
-    let provider: Arc<dyn augur::MachineProvider> = if ctx.is_aws() {
-        ctx.provider(&rec.spec, Duration::from_secs(2)).await?
-    } else {
-        // Only listing and ending agents: any agent path will do.
-        let agent = LocalProvider::find_agent().unwrap_or_else(|| PathBuf::from("augur-agent"));
-        Arc::new(LocalProvider::new(
-            agent,
-            ctx.layout.clone(),
-            Duration::from_secs(2),
-        ))
-    };
+    let provider = ctx.sweeper().await;
     let mut runner = Runner::new(store.clone(), provider);
     apply_drive(
         &mut runner,

@@ -21,8 +21,9 @@ use aws_sdk_ec2::Client;
 use base64::Engine;
 use std::time::Duration;
 
-/// Where and how instances are launched.
-#[derive(Clone, Debug)]
+/// Where and how instances are launched (the default: for listing and ending
+/// instances only).
+#[derive(Clone, Debug, Default)]
 pub struct Ec2Settings {
     pub image: String,
     pub instance_type: String,
@@ -377,6 +378,19 @@ impl MachineProvider for Ec2Provider {
             );
         }
         Ok(machines)
+    }
+
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
+        let found = self
+            .find(
+                vec![Filter::builder()
+                    .name("tag-key")
+                    .values("augur:study")
+                    .build()],
+                false,
+            )
+            .await?;
+        Ok(found.into_iter().map(|(s, m, _)| (s, m)).collect())
     }
 
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {

@@ -46,6 +46,16 @@ impl InProcessProvider {
 
 #[async_trait]
 impl MachineProvider for InProcessProvider {
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
+        Ok(self
+            .running
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("lock".into()))?
+            .values()
+            .cloned()
+            .collect())
+    }
+
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
         let id = {
             let mut n = self

@@ -268,6 +268,12 @@ impl MachineProvider for LocalProvider {
         Ok(out)
     }
 
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
+        let mut all: Vec<(String, Machine)> = self.scan_proc().into_values().collect();
+        all.sort_by(|a, b| (&a.0, a.1.trial, a.1.attempt).cmp(&(&b.0, b.1.trial, b.1.attempt)));
+        Ok(all)
+    }
+
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
         let Ok(pid) = machine.id.parse::<u32>() else {
             return Ok(());

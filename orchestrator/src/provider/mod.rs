@@ -26,6 +26,9 @@ pub trait MachineProvider: Send + Sync {
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError>;
     /// The machines of `study` that exist now, whoever launched them.
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError>;
+    /// Every live machine this provider can see, of every study, with its study
+    /// (`augur gc`).
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError>;
     /// Ends a machine (idempotent: an absent machine is not an error).
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError>;
     /// Whether a machine absent from [`list`](Self::list) is certainly gone (true for

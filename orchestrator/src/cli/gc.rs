@@ -1,0 +1,140 @@
+//! `augur gc`: ends what nobody else will. Machines whose study is deleted, or whose
+//! trial is final or moved on to another attempt (a driver's own sweep does this while
+//! it runs; `gc` does it when none does); expired driver leases; `submitted` marks of
+//! deleted studies.
+
+use super::{backend::Ctx, Fail, Outcome};
+use augur::reconcile::{orphan_reason, Timing};
+use augur_model::{Study, Trial};
+use augur_store::logfile::rfc3339;
+use augur_store::now_ms;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
+    /// Say what would be ended and removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print what was done as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
+    let Some(store) = ctx.existing_store().await? else {
+        if args.json {
+            println!("{}", json!({"machines": [], "leases": [], "submitted": []}));
+        } else {
+            eprintln!("gc: nothing recorded, nothing to do");
+        }
+        return Ok(0);
+    };
+    let provider = ctx.sweeper().await;
+    let now = now_ms();
+    let timing = Timing::default();
+    let verb = if args.dry_run { "would end" } else { "ended" };
+
+    // Machines: every live one, judged against its study's records.
+    let machines = provider
+        .list_all()
+        .await
+        .map_err(|e| Fail::unavailable(e.to_string()))?;
+    let mut studies: BTreeMap<String, Option<(Study, Vec<Trial>)>> = BTreeMap::new();
+    let mut ended = Vec::new();
+    for (name, m) in &machines {
+        if !studies.contains_key(name) {
+            let rec = match store.get_study(name).await? {
+                Some(rec) => {
+                    let trials = store.list_trials(name).await?;
+                    Some((rec.spec, trials))
+                }
+                None => None,
+            };
+            studies.insert(name.clone(), rec);
+        }
+        let known = studies
+            .get(name)
+            .and_then(|s| s.as_ref())
+            .map(|(s, t)| (s, t.as_slice()));
+        let Some(reason) = orphan_reason(known, m, &timing, now) else {
+            continue;
+        };
+        if !args.dry_run {
+            provider
+                .terminate(m)
+                .await
+                .map_err(|e| Fail::unavailable(e.to_string()))?;
+        }
+        if !args.json {
+            println!(
+                "{verb} machine {} ({name}/{} attempt {}): {reason}",
+                m.id, m.trial, m.attempt
+            );
+        }
+        ended.push(json!({"study": name, "trial": m.trial, "attempt": m.attempt, "machine": m.id, "reason": reason}));
+    }
+
+    // Leases that expired (past the clock-skew margin): their holders are gone.
+    let mut expired = Vec::new();
+    for (name, lease) in store.leases().await? {
+        if lease.until + timing.clock_skew_ms >= now {
+            continue;
+        }
+        let done = args.dry_run || store.expire_lease(&name, &lease).await?;
+        if done {
+            if !args.json {
+                println!(
+                    "{} lease of `{name}` held by {} (expired {})",
+                    if args.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    },
+                    lease.holder,
+                    rfc3339(lease.until)
+                );
+            }
+            expired.push(
+                json!({"study": name, "holder": lease.holder, "until": rfc3339(lease.until)}),
+            );
+        }
+    }
+
+    // Submitted marks of studies that are no longer recorded.
+    let mut unmarked = Vec::new();
+    for name in store.submitted().await? {
+        if store.get_study(&name).await?.is_none() {
+            if !args.dry_run {
+                store.set_submitted(&name, false).await?;
+            }
+            if !args.json {
+                println!(
+                    "{} the submitted mark of deleted study `{name}`",
+                    if args.dry_run {
+                        "would clear"
+                    } else {
+                        "cleared"
+                    }
+                );
+            }
+            unmarked.push(name);
+        }
+    }
+
+    if args.json {
+        println!(
+            "{}",
+            json!({"dry_run": args.dry_run, "machines": ended, "leases": expired, "submitted": unmarked})
+        );
+    } else {
+        eprintln!(
+            "gc: {} machine(s) {verb}, {} expired lease(s), {} stale submitted mark(s){}",
+            ended.len(),
+            expired.len(),
+            unmarked.len(),
+            if args.dry_run { " (dry run)" } else { "" }
+        );
+    }
+    Ok(0)
+}

@@ -72,7 +72,14 @@ impl ParamSpec {
                 Value::Float(if *log {
                     (lo.ln() + u * (hi.ln() - lo.ln())).exp().clamp(*lo, *hi)
                 } else {
-                    lo + u * (hi - lo)
+                    // hi - lo overflows for bounds near ±f64::MAX: interpolate instead.
+                    let x = lo + u * (hi - lo);
+                    if x.is_finite() {
+                        x
+                    } else {
+                        lo * (1.0 - u) + hi * u
+                    }
+                    .clamp(*lo, *hi)
                 })
             }
             ParamSpec::Int { lo, hi, log, .. } => {
@@ -109,12 +116,15 @@ fn linspace(lo: f64, hi: f64, log: bool, n: u32) -> Vec<f64> {
     (0..n)
         .map(|i| {
             let t = a + (b - a) * i as f64 / (n - 1) as f64;
-            if i == n - 1 {
+            if i == 0 {
+                lo
+            } else if i == n - 1 {
                 hi
             } else if log {
-                t.exp()
+                // exp(ln(x)) is not always x: never step outside the bounds.
+                t.exp().clamp(lo, hi)
             } else {
-                t
+                t.clamp(lo, hi)
             }
         })
         .collect()

@@ -591,24 +591,38 @@ script = 'd=AUGUR_DATASET_DIR_DATA_$AUGUR_PARAM_SIZE; echo "METRICS: n=$(wc -l <
 #[test]
 fn parameter_values_reach_the_script_only_as_data() {
     let sb = Sandbox::new();
+    // A value that would delete this file if it were ever run as shell.
+    let victim = sb.write("victim.txt", "still here");
     sb.write(
         "s.toml",
-        r#"
+        &format!(
+            r#"
 name = "inj"
-objective = { metric = "m" }
+objective = {{ metric = "m" }}
 oracle = "grid"
 [params]
-v = { values = ["$(touch pwned)", "a'b\"c;touch pwned2", "`touch pwned3`"] }
+v = {{ values = ["$(touch pwned)", "a'b\"c;touch pwned2", "`touch pwned3`", "x\n$(touch pwned4)\n", "$(rm -f {victim})", "; touch pwned5 #"] }}
 [run]
-script = 'echo METRICS: m=1; printf "%s\n" "$AUGUR_PARAM_V"'
+script = 'echo METRICS: m=1; printf "%s" "$AUGUR_PARAM_V" | od -An -tx1 | tr -d " \n"; echo'
 "#,
+            victim = victim.display()
+        ),
     );
     ok(&run(&sb, "s.toml", &[]));
-    for t in sb.trials("inj") {
+    let trials = sb.trials("inj");
+    assert_eq!(trials.len(), 6);
+    for t in trials {
         assert_eq!(t["state"], "succeeded");
-        assert_eq!(t["status"], t["params"]["v"], "the value arrives verbatim");
+        let hex: String = t["params"]["v"]
+            .as_str()
+            .unwrap_or_default()
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(t["status"], json!(hex), "the value arrives verbatim: {t}");
     }
-    for f in ["pwned", "pwned2", "pwned3"] {
+    assert!(victim.exists(), "a value ran as shell");
+    for f in ["pwned", "pwned2", "pwned3", "pwned4", "pwned5"] {
         assert!(!sb.path().join(f).exists() && !sb.path().join(".augur/work/inj").join(f).exists());
     }
     let found = std::process::Command::new("find")

@@ -775,3 +775,23 @@ for (;;) {{ const {{done, value}} = await rd.read(); if (done) break; pre.textCo
         &body,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_status_server_binds_loopback_unless_told_otherwise() {
+        let p = Probe::try_parse_from(["augur"]).expect("defaults");
+        assert!(p.serve.addr.ip().is_loopback(), "{}", p.serve.addr);
+        let p = Probe::try_parse_from(["augur", "--addr", "0.0.0.0:9000"]).expect("explicit");
+        assert!(!p.serve.addr.ip().is_loopback());
+    }
+}

@@ -156,7 +156,6 @@ impl Ec2Provider {
         )
     }
 
-    /// Live (pending or running) instances with these tags.
     /// Instances matching `filters`: live ones, and with `ended` also those shutting
     /// down, stopped or terminated (EC2 lists them for about an hour), marked `gone`
     /// with their state-reason code.
@@ -421,5 +420,82 @@ impl MachineProvider for Ec2Provider {
         if let Ok(mut cache) = self.listed.lock() {
             cache.remove(study);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// User-data is readable by anything on the instance (and by whoever may
+    /// describe it): it carries names and settings only; credentials come from the
+    /// instance role.
+    #[test]
+    fn user_data_carries_no_secrets_and_quotes_its_arguments() {
+        let client = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::Config::builder()
+                .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+                .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "AKIASECRETKEYID",
+                    "very/secret+access+key",
+                    Some("session-token-value".into()),
+                    None,
+                    "test",
+                ))
+                .build(),
+        );
+        let p = Ec2Provider::new(
+            client,
+            Ec2Settings {
+                table: "augur".into(),
+                bucket: "bkt".into(),
+                log_group_prefix: "/augur".into(),
+                region: Some("us-east-1".into()),
+                heartbeat: Duration::from_secs(20),
+                ..Default::default()
+            },
+        );
+        let ud = p.user_data("it's", 3, 2);
+        for secret in [
+            "AKIASECRETKEYID",
+            "very/secret",
+            "session-token",
+            "AWS_SECRET",
+            "AWS_SESSION",
+            "AWS_ACCESS_KEY",
+        ] {
+            assert!(!ud.contains(secret), "{secret} in user-data: {ud}");
+        }
+        // The only variable set is the region; the arguments are single-quoted.
+        let exports: Vec<&str> = ud.lines().filter(|l| l.starts_with("export ")).collect();
+        assert_eq!(exports, vec!["export AWS_REGION='us-east-1'"]);
+        assert!(ud.contains("'it'\\''s'"), "{ud}");
+        assert!(ud.contains("--study"));
+    }
+
+    #[test]
+    fn spot_falls_back_to_on_demand_after_n_preemptions() {
+        let s = Ec2Settings {
+            spot: true,
+            spot_fallback_after: Some(2),
+            ..Default::default()
+        };
+        let mut t = Trial::new("s", 1, 0, 0, Default::default(), 0);
+        assert!(spot_for(&s, &t));
+        t.preemptions = 1;
+        assert!(spot_for(&s, &t));
+        t.preemptions = 2;
+        assert!(!spot_for(&s, &t));
+        let never = Ec2Settings {
+            spot: true,
+            ..Default::default()
+        };
+        t.preemptions = 50;
+        assert!(spot_for(&never, &t));
+        assert!(!spot_for(
+            &Ec2Settings::default(),
+            &Trial::new("s", 1, 0, 0, Default::default(), 0)
+        ));
     }
 }

@@ -24,4 +24,19 @@ cargo build --workspace --bins --locked
 # versions they need, and the deploy test ships them.
 AUGUR_INSTANCE_AGENT="$(scripts/instance-binaries.sh dev)"
 export AUGUR_INSTANCE_AGENT
+# The chaos suite (tests/chaos) writes its figures here: this run's only.
+chaos="${CARGO_TARGET_DIR:-target}/debug/chaos"
+rm -rf "$chaos"
 cargo test --workspace --locked
+# The chaos suite's figures (each row was checked by its test: 0 lost, 0 duplicated).
+if [ -d "$chaos" ]; then
+  echo
+  echo "| chaos: injected | how many | trials | completed | lost | duplicated | s |"
+  echo "|---|---|---|---|---|---|---|"
+  cat "$chaos"/*.md
+fi
+# The scale simulation: the real decide() and runner on a virtual clock against a
+# simulated cloud, 1,000 then 10,000 trials on 500 machines (fails if a trial is lost
+# or an attempt launched twice). A debug build here; see tests/sim/README.md.
+echo
+cargo run -q -p augur-sim --locked -- 1000 10000

@@ -20,6 +20,6 @@ pub use provider::local::LocalProvider;
 pub use provider::MachineProvider;
 pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
 pub use runner::{
-    CounterValues, Event, Finished, LeaseSpec, RegisterOptions, RunError, Runner, StreamHandle,
-    TickEnd,
+    Clock, CounterValues, Driver, Event, Finished, LeaseSpec, RegisterOptions, RunError, Runner,
+    Step, StreamHandle, TickEnd,
 };

@@ -233,6 +233,27 @@ pub fn orphan_reason(
     Some(format!("trial is {}", t.state))
 }
 
+/// Trials looked up by id.
+struct ById<'a> {
+    trials: &'a [Trial],
+    sorted: bool,
+    map: HashMap<u64, &'a Trial>,
+}
+
+impl<'a> ById<'a> {
+    fn get(&self, id: &u64) -> Option<&'a Trial> {
+        if self.sorted {
+            let trials = self.trials;
+            trials
+                .binary_search_by_key(id, |t| t.id)
+                .ok()
+                .map(|i| &trials[i])
+        } else {
+            self.map.get(id).copied()
+        }
+    }
+}
+
 /// The decision. See the module docs.
 pub fn decide(v: &View) -> Vec<Action> {
     let mut out = Vec::new();
@@ -249,7 +270,19 @@ pub fn decide(v: &View) -> Vec<Action> {
             }
         }
     }
-    let by_id: HashMap<u64, &Trial> = v.trials.iter().map(|t| (t.id, t)).collect();
+    // Trials by id: a binary search when they come sorted (a driver's cache always
+    // does), else a map; decide runs every pass over every trial of the study.
+    let sorted = v.trials.windows(2).all(|w| w[0].id < w[1].id);
+    let map: HashMap<u64, &Trial> = if sorted {
+        HashMap::new()
+    } else {
+        v.trials.iter().map(|t| (t.id, t)).collect()
+    };
+    let by_id = ById {
+        trials: v.trials,
+        sorted,
+        map,
+    };
     let datasets: BTreeMap<&str, &Trial> = v
         .trials
         .iter()
@@ -476,7 +509,7 @@ pub fn decide(v: &View) -> Vec<Action> {
                     && ((t.state.is_active() && !(v.mode == Mode::Cancel && in_scope(t)))
                         || (stopping(t) && v.mode != Mode::Cancel))
             });
-        if keep && by_id.get(&m.trial).is_some_and(|t| stopping(t)) {
+        if keep && by_id.get(&m.trial).is_some_and(stopping) {
             winding_down = true;
         }
         if !keep {

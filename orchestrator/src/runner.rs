@@ -204,7 +204,13 @@ pub struct Runner {
     /// run: the serverless tick). `None`: drive regardless (conditional writes still
     /// keep two drivers from launching a trial twice).
     pub lease: Option<LeaseSpec>,
+    /// Where the runner reads the time of every record it writes and every decision
+    /// (the system clock; a virtual one in the scale simulation).
+    pub clock: Clock,
 }
+
+/// Milliseconds since the epoch, as the runner sees them.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
 /// A study streaming in the background (diviner's `Stream`).
 pub struct StreamHandle {
@@ -280,6 +286,7 @@ impl Runner {
             counters: Arc::new(Counters::default()),
             events: None,
             lease: None,
+            clock: Arc::new(now_ms),
         }
     }
 
@@ -317,7 +324,7 @@ impl Runner {
         study: &Study,
         opts: &RegisterOptions,
     ) -> Result<StudyRecord, RunError> {
-        let now = now_ms();
+        let now = (self.clock)();
         let fresh = StudyRecord {
             name: study.name.clone(),
             spec: study.clone(),
@@ -460,7 +467,7 @@ impl Runner {
         replicate: u32,
         params: Params,
     ) -> Result<Trial, RunError> {
-        let now = now_ms();
+        let now = (self.clock)();
         let needs = study.datasets_for(&params);
         for d in &needs {
             let spec = study.dataset_spec(d, &params);
@@ -542,6 +549,20 @@ impl Runner {
         Ok(Some(t))
     }
 
+    /// A driver of `scope`, for a loop of one's own: [`Driver::pass`] as often as
+    /// wanted, [`Driver::release`] at the end. [`drive`](Self::drive) is such a loop.
+    pub fn driver<'a>(&'a self, study: &'a Study, scope: Scope) -> Driver<'a> {
+        Driver {
+            runner: self,
+            study,
+            scope,
+            oracle: oracle_for(study),
+            cache: Cache::default(),
+            exhausted: false,
+            lease: LeaseState::default(),
+        }
+    }
+
     /// The reconcile loop for `scope`, until it is done or interrupted.
     pub async fn drive(
         &self,
@@ -549,31 +570,13 @@ impl Runner {
         scope: Scope,
         mut control: watch::Receiver<Mode>,
     ) -> Result<Finished, RunError> {
-        let oracle = oracle_for(study);
-        let mut cache = Cache::default();
-        let mut exhausted = false;
+        let mut driver = self.driver(study, scope);
         let mut failing: Option<(Instant, u32)> = None;
         let mut control_open = true;
-        let mut lease = LeaseState::default();
         let result = loop {
             // Marks the value seen: `changed()` below then waits for the next change.
             let mode = *control.borrow_and_update();
-            let step = match self.keep_lease(&study.name, &mut lease).await {
-                Ok(act) => {
-                    self.step(
-                        study,
-                        &scope,
-                        mode,
-                        oracle.as_ref(),
-                        &mut cache,
-                        &mut exhausted,
-                        act,
-                        None,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+            let step = driver.pass(mode).await;
             let wait = match step {
                 Ok(Step::Finished(f)) => break Ok(f),
                 Ok(Step::Again) => {
@@ -606,12 +609,7 @@ impl Runner {
                 r = control.changed(), if control_open => control_open = r.is_ok(),
             }
         };
-        if lease.until > 0 {
-            if let Some(spec) = &self.lease {
-                // Best effort: an unreleased lease just expires.
-                let _ = self.store.release_lease(&study.name, &spec.holder).await;
-            }
-        }
+        driver.release().await;
         result
     }
 
@@ -620,7 +618,7 @@ impl Runner {
         let Some(spec) = &self.lease else {
             return Ok(true);
         };
-        let now = now_ms();
+        let now = (self.clock)();
         let ttl = spec.ttl.as_millis() as Millis;
         if state.until - now > ttl * 2 / 3 {
             return Ok(true);
@@ -663,7 +661,7 @@ impl Runner {
             .as_ref()
             .map(|l| l.holder.clone())
             .ok_or_else(|| RunError::Internal("a tick needs a lease holder".into()))?;
-        let now = now_ms();
+        let now = (self.clock)();
         let left = deadline.saturating_duration_since(Instant::now());
         let got = self
             .store
@@ -789,7 +787,7 @@ impl Runner {
                 _ => Step::Wait(self.tick),
             });
         }
-        let now = now_ms();
+        let now = (self.clock)();
         let actions = decide(&View {
             study,
             trials: &cache.trials,
@@ -915,7 +913,7 @@ impl Runner {
                     let up = TrialUpdate {
                         state: Some(TrialState::Lost),
                         error: Some(Some(reason.clone())),
-                        finished_ms: Some(Some(now_ms())),
+                        finished_ms: Some(Some((self.clock)())),
                         preempted,
                         ..Default::default()
                     };
@@ -1073,7 +1071,7 @@ impl Runner {
         to: TrialState,
         error: Option<String>,
     ) -> Result<bool, RunError> {
-        let now = now_ms();
+        let now = (self.clock)();
         let up = TrialUpdate {
             state: Some(to),
             error: Some(error),
@@ -1089,10 +1087,63 @@ impl Runner {
     }
 }
 
-enum Step {
+/// What one pass of a driver left to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The scope reached its end (or was interrupted).
     Finished(Finished),
+    /// The pass acted: pass again at once.
     Again,
+    /// Nothing to do until something changes, or this long.
     Wait(Duration),
+}
+
+/// One driver's memory of a study between passes: its cache of the trials (read
+/// incrementally from the store), its oracle, and its lease.
+pub struct Driver<'a> {
+    runner: &'a Runner,
+    study: &'a Study,
+    scope: Scope,
+    oracle: Box<dyn Oracle>,
+    cache: Cache,
+    exhausted: bool,
+    lease: LeaseState,
+}
+
+impl Driver<'_> {
+    /// One reconcile pass: renews the lease when due, reads what changed, decides,
+    /// acts. Without the lease it only follows the driver that has it.
+    pub async fn pass(&mut self, mode: Mode) -> Result<Step, RunError> {
+        let act = self
+            .runner
+            .keep_lease(&self.study.name, &mut self.lease)
+            .await?;
+        self.runner
+            .step(
+                self.study,
+                &self.scope,
+                mode,
+                self.oracle.as_ref(),
+                &mut self.cache,
+                &mut self.exhausted,
+                act,
+                None,
+            )
+            .await
+    }
+
+    /// Gives the lease back, if held (best effort: an unreleased lease expires).
+    pub async fn release(self) {
+        if self.lease.until > 0 {
+            if let Some(spec) = &self.runner.lease {
+                let _ = self
+                    .runner
+                    .store
+                    .release_lease(&self.study.name, &spec.holder)
+                    .await;
+            }
+        }
+    }
 }
 
 /// This driver's view of its lease.

@@ -101,14 +101,23 @@ impl World {
     /// Every augur instance the emulator knows, ended ones too: (trial, attempt,
     /// state, spot).
     pub async fn instances(&self) -> Vec<(u64, u32, String, bool)> {
+        self.instances_where("tag-key", "augur:study").await
+    }
+
+    /// The instances of one study, ended ones too.
+    pub async fn study_instances(&self, study: &str) -> Vec<(u64, u32, String, bool)> {
+        self.instances_where("tag:augur:study", study).await
+    }
+
+    async fn instances_where(&self, filter: &str, value: &str) -> Vec<(u64, u32, String, bool)> {
         let out = self
             .ec2()
             .await
             .describe_instances()
             .filters(
                 aws_sdk_ec2::types::Filter::builder()
-                    .name("tag-key")
-                    .values("augur:study")
+                    .name(filter)
+                    .values(value)
                     .build(),
             )
             .send()

@@ -23,6 +23,8 @@ pub enum Fault {
     DropAfterApply,
     /// Forward the call after a delay.
     Latency(Duration),
+    /// Close the connection without forwarding (the service is unreachable).
+    Refuse,
 }
 
 /// Which calls a rule applies to, and how many times.
@@ -295,6 +297,7 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             forward(s, &head, &body)?;
             out.shutdown(std::net::Shutdown::Both)
         }
+        Some(Fault::Refuse) => out.shutdown(std::net::Shutdown::Both),
         Some(Fault::Latency(d)) => {
             std::thread::sleep(d);
             out.write_all(&forward(s, &head, &body)?)

@@ -148,6 +148,29 @@ impl Log {
             }
         }
     }
+    /// The last flush of an attempt: retried with backoff (there is no next time),
+    /// for up to two minutes; a log that still cannot be shipped is said in the record.
+    async fn flush_final(&mut self) {
+        let Out::Cloud(sink) = &mut self.out else {
+            return;
+        };
+        let give_up = Instant::now() + Duration::from_secs(120);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match sink.flush().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < give_up => {
+                    tracing::warn!(error = %e, "last log lines not shipped yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    self.broken = Some(format!("last log lines not shipped: {e}"));
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// What the agent has seen of the script so far.
@@ -301,7 +324,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
     let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
     let Some(outcome) = outcome else {
         log.write(Source::Augur, "the trial moved on (pruned, cancelled, or lost and retried): this attempt ends without a final write");
-        log.flush().await;
+        log.flush_final().await;
         return Ok(Ended::Superseded);
     };
     let state = if outcome.exit_code == Some(0) && outcome.error.is_none() {
@@ -319,7 +342,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
                 .unwrap_or_else(|| "exit code 0".into())
         ),
     );
-    log.flush().await;
+    log.flush_final().await;
     let mut outcome = outcome;
     if let Some(b) = &log.broken {
         outcome.error = Some(match outcome.error.take() {
@@ -327,8 +350,12 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             None => b.clone(),
         });
         if outcome.exit_code == Some(0) {
-            // The script succeeded; a log problem alone must not fail the trial.
+            // The script succeeded; a log problem alone must not fail the trial. It
+            // is said where the lines are kept: the record's last lines.
             outcome.error = None;
+            outcome.log_tail.push(format!(
+                "augur warning: {b}; the log is incomplete (its last lines are kept here)"
+            ));
         }
     }
     final_write(store, cfg, &outcome).await
@@ -362,10 +389,21 @@ fn failure_text(status: &std::process::ExitStatus) -> Option<String> {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(0), _) => None,
+        (Some(137), _) => {
+            Some("exit code 137 (a process was killed with SIGKILL: out of memory, or killed outside augur)".into())
+        }
         (Some(c), _) => Some(format!("exit code {c}")),
+        (None, Some(libc::SIGKILL)) => {
+            Some("killed by signal 9 (SIGKILL: out of memory, or killed outside augur)".into())
+        }
         (None, Some(s)) => Some(format!("killed by signal {s}")),
         (None, None) => Some("ended abnormally".into()),
     }
+}
+
+fn killed_from_outside(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGKILL) || status.code() == Some(137)
 }
 
 /// A fresh working directory holding the study's files from S3.
@@ -406,8 +444,11 @@ async fn run_script(
             cfg.layout.work_dir(&cfg.study, trial.id, cfg.attempt),
         ),
     };
+    // The machine could not set the attempt up (files not fetched, bash not started):
+    // not the script's failure, so it may be retried.
     let failed = |e: String| Outcome {
         error: Some(e),
+        retryable: true,
         ..Default::default()
     };
     let prepared = match (&cfg.aws, trial.is_dataset()) {
@@ -550,7 +591,9 @@ async fn run_script(
     let exit_code = Some(process::exit_code(&status));
     let (error, retryable) = match ended {
         Some((why, retryable)) => (Some(why), retryable),
-        None => (failure_text(&status), false),
+        // A script killed with SIGKILL from outside (the kernel's OOM killer, a
+        // person) did not fail by itself: it may be retried, within max_attempts.
+        None => (failure_text(&status), killed_from_outside(&status)),
     };
     Ok(Some(Outcome {
         exit_code,

@@ -415,6 +415,31 @@ async fn aws_reclaimed_and_never_booting_instances() {
     assert!(timeouts >= 1, "{}", text(&out.stderr));
 }
 
+/// Machines that hang (their agent frozen: no heartbeat, the script never ends, its
+/// timeout never enforced by the agent): lost after the heartbeat lease, the instance
+/// terminated by the orchestrator, the trial re-created and completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_hung_machines() {
+    let n = 6;
+    let (w, out, took) = aws_study("hung", n, &["--hang-every", "2"], |_| {}, &[]);
+    ok(&out);
+    let err = text(&out.stderr);
+    let hung = err.matches("no heartbeat for").count();
+    let (done, lost, dup) = aws_outcome(&w, "hung", n);
+    Row {
+        key: "j-aws-hung",
+        what: "hung machines (agent frozen: no heartbeat, its script never ends): lost after the lease, terminated, re-created (AWS)",
+        injected: format!("every 2nd instance, {hung} hung"),
+        trials: n,
+        completed: done,
+        lost,
+        duplicated: dup,
+        took,
+    }
+    .record();
+    assert!(hung >= 1, "{err}");
+}
+
 /// DynamoDB unreachable for a while: the orchestrator (and the agents) wait with
 /// backoff and continue; unreachable past the backend deadline, it exits 3 and a
 /// re-run completes the study.

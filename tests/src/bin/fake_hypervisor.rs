@@ -8,7 +8,8 @@
 //!
 //! Faults for tests: `--never-boot-every N` never starts the agent of every N-th
 //! instance; `--reclaim-every N` terminates every N-th instance after its agent has
-//! started (a spot reclaim); `--reclaim-spot` reclaims every spot instance so.
+//! started (a spot reclaim); `--reclaim-spot` reclaims every spot instance so;
+//! `--hang-every N` freezes the agent of every N-th instance (SIGSTOP).
 
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceLifecycleType};
 use base64::Engine;
@@ -48,6 +49,10 @@ struct Args {
     /// Reclaim every spot instance once its agent has started.
     #[arg(long)]
     reclaim_spot: bool,
+    /// Freeze (SIGSTOP) the agent of every N-th started instance: a hung machine
+    /// that neither heartbeats nor ends its script.
+    #[arg(long, default_value = "0")]
+    hang_every: u32,
 }
 
 struct Instance {
@@ -160,6 +165,18 @@ async fn main() {
                         );
                         started += 1;
                         running.insert(id.to_string(), Instance { child: Some(child) });
+                        if args.hang_every > 0 && started.is_multiple_of(args.hang_every) {
+                            if let Some(pid) = running
+                                .get(id)
+                                .and_then(|i| i.child.as_ref())
+                                .and_then(|c| c.id())
+                            {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                                eprintln!("fake-hypervisor: {id} hangs");
+                                // SAFETY: kill(2) on our own child's pid.
+                                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                            }
+                        }
                         let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
                         if (args.reclaim_every > 0 && started.is_multiple_of(args.reclaim_every))
                             || (args.reclaim_spot && spot)

@@ -245,6 +245,22 @@ fn scripts_sigkilled_at_random() {
     kill_workers(false);
 }
 
+/// A world with an AWS study of `n` trials whose script sleeps `sleep` seconds, and
+/// the fake hypervisor started with `hypervisor` faults.
+fn aws_world(name: &str, n: usize, sleep: u32, hypervisor: &[&str]) -> World {
+    let mut w = World::new();
+    w.sb.write(
+        "s.toml",
+        &format!(
+            "name = \"{name}\"\nobjective = {{ metric = \"v\" }}\noracle = \"grid\"\nparallel = 3\n[params]\nx = {{ values = [{}] }}\n[run]\nmax_attempts = 10\nscript = 'sleep {sleep}; echo \"METRICS: v=$AUGUR_PARAM_X\"'\n[aws]\nimage = \"ami-12345678\"\n",
+            (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    );
+    w.init();
+    w.start_hypervisor_with(hypervisor);
+    w
+}
+
 /// An AWS study of `n` trials through the fault proxy and the fake hypervisor, with
 /// `faults` for the hypervisor; returns the world, the run's output and its time.
 fn aws_study(
@@ -254,20 +270,7 @@ fn aws_study(
     prepare: impl FnOnce(&World),
     extra: &[&str],
 ) -> (World, std::process::Output, Duration) {
-    let mut w = World::new();
-    w.sb.write(
-        "s.toml",
-        &format!(
-            "name = \"{name}\"\nobjective = {{ metric = \"v\" }}\noracle = \"grid\"\nparallel = 3\n[params]\nx = {{ values = [{}] }}\n[run]\nmax_attempts = 10\nscript = 'sleep 1; echo \"METRICS: v=$AUGUR_PARAM_X\"'\n[aws]\nimage = \"ami-12345678\"\n",
-            (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    );
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
-    w.start_hypervisor_with(hypervisor);
+    let w = aws_world(name, n, 1, hypervisor);
     prepare(&w);
     let started = Instant::now();
     let mut args = vec![
@@ -446,20 +449,7 @@ async fn aws_hung_machines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_database_unreachable_for_a_while_then_past_the_deadline() {
     let n = 6;
-    let mut w = World::new();
-    w.sb.write(
-        "s.toml",
-        &format!(
-            "name = \"dark\"\nobjective = {{ metric = \"v\" }}\noracle = \"grid\"\nparallel = 3\n[params]\nx = {{ values = [{}] }}\n[run]\nmax_attempts = 10\nscript = 'sleep 2; echo \"METRICS: v=$AUGUR_PARAM_X\"'\n[aws]\nimage = \"ami-12345678\"\n",
-            (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    );
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
-    w.start_hypervisor();
+    let w = aws_world("dark", n, 2, &[]);
     let started = Instant::now();
     let run = |deadline: &str| {
         w.spawn(&[

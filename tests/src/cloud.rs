@@ -61,6 +61,15 @@ impl World {
             .expect("spawn augur")
     }
 
+    /// `augur init` with this build's agent uploaded for instances.
+    pub fn init(&self) {
+        crate::ok(&self.augur(&[
+            "init",
+            "--agent",
+            &bin_dir().join("augur-agent").display().to_string(),
+        ]));
+    }
+
     pub fn start_hypervisor(&mut self) {
         self.start_hypervisor_with(&[]);
     }

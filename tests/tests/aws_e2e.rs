@@ -230,11 +230,7 @@ image = "ami-12345678"
             runs = runs.display()
         ),
     );
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
+    w.init();
     // Every 4th instance never boots; every 3rd booted one is reclaimed at once.
     w.start_hypervisor_with(&["--never-boot-every", "4", "--reclaim-every", "3"]);
     w.proxy
@@ -377,11 +373,7 @@ warmup = 2
 image = "ami-12345678"
 "#,
     );
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
+    w.init();
     w.start_hypervisor();
     let mut run = w.spawn(&["run", "s.toml", "--heartbeat", "500ms", "--lease", "20s"]);
     // Follow the whole study from CloudWatch while it runs, until it is done.
@@ -483,11 +475,7 @@ spot = true
 spot_fallback_after = 2
 "#,
     );
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
+    w.init();
     w.start_hypervisor_with(&["--reclaim-spot"]);
     let started = std::time::Instant::now();
     // A lease far longer than the whole run: reclaims must be seen another way.
@@ -559,11 +547,7 @@ async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
         "s.toml",
         "name = \"orphans\"\nobjective = { metric = \"v\" }\ntrials = 2\nparallel = 2\n[run]\nscript = 'sleep 120'\n[aws]\nimage = \"ami-12345678\"\n",
     );
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
+    w.init();
     w.start_hypervisor();
     let mut run = w.spawn(&["run", "s.toml", "--heartbeat", "500ms"]);
     wait_for(Duration::from_secs(60), "2 instances running", || {

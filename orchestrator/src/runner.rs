@@ -911,18 +911,10 @@ impl Runner {
                     preempted,
                 } => {
                     let up = TrialUpdate {
-                        state: Some(TrialState::Lost),
-                        error: Some(Some(reason.clone())),
-                        finished_ms: Some(Some((self.clock)())),
                         preempted,
-                        ..Default::default()
+                        ..self.ending(TrialState::Lost, Some(reason.clone()))
                     };
-                    let done = self
-                        .store
-                        .update_trial(&study.name, trial, &Expect::state(from, attempt), &up)
-                        .await?
-                        .ok()
-                        .is_some();
+                    let done = self.write(study, trial, attempt, from, &up).await?;
                     if done && preempted {
                         Counters::bump(&self.counters.preempted);
                     }
@@ -941,13 +933,7 @@ impl Runner {
                         not_before_ms: Some(Some(not_before)),
                         ..Default::default()
                     };
-                    if self
-                        .store
-                        .update_trial(&study.name, trial, &Expect::state(from, attempt), &up)
-                        .await?
-                        .ok()
-                        .is_some()
-                    {
+                    if self.write(study, trial, attempt, from, &up).await? {
                         Counters::bump(&self.counters.retried);
                         self.emit(Event::Retry {
                             trial,
@@ -1071,16 +1057,32 @@ impl Runner {
         to: TrialState,
         error: Option<String>,
     ) -> Result<bool, RunError> {
-        let now = (self.clock)();
-        let up = TrialUpdate {
+        self.write(study, trial, attempt, from, &self.ending(to, error))
+            .await
+    }
+
+    /// The write that ends an attempt (in `to`, with `error`) now.
+    fn ending(&self, to: TrialState, error: Option<String>) -> TrialUpdate {
+        TrialUpdate {
             state: Some(to),
             error: Some(error),
-            finished_ms: Some(Some(now)),
+            finished_ms: Some(Some((self.clock)())),
             ..Default::default()
-        };
+        }
+    }
+
+    /// `up` if the trial is still `from` at `attempt`; whether it was written.
+    async fn write(
+        &self,
+        study: &Study,
+        trial: u64,
+        attempt: u32,
+        from: TrialState,
+        up: &TrialUpdate,
+    ) -> Result<bool, RunError> {
         Ok(self
             .store
-            .update_trial(&study.name, trial, &Expect::state(from, attempt), &up)
+            .update_trial(&study.name, trial, &Expect::state(from, attempt), up)
             .await?
             .ok()
             .is_some())

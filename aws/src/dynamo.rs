@@ -19,11 +19,14 @@ use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use augur_store::{slot, Lease, Result, StoreError, TrialStore, Written};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    Put, ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -33,6 +36,28 @@ pub struct DynamoStore {
     table: String,
     /// Items per query page (small in tests, to exercise pagination).
     pub page_size: Option<i32>,
+    /// How far before its mark `changed_trials` looks in the changes index: covers
+    /// clock skew between writers, a write still in the SDK's retries (its change
+    /// time is stamped before), and the index's propagation lag.
+    pub lookback: Duration,
+    /// A driver re-reads its whole study this often all the same (a consistent
+    /// read: the safety net under the eventually consistent index).
+    pub full_read_every: Duration,
+    /// The table has no changes index (made before it existed): read whole studies.
+    no_index: AtomicBool,
+}
+
+/// The index of trials by study and change time (`chg`, the writer's clock in ms).
+pub const CHANGES_INDEX: &str = "by_change";
+
+/// A `changed_trials` mark: the reader's clock (ms) when it last read, in the low 42
+/// bits, and the minute of its last whole read (mod 2^22) above them.
+fn mark(read_ms: Millis, full_minute: u64) -> u64 {
+    ((full_minute & ((1 << 22) - 1)) << 42) | (read_ms.max(0) as u64 & ((1 << 42) - 1))
+}
+
+fn unmark(m: u64) -> (Millis, u64) {
+    ((m & ((1 << 42) - 1)) as Millis, m >> 42)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -103,6 +128,9 @@ impl DynamoStore {
             client,
             table: table.into(),
             page_size: None,
+            lookback: Duration::from_secs(120),
+            full_read_every: Duration::from_secs(300),
+            no_index: AtomicBool::new(false),
         }
     }
 
@@ -146,8 +174,28 @@ impl DynamoStore {
             .table_name(&self.table)
             .attribute_definitions(attr("pk")?)
             .attribute_definitions(attr("sk")?)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("chg")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .map_err(build_err)?,
+            )
             .key_schema(key("pk", KeyType::Hash)?)
             .key_schema(key("sk", KeyType::Range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(CHANGES_INDEX)
+                    .key_schema(key("pk", KeyType::Hash)?)
+                    .key_schema(key("chg", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(build_err)?,
+            )
             .billing_mode(BillingMode::PayPerRequest)
             .stream_specification(
                 StreamSpecification::builder()
@@ -261,6 +309,53 @@ impl DynamoStore {
         }
     }
 
+    /// The trials of `study` written at `from_ms` or later, by the changes index
+    /// (eventually consistent); `None` if the table has no such index.
+    async fn query_changes(&self, study: &str, from_ms: Millis) -> Result<Option<Vec<Item>>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(CHANGES_INDEX)
+                .key_condition_expression("pk = :pk AND chg >= :from")
+                .expression_attribute_values(":pk", s(study))
+                .expression_attribute_values(":from", n(from_ms))
+                .set_limit(self.page_size)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                // DynamoDB says ValidationException for a missing index, emulators
+                // ResourceNotFoundException; a whole read then says if the table
+                // itself is missing.
+                Err(e)
+                    if matches!(
+                        e.as_service_error().and_then(|x| x.code()),
+                        Some("ValidationException" | "ResourceNotFoundException")
+                    ) =>
+                {
+                    tracing::warn!(table = %self.table, "no `{CHANGES_INDEX}` index: reading whole studies (augur init adds it to new tables; see infra/augur.yaml)");
+                    return Ok(None);
+                }
+                Err(e) => return Err(fail(&self.table, "Query", e)),
+            };
+            out.extend(
+                page.items()
+                    .iter()
+                    .filter(|i| get_s(i, "sk").is_some_and(|k| k.starts_with("trial#")))
+                    .cloned(),
+            );
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(Some(out)),
+            }
+        }
+    }
+
     /// Writes a whole item if its `rev` is still `rev` (or, with `None`, if absent).
     async fn put_if(&self, item: Item, rev: Option<u64>) -> Result<bool> {
         let mut req = self
@@ -288,6 +383,7 @@ impl DynamoStore {
             ("state".to_string(), s(t.state.as_str())),
             ("attempt".to_string(), n(t.attempt)),
             ("rev".to_string(), n(rev)),
+            ("chg".to_string(), n(augur_store::now_ms())),
             ("data".to_string(), s(encode(t))),
         ])
     }
@@ -582,6 +678,32 @@ impl TrialStore for DynamoStore {
             .iter()
             .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
             .collect()
+    }
+
+    /// What changed since the mark, from the changes index, looking back
+    /// [`lookback`](Self::lookback) before it (a superset: the caller's cache takes
+    /// the same trial twice). A whole consistent read at first, every
+    /// [`full_read_every`](Self::full_read_every), or without the index.
+    async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
+        let now = augur_store::now_ms();
+        let minute = (now / 60_000) as u64;
+        let (read_ms, full_minute) = unmark(since);
+        let every = (self.full_read_every.as_secs() / 60).max(1);
+        let due = since == 0
+            || self.no_index.load(Ordering::Relaxed)
+            || (minute.wrapping_sub(full_minute) & ((1 << 22) - 1)) >= every;
+        if !due {
+            let from = read_ms - self.lookback.as_millis() as Millis;
+            if let Some(items) = self.query_changes(study, from).await? {
+                let trials = items
+                    .iter()
+                    .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
+                    .collect::<Result<Vec<Trial>>>()?;
+                return Ok((trials, mark(now, full_minute)));
+            }
+            self.no_index.store(true, Ordering::Relaxed);
+        }
+        Ok((self.list_trials(study).await?, mark(now, minute)))
     }
 
     async fn update_trial(

@@ -40,6 +40,103 @@ async fn dynamodb_passes_the_store_suite() {
     augur_store::conformance::run_all(store, "dynamo").await;
 }
 
+/// A driver reads what changed from the changes index, not the whole study; a table
+/// made before the index existed still works, by whole reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_trials_reads_the_changes_index_not_the_study() {
+    use augur_model::{Expect, Params, Trial, TrialState, TrialUpdate};
+    let emu = Emulator::start();
+    let c = client(&emu).await;
+    let mut store = DynamoStore::new(c.clone(), "augur-changes");
+    store.lookback = Duration::from_millis(800);
+    store.ensure_table().await.expect("table");
+    let name = "chg";
+    store
+        .create_study(&augur_store::conformance::record(name))
+        .await
+        .expect("study");
+    for r in 0..40 {
+        store
+            .create_trial(&Trial::new(name, 0, 0, r, Params::new(), 0))
+            .await
+            .expect("trial");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (all, mark) = store.changed_trials(name, 0).await.expect("first read");
+    assert_eq!(all.len(), 40, "the first read is whole");
+    let up = TrialUpdate {
+        state: Some(TrialState::Starting),
+        ..Default::default()
+    };
+    for id in [7, 31] {
+        store
+            .update_trial(name, id, &Expect::state(TrialState::Pending, 1), &up)
+            .await
+            .expect("update");
+    }
+    let (changed, mark2) = store.changed_trials(name, mark).await.expect("changes");
+    let mut ids: Vec<u64> = changed.iter().map(|t| t.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![7, 31], "only what changed is read");
+    assert!(changed.iter().all(|t| t.state == TrialState::Starting));
+    assert!(mark2 > mark);
+    // Changes stay in view for the lookback after the read that saw them (a
+    // superset), then drop out.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (again, mark3) = store.changed_trials(name, mark2).await.expect("again");
+    assert_eq!(again.len(), 2, "within the lookback of the last read");
+    let (none, _) = store.changed_trials(name, mark3).await.expect("quiet");
+    assert!(none.is_empty(), "{none:?}");
+
+    // A table without the index (made by an older augur): whole reads, no error.
+    c.create_table()
+        .table_name("augur-old")
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .expect("attr"),
+        )
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("sk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .expect("attr"),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("sk")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Range)
+                .build()
+                .expect("key"),
+        )
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("old table");
+    let old = DynamoStore::new(c, "augur-old");
+    old.create_study(&augur_store::conformance::record(name))
+        .await
+        .expect("study");
+    for r in 0..3 {
+        old.create_trial(&Trial::new(name, 0, 0, r, Params::new(), 0))
+            .await
+            .expect("trial");
+    }
+    let (all, mark) = old.changed_trials(name, 0).await.expect("whole");
+    let (again, _) = old.changed_trials(name, mark).await.expect("whole again");
+    assert_eq!((all.len(), again.len()), (3, 3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_is_one_clear_error() {
     let emu = Emulator::start();

@@ -102,9 +102,26 @@ struct Counted {
     calls: Arc<Calls>,
     /// Trials returned by `changed_trials`.
     changed_read: AtomicU64,
-    /// What DynamoDB's `changed_trials` would have read: the whole study each time.
+    /// What reading the whole study at every pass would read.
     whole_study_read: AtomicU64,
-    trials: AtomicU64,
+    /// What DynamoDB's `changed_trials` reads: the trials written within the
+    /// lookback (120 s) before its last read, from the changes index, and the whole
+    /// study every 5 minutes.
+    index_read: AtomicU64,
+    trials: Arc<AtomicU64>,
+    /// When each trial was last written (virtual ms), shared by both wrappers.
+    written: Arc<Mutex<HashMap<u64, Millis>>>,
+    now: Arc<AtomicI64>,
+    /// (last read, last whole read) of this wrapper's `changed_trials`.
+    reads: Mutex<(Millis, Millis)>,
+}
+
+impl Counted {
+    fn wrote(&self, id: u64) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(id, self.now.load(Ordering::Relaxed));
+        }
+    }
 }
 
 #[async_trait]
@@ -148,6 +165,7 @@ impl TrialStore for Counted {
         let out = self.inner.create_trial(trial).await?;
         if out.1 {
             self.trials.fetch_add(1, Ordering::Relaxed);
+            self.wrote(out.0.id);
         }
         Ok(out)
     }
@@ -168,8 +186,23 @@ impl TrialStore for Counted {
         let out = self.inner.changed_trials(study, since).await?;
         self.changed_read
             .fetch_add(out.0.len() as u64, Ordering::Relaxed);
-        self.whole_study_read
-            .fetch_add(self.trials.load(Ordering::Relaxed), Ordering::Relaxed);
+        let all = self.trials.load(Ordering::Relaxed);
+        self.whole_study_read.fetch_add(all, Ordering::Relaxed);
+        let now = self.now.load(Ordering::Relaxed);
+        if let Ok(mut reads) = self.reads.lock() {
+            let (last, full) = *reads;
+            let items = if since == 0 || now - full >= 300_000 {
+                reads.1 = now;
+                all
+            } else {
+                self.written
+                    .lock()
+                    .map(|w| w.values().filter(|t| **t >= last - 120_000).count() as u64)
+                    .unwrap_or(0)
+            };
+            reads.0 = now;
+            self.index_read.fetch_add(items, Ordering::Relaxed);
+        }
         Ok(out)
     }
     async fn update_trial(
@@ -180,7 +213,11 @@ impl TrialStore for Counted {
         update: &TrialUpdate,
     ) -> augur_store::Result<Written> {
         self.calls.count("update_trial");
-        self.inner.update_trial(study, id, expect, update).await
+        let out = self.inner.update_trial(study, id, expect, update).await?;
+        if matches!(out, Written::Done(_)) {
+            self.wrote(id);
+        }
+        Ok(out)
     }
     async fn take_lease(
         &self,
@@ -475,18 +512,24 @@ async fn simulate(
 ) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = Arc::new(SqliteStore::open(&dir.path().join("sim.db")).map_err(|e| e.to_string())?);
+    let now = Arc::new(AtomicI64::new(1_000_000));
+    let written = Arc::new(Mutex::new(HashMap::new()));
+    let created = Arc::new(AtomicU64::new(0));
     let counted = |calls: Arc<Calls>| {
         Arc::new(Counted {
             inner: db.clone(),
             calls,
             changed_read: AtomicU64::new(0),
             whole_study_read: AtomicU64::new(0),
-            trials: AtomicU64::new(0),
+            index_read: AtomicU64::new(0),
+            trials: created.clone(),
+            written: written.clone(),
+            now: now.clone(),
+            reads: Mutex::new((0, 0)),
         })
     };
     let orch = counted(Arc::new(Calls::seeded(seed ^ 1)));
     let agents = counted(Arc::new(Calls::seeded(seed ^ 2)));
-    let now = Arc::new(AtomicI64::new(1_000_000));
     let ec2 = Arc::new(Calls::seeded(seed ^ 3));
     let cloud = Arc::new(SimCloud {
         now: now.clone(),
@@ -654,7 +697,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     println!(
-        "| trials | parallel | virtual h | ticks | passes | CPU/tick mean ms | p99 ms | max ms | at size: mean ms | EC2 calls/trial | store calls/trial (orchestrator + agents) | trials read/tick | whole-study reads/trial | succeeded | failed | lost | preemptions | retried | duplicate launches | wall s |"
+        "| trials | parallel | virtual h | ticks | passes | CPU/tick mean ms | p99 ms | max ms | at size: mean ms | EC2 calls/trial | store calls/trial (orchestrator + agents) | trials read/pass | DynamoDB items read/trial: index (whole study each pass) | succeeded | failed | lost | preemptions | retried | duplicate launches | wall s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ok = true;
@@ -662,7 +705,7 @@ fn main() -> std::process::ExitCode {
         let n = r.trials as f64;
         let ec2 = r.ec2.total() as f64 / n;
         println!(
-            "| {} | {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} (run {:.2}, describe {:.2}, terminate {:.2}) | {:.2} + {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} (run {:.2}, describe {:.2}, terminate {:.2}) | {:.2} + {:.2} | {:.1} | {:.0} ({:.0}) | {} | {} | {} | {} | {} | {} | {:.1} |",
             r.trials,
             r.parallel,
             r.virtual_h,
@@ -679,6 +722,7 @@ fn main() -> std::process::ExitCode {
             r.orch.calls.total() as f64 / n,
             r.agents.calls.total() as f64 / n,
             r.orch.changed_read.load(Ordering::Relaxed) as f64 / r.passes.max(1) as f64,
+            r.orch.index_read.load(Ordering::Relaxed) as f64 / n,
             r.orch.whole_study_read.load(Ordering::Relaxed) as f64 / n,
             r.succeeded,
             r.failed,
@@ -695,8 +739,9 @@ fn main() -> std::process::ExitCode {
     if let [first, .., last] = &reports[..] {
         let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
         println!(
-            "\n{}x the trials: CPU per tick at size x{:.2}; EC2 calls per trial x{:.2}; orchestrator store calls per trial x{:.2}; whole-study reads per trial x{:.2}",
+            "\n{}x the trials: CPU per tick x{:.2} (at size x{:.2}); EC2 calls per trial x{:.2}; orchestrator store calls per trial x{:.2}; DynamoDB items read per trial x{:.2} (whole study each pass: x{:.2})",
             last.trials / first.trials.max(1),
+            ratio(mean(&first.cpu_ms), mean(&last.cpu_ms)),
             ratio(mean(&first.cpu_late_ms), mean(&last.cpu_late_ms)),
             ratio(
                 first.ec2.total() as f64 / first.trials as f64,
@@ -705,6 +750,10 @@ fn main() -> std::process::ExitCode {
             ratio(
                 first.orch.calls.total() as f64 / first.trials as f64,
                 last.orch.calls.total() as f64 / last.trials as f64
+            ),
+            ratio(
+                first.orch.index_read.load(Ordering::Relaxed) as f64 / first.trials as f64,
+                last.orch.index_read.load(Ordering::Relaxed) as f64 / last.trials as f64
             ),
             ratio(
                 first.orch.whole_study_read.load(Ordering::Relaxed) as f64 / first.trials as f64,

@@ -21,5 +21,5 @@ pub use provider::MachineProvider;
 pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
 pub use runner::{
     Clock, CounterValues, Driver, Event, Finished, LeaseSpec, RegisterOptions, RunError, Runner,
-    Step, StreamHandle, TickEnd,
+    Step, StreamHandle, TickEnd, WarmCaches,
 };

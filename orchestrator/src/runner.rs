@@ -235,6 +235,33 @@ impl StreamHandle {
     }
 }
 
+/// Drivers' caches kept between serverless ticks in one process (a warm
+/// augur-lambda), by study name and creation time.
+#[derive(Default)]
+pub struct WarmCaches(std::sync::Mutex<HashMap<(String, Millis), Cache>>);
+
+impl WarmCaches {
+    fn take(&self, key: &(String, Millis)) -> Cache {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(key))
+            .unwrap_or_default()
+    }
+    fn put(&self, key: (String, Millis), cache: Cache) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, cache);
+        }
+    }
+    /// How many studies have a cache kept.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The trials of one study as last read, kept in id order.
 #[derive(Default)]
 struct Cache {
@@ -656,6 +683,29 @@ impl Runner {
     /// nothing is left to do now or the deadline is near, and gives the lease back.
     /// Nothing is kept between ticks: each reads the study afresh.
     pub async fn tick(&self, study: &Study, deadline: Instant) -> Result<TickEnd, RunError> {
+        self.tick_with(study, deadline, None).await
+    }
+
+    /// A tick that starts from the cache `warm` kept for this study (`created_ms`
+    /// tells a study from a deleted one of the same name) and leaves its cache there
+    /// for the next tick in this process: its first read is incremental too.
+    pub async fn tick_warm(
+        &self,
+        study: &Study,
+        created_ms: Millis,
+        deadline: Instant,
+        warm: &WarmCaches,
+    ) -> Result<TickEnd, RunError> {
+        self.tick_with(study, deadline, Some((created_ms, warm)))
+            .await
+    }
+
+    async fn tick_with(
+        &self,
+        study: &Study,
+        deadline: Instant,
+        warm: Option<(Millis, &WarmCaches)>,
+    ) -> Result<TickEnd, RunError> {
         let holder = self
             .lease
             .as_ref()
@@ -676,7 +726,11 @@ impl Runner {
             return Ok(TickEnd::Held(got));
         }
         let oracle = oracle_for(study);
-        let mut cache = Cache::default();
+        let key = warm.map(|(created, _)| (study.name.clone(), created));
+        let mut cache = match (&key, warm) {
+            (Some(k), Some((_, w))) => w.take(k),
+            _ => Cache::default(),
+        };
         let mut exhausted = false;
         let scope = Scope::Budget(study.trials);
         let result = loop {
@@ -702,6 +756,12 @@ impl Runner {
                 Err(e) => break Err(e),
             }
         };
+        // Kept only after a tick that ended normally with work left.
+        if let (Some(k), Some((_, w)), Ok(TickEnd::Waiting | TickEnd::Deadline)) =
+            (key, warm, &result)
+        {
+            w.put(k, cache);
+        }
         let _ = self.store.release_lease(&study.name, &holder).await;
         result
     }

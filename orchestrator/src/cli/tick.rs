@@ -79,6 +79,10 @@ fn needs_decision(r: &Value) -> Option<String> {
     new.filter(|s| wanted.contains(s)).map(|_| pk.to_string())
 }
 
+/// Studies' caches kept between ticks of this process: a warm augur-lambda reads only
+/// what changed since its last tick (`augur tick` from cron starts cold each time).
+static WARM: std::sync::LazyLock<crate::WarmCaches> = std::sync::LazyLock::new(Default::default);
+
 /// What a tick did with one study.
 #[derive(Clone, Debug, Serialize)]
 pub struct StudyTick {
@@ -227,7 +231,9 @@ pub async fn tick(
             holder: holder.to_string(),
             ttl: deadline.saturating_duration_since(Instant::now()),
         });
-        let end = runner.tick(&rec.spec, deadline).await;
+        let end = runner
+            .tick_warm(&rec.spec, rec.created_ms, deadline, &WARM)
+            .await;
         let c = runner.counters();
         (
             row.launched,

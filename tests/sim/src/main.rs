@@ -13,8 +13,8 @@
 //! of one long-lived `Driver` (as in `augur run`) until it has nothing to do.
 //!
 //! `augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless]` (default: 1000 10000,
-//! parallel 500; `--serverless` drives with `Runner::tick`, a fresh driver per tick that
-//! reads the whole study, as augur-lambda does).
+//! parallel 500; `--serverless` drives with `Runner::tick_warm`, a tick per 5 s that
+//! starts from the cache the last tick left, as a warm augur-lambda does).
 
 use async_trait::async_trait;
 use augur::provider::{MachineProvider, ProviderError};
@@ -557,10 +557,11 @@ async fn simulate(
         holder: "sim".into(),
         ttl: Duration::from_secs(60),
     });
-    runner
+    let rec = runner
         .register(&study, &Default::default())
         .await
         .map_err(|e| e.to_string())?;
+    let warm = augur::WarmCaches::default();
     let started = Instant::now();
     let mut cpu_ms = Vec::new();
     let mut t: Millis = 1_000_000;
@@ -575,9 +576,15 @@ async fn simulate(
         now.store(t, Ordering::Relaxed);
         let before = cpu_micros();
         let finished = if serverless {
-            // A serverless tick: a fresh driver that reads the whole study.
+            // A serverless tick, as a warm augur-lambda runs it: the cache its last
+            // tick in this process left.
             match runner
-                .tick(&study, Instant::now() + Duration::from_secs(600))
+                .tick_warm(
+                    &study,
+                    rec.created_ms,
+                    Instant::now() + Duration::from_secs(600),
+                    &warm,
+                )
                 .await
                 .map_err(|e| e.to_string())?
             {

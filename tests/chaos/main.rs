@@ -270,7 +270,9 @@ fn aws_study(
     prepare: impl FnOnce(&World),
     extra: &[&str],
 ) -> (World, std::process::Output, Duration) {
-    let w = aws_world(name, n, 1, hypervisor);
+    // 3 s: the hypervisor's faults (300 ms after boot, one instance at a time) land
+    // while scripts run.
+    let w = aws_world(name, n, 3, hypervisor);
     prepare(&w);
     let started = Instant::now();
     let mut args = vec![

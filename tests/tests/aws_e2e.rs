@@ -468,7 +468,9 @@ parallel = 3
 x = { values = [1, 2, 3] }
 [run]
 max_attempts = 1
-script = 'sleep 1; echo "METRICS: v=$AUGUR_PARAM_X"'
+# Long enough that the hypervisor's reclaim (300 ms after boot, instances handled one
+# at a time) always lands while the script runs.
+script = 'sleep 5; echo "METRICS: v=$AUGUR_PARAM_X"'
 [aws]
 image = "ami-12345678"
 spot = true

@@ -56,6 +56,14 @@ fn mark(read_ms: Millis, full_minute: u64) -> u64 {
     ((full_minute & ((1 << 22) - 1)) << 42) | (read_ms.max(0) as u64 & ((1 << 42) - 1))
 }
 
+/// The trials in `items` (keys named `study/<sk>` in errors).
+fn decode_trials(study: &str, items: &[Item]) -> Result<Vec<Trial>> {
+    items
+        .iter()
+        .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
+        .collect()
+}
+
 fn unmark(m: u64) -> (Millis, u64) {
     ((m & ((1 << 42) - 1)) as Millis, m >> 42)
 }
@@ -673,11 +681,7 @@ impl TrialStore for DynamoStore {
     }
 
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
-        let items = self.query(study, Some("trial#")).await?;
-        items
-            .iter()
-            .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
-            .collect()
+        decode_trials(study, &self.query(study, Some("trial#")).await?)
     }
 
     /// What changed since the mark, from the changes index, looking back
@@ -695,11 +699,7 @@ impl TrialStore for DynamoStore {
         if !due {
             let from = read_ms - self.lookback.as_millis() as Millis;
             if let Some(items) = self.query_changes(study, from).await? {
-                let trials = items
-                    .iter()
-                    .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
-                    .collect::<Result<Vec<Trial>>>()?;
-                return Ok((trials, mark(now, full_minute)));
+                return Ok((decode_trials(study, &items)?, mark(now, full_minute)));
             }
             self.no_index.store(true, Ordering::Relaxed);
         }

@@ -427,8 +427,12 @@ pub fn trial_export_json(t: &Trial) -> Value {
     v
 }
 
-/// Every attempt of a trial, earlier ones first, as rows of
-/// `attempt, state, machine, started, ended, outcome` (the current attempt last).
+/// The columns of [`attempt_rows`].
+pub const ATTEMPT_COLUMNS: [&str; 6] =
+    ["attempt", "state", "machine", "started", "ended", "outcome"];
+
+/// Every attempt of a trial, earlier ones first, as rows of [`ATTEMPT_COLUMNS`] (the
+/// current attempt last).
 pub fn attempt_rows(t: &Trial) -> Vec<[String; 6]> {
     let opt = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| "-".into());
     let outcome = |code: Option<i32>, error: &Option<String>| match (code, error) {

@@ -155,12 +155,7 @@ pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
             .into_iter()
             .map(|r| r.to_vec())
             .collect();
-        for line in report::table(
-            &["attempt", "state", "machine", "started", "ended", "outcome"],
-            &rows,
-        )
-        .lines()
-        {
+        for line in report::table(&report::ATTEMPT_COLUMNS, &rows).lines() {
             println!("  {line}");
         }
     }

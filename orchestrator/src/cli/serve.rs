@@ -712,11 +712,7 @@ async fn trial_page(
         let _ = write!(
             body,
             "<h2>Attempts</h2>{}",
-            table(
-                "attempts",
-                &["attempt", "state", "machine", "started", "ended", "outcome"],
-                &rows
-            )
+            table("attempts", &report::ATTEMPT_COLUMNS, &rows)
         );
     }
     // One chart per metric series, over the step (or the reading's order).

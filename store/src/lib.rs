@@ -2,6 +2,7 @@
 //! orchestrator and the agents), its SQLite implementation, and the on-disk layout of
 //! the embedded default (`.augur/`: database, logs, work directories).
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod layout;
 pub mod logfile;

@@ -4,8 +4,7 @@
 //! deleted studies.
 
 use super::{backend::Ctx, Fail, Outcome};
-use augur::reconcile::{orphan_reason, Timing};
-use augur_model::{Study, Trial};
+use augur::reconcile::{sweep, Action, Machine, Mode, Scope, Timing, View, NO_STUDY};
 use augur_store::logfile::rfc3339;
 use augur_store::now_ms;
 use serde_json::json;
@@ -32,53 +31,71 @@ pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
     };
     let provider = ctx.sweeper().await;
     let now = now_ms();
-    let timing = Timing::default();
     let verb = if args.dry_run { "would end" } else { "ended" };
 
-    // Machines: every live one, judged against its study's records.
+    // Machines: every live one, judged by the driver's own sweep against its study's
+    // records and recorded timings.
     let machines = provider
         .list_all()
         .await
         .map_err(|e| Fail::unavailable(e.to_string()))?;
-    let mut studies: BTreeMap<String, Option<(Study, Vec<Trial>)>> = BTreeMap::new();
+    let mut by_study: BTreeMap<String, Vec<Machine>> = BTreeMap::new();
+    for (name, m) in machines {
+        by_study.entry(name).or_default().push(m);
+    }
     let mut ended = Vec::new();
-    for (name, m) in &machines {
-        if !studies.contains_key(name) {
-            let rec = match store.get_study(name).await? {
-                Some(rec) => {
-                    let trials = store.list_trials(name).await?;
-                    Some((rec.spec, trials))
-                }
-                None => None,
-            };
-            studies.insert(name.clone(), rec);
-        }
-        let known = studies
-            .get(name)
-            .and_then(|s| s.as_ref())
-            .map(|(s, t)| (s, t.as_slice()));
-        let Some(reason) = orphan_reason(known, m, &timing, now) else {
-            continue;
+    for (name, machines) in &by_study {
+        let ends: Vec<(Machine, String)> = match store.get_study(name).await? {
+            None => machines
+                .iter()
+                .map(|m| (m.clone(), NO_STUDY.to_string()))
+                .collect(),
+            Some(rec) => {
+                let trials = store.list_trials(name).await?;
+                let timing =
+                    Timing::with_drive(&rec.drive.clone().unwrap_or_else(|| ctx.default_drive()));
+                let view = View {
+                    study: &rec.spec,
+                    trials: &trials,
+                    machines,
+                    scope: &Scope::Budget(rec.spec.trials),
+                    mode: Mode::Run,
+                    exhausted: true,
+                    sees_all: provider.sees_all(),
+                    fresh_listing: true,
+                    timing: &timing,
+                    now,
+                };
+                sweep(&view)
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        Action::Terminate { machine, reason } => Some((machine, reason)),
+                        _ => None,
+                    })
+                    .collect()
+            }
         };
-        if !args.dry_run {
-            provider
-                .terminate(m)
-                .await
-                .map_err(|e| Fail::unavailable(e.to_string()))?;
+        for (m, reason) in ends {
+            if !args.dry_run {
+                provider
+                    .terminate(&m)
+                    .await
+                    .map_err(|e| Fail::unavailable(e.to_string()))?;
+            }
+            if !args.json {
+                println!(
+                    "{verb} machine {} ({name}/{} attempt {}): {reason}",
+                    m.id, m.trial, m.attempt
+                );
+            }
+            ended.push(json!({"study": name, "trial": m.trial, "attempt": m.attempt, "machine": m.id, "reason": reason}));
         }
-        if !args.json {
-            println!(
-                "{verb} machine {} ({name}/{} attempt {}): {reason}",
-                m.id, m.trial, m.attempt
-            );
-        }
-        ended.push(json!({"study": name, "trial": m.trial, "attempt": m.attempt, "machine": m.id, "reason": reason}));
     }
 
     // Leases that expired (past the clock-skew margin): their holders are gone.
     let mut expired = Vec::new();
     for (name, lease) in store.leases().await? {
-        if lease.until + timing.clock_skew_ms >= now {
+        if lease.until + Timing::default().clock_skew_ms >= now {
             continue;
         }
         let done = args.dry_run || store.expire_lease(&name, &lease).await?;

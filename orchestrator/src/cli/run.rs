@@ -3,7 +3,7 @@
 use super::backend::Ctx;
 use super::progress::Progress;
 use super::{Fail, Outcome};
-use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope};
+use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope, Timing};
 use augur_model::{duration, DriveSettings, Study, StudyState, TrialState};
 use augur_store::now_ms;
 use std::path::PathBuf;
@@ -108,15 +108,6 @@ impl Tuning {
     }
 }
 
-/// Sets a runner's timings from a study's recorded drive settings.
-pub fn apply_drive(runner: &mut Runner, d: &DriveSettings) {
-    runner.timing.lease_ms = d.lease_ms;
-    runner.timing.boot_timeout_ms = d.boot_timeout_ms;
-    runner.timing.backoff_base_ms = d.backoff_base_ms;
-    runner.timing.backoff_cap_ms = d.backoff_cap_ms;
-    runner.timing.heartbeat_ms = d.heartbeat_ms;
-}
-
 /// Uploads the study's files where instances fetch them (aws).
 async fn upload_files(ctx: &Ctx, study: &Study) -> Result<(), Fail> {
     if !ctx.is_aws() || study.run.files.is_empty() {
@@ -198,7 +189,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     } = prepare(&args.study, &args.tuning, ctx).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
-    apply_drive(&mut runner, &drive);
+    runner.timing = Timing::with_drive(&drive);
     runner.backend_deadline = args.tuning.backend_deadline;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = None;
@@ -354,10 +345,7 @@ pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
     // itself, racing safely (conditional writes) with an orchestrator still running.
     let provider = ctx.sweeper().await;
     let mut runner = Runner::new(store.clone(), provider);
-    apply_drive(
-        &mut runner,
-        &rec.drive.clone().unwrap_or_else(|| ctx.default_drive()),
-    );
+    runner.timing = Timing::with_drive(&rec.drive.clone().unwrap_or_else(|| ctx.default_drive()));
     let (_tx, rx) = watch::channel(Mode::Cancel);
     runner
         .drive(&rec.spec, Scope::Budget(rec.spec.trials), rx)

@@ -226,7 +226,7 @@ pub async fn tick(
             }
         };
         let mut runner = Runner::new(store.clone(), provider);
-        super::run::apply_drive(&mut runner, &drive);
+        runner.timing = augur::Timing::with_drive(&drive);
         runner.lease = Some(LeaseSpec {
             holder: holder.to_string(),
             ttl: deadline.saturating_duration_since(Instant::now()),

@@ -1,0 +1,271 @@
+//! The reconciler's decision: a pure function of the observed state.
+//!
+//! [`decide`] looks at the whole study every pass (level-triggered), so a restarted
+//! orchestrator, or the next serverless tick, simply continues: nothing in memory
+//! matters. The driver ([`crate::runner`]) applies the actions through the store and
+//! the machine provider, each one a conditional write or an idempotent call, and
+//! decides nothing itself.
+//!
+//! `decide` is a few named steps (in [`steps`]), in this order: judge each trial
+//! (active attempts, ended ones, pending ones), plan launches and proposals, sweep
+//! the machines nobody needs, and finish. Every rule about orphaned machines is in
+//! the sweep, which `augur gc` uses too ([`sweep`]).
+
+mod steps;
+#[cfg(test)]
+mod tests;
+
+use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+
+/// Timing policy of the reconciler.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// A running trial whose last heartbeat is older than this is lost.
+    pub lease_ms: Millis,
+    /// A starting trial whose agent has not reported after this long is lost.
+    pub boot_timeout_ms: Millis,
+    /// Grace after a launch before a machine missing from the listing counts as gone.
+    pub launch_grace_ms: Millis,
+    /// Retry backoff: full jitter over `min(cap, base * 2^(n-1))` for retry n.
+    pub backoff_base_ms: Millis,
+    pub backoff_cap_ms: Millis,
+    /// Launches that never reached the script (machine never booted, agent died at
+    /// once) do not use up `max_attempts`; this many are tolerated per trial.
+    pub max_launch_failures: u32,
+    /// How often agents write their heartbeat (and with it the metric series). The
+    /// agent of a pruned trial has two of these, plus the study's `grace`, to see it
+    /// and end its script before its machine is ended for it.
+    pub heartbeat_ms: Millis,
+    /// The largest difference between two machines' clocks that leases tolerate. A
+    /// driver's lease is written with the holder's clock and read with the taker's:
+    /// it is taken over only this long after it expired by the taker's clock. (The
+    /// heartbeat lease compares the agent's clock with the driver's; its margin is
+    /// `lease_ms` minus the heartbeat interval, 70 s by default on AWS.)
+    pub clock_skew_ms: Millis,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            lease_ms: 30_000,
+            boot_timeout_ms: 60_000,
+            launch_grace_ms: 2_000,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 60_000,
+            max_launch_failures: 5,
+            heartbeat_ms: 2_000,
+            clock_skew_ms: 5_000,
+        }
+    }
+}
+
+impl Timing {
+    /// The default timings with a study's recorded drive settings.
+    pub fn with_drive(d: &DriveSettings) -> Timing {
+        Timing {
+            lease_ms: d.lease_ms,
+            boot_timeout_ms: d.boot_timeout_ms,
+            backoff_base_ms: d.backoff_base_ms,
+            backoff_cap_ms: d.backoff_cap_ms,
+            heartbeat_ms: d.heartbeat_ms,
+            ..Timing::default()
+        }
+    }
+
+    /// The delay before retry `n` (1-based) of trial `id`: capped exponential backoff
+    /// with full jitter, drawn from a generator seeded by the study seed, trial and
+    /// attempt, so the decision stays a pure function.
+    pub fn backoff_ms(&self, seed: u64, id: u64, n: u32) -> Millis {
+        let exp = self
+            .backoff_base_ms
+            .saturating_mul(1i64 << n.saturating_sub(1).min(30));
+        let ceiling = exp.min(self.backoff_cap_ms).max(0);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ id.rotate_left(32) ^ n as u64);
+        if ceiling == 0 {
+            0
+        } else {
+            rng.gen_range(0..=ceiling)
+        }
+    }
+}
+
+/// A machine as the provider sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    /// Provider's id (pid, instance id).
+    pub id: String,
+    pub trial: u64,
+    pub attempt: u32,
+    /// `Some(why)` when the provider lists the machine as ended (an EC2 instance
+    /// shutting down or terminated, with its state-reason code): if its attempt is
+    /// still active, the machine was taken away (a spot reclaim, a termination
+    /// outside augur) and the attempt is a preemption, not a failure of the trial.
+    pub gone: Option<String>,
+}
+
+/// What the orchestrator is doing with the study.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Launch and propose as the budget allows.
+    Run,
+    /// Launch nothing new; let running trials finish (first Ctrl-C).
+    Drain,
+    /// Cancel every trial that is not final (second Ctrl-C, `augur stop`).
+    Cancel,
+}
+
+/// Which trials this drive is about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scope {
+    /// The study's budget of trials (`stream`).
+    Budget(u64),
+    /// Only these trials (and the datasets they need): `run` and `round`.
+    Trials(BTreeSet<u64>),
+}
+
+/// Everything `decide` looks at.
+pub struct View<'a> {
+    pub study: &'a Study,
+    pub trials: &'a [Trial],
+    pub machines: &'a [Machine],
+    pub scope: &'a Scope,
+    pub mode: Mode,
+    /// The oracle said it has no more points.
+    pub exhausted: bool,
+    /// A trial missing from `machines` certainly has no machine (local processes).
+    pub sees_all: bool,
+    /// `machines` was listed afresh for this pass, not from a provider's cache: a
+    /// study finishes only on such a listing (or where `sees_all`), so that a machine
+    /// a cached listing missed (one that never booted, say) is ended first.
+    pub fresh_listing: bool,
+    pub timing: &'a Timing,
+    pub now: Millis,
+}
+
+/// One step for the executor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// `pending → starting` and ask the provider for a machine.
+    Launch { trial: u64, attempt: u32 },
+    /// `starting|running → lost`.
+    MarkLost {
+        trial: u64,
+        attempt: u32,
+        from: TrialState,
+        reason: String,
+        /// Its machine was taken away: counts against `max_preemptions`, not
+        /// `max_attempts`.
+        preempted: bool,
+    },
+    /// `lost|failed → pending` with attempt + 1, not before `not_before`.
+    Retry {
+        trial: u64,
+        attempt: u32,
+        from: TrialState,
+        not_before: Millis,
+    },
+    /// `running → pruned`: the study's pruner stops a trial whose curve is not
+    /// promising (its machine is ended by the sweep once the state is written).
+    Prune {
+        trial: u64,
+        attempt: u32,
+        reason: String,
+    },
+    /// `pending|starting|running → cancelled`.
+    Cancel {
+        trial: u64,
+        attempt: u32,
+        from: TrialState,
+    },
+    /// `pending → failed` because a dataset it needs failed for good.
+    FailForDataset {
+        trial: u64,
+        attempt: u32,
+        dataset: String,
+    },
+    /// End a machine (its trial is final, unknown, or moved to another attempt).
+    Terminate { machine: Machine, reason: String },
+    /// Create this many new trials from the oracle.
+    Propose { count: u64 },
+    /// Every trial in scope is final, but the listing may be stale: list the machines
+    /// afresh and decide again.
+    Relist,
+    /// Every trial in scope is final and no machine is left to end.
+    Finish,
+}
+
+/// Whether the trial may have another attempt.
+pub fn can_retry(study: &Study, timing: &Timing, t: &Trial) -> bool {
+    let unstarted = t
+        .attempt
+        .saturating_sub(t.runs.saturating_add(t.preemptions));
+    match t.state {
+        TrialState::Lost => {
+            t.runs < study.run.max_attempts
+                && t.preemptions <= study.run.max_preemptions
+                && unstarted <= timing.max_launch_failures
+        }
+        TrialState::Failed => {
+            (t.retryable || study.run.retry_on_failure)
+                && t.runs < study.run.max_attempts
+                && unstarted <= timing.max_launch_failures
+        }
+        _ => false,
+    }
+}
+
+/// Whether nothing more will happen to the trial (without a new `augur run`).
+pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
+    match t.state {
+        TrialState::Succeeded | TrialState::Cancelled | TrialState::Pruned => true,
+        TrialState::Failed | TrialState::Lost => !can_retry(study, timing, t),
+        TrialState::Pending | TrialState::Starting | TrialState::Running => false,
+    }
+}
+
+/// Whether `t` was pruned so recently that its agent may still be ending the script
+/// and sending its last lines (two heartbeats plus the study's `grace`): its machine
+/// is left alone until then.
+pub fn pruned_in_grace(study: &Study, timing: &Timing, t: &Trial, now: Millis) -> bool {
+    t.state == TrialState::Pruned
+        && now - t.finished_ms.unwrap_or(0) < 2 * timing.heartbeat_ms + study.run.grace_ms as Millis
+}
+
+/// The decision. See the module docs.
+pub fn decide(v: &View) -> Vec<Action> {
+    let seen = steps::Observed::new(v);
+    let mut plan = steps::Plan::default();
+    for t in v.trials {
+        match t.state {
+            TrialState::Starting | TrialState::Running => {
+                steps::judge_active(v, &seen, t, &mut plan)
+            }
+            TrialState::Lost | TrialState::Failed => steps::retry_or_cancel(v, &seen, t, &mut plan),
+            TrialState::Pending => steps::judge_pending(v, &seen, t, &mut plan),
+            TrialState::Succeeded | TrialState::Cancelled | TrialState::Pruned => {}
+        }
+    }
+    if v.mode == Mode::Run {
+        steps::plan_launches(v, &mut plan);
+    }
+    // After the state changes above: a trial is cancelled before its machine is told
+    // to stop, so the agent's own final write cannot win that race.
+    let winding_down = steps::sweep_machines(v, &seen, &mut plan.actions);
+    steps::finish(v, &seen, winding_down, &mut plan.actions);
+    plan.actions
+}
+
+/// The machines of `v` that nobody needs, each as an [`Action::Terminate`] with its
+/// reason: the same rule `decide` sweeps with, for `augur gc`, which judges machines
+/// nobody drives.
+pub fn sweep(v: &View) -> Vec<Action> {
+    let seen = steps::Observed::new(v);
+    let mut out = Vec::new();
+    steps::sweep_machines(v, &seen, &mut out);
+    out
+}
+
+/// Why `augur gc` ends a machine whose study is not recorded.
+pub const NO_STUDY: &str = "its study is not recorded (deleted?)";

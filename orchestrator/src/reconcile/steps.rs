@@ -1,0 +1,388 @@
+//! The named steps of [`decide`](super::decide), each a pure function of the view.
+
+use super::{can_retry, pruned_in_grace, settled, Action, Machine, Mode, Scope, View};
+use augur_model::prune::Pruner;
+use augur_model::{Millis, Trial, TrialState};
+use std::collections::{BTreeMap, HashMap};
+
+/// The view indexed for the steps: machines by attempt, trials by id, datasets by
+/// name, and the study's pruner.
+pub(super) struct Observed<'a> {
+    /// The first live machine listed for an attempt; any other is a duplicate.
+    machines: HashMap<(u64, u32), &'a Machine>,
+    /// Attempts whose machine the provider lists as ended, with its reason.
+    gone: HashMap<(u64, u32), &'a str>,
+    by_id: ById<'a>,
+    datasets: BTreeMap<&'a str, &'a Trial>,
+    pruner: Option<Pruner<'a>>,
+}
+
+/// Trials looked up by id: a binary search when they come sorted (a driver's cache
+/// always does), else a map; decide runs every pass over every trial of the study.
+struct ById<'a> {
+    trials: &'a [Trial],
+    map: Option<HashMap<u64, &'a Trial>>,
+}
+
+impl<'a> ById<'a> {
+    fn new(trials: &'a [Trial]) -> ById<'a> {
+        let sorted = trials.windows(2).all(|w| w[0].id < w[1].id);
+        let map = (!sorted).then(|| trials.iter().map(|t| (t.id, t)).collect());
+        ById { trials, map }
+    }
+
+    fn get(&self, id: u64) -> Option<&'a Trial> {
+        match &self.map {
+            Some(map) => map.get(&id).copied(),
+            None => {
+                let trials = self.trials;
+                trials
+                    .binary_search_by_key(&id, |t| t.id)
+                    .ok()
+                    .map(|i| &trials[i])
+            }
+        }
+    }
+}
+
+impl<'a> Observed<'a> {
+    pub(super) fn new(v: &View<'a>) -> Observed<'a> {
+        let mut machines = HashMap::new();
+        let mut gone = HashMap::new();
+        for m in v.machines {
+            match &m.gone {
+                None => {
+                    machines.entry((m.trial, m.attempt)).or_insert(m);
+                }
+                Some(why) => {
+                    gone.insert((m.trial, m.attempt), why.as_str());
+                }
+            }
+        }
+        let pruner = match v.mode {
+            Mode::Cancel => None,
+            Mode::Run | Mode::Drain => Pruner::new(v.study, v.trials),
+        };
+        Observed {
+            machines,
+            gone,
+            by_id: ById::new(v.trials),
+            datasets: v
+                .trials
+                .iter()
+                .filter_map(|t| t.dataset.as_deref().map(|d| (d, t)))
+                .collect(),
+            pruner,
+        }
+    }
+
+    /// Whether this drive may touch `t`: in-scope trials and the datasets they need.
+    fn in_scope(&self, v: &View, t: &Trial) -> bool {
+        match v.scope {
+            Scope::Budget(_) => true,
+            Scope::Trials(ids) => {
+                ids.contains(&t.id)
+                    || t.dataset.as_ref().is_some_and(|d| {
+                        ids.iter()
+                            .any(|id| self.by_id.get(*id).is_some_and(|x| x.needs.contains(d)))
+                    })
+            }
+        }
+    }
+
+    fn machine_of(&self, t: &Trial) -> Option<&'a Machine> {
+        self.machines.get(&(t.id, t.attempt)).copied()
+    }
+}
+
+/// What the per-trial steps found, for the steps after them.
+#[derive(Default)]
+pub(super) struct Plan<'a> {
+    pub(super) actions: Vec<Action>,
+    /// Attempts that go on (starting or running, not lost).
+    active: u64,
+    /// Trials that will want a machine (pending, or about to be retried).
+    pending: u64,
+    /// Pending trials that may launch now.
+    launchable: Vec<&'a Trial>,
+}
+
+/// A starting or running attempt: cancelled, lost (with its machine ended), pruned,
+/// or going on.
+pub(super) fn judge_active<'a>(
+    v: &View<'a>,
+    seen: &Observed<'a>,
+    t: &'a Trial,
+    plan: &mut Plan<'a>,
+) {
+    let scoped = seen.in_scope(v, t);
+    if v.mode == Mode::Cancel && scoped {
+        plan.actions.push(cancel(t));
+        return;
+    }
+    let lost = why_lost(v, seen, t);
+    let prune = match (&lost, &seen.pruner) {
+        (None, Some(p)) if scoped => p.check(t.id),
+        _ => None,
+    };
+    if let Some(reason) = prune {
+        plan.actions.push(Action::Prune {
+            trial: t.id,
+            attempt: t.attempt,
+            reason,
+        });
+        return;
+    }
+    let Some(Lost { reason, preempted }) = lost else {
+        plan.active += 1;
+        return;
+    };
+    // The record first: a machine is only ever ended by augur once its attempt is no
+    // longer active, so an active attempt whose machine is gone was preempted.
+    plan.actions.push(Action::MarkLost {
+        trial: t.id,
+        attempt: t.attempt,
+        from: t.state,
+        reason: reason.clone(),
+        preempted,
+    });
+    if let Some(m) = seen.machine_of(t) {
+        plan.actions.push(Action::Terminate {
+            machine: m.clone(),
+            reason,
+        });
+    }
+}
+
+/// Why an active attempt is lost.
+struct Lost {
+    reason: String,
+    /// Its machine was taken away (counts against `max_preemptions`).
+    preempted: bool,
+}
+
+/// Whether an active attempt is lost, and why: its machine was taken away, its agent
+/// never reported or went silent, or it hangs past its timeout.
+fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
+    let machine = seen.machine_of(t);
+    if machine.is_none() {
+        if let Some(why) = seen.gone.get(&(t.id, t.attempt)) {
+            return Some(Lost {
+                reason: format!("its machine was taken away ({why})"),
+                preempted: true,
+            });
+        }
+    }
+    let lost = |reason: String| {
+        Some(Lost {
+            reason,
+            preempted: false,
+        })
+    };
+    let launched = t.launched_ms.unwrap_or(t.created_ms);
+    let vanished = machine.is_none() && v.sees_all && v.now - launched > v.timing.launch_grace_ms;
+    if t.state == TrialState::Starting {
+        if vanished {
+            return lost("its agent exited before it reported".into());
+        }
+        if v.now - launched > v.timing.boot_timeout_ms {
+            return lost(format!(
+                "its machine did not report within {} s",
+                v.timing.boot_timeout_ms / 1000
+            ));
+        }
+        return None;
+    }
+    let beat = t.heartbeat_ms.unwrap_or(launched);
+    if vanished {
+        return lost("its agent process is gone".into());
+    }
+    if v.now - beat > v.timing.lease_ms {
+        return lost(format!("no heartbeat for {} s", (v.now - beat) / 1000));
+    }
+    // The agent ends an attempt at its timeout; if it hangs (but still heart-beats),
+    // its machine is ended a lease later.
+    let grace = v.study.run.grace_ms as Millis + v.timing.lease_ms;
+    let timeout = attempt_timeout(v, t)?;
+    let over = t
+        .started_ms
+        .is_some_and(|s| v.now - s > timeout as Millis + grace);
+    if over {
+        return lost(format!(
+            "exceeded its timeout of {} s and its agent did not end it",
+            timeout / 1000
+        ));
+    }
+    None
+}
+
+/// The attempt's timeout: its dataset's, or the study's.
+fn attempt_timeout(v: &View, t: &Trial) -> Option<u64> {
+    t.dataset
+        .as_ref()
+        .and_then(|d| v.study.datasets.iter().find(|s| s.render(&t.params) == *d))
+        .map_or(v.study.run.timeout_ms, |d| d.timeout_ms)
+}
+
+/// A lost or failed attempt: retried (with backoff) or cancelled, if it may have
+/// another attempt.
+pub(super) fn retry_or_cancel<'a>(
+    v: &View<'a>,
+    seen: &Observed<'a>,
+    t: &'a Trial,
+    plan: &mut Plan<'a>,
+) {
+    if !seen.in_scope(v, t) || !can_retry(v.study, v.timing, t) {
+        return;
+    }
+    match v.mode {
+        Mode::Cancel => plan.actions.push(cancel(t)),
+        Mode::Run => {
+            let not_before = v.now + v.timing.backoff_ms(v.study.seed, t.id, t.attempt);
+            plan.actions.push(Action::Retry {
+                trial: t.id,
+                attempt: t.attempt,
+                from: t.state,
+                not_before,
+            });
+            plan.pending += 1;
+        }
+        Mode::Drain => {}
+    }
+}
+
+/// A pending trial: cancelled, failed because a dataset it needs failed for good,
+/// waiting (for its backoff or its datasets), or ready to launch.
+pub(super) fn judge_pending<'a>(
+    v: &View<'a>,
+    seen: &Observed<'a>,
+    t: &'a Trial,
+    plan: &mut Plan<'a>,
+) {
+    if !seen.in_scope(v, t) {
+        return;
+    }
+    if v.mode == Mode::Cancel {
+        plan.actions.push(cancel(t));
+        return;
+    }
+    let mut ready = t.not_before_ms.is_none_or(|nb| nb <= v.now);
+    for d in &t.needs {
+        match seen.datasets.get(d.as_str()) {
+            Some(ds) if ds.state == TrialState::Succeeded => {}
+            Some(ds) if settled(v.study, v.timing, ds) => {
+                plan.actions.push(Action::FailForDataset {
+                    trial: t.id,
+                    attempt: t.attempt,
+                    dataset: d.clone(),
+                });
+                return;
+            }
+            _ => ready = false,
+        }
+    }
+    plan.pending += 1;
+    if ready {
+        plan.launchable.push(t);
+    }
+}
+
+fn cancel(t: &Trial) -> Action {
+    Action::Cancel {
+        trial: t.id,
+        attempt: t.attempt,
+        from: t.state,
+    }
+}
+
+/// Launches within `parallel` (datasets first: trials wait for them), and proposals
+/// of new trials within the budget.
+pub(super) fn plan_launches(v: &View, plan: &mut Plan) {
+    let parallel = v.study.parallel as u64;
+    let free = parallel.saturating_sub(plan.active) as usize;
+    plan.launchable.sort_by_key(|t| (!t.is_dataset(), t.id));
+    for t in plan.launchable.iter().take(free) {
+        plan.actions.push(Action::Launch {
+            trial: t.id,
+            attempt: t.attempt,
+        });
+    }
+    if let Scope::Budget(budget) = v.scope {
+        let room = parallel.saturating_sub(plan.active + plan.pending);
+        let count = room.min(budget.saturating_sub(created(v)));
+        if count > 0 && !v.exhausted {
+            plan.actions.push(Action::Propose { count });
+        }
+    }
+}
+
+/// Trials created so far (datasets are not trials of the budget).
+fn created(v: &View) -> u64 {
+    v.trials.iter().filter(|t| !t.is_dataset()).count() as u64
+}
+
+/// The orphan sweep: every live machine whose trial is final, unknown or at another
+/// attempt, or that is a second machine for its attempt, is ended. The agent of a
+/// pruned trial stops its script itself at its next heartbeat; its machine is ended
+/// only if it has not gone within the stop grace. Returns whether such a machine is
+/// still winding down.
+pub(super) fn sweep_machines(v: &View, seen: &Observed, out: &mut Vec<Action>) -> bool {
+    let mut winding_down = false;
+    for m in v.machines.iter().filter(|m| m.gone.is_none()) {
+        let first = seen
+            .machines
+            .get(&(m.trial, m.attempt))
+            .is_some_and(|f| f.id == m.id);
+        let trial = seen.by_id.get(m.trial);
+        let stopping = |t: &Trial| pruned_in_grace(v.study, v.timing, t, v.now);
+        let keep = first
+            && trial.is_some_and(|t| {
+                t.attempt == m.attempt
+                    && ((t.state.is_active() && !(v.mode == Mode::Cancel && seen.in_scope(v, t)))
+                        || (stopping(t) && v.mode != Mode::Cancel))
+            });
+        if keep {
+            winding_down |= trial.is_some_and(stopping);
+            continue;
+        }
+        let reason = match trial {
+            _ if !first => format!("a second machine for attempt {}", m.attempt),
+            None => format!("study `{}` has no trial {}", v.study.name, m.trial),
+            Some(t) if t.attempt != m.attempt => {
+                format!("attempt {} superseded by {}", m.attempt, t.attempt)
+            }
+            Some(t) if t.state == TrialState::Pruned => {
+                "trial is pruned and its agent did not stop in time".to_string()
+            }
+            Some(t) => format!("trial is {}", t.state),
+        };
+        out.push(Action::Terminate {
+            machine: m.clone(),
+            reason,
+        });
+    }
+    winding_down
+}
+
+/// The end: every trial in scope settled, nothing left to propose (or cancelling),
+/// nothing else to do but end machines, none winding down. On a listing that may be
+/// stale, a fresh one is asked for first.
+pub(super) fn finish(v: &View, seen: &Observed, winding_down: bool, out: &mut Vec<Action>) {
+    let all_settled = v
+        .trials
+        .iter()
+        .filter(|t| seen.in_scope(v, t))
+        .all(|t| settled(v.study, v.timing, t));
+    let nothing_to_add = match v.scope {
+        Scope::Budget(budget) => v.exhausted || created(v) >= *budget,
+        Scope::Trials(_) => true,
+    };
+    let quiet = out.iter().all(|a| matches!(a, Action::Terminate { .. }));
+    if all_settled && (nothing_to_add || v.mode == Mode::Cancel) && quiet && !winding_down {
+        out.push(if v.sees_all || v.fresh_listing {
+            Action::Finish
+        } else {
+            Action::Relist
+        });
+    }
+}

@@ -1,0 +1,73 @@
+//! What a driver remembers of its study between passes, and what warm serverless
+//! ticks keep between invocations.
+
+use augur_model::{Millis, Trial, TrialState};
+use std::collections::HashMap;
+
+/// Drivers' caches kept between serverless ticks in one process (a warm
+/// augur-lambda), by study name and creation time.
+#[derive(Default)]
+pub struct WarmCaches(std::sync::Mutex<HashMap<(String, Millis), Cache>>);
+
+impl WarmCaches {
+    pub(super) fn take(&self, key: &(String, Millis)) -> Cache {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(key))
+            .unwrap_or_default()
+    }
+    pub(super) fn put(&self, key: (String, Millis), cache: Cache) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, cache);
+        }
+    }
+    /// How many studies have a cache kept.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The trials of one study as last read, kept in id order.
+#[derive(Default)]
+pub(super) struct Cache {
+    pub(super) trials: Vec<Trial>,
+    index: HashMap<u64, usize>,
+    /// Where the next incremental read of the store starts.
+    pub(super) mark: u64,
+}
+
+impl Cache {
+    /// The trials an oracle learns from (datasets are not results).
+    pub(super) fn history(&self) -> Vec<&Trial> {
+        self.trials.iter().filter(|t| !t.is_dataset()).collect()
+    }
+
+    pub(super) fn upsert(&mut self, t: Trial) -> Option<TrialState> {
+        match self.index.get(&t.id) {
+            Some(&i) => {
+                let from = self.trials[i].state;
+                self.trials[i] = t;
+                Some(from)
+            }
+            None => {
+                let pos = self.trials.partition_point(|x| x.id < t.id);
+                self.trials.insert(pos, t);
+                if pos + 1 != self.trials.len() {
+                    self.index = self
+                        .trials
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| (t.id, i))
+                        .collect();
+                } else {
+                    self.index.insert(self.trials[pos].id, pos);
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! The driver of one study: observe, decide ([`decide`]), apply each action, repeat.
+//!
+//! A pass reads what changed (the study's state, its machines, its trials), asks
+//! `decide` what to do and applies the actions one at a time ([`Driver::apply`]),
+//! each a conditional write or an idempotent call. It decides nothing itself. The
+//! loop ([`Driver::run`]) passes again at once after acting, waits for a change or a
+//! tick otherwise, and retries an unavailable backend up to the runner's deadline.
+//! A serverless tick is the same loop with a deadline: it returns when nothing is
+//! left to do now, or when the deadline comes.
+
+use super::cache::Cache;
+use super::{Counters, Event, Finished, RunError, Runner, Step, TickEnd};
+use crate::provider::ProviderError;
+use crate::reconcile::{decide, Action, Mode, Scope, View};
+use augur_model::trial::ERROR_DATASET;
+use augur_model::{
+    oracle_for, Expect, Millis, Oracle, Study, StudyState, Trial, TrialState, TrialUpdate,
+};
+use augur_store::{Lease, Written};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// One driver's memory of a study between passes: its cache of the trials (read
+/// incrementally from the store), its oracle, and its lease.
+pub struct Driver<'a> {
+    runner: &'a Runner,
+    study: &'a Study,
+    scope: Scope,
+    oracle: Box<dyn Oracle>,
+    pub(super) cache: Cache,
+    /// The oracle said it has no more points.
+    exhausted: bool,
+    lease: LeaseState,
+    /// A serverless tick's end: stop acting there, and return when nothing is left
+    /// to do now.
+    deadline: Option<Instant>,
+    /// The last pass asked for a fresh listing of the machines ([`Action::Relist`]).
+    fresh_listing: bool,
+}
+
+/// This driver's view of its lease.
+#[derive(Default)]
+struct LeaseState {
+    /// Held until then (0: not held).
+    until: Millis,
+    /// The other holder being followed.
+    following: Option<String>,
+    /// Taken once for a tick, until its deadline: never renewed.
+    fixed: bool,
+}
+
+/// What applying one action leaves to do.
+enum After {
+    Nothing,
+    /// The records changed: pass again at once.
+    Again,
+    Finished(Finished),
+}
+
+/// The attempt an orchestrator write is conditional on: the trial, its attempt and
+/// the state it is expected in.
+#[derive(Clone, Copy)]
+struct At {
+    trial: u64,
+    attempt: u32,
+    from: TrialState,
+}
+
+impl<'a> Driver<'a> {
+    pub(super) fn new(runner: &'a Runner, study: &'a Study, scope: Scope) -> Driver<'a> {
+        Driver {
+            runner,
+            study,
+            scope,
+            oracle: oracle_for(study),
+            cache: Cache::default(),
+            exhausted: false,
+            lease: LeaseState::default(),
+            deadline: None,
+            fresh_listing: false,
+        }
+    }
+
+    /// Passes until the scope ends, or (with a deadline) until nothing is left to do
+    /// now. An unavailable backend is retried with backoff for the runner's
+    /// `backend_deadline`, except in a tick, which leaves it to the next one.
+    pub(super) async fn run(
+        &mut self,
+        control: &mut watch::Receiver<Mode>,
+    ) -> Result<TickEnd, RunError> {
+        let runner = self.runner;
+        let mut failing: Option<(Instant, u32)> = None;
+        let mut control_open = true;
+        loop {
+            if self.past_deadline() {
+                return Ok(TickEnd::Deadline);
+            }
+            // Marks the value seen: `changed()` below then waits for the next change.
+            let mode = *control.borrow_and_update();
+            let wait = match self.pass(mode).await {
+                Ok(Step::Finished(f)) => return Ok(TickEnd::Finished(f)),
+                Ok(Step::Again) => {
+                    failing = None;
+                    continue;
+                }
+                Ok(Step::Wait(_)) if self.deadline.is_some() => return Ok(TickEnd::Waiting),
+                Ok(Step::Wait(d)) => {
+                    failing = None;
+                    d
+                }
+                Err(RunError::Unavailable(e)) if self.deadline.is_none() => {
+                    Counters::bump(&runner.counters.backend_errors);
+                    runner.emit(Event::Backend { error: e.clone() });
+                    let (since, n) = failing.get_or_insert((Instant::now(), 0));
+                    if since.elapsed() > runner.backend_deadline {
+                        return Err(RunError::Unavailable(format!(
+                            "{e} (gave up after {} s; `augur run` again resumes the study)",
+                            runner.backend_deadline.as_secs()
+                        )));
+                    }
+                    *n += 1;
+                    backend_backoff(*n)
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                _ = runner.provider.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                r = control.changed(), if control_open => control_open = r.is_ok(),
+            }
+        }
+    }
+
+    /// One reconcile pass: renews the lease when due, reads what changed, decides,
+    /// acts. Without the lease it only follows the driver that has it.
+    pub async fn pass(&mut self, mode: Mode) -> Result<Step, RunError> {
+        let act = self.keep_lease().await?;
+        let counters = &self.runner.counters;
+        Counters::bump(&counters.ticks);
+        let started = Instant::now();
+        let step = self.observe_and_act(mode, act).await;
+        counters
+            .tick_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        step
+    }
+
+    /// Gives the lease back, if held (best effort: an unreleased lease expires).
+    pub async fn release(self) {
+        if self.lease.until > 0 {
+            if let Some(spec) = &self.runner.lease {
+                let _ = self
+                    .runner
+                    .store
+                    .release_lease(&self.study.name, &spec.holder)
+                    .await;
+            }
+        }
+    }
+
+    /// Takes the lease once, until `deadline`, for a tick; the lease another driver
+    /// holds if it is not free.
+    pub(super) async fn lease_until(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<Lease>, RunError> {
+        let runner = self.runner;
+        let holder = runner
+            .lease
+            .as_ref()
+            .map(|l| l.holder.clone())
+            .ok_or_else(|| RunError::Internal("a tick needs a lease holder".into()))?;
+        let now = (runner.clock)();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = runner
+            .store
+            .take_lease(
+                &self.study.name,
+                &holder,
+                now - runner.timing.clock_skew_ms,
+                now + left.as_millis() as Millis,
+            )
+            .await?;
+        if !got.held_by(&holder) {
+            return Ok(Some(got));
+        }
+        self.lease = LeaseState {
+            until: got.until,
+            following: None,
+            fixed: true,
+        };
+        self.deadline = Some(deadline);
+        Ok(None)
+    }
+
+    /// Takes or renews the study's lease when due; whether this driver may act.
+    async fn keep_lease(&mut self) -> Result<bool, RunError> {
+        let runner = self.runner;
+        let Some(spec) = &runner.lease else {
+            return Ok(true);
+        };
+        let now = (runner.clock)();
+        let ttl = spec.ttl.as_millis() as Millis;
+        let state = &mut self.lease;
+        if state.fixed || state.until - now > ttl * 2 / 3 {
+            return Ok(true);
+        }
+        let got = runner
+            .store
+            .take_lease(
+                &self.study.name,
+                &spec.holder,
+                now - runner.timing.clock_skew_ms,
+                now + ttl,
+            )
+            .await?;
+        if got.held_by(&spec.holder) {
+            if state.following.take().is_some() {
+                runner.emit(Event::Driving);
+            }
+            state.until = got.until;
+            return Ok(true);
+        }
+        state.until = 0;
+        if state.following.as_deref() != Some(got.holder.as_str()) {
+            tracing::info!(study = %self.study.name, holder = %got.holder, "another driver holds the study's lease; following");
+            state.following = Some(got.holder.clone());
+            runner.emit(Event::Held {
+                holder: got.holder,
+                until: got.until,
+            });
+        }
+        Ok(false)
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Observes, then (with `act`) decides and applies. With a deadline it stops
+    /// acting there: the rest is decided again next time (every action is
+    /// level-triggered).
+    async fn observe_and_act(&mut self, mode: Mode, act: bool) -> Result<Step, RunError> {
+        let (state, machines) = self.observe().await?;
+        // `augur stop` (here or in another process) cancels whatever this loop does.
+        let mode = match state {
+            StudyState::Stopping | StudyState::Stopped => Mode::Cancel,
+            _ => mode,
+        };
+        if !act {
+            // Following another driver: end with it.
+            return Ok(match state {
+                StudyState::Done => Step::Finished(Finished::Done),
+                StudyState::Stopped => Step::Finished(Finished::Interrupted),
+                _ if mode != Mode::Run => Step::Finished(Finished::Interrupted),
+                _ => Step::Wait(self.runner.tick),
+            });
+        }
+        let now = (self.runner.clock)();
+        let actions = decide(&View {
+            study: self.study,
+            trials: &self.cache.trials,
+            machines: &machines,
+            scope: &self.scope,
+            mode,
+            exhausted: self.exhausted,
+            sees_all: self.runner.provider.sees_all(),
+            fresh_listing: std::mem::take(&mut self.fresh_listing),
+            timing: &self.runner.timing,
+            now,
+        });
+        let mut again = false;
+        for a in actions {
+            if self.past_deadline() {
+                again = true;
+                break;
+            }
+            match self.apply(a, mode, now).await? {
+                After::Nothing => {}
+                After::Again => again = true,
+                After::Finished(f) => return Ok(Step::Finished(f)),
+            }
+        }
+        Ok(self.next_step(mode, again, now))
+    }
+
+    /// Reads the study's state, its machines and the trials that changed into the
+    /// cache; counts and reports the trials' changes.
+    async fn observe(&mut self) -> Result<(StudyState, Vec<crate::Machine>), RunError> {
+        let runner = self.runner;
+        let name = &self.study.name;
+        let state = runner
+            .store
+            .study_state(name)
+            .await?
+            .ok_or_else(|| RunError::BadInput(format!("study `{name}` was deleted")))?;
+        // Machines first, then trials: an agent writes its final state before it
+        // exits, so a trial still running whose machine was already gone is lost.
+        let machines = runner.provider.list(name).await?;
+        let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
+        self.cache.mark = mark;
+        for t in changed {
+            let copy = runner.events.as_ref().map(|_| t.clone());
+            let (state, from) = (t.state, self.cache.upsert(t));
+            if from == Some(state) {
+                continue;
+            }
+            let c = &runner.counters;
+            match state {
+                TrialState::Succeeded => Counters::bump(&c.succeeded),
+                TrialState::Failed => Counters::bump(&c.failed),
+                TrialState::Lost => Counters::bump(&c.lost),
+                TrialState::Cancelled => Counters::bump(&c.cancelled),
+                TrialState::Pruned => Counters::bump(&c.pruned),
+                _ => {}
+            }
+            if let Some(t) = copy {
+                runner.emit(Event::Trial {
+                    trial: Box::new(t),
+                    from,
+                });
+            }
+        }
+        Ok((state, machines))
+    }
+
+    /// Applies one action of [`decide`].
+    async fn apply(&mut self, action: Action, mode: Mode, now: Millis) -> Result<After, RunError> {
+        let runner = self.runner;
+        match action {
+            Action::Finish => return self.finish(mode, now).await,
+            Action::Relist => {
+                runner.provider.invalidate(&self.study.name);
+                self.fresh_listing = true;
+            }
+            Action::Propose { count } => self.propose(count).await?,
+            Action::Launch { trial, attempt } => return self.launch(trial, attempt, now).await,
+            Action::MarkLost {
+                trial,
+                attempt,
+                from,
+                reason,
+                preempted,
+            } => {
+                let up = TrialUpdate {
+                    preempted,
+                    ..self.ending(TrialState::Lost, Some(reason.clone()))
+                };
+                let done = self
+                    .write(
+                        At {
+                            trial,
+                            attempt,
+                            from,
+                        },
+                        &up,
+                    )
+                    .await?;
+                if done && preempted {
+                    Counters::bump(&runner.counters.preempted);
+                }
+                runner.emit(Event::Lost { trial, reason });
+            }
+            Action::Retry {
+                trial,
+                attempt,
+                from,
+                not_before,
+            } => {
+                let up = TrialUpdate {
+                    state: Some(TrialState::Pending),
+                    attempt: Some(attempt + 1),
+                    not_before_ms: Some(Some(not_before)),
+                    ..Default::default()
+                };
+                if self
+                    .write(
+                        At {
+                            trial,
+                            attempt,
+                            from,
+                        },
+                        &up,
+                    )
+                    .await?
+                {
+                    Counters::bump(&runner.counters.retried);
+                    runner.emit(Event::Retry {
+                        trial,
+                        attempt: attempt + 1,
+                        delay_ms: not_before - now,
+                    });
+                }
+            }
+            Action::Cancel {
+                trial,
+                attempt,
+                from,
+            } => {
+                let at = At {
+                    trial,
+                    attempt,
+                    from,
+                };
+                self.end(at, TrialState::Cancelled, "cancelled".into())
+                    .await?;
+            }
+            Action::Prune {
+                trial,
+                attempt,
+                reason,
+            } => {
+                let at = At {
+                    trial,
+                    attempt,
+                    from: TrialState::Running,
+                };
+                self.end(at, TrialState::Pruned, reason).await?;
+            }
+            Action::FailForDataset {
+                trial,
+                attempt,
+                dataset,
+            } => {
+                let why = format!(
+                    "{ERROR_DATASET}{dataset} (see `augur trials {}`)",
+                    self.study.name
+                );
+                let at = At {
+                    trial,
+                    attempt,
+                    from: TrialState::Pending,
+                };
+                self.end(at, TrialState::Failed, why).await?;
+            }
+            Action::Terminate { machine, reason } => {
+                tracing::info!(study = %self.study.name, trial = machine.trial, machine = %machine.id, %reason, "terminating machine");
+                runner.provider.terminate(&machine).await?;
+                Counters::bump(&runner.counters.terminated);
+                return Ok(After::Nothing);
+            }
+        }
+        Ok(After::Again)
+    }
+
+    /// Records the end of the scope: a study driven by its budget is done (or
+    /// stopped, when cancelled or drained).
+    async fn finish(&self, mode: Mode, now: Millis) -> Result<After, RunError> {
+        if let Scope::Budget(_) = self.scope {
+            let to = if mode == Mode::Run {
+                StudyState::Done
+            } else {
+                StudyState::Stopped
+            };
+            self.runner
+                .store
+                .set_study_state(
+                    &self.study.name,
+                    &[StudyState::Active, StudyState::Stopping],
+                    to,
+                    now,
+                )
+                .await?;
+        }
+        Ok(After::Finished(if mode == Mode::Run {
+            Finished::Done
+        } else {
+            Finished::Interrupted
+        }))
+    }
+
+    /// `pending → starting`, then asks the provider for a machine. A launch that
+    /// fails marks the attempt lost (retried as `decide` rules); an unavailable
+    /// provider is also an error of the pass.
+    async fn launch(&self, trial: u64, attempt: u32, now: Millis) -> Result<After, RunError> {
+        let runner = self.runner;
+        let up = TrialUpdate {
+            state: Some(TrialState::Starting),
+            launched_ms: Some(now),
+            machine: Some(None),
+            ..Default::default()
+        };
+        let expect = Expect::state(TrialState::Pending, attempt);
+        let written = runner
+            .store
+            .update_trial(&self.study.name, trial, &expect, &up)
+            .await?;
+        let Written::Done(t) = written else {
+            return Ok(After::Nothing);
+        };
+        Counters::bump(&runner.counters.launched);
+        let Err(e) = runner.provider.launch(self.study, &t).await else {
+            return Ok(After::Nothing);
+        };
+        let reason = e.to_string();
+        let at = At {
+            trial,
+            attempt,
+            from: TrialState::Starting,
+        };
+        self.end(at, TrialState::Lost, reason.clone()).await?;
+        runner.emit(Event::Lost { trial, reason });
+        if let ProviderError::Unavailable(_) = e {
+            return Err(e.into());
+        }
+        Ok(After::Again)
+    }
+
+    /// Creates up to `count` trials of the budget; the oracle may run out first.
+    async fn propose(&mut self, count: u64) -> Result<(), RunError> {
+        for _ in 0..count {
+            if self.propose_one().await?.is_none() {
+                self.exhausted = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the next trial of the budget: the next replicate of the last point, or
+    /// the oracle's next point. `None` when the oracle has no more points.
+    async fn propose_one(&mut self) -> Result<Option<Trial>, RunError> {
+        let study = self.study;
+        let trials = || self.cache.trials.iter().filter(|t| !t.is_dataset());
+        let last = trials().map(|t| t.point).max();
+        let (point, replicate, params) = match last {
+            Some(p) => {
+                let reps: BTreeSet<u32> = trials()
+                    .filter(|t| t.point == p)
+                    .map(|t| t.replicate)
+                    .collect();
+                match (0..study.replicates).find(|r| !reps.contains(r)) {
+                    Some(r) => {
+                        let params = trials().find(|t| t.point == p).map(|t| t.params.clone());
+                        (p, r, params)
+                    }
+                    None => (p + 1, 0, None),
+                }
+            }
+            None => (0, 0, None),
+        };
+        let params = match params {
+            Some(p) => p,
+            None => match self.oracle.propose(point, &self.cache.history()) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        let t = self.runner.create(study, point, replicate, params).await?;
+        self.cache.upsert(t.clone());
+        Ok(Some(t))
+    }
+
+    /// What the pass leaves to do: finish a drain with nothing running, pass again
+    /// after acting, or wait until the next retry is due (at most one tick; a study
+    /// that prunes looks at the curves as often as agents record them).
+    pub(super) fn next_step(&self, mode: Mode, again: bool, now: Millis) -> Step {
+        let trials = &self.cache.trials;
+        if mode == Mode::Drain && !again && !trials.iter().any(|t| t.state.is_active()) {
+            return Step::Finished(Finished::Interrupted);
+        }
+        if again {
+            return Step::Again;
+        }
+        let runner = self.runner;
+        let next = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Pending)
+            .filter_map(|t| t.not_before_ms)
+            .filter(|nb| *nb > now)
+            .min();
+        let tick = if self.study.prune.is_some() {
+            let beat = Duration::from_millis(runner.timing.heartbeat_ms.max(100) as u64);
+            runner.tick.min(beat)
+        } else {
+            runner.tick
+        };
+        let wait = next.map_or(tick, |nb| {
+            Duration::from_millis((nb - now) as u64 + 1).min(tick)
+        });
+        Step::Wait(wait)
+    }
+
+    /// Ends the attempt `at` in `to`, with `error`, now; whether it was written.
+    async fn end(&self, at: At, to: TrialState, error: String) -> Result<bool, RunError> {
+        self.write(at, &self.ending(to, Some(error))).await
+    }
+
+    /// The write that ends an attempt (in `to`, with `error`) now.
+    fn ending(&self, to: TrialState, error: Option<String>) -> TrialUpdate {
+        TrialUpdate {
+            state: Some(to),
+            error: Some(error),
+            finished_ms: Some(Some((self.runner.clock)())),
+            ..Default::default()
+        }
+    }
+
+    /// `up` if the trial is still at `at`; whether it was written.
+    async fn write(&self, at: At, up: &TrialUpdate) -> Result<bool, RunError> {
+        let expect = Expect::state(at.from, at.attempt);
+        let written = self
+            .runner
+            .store
+            .update_trial(&self.study.name, at.trial, &expect, up)
+            .await?;
+        Ok(written.ok().is_some())
+    }
+}
+
+/// The wait before pass `n` (1-based) after the backend failed: 200 ms doubling,
+/// at most 5 s.
+pub(super) fn backend_backoff(n: u32) -> Duration {
+    Duration::from_millis(100u64 << n.min(6)).min(Duration::from_secs(5))
+}

@@ -1,0 +1,547 @@
+//! The executor: observes, decides ([`crate::reconcile::decide`]), acts, repeats.
+//!
+//! The API mirrors diviner's runner: [`Runner::run`] one trial, [`Runner::round`] a
+//! round of points, [`Runner::stream`] a whole study with [`StreamHandle::stop`] and
+//! [`StreamHandle::wait`], and [`Runner::counters`].
+
+mod cache;
+mod driver;
+#[cfg(test)]
+mod tests;
+
+pub use cache::WarmCaches;
+pub use driver::Driver;
+
+use crate::provider::{MachineProvider, ProviderError};
+use crate::reconcile::{settled, Mode, Scope, Timing};
+use augur_model::trial::ERROR_DATASET;
+use augur_model::{
+    oracle_for, DriveSettings, Expect, Millis, Params, Study, StudyRecord, StudyState, Trial,
+    TrialState, TrialUpdate,
+};
+use augur_store::{now_ms, Lease, StoreError, TrialStore};
+use cache::Cache;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The request or the study conflicts with what is recorded (exit code 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// The store or the machine provider stayed unavailable past the deadline (exit 3).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A record could not be understood, or a transition was illegal: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                RunError::Unavailable(format!("database unavailable: {m}"))
+            }
+            StoreError::NoStudy(s) => RunError::BadInput(format!("no study named `{s}`")),
+            other => RunError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ProviderError> for RunError {
+    fn from(e: ProviderError) -> Self {
+        RunError::Unavailable(e.to_string())
+    }
+}
+
+/// How a drive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Every trial in scope is final.
+    Done,
+    /// Stopped by a drain or cancel request (or `augur stop`); resumable.
+    Interrupted,
+}
+
+/// What happened, for progress displays.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A trial was created or changed state (`from` is `None` for a new trial).
+    Trial {
+        trial: Box<Trial>,
+        from: Option<TrialState>,
+    },
+    /// The executor decided a trial is lost, and why.
+    Lost { trial: u64, reason: String },
+    /// A retry was scheduled.
+    Retry {
+        trial: u64,
+        attempt: u32,
+        delay_ms: Millis,
+    },
+    /// The backend failed; retrying.
+    Backend { error: String },
+    /// Another driver holds the study's lease (a serverless tick, another `augur
+    /// run`): this one follows the study without acting until the lease is free.
+    Held { holder: String, until: Millis },
+    /// This driver holds the study's lease (again).
+    Driving,
+}
+
+/// A driver's claim on a study: its name in the lease, and how long a lease lasts
+/// (renewed when a third of it is left).
+#[derive(Clone, Debug)]
+pub struct LeaseSpec {
+    pub holder: String,
+    pub ttl: Duration,
+}
+
+impl LeaseSpec {
+    /// A holder name unique to this process: `what@host:pid`.
+    pub fn for_process(what: &str, ttl: Duration) -> LeaseSpec {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        LeaseSpec {
+            holder: format!("{what}@{host}:{}", std::process::id()),
+            ttl,
+        }
+    }
+}
+
+/// How one serverless tick of a study ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TickEnd {
+    /// The study reached its end in this tick.
+    Finished(Finished),
+    /// Nothing more to do until something changes (trials running, a retry not due).
+    Waiting,
+    /// Stopped acting at the deadline, with work left for the next tick.
+    Deadline,
+    /// Another driver holds the lease.
+    Held(Lease),
+}
+
+/// Counters of this runner (diviner's `Counters()`).
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub launched: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub lost: AtomicU64,
+    pub retried: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub pruned: AtomicU64,
+    /// Attempts whose machine was taken away (spot reclaims).
+    pub preempted: AtomicU64,
+    pub terminated: AtomicU64,
+    pub backend_errors: AtomicU64,
+    pub ticks: AtomicU64,
+    /// Time spent in reconcile passes, in microseconds.
+    pub tick_micros: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CounterValues {
+    pub launched: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub lost: u64,
+    pub retried: u64,
+    pub cancelled: u64,
+    pub pruned: u64,
+    pub preempted: u64,
+    pub terminated: u64,
+    pub backend_errors: u64,
+    pub ticks: u64,
+    pub tick_micros: u64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> CounterValues {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterValues {
+            launched: g(&self.launched),
+            succeeded: g(&self.succeeded),
+            failed: g(&self.failed),
+            lost: g(&self.lost),
+            retried: g(&self.retried),
+            cancelled: g(&self.cancelled),
+            pruned: g(&self.pruned),
+            preempted: g(&self.preempted),
+            terminated: g(&self.terminated),
+            backend_errors: g(&self.backend_errors),
+            ticks: g(&self.ticks),
+            tick_micros: g(&self.tick_micros),
+        }
+    }
+}
+
+/// Options of [`Runner::register`].
+#[derive(Clone, Debug, Default)]
+pub struct RegisterOptions {
+    /// Re-run the failed (point, replicate) pairs with a fresh attempt budget.
+    pub retry_failed: bool,
+    /// The driver's timings, recorded with the study (kept as they are when `None`).
+    pub drive: Option<DriveSettings>,
+}
+
+/// Drives studies through a store and a machine provider.
+pub struct Runner {
+    store: Arc<dyn TrialStore>,
+    provider: Arc<dyn MachineProvider>,
+    pub timing: Timing,
+    /// Longest wait between ticks when nothing wakes the loop.
+    pub tick: Duration,
+    /// How long store and provider failures are retried before giving up (exit 3).
+    pub backend_deadline: Duration,
+    counters: Arc<Counters>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    /// Drive only while holding the study's lease (needed wherever another driver may
+    /// run: the serverless tick). `None`: drive regardless (conditional writes still
+    /// keep two drivers from launching a trial twice).
+    pub lease: Option<LeaseSpec>,
+    /// Where the runner reads the time of every record it writes and every decision
+    /// (the system clock; a virtual one in the scale simulation).
+    pub clock: Clock,
+}
+
+/// Milliseconds since the epoch, as the runner sees them.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// A study streaming in the background (diviner's `Stream`).
+pub struct StreamHandle {
+    control: watch::Sender<Mode>,
+    join: tokio::task::JoinHandle<Result<Finished, RunError>>,
+}
+
+impl StreamHandle {
+    /// Launch nothing more; let running trials finish.
+    pub fn stop(&self) {
+        let _ = self.control.send(Mode::Drain);
+    }
+    /// Cancel running trials too.
+    pub fn cancel(&self) {
+        let _ = self.control.send(Mode::Cancel);
+    }
+    /// Waits for the stream to end.
+    pub async fn wait(self) -> Result<Finished, RunError> {
+        self.join
+            .await
+            .map_err(|e| RunError::Internal(format!("stream task: {e}")))?
+    }
+}
+
+impl Runner {
+    pub fn new(store: Arc<dyn TrialStore>, provider: Arc<dyn MachineProvider>) -> Runner {
+        Runner {
+            store,
+            provider,
+            timing: Timing::default(),
+            tick: Duration::from_secs(1),
+            backend_deadline: Duration::from_secs(120),
+            counters: Arc::new(Counters::default()),
+            events: None,
+            lease: None,
+            clock: Arc::new(now_ms),
+        }
+    }
+
+    /// Sends [`Event`]s to `tx` as they happen.
+    pub fn with_events(mut self, tx: mpsc::UnboundedSender<Event>) -> Runner {
+        self.events = Some(tx);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn TrialStore> {
+        &self.store
+    }
+
+    pub fn counters(&self) -> CounterValues {
+        self.counters.snapshot()
+    }
+
+    /// The live counters, for a reader in another task (`augur run --serve`).
+    pub fn counter_handle(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Records the study, or checks that a recorded one is compatible, and prepares it
+    /// to be (re)run: cancelled trials, trials that failed only because a dataset
+    /// failed, and failed datasets go back to pending; with `retry_failed`, failed
+    /// trials too.
+    pub async fn register(
+        &self,
+        study: &Study,
+        opts: &RegisterOptions,
+    ) -> Result<StudyRecord, RunError> {
+        let now = (self.clock)();
+        let fresh = StudyRecord {
+            name: study.name.clone(),
+            spec: study.clone(),
+            state: StudyState::Active,
+            created_ms: now,
+            updated_ms: now,
+            drive: None,
+        };
+        let mut rec = self.store.create_study(&fresh).await?;
+        if rec.spec.fingerprint() != study.fingerprint() {
+            let what = if rec.spec.params != study.params {
+                "parameters"
+            } else {
+                "objective"
+            };
+            return Err(RunError::BadInput(format!(
+                "study `{}` is already recorded with different {what}; its trials would not be comparable. \
+                 To start afresh, give the study a new `name`, or delete the old one with `augur delete {}`",
+                study.name, study.name
+            )));
+        }
+        let drive = opts.drive.clone().or_else(|| rec.drive.clone());
+        if rec.spec != fresh.spec || rec.state != fresh.state || rec.drive != drive {
+            rec.spec = study.clone();
+            rec.drive = drive;
+            rec.state = StudyState::Active;
+            rec.updated_ms = now;
+            self.store.put_study(&rec).await?;
+        }
+        for t in self.store.list_trials(&study.name).await? {
+            let reset = match t.state {
+                TrialState::Cancelled => Some(false),
+                TrialState::Failed
+                    if t.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with(ERROR_DATASET)) =>
+                {
+                    Some(false)
+                }
+                TrialState::Failed | TrialState::Lost
+                    if settled(study, &self.timing, &t)
+                        && (t.is_dataset() || opts.retry_failed) =>
+                {
+                    Some(true)
+                }
+                _ => None,
+            };
+            if let Some(reset_runs) = reset {
+                let up = TrialUpdate {
+                    state: Some(TrialState::Pending),
+                    attempt: Some(t.attempt + 1),
+                    reset_runs,
+                    not_before_ms: Some(None),
+                    ..Default::default()
+                };
+                self.store
+                    .update_trial(&study.name, t.id, &Expect::state(t.state, t.attempt), &up)
+                    .await?;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Streams a study until its budget is spent or its oracle runs out.
+    pub fn stream(self: &Arc<Self>, study: Study) -> StreamHandle {
+        let (control, rx) = watch::channel(Mode::Run);
+        let me = self.clone();
+        let join = tokio::spawn(async move {
+            me.register(&study, &RegisterOptions::default()).await?;
+            let budget = study.trials;
+            me.drive(&study, Scope::Budget(budget), rx).await
+        });
+        StreamHandle { control, join }
+    }
+
+    /// Runs one trial with the given values and replicate, and returns it when final.
+    pub async fn run(
+        &self,
+        study: &Study,
+        params: Params,
+        replicate: u32,
+    ) -> Result<Trial, RunError> {
+        self.register(study, &RegisterOptions::default()).await?;
+        let trials = self.store.list_trials(&study.name).await?;
+        let point = trials
+            .iter()
+            .filter(|t| !t.is_dataset())
+            .map(|t| t.point + 1)
+            .max()
+            .unwrap_or(0);
+        let t = self.create(study, point, replicate, params).await?;
+        let (_tx, rx) = watch::channel(Mode::Run);
+        self.drive(study, Scope::Trials([t.id].into()), rx).await?;
+        self.store
+            .get_trial(&study.name, t.id)
+            .await?
+            .ok_or_else(|| RunError::Internal("trial vanished".into()))
+    }
+
+    /// Runs `n` more points from the oracle (each with the study's replicates) and
+    /// returns their trials when all are final.
+    pub async fn round(&self, study: &Study, n: u64) -> Result<Vec<Trial>, RunError> {
+        self.register(study, &RegisterOptions::default()).await?;
+        let oracle = oracle_for(study);
+        let cache = self.load(study).await?;
+        let history = cache.history();
+        let first = history.iter().map(|t| t.point + 1).max().unwrap_or(0);
+        let mut ids = BTreeSet::new();
+        for point in first..first + n {
+            let Some(params) = oracle.propose(point, &history) else {
+                break;
+            };
+            for r in 0..study.replicates {
+                ids.insert(self.create(study, point, r, params.clone()).await?.id);
+            }
+        }
+        let (_tx, rx) = watch::channel(Mode::Run);
+        self.drive(study, Scope::Trials(ids.clone()), rx).await?;
+        let all = self.store.list_trials(&study.name).await?;
+        Ok(all.into_iter().filter(|t| ids.contains(&t.id)).collect())
+    }
+
+    async fn load(&self, study: &Study) -> Result<Cache, RunError> {
+        let (trials, mark) = self.store.changed_trials(&study.name, 0).await?;
+        let mut cache = Cache::default();
+        cache.mark = mark;
+        for t in trials {
+            cache.upsert(t);
+        }
+        Ok(cache)
+    }
+
+    async fn create(
+        &self,
+        study: &Study,
+        point: u64,
+        replicate: u32,
+        params: Params,
+    ) -> Result<Trial, RunError> {
+        let now = (self.clock)();
+        let needs = study.datasets_for(&params);
+        for d in &needs {
+            let spec = study.dataset_spec(d, &params);
+            let sub: Params = params
+                .iter()
+                .filter(|(k, _)| spec.is_some_and(|s| s.placeholders().contains(k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut ds = Trial::new(&study.name, 0, 0, 0, sub, now);
+            ds.dataset = Some(d.clone());
+            let (ds, created) = self.store.create_trial(&ds).await?;
+            if created {
+                self.emit(Event::Trial {
+                    trial: Box::new(ds),
+                    from: None,
+                });
+            }
+        }
+        let mut t = Trial::new(&study.name, 0, point, replicate, params, now);
+        t.needs = needs;
+        let (t, created) = self.store.create_trial(&t).await?;
+        if created {
+            self.emit(Event::Trial {
+                trial: Box::new(t.clone()),
+                from: None,
+            });
+        }
+        Ok(t)
+    }
+
+    /// A driver of `scope`, for a loop of one's own: [`Driver::pass`] as often as
+    /// wanted, [`Driver::release`] at the end. [`drive`](Self::drive) is such a loop.
+    pub fn driver<'a>(&'a self, study: &'a Study, scope: Scope) -> Driver<'a> {
+        Driver::new(self, study, scope)
+    }
+
+    /// The reconcile loop for `scope`, until it is done or interrupted.
+    pub async fn drive(
+        &self,
+        study: &Study,
+        scope: Scope,
+        mut control: watch::Receiver<Mode>,
+    ) -> Result<Finished, RunError> {
+        let mut driver = self.driver(study, scope);
+        let end = driver.run(&mut control).await;
+        driver.release().await;
+        match end? {
+            TickEnd::Finished(f) => Ok(f),
+            other => Err(RunError::Internal(format!(
+                "a drive without a deadline ended {other:?}"
+            ))),
+        }
+    }
+
+    /// One serverless tick of a study: takes the lease (until `deadline`), acts until
+    /// nothing is left to do now or the deadline is near, and gives the lease back.
+    /// Nothing is kept between ticks: each reads the study afresh.
+    pub async fn tick(&self, study: &Study, deadline: Instant) -> Result<TickEnd, RunError> {
+        self.tick_with(study, deadline, None).await
+    }
+
+    /// A tick that starts from the cache `warm` kept for this study (`created_ms`
+    /// tells a study from a deleted one of the same name) and leaves its cache there
+    /// for the next tick in this process: its first read is incremental too.
+    pub async fn tick_warm(
+        &self,
+        study: &Study,
+        created_ms: Millis,
+        deadline: Instant,
+        warm: &WarmCaches,
+    ) -> Result<TickEnd, RunError> {
+        self.tick_with(study, deadline, Some((created_ms, warm)))
+            .await
+    }
+
+    /// The tick: the same driver as [`drive`](Self::drive), with a deadline and a
+    /// lease taken once until then (a tick that dies leaves a lease that expires at
+    /// its deadline).
+    async fn tick_with(
+        &self,
+        study: &Study,
+        deadline: Instant,
+        warm: Option<(Millis, &WarmCaches)>,
+    ) -> Result<TickEnd, RunError> {
+        let mut driver = self.driver(study, Scope::Budget(study.trials));
+        if let Some(held) = driver.lease_until(deadline).await? {
+            return Ok(TickEnd::Held(held));
+        }
+        let key = warm.map(|(created, w)| ((study.name.clone(), created), w));
+        if let Some((k, w)) = &key {
+            driver.cache = w.take(k);
+        }
+        let (_tx, mut control) = watch::channel(Mode::Run);
+        let end = driver.run(&mut control).await;
+        // Kept only after a tick that ended normally with work left.
+        if let (Some((k, w)), Ok(TickEnd::Waiting | TickEnd::Deadline)) = (key, &end) {
+            w.put(k, std::mem::take(&mut driver.cache));
+        }
+        driver.release().await;
+        end
+    }
+}
+
+/// What one pass of a driver left to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The scope reached its end (or was interrupted).
+    Finished(Finished),
+    /// The pass acted: pass again at once.
+    Again,
+    /// Nothing to do until something changes, or this long.
+    Wait(Duration),
+}

@@ -1,0 +1,223 @@
+//! What the driver still decides on its own: when a pass ends, how long it waits,
+//! when it gives up on the backend, and that it asks for a fresh listing before a
+//! study ends. On the real SQLite store with a virtual clock; the machines are a
+//! cloud whose listing is cached until invalidated, as the EC2 provider's is.
+
+use super::*;
+use crate::provider::MachineProvider;
+use crate::reconcile::Machine;
+use async_trait::async_trait;
+use augur_model::Params;
+use augur_store::SqliteStore;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Machines listed from a cache that only [`invalidate`](MachineProvider::invalidate)
+/// refreshes (EC2's listing is reused for a few seconds), or not at all.
+#[derive(Default)]
+struct CachedCloud {
+    machines: Mutex<Vec<Machine>>,
+    cached: Mutex<Option<Vec<Machine>>>,
+    terminated: Mutex<Vec<String>>,
+    unavailable: bool,
+}
+
+#[async_trait]
+impl MachineProvider for CachedCloud {
+    async fn launch(&self, _study: &Study, _trial: &Trial) -> Result<String, ProviderError> {
+        Err(ProviderError::Launch("no launches in these tests".into()))
+    }
+    async fn list(&self, _study: &str) -> Result<Vec<Machine>, ProviderError> {
+        if self.unavailable {
+            return Err(ProviderError::Unavailable("the cloud is down".into()));
+        }
+        let live = self.machines.lock().expect("lock").clone();
+        Ok(self
+            .cached
+            .lock()
+            .expect("lock")
+            .get_or_insert(live)
+            .clone())
+    }
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
+        Ok(Vec::new())
+    }
+    async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
+        self.machines
+            .lock()
+            .expect("lock")
+            .retain(|m| m.id != machine.id);
+        self.terminated
+            .lock()
+            .expect("lock")
+            .push(machine.id.clone());
+        Ok(())
+    }
+    fn sees_all(&self) -> bool {
+        false
+    }
+    fn invalidate(&self, _study: &str) {
+        *self.cached.lock().expect("lock") = None;
+    }
+}
+
+fn study() -> Study {
+    Study::parse(
+        "name='s'\nobjective={metric='m'}\ntrials=2\nparallel=2\n[run]\nscript='true'\nmax_attempts=1\n",
+        "s.toml",
+        Path::new("."),
+    )
+    .expect("study")
+}
+
+const NOW: Millis = 1_000_000;
+
+/// A runner at a fixed time over a fresh store, with the study registered.
+async fn runner(dir: &Path, cloud: Arc<CachedCloud>) -> Runner {
+    let store: Arc<dyn TrialStore> =
+        Arc::new(SqliteStore::open(&dir.join("augur.db")).expect("store"));
+    let mut r = Runner::new(store, cloud);
+    r.clock = Arc::new(|| NOW);
+    r.register(&study(), &RegisterOptions::default())
+        .await
+        .expect("register");
+    r
+}
+
+/// Records trial `id` as pending, then walks it to `to` as the orchestrator and an
+/// agent would.
+async fn trial_in(r: &Runner, id: u64, to: TrialState) {
+    let (t, _) = r
+        .store
+        .create_trial(&Trial::new("s", 0, id - 1, 0, Params::new(), NOW))
+        .await
+        .expect("create");
+    let path: &[TrialState] = match to {
+        TrialState::Pending => &[],
+        TrialState::Running => &[TrialState::Starting, TrialState::Running],
+        _ => &[TrialState::Starting, TrialState::Running, to],
+    };
+    let mut from = TrialState::Pending;
+    for &state in path {
+        let up = TrialUpdate {
+            state: Some(state),
+            heartbeat_ms: Some(NOW),
+            ..Default::default()
+        };
+        r.store
+            .update_trial("s", t.id, &Expect::state(from, t.attempt), &up)
+            .await
+            .expect("write");
+        from = state;
+    }
+}
+
+#[tokio::test]
+async fn a_study_ends_only_after_a_fresh_listing_ends_what_the_cache_missed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cloud = Arc::new(CachedCloud::default());
+    let r = runner(dir.path(), cloud.clone()).await;
+    trial_in(&r, 1, TrialState::Succeeded).await;
+    trial_in(&r, 2, TrialState::Succeeded).await;
+    let s = study();
+    let mut d = r.driver(&s, Scope::Budget(2));
+    // A listing is cached before a machine shows up in the cloud.
+    assert!(cloud.list("s").await.expect("list").is_empty());
+    cloud.machines.lock().expect("lock").push(Machine {
+        id: "i-late".into(),
+        trial: 2,
+        attempt: 1,
+        gone: None,
+    });
+    // Everything is settled: the driver asks for a fresh listing instead of ending.
+    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Step::Again);
+    assert_eq!(
+        r.store.study_state("s").await.expect("state"),
+        Some(StudyState::Active)
+    );
+    assert!(cloud.terminated.lock().expect("lock").is_empty());
+    // On it, the machine the cache missed is ended, then the study.
+    assert_eq!(
+        d.pass(Mode::Run).await.expect("pass"),
+        Step::Finished(Finished::Done)
+    );
+    assert_eq!(*cloud.terminated.lock().expect("lock"), vec!["i-late"]);
+    assert_eq!(
+        r.store.study_state("s").await.expect("state"),
+        Some(StudyState::Done)
+    );
+}
+
+#[tokio::test]
+async fn a_pass_waits_until_the_next_retry_is_due_at_most_a_tick() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = runner(dir.path(), Arc::default()).await;
+    trial_in(&r, 1, TrialState::Running).await;
+    let s = study();
+    let mut d = r.driver(&s, Scope::Budget(1));
+    // Nothing due: a tick.
+    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Step::Wait(r.tick));
+    // A retry due in 300 ms: wait just past it.
+    d.cache.trials.push(Trial {
+        id: 9,
+        not_before_ms: Some(NOW + 300),
+        ..Trial::new("s", 9, 8, 0, Params::new(), NOW)
+    });
+    assert_eq!(
+        d.next_step(Mode::Run, false, NOW),
+        Step::Wait(Duration::from_millis(301))
+    );
+    // A drain with a trial running goes on; without one it ends.
+    assert_eq!(
+        d.next_step(Mode::Drain, false, NOW),
+        Step::Wait(Duration::from_millis(301))
+    );
+    d.cache.trials.retain(|t| t.id == 9);
+    assert_eq!(
+        d.next_step(Mode::Drain, false, NOW),
+        Step::Finished(Finished::Interrupted)
+    );
+    assert_eq!(d.next_step(Mode::Drain, true, NOW), Step::Again);
+}
+
+#[tokio::test]
+async fn an_unavailable_backend_is_retried_then_given_up_with_the_study_resumable() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cloud = Arc::new(CachedCloud {
+        unavailable: true,
+        ..CachedCloud::default()
+    });
+    let mut r = runner(dir.path(), cloud).await;
+    r.backend_deadline = Duration::from_millis(400);
+    let (_tx, rx) = watch::channel(Mode::Run);
+    let err = r
+        .drive(&study(), Scope::Budget(2), rx)
+        .await
+        .expect_err("gives up");
+    assert!(
+        matches!(&err, RunError::Unavailable(m) if m.contains("the cloud is down") && m.contains("resumes the study")),
+        "{err}"
+    );
+    // 200, 400 ms... between passes: at least the first two failures were retried.
+    assert!(r.counters().backend_errors >= 2, "{:?}", r.counters());
+    // A tick does not retry: it leaves the failure to the next tick.
+    r.lease = Some(LeaseSpec {
+        holder: "tick".into(),
+        ttl: Duration::from_secs(5),
+    });
+    let before = r.counters().backend_errors;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    assert!(matches!(
+        r.tick(&study(), deadline).await,
+        Err(RunError::Unavailable(_))
+    ));
+    assert_eq!(r.counters().backend_errors, before);
+}
+
+#[test]
+fn backend_backoff_doubles_from_200_ms_to_at_most_5_s() {
+    let ms: Vec<u128> = (1..=8)
+        .map(|n| driver::backend_backoff(n).as_millis())
+        .collect();
+    assert_eq!(ms, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+}

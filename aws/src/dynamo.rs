@@ -122,8 +122,11 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, item: &Item) -> Result<T> {
     })
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+fn encode<T: serde::Serialize>(key: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode {
+        key: key.to_string(),
+        source,
+    })
 }
 
 fn build_err(e: impl std::fmt::Display) -> StoreError {
@@ -384,16 +387,17 @@ impl DynamoStore {
         }
     }
 
-    fn trial_item(t: &Trial, rev: u64) -> Item {
-        HashMap::from([
+    fn trial_item(t: &Trial, rev: u64) -> Result<Item> {
+        let data = encode(&format!("{}/{}", t.study, t.id), t)?;
+        Ok(HashMap::from([
             ("pk".to_string(), s(&t.study)),
             ("sk".to_string(), s(trial_sk(t.id))),
             ("state".to_string(), s(t.state.as_str())),
             ("attempt".to_string(), n(t.attempt)),
             ("rev".to_string(), n(rev)),
             ("chg".to_string(), n(augur_store::now_ms())),
-            ("data".to_string(), s(encode(t))),
-        ])
+            ("data".to_string(), s(data)),
+        ]))
     }
 
     /// Allocates the study's next trial id. A compare-and-set of `next_id` tagged with
@@ -461,7 +465,7 @@ impl TrialStore for DynamoStore {
             ("state".to_string(), s(rec.state.to_string())),
             ("rev".to_string(), n(0)),
             ("next_id".to_string(), n(0)),
-            ("data".to_string(), s(encode(rec))),
+            ("data".to_string(), s(encode(&rec.name, rec)?)),
         ]);
         if self.put_if(item, None).await? {
             return Ok(rec.clone());
@@ -483,7 +487,7 @@ impl TrialStore for DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#data", "data")
             .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":data", s(encode(rec)))
+            .expression_attribute_values(":data", s(encode(&rec.name, rec)?))
             .expression_attribute_values(":state", s(rec.state.to_string()))
             .expression_attribute_values(":one", n(1))
             .send()
@@ -561,7 +565,7 @@ impl TrialStore for DynamoStore {
                 .condition_expression("rev = :rev")
                 .expression_attribute_names("#data", "data")
                 .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":data", s(encode(&rec)))
+                .expression_attribute_values(":data", s(encode(name, &rec)?))
                 .expression_attribute_values(":state", s(to.to_string()))
                 .expression_attribute_values(":rev", n(rev))
                 .expression_attribute_values(":next", n(rev + 1))
@@ -656,7 +660,7 @@ impl TrialStore for DynamoStore {
                 .transact_items(TransactWriteItem::builder().put(put(guard)?).build())
                 .transact_items(
                     TransactWriteItem::builder()
-                        .put(put(Self::trial_item(&t, 0))?)
+                        .put(put(Self::trial_item(&t, 0)?)?)
                         .build(),
                 )
                 .send()
@@ -732,7 +736,7 @@ impl TrialStore for DynamoStore {
             }
             update.apply(&mut t);
             if self
-                .put_if(Self::trial_item(&t, rev + 1), Some(rev))
+                .put_if(Self::trial_item(&t, rev + 1)?, Some(rev))
                 .await?
             {
                 return Ok(Written::Done(t));

@@ -36,11 +36,42 @@ pub enum StoreError {
     },
     #[error("no study named `{0}`")]
     NoStudy(String),
+    /// A record could not be encoded (a bug).
+    #[error("cannot encode record {key}: {source}")]
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
+    /// The database refused a statement for a reason that waiting will not mend: a
+    /// constraint, the schema, a type (a bug, or a database augur did not write).
+    #[error("database error: {0}")]
+    Database(#[source] rusqlite::Error),
 }
 
 impl From<rusqlite::Error> for StoreError {
+    /// Busy, locked, I/O, a full disk or memory are the database being unavailable
+    /// (retried, then exit 3); anything else is [`StoreError::Database`].
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(
+                DatabaseBusy
+                | DatabaseLocked
+                | SystemIoFailure
+                | CannotOpen
+                | DiskFull
+                | OutOfMemory
+                | FileLockingProtocolFailed,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether waiting may mend it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 

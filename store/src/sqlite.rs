@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A [`TrialStore`] in one SQLite file.
+/// A [`TrialStore`] in one SQLite file. Its work runs on tokio's blocking pool, never
+/// on an async worker: a write may wait for another process's lock.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -85,7 +86,7 @@ impl SqliteStore {
             tx.commit()?;
         }
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
         })
     }
@@ -102,12 +103,21 @@ impl SqliteStore {
         &self.path
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
-        f(&mut guard)
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task: {e}")))?
     }
 }
 
@@ -118,9 +128,11 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, data: &str) -> Result<T> {
     })
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> String {
-    // Our records hold only strings, numbers, maps and lists: encoding cannot fail.
-    serde_json::to_string(v).unwrap_or_default()
+fn encode<T: serde::Serialize>(key: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode {
+        key: key.to_string(),
+        source,
+    })
 }
 
 fn read_trial(conn: &Connection, study: &str, id: u64) -> Result<Option<Trial>> {
@@ -138,7 +150,8 @@ fn read_trial(conn: &Connection, study: &str, id: u64) -> Result<Option<Trial>> 
 #[async_trait]
 impl TrialStore for SqliteStore {
     async fn create_study(&self, rec: &StudyRecord) -> Result<StudyRecord> {
-        self.with(|c| {
+        let rec = rec.clone();
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: Option<String> = tx
                 .query_row(
@@ -152,7 +165,7 @@ impl TrialStore for SqliteStore {
                 None => {
                     tx.execute(
                         "INSERT INTO studies (name, state, data) VALUES (?1, ?2, ?3)",
-                        params![rec.name, rec.state.to_string(), encode(rec)],
+                        params![rec.name, rec.state.to_string(), encode(&rec.name, &rec)?],
                     )?;
                     rec.clone()
                 }
@@ -160,23 +173,28 @@ impl TrialStore for SqliteStore {
             tx.commit()?;
             Ok(out)
         })
+        .await
     }
 
     async fn put_study(&self, rec: &StudyRecord) -> Result<()> {
-        self.with(|c| {
+        let rec = rec.clone();
+        self.with(move |c| {
             let n = c.execute(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
-                params![rec.name, rec.state.to_string(), encode(rec)],
+                params![rec.name, rec.state.to_string(), encode(&rec.name, &rec)?],
             )?;
             if n == 0 {
                 return Err(StoreError::NoStudy(rec.name.clone()));
             }
             Ok(())
         })
+        .await
     }
 
     async fn get_study(&self, name: &str) -> Result<Option<StudyRecord>> {
-        self.with(|c| {
+        let name = name.to_string();
+        self.with(move |c| {
+            let name = name.as_str();
             let d: Option<String> = c
                 .query_row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
                     r.get(0)
@@ -184,10 +202,11 @@ impl TrialStore for SqliteStore {
                 .optional()?;
             d.map(|d| decode(name, &d)).transpose()
         })
+        .await
     }
 
     async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st = c.prepare("SELECT name, data FROM studies ORDER BY name")?;
             let rows =
                 st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -198,6 +217,7 @@ impl TrialStore for SqliteStore {
             }
             Ok(out)
         })
+        .await
     }
 
     async fn set_study_state(
@@ -207,7 +227,9 @@ impl TrialStore for SqliteStore {
         to: StudyState,
         now: Millis,
     ) -> Result<bool> {
-        self.with(|c| {
+        let (name, from) = (name.to_string(), from.to_vec());
+        self.with(move |c| {
+            let name = name.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let d: Option<String> = tx
                 .query_row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
@@ -225,15 +247,18 @@ impl TrialStore for SqliteStore {
             rec.updated_ms = now;
             tx.execute(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
-                params![name, to.to_string(), encode(&rec)],
+                params![name, to.to_string(), encode(name, &rec)?],
             )?;
             tx.commit()?;
             Ok(true)
         })
+        .await
     }
 
     async fn delete_study(&self, name: &str) -> Result<bool> {
-        self.with(|c| {
+        let name = name.to_string();
+        self.with(move |c| {
+            let name = name.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM trials WHERE study = ?1", [name])?;
             tx.execute("DELETE FROM leases WHERE study = ?1", [name])?;
@@ -242,11 +267,13 @@ impl TrialStore for SqliteStore {
             tx.commit()?;
             Ok(n > 0)
         })
+        .await
     }
 
     async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)> {
         let slot = slot(trial);
-        self.with(|c| {
+        let trial = trial.clone();
+        self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: Option<String> = tx
                 .query_row("SELECT data FROM trials WHERE study = ?1 AND slot = ?2", params![trial.study, slot], |r| {
@@ -267,19 +294,23 @@ impl TrialStore for SqliteStore {
             let seq = next_seq(&tx)?;
             tx.execute(
                 "INSERT INTO trials (study, id, slot, state, attempt, seq, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![t.study, id, slot, t.state.as_str(), t.attempt, seq, encode(&t)],
+                params![t.study, id, slot, t.state.as_str(), t.attempt, seq, encode(&slot, &t)?],
             )?;
             tx.commit()?;
             Ok((t, true))
         })
+        .await
     }
 
     async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>> {
-        self.with(|c| read_trial(c, study, id))
+        let study = study.to_string();
+        self.with(move |c| read_trial(c, &study, id)).await
     }
 
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
-        self.with(|c| {
+        let study = study.to_string();
+        self.with(move |c| {
+            let study = study.as_str();
             let mut st =
                 c.prepare_cached("SELECT id, data FROM trials WHERE study = ?1 ORDER BY id")?;
             let rows = st.query_map([study], |r| {
@@ -292,10 +323,13 @@ impl TrialStore for SqliteStore {
             }
             Ok(out)
         })
+        .await
     }
 
     async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
-        self.with(|c| {
+        let study = study.to_string();
+        self.with(move |c| {
+            let study = study.as_str();
             let tx = c.transaction()?;
             let top: i64 = tx.query_row("SELECT seq FROM sequence WHERE one = 1", [], |r| r.get(0))?;
             let mut out = Vec::new();
@@ -310,6 +344,7 @@ impl TrialStore for SqliteStore {
             tx.commit()?;
             Ok((out, top as u64))
         })
+        .await
     }
 
     async fn update_trial(
@@ -319,7 +354,9 @@ impl TrialStore for SqliteStore {
         expect: &Expect,
         update: &TrialUpdate,
     ) -> Result<Written> {
-        self.with(|c| {
+        let (study, expect, update) = (study.to_string(), expect.clone(), update.clone());
+        self.with(move |c| {
+            let study = study.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut t) = read_trial(&tx, study, id)? else { return Ok(Written::Conflict(None)) };
             if !expect.holds(&t) {
@@ -334,11 +371,12 @@ impl TrialStore for SqliteStore {
             let seq = next_seq(&tx)?;
             tx.execute(
                 "UPDATE trials SET state = ?3, attempt = ?4, seq = ?5, data = ?6 WHERE study = ?1 AND id = ?2",
-                params![study, id as i64, t.state.as_str(), t.attempt, seq, encode(&t)],
+                params![study, id as i64, t.state.as_str(), t.attempt, seq, encode(&format!("{study}/{id}"), &t)?],
             )?;
             tx.commit()?;
             Ok(Written::Done(t))
         })
+        .await
     }
 
     async fn take_lease(
@@ -348,7 +386,10 @@ impl TrialStore for SqliteStore {
         now: Millis,
         until: Millis,
     ) -> Result<Lease> {
-        self.with(|c| {
+        let (study, holder) = (study.to_string(), holder.to_string());
+        self.with(move |c| {
+            let study = study.as_str();
+            let holder = holder.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<(String, i64)> = tx
                 .query_row(
@@ -376,20 +417,25 @@ impl TrialStore for SqliteStore {
                 until,
             })
         })
+        .await
     }
 
     async fn release_lease(&self, study: &str, holder: &str) -> Result<()> {
-        self.with(|c| {
+        let (study, holder) = (study.to_string(), holder.to_string());
+        self.with(move |c| {
+            let study = study.as_str();
+            let holder = holder.as_str();
             c.execute(
                 "DELETE FROM leases WHERE study = ?1 AND holder = ?2",
                 [study, holder],
             )?;
             Ok(())
         })
+        .await
     }
 
     async fn leases(&self) -> Result<Vec<(String, Lease)>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut q = c.prepare("SELECT study, holder, until FROM leases ORDER BY study")?;
             let rows = q.query_map([], |r| {
                 Ok((
@@ -402,20 +448,26 @@ impl TrialStore for SqliteStore {
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 
     async fn expire_lease(&self, study: &str, lease: &Lease) -> Result<bool> {
-        self.with(|c| {
+        let (study, lease) = (study.to_string(), lease.clone());
+        self.with(move |c| {
+            let study = study.as_str();
             let n = c.execute(
                 "DELETE FROM leases WHERE study = ?1 AND holder = ?2 AND until = ?3",
                 params![study, lease.holder, lease.until],
             )?;
             Ok(n > 0)
         })
+        .await
     }
 
     async fn set_submitted(&self, study: &str, on: bool) -> Result<()> {
-        self.with(|c| {
+        let study = study.to_string();
+        self.with(move |c| {
+            let study = study.as_str();
             if on {
                 c.execute(
                     "INSERT OR IGNORE INTO submitted (study) VALUES (?1)",
@@ -426,14 +478,16 @@ impl TrialStore for SqliteStore {
             }
             Ok(())
         })
+        .await
     }
 
     async fn submitted(&self) -> Result<Vec<String>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut q = c.prepare("SELECT study FROM submitted ORDER BY study")?;
             let rows = q.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+        .await
     }
 }
 
@@ -446,6 +500,28 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn busy_and_io_are_retryable_constraints_and_schema_are_bugs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let a = Connection::open(&path).unwrap();
+        let b = Connection::open(&path).unwrap();
+        b.busy_timeout(Duration::ZERO).unwrap();
+        a.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let busy = StoreError::from(b.execute_batch("BEGIN IMMEDIATE").unwrap_err());
+        assert!(busy.is_retryable(), "{busy}");
+        a.execute_batch("ROLLBACK").unwrap();
+        let twice = "INSERT INTO studies (name, state, data) VALUES ('x', 'active', '{}'), ('x', 'active', '{}')";
+        let dup = StoreError::from(a.execute(twice, []).unwrap_err());
+        assert!(
+            matches!(dup, StoreError::Database(_)) && !dup.is_retryable(),
+            "{dup}"
+        );
+        let schema = StoreError::from(a.execute("SELECT nope FROM studies", []).unwrap_err());
+        assert!(!schema.is_retryable(), "{schema}");
     }
 
     #[test]

@@ -475,7 +475,7 @@ async fn run_script(
         .arg(format!("{}{}", study.run.preamble, script))
         .current_dir(&cwd)
         .envs(&env)
-        .env("AUGUR_WORKDIR", &cwd)
+        .env(augur_model::agent::env::WORKDIR, &cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

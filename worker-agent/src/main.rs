@@ -5,6 +5,7 @@
 //! longer) current.
 
 use augur_agent::{run_attempt, AgentConfig, AgentError, AwsAgent};
+use augur_model::agent::{env, flag};
 use augur_store::{Layout, SqliteStore, TrialStore};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -27,33 +28,33 @@ enum Backend {
 )]
 struct Args {
     /// augur's state directory (database and logs locally; work directories always).
-    #[arg(long, env = "AUGUR_HOME", default_value = ".augur")]
+    #[arg(long = flag::HOME, env = env::HOME, default_value = ".augur")]
     home: PathBuf,
-    #[arg(long, value_enum, default_value = "local")]
+    #[arg(long = flag::BACKEND, value_enum, default_value = "local")]
     backend: Backend,
     /// DynamoDB table (aws).
-    #[arg(long, env = "AUGUR_TABLE")]
+    #[arg(long = flag::TABLE, env = env::TABLE)]
     table: Option<String>,
     /// Artifacts bucket (aws).
-    #[arg(long, env = "AUGUR_BUCKET")]
+    #[arg(long = flag::BUCKET, env = env::BUCKET)]
     bucket: Option<String>,
     /// Log groups are PREFIX/<study> (aws).
-    #[arg(long, default_value = "/augur")]
+    #[arg(long = flag::LOG_GROUP_PREFIX, default_value = "/augur")]
     log_group_prefix: String,
-    #[arg(long)]
+    #[arg(long = flag::STUDY)]
     study: String,
-    #[arg(long)]
+    #[arg(long = flag::TRIAL)]
     trial: u64,
-    #[arg(long)]
+    #[arg(long = flag::ATTEMPT)]
     attempt: u32,
     /// Time between heartbeats.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long = flag::HEARTBEAT, default_value = "2s", value_parser = parse_duration)]
     heartbeat: std::time::Duration,
     /// The machine's name in the record (default: host:pid).
-    #[arg(long)]
+    #[arg(long = flag::MACHINE)]
     machine: Option<String>,
     /// Power the machine off when done (on EC2: the instance terminates).
-    #[arg(long)]
+    #[arg(long = flag::SHUTDOWN)]
     shutdown: bool,
 }
 
@@ -150,4 +151,57 @@ async fn run(args: Args) -> ExitCode {
             .status();
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur_model::agent::{AwsTarget, Invocation};
+
+    /// The flags every provider writes (the contract) are the flags this binary
+    /// reads: a renamed or added flag on either side fails here.
+    #[test]
+    fn the_agent_reads_every_invocation_the_providers_write() {
+        let local = Invocation {
+            home: "/h".into(),
+            aws: None,
+            study: "s".into(),
+            trial: 7,
+            attempt: 2,
+            heartbeat_ms: 1_500,
+            machine: None,
+            shutdown: false,
+        };
+        let aws = Invocation {
+            aws: Some(AwsTarget {
+                table: "t".into(),
+                bucket: "b".into(),
+                log_group_prefix: "/p".into(),
+            }),
+            machine: Some("i-1".into()),
+            shutdown: true,
+            ..local.clone()
+        };
+        for inv in [local, aws] {
+            let args = Args::try_parse_from(
+                std::iter::once(augur_model::agent::PROGRAM.to_string()).chain(inv.to_args()),
+            )
+            .expect("the agent parses the contract's arguments");
+            let read_back = Invocation {
+                home: args.home.display().to_string(),
+                aws: matches!(args.backend, Backend::Aws).then(|| AwsTarget {
+                    table: args.table.clone().unwrap_or_default(),
+                    bucket: args.bucket.clone().unwrap_or_default(),
+                    log_group_prefix: args.log_group_prefix.clone(),
+                }),
+                study: args.study.clone(),
+                trial: args.trial,
+                attempt: args.attempt,
+                heartbeat_ms: args.heartbeat.as_millis() as u64,
+                machine: args.machine.clone(),
+                shutdown: args.shutdown,
+            };
+            assert_eq!(read_back, inv);
+        }
+    }
 }

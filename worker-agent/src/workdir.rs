@@ -1,5 +1,6 @@
 //! The attempt's working directory and environment.
 
+use augur_model::agent::env as var;
 use augur_model::{Study, Trial};
 use std::collections::BTreeMap;
 use std::io;
@@ -41,19 +42,6 @@ pub fn prepare(study: &Study, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `data-10` → `DATA_10`: a dataset name as part of a variable name.
-pub fn env_suffix(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The script's environment (on top of the agent's own): the script contract.
 pub fn environment(
     study: &Study,
@@ -61,29 +49,26 @@ pub fn environment(
     dataset_dir: impl Fn(&str) -> PathBuf,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = study.run.env.clone();
-    env.insert("AUGUR_STUDY".into(), study.name.clone());
-    env.insert("AUGUR_TRIAL".into(), trial.id.to_string());
-    env.insert("AUGUR_ATTEMPT".into(), trial.attempt.to_string());
-    env.insert("AUGUR_REPLICATE".into(), trial.replicate.to_string());
+    env.insert(var::STUDY.into(), study.name.clone());
+    env.insert(var::TRIAL.into(), trial.id.to_string());
+    env.insert(var::ATTEMPT.into(), trial.attempt.to_string());
+    env.insert(var::REPLICATE.into(), trial.replicate.to_string());
     env.insert(
-        "AUGUR_PARAMS_JSON".into(),
+        var::PARAMS_JSON.into(),
         serde_json::to_string(&trial.params).unwrap_or_default(),
     );
     for (k, v) in &trial.params {
-        env.insert(format!("AUGUR_PARAM_{}", k.to_uppercase()), v.to_string());
+        env.insert(var::param(k), v.to_string());
     }
     if let Some(d) = &trial.dataset {
-        env.insert("AUGUR_DATASET".into(), d.clone());
+        env.insert(var::DATASET.into(), d.clone());
         env.insert(
-            "AUGUR_DATASET_DIR".into(),
+            var::DATASET_DIR.into(),
             dataset_dir(d).display().to_string(),
         );
     }
     for d in &trial.needs {
-        env.insert(
-            format!("AUGUR_DATASET_DIR_{}", env_suffix(d)),
-            dataset_dir(d).display().to_string(),
-        );
+        env.insert(var::dataset_dir(d), dataset_dir(d).display().to_string());
     }
     env
 }

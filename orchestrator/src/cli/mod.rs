@@ -152,7 +152,8 @@ enum Cmd {
 }
 
 /// An error with its exit code.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Fail {
     pub code: u8,
     pub message: String,

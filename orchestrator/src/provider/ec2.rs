@@ -11,6 +11,7 @@
 use super::{MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
+use augur_model::agent::{AwsTarget, Invocation};
 use augur_model::{Study, Trial};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
@@ -105,30 +106,21 @@ impl Ec2Provider {
     /// The agent's arguments for one attempt.
     pub fn agent_args(&self, study: &str, trial: u64, attempt: u32) -> Vec<String> {
         let s = &self.settings;
-        [
-            "--backend",
-            "aws",
-            "--home",
-            "/var/lib/augur",
-            "--table",
-            &s.table,
-            "--bucket",
-            &s.bucket,
-            "--log-group-prefix",
-            &s.log_group_prefix,
-            "--study",
-            study,
-            "--trial",
-            &trial.to_string(),
-            "--attempt",
-            &attempt.to_string(),
-            "--heartbeat",
-            &format!("{}ms", s.heartbeat.as_millis()),
-            "--shutdown",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect()
+        Invocation {
+            home: "/var/lib/augur".into(),
+            aws: Some(AwsTarget {
+                table: s.table.clone(),
+                bucket: s.bucket.clone(),
+                log_group_prefix: s.log_group_prefix.clone(),
+            }),
+            study: study.into(),
+            trial,
+            attempt,
+            heartbeat_ms: s.heartbeat.as_millis() as u64,
+            machine: None,
+            shutdown: true,
+        }
+        .to_args()
     }
 
     /// The instance's boot script: fetch the agent, run it, power off.

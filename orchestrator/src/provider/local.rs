@@ -8,6 +8,7 @@
 use super::{MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
+use augur_model::agent::{self, Invocation};
 use augur_model::{Study, Trial};
 use augur_store::Layout;
 use std::collections::HashMap;
@@ -57,17 +58,17 @@ impl LocalProvider {
 
     /// Finds `augur-agent` next to the running binary, else on `PATH`.
     pub fn find_agent() -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os("AUGUR_AGENT").map(PathBuf::from) {
+        if let Some(p) = std::env::var_os(agent::env::AGENT).map(PathBuf::from) {
             return Some(p);
         }
         let exe = std::env::current_exe().ok()?;
-        let sibling = exe.parent()?.join("augur-agent");
+        let sibling = exe.parent()?.join(agent::PROGRAM);
         if sibling.is_file() {
             return Some(sibling);
         }
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
-                .map(|d| d.join("augur-agent"))
+                .map(|d| d.join(agent::PROGRAM))
                 .find(|p| p.is_file())
         })
     }
@@ -99,27 +100,19 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
         .filter_map(|a| std::str::from_utf8(a).ok())
         .collect();
     let program = args.first().and_then(|a| Path::new(a).file_name());
-    if program.is_none_or(|n| n != "augur-agent") {
+    if program.is_none_or(|n| n != agent::PROGRAM) {
         return None;
     }
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| *a == name)
-            .and_then(|i| args.get(i + 1))
-            .copied()
-    };
-    if arg("--home")? != root {
+    let inv = Invocation::parse(&args[1..])?;
+    if inv.home != root {
         return None;
     }
-    let study = arg("--study")?.to_string();
-    let trial = arg("--trial")?.parse().ok()?;
-    let attempt = arg("--attempt")?.parse().ok()?;
     Some((
-        study,
+        inv.study,
         Machine {
             id: pid.to_string(),
-            trial,
-            attempt,
+            trial: inv.trial,
+            attempt: inv.attempt,
             gone: None,
         },
     ))
@@ -132,11 +125,11 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
 /// abnormally, so the scan of `/proc` is off the normal path.
 fn end_orphans(root: &Path, study: &str, trial: u64, attempt: u32) {
     let want = [
-        format!("AUGUR_STUDY={study}"),
-        format!("AUGUR_TRIAL={trial}"),
-        format!("AUGUR_ATTEMPT={attempt}"),
+        format!("{}={study}", agent::env::STUDY),
+        format!("{}={trial}", agent::env::TRIAL),
+        format!("{}={attempt}", agent::env::ATTEMPT),
     ];
-    let workdir = format!("AUGUR_WORKDIR={}/", root.display());
+    let workdir = format!("{}={}/", agent::env::WORKDIR, root.display());
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -173,13 +166,18 @@ impl MachineProvider for LocalProvider {
         let stderr = augur_store::logfile::open_append(&log)
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
+        let invocation = Invocation {
+            home: self.layout.root.display().to_string(),
+            aws: None,
+            study: study.name.clone(),
+            trial: trial.id,
+            attempt: trial.attempt,
+            heartbeat_ms: self.heartbeat.as_millis() as u64,
+            machine: None,
+            shutdown: false,
+        };
         let mut cmd = tokio::process::Command::new(&self.agent);
-        cmd.arg("--home")
-            .arg(&self.layout.root)
-            .args(["--study", &study.name])
-            .args(["--trial", &trial.id.to_string()])
-            .args(["--attempt", &trial.attempt.to_string()])
-            .args(["--heartbeat", &format!("{}ms", self.heartbeat.as_millis())])
+        cmd.args(invocation.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -11,6 +11,7 @@
 //! started (a spot reclaim); `--reclaim-spot` reclaims every spot instance so;
 //! `--hang-every N` freezes the agent of every N-th instance (SIGSTOP).
 
+use augur_model::agent::Invocation;
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceLifecycleType};
 use base64::Engine;
 use clap::Parser;
@@ -124,22 +125,17 @@ async fn main() {
                     continue;
                 };
                 let home = args.home.join(id);
+                let Some(mut invocation) = Invocation::parse(&agent_args) else {
+                    eprintln!("fake-hypervisor: {id}: its user-data's agent arguments are not an invocation");
+                    continue;
+                };
+                // The instance's own directory, its id in the record, and no power-off
+                // (this is not a machine of its own).
+                invocation.home = home.display().to_string();
+                invocation.machine = Some(id.to_string());
+                invocation.shutdown = false;
                 let mut cmd = Command::new(&agent);
-                let mut it = agent_args.into_iter();
-                while let Some(a) = it.next() {
-                    match a.as_str() {
-                        "--shutdown" => {}
-                        "--home" => {
-                            it.next();
-                        }
-                        _ => {
-                            cmd.arg(a);
-                        }
-                    }
-                }
-                cmd.arg("--home")
-                    .arg(&home)
-                    .args(["--machine", id])
+                cmd.args(invocation.to_args())
                     .env(
                         "AWS_ENDPOINT_URL",
                         args.agent_endpoint_url
@@ -249,6 +245,6 @@ async fn user_data_args(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<Vec<Strin
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()?;
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix("# augur-agent-args: "))?;
+        .find_map(|l| l.strip_prefix(augur::provider::ec2::ARGS_MARKER))?;
     serde_json::from_str(line).ok()
 }

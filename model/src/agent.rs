@@ -1,0 +1,228 @@
+//! The agent contract: how an orchestrator starts `augur-agent` for one attempt (its
+//! flags), and the environment the attempt's script gets. Written once, here, and
+//! used by both sides: the machine providers build an [`Invocation`], the agent
+//! parses its flags by the names in [`flag`] and sets the script's environment by the
+//! names in [`env`]. (The log line format is `augur_store::logfile`'s, on both sides.)
+
+use crate::duration;
+
+/// The agent's program name: the local provider finds its agents in `/proc` by it.
+pub const PROGRAM: &str = "augur-agent";
+
+/// The agent's flags, without their leading `--`.
+pub mod flag {
+    /// augur's state directory (database and logs locally; work directories always).
+    pub const HOME: &str = "home";
+    /// `local` or `aws`.
+    pub const BACKEND: &str = "backend";
+    pub const TABLE: &str = "table";
+    pub const BUCKET: &str = "bucket";
+    pub const LOG_GROUP_PREFIX: &str = "log-group-prefix";
+    pub const STUDY: &str = "study";
+    pub const TRIAL: &str = "trial";
+    pub const ATTEMPT: &str = "attempt";
+    pub const HEARTBEAT: &str = "heartbeat";
+    /// The machine's name in the record.
+    pub const MACHINE: &str = "machine";
+    /// Power the machine off when done.
+    pub const SHUTDOWN: &str = "shutdown";
+}
+
+/// Environment variable names of the contract.
+pub mod env {
+    /// The agent's own settings (fallbacks of its flags).
+    pub const HOME: &str = "AUGUR_HOME";
+    pub const TABLE: &str = "AUGUR_TABLE";
+    pub const BUCKET: &str = "AUGUR_BUCKET";
+    /// The local provider's agent binary, when not beside `augur`.
+    pub const AGENT: &str = "AUGUR_AGENT";
+
+    /// What the script sees of its attempt.
+    pub const STUDY: &str = "AUGUR_STUDY";
+    pub const TRIAL: &str = "AUGUR_TRIAL";
+    pub const ATTEMPT: &str = "AUGUR_ATTEMPT";
+    pub const REPLICATE: &str = "AUGUR_REPLICATE";
+    pub const PARAMS_JSON: &str = "AUGUR_PARAMS_JSON";
+    /// The attempt's working directory (also how a dead agent's scripts are found).
+    pub const WORKDIR: &str = "AUGUR_WORKDIR";
+    /// A dataset run: its name and the directory it fills.
+    pub const DATASET: &str = "AUGUR_DATASET";
+    pub const DATASET_DIR: &str = "AUGUR_DATASET_DIR";
+
+    /// `AUGUR_PARAM_<NAME>`: one parameter's value.
+    pub fn param(name: &str) -> String {
+        format!("AUGUR_PARAM_{}", name.to_uppercase())
+    }
+
+    /// `AUGUR_DATASET_DIR_<NAME>`: where a dataset the trial needs is (`data-10` →
+    /// `DATA_10`).
+    pub fn dataset_dir(name: &str) -> String {
+        let suffix: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{DATASET_DIR}_{suffix}")
+    }
+}
+
+/// Where an agent on AWS keeps state, logs and files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsTarget {
+    pub table: String,
+    pub bucket: String,
+    /// Log groups are `<prefix>/<study>`.
+    pub log_group_prefix: String,
+}
+
+/// One attempt's agent, as it is started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invocation {
+    pub home: String,
+    /// `None`: the local backend (SQLite and log files under `home`).
+    pub aws: Option<AwsTarget>,
+    pub study: String,
+    pub trial: u64,
+    pub attempt: u32,
+    pub heartbeat_ms: u64,
+    /// The machine's name in the record (the agent's default: `host:pid`).
+    pub machine: Option<String>,
+    /// Power the machine off when done (on EC2 the instance then terminates).
+    pub shutdown: bool,
+}
+
+impl Invocation {
+    /// The agent's arguments (without the program name).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut put = |name: &str, value: String| {
+            out.push(format!("--{name}"));
+            out.push(value);
+        };
+        if let Some(aws) = &self.aws {
+            put(flag::BACKEND, "aws".into());
+            put(flag::TABLE, aws.table.clone());
+            put(flag::BUCKET, aws.bucket.clone());
+            put(flag::LOG_GROUP_PREFIX, aws.log_group_prefix.clone());
+        }
+        put(flag::HOME, self.home.clone());
+        put(flag::STUDY, self.study.clone());
+        put(flag::TRIAL, self.trial.to_string());
+        put(flag::ATTEMPT, self.attempt.to_string());
+        put(flag::HEARTBEAT, format!("{}ms", self.heartbeat_ms));
+        if let Some(m) = &self.machine {
+            put(flag::MACHINE, m.clone());
+        }
+        if self.shutdown {
+            out.push(format!("--{}", flag::SHUTDOWN));
+        }
+        out
+    }
+
+    /// Reads an invocation back from the arguments [`to_args`](Self::to_args) wrote
+    /// (the local provider reads its agents' from `/proc`); `None` if they are not an
+    /// agent's. A missing `--home` or `--heartbeat` takes the agent's default.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Option<Invocation> {
+        let (mut study, mut trial, mut attempt) = (None, None, None);
+        let mut home = ".augur".to_string();
+        let mut aws = AwsTarget {
+            table: String::new(),
+            bucket: String::new(),
+            log_group_prefix: "/augur".into(),
+        };
+        let (mut on_aws, mut heartbeat_ms, mut machine, mut shutdown) = (false, 2_000, None, false);
+        let mut it = args.iter().map(AsRef::as_ref);
+        while let Some(a) = it.next() {
+            let name = a.strip_prefix("--")?;
+            if name == flag::SHUTDOWN {
+                shutdown = true;
+                continue;
+            }
+            let value = it.next()?;
+            match name {
+                flag::HOME => home = value.into(),
+                flag::BACKEND => on_aws = value == "aws",
+                flag::TABLE => aws.table = value.into(),
+                flag::BUCKET => aws.bucket = value.into(),
+                flag::LOG_GROUP_PREFIX => aws.log_group_prefix = value.into(),
+                flag::STUDY => study = Some(value.to_string()),
+                flag::TRIAL => trial = Some(value.parse().ok()?),
+                flag::ATTEMPT => attempt = Some(value.parse().ok()?),
+                flag::HEARTBEAT => heartbeat_ms = duration::parse(value).ok()?.as_millis() as u64,
+                flag::MACHINE => machine = Some(value.to_string()),
+                _ => return None,
+            }
+        }
+        Some(Invocation {
+            home,
+            aws: on_aws.then_some(aws),
+            study: study?,
+            trial: trial?,
+            attempt: attempt?,
+            heartbeat_ms,
+            machine,
+            shutdown,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Invocation {
+        Invocation {
+            home: "/tmp/x y/.augur".into(),
+            aws: None,
+            study: "s".into(),
+            trial: 42,
+            attempt: 3,
+            heartbeat_ms: 1_500,
+            machine: None,
+            shutdown: false,
+        }
+    }
+
+    #[test]
+    fn invocations_read_back_as_written() {
+        let l = local();
+        assert_eq!(Invocation::parse(&l.to_args()), Some(l.clone()));
+        let a = Invocation {
+            aws: Some(AwsTarget {
+                table: "t".into(),
+                bucket: "b".into(),
+                log_group_prefix: "/p".into(),
+            }),
+            machine: Some("i-1".into()),
+            shutdown: true,
+            ..l
+        };
+        assert_eq!(Invocation::parse(&a.to_args()), Some(a));
+    }
+
+    #[test]
+    fn what_is_not_an_agents_invocation_is_refused() {
+        let args = local().to_args();
+        let without = |flag: &str| -> Vec<String> {
+            let i = args.iter().position(|a| a == flag).expect("flag");
+            [&args[..i], &args[i + 2..]].concat()
+        };
+        assert!(Invocation::parse(&without("--study")).is_none());
+        assert!(Invocation::parse(&without("--attempt")).is_none());
+        assert!(Invocation::parse(&["--trial", "x"]).is_none());
+        assert!(Invocation::parse(&["--unknown", "1"]).is_none());
+        assert!(Invocation::parse(&["stray"]).is_none());
+        assert!(Invocation::parse(&["--study"]).is_none());
+    }
+
+    #[test]
+    fn script_variables() {
+        assert_eq!(env::param("lr"), "AUGUR_PARAM_LR");
+        assert_eq!(env::dataset_dir("data-10"), "AUGUR_DATASET_DIR_DATA_10");
+    }
+}

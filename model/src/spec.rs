@@ -682,21 +682,7 @@ impl RawStudy {
                 "name `{name}` is not a valid study name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
             )));
         }
-        let obj = self.objective.into_inner();
-        let metric = obj.metric.get_ref().trim().to_string();
-        if metric.is_empty() {
-            return Err(cx.at(&obj.metric, "objective.metric is empty"));
-        }
-        let goal = match obj.goal.as_ref().map(|g| g.get_ref().as_str()) {
-            None | Some("minimize") | Some("min") => Goal::Minimize,
-            Some("maximize") | Some("max") => Goal::Maximize,
-            Some(other) => {
-                return Err(cx.at(
-                    obj.goal.as_ref().unwrap_or(&obj.metric),
-                    format!("objective.goal must be \"minimize\" or \"maximize\", got \"{other}\""),
-                ))
-            }
-        };
+        let objective = self.objective.into_inner().validate(cx)?;
         let oracle = match self.oracle.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("random") => OracleKind::Random,
             Some("grid") => OracleKind::Grid,
@@ -715,184 +701,18 @@ impl RawStudy {
             Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
             Some(s) => return Err(cx.at(s, format!("seed must be 0 or more, got {}", s.get_ref()))),
         };
-        let mut params = BTreeMap::new();
-        let mut env_names: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in self.params {
-            let key = k.get_ref().clone();
-            if !valid_ident(&key) {
-                return Err(cx.at(&k, format!(
-                    "parameter name `{key}` must be letters, digits and _ (it becomes AUGUR_PARAM_{})",
-                    key.to_uppercase()
-                )));
-            }
-            let upper = key.to_uppercase();
-            if let Some(prev) = env_names.insert(upper.clone(), key.clone()) {
-                return Err(cx.at(
-                    &k,
-                    format!(
-                        "duplicate parameter: `{prev}` and `{key}` are both AUGUR_PARAM_{upper}"
-                    ),
-                ));
-            }
-            let span = v.span();
-            let spec = v
-                .into_inner()
-                .validate(&format!("params.{key}"))
-                .map_err(|m| cx.err(Some(span), m))?;
-            params.insert(key, spec);
-        }
-
+        let params = validate_params(cx, self.params)?;
         let run_span = self.run.span();
-        let run = self.run.into_inner();
-        let script = run.script.get_ref().clone();
-        if script.trim().is_empty() {
-            return Err(cx.at(&run.script, "run.script is empty"));
-        }
-        let mut files = Vec::new();
-        for f in &run.files {
-            let rel = f.get_ref();
-            let p = dir.join(rel);
-            // Copied into the working directory under its own name: `..` or `/` name
-            // none, and would copy outside it.
-            if !rel.is_empty() && Path::new(rel).file_name().is_none() {
-                return Err(cx.at(
-                    f,
-                    format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
-                ));
-            }
-            if rel.is_empty() || !p.exists() {
-                return Err(cx.at(
-                    f,
-                    format!("run.files: `{rel}` not found (looked in {})", dir.display()),
-                ));
-            }
-            files.push(rel.clone());
-        }
-        let timeout_ms = match &run.timeout {
-            None => None,
-            Some(t) => match duration_ms(cx, "run.timeout", t)? {
-                0 => None,
-                ms => Some(ms),
-            },
-        };
-        let grace_ms = match &run.grace {
-            None => 10_000,
-            Some(g) => duration_ms(cx, "run.grace", g)?,
-        };
-        let max_attempts = match &run.max_attempts {
-            None => 3,
-            Some(v) => count(cx, "run.max_attempts", v, 1, 1000)?,
-        };
-        let max_preemptions = match &run.max_preemptions {
-            None => default_max_preemptions(),
-            Some(v) => count(cx, "run.max_preemptions", v, 0, 1000)?,
-        };
-        let mut env = BTreeMap::new();
-        for (k, v) in run.env {
-            let key = k.get_ref().clone();
-            if !valid_ident(&key) || key.starts_with("AUGUR_") {
-                return Err(cx.at(&k, format!("run.env: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
-            }
-            env.insert(key, v);
-        }
-        let run = RunSpec {
-            script,
-            files,
-            timeout_ms,
-            grace_ms,
-            max_attempts,
-            max_preemptions,
-            retry_on_failure: run.retry_on_failure,
-            env,
-            preamble: run.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
-        };
-
-        let mut datasets = Vec::new();
-        let mut seen = BTreeSet::new();
-        for d in self.datasets {
-            let span = d.span();
-            let d = d.into_inner();
-            let tmpl = d.name.get_ref().clone();
-            if tmpl.is_empty() || !seen.insert(tmpl.clone()) {
-                return Err(cx.at(
-                    &d.name,
-                    format!("datasets: name `{tmpl}` is empty or declared twice"),
-                ));
-            }
-            if d.script.get_ref().trim().is_empty() {
-                return Err(cx.at(&d.script, format!("datasets `{tmpl}`: script is empty")));
-            }
-            let timeout_ms = match &d.timeout {
-                None => None,
-                Some(t) => Some(duration_ms(cx, "datasets.timeout", t)?).filter(|ms| *ms > 0),
-            };
-            let spec = DatasetSpec {
-                name: tmpl.clone(),
-                script: d.script.into_inner(),
-                timeout_ms,
-            };
-            for p in spec.placeholders() {
-                if !params.contains_key(&p) {
-                    return Err(cx.err(
-                        Some(span.clone()),
-                        format!("datasets `{tmpl}`: `{{{p}}}` is not a parameter"),
-                    ));
-                }
-            }
-            let bare = spec.name.replace(['{', '}'], "");
-            if !valid_study_name(&bare) {
-                return Err(cx.at(
-                    &d.name,
-                    format!("datasets: name `{tmpl}` must be A-Z a-z 0-9 . _ - (and {{param}})"),
-                ));
-            }
-            datasets.push(spec);
-        }
-
-        let aws = match self.aws {
-            None => None,
-            Some(a) => {
-                let a = a.into_inner();
-                let disk_gb = match &a.disk_gb {
-                    None => None,
-                    Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
-                    Some(d) => {
-                        return Err(cx.at(
-                            d,
-                            format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()),
-                        ))
-                    }
-                };
-                let spot_fallback_after = match &a.spot_fallback_after {
-                    None => None,
-                    Some(v) if !a.spot => {
-                        return Err(cx.at(
-                            v,
-                            "aws.spot_fallback_after only applies with aws.spot = true",
-                        ))
-                    }
-                    Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
-                };
-                Some(AwsSpec {
-                    instance_type: a.instance_type,
-                    fallback_instance_types: a.fallback_instance_types,
-                    image: a.image,
-                    spot: a.spot,
-                    spot_fallback_after,
-                    region: a.region,
-                    subnet: a.subnet,
-                    disk_gb,
-                })
-            }
-        };
-
+        let run = self.run.into_inner().validate(cx, dir)?;
+        let datasets = validate_datasets(cx, self.datasets, &params)?;
+        let aws = self.aws.map(|a| a.into_inner().validate(cx)).transpose()?;
         let prune = match self.prune {
             None => None,
-            Some(p) => Some(p.into_inner().validate(cx, &metric)?),
+            Some(p) => Some(p.into_inner().validate(cx, &objective.metric)?),
         };
         let mut study = Study {
             name,
-            objective: Objective { metric, goal },
+            objective,
             oracle,
             trials: 0,
             parallel: parallel as u32,
@@ -905,39 +725,258 @@ impl RawStudy {
             prune,
             dir: dir.display().to_string(),
         };
-        study.trials = match (&self.trials, oracle) {
-            (Some(_), _) => positive(cx, "trials", &self.trials, 1)? as u64,
-            (None, OracleKind::Grid) => {
-                let n = study
-                    .grid_size()
-                    .map_err(|m| cx.err(Some(run_span.clone()), m))?;
-                n.saturating_mul(study.replicates as u64)
-            }
-            (None, OracleKind::Random | OracleKind::Tpe) => {
-                return Err(cx.err(
-                    Some(0..0),
-                    format!(
-                        "trials (the budget) is required for the {} oracle",
-                        self.oracle
-                            .as_ref()
-                            .map_or("random", |o| o.get_ref().as_str())
-                    ),
+        study.trials = budget(cx, &self.trials, &self.oracle, &study, run_span)?;
+        Ok(study)
+    }
+}
+
+impl RawObjective {
+    fn validate(self, cx: &Cx) -> Result<Objective, SpecError> {
+        let metric = self.metric.get_ref().trim().to_string();
+        if metric.is_empty() {
+            return Err(cx.at(&self.metric, "objective.metric is empty"));
+        }
+        let goal = match self.goal.as_ref().map(|g| g.get_ref().as_str()) {
+            None | Some("minimize") | Some("min") => Goal::Minimize,
+            Some("maximize") | Some("max") => Goal::Maximize,
+            Some(other) => {
+                return Err(cx.at(
+                    self.goal.as_ref().unwrap_or(&self.metric),
+                    format!("objective.goal must be \"minimize\" or \"maximize\", got \"{other}\""),
                 ))
             }
         };
-        if oracle == OracleKind::Grid {
-            let n = study
-                .grid_size()
-                .map_err(|m| cx.err(None, format!("grid oracle: {m}")))?;
-            if n > MAX_GRID_POINTS {
-                return Err(cx.err(
-                    None,
-                    format!("grid oracle: {n} points is more than {MAX_GRID_POINTS}"),
+        Ok(Objective { metric, goal })
+    }
+}
+
+/// The parameters: names usable as `AUGUR_PARAM_<NAME>`, distinct once upper-cased.
+fn validate_params(
+    cx: &Cx,
+    raw: BTreeMap<Spanned<String>, Spanned<RawParam>>,
+) -> Result<BTreeMap<String, ParamSpec>, SpecError> {
+    let mut params = BTreeMap::new();
+    let mut env_names: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in raw {
+        let key = k.get_ref().clone();
+        if !valid_ident(&key) {
+            return Err(cx.at(
+                &k,
+                format!(
+                "parameter name `{key}` must be letters, digits and _ (it becomes AUGUR_PARAM_{})",
+                key.to_uppercase()
+            ),
+            ));
+        }
+        let upper = key.to_uppercase();
+        if let Some(prev) = env_names.insert(upper.clone(), key.clone()) {
+            return Err(cx.at(
+                &k,
+                format!("duplicate parameter: `{prev}` and `{key}` are both AUGUR_PARAM_{upper}"),
+            ));
+        }
+        let span = v.span();
+        let spec = v
+            .into_inner()
+            .validate(&format!("params.{key}"))
+            .map_err(|m| cx.err(Some(span), m))?;
+        params.insert(key, spec);
+    }
+    Ok(params)
+}
+
+impl RawRun {
+    fn validate(self, cx: &Cx, dir: &Path) -> Result<RunSpec, SpecError> {
+        let script = self.script.get_ref().clone();
+        if script.trim().is_empty() {
+            return Err(cx.at(&self.script, "run.script is empty"));
+        }
+        let mut files = Vec::new();
+        for f in &self.files {
+            let rel = f.get_ref();
+            // Copied into the working directory under its own name: `..` or `/` name
+            // none, and would copy outside it.
+            if !rel.is_empty() && Path::new(rel).file_name().is_none() {
+                return Err(cx.at(
+                    f,
+                    format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
                 ));
             }
+            if rel.is_empty() || !dir.join(rel).exists() {
+                return Err(cx.at(
+                    f,
+                    format!("run.files: `{rel}` not found (looked in {})", dir.display()),
+                ));
+            }
+            files.push(rel.clone());
         }
-        Ok(study)
+        let timeout_ms = match &self.timeout {
+            None => None,
+            Some(t) => match duration_ms(cx, "run.timeout", t)? {
+                0 => None,
+                ms => Some(ms),
+            },
+        };
+        let grace_ms = match &self.grace {
+            None => 10_000,
+            Some(g) => duration_ms(cx, "run.grace", g)?,
+        };
+        let max_attempts = match &self.max_attempts {
+            None => 3,
+            Some(v) => count(cx, "run.max_attempts", v, 1, 1000)?,
+        };
+        let max_preemptions = match &self.max_preemptions {
+            None => default_max_preemptions(),
+            Some(v) => count(cx, "run.max_preemptions", v, 0, 1000)?,
+        };
+        let mut env = BTreeMap::new();
+        for (k, v) in self.env {
+            let key = k.get_ref().clone();
+            if !valid_ident(&key) || key.starts_with("AUGUR_") {
+                return Err(cx.at(&k, format!("run.env: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
+            }
+            env.insert(key, v);
+        }
+        Ok(RunSpec {
+            script,
+            files,
+            timeout_ms,
+            grace_ms,
+            max_attempts,
+            max_preemptions,
+            retry_on_failure: self.retry_on_failure,
+            env,
+            preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
+        })
     }
+}
+
+/// Dataset templates: named once each, a script, placeholders that are parameters.
+fn validate_datasets(
+    cx: &Cx,
+    raw: Vec<Spanned<RawDataset>>,
+    params: &BTreeMap<String, ParamSpec>,
+) -> Result<Vec<DatasetSpec>, SpecError> {
+    let mut datasets = Vec::new();
+    let mut seen = BTreeSet::new();
+    for d in raw {
+        let span = d.span();
+        let d = d.into_inner();
+        let tmpl = d.name.get_ref().clone();
+        if tmpl.is_empty() || !seen.insert(tmpl.clone()) {
+            return Err(cx.at(
+                &d.name,
+                format!("datasets: name `{tmpl}` is empty or declared twice"),
+            ));
+        }
+        if d.script.get_ref().trim().is_empty() {
+            return Err(cx.at(&d.script, format!("datasets `{tmpl}`: script is empty")));
+        }
+        let timeout_ms = match &d.timeout {
+            None => None,
+            Some(t) => Some(duration_ms(cx, "datasets.timeout", t)?).filter(|ms| *ms > 0),
+        };
+        let spec = DatasetSpec {
+            name: tmpl.clone(),
+            script: d.script.into_inner(),
+            timeout_ms,
+        };
+        if let Some(p) = spec
+            .placeholders()
+            .into_iter()
+            .find(|p| !params.contains_key(p))
+        {
+            return Err(cx.err(
+                Some(span),
+                format!("datasets `{tmpl}`: `{{{p}}}` is not a parameter"),
+            ));
+        }
+        let bare = spec.name.replace(['{', '}'], "");
+        if !valid_study_name(&bare) {
+            return Err(cx.at(
+                &d.name,
+                format!("datasets: name `{tmpl}` must be A-Z a-z 0-9 . _ - (and {{param}})"),
+            ));
+        }
+        datasets.push(spec);
+    }
+    Ok(datasets)
+}
+
+impl RawAws {
+    fn validate(self, cx: &Cx) -> Result<AwsSpec, SpecError> {
+        let disk_gb = match &self.disk_gb {
+            None => None,
+            Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
+            Some(d) => {
+                return Err(cx.at(
+                    d,
+                    format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()),
+                ))
+            }
+        };
+        let spot_fallback_after = match &self.spot_fallback_after {
+            None => None,
+            Some(v) if !self.spot => {
+                return Err(cx.at(
+                    v,
+                    "aws.spot_fallback_after only applies with aws.spot = true",
+                ))
+            }
+            Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
+        };
+        Ok(AwsSpec {
+            instance_type: self.instance_type,
+            fallback_instance_types: self.fallback_instance_types,
+            image: self.image,
+            spot: self.spot,
+            spot_fallback_after,
+            region: self.region,
+            subnet: self.subnet,
+            disk_gb,
+        })
+    }
+}
+
+/// The budget of trials: given, or for a grid its size times the replicates. A grid
+/// may have at most [`MAX_GRID_POINTS`] points.
+fn budget(
+    cx: &Cx,
+    trials: &Option<Spanned<i64>>,
+    oracle_key: &Option<Spanned<String>>,
+    study: &Study,
+    run_span: Range<usize>,
+) -> Result<u64, SpecError> {
+    let n = match (trials, study.oracle) {
+        (Some(_), _) => positive(cx, "trials", trials, 1)? as u64,
+        (None, OracleKind::Grid) => {
+            let n = study.grid_size().map_err(|m| cx.err(Some(run_span), m))?;
+            n.saturating_mul(study.replicates as u64)
+        }
+        (None, OracleKind::Random | OracleKind::Tpe) => {
+            return Err(cx.err(
+                Some(0..0),
+                format!(
+                    "trials (the budget) is required for the {} oracle",
+                    oracle_key
+                        .as_ref()
+                        .map_or("random", |o| o.get_ref().as_str())
+                ),
+            ))
+        }
+    };
+    if study.oracle == OracleKind::Grid {
+        let points = study
+            .grid_size()
+            .map_err(|m| cx.err(None, format!("grid oracle: {m}")))?;
+        if points > MAX_GRID_POINTS {
+            return Err(cx.err(
+                None,
+                format!("grid oracle: {points} points is more than {MAX_GRID_POINTS}"),
+            ));
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -20,6 +20,6 @@ pub use provider::local::LocalProvider;
 pub use provider::MachineProvider;
 pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
 pub use runner::{
-    Clock, CounterValues, Driver, Event, Finished, LeaseSpec, RegisterOptions, RunError, Runner,
-    Step, StreamHandle, TickEnd, WarmCaches,
+    Clock, CounterValues, Driver, Event, Finished, LeaseSpec, Next, RegisterOptions, RunError,
+    Runner, StreamHandle, TickEnd, WarmCaches,
 };

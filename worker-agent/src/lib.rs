@@ -185,6 +185,31 @@ struct Seen {
 }
 
 impl Seen {
+    /// How the attempt ended: the script's exit, or why the agent ended it.
+    fn outcome(
+        self,
+        status: Option<std::process::ExitStatus>,
+        ended: Option<(String, bool)>,
+    ) -> Outcome {
+        let status =
+            status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
+        let (error, retryable) = match ended {
+            Some((why, retryable)) => (Some(why), retryable),
+            // A script killed with SIGKILL from outside (the kernel's OOM killer, a
+            // person) did not fail by itself: it may be retried, within max_attempts.
+            None => (failure_text(&status), killed_from_outside(&status)),
+        };
+        Outcome {
+            exit_code: Some(process::exit_code(&status)),
+            metrics: self.metrics,
+            series: self.series,
+            error,
+            retryable,
+            status: self.status,
+            log_tail: self.tail.into_iter().collect(),
+        }
+    }
+
     fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
         *last_output = Instant::now();
         let text = chunk.text;
@@ -250,6 +275,24 @@ impl Seen {
 
 /// Runs one attempt to its end. See the crate docs.
 pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<Ended, AgentError> {
+    let (study, trial) = current_attempt(store, cfg).await?;
+    let mut log = open_log(cfg, &trial);
+    let trial = mark_running(store, cfg, &mut log).await?;
+    let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
+    let Some(outcome) = outcome else {
+        log.write(Source::Augur, "the trial moved on (pruned, cancelled, or lost and retried): this attempt ends without a final write");
+        log.flush_final().await;
+        return Ok(Ended::Superseded);
+    };
+    let outcome = close_log(&mut log, outcome).await;
+    final_write(store, cfg, &outcome).await
+}
+
+/// The study and the trial, if the trial is starting at this agent's attempt.
+async fn current_attempt(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+) -> Result<(Study, Trial), AgentError> {
     let key = format!("{}/{}", cfg.study, cfg.trial);
     let study: Study = store
         .get_study(&cfg.study)
@@ -268,7 +311,12 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             current: trial.attempt,
         });
     }
+    Ok((study, trial))
+}
 
+/// The attempt's log (a file, or CloudWatch on AWS), opened with a first line that
+/// says what runs where.
+fn open_log(cfg: &AgentConfig, trial: &Trial) -> Log {
     let mut log = match &cfg.aws {
         Some(aws) => Log::cloud(augur_aws::cwlogs::CloudWatchSink::new(
             aws.logs.clone(),
@@ -292,17 +340,23 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             serde_json::to_string(&trial.params).unwrap_or_default()
         ),
     );
+    log
+}
+
+/// `starting → running` at this agent's attempt (the fencing token); stale if the
+/// trial moved on first.
+async fn mark_running(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+    log: &mut Log,
+) -> Result<Trial, AgentError> {
     let up = TrialUpdate::running(&cfg.machine, now_ms(), Some(log.location.clone()));
-    let trial = match store
-        .update_trial(
-            &cfg.study,
-            cfg.trial,
-            &Expect::state(TrialState::Starting, cfg.attempt),
-            &up,
-        )
+    let expect = Expect::state(TrialState::Starting, cfg.attempt);
+    match store
+        .update_trial(&cfg.study, cfg.trial, &expect, &up)
         .await?
     {
-        Written::Done(t) => t,
+        Written::Done(t) => Ok(t),
         Written::Conflict(now) => {
             log.write(
                 Source::Augur,
@@ -312,21 +366,19 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             let (state, current) = now
                 .map(|t| (t.state, t.attempt))
                 .unwrap_or((TrialState::Cancelled, 0));
-            return Err(AgentError::Stale {
-                key,
+            Err(AgentError::Stale {
+                key: format!("{}/{}", cfg.study, cfg.trial),
                 attempt: cfg.attempt,
                 state,
                 current,
-            });
+            })
         }
-    };
+    }
+}
 
-    let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
-    let Some(outcome) = outcome else {
-        log.write(Source::Augur, "the trial moved on (pruned, cancelled, or lost and retried): this attempt ends without a final write");
-        log.flush_final().await;
-        return Ok(Ended::Superseded);
-    };
+/// Writes how the attempt ended to its log and sends the rest. A log that could not
+/// be written is said in the outcome, but never fails a script that succeeded.
+async fn close_log(log: &mut Log, mut outcome: Outcome) -> Outcome {
     let state = if outcome.exit_code == Some(0) && outcome.error.is_none() {
         TrialState::Succeeded
     } else {
@@ -343,7 +395,6 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         ),
     );
     log.flush_final().await;
-    let mut outcome = outcome;
     if let Some(b) = &log.broken {
         outcome.error = Some(match outcome.error.take() {
             Some(e) => format!("{e}; {b}"),
@@ -358,7 +409,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             ));
         }
     }
-    final_write(store, cfg, &outcome).await
+    outcome
 }
 
 /// The final write, retried while the database is briefly unavailable.
@@ -431,73 +482,30 @@ async fn run_script(
     trial: &Trial,
     log: &mut Log,
 ) -> Result<Option<Outcome>, AgentError> {
-    let (script, timeout_ms, cwd) = match &trial.dataset {
-        Some(name) => {
-            let spec = study.dataset_spec(name, &trial.params);
-            let script = spec.map(|d| d.script.clone()).unwrap_or_default();
-            let timeout = spec.and_then(|d| d.timeout_ms).or(study.run.timeout_ms);
-            (script, timeout, cfg.layout.dataset_dir(&cfg.study, name))
-        }
-        None => (
-            study.run.script.clone(),
-            study.run.timeout_ms,
-            cfg.layout.work_dir(&cfg.study, trial.id, cfg.attempt),
-        ),
+    let timeout_ms = match &trial.dataset {
+        Some(name) => study
+            .dataset_spec(name, &trial.params)
+            .and_then(|d| d.timeout_ms)
+            .or(study.run.timeout_ms),
+        None => study.run.timeout_ms,
     };
-    // The machine could not set the attempt up (files not fetched, bash not started):
-    // not the script's failure, so it may be retried.
-    let failed = |e: String| Outcome {
-        error: Some(e),
-        retryable: true,
-        ..Default::default()
-    };
-    let prepared = match (&cfg.aws, trial.is_dataset()) {
-        (_, true) => std::fs::create_dir_all(&cwd),
-        (None, false) => workdir::prepare(study, &cwd),
-        (Some(aws), false) => fetch_files(aws, study, &cwd).await,
-    };
-    if let Err(e) = prepared {
-        let msg = format!("cannot prepare working directory {}: {e}", cwd.display());
-        log.write(Source::Augur, &msg);
-        return Ok(Some(failed(msg)));
-    }
-    let cwd = cwd.canonicalize().unwrap_or(cwd);
-    let layout_abs = Layout::new(
-        cfg.layout
-            .root
-            .canonicalize()
-            .unwrap_or_else(|_| cfg.layout.root.clone()),
-    );
-    let env = workdir::environment(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
-
-    let mut cmd = tokio::process::Command::new(process::bash());
-    cmd.arg("-c")
-        .arg(format!("{}{}", study.run.preamble, script))
-        .current_dir(&cwd)
-        .envs(&env)
-        .env(augur_model::agent::env::WORKDIR, &cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("cannot start bash: {e}");
+    let Script {
+        mut child,
+        pgid,
+        mut rx,
+    } = match start_script(cfg, study, trial).await {
+        Ok(started) => started,
+        Err(msg) => {
+            // The machine could not set the attempt up (files not fetched, bash not
+            // started): not the script's failure, so it may be retried.
             log.write(Source::Augur, &msg);
-            return Ok(Some(failed(msg)));
+            return Ok(Some(Outcome {
+                error: Some(msg),
+                retryable: true,
+                ..Default::default()
+            }));
         }
     };
-    let pgid = child.id().unwrap_or(0);
-    let (tx, mut rx) = mpsc::channel::<Chunk>(1024);
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(lines::split(out, Stream::Out, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(lines::split(err, Stream::Err, tx.clone()));
-    }
-    drop(tx);
-
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let started = Instant::now();
@@ -516,6 +524,8 @@ async fn run_script(
     while status.is_none() || open {
         let watchdog = seen.keepalive.map(|k| last_output + k);
         let expiry = [deadline, watchdog].into_iter().flatten().min();
+        // Set when the agent ends the script itself: why, and that it may be retried.
+        let mut stop: Option<(String, String)> = None;
         tokio::select! {
             chunk = rx.recv(), if open => match chunk {
                 Some(c) => seen.take(c, log, &mut last_output),
@@ -529,79 +539,165 @@ async fn run_script(
             }
             _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && open => open = false,
             _ = sleep_until(expiry.unwrap_or(far)), if expiry.is_some() && status.is_none() => {
-                let why = if deadline.is_some_and(|d| d <= Instant::now()) {
-                    format!("timed out after {}", duration::format(Duration::from_millis(timeout_ms.unwrap_or(0))))
-                } else {
-                    format!("keepalive expired: no output for {}", duration::format(seen.keepalive.unwrap_or_default()))
-                };
-                log.write(Source::Augur, &format!("{why}; ending the script (SIGTERM, then SIGKILL after {})", duration::format(grace)));
-                status = process::terminate(&mut child, pgid, grace).await;
-                drain_until = Some(Instant::now() + DRAIN);
-                ended = Some((why, true));
+                let timed_out = deadline.is_some_and(|d| d <= Instant::now());
+                stop = Some(expired(timed_out, timeout_ms, seen.keepalive, grace));
             }
             _ = sigterm.recv(), if status.is_none() => {
-                log.write(Source::Augur, "agent received SIGTERM; ending the script");
-                status = process::terminate(&mut child, pgid, grace).await;
-                drain_until = Some(Instant::now() + DRAIN);
-                ended = Some(("agent terminated".into(), true));
+                stop = Some(("agent terminated".into(), "agent received SIGTERM; ending the script".into()));
             }
             _ = sigint.recv(), if status.is_none() => {
-                log.write(Source::Augur, "agent received SIGINT; ending the script");
-                status = process::terminate(&mut child, pgid, grace).await;
-                drain_until = Some(Instant::now() + DRAIN);
-                ended = Some(("agent interrupted".into(), true));
+                stop = Some(("agent interrupted".into(), "agent received SIGINT; ending the script".into()));
             }
             _ = heartbeat.tick() => {
                 log.flush().await;
-                let mut up = TrialUpdate { heartbeat_ms: Some(now_ms()), ..Default::default() };
-                if seen.dirty {
-                    up.metrics = Some(seen.metrics.clone());
-                    up.series = Some(seen.series.clone());
-                    up.status = Some(seen.status.clone());
-                    seen.dirty = false;
-                }
-                match store.update_trial(&cfg.study, cfg.trial, &Expect::state(TrialState::Running, cfg.attempt), &up).await {
-                    Ok(Written::Done(_)) => {}
-                    Ok(Written::Conflict(now)) => {
-                        if status.is_none() {
-                            let why = match &now {
-                                Some(t) if t.attempt != cfg.attempt => format!("attempt {} replaced this one", t.attempt),
-                                Some(t) => match &t.error {
-                                    Some(e) => format!("the trial is {}: {e}", t.state),
-                                    None => format!("the trial is {}", t.state),
-                                },
-                                None => "the trial was deleted".to_string(),
-                            };
-                            log.write(Source::Augur, &format!("{why}; ending the script"));
-                            process::terminate(&mut child, pgid, grace).await;
-                            log.flush().await;
-                        }
-                        return Ok(None);
+                if let Some(why) = beat(store, cfg, &mut seen, log).await {
+                    if status.is_none() {
+                        log.write(Source::Augur, &format!("{why}; ending the script"));
+                        process::terminate(&mut child, pgid, grace).await;
+                        log.flush().await;
                     }
-                    Err(e) => {
-                        seen.dirty = true;
-                        log.write(Source::Augur, &format!("warning: heartbeat not recorded: {e}"));
-                    }
+                    return Ok(None);
                 }
             }
         }
+        if let Some((why, said)) = stop {
+            log.write(Source::Augur, &said);
+            status = process::terminate(&mut child, pgid, grace).await;
+            drain_until = Some(Instant::now() + DRAIN);
+            ended = Some((why, true));
+        }
     }
-    let status =
-        status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
-    let exit_code = Some(process::exit_code(&status));
-    let (error, retryable) = match ended {
-        Some((why, retryable)) => (Some(why), retryable),
-        // A script killed with SIGKILL from outside (the kernel's OOM killer, a
-        // person) did not fail by itself: it may be retried, within max_attempts.
-        None => (failure_text(&status), killed_from_outside(&status)),
+    Ok(Some(seen.outcome(status, ended)))
+}
+
+/// Why a script is ended at its timeout or keepalive, as recorded and as logged.
+fn expired(
+    timed_out: bool,
+    timeout_ms: Option<u64>,
+    keepalive: Option<Duration>,
+    grace: Duration,
+) -> (String, String) {
+    let why = if timed_out {
+        let timeout = Duration::from_millis(timeout_ms.unwrap_or(0));
+        format!("timed out after {}", duration::format(timeout))
+    } else {
+        let quiet = keepalive.unwrap_or_default();
+        format!(
+            "keepalive expired: no output for {}",
+            duration::format(quiet)
+        )
     };
-    Ok(Some(Outcome {
-        exit_code,
-        metrics: seen.metrics,
-        series: seen.series,
-        error,
-        retryable,
-        status: seen.status,
-        log_tail: seen.tail.into_iter().collect(),
-    }))
+    let said = format!(
+        "{why}; ending the script (SIGTERM, then SIGKILL after {})",
+        duration::format(grace)
+    );
+    (why, said)
+}
+
+/// A started script: its process, its group, and its output lines.
+struct Script {
+    child: tokio::process::Child,
+    pgid: u32,
+    rx: mpsc::Receiver<Chunk>,
+}
+
+/// Prepares the attempt's working directory (or a dataset's) and starts its script
+/// under bash in a process group of its own; why not, if it could not.
+async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result<Script, String> {
+    let (script, cwd) = match &trial.dataset {
+        Some(name) => {
+            let spec = study.dataset_spec(name, &trial.params);
+            let script = spec.map(|d| d.script.clone()).unwrap_or_default();
+            (script, cfg.layout.dataset_dir(&cfg.study, name))
+        }
+        None => (
+            study.run.script.clone(),
+            cfg.layout.work_dir(&cfg.study, trial.id, cfg.attempt),
+        ),
+    };
+    let prepared = match (&cfg.aws, trial.is_dataset()) {
+        (_, true) => std::fs::create_dir_all(&cwd),
+        (None, false) => workdir::prepare(study, &cwd),
+        (Some(aws), false) => fetch_files(aws, study, &cwd).await,
+    };
+    if let Err(e) = prepared {
+        return Err(format!(
+            "cannot prepare working directory {}: {e}",
+            cwd.display()
+        ));
+    }
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let layout_abs = Layout::new(
+        cfg.layout
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| cfg.layout.root.clone()),
+    );
+    let env = workdir::environment(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
+    let mut cmd = tokio::process::Command::new(process::bash());
+    cmd.arg("-c")
+        .arg(format!("{}{}", study.run.preamble, script))
+        .current_dir(&cwd)
+        .envs(&env)
+        .env(augur_model::agent::env::WORKDIR, &cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start bash: {e}"))?;
+    let pgid = child.id().unwrap_or(0);
+    let (tx, rx) = mpsc::channel::<Chunk>(1024);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(lines::split(out, Stream::Out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(lines::split(err, Stream::Err, tx));
+    }
+    Ok(Script { child, pgid, rx })
+}
+
+/// Records a heartbeat (with the metrics and status seen since the last one). Why
+/// the attempt must end, if the trial has moved on; a failed write is only warned
+/// about, and retried at the next beat.
+async fn beat(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+    seen: &mut Seen,
+    log: &mut Log,
+) -> Option<String> {
+    let mut up = TrialUpdate {
+        heartbeat_ms: Some(now_ms()),
+        ..Default::default()
+    };
+    if seen.dirty {
+        up.metrics = Some(seen.metrics.clone());
+        up.series = Some(seen.series.clone());
+        up.status = Some(seen.status.clone());
+        seen.dirty = false;
+    }
+    let expect = Expect::state(TrialState::Running, cfg.attempt);
+    match store
+        .update_trial(&cfg.study, cfg.trial, &expect, &up)
+        .await
+    {
+        Ok(Written::Done(_)) => None,
+        Ok(Written::Conflict(now)) => Some(match &now {
+            Some(t) if t.attempt != cfg.attempt => {
+                format!("attempt {} replaced this one", t.attempt)
+            }
+            Some(t) => match &t.error {
+                Some(e) => format!("the trial is {}: {e}", t.state),
+                None => format!("the trial is {}", t.state),
+            },
+            None => "the trial was deleted".to_string(),
+        }),
+        Err(e) => {
+            seen.dirty = true;
+            log.write(
+                Source::Augur,
+                &format!("warning: heartbeat not recorded: {e}"),
+            );
+            None
+        }
+    }
 }

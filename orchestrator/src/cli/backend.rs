@@ -114,6 +114,18 @@ impl Ctx {
         self.aws.backend == Backend::Aws
     }
 
+    /// Whether another driver (the serverless tick) may drive the studies of this
+    /// backend: then a driver acts only while it holds the study's lease.
+    pub fn drivers_share_studies(&self) -> bool {
+        self.is_aws()
+    }
+
+    /// How often a follower (`augur logs --follow`, the log page) looks for new
+    /// lines: CloudWatch Logs is polled less often than a file.
+    pub fn log_poll(&self) -> Duration {
+        Duration::from_millis(if self.is_aws() { 1000 } else { 200 })
+    }
+
     fn table(&self) -> Result<String, Fail> {
         self.aws.table.clone().ok_or_else(|| {
             Fail::input("the aws backend needs a DynamoDB table: --table or AUGUR_TABLE")
@@ -138,6 +150,95 @@ impl Ctx {
                 sdk_config(&opts).await
             })
             .await
+    }
+
+    /// CloudWatch Logs and the study's group prefix, where trial logs are on this
+    /// backend; `None` where they are files under the state directory.
+    pub async fn cloud_logs(&self) -> Option<(aws_sdk_cloudwatchlogs::Client, &str)> {
+        if !self.is_aws() {
+            return None;
+        }
+        Some((
+            augur_aws::logs(self.sdk().await),
+            self.aws.log_group_prefix.as_str(),
+        ))
+    }
+
+    /// What a study leaves on this machine's disk: its logs, work directories and
+    /// datasets (none on AWS).
+    pub fn study_dirs(&self, study: &str) -> Vec<std::path::PathBuf> {
+        if self.is_aws() {
+            return Vec::new();
+        }
+        let layout = &self.layout;
+        vec![
+            layout.logs(study),
+            layout.root.join("work").join(study),
+            layout.root.join("data").join(study),
+        ]
+    }
+
+    /// Puts the study's `run.files` where agents fetch them: nothing to do locally
+    /// (agents copy them from the study's directory), the bucket on AWS.
+    pub async fn upload_study_files(&self, study: &Study) -> Result<(), Fail> {
+        if !self.is_aws() || study.run.files.is_empty() {
+            return Ok(());
+        }
+        let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
+        let bucket = self.bucket()?;
+        for f in &study.run.files {
+            augur_aws::s3::upload(
+                &s3,
+                &bucket,
+                &augur_aws::s3::files_prefix(&study.name),
+                &std::path::Path::new(&study.dir).join(f),
+            )
+            .await
+            .map_err(|e| Fail::unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// `augur init`: the state directory, or the table and the bucket (and the agent
+    /// uploaded, when given).
+    pub async fn init(&self, agent: Option<&std::path::Path>) -> Result<(), Fail> {
+        if !self.is_aws() {
+            self.store().await?;
+            eprintln!(
+                "local state directory ready: {}",
+                self.layout.root.display()
+            );
+            return Ok(());
+        }
+        let table = self.dynamo().await?;
+        let made = table.ensure_table().await?;
+        eprintln!(
+            "DynamoDB table `{}`: {}",
+            table.table(),
+            if made { "created" } else { "exists" }
+        );
+        let bucket = self.bucket()?;
+        let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
+        let made = augur_aws::s3::ensure_bucket(&s3, &bucket)
+            .await
+            .map_err(|e| Fail::unavailable(e.to_string()))?;
+        eprintln!(
+            "S3 bucket `{bucket}`: {}",
+            if made { "created" } else { "exists" }
+        );
+        if let Some(a) = agent {
+            if !a.is_file() {
+                return Err(Fail::input(format!(
+                    "--agent {}: no such file",
+                    a.display()
+                )));
+            }
+            let n = augur_aws::s3::upload(&s3, &bucket, "agent/", a)
+                .await
+                .map_err(|e| Fail::unavailable(e.to_string()))?;
+            eprintln!("uploaded {n} file(s) to s3://{bucket}/agent/");
+        }
+        Ok(())
     }
 
     /// The default timings of a driver on this backend.

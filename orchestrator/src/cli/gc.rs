@@ -5,8 +5,9 @@
 
 use super::{backend::Ctx, Fail, Outcome};
 use augur::reconcile::{sweep, Action, Machine, Mode, Scope, Timing, View, NO_STUDY};
+use augur_model::Millis;
 use augur_store::logfile::rfc3339;
-use augur_store::now_ms;
+use augur_store::{now_ms, TrialStore};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -29,18 +30,40 @@ pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
         }
         return Ok(0);
     };
-    let provider = ctx.sweeper().await;
     let now = now_ms();
-    let verb = if args.dry_run { "would end" } else { "ended" };
+    let ended = end_orphans(ctx, store.as_ref(), args, now).await?;
+    let expired = expire_leases(store.as_ref(), args, now).await?;
+    let unmarked = clear_marks(store.as_ref(), args).await?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"dry_run": args.dry_run, "machines": ended, "leases": expired, "submitted": unmarked})
+        );
+    } else {
+        eprintln!(
+            "gc: {} machine(s) {}, {} expired lease(s), {} stale submitted mark(s){}",
+            ended.len(),
+            if args.dry_run { "would end" } else { "ended" },
+            expired.len(),
+            unmarked.len(),
+            if args.dry_run { " (dry run)" } else { "" }
+        );
+    }
+    Ok(0)
+}
 
-    // Machines: every live one, judged by the driver's own sweep against its study's
-    // records and recorded timings.
-    let machines = provider
-        .list_all()
-        .await
-        .map_err(|e| Fail::unavailable(e.to_string()))?;
+/// Machines: every live one, judged by the driver's own sweep against its study's
+/// records and recorded timings; those of unrecorded studies are ended too.
+async fn end_orphans(
+    ctx: &Ctx,
+    store: &dyn TrialStore,
+    args: &GcArgs,
+    now: Millis,
+) -> Result<Vec<serde_json::Value>, Fail> {
+    let provider = ctx.sweeper().await;
+    let verb = if args.dry_run { "would end" } else { "ended" };
     let mut by_study: BTreeMap<String, Vec<Machine>> = BTreeMap::new();
-    for (name, m) in machines {
+    for (name, m) in provider.list_all().await.map_err(unavailable)? {
         by_study.entry(name).or_default().push(m);
     }
     let mut ended = Vec::new();
@@ -77,10 +100,7 @@ pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
         };
         for (m, reason) in ends {
             if !args.dry_run {
-                provider
-                    .terminate(&m)
-                    .await
-                    .map_err(|e| Fail::unavailable(e.to_string()))?;
+                provider.terminate(&m).await.map_err(unavailable)?;
             }
             if !args.json {
                 println!(
@@ -91,67 +111,66 @@ pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
             ended.push(json!({"study": name, "trial": m.trial, "attempt": m.attempt, "machine": m.id, "reason": reason}));
         }
     }
+    Ok(ended)
+}
 
-    // Leases that expired (past the clock-skew margin): their holders are gone.
+fn unavailable(e: impl std::fmt::Display) -> Fail {
+    Fail::unavailable(e.to_string())
+}
+
+/// Leases that expired (past the clock-skew margin): their holders are gone.
+async fn expire_leases(
+    store: &dyn TrialStore,
+    args: &GcArgs,
+    now: Millis,
+) -> Result<Vec<serde_json::Value>, Fail> {
     let mut expired = Vec::new();
     for (name, lease) in store.leases().await? {
         if lease.until + Timing::default().clock_skew_ms >= now {
             continue;
         }
         let done = args.dry_run || store.expire_lease(&name, &lease).await?;
-        if done {
-            if !args.json {
-                println!(
-                    "{} lease of `{name}` held by {} (expired {})",
-                    if args.dry_run {
-                        "would remove"
-                    } else {
-                        "removed"
-                    },
-                    lease.holder,
-                    rfc3339(lease.until)
-                );
-            }
-            expired.push(
-                json!({"study": name, "holder": lease.holder, "until": rfc3339(lease.until)}),
+        if !done {
+            continue;
+        }
+        if !args.json {
+            println!(
+                "{} lease of `{name}` held by {} (expired {})",
+                if args.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                lease.holder,
+                rfc3339(lease.until)
             );
         }
+        expired.push(json!({"study": name, "holder": lease.holder, "until": rfc3339(lease.until)}));
     }
+    Ok(expired)
+}
 
-    // Submitted marks of studies that are no longer recorded.
+/// Submitted marks of studies that are no longer recorded.
+async fn clear_marks(store: &dyn TrialStore, args: &GcArgs) -> Result<Vec<String>, Fail> {
     let mut unmarked = Vec::new();
     for name in store.submitted().await? {
-        if store.get_study(&name).await?.is_none() {
-            if !args.dry_run {
-                store.set_submitted(&name, false).await?;
-            }
-            if !args.json {
-                println!(
-                    "{} the submitted mark of deleted study `{name}`",
-                    if args.dry_run {
-                        "would clear"
-                    } else {
-                        "cleared"
-                    }
-                );
-            }
-            unmarked.push(name);
+        if store.get_study(&name).await?.is_some() {
+            continue;
         }
+        if !args.dry_run {
+            store.set_submitted(&name, false).await?;
+        }
+        if !args.json {
+            println!(
+                "{} the submitted mark of deleted study `{name}`",
+                if args.dry_run {
+                    "would clear"
+                } else {
+                    "cleared"
+                }
+            );
+        }
+        unmarked.push(name);
     }
-
-    if args.json {
-        println!(
-            "{}",
-            json!({"dry_run": args.dry_run, "machines": ended, "leases": expired, "submitted": unmarked})
-        );
-    } else {
-        eprintln!(
-            "gc: {} machine(s) {verb}, {} expired lease(s), {} stale submitted mark(s){}",
-            ended.len(),
-            expired.len(),
-            unmarked.len(),
-            if args.dry_run { " (dry run)" } else { "" }
-        );
-    }
-    Ok(0)
+    Ok(unmarked)
 }

@@ -269,17 +269,7 @@ pub async fn delete(ctx: &Ctx, study: &str, force: bool) -> Outcome {
     }
     let store = ctx.store().await?;
     store.delete_study(study).await?;
-    let layout = &ctx.layout;
-    let dirs = if ctx.is_aws() {
-        vec![]
-    } else {
-        vec![
-            layout.logs(study),
-            layout.root.join("work").join(study),
-            layout.root.join("data").join(study),
-        ]
-    };
-    for dir in dirs {
+    for dir in ctx.study_dirs(study) {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Fail::unavailable(format!("cannot remove {}: {e}", dir.display())))?;

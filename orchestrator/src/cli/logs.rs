@@ -11,7 +11,6 @@ use augur_store::logfile::{parse_line, parse_time, rfc3339, FilterPattern};
 use augur_store::now_ms;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
@@ -307,31 +306,31 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
         }
     }
     let keep = Keep { since, filter };
-    let group = || augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, &study);
-    let mut reader = if ctx.is_aws() {
-        let client = augur_aws::logs(ctx.sdk().await);
-        match one {
-            Some(_) => Reader::Streams {
-                client,
-                group: group(),
-                tokens: BTreeMap::new(),
-            },
-            None => Reader::Group {
-                client,
-                group: group(),
-                since,
-                newest: None,
-                // Two heartbeats of the study's agents, and a margin.
-                window_ms: 2 * rec
-                    .drive
-                    .as_ref()
-                    .map_or(ctx.default_drive().heartbeat_ms, |d| d.heartbeat_ms)
-                    + 5_000,
-                seen: HashMap::new(),
-            },
+    let mut reader = match ctx.cloud_logs().await {
+        None => Reader::Files(BTreeMap::new()),
+        Some((client, prefix)) => {
+            let group = augur_aws::cwlogs::group(prefix, &study);
+            match one {
+                Some(_) => Reader::Streams {
+                    client,
+                    group,
+                    tokens: BTreeMap::new(),
+                },
+                None => Reader::Group {
+                    client,
+                    group,
+                    since,
+                    newest: None,
+                    // Two heartbeats of the study's agents, and a margin.
+                    window_ms: 2 * rec
+                        .drive
+                        .as_ref()
+                        .map_or(ctx.default_drive().heartbeat_ms, |d| d.heartbeat_ms)
+                        + 5_000,
+                    seen: HashMap::new(),
+                },
+            }
         }
-    } else {
-        Reader::Files(BTreeMap::new())
     };
     let timing = Timing::default();
     // Attempts read to their end after their trial had settled: never read again.
@@ -374,7 +373,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Outcome {
             break;
         }
         if events.is_empty() {
-            tokio::time::sleep(Duration::from_millis(if ctx.is_aws() { 1000 } else { 200 })).await;
+            tokio::time::sleep(ctx.log_poll()).await;
         }
     }
     Ok(0)
@@ -390,14 +389,13 @@ pub(super) struct TrialLog {
 
 impl TrialLog {
     pub(super) async fn new(ctx: &Ctx, study: &str, id: u64) -> TrialLog {
-        let reader = if ctx.is_aws() {
-            Reader::Streams {
-                client: augur_aws::logs(ctx.sdk().await),
-                group: augur_aws::cwlogs::group(&ctx.aws.log_group_prefix, study),
+        let reader = match ctx.cloud_logs().await {
+            Some((client, prefix)) => Reader::Streams {
+                client,
+                group: augur_aws::cwlogs::group(prefix, study),
                 tokens: BTreeMap::new(),
-            }
-        } else {
-            Reader::Files(BTreeMap::new())
+            },
+            None => Reader::Files(BTreeMap::new()),
         };
         TrialLog {
             reader,

@@ -108,26 +108,6 @@ impl Tuning {
     }
 }
 
-/// Uploads the study's files where instances fetch them (aws).
-async fn upload_files(ctx: &Ctx, study: &Study) -> Result<(), Fail> {
-    if !ctx.is_aws() || study.run.files.is_empty() {
-        return Ok(());
-    }
-    let s3 = augur_aws::s3::client(ctx.sdk().await, ctx.path_style());
-    let bucket = ctx.bucket()?;
-    for f in &study.run.files {
-        augur_aws::s3::upload(
-            &s3,
-            &bucket,
-            &augur_aws::s3::files_prefix(&study.name),
-            &std::path::Path::new(&study.dir).join(f),
-        )
-        .await
-        .map_err(|e| Fail::unavailable(e.to_string()))?;
-    }
-    Ok(())
-}
-
 pub fn validate(path: &std::path::Path) -> Outcome {
     let s = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
     println!(
@@ -166,7 +146,7 @@ async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Ctx) -> Result<Prepare
         .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
         .await?;
     let store = ctx.store().await?;
-    upload_files(ctx, &study).await?;
+    ctx.upload_study_files(&study).await?;
     Ok(Prepared {
         study,
         drive,
@@ -191,35 +171,11 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
     runner.timing = Timing::with_drive(&drive);
     runner.backend_deadline = args.tuning.backend_deadline;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = None;
-    if let Some(listener) = listener {
-        let counters = runner.counter_handle();
-        let app = std::sync::Arc::new(super::serve::App {
-            ctx: std::sync::Arc::new(ctx.fresh()),
-            store: store.clone(),
-            counters: Some(Box::new(move || counters.snapshot())),
-        });
-        if let Ok(addr) = listener.local_addr() {
-            eprintln!(
-                "augur: status pages on http://{addr}/studies/{}",
-                study.name
-            );
-        }
-        server = Some(tokio::spawn(async move {
-            let stop = async move {
-                let _ = server_stopped.await;
-            };
-            if let Err(e) = super::serve::serve_on(app, listener, stop).await {
-                eprintln!("augur: {}", e.message);
-            }
-        }));
-    }
-    if ctx.is_aws() {
+    if ctx.drivers_share_studies() {
         // The serverless tick may drive this study too: whoever holds the lease acts.
         runner.lease = Some(LeaseSpec::for_process("augur-run", Duration::from_secs(30)));
     }
-
+    let server = listener.map(|l| StatusServer::start(l, ctx, &store, &runner, &study.name));
     runner
         .register(
             &study,
@@ -232,32 +188,14 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     let existing = store.list_trials(&study.name).await?;
     let progress = Progress::new(&study, &existing, runner.timing.clone());
     let printer = tokio::spawn(progress.run(rx));
-
-    let (control, control_rx) = watch::channel(Mode::Run);
-    let name = study.name.clone();
-    let interrupts = tokio::spawn(async move {
-        let mut n = 0;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            n += 1;
-            if n == 1 {
-                eprintln!("\naugur: Ctrl-C: launching nothing more and waiting for running trials of `{name}` (Ctrl-C again cancels them)");
-                let _ = control.send(Mode::Drain);
-            } else {
-                eprintln!("\naugur: Ctrl-C again: cancelling the running trials of `{name}`");
-                let _ = control.send(Mode::Cancel);
-                break;
-            }
-        }
-    });
+    let (interrupts, control_rx) = on_ctrl_c(study.name.clone());
     let runner = Arc::new(runner);
     let result = runner
         .drive(&study, Scope::Budget(study.trials), control_rx)
         .await;
     interrupts.abort();
-    // Responses in flight (a log following a trial that just ended) get to finish.
-    let _ = stop_server.send(());
     if let Some(server) = server {
-        let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+        server.stop().await;
     }
     drop(runner);
     let _ = printer.await;
@@ -267,8 +205,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
         .await?
         .ok_or_else(|| Fail::input("study vanished"))?;
     let trials = store.list_trials(&study.name).await?;
-    let counts = augur::report::counts(&trials);
-    let summary = counts
+    let summary = augur::report::counts(&trials)
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect::<Vec<_>>()
@@ -288,6 +225,69 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
             Ok(130)
         }
     }
+}
+
+/// `augur run --serve`: the status server beside the run, with its counters.
+struct StatusServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusServer {
+    fn start(
+        listener: tokio::net::TcpListener,
+        ctx: &Ctx,
+        store: &Arc<dyn augur_store::TrialStore>,
+        runner: &Runner,
+        study: &str,
+    ) -> StatusServer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let counters = runner.counter_handle();
+        let app = Arc::new(super::serve::App {
+            ctx: Arc::new(ctx.fresh()),
+            store: store.clone(),
+            counters: Some(Box::new(move || counters.snapshot())),
+        });
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!("augur: status pages on http://{addr}/studies/{study}");
+        }
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = super::serve::serve_on(app, listener, stop).await {
+                eprintln!("augur: {}", e.message);
+            }
+        });
+        StatusServer { stop, task }
+    }
+
+    /// Stops it; responses in flight (a log following a trial that just ended) get
+    /// 3 s to finish.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
+    }
+}
+
+/// Ctrl-C once drains the study (launch nothing more), twice cancels its trials.
+fn on_ctrl_c(name: String) -> (tokio::task::JoinHandle<()>, watch::Receiver<Mode>) {
+    let (control, control_rx) = watch::channel(Mode::Run);
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            n += 1;
+            if n == 1 {
+                eprintln!("\naugur: Ctrl-C: launching nothing more and waiting for running trials of `{name}` (Ctrl-C again cancels them)");
+                let _ = control.send(Mode::Drain);
+            } else {
+                eprintln!("\naugur: Ctrl-C again: cancelling the running trials of `{name}`");
+                let _ = control.send(Mode::Cancel);
+                break;
+            }
+        }
+    });
+    (task, control_rx)
 }
 
 /// `augur submit`: records the study (and uploads its files) for the serverless tick
@@ -361,38 +361,6 @@ pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
 }
 
 pub async fn init(ctx: &Ctx, agent: Option<&std::path::Path>) -> Outcome {
-    if !ctx.is_aws() {
-        ctx.store().await?;
-        eprintln!("local state directory ready: {}", ctx.layout.root.display());
-        return Ok(0);
-    }
-    let table = ctx.dynamo().await?;
-    let made = table.ensure_table().await?;
-    eprintln!(
-        "DynamoDB table `{}`: {}",
-        table.table(),
-        if made { "created" } else { "exists" }
-    );
-    let bucket = ctx.bucket()?;
-    let s3 = augur_aws::s3::client(ctx.sdk().await, ctx.path_style());
-    let made = augur_aws::s3::ensure_bucket(&s3, &bucket)
-        .await
-        .map_err(|e| Fail::unavailable(e.to_string()))?;
-    eprintln!(
-        "S3 bucket `{bucket}`: {}",
-        if made { "created" } else { "exists" }
-    );
-    if let Some(a) = agent {
-        if !a.is_file() {
-            return Err(Fail::input(format!(
-                "--agent {}: no such file",
-                a.display()
-            )));
-        }
-        let n = augur_aws::s3::upload(&s3, &bucket, "agent/", a)
-            .await
-            .map_err(|e| Fail::unavailable(e.to_string()))?;
-        eprintln!("uploaded {n} file(s) to s3://{bucket}/agent/");
-    }
+    ctx.init(agent).await?;
     Ok(0)
 }

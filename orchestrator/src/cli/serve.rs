@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -232,8 +231,7 @@ async fn api_log(
                 break;
             }
             if empty {
-                let pause = if app.ctx.is_aws() { 1000 } else { 200 };
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+                tokio::time::sleep(app.ctx.log_poll()).await;
             }
         }
     });
@@ -473,7 +471,6 @@ async fn study_page(
 ) -> Result<Html<String>, Problem> {
     let (rec, trials) = study(&app, &name).await?;
     let obj = &rec.spec.objective;
-    let lb = leaderboard(&rec.spec, &trials);
     let runs: Vec<&Trial> = trials.iter().filter(|t| !t.is_dataset()).collect();
     let mut body = format!(
         "<p>{} · objective: {} {} · oracle {:?} · budget {} · parallel {} · {}</p>",
@@ -492,11 +489,25 @@ async fn study_page(
             .collect::<Vec<_>>()
             .join(" "))
     );
-    // The objective per trial, with the best so far.
+    let mut charts = vec![objective_chart(obj, &runs)];
+    charts.extend(param_charts(&rec.spec, &runs));
+    charts.extend(states_chart(&runs));
+    let _ = write!(body, "<div class=\"charts\">{}</div>", charts.join(""));
+    let _ = write!(
+        body,
+        "<h2>Leaderboard</h2>{}<h2>Trials</h2>{}",
+        leaderboard_table(&rec.spec, &trials, &name),
+        trials_table(&trials, &name)
+    );
+    Ok(page(&name, &format!(" / {}", esc(&name)), &body))
+}
+
+/// The objective per trial, with the best so far.
+fn objective_chart(obj: &augur_model::Objective, runs: &[&Trial]) -> String {
     let mut dots = Vec::new();
     let mut best_line = Vec::new();
     let mut best: Option<f64> = None;
-    for t in &runs {
+    for t in runs {
         let Some(v) = t
             .result_metrics(obj)
             .and_then(|m| m.get(&obj.metric).copied())
@@ -509,7 +520,7 @@ async fn study_page(
         }
         best_line.push((t.id as f64, best.unwrap_or(v)));
     }
-    let mut charts = vec![chart(
+    chart(
         &format!("{} per trial", obj.metric),
         "trial",
         &obj.metric,
@@ -517,7 +528,7 @@ async fn study_page(
             Series {
                 name: "trial",
                 color: PALETTE[0],
-                points: dots.clone(),
+                points: dots,
                 line: false,
                 step: false,
             },
@@ -529,9 +540,14 @@ async fn study_page(
                 step: true,
             },
         ],
-    )];
-    // The objective against each numeric parameter.
-    for pname in rec.spec.params.keys() {
+    )
+}
+
+/// The objective against each numeric parameter.
+fn param_charts(spec: &augur_model::Study, runs: &[&Trial]) -> Vec<String> {
+    let obj = &spec.objective;
+    let mut charts = Vec::new();
+    for pname in spec.params.keys() {
         let pts: Vec<(f64, f64)> = runs
             .iter()
             .filter_map(|t| {
@@ -555,52 +571,57 @@ async fn study_page(
             ));
         }
     }
-    // Trials finished by state over time (minutes since the first start).
-    if let Some(t0) = runs.iter().filter_map(|t| t.started_ms).min() {
-        let mut series = Vec::new();
-        for (i, s) in [
-            TrialState::Succeeded,
-            TrialState::Failed,
-            TrialState::Pruned,
-            TrialState::Lost,
-            TrialState::Cancelled,
-        ]
-        .iter()
-        .enumerate()
-        {
-            let mut ends: Vec<i64> = runs
-                .iter()
-                .filter(|t| t.state == *s)
-                .filter_map(|t| t.finished_ms)
-                .collect();
-            if ends.is_empty() {
-                continue;
-            }
-            ends.sort();
-            let mut pts = vec![(0.0, 0.0)];
-            pts.extend(
-                ends.iter()
-                    .enumerate()
-                    .map(|(k, e)| ((e - t0) as f64 / 60_000.0, (k + 1) as f64)),
-            );
-            series.push(Series {
-                name: s.as_str(),
-                color: PALETTE[(i + 2) % PALETTE.len()],
-                points: pts,
-                line: true,
-                step: true,
-            });
+    charts
+}
+
+/// Trials finished by state over time (minutes since the first start).
+fn states_chart(runs: &[&Trial]) -> Option<String> {
+    let t0 = runs.iter().filter_map(|t| t.started_ms).min()?;
+    let mut series = Vec::new();
+    for (i, s) in [
+        TrialState::Succeeded,
+        TrialState::Failed,
+        TrialState::Pruned,
+        TrialState::Lost,
+        TrialState::Cancelled,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut ends: Vec<i64> = runs
+            .iter()
+            .filter(|t| t.state == *s)
+            .filter_map(|t| t.finished_ms)
+            .collect();
+        if ends.is_empty() {
+            continue;
         }
-        charts.push(chart(
-            "trials by state over time",
-            "minutes",
-            "trials",
-            &series,
-        ));
+        ends.sort();
+        let mut pts = vec![(0.0, 0.0)];
+        pts.extend(
+            ends.iter()
+                .enumerate()
+                .map(|(k, e)| ((e - t0) as f64 / 60_000.0, (k + 1) as f64)),
+        );
+        series.push(Series {
+            name: s.as_str(),
+            color: PALETTE[(i + 2) % PALETTE.len()],
+            points: pts,
+            line: true,
+            step: true,
+        });
     }
-    let _ = write!(body, "<div class=\"charts\">{}</div>", charts.join(""));
-    // The leaderboard.
-    let rows: Vec<Vec<String>> = lb
+    Some(chart(
+        "trials by state over time",
+        "minutes",
+        "trials",
+        &series,
+    ))
+}
+
+/// The leaderboard, sortable, each point linking to its trials.
+fn leaderboard_table(spec: &augur_model::Study, trials: &[Trial], name: &str) -> String {
+    let rows: Vec<Vec<String>> = leaderboard(spec, trials)
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -614,26 +635,26 @@ async fn study_page(
                 esc(&augur_model::value::params_display(&r.params)),
                 r.trials
                     .iter()
-                    .map(|id| format!("<a href=\"/trials/{}/{id}\">{id}</a>", esc(&name)))
+                    .map(|id| format!("<a href=\"/trials/{}/{id}\">{id}</a>", esc(name)))
                     .collect::<Vec<_>>()
                     .join(" "),
             ]
         })
         .collect();
-    let _ = write!(
-        body,
-        "<h2>Leaderboard</h2>{}",
-        table(
-            "sortable leaderboard",
-            &["rank", &obj.metric, "params", "trials"],
-            &rows
-        )
-    );
+    table(
+        "sortable leaderboard",
+        &["rank", &spec.objective.metric, "params", "trials"],
+        &rows,
+    )
+}
+
+/// Every trial, sortable, linking to its page.
+fn trials_table(trials: &[Trial], name: &str) -> String {
     let rows: Vec<Vec<String>> = trials
         .iter()
         .map(|t| {
             vec![
-                format!("<a href=\"/trials/{}/{}\">{}</a>", esc(&name), t.id, t.id),
+                format!("<a href=\"/trials/{}/{}\">{}</a>", esc(name), t.id, t.id),
                 format!("<span class=\"state-{0}\">{0}</span>", t.state),
                 t.attempt.to_string(),
                 match &t.dataset {
@@ -648,16 +669,11 @@ async fn study_page(
             ]
         })
         .collect();
-    let _ = write!(
-        body,
-        "<h2>Trials</h2>{}",
-        table(
-            "sortable trials",
-            &["trial", "state", "attempt", "params", "metrics", "ran"],
-            &rows
-        )
-    );
-    Ok(page(&name, &format!(" / {}", esc(&name)), &body))
+    table(
+        "sortable trials",
+        &["trial", "state", "attempt", "params", "metrics", "ran"],
+        &rows,
+    )
 }
 
 async fn trial_page(

@@ -95,27 +95,33 @@ impl LocalProvider {
 /// directory, read from its command line.
 fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let (study, trial, attempt) = attempt_of_cmdline(&raw, root)?;
+    Some((
+        study,
+        Machine {
+            id: pid.to_string(),
+            trial,
+            attempt,
+            gone: None,
+        },
+    ))
+}
+
+/// The (study, trial, attempt) of an agent's command line as `/proc` gives it
+/// (arguments each ended by a NUL), if the agent works in `root`.
+fn attempt_of_cmdline(raw: &[u8], root: &str) -> Option<(String, u64, u32)> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
     let args: Vec<&str> = raw
         .split(|b| *b == 0)
-        .filter_map(|a| std::str::from_utf8(a).ok())
-        .collect();
+        .map(std::str::from_utf8)
+        .collect::<Result<_, _>>()
+        .ok()?;
     let program = args.first().and_then(|a| Path::new(a).file_name());
     if program.is_none_or(|n| n != agent::PROGRAM) {
         return None;
     }
     let inv = Invocation::parse(&args[1..])?;
-    if inv.home != root {
-        return None;
-    }
-    Some((
-        inv.study,
-        Machine {
-            id: pid.to_string(),
-            trial: inv.trial,
-            attempt: inv.attempt,
-            gone: None,
-        },
-    ))
+    (inv.home == root).then_some((inv.study, inv.trial, inv.attempt))
 }
 
 /// Ends the script processes of an attempt whose agent died without ending them, so
@@ -302,5 +308,37 @@ impl MachineProvider for LocalProvider {
 
     async fn changed(&self) {
         self.notify.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the provider launches, read back as `/proc/PID/cmdline` shows it.
+    #[test]
+    fn launched_agents_are_recognised_by_their_command_line() {
+        let inv = Invocation {
+            home: "/state/.augur".into(),
+            aws: None,
+            study: "s".into(),
+            trial: 4,
+            attempt: 2,
+            heartbeat_ms: 2_000,
+            machine: None,
+            shutdown: false,
+        };
+        let mut raw = b"/bin/augur-agent\0".to_vec();
+        for a in inv.to_args() {
+            raw.extend_from_slice(a.as_bytes());
+            raw.push(0);
+        }
+        assert_eq!(
+            attempt_of_cmdline(&raw, "/state/.augur"),
+            Some(("s".to_string(), 4, 2))
+        );
+        assert_eq!(attempt_of_cmdline(&raw, "/other/.augur"), None);
+        let other = b"/bin/sleep\0--home\0/state/.augur\0".to_vec();
+        assert_eq!(attempt_of_cmdline(&other, "/state/.augur"), None);
     }
 }

@@ -3,13 +3,13 @@
 //! A pass reads what changed (the study's state, its machines, its trials), asks
 //! `decide` what to do and applies the actions one at a time ([`Driver::apply`]),
 //! each a conditional write or an idempotent call. It decides nothing itself. The
-//! loop ([`Driver::run`]) passes again at once after acting, waits for a change or a
-//! tick otherwise, and retries an unavailable backend up to the runner's deadline.
-//! A serverless tick is the same loop with a deadline: it returns when nothing is
+//! loop ([`Driver::drive`]) passes again at once after acting, waits for a change
+//! or at most the runner's `idle` otherwise, and retries an unavailable backend up
+//! to the runner's `backend_deadline`. A serverless tick is the same loop with a deadline: it returns when nothing is
 //! left to do now, or when the deadline comes.
 
 use super::cache::Cache;
-use super::{Counters, Event, Finished, RunError, Runner, Step, TickEnd};
+use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
 use crate::provider::ProviderError;
 use crate::reconcile::{decide, Action, Mode, Scope, View};
 use augur_model::trial::ERROR_DATASET;
@@ -86,7 +86,7 @@ impl<'a> Driver<'a> {
     /// Passes until the scope ends, or (with a deadline) until nothing is left to do
     /// now. An unavailable backend is retried with backoff for the runner's
     /// `backend_deadline`, except in a tick, which leaves it to the next one.
-    pub(super) async fn run(
+    pub(super) async fn drive(
         &mut self,
         control: &mut watch::Receiver<Mode>,
     ) -> Result<TickEnd, RunError> {
@@ -100,13 +100,13 @@ impl<'a> Driver<'a> {
             // Marks the value seen: `changed()` below then waits for the next change.
             let mode = *control.borrow_and_update();
             let wait = match self.pass(mode).await {
-                Ok(Step::Finished(f)) => return Ok(TickEnd::Finished(f)),
-                Ok(Step::Again) => {
+                Ok(Next::Finished(f)) => return Ok(TickEnd::Finished(f)),
+                Ok(Next::Again) => {
                     failing = None;
                     continue;
                 }
-                Ok(Step::Wait(_)) if self.deadline.is_some() => return Ok(TickEnd::Waiting),
-                Ok(Step::Wait(d)) => {
+                Ok(Next::Wait(_)) if self.deadline.is_some() => return Ok(TickEnd::Waiting),
+                Ok(Next::Wait(d)) => {
                     failing = None;
                     d
                 }
@@ -135,7 +135,7 @@ impl<'a> Driver<'a> {
 
     /// One reconcile pass: renews the lease when due, reads what changed, decides,
     /// acts. Without the lease it only follows the driver that has it.
-    pub async fn pass(&mut self, mode: Mode) -> Result<Step, RunError> {
+    pub async fn pass(&mut self, mode: Mode) -> Result<Next, RunError> {
         let act = self.keep_lease().await?;
         let counters = &self.runner.counters;
         Counters::bump(&counters.ticks);
@@ -242,7 +242,7 @@ impl<'a> Driver<'a> {
     /// Observes, then (with `act`) decides and applies. With a deadline it stops
     /// acting there: the rest is decided again next time (every action is
     /// level-triggered).
-    async fn observe_and_act(&mut self, mode: Mode, act: bool) -> Result<Step, RunError> {
+    async fn observe_and_act(&mut self, mode: Mode, act: bool) -> Result<Next, RunError> {
         let (state, machines) = self.observe().await?;
         // `augur stop` (here or in another process) cancels whatever this loop does.
         let mode = match state {
@@ -252,10 +252,10 @@ impl<'a> Driver<'a> {
         if !act {
             // Following another driver: end with it.
             return Ok(match state {
-                StudyState::Done => Step::Finished(Finished::Done),
-                StudyState::Stopped => Step::Finished(Finished::Interrupted),
-                _ if mode != Mode::Run => Step::Finished(Finished::Interrupted),
-                _ => Step::Wait(self.runner.tick),
+                StudyState::Done => Next::Finished(Finished::Done),
+                StudyState::Stopped => Next::Finished(Finished::Interrupted),
+                _ if mode != Mode::Run => Next::Finished(Finished::Interrupted),
+                _ => Next::Wait(self.runner.idle),
             });
         }
         let now = (self.runner.clock)();
@@ -280,7 +280,7 @@ impl<'a> Driver<'a> {
             match self.apply(a, mode, now).await? {
                 After::Nothing => {}
                 After::Again => again = true,
-                After::Finished(f) => return Ok(Step::Finished(f)),
+                After::Finished(f) => return Ok(Next::Finished(f)),
             }
         }
         Ok(self.next_step(mode, again, now))
@@ -328,11 +328,15 @@ impl<'a> Driver<'a> {
 
     /// Applies one action of [`decide`].
     async fn apply(&mut self, action: Action, mode: Mode, now: Millis) -> Result<After, RunError> {
-        let runner = self.runner;
+        let at = |trial, attempt, from| At {
+            trial,
+            attempt,
+            from,
+        };
         match action {
             Action::Finish => return self.finish(mode, now).await,
             Action::Relist => {
-                runner.provider.invalidate(&self.study.name);
+                self.runner.provider.invalidate(&self.study.name);
                 self.fresh_listing = true;
             }
             Action::Propose { count } => self.propose(count).await?,
@@ -344,24 +348,8 @@ impl<'a> Driver<'a> {
                 reason,
                 preempted,
             } => {
-                let up = TrialUpdate {
-                    preempted,
-                    ..self.ending(TrialState::Lost, Some(reason.clone()))
-                };
-                let done = self
-                    .write(
-                        At {
-                            trial,
-                            attempt,
-                            from,
-                        },
-                        &up,
-                    )
-                    .await?;
-                if done && preempted {
-                    Counters::bump(&runner.counters.preempted);
-                }
-                runner.emit(Event::Lost { trial, reason });
+                self.mark_lost(at(trial, attempt, from), reason, preempted)
+                    .await?
             }
             Action::Retry {
                 trial,
@@ -369,41 +357,15 @@ impl<'a> Driver<'a> {
                 from,
                 not_before,
             } => {
-                let up = TrialUpdate {
-                    state: Some(TrialState::Pending),
-                    attempt: Some(attempt + 1),
-                    not_before_ms: Some(Some(not_before)),
-                    ..Default::default()
-                };
-                if self
-                    .write(
-                        At {
-                            trial,
-                            attempt,
-                            from,
-                        },
-                        &up,
-                    )
+                self.retry(at(trial, attempt, from), not_before, now)
                     .await?
-                {
-                    Counters::bump(&runner.counters.retried);
-                    runner.emit(Event::Retry {
-                        trial,
-                        attempt: attempt + 1,
-                        delay_ms: not_before - now,
-                    });
-                }
             }
             Action::Cancel {
                 trial,
                 attempt,
                 from,
             } => {
-                let at = At {
-                    trial,
-                    attempt,
-                    from,
-                };
+                let at = at(trial, attempt, from);
                 self.end(at, TrialState::Cancelled, "cancelled".into())
                     .await?;
             }
@@ -412,11 +374,7 @@ impl<'a> Driver<'a> {
                 attempt,
                 reason,
             } => {
-                let at = At {
-                    trial,
-                    attempt,
-                    from: TrialState::Running,
-                };
+                let at = at(trial, attempt, TrialState::Running);
                 self.end(at, TrialState::Pruned, reason).await?;
             }
             Action::FailForDataset {
@@ -428,21 +386,53 @@ impl<'a> Driver<'a> {
                     "{ERROR_DATASET}{dataset} (see `augur trials {}`)",
                     self.study.name
                 );
-                let at = At {
-                    trial,
-                    attempt,
-                    from: TrialState::Pending,
-                };
+                let at = at(trial, attempt, TrialState::Pending);
                 self.end(at, TrialState::Failed, why).await?;
             }
             Action::Terminate { machine, reason } => {
                 tracing::info!(study = %self.study.name, trial = machine.trial, machine = %machine.id, %reason, "terminating machine");
-                runner.provider.terminate(&machine).await?;
-                Counters::bump(&runner.counters.terminated);
+                self.runner.provider.terminate(&machine).await?;
+                Counters::bump(&self.runner.counters.terminated);
                 return Ok(After::Nothing);
             }
         }
         Ok(After::Again)
+    }
+
+    /// Ends an active attempt as lost; a preemption when its machine was taken away.
+    async fn mark_lost(&self, at: At, reason: String, preempted: bool) -> Result<(), RunError> {
+        let up = TrialUpdate {
+            preempted,
+            ..self.ending(TrialState::Lost, Some(reason.clone()))
+        };
+        let done = self.write(at, &up).await?;
+        if done && preempted {
+            Counters::bump(&self.runner.counters.preempted);
+        }
+        self.runner.emit(Event::Lost {
+            trial: at.trial,
+            reason,
+        });
+        Ok(())
+    }
+
+    /// `lost|failed → pending` as the next attempt, not before `not_before`.
+    async fn retry(&self, at: At, not_before: Millis, now: Millis) -> Result<(), RunError> {
+        let up = TrialUpdate {
+            state: Some(TrialState::Pending),
+            attempt: Some(at.attempt + 1),
+            not_before_ms: Some(Some(not_before)),
+            ..Default::default()
+        };
+        if self.write(at, &up).await? {
+            Counters::bump(&self.runner.counters.retried);
+            self.runner.emit(Event::Retry {
+                trial: at.trial,
+                attempt: at.attempt + 1,
+                delay_ms: not_before - now,
+            });
+        }
+        Ok(())
     }
 
     /// Records the end of the scope: a study driven by its budget is done (or
@@ -554,15 +544,15 @@ impl<'a> Driver<'a> {
     }
 
     /// What the pass leaves to do: finish a drain with nothing running, pass again
-    /// after acting, or wait until the next retry is due (at most one tick; a study
+    /// after acting, or wait until the next retry is due (at most `idle`; a study
     /// that prunes looks at the curves as often as agents record them).
-    pub(super) fn next_step(&self, mode: Mode, again: bool, now: Millis) -> Step {
+    pub(super) fn next_step(&self, mode: Mode, again: bool, now: Millis) -> Next {
         let trials = &self.cache.trials;
         if mode == Mode::Drain && !again && !trials.iter().any(|t| t.state.is_active()) {
-            return Step::Finished(Finished::Interrupted);
+            return Next::Finished(Finished::Interrupted);
         }
         if again {
-            return Step::Again;
+            return Next::Again;
         }
         let runner = self.runner;
         let next = trials
@@ -571,16 +561,16 @@ impl<'a> Driver<'a> {
             .filter_map(|t| t.not_before_ms)
             .filter(|nb| *nb > now)
             .min();
-        let tick = if self.study.prune.is_some() {
+        let longest = if self.study.prune.is_some() {
             let beat = Duration::from_millis(runner.timing.heartbeat_ms.max(100) as u64);
-            runner.tick.min(beat)
+            runner.idle.min(beat)
         } else {
-            runner.tick
+            runner.idle
         };
-        let wait = next.map_or(tick, |nb| {
-            Duration::from_millis((nb - now) as u64 + 1).min(tick)
+        let wait = next.map_or(longest, |nb| {
+            Duration::from_millis((nb - now) as u64 + 1).min(longest)
         });
-        Step::Wait(wait)
+        Next::Wait(wait)
     }
 
     /// Ends the attempt `at` in `to`, with `error`, now; whether it was written.

@@ -201,8 +201,8 @@ pub struct Runner {
     store: Arc<dyn TrialStore>,
     provider: Arc<dyn MachineProvider>,
     pub timing: Timing,
-    /// Longest wait between ticks when nothing wakes the loop.
-    pub tick: Duration,
+    /// Longest wait between passes when nothing wakes the loop.
+    pub idle: Duration,
     /// How long store and provider failures are retried before giving up (exit 3).
     pub backend_deadline: Duration,
     counters: Arc<Counters>,
@@ -248,7 +248,7 @@ impl Runner {
             store,
             provider,
             timing: Timing::default(),
-            tick: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
             backend_deadline: Duration::from_secs(120),
             counters: Arc::new(Counters::default()),
             events: None,
@@ -476,7 +476,7 @@ impl Runner {
         mut control: watch::Receiver<Mode>,
     ) -> Result<Finished, RunError> {
         let mut driver = self.driver(study, scope);
-        let end = driver.run(&mut control).await;
+        let end = driver.drive(&mut control).await;
         driver.release().await;
         match end? {
             TickEnd::Finished(f) => Ok(f),
@@ -525,7 +525,7 @@ impl Runner {
             driver.cache = w.take(k);
         }
         let (_tx, mut control) = watch::channel(Mode::Run);
-        let end = driver.run(&mut control).await;
+        let end = driver.drive(&mut control).await;
         // Kept only after a tick that ended normally with work left.
         if let (Some((k, w)), Ok(TickEnd::Waiting | TickEnd::Deadline)) = (key, &end) {
             w.put(k, std::mem::take(&mut driver.cache));
@@ -537,7 +537,7 @@ impl Runner {
 
 /// What one pass of a driver left to do.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Step {
+pub enum Next {
     /// The scope reached its end (or was interrupted).
     Finished(Finished),
     /// The pass acted: pass again at once.

@@ -130,7 +130,7 @@ async fn a_study_ends_only_after_a_fresh_listing_ends_what_the_cache_missed() {
         gone: None,
     });
     // Everything is settled: the driver asks for a fresh listing instead of ending.
-    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Step::Again);
+    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Next::Again);
     assert_eq!(
         r.store.study_state("s").await.expect("state"),
         Some(StudyState::Active)
@@ -139,7 +139,7 @@ async fn a_study_ends_only_after_a_fresh_listing_ends_what_the_cache_missed() {
     // On it, the machine the cache missed is ended, then the study.
     assert_eq!(
         d.pass(Mode::Run).await.expect("pass"),
-        Step::Finished(Finished::Done)
+        Next::Finished(Finished::Done)
     );
     assert_eq!(*cloud.terminated.lock().expect("lock"), vec!["i-late"]);
     assert_eq!(
@@ -156,7 +156,7 @@ async fn a_pass_waits_until_the_next_retry_is_due_at_most_a_tick() {
     let s = study();
     let mut d = r.driver(&s, Scope::Budget(1));
     // Nothing due: a tick.
-    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Step::Wait(r.tick));
+    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Next::Wait(r.idle));
     // A retry due in 300 ms: wait just past it.
     d.cache.trials.push(Trial {
         id: 9,
@@ -165,19 +165,19 @@ async fn a_pass_waits_until_the_next_retry_is_due_at_most_a_tick() {
     });
     assert_eq!(
         d.next_step(Mode::Run, false, NOW),
-        Step::Wait(Duration::from_millis(301))
+        Next::Wait(Duration::from_millis(301))
     );
     // A drain with a trial running goes on; without one it ends.
     assert_eq!(
         d.next_step(Mode::Drain, false, NOW),
-        Step::Wait(Duration::from_millis(301))
+        Next::Wait(Duration::from_millis(301))
     );
     d.cache.trials.retain(|t| t.id == 9);
     assert_eq!(
         d.next_step(Mode::Drain, false, NOW),
-        Step::Finished(Finished::Interrupted)
+        Next::Finished(Finished::Interrupted)
     );
-    assert_eq!(d.next_step(Mode::Drain, true, NOW), Step::Again);
+    assert_eq!(d.next_step(Mode::Drain, true, NOW), Next::Again);
 }
 
 #[tokio::test]

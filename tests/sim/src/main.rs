@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 use augur::provider::{MachineProvider, ProviderError};
-use augur::{Machine, Mode, Runner, Scope, Step, TickEnd};
+use augur::{Machine, Mode, Next, Runner, Scope, TickEnd};
 use augur_model::{
     Expect, MetricPoint, Millis, Outcome, Study, StudyRecord, StudyState, Trial, TrialState,
     TrialUpdate,
@@ -596,9 +596,9 @@ async fn simulate(
             // `augur run`: one long-lived driver, its cache read incrementally.
             loop {
                 match driver.pass(Mode::Run).await.map_err(|e| e.to_string())? {
-                    Step::Again => continue,
-                    Step::Wait(_) => break false,
-                    Step::Finished(_) => break true,
+                    Next::Again => continue,
+                    Next::Wait(_) => break false,
+                    Next::Finished(_) => break true,
                 }
             }
         };

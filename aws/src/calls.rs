@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 /// How one attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Outcome {
+pub enum CallOutcome {
     /// A 2xx answer.
     Ok,
     /// A 4xx answer that is not throttling (a failed condition, a missing item: often
@@ -28,28 +28,28 @@ pub enum Outcome {
     Transport,
 }
 
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::ClientError,
-        Outcome::Throttled,
-        Outcome::ServerError,
-        Outcome::Transport,
+impl CallOutcome {
+    pub const ALL: [CallOutcome; 5] = [
+        CallOutcome::Ok,
+        CallOutcome::ClientError,
+        CallOutcome::Throttled,
+        CallOutcome::ServerError,
+        CallOutcome::Transport,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::ClientError => "client_error",
-            Outcome::Throttled => "throttled",
-            Outcome::ServerError => "server_error",
-            Outcome::Transport => "transport_error",
+            CallOutcome::Ok => "ok",
+            CallOutcome::ClientError => "client_error",
+            CallOutcome::Throttled => "throttled",
+            CallOutcome::ServerError => "server_error",
+            CallOutcome::Transport => "transport_error",
         }
     }
     /// Whether the attempt failed for a reason the service or network is to blame for.
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            Outcome::Throttled | Outcome::ServerError | Outcome::Transport
+            CallOutcome::Throttled | CallOutcome::ServerError | CallOutcome::Transport
         )
     }
 }
@@ -58,7 +58,7 @@ impl Outcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceCalls {
     /// Attempts by how they ended.
-    pub attempts: BTreeMap<Outcome, u64>,
+    pub attempts: BTreeMap<CallOutcome, u64>,
     /// Attempts that were retries of an earlier attempt of the same call.
     pub retries: u64,
 }
@@ -81,22 +81,22 @@ const THROTTLING: [&str; 6] = [
     "TooManyRequests",
 ];
 
-fn classify(status: Option<u16>, body: Option<&[u8]>) -> Outcome {
+fn classify(status: Option<u16>, body: Option<&[u8]>) -> CallOutcome {
     let Some(status) = status else {
-        return Outcome::Transport;
+        return CallOutcome::Transport;
     };
     if status < 400 {
-        return Outcome::Ok;
+        return CallOutcome::Ok;
     }
     // EC2 throttles with a 503, DynamoDB with a 400: the code tells.
     let head = body.map(|b| &b[..b.len().min(2048)]).unwrap_or_default();
     let head = String::from_utf8_lossy(head);
     if status == 429 || THROTTLING.iter().any(|code| head.contains(code)) {
-        Outcome::Throttled
+        CallOutcome::Throttled
     } else if status >= 500 {
-        Outcome::ServerError
+        CallOutcome::ServerError
     } else {
-        Outcome::ClientError
+        CallOutcome::ClientError
     }
 }
 
@@ -169,17 +169,17 @@ mod tests {
 
     #[test]
     fn answers_are_classified_by_status_and_throttling_code() {
-        assert_eq!(classify(Some(200), None), Outcome::Ok);
-        assert_eq!(classify(None, None), Outcome::Transport);
-        assert_eq!(classify(Some(503), None), Outcome::ServerError);
-        assert_eq!(classify(Some(429), None), Outcome::Throttled);
+        assert_eq!(classify(Some(200), None), CallOutcome::Ok);
+        assert_eq!(classify(None, None), CallOutcome::Transport);
+        assert_eq!(classify(Some(503), None), CallOutcome::ServerError);
+        assert_eq!(classify(Some(429), None), CallOutcome::Throttled);
         let dynamo = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}"#;
-        assert_eq!(classify(Some(400), Some(dynamo)), Outcome::Throttled);
+        assert_eq!(classify(Some(400), Some(dynamo)), CallOutcome::Throttled);
         let ec2 = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>";
-        assert_eq!(classify(Some(503), Some(ec2)), Outcome::Throttled);
+        assert_eq!(classify(Some(503), Some(ec2)), CallOutcome::Throttled);
         let cas =
             br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}"#;
-        assert_eq!(classify(Some(400), Some(cas)), Outcome::ClientError);
-        assert!(!Outcome::ClientError.is_error() && Outcome::Throttled.is_error());
+        assert_eq!(classify(Some(400), Some(cas)), CallOutcome::ClientError);
+        assert!(!CallOutcome::ClientError.is_error() && CallOutcome::Throttled.is_error());
     }
 }

@@ -1,4 +1,5 @@
-//! augur's AWS adapters: the DynamoDB [`TrialStore`](augur_store::TrialStore), and the
+//! augur's AWS adapters: the DynamoDB [`TrialStore`](augur_store::TrialStore), EC2 as
+//! the [`MachineProvider`](augur_store::MachineProvider), CloudWatch Logs, S3, and the
 //! configuration and retry policy shared by every AWS call.
 //!
 //! Kept out of the model and store crates so that most edits never relink the SDK.
@@ -7,6 +8,7 @@ pub mod calls;
 pub mod config;
 pub mod cwlogs;
 pub mod dynamo;
+pub mod machines;
 pub mod s3;
 
 pub use calls::{dynamodb, ec2, logs};

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod duration;
 pub mod leaderboard;
+pub mod machine;
 pub mod metrics;
 pub mod oracle;
 pub mod prune;
@@ -15,13 +16,14 @@ pub mod trial;
 pub mod value;
 
 pub use leaderboard::{leaderboard, LeaderboardRow};
+pub use machine::Machine;
 pub use oracle::{oracle_for, Oracle};
 pub use space::ParamSpec;
 pub use spec::{
     AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec,
     RunSpec, SpecError, Study, StudyRecord, StudyState,
 };
-pub use trial::{AttemptRecord, Expect, MetricPoint, Outcome, Trial, TrialState, TrialUpdate};
+pub use trial::{AttemptEnd, AttemptRecord, Expect, MetricPoint, Trial, TrialState, TrialUpdate};
 pub use value::{Params, Value};
 
 /// Milliseconds since the Unix epoch: every timestamp in a record.

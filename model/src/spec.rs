@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use toml::Spanned;
 
 /// A study file problem: `path:line: message`.
@@ -243,27 +243,51 @@ impl Study {
         self.datasets.iter().find(|d| d.render(params) == name)
     }
 
-    /// Reads and validates a study file.
-    pub fn load(path: &Path) -> Result<Study, SpecError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            path: shown.clone(),
-            line: None,
-            message: format!("cannot read study file: {e}"),
-        })?;
-        let dir = path
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from("."));
-        Study::parse(&text, &shown, &dir)
-    }
-
-    /// Parses and validates study-file text; `dir` is where `run.files` are looked up.
+    /// Parses and validates study-file text; `dir` is where `run.files` are (recorded,
+    /// not looked at: see [`check_files`](Self::check_files)). Reads nothing.
     pub fn parse(text: &str, path: &str, dir: &Path) -> Result<Study, SpecError> {
-        let cx = Cx { text, path };
+        let cx = SpecText { text, path };
         let raw: RawStudy = toml::from_str(text).map_err(|e| cx.syntax(e))?;
         raw.validate(&cx, dir)
+    }
+
+    /// Checks, after [`parse`](Self::parse) of the same `text`, that every `run.files`
+    /// entry exists, as the caller's `exists` says (the file system, in the caller):
+    /// the first missing one is an error at its line.
+    pub fn check_files(
+        &self,
+        text: &str,
+        path: &str,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<(), SpecError> {
+        #[derive(Deserialize)]
+        struct Files {
+            run: RunFiles,
+        }
+        #[derive(Deserialize)]
+        struct RunFiles {
+            #[serde(default)]
+            files: Vec<Spanned<String>>,
+        }
+        let cx = SpecText { text, path };
+        let raw: Files = toml::from_str(text).map_err(|e| cx.syntax(e))?;
+        let dir = Path::new(&self.dir);
+        match raw
+            .run
+            .files
+            .iter()
+            .find(|f| !exists(&dir.join(f.get_ref())))
+        {
+            Some(f) => Err(cx.at(
+                f,
+                format!(
+                    "run.files: `{}` not found (looked in {})",
+                    f.get_ref(),
+                    self.dir
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -319,12 +343,36 @@ pub struct DriveSettings {
     pub backoff_cap_ms: Millis,
 }
 
-struct Cx<'a> {
+impl DriveSettings {
+    /// The defaults of the embedded default: local processes report within a second.
+    pub fn local() -> DriveSettings {
+        DriveSettings {
+            heartbeat_ms: 2_000,
+            lease_ms: 30_000,
+            boot_timeout_ms: 60_000,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 60_000,
+        }
+    }
+
+    /// The defaults on a cloud: instances boot in minutes, and DynamoDB writes per
+    /// trial are 5 + its duration / the heartbeat.
+    pub fn cloud() -> DriveSettings {
+        DriveSettings {
+            heartbeat_ms: 20_000,
+            lease_ms: 90_000,
+            boot_timeout_ms: 600_000,
+            ..DriveSettings::local()
+        }
+    }
+}
+
+struct SpecText<'a> {
     text: &'a str,
     path: &'a str,
 }
 
-impl Cx<'_> {
+impl SpecText<'_> {
     fn line(&self, span: Option<Range<usize>>) -> Option<usize> {
         span.map(|s| {
             self.text[..s.start.min(self.text.len())]
@@ -399,7 +447,7 @@ struct RawPrune {
 }
 
 impl RawPrune {
-    fn validate(self, cx: &Cx, objective: &str) -> Result<PruneSpec, SpecError> {
+    fn validate(self, cx: &SpecText, objective: &str) -> Result<PruneSpec, SpecError> {
         let not_for = |name: &str, v: Option<std::ops::Range<usize>>, rule: &str| {
             v.map_or(Ok(()), |span| {
                 Err(cx.err(
@@ -545,13 +593,18 @@ struct RawAws {
     disk_gb: Option<Spanned<i64>>,
 }
 
-fn duration_ms(cx: &Cx, key: &str, s: &Spanned<String>) -> Result<u64, SpecError> {
+fn duration_ms(cx: &SpecText, key: &str, s: &Spanned<String>) -> Result<u64, SpecError> {
     crate::duration::parse(s.get_ref())
         .map(|d| d.as_millis() as u64)
         .map_err(|e| cx.at(s, format!("{key}: {e}")))
 }
 
-fn positive(cx: &Cx, key: &str, v: &Option<Spanned<i64>>, default: i64) -> Result<i64, SpecError> {
+fn positive(
+    cx: &SpecText,
+    key: &str,
+    v: &Option<Spanned<i64>>,
+    default: i64,
+) -> Result<i64, SpecError> {
     match v {
         None => Ok(default),
         Some(s) if *s.get_ref() >= 1 => Ok(*s.get_ref()),
@@ -560,7 +613,7 @@ fn positive(cx: &Cx, key: &str, v: &Option<Spanned<i64>>, default: i64) -> Resul
 }
 
 /// A count in `min..=max` (a `u32` setting: never truncated).
-fn count(cx: &Cx, key: &str, v: &Spanned<i64>, min: i64, max: i64) -> Result<u32, SpecError> {
+fn count(cx: &SpecText, key: &str, v: &Spanned<i64>, min: i64, max: i64) -> Result<u32, SpecError> {
     let n = *v.get_ref();
     if (min..=max).contains(&n) {
         Ok(n as u32)
@@ -675,7 +728,7 @@ impl RawParam {
 }
 
 impl RawStudy {
-    fn validate(self, cx: &Cx, dir: &Path) -> Result<Study, SpecError> {
+    fn validate(self, cx: &SpecText, dir: &Path) -> Result<Study, SpecError> {
         let name = self.name.get_ref().clone();
         if !valid_study_name(&name) {
             return Err(cx.at(&self.name, format!(
@@ -731,7 +784,7 @@ impl RawStudy {
 }
 
 impl RawObjective {
-    fn validate(self, cx: &Cx) -> Result<Objective, SpecError> {
+    fn validate(self, cx: &SpecText) -> Result<Objective, SpecError> {
         let metric = self.metric.get_ref().trim().to_string();
         if metric.is_empty() {
             return Err(cx.at(&self.metric, "objective.metric is empty"));
@@ -752,7 +805,7 @@ impl RawObjective {
 
 /// The parameters: names usable as `AUGUR_PARAM_<NAME>`, distinct once upper-cased.
 fn validate_params(
-    cx: &Cx,
+    cx: &SpecText,
     raw: BTreeMap<Spanned<String>, Spanned<RawParam>>,
 ) -> Result<BTreeMap<String, ParamSpec>, SpecError> {
     let mut params = BTreeMap::new();
@@ -786,7 +839,7 @@ fn validate_params(
 }
 
 impl RawRun {
-    fn validate(self, cx: &Cx, dir: &Path) -> Result<RunSpec, SpecError> {
+    fn validate(self, cx: &SpecText, dir: &Path) -> Result<RunSpec, SpecError> {
         let script = self.script.get_ref().clone();
         if script.trim().is_empty() {
             return Err(cx.at(&self.script, "run.script is empty"));
@@ -802,10 +855,10 @@ impl RawRun {
                     format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
                 ));
             }
-            if rel.is_empty() || !dir.join(rel).exists() {
+            if rel.is_empty() {
                 return Err(cx.at(
                     f,
-                    format!("run.files: `{rel}` not found (looked in {})", dir.display()),
+                    format!("run.files: `` not found (looked in {})", dir.display()),
                 ));
             }
             files.push(rel.clone());
@@ -853,7 +906,7 @@ impl RawRun {
 
 /// Dataset templates: named once each, a script, placeholders that are parameters.
 fn validate_datasets(
-    cx: &Cx,
+    cx: &SpecText,
     raw: Vec<Spanned<RawDataset>>,
     params: &BTreeMap<String, ParamSpec>,
 ) -> Result<Vec<DatasetSpec>, SpecError> {
@@ -904,7 +957,7 @@ fn validate_datasets(
 }
 
 impl RawAws {
-    fn validate(self, cx: &Cx) -> Result<AwsSpec, SpecError> {
+    fn validate(self, cx: &SpecText) -> Result<AwsSpec, SpecError> {
         let disk_gb = match &self.disk_gb {
             None => None,
             Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
@@ -941,7 +994,7 @@ impl RawAws {
 /// The budget of trials: given, or for a grid its size times the replicates. A grid
 /// may have at most [`MAX_GRID_POINTS`] points.
 fn budget(
-    cx: &Cx,
+    cx: &SpecText,
     trials: &Option<Spanned<i64>>,
     oracle_key: &Option<Spanned<String>>,
     study: &Study,
@@ -1006,8 +1059,11 @@ max_attempts = 2
 instance_type = "t3.micro"
 "#;
 
+    /// Parses, then checks `run.files` as if no file existed.
     fn parse(text: &str) -> Result<Study, SpecError> {
-        Study::parse(text, "study.toml", Path::new("."))
+        let s = Study::parse(text, "study.toml", Path::new("."))?;
+        s.check_files(text, "study.toml", |_| false)?;
+        Ok(s)
     }
 
     #[test]

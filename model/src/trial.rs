@@ -484,7 +484,7 @@ impl TrialUpdate {
     }
 
     /// The final write of an attempt.
-    pub fn finished(now: Millis, outcome: &Outcome) -> TrialUpdate {
+    pub fn finished(now: Millis, outcome: &AttemptEnd) -> TrialUpdate {
         TrialUpdate {
             state: Some(if outcome.exit_code == Some(0) && outcome.error.is_none() {
                 TrialState::Succeeded
@@ -507,7 +507,7 @@ impl TrialUpdate {
 
 /// What an attempt ended with, as its agent saw it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Outcome {
+pub struct AttemptEnd {
     pub exit_code: Option<i32>,
     pub metrics: BTreeMap<String, f64>,
     pub series: Vec<MetricPoint>,

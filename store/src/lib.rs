@@ -1,17 +1,22 @@
-//! Where augur keeps its state: the [`TrialStore`] trait (the only memory shared by the
-//! orchestrator and the agents), its SQLite implementation, and the on-disk layout of
-//! the embedded default (`.augur/`: database, logs, work directories).
+//! The two narrow traits the orchestrator acts through, and the embedded default's
+//! state: the [`TrialStore`] trait (the only memory shared by the orchestrator and
+//! the agents) with its SQLite implementation, the [`MachineProvider`] trait (where
+//! attempts run), and the on-disk layout of the embedded default (`.augur/`:
+//! database, logs, work directories).
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod layout;
 pub mod logfile;
+pub mod provider;
 pub mod sqlite;
+pub mod studyfile;
 
 use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 
 pub use layout::Layout;
+pub use provider::{MachineProvider, ProviderError};
 pub use sqlite::SqliteStore;
 
 /// A store failure.

@@ -4,8 +4,8 @@
 //! Lambda scales out), from `augur tick` processes (killed half-way), and from the
 //! handler called as a plain async function.
 
-use augur::cli::backend::{AwsArgs, Ctx};
-use augur::cli::tick::{handle, TickReport};
+use augur::app::backend::{AwsArgs, Backend};
+use augur::app::tick::{handle, TickReport};
 use augur_tests::cloud::{futures_lite, World};
 use augur_tests::faults::{Fault, Rule};
 use augur_tests::lambda::RuntimeApi;
@@ -249,7 +249,7 @@ struct Args {
 
 /// The handler's context for this world, as `augur-lambda` builds it from its
 /// environment (the SDK configured for the proxy in front of the emulator).
-async fn ctx(w: &World) -> Ctx {
+async fn ctx(w: &World) -> Backend {
     let args = Args::try_parse_from([
         "augur-lambda",
         "--backend",
@@ -267,14 +267,14 @@ async fn ctx(w: &World) -> Ctx {
         ..Default::default()
     })
     .await;
-    Ctx {
+    Backend {
         layout: augur_store::Layout::new(w.sb.path().join("lambda-tmp")),
         aws: args.aws,
         sdk: tokio::sync::OnceCell::new_with(Some(sdk)),
     }
 }
 
-fn row<'r>(r: &'r TickReport, study: &str) -> &'r augur::cli::tick::StudyTick {
+fn row<'r>(r: &'r TickReport, study: &str) -> &'r augur::app::tick::StudyTick {
     r.studies
         .iter()
         .find(|s| s.study == study)

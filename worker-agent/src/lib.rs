@@ -12,7 +12,9 @@ pub mod process;
 pub mod workdir;
 
 use augur_model::metrics::{self, Line};
-use augur_model::{duration, Expect, MetricPoint, Outcome, Study, Trial, TrialState, TrialUpdate};
+use augur_model::{
+    duration, AttemptEnd, Expect, MetricPoint, Study, Trial, TrialState, TrialUpdate,
+};
 use augur_store::logfile::{format_line, Source};
 use augur_store::{now_ms, Layout, StoreError, TrialStore, Written};
 use lines::{Chunk, Stream};
@@ -87,7 +89,7 @@ pub enum Ended {
 }
 
 /// Where the attempt's log goes.
-enum Out {
+enum LogSink {
     /// A local file, written line by line and unbuffered, so that every line printed
     /// before a machine dies is in it.
     File(Option<std::fs::File>),
@@ -98,7 +100,7 @@ enum Out {
 /// The attempt's log. A log that cannot be written (disk full, directory gone) is
 /// reported once and never stops the trial.
 struct Log {
-    out: Out,
+    out: LogSink,
     location: String,
     broken: Option<String>,
 }
@@ -108,12 +110,12 @@ impl Log {
         let location = path.display().to_string();
         match augur_store::logfile::open_append(&path) {
             Ok(f) => Log {
-                out: Out::File(Some(f)),
+                out: LogSink::File(Some(f)),
                 location,
                 broken: None,
             },
             Err(e) => Log {
-                out: Out::File(None),
+                out: LogSink::File(None),
                 broken: Some(format!("cannot open log {location}: {e}")),
                 location,
             },
@@ -122,27 +124,27 @@ impl Log {
     fn cloud(sink: augur_aws::cwlogs::CloudWatchSink) -> Log {
         Log {
             location: sink.location(),
-            out: Out::Cloud(Box::new(sink)),
+            out: LogSink::Cloud(Box::new(sink)),
             broken: None,
         }
     }
     fn write(&mut self, source: Source, text: &str) {
         match &mut self.out {
-            Out::File(Some(f)) => {
+            LogSink::File(Some(f)) => {
                 if let Err(e) = f.write_all(format_line(now_ms(), source, text).as_bytes()) {
                     self.broken = Some(format!("cannot write log {}: {e}", self.location));
-                    self.out = Out::File(None);
+                    self.out = LogSink::File(None);
                 }
             }
-            Out::File(None) => {}
-            Out::Cloud(sink) => sink.push(now_ms(), format!("{} {text}", source.as_str())),
+            LogSink::File(None) => {}
+            LogSink::Cloud(sink) => sink.push(now_ms(), format!("{} {text}", source.as_str())),
         }
     }
     /// Sends what is buffered (CloudWatch); a failure keeps the lines for next time.
     /// Files need nothing: lines are written unbuffered, and not fsynced (a log that
     /// must outlive its machine is shipped to CloudWatch Logs).
     async fn flush(&mut self) {
-        if let Out::Cloud(sink) = &mut self.out {
+        if let LogSink::Cloud(sink) = &mut self.out {
             if let Err(e) = sink.flush().await {
                 tracing::warn!(error = %e, "log not shipped yet; will retry");
             }
@@ -151,7 +153,7 @@ impl Log {
     /// The last flush of an attempt: retried with backoff (there is no next time),
     /// for up to two minutes; a log that still cannot be shipped is said in the record.
     async fn flush_final(&mut self) {
-        let Out::Cloud(sink) = &mut self.out else {
+        let LogSink::Cloud(sink) = &mut self.out else {
             return;
         };
         let give_up = Instant::now() + Duration::from_secs(120);
@@ -175,7 +177,7 @@ impl Log {
 
 /// What the agent has seen of the script so far.
 #[derive(Default)]
-struct Seen {
+struct ScriptOutput {
     metrics: BTreeMap<String, f64>,
     series: Vec<MetricPoint>,
     status: Option<String>,
@@ -184,13 +186,13 @@ struct Seen {
     dirty: bool,
 }
 
-impl Seen {
+impl ScriptOutput {
     /// How the attempt ended: the script's exit, or why the agent ended it.
     fn outcome(
         self,
         status: Option<std::process::ExitStatus>,
         ended: Option<(String, bool)>,
-    ) -> Outcome {
+    ) -> AttemptEnd {
         let status =
             status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
         let (error, retryable) = match ended {
@@ -199,7 +201,7 @@ impl Seen {
             // person) did not fail by itself: it may be retried, within max_attempts.
             None => (failure_text(&status), killed_from_outside(&status)),
         };
-        Outcome {
+        AttemptEnd {
             exit_code: Some(process::exit_code(&status)),
             metrics: self.metrics,
             series: self.series,
@@ -378,7 +380,7 @@ async fn mark_running(
 
 /// Writes how the attempt ended to its log and sends the rest. A log that could not
 /// be written is said in the outcome, but never fails a script that succeeded.
-async fn close_log(log: &mut Log, mut outcome: Outcome) -> Outcome {
+async fn close_log(log: &mut Log, mut outcome: AttemptEnd) -> AttemptEnd {
     let state = if outcome.exit_code == Some(0) && outcome.error.is_none() {
         TrialState::Succeeded
     } else {
@@ -416,7 +418,7 @@ async fn close_log(log: &mut Log, mut outcome: Outcome) -> Outcome {
 async fn final_write(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-    outcome: &Outcome,
+    outcome: &AttemptEnd,
 ) -> Result<Ended, AgentError> {
     let up = TrialUpdate::finished(now_ms(), outcome);
     let cond = Expect::state(TrialState::Running, cfg.attempt);
@@ -481,7 +483,7 @@ async fn run_script(
     study: &Study,
     trial: &Trial,
     log: &mut Log,
-) -> Result<Option<Outcome>, AgentError> {
+) -> Result<Option<AttemptEnd>, AgentError> {
     let timeout_ms = match &trial.dataset {
         Some(name) => study
             .dataset_spec(name, &trial.params)
@@ -499,7 +501,7 @@ async fn run_script(
             // The machine could not set the attempt up (files not fetched, bash not
             // started): not the script's failure, so it may be retried.
             log.write(Source::Augur, &msg);
-            return Ok(Some(Outcome {
+            return Ok(Some(AttemptEnd {
                 error: Some(msg),
                 retryable: true,
                 ..Default::default()
@@ -513,7 +515,7 @@ async fn run_script(
     let grace = Duration::from_millis(study.run.grace_ms);
     let mut heartbeat = tokio::time::interval_at(started + cfg.heartbeat, cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = Seen::default();
+    let mut seen = ScriptOutput::default();
     let mut last_output = started;
     let mut status: Option<std::process::ExitStatus> = None;
     let mut open = true;
@@ -662,7 +664,7 @@ async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result
 async fn beat(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-    seen: &mut Seen,
+    seen: &mut ScriptOutput,
     log: &mut Log,
 ) -> Option<String> {
     let mut up = TrialUpdate {

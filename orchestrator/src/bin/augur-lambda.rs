@@ -2,12 +2,12 @@
 //! runtime `provided.al2023`, deployed as `bootstrap` by `infra/deploy.sh`).
 //!
 //! Each invocation (the EventBridge schedule, or a batch of the table's stream) is one
-//! [`augur::cli::tick::handle`]: settings come from the environment the stack sets
+//! [`augur::app::tick::handle`]: settings come from the environment the stack sets
 //! (AUGUR_TABLE, AUGUR_BUCKET, AUGUR_SECURITY_GROUPS, ...), and nothing is kept
 //! between invocations but the SDK's configuration.
 
-use augur::cli::backend::{AwsArgs, Backend, Ctx};
-use augur::cli::tick::{acting_deadline, handle};
+use augur::app::backend::{AwsArgs, Backend, BackendKind};
+use augur::app::tick::{acting_deadline, handle};
 use augur_store::{now_ms, Layout};
 use clap::Parser;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -24,7 +24,7 @@ struct Settings {
     aws: AwsArgs,
 }
 
-async fn invoke(ctx: &Ctx, event: LambdaEvent<Value>) -> Result<Value, Error> {
+async fn invoke(ctx: &Backend, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let left = event
         .context
         .deadline
@@ -61,8 +61,8 @@ fn main() -> ExitCode {
     // (`--version` and `--help` work by hand).
     let settings = Settings::parse();
     let mut aws = settings.aws;
-    aws.backend = Backend::Aws;
-    let ctx = Arc::new(Ctx {
+    aws.backend = BackendKind::Aws;
+    let ctx = Arc::new(Backend {
         layout: Layout::new(std::env::temp_dir().join("augur")),
         aws,
         sdk: Default::default(),

@@ -3,7 +3,8 @@
 //! it runs; `gc` does it when none does); expired driver leases; `submitted` marks of
 //! deleted studies.
 
-use super::{backend::Ctx, Fail, Outcome};
+use super::{AppError, CmdResult};
+use crate::app::backend::Backend;
 use augur::reconcile::{sweep, Action, Machine, Mode, Scope, Timing, View, NO_STUDY};
 use augur_model::Millis;
 use augur_store::logfile::rfc3339;
@@ -21,7 +22,7 @@ pub struct GcArgs {
     json: bool,
 }
 
-pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
+pub async fn gc(ctx: &Backend, args: &GcArgs) -> CmdResult {
     let Some(store) = ctx.existing_store().await? else {
         if args.json {
             println!("{}", json!({"machines": [], "leases": [], "submitted": []}));
@@ -55,11 +56,11 @@ pub async fn gc(ctx: &Ctx, args: &GcArgs) -> Outcome {
 /// Machines: every live one, judged by the driver's own sweep against its study's
 /// records and recorded timings; those of unrecorded studies are ended too.
 async fn end_orphans(
-    ctx: &Ctx,
+    ctx: &Backend,
     store: &dyn TrialStore,
     args: &GcArgs,
     now: Millis,
-) -> Result<Vec<serde_json::Value>, Fail> {
+) -> Result<Vec<serde_json::Value>, AppError> {
     let provider = ctx.sweeper().await;
     let verb = if args.dry_run { "would end" } else { "ended" };
     let mut by_study: BTreeMap<String, Vec<Machine>> = BTreeMap::new();
@@ -114,8 +115,8 @@ async fn end_orphans(
     Ok(ended)
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Fail {
-    Fail::unavailable(e.to_string())
+fn unavailable(e: impl std::fmt::Display) -> AppError {
+    AppError::unavailable(e.to_string())
 }
 
 /// Leases that expired (past the clock-skew margin): their holders are gone.
@@ -123,7 +124,7 @@ async fn expire_leases(
     store: &dyn TrialStore,
     args: &GcArgs,
     now: Millis,
-) -> Result<Vec<serde_json::Value>, Fail> {
+) -> Result<Vec<serde_json::Value>, AppError> {
     let mut expired = Vec::new();
     for (name, lease) in store.leases().await? {
         if lease.until + Timing::default().clock_skew_ms >= now {
@@ -151,7 +152,7 @@ async fn expire_leases(
 }
 
 /// Submitted marks of studies that are no longer recorded.
-async fn clear_marks(store: &dyn TrialStore, args: &GcArgs) -> Result<Vec<String>, Fail> {
+async fn clear_marks(store: &dyn TrialStore, args: &GcArgs) -> Result<Vec<String>, AppError> {
     let mut unmarked = Vec::new();
     for name in store.submitted().await? {
         if store.get_study(&name).await?.is_some() {

@@ -1,7 +1,7 @@
 //! Read-only commands: studies, trials, show, leaderboard; and delete.
 
-use super::backend::Ctx;
-use super::{parse_target, Fail, Outcome};
+use super::{parse_target, AppError, CmdResult};
+use crate::app::backend::Backend;
 use augur::report;
 use augur_model::value::params_display;
 use augur_model::{StudyRecord, Trial, TrialState};
@@ -10,10 +10,10 @@ use augur_store::TrialStore;
 use std::sync::Arc;
 
 async fn study_and_trials(
-    ctx: &Ctx,
+    ctx: &Backend,
     name: &str,
-) -> Result<(Arc<dyn TrialStore>, StudyRecord, Vec<Trial>), Fail> {
-    let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
+) -> Result<(Arc<dyn TrialStore>, StudyRecord, Vec<Trial>), AppError> {
+    let no = || AppError::input(format!("no study named `{name}` (see `augur studies`)"));
     let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(name).await?.ok_or_else(no)?;
     let trials = store.list_trials(name).await?;
@@ -24,7 +24,7 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
+pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
     let Some(store) = ctx.existing_store().await? else {
         if json {
             println!("[]");
@@ -85,7 +85,7 @@ pub async fn studies(ctx: &Ctx, json: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn trials(ctx: &Ctx, study: &str, json: bool, csv: bool) -> Outcome {
+pub async fn trials(ctx: &Backend, study: &str, json: bool, csv: bool) -> CmdResult {
     let (_, rec, trials) = study_and_trials(ctx, study).await?;
     if csv {
         print!("{}", report::trials_csv(&rec.spec, &trials));
@@ -99,13 +99,13 @@ pub async fn trials(ctx: &Ctx, study: &str, json: bool, csv: bool) -> Outcome {
     Ok(0)
 }
 
-pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
+pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     let (study, id) = parse_target(target)?;
     let (store, _, _) = study_and_trials(ctx, &study).await?;
     let t = store
         .get_trial(&study, id)
         .await?
-        .ok_or_else(|| Fail::input(format!("study `{study}` has no trial {id}")))?;
+        .ok_or_else(|| AppError::input(format!("study `{study}` has no trial {id}")))?;
     if json {
         print_json(&report::trial_export_json(&t));
         return Ok(0);
@@ -169,12 +169,12 @@ pub async fn show(ctx: &Ctx, target: &str, json: bool) -> Outcome {
 }
 
 pub async fn leaderboard(
-    ctx: &Ctx,
+    ctx: &Backend,
     study: &str,
     n: Option<usize>,
     json: bool,
     csv: bool,
-) -> Outcome {
+) -> CmdResult {
     let (_, rec, trials) = study_and_trials(ctx, study).await?;
     if csv {
         let mut rows = augur_model::leaderboard(&rec.spec, &trials);
@@ -196,11 +196,11 @@ pub enum ExportFormat {
 
 /// `augur export STUDY`: every trial, datasets included, in id order.
 pub async fn export(
-    ctx: &Ctx,
+    ctx: &Backend,
     study: &str,
     format: ExportFormat,
     output: Option<&std::path::Path>,
-) -> Outcome {
+) -> CmdResult {
     let (_, rec, trials) = study_and_trials(ctx, study).await?;
     let text = match format {
         ExportFormat::Csv => report::trials_csv(&rec.spec, &trials),
@@ -215,14 +215,14 @@ pub async fn export(
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())
                 .and_then(|_| out.flush())
-                .map_err(|e| Fail::unavailable(format!("writing the export: {e}")))?;
+                .map_err(|e| AppError::unavailable(format!("writing the export: {e}")))?;
         }
         Some(path) => {
             // Written whole, then moved into place: a reader never sees half a file.
             let tmp = path.with_extension("augur-tmp");
             std::fs::write(&tmp, &text)
                 .and_then(|_| std::fs::rename(&tmp, path))
-                .map_err(|e| Fail::input(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| AppError::input(format!("cannot write {}: {e}", path.display())))?;
             eprintln!(
                 "wrote {} trial(s) of `{study}` to {}",
                 trials.len(),
@@ -259,11 +259,11 @@ pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, 
     }
 }
 
-pub async fn delete(ctx: &Ctx, study: &str, force: bool) -> Outcome {
+pub async fn delete(ctx: &Backend, study: &str, force: bool) -> CmdResult {
     let (_, _, trials) = study_and_trials(ctx, study).await?;
     let busy = trials.iter().filter(|t| t.state.is_active()).count();
     if busy > 0 && !force {
-        return Err(Fail::input(format!(
+        return Err(AppError::input(format!(
             "study `{study}` has {busy} trial(s) starting or running: `augur stop {study}` first (or --force)"
         )));
     }
@@ -271,8 +271,9 @@ pub async fn delete(ctx: &Ctx, study: &str, force: bool) -> Outcome {
     store.delete_study(study).await?;
     for dir in ctx.study_dirs(study) {
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Fail::unavailable(format!("cannot remove {}: {e}", dir.display())))?;
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                AppError::unavailable(format!("cannot remove {}: {e}", dir.display()))
+            })?;
         }
     }
     eprintln!("deleted study `{study}` ({} trials)", trials.len());

@@ -1,15 +1,16 @@
-//! Command-line parsing, dispatch and exit codes.
+//! The command line: parsing, dispatch, printing and exit codes. What the commands
+//! do is in [`crate::app`] and the library below it.
 
-pub mod backend;
-pub mod config;
 mod gc;
 mod inspect;
 mod logs;
-mod plot;
 mod progress;
 mod run;
 mod serve;
-pub mod tick;
+mod tick;
+
+use crate::app::{backend, config};
+pub use crate::app::{study_name, AppError};
 
 use augur_store::Layout;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -151,91 +152,29 @@ enum Cmd {
     Gc(gc::GcArgs),
 }
 
-/// An error with its exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Fail {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Fail {
-    pub fn input(m: impl Into<String>) -> Fail {
-        Fail {
-            code: 2,
-            message: m.into(),
-        }
-    }
-    pub fn unavailable(m: impl Into<String>) -> Fail {
-        Fail {
-            code: 3,
-            message: m.into(),
-        }
-    }
-}
-
-impl From<augur_store::StoreError> for Fail {
-    fn from(e: augur_store::StoreError) -> Fail {
-        match e {
-            augur_store::StoreError::Unavailable(m) => {
-                Fail::unavailable(format!("database unavailable: {m}"))
-            }
-            augur_store::StoreError::NoStudy(s) => Fail::input(format!("no study named `{s}`")),
-            other => Fail {
-                code: 1,
-                message: other.to_string(),
-            },
-        }
-    }
-}
-
-impl From<augur::RunError> for Fail {
-    fn from(e: augur::RunError) -> Fail {
-        match e {
-            augur::RunError::BadInput(m) => Fail::input(m),
-            augur::RunError::Unavailable(m) => Fail::unavailable(m),
-            augur::RunError::Internal(m) => Fail {
-                code: 1,
-                message: m,
-            },
-        }
-    }
-}
-
-pub type Outcome = Result<u8, Fail>;
-
-/// A study name from the command line or a URL, checked before it becomes a database
-/// key, a log-stream name or a path (no `..`, no `/`).
-pub fn study_name(s: &str) -> Result<String, String> {
-    if augur_model::valid_study_name(s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "`{s}` is not a study name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
-        ))
-    }
-}
+/// What a command returns: its exit code, or an error with its own.
+pub type CmdResult = Result<u8, AppError>;
 
 /// `STUDY/TRIAL` → (study, id).
-fn parse_target(s: &str) -> Result<(String, u64), Fail> {
+fn parse_target(s: &str) -> Result<(String, u64), AppError> {
     let (study, id) = s.rsplit_once('/').ok_or_else(|| {
-        Fail::input(format!(
+        AppError::input(format!(
             "`{s}` is not STUDY/TRIAL (for example quadratic/3)"
         ))
     })?;
-    let study = study_name(study).map_err(Fail::input)?;
+    let study = study_name(study).map_err(AppError::input)?;
     let id = id
         .parse()
-        .map_err(|_| Fail::input(format!("`{id}` is not a trial number (in `{s}`)")))?;
+        .map_err(|_| AppError::input(format!("`{id}` is not a trial number (in `{s}`)")))?;
     Ok((study, id))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Fail {
+        .map_err(|e| AppError {
             code: 1,
             message: format!("cannot start runtime: {e}"),
         })
@@ -263,7 +202,7 @@ pub fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let ctx = backend::Ctx {
+    let ctx = backend::Backend {
         layout: Layout::new(cli.home.clone()),
         aws: cli.aws,
         sdk: Default::default(),
@@ -278,7 +217,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cmd: Cmd, ctx: backend::Ctx) -> Outcome {
+async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
     match cmd {
         Cmd::Run(args) => run::run(args, &ctx).await,
         Cmd::Submit(args) => run::submit(args, &ctx).await,

@@ -1,19 +1,15 @@
 //! `augur run`, `augur validate`, `augur stop`.
 
-use super::backend::Ctx;
 use super::progress::Progress;
-use super::{Fail, Outcome};
+use super::{AppError, CmdResult};
+use crate::app::backend::Backend;
 use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope, Timing};
-use augur_model::{duration, DriveSettings, Study, StudyState, TrialState};
+use augur_model::{DriveSettings, Study, StudyState, TrialState};
 use augur_store::now_ms;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-pub fn dur(s: &str) -> Result<Duration, String> {
-    duration::parse(s)
-}
 
 /// The study a command runs, with the command line's overrides.
 #[derive(clap::Args, Debug)]
@@ -33,8 +29,9 @@ pub struct StudyArgs {
 
 impl StudyArgs {
     /// Loads the study file with the overrides (exit 2 on a bad file).
-    fn load(&self) -> Result<Study, Fail> {
-        let mut study = Study::load(&self.study).map_err(|e| Fail::input(e.to_string()))?;
+    fn load(&self) -> Result<Study, AppError> {
+        let mut study = augur_store::studyfile::load(&self.study)
+            .map_err(|e| AppError::input(e.to_string()))?;
         if let Some(p) = self.parallel {
             study.parallel = p;
         }
@@ -74,42 +71,42 @@ pub struct SubmitArgs {
 pub struct Tuning {
     /// Agents heartbeat this often [default: 2s local, 20s aws: DynamoDB writes per
     /// trial are 5 + duration / heartbeat].
-    #[arg(long, value_parser = dur, help_heading = "Tuning")]
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
     heartbeat: Option<Duration>,
     /// A running trial with no heartbeat for this long is lost [default: 30s local, 90s aws].
-    #[arg(long, value_parser = dur, help_heading = "Tuning")]
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
     lease: Option<Duration>,
     /// A starting trial whose agent has not reported after this long is lost
     /// [default: 60s local, 10m aws: instances boot in minutes].
-    #[arg(long, value_parser = dur, help_heading = "Tuning")]
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
     boot_timeout: Option<Duration>,
-    /// Base of the retry backoff (capped exponential, full jitter).
-    #[arg(long, default_value = "1s", value_parser = dur, help_heading = "Tuning")]
-    backoff_base: Duration,
-    /// Cap of the retry backoff.
-    #[arg(long, default_value = "60s", value_parser = dur, help_heading = "Tuning")]
-    backoff_cap: Duration,
+    /// Base of the retry backoff (capped exponential, full jitter) [default: 1s].
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
+    backoff_base: Option<Duration>,
+    /// Cap of the retry backoff [default: 60s].
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
+    backoff_cap: Option<Duration>,
     /// Give up (exit 3) when the backend stays unavailable this long.
-    #[arg(long, default_value = "2m", value_parser = dur, help_heading = "Tuning")]
+    #[arg(long, default_value = "2m", value_parser = crate::app::dur, help_heading = "Tuning")]
     backend_deadline: Duration,
 }
 
 impl Tuning {
-    fn drive(&self, ctx: &Ctx) -> DriveSettings {
+    fn drive(&self, ctx: &Backend) -> DriveSettings {
         let d = ctx.default_drive();
         let ms = |v: Option<Duration>, default: i64| v.map_or(default, |v| v.as_millis() as i64);
         DriveSettings {
             heartbeat_ms: ms(self.heartbeat, d.heartbeat_ms),
             lease_ms: ms(self.lease, d.lease_ms),
             boot_timeout_ms: ms(self.boot_timeout, d.boot_timeout_ms),
-            backoff_base_ms: ms(Some(self.backoff_base), d.backoff_base_ms),
-            backoff_cap_ms: ms(Some(self.backoff_cap), d.backoff_cap_ms),
+            backoff_base_ms: ms(self.backoff_base, d.backoff_base_ms),
+            backoff_cap_ms: ms(self.backoff_cap, d.backoff_cap_ms),
         }
     }
 }
 
-pub fn validate(path: &std::path::Path) -> Outcome {
-    let s = Study::load(path).map_err(|e| Fail::input(e.to_string()))?;
+pub fn validate(path: &std::path::Path) -> CmdResult {
+    let s = augur_store::studyfile::load(path).map_err(|e| AppError::input(e.to_string()))?;
     println!(
         "{}: ok: study `{}`, {:?} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}",
         path.display(),
@@ -138,7 +135,7 @@ struct Prepared {
     store: Arc<dyn augur_store::TrialStore>,
 }
 
-async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Ctx) -> Result<Prepared, Fail> {
+async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Backend) -> Result<Prepared, AppError> {
     let mut study = args.load()?;
     ctx.pin_image(&mut study);
     let drive = tuning.drive(ctx);
@@ -155,10 +152,10 @@ async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Ctx) -> Result<Prepare
     })
 }
 
-pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
+pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
     // Bind first: a busy address is bad input, found before anything runs.
     let listener = match args.serve {
-        Some(addr) => Some(super::serve::bind(addr).await?),
+        Some(addr) => Some(crate::app::serve::bind(addr).await?),
         None => None,
     };
     let Prepared {
@@ -203,7 +200,7 @@ pub async fn run(args: RunArgs, ctx: &Ctx) -> Outcome {
     let rec = store
         .get_study(&study.name)
         .await?
-        .ok_or_else(|| Fail::input("study vanished"))?;
+        .ok_or_else(|| AppError::input("study vanished"))?;
     let trials = store.list_trials(&study.name).await?;
     let summary = augur::report::counts(&trials)
         .iter()
@@ -236,15 +233,15 @@ struct StatusServer {
 impl StatusServer {
     fn start(
         listener: tokio::net::TcpListener,
-        ctx: &Ctx,
+        ctx: &Backend,
         store: &Arc<dyn augur_store::TrialStore>,
         runner: &Runner,
         study: &str,
     ) -> StatusServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let counters = runner.counter_handle();
-        let app = Arc::new(super::serve::App {
-            ctx: Arc::new(ctx.fresh()),
+        let app = Arc::new(crate::app::serve::App {
+            backend: Arc::new(ctx.fresh()),
             store: store.clone(),
             counters: Some(Box::new(move || counters.snapshot())),
         });
@@ -255,7 +252,7 @@ impl StatusServer {
             let stop = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = super::serve::serve_on(app, listener, stop).await {
+            if let Err(e) = crate::app::serve::serve_on(app, listener, stop).await {
                 eprintln!("augur: {}", e.message);
             }
         });
@@ -292,7 +289,7 @@ fn on_ctrl_c(name: String) -> (tokio::task::JoinHandle<()>, watch::Receiver<Mode
 
 /// `augur submit`: records the study (and uploads its files) for the serverless tick
 /// to drive; returns at once.
-pub async fn submit(args: SubmitArgs, ctx: &Ctx) -> Outcome {
+pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
     let Prepared {
         study,
         drive,
@@ -323,8 +320,8 @@ pub async fn submit(args: SubmitArgs, ctx: &Ctx) -> Outcome {
     Ok(0)
 }
 
-pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
-    let no = || Fail::input(format!("no study named `{name}` (see `augur studies`)"));
+pub async fn stop(ctx: &Backend, name: &str) -> CmdResult {
+    let no = || AppError::input(format!("no study named `{name}` (see `augur studies`)"));
     let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(name).await?.ok_or_else(no)?;
     match rec.state {
@@ -360,7 +357,7 @@ pub async fn stop(ctx: &Ctx, name: &str) -> Outcome {
     Ok(0)
 }
 
-pub async fn init(ctx: &Ctx, agent: Option<&std::path::Path>) -> Outcome {
+pub async fn init(ctx: &Backend, agent: Option<&std::path::Path>) -> CmdResult {
     ctx.init(agent).await?;
     Ok(0)
 }

@@ -4,7 +4,7 @@
 use super::{MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
-use augur_model::{Expect, MetricPoint, Outcome, Params, Study, Trial, TrialState, TrialUpdate};
+use augur_model::{AttemptEnd, Expect, MetricPoint, Params, Study, Trial, TrialState, TrialUpdate};
 use augur_store::{now_ms, TrialStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -104,7 +104,7 @@ impl MachineProvider for InProcessProvider {
                     .await
                     .unwrap_or_else(|e| Err(format!("objective panicked: {e}")));
                 let outcome = match result {
-                    Ok(metrics) => Outcome {
+                    Ok(metrics) => AttemptEnd {
                         exit_code: Some(0),
                         series: vec![MetricPoint {
                             t_ms: now_ms(),
@@ -113,7 +113,7 @@ impl MachineProvider for InProcessProvider {
                         metrics,
                         ..Default::default()
                     },
-                    Err(e) => Outcome {
+                    Err(e) => AttemptEnd {
                         exit_code: Some(1),
                         error: Some(e),
                         ..Default::default()

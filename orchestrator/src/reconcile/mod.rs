@@ -15,6 +15,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
+pub use augur_model::Machine;
 use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -47,30 +48,24 @@ pub struct Timing {
 }
 
 impl Default for Timing {
+    /// The embedded default's ([`DriveSettings::local`]).
     fn default() -> Timing {
-        Timing {
-            lease_ms: 30_000,
-            boot_timeout_ms: 60_000,
-            launch_grace_ms: 2_000,
-            backoff_base_ms: 1_000,
-            backoff_cap_ms: 60_000,
-            max_launch_failures: 5,
-            heartbeat_ms: 2_000,
-            clock_skew_ms: 5_000,
-        }
+        Timing::with_drive(&DriveSettings::local())
     }
 }
 
 impl Timing {
-    /// The default timings with a study's recorded drive settings.
+    /// The timings of a study's recorded drive settings.
     pub fn with_drive(d: &DriveSettings) -> Timing {
         Timing {
             lease_ms: d.lease_ms,
             boot_timeout_ms: d.boot_timeout_ms,
+            launch_grace_ms: 2_000,
             backoff_base_ms: d.backoff_base_ms,
             backoff_cap_ms: d.backoff_cap_ms,
+            max_launch_failures: 5,
             heartbeat_ms: d.heartbeat_ms,
-            ..Timing::default()
+            clock_skew_ms: 5_000,
         }
     }
 
@@ -89,20 +84,6 @@ impl Timing {
             rng.gen_range(0..=ceiling)
         }
     }
-}
-
-/// A machine as the provider sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Machine {
-    /// Provider's id (pid, instance id).
-    pub id: String,
-    pub trial: u64,
-    pub attempt: u32,
-    /// `Some(why)` when the provider lists the machine as ended (an EC2 instance
-    /// shutting down or terminated, with its state-reason code): if its attempt is
-    /// still active, the machine was taken away (a spot reclaim, a termination
-    /// outside augur) and the attempt is a preemption, not a failure of the trial.
-    pub gone: Option<String>,
 }
 
 /// What the orchestrator is doing with the study.

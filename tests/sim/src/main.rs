@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use augur::provider::{MachineProvider, ProviderError};
 use augur::{Machine, Mode, Next, Runner, Scope, TickEnd};
 use augur_model::{
-    Expect, MetricPoint, Millis, Outcome, Study, StudyRecord, StudyState, Trial, TrialState,
+    AttemptEnd, Expect, MetricPoint, Millis, Study, StudyRecord, StudyState, Trial, TrialState,
     TrialUpdate,
 };
 use augur_store::{Lease, SqliteStore, TrialStore, Written};
@@ -433,7 +433,7 @@ impl SimCloud {
                         next.state = InstState::Gone("Server.SpotInstanceTermination");
                         next.gone_at = now;
                     } else if now - inst.started >= inst.run_ms {
-                        let outcome = Outcome {
+                        let outcome = AttemptEnd {
                             exit_code: Some(if inst.fails { 1 } else { 0 }),
                             metrics: [("v".to_string(), inst.trial as f64)].into(),
                             series: vec![MetricPoint {

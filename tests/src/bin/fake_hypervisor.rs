@@ -245,6 +245,6 @@ async fn user_data_args(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<Vec<Strin
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()?;
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix(augur::provider::ec2::ARGS_MARKER))?;
+        .find_map(|l| l.strip_prefix(augur_aws::machines::ARGS_MARKER))?;
     serde_json::from_str(line).ok()
 }

@@ -1,8 +1,10 @@
-//! Which backend a command talks to, and how: the store, the machines, the logs.
+//! The backend a command talks to, and the one place that knows which it is: the
+//! store, the machines, the logs, the study files and the default timings.
 
-use super::Fail;
-use augur::provider::ec2::{Ec2Provider, Ec2Settings};
+use super::logs::{FileLogs, GroupLogs, LogReader, StreamLogs};
+use super::AppError;
 use augur::{LocalProvider, MachineProvider};
+use augur_aws::machines::{Ec2Provider, Ec2Settings};
 use augur_aws::{sdk_config, AwsOptions, DynamoStore};
 use augur_model::{DriveSettings, Study};
 use augur_store::{Layout, SqliteStore, TrialStore};
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
+pub enum BackendKind {
     /// Local `augur-agent` processes, SQLite and log files in the state directory.
     Local,
     /// One EC2 instance per trial, DynamoDB, CloudWatch Logs, S3 (standard AWS
@@ -30,7 +32,7 @@ pub struct AwsArgs {
         env = "AUGUR_BACKEND",
         default_value = "local"
     )]
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// DynamoDB table (aws).
     #[arg(long, global = true, env = "AUGUR_TABLE", help_heading = "AWS backend")]
     pub table: Option<String>,
@@ -88,22 +90,22 @@ pub struct AwsArgs {
     #[arg(long, global = true, default_value = "8", help_heading = "AWS backend")]
     pub aws_attempts: u32,
     /// Base of the AWS retry backoff.
-    #[arg(long, global = true, default_value = "200ms", value_parser = super::run::dur, help_heading = "AWS backend")]
+    #[arg(long, global = true, default_value = "200ms", value_parser = super::dur, help_heading = "AWS backend")]
     pub aws_backoff: Duration,
 }
 
 /// A command's view of its backend.
-pub struct Ctx {
+pub struct Backend {
     pub layout: Layout,
     pub aws: AwsArgs,
     /// The AWS configuration, resolved once per command (credential chain, region).
     pub sdk: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
-impl Ctx {
+impl Backend {
     /// The same backend for another task (its AWS configuration resolved afresh).
-    pub fn fresh(&self) -> Ctx {
-        Ctx {
+    pub fn fresh(&self) -> Backend {
+        Backend {
             layout: self.layout.clone(),
             aws: self.aws.clone(),
             sdk: Default::default(),
@@ -111,7 +113,7 @@ impl Ctx {
     }
 
     pub fn is_aws(&self) -> bool {
-        self.aws.backend == Backend::Aws
+        self.aws.backend == BackendKind::Aws
     }
 
     /// Whether another driver (the serverless tick) may drive the studies of this
@@ -126,15 +128,15 @@ impl Ctx {
         Duration::from_millis(if self.is_aws() { 1000 } else { 200 })
     }
 
-    fn table(&self) -> Result<String, Fail> {
+    fn table(&self) -> Result<String, AppError> {
         self.aws.table.clone().ok_or_else(|| {
-            Fail::input("the aws backend needs a DynamoDB table: --table or AUGUR_TABLE")
+            AppError::input("the aws backend needs a DynamoDB table: --table or AUGUR_TABLE")
         })
     }
 
-    pub fn bucket(&self) -> Result<String, Fail> {
+    pub fn bucket(&self) -> Result<String, AppError> {
         self.aws.bucket.clone().ok_or_else(|| {
-            Fail::input("the aws backend needs an S3 bucket: --bucket or AUGUR_BUCKET")
+            AppError::input("the aws backend needs an S3 bucket: --bucket or AUGUR_BUCKET")
         })
     }
 
@@ -152,15 +154,34 @@ impl Ctx {
             .await
     }
 
-    /// CloudWatch Logs and the study's group prefix, where trial logs are on this
-    /// backend; `None` where they are files under the state directory.
-    pub async fn cloud_logs(&self) -> Option<(aws_sdk_cloudwatchlogs::Client, &str)> {
+    /// A reader of one study's trial logs, attempt by attempt: log files, or one
+    /// CloudWatch stream per attempt.
+    pub async fn trial_logs(&self, study: &str) -> Box<dyn LogReader> {
         if !self.is_aws() {
-            return None;
+            return Box::new(FileLogs::new(self.layout.clone(), study));
         }
-        Some((
+        Box::new(StreamLogs::new(
             augur_aws::logs(self.sdk().await),
-            self.aws.log_group_prefix.as_str(),
+            augur_aws::cwlogs::group(&self.aws.log_group_prefix, study),
+        ))
+    }
+
+    /// A reader of every line of a study since `since`: the log files, or the
+    /// study's CloudWatch group, looking back `window_ms` for lines sent late.
+    pub async fn study_logs(
+        &self,
+        study: &str,
+        since: Option<i64>,
+        window_ms: i64,
+    ) -> Box<dyn LogReader> {
+        if !self.is_aws() {
+            return Box::new(FileLogs::new(self.layout.clone(), study));
+        }
+        Box::new(GroupLogs::new(
+            augur_aws::logs(self.sdk().await),
+            augur_aws::cwlogs::group(&self.aws.log_group_prefix, study),
+            since,
+            window_ms,
         ))
     }
 
@@ -180,7 +201,7 @@ impl Ctx {
 
     /// Puts the study's `run.files` where agents fetch them: nothing to do locally
     /// (agents copy them from the study's directory), the bucket on AWS.
-    pub async fn upload_study_files(&self, study: &Study) -> Result<(), Fail> {
+    pub async fn upload_study_files(&self, study: &Study) -> Result<(), AppError> {
         if !self.is_aws() || study.run.files.is_empty() {
             return Ok(());
         }
@@ -194,14 +215,14 @@ impl Ctx {
                 &std::path::Path::new(&study.dir).join(f),
             )
             .await
-            .map_err(|e| Fail::unavailable(e.to_string()))?;
+            .map_err(|e| AppError::unavailable(e.to_string()))?;
         }
         Ok(())
     }
 
     /// `augur init`: the state directory, or the table and the bucket (and the agent
     /// uploaded, when given).
-    pub async fn init(&self, agent: Option<&std::path::Path>) -> Result<(), Fail> {
+    pub async fn init(&self, agent: Option<&std::path::Path>) -> Result<(), AppError> {
         if !self.is_aws() {
             self.store().await?;
             eprintln!(
@@ -221,21 +242,21 @@ impl Ctx {
         let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
         let made = augur_aws::s3::ensure_bucket(&s3, &bucket)
             .await
-            .map_err(|e| Fail::unavailable(e.to_string()))?;
+            .map_err(|e| AppError::unavailable(e.to_string()))?;
         eprintln!(
             "S3 bucket `{bucket}`: {}",
             if made { "created" } else { "exists" }
         );
         if let Some(a) = agent {
             if !a.is_file() {
-                return Err(Fail::input(format!(
+                return Err(AppError::input(format!(
                     "--agent {}: no such file",
                     a.display()
                 )));
             }
             let n = augur_aws::s3::upload(&s3, &bucket, "agent/", a)
                 .await
-                .map_err(|e| Fail::unavailable(e.to_string()))?;
+                .map_err(|e| AppError::unavailable(e.to_string()))?;
             eprintln!("uploaded {n} file(s) to s3://{bucket}/agent/");
         }
         Ok(())
@@ -243,17 +264,10 @@ impl Ctx {
 
     /// The default timings of a driver on this backend.
     pub fn default_drive(&self) -> DriveSettings {
-        let (heartbeat, lease, boot) = if self.is_aws() {
-            (20_000, 90_000, 600_000)
+        if self.is_aws() {
+            DriveSettings::cloud()
         } else {
-            (2_000, 30_000, 60_000)
-        };
-        DriveSettings {
-            heartbeat_ms: heartbeat,
-            lease_ms: lease,
-            boot_timeout_ms: boot,
-            backoff_base_ms: 1_000,
-            backoff_cap_ms: 60_000,
+            DriveSettings::local()
         }
     }
 
@@ -274,7 +288,7 @@ impl Ctx {
         std::env::var_os("AWS_ENDPOINT_URL").is_some()
     }
 
-    pub async fn dynamo(&self) -> Result<DynamoStore, Fail> {
+    pub async fn dynamo(&self) -> Result<DynamoStore, AppError> {
         let table = self.table()?;
         Ok(DynamoStore::new(
             augur_aws::dynamodb(self.sdk().await),
@@ -283,7 +297,7 @@ impl Ctx {
     }
 
     /// The store, created if needed (local).
-    pub async fn store(&self) -> Result<Arc<dyn TrialStore>, Fail> {
+    pub async fn store(&self) -> Result<Arc<dyn TrialStore>, AppError> {
         if self.is_aws() {
             return Ok(Arc::new(self.dynamo().await?));
         }
@@ -291,7 +305,7 @@ impl Ctx {
     }
 
     /// The store if there is one (a missing local database means no studies).
-    pub async fn existing_store(&self) -> Result<Option<Arc<dyn TrialStore>>, Fail> {
+    pub async fn existing_store(&self) -> Result<Option<Arc<dyn TrialStore>>, AppError> {
         if self.is_aws() {
             return Ok(Some(Arc::new(self.dynamo().await?)));
         }
@@ -320,10 +334,10 @@ impl Ctx {
         &self,
         study: &Study,
         heartbeat: Duration,
-    ) -> Result<Arc<dyn MachineProvider>, Fail> {
+    ) -> Result<Arc<dyn MachineProvider>, AppError> {
         if !self.is_aws() {
             let agent = LocalProvider::find_agent().ok_or_else(|| {
-                Fail::unavailable("cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)")
+                AppError::unavailable("cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)")
             })?;
             return Ok(Arc::new(LocalProvider::new(
                 agent,
@@ -336,7 +350,7 @@ impl Ctx {
             .image
             .clone()
             .or_else(|| std::env::var("AUGUR_IMAGE").ok())
-            .ok_or_else(|| Fail::input(format!("study `{}`: the aws backend needs an image: [aws] image = \"ami-...\" (or AUGUR_IMAGE)", study.name)))?;
+            .ok_or_else(|| AppError::input(format!("study `{}`: the aws backend needs an image: [aws] image = \"ami-...\" (or AUGUR_IMAGE)", study.name)))?;
         let settings = Ec2Settings {
             image,
             instance_type: spec

@@ -1,4 +1,4 @@
-//! AWS: one EC2 instance per trial attempt.
+//! EC2 as the [`MachineProvider`]: one instance per trial attempt.
 //!
 //! Launches carry a `ClientToken` derived from study, trial and attempt (EC2 makes a
 //! retried call idempotent with it) and the tags `augur:study`, `augur:trial`,
@@ -8,11 +8,10 @@
 //! terminates the instance, and user-data carries no secrets: the agent and the study
 //! files come from S3 with the instance role.
 
-use super::{MachineProvider, ProviderError};
-use crate::reconcile::Machine;
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
-use augur_model::{Study, Trial};
+use augur_model::{Machine, Study, Trial};
+use augur_store::provider::{MachineProvider, ProviderError};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
@@ -72,7 +71,7 @@ where
         .as_service_error()
         .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
         .unwrap_or("");
-    let text = format!("EC2 {op}: {}", augur_aws::error_text(&e));
+    let text = format!("EC2 {op}: {}", crate::error_text(&e));
     match code {
         // Not this attempt's fault, nor the backend's for good: retried as a lost launch.
         "InsufficientInstanceCapacity" | "InstanceLimitExceeded" | "Unsupported" => {

@@ -1,0 +1,81 @@
+//! The application layer that the CLI, the Lambda and the status server share: the
+//! backend a command talks to ([`backend::Backend`]: store, machines, logs, files),
+//! the config file, the serverless tick, the status server and trial logs. The CLI
+//! only parses arguments and prints.
+
+pub mod backend;
+pub mod config;
+pub mod logs;
+pub mod plot;
+pub mod serve;
+pub mod tick;
+
+use std::time::Duration;
+
+/// An error with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct AppError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn input(m: impl Into<String>) -> AppError {
+        AppError {
+            code: 2,
+            message: m.into(),
+        }
+    }
+    pub fn unavailable(m: impl Into<String>) -> AppError {
+        AppError {
+            code: 3,
+            message: m.into(),
+        }
+    }
+}
+
+impl From<augur_store::StoreError> for AppError {
+    fn from(e: augur_store::StoreError) -> AppError {
+        match e {
+            augur_store::StoreError::Unavailable(m) => {
+                AppError::unavailable(format!("database unavailable: {m}"))
+            }
+            augur_store::StoreError::NoStudy(s) => AppError::input(format!("no study named `{s}`")),
+            other => AppError {
+                code: 1,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<augur::RunError> for AppError {
+    fn from(e: augur::RunError) -> AppError {
+        match e {
+            augur::RunError::BadInput(m) => AppError::input(m),
+            augur::RunError::Unavailable(m) => AppError::unavailable(m),
+            augur::RunError::Internal(m) => AppError {
+                code: 1,
+                message: m,
+            },
+        }
+    }
+}
+
+/// A study name from the command line or a URL, checked before it becomes a database
+/// key, a log-stream name or a path (no `..`, no `/`).
+pub fn study_name(s: &str) -> Result<String, String> {
+    if augur_model::valid_study_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a study name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
+        ))
+    }
+}
+
+/// A duration as people write it (`90s`, `10m`), for flags.
+pub fn dur(s: &str) -> Result<Duration, String> {
+    augur_model::duration::parse(s)
+}

@@ -1,0 +1,352 @@
+//! The serverless reconcile tick: one pass over the submitted studies, as the
+//! `augur-lambda` handler (on a schedule and on the table's stream) or `augur tick` (by
+//! hand, or from cron). Nothing is kept between ticks: each reads the store afresh,
+//! takes each study's lease, acts until nothing is left to do now or its deadline is
+//! near, and gives the lease back. A tick that dies leaves a lease that expires at its
+//! deadline; everything it did is recorded, and what it did not do is decided again.
+
+use super::backend::Backend;
+use super::AppError;
+use augur::{Finished, LeaseSpec, Runner, TickEnd};
+use augur_model::{StudyState, TrialState};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// What set a tick off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The schedule (or a manual invocation): every submitted study.
+    Schedule,
+    /// Changes on the table's stream that need a decision, in these studies.
+    Changes(BTreeSet<String>),
+    /// Stream records that need no decision (heartbeats, the tick's own writes).
+    Nothing,
+}
+
+/// Reads an invocation's event: an EventBridge schedule event, a DynamoDB stream batch,
+/// `{"studies": [...]}`, or anything else (a manual test invocation: tick everything).
+pub fn trigger(event: &Value) -> Trigger {
+    if let Some(names) = event.get("studies").and_then(Value::as_array) {
+        return Trigger::Changes(
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    let Some(records) = event.get("Records").and_then(Value::as_array) else {
+        return Trigger::Schedule;
+    };
+    let mut studies = BTreeSet::new();
+    for r in records {
+        if let Some(study) = needs_decision(r) {
+            studies.insert(study);
+        }
+    }
+    if studies.is_empty() {
+        Trigger::Nothing
+    } else {
+        Trigger::Changes(studies)
+    }
+}
+
+/// The study of a stream record that calls for a decision: a trial that reached a
+/// result (a slot frees up, a retry is due), or a study submitted, resumed or stopped.
+/// Heartbeats, the driver's own launches, leases and new trials need none.
+fn needs_decision(r: &Value) -> Option<String> {
+    let ddb = r.get("dynamodb")?;
+    let key = |k: &str| ddb.get("Keys")?.get(k)?.get("S")?.as_str();
+    let state = |image: &str| ddb.get(image)?.get("state")?.get("S")?.as_str();
+    let (pk, sk) = (key("pk")?, key("sk")?);
+    let (new, old) = (state("NewImage"), state("OldImage"));
+    if new.is_none() || new == old {
+        return None;
+    }
+    let wanted: &[&str] = if sk.starts_with("trial#") {
+        &[
+            TrialState::Succeeded.as_str(),
+            TrialState::Failed.as_str(),
+            TrialState::Lost.as_str(),
+        ]
+    } else if sk == "study" {
+        &["active", "stopping"]
+    } else {
+        return None;
+    };
+    new.filter(|s| wanted.contains(s)).map(|_| pk.to_string())
+}
+
+/// Studies' caches kept between ticks of this process: a warm augur-lambda reads only
+/// what changed since its last tick (`augur tick` from cron starts cold each time).
+static WARM: std::sync::LazyLock<crate::WarmCaches> = std::sync::LazyLock::new(Default::default);
+
+/// What a tick did with one study.
+#[derive(Clone, Debug, Serialize)]
+pub struct StudyTick {
+    pub study: String,
+    /// `waiting` (trials running, nothing to do now), `done`, `stopped`, `deadline`
+    /// (work left for the next tick), `held` (another driver has the lease), `gone`
+    /// (deleted), `skipped` (no time left), or `error`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub launched: u64,
+    pub retried: u64,
+    pub lost: u64,
+    pub cancelled: u64,
+    pub pruned: u64,
+    pub terminated: u64,
+}
+
+/// What a whole tick did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TickReport {
+    pub trigger: &'static str,
+    pub holder: String,
+    pub studies: Vec<StudyTick>,
+    pub elapsed_ms: u64,
+}
+
+impl TickReport {
+    pub fn errors(&self) -> usize {
+        self.studies.iter().filter(|s| s.outcome == "error").count()
+    }
+}
+
+/// How long before an invocation's deadline a tick stops acting, for the last calls
+/// to return: a tenth of the time left, at least 2 s and at most 10 s.
+pub fn margin(left: Duration) -> Duration {
+    (left / 10).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// When to stop acting, given the time an invocation has left.
+pub fn acting_deadline(left: Duration) -> Instant {
+    Instant::now() + left.saturating_sub(margin(left))
+}
+
+/// One tick for `event`, acting until `deadline`, holding leases as `holder`.
+pub async fn handle(
+    ctx: &Backend,
+    event: &Value,
+    deadline: Instant,
+    holder: &str,
+) -> Result<TickReport, AppError> {
+    let started = Instant::now();
+    let (name, only) = match trigger(event) {
+        Trigger::Schedule => ("schedule", None),
+        Trigger::Changes(s) => ("changes", Some(s)),
+        Trigger::Nothing => {
+            return Ok(TickReport {
+                trigger: "nothing",
+                holder: holder.to_string(),
+                studies: Vec::new(),
+                elapsed_ms: 0,
+            })
+        }
+    };
+    let studies = tick(ctx, only.as_ref(), deadline, holder).await?;
+    Ok(TickReport {
+        trigger: name,
+        holder: holder.to_string(),
+        studies,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Ticks the submitted studies (those of `only`, if given), one after another.
+pub async fn tick(
+    ctx: &Backend,
+    only: Option<&BTreeSet<String>>,
+    deadline: Instant,
+    holder: &str,
+) -> Result<Vec<StudyTick>, AppError> {
+    let store = ctx.store().await?;
+    let names: Vec<String> = store
+        .submitted()
+        .await?
+        .into_iter()
+        .filter(|n| only.is_none_or(|o| o.contains(n)))
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let mut row = StudyTick {
+            study: name.clone(),
+            outcome: "skipped",
+            detail: None,
+            launched: 0,
+            retried: 0,
+            lost: 0,
+            cancelled: 0,
+            pruned: 0,
+            terminated: 0,
+        };
+        if Instant::now() >= deadline {
+            out.push(row);
+            continue;
+        }
+        let rec = match store.get_study(&name).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                store.set_submitted(&name, false).await?;
+                row.outcome = "gone";
+                out.push(row);
+                continue;
+            }
+            Err(e) => {
+                row.outcome = "error";
+                row.detail = Some(e.to_string());
+                out.push(row);
+                continue;
+            }
+        };
+        if matches!(rec.state, StudyState::Done | StudyState::Stopped) {
+            store.set_submitted(&name, false).await?;
+            row.outcome = if rec.state == StudyState::Done {
+                "done"
+            } else {
+                "stopped"
+            };
+            out.push(row);
+            continue;
+        }
+        let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());
+        let provider = match ctx
+            .provider(&rec.spec, Duration::from_millis(drive.heartbeat_ms as u64))
+            .await
+        {
+            Ok(p) => p,
+            Err(f) => {
+                row.outcome = "error";
+                row.detail = Some(f.message);
+                out.push(row);
+                continue;
+            }
+        };
+        let mut runner = Runner::new(store.clone(), provider);
+        runner.timing = augur::Timing::with_drive(&drive);
+        runner.lease = Some(LeaseSpec {
+            holder: holder.to_string(),
+            ttl: deadline.saturating_duration_since(Instant::now()),
+        });
+        let end = runner
+            .tick_warm(&rec.spec, rec.created_ms, deadline, &WARM)
+            .await;
+        let c = runner.counters();
+        (
+            row.launched,
+            row.retried,
+            row.lost,
+            row.cancelled,
+            row.pruned,
+            row.terminated,
+        ) = (
+            c.launched,
+            c.retried,
+            c.lost,
+            c.cancelled,
+            c.pruned,
+            c.terminated,
+        );
+        match end {
+            Ok(TickEnd::Finished(f)) => {
+                store.set_submitted(&name, false).await?;
+                row.outcome = if f == Finished::Done {
+                    "done"
+                } else {
+                    "stopped"
+                };
+            }
+            Ok(TickEnd::Waiting) => row.outcome = "waiting",
+            Ok(TickEnd::Deadline) => row.outcome = "deadline",
+            Ok(TickEnd::Held(lease)) => {
+                row.outcome = "held";
+                row.detail = Some(format!("by {} until {}", lease.holder, lease.until));
+            }
+            Err(e) => {
+                row.outcome = "error";
+                row.detail = Some(e.to_string());
+            }
+        }
+        tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
+        out.push(row);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(name: &str, pk: &str, sk: &str, old: Option<&str>, new: Option<&str>) -> Value {
+        let image = |s: Option<&str>| {
+            s.map(|s| json!({"pk": {"S": pk}, "sk": {"S": sk}, "state": {"S": s}}))
+        };
+        let mut d = json!({"Keys": {"pk": {"S": pk}, "sk": {"S": sk}}});
+        if let Some(i) = image(old) {
+            d["OldImage"] = i;
+        }
+        if let Some(i) = image(new) {
+            d["NewImage"] = i;
+        }
+        json!({"eventSource": "aws:dynamodb", "eventName": name, "dynamodb": d})
+    }
+
+    #[test]
+    fn schedule_and_manual_events_tick_everything() {
+        let schedule = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        assert_eq!(trigger(&schedule), Trigger::Schedule);
+        assert_eq!(trigger(&json!({})), Trigger::Schedule);
+        assert_eq!(
+            trigger(&json!({"studies": ["a", "b"]})),
+            Trigger::Changes(["a".to_string(), "b".to_string()].into())
+        );
+    }
+
+    #[test]
+    fn stream_records_tick_only_studies_that_need_a_decision() {
+        let ev = json!({"Records": [
+            // A heartbeat: same state.
+            record("MODIFY", "s1", "trial#0000000001", Some("running"), Some("running")),
+            // The driver's own launch and a new trial.
+            record("MODIFY", "s1", "trial#0000000002", Some("pending"), Some("starting")),
+            record("INSERT", "s1", "trial#0000000003", None, Some("pending")),
+            // Leases and submissions.
+            record("INSERT", "s1", "lease", None, None),
+            record("INSERT", "#submitted", "sub#s1", None, None),
+            // A study deleted.
+            record("REMOVE", "s4", "study", Some("active"), None),
+        ]});
+        assert_eq!(trigger(&ev), Trigger::Nothing);
+        let ev = json!({"Records": [
+            record("MODIFY", "s1", "trial#0000000001", Some("running"), Some("succeeded")),
+            record("MODIFY", "s2", "trial#0000000007", Some("running"), Some("failed")),
+            record("INSERT", "s3", "study", None, Some("active")),
+            record("MODIFY", "s5", "study", Some("active"), Some("stopping")),
+            record("MODIFY", "s6", "study", Some("active"), Some("done")),
+        ]});
+        assert_eq!(
+            trigger(&ev),
+            Trigger::Changes(
+                ["s1", "s2", "s3", "s5"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            )
+        );
+    }
+
+    #[test]
+    fn ticks_stop_acting_with_a_margin_before_the_deadline() {
+        let secs = Duration::from_secs;
+        assert_eq!(margin(secs(60)), secs(6));
+        assert_eq!(margin(secs(900)), secs(10));
+        assert_eq!(margin(secs(5)), secs(2));
+        assert_eq!(margin(Duration::ZERO), secs(2));
+        // Less time than the margin: act not at all.
+        assert!(acting_deadline(secs(1)) <= Instant::now());
+    }
+}

@@ -1,0 +1,41 @@
+//! The machines trials run on: the [`MachineProvider`] trait, implemented by local
+//! processes and in-process objectives (in `augur`) and by EC2 (in `augur-aws`).
+
+use async_trait::async_trait;
+use augur_model::{Machine, Study, Trial};
+
+/// A provider failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The machine could not be started (bad agent path, spawn failure).
+    #[error("cannot launch: {0}")]
+    Launch(String),
+    /// The provider cannot be reached now (retry later; exit code 3 in the end).
+    #[error("machine provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Starts, lists and ends machines, one per trial attempt.
+#[async_trait]
+pub trait MachineProvider: Send + Sync {
+    /// Starts a machine whose agent runs `trial` at its current attempt; its id.
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError>;
+    /// The machines of `study` that exist now, whoever launched them.
+    async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError>;
+    /// Every live machine this provider can see, of every study, with its study
+    /// (`augur gc`).
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError>;
+    /// Ends a machine (idempotent: an absent machine is not an error).
+    async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError>;
+    /// Whether a machine absent from [`list`](Self::list) is certainly gone (true for
+    /// local processes; not for an eventually consistent cloud API).
+    fn sees_all(&self) -> bool;
+    /// Forgets any cached listing of `study`, so the next [`list`](Self::list) asks the
+    /// cloud (before a study is declared finished, for example).
+    fn invalidate(&self, _study: &str) {}
+    /// Resolves when a machine may have changed state, so the reconciler can react at
+    /// once instead of at its next periodic tick.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+}

@@ -8,19 +8,18 @@
 //! another attempt owns the trial: the agent ends its script and leaves quietly.
 
 pub mod lines;
+mod log;
+mod output;
 pub mod process;
 pub mod workdir;
 
-use augur_model::metrics::{self, Line};
-use augur_model::{
-    duration, AttemptEnd, Expect, MetricPoint, Study, Trial, TrialState, TrialUpdate,
-};
-use augur_store::logfile::{format_line, Source};
+use log::Log;
+use output::ScriptOutput;
+
+use augur_model::{duration, AttemptEnd, Expect, Study, Trial, TrialState, TrialUpdate};
+use augur_store::logfile::Source;
 use augur_store::{now_ms, Layout, StoreError, TrialStore, Written};
 use lines::{Chunk, Stream};
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -86,193 +85,6 @@ pub enum Ended {
     Finished(TrialState),
     /// Another attempt (or a cancellation) took the trial over.
     Superseded,
-}
-
-/// Where the attempt's log goes.
-enum LogSink {
-    /// A local file, written line by line and unbuffered, so that every line printed
-    /// before a machine dies is in it.
-    File(Option<std::fs::File>),
-    /// CloudWatch Logs: buffered, sent at each heartbeat and at the end.
-    Cloud(Box<augur_aws::cwlogs::CloudWatchSink>),
-}
-
-/// The attempt's log. A log that cannot be written (disk full, directory gone) is
-/// reported once and never stops the trial.
-struct Log {
-    out: LogSink,
-    location: String,
-    broken: Option<String>,
-}
-
-impl Log {
-    fn open(path: PathBuf) -> Log {
-        let location = path.display().to_string();
-        match augur_store::logfile::open_append(&path) {
-            Ok(f) => Log {
-                out: LogSink::File(Some(f)),
-                location,
-                broken: None,
-            },
-            Err(e) => Log {
-                out: LogSink::File(None),
-                broken: Some(format!("cannot open log {location}: {e}")),
-                location,
-            },
-        }
-    }
-    fn cloud(sink: augur_aws::cwlogs::CloudWatchSink) -> Log {
-        Log {
-            location: sink.location(),
-            out: LogSink::Cloud(Box::new(sink)),
-            broken: None,
-        }
-    }
-    fn write(&mut self, source: Source, text: &str) {
-        match &mut self.out {
-            LogSink::File(Some(f)) => {
-                if let Err(e) = f.write_all(format_line(now_ms(), source, text).as_bytes()) {
-                    self.broken = Some(format!("cannot write log {}: {e}", self.location));
-                    self.out = LogSink::File(None);
-                }
-            }
-            LogSink::File(None) => {}
-            LogSink::Cloud(sink) => sink.push(now_ms(), format!("{} {text}", source.as_str())),
-        }
-    }
-    /// Sends what is buffered (CloudWatch); a failure keeps the lines for next time.
-    /// Files need nothing: lines are written unbuffered, and not fsynced (a log that
-    /// must outlive its machine is shipped to CloudWatch Logs).
-    async fn flush(&mut self) {
-        if let LogSink::Cloud(sink) = &mut self.out {
-            if let Err(e) = sink.flush().await {
-                tracing::warn!(error = %e, "log not shipped yet; will retry");
-            }
-        }
-    }
-    /// The last flush of an attempt: retried with backoff (there is no next time),
-    /// for up to two minutes; a log that still cannot be shipped is said in the record.
-    async fn flush_final(&mut self) {
-        let LogSink::Cloud(sink) = &mut self.out else {
-            return;
-        };
-        let give_up = Instant::now() + Duration::from_secs(120);
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match sink.flush().await {
-                Ok(()) => return,
-                Err(e) if Instant::now() < give_up => {
-                    tracing::warn!(error = %e, "last log lines not shipped yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    self.broken = Some(format!("last log lines not shipped: {e}"));
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// What the agent has seen of the script so far.
-#[derive(Default)]
-struct ScriptOutput {
-    metrics: BTreeMap<String, f64>,
-    series: Vec<MetricPoint>,
-    status: Option<String>,
-    tail: VecDeque<String>,
-    keepalive: Option<Duration>,
-    dirty: bool,
-}
-
-impl ScriptOutput {
-    /// How the attempt ended: the script's exit, or why the agent ended it.
-    fn outcome(
-        self,
-        status: Option<std::process::ExitStatus>,
-        ended: Option<(String, bool)>,
-    ) -> AttemptEnd {
-        let status =
-            status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
-        let (error, retryable) = match ended {
-            Some((why, retryable)) => (Some(why), retryable),
-            // A script killed with SIGKILL from outside (the kernel's OOM killer, a
-            // person) did not fail by itself: it may be retried, within max_attempts.
-            None => (failure_text(&status), killed_from_outside(&status)),
-        };
-        AttemptEnd {
-            exit_code: Some(process::exit_code(&status)),
-            metrics: self.metrics,
-            series: self.series,
-            error,
-            retryable,
-            status: self.status,
-            log_tail: self.tail.into_iter().collect(),
-        }
-    }
-
-    fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
-        *last_output = Instant::now();
-        let text = chunk.text;
-        if chunk.progress {
-            if !text.trim().is_empty() {
-                self.status = Some(text);
-                self.dirty = true;
-            }
-            return;
-        }
-        log.write(
-            if chunk.stream == Stream::Out {
-                Source::Out
-            } else {
-                Source::Err
-            },
-            &text,
-        );
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(text.clone());
-        match metrics::parse_line(&text) {
-            Line::Metrics(m) => {
-                self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
-                if self.series.len() < MAX_SERIES {
-                    self.series.push(MetricPoint {
-                        t_ms: now_ms(),
-                        values: m,
-                    });
-                }
-                self.dirty = true;
-            }
-            Line::BadMetrics(e) => log.write(
-                Source::Augur,
-                &format!("warning: ignored metrics line: {e}"),
-            ),
-            Line::Keepalive(d) => {
-                self.keepalive = (!d.is_zero()).then_some(d);
-                log.write(
-                    Source::Augur,
-                    &match self.keepalive {
-                        Some(d) => format!(
-                            "keepalive armed: the attempt ends if the script prints nothing for {}",
-                            duration::format(d)
-                        ),
-                        None => "keepalive disarmed".to_string(),
-                    },
-                );
-            }
-            Line::BadDirective(e) => {
-                log.write(Source::Augur, &format!("warning: ignored directive: {e}"))
-            }
-            Line::Plain => {}
-        }
-        // The status is what the script last said (set -x traces are not news).
-        if !text.trim().is_empty() && !text.starts_with('+') {
-            self.status = Some(text);
-            self.dirty = true;
-        }
-    }
 }
 
 /// Runs one attempt to its end. See the crate docs.

@@ -41,17 +41,12 @@ fn label(v: f64) -> String {
 
 /// A chart of `series` with axes, ticks and a legend; `x_label`/`y_label` name them.
 pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h) = (560.0, 300.0);
-    let (left, right, top, bottom) = (64.0, 16.0, 28.0, 44.0);
-    let all: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
+    let (w, h) = (W, H);
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| finite(&s.points)).collect();
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg class="chart" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><title>{t}</title><text x="{left}" y="18" class="ct">{t}</text>"#,
+        r#"<svg class="chart" role="img" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><title>{t}</title><text x="{LEFT}" y="18" class="ct">{t}</text>"#,
         t = esc(title)
     );
     if all.is_empty() {
@@ -63,70 +58,125 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> St
         );
         return out;
     }
-    let bounds = |f: fn(&(f64, f64)) -> f64| {
-        let lo = all.iter().map(f).fold(f64::INFINITY, f64::min);
-        let hi = all.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
-        if hi > lo {
-            (lo, hi)
-        } else {
-            (lo - 1.0, hi + 1.0)
-        }
-    };
-    let (x0, x1) = bounds(|p| p.0);
-    let (y0, y1) = bounds(|p| p.1);
-    let pad = (y1 - y0) * 0.05;
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * (h - top - bottom);
-    // Axes and ticks.
-    let _ = write!(
-        out,
-        r##"<g class="axis"><line x1="{left}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{left}" y1="{top}" x2="{left}" y2="{b}"/>"##,
-        b = h - bottom,
-        r = w - right
-    );
-    for i in 0..=4 {
-        let fx = x0 + (x1 - x0) * i as f64 / 4.0;
-        let fy = y0 + (y1 - y0) * i as f64 / 4.0;
+    let frame = Frame::around(&all);
+    frame.axes(&mut out, x_label, y_label);
+    for (i, s) in series.iter().enumerate() {
+        frame.series(&mut out, s);
+        // Legend.
+        let lx = LEFT + 8.0 + 130.0 * i as f64;
         let _ = write!(
             out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><line class="grid" x1="{left}" y1="{gy:.1}" x2="{r}" y2="{gy:.1}"/>"#,
-            px(fx),
-            h - bottom + 16.0,
-            label(fx),
-            left - 6.0,
-            py(fy) + 4.0,
-            label(fy),
-            gy = py(fy),
-            r = w - right
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            TOP - 2.0,
+            s.color,
+            lx + 14.0,
+            TOP + 7.0,
+            esc(s.name)
         );
     }
-    let _ = write!(
-        out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle">{}</text></g>"#,
-        (left + w - right) / 2.0,
-        h - 6.0,
-        esc(x_label),
-        (top + h - bottom) / 2.0,
-        esc(y_label)
-    );
-    for (i, s) in series.iter().enumerate() {
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+    out.push_str("</svg>");
+    out
+}
+
+/// The chart's size and margins.
+const W: f64 = 560.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 28.0;
+const BOTTOM: f64 = 44.0;
+
+/// The points that can be drawn.
+fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect()
+}
+
+/// The data's ranges on the chart's plotting area.
+struct Frame {
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame {
+    /// Ranges that hold every point (with 5 % room above and below).
+    fn around(all: &[(f64, f64)]) -> Frame {
+        let bounds = |f: fn(&(f64, f64)) -> f64| {
+            let lo = all.iter().map(f).fold(f64::INFINITY, f64::min);
+            let hi = all.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+            if hi > lo {
+                (lo, hi)
+            } else {
+                (lo - 1.0, hi + 1.0)
+            }
+        };
+        let (y0, y1) = bounds(|p| p.1);
+        let pad = (y1 - y0) * 0.05;
+        Frame {
+            x: bounds(|p| p.0),
+            y: (y0 - pad, y1 + pad),
+        }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        LEFT + (x - self.x.0) / (self.x.1 - self.x.0) * (W - LEFT - RIGHT)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        TOP + (1.0 - (y - self.y.0) / (self.y.1 - self.y.0)) * (H - TOP - BOTTOM)
+    }
+
+    /// The axes, five ticks on each, a grid line per y tick, and the labels.
+    fn axes(&self, out: &mut String, x_label: &str, y_label: &str) {
+        let (w, h) = (W, H);
+        let _ = write!(
+            out,
+            r##"<g class="axis"><line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"##,
+            b = h - BOTTOM,
+            r = w - RIGHT
+        );
+        for i in 0..=4 {
+            let fx = self.x.0 + (self.x.1 - self.x.0) * i as f64 / 4.0;
+            let fy = self.y.0 + (self.y.1 - self.y.0) * i as f64 / 4.0;
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><line class="grid" x1="{LEFT}" y1="{gy:.1}" x2="{r}" y2="{gy:.1}"/>"#,
+                self.px(fx),
+                h - BOTTOM + 16.0,
+                label(fx),
+                LEFT - 6.0,
+                self.py(fy) + 4.0,
+                label(fy),
+                gy = self.py(fy),
+                r = w - RIGHT
+            );
+        }
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle">{}</text></g>"#,
+            (LEFT + w - RIGHT) / 2.0,
+            h - 6.0,
+            esc(x_label),
+            (TOP + h - BOTTOM) / 2.0,
+            esc(y_label)
+        );
+    }
+
+    /// One series: a (step) line, or dots with their values on hover.
+    fn series(&self, out: &mut String, s: &Series) {
+        let pts = finite(&s.points);
         if s.line && pts.len() > 1 {
             let mut d = String::new();
             for (k, (x, y)) in pts.iter().enumerate() {
-                if k == 0 {
-                    let _ = write!(d, "M{:.1},{:.1}", px(*x), py(*y));
-                } else if s.step {
-                    let _ = write!(d, " H{:.1} V{:.1}", px(*x), py(*y));
-                } else {
-                    let _ = write!(d, " L{:.1},{:.1}", px(*x), py(*y));
-                }
+                let (x, y) = (self.px(*x), self.py(*y));
+                let _ = match (k, s.step) {
+                    (0, _) => write!(d, "M{x:.1},{y:.1}"),
+                    (_, true) => write!(d, " H{x:.1} V{y:.1}"),
+                    (_, false) => write!(d, " L{x:.1},{y:.1}"),
+                };
             }
             let _ = write!(
                 out,
@@ -134,39 +184,26 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> St
                 esc(s.name),
                 s.color
             );
-        } else {
-            let _ = write!(
-                out,
-                r#"<g class="series" data-series="{}" fill="{}">"#,
-                esc(s.name),
-                s.color
-            );
-            for (x, y) in &pts {
-                let _ = write!(
-                    out,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3"><title>{}, {}</title></circle>"#,
-                    px(*x),
-                    py(*y),
-                    label(*x),
-                    label(*y)
-                );
-            }
-            out.push_str("</g>");
+            return;
         }
-        // Legend.
-        let lx = left + 8.0 + 130.0 * i as f64;
         let _ = write!(
             out,
-            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            top - 2.0,
-            s.color,
-            lx + 14.0,
-            top + 7.0,
-            esc(s.name)
+            r#"<g class="series" data-series="{}" fill="{}">"#,
+            esc(s.name),
+            s.color
         );
+        for (x, y) in &pts {
+            let _ = write!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3"><title>{}, {}</title></circle>"#,
+                self.px(*x),
+                self.py(*y),
+                label(*x),
+                label(*y)
+            );
+        }
+        out.push_str("</g>");
     }
-    out.push_str("</svg>");
-    out
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@ use super::backend::Backend;
 use super::AppError;
 use augur::{Finished, LeaseSpec, Runner, TickEnd};
 use augur_model::{StudyState, TrialState};
+use augur_store::TrialStore;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What set a tick off.
@@ -172,8 +174,91 @@ pub async fn tick(
         .collect();
     let mut out = Vec::new();
     for name in names {
-        let mut row = StudyTick {
-            study: name.clone(),
+        let mut row = StudyTick::new(&name);
+        if Instant::now() < deadline {
+            tick_study(ctx, &store, &mut row, deadline, holder).await?;
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// One submitted study's part of a tick, into its row: forgotten when deleted or
+/// ended, else driven until it has nothing to do now or the deadline.
+async fn tick_study(
+    ctx: &Backend,
+    store: &Arc<dyn TrialStore>,
+    row: &mut StudyTick,
+    deadline: Instant,
+    holder: &str,
+) -> Result<(), AppError> {
+    let name = row.study.clone();
+    let rec = match store.get_study(&name).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            store.set_submitted(&name, false).await?;
+            row.outcome = "gone";
+            return Ok(());
+        }
+        Err(e) => {
+            row.failed(e.to_string());
+            return Ok(());
+        }
+    };
+    if matches!(rec.state, StudyState::Done | StudyState::Stopped) {
+        store.set_submitted(&name, false).await?;
+        row.outcome = if rec.state == StudyState::Done {
+            "done"
+        } else {
+            "stopped"
+        };
+        return Ok(());
+    }
+    let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());
+    let heartbeat = Duration::from_millis(drive.heartbeat_ms as u64);
+    let provider = match ctx.provider(&rec.spec, heartbeat).await {
+        Ok(p) => p,
+        Err(f) => {
+            row.failed(f.message);
+            return Ok(());
+        }
+    };
+    let mut runner = Runner::new(store.clone(), provider);
+    runner.timing = augur::Timing::with_drive(&drive);
+    runner.lease = Some(LeaseSpec {
+        holder: holder.to_string(),
+        ttl: deadline.saturating_duration_since(Instant::now()),
+    });
+    let end = runner
+        .tick_warm(&rec.spec, rec.created_ms, deadline, &WARM)
+        .await;
+    row.count(&runner.counters());
+    match end {
+        Ok(TickEnd::Finished(f)) => {
+            store.set_submitted(&name, false).await?;
+            row.outcome = if f == Finished::Done {
+                "done"
+            } else {
+                "stopped"
+            };
+        }
+        Ok(TickEnd::Waiting) => row.outcome = "waiting",
+        Ok(TickEnd::Deadline) => row.outcome = "deadline",
+        Ok(TickEnd::Held(lease)) => {
+            row.outcome = "held";
+            row.detail = Some(format!("by {} until {}", lease.holder, lease.until));
+        }
+        Err(e) => row.failed(e.to_string()),
+    }
+    tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
+    Ok(())
+}
+
+impl StudyTick {
+    /// A study not reached yet.
+    fn new(name: &str) -> StudyTick {
+        StudyTick {
+            study: name.to_string(),
             outcome: "skipped",
             detail: None,
             launched: 0,
@@ -182,98 +267,23 @@ pub async fn tick(
             cancelled: 0,
             pruned: 0,
             terminated: 0,
-        };
-        if Instant::now() >= deadline {
-            out.push(row);
-            continue;
         }
-        let rec = match store.get_study(&name).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                store.set_submitted(&name, false).await?;
-                row.outcome = "gone";
-                out.push(row);
-                continue;
-            }
-            Err(e) => {
-                row.outcome = "error";
-                row.detail = Some(e.to_string());
-                out.push(row);
-                continue;
-            }
-        };
-        if matches!(rec.state, StudyState::Done | StudyState::Stopped) {
-            store.set_submitted(&name, false).await?;
-            row.outcome = if rec.state == StudyState::Done {
-                "done"
-            } else {
-                "stopped"
-            };
-            out.push(row);
-            continue;
-        }
-        let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());
-        let provider = match ctx
-            .provider(&rec.spec, Duration::from_millis(drive.heartbeat_ms as u64))
-            .await
-        {
-            Ok(p) => p,
-            Err(f) => {
-                row.outcome = "error";
-                row.detail = Some(f.message);
-                out.push(row);
-                continue;
-            }
-        };
-        let mut runner = Runner::new(store.clone(), provider);
-        runner.timing = augur::Timing::with_drive(&drive);
-        runner.lease = Some(LeaseSpec {
-            holder: holder.to_string(),
-            ttl: deadline.saturating_duration_since(Instant::now()),
-        });
-        let end = runner
-            .tick_warm(&rec.spec, rec.created_ms, deadline, &WARM)
-            .await;
-        let c = runner.counters();
-        (
-            row.launched,
-            row.retried,
-            row.lost,
-            row.cancelled,
-            row.pruned,
-            row.terminated,
-        ) = (
-            c.launched,
-            c.retried,
-            c.lost,
-            c.cancelled,
-            c.pruned,
-            c.terminated,
-        );
-        match end {
-            Ok(TickEnd::Finished(f)) => {
-                store.set_submitted(&name, false).await?;
-                row.outcome = if f == Finished::Done {
-                    "done"
-                } else {
-                    "stopped"
-                };
-            }
-            Ok(TickEnd::Waiting) => row.outcome = "waiting",
-            Ok(TickEnd::Deadline) => row.outcome = "deadline",
-            Ok(TickEnd::Held(lease)) => {
-                row.outcome = "held";
-                row.detail = Some(format!("by {} until {}", lease.holder, lease.until));
-            }
-            Err(e) => {
-                row.outcome = "error";
-                row.detail = Some(e.to_string());
-            }
-        }
-        tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
-        out.push(row);
     }
-    Ok(out)
+
+    fn failed(&mut self, why: String) {
+        self.outcome = "error";
+        self.detail = Some(why);
+    }
+
+    /// What the tick's runner did to the study.
+    fn count(&mut self, c: &augur::CounterValues) {
+        self.launched = c.launched;
+        self.retried = c.retried;
+        self.lost = c.lost;
+        self.cancelled = c.cancelled;
+        self.pruned = c.pruned;
+        self.terminated = c.terminated;
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! How records become DynamoDB items and back, and how SDK errors become
+//! [`StoreError`]s.
+
+use super::{DynamoStore, Item};
+use augur_model::{Millis, Trial};
+use augur_store::{Result, StoreError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+/// The index of trials by study and change time (`chg`, the writer's clock in ms).
+pub const CHANGES_INDEX: &str = "by_change";
+
+/// A `changed_trials` mark: the reader's clock (ms) when it last read, in the low 42
+/// bits, and the minute of its last whole read (mod 2^22) above them.
+pub(super) fn mark(read_ms: Millis, full_minute: u64) -> u64 {
+    ((full_minute & ((1 << 22) - 1)) << 42) | (read_ms.max(0) as u64 & ((1 << 42) - 1))
+}
+
+/// The trials in `items` (keys named `study/<sk>` in errors).
+pub(super) fn decode_trials(study: &str, items: &[Item]) -> Result<Vec<Trial>> {
+    items
+        .iter()
+        .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
+        .collect()
+}
+
+pub(super) fn unmark(m: u64) -> (Millis, u64) {
+    ((m & ((1 << 42) - 1)) as Millis, m >> 42)
+}
+
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(super) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(super) const SUBMITTED: &str = "#submitted";
+
+pub(super) fn trial_sk(id: u64) -> String {
+    format!("trial#{id:010}")
+}
+
+/// An SDK failure as a store error, with the SDK's full error context.
+pub(super) fn fail<E>(table: &str, op: &str, e: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    if e.as_service_error().and_then(|x| x.code()) == Some("ResourceNotFoundException") {
+        return StoreError::Unavailable(format!(
+            "DynamoDB table `{table}` not found: create it with `augur init --backend aws` (or the templates in infra/)"
+        ));
+    }
+    StoreError::Unavailable(format!(
+        "DynamoDB {op} on `{table}`: {}",
+        crate::error_text(&e)
+    ))
+}
+
+pub(super) fn conditional<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    e.as_service_error().and_then(|x| x.code()) == Some("ConditionalCheckFailedException")
+}
+
+pub(super) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+pub(super) fn get_n(item: &Item, key: &str) -> Option<u64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+pub(super) fn decode<T: serde::de::DeserializeOwned>(key: &str, item: &Item) -> Result<T> {
+    let data = get_s(item, "data").unwrap_or("");
+    serde_json::from_str(data).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(super) fn encode<T: serde::Serialize>(key: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|source| StoreError::Encode {
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(super) fn build_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("building a DynamoDB request: {e}"))
+}
+
+impl DynamoStore {
+    pub(super) fn trial_item(t: &Trial, rev: u64) -> Result<Item> {
+        let data = encode(&format!("{}/{}", t.study, t.id), t)?;
+        Ok(HashMap::from([
+            ("pk".to_string(), s(&t.study)),
+            ("sk".to_string(), s(trial_sk(t.id))),
+            ("state".to_string(), s(t.state.as_str())),
+            ("attempt".to_string(), n(t.attempt)),
+            ("rev".to_string(), n(rev)),
+            ("chg".to_string(), n(augur_store::now_ms())),
+            ("data".to_string(), s(data)),
+        ]))
+    }
+}

@@ -1,0 +1,562 @@
+//! The study file (TOML): parsing and validation into a [`Study`].
+//!
+//! Every problem is reported as one [`SpecError`] naming the file, the key and, where
+//! TOML gives it, the line, before anything is launched or written.
+
+mod raw;
+mod sections;
+
+use crate::space::ParamSpec;
+use crate::Millis;
+use raw::{RawStudy, SpecText};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use toml::Spanned;
+
+/// A study file problem: `path:line: message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecError {
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.path, l, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// Whether smaller or larger is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goal {
+    Minimize,
+    Maximize,
+}
+
+/// The metric a study optimizes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    pub metric: String,
+    pub goal: Goal,
+}
+
+impl Objective {
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(&self, a: f64, b: f64) -> bool {
+        match self.goal {
+            Goal::Minimize => a < b,
+            Goal::Maximize => a > b,
+        }
+    }
+}
+
+/// Which oracle proposes points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OracleKind {
+    Grid,
+    Random,
+    /// Tree-structured Parzen estimator: random at first, then model-based.
+    Tpe,
+}
+
+impl OracleKind {
+    pub const NAMES: &'static str = "grid, random, tpe";
+}
+
+/// How each trial runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub script: String,
+    /// Files copied next to the script, relative to the study file's directory.
+    pub files: Vec<String>,
+    /// Wall-clock limit of one attempt, in milliseconds (none when absent).
+    pub timeout_ms: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when an attempt is ended.
+    pub grace_ms: u64,
+    pub max_attempts: u32,
+    /// Attempts whose machine was taken away (a spot reclaim, an instance terminated
+    /// outside augur) do not use up `max_attempts`; this many are tolerated per trial.
+    #[serde(default = "default_max_preemptions")]
+    pub max_preemptions: u32,
+    pub retry_on_failure: bool,
+    pub env: BTreeMap<String, String>,
+    /// Text put before the script (`set -ex; ` by default, as in diviner).
+    pub preamble: String,
+}
+
+fn default_max_preemptions() -> u32 {
+    20
+}
+
+/// A run-once prerequisite of trials (diviner's datasets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    /// Name template: `{param}` placeholders make one dataset per distinct value.
+    pub name: String,
+    pub script: String,
+    pub timeout_ms: Option<u64>,
+}
+
+impl DatasetSpec {
+    /// The parameter names the template refers to.
+    pub fn placeholders(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = self.name.as_str();
+        while let Some(i) = rest.find('{') {
+            let after = &rest[i + 1..];
+            match after.find('}') {
+                Some(j) => {
+                    out.push(after[..j].to_string());
+                    rest = &after[j + 1..];
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The dataset's name for a trial with `params`.
+    pub fn render(&self, params: &crate::Params) -> String {
+        let mut name = self.name.clone();
+        for p in self.placeholders() {
+            let v = params.get(&p).map(|v| v.to_string()).unwrap_or_default();
+            let v: String = v
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            name = name.replace(&format!("{{{p}}}"), &v);
+        }
+        name
+    }
+}
+
+/// Settings only the AWS backend reads; validated here so mistakes show up early.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AwsSpec {
+    pub instance_type: Option<String>,
+    pub fallback_instance_types: Vec<String>,
+    pub image: Option<String>,
+    pub spot: bool,
+    /// After this many reclaims of one trial, its next attempts run on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot_fallback_after: Option<u32>,
+    pub region: Option<String>,
+    pub subnet: Option<String>,
+    pub disk_gb: Option<u32>,
+}
+
+/// Early stopping (`[prune]`): which rule, and how a reading's step is known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneSpec {
+    pub rule: PruneRule,
+    /// The metric that numbers the steps (`METRICS: step=3, loss=0.7`). Readings
+    /// without it count 1, 2, 3, … in the order they came.
+    pub step: String,
+}
+
+/// The rules a study may prune by.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PruneRule {
+    /// Stop a trial whose best value so far is worse than the median of the
+    /// completed trials' values at the same step.
+    Median {
+        /// No pruning before this step.
+        warmup: f64,
+        /// Completed trials that must have reached the step.
+        min_trials: u32,
+    },
+    /// Asynchronous successive halving: rungs at `min_step · reductionᵏ`; a trial
+    /// continues past a rung only if it is in the best `1/reduction` of the trials
+    /// that reached the rung before it.
+    Asha { min_step: f64, reduction: u32 },
+}
+
+impl PruneRule {
+    pub const NAMES: &'static str = "median, asha";
+}
+
+/// A validated study.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Study {
+    pub name: String,
+    pub objective: Objective,
+    pub oracle: OracleKind,
+    /// Budget: the number of trials (runs, replicates included).
+    pub trials: u64,
+    pub parallel: u32,
+    pub replicates: u32,
+    pub seed: u64,
+    pub params: BTreeMap<String, ParamSpec>,
+    pub run: RunSpec,
+    pub datasets: Vec<DatasetSpec>,
+    pub aws: Option<AwsSpec>,
+    /// Early stopping of trials whose metric curve is not promising.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSpec>,
+    /// Absolute directory of the study file (where `run.files` are found).
+    pub dir: String,
+}
+
+impl Study {
+    /// Number of grid points (before replicates), if every parameter is discrete.
+    pub fn grid_size(&self) -> Result<u64, String> {
+        let mut n: u64 = 1;
+        for (name, p) in &self.params {
+            let k = p
+                .grid_values()
+                .map_err(|e| format!("params.{name}: {e}"))?
+                .len() as u64;
+            n = n.saturating_mul(k);
+        }
+        Ok(n)
+    }
+
+    /// What must stay the same for a recorded study to be continued: its parameters
+    /// and objective. Anything else (budget, parallelism, script) may change.
+    pub fn fingerprint(&self) -> String {
+        serde_json::json!({ "params": self.params, "objective": self.objective }).to_string()
+    }
+
+    /// The datasets a trial with `params` needs (rendered names, sorted, unique).
+    pub fn datasets_for(&self, params: &crate::Params) -> Vec<String> {
+        let set: BTreeSet<String> = self.datasets.iter().map(|d| d.render(params)).collect();
+        set.into_iter().collect()
+    }
+
+    /// The dataset spec whose template renders to `name` for `params`.
+    pub fn dataset_spec(&self, name: &str, params: &crate::Params) -> Option<&DatasetSpec> {
+        self.datasets.iter().find(|d| d.render(params) == name)
+    }
+
+    /// Parses and validates study-file text; `dir` is where `run.files` are (recorded,
+    /// not looked at: see [`check_files`](Self::check_files)). Reads nothing.
+    pub fn parse(text: &str, path: &str, dir: &Path) -> Result<Study, SpecError> {
+        let cx = SpecText { text, path };
+        let raw: RawStudy = toml::from_str(text).map_err(|e| cx.syntax(e))?;
+        raw.validate(&cx, dir)
+    }
+
+    /// Checks, after [`parse`](Self::parse) of the same `text`, that every `run.files`
+    /// entry exists, as the caller's `exists` says (the file system, in the caller):
+    /// the first missing one is an error at its line.
+    pub fn check_files(
+        &self,
+        text: &str,
+        path: &str,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<(), SpecError> {
+        #[derive(Deserialize)]
+        struct Files {
+            run: RunFiles,
+        }
+        #[derive(Deserialize)]
+        struct RunFiles {
+            #[serde(default)]
+            files: Vec<Spanned<String>>,
+        }
+        let cx = SpecText { text, path };
+        let raw: Files = toml::from_str(text).map_err(|e| cx.syntax(e))?;
+        let dir = Path::new(&self.dir);
+        match raw
+            .run
+            .files
+            .iter()
+            .find(|f| !exists(&dir.join(f.get_ref())))
+        {
+            Some(f) => Err(cx.at(
+                f,
+                format!(
+                    "run.files: `{}` not found (looked in {})",
+                    f.get_ref(),
+                    self.dir
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where a study stands as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StudyState {
+    /// Trials are being run (or will be when an orchestrator runs it).
+    Active,
+    /// `augur stop` was asked: cancel what runs, launch nothing.
+    Stopping,
+    /// Stopped before it was done; `augur run` resumes it.
+    Stopped,
+    /// Budget spent or oracle exhausted, every trial final.
+    Done,
+}
+
+impl fmt::Display for StudyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StudyState::Active => "active",
+            StudyState::Stopping => "stopping",
+            StudyState::Stopped => "stopped",
+            StudyState::Done => "done",
+        })
+    }
+}
+
+/// A study as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    pub name: String,
+    pub spec: Study,
+    pub state: StudyState,
+    pub created_ms: Millis,
+    pub updated_ms: Millis,
+    /// How the study is driven (timings), as last set by `augur run` or `augur submit`:
+    /// a serverless tick, or `augur stop`, drives it the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive: Option<DriveSettings>,
+}
+
+/// The timings of a study's driver, recorded with the study.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveSettings {
+    /// Agents heartbeat this often.
+    pub heartbeat_ms: Millis,
+    /// A running trial with no heartbeat for this long is lost.
+    pub lease_ms: Millis,
+    /// A starting trial whose agent has not reported after this long is lost.
+    pub boot_timeout_ms: Millis,
+    pub backoff_base_ms: Millis,
+    pub backoff_cap_ms: Millis,
+}
+
+impl DriveSettings {
+    /// The defaults of the embedded default: local processes report within a second.
+    pub fn local() -> DriveSettings {
+        DriveSettings {
+            heartbeat_ms: 2_000,
+            lease_ms: 30_000,
+            boot_timeout_ms: 60_000,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 60_000,
+        }
+    }
+
+    /// The defaults on a cloud: instances boot in minutes, and DynamoDB writes per
+    /// trial are 5 + its duration / the heartbeat.
+    pub fn cloud() -> DriveSettings {
+        DriveSettings {
+            heartbeat_ms: 20_000,
+            lease_ms: 90_000,
+            boot_timeout_ms: 600_000,
+            ..DriveSettings::local()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    const GOOD: &str = r#"
+name = "quadratic"
+objective = { metric = "loss", goal = "minimize" }
+oracle = "random"
+trials = 40
+parallel = 4
+seed = 7
+
+[params]
+x = { range = [-5.0, 5.0] }
+n = { range = [1, 10] }
+lr = { range = [1e-4, 1e-1], scale = "log" }
+act = { values = ["relu", "tanh"] }
+
+[run]
+script = 'echo "METRICS: loss=$AUGUR_PARAM_X"'
+timeout = "10m"
+max_attempts = 2
+
+[aws]
+instance_type = "t3.micro"
+"#;
+
+    /// Parses, then checks `run.files` as if no file existed.
+    fn parse(text: &str) -> Result<Study, SpecError> {
+        let s = Study::parse(text, "study.toml", Path::new("."))?;
+        s.check_files(text, "study.toml", |_| false)?;
+        Ok(s)
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.name, "quadratic");
+        assert_eq!(s.trials, 40);
+        assert_eq!(s.parallel, 4);
+        assert_eq!(s.run.timeout_ms, Some(600_000));
+        assert_eq!(s.run.max_attempts, 2);
+        assert_eq!(s.run.preamble, "set -ex; ");
+        assert!(matches!(
+            s.params["n"],
+            ParamSpec::Int { lo: 1, hi: 10, .. }
+        ));
+        assert!(matches!(s.params["lr"], ParamSpec::Float { log: true, .. }));
+    }
+
+    #[test]
+    fn grid_budget_defaults_to_points_times_replicates() {
+        let s = parse(
+            "name='g'\nobjective={metric='m'}\noracle='grid'\nreplicates=2\n[params]\na={values=[1,2,3]}\nb={range=[0.0,1.0],steps=4}\n[run]\nscript='true'\n",
+        )
+        .unwrap();
+        assert_eq!(s.trials, 24);
+    }
+
+    fn bad(text: &str, needle: &str, line: Option<usize>) {
+        let e = parse(text).expect_err(text);
+        assert!(
+            e.to_string().contains(needle),
+            "`{e}` should mention `{needle}`"
+        );
+        if line.is_some() {
+            assert_eq!(e.line, line, "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_name_the_problem_and_line() {
+        let base = "name='s'\nobjective={metric='m'}\ntrials=3\n";
+        bad(
+            &format!("{base}[run]\nscript='true'\nbogus=1\n"),
+            "bogus",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[params]\nx={{range=[5.0,1.0]}}\n[run]\nscript='true'\n"),
+            "inverted",
+            Some(5),
+        );
+        bad(
+            &format!("{base}[params]\nx={{range=[1.0,1.0]}}\n[run]\nscript='true'\n"),
+            "empty",
+            Some(5),
+        );
+        bad(
+            &format!("{base}[params]\nx={{range=[0.0,1.0],scale='log'}}\n[run]\nscript='true'\n"),
+            "log scale",
+            Some(5),
+        );
+        bad(
+            &format!("{base}[params]\nx={{values=[]}}\n[run]\nscript='true'\n"),
+            "values is empty",
+            Some(5),
+        );
+        bad(
+            &format!(
+                "{base}[params]\nx={{range=[0,1]}}\nX={{range=[0,1]}}\n[run]\nscript='true'\n"
+            ),
+            "duplicate parameter",
+            None,
+        );
+        bad(
+            &format!("{base}[run]\nscript=''\n"),
+            "run.script is empty",
+            Some(5),
+        );
+        bad(&format!("{base}[run]\n"), "script", None);
+        bad(
+            &format!("{base}parallel=0\n[run]\nscript='true'\n"),
+            "parallel must be at least 1",
+            Some(4),
+        );
+        bad(
+            &format!("{base}parallel='x'\n[run]\nscript='true'\n"),
+            "parallel",
+            Some(4),
+        );
+        bad(
+            &format!("{base}oracle='bayes'\n[run]\nscript='true'\n"),
+            "unknown oracle \"bayes\"",
+            Some(4),
+        );
+        bad(
+            "name='s'\nobjective={metric='m'}\ntrials=0\n[run]\nscript='true'\n",
+            "trials must be at least 1",
+            Some(3),
+        );
+        bad(
+            "name='s'\nobjective={metric='m'}\n[run]\nscript='true'\n",
+            "trials (the budget) is required",
+            None,
+        );
+        bad(
+            "name='../x'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\n",
+            "not a valid study name",
+            Some(1),
+        );
+        bad(
+            "name='s'\nobjective={metric='m', goal='up'}\ntrials=1\n[run]\nscript='true'\n",
+            "objective.goal",
+            Some(2),
+        );
+        bad(
+            "name='s'\nobjective={metric='m'}\ntrials=1\n[run\nscript='true'\n",
+            "",
+            Some(4),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\ntimeout='soon'\n"),
+            "run.timeout",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\nfiles=['nope.py']\n"),
+            "nope.py",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[params]\nx={{values=[1,'a']}}\n[run]\nscript='true'\n"),
+            "mixes",
+            Some(5),
+        );
+        bad("name='s'\nobjective={metric='m'}\noracle='grid'\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='true'\n", "steps", None);
+        bad(
+            &format!("{base}[[datasets]]\nname='d-{{y}}'\nscript='true'\n[run]\nscript='true'\n"),
+            "not a parameter",
+            None,
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\n[aws]\ninstance='t3.micro'\n"),
+            "instance",
+            Some(7),
+        );
+    }
+
+    #[test]
+    fn dataset_templates_render_per_value() {
+        let s = parse(
+            "name='s'\nobjective={metric='m'}\ntrials=3\n[params]\nsize={values=[10,20]}\n[[datasets]]\nname='data-{size}'\nscript='true'\n[run]\nscript='true'\n",
+        )
+        .unwrap();
+        let mut p = crate::Params::new();
+        p.insert("size".into(), Value::Int(20));
+        assert_eq!(s.datasets_for(&p), vec!["data-20".to_string()]);
+    }
+}

@@ -1,0 +1,470 @@
+//! The study file as written: the TOML's shape (`Raw*`, with the spans that give
+//! errors their lines) and its validation into a [`Study`].
+
+use super::sections::{RawParam, RawPrune};
+use super::{
+    default_max_preemptions, AwsSpec, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError,
+    Study,
+};
+use crate::space::{ParamSpec, MAX_GRID_POINTS};
+use crate::{valid_ident, valid_study_name};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+pub(super) struct SpecText<'a> {
+    pub(super) text: &'a str,
+    pub(super) path: &'a str,
+}
+
+impl SpecText<'_> {
+    fn line(&self, span: Option<Range<usize>>) -> Option<usize> {
+        span.map(|s| {
+            self.text[..s.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1
+        })
+    }
+    fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            path: self.path.to_string(),
+            line: self.line(span),
+            message: message.into(),
+        }
+    }
+    /// A TOML or type error, reworded for people and prefixed with the key of its line.
+    pub(super) fn syntax(&self, e: toml::de::Error) -> SpecError {
+        let mut msg = e
+            .message()
+            .trim_end()
+            .replace("expected i64", "expected an integer")
+            .replace("expected u32", "expected an integer")
+            .replace("expected a boolean", "expected true or false")
+            .replace('\n', "; ");
+        if let Some(span) = e.span() {
+            let start = self.text[..span.start.min(self.text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let line = self.text[start..].lines().next().unwrap_or("");
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                if !key.is_empty() && !key.starts_with('[') && !msg.contains(&format!("`{key}`")) {
+                    msg = format!("`{key}`: {msg}");
+                }
+            }
+        }
+        self.err(e.span(), msg)
+    }
+    pub(super) fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> SpecError {
+        self.err(Some(s.span()), message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStudy {
+    name: Spanned<String>,
+    objective: Spanned<RawObjective>,
+    oracle: Option<Spanned<String>>,
+    trials: Option<Spanned<i64>>,
+    parallel: Option<Spanned<i64>>,
+    replicates: Option<Spanned<i64>>,
+    seed: Option<Spanned<i64>>,
+    #[serde(default)]
+    params: BTreeMap<Spanned<String>, Spanned<RawParam>>,
+    run: Spanned<RawRun>,
+    #[serde(default)]
+    datasets: Vec<Spanned<RawDataset>>,
+    aws: Option<Spanned<RawAws>>,
+    prune: Option<Spanned<RawPrune>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObjective {
+    metric: Spanned<String>,
+    goal: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    script: Spanned<String>,
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<i64>>,
+    max_preemptions: Option<Spanned<i64>>,
+    #[serde(default)]
+    retry_on_failure: bool,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
+    preamble: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    name: Spanned<String>,
+    script: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    instance_type: Option<String>,
+    #[serde(default)]
+    fallback_instance_types: Vec<String>,
+    image: Option<String>,
+    #[serde(default)]
+    spot: bool,
+    spot_fallback_after: Option<Spanned<i64>>,
+    region: Option<String>,
+    subnet: Option<String>,
+    disk_gb: Option<Spanned<i64>>,
+}
+
+fn duration_ms(cx: &SpecText, key: &str, s: &Spanned<String>) -> Result<u64, SpecError> {
+    crate::duration::parse(s.get_ref())
+        .map(|d| d.as_millis() as u64)
+        .map_err(|e| cx.at(s, format!("{key}: {e}")))
+}
+
+pub(super) fn positive(
+    cx: &SpecText,
+    key: &str,
+    v: &Option<Spanned<i64>>,
+    default: i64,
+) -> Result<i64, SpecError> {
+    match v {
+        None => Ok(default),
+        Some(s) if *s.get_ref() >= 1 => Ok(*s.get_ref()),
+        Some(s) => Err(cx.at(s, format!("{key} must be at least 1, got {}", s.get_ref()))),
+    }
+}
+
+/// A count in `min..=max` (a `u32` setting: never truncated).
+pub(super) fn count(
+    cx: &SpecText,
+    key: &str,
+    v: &Spanned<i64>,
+    min: i64,
+    max: i64,
+) -> Result<u32, SpecError> {
+    let n = *v.get_ref();
+    if (min..=max).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(cx.at(v, format!("{key} must be {min}..={max}, got {n}")))
+    }
+}
+
+impl RawStudy {
+    pub(super) fn validate(self, cx: &SpecText, dir: &Path) -> Result<Study, SpecError> {
+        let name = self.name.get_ref().clone();
+        if !valid_study_name(&name) {
+            return Err(cx.at(&self.name, format!(
+                "name `{name}` is not a valid study name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
+            )));
+        }
+        let objective = self.objective.into_inner().validate(cx)?;
+        let oracle = match self.oracle.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("random") => OracleKind::Random,
+            Some("grid") => OracleKind::Grid,
+            Some("tpe") => OracleKind::Tpe,
+            Some(other) => {
+                return Err(cx.at(
+                    self.oracle.as_ref().unwrap_or(&self.name),
+                    format!("unknown oracle \"{other}\" (known: {})", OracleKind::NAMES),
+                ))
+            }
+        };
+        let parallel = positive(cx, "parallel", &self.parallel, 1)?;
+        let replicates = positive(cx, "replicates", &self.replicates, 1)?;
+        let seed = match &self.seed {
+            None => 0,
+            Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
+            Some(s) => return Err(cx.at(s, format!("seed must be 0 or more, got {}", s.get_ref()))),
+        };
+        let params = validate_params(cx, self.params)?;
+        let run_span = self.run.span();
+        let run = self.run.into_inner().validate(cx, dir)?;
+        let datasets = validate_datasets(cx, self.datasets, &params)?;
+        let aws = self.aws.map(|a| a.into_inner().validate(cx)).transpose()?;
+        let prune = match self.prune {
+            None => None,
+            Some(p) => Some(p.into_inner().validate(cx, &objective.metric)?),
+        };
+        let mut study = Study {
+            name,
+            objective,
+            oracle,
+            trials: 0,
+            parallel: parallel as u32,
+            replicates: replicates as u32,
+            seed,
+            params,
+            run,
+            datasets,
+            aws,
+            prune,
+            dir: dir.display().to_string(),
+        };
+        study.trials = budget(cx, &self.trials, &self.oracle, &study, run_span)?;
+        Ok(study)
+    }
+}
+
+impl RawObjective {
+    fn validate(self, cx: &SpecText) -> Result<Objective, SpecError> {
+        let metric = self.metric.get_ref().trim().to_string();
+        if metric.is_empty() {
+            return Err(cx.at(&self.metric, "objective.metric is empty"));
+        }
+        let goal = match self.goal.as_ref().map(|g| g.get_ref().as_str()) {
+            None | Some("minimize") | Some("min") => Goal::Minimize,
+            Some("maximize") | Some("max") => Goal::Maximize,
+            Some(other) => {
+                return Err(cx.at(
+                    self.goal.as_ref().unwrap_or(&self.metric),
+                    format!("objective.goal must be \"minimize\" or \"maximize\", got \"{other}\""),
+                ))
+            }
+        };
+        Ok(Objective { metric, goal })
+    }
+}
+
+/// The parameters: names usable as `AUGUR_PARAM_<NAME>`, distinct once upper-cased.
+fn validate_params(
+    cx: &SpecText,
+    raw: BTreeMap<Spanned<String>, Spanned<RawParam>>,
+) -> Result<BTreeMap<String, ParamSpec>, SpecError> {
+    let mut params = BTreeMap::new();
+    let mut env_names: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in raw {
+        let key = k.get_ref().clone();
+        if !valid_ident(&key) {
+            return Err(cx.at(
+                &k,
+                format!(
+                "parameter name `{key}` must be letters, digits and _ (it becomes AUGUR_PARAM_{})",
+                key.to_uppercase()
+            ),
+            ));
+        }
+        let upper = key.to_uppercase();
+        if let Some(prev) = env_names.insert(upper.clone(), key.clone()) {
+            return Err(cx.at(
+                &k,
+                format!("duplicate parameter: `{prev}` and `{key}` are both AUGUR_PARAM_{upper}"),
+            ));
+        }
+        let span = v.span();
+        let spec = v
+            .into_inner()
+            .validate(&format!("params.{key}"))
+            .map_err(|m| cx.err(Some(span), m))?;
+        params.insert(key, spec);
+    }
+    Ok(params)
+}
+
+impl RawRun {
+    fn validate(self, cx: &SpecText, dir: &Path) -> Result<RunSpec, SpecError> {
+        let script = self.script.get_ref().clone();
+        if script.trim().is_empty() {
+            return Err(cx.at(&self.script, "run.script is empty"));
+        }
+        let mut files = Vec::new();
+        for f in &self.files {
+            let rel = f.get_ref();
+            // Copied into the working directory under its own name: `..` or `/` name
+            // none, and would copy outside it.
+            if !rel.is_empty() && Path::new(rel).file_name().is_none() {
+                return Err(cx.at(
+                    f,
+                    format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
+                ));
+            }
+            if rel.is_empty() {
+                return Err(cx.at(
+                    f,
+                    format!("run.files: `` not found (looked in {})", dir.display()),
+                ));
+            }
+            files.push(rel.clone());
+        }
+        let timeout_ms = match &self.timeout {
+            None => None,
+            Some(t) => match duration_ms(cx, "run.timeout", t)? {
+                0 => None,
+                ms => Some(ms),
+            },
+        };
+        let grace_ms = match &self.grace {
+            None => 10_000,
+            Some(g) => duration_ms(cx, "run.grace", g)?,
+        };
+        let max_attempts = match &self.max_attempts {
+            None => 3,
+            Some(v) => count(cx, "run.max_attempts", v, 1, 1000)?,
+        };
+        let max_preemptions = match &self.max_preemptions {
+            None => default_max_preemptions(),
+            Some(v) => count(cx, "run.max_preemptions", v, 0, 1000)?,
+        };
+        let mut env = BTreeMap::new();
+        for (k, v) in self.env {
+            let key = k.get_ref().clone();
+            if !valid_ident(&key) || key.starts_with("AUGUR_") {
+                return Err(cx.at(&k, format!("run.env: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
+            }
+            env.insert(key, v);
+        }
+        Ok(RunSpec {
+            script,
+            files,
+            timeout_ms,
+            grace_ms,
+            max_attempts,
+            max_preemptions,
+            retry_on_failure: self.retry_on_failure,
+            env,
+            preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
+        })
+    }
+}
+
+/// Dataset templates: named once each, a script, placeholders that are parameters.
+fn validate_datasets(
+    cx: &SpecText,
+    raw: Vec<Spanned<RawDataset>>,
+    params: &BTreeMap<String, ParamSpec>,
+) -> Result<Vec<DatasetSpec>, SpecError> {
+    let mut datasets = Vec::new();
+    let mut seen = BTreeSet::new();
+    for d in raw {
+        let span = d.span();
+        let d = d.into_inner();
+        let tmpl = d.name.get_ref().clone();
+        if tmpl.is_empty() || !seen.insert(tmpl.clone()) {
+            return Err(cx.at(
+                &d.name,
+                format!("datasets: name `{tmpl}` is empty or declared twice"),
+            ));
+        }
+        if d.script.get_ref().trim().is_empty() {
+            return Err(cx.at(&d.script, format!("datasets `{tmpl}`: script is empty")));
+        }
+        let timeout_ms = match &d.timeout {
+            None => None,
+            Some(t) => Some(duration_ms(cx, "datasets.timeout", t)?).filter(|ms| *ms > 0),
+        };
+        let spec = DatasetSpec {
+            name: tmpl.clone(),
+            script: d.script.into_inner(),
+            timeout_ms,
+        };
+        if let Some(p) = spec
+            .placeholders()
+            .into_iter()
+            .find(|p| !params.contains_key(p))
+        {
+            return Err(cx.err(
+                Some(span),
+                format!("datasets `{tmpl}`: `{{{p}}}` is not a parameter"),
+            ));
+        }
+        let bare = spec.name.replace(['{', '}'], "");
+        if !valid_study_name(&bare) {
+            return Err(cx.at(
+                &d.name,
+                format!("datasets: name `{tmpl}` must be A-Z a-z 0-9 . _ - (and {{param}})"),
+            ));
+        }
+        datasets.push(spec);
+    }
+    Ok(datasets)
+}
+
+impl RawAws {
+    fn validate(self, cx: &SpecText) -> Result<AwsSpec, SpecError> {
+        let disk_gb = match &self.disk_gb {
+            None => None,
+            Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
+            Some(d) => {
+                return Err(cx.at(
+                    d,
+                    format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()),
+                ))
+            }
+        };
+        let spot_fallback_after = match &self.spot_fallback_after {
+            None => None,
+            Some(v) if !self.spot => {
+                return Err(cx.at(
+                    v,
+                    "aws.spot_fallback_after only applies with aws.spot = true",
+                ))
+            }
+            Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
+        };
+        Ok(AwsSpec {
+            instance_type: self.instance_type,
+            fallback_instance_types: self.fallback_instance_types,
+            image: self.image,
+            spot: self.spot,
+            spot_fallback_after,
+            region: self.region,
+            subnet: self.subnet,
+            disk_gb,
+        })
+    }
+}
+
+/// The budget of trials: given, or for a grid its size times the replicates. A grid
+/// may have at most [`MAX_GRID_POINTS`] points.
+fn budget(
+    cx: &SpecText,
+    trials: &Option<Spanned<i64>>,
+    oracle_key: &Option<Spanned<String>>,
+    study: &Study,
+    run_span: Range<usize>,
+) -> Result<u64, SpecError> {
+    let n = match (trials, study.oracle) {
+        (Some(_), _) => positive(cx, "trials", trials, 1)? as u64,
+        (None, OracleKind::Grid) => {
+            let n = study.grid_size().map_err(|m| cx.err(Some(run_span), m))?;
+            n.saturating_mul(study.replicates as u64)
+        }
+        (None, OracleKind::Random | OracleKind::Tpe) => {
+            return Err(cx.err(
+                Some(0..0),
+                format!(
+                    "trials (the budget) is required for the {} oracle",
+                    oracle_key
+                        .as_ref()
+                        .map_or("random", |o| o.get_ref().as_str())
+                ),
+            ))
+        }
+    };
+    if study.oracle == OracleKind::Grid {
+        let points = study
+            .grid_size()
+            .map_err(|m| cx.err(None, format!("grid oracle: {m}")))?;
+        if points > MAX_GRID_POINTS {
+            return Err(cx.err(
+                None,
+                format!("grid oracle: {points} points is more than {MAX_GRID_POINTS}"),
+            ));
+        }
+    }
+    Ok(n)
+}

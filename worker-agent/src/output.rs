@@ -1,0 +1,113 @@
+//! What the agent makes of the script's output: metrics, the status line, the last
+//! lines, the keepalive directive; and how the attempt ended.
+
+use crate::lines::{Chunk, Stream};
+use crate::log::Log;
+use crate::{failure_text, killed_from_outside, process, MAX_SERIES, TAIL_LINES};
+use augur_model::metrics::{self, Line};
+use augur_model::{duration, AttemptEnd, MetricPoint};
+use augur_store::logfile::Source;
+use augur_store::now_ms;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What the agent has seen of the script so far.
+#[derive(Default)]
+pub(crate) struct ScriptOutput {
+    pub(crate) metrics: BTreeMap<String, f64>,
+    pub(crate) series: Vec<MetricPoint>,
+    pub(crate) status: Option<String>,
+    pub(crate) tail: VecDeque<String>,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) dirty: bool,
+}
+
+impl ScriptOutput {
+    /// How the attempt ended: the script's exit, or why the agent ended it.
+    pub(crate) fn outcome(
+        self,
+        status: Option<std::process::ExitStatus>,
+        ended: Option<(String, bool)>,
+    ) -> AttemptEnd {
+        let status =
+            status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
+        let (error, retryable) = match ended {
+            Some((why, retryable)) => (Some(why), retryable),
+            // A script killed with SIGKILL from outside (the kernel's OOM killer, a
+            // person) did not fail by itself: it may be retried, within max_attempts.
+            None => (failure_text(&status), killed_from_outside(&status)),
+        };
+        AttemptEnd {
+            exit_code: Some(process::exit_code(&status)),
+            metrics: self.metrics,
+            series: self.series,
+            error,
+            retryable,
+            status: self.status,
+            log_tail: self.tail.into_iter().collect(),
+        }
+    }
+
+    pub(crate) fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
+        *last_output = Instant::now();
+        let text = chunk.text;
+        if chunk.progress {
+            if !text.trim().is_empty() {
+                self.status = Some(text);
+                self.dirty = true;
+            }
+            return;
+        }
+        log.write(
+            if chunk.stream == Stream::Out {
+                Source::Out
+            } else {
+                Source::Err
+            },
+            &text,
+        );
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text.clone());
+        match metrics::parse_line(&text) {
+            Line::Metrics(m) => {
+                self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
+                if self.series.len() < MAX_SERIES {
+                    self.series.push(MetricPoint {
+                        t_ms: now_ms(),
+                        values: m,
+                    });
+                }
+                self.dirty = true;
+            }
+            Line::BadMetrics(e) => log.write(
+                Source::Augur,
+                &format!("warning: ignored metrics line: {e}"),
+            ),
+            Line::Keepalive(d) => {
+                self.keepalive = (!d.is_zero()).then_some(d);
+                log.write(
+                    Source::Augur,
+                    &match self.keepalive {
+                        Some(d) => format!(
+                            "keepalive armed: the attempt ends if the script prints nothing for {}",
+                            duration::format(d)
+                        ),
+                        None => "keepalive disarmed".to_string(),
+                    },
+                );
+            }
+            Line::BadDirective(e) => {
+                log.write(Source::Augur, &format!("warning: ignored directive: {e}"))
+            }
+            Line::Plain => {}
+        }
+        // The status is what the script last said (set -x traces are not news).
+        if !text.trim().is_empty() && !text.starts_with('+') {
+            self.status = Some(text);
+            self.dirty = true;
+        }
+    }
+}

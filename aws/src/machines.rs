@@ -60,6 +60,12 @@ pub fn spot_for(s: &Ec2Settings, trial: &Trial) -> bool {
     s.spot && s.spot_fallback_after.is_none_or(|n| trial.preemptions < n)
 }
 
+/// `s` as one word of bash, whatever it holds: single-quoted, with each `'` closed,
+/// escaped and reopened.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// The marker line of user-data that carries the agent's arguments as JSON.
 pub const ARGS_MARKER: &str = "# augur-agent-args: ";
 
@@ -125,25 +131,25 @@ impl Ec2Provider {
     /// The instance's boot script: fetch the agent, run it, power off.
     pub fn user_data(&self, study: &str, trial: u64, attempt: u32) -> String {
         let args = self.agent_args(study, trial, attempt);
-        let quoted: Vec<String> = args
-            .iter()
-            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
-            .collect();
+        let quoted: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
         let region = self
             .settings
             .region
             .as_deref()
-            .map(|r| format!("export AWS_REGION='{r}'\n"))
+            .map(|r| format!("export AWS_REGION={}\n", sh_quote(r)))
             .unwrap_or_default();
+        // Every value is quoted for the shell, and the comment lines carry JSON: no
+        // name, region or bucket can end a line or a word early.
         format!(
-            "#!/bin/bash\n# augur worker: study {study}, trial {trial}, attempt {attempt}\n{ARGS_MARKER}{}\nset -uo pipefail\n{region}\
+            "#!/bin/bash\n# augur worker: study {}, trial {trial}, attempt {attempt}\n{ARGS_MARKER}{}\nset -uo pipefail\n{region}\
              mkdir -p /var/lib/augur\n\
-             aws s3 cp 's3://{bucket}/agent/augur-agent' /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
+             aws s3 cp {} /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
              /usr/local/bin/augur-agent {}\n\
              shutdown -h now\n",
+            serde_json::to_string(study).unwrap_or_default(),
             serde_json::to_string(&args).unwrap_or_default(),
+            sh_quote(&format!("s3://{}/agent/augur-agent", self.settings.bucket)),
             quoted.join(" "),
-            bucket = self.settings.bucket,
         )
     }
 
@@ -417,6 +423,105 @@ impl MachineProvider for Ec2Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn test_client() -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::Config::builder()
+                .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+                .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    /// Runs `user_data` under bash with the agent, `aws` and the rest played by
+    /// functions that record what they were given.
+    fn run_boot_script(user_data: &str) -> (Vec<String>, Vec<String>, String) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = dir.path();
+        let stubs = format!(
+            "function /usr/local/bin/augur-agent {{ printf '%s\\0' \"$@\" > {agent}; }}\n\
+             aws() {{ printf '%s\\0' \"$@\" > {aws}; }}\n\
+             mkdir() {{ :; }}\nchmod() {{ :; }}\n\
+             shutdown() {{ printf '%s' \"${{AWS_REGION-}}\" > {region}; }}\n",
+            agent = sh_quote(&out.join("agent").display().to_string()),
+            aws = sh_quote(&out.join("aws").display().to_string()),
+            region = sh_quote(&out.join("region").display().to_string()),
+        );
+        let script = out.join("boot.sh");
+        std::fs::write(&script, format!("{stubs}{user_data}")).expect("write");
+        let syntax = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .expect("bash -n");
+        assert!(
+            syntax.status.success(),
+            "bash -n: {}",
+            String::from_utf8_lossy(&syntax.stderr)
+        );
+        let run = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("bash");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let words = |f: &str| -> Vec<String> {
+            let raw = std::fs::read(out.join(f)).expect("recorded");
+            raw.split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8(w.to_vec()).expect("utf-8"))
+                .collect()
+        };
+        let region = std::fs::read_to_string(out.join("region")).expect("region");
+        (words("agent"), words("aws"), region)
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any text but NUL (no shell word can hold one), shell metacharacters first.
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(vec!['\'', '"', '$', '`', '\\', '\n', ';', '&', '|', ' ', '*', '!', '#', '(', ')', '{', '}', '<', '>']),
+                4 => proptest::char::range('a', 'z'),
+                1 => any::<char>().prop_filter("no NUL", |c| *c != '\0'),
+            ],
+            1..24,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever a record holds, the boot script parses, and each value reaches
+        /// the agent, `aws` and the environment byte for byte.
+        #[test]
+        fn boot_script_values_arrive_byte_for_byte(
+            study in text(), region in text(), bucket in text(), table in text(),
+        ) {
+            let p = Ec2Provider::new(
+                test_client(),
+                Ec2Settings {
+                    table: table.clone(),
+                    bucket: bucket.clone(),
+                    region: Some(region.clone()),
+                    log_group_prefix: "/augur".into(),
+                    heartbeat: Duration::from_secs(20),
+                    ..Ec2Settings::default()
+                },
+            );
+            let (agent, aws, got_region) = run_boot_script(&p.user_data(&study, 7, 2));
+            prop_assert_eq!(agent, p.agent_args(&study, 7, 2));
+            prop_assert_eq!(aws, vec![
+                "s3".to_string(), "cp".into(),
+                format!("s3://{bucket}/agent/augur-agent"),
+                "/usr/local/bin/augur-agent".into(),
+            ]);
+            prop_assert_eq!(got_region, region);
+        }
+    }
 
     /// User-data is readable by anything on the instance (and by whoever may
     /// describe it): it carries names and settings only; credentials come from the

@@ -861,6 +861,50 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
         Some(2)
     );
     assert_eq!(sb.augur(&["show", "b/x"]).status.code(), Some(2));
+    // Timing flags are range-checked like the study file's settings.
+    for (flags, needle) in [
+        (vec!["--heartbeat", "0"], "--heartbeat"),
+        (vec!["--heartbeat", "2h"], "--heartbeat"),
+        (vec!["--heartbeat", "1s", "--lease", "1s"], "two heartbeats"),
+        (vec!["--boot-timeout", "0s"], "--boot-timeout"),
+        (vec!["--backoff-base", "0s"], "--backoff-base"),
+        (
+            vec!["--backoff-base", "2s", "--backoff-cap", "1s"],
+            "--backoff-cap",
+        ),
+    ] {
+        let mut args = vec!["run", "s.toml"];
+        args.extend_from_slice(&flags);
+        let out = sb.augur(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{flags:?}: `{err}` should mention `{needle}`"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{flags:?}: one message: {err}"
+        );
+    }
+    // The agent refuses a heartbeat that would never tick, before any script runs.
+    let out = std::process::Command::new(augur_tests::bin_dir().join("augur-agent"))
+        .args([
+            "--study",
+            "b",
+            "--trial",
+            "1",
+            "--attempt",
+            "1",
+            "--heartbeat",
+            "0s",
+        ])
+        .current_dir(sb.path())
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("heartbeat"));
     // Names from the command line are checked before they become keys or paths.
     for args in [
         vec!["show", "../b/1"],

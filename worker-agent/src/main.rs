@@ -58,8 +58,15 @@ struct Args {
     shutdown: bool,
 }
 
+/// A heartbeat interval: 10 ms to 1 h (a zero interval would never tick).
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    augur_model::duration::parse(s)
+    let d = augur_model::duration::parse(s)?;
+    let range = std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600);
+    if range.contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{s}: the heartbeat must be from 10ms to 1h"))
+    }
 }
 
 fn main() -> ExitCode {

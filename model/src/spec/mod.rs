@@ -332,6 +332,11 @@ pub struct StudyRecord {
     pub drive: Option<DriveSettings>,
 }
 
+/// Milliseconds as people read them (`1500ms`, `90s`, `1h`).
+fn show_ms(ms: Millis) -> String {
+    crate::duration::format(std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
 /// The timings of a study's driver, recorded with the study.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriveSettings {
@@ -355,6 +360,57 @@ impl DriveSettings {
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
         }
+    }
+
+    /// Whether the settings can drive a study: each in its range, the lease longer
+    /// than two heartbeats, the backoff's cap at least its base. The problem names
+    /// the setting as a flag would (`heartbeat`, `boot-timeout`, ...).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        const MS: Millis = 1;
+        const S: Millis = 1_000;
+        const H: Millis = 3_600 * S;
+        const D: Millis = 24 * H;
+        let within = |name: &'static str, v: Millis, lo: Millis, hi: Millis| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((
+                    name,
+                    format!(
+                        "must be from {} to {}, got {}",
+                        show_ms(lo),
+                        show_ms(hi),
+                        show_ms(v)
+                    ),
+                ))
+            }
+        };
+        within("heartbeat", self.heartbeat_ms, 10 * MS, H)?;
+        within("lease", self.lease_ms, 20 * MS, 7 * D)?;
+        within("boot-timeout", self.boot_timeout_ms, 100 * MS, 7 * D)?;
+        within("backoff-base", self.backoff_base_ms, MS, H)?;
+        within("backoff-cap", self.backoff_cap_ms, MS, D)?;
+        if self.lease_ms < 2 * self.heartbeat_ms {
+            return Err((
+                "lease",
+                format!(
+                    "{} must be at least two heartbeats ({})",
+                    show_ms(self.lease_ms),
+                    show_ms(2 * self.heartbeat_ms)
+                ),
+            ));
+        }
+        if self.backoff_cap_ms < self.backoff_base_ms {
+            return Err((
+                "backoff-cap",
+                format!(
+                    "{} is below the backoff base ({})",
+                    show_ms(self.backoff_cap_ms),
+                    show_ms(self.backoff_base_ms)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The defaults on a cloud: instances boot in minutes, and DynamoDB writes per
@@ -418,6 +474,25 @@ instance_type = "t3.micro"
             ParamSpec::Int { lo: 1, hi: 10, .. }
         ));
         assert!(matches!(s.params["lr"], ParamSpec::Float { log: true, .. }));
+    }
+
+    #[test]
+    fn drive_settings_are_range_checked() {
+        assert_eq!(DriveSettings::local().check(), Ok(()));
+        assert_eq!(DriveSettings::cloud().check(), Ok(()));
+        let bad = |f: fn(&mut DriveSettings)| {
+            let mut d = DriveSettings::local();
+            f(&mut d);
+            d.check().expect_err("out of range")
+        };
+        assert_eq!(bad(|d| d.heartbeat_ms = 0).0, "heartbeat");
+        assert_eq!(bad(|d| d.heartbeat_ms = 2 * 3_600_000).0, "heartbeat");
+        assert_eq!(bad(|d| d.lease_ms = d.heartbeat_ms).0, "lease");
+        assert_eq!(bad(|d| d.boot_timeout_ms = 0).0, "boot-timeout");
+        assert_eq!(bad(|d| d.backoff_base_ms = 0).0, "backoff-base");
+        assert_eq!(bad(|d| d.backoff_cap_ms = 10).0, "backoff-cap");
+        let (_, why) = bad(|d| d.heartbeat_ms = 0);
+        assert!(why.contains("from 10ms to 1h"), "{why}");
     }
 
     #[test]

@@ -92,16 +92,23 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    fn drive(&self, ctx: &Backend) -> DriveSettings {
+    /// The backend's defaults with the flags given; range-checked (exit 2).
+    fn drive(&self, ctx: &Backend) -> Result<DriveSettings, AppError> {
         let d = ctx.default_drive();
-        let ms = |v: Option<Duration>, default: i64| v.map_or(default, |v| v.as_millis() as i64);
-        DriveSettings {
+        let ms = |v: Option<Duration>, default: i64| {
+            v.map_or(default, |v| v.as_millis().min(i64::MAX as u128) as i64)
+        };
+        let drive = DriveSettings {
             heartbeat_ms: ms(self.heartbeat, d.heartbeat_ms),
             lease_ms: ms(self.lease, d.lease_ms),
             boot_timeout_ms: ms(self.boot_timeout, d.boot_timeout_ms),
             backoff_base_ms: ms(self.backoff_base, d.backoff_base_ms),
             backoff_cap_ms: ms(self.backoff_cap, d.backoff_cap_ms),
-        }
+        };
+        drive
+            .check()
+            .map_err(|(flag, why)| AppError::input(format!("--{flag}: {why}")))?;
+        Ok(drive)
     }
 }
 
@@ -138,7 +145,7 @@ struct Prepared {
 async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Backend) -> Result<Prepared, AppError> {
     let mut study = args.load()?;
     ctx.pin_image(&mut study);
-    let drive = tuning.drive(ctx);
+    let drive = tuning.drive(ctx)?;
     let provider = ctx
         .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
         .await?;

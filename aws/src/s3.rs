@@ -108,6 +108,15 @@ pub async fn upload(
     Ok(count)
 }
 
+/// Whether `rel` (a key below the prefix) names a file inside the download directory:
+/// plain components only, none empty, `.` or `..`.
+fn safe_relative(rel: &str) -> bool {
+    !rel.is_empty()
+        && rel
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('\0'))
+}
+
 /// Downloads every object under `prefix` into `dir` (keys relative to the prefix).
 pub async fn download(
     client: &Client,
@@ -128,8 +137,12 @@ pub async fn download(
             .map_err(|e| fail("ListObjectsV2", prefix, e))?;
         for obj in page.contents() {
             let Some(key) = obj.key() else { continue };
-            let rel = &key[prefix.len().min(key.len())..];
-            if rel.is_empty() || rel.split('/').any(|p| p == ".." || p.is_empty()) {
+            // A listing is not trusted: a key outside the prefix, or one that would
+            // climb out of `dir`, is passed over (never sliced mid-character).
+            let Some(rel) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            if !safe_relative(rel) {
                 continue;
             }
             let out = client
@@ -167,6 +180,21 @@ pub async fn download(
         match page.next_continuation_token() {
             Some(t) => token = Some(t.to_string()),
             None => return Ok(count),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_would_leave_the_directory_are_refused() {
+        for ok in ["train.py", "data/x.csv", "a..b"] {
+            assert!(safe_relative(ok), "{ok}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./x", "a/"] {
+            assert!(!safe_relative(bad), "{bad:?}");
         }
     }
 }

@@ -71,6 +71,13 @@ pub mod env {
     }
 }
 
+/// Whether `name` (a dataset's, as a record gives it) is one plain path component, so
+/// that a directory named by it stays inside its parent: not empty, `.` or `..`, no
+/// `/` and no NUL. Records are not trusted: a tampered one must not move the agent.
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// Where an agent on AWS keeps state, logs and files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AwsTarget {
@@ -218,6 +225,16 @@ mod tests {
         assert!(Invocation::parse(&["--unknown", "1"]).is_none());
         assert!(Invocation::parse(&["stray"]).is_none());
         assert!(Invocation::parse(&["--study"]).is_none());
+    }
+
+    #[test]
+    fn plain_names_stay_in_their_directory() {
+        for ok in ["d-1", "data_10", ".5", "a..b"] {
+            assert!(plain_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "/etc", "a\0b"] {
+            assert!(!plain_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -296,6 +296,19 @@ async fn run_script(
     trial: &Trial,
     log: &mut Log,
 ) -> Result<Option<AttemptEnd>, AgentError> {
+    let names = trial.dataset.iter().chain(&trial.needs);
+    if let Some(bad) = names
+        .into_iter()
+        .find(|d| !augur_model::agent::plain_name(d))
+    {
+        // Not retried: a record that names a path is not going to mend itself.
+        let msg = format!("refused: dataset `{bad}` is not a plain name (a tampered record?)");
+        log.write(Source::Augur, &msg);
+        return Ok(Some(AttemptEnd {
+            error: Some(msg),
+            ..Default::default()
+        }));
+    }
     let timeout_ms = match &trial.dataset {
         Some(name) => study
             .dataset_spec(name, &trial.params)
@@ -513,5 +526,63 @@ async fn beat(
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur_model::Params;
+    use augur_store::SqliteStore;
+
+    /// A record whose dataset names a path outside the state directory (written by
+    /// hand, or by anything with the worker's write access) is refused: the attempt
+    /// fails with the reason, not retried, and nothing is made outside `.augur/data`.
+    #[tokio::test]
+    async fn a_tampered_dataset_name_is_refused_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path().join(".augur"));
+        let store = SqliteStore::open(&layout.db()).expect("store");
+        store
+            .create_study(&augur_store::conformance::record("s"))
+            .await
+            .expect("study");
+        let mut t = Trial::new("s", 0, 0, 0, Params::new(), 1);
+        t.dataset = Some("../../escaped".into());
+        let (t, _) = store.create_trial(&t).await.expect("trial");
+        let starting = TrialUpdate {
+            state: Some(TrialState::Starting),
+            ..Default::default()
+        };
+        store
+            .update_trial("s", t.id, &Expect::state(TrialState::Pending, 1), &starting)
+            .await
+            .expect("starting");
+        let cfg = AgentConfig {
+            layout: layout.clone(),
+            study: "s".into(),
+            trial: t.id,
+            attempt: 1,
+            heartbeat: Duration::from_millis(100),
+            machine: "test".into(),
+            aws: None,
+        };
+        let ended = run_attempt(&store, &cfg).await.expect("attempt");
+        assert_eq!(ended, Ended::Finished(TrialState::Failed));
+        let rec = store
+            .get_trial("s", t.id)
+            .await
+            .expect("read")
+            .expect("trial");
+        assert!(
+            rec.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not a plain name")),
+            "{:?}",
+            rec.error
+        );
+        assert!(!rec.retryable, "a tampered record is not retried");
+        assert!(!dir.path().join("escaped").exists());
+        assert!(!layout.root.join("escaped").exists());
     }
 }

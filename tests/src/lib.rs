@@ -223,15 +223,31 @@ pub const FAST: [&str; 6] = [
 /// `GET path` over plain HTTP/1.1 (the status server), read to the end of the body:
 /// (status, content type, body). Chunked bodies are decoded.
 pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    let (status, headers, body) = http_request(addr, path, &[("Host", addr)]);
+    let ctype = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    (status, ctype, body)
+}
+
+/// `GET path` with these request headers (give `Host` yourself): (status, response
+/// headers, body).
+pub fn http_request(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the status server");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(s, "GET {path} HTTP/1.1\r\n{extra}Connection: close\r\n\r\n").expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let raw = String::from_utf8_lossy(&raw).to_string();
@@ -241,12 +257,18 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    let got: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
     let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
+        got.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
     let body = if header("transfer-encoding").eq_ignore_ascii_case("chunked") {
@@ -264,24 +286,37 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
     } else {
         body.to_string()
     };
-    (status, header("content-type"), body)
+    (status, got, body)
 }
 
 /// Reads a spawned `augur` command's stderr until a line names the status server's
 /// address (`http://ADDR/...`), then keeps draining it so the child never blocks.
 pub fn server_addr(child: &mut Child) -> String {
+    server_url(child)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Like [`server_addr`], the whole URL after `http://` (`ADDR/path?query`).
+pub fn server_url(child: &mut Child) -> String {
     use std::io::BufRead;
     let err = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufReader::new(err).lines();
-    let addr = loop {
+    let url = loop {
         let line = lines
             .next()
             .expect("a line naming the address")
             .expect("read");
         if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split('/').next().unwrap_or_default().to_string();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    addr
+    url
 }

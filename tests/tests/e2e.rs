@@ -1362,3 +1362,76 @@ fn gc_ends_orphans_and_expired_leases_and_leaves_live_work_alone() {
     assert_eq!(last["leases"], json!([]), "{last}");
     assert_eq!(last["submitted"], json!([]), "{last}");
 }
+
+/// The status server on loopback answers only under its own name (a DNS-rebinding
+/// page gets 403); beyond loopback it wants its token (401 without), which a browser
+/// shows once in `?token=` and then carries in a cookie; `run.env` values never leave
+/// it, only their names.
+#[test]
+fn status_server_refuses_rebinding_and_strangers_and_redacts_env() {
+    use augur_tests::{http_request, server_addr, server_url};
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='sec'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='echo METRICS: m=1'\nenv={API_KEY='hunter2'}\n",
+    );
+    ok(&run(&sb, "s.toml", &[]));
+
+    let mut local = sb.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = server_addr(&mut local);
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    let (status, _, body) = http_request(&addr, "/api/studies/sec", &[("Host", &addr)]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("API_KEY"), "the name stays: {body}");
+    assert!(!body.contains("hunter2"), "the value never leaves: {body}");
+    let localhost = format!("localhost:{port}");
+    assert_eq!(http_request(&addr, "/", &[("Host", &localhost)]).0, 200);
+    let evil = format!("rebound.example:{port}");
+    let (status, _, body) = http_request(&addr, "/api/studies", &[("Host", &evil)]);
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("sec"), "{body}");
+    let _ = local.kill();
+    let _ = local.wait();
+
+    // Beyond loopback (all addresses; the test connects through 127.0.0.1 only).
+    let mut wide = sb.spawn(&["serve", "--addr", "0.0.0.0:0"]);
+    let url = server_url(&mut wide);
+    let token = url
+        .split("?token=")
+        .nth(1)
+        .expect("the printed address carries the token")
+        .to_string();
+    let port = url
+        .split('/')
+        .next()
+        .and_then(|a| a.rsplit(':').next())
+        .expect("port")
+        .to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let host = [("Host", addr.as_str())];
+    let (status, _, body) = http_request(&addr, "/api/studies", &host);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token"), "{body}");
+    let bad = [("Host", addr.as_str()), ("Authorization", "Bearer not-it")];
+    assert_eq!(http_request(&addr, "/metrics", &bad).0, 401);
+    let bearer = format!("Bearer {token}");
+    let good = [("Host", addr.as_str()), ("Authorization", bearer.as_str())];
+    let (status, _, body) = http_request(&addr, "/api/studies", &good);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sec"));
+    // A browser: the printed address once, then its cookie.
+    let (status, headers, _) = http_request(&addr, &format!("/?token={token}"), &host);
+    assert_eq!(status, 200);
+    let cookie = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.split(';').next().unwrap_or_default().to_string())
+        .expect("a cookie for the browser");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.contains("HttpOnly")));
+    let with_cookie = [("Host", addr.as_str()), ("Cookie", cookie.as_str())];
+    assert_eq!(http_request(&addr, "/studies/sec", &with_cookie).0, 200);
+    let _ = wide.kill();
+    let _ = wide.wait();
+}

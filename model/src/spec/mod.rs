@@ -245,6 +245,16 @@ impl Study {
         self.datasets.iter().find(|d| d.render(params) == name)
     }
 
+    /// The study as shown to readers (the status server's API): `run.env` keeps its
+    /// names, its values are replaced (they may be credentials).
+    pub fn redacted(&self) -> Study {
+        let mut s = self.clone();
+        for v in s.run.env.values_mut() {
+            *v = "(redacted)".into();
+        }
+        s
+    }
+
     /// Parses and validates study-file text; `dir` is where `run.files` are (recorded,
     /// not looked at: see [`check_files`](Self::check_files)). Reads nothing.
     pub fn parse(text: &str, path: &str, dir: &Path) -> Result<Study, SpecError> {

@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 /// What the handlers share.
 pub struct App {
+    /// Who may read the server.
+    pub access: super::access::Access,
     pub backend: Arc<Backend>,
     pub store: Arc<dyn TrialStore>,
     /// The counters of the runner in this process (`augur run --serve`).
@@ -77,6 +79,7 @@ pub(super) async fn trial(app: &App, name: &str, id: u64) -> Result<(StudyRecord
 
 /// The router: pages, API and metrics.
 pub fn router(app: Shared) -> Router {
+    let guard = axum::middleware::from_fn_with_state(app.clone(), super::access::guard);
     Router::new()
         .route("/", get(studies_page))
         .route("/studies/{name}", get(study_page))
@@ -87,6 +90,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/trials/{name}/{id}", get(api_trial))
         .route("/api/trials/{name}/{id}/log", get(api_log))
         .route("/metrics", get(metrics))
+        .layer(guard)
         .with_state(app)
 }
 
@@ -133,7 +137,7 @@ async fn api_study(
         .map(|(i, r)| report::leaderboard_json(r, i + 1, &trials))
         .collect();
     if let Value::Object(o) = &mut v {
-        o.insert("spec".into(), json!(rec.spec));
+        o.insert("spec".into(), json!(rec.spec.redacted()));
         o.insert("leaderboard".into(), Value::Array(lb));
     }
     Ok(Json(v))
@@ -186,6 +190,9 @@ async fn api_log(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
     tokio::spawn(async move {
         loop {
+            if tx.is_closed() {
+                break; // the client went away
+            }
             let got = log.pump(app.store.as_ref(), &rec.spec).await;
             let (lines, over) = match got {
                 Ok(Some(x)) => x,

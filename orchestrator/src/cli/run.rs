@@ -50,7 +50,8 @@ pub struct RunArgs {
     #[arg(long)]
     json: bool,
     /// Serve the status pages, API and /metrics (with this run's counters) on this
-    /// address while the study runs, e.g. 127.0.0.1:8080.
+    /// address while the study runs, e.g. 127.0.0.1:8080. Beyond loopback, clients
+    /// need a token (AUGUR_TOKEN, or a new one printed with the address).
     #[arg(long, value_name = "ADDR")]
     serve: Option<std::net::SocketAddr>,
     #[command(flatten)]
@@ -247,13 +248,23 @@ impl StatusServer {
     ) -> StatusServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let counters = runner.counter_handle();
+        let addr = listener.local_addr().ok();
+        let access = addr.map_or_else(
+            || crate::app::access::Access::for_addr(([0, 0, 0, 0], 0).into(), None),
+            |a| crate::app::access::Access::for_addr(a, std::env::var("AUGUR_TOKEN").ok()),
+        );
+        let query = access
+            .token()
+            .map(|t| format!("?token={t}"))
+            .unwrap_or_default();
         let app = Arc::new(crate::app::serve::App {
+            access,
             backend: Arc::new(ctx.fresh()),
             store: store.clone(),
             counters: Some(Box::new(move || counters.snapshot())),
         });
-        if let Ok(addr) = listener.local_addr() {
-            eprintln!("augur: status pages on http://{addr}/studies/{study}");
+        if let Some(addr) = addr {
+            eprintln!("augur: status pages on http://{addr}/studies/{study}{query}");
         }
         let task = tokio::spawn(async move {
             let stop = async move {

@@ -1,6 +1,7 @@
 //! `augur serve`: the status server (`crate::app::serve`) on its own.
 
 use super::CmdResult;
+use crate::app::access::Access;
 use crate::app::backend::Backend;
 use crate::app::serve::{bind, serve_on, App};
 use crate::app::AppError;
@@ -13,21 +14,31 @@ pub struct ServeArgs {
     /// network: give one only behind your own access control.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// The bearer token clients must show when --addr is not a loopback address
+    /// [default: a new random one, printed once].
+    #[arg(long, env = "AUGUR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub async fn command(ctx: Backend, args: ServeArgs) -> CmdResult {
     let listener = bind(args.addr).await?;
     let store = ctx.store().await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AppError::unavailable(e.to_string()))?;
+    let access = Access::for_addr(addr, args.token);
+    let query = access
+        .token()
+        .map(|t| format!("?token={t}"))
+        .unwrap_or_default();
     let app = Arc::new(App {
+        access,
         backend: Arc::new(ctx),
         store,
         counters: None,
     });
     eprintln!(
-        "augur: status pages on http://{}/ (API under /api, Prometheus text at /metrics)",
-        listener
-            .local_addr()
-            .map_err(|e| AppError::unavailable(e.to_string()))?
+        "augur: status pages on http://{addr}/{query} (API under /api, Prometheus text at /metrics)"
     );
     serve_on(app, listener, std::future::pending()).await?;
     Ok(0)

@@ -121,4 +121,34 @@ warmup = 2
     }
     let _ = server.kill();
     let _ = server.wait();
+
+    // Beyond loopback, with a token: the page opened once with ?token= sets the
+    // cookie its own script's fetch of the log then carries; without it, refused.
+    let mut wide = sb.spawn(&["serve", "--addr", "0.0.0.0:0", "--token", "t0k3n-for-test"]);
+    let port = server_addr(&mut wide)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    let url = format!("http://127.0.0.1:{port}/trials/shown/1");
+    let dom = text(&browse(&["--dump-dom"], &format!("{url}?token=t0k3n-for-test")).stdout);
+    assert!(
+        dom.contains("METRICS: step=12"),
+        "the log arrives with the cookie: {dom}"
+    );
+    let file = shots.join("trial-with-token.png");
+    let _ = std::fs::remove_file(&file);
+    let shot = browse(
+        &[
+            "--window-size=1280,1400",
+            &format!("--screenshot={}", file.display()),
+        ],
+        &format!("{url}?token=t0k3n-for-test"),
+    );
+    assert!(shot.status.success(), "{}", text(&shot.stderr));
+    let dom = text(&browse(&["--dump-dom"], &url).stdout);
+    assert!(dom.contains("a token is required"), "{dom}");
+    assert!(!dom.contains("METRICS"), "{dom}");
+    let _ = wide.kill();
+    let _ = wide.wait();
 }

@@ -112,7 +112,9 @@ impl Backend {
         }
     }
 
-    pub fn is_aws(&self) -> bool {
+    /// Which backend this is: private, so that every difference between the backends
+    /// is a method here and nowhere else asks.
+    fn is_aws(&self) -> bool {
         self.aws.backend == BackendKind::Aws
     }
 

@@ -1435,3 +1435,51 @@ fn status_server_refuses_rebinding_and_strangers_and_redacts_env() {
     let _ = wide.kill();
     let _ = wide.wait();
 }
+
+/// A serverless tick checks every study record it reads back as strictly as a study
+/// file: a record rewritten in the store (here: an attempt budget of 0 and a file path
+/// out of the study's directory) is refused with the reason, and nothing is launched.
+#[test]
+fn a_tick_refuses_a_tampered_study_record() {
+    use augur_store::TrialStore;
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='tam'\nobjective={metric='m'}\ntrials=2\n[run]\nscript='echo METRICS: m=1'\n",
+    );
+    ok(&sb.augur(&["submit", "s.toml"]));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let db = augur_store::SqliteStore::open(&sb.path().join(".augur/augur.db")).expect("db");
+        let mut rec = db.get_study("tam").await.expect("read").expect("recorded");
+        rec.spec.run.files = vec!["../../../etc/passwd".into()];
+        db.put_study(&rec).await.expect("tamper");
+    });
+    let out = sb.augur(&["tick", "--limit", "5s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an error in the report: {}",
+        text(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    let row = &report["studies"][0];
+    assert_eq!(row["outcome"], "error", "{report}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("refused") && d.contains("leaves the study's directory")),
+        "{report}"
+    );
+    assert_eq!(row["launched"], 0, "{report}");
+    let trials: Value =
+        serde_json::from_slice(&sb.augur(&["trials", "tam", "--json"]).stdout).expect("json");
+    assert_eq!(
+        trials.as_array().map(Vec::len),
+        Some(0),
+        "nothing was proposed: {trials}"
+    );
+}

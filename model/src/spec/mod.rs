@@ -3,8 +3,12 @@
 //! Every problem is reported as one [`SpecError`] naming the file, the key and, where
 //! TOML gives it, the line, before anything is launched or written.
 
+mod check;
 mod raw;
 mod sections;
+
+/// The most attempts (and preemptions) a trial may be given.
+pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 
 use crate::space::ParamSpec;
 use crate::Millis;
@@ -340,6 +344,15 @@ pub struct StudyRecord {
     /// a serverless tick, or `augur stop`, drives it the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drive: Option<DriveSettings>,
+}
+
+impl StudyRecord {
+    /// Whether the record can be acted on as it is: the study file's limits, and the
+    /// shape of every value that becomes a word, a path or an AWS parameter. For
+    /// records read back from the store, which is not trusted as much as the file.
+    pub fn check(&self) -> Result<(), String> {
+        check::check_record(self)
+    }
 }
 
 /// Milliseconds as people read them (`1500ms`, `90s`, `1h`).

@@ -205,6 +205,12 @@ async fn tick_study(
             return Ok(());
         }
     };
+    // Whatever can write the table could have written this: check it as a study file.
+    if let Err(why) = rec.check() {
+        tracing::warn!(study = %name, %why, "refusing a study record");
+        row.failed(format!("refused: {why}"));
+        return Ok(());
+    }
     if matches!(rec.state, StudyState::Done | StudyState::Stopped) {
         store.set_submitted(&name, false).await?;
         row.outcome = if rec.state == StudyState::Done {

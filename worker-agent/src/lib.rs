@@ -89,7 +89,10 @@ pub enum Ended {
 
 /// Runs one attempt to its end. See the crate docs.
 pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<Ended, AgentError> {
-    let (study, trial) = current_attempt(store, cfg).await?;
+    let (study, trial) = match current_attempt(store, cfg).await? {
+        Ok(current) => current,
+        Err(why) => return refuse(store, cfg, why).await,
+    };
     let mut log = open_log(cfg, &trial);
     let trial = mark_running(store, cfg, &mut log).await?;
     let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
@@ -102,17 +105,18 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
     final_write(store, cfg, &outcome).await
 }
 
-/// The study and the trial, if the trial is starting at this agent's attempt.
+/// The study and the trial, if the trial is starting at this agent's attempt; why
+/// not to run it, if the study record does not pass its check (the store is not
+/// trusted as much as a study file).
 async fn current_attempt(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-) -> Result<(Study, Trial), AgentError> {
+) -> Result<Result<(Study, Trial), String>, AgentError> {
     let key = format!("{}/{}", cfg.study, cfg.trial);
-    let study: Study = store
+    let rec = store
         .get_study(&cfg.study)
         .await?
-        .ok_or_else(|| AgentError::NoTrial(key.clone()))?
-        .spec;
+        .ok_or_else(|| AgentError::NoTrial(key.clone()))?;
     let trial = store
         .get_trial(&cfg.study, cfg.trial)
         .await?
@@ -125,7 +129,39 @@ async fn current_attempt(
             current: trial.attempt,
         });
     }
-    Ok((study, trial))
+    if let Err(why) = rec.check() {
+        return Ok(Err(why));
+    }
+    Ok(Ok((rec.spec, trial)))
+}
+
+/// Ends a starting attempt as failed, not to be retried, without running anything:
+/// its study record was refused.
+async fn refuse(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+    why: String,
+) -> Result<Ended, AgentError> {
+    let up = TrialUpdate {
+        state: Some(TrialState::Failed),
+        error: Some(Some(format!("refused: {why}"))),
+        retryable: Some(false),
+        finished_ms: Some(Some(now_ms())),
+        ..Default::default()
+    };
+    let expect = Expect::state(TrialState::Starting, cfg.attempt);
+    match store
+        .update_trial(&cfg.study, cfg.trial, &expect, &up)
+        .await?
+    {
+        Written::Done(_) => Ok(Ended::Finished(TrialState::Failed)),
+        Written::Conflict(now) => Err(AgentError::Stale {
+            key: format!("{}/{}", cfg.study, cfg.trial),
+            attempt: cfg.attempt,
+            state: now.as_ref().map_or(TrialState::Cancelled, |t| t.state),
+            current: now.map_or(0, |t| t.attempt),
+        }),
+    }
 }
 
 /// The attempt's log (a file, or CloudWatch on AWS), opened with a first line that
@@ -584,5 +620,55 @@ mod tests {
         assert!(!rec.retryable, "a tampered record is not retried");
         assert!(!dir.path().join("escaped").exists());
         assert!(!layout.root.join("escaped").exists());
+    }
+
+    /// A study record rewritten in the store (an `AUGUR_*` variable that would mask
+    /// the contract's) is refused before anything runs.
+    #[tokio::test]
+    async fn a_tampered_study_record_runs_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let layout = Layout::new(dir.path().join(".augur"));
+        let store = SqliteStore::open(&layout.db()).expect("store");
+        let mut rec = augur_store::conformance::record("s");
+        rec.spec.run.script = format!("touch {}", dir.path().join("ran").display());
+        rec.spec.run.env.insert("AUGUR_TRIAL".into(), "7".into());
+        store.create_study(&rec).await.expect("study");
+        let (t, _) = store
+            .create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 1))
+            .await
+            .expect("trial");
+        let starting = TrialUpdate {
+            state: Some(TrialState::Starting),
+            ..Default::default()
+        };
+        store
+            .update_trial("s", t.id, &Expect::state(TrialState::Pending, 1), &starting)
+            .await
+            .expect("starting");
+        let cfg = AgentConfig {
+            layout,
+            study: "s".into(),
+            trial: t.id,
+            attempt: 1,
+            heartbeat: Duration::from_millis(100),
+            machine: "test".into(),
+            aws: None,
+        };
+        let ended = run_attempt(&store, &cfg).await.expect("attempt");
+        assert_eq!(ended, Ended::Finished(TrialState::Failed));
+        let got = store
+            .get_trial("s", t.id)
+            .await
+            .expect("read")
+            .expect("trial");
+        assert!(
+            got.error
+                .as_deref()
+                .is_some_and(|e| e.contains("refused") && e.contains("AUGUR_TRIAL")),
+            "{:?}",
+            got.error
+        );
+        assert!(!got.retryable);
+        assert!(!dir.path().join("ran").exists(), "the script never ran");
     }
 }

@@ -78,6 +78,22 @@ pub enum AgentError {
     Signals(std::io::Error),
 }
 
+impl AgentError {
+    /// A write of this agent's attempt found the trial moved on (`now`: as it is;
+    /// `None`: deleted, reported as cancelled).
+    fn superseded(cfg: &AgentConfig, now: Option<Trial>) -> AgentError {
+        let (state, current) = now
+            .map(|t| (t.state, t.attempt))
+            .unwrap_or((TrialState::Cancelled, 0));
+        AgentError::Stale {
+            key: format!("{}/{}", cfg.study, cfg.trial),
+            attempt: cfg.attempt,
+            state,
+            current,
+        }
+    }
+}
+
 /// How the attempt ended for this agent.
 #[derive(Debug, PartialEq)]
 pub enum Ended {
@@ -155,12 +171,7 @@ async fn refuse(
         .await?
     {
         Written::Done(_) => Ok(Ended::Finished(TrialState::Failed)),
-        Written::Conflict(now) => Err(AgentError::Stale {
-            key: format!("{}/{}", cfg.study, cfg.trial),
-            attempt: cfg.attempt,
-            state: now.as_ref().map_or(TrialState::Cancelled, |t| t.state),
-            current: now.map_or(0, |t| t.attempt),
-        }),
+        Written::Conflict(now) => Err(AgentError::superseded(cfg, now)),
     }
 }
 
@@ -213,15 +224,7 @@ async fn mark_running(
                 "attempt superseded before it started; leaving",
             );
             log.flush().await;
-            let (state, current) = now
-                .map(|t| (t.state, t.attempt))
-                .unwrap_or((TrialState::Cancelled, 0));
-            Err(AgentError::Stale {
-                key: format!("{}/{}", cfg.study, cfg.trial),
-                attempt: cfg.attempt,
-                state,
-                current,
-            })
+            Err(AgentError::superseded(cfg, now))
         }
     }
 }
@@ -571,42 +574,57 @@ mod tests {
     use augur_model::Params;
     use augur_store::SqliteStore;
 
-    /// A record whose dataset names a path outside the state directory (written by
-    /// hand, or by anything with the worker's write access) is refused: the attempt
-    /// fails with the reason, not retried, and nothing is made outside `.augur/data`.
-    #[tokio::test]
-    async fn a_tampered_dataset_name_is_refused_not_followed() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let layout = Layout::new(dir.path().join(".augur"));
+    /// A store under `dir` holding `rec` and trial `t` starting at attempt 1, and the
+    /// configuration of that attempt's agent.
+    async fn starting_attempt(
+        dir: &std::path::Path,
+        rec: &augur_model::StudyRecord,
+        t: Trial,
+    ) -> (SqliteStore, AgentConfig) {
+        let layout = Layout::new(dir.join(".augur"));
         let store = SqliteStore::open(&layout.db()).expect("store");
-        store
-            .create_study(&augur_store::conformance::record("s"))
-            .await
-            .expect("study");
-        let mut t = Trial::new("s", 0, 0, 0, Params::new(), 1);
-        t.dataset = Some("../../escaped".into());
+        store.create_study(rec).await.expect("study");
         let (t, _) = store.create_trial(&t).await.expect("trial");
         let starting = TrialUpdate {
             state: Some(TrialState::Starting),
             ..Default::default()
         };
         store
-            .update_trial("s", t.id, &Expect::state(TrialState::Pending, 1), &starting)
+            .update_trial(
+                &rec.name,
+                t.id,
+                &Expect::state(TrialState::Pending, 1),
+                &starting,
+            )
             .await
             .expect("starting");
         let cfg = AgentConfig {
-            layout: layout.clone(),
-            study: "s".into(),
+            layout,
+            study: rec.name.clone(),
             trial: t.id,
             attempt: 1,
             heartbeat: Duration::from_millis(100),
             machine: "test".into(),
             aws: None,
         };
+        (store, cfg)
+    }
+
+    /// A record whose dataset names a path outside the state directory (written by
+    /// hand, or by anything with the worker's write access) is refused: the attempt
+    /// fails with the reason, not retried, and nothing is made outside `.augur/data`.
+    #[tokio::test]
+    async fn a_tampered_dataset_name_is_refused_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut t = Trial::new("s", 0, 0, 0, Params::new(), 1);
+        t.dataset = Some("../../escaped".into());
+        let rec = augur_store::conformance::record("s");
+        let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
+        let layout = cfg.layout.clone();
         let ended = run_attempt(&store, &cfg).await.expect("attempt");
         assert_eq!(ended, Ended::Finished(TrialState::Failed));
         let rec = store
-            .get_trial("s", t.id)
+            .get_trial("s", cfg.trial)
             .await
             .expect("read")
             .expect("trial");
@@ -627,37 +645,15 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_study_record_runs_nothing() {
         let dir = tempfile::tempdir().expect("tmp");
-        let layout = Layout::new(dir.path().join(".augur"));
-        let store = SqliteStore::open(&layout.db()).expect("store");
         let mut rec = augur_store::conformance::record("s");
         rec.spec.run.script = format!("touch {}", dir.path().join("ran").display());
         rec.spec.run.env.insert("AUGUR_TRIAL".into(), "7".into());
-        store.create_study(&rec).await.expect("study");
-        let (t, _) = store
-            .create_trial(&Trial::new("s", 0, 0, 0, Params::new(), 1))
-            .await
-            .expect("trial");
-        let starting = TrialUpdate {
-            state: Some(TrialState::Starting),
-            ..Default::default()
-        };
-        store
-            .update_trial("s", t.id, &Expect::state(TrialState::Pending, 1), &starting)
-            .await
-            .expect("starting");
-        let cfg = AgentConfig {
-            layout,
-            study: "s".into(),
-            trial: t.id,
-            attempt: 1,
-            heartbeat: Duration::from_millis(100),
-            machine: "test".into(),
-            aws: None,
-        };
+        let t = Trial::new("s", 0, 0, 0, Params::new(), 1);
+        let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
         let ended = run_attempt(&store, &cfg).await.expect("attempt");
         assert_eq!(ended, Ended::Finished(TrialState::Failed));
         let got = store
-            .get_trial("s", t.id)
+            .get_trial("s", cfg.trial)
             .await
             .expect("read")
             .expect("trial");

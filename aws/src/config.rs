@@ -71,3 +71,22 @@ pub async fn sdk_config(opts: &AwsOptions) -> SdkConfig {
     }
     loader.load().await
 }
+
+/// This instance's id, from its metadata service (IMDSv2, at the endpoint the SDK
+/// resolves: `AWS_EC2_METADATA_SERVICE_ENDPOINT` or the link-local address); `None`
+/// off EC2, within a few seconds.
+pub async fn instance_id() -> Option<String> {
+    let client = aws_config::imds::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .max_attempts(2)
+        .build();
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get("/latest/meta-data/instance-id"),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(got.as_ref().to_string())
+}

@@ -1,10 +1,10 @@
 //! EC2 as the [`MachineProvider`]: one instance per trial attempt.
 //!
-//! Launches carry a `ClientToken` derived from study, trial and attempt (EC2 makes a
-//! retried call idempotent with it) and the tags `augur:study`, `augur:trial`,
-//! `augur:attempt`, which are how machines are found again: one `DescribeInstances`
-//! per tick for the whole study, and a look-up by tags after an ambiguous launch
-//! failure (emulators ignore `ClientToken`). IMDSv2 is required, shutdown from inside
+//! Launches carry a `ClientToken` naming the launch ([`client_token`]: EC2 makes a
+//! retried call idempotent with it) and the tags `augur:stack`, `augur:study`,
+//! `augur:trial`, `augur:attempt`, which are how machines are found again: one
+//! `DescribeInstances` per tick for the whole study, in this stack only, and a
+//! look-up by tags after an ambiguous launch failure. IMDSv2 is required, shutdown from inside
 //! terminates the instance, and user-data carries no secrets: the agent and the study
 //! files come from S3 with the instance role.
 
@@ -39,7 +39,9 @@ pub struct Ec2Settings {
     pub bucket: String,
     pub log_group_prefix: String,
     pub heartbeat: Duration,
-    pub region: Option<String>,
+    /// The region instances launch in, which is the deployment's (its table, bucket
+    /// and log groups): the boot script exports it for the AWS CLI and the agent.
+    pub region: String,
     /// How long one `DescribeInstances` listing is reused (EC2 calls per trial stay
     /// flat however often the reconciler ticks; lost machines are found by the
     /// heartbeat lease anyway).
@@ -87,17 +89,44 @@ where
     }
 }
 
-/// A `ClientToken` (at most 64 characters) for one attempt.
-pub fn client_token(study: &str, trial: u64, attempt: u32) -> String {
-    let t = format!("augur-{study}-{trial}-{attempt}");
-    if t.len() <= 64 {
-        return t;
-    }
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    t.hash(&mut h);
-    format!("augur-{:016x}-{trial}-{attempt}", h.finish())
+/// The `ClientToken` of one launch (at most 64 characters). EC2 answers a repeated
+/// token with the first launch's instance, for days and after that instance has
+/// ended, and refuses it with other parameters
+/// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>). So
+/// the token names everything that makes a launch another one: the deployment (its
+/// table), the study, the trial's incarnation (its record's creation time: a study
+/// deleted and created again under its name has new ones), the attempt, and the
+/// instance type (a fallback type is another launch).
+pub fn client_token(stack: &str, study: &str, trial: &Trial, instance_type: &str) -> String {
+    let what = format!(
+        "{stack}\0{study}\0{}\0{}\0{instance_type}",
+        trial.id, trial.created_ms
+    );
+    format!(
+        "augur-{:016x}-{}-{}",
+        fnv1a(what.as_bytes()),
+        trial.id,
+        trial.attempt
+    )
 }
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and versions (a
+/// token must survive an upgrade of the orchestrator between two calls).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The tag that names the trial record an instance was launched for (its creation
+/// time): an instance of a study deleted and created again under its name is not
+/// the new trial's.
+pub const INCARNATION_TAG: &str = "augur:created";
+
+/// The tag that scopes instances to one deployment (its value: the deployment's
+/// table): listings, sweeps and `gc` see only their own stack's instances, and the
+/// instance role may end only those.
+pub const STACK_TAG: &str = "augur:stack";
 
 impl Ec2Provider {
     pub fn new(client: Client, settings: Ec2Settings) -> Ec2Provider {
@@ -132,18 +161,15 @@ impl Ec2Provider {
     pub fn user_data(&self, study: &str, trial: u64, attempt: u32) -> String {
         let args = self.agent_args(study, trial, attempt);
         let quoted: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
-        let region = self
-            .settings
-            .region
-            .as_deref()
-            .map(|r| format!("export AWS_REGION={}\n", sh_quote(r)))
-            .unwrap_or_default();
+        // Both names: the AWS CLI v1 reads only the second.
+        let region = sh_quote(&self.settings.region);
+        let region = format!("export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n");
         // Every value is quoted for the shell, and the comment lines carry JSON: no
         // name, region or bucket can end a line or a word early.
         format!(
             "#!/bin/bash\n# augur worker: study {}, trial {trial}, attempt {attempt}\n{ARGS_MARKER}{}\nset -uo pipefail\n{region}\
              mkdir -p /var/lib/augur\n\
-             aws s3 cp {} /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
+             aws s3 cp --only-show-errors {} /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
              /usr/local/bin/augur-agent {}\n\
              shutdown -h now\n",
             serde_json::to_string(study).unwrap_or_default(),
@@ -203,6 +229,7 @@ impl Ec2Provider {
                     let (Ok(trial), Ok(attempt)) = (trial.parse(), attempt.parse()) else {
                         continue;
                     };
+                    let incarnation = tag(INCARNATION_TAG).and_then(|c| c.parse().ok());
                     let launched = i.launch_time().map(|t| t.to_string());
                     let live = matches!(
                         i.state().and_then(|s| s.name()),
@@ -222,6 +249,7 @@ impl Ec2Provider {
                             trial,
                             attempt,
                             gone,
+                            incarnation,
                         },
                         launched,
                     ));
@@ -232,6 +260,22 @@ impl Ec2Provider {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// The filters of a listing of `study`'s instances (all studies': `None`), in this
+    /// stack only.
+    fn scope(&self, study: Option<&str>) -> Vec<Filter> {
+        let mut f = vec![match study {
+            Some(name) => Self::tag_filter("augur:study", name),
+            None => Filter::builder()
+                .name("tag-key")
+                .values("augur:study")
+                .build(),
+        }];
+        if !self.settings.table.is_empty() {
+            f.push(Self::tag_filter(STACK_TAG, &self.settings.table));
+        }
+        f
     }
 
     fn tag_filter(key: &str, value: &str) -> Filter {
@@ -263,6 +307,13 @@ impl Ec2Provider {
                     .value(trial.attempt.to_string())
                     .build(),
             )
+            .tags(Tag::builder().key(STACK_TAG).value(&s.table).build())
+            .tags(
+                Tag::builder()
+                    .key(INCARNATION_TAG)
+                    .value(trial.created_ms.to_string())
+                    .build(),
+            )
             .tags(
                 Tag::builder()
                     .key("Name")
@@ -277,7 +328,7 @@ impl Ec2Provider {
             .instance_type(InstanceType::from(instance_type))
             .min_count(1)
             .max_count(1)
-            .client_token(client_token(&study.name, trial.id, trial.attempt))
+            .client_token(client_token(&s.table, &study.name, trial, instance_type))
             .user_data(
                 base64::engine::general_purpose::STANDARD.encode(self.user_data(
                     &study.name,
@@ -333,16 +384,13 @@ impl MachineProvider for Ec2Provider {
                 Err(e @ ProviderError::Launch(_)) => last = Some(e),
                 Err(e) => {
                     // Ambiguous: the call may have been applied. Look before launching again.
-                    let found = self
-                        .find(
-                            vec![
-                                Self::tag_filter("augur:study", &study.name),
-                                Self::tag_filter("augur:trial", &trial.id.to_string()),
-                                Self::tag_filter("augur:attempt", &trial.attempt.to_string()),
-                            ],
-                            false,
-                        )
-                        .await;
+                    let mut filters = self.scope(Some(&study.name));
+                    filters.push(Self::tag_filter("augur:trial", &trial.id.to_string()));
+                    filters.push(Self::tag_filter(
+                        "augur:attempt",
+                        &trial.attempt.to_string(),
+                    ));
+                    let found = self.find(filters, false).await;
                     if let Ok(Some((_, m, _))) = found.map(|v| v.into_iter().next()) {
                         return Ok(m.id);
                     }
@@ -361,9 +409,7 @@ impl MachineProvider for Ec2Provider {
                 }
             }
         }
-        let mut found = self
-            .find(vec![Self::tag_filter("augur:study", study)], true)
-            .await?;
+        let mut found = self.find(self.scope(Some(study)), true).await?;
         // Oldest first, so that of two instances for one attempt the first is kept.
         found.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.id.cmp(&b.1.id)));
         let machines: Vec<Machine> = found.into_iter().map(|(_, m, _)| m).collect();
@@ -377,15 +423,7 @@ impl MachineProvider for Ec2Provider {
     }
 
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
-        let found = self
-            .find(
-                vec![Filter::builder()
-                    .name("tag-key")
-                    .values("augur:study")
-                    .build()],
-                false,
-            )
-            .await?;
+        let found = self.find(self.scope(None), false).await?;
         Ok(found.into_iter().map(|(s, m, _)| (s, m)).collect())
     }
 
@@ -411,6 +449,10 @@ impl MachineProvider for Ec2Provider {
 
     fn sees_all(&self) -> bool {
         false
+    }
+
+    fn boot_hint(&self) -> &'static str {
+        "An instance's boot script fetches the agent from S3 with the AWS CLI and runs it; check that the instance profile lets it read the bucket and write the table and the logs, that the image has the AWS CLI, and that the subnet reaches S3, DynamoDB and CloudWatch Logs (a NAT gateway or VPC endpoints). `aws ec2 get-console-output --instance-id ID` shows what the boot script printed. "
     }
 
     fn invalidate(&self, study: &str) {
@@ -443,7 +485,7 @@ mod tests {
             "function /usr/local/bin/augur-agent {{ printf '%s\\0' \"$@\" > {agent}; }}\n\
              aws() {{ printf '%s\\0' \"$@\" > {aws}; }}\n\
              mkdir() {{ :; }}\nchmod() {{ :; }}\n\
-             shutdown() {{ printf '%s' \"${{AWS_REGION-}}\" > {region}; }}\n",
+             shutdown() {{ printf '%s' \"${{AWS_DEFAULT_REGION-}}\" > {region}; }}\n",
             agent = sh_quote(&out.join("agent").display().to_string()),
             aws = sh_quote(&out.join("aws").display().to_string()),
             region = sh_quote(&out.join("region").display().to_string()),
@@ -506,7 +548,7 @@ mod tests {
                 Ec2Settings {
                     table: table.clone(),
                     bucket: bucket.clone(),
-                    region: Some(region.clone()),
+                    region: region.clone(),
                     log_group_prefix: "/augur".into(),
                     heartbeat: Duration::from_secs(20),
                     ..Ec2Settings::default()
@@ -515,7 +557,7 @@ mod tests {
             let (agent, aws, got_region) = run_boot_script(&p.user_data(&study, 7, 2));
             prop_assert_eq!(agent, p.agent_args(&study, 7, 2));
             prop_assert_eq!(aws, vec![
-                "s3".to_string(), "cp".into(),
+                "s3".to_string(), "cp".into(), "--only-show-errors".into(),
                 format!("s3://{bucket}/agent/augur-agent"),
                 "/usr/local/bin/augur-agent".into(),
             ]);
@@ -547,7 +589,7 @@ mod tests {
                 table: "augur".into(),
                 bucket: "bkt".into(),
                 log_group_prefix: "/augur".into(),
-                region: Some("us-east-1".into()),
+                region: "us-east-1".into(),
                 heartbeat: Duration::from_secs(20),
                 ..Default::default()
             },
@@ -563,11 +605,47 @@ mod tests {
         ] {
             assert!(!ud.contains(secret), "{secret} in user-data: {ud}");
         }
-        // The only variable set is the region; the arguments are single-quoted.
+        // The only variables set are the region's; the arguments are single-quoted.
         let exports: Vec<&str> = ud.lines().filter(|l| l.starts_with("export ")).collect();
-        assert_eq!(exports, vec!["export AWS_REGION='us-east-1'"]);
+        assert_eq!(
+            exports,
+            vec!["export AWS_REGION='us-east-1' AWS_DEFAULT_REGION='us-east-1'"]
+        );
         assert!(ud.contains("'it'\\''s'"), "{ud}");
         assert!(ud.contains("--study"));
+    }
+
+    #[test]
+    fn a_client_token_names_the_launch_and_stays_the_same_across_versions() {
+        let mut t = Trial::new("s", 7, 0, 0, Default::default(), 1_700_000_000_000);
+        t.attempt = 3;
+        let token = client_token("augur-table", "s", &t, "t3.micro");
+        // Pinned: a token must not change with the build (FNV-1a, not std's hasher).
+        assert_eq!(
+            token,
+            client_token("augur-table", "s", &t.clone(), "t3.micro")
+        );
+        assert!(
+            token.starts_with("augur-") && token.ends_with("-7-3"),
+            "{token}"
+        );
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let mut reborn = t.clone();
+        reborn.created_ms += 1;
+        let long = "x".repeat(200);
+        for other in [
+            client_token("augur-table", "s", &reborn, "t3.micro"),
+            client_token("other-stack", "s", &t, "t3.micro"),
+            client_token("augur-table", "s", &t, "t3.small"),
+            client_token("augur-table", "s2", &t, "t3.micro"),
+        ] {
+            assert_ne!(other, token);
+        }
+        let mut big = t.clone();
+        big.id = u64::MAX;
+        big.attempt = u32::MAX;
+        assert!(client_token(&long, &long, &big, &long).len() <= 64);
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub trait MachineProvider: Send + Sync {
     /// Whether a machine absent from [`list`](Self::list) is certainly gone (true for
     /// local processes; not for an eventually consistent cloud API).
     fn sees_all(&self) -> bool;
+    /// What to check when machines end before their agent reports (a sentence or
+    /// two, ending with a space; empty when the provider has nothing to add).
+    fn boot_hint(&self) -> &'static str {
+        ""
+    }
     /// Forgets any cached listing of `study`, so the next [`list`](Self::list) asks the
     /// cloud (before a study is declared finished, for example).
     fn invalidate(&self, _study: &str) {}

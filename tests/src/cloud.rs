@@ -74,22 +74,33 @@ impl World {
         self.start_hypervisor_with(&[]);
     }
 
+    /// The fake hypervisor with `faults` (its flags), booting instances with the AWS
+    /// CLI of `scripts/awscli.sh`; a reclaim's notice comes 300 ms ahead unless the
+    /// faults say otherwise.
     pub fn start_hypervisor_with(&mut self, faults: &[&str]) {
-        let child = Command::new(bin_dir().join("fake-hypervisor"))
-            .args(faults)
+        let mut cmd = Command::new(bin_dir().join("fake-hypervisor"));
+        cmd.args(faults);
+        if !faults.contains(&"--spot-notice-ms") {
+            cmd.args(["--spot-notice-ms", "300"]);
+        }
+        let child = cmd
             .args([
                 "--endpoint-url",
                 &self.emu.endpoint,
                 "--agent-endpoint-url",
                 &self.proxy.endpoint,
-                "--agent",
+                "--aws-cli",
             ])
-            .arg(bin_dir().join("augur-agent"))
+            .arg(crate::awscli())
             .arg("--home")
             .arg(self.sb.path().join("instances"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.sb.path().join("hypervisor.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("fake-hypervisor");
         self.hypervisor = Some(child);

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::standin::Ec2Standin;
+
 /// What to do to a matching call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fault {
@@ -79,6 +81,7 @@ struct Shared {
     calls: Mutex<Vec<Call>>,
     upstream: String,
     stop: AtomicBool,
+    ec2: Ec2Standin,
 }
 
 /// The proxy; stops when dropped.
@@ -102,6 +105,7 @@ impl FaultProxy {
             calls: Mutex::new(Vec::new()),
             upstream,
             stop: AtomicBool::new(false),
+            ec2: Ec2Standin::default(),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -134,6 +138,11 @@ impl FaultProxy {
         if let Ok(mut r) = self.shared.rules.lock() {
             r.clear();
         }
+    }
+
+    /// EC2 as AWS documents it: token memory, state reasons, capacity.
+    pub fn ec2(&self) -> &Ec2Standin {
+        &self.shared.ec2
     }
 
     /// Every call so far.
@@ -275,33 +284,63 @@ fn forward(s: &Shared, head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>>
     Ok(resp)
 }
 
+/// The answer to a call that reaches the emulator: EC2's launches and listings
+/// through the stand-in, the rest as the emulator gives it.
+fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    match op {
+        ("ec2", "RunInstances") => s.ec2.run_instances(body, || forward(s, head, body)),
+        ("ec2", "DescribeInstances") => Ok(s.ec2.describe_instances(forward(s, head, body)?)),
+        _ => forward(s, head, body),
+    }
+}
+
+/// `POST /__standin/ended?id=ID&code=CODE`: the hypervisor reports how an instance
+/// ended.
+fn control(s: &Shared, path: &str) -> Vec<u8> {
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let params = crate::standin::form(query.as_bytes());
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if let (Some(id), Some(code)) = (get("id"), get("code")) {
+        s.ec2.ended(id, code);
+    }
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+}
+
 fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
     let (head, body) = read_request(&mut reader)?;
+    let path = head
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if path.starts_with("/__standin/") {
+        return out.write_all(&control(s, path));
+    }
     let (service, operation) = classify(&head, &body);
     let fault = pick(s, &service, &operation);
     if let Ok(mut c) = s.calls.lock() {
         c.push(Call {
             at: Instant::now(),
             service: service.clone(),
-            operation,
+            operation: operation.clone(),
             fault,
         });
     }
+    let op = (service.as_str(), operation.as_str());
     match fault {
         Some(f @ (Fault::Throttle | Fault::ServerError)) => {
             out.write_all(&error_response(&service, f))
         }
         Some(Fault::DropAfterApply) => {
-            forward(s, &head, &body)?;
+            answer(s, op, &head, &body)?;
             out.shutdown(std::net::Shutdown::Both)
         }
         Some(Fault::Refuse) => out.shutdown(std::net::Shutdown::Both),
         Some(Fault::Latency(d)) => {
             std::thread::sleep(d);
-            out.write_all(&forward(s, &head, &body)?)
+            out.write_all(&answer(s, op, &head, &body)?)
         }
-        None => out.write_all(&forward(s, &head, &body)?),
+        None => out.write_all(&answer(s, op, &head, &body)?),
     }
 }

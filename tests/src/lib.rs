@@ -5,6 +5,7 @@ pub mod cloud;
 pub mod emulator;
 pub mod faults;
 pub mod lambda;
+pub mod standin;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,29 @@ pub fn bin_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// The AWS CLI (v1, from PyPI): `AUGUR_TEST_AWSCLI` (scripts/test.sh sets it), else
+/// the one `scripts/awscli.sh` installs.
+pub fn awscli() -> PathBuf {
+    if let Some(p) = std::env::var_os("AUGUR_TEST_AWSCLI") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/awscli.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/awscli.sh");
+    assert!(out.status.success(), "scripts/awscli.sh failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// A scratch directory where `augur` runs with its default `.augur/` state.

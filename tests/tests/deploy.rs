@@ -2,38 +2,16 @@
 //! change), its resources and wiring are as the template says, and the CLI config it
 //! writes is all `augur submit` and `augur tick` need to run a study.
 //!
-//! The emulator accepts resource types it does not emulate (EMULATOR.md), so this
+//! The emulator accepts resource types it does not emulate, so this
 //! checks each resource the deploy made through the service's own API where moto
 //! has one; cfn-lint and the IAM check (scripts/infra-check.sh) prove the template.
 
 use augur_tests::emulator::Emulator;
-use augur_tests::{bin_dir, ok, text, Sandbox};
+use augur_tests::{awscli, bin_dir, ok, repo, text, Sandbox};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-/// The AWS CLI: AUGUR_TEST_AWSCLI (scripts/test.sh sets it), else the one
-/// scripts/awscli.sh installs.
-fn awscli() -> PathBuf {
-    if let Some(p) = std::env::var_os("AUGUR_TEST_AWSCLI") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/awscli.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/awscli.sh");
-    assert!(out.status.success(), "scripts/awscli.sh failed");
-    PathBuf::from(text(&out.stdout).trim())
-}
 
 struct Deploy {
     emu: Emulator,

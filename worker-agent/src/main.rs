@@ -98,7 +98,12 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let layout = Layout::new(args.home.clone());
-    let machine = args.machine.clone().unwrap_or_else(|| {
+    // On a machine of its own (an EC2 instance), the machine is the instance.
+    let instance = match (&args.machine, args.backend, args.shutdown) {
+        (None, Backend::Aws, true) => augur_aws::instance_id().await,
+        _ => None,
+    };
+    let machine = args.machine.clone().or(instance).unwrap_or_else(|| {
         format!(
             "{}:{}",
             augur_agent::process::hostname(),

@@ -320,7 +320,11 @@ impl Backend {
     pub async fn sweeper(&self) -> Arc<dyn MachineProvider> {
         if self.is_aws() {
             let client = augur_aws::ec2(self.sdk().await);
-            return Arc::new(Ec2Provider::new(client, Ec2Settings::default()));
+            let settings = Ec2Settings {
+                table: self.aws.table.clone().unwrap_or_default(),
+                ..Ec2Settings::default()
+            };
+            return Arc::new(Ec2Provider::new(client, settings));
         }
         // Any agent path will do: it is only used to launch.
         let agent = LocalProvider::find_agent().unwrap_or_else(|| "augur-agent".into());
@@ -329,6 +333,23 @@ impl Backend {
             self.layout.clone(),
             Duration::from_secs(2),
         ))
+    }
+
+    /// The region a study's instances launch in: the deployment's, where its table,
+    /// bucket and log groups are (an agent in another region would not find them).
+    /// `[aws] region` may only repeat it.
+    async fn launch_region(&self, study: &Study) -> Result<String, AppError> {
+        let here = self.sdk().await.region().map(|r| r.to_string());
+        let asked = study.aws.as_ref().and_then(|a| a.region.clone());
+        match (asked, here) {
+            (Some(a), Some(h)) if a != h => Err(AppError::input(format!(
+                "study `{}`: [aws] region = \"{a}\", but this deployment (table, bucket, logs) is in {h}: run augur with AWS_REGION={a} against a stack deployed there, or remove the setting",
+                study.name
+            ))),
+            (a, h) => a.or(h).ok_or_else(|| {
+                AppError::input("the aws backend needs a region: --region, AWS_REGION or [aws] region")
+            }),
+        }
     }
 
     /// The machines trials run on.
@@ -369,7 +390,7 @@ impl Backend {
             bucket: self.bucket()?,
             log_group_prefix: self.aws.log_group_prefix.clone(),
             heartbeat,
-            region: spec.region.clone().or_else(|| self.aws.region.clone()),
+            region: self.launch_region(study).await?,
             list_every: Duration::from_secs(5),
         };
         let client = augur_aws::ec2(self.sdk().await);

@@ -56,7 +56,9 @@ impl From<augur::RunError> for AppError {
     fn from(e: augur::RunError) -> AppError {
         match e {
             augur::RunError::BadInput(m) => AppError::input(m),
-            augur::RunError::Unavailable(m) => AppError::unavailable(m),
+            augur::RunError::Unavailable(m) | augur::RunError::Machines(m) => {
+                AppError::unavailable(m)
+            }
             augur::RunError::Internal(m) => AppError {
                 code: 1,
                 message: m,

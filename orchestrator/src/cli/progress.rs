@@ -162,11 +162,19 @@ impl Progress {
                 trial,
                 attempt,
                 delay_ms,
-            } => self.say(format!(
-                "trial {trial} will retry as attempt {attempt} of {} in {:.1}s",
-                self.study.run.max_attempts,
-                delay_ms as f64 / 1000.0
-            )),
+                runs,
+                preemptions,
+            } => {
+                let failed = attempt.saturating_sub(1 + runs + preemptions);
+                let run = &self.study.run;
+                self.say(format!(
+                    "trial {trial} will retry in {:.1}s as attempt {attempt} (so far: {runs} of {} runs, {failed} of {} failed launches, {preemptions} of {} preemptions)",
+                    delay_ms as f64 / 1000.0,
+                    run.max_attempts,
+                    self.timing.max_launch_failures,
+                    run.max_preemptions,
+                ))
+            }
             Event::Backend { error } => self.say(format!("backend error (retrying): {error}")),
             Event::Held { holder, until } => self.say(format!(
                 "`{}` is being driven by {holder} (lease for {:.0}s more): following it, taking over when the lease is free",

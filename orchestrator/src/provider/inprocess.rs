@@ -70,6 +70,7 @@ impl MachineProvider for InProcessProvider {
             trial: trial.id,
             attempt: trial.attempt,
             gone: None,
+            incarnation: None,
         };
         self.running
             .lock()

@@ -103,6 +103,7 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
             trial,
             attempt,
             gone: None,
+            incarnation: None,
         },
     ))
 }
@@ -199,6 +200,7 @@ impl MachineProvider for LocalProvider {
             trial: trial.id,
             attempt: trial.attempt,
             gone: None,
+            incarnation: None,
         };
         self.children
             .lock()

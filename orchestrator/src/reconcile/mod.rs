@@ -136,9 +136,8 @@ pub enum Action {
         attempt: u32,
         from: TrialState,
         reason: String,
-        /// Its machine was taken away: counts against `max_preemptions`, not
-        /// `max_attempts`.
-        preempted: bool,
+        /// What the loss costs the trial.
+        loss: Loss,
     },
     /// `lost|failed → pending` with attempt + 1, not before `not_before`.
     Retry {
@@ -175,6 +174,21 @@ pub enum Action {
     Relist,
     /// Every trial in scope is final and no machine is left to end.
     Finish,
+}
+
+/// What a lost attempt costs its trial, by how it was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Its agent went silent, hung, or never reported in time: a run of the trial
+    /// (`max_attempts`), or a launch failure if its agent never reported.
+    Attempt,
+    /// The cloud took its machine away (a spot reclaim, a failed host): a preemption
+    /// (`max_preemptions`), no fault of the trial.
+    Preempted,
+    /// Its machine ended itself before its agent reported: the boot failed (a
+    /// launch failure). When a drive's first launches all end so, the study stops
+    /// (the driver's rule) instead of launching more machines that cannot work.
+    BootFailed,
 }
 
 /// Whether the trial may have another attempt.

@@ -1,6 +1,6 @@
 //! The named steps of [`decide`](super::decide), each a pure function of the view.
 
-use super::{can_retry, pruned_in_grace, settled, Action, Machine, Mode, Scope, View};
+use super::{can_retry, pruned_in_grace, settled, Action, Loss, Machine, Mode, Scope, View};
 use augur_model::prune::Pruner;
 use augur_model::{Millis, Trial, TrialState};
 use std::collections::{BTreeMap, HashMap};
@@ -49,7 +49,8 @@ impl<'a> Observed<'a> {
     pub(super) fn new(v: &View<'a>) -> Observed<'a> {
         let mut machines = HashMap::new();
         let mut gone = HashMap::new();
-        for m in v.machines {
+        let by_id = ById::new(v.trials);
+        for m in v.machines.iter().filter(|m| !stranger(&by_id, m)) {
             match &m.gone {
                 None => {
                     machines.entry((m.trial, m.attempt)).or_insert(m);
@@ -66,7 +67,7 @@ impl<'a> Observed<'a> {
         Observed {
             machines,
             gone,
-            by_id: ById::new(v.trials),
+            by_id,
             datasets: v
                 .trials
                 .iter()
@@ -93,6 +94,13 @@ impl<'a> Observed<'a> {
     fn machine_of(&self, t: &Trial) -> Option<&'a Machine> {
         self.machines.get(&(t.id, t.attempt)).copied()
     }
+}
+
+/// Whether `m` was launched for another incarnation of its trial (a study deleted
+/// and created again under its name): it is not this trial's machine.
+fn stranger(by_id: &ById, m: &Machine) -> bool {
+    m.incarnation
+        .is_some_and(|c| by_id.get(m.trial).is_some_and(|t| t.created_ms != c))
 }
 
 /// What the per-trial steps found, for the steps after them.
@@ -133,18 +141,19 @@ pub(super) fn judge_active<'a>(
         });
         return;
     }
-    let Some(Lost { reason, preempted }) = lost else {
+    let Some(Lost { reason, loss }) = lost else {
         plan.active += 1;
         return;
     };
     // The record first: a machine is only ever ended by augur once its attempt is no
-    // longer active, so an active attempt whose machine is gone was preempted.
+    // longer active, so an active attempt whose machine is gone was ended by the
+    // cloud or by itself.
     plan.actions.push(Action::MarkLost {
         trial: t.id,
         attempt: t.attempt,
         from: t.state,
         reason: reason.clone(),
-        preempted,
+        loss,
     });
     if let Some(m) = seen.machine_of(t) {
         plan.actions.push(Action::Terminate {
@@ -157,26 +166,45 @@ pub(super) fn judge_active<'a>(
 /// Why an active attempt is lost.
 struct Lost {
     reason: String,
-    /// Its machine was taken away (counts against `max_preemptions`).
-    preempted: bool,
+    loss: Loss,
 }
 
-/// Whether an active attempt is lost, and why: its machine was taken away, its agent
-/// never reported or went silent, or it hangs past its timeout.
+/// How an active attempt whose machine the provider lists as ended is lost: taken
+/// away by the cloud, or ended by itself (or by someone) before or after its agent
+/// reported. Reasons are EC2's state-reason codes ([`Machine::gone`]).
+fn machine_ended(t: &Trial, why: &str) -> Lost {
+    let (reason, loss) = if Machine::taken_away(why) {
+        (
+            format!("its machine was taken away ({why})"),
+            Loss::Preempted,
+        )
+    } else if t.state == TrialState::Starting {
+        (
+            format!("its machine ended before its agent reported ({why})"),
+            Loss::BootFailed,
+        )
+    } else {
+        (
+            format!("its machine ended under the running attempt ({why})"),
+            Loss::Attempt,
+        )
+    };
+    Lost { reason, loss }
+}
+
+/// Whether an active attempt is lost, and why: its machine ended, its agent never
+/// reported or went silent, or it hangs past its timeout.
 fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
     let machine = seen.machine_of(t);
     if machine.is_none() {
         if let Some(why) = seen.gone.get(&(t.id, t.attempt)) {
-            return Some(Lost {
-                reason: format!("its machine was taken away ({why})"),
-                preempted: true,
-            });
+            return Some(machine_ended(t, why));
         }
     }
     let lost = |reason: String| {
         Some(Lost {
             reason,
-            preempted: false,
+            loss: Loss::Attempt,
         })
     };
     let launched = t.launched_ms.unwrap_or(t.created_ms);
@@ -346,6 +374,9 @@ pub(super) fn sweep_machines(v: &View, seen: &Observed, out: &mut Vec<Action>) -
             continue;
         }
         let reason = match trial {
+            _ if stranger(&seen.by_id, m) => {
+                "launched for an earlier study of the same name (deleted)".to_string()
+            }
             _ if !first => format!("a second machine for attempt {}", m.attempt),
             None => format!("study `{}` has no trial {}", v.study.name, m.trial),
             Some(t) if t.attempt != m.attempt => {

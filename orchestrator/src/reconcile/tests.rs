@@ -43,6 +43,7 @@ fn m(trial: u64, attempt: u32) -> Machine {
         trial,
         attempt,
         gone: None,
+        incarnation: None,
     }
 }
 
@@ -78,7 +79,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
             attempt: 1,
             from: TrialState::Running,
             reason: "its machine was taken away (Server.SpotInstanceTermination)".into(),
-            preempted: true,
+            loss: Loss::Preempted,
         })
     );
     assert!(
@@ -126,7 +127,7 @@ fn a_hung_attempt_past_its_timeout_is_ended_even_while_it_heartbeats() {
     t.heartbeat_ms = Some(limit + 1);
     let a = run(&s, std::slice::from_ref(&t), &[m(1, 1)], limit + 1);
     assert!(
-        matches!(&a[..], [Action::MarkLost { reason, preempted: false, .. }, Action::Terminate { .. }] if reason.contains("timeout of 60 s")),
+        matches!(&a[..], [Action::MarkLost { reason, loss: Loss::Attempt, .. }, Action::Terminate { .. }] if reason.contains("timeout of 60 s")),
         "{a:?}"
     );
 }
@@ -259,6 +260,7 @@ fn a_second_machine_for_one_attempt_is_terminated() {
         trial: 1,
         attempt: 1,
         gone: None,
+        incarnation: None,
     };
     let a = run(&s, &[trial(1, TrialState::Running)], &[m(1, 1), dup], 10);
     let terms: Vec<&Action> = a
@@ -538,4 +540,108 @@ fn gc_sweeps_with_the_drivers_rule() {
         ..view(&s, &ts, &ms, &slow)
     };
     assert!(sweep(&v).iter().any(|a| matches!(a, Action::Terminate { machine, reason } if machine.trial == 3 && reason.contains("pruned"))));
+}
+
+/// How a machine ended decides what it costs the trial: the cloud taking it away is
+/// a preemption; a machine that ended itself before its agent reported is a failed
+/// boot; one that ended under a running attempt is a lost run.
+#[test]
+fn how_a_machine_ended_decides_what_the_loss_costs() {
+    let s = study("");
+    let timing = Timing::default();
+    let cases = [
+        (
+            TrialState::Running,
+            "Server.SpotInstanceTermination",
+            Loss::Preempted,
+        ),
+        (
+            TrialState::Starting,
+            "Server.InternalError",
+            Loss::Preempted,
+        ),
+        (
+            TrialState::Starting,
+            "Client.InstanceInitiatedShutdown",
+            Loss::BootFailed,
+        ),
+        (
+            TrialState::Starting,
+            "Client.UserInitiatedShutdown",
+            Loss::BootFailed,
+        ),
+        (
+            TrialState::Running,
+            "Client.InstanceInitiatedShutdown",
+            Loss::Attempt,
+        ),
+        (
+            TrialState::Running,
+            "Client.UserInitiatedShutdown",
+            Loss::Attempt,
+        ),
+    ];
+    for (state, why, want) in cases {
+        let t = trial(1, state);
+        let ended = Machine {
+            gone: Some(why.into()),
+            ..m(1, 1)
+        };
+        let a = decide(&view(&s, std::slice::from_ref(&t), &[ended], &timing));
+        let got = a.iter().find_map(|x| match x {
+            Action::MarkLost { loss, reason, .. } => Some((*loss, reason.clone())),
+            _ => None,
+        });
+        let (loss, reason) = got.unwrap_or_else(|| panic!("{state:?} {why}: {a:?}"));
+        assert_eq!(loss, want, "{state:?} {why}: {reason}");
+        assert!(reason.contains(why), "{reason}");
+    }
+}
+
+/// A machine launched for an earlier trial of the same name (a study deleted and
+/// created again) is not the new trial's, alive or ended: it is ended, and the new
+/// attempt is not judged by it.
+#[test]
+fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
+    let s = study("");
+    let timing = Timing::default();
+    let mut t = trial(1, TrialState::Starting);
+    t.created_ms = 5;
+    t.launched_ms = Some(9);
+    let old_live = Machine {
+        id: "i-old".into(),
+        incarnation: Some(1),
+        ..m(1, 1)
+    };
+    let old_ended = Machine {
+        id: "i-older".into(),
+        incarnation: Some(1),
+        gone: Some("Client.InstanceInitiatedShutdown".into()),
+        ..m(1, 1)
+    };
+    let a = decide(&view(
+        &s,
+        std::slice::from_ref(&t),
+        &[old_live.clone(), old_ended],
+        &timing,
+    ));
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::MarkLost { .. })),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&Action::Terminate {
+            machine: old_live,
+            reason: "launched for an earlier study of the same name (deleted)".into(),
+        }),
+        "{a:?}"
+    );
+    // The new attempt's own machine (same incarnation) is its machine.
+    let mine = Machine {
+        id: "i-new".into(),
+        incarnation: Some(5),
+        ..m(1, 1)
+    };
+    let a = decide(&view(&s, std::slice::from_ref(&t), &[mine], &timing));
+    assert!(a.is_empty(), "{a:?}");
 }

@@ -37,6 +37,10 @@ pub enum RunError {
     /// The store or the machine provider stayed unavailable past the deadline (exit 3).
     #[error("{0}")]
     Unavailable(String),
+    /// The machines cannot run the agent: the drive's first launches all ended
+    /// before their agent reported (exit 3).
+    #[error("{0}")]
+    Machines(String),
     /// A record could not be understood, or a transition was illegal: a bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,8 +86,13 @@ pub enum Event {
     /// A retry was scheduled.
     Retry {
         trial: u64,
+        /// The attempt to come.
         attempt: u32,
         delay_ms: Millis,
+        /// The trial's attempts so far that ran its script, and that were preempted
+        /// (the others were launch failures).
+        runs: u32,
+        preemptions: u32,
     },
     /// The backend failed; retrying.
     Backend { error: String },

@@ -128,6 +128,7 @@ async fn a_study_ends_only_after_a_fresh_listing_ends_what_the_cache_missed() {
         trial: 2,
         attempt: 1,
         gone: None,
+        incarnation: None,
     });
     // Everything is settled: the driver asks for a fresh listing instead of ending.
     assert_eq!(d.pass(Mode::Run).await.expect("pass"), Next::Again);

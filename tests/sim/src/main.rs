@@ -350,6 +350,7 @@ impl MachineProvider for SimCloud {
                             InstState::Gone(why) => Some(why.to_string()),
                             _ => None,
                         },
+                        incarnation: None,
                     },
                 )
             })

@@ -13,7 +13,7 @@ mod lease;
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
 use crate::provider::ProviderError;
-use crate::reconcile::{decide, Action, Mode, Scope, View};
+use crate::reconcile::{decide, Action, Loss, Mode, Scope, View};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, Expect, Millis, Oracle, Study, StudyState, Trial, TrialState, TrialUpdate,
@@ -41,6 +41,34 @@ pub struct Driver<'a> {
     deadline: Option<Instant>,
     /// The last pass asked for a fresh listing of the machines ([`Action::Relist`]).
     fresh_listing: bool,
+    boots: Boots,
+}
+
+/// After this many failed boots, and no agent reporting, a drive stops.
+pub const FAILED_BOOTS_TO_STOP: u32 = 3;
+
+/// Whether this drive's machines can run the agent at all: the boots that failed
+/// (machines that ended before their agent reported) while no agent has reported
+/// since the drive began. Launching more machines that cannot work only costs
+/// money: after [`FAILED_BOOTS_TO_STOP`] the drive stops, and says what to check.
+#[derive(Default)]
+struct Boots {
+    since: Millis,
+    reported: bool,
+    failed: u32,
+    last: String,
+}
+
+impl Boots {
+    fn check(&self, study: &str, hint: &str) -> Result<(), RunError> {
+        if self.reported || self.failed < FAILED_BOOTS_TO_STOP {
+            return Ok(());
+        }
+        Err(RunError::Machines(format!(
+            "study `{study}` stopped: its first {} machines ended before their agent reported (the last: {}). {hint}`augur run` again resumes the study.",
+            self.failed, self.last
+        )))
+    }
 }
 
 /// What applying one action leaves to do.
@@ -72,6 +100,10 @@ impl<'a> Driver<'a> {
             lease: LeaseState::default(),
             deadline: None,
             fresh_listing: false,
+            boots: Boots {
+                since: (runner.clock)(),
+                ..Boots::default()
+            },
         }
     }
 
@@ -200,6 +232,8 @@ impl<'a> Driver<'a> {
                 After::Finished(f) => return Ok(Next::Finished(f)),
             }
         }
+        let hint = self.runner.provider.boot_hint();
+        self.boots.check(&self.study.name, hint)?;
         Ok(self.next_step(mode, again, now))
     }
 
@@ -219,6 +253,9 @@ impl<'a> Driver<'a> {
         let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
         self.cache.mark = mark;
         for t in changed {
+            if t.started_ms.is_some_and(|s| s >= self.boots.since) {
+                self.boots.reported = true;
+            }
             let copy = runner.events.as_ref().map(|_| t.clone());
             let (state, from) = (t.state, self.cache.upsert(t));
             if from == Some(state) {
@@ -263,9 +300,9 @@ impl<'a> Driver<'a> {
                 attempt,
                 from,
                 reason,
-                preempted,
+                loss,
             } => {
-                self.mark_lost(at(trial, attempt, from), reason, preempted)
+                self.mark_lost(at(trial, attempt, from), reason, loss)
                     .await?
             }
             Action::Retry {
@@ -317,14 +354,19 @@ impl<'a> Driver<'a> {
     }
 
     /// Ends an active attempt as lost; a preemption when its machine was taken away.
-    async fn mark_lost(&self, at: At, reason: String, preempted: bool) -> Result<(), RunError> {
+    async fn mark_lost(&mut self, at: At, reason: String, loss: Loss) -> Result<(), RunError> {
         let up = TrialUpdate {
-            preempted,
+            preempted: loss == Loss::Preempted,
             ..self.ending(TrialState::Lost, Some(reason.clone()))
         };
         let done = self.write(at, &up).await?;
-        if done && preempted {
-            Counters::bump(&self.runner.counters.preempted);
+        match loss {
+            Loss::Preempted if done => Counters::bump(&self.runner.counters.preempted),
+            Loss::BootFailed if done => {
+                self.boots.failed += 1;
+                self.boots.last = format!("trial {}: {reason}", at.trial);
+            }
+            _ => {}
         }
         self.runner.emit(Event::Lost {
             trial: at.trial,
@@ -341,12 +383,20 @@ impl<'a> Driver<'a> {
             not_before_ms: Some(Some(not_before)),
             ..Default::default()
         };
-        if self.write(at, &up).await? {
+        let expect = Expect::state(at.from, at.attempt);
+        let written = self
+            .runner
+            .store
+            .update_trial(&self.study.name, at.trial, &expect, &up)
+            .await?;
+        if let Written::Done(t) = written {
             Counters::bump(&self.runner.counters.retried);
             self.runner.emit(Event::Retry {
                 trial: at.trial,
-                attempt: at.attempt + 1,
+                attempt: t.attempt,
                 delay_ms: not_before - now,
+                runs: t.runs,
+                preemptions: t.preemptions,
             });
         }
         Ok(())

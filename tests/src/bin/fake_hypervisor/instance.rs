@@ -1,0 +1,185 @@
+//! One instance of the stand-in: a directory of its own that plays its disk, its
+//! boot script run with bash as cloud-init runs user-data, and every process it
+//! starts.
+//!
+//! The directory is the instance's root for the two paths a boot script writes to
+//! (`/var/lib/augur`, `/usr/local/bin`): the hypervisor writes them under it, like a
+//! chroot, and changes nothing else in the script. On its `PATH`: the real AWS CLI
+//! (from PyPI; it reaches the emulator through `AWS_ENDPOINT_URL` and takes its
+//! credentials and region from the metadata stand-in, as on EC2) and a `shutdown`
+//! that asks the hypervisor to power the instance off. Every process of the instance
+//! carries `AUGUR_STANDIN_INSTANCE=<id>` in its environment: that is how the
+//! hypervisor finds them all (a machine's processes end with the machine).
+
+use crate::imds::Imds;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The variable that marks an instance's processes.
+pub const MARK: &str = "AUGUR_STANDIN_INSTANCE";
+
+/// The paths of a boot script that the instance's directory stands for.
+const ROOTED: [&str; 2] = ["/var/lib/augur", "/usr/local/bin/"];
+
+pub struct Instance {
+    pub id: String,
+    pub dir: PathBuf,
+    pub imds: Option<Imds>,
+    pub spot: bool,
+    /// When its agent was first seen running.
+    pub agent_seen: Option<std::time::Instant>,
+    /// When the announced reclaim happens.
+    pub reclaim_at: Option<std::time::Instant>,
+    pub hung: bool,
+    /// The boot script's bash (reaped when it exits).
+    child: Option<std::process::Child>,
+}
+
+/// What a boot needs from the hypervisor.
+pub struct Boot<'a> {
+    pub home: &'a Path,
+    /// The AWS CLI, unless the image has none.
+    pub aws_cli: Option<&'a Path>,
+    pub endpoint: &'a str,
+    pub region: &'a str,
+}
+
+impl Instance {
+    /// An instance that never boots: listed as running, nothing runs on it.
+    pub fn dead(id: &str, spot: bool, home: &Path) -> Instance {
+        Instance {
+            id: id.into(),
+            dir: home.join(id),
+            imds: None,
+            spot,
+            agent_seen: None,
+            reclaim_at: None,
+            hung: false,
+            child: None,
+        }
+    }
+
+    /// Boots an instance: its user-data runs under bash in its own directory.
+    pub fn boot(id: &str, spot: bool, user_data: &str, b: &Boot) -> std::io::Result<Instance> {
+        let dir = b.home.join(id);
+        let bin = dir.join("bin");
+        for d in [&bin, &dir.join("usr/local/bin"), &dir.join("root")] {
+            std::fs::create_dir_all(d)?;
+        }
+        let _ = std::fs::remove_file(bin.join("aws"));
+        if let Some(cli) = b.aws_cli {
+            std::os::unix::fs::symlink(cli, bin.join("aws"))?;
+        }
+        let shutdown = bin.join("shutdown");
+        std::fs::write(
+            &shutdown,
+            format!(
+                "#!/bin/bash\n# The stand-in's power button: the hypervisor powers the instance off.\n: > '{}'\nexec sleep 3600\n",
+                dir.join("powered-off").display()
+            ),
+        )?;
+        std::fs::set_permissions(
+            &shutdown,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let mut script = user_data.to_string();
+        for p in ROOTED {
+            script = script.replace(p, &format!("{}{p}", dir.display()));
+        }
+        std::fs::write(dir.join("user-data"), &script)?;
+        let imds = Imds::start(id, b.region)?;
+        let log = std::fs::File::create(dir.join("boot.log"))?;
+        let path = format!(
+            "{}:{}:/usr/bin:/bin",
+            bin.display(),
+            dir.join("usr/local/bin").display()
+        );
+        let child = Command::new("bash")
+            .arg(dir.join("user-data"))
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", dir.join("root"))
+            .env("AWS_ENDPOINT_URL", b.endpoint)
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.endpoint)
+            .env(MARK, id)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        Ok(Instance {
+            id: id.into(),
+            dir,
+            imds: Some(imds),
+            spot,
+            agent_seen: None,
+            reclaim_at: None,
+            hung: false,
+            child: Some(child),
+        })
+    }
+
+    /// Whether its boot script has just ended (it is reaped then; the instance runs on,
+    /// as an EC2 instance does after cloud-init).
+    pub fn booted_out(&mut self) -> bool {
+        let done = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if done {
+            self.child = None;
+        }
+        done
+    }
+
+    /// Whether the instance asked to power off.
+    pub fn powered_off(&self) -> bool {
+        self.dir.join("powered-off").exists()
+    }
+
+    /// The instance's processes: (pid, executable).
+    pub fn processes(&self) -> Vec<(i32, PathBuf)> {
+        let mark = format!("{MARK}={}", self.id);
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
+            })
+            .map(|pid| {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+                (pid, exe)
+            })
+            .collect()
+    }
+
+    /// Whether its agent (the one its boot script fetched) is running.
+    pub fn agent_running(&self) -> bool {
+        let agent = self.dir.join("usr/local/bin/augur-agent");
+        self.processes().iter().any(|(_, exe)| *exe == agent)
+    }
+
+    /// Sends `signal` to every process of the instance.
+    pub fn signal(&self, signal: i32) {
+        for (pid, _) in self.processes() {
+            // SAFETY: kill(2) on a pid read from /proc; at worst it is gone (ESRCH).
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// The machine is gone: its processes end, its disk's copy of the agent too.
+    pub fn end(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("usr/local/bin"));
+    }
+}

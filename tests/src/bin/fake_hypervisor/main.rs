@@ -1,0 +1,306 @@
+//! `fake-hypervisor`: makes an AWS emulator's EC2 instances real enough for augur.
+//!
+//! It polls the emulator for running instances tagged by augur and boots each one as
+//! cloud-init would: its real user-data runs under bash, in a directory of its own,
+//! with the real AWS CLI and a metadata-service stand-in ([`instance`], [`imds`]).
+//! So the boot script's `aws s3 cp`, `chmod`, agent and `shutdown` all run, and a
+//! broken boot script breaks the tests.
+//!
+//! An instance ends as on EC2, and the fault proxy is told how (`POST
+//! /__standin/ended`), so that `DescribeInstances` reports the state reason EC2
+//! would:
+//! - its `shutdown` powers it off: `Client.InstanceInitiatedShutdown` (instances are
+//!   launched to terminate on shutdown);
+//! - a reclaim (`--reclaim-every N`, `--reclaim-spot`) is announced in its metadata
+//!   (`spot/instance-action`) `--spot-notice-ms` ahead, then it ends with
+//!   `Server.SpotInstanceTermination` (a spot instance) or `Server.InternalError`
+//!   (an on-demand one: a hardware failure);
+//! - `TerminateInstances` from anyone else: the emulator's own
+//!   `Client.UserInitiatedShutdown`, and its processes are killed.
+//!
+//! A boot script that ends without powering off leaves the instance running, as on
+//! EC2. Other faults: `--bare-image AMI` boots that image without the AWS CLI; `--never-boot-every N` never boots every N-th instance;
+//! `--hang-every N` freezes every N-th instance (SIGSTOP to all its processes) once
+//! its agent runs.
+
+mod imds;
+mod instance;
+
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceLifecycleType};
+use base64::Engine;
+use clap::Parser;
+use instance::{Boot, Instance};
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fake-hypervisor",
+    about = "Boots each augur instance of an AWS emulator on this machine"
+)]
+struct Args {
+    /// The emulator's endpoint (the hypervisor's own calls).
+    #[arg(long)]
+    endpoint_url: String,
+    /// The endpoint instances reach AWS at: the fault proxy, which also takes the
+    /// hypervisor's reports of how instances ended.
+    #[arg(long)]
+    agent_endpoint_url: String,
+    /// The AWS CLI instances get on their PATH (scripts/awscli.sh installs it).
+    #[arg(long)]
+    aws_cli: PathBuf,
+    /// Where each instance gets its disk.
+    #[arg(long)]
+    home: PathBuf,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    #[arg(long, default_value = "200")]
+    poll_ms: u64,
+    #[arg(long, default_value = "0")]
+    never_boot_every: u32,
+    /// Reclaim every N-th instance once its agent runs.
+    #[arg(long, default_value = "0")]
+    reclaim_every: u32,
+    /// Reclaim every spot instance once its agent runs.
+    #[arg(long)]
+    reclaim_spot: bool,
+    /// How long before a reclaim its notice appears in the instance's metadata (EC2:
+    /// two minutes).
+    #[arg(long, default_value = "120000")]
+    spot_notice_ms: u64,
+    /// Freeze every N-th instance once its agent runs: a hung machine that neither
+    /// heartbeats nor ends its script.
+    #[arg(long, default_value = "0")]
+    hang_every: u32,
+    /// An image without the AWS CLI (may be repeated): its boot script cannot fetch
+    /// the agent.
+    #[arg(long)]
+    bare_image: Vec<String>,
+}
+
+/// How long after its agent starts a fault lands on an instance.
+const FAULT_AFTER: Duration = Duration::from_millis(300);
+
+struct Hypervisor {
+    args: Args,
+    ec2: aws_sdk_ec2::Client,
+    running: HashMap<String, Instance>,
+    seen: HashSet<String>,
+    booted: u32,
+    agents: u32,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&args.endpoint_url)
+        .region(aws_config::Region::new(args.region.clone()))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "fake-hypervisor",
+        ))
+        .load()
+        .await;
+    let mut h = Hypervisor {
+        ec2: aws_sdk_ec2::Client::new(&config),
+        args,
+        running: HashMap::new(),
+        seen: HashSet::new(),
+        booted: 0,
+        agents: 0,
+    };
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+    loop {
+        if let Some(live) = h.live().await {
+            h.boot_new(&live).await;
+            h.forget_gone(&live);
+        }
+        h.watch().await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(h.args.poll_ms)) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    for inst in h.running.values_mut() {
+        inst.end();
+    }
+}
+
+impl Hypervisor {
+    /// The augur instances the emulator lists as pending or running: id → (spot,
+    /// image).
+    async fn live(&self) -> Option<HashMap<String, (bool, String)>> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("tag-key")
+                    .values("augur:study")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .ok()?;
+        Some(
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| {
+                    let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
+                    let image = i.image_id().unwrap_or_default().to_string();
+                    Some((i.instance_id()?.to_string(), (spot, image)))
+                })
+                .collect(),
+        )
+    }
+
+    async fn boot_new(&mut self, live: &HashMap<String, (bool, String)>) {
+        for (id, (spot, image)) in live {
+            if !self.seen.insert(id.clone()) {
+                continue;
+            }
+            self.booted += 1;
+            let every = self.args.never_boot_every;
+            if every > 0 && self.booted.is_multiple_of(every) {
+                eprintln!("fake-hypervisor: {id} never boots");
+                let dead = Instance::dead(id, *spot, &self.args.home);
+                self.running.insert(id.clone(), dead);
+                continue;
+            }
+            let Some(user_data) = user_data(&self.ec2, id).await else {
+                eprintln!("fake-hypervisor: {id}: no user-data");
+                continue;
+            };
+            let bare = self.args.bare_image.contains(image);
+            let boot = Boot {
+                home: &self.args.home,
+                aws_cli: (!bare).then_some(self.args.aws_cli.as_path()),
+                endpoint: &self.args.agent_endpoint_url,
+                region: &self.args.region,
+            };
+            match Instance::boot(id, *spot, &user_data, &boot) {
+                Ok(inst) => {
+                    eprintln!("fake-hypervisor: {id} boots");
+                    self.running.insert(id.clone(), inst);
+                }
+                Err(e) => eprintln!("fake-hypervisor: {id}: cannot boot: {e}"),
+            }
+        }
+    }
+
+    /// Instances ended by someone else: their processes end with them.
+    fn forget_gone(&mut self, live: &HashMap<String, (bool, String)>) {
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|id| !live.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(mut inst) = self.running.remove(&id) {
+                inst.end();
+                eprintln!("fake-hypervisor: {id} terminated");
+            }
+        }
+    }
+
+    /// Powers off the instances that asked, and lands the faults that are due.
+    async fn watch(&mut self) {
+        let now = Instant::now();
+        let mut ending = Vec::new();
+        for inst in self.running.values_mut() {
+            if inst.booted_out() {
+                eprintln!("fake-hypervisor: {}: its boot script ended", inst.id);
+            }
+            if inst.powered_off() {
+                ending.push((inst.id.clone(), "Client.InstanceInitiatedShutdown"));
+                continue;
+            }
+            if inst.reclaim_at.is_some_and(|at| now >= at) {
+                let code = if inst.spot {
+                    "Server.SpotInstanceTermination"
+                } else {
+                    "Server.InternalError"
+                };
+                ending.push((inst.id.clone(), code));
+                continue;
+            }
+            if inst.agent_seen.is_none() && inst.imds.is_some() && inst.agent_running() {
+                inst.agent_seen = Some(now);
+                self.agents += 1;
+                let n = self.agents;
+                let every = |k: u32| k > 0 && n.is_multiple_of(k);
+                inst.hung = every(self.args.hang_every);
+                if every(self.args.reclaim_every) || (self.args.reclaim_spot && inst.spot) {
+                    let notice = Duration::from_millis(self.args.spot_notice_ms);
+                    if let Some(imds) = &inst.imds {
+                        imds.announce_reclaim(SystemTime::now() + FAULT_AFTER + notice);
+                    }
+                    inst.reclaim_at = Some(now + FAULT_AFTER + notice);
+                }
+            }
+            if inst.hung && inst.agent_seen.is_some_and(|at| now >= at + FAULT_AFTER) {
+                eprintln!("fake-hypervisor: {} hangs", inst.id);
+                inst.signal(libc::SIGSTOP);
+                inst.hung = false;
+            }
+        }
+        for (id, code) in ending {
+            self.end(&id, code).await;
+        }
+    }
+
+    /// Ends an instance as EC2 would, with the state reason `code`.
+    async fn end(&mut self, id: &str, code: &str) {
+        report(&self.args.agent_endpoint_url, id, code);
+        if let Some(mut inst) = self.running.remove(id) {
+            inst.end();
+        }
+        let _ = self.ec2.terminate_instances().instance_ids(id).send().await;
+        eprintln!("fake-hypervisor: {id} ended ({code})");
+    }
+}
+
+/// Tells the fault proxy how an instance ended.
+fn report(proxy: &str, id: &str, code: &str) {
+    let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        eprintln!("fake-hypervisor: cannot reach the proxy at {proxy}");
+        return;
+    };
+    let _ = write!(
+        s,
+        "POST /__standin/ended?id={id}&code={code} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+}
+
+/// An instance's user-data, decoded.
+async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<String> {
+    let out = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .ok()?;
+    let b64 = out.user_data()?.value()?;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).ok()?).ok()
+}

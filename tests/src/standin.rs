@@ -1,0 +1,287 @@
+//! EC2 as AWS documents it, where the emulator is kinder: played by the fault proxy
+//! on the EC2 calls that pass through it.
+//!
+//! - **ClientToken idempotency.** "If you repeat a request with the same client token
+//!   and the same parameters, the API returns the same result"; with other
+//!   parameters it answers `IdempotentParameterMismatch`; a token stays in force after
+//!   the instance it launched has terminated
+//!   (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>).
+//!   moto launches a new instance for every call.
+//! - **State reasons.** An instance ended by a spot reclaim reports
+//!   `Server.SpotInstanceTermination`, one that powered itself off
+//!   `Client.InstanceInitiatedShutdown`, one ended by `TerminateInstances`
+//!   `Client.UserInitiatedShutdown`
+//!   (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StateReason.html>).
+//!   moto gives every ended instance the last one; the fake hypervisor tells the
+//!   proxy how each instance it ended did end (`POST /__standin/ended`), and the
+//!   proxy writes that reason into `DescribeInstances` answers.
+//! - **Capacity.** `InsufficientInstanceCapacity` (HTTP 500) for an instance type
+//!   and/or subnet during a window, `VcpuLimitExceeded` above a number of live
+//!   instances (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A capacity drought: RunInstances for this type and/or subnet answers
+/// `InsufficientInstanceCapacity` until `until`.
+#[derive(Clone, Debug)]
+pub struct Drought {
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    pub until: Instant,
+}
+
+impl Drought {
+    /// Every launch, for `d` from now.
+    pub fn everywhere(d: Duration) -> Drought {
+        Drought {
+            instance_type: None,
+            subnet: None,
+            until: Instant::now() + d,
+        }
+    }
+}
+
+/// What the stand-in remembers.
+#[derive(Default)]
+pub struct Ec2Standin {
+    /// ClientToken → (the call's other parameters, the first answer).
+    tokens: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Instance id → (state-reason code, message), as the hypervisor reported.
+    reasons: Mutex<HashMap<String, (String, String)>>,
+    droughts: Mutex<Vec<Drought>>,
+    /// RunInstances calls are answered one at a time (a token's first answer is
+    /// recorded before a repeat of it is looked at).
+    launching: Mutex<()>,
+}
+
+/// The form parameters of an EC2 query call, decoded.
+pub fn form(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An EC2 error answer.
+pub fn ec2_error(status: u16, code: &str, message: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>standin</RequestID></Response>"
+    );
+    format!(
+        "HTTP/1.1 {status} Error\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl Ec2Standin {
+    /// Records how an instance ended (the hypervisor's report).
+    pub fn ended(&self, id: &str, code: &str) {
+        let message = match code {
+            "Server.SpotInstanceTermination" => "Spot instance termination",
+            "Client.InstanceInitiatedShutdown" => "Instance initiated shutdown",
+            "Client.UserInitiatedShutdown" => "User initiated shutdown",
+            _ => "ended",
+        };
+        if let Ok(mut r) = self.reasons.lock() {
+            r.insert(id.to_string(), (code.into(), format!("{code}: {message}")));
+        }
+    }
+
+    /// How many ClientTokens the stand-in remembers.
+    pub fn tokens(&self) -> usize {
+        self.tokens.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn add_drought(&self, d: Drought) {
+        if let Ok(mut v) = self.droughts.lock() {
+            v.push(d);
+        }
+    }
+
+    /// The answer to a RunInstances call: the remembered one for a repeated token,
+    /// a mismatch for a token reused with other parameters, a capacity error in a
+    /// drought, else `forward()`'s (remembered under its token when it launched).
+    pub fn run_instances(
+        &self,
+        body: &[u8],
+        forward: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<Vec<u8>> {
+        let _one = self.launching.lock();
+        let params = form(body);
+        let token = params
+            .iter()
+            .find(|(k, _)| k == "ClientToken")
+            .map(|(_, v)| v.clone());
+        let mut rest: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "ClientToken")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        rest.sort();
+        let rest = rest.join("&");
+        if let Some(t) = &token {
+            if let Some((was, answer)) = self.tokens.lock().ok().and_then(|m| m.get(t).cloned()) {
+                if was == rest {
+                    return Ok(answer);
+                }
+                return Ok(ec2_error(
+                    400,
+                    "IdempotentParameterMismatch",
+                    "The client token you have provided is associated with a resource that is already deleted or has different parameters.",
+                ));
+            }
+        }
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        if let Some(d) = self.drought_for(get("InstanceType"), get("SubnetId")) {
+            let what = d
+                .instance_type
+                .as_deref()
+                .unwrap_or("the requested configuration");
+            return Ok(ec2_error(
+                500,
+                "InsufficientInstanceCapacity",
+                &format!("We currently do not have sufficient {what} capacity in the Availability Zone you requested."),
+            ));
+        }
+        let answer = forward()?;
+        if let Some(t) = token {
+            if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
+                if let Ok(mut m) = self.tokens.lock() {
+                    m.insert(t, (rest, answer.clone()));
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    fn drought_for(&self, ty: Option<&str>, subnet: Option<&str>) -> Option<Drought> {
+        let now = Instant::now();
+        let v = self.droughts.lock().ok()?;
+        v.iter()
+            .find(|d| {
+                d.until > now
+                    && d.instance_type.as_deref().is_none_or(|t| Some(t) == ty)
+                    && d.subnet.as_deref().is_none_or(|s| Some(s) == subnet)
+            })
+            .cloned()
+    }
+
+    /// A DescribeInstances answer with each reported instance's state reason.
+    pub fn describe_instances(&self, answer: Vec<u8>) -> Vec<u8> {
+        let reasons = match self.reasons.lock() {
+            Ok(r) if !r.is_empty() => r.clone(),
+            _ => return answer,
+        };
+        let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return answer;
+        };
+        let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+        let body = String::from_utf8_lossy(&answer[split + 4..]).into_owned();
+        let body = with_reasons(&body, &reasons);
+        let head: Vec<String> = head
+            .lines()
+            .map(|l| {
+                if l.to_ascii_lowercase().starts_with("content-length:") {
+                    format!("Content-Length: {}", body.len())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
+    }
+}
+
+/// `body` with the `<stateReason>` of each instance in `reasons` replaced. In the
+/// emulator's answers an instance's `<stateReason>` comes before its `<instanceId>`,
+/// and each instance has one of each: the reason between two ids is the second's.
+fn with_reasons(body: &str, reasons: &HashMap<String, (String, String)>) -> String {
+    const ID: &str = "<instanceId>";
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find(ID) {
+        let (segment, tail) = rest.split_at(at);
+        let id = tail[ID.len()..]
+            .split('<')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match reasons.get(&id) {
+            Some((code, message)) => out.push_str(&replace_reason(segment, code, message)),
+            None => out.push_str(segment),
+        }
+        out.push_str(ID);
+        rest = &tail[ID.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn replace_reason(segment: &str, code: &str, message: &str) -> String {
+    const OPEN: &str = "<stateReason>";
+    const CLOSE: &str = "</stateReason>";
+    let reason = format!("{OPEN}<code>{code}</code><message>{message}</message>{CLOSE}");
+    match (segment.rfind(OPEN), segment.rfind(CLOSE)) {
+        (Some(a), Some(b)) if b > a => {
+            format!("{}{reason}{}", &segment[..a], &segment[b + CLOSE.len()..])
+        }
+        _ => format!("{segment}{reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_land_on_their_instance() {
+        let body = "<item><stateReason><code>Client.UserInitiatedShutdown</code><message>x</message></stateReason><instanceId>i-1</instanceId></item>\
+                    <item><stateReason><code/><message/></stateReason><instanceId>i-2</instanceId></item>";
+        let mut r = HashMap::new();
+        r.insert(
+            "i-2".to_string(),
+            (
+                "Server.SpotInstanceTermination".to_string(),
+                "m".to_string(),
+            ),
+        );
+        let out = with_reasons(body, &r);
+        assert!(out.contains("<code>Client.UserInitiatedShutdown</code><message>x</message></stateReason><instanceId>i-1"));
+        assert!(out.contains("<code>Server.SpotInstanceTermination</code><message>m</message></stateReason><instanceId>i-2"));
+    }
+
+    #[test]
+    fn forms_decode() {
+        let f = form(b"Action=RunInstances&ClientToken=a%2Db&UserData=x+y%3D");
+        assert_eq!(f[1], ("ClientToken".into(), "a-b".into()));
+        assert_eq!(f[2], ("UserData".into(), "x y=".into()));
+    }
+}

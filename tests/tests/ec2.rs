@@ -1,0 +1,123 @@
+//! EC2 as AWS documents it, where the emulator is kinder: each test plays one
+//! documented behaviour in the stand-in (the fake hypervisor boots each instance's
+//! real user-data with the AWS CLI and a metadata service; the fault proxy keeps
+//! ClientTokens and reports state reasons) and holds augur to it.
+
+use augur_tests::cloud::{futures_lite, World};
+use augur_tests::{ok, text, wait_for};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn study(name: &str, image: &str, trials: u32) -> String {
+    let xs: Vec<String> = (1..=trials).map(|x| x.to_string()).collect();
+    let xs = xs.join(", ");
+    format!(
+        r#"
+name = "{name}"
+objective = {{ metric = "v" }}
+oracle = "grid"
+parallel = 3
+[params]
+x = {{ values = [{xs}] }}
+[run]
+max_attempts = 1
+script = 'echo "METRICS: v=$AUGUR_PARAM_X"'
+[aws]
+image = "{image}"
+"#
+    )
+}
+
+const RUN: [&str; 6] = [
+    "--heartbeat",
+    "500ms",
+    "--lease",
+    "20s",
+    "--backoff-base",
+    "100ms",
+];
+
+/// An instance whose boot script cannot fetch the agent (an image without the AWS
+/// CLI) powers itself off: EC2 reports `Client.InstanceInitiatedShutdown`
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StateReason.html>).
+/// That is a failed launch, not a spot reclaim, and when a study's first launches
+/// all end so, the study stops with exit 3 and what to check, after a few launches
+/// instead of ~21 per trial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boot_script_that_cannot_fetch_the_agent_stops_the_study_after_a_few_launches() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &study("bare", "ami-0bare0001", 6));
+    w.init();
+    w.start_hypervisor_with(&["--bare-image", "ami-0bare0001"]);
+    let started = Instant::now();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    let took = started.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("machines ended before their agent reported")
+            && err.contains("Client.InstanceInitiatedShutdown")
+            && err.contains("instance profile")
+            && err.contains("AWS CLI"),
+        "{err}"
+    );
+    assert!(!err.contains("taken away"), "not a preemption: {err}");
+    let launched = w.study_instances("bare").await.len();
+    eprintln!("stopped after {launched} launches in {took:?}");
+    assert!((3..=6).contains(&launched), "{launched} launches");
+    // Nothing was lost: the trials are recorded, their attempts as failed launches,
+    // and `augur run` again would resume them.
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "bare", "--json"]).stdout).expect("json");
+    assert!(!trials.is_empty());
+    for t in &trials {
+        assert_eq!(t["preemptions"], 0, "{t}");
+        assert_eq!(t["runs"], 0, "{t}");
+    }
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+}
+
+/// EC2 keeps a ClientToken for days, also after its instance has terminated, and
+/// answers a repeated token with that first instance
+/// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>). A
+/// study deleted and run again under its name must get fresh instances, and no
+/// trial may show an earlier attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_deleted_and_run_again_gets_fresh_instances() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &study("again", "ami-12345678", 3));
+    w.init();
+    w.start_hypervisor();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    ok(&w.augur(&args));
+    let first = w.study_instances("again").await.len();
+    assert_eq!(first, 3);
+    wait_for(
+        Duration::from_secs(30),
+        "the first run's instances ended",
+        || (futures_lite(w.live_instances()) == 0).then_some(()),
+    );
+    ok(&w.augur(&["delete", "again"]));
+    let out = w.augur(&args);
+    ok(&out);
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "again", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 3);
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["attempt"], 1, "no earlier attempt: {t}");
+    }
+    assert_eq!(
+        w.study_instances("again").await.len(),
+        6,
+        "3 fresh instances"
+    );
+    // The stand-in did hold the tokens: a repeat of the first run's would have been
+    // answered with its terminated instances.
+    assert!(w.proxy.ec2().tokens() >= 6);
+}

@@ -285,14 +285,11 @@ impl Ec2Provider {
             .build()
     }
 
-    async fn run(
-        &self,
-        study: &Study,
-        trial: &Trial,
-        instance_type: &str,
-    ) -> Result<String, ProviderError> {
+    /// The tags of an attempt's instance: how it is found again (stack, study,
+    /// trial, attempt, the trial's incarnation), and its name in the console.
+    fn tags(&self, study: &Study, trial: &Trial) -> TagSpecification {
         let s = &self.settings;
-        let tags = TagSpecification::builder()
+        TagSpecification::builder()
             .resource_type(ResourceType::Instance)
             .tags(Tag::builder().key("augur:study").value(&study.name).build())
             .tags(
@@ -320,7 +317,17 @@ impl Ec2Provider {
                     .value(format!("augur {}/{}", study.name, trial.id))
                     .build(),
             )
-            .build();
+            .build()
+    }
+
+    async fn run(
+        &self,
+        study: &Study,
+        trial: &Trial,
+        instance_type: &str,
+    ) -> Result<String, ProviderError> {
+        let s = &self.settings;
+        let tags = self.tags(study, trial);
         let mut req = self
             .client
             .run_instances()

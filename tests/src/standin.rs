@@ -15,33 +15,9 @@
 //!   moto gives every ended instance the last one; the fake hypervisor tells the
 //!   proxy how each instance it ended did end (`POST /__standin/ended`), and the
 //!   proxy writes that reason into `DescribeInstances` answers.
-//! - **Capacity.** `InsufficientInstanceCapacity` (HTTP 500) for an instance type
-//!   and/or subnet during a window, `VcpuLimitExceeded` above a number of live
-//!   instances (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// A capacity drought: RunInstances for this type and/or subnet answers
-/// `InsufficientInstanceCapacity` until `until`.
-#[derive(Clone, Debug)]
-pub struct Drought {
-    pub instance_type: Option<String>,
-    pub subnet: Option<String>,
-    pub until: Instant,
-}
-
-impl Drought {
-    /// Every launch, for `d` from now.
-    pub fn everywhere(d: Duration) -> Drought {
-        Drought {
-            instance_type: None,
-            subnet: None,
-            until: Instant::now() + d,
-        }
-    }
-}
 
 /// What the stand-in remembers.
 #[derive(Default)]
@@ -50,7 +26,6 @@ pub struct Ec2Standin {
     tokens: Mutex<HashMap<String, (String, Vec<u8>)>>,
     /// Instance id → (state-reason code, message), as the hypervisor reported.
     reasons: Mutex<HashMap<String, (String, String)>>,
-    droughts: Mutex<Vec<Drought>>,
     /// RunInstances calls are answered one at a time (a token's first answer is
     /// recorded before a repeat of it is looked at).
     launching: Mutex<()>,
@@ -120,15 +95,9 @@ impl Ec2Standin {
         self.tokens.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    pub fn add_drought(&self, d: Drought) {
-        if let Ok(mut v) = self.droughts.lock() {
-            v.push(d);
-        }
-    }
-
     /// The answer to a RunInstances call: the remembered one for a repeated token,
-    /// a mismatch for a token reused with other parameters, a capacity error in a
-    /// drought, else `forward()`'s (remembered under its token when it launched).
+    /// a mismatch for a token reused with other parameters, else `forward()`'s
+    /// (remembered under its token when it launched).
     pub fn run_instances(
         &self,
         body: &[u8],
@@ -159,18 +128,6 @@ impl Ec2Standin {
                 ));
             }
         }
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        if let Some(d) = self.drought_for(get("InstanceType"), get("SubnetId")) {
-            let what = d
-                .instance_type
-                .as_deref()
-                .unwrap_or("the requested configuration");
-            return Ok(ec2_error(
-                500,
-                "InsufficientInstanceCapacity",
-                &format!("We currently do not have sufficient {what} capacity in the Availability Zone you requested."),
-            ));
-        }
         let answer = forward()?;
         if let Some(t) = token {
             if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
@@ -180,18 +137,6 @@ impl Ec2Standin {
             }
         }
         Ok(answer)
-    }
-
-    fn drought_for(&self, ty: Option<&str>, subnet: Option<&str>) -> Option<Drought> {
-        let now = Instant::now();
-        let v = self.droughts.lock().ok()?;
-        v.iter()
-            .find(|d| {
-                d.until > now
-                    && d.instance_type.as_deref().is_none_or(|t| Some(t) == ty)
-                    && d.subnet.as_deref().is_none_or(|s| Some(s) == subnet)
-            })
-            .cloned()
     }
 
     /// A DescribeInstances answer with each reported instance's state reason.
@@ -276,6 +221,35 @@ mod tests {
         let out = with_reasons(body, &r);
         assert!(out.contains("<code>Client.UserInitiatedShutdown</code><message>x</message></stateReason><instanceId>i-1"));
         assert!(out.contains("<code>Server.SpotInstanceTermination</code><message>m</message></stateReason><instanceId>i-2"));
+    }
+
+    #[test]
+    fn a_repeated_token_gets_the_first_answer_and_other_parameters_a_mismatch() {
+        let ec2 = Ec2Standin::default();
+        let launch = b"Action=RunInstances&ClientToken=t1&InstanceType=t3.micro".as_slice();
+        let first = ec2
+            .run_instances(launch, || Ok(b"HTTP/1.1 200 OK\r\n\r\ni-1".to_vec()))
+            .expect("first");
+        let again = ec2
+            .run_instances(launch, || panic!("a repeat must not launch again"))
+            .expect("again");
+        assert_eq!(again, first);
+        let other = ec2
+            .run_instances(
+                b"Action=RunInstances&ClientToken=t1&InstanceType=t3.small",
+                || panic!("a mismatch must not launch"),
+            )
+            .expect("other");
+        assert!(String::from_utf8_lossy(&other).contains("IdempotentParameterMismatch"));
+        // A failed launch is not remembered: the token may be used again.
+        let failed = b"Action=RunInstances&ClientToken=t2".as_slice();
+        ec2.run_instances(failed, || Ok(b"HTTP/1.1 500 Error\r\n\r\n".to_vec()))
+            .expect("failed");
+        let retried = ec2
+            .run_instances(failed, || Ok(b"HTTP/1.1 200 OK\r\n\r\ni-2".to_vec()))
+            .expect("retried");
+        assert!(retried.ends_with(b"i-2"));
+        assert_eq!(ec2.tokens(), 2);
     }
 
     #[test]

@@ -107,20 +107,14 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             ec2: Ec2Standin::default(),
         });
-        let s = shared.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let s = s.clone();
-                    std::thread::spawn(move || {
-                        let _ = serve(&s, c);
-                    });
-                }
-            }
-        });
+        let (s, stop) = (shared.clone(), shared.clone());
+        accept_each(
+            listener,
+            move || stop.stop.load(Ordering::SeqCst),
+            move |c| {
+                let _ = serve(&s, c);
+            },
+        );
         FaultProxy {
             shared,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -168,6 +162,27 @@ impl Drop for FaultProxy {
         self.shared.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
+}
+
+/// Serves each connection of `listener` on a thread of its own with `handle`, until
+/// `stopped()` says so (it is asked at each connection: connect once to wake it).
+pub fn accept_each<S, H>(listener: TcpListener, stopped: S, handle: H)
+where
+    S: Fn() -> bool + Send + 'static,
+    H: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stopped() {
+                break;
+            }
+            if let Ok(c) = conn {
+                let h = handle.clone();
+                std::thread::spawn(move || h(c));
+            }
+        }
+    });
 }
 
 /// Reads one HTTP request: head lines and body (Content-Length).

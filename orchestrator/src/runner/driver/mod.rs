@@ -359,7 +359,7 @@ impl<'a> Driver<'a> {
             preempted: loss == Loss::Preempted,
             ..self.ending(TrialState::Lost, Some(reason.clone()))
         };
-        let done = self.write(at, &up).await?;
+        let done = self.write(at, &up).await?.is_some();
         match loss {
             Loss::Preempted if done => Counters::bump(&self.runner.counters.preempted),
             Loss::BootFailed if done => {
@@ -383,13 +383,7 @@ impl<'a> Driver<'a> {
             not_before_ms: Some(Some(not_before)),
             ..Default::default()
         };
-        let expect = Expect::state(at.from, at.attempt);
-        let written = self
-            .runner
-            .store
-            .update_trial(&self.study.name, at.trial, &expect, &up)
-            .await?;
-        if let Written::Done(t) = written {
+        if let Some(t) = self.write(at, &up).await? {
             Counters::bump(&self.runner.counters.retried);
             self.runner.emit(Event::Retry {
                 trial: at.trial,
@@ -542,7 +536,10 @@ impl<'a> Driver<'a> {
 
     /// Ends the attempt `at` in `to`, with `error`, now; whether it was written.
     async fn end(&self, at: At, to: TrialState, error: String) -> Result<bool, RunError> {
-        self.write(at, &self.ending(to, Some(error))).await
+        Ok(self
+            .write(at, &self.ending(to, Some(error)))
+            .await?
+            .is_some())
     }
 
     /// The write that ends an attempt (in `to`, with `error`) now.
@@ -555,15 +552,15 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// `up` if the trial is still at `at`; whether it was written.
-    async fn write(&self, at: At, up: &TrialUpdate) -> Result<bool, RunError> {
+    /// `up` if the trial is still at `at`; the record written, if it was.
+    async fn write(&self, at: At, up: &TrialUpdate) -> Result<Option<Trial>, RunError> {
         let expect = Expect::state(at.from, at.attempt);
         let written = self
             .runner
             .store
             .update_trial(&self.study.name, at.trial, &expect, up)
             .await?;
-        Ok(written.ok().is_some())
+        Ok(written.ok())
     }
 }
 

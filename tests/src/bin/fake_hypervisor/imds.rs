@@ -45,20 +45,14 @@ impl Imds {
             notice: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
-        let s = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let s = s.clone();
-                    std::thread::spawn(move || {
-                        let _ = serve(&s, c);
-                    });
-                }
-            }
-        });
+        let (s, stop) = (state.clone(), state.clone());
+        augur_tests::faults::accept_each(
+            listener,
+            move || stop.stop.load(Ordering::SeqCst),
+            move |c| {
+                let _ = serve(&s, c);
+            },
+        );
         Ok(Imds {
             state,
             endpoint: format!("http://127.0.0.1:{port}"),

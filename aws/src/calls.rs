@@ -4,8 +4,10 @@
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction};
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -145,13 +147,48 @@ pub fn dynamodb(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     )
 }
 
-/// An EC2 client whose calls are counted.
+/// An EC2 client whose calls are counted, and whose launches that find no room
+/// are not retried by the SDK ([`NoRoomIsAnswer`]).
 pub fn ec2(config: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(
         aws_sdk_ec2::config::Builder::from(config)
             .interceptor(CallCounter)
+            .retry_classifier(NoRoomIsAnswer)
             .build(),
     )
+}
+
+/// EC2 answers `InsufficientInstanceCapacity` with HTTP 500, which the SDK would
+/// retry as a server error, five times, on the same type and subnet. It is an
+/// answer: the launch falls back to the next type or subnet at once, and the study
+/// waits when none has room ([`crate::machines::no_room`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoRoomIsAnswer;
+
+impl ClassifyRetry for NoRoomIsAnswer {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        use aws_sdk_ec2::error::ProvideErrorMetadata;
+        use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+        let Some(Err(e)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let Some(err) = e
+            .as_operation_error()
+            .and_then(|o| o.downcast_ref::<RunInstancesError>())
+        else {
+            return RetryAction::NoActionIndicated;
+        };
+        let text = err.message().unwrap_or_default();
+        if crate::machines::no_room(err.code().unwrap_or_default(), text) {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "augur-no-room-is-an-answer"
+    }
 }
 
 /// A CloudWatch Logs client whose calls are counted.

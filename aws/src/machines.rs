@@ -28,7 +28,9 @@ pub struct Ec2Settings {
     pub image: String,
     pub instance_type: String,
     pub fallback_instance_types: Vec<String>,
-    pub subnet: Option<String>,
+    /// The subnets to launch in, in order, each tried when the one before has no
+    /// capacity (empty: the default VPC's choice).
+    pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
     pub instance_profile: Option<String>,
     pub spot: bool,
@@ -80,13 +82,28 @@ where
         .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
         .unwrap_or("");
     let text = format!("EC2 {op}: {}", crate::error_text(&e));
-    match code {
-        // Not this attempt's fault, nor the backend's for good: retried as a lost launch.
-        "InsufficientInstanceCapacity" | "InstanceLimitExceeded" | "Unsupported" => {
-            ProviderError::Launch(text)
-        }
-        _ => ProviderError::Unavailable(text),
+    if no_room(code, &text) {
+        return ProviderError::Capacity(text);
     }
+    ProviderError::Unavailable(text)
+}
+
+/// Whether an EC2 error says the cloud has no room for this launch now: no
+/// capacity for the type in the zone, a vCPU or spot quota reached, a spot price
+/// too low, a type the zone does not offer, or an instance profile that IAM has not
+/// propagated yet (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
+/// None of it is the attempt's fault: the study waits and tries again.
+pub fn no_room(code: &str, text: &str) -> bool {
+    matches!(
+        code,
+        "InsufficientInstanceCapacity"
+            | "InsufficientCapacity"
+            | "InstanceLimitExceeded"
+            | "VcpuLimitExceeded"
+            | "MaxSpotInstanceCountExceeded"
+            | "SpotMaxPriceTooLow"
+            | "Unsupported"
+    ) || (code == "InvalidParameterValue" && text.contains("iamInstanceProfile"))
 }
 
 /// The `ClientToken` of one launch (at most 64 characters). EC2 answers a repeated
@@ -95,11 +112,11 @@ where
 /// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>). So
 /// the token names everything that makes a launch another one: the deployment (its
 /// table), the study, the trial's incarnation (its record's creation time: a study
-/// deleted and created again under its name has new ones), the attempt, and the
-/// instance type (a fallback type is another launch).
-pub fn client_token(stack: &str, study: &str, trial: &Trial, instance_type: &str) -> String {
+/// deleted and created again under its name has new ones), the attempt, and where
+/// (`type/subnet`: a fallback type or subnet is another launch).
+pub fn client_token(stack: &str, study: &str, trial: &Trial, place: &str) -> String {
     let what = format!(
-        "{stack}\0{study}\0{}\0{}\0{instance_type}",
+        "{stack}\0{study}\0{}\0{}\0{place}",
         trial.id, trial.created_ms
     );
     format!(
@@ -262,6 +279,41 @@ impl Ec2Provider {
         }
     }
 
+    /// Where a launch may go, in order: each instance type in each subnet.
+    fn places(&self) -> Vec<(&str, Option<&str>)> {
+        let s = &self.settings;
+        let types = std::iter::once(&s.instance_type).chain(&s.fallback_instance_types);
+        let subnets: Vec<Option<&str>> = if s.subnets.is_empty() {
+            vec![None]
+        } else {
+            s.subnets.iter().map(|n| Some(n.as_str())).collect()
+        };
+        types
+            .flat_map(|t| subnets.iter().map(move |n| (t.as_str(), *n)))
+            .collect()
+    }
+
+    /// After a launch failed in a way that may still have launched (a timeout, a
+    /// dropped answer): the attempt's instance if one is there, else the error.
+    async fn after_ambiguous(
+        &self,
+        study: &Study,
+        trial: &Trial,
+        e: ProviderError,
+    ) -> Result<String, ProviderError> {
+        let mut filters = self.scope(Some(&study.name));
+        filters.push(Self::tag_filter("augur:trial", &trial.id.to_string()));
+        filters.push(Self::tag_filter(
+            "augur:attempt",
+            &trial.attempt.to_string(),
+        ));
+        let found = self.find(filters, false).await;
+        match found.map(|v| v.into_iter().next()) {
+            Ok(Some((_, m, _))) => Ok(m.id),
+            _ => Err(e),
+        }
+    }
+
     /// The filters of a listing of `study`'s instances (all studies': `None`), in this
     /// stack only.
     fn scope(&self, study: Option<&str>) -> Vec<Filter> {
@@ -324,7 +376,7 @@ impl Ec2Provider {
         &self,
         study: &Study,
         trial: &Trial,
-        instance_type: &str,
+        (instance_type, subnet): (&str, Option<&str>),
     ) -> Result<String, ProviderError> {
         let s = &self.settings;
         let tags = self.tags(study, trial);
@@ -335,7 +387,12 @@ impl Ec2Provider {
             .instance_type(InstanceType::from(instance_type))
             .min_count(1)
             .max_count(1)
-            .client_token(client_token(&s.table, &study.name, trial, instance_type))
+            .client_token(client_token(
+                &s.table,
+                &study.name,
+                trial,
+                &format!("{instance_type}/{}", subnet.unwrap_or("")),
+            ))
             .user_data(
                 base64::engine::general_purpose::STANDARD.encode(self.user_data(
                     &study.name,
@@ -351,7 +408,7 @@ impl Ec2Provider {
                     .build(),
             )
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-            .set_subnet_id(s.subnet.clone());
+            .set_subnet_id(subnet.map(String::from));
         if !s.security_groups.is_empty() {
             req = req.set_security_group_ids(Some(s.security_groups.clone()));
         }
@@ -380,32 +437,16 @@ impl Ec2Provider {
 #[async_trait]
 impl MachineProvider for Ec2Provider {
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
-        let types: Vec<String> = std::iter::once(self.settings.instance_type.clone())
-            .chain(self.settings.fallback_instance_types.iter().cloned())
-            .collect();
-        let mut last = None;
-        for ty in &types {
-            match self.run(study, trial, ty).await {
+        let mut no_room = Vec::new();
+        for place in self.places() {
+            match self.run(study, trial, place).await {
                 Ok(id) => return Ok(id),
-                // Capacity: try the next instance type.
-                Err(e @ ProviderError::Launch(_)) => last = Some(e),
-                Err(e) => {
-                    // Ambiguous: the call may have been applied. Look before launching again.
-                    let mut filters = self.scope(Some(&study.name));
-                    filters.push(Self::tag_filter("augur:trial", &trial.id.to_string()));
-                    filters.push(Self::tag_filter(
-                        "augur:attempt",
-                        &trial.attempt.to_string(),
-                    ));
-                    let found = self.find(filters, false).await;
-                    if let Ok(Some((_, m, _))) = found.map(|v| v.into_iter().next()) {
-                        return Ok(m.id);
-                    }
-                    return Err(e);
-                }
+                // No room there: try the next type or subnet.
+                Err(ProviderError::Capacity(why)) => no_room.push(why),
+                Err(e) => return self.after_ambiguous(study, trial, e).await,
             }
         }
-        Err(last.unwrap_or_else(|| ProviderError::Launch("no instance type to launch".into())))
+        Err(ProviderError::Capacity(no_room.join("; ")))
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
@@ -653,6 +694,64 @@ mod tests {
         big.id = u64::MAX;
         big.attempt = u32::MAX;
         assert!(client_token(&long, &long, &big, &long).len() <= 64);
+    }
+
+    #[test]
+    fn no_room_is_capacity_quota_price_or_a_profile_not_yet_propagated() {
+        for code in [
+            "InsufficientInstanceCapacity",
+            "VcpuLimitExceeded",
+            "MaxSpotInstanceCountExceeded",
+            "SpotMaxPriceTooLow",
+            "InstanceLimitExceeded",
+            "Unsupported",
+        ] {
+            assert!(no_room(code, ""), "{code}");
+        }
+        let profile = "Value (augur-worker) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name";
+        assert!(no_room("InvalidParameterValue", profile));
+        assert!(!no_room(
+            "InvalidParameterValue",
+            "Invalid value for instanceType"
+        ));
+        for code in [
+            "InternalError",
+            "RequestLimitExceeded",
+            "InvalidAMIID.NotFound",
+            "",
+        ] {
+            assert!(!no_room(code, ""), "{code}");
+        }
+    }
+
+    #[test]
+    fn launches_fall_back_over_each_type_in_each_subnet_in_order() {
+        let p = Ec2Provider::new(
+            test_client(),
+            Ec2Settings {
+                instance_type: "t3.micro".into(),
+                fallback_instance_types: vec!["t3.small".into()],
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            p.places(),
+            vec![
+                ("t3.micro", Some("subnet-a")),
+                ("t3.micro", Some("subnet-b")),
+                ("t3.small", Some("subnet-a")),
+                ("t3.small", Some("subnet-b")),
+            ]
+        );
+        let default_vpc = Ec2Provider::new(
+            test_client(),
+            Ec2Settings {
+                instance_type: "t3.micro".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(default_vpc.places(), vec![("t3.micro", None)]);
     }
 
     #[test]

@@ -59,6 +59,9 @@ impl TrialState {
                 (self, to),
                 (Pending, Starting | Cancelled | Failed)
                     | (Starting, Running | Lost | Cancelled | Failed)
+                    // The cloud had no room: the launch did not happen, the attempt
+                    // waits to be launched again.
+                    | (Starting, Pending)
                     | (Running, Succeeded | Failed | Lost | Cancelled | Pruned)
                     | (Lost | Failed | Cancelled, Pending)
                     // A stop also cancels a retry that was still to come.

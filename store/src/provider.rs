@@ -10,6 +10,11 @@ pub enum ProviderError {
     /// The machine could not be started (bad agent path, spawn failure).
     #[error("cannot launch: {0}")]
     Launch(String),
+    /// The cloud has no room now: capacity, a quota, a spot price, an instance
+    /// profile still propagating. No machine was made; the study waits and tries
+    /// again, and the trial's attempts are not used up.
+    #[error("no capacity: {0}")]
+    Capacity(String),
     /// The provider cannot be reached now (retry later; exit code 3 in the end).
     #[error("machine provider unavailable: {0}")]
     Unavailable(String),

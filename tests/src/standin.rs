@@ -15,9 +15,47 @@
 //!   moto gives every ended instance the last one; the fake hypervisor tells the
 //!   proxy how each instance it ended did end (`POST /__standin/ended`), and the
 //!   proxy writes that reason into `DescribeInstances` answers.
+//! - **Capacity.** `InsufficientInstanceCapacity` (HTTP 500) for an instance type
+//!   and/or subnet during a window
+//!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/troubleshooting-launch.html#troubleshooting-launch-capacity>).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A capacity drought: RunInstances for this type and/or subnet (`None`: any)
+/// answers `InsufficientInstanceCapacity` until `until`.
+#[derive(Clone, Debug)]
+pub struct Drought {
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    pub until: Instant,
+}
+
+impl Drought {
+    /// Every launch, for `d` from now.
+    pub fn everywhere(d: Duration) -> Drought {
+        Drought {
+            instance_type: None,
+            subnet: None,
+            until: Instant::now() + d,
+        }
+    }
+
+    /// Launches of one instance type, for `d` from now.
+    pub fn of_type(ty: &str, d: Duration) -> Drought {
+        Drought {
+            instance_type: Some(ty.into()),
+            ..Drought::everywhere(d)
+        }
+    }
+
+    fn covers(&self, ty: Option<&str>, subnet: Option<&str>) -> bool {
+        self.until > Instant::now()
+            && self.instance_type.as_deref().is_none_or(|t| Some(t) == ty)
+            && self.subnet.as_deref().is_none_or(|s| Some(s) == subnet)
+    }
+}
 
 /// What the stand-in remembers.
 #[derive(Default)]
@@ -26,6 +64,7 @@ pub struct Ec2Standin {
     tokens: Mutex<HashMap<String, (String, Vec<u8>)>>,
     /// Instance id → (state-reason code, message), as the hypervisor reported.
     reasons: Mutex<HashMap<String, (String, String)>>,
+    droughts: Mutex<Vec<Drought>>,
     /// RunInstances calls are answered one at a time (a token's first answer is
     /// recorded before a repeat of it is looked at).
     launching: Mutex<()>,
@@ -90,14 +129,20 @@ impl Ec2Standin {
         }
     }
 
+    pub fn add_drought(&self, d: Drought) {
+        if let Ok(mut v) = self.droughts.lock() {
+            v.push(d);
+        }
+    }
+
     /// How many ClientTokens the stand-in remembers.
     pub fn tokens(&self) -> usize {
         self.tokens.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// The answer to a RunInstances call: the remembered one for a repeated token,
-    /// a mismatch for a token reused with other parameters, else `forward()`'s
-    /// (remembered under its token when it launched).
+    /// a mismatch for a token reused with other parameters, a capacity error in a
+    /// drought, else `forward()`'s (remembered under its token when it launched).
     pub fn run_instances(
         &self,
         body: &[u8],
@@ -127,6 +172,22 @@ impl Ec2Standin {
                     "The client token you have provided is associated with a resource that is already deleted or has different parameters.",
                 ));
             }
+        }
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let (ty, subnet) = (get("InstanceType"), get("SubnetId"));
+        let dry = self
+            .droughts
+            .lock()
+            .is_ok_and(|v| v.iter().any(|d| d.covers(ty, subnet)));
+        if dry {
+            return Ok(ec2_error(
+                500,
+                "InsufficientInstanceCapacity",
+                &format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested.",
+                    ty.unwrap_or("instance")
+                ),
+            ));
         }
         let answer = forward()?;
         if let Some(t) = token {

@@ -4,6 +4,7 @@
 //! ClientTokens and reports state reasons) and holds augur to it.
 
 use augur_tests::cloud::{futures_lite, World};
+use augur_tests::standin::Drought;
 use augur_tests::{ok, text, wait_for};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -120,4 +121,97 @@ async fn a_study_deleted_and_run_again_gets_fresh_instances() {
     // The stand-in did hold the tokens: a repeat of the first run's would have been
     // answered with its terminated instances.
     assert!(w.proxy.ec2().tokens() >= 6);
+}
+
+/// `InsufficientInstanceCapacity` is the study's weather, not the trial's fault
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/troubleshooting-launch.html#troubleshooting-launch-capacity>):
+/// through a 60 s drought of every launch, with `max_attempts = 1`, the study waits,
+/// says so, and every trial succeeds at its first attempt, one instance each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_drought_is_waited_out_without_using_up_attempts() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &study("dry", "ami-12345678", 3));
+    w.init();
+    w.start_hypervisor();
+    w.proxy
+        .ec2()
+        .add_drought(Drought::everywhere(Duration::from_secs(60)));
+    let started = Instant::now();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    ok(&out);
+    let took = started.elapsed();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("waiting for capacity") && err.contains("InsufficientInstanceCapacity"),
+        "{err}"
+    );
+    assert!(took >= Duration::from_secs(60), "{took:?}");
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "dry", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 3);
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["attempt"], 1, "no attempt used up: {t}");
+    }
+    let launches = w.proxy.count("ec2", "RunInstances");
+    let instances = w.study_instances("dry").await.len();
+    eprintln!("60 s drought: {launches} RunInstances calls, {instances} instances, {took:?}");
+    assert_eq!(instances, 3);
+}
+
+/// With no room for the first instance type, a launch falls back to the next at
+/// once (each type its own ClientToken: EC2 refuses a token reused with other
+/// parameters), and the study never waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_room_for_one_type_falls_back_to_the_next_at_once() {
+    let mut w = World::new();
+    let file = study("fallback", "ami-12345678", 3).replace(
+        "[aws]\n",
+        "[aws]\ninstance_type = \"t3.micro\"\nfallback_instance_types = [\"t3.small\"]\n",
+    );
+    w.sb.write("s.toml", &file);
+    w.init();
+    w.start_hypervisor();
+    w.proxy
+        .ec2()
+        .add_drought(Drought::of_type("t3.micro", Duration::from_secs(600)));
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    ok(&out);
+    assert!(!text(&out.stderr).contains("waiting for capacity"));
+    // One refused call and one launch per trial.
+    assert_eq!(w.proxy.count("ec2", "RunInstances"), 6);
+    assert_eq!(w.study_instances("fallback").await.len(), 3);
+}
+
+/// A drought that outlasts the study's `capacity_timeout` stops the drive with exit
+/// 3 and what to do; nothing is used up, and the trials wait to be launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drought_past_the_capacity_timeout_stops_the_study_with_exit_3() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &study("parched", "ami-12345678", 2));
+    w.init();
+    w.start_hypervisor();
+    w.proxy
+        .ec2()
+        .add_drought(Drought::everywhere(Duration::from_secs(600)));
+    let mut args = vec!["run", "s.toml", "--capacity-timeout", "3s"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no room to launch") && err.contains("fallback_instance_types"),
+        "{err}"
+    );
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "parched", "--json"]).stdout).expect("json");
+    for t in &trials {
+        assert_eq!(t["state"], "pending", "{t}");
+        assert_eq!(t["attempt"], 1, "{t}");
+    }
+    assert_eq!(w.study_instances("parched").await.len(), 0);
 }

@@ -99,6 +99,9 @@ fn check_aws(aws: &super::AwsSpec) -> Result<(), String> {
     if let Some(n) = aws.subnet.as_deref().filter(|n| !word(n, &[])) {
         return Err(format!("aws.subnet `{n}`"));
     }
+    if let Some(n) = aws.subnets.iter().find(|n| !word(n, &[])) {
+        return Err(format!("aws.subnets `{n}`"));
+    }
     if aws.disk_gb.is_some_and(|d| !(1..=16384).contains(&d)) {
         return Err("aws.disk_gb out of range".into());
     }

@@ -162,7 +162,24 @@ pub struct AwsSpec {
     pub spot_fallback_after: Option<u32>,
     pub region: Option<String>,
     pub subnet: Option<String>,
+    /// More subnets (other availability zones) to launch in when one has no
+    /// capacity; `subnet`, if given, is tried first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
     pub disk_gb: Option<u32>,
+}
+
+impl AwsSpec {
+    /// The subnets to launch in, in order (empty: the default VPC's choice).
+    pub fn all_subnets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.subnet.iter().cloned().collect();
+        for s in &self.subnets {
+            if !v.contains(s) {
+                v.push(s.clone());
+            }
+        }
+        v
+    }
 }
 
 /// Early stopping (`[prune]`): which rule, and how a reading's step is known.
@@ -371,6 +388,14 @@ pub struct DriveSettings {
     pub boot_timeout_ms: Millis,
     pub backoff_base_ms: Millis,
     pub backoff_cap_ms: Millis,
+    /// How long launches may fail for want of capacity or quota (the study waits,
+    /// backing off) before the drive stops (exit 3).
+    #[serde(default = "default_capacity_timeout")]
+    pub capacity_timeout_ms: Millis,
+}
+
+fn default_capacity_timeout() -> Millis {
+    30 * 60_000
 }
 
 impl DriveSettings {
@@ -382,6 +407,7 @@ impl DriveSettings {
             boot_timeout_ms: 60_000,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
+            capacity_timeout_ms: default_capacity_timeout(),
         }
     }
 
@@ -413,6 +439,7 @@ impl DriveSettings {
         within("boot-timeout", self.boot_timeout_ms, 100 * MS, 7 * D)?;
         within("backoff-base", self.backoff_base_ms, MS, H)?;
         within("backoff-cap", self.backoff_cap_ms, MS, D)?;
+        within("capacity-timeout", self.capacity_timeout_ms, S, 7 * D)?;
         if self.lease_ms < 2 * self.heartbeat_ms {
             return Err((
                 "lease",

@@ -126,6 +126,8 @@ struct RawAws {
     spot_fallback_after: Option<Spanned<i64>>,
     region: Option<String>,
     subnet: Option<String>,
+    #[serde(default)]
+    subnets: Vec<String>,
     disk_gb: Option<Spanned<i64>>,
 }
 
@@ -423,6 +425,7 @@ impl RawAws {
             spot_fallback_after,
             region: self.region,
             subnet: self.subnet,
+            subnets: self.subnets,
             disk_gb,
         })
     }

@@ -381,7 +381,10 @@ impl Backend {
                 .clone()
                 .unwrap_or_else(|| "t3.micro".into()),
             fallback_instance_types: spec.fallback_instance_types.clone(),
-            subnet: spec.subnet.clone().or_else(|| self.aws.subnet.clone()),
+            subnets: match spec.all_subnets() {
+                v if v.is_empty() => self.aws.subnet.iter().cloned().collect(),
+                v => v,
+            },
             security_groups: self.aws.security_groups.clone(),
             instance_profile: self.aws.instance_profile.clone(),
             spot: spec.spot,

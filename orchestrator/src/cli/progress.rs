@@ -175,6 +175,15 @@ impl Progress {
                     run.max_preemptions,
                 ))
             }
+            Event::NoRoom {
+                what,
+                wait_ms,
+                waited_ms,
+            } => self.say(format!(
+                "waiting for capacity ({:.0}s so far), launching again in {:.1}s: {what}",
+                waited_ms as f64 / 1000.0,
+                wait_ms as f64 / 1000.0
+            )),
             Event::Backend { error } => self.say(format!("backend error (retrying): {error}")),
             Event::Held { holder, until } => self.say(format!(
                 "`{}` is being driven by {holder} (lease for {:.0}s more): following it, taking over when the lease is free",

@@ -87,6 +87,10 @@ pub struct Tuning {
     /// Cap of the retry backoff [default: 60s].
     #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
     backoff_cap: Option<Duration>,
+    /// Stop (exit 3) when launches fail for want of capacity or quota this long; the
+    /// study waits meanwhile, backing off [default: 30m].
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
+    capacity_timeout: Option<Duration>,
     /// Give up (exit 3) when the backend stays unavailable this long.
     #[arg(long, default_value = "2m", value_parser = crate::app::dur, help_heading = "Tuning")]
     backend_deadline: Duration,
@@ -105,6 +109,7 @@ impl Tuning {
             boot_timeout_ms: ms(self.boot_timeout, d.boot_timeout_ms),
             backoff_base_ms: ms(self.backoff_base, d.backoff_base_ms),
             backoff_cap_ms: ms(self.backoff_cap, d.backoff_cap_ms),
+            capacity_timeout_ms: ms(self.capacity_timeout, d.capacity_timeout_ms),
         };
         drive
             .check()

@@ -45,6 +45,8 @@ pub struct Timing {
     /// heartbeat lease compares the agent's clock with the driver's; its margin is
     /// `lease_ms` minus the heartbeat interval, 70 s by default on AWS.)
     pub clock_skew_ms: Millis,
+    /// How long launches may find no room (capacity, quota) before the drive stops.
+    pub capacity_timeout_ms: Millis,
 }
 
 impl Default for Timing {
@@ -66,6 +68,7 @@ impl Timing {
             max_launch_failures: 5,
             heartbeat_ms: d.heartbeat_ms,
             clock_skew_ms: 5_000,
+            capacity_timeout_ms: d.capacity_timeout_ms,
         }
     }
 

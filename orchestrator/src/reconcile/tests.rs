@@ -534,6 +534,7 @@ fn gc_sweeps_with_the_drivers_rule() {
         boot_timeout_ms: 1,
         backoff_base_ms: 1,
         backoff_cap_ms: 1,
+        capacity_timeout_ms: 1,
     });
     let v = View {
         now: 5 + 2 + s.run.grace_ms as Millis,

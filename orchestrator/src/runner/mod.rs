@@ -94,6 +94,13 @@ pub enum Event {
         runs: u32,
         preemptions: u32,
     },
+    /// A launch found no room (capacity, quota): the study waits `wait_ms` before
+    /// launching again; it has waited `waited_ms` so far.
+    NoRoom {
+        what: String,
+        wait_ms: Millis,
+        waited_ms: Millis,
+    },
     /// The backend failed; retrying.
     Backend { error: String },
     /// Another driver holds the study's lease (a serverless tick, another `augur

@@ -42,6 +42,18 @@ pub struct Driver<'a> {
     /// The last pass asked for a fresh listing of the machines ([`Action::Relist`]).
     fresh_listing: bool,
     boots: Boots,
+    weather: Weather,
+}
+
+/// The cloud's weather: launches that find no room (capacity, a quota). While it
+/// lasts no trial is launched (each would fail like the last), the wait grows as
+/// the retry backoff does, and past the study's `capacity_timeout` the drive stops.
+/// A launch that succeeds ends it. No attempt is used up by it.
+#[derive(Default)]
+struct Weather {
+    since: Option<Millis>,
+    failures: u32,
+    until: Millis,
 }
 
 /// After this many failed boots, and no agent reporting, a drive stops.
@@ -104,6 +116,7 @@ impl<'a> Driver<'a> {
                 since: (runner.clock)(),
                 ..Boots::default()
             },
+            weather: Weather::default(),
         }
     }
 
@@ -294,6 +307,8 @@ impl<'a> Driver<'a> {
                 self.fresh_listing = true;
             }
             Action::Propose { count } => self.propose(count).await?,
+            // No room anywhere: the launch waits with the study.
+            Action::Launch { .. } if now < self.weather.until => return Ok(After::Nothing),
             Action::Launch { trial, attempt } => return self.launch(trial, attempt, now).await,
             Action::MarkLost {
                 trial,
@@ -425,7 +440,7 @@ impl<'a> Driver<'a> {
     /// `pending → starting`, then asks the provider for a machine. A launch that
     /// fails marks the attempt lost (retried as `decide` rules); an unavailable
     /// provider is also an error of the pass.
-    async fn launch(&self, trial: u64, attempt: u32, now: Millis) -> Result<After, RunError> {
+    async fn launch(&mut self, trial: u64, attempt: u32, now: Millis) -> Result<After, RunError> {
         let runner = self.runner;
         let up = TrialUpdate {
             state: Some(TrialState::Starting),
@@ -443,20 +458,57 @@ impl<'a> Driver<'a> {
         };
         Counters::bump(&runner.counters.launched);
         let Err(e) = runner.provider.launch(self.study, &t).await else {
+            self.weather = Weather::default();
             return Ok(After::Nothing);
         };
-        let reason = e.to_string();
         let at = At {
             trial,
             attempt,
             from: TrialState::Starting,
         };
+        if let ProviderError::Capacity(what) = e {
+            return self.no_room(at, what, now).await;
+        }
+        let reason = e.to_string();
         self.end(at, TrialState::Lost, reason.clone()).await?;
         runner.emit(Event::Lost { trial, reason });
         if let ProviderError::Unavailable(_) = e {
             return Err(e.into());
         }
         Ok(After::Again)
+    }
+
+    /// A launch found no room: the attempt goes back to pending unchanged (nothing
+    /// was made), and the study waits; past `capacity_timeout` the drive stops.
+    async fn no_room(&mut self, at: At, what: String, now: Millis) -> Result<After, RunError> {
+        let timing = &self.runner.timing;
+        let w = &mut self.weather;
+        let since = *w.since.get_or_insert(now);
+        w.failures += 1;
+        let wait = timing
+            .backoff_ms(self.study.seed, u64::MAX, w.failures)
+            .max(timing.backoff_base_ms);
+        w.until = now + wait;
+        let up = TrialUpdate {
+            state: Some(TrialState::Pending),
+            not_before_ms: Some(Some(w.until)),
+            ..Default::default()
+        };
+        self.write(at, &up).await?;
+        let waited = now - since;
+        if waited > timing.capacity_timeout_ms {
+            return Err(RunError::Machines(format!(
+                "study `{}` stopped: no room to launch for {} s ({what}). Add instance types ([aws] fallback_instance_types) or subnets in other zones ([aws] subnets), raise the quota, or try later; `augur run` again resumes the study.",
+                self.study.name,
+                waited / 1000
+            )));
+        }
+        self.runner.emit(Event::NoRoom {
+            what,
+            wait_ms: wait,
+            waited_ms: waited,
+        });
+        Ok(After::Nothing)
     }
 
     /// Creates up to `count` trials of the budget; the oracle may run out first.

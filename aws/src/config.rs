@@ -76,11 +76,7 @@ pub async fn sdk_config(opts: &AwsOptions) -> SdkConfig {
 /// resolves: `AWS_EC2_METADATA_SERVICE_ENDPOINT` or the link-local address); `None`
 /// off EC2, within a few seconds.
 pub async fn instance_id() -> Option<String> {
-    let client = aws_config::imds::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(1))
-        .max_attempts(2)
-        .build();
+    let client = imds();
     let got = tokio::time::timeout(
         Duration::from_secs(5),
         client.get("/latest/meta-data/instance-id"),
@@ -89,4 +85,28 @@ pub async fn instance_id() -> Option<String> {
     .ok()?
     .ok()?;
     Some(got.as_ref().to_string())
+}
+
+/// A metadata-service client that gives up quickly (off EC2 there is none).
+fn imds() -> aws_config::imds::Client {
+    aws_config::imds::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(1))
+        .max_attempts(2)
+        .build()
+}
+
+/// Resolves when this spot instance is to be reclaimed: the notice's document
+/// (`{"action": "terminate", "time": "..."}`), which EC2 puts in the instance's
+/// metadata two minutes ahead and which AWS advises checking every 5 s
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>).
+/// Looked at every `every`; before a notice the path answers 404.
+pub async fn spot_notice(every: Duration) -> String {
+    let client = imds();
+    loop {
+        if let Ok(doc) = client.get("/latest/meta-data/spot/instance-action").await {
+            return doc.as_ref().to_string();
+        }
+        tokio::time::sleep(every).await;
+    }
 }

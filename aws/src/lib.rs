@@ -12,7 +12,7 @@ pub mod machines;
 pub mod s3;
 
 pub use calls::{dynamodb, ec2, logs};
-pub use config::{instance_id, sdk_config, AwsOptions};
+pub use config::{instance_id, sdk_config, spot_notice, AwsOptions};
 pub use dynamo::DynamoStore;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};

@@ -45,6 +45,12 @@ pub mod env {
     pub const PARAMS_JSON: &str = "AUGUR_PARAMS_JSON";
     /// The attempt's working directory (also how a dead agent's scripts are found).
     pub const WORKDIR: &str = "AUGUR_WORKDIR";
+    /// On a spot reclaim notice the agent writes `AUGUR_PREEMPTED=1` and
+    /// `AUGUR_RECLAIM_TIME=<RFC 3339>` into this file of the working directory, then
+    /// sends the script SIGTERM (SIGKILL after the study's grace).
+    pub const PREEMPTED_FILE: &str = "augur-preempted.env";
+    pub const PREEMPTED: &str = "AUGUR_PREEMPTED";
+    pub const RECLAIM_TIME: &str = "AUGUR_RECLAIM_TIME";
     /// A dataset run: its name and the directory it fills.
     pub const DATASET: &str = "AUGUR_DATASET";
     pub const DATASET_DIR: &str = "AUGUR_DATASET_DIR";

@@ -382,6 +382,30 @@ mod tests {
     use TrialState::*;
 
     #[test]
+    fn an_attempt_ended_by_a_reclaim_notice_is_a_preemption_not_a_run() {
+        let mut t = Trial::new("s", 1, 0, 0, Default::default(), 0);
+        t.state = Running;
+        t.runs = 1;
+        let end = AttemptEnd {
+            exit_code: Some(143),
+            error: Some("its spot instance is reclaimed at T".into()),
+            preempted: true,
+            ..Default::default()
+        };
+        TrialUpdate::finished(5, &end).apply(&mut t);
+        assert_eq!((t.state, t.runs, t.preemptions), (Lost, 0, 1));
+        let mut u = Trial::new("s", 2, 0, 0, Default::default(), 0);
+        u.state = Running;
+        u.runs = 1;
+        let failed = AttemptEnd {
+            exit_code: Some(1),
+            ..Default::default()
+        };
+        TrialUpdate::finished(5, &failed).apply(&mut u);
+        assert_eq!((u.state, u.runs, u.preemptions), (Failed, 1, 0));
+    }
+
+    #[test]
     fn legal_transitions() {
         assert!(Pending.can_become(Starting));
         assert!(Starting.can_become(Running));
@@ -489,11 +513,14 @@ impl TrialUpdate {
     /// The final write of an attempt.
     pub fn finished(now: Millis, outcome: &AttemptEnd) -> TrialUpdate {
         TrialUpdate {
-            state: Some(if outcome.exit_code == Some(0) && outcome.error.is_none() {
+            state: Some(if outcome.preempted {
+                TrialState::Lost
+            } else if outcome.exit_code == Some(0) && outcome.error.is_none() {
                 TrialState::Succeeded
             } else {
                 TrialState::Failed
             }),
+            preempted: outcome.preempted,
             heartbeat_ms: Some(now),
             finished_ms: Some(Some(now)),
             exit_code: Some(outcome.exit_code),
@@ -517,6 +544,9 @@ pub struct AttemptEnd {
     pub error: Option<String>,
     /// Timeouts, keepalive expiry and terminated agents may be retried.
     pub retryable: bool,
+    /// The machine is being taken away (a spot reclaim notice): the attempt ends as
+    /// lost, a preemption, not a run of the trial.
+    pub preempted: bool,
     pub status: Option<String>,
     pub log_tail: Vec<String>,
 }

@@ -379,8 +379,9 @@ async fn aws_thirty_percent_throttling_and_5xx() {
     .record();
 }
 
-/// Instances terminated behind augur's back (spot reclaims by the hypervisor), and
-/// instances that never boot: re-created, the study completes.
+/// Instances taken away behind augur's back (failed hosts: `Server.InternalError`
+/// from the hypervisor), and instances that never boot: re-created, the study
+/// completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_reclaimed_and_never_booting_instances() {
     let n = 6;
@@ -390,7 +391,7 @@ async fn aws_reclaimed_and_never_booting_instances() {
     let reclaimed = text(&out.stderr).matches("taken away").count();
     Row {
         key: "e-aws-reclaim",
-        what: "instances terminated behind augur's back: spot reclaims (AWS)",
+        what: "instances taken away behind augur's back: failed hosts, Server.InternalError (AWS)",
         injected: format!("every 2nd instance, {reclaimed} seen"),
         trials: n,
         completed: done,

@@ -215,3 +215,61 @@ async fn a_drought_past_the_capacity_timeout_stops_the_study_with_exit_3() {
     }
     assert_eq!(w.study_instances("parched").await.len(), 0);
 }
+
+/// EC2 announces a spot reclaim in the instance's metadata two minutes ahead
+/// (`spot/instance-action`,
+/// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>;
+/// here 4 s). The agent tells the script (the working directory's
+/// `augur-preempted.env`, then SIGTERM), keeps its last lines, and records the
+/// attempt as preempted: with `max_attempts = 1` the trial still succeeds, on
+/// demand (`spot_fallback_after = 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_notice_tells_the_script_and_records_a_preemption() {
+    let mut w = World::new();
+    let file = study("noticed", "ami-12345678", 2)
+        .replace(
+            "script = 'echo \"METRICS: v=$AUGUR_PARAM_X\"'",
+            "script = '''\ntrap 'echo \"told: $(head -1 \"$AUGUR_WORKDIR/augur-preempted.env\")\"; exit 143' TERM\nif [ \"$AUGUR_ATTEMPT\" = 1 ]; then sleep 60 & wait; fi\necho \"METRICS: v=$AUGUR_PARAM_X\"\n'''",
+        )
+        .replace("[aws]\n", "[aws]\nspot = true\nspot_fallback_after = 1\n");
+    w.sb.write("s.toml", &file);
+    w.init();
+    w.start_hypervisor_with(&["--reclaim-spot", "--spot-notice-ms", "4000"]);
+    let started = Instant::now();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    ok(&w.augur(&args));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "the scripts were not ended: {took:?}"
+    );
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "noticed", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 2);
+    for t in &trials {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["attempt"], 2, "{t}");
+        assert_eq!(t["preemptions"], 1, "{t}");
+        assert_eq!(t["runs"], 1, "{t}");
+        let id = t["id"].as_u64().expect("id");
+        let shown: Value = serde_json::from_slice(
+            &w.augur(&["show", &format!("noticed/{id}"), "--json"])
+                .stdout,
+        )
+        .expect("show json");
+        let first = &shown["earlier_attempts"][0];
+        assert_eq!(first["state"], "lost", "{first}");
+        assert!(
+            first["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("spot instance is reclaimed")),
+            "{first}"
+        );
+        let logs = text(&w.augur(&["logs", &format!("noticed/{id}")]).stdout);
+        assert!(
+            logs.contains("spot reclaim announced") && logs.contains("told: AUGUR_PREEMPTED=1"),
+            "{logs}"
+        );
+    }
+}

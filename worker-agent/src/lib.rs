@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub machine: String,
     /// On AWS: logs to CloudWatch Logs and study files from S3 (local otherwise).
     pub aws: Option<AwsAgent>,
+    /// Watch the instance's metadata for a spot reclaim notice (on EC2).
+    pub spot: bool,
 }
 
 /// The AWS services an agent on EC2 uses besides the store.
@@ -359,6 +361,7 @@ async fn run_script(
         mut child,
         pgid,
         mut rx,
+        cwd,
     } = match start_script(cfg, study, trial).await {
         Ok(started) => started,
         Err(msg) => {
@@ -386,6 +389,15 @@ async fn run_script(
     let mut drain_until = None;
     let mut ended: Option<(String, bool)> = None;
     let far = started + Duration::from_secs(86_400 * 365);
+    let every = cfg.heartbeat.min(Duration::from_secs(5));
+    let notice = async {
+        match cfg.spot {
+            true => augur_aws::spot_notice(every).await,
+            false => std::future::pending().await,
+        }
+    };
+    tokio::pin!(notice);
+    let mut preempted = false;
 
     while status.is_none() || open {
         let watchdog = seen.keepalive.map(|k| last_output + k);
@@ -407,6 +419,10 @@ async fn run_script(
             _ = sleep_until(expiry.unwrap_or(far)), if expiry.is_some() && status.is_none() => {
                 let timed_out = deadline.is_some_and(|d| d <= Instant::now());
                 stop = Some(expired(timed_out, timeout_ms, seen.keepalive, grace));
+            }
+            doc = &mut notice, if status.is_none() && !preempted => {
+                preempted = true;
+                stop = Some(reclaimed(&cwd, &doc));
             }
             _ = sigterm.recv(), if status.is_none() => {
                 stop = Some(("agent terminated".into(), "agent received SIGTERM; ending the script".into()));
@@ -433,7 +449,37 @@ async fn run_script(
             ended = Some((why, true));
         }
     }
-    Ok(Some(seen.outcome(status, ended)))
+    let mut end = seen.outcome(status, ended);
+    end.preempted = preempted;
+    Ok(Some(end))
+}
+
+/// A spot reclaim is announced (`doc`, the instance-action document): the script is
+/// told in the working directory's [`PREEMPTED_FILE`](augur_model::agent::env::PREEMPTED_FILE)
+/// before its SIGTERM. Why the attempt ends, as recorded and as logged.
+fn reclaimed(cwd: &std::path::Path, doc: &str) -> (String, String) {
+    use augur_model::agent::env;
+    let time = serde_json::from_str::<serde_json::Value>(doc)
+        .ok()
+        .and_then(|v| v["time"].as_str().map(String::from))
+        .unwrap_or_default();
+    let file = cwd.join(env::PREEMPTED_FILE);
+    let told = std::fs::write(
+        &file,
+        format!("{}=1\n{}={time}\n", env::PREEMPTED, env::RECLAIM_TIME),
+    );
+    let why = format!("its spot instance is reclaimed at {time}");
+    let said = match told {
+        Ok(()) => format!(
+            "spot reclaim announced for {time}: {} written, ending the script (SIGTERM)",
+            env::PREEMPTED_FILE
+        ),
+        Err(e) => format!(
+            "spot reclaim announced for {time} ({} not written: {e}), ending the script (SIGTERM)",
+            env::PREEMPTED_FILE
+        ),
+    };
+    (why, said)
 }
 
 /// Why a script is ended at its timeout or keepalive, as recorded and as logged.
@@ -465,6 +511,8 @@ struct Script {
     child: tokio::process::Child,
     pgid: u32,
     rx: mpsc::Receiver<Chunk>,
+    /// Its working directory.
+    cwd: std::path::PathBuf,
 }
 
 /// Prepares the attempt's working directory (or a dataset's) and starts its script
@@ -519,7 +567,12 @@ async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result
     if let Some(err) = child.stderr.take() {
         tokio::spawn(lines::split(err, Stream::Err, tx));
     }
-    Ok(Script { child, pgid, rx })
+    Ok(Script {
+        child,
+        pgid,
+        rx,
+        cwd,
+    })
 }
 
 /// Records a heartbeat (with the metrics and status seen since the last one). Why
@@ -606,6 +659,7 @@ mod tests {
             heartbeat: Duration::from_millis(100),
             machine: "test".into(),
             aws: None,
+            spot: false,
         };
         (store, cfg)
     }

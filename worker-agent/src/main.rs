@@ -143,6 +143,7 @@ async fn run(args: Args) -> ExitCode {
         trial: args.trial,
         attempt: args.attempt,
         heartbeat: args.heartbeat,
+        spot: aws.is_some() && args.shutdown,
         aws,
     };
     let code = match run_attempt(store.as_ref(), &cfg).await {

@@ -44,6 +44,7 @@ impl ScriptOutput {
             series: self.series,
             error,
             retryable,
+            preempted: false,
             status: self.status,
             log_tail: self.tail.into_iter().collect(),
         }

@@ -11,10 +11,10 @@
 //! would:
 //! - its `shutdown` powers it off: `Client.InstanceInitiatedShutdown` (instances are
 //!   launched to terminate on shutdown);
-//! - a reclaim (`--reclaim-every N`, `--reclaim-spot`) is announced in its metadata
-//!   (`spot/instance-action`) `--spot-notice-ms` ahead, then it ends with
-//!   `Server.SpotInstanceTermination` (a spot instance) or `Server.InternalError`
-//!   (an on-demand one: a hardware failure);
+//! - a reclaim (`--reclaim-every N`, `--reclaim-spot`) of a spot instance is
+//!   announced in its metadata (`spot/instance-action`) `--spot-notice-ms` ahead,
+//!   then it ends with `Server.SpotInstanceTermination`; an on-demand one ends
+//!   without notice, with `Server.InternalError` (a failed host);
 //! - `TerminateInstances` from anyone else: the emulator's own
 //!   `Client.UserInitiatedShutdown`, and its processes are killed.
 //!
@@ -248,8 +248,12 @@ impl Hypervisor {
                 let every = |k: u32| k > 0 && n.is_multiple_of(k);
                 inst.hung = every(self.args.hang_every);
                 if every(self.args.reclaim_every) || (self.args.reclaim_spot && inst.spot) {
-                    let notice = Duration::from_millis(self.args.spot_notice_ms);
-                    if let Some(imds) = &inst.imds {
+                    // Only a spot instance is told ahead; a failed host just goes.
+                    let notice = match inst.spot {
+                        true => Duration::from_millis(self.args.spot_notice_ms),
+                        false => Duration::ZERO,
+                    };
+                    if let (true, Some(imds)) = (inst.spot, &inst.imds) {
                         imds.announce_reclaim(SystemTime::now() + FAULT_AFTER + notice);
                     }
                     inst.reclaim_at = Some(now + FAULT_AFTER + notice);

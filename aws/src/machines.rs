@@ -13,9 +13,10 @@ use augur_model::agent::{AwsTarget, Invocation};
 use augur_model::{Machine, Study, Trial};
 use augur_store::provider::{MachineProvider, ProviderError};
 use aws_sdk_ec2::types::{
-    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    MarketType, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceStateName, InstanceType, MarketType, ResourceType, ShutdownBehavior, Tag,
+    TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::Client;
 use base64::Engine;
@@ -34,6 +35,8 @@ pub struct Ec2Settings {
     pub security_groups: Vec<String>,
     pub instance_profile: Option<String>,
     pub spot: bool,
+    /// The root volume's size, GiB (the image's own size when `None`).
+    pub disk_gb: Option<u32>,
     /// After this many reclaims of one trial, its attempts run on demand.
     pub spot_fallback_after: Option<u32>,
     /// Agent arguments: table, bucket, log group prefix, heartbeat.
@@ -56,6 +59,8 @@ pub struct Ec2Provider {
     settings: Ec2Settings,
     /// The last listing of each study, and when it was made.
     listed: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<Machine>)>>,
+    /// The image's root device name, once looked up.
+    root_device: tokio::sync::OnceCell<String>,
 }
 
 /// Whether this attempt runs on spot: the study asks for it, and the trial has not
@@ -68,6 +73,31 @@ pub fn spot_for(s: &Ec2Settings, trial: &Trial) -> bool {
 /// escaped and reopened.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Whether an instance type runs arm64 (Graviton): its family has a `g` after the
+/// generation digit (`t4g`, `m7gd`, `c7gn`, `x2gd`, `hpc7g`), or it is `a1`. GPU
+/// families start with a `g` (`g5`) and run x86_64.
+pub fn arm64(instance_type: &str) -> bool {
+    let family = instance_type.split('.').next().unwrap_or_default();
+    let after_digit = family.trim_start_matches(|c: char| !c.is_ascii_digit());
+    family == "a1"
+        || after_digit
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .contains('g')
+}
+
+/// The image workers boot when a study names none: the latest Amazon Linux 2023
+/// for the type's architecture, through the public SSM parameter that RunInstances
+/// resolves itself (`resolve:ssm:`,
+/// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/finding-an-ami.html#using-systems-manager-parameter-to-find-AMI>).
+pub fn default_image(instance_type: &str) -> String {
+    let arch = if arm64(instance_type) {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    format!("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}")
 }
 
 /// The marker line of user-data that carries the agent's arguments as JSON.
@@ -151,6 +181,7 @@ impl Ec2Provider {
             client,
             settings,
             listed: Default::default(),
+            root_device: Default::default(),
         }
     }
 
@@ -191,7 +222,7 @@ impl Ec2Provider {
              shutdown -h now\n",
             serde_json::to_string(study).unwrap_or_default(),
             serde_json::to_string(&args).unwrap_or_default(),
-            sh_quote(&format!("s3://{}/agent/augur-agent", self.settings.bucket)),
+            sh_quote(&format!("s3://{}/{}", self.settings.bucket, crate::s3::AGENT_KEY)),
             quoted.join(" "),
         )
     }
@@ -277,6 +308,41 @@ impl Ec2Provider {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// A root volume of `gb` GiB (gp3, ended with the instance) on the image's root
+    /// device: DescribeImages says which; an image by SSM parameter (Amazon Linux),
+    /// or one that cannot be described, has `/dev/xvda`.
+    async fn root_volume(&self, gb: u32) -> BlockDeviceMapping {
+        let image = &self.settings.image;
+        let device = self
+            .root_device
+            .get_or_init(|| async {
+                let found = match image.starts_with("ami-") {
+                    true => self
+                        .client
+                        .describe_images()
+                        .image_ids(image)
+                        .send()
+                        .await
+                        .ok(),
+                    false => None,
+                };
+                found
+                    .and_then(|o| o.images().first()?.root_device_name().map(String::from))
+                    .unwrap_or_else(|| "/dev/xvda".into())
+            })
+            .await;
+        BlockDeviceMapping::builder()
+            .device_name(device)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .volume_size(gb as i32)
+                    .volume_type(VolumeType::Gp3)
+                    .delete_on_termination(true)
+                    .build(),
+            )
+            .build()
     }
 
     /// Where a launch may go, in order: each instance type in each subnet.
@@ -415,6 +481,9 @@ impl Ec2Provider {
         if let Some(p) = &s.instance_profile {
             req = req
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        if let Some(gb) = s.disk_gb {
+            req = req.block_device_mappings(self.root_volume(gb).await);
         }
         if spot_for(s, trial) {
             req = req.instance_market_options(
@@ -752,6 +821,37 @@ mod tests {
             },
         );
         assert_eq!(default_vpc.places(), vec![("t3.micro", None)]);
+    }
+
+    #[test]
+    fn graviton_types_are_arm64_and_get_their_own_default_image() {
+        for t in [
+            "t4g.micro",
+            "m7gd.large",
+            "c7gn.xlarge",
+            "x2gd.medium",
+            "hpc7g.4xlarge",
+            "a1.large",
+            "m6g.metal",
+        ] {
+            assert!(arm64(t), "{t}");
+        }
+        for t in [
+            "t3.micro",
+            "m7i.large",
+            "g5.xlarge",
+            "inf2.xlarge",
+            "c7a.large",
+            "p5.48xlarge",
+            "r7iz.large",
+        ] {
+            assert!(!arm64(t), "{t}");
+        }
+        assert!(default_image("t4g.small").ends_with("-arm64"));
+        assert!(default_image("t3.small").ends_with("-x86_64"));
+        assert!(default_image("t3.small").starts_with(
+            "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-"
+        ));
     }
 
     #[test]

@@ -41,12 +41,24 @@ pub fn files_prefix(study: &str) -> String {
     format!("studies/{study}/files/")
 }
 
-/// Creates the bucket unless it exists (ours already).
-pub async fn ensure_bucket(client: &Client, bucket: &str) -> Result<bool, S3Error> {
+/// Creates the bucket in `region` unless it exists (ours already). Outside
+/// us-east-1 S3 wants the region named (`LocationConstraint`), else it answers
+/// `IllegalLocationConstraintException`
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateBucket.html>).
+pub async fn ensure_bucket(client: &Client, bucket: &str, region: &str) -> Result<bool, S3Error> {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
     if client.head_bucket().bucket(bucket).send().await.is_ok() {
         return Ok(false);
     }
-    match client.create_bucket().bucket(bucket).send().await {
+    let mut create = client.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match create.send().await {
         Ok(_) => Ok(true),
         Err(e)
             if matches!(
@@ -89,24 +101,37 @@ pub async fn upload(
             }
             continue;
         }
-        let body = ByteStream::from_path(&path).await.map_err(|e| S3Error {
-            op: "upload",
-            what: path.display().to_string(),
-            text: e.to_string(),
-        })?;
-        let key = format!("{prefix}{rel}");
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(&key)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| fail("PutObject", &key, e))?;
+        put_file(client, bucket, &format!("{prefix}{rel}"), &path).await?;
         count += 1;
     }
     Ok(count)
 }
+
+/// Uploads one file as `key`.
+pub async fn put_file(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+) -> Result<(), S3Error> {
+    let body = ByteStream::from_path(path).await.map_err(|e| S3Error {
+        op: "upload",
+        what: path.display().to_string(),
+        text: e.to_string(),
+    })?;
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| fail("PutObject", key, e))?;
+    Ok(())
+}
+
+/// Where the agent for instances is, whatever its file was called.
+pub const AGENT_KEY: &str = "agent/augur-agent";
 
 /// Whether `rel` (a key below the prefix) names a file inside the download directory:
 /// plain components only, none empty, `.` or `..`.

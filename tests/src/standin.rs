@@ -65,6 +65,8 @@ pub struct Ec2Standin {
     /// Instance id → (state-reason code, message), as the hypervisor reported.
     reasons: Mutex<HashMap<String, (String, String)>>,
     droughts: Mutex<Vec<Drought>>,
+    /// The parameters of each RunInstances call that launched, as EC2 got them.
+    launches: Mutex<Vec<Vec<(String, String)>>>,
     /// RunInstances calls are answered one at a time (a token's first answer is
     /// recorded before a repeat of it is looked at).
     launching: Mutex<()>,
@@ -135,6 +137,11 @@ impl Ec2Standin {
         }
     }
 
+    /// The parameters of each RunInstances call that launched.
+    pub fn launches(&self) -> Vec<Vec<(String, String)>> {
+        self.launches.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// How many ClientTokens the stand-in remembers.
     pub fn tokens(&self) -> usize {
         self.tokens.lock().map(|m| m.len()).unwrap_or(0)
@@ -190,11 +197,12 @@ impl Ec2Standin {
             ));
         }
         let answer = forward()?;
-        if let Some(t) = token {
-            if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
-                if let Ok(mut m) = self.tokens.lock() {
-                    m.insert(t, (rest, answer.clone()));
-                }
+        if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
+            if let Ok(mut l) = self.launches.lock() {
+                l.push(params.clone());
+            }
+            if let (Some(t), Ok(mut m)) = (token, self.tokens.lock()) {
+                m.insert(t, (rest, answer.clone()));
             }
         }
         Ok(answer)

@@ -273,3 +273,77 @@ async fn a_spot_notice_tells_the_script_and_records_a_preemption() {
         );
     }
 }
+
+/// Settings do what they say: with no image, workers boot the latest Amazon Linux
+/// 2023 for the type's architecture through the SSM parameter RunInstances
+/// resolves (`resolve:ssm:`); `disk_gb` is the root volume; an arm64 (Graviton)
+/// type is refused before anything is launched, for the agent is x86_64 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_image_and_disk_gb_are_what_instances_launch_with() {
+    let mut w = World::new();
+    let file = study("plain", "unused", 2).replace(
+        "image = \"unused\"\n",
+        "instance_type = \"t3.micro\"\ndisk_gb = 50\n",
+    );
+    w.sb.write("s.toml", &file);
+    w.sb.write(
+        "arm.toml",
+        &file
+            .replace("t3.micro", "m7g.large")
+            .replace("plain", "arm"),
+    );
+    w.init();
+    let out = w.augur(&["run", "arm.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("arm64 (Graviton)"),
+        "{}",
+        text(&out.stderr)
+    );
+    w.start_hypervisor();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    ok(&w.augur(&args));
+    // As EC2 got the launches.
+    let launches = w.proxy.ec2().launches();
+    assert_eq!(launches.len(), 2);
+    for params in &launches {
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("ImageId"),
+            Some(
+                "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+            )
+        );
+        assert_eq!(get("BlockDeviceMapping.1.DeviceName"), Some("/dev/xvda"));
+        assert_eq!(get("BlockDeviceMapping.1.Ebs.VolumeSize"), Some("50"));
+        assert_eq!(
+            get("BlockDeviceMapping.1.Ebs.DeleteOnTermination"),
+            Some("true")
+        );
+    }
+    assert!(w.study_instances("arm").await.is_empty());
+}
+
+/// `augur init` outside us-east-1: S3 wants the bucket's region named
+/// (`LocationConstraint`,
+/// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateBucket.html>); and the
+/// agent file may have any name (it is stored as `agent/augur-agent`).
+#[test]
+fn init_works_in_any_region_with_any_agent_file_name() {
+    let w = World::new();
+    let agent = w.sb.path().join("my-agent.bin");
+    std::fs::copy(augur_tests::bin_dir().join("augur-agent"), &agent).expect("copy");
+    let out = w
+        .env(&mut w.sb.cmd(&["init", "--agent", &agent.display().to_string()]))
+        .env("AWS_REGION", "eu-west-1")
+        .env("AUGUR_BUCKET", "augur-e2e-eu")
+        .output()
+        .expect("augur init");
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("to s3://augur-e2e-eu/agent/augur-agent"),
+        "{}",
+        text(&out.stderr)
+    );
+}

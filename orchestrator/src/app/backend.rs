@@ -242,7 +242,13 @@ impl Backend {
         );
         let bucket = self.bucket()?;
         let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
-        let made = augur_aws::s3::ensure_bucket(&s3, &bucket)
+        let region = self
+            .sdk()
+            .await
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
+        let made = augur_aws::s3::ensure_bucket(&s3, &bucket, &region)
             .await
             .map_err(|e| AppError::unavailable(e.to_string()))?;
         eprintln!(
@@ -256,10 +262,11 @@ impl Backend {
                     a.display()
                 )));
             }
-            let n = augur_aws::s3::upload(&s3, &bucket, "agent/", a)
+            let key = augur_aws::s3::AGENT_KEY;
+            augur_aws::s3::put_file(&s3, &bucket, key, a)
                 .await
                 .map_err(|e| AppError::unavailable(e.to_string()))?;
-            eprintln!("uploaded {n} file(s) to s3://{bucket}/agent/");
+            eprintln!("uploaded {} to s3://{bucket}/{key}", a.display());
         }
         Ok(())
     }
@@ -369,17 +376,25 @@ impl Backend {
             )));
         }
         let spec = study.aws.clone().unwrap_or_default();
+        let instance_type = spec
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "t3.micro".into());
+        let types = std::iter::once(&instance_type).chain(&spec.fallback_instance_types);
+        if let Some(arm) = types.clone().find(|t| augur_aws::machines::arm64(t)) {
+            return Err(AppError::input(format!(
+                "study `{}`: instance type {arm} is arm64 (Graviton), and augur's agent for instances is built for x86_64 only so far: use an x86_64 type (t3, m7i, c7i, ...)",
+                study.name
+            )));
+        }
         let image = spec
             .image
             .clone()
-            .or_else(|| std::env::var("AUGUR_IMAGE").ok())
-            .ok_or_else(|| AppError::input(format!("study `{}`: the aws backend needs an image: [aws] image = \"ami-...\" (or AUGUR_IMAGE)", study.name)))?;
+            .or_else(|| std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| augur_aws::machines::default_image(&instance_type));
         let settings = Ec2Settings {
             image,
-            instance_type: spec
-                .instance_type
-                .clone()
-                .unwrap_or_else(|| "t3.micro".into()),
+            instance_type,
             fallback_instance_types: spec.fallback_instance_types.clone(),
             subnets: match spec.all_subnets() {
                 v if v.is_empty() => self.aws.subnet.iter().cloned().collect(),
@@ -388,6 +403,7 @@ impl Backend {
             security_groups: self.aws.security_groups.clone(),
             instance_profile: self.aws.instance_profile.clone(),
             spot: spec.spot,
+            disk_gb: spec.disk_gb,
             spot_fallback_after: spec.spot_fallback_after,
             table: self.table()?,
             bucket: self.bucket()?,

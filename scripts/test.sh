@@ -24,15 +24,15 @@ cargo build --workspace --bins --locked
 # versions they need, and the deploy test ships them.
 AUGUR_INSTANCE_AGENT="$(scripts/instance-binaries.sh dev)"
 export AUGUR_INSTANCE_AGENT
-# The chaos suite (tests/chaos) writes its figures here: this run's only.
+# The chaos rows (tests/chaos, tests/tests/ec2.rs) are written here: this run's only.
 chaos="${CARGO_TARGET_DIR:-target}/debug/chaos"
 rm -rf "$chaos"
 cargo test --workspace --locked
-# The chaos suite's figures (each row was checked by its test: 0 lost, 0 duplicated).
+# The chaos table (tests/chaos and tests/tests/ec2.rs; each row was checked by its test).
 if [ -d "$chaos" ]; then
   echo
-  echo "| chaos: injected | how many | trials | completed | lost | duplicated | s |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| chaos: injected | how many | trials | completed | launches/trial | lost | duplicated | s |"
+  echo "|---|---|---|---|---|---|---|---|"
   cat "$chaos"/*.md
 fi
 # The scale simulation: the real decide() and runner on a virtual clock against a

@@ -100,6 +100,24 @@ pub fn default_image(instance_type: &str) -> String {
     format!("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}")
 }
 
+/// The hard limit of an attempt's instance, in minutes: its timeout (its
+/// dataset's, or the study's) and grace, plus 10 minutes to boot and to write its
+/// end; a week when the study sets no timeout. The boot script schedules the
+/// power-off then, so nothing outlives its purpose when every augur process is gone.
+pub fn max_life_minutes(study: &Study, trial: &Trial) -> u64 {
+    let timeout = match &trial.dataset {
+        Some(name) => study
+            .dataset_spec(name, &trial.params)
+            .and_then(|d| d.timeout_ms)
+            .or(study.run.timeout_ms),
+        None => study.run.timeout_ms,
+    };
+    match timeout {
+        Some(ms) => (ms + study.run.grace_ms).div_ceil(60_000) + 10,
+        None => 7 * 24 * 60,
+    }
+}
+
 /// The marker line of user-data that carries the agent's arguments as JSON.
 pub const ARGS_MARKER: &str = "# augur-agent-args: ";
 
@@ -205,8 +223,11 @@ impl Ec2Provider {
         .to_args()
     }
 
-    /// The instance's boot script: fetch the agent, run it, power off.
-    pub fn user_data(&self, study: &str, trial: u64, attempt: u32) -> String {
+    /// The instance's boot script: schedule the power-off at the attempt's hard
+    /// limit (`life_min` minutes, [`max_life_minutes`]: the instance ends then even if
+    /// its agent hangs and no augur process is left), fetch the agent, run it, power
+    /// off.
+    pub fn user_data(&self, study: &str, trial: u64, attempt: u32, life_min: u64) -> String {
         let args = self.agent_args(study, trial, attempt);
         let quoted: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
         // Both names: the AWS CLI v1 reads only the second.
@@ -216,6 +237,7 @@ impl Ec2Provider {
         // name, region or bucket can end a line or a word early.
         format!(
             "#!/bin/bash\n# augur worker: study {}, trial {trial}, attempt {attempt}\n{ARGS_MARKER}{}\nset -uo pipefail\n{region}\
+             shutdown -h +{life_min}\n\
              mkdir -p /var/lib/augur\n\
              aws s3 cp --only-show-errors {} /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
              /usr/local/bin/augur-agent {}\n\
@@ -464,6 +486,7 @@ impl Ec2Provider {
                     &study.name,
                     trial.id,
                     trial.attempt,
+                    max_life_minutes(study, trial),
                 )),
             )
             .tag_specifications(tags)
@@ -552,16 +575,21 @@ impl MachineProvider for Ec2Provider {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e)
                 if e.as_service_error()
                     .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
-                    == Some("InvalidInstanceID.NotFound") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(fail("TerminateInstances", e)),
+                    == Some("InvalidInstanceID.NotFound") => {}
+            Err(e) => return Err(fail("TerminateInstances", e)),
         }
+        // Ended: a reused listing must not show it alive (it would be ended again at
+        // every pass until the listing is made afresh).
+        if let Ok(mut cache) = self.listed.lock() {
+            for (_, machines) in cache.values_mut() {
+                machines.retain(|m| m.id != machine.id);
+            }
+        }
+        Ok(())
     }
 
     fn sees_all(&self) -> bool {
@@ -671,7 +699,7 @@ mod tests {
                     ..Ec2Settings::default()
                 },
             );
-            let (agent, aws, got_region) = run_boot_script(&p.user_data(&study, 7, 2));
+            let (agent, aws, got_region) = run_boot_script(&p.user_data(&study, 7, 2, 25));
             prop_assert_eq!(agent, p.agent_args(&study, 7, 2));
             prop_assert_eq!(aws, vec![
                 "s3".to_string(), "cp".into(), "--only-show-errors".into(),
@@ -711,7 +739,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        let ud = p.user_data("it's", 3, 2);
+        let ud = p.user_data("it's", 3, 2, 25);
+        assert!(ud.contains("\nshutdown -h +25\n"), "{ud}");
         for secret in [
             "AKIASECRETKEYID",
             "very/secret",

@@ -7,7 +7,8 @@
 
 use augur_tests::cloud::{futures_lite, World};
 use augur_tests::faults::{Fault, Rule};
-use augur_tests::{bin_dir, ok, text, wait_for, Sandbox, FAST};
+use augur_tests::table::Row;
+use augur_tests::{ok, text, wait_for, Sandbox, FAST};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,41 +36,6 @@ impl Rng {
     }
 }
 
-/// One row of the table.
-struct Row {
-    key: &'static str,
-    what: &'static str,
-    injected: String,
-    trials: usize,
-    completed: usize,
-    lost: usize,
-    duplicated: usize,
-    took: Duration,
-}
-
-impl Row {
-    /// Writes the row for the table, prints it, and holds it to the promise.
-    fn record(&self) {
-        let line = format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} |",
-            self.what,
-            self.injected,
-            self.trials,
-            self.completed,
-            self.lost,
-            self.duplicated,
-            self.took.as_secs_f64()
-        );
-        let dir = bin_dir().join("chaos");
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join(format!("{}.md", self.key)), format!("{line}\n"));
-        eprintln!("{line}");
-        assert_eq!(self.lost, 0, "{}: trials lost", self.what);
-        assert_eq!(self.duplicated, 0, "{}: duplicated", self.what);
-        assert_eq!(self.completed, self.trials, "{}: not completed", self.what);
-    }
-}
-
 /// Lines of the shared `runs` file, as (trial, attempt) → how many times.
 fn attempts(runs: &std::path::Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -77,6 +43,14 @@ fn attempts(runs: &std::path::Path) -> BTreeMap<String, usize> {
         *out.entry(l.to_string()).or_default() += 1;
     }
     out
+}
+
+/// Machines launched for a local study: one agent per attempt.
+fn launches(trials: &[Value]) -> usize {
+    trials
+        .iter()
+        .filter_map(|t| t["attempt"].as_u64())
+        .sum::<u64>() as usize
 }
 
 fn succeeded(trials: &[Value]) -> usize {
@@ -118,6 +92,7 @@ fn orchestrator_kill_9_twenty_times() {
         injected: format!("{kills} kills"),
         trials: n,
         completed: done,
+        launches: launches(&trials),
         lost: n - done + trials.len().saturating_sub(n),
         duplicated: ran.values().filter(|c| **c > 1).count(),
         took: started.elapsed(),
@@ -228,6 +203,7 @@ fn kill_workers(agents: bool) {
         injected: format!("{kills} kills, {retried} trials retried"),
         trials: n,
         completed: done,
+        launches: launches(&trials),
         lost: n - done,
         duplicated: ran.values().filter(|c| **c > 1).count(),
         took: started.elapsed(),
@@ -294,7 +270,8 @@ fn aws_study(
 
 /// Checks an AWS study: every trial succeeded with its metric, one instance per
 /// attempt, none left running; returns (completed, lost, duplicated instances).
-fn aws_outcome(w: &World, name: &str, n: usize) -> (usize, usize, usize) {
+/// (completed, lost, duplicated, launches) of an AWS study.
+fn aws_outcome(w: &World, name: &str, n: usize) -> (usize, usize, usize, usize) {
     let out = w.augur(&["trials", name, "--json"]);
     let trials: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let done = trials
@@ -312,7 +289,7 @@ fn aws_outcome(w: &World, name: &str, n: usize) -> (usize, usize, usize) {
     wait_for(Duration::from_secs(30), "no instance left running", || {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
-    (done, n - done, duplicated)
+    (done, n - done, duplicated, instances.len())
 }
 
 /// 30 % of the calls to EC2, DynamoDB and CloudWatch Logs (the orchestrator's and the
@@ -344,7 +321,7 @@ async fn aws_thirty_percent_throttling_and_5xx() {
         .collect();
     let faulted = calls.iter().filter(|c| c.fault.is_some()).count();
     w.proxy.clear();
-    let (done, lost, dup) = aws_outcome(&w, "storm", n);
+    let (done, lost, dup, launches) = aws_outcome(&w, "storm", n);
     // Every trial's METRICS line reached CloudWatch Logs exactly once.
     let logs = text(&w.augur(&["logs", "storm", "--filter", "METRICS"]).stdout);
     for x in 1..=n {
@@ -372,6 +349,7 @@ async fn aws_thirty_percent_throttling_and_5xx() {
         ),
         trials: n,
         completed: done,
+        launches,
         lost,
         duplicated: dup,
         took,
@@ -387,7 +365,7 @@ async fn aws_reclaimed_and_never_booting_instances() {
     let n = 6;
     let (w, out, took) = aws_study("reclaim", n, &["--reclaim-every", "2"], |_| {}, &[]);
     ok(&out);
-    let (done, lost, dup) = aws_outcome(&w, "reclaim", n);
+    let (done, lost, dup, launches) = aws_outcome(&w, "reclaim", n);
     let reclaimed = text(&out.stderr).matches("taken away").count();
     Row {
         key: "e-aws-reclaim",
@@ -395,6 +373,7 @@ async fn aws_reclaimed_and_never_booting_instances() {
         injected: format!("every 2nd instance, {reclaimed} seen"),
         trials: n,
         completed: done,
+        launches,
         lost,
         duplicated: dup,
         took,
@@ -404,7 +383,7 @@ async fn aws_reclaimed_and_never_booting_instances() {
 
     let (w, out, took) = aws_study("noboot", n, &["--never-boot-every", "3"], |_| {}, &[]);
     ok(&out);
-    let (done, lost, dup) = aws_outcome(&w, "noboot", n);
+    let (done, lost, dup, launches) = aws_outcome(&w, "noboot", n);
     let timeouts = text(&out.stderr).matches("did not report within").count();
     Row {
         key: "f-aws-noboot",
@@ -413,6 +392,7 @@ async fn aws_reclaimed_and_never_booting_instances() {
         injected: format!("every 3rd instance, {timeouts} timed out"),
         trials: n,
         completed: done,
+        launches,
         lost,
         duplicated: dup,
         took,
@@ -431,13 +411,14 @@ async fn aws_hung_machines() {
     ok(&out);
     let err = text(&out.stderr);
     let hung = err.matches("no heartbeat for").count();
-    let (done, lost, dup) = aws_outcome(&w, "hung", n);
+    let (done, lost, dup, launches) = aws_outcome(&w, "hung", n);
     Row {
         key: "j-aws-hung",
         what: "hung machines (agent frozen: no heartbeat, its script never ends): lost after the lease, terminated, re-created (AWS)",
         injected: format!("every 2nd instance, {hung} hung"),
         trials: n,
         completed: done,
+        launches,
         lost,
         duplicated: dup,
         took,
@@ -484,13 +465,14 @@ async fn aws_database_unreachable_for_a_while_then_past_the_deadline() {
         .iter()
         .filter(|c| c.fault == Some(Fault::Refuse))
         .count();
-    let (done, lost, dup) = aws_outcome(&w, "dark", n);
+    let (done, lost, dup, launches) = aws_outcome(&w, "dark", n);
     Row {
         key: "g-aws-dark",
         what: "DynamoDB unreachable for 4 s mid-study: waits with backoff, continues (AWS)",
         injected: format!("{refused_1} calls refused"),
         trials: n,
         completed: done,
+        launches,
         lost,
         duplicated: dup,
         took: started.elapsed(),
@@ -512,13 +494,14 @@ async fn aws_database_unreachable_for_a_while_then_past_the_deadline() {
     let mut child = run("30s");
     let status = augur_tests::wait_exit(&mut child, Duration::from_secs(120));
     assert!(status.success(), "resumes");
-    let (done, lost, dup) = aws_outcome(&w, "dark2", n);
+    let (done, lost, dup, launches) = aws_outcome(&w, "dark2", n);
     Row {
         key: "h-aws-deadline",
         what: "DynamoDB unreachable past the backend deadline: exit 3, re-run resumes (AWS)",
         injected: "all calls refused for 3 s+".into(),
         trials: n,
         completed: done,
+        launches,
         lost,
         duplicated: dup,
         took: started.elapsed(),
@@ -577,6 +560,7 @@ fn disk_full_for_a_trial_log() {
         injected: "1 log on /dev/full".into(),
         trials: n,
         completed: done,
+        launches: launches(&trials),
         lost: n - done,
         duplicated: 0,
         took: started.elapsed(),

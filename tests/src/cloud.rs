@@ -172,6 +172,15 @@ impl World {
         v
     }
 
+    /// Attempts of `study` with more than one instance.
+    pub async fn duplicated(&self, study: &str) -> usize {
+        let mut per = std::collections::BTreeMap::new();
+        for i in self.study_instances(study).await {
+            *per.entry((i.0, i.1)).or_insert(0) += 1;
+        }
+        per.values().filter(|c| **c > 1).count()
+    }
+
     pub async fn live_instances(&self) -> usize {
         self.instances()
             .await

@@ -6,6 +6,7 @@ pub mod emulator;
 pub mod faults;
 pub mod lambda;
 pub mod standin;
+pub mod table;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 
 use augur_tests::cloud::{futures_lite, World};
 use augur_tests::standin::Drought;
+use augur_tests::table::Row;
 use augur_tests::{ok, text, wait_for};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -66,8 +67,19 @@ async fn a_boot_script_that_cannot_fetch_the_agent_stops_the_study_after_a_few_l
     );
     assert!(!err.contains("taken away"), "not a preemption: {err}");
     let launched = w.study_instances("bare").await.len();
-    eprintln!("stopped after {launched} launches in {took:?}");
     assert!((3..=6).contains(&launched), "{launched} launches");
+    Row {
+        key: "k-ec2-bootfail",
+        what: "an image without the AWS CLI: every boot fails, the study stops with exit 3 and what to check (AWS)",
+        injected: "every instance".into(),
+        trials: 6,
+        completed: 0,
+        launches: launched,
+        lost: 0,
+        duplicated: w.duplicated("bare").await,
+        took,
+    }
+    .write();
     // Nothing was lost: the trials are recorded, their attempts as failed launches,
     // and `augur run` again would resume them.
     let trials: Vec<Value> =
@@ -104,8 +116,10 @@ async fn a_study_deleted_and_run_again_gets_fresh_instances() {
         || (futures_lite(w.live_instances()) == 0).then_some(()),
     );
     ok(&w.augur(&["delete", "again"]));
+    let started = Instant::now();
     let out = w.augur(&args);
     ok(&out);
+    let took = started.elapsed();
     let trials: Vec<Value> =
         serde_json::from_slice(&w.augur(&["trials", "again", "--json"]).stdout).expect("json");
     assert_eq!(trials.len(), 3);
@@ -118,6 +132,18 @@ async fn a_study_deleted_and_run_again_gets_fresh_instances() {
         6,
         "3 fresh instances"
     );
+    Row {
+        key: "l-ec2-recreated",
+        what: "a study deleted and run again under its name: fresh instances, no earlier attempt (AWS)",
+        injected: "EC2 keeps every ClientToken".into(),
+        trials: 3,
+        completed: trials.iter().filter(|t| t["state"] == "succeeded").count(),
+        launches: 3,
+        lost: 0,
+        duplicated: w.duplicated("again").await,
+        took,
+    }
+    .record();
     // The stand-in did hold the tokens: a repeat of the first run's would have been
     // answered with its terminated instances.
     assert!(w.proxy.ec2().tokens() >= 6);
@@ -155,10 +181,21 @@ async fn a_capacity_drought_is_waited_out_without_using_up_attempts() {
         assert_eq!(t["state"], "succeeded", "{t}");
         assert_eq!(t["attempt"], 1, "no attempt used up: {t}");
     }
-    let launches = w.proxy.count("ec2", "RunInstances");
+    let calls = w.proxy.count("ec2", "RunInstances");
     let instances = w.study_instances("dry").await.len();
-    eprintln!("60 s drought: {launches} RunInstances calls, {instances} instances, {took:?}");
     assert_eq!(instances, 3);
+    Row {
+        key: "m-ec2-drought",
+        what: "no capacity anywhere for 60 s, max_attempts = 1: the study waits, no attempt used up (AWS)",
+        injected: format!("InsufficientInstanceCapacity, {calls} RunInstances calls"),
+        trials: 3,
+        completed: trials.iter().filter(|t| t["state"] == "succeeded").count(),
+        launches: instances,
+        lost: 0,
+        duplicated: w.duplicated("dry").await,
+        took,
+    }
+    .record();
 }
 
 /// With no room for the first instance type, a launch falls back to the next at
@@ -244,6 +281,18 @@ async fn a_spot_notice_tells_the_script_and_records_a_preemption() {
         took < Duration::from_secs(60),
         "the scripts were not ended: {took:?}"
     );
+    Row {
+        key: "n-ec2-spot-notice",
+        what: "spot reclaims announced 4 s ahead: the script is told, the attempt is a preemption (AWS)",
+        injected: "every spot instance".into(),
+        trials: 2,
+        completed: 2,
+        launches: w.study_instances("noticed").await.len(),
+        lost: 0,
+        duplicated: w.duplicated("noticed").await,
+        took,
+    }
+    .record();
     let trials: Vec<Value> =
         serde_json::from_slice(&w.augur(&["trials", "noticed", "--json"]).stdout).expect("json");
     assert_eq!(trials.len(), 2);
@@ -346,4 +395,51 @@ fn init_works_in_any_region_with_any_agent_file_name() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Nothing outlives its purpose, even when every augur process is dead: each boot
+/// script schedules the power-off at its attempt's hard limit (timeout + grace + 10
+/// minutes; here a minute lasts 500 ms). Every instance hangs (its agent and
+/// script frozen) and `augur run` is killed with SIGKILL: each instance still ends
+/// by itself, at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_end_at_their_hard_limit_when_every_augur_process_is_dead() {
+    let mut w = World::new();
+    let file = study("abandoned", "ami-12345678", 2).replace(
+        "max_attempts = 1\n",
+        "max_attempts = 1\ntimeout = \"1m\"\ngrace = \"5s\"\n",
+    );
+    w.sb.write("s.toml", &file);
+    w.init();
+    w.start_hypervisor_with(&["--hang-every", "1", "--minute-ms", "500"]);
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let mut run = w.spawn(&args);
+    wait_for(Duration::from_secs(60), "2 instances running", || {
+        (futures_lite(w.live_instances()) == 2).then_some(())
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
+    let _ = run.wait();
+    let killed = Instant::now();
+    // The limit: 1 min + 5 s of grace, rounded up, + 10 = 12 minutes = 6 s here.
+    wait_for(
+        Duration::from_secs(60),
+        "every instance ended by itself",
+        || (futures_lite(w.live_instances()) == 0).then_some(()),
+    );
+    let took = killed.elapsed();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    Row {
+        key: "o-ec2-hard-limit",
+        what: "every instance hung and augur SIGKILLed: each instance ends by itself at its hard limit (s: after the kill) (AWS)",
+        injected: "2 hung instances, no augur".into(),
+        trials: 2,
+        completed: 0,
+        launches: w.study_instances("abandoned").await.len(),
+        lost: 0,
+        duplicated: w.duplicated("abandoned").await,
+        took,
+    }
+    .write();
 }

@@ -75,7 +75,8 @@ impl Instance {
         std::fs::write(
             &shutdown,
             format!(
-                "#!/bin/bash\n# The stand-in's power button: the hypervisor powers the instance off.\n: > '{}'\nexec sleep 3600\n",
+                "#!/bin/bash\n# The stand-in's power button: `shutdown -h now` powers the instance off;\n# `shutdown -h +N` schedules it N minutes on (the hypervisor keeps the timer).\nfor a in \"$@\"; do case \"$a\" in +*) echo \"$(date +%s%3N) ${{a#+}}\" > '{}'; exit 0;; esac; done\n: > '{}'\nexec sleep 3600\n",
+                dir.join("scheduled-poweroff").display(),
                 dir.join("powered-off").display()
             ),
         )?;
@@ -134,9 +135,23 @@ impl Instance {
         done
     }
 
-    /// Whether the instance asked to power off.
-    pub fn powered_off(&self) -> bool {
-        self.dir.join("powered-off").exists()
+    /// Whether the instance asked to power off, now or at a time that has come (a
+    /// minute lasts `minute_ms` here).
+    pub fn powered_off(&self, minute_ms: u64) -> bool {
+        if self.dir.join("powered-off").exists() {
+            return true;
+        }
+        let Ok(at) = std::fs::read_to_string(self.dir.join("scheduled-poweroff")) else {
+            return false;
+        };
+        let mut words = at.split_whitespace().map(|w| w.parse::<u64>().ok());
+        let (Some(Some(asked_ms)), Some(Some(minutes))) = (words.next(), words.next()) else {
+            return false;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now_ms >= asked_ms + minutes * minute_ms
     }
 
     /// The instance's processes: (pid, executable).

@@ -9,7 +9,8 @@
 //! An instance ends as on EC2, and the fault proxy is told how (`POST
 //! /__standin/ended`), so that `DescribeInstances` reports the state reason EC2
 //! would:
-//! - its `shutdown` powers it off: `Client.InstanceInitiatedShutdown` (instances are
+//! - its `shutdown` powers it off, now or `+N` minutes on (a minute lasts
+//!   `--minute-ms` here): `Client.InstanceInitiatedShutdown` (instances are
 //!   launched to terminate on shutdown);
 //! - a reclaim (`--reclaim-every N`, `--reclaim-spot`) of a spot instance is
 //!   announced in its metadata (`spot/instance-action`) `--spot-notice-ms` ahead,
@@ -74,6 +75,9 @@ struct Args {
     /// heartbeats nor ends its script.
     #[arg(long, default_value = "0")]
     hang_every: u32,
+    /// How long a minute lasts for a scheduled power-off (`shutdown -h +N`).
+    #[arg(long, default_value = "60000")]
+    minute_ms: u64,
     /// An image without the AWS CLI (may be repeated): its boot script cannot fetch
     /// the agent.
     #[arg(long)]
@@ -228,7 +232,7 @@ impl Hypervisor {
             if inst.booted_out() {
                 eprintln!("fake-hypervisor: {}: its boot script ended", inst.id);
             }
-            if inst.powered_off() {
+            if inst.powered_off(self.args.minute_ms) {
                 ending.push((inst.id.clone(), "Client.InstanceInitiatedShutdown"));
                 continue;
             }

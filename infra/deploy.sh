@@ -10,7 +10,8 @@
 #   --region REGION     region (default: AWS_REGION, AWS_DEFAULT_REGION, or the CLI's)
 #   --vpc VPC_ID        VPC of the workers (default: the region's default VPC)
 #   --subnet SUBNET_ID  subnet of the workers (default: the VPC's default subnet)
-#   --image AMI_ID      AMI for studies that name none (default: latest Amazon Linux 2023)
+#   --image AMI_ID      AMI for studies that name none (default: the latest Amazon Linux 2023
+#                       for the instance type, resolved by EC2 at each launch)
 #   --tick-rate MIN     minutes between scheduled ticks (default: 1)
 #   --profile PROFILE   cargo profile of the build: release (default) or dev
 #   --agent PATH        use this augur-agent build instead of building one
@@ -85,7 +86,25 @@ fi
 account="$(aws sts get-caller-identity --query Account --output text)" \
   || die 3 "no AWS credentials (aws sts get-caller-identity failed)"
 
-# 1. The binaries, for Amazon Linux 2023.
+# 1. The network and the image, checked before anything is built or made.
+if [ -z "$vpc" ]; then
+  vpc="$(aws ec2 describe-vpcs --filters Name=isDefault,Values=true \
+    --query 'Vpcs[0].VpcId' --output text)"
+  [ -n "$vpc" ] && [ "$vpc" != None ] || die 2 "no default VPC in $region: give one with --vpc"
+fi
+aws ec2 describe-vpcs --vpc-ids "$vpc" > /dev/null 2>&1 || die 2 "--vpc $vpc: no such VPC in $region"
+if [ -n "$subnet" ]; then
+  in_vpc="$(aws ec2 describe-subnets --subnet-ids "$subnet" --query 'Subnets[0].VpcId' \
+    --output text 2> /dev/null)" || die 2 "--subnet $subnet: no such subnet in $region"
+  [ "$in_vpc" = "$vpc" ] || die 2 "--subnet $subnet is in VPC $in_vpc, not $vpc: give its VPC with --vpc"
+fi
+# Without --image, augur launches the latest Amazon Linux 2023 for each instance
+# type's architecture (RunInstances resolves its public SSM parameter).
+if [ -n "$image" ]; then
+  aws ec2 describe-images --image-ids "$image" > /dev/null 2>&1 || die 2 "--image $image: no such image in $region"
+fi
+
+# 2. The binaries, for Amazon Linux 2023.
 if [ -z "$agent" ] || [ -z "$lambda" ]; then
   say "building augur-agent and augur-lambda ($profile) for Amazon Linux 2023"
   built="$("$root/scripts/instance-binaries.sh" "$profile")"
@@ -93,7 +112,7 @@ if [ -z "$agent" ] || [ -z "$lambda" ]; then
   lambda="${lambda:-$(dirname "$built")/augur-lambda}"
 fi
 
-# 2. The Lambda bundle (`bootstrap`), named by its content so that an update of the
+# 3. The Lambda bundle (`bootstrap`), named by its content so that an update of the
 #    code is an update of the stack.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -109,7 +128,7 @@ PY
 digest="$(sha256sum "$work/augur-lambda.zip" | cut -c1-16)"
 key="lambda/augur-lambda-$digest.zip"
 
-# 3. A staging bucket for the bundle (the stack's own bucket does not exist yet).
+# 4. A staging bucket for the bundle (the stack's own bucket does not exist yet).
 staging="augur-staging-$account-$region"
 if ! aws s3api head-bucket --bucket "$staging" > /dev/null 2>&1; then
   say "creating the staging bucket $staging"
@@ -124,18 +143,17 @@ if ! aws s3api head-bucket --bucket "$staging" > /dev/null 2>&1; then
 fi
 aws s3 cp --quiet "$work/augur-lambda.zip" "s3://$staging/$key" || die 3 "cannot upload the Lambda bundle"
 
-# 4. The network.
-if [ -z "$vpc" ]; then
-  vpc="$(aws ec2 describe-vpcs --filters Name=isDefault,Values=true \
-    --query 'Vpcs[0].VpcId' --output text)"
-  [ -n "$vpc" ] && [ "$vpc" != None ] || die 2 "no default VPC in $region: give one with --vpc"
-fi
-if [ -z "$image" ]; then
-  image="$(aws ssm get-parameter --name /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 \
-    --query Parameter.Value --output text 2> /dev/null || true)"
+# 5. Spot instances launched through the API need EC2's spot service-linked role
+#    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/service-linked-roles-spot-instance-requests.html).
+spot_role="$(aws iam list-roles --path-prefix /aws-service-role/spot.amazonaws.com/ \
+  --query 'Roles[0].RoleName' --output text 2> /dev/null || true)"
+if [ -z "$spot_role" ] || [ "$spot_role" = None ]; then
+  say "creating the spot service-linked role AWSServiceRoleForEC2Spot"
+  aws iam create-service-linked-role --aws-service-name spot.amazonaws.com > /dev/null \
+    || die 3 "cannot create the spot service-linked role (iam:CreateServiceLinkedRole)"
 fi
 
-# 5. The stack: created or updated, and waited for.
+# 6. The stack: created or updated, and waited for.
 say "deploying stack \`$stack\` in $region (VPC $vpc)"
 params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
         WorkerImage="$image" WorkerSubnet="$subnet")
@@ -166,10 +184,10 @@ prefix="$(aws cloudformation describe-stacks --stack-name "$stack" --output text
   --query "Stacks[0].Parameters[?ParameterKey=='LogGroupPrefix'].ParameterValue")"
 [ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
 
-# 6. The agent instances download.
+# 7. The agent instances download.
 aws s3 cp --quiet "$agent" "s3://$bucket/agent/augur-agent" || die 3 "cannot upload the agent"
 
-# 7. The CLI's config.
+# 8. The CLI's config.
 mkdir -p "$(dirname "$config")"
 {
   echo "# Written by infra/deploy.sh for stack \`$stack\` in $region. Flags and AUGUR_*"

@@ -81,6 +81,24 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
     assert!(text(&out.stderr).contains("--tick-rate"));
     let out = d.deploy(&["--frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+    // A network or an image that is not there: said before anything is made.
+    for (args, says) in [
+        (
+            &["--subnet", "subnet-0123456789abcdef0"][..],
+            "no such subnet",
+        ),
+        (&["--vpc", "vpc-0123456789abcdef0"][..], "no such VPC"),
+        (&["--image", "ami-0123456789abcdef0"][..], "no such image"),
+    ] {
+        let out = d.deploy(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
     assert!(!d.config().exists());
 
     let start = Instant::now();
@@ -98,6 +116,14 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         "augur-ci",
     ]);
     assert_eq!(stacks["Stacks"][0]["StackStatus"], "CREATE_COMPLETE");
+    // Spot launches through the API need EC2's spot service-linked role.
+    let roles = d.aws(&[
+        "iam",
+        "list-roles",
+        "--path-prefix",
+        "/aws-service-role/spot.amazonaws.com/",
+    ]);
+    assert_eq!(roles["Roles"].as_array().map(Vec::len), Some(1), "{roles}");
 
     // Every resource of the template, complete.
     let template = std::fs::read_to_string(repo().join("infra/augur.yaml")).expect("template");

@@ -107,13 +107,19 @@ pub enum Ended {
 
 /// Runs one attempt to its end. See the crate docs.
 pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<Ended, AgentError> {
-    let (study, trial) = match current_attempt(store, cfg).await? {
+    let (rec, trial) = match current_attempt(store, cfg).await? {
         Ok(current) => current,
         Err(why) => return refuse(store, cfg, why).await,
     };
+    // Past the lease without a heartbeat recorded, the attempt counts as lost.
+    let lease = rec
+        .drive
+        .as_ref()
+        .map(|d| Duration::from_millis(d.lease_ms.max(0) as u64));
+    let study = rec.spec;
     let mut log = open_log(cfg, &trial);
     let trial = mark_running(store, cfg, &mut log).await?;
-    let outcome = run_script(store, cfg, &study, &trial, &mut log).await?;
+    let outcome = run_script(store, cfg, (&study, lease), &trial, &mut log).await?;
     let Some(outcome) = outcome else {
         log.write(Source::Augur, "the trial moved on (pruned, cancelled, or lost and retried): this attempt ends without a final write");
         log.flush_final().await;
@@ -129,7 +135,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
 async fn current_attempt(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-) -> Result<Result<(Study, Trial), String>, AgentError> {
+) -> Result<Result<(augur_model::StudyRecord, Trial), String>, AgentError> {
     let key = format!("{}/{}", cfg.study, cfg.trial);
     let rec = store
         .get_study(&cfg.study)
@@ -150,7 +156,7 @@ async fn current_attempt(
     if let Err(why) = rec.check() {
         return Ok(Err(why));
     }
-    Ok(Ok((rec.spec, trial)))
+    Ok(Ok((rec, trial)))
 }
 
 /// Ends a starting attempt as failed, not to be retried, without running anything:
@@ -333,7 +339,7 @@ async fn fetch_files(aws: &AwsAgent, study: &Study, cwd: &std::path::Path) -> st
 async fn run_script(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-    study: &Study,
+    (study, lease): (&Study, Option<Duration>),
     trial: &Trial,
     log: &mut Log,
 ) -> Result<Option<AttemptEnd>, AgentError> {
@@ -398,6 +404,7 @@ async fn run_script(
     };
     tokio::pin!(notice);
     let mut preempted = false;
+    let mut last_beat = started;
 
     while status.is_none() || open {
         let watchdog = seen.keepalive.map(|k| last_output + k);
@@ -432,7 +439,29 @@ async fn run_script(
             }
             _ = heartbeat.tick() => {
                 log.flush().await;
-                if let Some(why) = beat(store, cfg, &mut seen, log).await {
+                // A beat the SDK keeps retrying is a failed one once a lease has passed.
+                let limit = lease.unwrap_or(Duration::from_secs(3600));
+                let beat = match tokio::time::timeout(limit, beat(store, cfg, &mut seen, log)).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        seen.dirty = true;
+                        Beat::Failed
+                    }
+                };
+                let end = match beat {
+                    Beat::Recorded => {
+                        last_beat = Instant::now();
+                        None
+                    }
+                    Beat::Failed => lease.filter(|l| last_beat.elapsed() > *l).map(|l| {
+                        format!(
+                            "no heartbeat recorded for {} (the store cannot be reached): the attempt counts as lost",
+                            duration::format(l)
+                        )
+                    }),
+                    Beat::Moved(why) => Some(why),
+                };
+                if let Some(why) = end {
                     if status.is_none() {
                         log.write(Source::Augur, &format!("{why}; ending the script"));
                         process::terminate(&mut child, pgid, grace).await;
@@ -575,15 +604,22 @@ async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result
     })
 }
 
-/// Records a heartbeat (with the metrics and status seen since the last one). Why
-/// the attempt must end, if the trial has moved on; a failed write is only warned
-/// about, and retried at the next beat.
+/// What a heartbeat found.
+enum Beat {
+    Recorded,
+    /// The write failed: warned about, and retried at the next beat.
+    Failed,
+    /// The trial has moved on: why the attempt must end.
+    Moved(String),
+}
+
+/// Records a heartbeat (with the metrics and status seen since the last one).
 async fn beat(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
     seen: &mut ScriptOutput,
     log: &mut Log,
-) -> Option<String> {
+) -> Beat {
     let mut up = TrialUpdate {
         heartbeat_ms: Some(now_ms()),
         ..Default::default()
@@ -599,8 +635,8 @@ async fn beat(
         .update_trial(&cfg.study, cfg.trial, &expect, &up)
         .await
     {
-        Ok(Written::Done(_)) => None,
-        Ok(Written::Conflict(now)) => Some(match &now {
+        Ok(Written::Done(_)) => Beat::Recorded,
+        Ok(Written::Conflict(now)) => Beat::Moved(match &now {
             Some(t) if t.attempt != cfg.attempt => {
                 format!("attempt {} replaced this one", t.attempt)
             }
@@ -616,7 +652,7 @@ async fn beat(
                 Source::Augur,
                 &format!("warning: heartbeat not recorded: {e}"),
             );
-            None
+            Beat::Failed
         }
     }
 }

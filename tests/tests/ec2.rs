@@ -166,7 +166,21 @@ async fn a_capacity_drought_is_waited_out_without_using_up_attempts() {
     let started = Instant::now();
     let mut args = vec!["run", "s.toml"];
     args.extend(RUN);
-    let out = w.augur(&args);
+    let run = w.spawn(&args);
+    // The wait is on the record too, for `augur trials` and the status page.
+    wait_for(Duration::from_secs(30), "a trial shown waiting", || {
+        let out = w.augur(&["trials", "dry", "--json"]);
+        let trials: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        trials
+            .iter()
+            .any(|t| {
+                t["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("waiting for capacity"))
+            })
+            .then_some(())
+    });
+    let out = run.wait_with_output().expect("augur run");
     ok(&out);
     let took = started.elapsed();
     let err = text(&out.stderr);
@@ -181,6 +195,10 @@ async fn a_capacity_drought_is_waited_out_without_using_up_attempts() {
     for t in &trials {
         assert_eq!(t["state"], "succeeded", "{t}");
         assert_eq!(t["attempt"], 1, "no attempt used up: {t}");
+        assert!(
+            !t["status"].as_str().unwrap_or("").starts_with("waiting"),
+            "the agent's first write clears the wait: {t}"
+        );
     }
     let calls = w.proxy.count("ec2", "RunInstances");
     let instances = w.study_instances("dry").await.len();

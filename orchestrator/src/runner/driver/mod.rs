@@ -489,13 +489,19 @@ impl<'a> Driver<'a> {
             .backoff_ms(self.study.seed, u64::MAX, w.failures)
             .max(timing.backoff_base_ms);
         w.until = now + wait;
+        let waited = now - since;
+        // Shown with the trial wherever it is looked at (`augur trials`, the status
+        // page), whoever drives the study; its agent's first write clears it.
         let up = TrialUpdate {
             state: Some(TrialState::Pending),
             not_before_ms: Some(Some(w.until)),
+            status: Some(Some(format!(
+                "waiting for capacity ({} s so far): {what}",
+                waited / 1000
+            ))),
             ..Default::default()
         };
         self.write(at, &up).await?;
-        let waited = now - since;
         if waited > timing.capacity_timeout_ms {
             return Err(RunError::Machines(format!(
                 "study `{}` stopped: no room to launch for {} s ({what}). Add instance types ([aws] fallback_instance_types) or subnets in other zones ([aws] subnets), raise the quota, or try later; `augur run` again resumes the study.",

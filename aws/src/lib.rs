@@ -8,6 +8,7 @@ pub mod calls;
 pub mod config;
 pub mod cwlogs;
 pub mod dynamo;
+pub mod launch;
 pub mod machines;
 pub mod s3;
 

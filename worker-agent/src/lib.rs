@@ -11,6 +11,7 @@ pub mod lines;
 mod log;
 mod output;
 pub mod process;
+mod watch;
 pub mod workdir;
 
 use log::Log;
@@ -356,13 +357,7 @@ async fn run_script(
             ..Default::default()
         }));
     }
-    let timeout_ms = match &trial.dataset {
-        Some(name) => study
-            .dataset_spec(name, &trial.params)
-            .and_then(|d| d.timeout_ms)
-            .or(study.run.timeout_ms),
-        None => study.run.timeout_ms,
-    };
+    let timeout_ms = study.attempt_timeout_ms(trial);
     let Script {
         mut child,
         pgid,
@@ -429,7 +424,7 @@ async fn run_script(
             }
             doc = &mut notice, if status.is_none() && !preempted => {
                 preempted = true;
-                stop = Some(reclaimed(&cwd, &doc));
+                stop = Some(watch::reclaimed(&cwd, &doc));
             }
             _ = sigterm.recv(), if status.is_none() => {
                 stop = Some(("agent terminated".into(), "agent received SIGTERM; ending the script".into()));
@@ -439,28 +434,7 @@ async fn run_script(
             }
             _ = heartbeat.tick() => {
                 log.flush().await;
-                // A beat the SDK keeps retrying is a failed one once a lease has passed.
-                let limit = lease.unwrap_or(Duration::from_secs(3600));
-                let beat = match tokio::time::timeout(limit, beat(store, cfg, &mut seen, log)).await {
-                    Ok(b) => b,
-                    Err(_) => {
-                        seen.dirty = true;
-                        Beat::Failed
-                    }
-                };
-                let end = match beat {
-                    Beat::Recorded => {
-                        last_beat = Instant::now();
-                        None
-                    }
-                    Beat::Failed => lease.filter(|l| last_beat.elapsed() > *l).map(|l| {
-                        format!(
-                            "no heartbeat recorded for {} (the store cannot be reached): the attempt counts as lost",
-                            duration::format(l)
-                        )
-                    }),
-                    Beat::Moved(why) => Some(why),
-                };
+                let end = watch::heartbeat(store, cfg, &mut seen, log, lease, &mut last_beat).await;
                 if let Some(why) = end {
                     if status.is_none() {
                         log.write(Source::Augur, &format!("{why}; ending the script"));
@@ -481,34 +455,6 @@ async fn run_script(
     let mut end = seen.outcome(status, ended);
     end.preempted = preempted;
     Ok(Some(end))
-}
-
-/// A spot reclaim is announced (`doc`, the instance-action document): the script is
-/// told in the working directory's [`PREEMPTED_FILE`](augur_model::agent::env::PREEMPTED_FILE)
-/// before its SIGTERM. Why the attempt ends, as recorded and as logged.
-fn reclaimed(cwd: &std::path::Path, doc: &str) -> (String, String) {
-    use augur_model::agent::env;
-    let time = serde_json::from_str::<serde_json::Value>(doc)
-        .ok()
-        .and_then(|v| v["time"].as_str().map(String::from))
-        .unwrap_or_default();
-    let file = cwd.join(env::PREEMPTED_FILE);
-    let told = std::fs::write(
-        &file,
-        format!("{}=1\n{}={time}\n", env::PREEMPTED, env::RECLAIM_TIME),
-    );
-    let why = format!("its spot instance is reclaimed at {time}");
-    let said = match told {
-        Ok(()) => format!(
-            "spot reclaim announced for {time}: {} written, ending the script (SIGTERM)",
-            env::PREEMPTED_FILE
-        ),
-        Err(e) => format!(
-            "spot reclaim announced for {time} ({} not written: {e}), ending the script (SIGTERM)",
-            env::PREEMPTED_FILE
-        ),
-    };
-    (why, said)
 }
 
 /// Why a script is ended at its timeout or keepalive, as recorded and as logged.
@@ -602,59 +548,6 @@ async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result
         rx,
         cwd,
     })
-}
-
-/// What a heartbeat found.
-enum Beat {
-    Recorded,
-    /// The write failed: warned about, and retried at the next beat.
-    Failed,
-    /// The trial has moved on: why the attempt must end.
-    Moved(String),
-}
-
-/// Records a heartbeat (with the metrics and status seen since the last one).
-async fn beat(
-    store: &dyn TrialStore,
-    cfg: &AgentConfig,
-    seen: &mut ScriptOutput,
-    log: &mut Log,
-) -> Beat {
-    let mut up = TrialUpdate {
-        heartbeat_ms: Some(now_ms()),
-        ..Default::default()
-    };
-    if seen.dirty {
-        up.metrics = Some(seen.metrics.clone());
-        up.series = Some(seen.series.clone());
-        up.status = Some(seen.status.clone());
-        seen.dirty = false;
-    }
-    let expect = Expect::state(TrialState::Running, cfg.attempt);
-    match store
-        .update_trial(&cfg.study, cfg.trial, &expect, &up)
-        .await
-    {
-        Ok(Written::Done(_)) => Beat::Recorded,
-        Ok(Written::Conflict(now)) => Beat::Moved(match &now {
-            Some(t) if t.attempt != cfg.attempt => {
-                format!("attempt {} replaced this one", t.attempt)
-            }
-            Some(t) => match &t.error {
-                Some(e) => format!("the trial is {}: {e}", t.state),
-                None => format!("the trial is {}", t.state),
-            },
-            None => "the trial was deleted".to_string(),
-        }),
-        Err(e) => {
-            seen.dirty = true;
-            log.write(
-                Source::Augur,
-                &format!("warning: heartbeat not recorded: {e}"),
-            );
-            Beat::Failed
-        }
-    }
 }
 
 #[cfg(test)]

@@ -266,6 +266,17 @@ impl Study {
         self.datasets.iter().find(|d| d.render(params) == name)
     }
 
+    /// An attempt's timeout: its dataset's, else the study's (`None`: it has none).
+    pub fn attempt_timeout_ms(&self, t: &crate::Trial) -> Option<u64> {
+        match &t.dataset {
+            Some(name) => self
+                .dataset_spec(name, &t.params)
+                .and_then(|d| d.timeout_ms)
+                .or(self.run.timeout_ms),
+            None => self.run.timeout_ms,
+        }
+    }
+
     /// The study as shown to readers (the status server's API): `run.env` keeps its
     /// names, its values are replaced (they may be credentials).
     pub fn redacted(&self) -> Study {

@@ -381,7 +381,7 @@ impl Backend {
             .clone()
             .unwrap_or_else(|| "t3.micro".into());
         let types = std::iter::once(&instance_type).chain(&spec.fallback_instance_types);
-        if let Some(arm) = types.clone().find(|t| augur_aws::machines::arm64(t)) {
+        if let Some(arm) = types.clone().find(|t| augur_aws::launch::arm64(t)) {
             return Err(AppError::input(format!(
                 "study `{}`: instance type {arm} is arm64 (Graviton), and augur's agent for instances is built for x86_64 only so far: use an x86_64 type (t3, m7i, c7i, ...)",
                 study.name
@@ -391,7 +391,7 @@ impl Backend {
             .image
             .clone()
             .or_else(|| std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| augur_aws::machines::default_image(&instance_type));
+            .unwrap_or_else(|| augur_aws::launch::default_image(&instance_type));
         let settings = Ec2Settings {
             image,
             instance_type,

@@ -165,15 +165,8 @@ impl Progress {
                 runs,
                 preemptions,
             } => {
-                let failed = attempt.saturating_sub(1 + runs + preemptions);
-                let run = &self.study.run;
-                self.say(format!(
-                    "trial {trial} will retry in {:.1}s as attempt {attempt} (so far: {runs} of {} runs, {failed} of {} failed launches, {preemptions} of {} preemptions)",
-                    delay_ms as f64 / 1000.0,
-                    run.max_attempts,
-                    self.timing.max_launch_failures,
-                    run.max_preemptions,
-                ))
+                let line = self.retry_line(trial, attempt, delay_ms, (runs, preemptions));
+                self.say(line)
             }
             Event::NoRoom {
                 what,
@@ -195,6 +188,25 @@ impl Progress {
         self.refresh();
     }
 
+    /// A retry, with what the attempts so far used of each budget.
+    fn retry_line(
+        &self,
+        trial: u64,
+        attempt: u32,
+        delay_ms: i64,
+        (runs, preempted): (u32, u32),
+    ) -> String {
+        let failed = attempt.saturating_sub(1 + runs + preempted);
+        let run = &self.study.run;
+        format!(
+            "trial {trial} will retry in {:.1}s as attempt {attempt} (so far: {runs} of {} runs, {failed} of {} failed launches, {preempted} of {} preemptions)",
+            delay_ms as f64 / 1000.0,
+            run.max_attempts,
+            self.timing.max_launch_failures,
+            run.max_preemptions,
+        )
+    }
+
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         while let Some(e) = rx.recv().await {
             self.handle(e);
@@ -202,5 +214,34 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A retry says what each budget has used, not "attempt 2 of 1".
+    #[test]
+    fn a_retry_counts_what_is_counted() {
+        let study = Study::parse(
+            "name='s'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='true'\nmax_attempts=1\n",
+            "t",
+            std::path::Path::new("."),
+        )
+        .expect("study");
+        let p = Progress::new(&study, &[], Timing::default());
+        // Attempt 1 was a launch that failed: attempt 2 uses no run yet.
+        let line = p.retry_line(1, 2, 1500, (0, 0));
+        assert_eq!(
+            line,
+            "trial 1 will retry in 1.5s as attempt 2 (so far: 0 of 1 runs, 1 of 5 failed launches, 0 of 20 preemptions)"
+        );
+        // Attempts 1 and 2 were reclaimed, 3 ran: attempt 4.
+        let line = p.retry_line(1, 4, 0, (1, 2));
+        assert!(
+            line.contains("1 of 1 runs, 0 of 5 failed launches, 2 of 20 preemptions"),
+            "{line}"
+        );
     }
 }

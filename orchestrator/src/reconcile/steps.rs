@@ -231,7 +231,7 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
     // The agent ends an attempt at its timeout; if it hangs (but still heart-beats),
     // its machine is ended a lease later.
     let grace = v.study.run.grace_ms as Millis + v.timing.lease_ms;
-    let timeout = attempt_timeout(v, t)?;
+    let timeout = v.study.attempt_timeout_ms(t)?;
     let over = t
         .started_ms
         .is_some_and(|s| v.now - s > timeout as Millis + grace);
@@ -242,14 +242,6 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
         ));
     }
     None
-}
-
-/// The attempt's timeout: its dataset's, or the study's.
-fn attempt_timeout(v: &View, t: &Trial) -> Option<u64> {
-    t.dataset
-        .as_ref()
-        .and_then(|d| v.study.datasets.iter().find(|s| s.render(&t.params) == *d))
-        .map_or(v.study.run.timeout_ms, |d| d.timeout_ms)
 }
 
 /// A lost or failed attempt: retried (with backoff) or cancelled, if it may have

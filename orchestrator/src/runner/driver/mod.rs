@@ -9,6 +9,7 @@
 //! left to do now, or when the deadline comes.
 
 mod lease;
+mod machines;
 
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
@@ -20,6 +21,7 @@ use augur_model::{
 };
 use augur_store::Written;
 use lease::LeaseState;
+use machines::{Boots, Weather};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -43,44 +45,6 @@ pub struct Driver<'a> {
     fresh_listing: bool,
     boots: Boots,
     weather: Weather,
-}
-
-/// The cloud's weather: launches that find no room (capacity, a quota). While it
-/// lasts no trial is launched (each would fail like the last), the wait grows as
-/// the retry backoff does, and past the study's `capacity_timeout` the drive stops.
-/// A launch that succeeds ends it. No attempt is used up by it.
-#[derive(Default)]
-struct Weather {
-    since: Option<Millis>,
-    failures: u32,
-    until: Millis,
-}
-
-/// After this many failed boots, and no agent reporting, a drive stops.
-pub const FAILED_BOOTS_TO_STOP: u32 = 3;
-
-/// Whether this drive's machines can run the agent at all: the boots that failed
-/// (machines that ended before their agent reported) while no agent has reported
-/// since the drive began. Launching more machines that cannot work only costs
-/// money: after [`FAILED_BOOTS_TO_STOP`] the drive stops, and says what to check.
-#[derive(Default)]
-struct Boots {
-    since: Millis,
-    reported: bool,
-    failed: u32,
-    last: String,
-}
-
-impl Boots {
-    fn check(&self, study: &str, hint: &str) -> Result<(), RunError> {
-        if self.reported || self.failed < FAILED_BOOTS_TO_STOP {
-            return Ok(());
-        }
-        Err(RunError::Machines(format!(
-            "study `{study}` stopped: its first {} machines ended before their agent reported (the last: {}). {hint}`augur run` again resumes the study.",
-            self.failed, self.last
-        )))
-    }
 }
 
 /// What applying one action leaves to do.

@@ -1,0 +1,195 @@
+//! What one EC2 launch is made of, as pure functions of the study and the trial:
+//! its `ClientToken`, its tags' names, its default image and architecture, its
+//! hard limit, and which answers mean the cloud has no room for it.
+
+use augur_model::{Study, Trial};
+
+/// Whether an instance type runs arm64 (Graviton): its family has a `g` after the
+/// generation digit (`t4g`, `m7gd`, `c7gn`, `x2gd`, `hpc7g`), or it is `a1`. GPU
+/// families start with a `g` (`g5`) and run x86_64.
+pub fn arm64(instance_type: &str) -> bool {
+    let family = instance_type.split('.').next().unwrap_or_default();
+    let after_digit = family.trim_start_matches(|c: char| !c.is_ascii_digit());
+    family == "a1"
+        || after_digit
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .contains('g')
+}
+
+/// The image workers boot when a study names none: the latest Amazon Linux 2023
+/// for the type's architecture, through the public SSM parameter that RunInstances
+/// resolves itself (`resolve:ssm:`,
+/// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/finding-an-ami.html#using-systems-manager-parameter-to-find-AMI>).
+pub fn default_image(instance_type: &str) -> String {
+    let arch = if arm64(instance_type) {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    format!("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}")
+}
+
+/// The hard limit of an attempt's instance, in minutes: its timeout (its
+/// dataset's, or the study's) and grace, plus 10 minutes to boot and to write its
+/// end; a week when the study sets no timeout. The boot script schedules the
+/// power-off then, so nothing outlives its purpose when every augur process is gone.
+pub fn max_life_minutes(study: &Study, trial: &Trial) -> u64 {
+    match study.attempt_timeout_ms(trial) {
+        Some(ms) => (ms + study.run.grace_ms).div_ceil(60_000) + 10,
+        None => 7 * 24 * 60,
+    }
+}
+
+/// Whether an EC2 error says the cloud has no room for this launch now: no
+/// capacity for the type in the zone, a vCPU or spot quota reached, a spot price
+/// too low, a type the zone does not offer, or an instance profile that IAM has not
+/// propagated yet (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>).
+/// None of it is the attempt's fault: the study waits and tries again.
+pub fn no_room(code: &str, text: &str) -> bool {
+    matches!(
+        code,
+        "InsufficientInstanceCapacity"
+            | "InsufficientCapacity"
+            | "InstanceLimitExceeded"
+            | "VcpuLimitExceeded"
+            | "MaxSpotInstanceCountExceeded"
+            | "SpotMaxPriceTooLow"
+            | "Unsupported"
+    ) || (code == "InvalidParameterValue" && text.contains("iamInstanceProfile"))
+}
+
+/// The `ClientToken` of one launch (at most 64 characters). EC2 answers a repeated
+/// token with the first launch's instance, for days and after that instance has
+/// ended, and refuses it with other parameters
+/// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>). So
+/// the token names everything that makes a launch another one: the deployment (its
+/// table), the study, the trial's incarnation (its record's creation time: a study
+/// deleted and created again under its name has new ones), the attempt, and where
+/// (`type/subnet`: a fallback type or subnet is another launch).
+pub fn client_token(stack: &str, study: &str, trial: &Trial, place: &str) -> String {
+    let what = format!(
+        "{stack}\0{study}\0{}\0{}\0{place}",
+        trial.id, trial.created_ms
+    );
+    format!(
+        "augur-{:016x}-{}-{}",
+        fnv1a(what.as_bytes()),
+        trial.id,
+        trial.attempt
+    )
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and versions (a
+/// token must survive an upgrade of the orchestrator between two calls).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The tag that names the trial record an instance was launched for (its creation
+/// time): an instance of a study deleted and created again under its name is not
+/// the new trial's.
+pub const INCARNATION_TAG: &str = "augur:created";
+
+/// The tag that scopes instances to one deployment (its value: the deployment's
+/// table): listings, sweeps and `gc` see only their own stack's instances, and the
+/// instance role may end only those.
+pub const STACK_TAG: &str = "augur:stack";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_token_names_the_launch_and_stays_the_same_across_versions() {
+        let mut t = Trial::new("s", 7, 0, 0, Default::default(), 1_700_000_000_000);
+        t.attempt = 3;
+        let token = client_token("augur-table", "s", &t, "t3.micro");
+        // Pinned: a token must not change with the build (FNV-1a, not std's hasher).
+        assert_eq!(
+            token,
+            client_token("augur-table", "s", &t.clone(), "t3.micro")
+        );
+        assert!(
+            token.starts_with("augur-") && token.ends_with("-7-3"),
+            "{token}"
+        );
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let mut reborn = t.clone();
+        reborn.created_ms += 1;
+        let long = "x".repeat(200);
+        for other in [
+            client_token("augur-table", "s", &reborn, "t3.micro"),
+            client_token("other-stack", "s", &t, "t3.micro"),
+            client_token("augur-table", "s", &t, "t3.small"),
+            client_token("augur-table", "s2", &t, "t3.micro"),
+        ] {
+            assert_ne!(other, token);
+        }
+        let mut big = t.clone();
+        big.id = u64::MAX;
+        big.attempt = u32::MAX;
+        assert!(client_token(&long, &long, &big, &long).len() <= 64);
+    }
+
+    #[test]
+    fn no_room_is_capacity_quota_price_or_a_profile_not_yet_propagated() {
+        for code in [
+            "InsufficientInstanceCapacity",
+            "VcpuLimitExceeded",
+            "MaxSpotInstanceCountExceeded",
+            "SpotMaxPriceTooLow",
+            "InstanceLimitExceeded",
+            "Unsupported",
+        ] {
+            assert!(no_room(code, ""), "{code}");
+        }
+        let profile = "Value (augur-worker) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name";
+        assert!(no_room("InvalidParameterValue", profile));
+        assert!(!no_room(
+            "InvalidParameterValue",
+            "Invalid value for instanceType"
+        ));
+        for code in [
+            "InternalError",
+            "RequestLimitExceeded",
+            "InvalidAMIID.NotFound",
+            "",
+        ] {
+            assert!(!no_room(code, ""), "{code}");
+        }
+    }
+
+    #[test]
+    fn graviton_types_are_arm64_and_get_their_own_default_image() {
+        for t in [
+            "t4g.micro",
+            "m7gd.large",
+            "c7gn.xlarge",
+            "x2gd.medium",
+            "hpc7g.4xlarge",
+            "a1.large",
+            "m6g.metal",
+        ] {
+            assert!(arm64(t), "{t}");
+        }
+        for t in [
+            "t3.micro",
+            "m7i.large",
+            "g5.xlarge",
+            "inf2.xlarge",
+            "c7a.large",
+            "p5.48xlarge",
+            "r7iz.large",
+        ] {
+            assert!(!arm64(t), "{t}");
+        }
+        assert!(default_image("t4g.small").ends_with("-arm64"));
+        assert!(default_image("t3.small").ends_with("-x86_64"));
+        assert!(default_image("t3.small").starts_with(
+            "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-"
+        ));
+    }
+}

@@ -76,9 +76,6 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The marker line of user-data that carries the agent's arguments as JSON.
-pub const ARGS_MARKER: &str = "# augur-agent-args: ";
-
 fn fail<E>(op: &str, e: aws_sdk_ec2::error::SdkError<E>) -> ProviderError
 where
     E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
@@ -134,17 +131,16 @@ impl Ec2Provider {
         // Both names: the AWS CLI v1 reads only the second.
         let region = sh_quote(&self.settings.region);
         let region = format!("export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n");
-        // Every value is quoted for the shell, and the comment lines carry JSON: no
+        // Every value is quoted for the shell, and the comment line carries JSON: no
         // name, region or bucket can end a line or a word early.
         format!(
-            "#!/bin/bash\n# augur worker: study {}, trial {trial}, attempt {attempt}\n{ARGS_MARKER}{}\nset -uo pipefail\n{region}\
+            "#!/bin/bash\n# augur worker: study {}, trial {trial}, attempt {attempt}\nset -uo pipefail\n{region}\
              shutdown -h +{life_min}\n\
              mkdir -p /var/lib/augur\n\
              aws s3 cp --only-show-errors {} /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
              /usr/local/bin/augur-agent {}\n\
              shutdown -h now\n",
             serde_json::to_string(study).unwrap_or_default(),
-            serde_json::to_string(&args).unwrap_or_default(),
             sh_quote(&format!("s3://{}/{}", self.settings.bucket, crate::s3::AGENT_KEY)),
             quoted.join(" "),
         )

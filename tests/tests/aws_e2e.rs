@@ -220,8 +220,9 @@ fn an_unreachable_backend_exits_3_and_missing_settings_exit_2() {
 }
 
 /// Instances that never boot, instances reclaimed under a running agent, and launches
-/// whose answer is lost (the emulator then makes a second instance): each trial still
-/// runs its script exactly once to success, and no instance is left.
+/// whose answer is lost (the SDK's retry carries the same ClientToken, which the
+/// stand-in answers with the first instance, as EC2 does): each trial still runs its
+/// script exactly once to success, and no instance is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_reclaimed_and_duplicated_instances_are_recovered() {
     use augur_tests::faults::{Fault, Rule};

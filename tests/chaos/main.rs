@@ -280,16 +280,12 @@ fn aws_outcome(w: &World, name: &str, n: usize) -> (usize, usize, usize, usize) 
             t["state"] == "succeeded" && t["metrics"]["v"].as_f64() == t["params"]["x"].as_f64()
         })
         .count();
-    let instances = futures_lite(w.study_instances(name));
-    let mut per: BTreeMap<(u64, u32), usize> = BTreeMap::new();
-    for i in &instances {
-        *per.entry((i.0, i.1)).or_default() += 1;
-    }
-    let duplicated = per.values().filter(|c| **c > 1).count();
+    let instances = futures_lite(w.study_instances(name)).len();
+    let duplicated = futures_lite(w.duplicated(name));
     wait_for(Duration::from_secs(30), "no instance left running", || {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
-    (done, n - done, duplicated, instances.len())
+    (done, n - done, duplicated, instances)
 }
 
 /// 30 % of the calls to EC2, DynamoDB and CloudWatch Logs (the orchestrator's and the

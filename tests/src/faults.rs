@@ -186,7 +186,7 @@ where
 }
 
 /// Reads one HTTP request: head lines and body (Content-Length).
-fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<(Vec<String>, Vec<u8>)> {
+pub fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<(Vec<String>, Vec<u8>)> {
     let mut head = Vec::new();
     loop {
         let mut line = String::new();
@@ -215,7 +215,8 @@ fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<(Vec<String>, V
     Ok((head, body))
 }
 
-fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+/// A header's value, by its name in any case.
+pub fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
     head.iter().find_map(|h| {
         h.split_once(':')
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))

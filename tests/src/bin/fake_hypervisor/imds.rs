@@ -10,7 +10,8 @@
 //! `{"action": "terminate", "time": ...}` two minutes (here: `--spot-notice-ms`)
 //! before the instance goes (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>).
 
-use std::io::{BufRead, BufReader, Write};
+use augur_tests::faults;
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,7 @@ impl Imds {
             stop: AtomicBool::new(false),
         });
         let (s, stop) = (state.clone(), state.clone());
-        augur_tests::faults::accept_each(
+        faults::accept_each(
             listener,
             move || stop.stop.load(Ordering::SeqCst),
             move |c| {
@@ -80,24 +81,15 @@ impl Drop for Imds {
 }
 
 fn serve(s: &State, conn: TcpStream) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let mut token = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("x-aws-ec2-metadata-token") {
-                token = Some(v.trim().to_string());
-            }
-        }
-    }
-    let mut words = first.split_whitespace();
+    let (head, _) = faults::read_request(&mut BufReader::new(conn.try_clone()?))?;
+    let mut words = head
+        .first()
+        .map(|l| l.split_whitespace())
+        .into_iter()
+        .flatten();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, body) = answer(s, method, path, token.as_deref());
+    let token = faults::header(&head, "x-aws-ec2-metadata-token");
+    let (status, body) = answer(s, method, path, token);
     // A token's answer says how long it lives (the SDKs require it).
     let ttl = if method == "PUT" {
         "X-aws-ec2-metadata-token-ttl-seconds: 21600\r\n"

@@ -32,7 +32,6 @@ use base64::Engine;
 use clap::Parser;
 use instance::{Boot, Instance};
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -287,17 +286,14 @@ impl Hypervisor {
 
 /// Tells the fault proxy how an instance ended.
 fn report(proxy: &str, id: &str, code: &str) {
-    let addr = proxy.trim_start_matches("http://").trim_end_matches('/');
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        eprintln!("fake-hypervisor: cannot reach the proxy at {proxy}");
-        return;
-    };
-    let _ = write!(
-        s,
-        "POST /__standin/ended?id={id}&code={code} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let mut sink = Vec::new();
-    let _ = s.read_to_end(&mut sink);
+    let port = proxy
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok());
+    let path = format!("/__standin/ended?id={id}&code={code}");
+    if port.and_then(|p| augur_tests::emulator::http(p, "POST", &path)) != Some(204) {
+        eprintln!("fake-hypervisor: cannot report to the proxy at {proxy}");
+    }
 }
 
 /// An instance's user-data, decoded.

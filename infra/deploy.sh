@@ -13,6 +13,8 @@
 #   --image AMI_ID      AMI for studies that name none (default: the latest Amazon Linux 2023
 #                       for the instance type, resolved by EC2 at each launch)
 #   --tick-rate MIN     minutes between scheduled ticks (default: 1)
+#   --instance-types L  instance types workers may launch as, comma-separated IAM
+#                       patterns (default: the template's WorkerInstanceTypes)
 #   --profile PROFILE   cargo profile of the build: release (default) or dev
 #   --agent PATH        use this augur-agent build instead of building one
 #   --lambda PATH       use this augur-lambda build instead of building one
@@ -26,6 +28,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 stack=augur
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
 vpc="" subnet="" image="" tick_rate=1 profile=release agent="" lambda="" delete=0
+# The template's default, so that each deploy passes the value (not "the previous").
+instance_types="$(sed -n '/^  WorkerInstanceTypes:/,/Default:/s/^ *Default: *"\(.*\)"$/\1/p' "$root/infra/augur.yaml")"
 config="${AUGUR_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/augur/config.toml}"
 
 die() { echo "deploy: $2" >&2; exit "$1"; }
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
     --subnet) need "$@"; subnet="$2"; shift 2 ;;
     --image) need "$@"; image="$2"; shift 2 ;;
     --tick-rate) need "$@"; tick_rate="$2"; shift 2 ;;
+    --instance-types) need "$@"; instance_types="$2"; shift 2 ;;
     --profile) need "$@"; profile="$2"; shift 2 ;;
     --agent) need "$@"; agent="$2"; shift 2 ;;
     --lambda) need "$@"; lambda="$2"; shift 2 ;;
@@ -50,6 +55,8 @@ done
 [[ "$stack" =~ ^[A-Za-z][A-Za-z0-9-]{0,100}$ ]] || die 2 "--stack \`$stack\`: letters, digits and dashes, starting with a letter"
 [[ "$tick_rate" =~ ^[1-9][0-9]*$ ]] || die 2 "--tick-rate \`$tick_rate\`: a whole number of minutes, at least 1"
 case "$profile" in release|dev) ;; *) die 2 "--profile \`$profile\`: release or dev" ;; esac
+[[ "$instance_types" =~ ^[a-z0-9.*-]+(,[a-z0-9.*-]+)*$ ]] \
+  || die 2 "--instance-types \`$instance_types\`: comma-separated types or patterns (t3.*,c7i.large)"
 for f in "$agent" "$lambda"; do
   [ -z "$f" ] || [ -f "$f" ] || die 2 "no such file: $f"
 done
@@ -100,8 +107,12 @@ if [ -n "$subnet" ]; then
 fi
 # Without --image, augur launches the latest Amazon Linux 2023 for each instance
 # type's architecture (RunInstances resolves its public SSM parameter).
+# Workers may boot Amazon's images, and the owner's of --image (IAM: ec2:Owner).
+owners=amazon
 if [ -n "$image" ]; then
-  aws ec2 describe-images --image-ids "$image" > /dev/null 2>&1 || die 2 "--image $image: no such image in $region"
+  owner="$(aws ec2 describe-images --image-ids "$image" --query 'Images[0].OwnerId' --output text 2> /dev/null)" \
+    || die 2 "--image $image: no such image in $region"
+  [ -z "$owner" ] || [ "$owner" = None ] || [ "$owner" = amazon ] || owners="amazon,$owner"
 fi
 
 # 2. The binaries, for Amazon Linux 2023.
@@ -126,6 +137,8 @@ with zipfile.ZipFile(dst, "w") as z, open(src, "rb") as f:
     z.writestr(info, f.read())
 PY
 digest="$(sha256sum "$work/augur-lambda.zip" | cut -c1-16)"
+# Every launch pins the agent by its SHA-256: an instance runs no other.
+agent_sha256="$(sha256sum "$agent" | cut -c1-64)"
 key="lambda/augur-lambda-$digest.zip"
 
 # 4. A staging bucket for the bundle (the stack's own bucket does not exist yet).
@@ -156,7 +169,8 @@ fi
 # 6. The stack: created or updated, and waited for.
 say "deploying stack \`$stack\` in $region (VPC $vpc)"
 params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
-        WorkerImage="$image" WorkerSubnet="$subnet")
+        WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners"
+        AgentSha256="$agent_sha256" WorkerInstanceTypes="$instance_types")
 if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-name "$stack" \
     --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
     --parameter-overrides "${params[@]}" >&2; then
@@ -180,8 +194,11 @@ PY
 table="$(out Table Table)" bucket="$(out Bucket Bucket)"
 sg="$(out SecurityGroup WorkerSecurityGroup)" profile_name="$(out InstanceProfile WorkerInstanceProfile)"
 tick="$(out Tick Tick)"
-prefix="$(aws cloudformation describe-stacks --stack-name "$stack" --output text \
-  --query "Stacks[0].Parameters[?ParameterKey=='LogGroupPrefix'].ParameterValue")"
+param() {
+  aws cloudformation describe-stacks --stack-name "$stack" --output text \
+    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
+}
+prefix="$(param LogGroupPrefix)" secrets_prefix="$(param SecretsPrefix)"
 [ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
 
 # 7. The agent instances download.
@@ -204,6 +221,8 @@ mkdir -p "$(dirname "$config")"
   [ -z "$subnet" ] || echo "subnet = \"$subnet\""
   [ -z "$image" ] || echo "image = \"$image\""
   echo "tick_function = \"$tick\""
+  echo "agent_sha256 = \"$agent_sha256\""
+  echo "secrets_prefix = \"$secrets_prefix\""
 } > "$config.tmp"
 mv "$config.tmp" "$config"
 say "stack \`$stack\`: $(stack_status)"

@@ -26,4 +26,6 @@ if "$(dirname "$cfn_lint")/python" "$root/infra/check_iam.py" "$bad" > /dev/null
   echo "iam check failed to flag a bad template" >&2
   exit 1
 fi
+# ... and each safeguard of augur's own template, removed in turn, is named.
+"$(dirname "$cfn_lint")/python" "$root/infra/test_check_iam.py" "$root/infra/augur.yaml"
 "$(dirname "$cfn_lint")/python" "$root/infra/check_iam.py" "${templates[@]}"

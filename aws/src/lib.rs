@@ -4,6 +4,7 @@
 //!
 //! Kept out of the model and store crates so that most edits never relink the SDK.
 
+pub mod boot;
 pub mod calls;
 pub mod config;
 pub mod cwlogs;
@@ -11,6 +12,7 @@ pub mod dynamo;
 pub mod launch;
 pub mod machines;
 pub mod s3;
+pub mod secrets;
 
 pub use calls::{dynamodb, ec2, logs};
 pub use config::{instance_id, sdk_config, spot_notice, AwsOptions};

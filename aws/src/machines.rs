@@ -8,6 +8,7 @@
 //! terminates the instance, and user-data carries no secrets: the agent and the study
 //! files come from S3 with the instance role.
 
+use crate::boot::BootScript;
 use crate::launch::{client_token, max_life_minutes, no_room, INCARNATION_TAG, STACK_TAG};
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
@@ -40,6 +41,10 @@ pub struct Ec2Settings {
     pub disk_gb: Option<u32>,
     /// After this many reclaims of one trial, its attempts run on demand.
     pub spot_fallback_after: Option<u32>,
+    /// The metadata service's hop limit (`[aws] imds_hop_limit`; 1 when `None`).
+    pub imds_hop_limit: Option<u32>,
+    /// The SHA-256 of the agent in the bucket: an instance runs no other.
+    pub agent_sha256: String,
     /// Agent arguments: table, bucket, log group prefix, heartbeat.
     pub table: String,
     pub bucket: String,
@@ -68,12 +73,6 @@ pub struct Ec2Provider {
 /// been reclaimed `spot_fallback_after` times already.
 pub fn spot_for(s: &Ec2Settings, trial: &Trial) -> bool {
     s.spot && s.spot_fallback_after.is_none_or(|n| trial.preemptions < n)
-}
-
-/// `s` as one word of bash, whatever it holds: single-quoted, with each `'` closed,
-/// escaped and reopened.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn fail<E>(op: &str, e: aws_sdk_ec2::error::SdkError<E>) -> ProviderError
@@ -123,27 +122,22 @@ impl Ec2Provider {
 
     /// The instance's boot script: schedule the power-off at the attempt's hard
     /// limit (`life_min` minutes, [`max_life_minutes`]: the instance ends then even if
-    /// its agent hangs and no augur process is left), fetch the agent, run it, power
-    /// off.
+    /// its agent hangs and no augur process is left), fetch the agent, run it if it
+    /// is the pinned one, power off ([`BootScript`]).
     pub fn user_data(&self, study: &str, trial: u64, attempt: u32, life_min: u64) -> String {
-        let args = self.agent_args(study, trial, attempt);
-        let quoted: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
-        // Both names: the AWS CLI v1 reads only the second.
-        let region = sh_quote(&self.settings.region);
-        let region = format!("export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n");
-        // Every value is quoted for the shell, and the comment line carries JSON: no
-        // name, region or bucket can end a line or a word early.
-        format!(
-            "#!/bin/bash\n# augur worker: study {}, trial {trial}, attempt {attempt}\nset -uo pipefail\n{region}\
-             shutdown -h +{life_min}\n\
-             mkdir -p /var/lib/augur\n\
-             aws s3 cp --only-show-errors {} /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent\n\
-             /usr/local/bin/augur-agent {}\n\
-             shutdown -h now\n",
-            serde_json::to_string(study).unwrap_or_default(),
-            sh_quote(&format!("s3://{}/{}", self.settings.bucket, crate::s3::AGENT_KEY)),
-            quoted.join(" "),
-        )
+        let s = &self.settings;
+        BootScript {
+            study,
+            trial,
+            attempt,
+            life_min,
+            region: &s.region,
+            bucket: &s.bucket,
+            table: &s.table,
+            agent_sha256: &s.agent_sha256,
+            agent_args: &self.agent_args(study, trial, attempt),
+        }
+        .render()
     }
 
     /// Instances matching `filters`: live ones, and with `ended` also those shutting
@@ -391,6 +385,7 @@ impl Ec2Provider {
                 InstanceMetadataOptionsRequest::builder()
                     .http_tokens(HttpTokensState::Required)
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .http_put_response_hop_limit(s.imds_hop_limit.unwrap_or(1) as i32)
                     .build(),
             )
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
@@ -507,7 +502,6 @@ impl MachineProvider for Ec2Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn test_client() -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::from_conf(
@@ -516,95 +510,6 @@ mod tests {
                 .region(aws_sdk_ec2::config::Region::new("us-east-1"))
                 .build(),
         )
-    }
-
-    /// Runs `user_data` under bash with the agent, `aws` and the rest played by
-    /// functions that record what they were given.
-    fn run_boot_script(user_data: &str) -> (Vec<String>, Vec<String>, String) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let out = dir.path();
-        let stubs = format!(
-            "function /usr/local/bin/augur-agent {{ printf '%s\\0' \"$@\" > {agent}; }}\n\
-             aws() {{ printf '%s\\0' \"$@\" > {aws}; }}\n\
-             mkdir() {{ :; }}\nchmod() {{ :; }}\n\
-             shutdown() {{ printf '%s' \"${{AWS_DEFAULT_REGION-}}\" > {region}; }}\n",
-            agent = sh_quote(&out.join("agent").display().to_string()),
-            aws = sh_quote(&out.join("aws").display().to_string()),
-            region = sh_quote(&out.join("region").display().to_string()),
-        );
-        let script = out.join("boot.sh");
-        std::fs::write(&script, format!("{stubs}{user_data}")).expect("write");
-        let syntax = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&script)
-            .output()
-            .expect("bash -n");
-        assert!(
-            syntax.status.success(),
-            "bash -n: {}",
-            String::from_utf8_lossy(&syntax.stderr)
-        );
-        let run = std::process::Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("bash");
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let words = |f: &str| -> Vec<String> {
-            let raw = std::fs::read(out.join(f)).expect("recorded");
-            raw.split(|b| *b == 0)
-                .filter(|w| !w.is_empty())
-                .map(|w| String::from_utf8(w.to_vec()).expect("utf-8"))
-                .collect()
-        };
-        let region = std::fs::read_to_string(out.join("region")).expect("region");
-        (words("agent"), words("aws"), region)
-    }
-
-    fn text() -> impl Strategy<Value = String> {
-        // Any text but NUL (no shell word can hold one), shell metacharacters first.
-        prop::collection::vec(
-            prop_oneof![
-                4 => prop::sample::select(vec!['\'', '"', '$', '`', '\\', '\n', ';', '&', '|', ' ', '*', '!', '#', '(', ')', '{', '}', '<', '>']),
-                4 => proptest::char::range('a', 'z'),
-                1 => any::<char>().prop_filter("no NUL", |c| *c != '\0'),
-            ],
-            1..24,
-        )
-        .prop_map(|cs| cs.into_iter().collect())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Whatever a record holds, the boot script parses, and each value reaches
-        /// the agent, `aws` and the environment byte for byte.
-        #[test]
-        fn boot_script_values_arrive_byte_for_byte(
-            study in text(), region in text(), bucket in text(), table in text(),
-        ) {
-            let p = Ec2Provider::new(
-                test_client(),
-                Ec2Settings {
-                    table: table.clone(),
-                    bucket: bucket.clone(),
-                    region: region.clone(),
-                    log_group_prefix: "/augur".into(),
-                    heartbeat: Duration::from_secs(20),
-                    ..Ec2Settings::default()
-                },
-            );
-            let (agent, aws, got_region) = run_boot_script(&p.user_data(&study, 7, 2, 25));
-            prop_assert_eq!(agent, p.agent_args(&study, 7, 2));
-            prop_assert_eq!(aws, vec![
-                "s3".to_string(), "cp".into(), "--only-show-errors".into(),
-                format!("s3://{bucket}/agent/augur-agent"),
-                "/usr/local/bin/augur-agent".into(),
-            ]);
-            prop_assert_eq!(got_region, region);
-        }
     }
 
     /// User-data is readable by anything on the instance (and by whoever may

@@ -9,6 +9,7 @@ pub mod machine;
 pub mod metrics;
 pub mod oracle;
 pub mod prune;
+pub mod secret;
 pub mod space;
 pub mod spec;
 pub mod tpe;

@@ -488,6 +488,19 @@ mod tests {
 /// The writes of the agent protocol, shared by every kind of agent (process, EC2,
 /// in-process objective) so they all leave records the same shape.
 impl TrialUpdate {
+    /// `starting → failed`, not retried, with nothing run: what the attempt was
+    /// given was refused (a study record that fails its check, an agent that is not
+    /// the pinned one).
+    pub fn refused(why: &str, now: Millis) -> TrialUpdate {
+        TrialUpdate {
+            state: Some(TrialState::Failed),
+            error: Some(Some(format!("refused: {why}"))),
+            retryable: Some(false),
+            finished_ms: Some(Some(now)),
+            ..Default::default()
+        }
+    }
+
     /// `starting → running` by the agent of this attempt: resets what an earlier
     /// attempt left.
     pub fn running(machine: &str, now: Millis, log: Option<String>) -> TrialUpdate {

@@ -45,6 +45,7 @@ impl World {
             .env("AUGUR_BACKEND", "aws")
             .env("AUGUR_TABLE", &self.table)
             .env("AUGUR_BUCKET", "augur-e2e")
+            .env("AUGUR_AGENT_SHA256", crate::agent_sha256())
     }
 
     /// `augur ARGS` against the world, to its end.
@@ -59,6 +60,23 @@ impl World {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn augur")
+    }
+
+    /// The AWS CLI (`scripts/awscli.sh`) against the emulator, to its end (it must
+    /// succeed): its JSON answer.
+    pub fn aws(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(crate::awscli())
+            .args(args)
+            .args(["--output", "json"])
+            .env("AWS_ENDPOINT_URL", &self.emu.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("aws");
+        crate::ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
     /// `augur init` with this build's agent uploaded for instances.

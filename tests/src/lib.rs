@@ -13,6 +13,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The SHA-256 of a file, as `sha256sum` prints it.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The pin of this build's `augur-agent` (what `augur init --agent` uploads in the
+/// AWS tests), computed once.
+pub fn agent_sha256() -> &'static str {
+    static PIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PIN.get_or_init(|| sha256_of(&bin_dir().join("augur-agent")))
+}
+
 /// The directory holding the built `augur` and `augur-agent`: `AUGUR_BIN_DIR`, else the
 /// cargo target directory this test binary was built into.
 pub fn bin_dir() -> PathBuf {

@@ -189,6 +189,7 @@ fn an_unreachable_backend_exits_3_and_missing_settings_exit_2() {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
+        .env("AUGUR_AGENT_SHA256", augur_tests::agent_sha256())
         .output()
         .expect("augur");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
@@ -608,4 +609,102 @@ async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
     assert!(store.leases().await.expect("leases").is_empty());
+}
+
+/// Secrets by reference on AWS: an SSM SecureString and a Secrets Manager secret,
+/// read by the agent on the instance with the instance's credentials, reach the
+/// script and are masked in its log; no value is in the table, the logs, `show` or
+/// the export. A reference to a parameter that is not there fails the attempt with
+/// the reason, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_read_on_the_instance_and_kept_nowhere() {
+    const SSM_VALUE: &str = "wandb-0123456789abcdef";
+    const SM_VALUE: &str = "hf_secret_token_value";
+    let mut w = World::new();
+    w.aws(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        "/augur/wandb",
+        "--type",
+        "SecureString",
+        "--value",
+        SSM_VALUE,
+    ]);
+    let created = w.aws(&[
+        "secretsmanager",
+        "create-secret",
+        "--name",
+        "augur/hf",
+        "--secret-string",
+        SM_VALUE,
+    ]);
+    let arn = created["ARN"].as_str().expect("ARN").to_string();
+    // The script checks each value in two halves: the study file must not hold it.
+    w.sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "secretive"
+objective = {{ metric = "ok" }}
+trials = 1
+[run]
+secrets = {{ WANDB_API_KEY = "ssm:/augur/wandb", HF_TOKEN = "{arn}" }}
+script = '''
+echo "keys: $WANDB_API_KEY and $HF_TOKEN"
+[ "${{WANDB_API_KEY#wandb-}}" = 0123456789abcdef ] && [ "${{HF_TOKEN#hf_}}" = secret_token_value ] && echo "METRICS: ok=1"
+'''
+[aws]
+image = "ami-12345678"
+"#
+        ),
+    );
+    w.sb.write(
+        "missing.toml",
+        "name = \"missing\"\nobjective = { metric = \"ok\" }\ntrials = 1\n[run]\nsecrets = { K = \"ssm:/augur/not-there\" }\nscript = 'echo METRICS: ok=1'\n[aws]\nimage = \"ami-12345678\"\n",
+    );
+    w.init();
+    w.start_hypervisor();
+    for file in ["s.toml", "missing.toml"] {
+        ok(&w.augur(&["run", file, "--heartbeat", "500ms", "--lease", "20s"]));
+    }
+    let t: Value =
+        serde_json::from_slice(&w.augur(&["show", "secretive/1", "--json"]).stdout).expect("json");
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["metrics"]["ok"], 1.0, "the script got both values: {t}");
+    let logs = text(&w.augur(&["logs", "secretive/1"]).stdout);
+    assert!(logs.contains("keys: *** and ***"), "{logs}");
+    let table = w
+        .aws(&["dynamodb", "scan", "--table-name", &w.table])
+        .to_string();
+    assert!(
+        table.contains("ssm:/augur/wandb"),
+        "the reference is kept: {table}"
+    );
+    let kept = [
+        table,
+        logs,
+        t.to_string(),
+        text(
+            &w.augur(&["export", "secretive", "--format", "jsonl"])
+                .stdout,
+        ),
+    ];
+    for k in &kept {
+        assert!(
+            !k.contains(SSM_VALUE) && !k.contains(SM_VALUE),
+            "a value leaked: {k}"
+        );
+    }
+    let m: Value =
+        serde_json::from_slice(&w.augur(&["show", "missing/1", "--json"]).stdout).expect("json");
+    assert_eq!(m["state"], "failed", "{m}");
+    assert_eq!(m["attempt"], 1, "not retried: {m}");
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("secret `K` (ssm:/augur/not-there)")
+                && e.contains("ParameterNotFound")),
+        "{m}"
+    );
 }

@@ -81,6 +81,9 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
     assert!(text(&out.stderr).contains("--tick-rate"));
     let out = d.deploy(&["--frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = d.deploy(&["--instance-types", "t3.micro;reboot"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--instance-types"));
     // A network or an image that is not there: said before anything is made.
     for (args, says) in [
         (
@@ -201,6 +204,16 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         fc["Environment"]["Variables"]["AUGUR_BUCKET"],
         bucket.as_str()
     );
+    // The agent is pinned by its SHA-256, for the CLI and the tick alike.
+    let agent = std::env::var("AUGUR_INSTANCE_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| bin_dir().join("augur-agent"));
+    let pin = augur_tests::sha256_of(&agent);
+    assert!(cfg.contains(&format!("agent_sha256 = \"{pin}\"")), "{cfg}");
+    assert_eq!(
+        fc["Environment"]["Variables"]["AUGUR_AGENT_SHA256"],
+        pin.as_str()
+    );
     let objects = d.aws(&["s3api", "list-objects-v2", "--bucket", &bucket]);
     assert!(
         objects["Contents"]
@@ -239,6 +252,19 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
     d.sb.write(
         "s.toml",
         "name = \"deployed\"\nobjective = { metric = \"m\" }\ntrials = 1\n[run]\nscript = 'echo METRICS: m=1'\n[aws]\nimage = \"ami-12345678\"\n",
+    );
+    // A secret the stack's instance role may not read: refused before anything.
+    d.sb.write(
+        "outside.toml",
+        "name = \"outside\"\nobjective = { metric = \"m\" }\ntrials = 1\n[run]\nscript = 'true'\nsecrets = { K = \"ssm:/team/k\" }\n[aws]\nimage = \"ami-12345678\"\n",
+    );
+    assert!(cfg.contains("secrets_prefix = \"augur/\""), "{cfg}");
+    let out = d.augur(&["submit", "--backend", "aws", "outside.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("outside the stack's secrets prefix `augur/`"),
+        "{}",
+        text(&out.stderr)
     );
     ok(&d.augur(&["submit", "--backend", "aws", "s.toml"]));
     let out = d.augur(&["tick", "--backend", "aws", "--limit", "10s"]);

@@ -1483,3 +1483,85 @@ fn a_tick_refuses_a_tampered_study_record() {
         "nothing was proposed: {trials}"
     );
 }
+
+/// Secrets by reference on the local backend: the value comes from the environment
+/// of the same name, reaches the script, and is masked in what it prints; it is in
+/// no record, log, export or page. Without the variable the attempt fails naming
+/// the secret (not its value), and is not retried.
+#[test]
+fn secrets_reach_the_script_and_nothing_else() {
+    // The script checks the value in two halves: the study file must not hold it.
+    const VALUE: &str = "s3cr3t-v4lue-of-the-test";
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='sec'\nobjective={metric='ok'}\ntrials=1\n[run]\nmax_attempts=3\nsecrets={API_KEY='ssm:/team/api'}\nscript='''\necho \"the key is $API_KEY\"\n[ \"${API_KEY#s3cr3t-}\" = v4lue-of-the-test ] && echo METRICS: ok=1\n'''\n",
+    );
+    let out = sb
+        .cmd(&[&["run", "s.toml"][..], &FAST[..]].concat())
+        .env("API_KEY", VALUE)
+        .output()
+        .expect("augur");
+    ok(&out);
+    let shown = text(&sb.augur(&["show", "sec/1", "--json"]).stdout);
+    let t: Value = serde_json::from_str(&shown).expect("show json");
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["metrics"]["ok"], 1.0, "the script got the value: {t}");
+    let logs = text(&sb.augur(&["logs", "sec/1"]).stdout);
+    assert!(logs.contains("the key is ***"), "{logs}");
+    let export = text(&sb.augur(&["export", "sec", "--format", "jsonl"]).stdout);
+    let api = text(&sb.augur(&["show", "sec", "--json"]).stdout);
+    let mut everything = vec![
+        shown,
+        logs,
+        export,
+        api,
+        text(&out.stdout),
+        text(&out.stderr),
+    ];
+    // Every byte augur keeps: the database (and its journal) and the log files.
+    let mut stack = vec![sb.path().join(".augur")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                everything.push(
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+    }
+    assert!(everything.len() > 6, "files were read");
+    for (i, t) in everything.iter().enumerate() {
+        assert!(!t.contains(VALUE), "the value leaked (item {i}): {t}");
+    }
+    assert!(
+        everything.iter().any(|t| t.contains("ssm:/team/api")),
+        "the reference is kept"
+    );
+
+    // Unset: failed with the reason, not retried.
+    sb.write(
+        "s2.toml",
+        &std::fs::read_to_string(sb.path().join("s.toml"))
+            .expect("s")
+            .replace("'sec'", "'sec2'"),
+    );
+    let out = sb
+        .cmd(&[&["run", "s2.toml"][..], &FAST[..]].concat())
+        .env_remove("API_KEY")
+        .output()
+        .expect("augur");
+    let t: Value =
+        serde_json::from_slice(&sb.augur(&["show", "sec2/1", "--json"]).stdout).expect("show json");
+    assert_eq!(t["state"], "failed", "{t} {}", text(&out.stderr));
+    assert_eq!(t["attempt"], 1, "not retried: {t}");
+    assert!(
+        t["error"].as_str().is_some_and(
+            |e| e.contains("secret `API_KEY` (ssm:/team/api)") && e.contains("not set")
+        ),
+        "{t}"
+    );
+}

@@ -389,6 +389,11 @@ async fn the_default_image_and_disk_gb_are_what_instances_launch_with() {
             get("BlockDeviceMapping.1.Ebs.DeleteOnTermination"),
             Some("true")
         );
+        // IMDSv2 only, and one hop: a container a script starts cannot reach the
+        // role's credentials (AL2023's own default is 2,
+        // https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-new-instances.html).
+        assert_eq!(get("MetadataOptions.HttpTokens"), Some("required"));
+        assert_eq!(get("MetadataOptions.HttpPutResponseHopLimit"), Some("1"));
     }
     assert!(w.study_instances("arm").await.is_empty());
 }
@@ -527,4 +532,70 @@ async fn an_agent_cut_off_from_the_store_past_its_lease_powers_off() {
         took,
     }
     .write();
+}
+
+/// The agent is pinned by its SHA-256 in each launch: when the bucket's agent is
+/// replaced (here by a working agent with bytes added, as a tampered build would
+/// be), the boot script runs nothing and writes why into the attempt's record; the
+/// trial fails with that reason, not retried, and no script ran. Without a pin the
+/// aws backend refuses to launch at all (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_is_not_the_pinned_one_never_runs() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &study("pinned", "ami-12345678", 2));
+    let out = w
+        .env(&mut w.sb.cmd(&["run", "s.toml"]))
+        .env_remove("AUGUR_AGENT_SHA256")
+        .output()
+        .expect("augur");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("agent_sha256"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The bucket's agent replaced; the pin (World's) is the real one's.
+    let tampered = w.sb.path().join("augur-agent");
+    let mut bytes = std::fs::read(augur_tests::bin_dir().join("augur-agent")).expect("agent");
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&tampered, &bytes).expect("write");
+    ok(&w.augur(&["init", "--agent", &tampered.display().to_string()]));
+    let found = augur_tests::sha256_of(&tampered);
+    w.start_hypervisor();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "pinned", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 2, "{}", text(&out.stderr));
+    for t in &trials {
+        assert_eq!(t["state"], "failed", "{t}");
+        assert_eq!(t["attempt"], 1, "not retried: {t}");
+        assert_eq!(t["runs"], 0, "{t}");
+        let error = t["error"].as_str().unwrap_or("");
+        assert!(
+            error.starts_with("refused: the agent fetched from the bucket")
+                && error.contains(&format!(
+                    "SHA-256 {found}, not the pinned {}",
+                    augur_tests::agent_sha256()
+                )),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        w.study_instances("pinned").await.len(),
+        2,
+        "one launch each"
+    );
+    // The agent's home on each instance (/var/lib/augur) stayed empty: it never ran.
+    let homes: Vec<_> = std::fs::read_dir(w.sb.path().join("instances"))
+        .expect("instances")
+        .flatten()
+        .map(|e| e.path().join("var/lib/augur"))
+        .collect();
+    assert_eq!(homes.len(), 2);
+    for home in homes {
+        let used = std::fs::read_dir(&home).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(used, 0, "the agent ran: {}", home.display());
+    }
 }

@@ -11,6 +11,7 @@ pub mod lines;
 mod log;
 mod output;
 pub mod process;
+mod secrets;
 mod watch;
 pub mod workdir;
 
@@ -59,6 +60,8 @@ pub struct AwsAgent {
     pub log_prefix: String,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
+    /// Where `run.secrets` are read from.
+    pub secrets: augur_aws::secrets::Secrets,
 }
 
 /// Why the agent could not do its job.
@@ -167,13 +170,7 @@ async fn refuse(
     cfg: &AgentConfig,
     why: String,
 ) -> Result<Ended, AgentError> {
-    let up = TrialUpdate {
-        state: Some(TrialState::Failed),
-        error: Some(Some(format!("refused: {why}"))),
-        retryable: Some(false),
-        finished_ms: Some(Some(now_ms())),
-        ..Default::default()
-    };
+    let up = TrialUpdate::refused(&why, now_ms());
     let expect = Expect::state(TrialState::Starting, cfg.attempt);
     match store
         .update_trial(&cfg.study, cfg.trial, &expect, &up)
@@ -344,26 +341,24 @@ async fn run_script(
     trial: &Trial,
     log: &mut Log,
 ) -> Result<Option<AttemptEnd>, AgentError> {
-    let names = trial.dataset.iter().chain(&trial.needs);
-    if let Some(bad) = names
-        .into_iter()
-        .find(|d| !augur_model::agent::plain_name(d))
-    {
-        // Not retried: a record that names a path is not going to mend itself.
-        let msg = format!("refused: dataset `{bad}` is not a plain name (a tampered record?)");
-        log.write(Source::Augur, &msg);
-        return Ok(Some(AttemptEnd {
-            error: Some(msg),
-            ..Default::default()
-        }));
-    }
+    let secrets = match preflight(cfg, study, trial).await {
+        Ok(s) => s,
+        Err(msg) => {
+            // Not retried: a tampered record or a missing secret does not mend itself.
+            log.write(Source::Augur, &msg);
+            return Ok(Some(AttemptEnd {
+                error: Some(msg),
+                ..Default::default()
+            }));
+        }
+    };
     let timeout_ms = study.attempt_timeout_ms(trial);
     let Script {
         mut child,
         pgid,
         mut rx,
         cwd,
-    } = match start_script(cfg, study, trial).await {
+    } = match start_script(cfg, study, trial, &secrets).await {
         Ok(started) => started,
         Err(msg) => {
             // The machine could not set the attempt up (files not fetched, bash not
@@ -383,7 +378,10 @@ async fn run_script(
     let grace = Duration::from_millis(study.run.grace_ms);
     let mut heartbeat = tokio::time::interval_at(started + cfg.heartbeat, cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = ScriptOutput::default();
+    let mut seen = ScriptOutput {
+        masked: secrets.into_iter().map(|(_, v)| v).collect(),
+        ..Default::default()
+    };
     let mut last_output = started;
     let mut status: Option<std::process::ExitStatus> = None;
     let mut open = true;
@@ -490,9 +488,34 @@ struct Script {
     cwd: std::path::PathBuf,
 }
 
+/// What must hold before anything is set up: the record names plain datasets, and
+/// the study's secrets can be read (their variables and values).
+async fn preflight(
+    cfg: &AgentConfig,
+    study: &Study,
+    trial: &Trial,
+) -> Result<Vec<(String, String)>, String> {
+    let names = trial.dataset.iter().chain(&trial.needs);
+    if let Some(bad) = names
+        .into_iter()
+        .find(|d| !augur_model::agent::plain_name(d))
+    {
+        return Err(format!(
+            "refused: dataset `{bad}` is not a plain name (a tampered record?)"
+        ));
+    }
+    secrets::resolve(study, cfg.aws.as_ref().map(|a| &a.secrets)).await
+}
+
 /// Prepares the attempt's working directory (or a dataset's) and starts its script
-/// under bash in a process group of its own; why not, if it could not.
-async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result<Script, String> {
+/// under bash in a process group of its own, with its secrets in its environment;
+/// why not, if it could not.
+async fn start_script(
+    cfg: &AgentConfig,
+    study: &Study,
+    trial: &Trial,
+    secrets: &[(String, String)],
+) -> Result<Script, String> {
     let (script, cwd) = match &trial.dataset {
         Some(name) => {
             let spec = study.dataset_spec(name, &trial.params);
@@ -528,6 +551,7 @@ async fn start_script(cfg: &AgentConfig, study: &Study, trial: &Trial) -> Result
         .arg(format!("{}{}", study.run.preamble, script))
         .current_dir(&cwd)
         .envs(&env)
+        .envs(secrets.iter().map(|(k, v)| (k, v)))
         .env(augur_model::agent::env::WORKDIR, &cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -132,6 +132,7 @@ async fn run(args: Args) -> ExitCode {
                 log_prefix: args.log_group_prefix.clone(),
                 s3: augur_aws::s3::client(&config, path_style),
                 bucket,
+                secrets: augur_aws::secrets::Secrets::new(&config),
             };
             (Box::new(store), Some(aws))
         }

@@ -21,6 +21,8 @@ pub(crate) struct ScriptOutput {
     pub(crate) tail: VecDeque<String>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) dirty: bool,
+    /// Secret values, masked (`***`) wherever a line of output goes.
+    pub(crate) masked: Vec<String>,
 }
 
 impl ScriptOutput {
@@ -52,7 +54,7 @@ impl ScriptOutput {
 
     pub(crate) fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
         *last_output = Instant::now();
-        let text = chunk.text;
+        let text = augur_model::secret::mask(&chunk.text, &self.masked);
         if chunk.progress {
             if !text.trim().is_empty() {
                 self.status = Some(text);

@@ -2,7 +2,7 @@
 //! [`StoreError`]s.
 
 use super::{DynamoStore, Item};
-use augur_model::{Millis, Trial};
+use augur_model::{Millis, Trial, TrialState, TrialUpdate};
 use augur_store::{Result, StoreError};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -21,8 +21,23 @@ pub(super) fn mark(read_ms: Millis, full_minute: u64) -> u64 {
 pub(super) fn decode_trials(study: &str, items: &[Item]) -> Result<Vec<Trial>> {
     items
         .iter()
-        .map(|i| decode(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
+        .map(|i| decode_trial(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
         .collect()
+}
+
+/// A trial item as its record. A refusal its boot script wrote
+/// ([`crate::boot::REFUSAL`]: the agent was not the pinned one) ends the attempt it
+/// names, if still starting, as the agent's own refusal would: failed, not retried,
+/// with the reason.
+pub(super) fn decode_trial(key: &str, item: &Item) -> Result<Trial> {
+    let mut t: Trial = decode(key, item)?;
+    if let Some(why) = get_s(item, crate::boot::REFUSAL) {
+        if t.state == TrialState::Starting && get_n(item, "attempt") == Some(t.attempt.into()) {
+            let at = get_n(item, "chg").map_or_else(augur_store::now_ms, |c| c as Millis);
+            TrialUpdate::refused(why, at).apply(&mut t);
+        }
+    }
+    Ok(t)
 }
 
 pub(super) fn unmark(m: u64) -> (Millis, u64) {
@@ -39,7 +54,7 @@ pub(super) fn n(v: impl ToString) -> AttributeValue {
 
 pub(super) const SUBMITTED: &str = "#submitted";
 
-pub(super) fn trial_sk(id: u64) -> String {
+pub(crate) fn trial_sk(id: u64) -> String {
     format!("trial#{id:010}")
 }
 

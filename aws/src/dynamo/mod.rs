@@ -48,6 +48,7 @@ pub struct DynamoStore {
 mod items;
 mod table;
 
+pub(crate) use items::trial_sk;
 pub use items::CHANGES_INDEX;
 use items::*;
 
@@ -111,7 +112,7 @@ impl DynamoStore {
         let Some(item) = self.get(study, &trial_sk(id), true).await? else {
             return Ok(None);
         };
-        let t: Trial = decode(&format!("{study}/{id}"), &item)?;
+        let t = decode_trial(&format!("{study}/{id}"), &item)?;
         Ok(Some((t, get_n(&item, "rev").unwrap_or(0))))
     }
 

@@ -70,6 +70,12 @@ fn check_run(s: &super::Study) -> Result<(), String> {
     {
         return Err(format!("run.env `{k}`"));
     }
+    for (k, v) in &run.secrets {
+        if !valid_ident(k) || k.starts_with("AUGUR_") || run.env.contains_key(k) {
+            return Err(format!("run.secrets `{k}`"));
+        }
+        crate::secret::SecretRef::parse(v).map_err(|e| format!("run.secrets.{k}: {e}"))?;
+    }
     Ok(())
 }
 
@@ -104,6 +110,9 @@ fn check_aws(aws: &super::AwsSpec) -> Result<(), String> {
     }
     if aws.disk_gb.is_some_and(|d| !(1..=16384).contains(&d)) {
         return Err("aws.disk_gb out of range".into());
+    }
+    if aws.imds_hop_limit.is_some_and(|h| !(1..=64).contains(&h)) {
+        return Err("aws.imds_hop_limit out of range".into());
     }
     Ok(())
 }
@@ -154,6 +163,15 @@ mod tests {
             }),
             ("aws.image", |r| {
                 r.spec.aws.as_mut().expect("aws").image = Some("ami-1 --user-data".into())
+            }),
+            ("run.secrets.TOKEN", |r| {
+                r.spec
+                    .run
+                    .secrets
+                    .insert("TOKEN".into(), "ssm:/a;reboot".into());
+            }),
+            ("aws.imds_hop_limit", |r| {
+                r.spec.aws.as_mut().expect("aws").imds_hop_limit = Some(65)
             }),
             ("aws.region", |r| {
                 r.spec.aws.as_mut().expect("aws").region = Some("us-east-1\nreboot".into())

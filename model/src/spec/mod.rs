@@ -94,6 +94,10 @@ pub struct RunSpec {
     pub max_preemptions: u32,
     pub retry_on_failure: bool,
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are secrets, by reference ([`crate::secret::SecretRef`]):
+    /// read on the machine when the attempt starts, never recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Text put before the script (`set -ex; ` by default, as in diviner).
     pub preamble: String,
 }
@@ -167,6 +171,10 @@ pub struct AwsSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnets: Vec<String>,
     pub disk_gb: Option<u32>,
+    /// The metadata service's hop limit (1 when `None`: a container a script starts
+    /// cannot reach the role's credentials; 2 lets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imds_hop_limit: Option<u32>,
 }
 
 impl AwsSpec {
@@ -615,6 +623,21 @@ instance_type = "t3.micro"
             &format!("{base}[run]\nscript=''\n"),
             "run.script is empty",
             Some(5),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\nsecrets={{KEY='hunter2'}}\n"),
+            "run.secrets.KEY: `hunter2`: expected ssm:NAME",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\nenv={{K='1'}}\nsecrets={{K='ssm:/k'}}\n"),
+            "`K` is in run.env too",
+            Some(7),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\n[aws]\nimds_hop_limit=0\n"),
+            "aws.imds_hop_limit must be 1..=64, got 0",
+            Some(7),
         );
         bad(&format!("{base}[run]\n"), "script", None);
         bad(

@@ -103,6 +103,8 @@ struct RawRun {
     retry_on_failure: bool,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     preamble: Option<String>,
 }
 
@@ -129,6 +131,7 @@ struct RawAws {
     #[serde(default)]
     subnets: Vec<String>,
     disk_gb: Option<Spanned<i64>>,
+    imds_hop_limit: Option<Spanned<i64>>,
 }
 
 fn duration_ms(cx: &SpecText, key: &str, s: &Spanned<String>) -> Result<u64, SpecError> {
@@ -329,6 +332,19 @@ impl RawRun {
             }
             env.insert(key, v);
         }
+        let mut secrets = BTreeMap::new();
+        for (k, v) in self.secrets {
+            let key = k.get_ref().clone();
+            if !valid_ident(&key) || key.starts_with("AUGUR_") {
+                return Err(cx.at(&k, format!("run.secrets: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
+            }
+            if env.contains_key(&key) {
+                return Err(cx.at(&k, format!("run.secrets: `{key}` is in run.env too")));
+            }
+            crate::secret::SecretRef::parse(v.get_ref())
+                .map_err(|e| cx.at(&v, format!("run.secrets.{key}: {e}")))?;
+            secrets.insert(key, v.into_inner());
+        }
         Ok(RunSpec {
             script,
             files,
@@ -338,6 +354,7 @@ impl RawRun {
             max_preemptions,
             retry_on_failure: self.retry_on_failure,
             env,
+            secrets,
             preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
         })
     }
@@ -417,6 +434,10 @@ impl RawAws {
             }
             Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
         };
+        let imds_hop_limit = match &self.imds_hop_limit {
+            None => None,
+            Some(v) => Some(count(cx, "aws.imds_hop_limit", v, 1, 64)?),
+        };
         Ok(AwsSpec {
             instance_type: self.instance_type,
             fallback_instance_types: self.fallback_instance_types,
@@ -427,6 +448,7 @@ impl RawAws {
             subnet: self.subnet,
             subnets: self.subnets,
             disk_gb,
+            imds_hop_limit,
         })
     }
 }

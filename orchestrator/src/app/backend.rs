@@ -263,10 +263,56 @@ impl Backend {
                 )));
             }
             let key = augur_aws::s3::AGENT_KEY;
+            let pin = sha256_of(a)?;
             augur_aws::s3::put_file(&s3, &bucket, key, a)
                 .await
                 .map_err(|e| AppError::unavailable(e.to_string()))?;
             eprintln!("uploaded {} to s3://{bucket}/{key}", a.display());
+            eprintln!(
+                "instances run it only with this pin: agent_sha256 = \"{pin}\" in [aws] of the config, or AUGUR_AGENT_SHA256={pin}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 every instance checks its agent against before it runs it:
+    /// `[aws] agent_sha256` in the config (infra/deploy.sh writes it) or
+    /// AUGUR_AGENT_SHA256 (the serverless tick's, from its stack).
+    fn agent_pin(&self) -> Result<String, AppError> {
+        let Some(pin) = std::env::var("AUGUR_AGENT_SHA256")
+            .ok()
+            .filter(|s| !s.is_empty())
+        else {
+            return Err(AppError::input(
+                "the aws backend pins the agent instances run by its SHA-256, and none is set: [aws] agent_sha256 in the config (infra/deploy.sh writes it), or AUGUR_AGENT_SHA256 (`augur init --agent FILE` prints it)",
+            ));
+        };
+        let pin = pin.to_ascii_lowercase();
+        if !augur_aws::boot::is_sha256(&pin) {
+            return Err(AppError::input(format!(
+                "agent_sha256 / AUGUR_AGENT_SHA256 `{pin}`: expected a SHA-256 (64 hex digits)"
+            )));
+        }
+        Ok(pin)
+    }
+
+    /// Refuses a study whose `run.secrets` the stack's instance role may not read
+    /// (outside AUGUR_SECRETS_PREFIX, the stack's `SecretsPrefix`, when known).
+    fn check_secrets(study: &Study) -> Result<(), AppError> {
+        let Some(prefix) = std::env::var("AUGUR_SECRETS_PREFIX")
+            .ok()
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(());
+        };
+        for (name, reference) in &study.run.secrets {
+            let r = augur_model::secret::SecretRef::parse(reference).map_err(AppError::input)?;
+            if !r.within(&prefix) {
+                return Err(AppError::input(format!(
+                    "study `{}`: run.secrets.{name} = \"{r}\" is outside the stack's secrets prefix `{prefix}`: its instances may read SSM parameters under /{prefix} and Secrets Manager secrets named {prefix}... only (SecretsPrefix in infra/augur.yaml)",
+                    study.name
+                )));
+            }
         }
         Ok(())
     }
@@ -375,6 +421,7 @@ impl Backend {
                 heartbeat,
             )));
         }
+        Self::check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();
         let instance_type = spec
             .instance_type
@@ -405,14 +452,27 @@ impl Backend {
             spot: spec.spot,
             disk_gb: spec.disk_gb,
             spot_fallback_after: spec.spot_fallback_after,
+            imds_hop_limit: spec.imds_hop_limit,
             table: self.table()?,
             bucket: self.bucket()?,
             log_group_prefix: self.aws.log_group_prefix.clone(),
             heartbeat,
             region: self.launch_region(study).await?,
+            agent_sha256: self.agent_pin()?,
             list_every: Duration::from_secs(5),
         };
         let client = augur_aws::ec2(self.sdk().await);
         Ok(Arc::new(Ec2Provider::new(client, settings)))
     }
+}
+
+/// The SHA-256 of a file, as `sha256sum` prints it.
+fn sha256_of(path: &std::path::Path) -> Result<String, AppError> {
+    use sha2::Digest;
+    let bytes =
+        std::fs::read(path).map_err(|e| AppError::input(format!("{}: {e}", path.display())))?;
+    Ok(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -29,6 +29,10 @@ pub struct AwsConfig {
     pub subnet: Option<String>,
     pub image: Option<String>,
     pub tick_function: Option<String>,
+    /// The SHA-256 of the agent in the bucket (instances run no other).
+    pub agent_sha256: Option<String>,
+    /// The prefix of the secrets the instance role may read (`run.secrets`).
+    pub secrets_prefix: Option<String>,
 }
 
 /// Where the config file is (whether or not it exists).
@@ -87,6 +91,8 @@ pub fn variables(cfg: &Config) -> Vec<(&'static str, String)> {
     put("AUGUR_INSTANCE_PROFILE", &a.instance_profile);
     put("AUGUR_SUBNET", &a.subnet);
     put("AUGUR_IMAGE", &a.image);
+    put("AUGUR_AGENT_SHA256", &a.agent_sha256);
+    put("AUGUR_SECRETS_PREFIX", &a.secrets_prefix);
     if !a.security_groups.is_empty() {
         v.push(("AUGUR_SECURITY_GROUPS", a.security_groups.join(",")));
     }

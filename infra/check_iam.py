@@ -12,6 +12,8 @@ and on each of augur's own rules (`rules`, `tls_only`, `launch_template_problems
   image condition;
 - iam:PassRole without `iam:PassedToService`;
 - a read of SSM parameters or Secrets Manager secrets not limited to a prefix;
+- a worker role (assumed by EC2) that writes DynamoDB items without a
+  `dynamodb:LeadingKeys` condition (it could rewrite specs, leases, submissions);
 - s3:PutObject on a whole bucket (agent/ and lambda/ are the deployer's: writers get
   a prefix);
 - a bucket without a policy that denies every action (`s3:*`) on it and its objects
@@ -76,8 +78,12 @@ def condition_keys(st):
     return keys
 
 
-def rules(st):
-    """augur's own rules on one Allow statement: the problems, as text."""
+DYNAMO_WRITES = {"dynamodb:putitem", "dynamodb:updateitem", "dynamodb:deleteitem", "dynamodb:batchwriteitem", "dynamodb:transactwriteitems", "dynamodb:partiqlinsert", "dynamodb:partiqlupdate", "dynamodb:partiqldelete"}
+
+
+def rules(st, worker=False):
+    """augur's own rules on one Allow statement (of a worker's role, assumed by EC2
+    instances, with `worker`): the problems, as text."""
     if st.get("Effect") != "Allow":
         return []
     actions = {a.lower() for a in as_list(st.get("Action", [])) if isinstance(a, str)}
@@ -100,6 +106,8 @@ def rules(st):
         if any(":image/" in r or r == "*" for r in resources):
             if not keys & {"ec2:owner", "ec2:imageid"}:
                 out.append("RunInstances (any image) without an `ec2:Owner` or `ec2:ImageID` condition")
+    if worker and actions & DYNAMO_WRITES and "dynamodb:leadingkeys" not in keys:
+        out.append("a worker writes any table item (specs, leases, submissions) without a `dynamodb:LeadingKeys` condition")
     if "iam:passrole" in actions:
         need("iam:PassedToService", "iam:PassRole (to any service)")
     secret_reads = actions & {"ssm:getparameter", "ssm:getparameters", "ssm:getparametersbypath", "secretsmanager:getsecretvalue"}
@@ -158,15 +166,27 @@ def check_template(template, path):
         if res.get("Type") == "AWS::S3::Bucket" and not tls_only(name, bucket_policies):
             problems.append(f"{path}: {name}: no bucket policy denies `s3:*` on it and its objects without TLS")
         docs = POLICY_PATHS.get(res.get("Type"), lambda p: [])(res.get("Properties") or {})
+        worker = assumed_by_ec2(res)
         for doc in docs:
             for i, st in enumerate(as_list(doc.get("Statement", []))):
                 count += 1
                 where = f"{path}: {name} statement {st.get('Sid', i)}"
-                problems += [f"{where}: {p}" for p in statement_problems(st)]
+                problems += [f"{where}: {p}" for p in statement_problems(st, worker)]
     return problems, count
 
 
-def statement_problems(st):
+def assumed_by_ec2(res):
+    """Whether a resource is a role EC2 instances assume (a worker's: what a trial
+    script can use)."""
+    trust = (res.get("Properties") or {}).get("AssumeRolePolicyDocument") or {}
+    for st in as_list(trust.get("Statement", [])):
+        services = as_list((st.get("Principal") or {}).get("Service", []))
+        if "ec2.amazonaws.com" in services:
+            return True
+    return False
+
+
+def statement_problems(st, worker=False):
     out = []
     effect = st.get("Effect")
     actions = [a for a in as_list(st.get("Action", [])) if isinstance(a, str)]
@@ -182,7 +202,7 @@ def statement_problems(st):
     principal = st.get("Principal")
     if effect == "Allow" and (principal == "*" or (isinstance(principal, dict) and "*" in as_list(principal.get("AWS", [])))):
         out.append("allows principal `*`")
-    return out + rules(st)
+    return out + rules(st, worker)
 
 
 def check(path):

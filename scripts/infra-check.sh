@@ -28,4 +28,7 @@ if "$(dirname "$cfn_lint")/python" "$root/infra/check_iam.py" "$bad" > /dev/null
 fi
 # ... and each safeguard of augur's own template, removed in turn, is named.
 "$(dirname "$cfn_lint")/python" "$root/infra/test_check_iam.py" "$root/infra/augur.yaml"
+# The attacks on the control plane, as each role of the template, evaluated
+# (infra/iam_eval.py): refused; what augur needs: allowed.
+"$(dirname "$cfn_lint")/python" "$root/infra/test_iam_attacks.py" "$root/infra/augur.yaml"
 "$(dirname "$cfn_lint")/python" "$root/infra/check_iam.py" "${templates[@]}"

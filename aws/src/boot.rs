@@ -76,10 +76,12 @@ impl BootScript<'_> {
 
     /// `refuse GOT`: writes the refusal into the attempt's trial item, if the item
     /// is still at this attempt and starting (the store's compare-and-set sees the
-    /// `rev` move, and readers of changes see `chg` move).
+    /// `rev` move, and readers of changes see `chg` move). The item is in the trials'
+    /// partition; for a study recorded before they had one, the condition fails and
+    /// the attempt ends as a failed boot.
     fn refuse_function(&self) -> String {
         let key = serde_json::json!({
-            "pk": { "S": self.study },
+            "pk": { "S": crate::dynamo::trial_pk(self.study) },
             "sk": { "S": crate::dynamo::trial_sk(self.trial) },
         });
         // `printf` fills the two `%s`: the SHA-256 found (hex) and the time (ms). No
@@ -277,7 +279,7 @@ mod tests {
                 serde_json::from_str(&update[i + 1]).expect("json")
             };
             prop_assert_eq!(value("--key"), serde_json::json!({
-                "pk": { "S": study }, "sk": { "S": "trial#0000000007" },
+                "pk": { "S": format!("trials#{study}") }, "sk": { "S": "trial#0000000007" },
             }));
             let values = value("--expression-attribute-values");
             let why = values[":r"]["S"].as_str().expect("reason");

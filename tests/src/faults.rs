@@ -74,6 +74,11 @@ pub struct Call {
     pub service: String,
     pub operation: String,
     pub fault: Option<Fault>,
+    /// The caller's session token: role credentials carry one (the stand-in's
+    /// instance role: `standin-session`), augur's static test keys none.
+    pub session: Option<String>,
+    /// DynamoDB: the partition keys the call names (`dynamodb:LeadingKeys`).
+    pub partitions: Vec<String>,
 }
 
 struct Shared {
@@ -224,6 +229,37 @@ pub fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
     })
 }
 
+/// The partition keys (`pk`) a DynamoDB request names: its key or item, a query's
+/// `:pk`, each item of a batch or a transaction.
+fn partitions(body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let mut items: Vec<&serde_json::Value> = vec![&v["Key"], &v["Item"]];
+    items.push(&v["ExpressionAttributeValues"][":pk"]);
+    for t in v["TransactItems"].as_array().into_iter().flatten() {
+        for kind in ["Put", "Update", "Delete", "ConditionCheck"] {
+            items.push(&t[kind]["Item"]);
+            items.push(&t[kind]["Key"]);
+        }
+    }
+    for reqs in v["RequestItems"]
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.values())
+    {
+        for r in reqs.as_array().into_iter().flatten() {
+            items.push(&r["PutRequest"]["Item"]);
+            items.push(&r["DeleteRequest"]["Key"]);
+        }
+    }
+    items
+        .into_iter()
+        .filter_map(|i| i["pk"]["S"].as_str().or_else(|| i["S"].as_str()))
+        .map(String::from)
+        .collect()
+}
+
 /// (service, operation) of a request.
 fn classify(head: &[String], body: &[u8]) -> (String, String) {
     if let Some(t) = header(head, "x-amz-target") {
@@ -341,6 +377,12 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             service: service.clone(),
             operation: operation.clone(),
             fault,
+            session: header(&head, "x-amz-security-token").map(String::from),
+            partitions: if service == "dynamodb" {
+                partitions(&body)
+            } else {
+                Vec::new()
+            },
         });
     }
     let op = (service.as_str(), operation.as_str());

@@ -13,6 +13,39 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The table ARN `infra/iam_eval.py` evaluates requests on (its stand-in account's).
+pub const EVAL_TABLE_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/augur-table";
+
+/// Asserts that every request (`{"action", "resource", "context"}`) is allowed to
+/// `role` by `infra/augur.yaml`'s policies, as `infra/iam_eval.py` evaluates them
+/// (with the cfn-lint virtualenv's Python, installed by `scripts/pytool.sh`).
+pub fn iam_allows(role: &str, requests: &[Value]) {
+    let tool = Command::new("bash")
+        .arg(repo().join("scripts/pytool.sh"))
+        .args(["cfn-lint", "1.58.0", "cfn-lint"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/pytool.sh");
+    assert!(tool.status.success(), "scripts/pytool.sh cfn-lint failed");
+    let python =
+        PathBuf::from(String::from_utf8_lossy(&tool.stdout).trim()).with_file_name("python");
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(file.path(), serde_json::to_vec(requests).expect("json")).expect("write");
+    let out = Command::new(python)
+        .arg(repo().join("infra/iam_eval.py"))
+        .arg(repo().join("infra/augur.yaml"))
+        .arg(role)
+        .arg(file.path())
+        .output()
+        .expect("iam_eval.py");
+    assert!(
+        out.status.success(),
+        "{role} refuses calls augur made:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 /// The SHA-256 of a file, as `sha256sum` prints it.
 pub fn sha256_of(path: &Path) -> String {
     use sha2::Digest;

@@ -160,6 +160,29 @@ instance_type = "t3.micro"
         "{listings} listings in {took:?}"
     );
     assert!(writes <= 12.0, "DynamoDB writes per trial: {writes}");
+
+    // Every DynamoDB call the agents made (with the instance role's session) is one
+    // the template's worker policy allows, as IAM evaluates it (infra/iam_eval.py):
+    // reads, and writes of trial partitions only.
+    let worker: Vec<Value> = run_calls
+        .iter()
+        .filter(|c| c.service == "dynamodb" && c.session.as_deref() == Some("standin-session"))
+        .map(|c| {
+            serde_json::json!({
+                "action": format!("dynamodb:{}", c.operation),
+                "resource": augur_tests::EVAL_TABLE_ARN,
+                "context": { "dynamodb:LeadingKeys": c.partitions },
+            })
+        })
+        .collect();
+    assert!(
+        worker.len() >= 6 * 3,
+        "the agents' calls were seen: {}",
+        worker.len()
+    );
+    assert!(worker.iter().any(|r| r["action"] == "dynamodb:PutItem"
+        && r["context"]["dynamodb:LeadingKeys"][0] == "trials#cloud"));
+    augur_tests::iam_allows("WorkerRole", &worker);
 }
 
 #[test]

@@ -149,6 +149,74 @@ async fn a_missing_table_is_one_clear_error() {
     );
 }
 
+/// Trials live in a partition of their own (`trials#NAME`), which IAM tells apart
+/// from specs, leases and submissions by partition key; a study recorded before
+/// (its item has no `layout`) keeps its trials in its own partition, read, written
+/// and deleted as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trials_have_a_partition_of_their_own_and_older_studies_keep_theirs() {
+    use augur_model::{Params, Trial};
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let emu = Emulator::start();
+    let c = client(&emu).await;
+    let store = DynamoStore::new(c.clone(), "augur-layout");
+    store.ensure_table().await.expect("table");
+    let key_exists = |pk: String| {
+        let c = c.clone();
+        async move {
+            c.get_item()
+                .table_name("augur-layout")
+                .key("pk", V::S(pk))
+                .key("sk", V::S("trial#0000000001".into()))
+                .send()
+                .await
+                .expect("get")
+                .item
+                .is_some()
+        }
+    };
+    store
+        .create_study(&augur_store::conformance::record("new"))
+        .await
+        .expect("study");
+    store
+        .create_trial(&Trial::new("new", 0, 0, 0, Params::new(), 0))
+        .await
+        .expect("trial");
+    assert!(key_exists("trials#new".into()).await);
+    assert!(!key_exists("new".into()).await);
+    // A study item as an older augur wrote it: no `layout`.
+    let old = augur_store::conformance::record("old");
+    c.put_item()
+        .table_name("augur-layout")
+        .item("pk", V::S("old".into()))
+        .item("sk", V::S("study".into()))
+        .item("state", V::S(old.state.to_string()))
+        .item("rev", V::N("0".into()))
+        .item("next_id", V::N("0".into()))
+        .item("data", V::S(serde_json::to_string(&old).expect("json")))
+        .send()
+        .await
+        .expect("put");
+    let fresh = DynamoStore::new(c.clone(), "augur-layout");
+    fresh
+        .create_trial(&Trial::new("old", 0, 0, 0, Params::new(), 0))
+        .await
+        .expect("trial");
+    assert!(key_exists("old".into()).await);
+    assert!(!key_exists("trials#old".into()).await);
+    for (study, store) in [("new", &store), ("old", &fresh)] {
+        assert_eq!(store.list_trials(study).await.expect("list").len(), 1);
+        assert!(store.get_trial(study, 1).await.expect("get").is_some());
+        assert!(store.delete_study(study).await.expect("delete"));
+    }
+    assert!(
+        !key_exists("trials#new".into()).await,
+        "deleted with its study"
+    );
+    assert!(!key_exists("old".into()).await);
+}
+
 mod faults {
     use super::*;
     use augur_store::conformance::record;

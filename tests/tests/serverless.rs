@@ -258,6 +258,8 @@ async fn ctx(w: &World) -> Backend {
         &w.table,
         "--bucket",
         "augur-e2e",
+        "--agent-sha256",
+        augur_tests::agent_sha256(),
     ])
     .expect("args");
     let sdk = augur_aws::sdk_config(&augur_aws::AwsOptions {

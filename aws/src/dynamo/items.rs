@@ -54,6 +54,15 @@ pub(super) fn n(v: impl ToString) -> AttributeValue {
 
 pub(super) const SUBMITTED: &str = "#submitted";
 
+/// The partition of a study's trials (since `layout` [`LAYOUT`]): study names have no
+/// `#`, so no study's own partition is one.
+pub(crate) fn trial_pk(study: &str) -> String {
+    format!("trials#{study}")
+}
+
+/// The `layout` of a study item whose trials are in [`trial_pk`].
+pub(super) const LAYOUT: u64 = 2;
+
 pub(crate) fn trial_sk(id: u64) -> String {
     format!("trial#{id:010}")
 }
@@ -110,10 +119,11 @@ pub(super) fn build_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl DynamoStore {
-    pub(super) fn trial_item(t: &Trial, rev: u64) -> Result<Item> {
+    /// The item of trial `t` in partition `pk` (the study's trials' partition).
+    pub(super) fn trial_item(pk: &str, t: &Trial, rev: u64) -> Result<Item> {
         let data = encode(&format!("{}/{}", t.study, t.id), t)?;
         Ok(HashMap::from([
-            ("pk".to_string(), s(&t.study)),
+            ("pk".to_string(), s(pk)),
             ("sk".to_string(), s(trial_sk(t.id))),
             ("state".to_string(), s(t.state.as_str())),
             ("attempt".to_string(), n(t.attempt)),

@@ -1,14 +1,22 @@
 //! The DynamoDB [`TrialStore`]: one table for every study.
 //!
 //! Items (`pk` = study name, `sk`):
-//! - `study`: the study record (`data`, JSON), its `state`, `rev`, and `next_id`, the
-//!   atomic counter trial ids come from (`ADD`);
-//! - `trial#0000000042`: a trial record (`data`, JSON) with `state`, `attempt`, `rev`;
+//! - `study`: the study record (`data`, JSON), its `state`, `rev`, `next_id` (the
+//!   atomic counter trial ids come from) and `layout`;
 //! - `slot#point:3:1` / `slot#dataset:NAME`: the guard that makes one record per slot;
 //! - `lease`: who drives the study (`holder`) until when (`until`, ms);
 //!
+//! in the partition `trials#NAME` ([`trial_pk`]), the study's trials:
+//! - `trial#0000000042`: a trial record (`data`, JSON) with `state`, `attempt`, `rev`;
+//!
 //! and in the partition `#submitted`, one item `sub#NAME` per study the serverless tick
 //! drives (a query, not a scan of the table, finds them).
+//!
+//! Trials have a partition of their own so that IAM can tell them apart by partition
+//! key (`dynamodb:LeadingKeys`): a worker may write trials and nothing else, not a
+//! spec, a lease or a submission. Studies recorded before (no `layout` in their item)
+//! keep their trials in the study's partition, where they are read and written as
+//! before.
 //!
 //! Every conditional write is a compare-and-set: a strongly consistent read, the
 //! [`Expect`] check, then a put conditional on `rev` being unchanged (re-read and
@@ -43,14 +51,17 @@ pub struct DynamoStore {
     pub full_read_every: Duration,
     /// The table has no changes index (made before it existed): read whole studies.
     no_index: AtomicBool,
+    /// Whether each study's trials are in a partition of their own (its `layout`),
+    /// learnt from its study item.
+    apart: std::sync::Mutex<HashMap<String, bool>>,
 }
 
 mod items;
 mod table;
 
-pub(crate) use items::trial_sk;
 pub use items::CHANGES_INDEX;
 use items::*;
+pub(crate) use items::{trial_pk, trial_sk};
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
@@ -61,7 +72,36 @@ impl DynamoStore {
             lookback: Duration::from_secs(120),
             full_read_every: Duration::from_secs(300),
             no_index: AtomicBool::new(false),
+            apart: Default::default(),
         }
+    }
+
+    /// The partition of `study`'s trials: [`trial_pk`], or the study's own for a
+    /// study recorded before trials had one (known from its item, read once).
+    async fn trials_pk(&self, study: &str) -> Result<String> {
+        let known = self.apart.lock().ok().and_then(|m| m.get(study).copied());
+        let apart = match known {
+            Some(a) => a,
+            // No study item (yet): a new study's trials go apart.
+            None => match self.get(study, "study", false).await? {
+                Some(item) => self.learn_layout(study, &item),
+                None => true,
+            },
+        };
+        Ok(if apart {
+            trial_pk(study)
+        } else {
+            study.to_string()
+        })
+    }
+
+    /// Notes from a study item whether its trials are apart; returns it.
+    fn learn_layout(&self, study: &str, item: &Item) -> bool {
+        let apart = get_n(item, "layout") == Some(LAYOUT);
+        if let Ok(mut m) = self.apart.lock() {
+            m.insert(study.to_string(), apart);
+        }
+        apart
     }
 
     pub fn table(&self) -> &str {
@@ -109,7 +149,8 @@ impl DynamoStore {
     }
 
     async fn read_trial(&self, study: &str, id: u64) -> Result<Option<(Trial, u64)>> {
-        let Some(item) = self.get(study, &trial_sk(id), true).await? else {
+        let pk = self.trials_pk(study).await?;
+        let Some(item) = self.get(&pk, &trial_sk(id), true).await? else {
             return Ok(None);
         };
         let t = decode_trial(&format!("{study}/{id}"), &item)?;
@@ -120,6 +161,7 @@ impl DynamoStore {
         let Some(item) = self.get(name, "study", true).await? else {
             return Ok(None);
         };
+        self.learn_layout(name, &item);
         Ok(Some((decode(name, &item)?, item)))
     }
 }
@@ -133,6 +175,7 @@ impl TrialStore for DynamoStore {
             ("state".to_string(), s(rec.state.to_string())),
             ("rev".to_string(), n(0)),
             ("next_id".to_string(), n(0)),
+            ("layout".to_string(), n(LAYOUT)),
             ("data".to_string(), s(encode(&rec.name, rec)?)),
         ]);
         if self.put_if(item, None).await? {
@@ -248,7 +291,11 @@ impl TrialStore for DynamoStore {
     }
 
     async fn delete_study(&self, name: &str) -> Result<bool> {
-        let items = self.query(name, None).await?;
+        let mut items = self.query(name, None).await?;
+        let trials = self.trials_pk(name).await?;
+        if trials != name {
+            items.extend(self.query(&trials, None).await?);
+        }
         let existed = items.iter().any(|i| get_s(i, "sk") == Some("study"));
         for chunk in items.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::new();
@@ -307,6 +354,7 @@ impl TrialStore for DynamoStore {
                 continue;
             }
             let id = self.next_id(&trial.study).await?;
+            let pk = self.trials_pk(&trial.study).await?;
             let mut t = trial.clone();
             t.id = id;
             let guard = HashMap::from([
@@ -328,7 +376,7 @@ impl TrialStore for DynamoStore {
                 .transact_items(TransactWriteItem::builder().put(put(guard)?).build())
                 .transact_items(
                     TransactWriteItem::builder()
-                        .put(put(Self::trial_item(&t, 0)?)?)
+                        .put(put(Self::trial_item(&pk, &t, 0)?)?)
                         .build(),
                 )
                 .send()
@@ -353,7 +401,8 @@ impl TrialStore for DynamoStore {
     }
 
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
-        decode_trials(study, &self.query(study, Some("trial#")).await?)
+        let pk = self.trials_pk(study).await?;
+        decode_trials(study, &self.query(&pk, Some("trial#")).await?)
     }
 
     /// What changed since the mark, from the changes index, looking back
@@ -370,7 +419,8 @@ impl TrialStore for DynamoStore {
             || (minute.wrapping_sub(full_minute) & ((1 << 22) - 1)) >= every;
         if !due {
             let from = read_ms - self.lookback.as_millis() as Millis;
-            if let Some(items) = self.query_changes(study, from).await? {
+            let pk = self.trials_pk(study).await?;
+            if let Some(items) = self.query_changes(&pk, from).await? {
                 return Ok((decode_trials(study, &items)?, mark(now, full_minute)));
             }
             self.no_index.store(true, Ordering::Relaxed);
@@ -403,8 +453,9 @@ impl TrialStore for DynamoStore {
                 }
             }
             update.apply(&mut t);
+            let pk = self.trials_pk(study).await?;
             if self
-                .put_if(Self::trial_item(&t, rev + 1)?, Some(rev))
+                .put_if(Self::trial_item(&pk, &t, rev + 1)?, Some(rev))
                 .await?
             {
                 return Ok(Written::Done(t));

@@ -196,11 +196,11 @@ impl DynamoStore {
         }
     }
 
-    /// The trials of `study` written at `from_ms` or later, by the changes index
-    /// (eventually consistent); `None` if the table has no such index.
+    /// The trials in partition `pk` written at `from_ms` or later, by the changes
+    /// index (eventually consistent); `None` if the table has no such index.
     pub(super) async fn query_changes(
         &self,
-        study: &str,
+        pk: &str,
         from_ms: Millis,
     ) -> Result<Option<Vec<Item>>> {
         let mut out = Vec::new();
@@ -212,7 +212,7 @@ impl DynamoStore {
                 .table_name(&self.table)
                 .index_name(CHANGES_INDEX)
                 .key_condition_expression("pk = :pk AND chg >= :from")
-                .expression_attribute_values(":pk", s(study))
+                .expression_attribute_values(":pk", s(pk))
                 .expression_attribute_values(":from", n(from_ms))
                 .set_limit(self.page_size)
                 .set_exclusive_start_key(start.take())

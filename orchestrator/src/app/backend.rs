@@ -86,6 +86,14 @@ pub struct AwsArgs {
         help_heading = "AWS backend"
     )]
     pub instance_profile: Option<String>,
+    /// SHA-256 of the agent instances may run (aws; `[aws] agent_sha256` in the
+    /// config, which infra/deploy.sh writes).
+    #[arg(long, global = true, env = "AUGUR_AGENT_SHA256", hide = true)]
+    pub agent_sha256: Option<String>,
+    /// Prefix of the secrets the stack's instance role may read (aws; `[aws]
+    /// secrets_prefix` in the config).
+    #[arg(long, global = true, env = "AUGUR_SECRETS_PREFIX", hide = true)]
+    pub secrets_prefix: Option<String>,
     /// Attempts per AWS call (retries of throttling, 5xx, timeouts).
     #[arg(long, global = true, default_value = "8", help_heading = "AWS backend")]
     pub aws_attempts: u32,
@@ -279,10 +287,7 @@ impl Backend {
     /// `[aws] agent_sha256` in the config (infra/deploy.sh writes it) or
     /// AUGUR_AGENT_SHA256 (the serverless tick's, from its stack).
     fn agent_pin(&self) -> Result<String, AppError> {
-        let Some(pin) = std::env::var("AUGUR_AGENT_SHA256")
-            .ok()
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(pin) = self.aws.agent_sha256.clone().filter(|s| !s.is_empty()) else {
             return Err(AppError::input(
                 "the aws backend pins the agent instances run by its SHA-256, and none is set: [aws] agent_sha256 in the config (infra/deploy.sh writes it), or AUGUR_AGENT_SHA256 (`augur init --agent FILE` prints it)",
             ));
@@ -298,11 +303,8 @@ impl Backend {
 
     /// Refuses a study whose `run.secrets` the stack's instance role may not read
     /// (outside AUGUR_SECRETS_PREFIX, the stack's `SecretsPrefix`, when known).
-    fn check_secrets(study: &Study) -> Result<(), AppError> {
-        let Some(prefix) = std::env::var("AUGUR_SECRETS_PREFIX")
-            .ok()
-            .filter(|s| !s.is_empty())
-        else {
+    fn check_secrets(&self, study: &Study) -> Result<(), AppError> {
+        let Some(prefix) = self.aws.secrets_prefix.clone().filter(|s| !s.is_empty()) else {
             return Ok(());
         };
         for (name, reference) in &study.run.secrets {
@@ -421,7 +423,7 @@ impl Backend {
                 heartbeat,
             )));
         }
-        Self::check_secrets(study)?;
+        self.check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();
         let instance_type = spec
             .instance_type

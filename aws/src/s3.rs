@@ -212,6 +212,35 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever key a listing answers, an accepted one stays inside the
+        /// download directory, one plain component at a time.
+        #[test]
+        fn an_accepted_key_never_leaves_the_directory(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(vec!["/", ".", "..", "\\", "\0", "~", "é"]).prop_map(String::from),
+                    "[a-z]{1,3}",
+                ],
+                0..8,
+            ),
+        ) {
+            let key: String = parts.concat();
+            if safe_relative(&key) {
+                let path = std::path::Path::new("/work/dir").join(&key);
+                prop_assert!(path.starts_with("/work/dir"));
+                prop_assert!(
+                    std::path::Path::new(&key)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_))),
+                    "{}",
+                    key
+                );
+            }
+        }
+    }
 
     #[test]
     fn keys_that_would_leave_the_directory_are_refused() {

@@ -1,12 +1,15 @@
 //! Property tests of what augur reads from places it does not control: an agent's
-//! command line (read back from `/proc`), names in records (which become paths), and
-//! study records (which anything with write access to the store can rewrite).
+//! command line (read back from `/proc`), names in records (which become paths),
+//! study records, and trial records (which anything with write access to the store,
+//! a trial script with the worker role among them, can rewrite).
 //! Whatever the input, nothing panics, and what is accepted is safe to use.
 //!
 //! `PROPTEST_CASES` raises the number of cases (default 256 per property here).
 
 use augur_model::agent::{plain_name, Invocation};
-use augur_model::{DriveSettings, Study, StudyRecord, StudyState};
+use augur_model::{
+    oracle_for, DriveSettings, Study, StudyRecord, StudyState, Trial, TrialState, Value,
+};
 use proptest::prelude::*;
 use std::path::{Component, Path};
 
@@ -127,6 +130,57 @@ proptest! {
             prop_assert!(!env.starts_with("AUGUR_") && !env.is_empty(), "{:?}", env);
             for v in [&itype, &region] {
                 prop_assert!(v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'), "{:?}", v);
+            }
+        }
+    }
+
+    /// Trial records as a tampered store may hold them (parameters of any name and
+    /// type, metrics that are not numbers a script could print, any state): every
+    /// oracle still proposes without a panic, and only points inside the space.
+    #[test]
+    fn oracles_propose_inside_the_space_whatever_the_history_holds(
+        oracle in prop::sample::select(vec!["grid", "random", "tpe"]),
+        history in prop::collection::vec(
+            (
+                prop::collection::btree_map(
+                    prop_oneof![prop::sample::select(vec!["x", "n", "act", "lr"]).prop_map(String::from), text()],
+                    prop_oneof![
+                        any::<i64>().prop_map(Value::Int),
+                        prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY)].prop_map(Value::Float),
+                        text().prop_map(Value::Str),
+                    ],
+                    0..5,
+                ),
+                prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::NEG_INFINITY)],
+                prop::sample::select(vec![TrialState::Succeeded, TrialState::Running, TrialState::Failed, TrialState::Pruned]),
+            ),
+            0..40,
+        ),
+    ) {
+        let study = Study::parse(
+            &format!("name='s'\nobjective={{metric='m'}}\noracle='{oracle}'\ntrials=50\n[params]\nx={{range=[0.0,1.0],steps=3}}\nn={{range=[1,5]}}\nact={{values=['relu','tanh']}}\nlr={{range=[1e-4,1e-1],scale='log',steps=3}}\n[run]\nscript='true'\n"),
+            "s.toml",
+            Path::new("."),
+        )
+        .expect("study");
+        let trials: Vec<Trial> = history
+            .into_iter()
+            .enumerate()
+            .map(|(i, (params, m, state))| {
+                let mut t = Trial::new("s", i as u64 + 1, i as u64, 0, params, 0);
+                t.state = state;
+                t.metrics.insert("m".into(), m);
+                t
+            })
+            .collect();
+        let refs: Vec<&Trial> = trials.iter().collect();
+        let o = oracle_for(&study);
+        for point in [0, refs.len() as u64, refs.len() as u64 + 1] {
+            if let Some(p) = o.propose(point, &refs) {
+                for (k, spec) in &study.params {
+                    let v = p.get(k).expect("every parameter proposed");
+                    prop_assert!(spec.contains(v), "{} = {:?} outside {:?}", k, v, spec);
+                }
             }
         }
     }

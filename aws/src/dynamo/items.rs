@@ -133,3 +133,60 @@ impl DynamoStore {
         ]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn trial_json(state: &str, attempt: u32) -> String {
+        let mut t = Trial::new("s", 3, 0, 0, Default::default(), 0);
+        t.attempt = attempt;
+        let mut v = serde_json::to_value(&t).expect("json");
+        v["state"] = serde_json::Value::from(state);
+        v.to_string()
+    }
+
+    proptest! {
+        /// Whatever a trial item holds (anything with write access to the table can
+        /// write it), decoding never panics; a boot refusal fails only the attempt
+        /// it names while starting, and is never retried.
+        #[test]
+        fn hostile_trial_items_decode_or_are_refused(
+            data in prop_oneof![
+                any::<String>(),
+                (prop::sample::select(vec!["pending", "starting", "running", "failed", "bogus"]), 0u32..4)
+                    .prop_map(|(s, a)| trial_json(s, a)),
+            ],
+            attempt in prop_oneof![any::<String>(), (0u32..4).prop_map(|a| a.to_string())],
+            refusal in proptest::option::of(any::<String>()),
+            chg in proptest::option::of(any::<String>()),
+        ) {
+            let mut item = HashMap::from([
+                ("data".to_string(), s(data)),
+                ("attempt".to_string(), AttributeValue::N(attempt.clone())),
+            ]);
+            if let Some(r) = &refusal {
+                item.insert(crate::boot::REFUSAL.to_string(), s(r.clone()));
+            }
+            if let Some(c) = chg {
+                item.insert("chg".to_string(), AttributeValue::N(c));
+            }
+            let Ok(plain) = decode::<Trial>("s/3", &item) else {
+                prop_assert!(decode_trial("s/3", &item).is_err());
+                return Ok(());
+            };
+            let t = decode_trial("s/3", &item).expect("decodes as its data does");
+            let names_it = plain.state == TrialState::Starting
+                && attempt.parse::<u64>().ok() == Some(plain.attempt.into());
+            match &refusal {
+                Some(why) if names_it => {
+                    prop_assert_eq!(t.state, TrialState::Failed);
+                    prop_assert!(!t.retryable);
+                    prop_assert_eq!(t.error, Some(format!("refused: {why}")));
+                }
+                _ => prop_assert_eq!(t, plain),
+            }
+        }
+    }
+}

@@ -59,10 +59,12 @@ def resolve(node, known):
                 for k, v in known.items():
                     text = text.replace("${" + k + "}", v)
                 return text
+            # Resources the evaluation does not name get an ARN of their own.
             if fn == "Ref":
-                return known[arg]
+                return known.get(arg, f"arn:aws:stack:::{arg}")
             if fn == "Fn::GetAtt":
-                return known[".".join(arg) if isinstance(arg, list) else arg]
+                name = ".".join(arg) if isinstance(arg, list) else arg
+                return known.get(name, f"arn:aws:stack:::{name}")
             if fn == "Fn::Split":
                 return resolve(arg[1], known).split(arg[0])
         return {k: resolve(v, known) for k, v in node.items()}

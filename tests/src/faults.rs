@@ -87,6 +87,7 @@ struct Shared {
     upstream: String,
     stop: AtomicBool,
     ec2: Ec2Standin,
+    dynamo: crate::standin::DynamoStandin,
 }
 
 /// The proxy; stops when dropped.
@@ -111,6 +112,7 @@ impl FaultProxy {
             upstream,
             stop: AtomicBool::new(false),
             ec2: Ec2Standin::default(),
+            dynamo: Default::default(),
         });
         let (s, stop) = (shared.clone(), shared.clone());
         accept_each(
@@ -342,6 +344,9 @@ fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io
     match op {
         ("ec2", "RunInstances") => s.ec2.run_instances(body, || forward(s, head, body)),
         ("ec2", "DescribeInstances") => Ok(s.ec2.describe_instances(forward(s, head, body)?)),
+        ("dynamodb", "TransactWriteItems") => s
+            .dynamo
+            .transact_write_items(body, || forward(s, head, body)),
         _ => forward(s, head, body),
     }
 }

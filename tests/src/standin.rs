@@ -72,6 +72,62 @@ pub struct Ec2Standin {
     launching: Mutex<()>,
 }
 
+/// DynamoDB as its API documents it where the emulator is kinder: a
+/// `TransactWriteItems` repeated with the `ClientRequestToken` of one already
+/// applied succeeds again without applying twice (another call under the same token
+/// is `IdempotentParameterMismatchException`),
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>.
+/// The SDK sends a token with each call and keeps it across its retries.
+#[derive(Default)]
+pub struct DynamoStandin {
+    /// ClientRequestToken → the call's body and its first answer.
+    applied: Mutex<HashMap<String, Applied>>,
+    /// Transactions are answered one at a time.
+    one: Mutex<()>,
+}
+
+/// A transaction applied: its body and the answer it got.
+type Applied = (Vec<u8>, Vec<u8>);
+
+impl DynamoStandin {
+    pub fn transact_write_items(
+        &self,
+        body: &[u8],
+        forward: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<Vec<u8>> {
+        let _one = self.one.lock();
+        let token = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["ClientRequestToken"].as_str().map(String::from));
+        let Some(token) = token else {
+            return forward();
+        };
+        if let Some((was, answer)) = self
+            .applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&token).cloned())
+        {
+            if was == body {
+                return Ok(answer);
+            }
+            let msg = r#"{"__type":"com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException","message":"The request uses the same client token as a previous, but non-identical request."}"#;
+            return Ok(format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+                msg.len()
+            )
+            .into_bytes());
+        }
+        let answer = forward()?;
+        if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
+            if let Ok(mut m) = self.applied.lock() {
+                m.insert(token, (body.to_vec(), answer.clone()));
+            }
+        }
+        Ok(answer)
+    }
+}
+
 /// The form parameters of an EC2 query call, decoded.
 pub fn form(body: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(body)

@@ -204,6 +204,23 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         fc["Environment"]["Variables"]["AUGUR_BUCKET"],
         bucket.as_str()
     );
+    // The stream mapping never blocks its shard on a failing batch: split, retried
+    // twice, then set aside in the stack's queue.
+    let maps = d.aws(&[
+        "lambda",
+        "list-event-source-mappings",
+        "--function-name",
+        &tick,
+    ]);
+    let m = &maps["EventSourceMappings"][0];
+    assert_eq!(m["MaximumRetryAttempts"], 2, "{maps}");
+    assert_eq!(m["BisectBatchOnFunctionError"], true, "{maps}");
+    assert!(
+        m["DestinationConfig"]["OnFailure"]["Destination"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("arn:aws:sqs:")),
+        "{maps}"
+    );
     // The agent is pinned by its SHA-256, for the CLI and the tick alike.
     let agent = std::env::var("AUGUR_INSTANCE_AGENT")
         .map(PathBuf::from)

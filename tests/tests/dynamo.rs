@@ -217,6 +217,64 @@ async fn trials_have_a_partition_of_their_own_and_older_studies_keep_theirs() {
     assert!(!key_exists("old".into()).await);
 }
 
+/// Studies are listed from their index (`#studies`), not by a scan of the table
+/// and every trial in it. A table made before the index is scanned once: the first
+/// listing writes the missing entries and marks the table indexed; later listings
+/// read the index only (a study item written without an entry, as an older augur
+/// would, is then not seen: proof that no scan ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn studies_are_listed_from_their_index_after_one_backfill() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let emu = Emulator::start();
+    let c = client(&emu).await;
+    let store = DynamoStore::new(c.clone(), "augur-index");
+    store.ensure_table().await.expect("table");
+    let old_style = |name: &str| {
+        let c = c.clone();
+        let rec = augur_store::conformance::record(name);
+        async move {
+            c.put_item()
+                .table_name("augur-index")
+                .item("pk", V::S(rec.name.clone()))
+                .item("sk", V::S("study".into()))
+                .item("state", V::S(rec.state.to_string()))
+                .item("rev", V::N("0".into()))
+                .item("data", V::S(serde_json::to_string(&rec).expect("json")))
+                .send()
+                .await
+                .expect("put");
+        }
+    };
+    old_style("before-a").await;
+    old_style("before-b").await;
+    store
+        .create_study(&augur_store::conformance::record("new"))
+        .await
+        .expect("study");
+    let names =
+        |v: Vec<augur_model::StudyRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_studies().await.expect("list")),
+        ["before-a", "before-b", "new"],
+        "the first listing backfills"
+    );
+    old_style("unindexed").await;
+    store
+        .create_study(&augur_store::conformance::record("after"))
+        .await
+        .expect("study");
+    assert_eq!(
+        names(store.list_studies().await.expect("list")),
+        ["after", "before-a", "before-b", "new"],
+        "later listings read the index only"
+    );
+    assert!(store.delete_study("new").await.expect("delete"));
+    assert_eq!(
+        names(store.list_studies().await.expect("list")),
+        ["after", "before-a", "before-b"]
+    );
+}
+
 mod faults {
     use super::*;
     use augur_store::conformance::record;
@@ -252,7 +310,7 @@ mod faults {
         // 20 writes, each throttled 3 times before it goes through.
         let mut gaps: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for i in 0..20 {
-            proxy.add(Rule::new("dynamodb", "PutItem", Fault::Throttle).first(3));
+            proxy.add(Rule::new("dynamodb", "TransactWriteItems", Fault::Throttle).first(3));
             let before = proxy.calls().len();
             store
                 .create_study(&record(&format!("s{i}")))
@@ -260,7 +318,7 @@ mod faults {
                 .expect("retried until it succeeds");
             let calls: Vec<_> = proxy.calls()[before..]
                 .iter()
-                .filter(|c| c.operation == "PutItem")
+                .filter(|c| c.operation == "TransactWriteItems")
                 .cloned()
                 .collect();
             assert_eq!(calls.len(), 4, "3 throttled attempts and 1 that succeeds");

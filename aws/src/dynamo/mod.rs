@@ -56,6 +56,7 @@ pub struct DynamoStore {
     apart: std::sync::Mutex<HashMap<String, bool>>,
 }
 
+mod index;
 mod items;
 mod table;
 
@@ -178,8 +179,31 @@ impl TrialStore for DynamoStore {
             ("layout".to_string(), n(LAYOUT)),
             ("data".to_string(), s(encode(&rec.name, rec)?)),
         ]);
-        if self.put_if(item, None).await? {
-            return Ok(rec.clone());
+        // The study and its index entry, together.
+        let study = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(build_err)?;
+        let out = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(study).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(index::entry_put(&self.table, &rec.name)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match out {
+            Ok(_) => return Ok(rec.clone()),
+            // It exists: the one recorded is the study.
+            Err(e)
+                if e.as_service_error().and_then(|x| x.code())
+                    == Some("TransactionCanceledException") => {}
+            Err(e) => return Err(fail(&self.table, "TransactWriteItems", e)),
         }
         self.read_study(&rec.name)
             .await?
@@ -216,7 +240,7 @@ impl TrialStore for DynamoStore {
 
     async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
         let mut out = Vec::new();
-        for item in self.scan_sk("study").await? {
+        for item in self.study_items().await? {
             let name = get_s(&item, "pk").unwrap_or("?").to_string();
             out.push(decode::<StudyRecord>(&name, &item)?);
         }
@@ -296,6 +320,10 @@ impl TrialStore for DynamoStore {
         if trials != name {
             items.extend(self.query(&trials, None).await?);
         }
+        items.push(HashMap::from([
+            ("pk".to_string(), s(index::STUDIES)),
+            ("sk".to_string(), s(index::entry_sk(name))),
+        ]));
         let existed = items.iter().any(|i| get_s(i, "sk") == Some("study"));
         for chunk in items.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::new();

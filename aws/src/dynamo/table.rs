@@ -140,9 +140,8 @@ impl DynamoStore {
         Ok(out.item().cloned())
     }
 
-    /// Every item of `pk` (whose sort key starts with `prefix`), paginated.
-    /// Every item whose sort key is `sk`, across studies (a filtered scan: for
-    /// listings, not for ticks).
+    /// Every item whose sort key is `sk`, across studies: a filtered scan, which
+    /// reads the whole table (`augur gc`, and a table's first study listing only).
     pub(super) async fn scan_sk(&self, sk: &str) -> Result<Vec<Item>> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
@@ -166,6 +165,7 @@ impl DynamoStore {
         }
     }
 
+    /// Every item of `pk` (whose sort key starts with `prefix`), paginated.
     pub(super) async fn query(&self, pk: &str, prefix: Option<&str>) -> Result<Vec<Item>> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;

@@ -1,0 +1,123 @@
+//! The index of studies: one item `study#NAME` per study in the partition `#studies`,
+//! so that listing studies (the status pages, `/metrics`, `augur studies`) is a query
+//! of that partition and a batched read of the studies' items, never a scan of the
+//! whole table with every trial in it.
+//!
+//! A table made before the index has studies without an entry: the first listing
+//! that finds no `indexed` mark scans once, writes the missing entries and the mark.
+
+use super::items::{build_err, fail, get_s, s};
+use super::{DynamoStore, Item};
+use augur_store::{Result, StoreError};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, Put};
+use std::collections::HashMap;
+
+/// The partition of the index.
+pub(super) const STUDIES: &str = "#studies";
+/// The mark that every study of the table has its entry.
+const INDEXED: &str = "indexed";
+
+pub(super) fn entry_sk(study: &str) -> String {
+    format!("study#{study}")
+}
+
+/// The index entry of `study`, as a transaction's put.
+pub(super) fn entry_put(table: &str, study: &str) -> Result<Put> {
+    Put::builder()
+        .table_name(table)
+        .item("pk", s(STUDIES))
+        .item("sk", s(entry_sk(study)))
+        .item("study", s(study))
+        .build()
+        .map_err(build_err)
+}
+
+impl DynamoStore {
+    /// The study items, by the index.
+    pub(super) async fn study_items(&self) -> Result<Vec<Item>> {
+        if self.get(STUDIES, INDEXED, false).await?.is_none() {
+            self.backfill_index().await?;
+        }
+        let names: Vec<String> = self
+            .query(STUDIES, Some("study#"))
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, "study").map(str::to_string))
+            .collect();
+        self.batch_get_studies(&names).await
+    }
+
+    /// Writes the entries of the studies a scan finds, then the mark.
+    async fn backfill_index(&self) -> Result<()> {
+        for item in self.scan_sk("study").await? {
+            let Some(name) = get_s(&item, "pk") else {
+                continue;
+            };
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(STUDIES))
+                .item("sk", s(entry_sk(name)))
+                .item("study", s(name))
+                .send()
+                .await
+                .map_err(|e| fail(&self.table, "PutItem", e))?;
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(STUDIES))
+            .item("sk", s(INDEXED))
+            .send()
+            .await
+            .map_err(|e| fail(&self.table, "PutItem", e))?;
+        Ok(())
+    }
+
+    /// The study items of `names` (an entry whose study is gone reads as nothing),
+    /// 100 keys per `BatchGetItem`, consistently, with unprocessed keys asked again.
+    async fn batch_get_studies(&self, names: &[String]) -> Result<Vec<Item>> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|n| HashMap::from([("pk".to_string(), s(n)), ("sk".to_string(), s("study"))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_err)?,
+            );
+            for _ in 0..20 {
+                let Some(ask) = pending.take() else { break };
+                let page = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, ask)
+                    .send()
+                    .await
+                    .map_err(|e| fail(&self.table, "BatchGetItem", e))?;
+                if let Some(items) = page.responses().and_then(|r| r.get(&self.table)) {
+                    out.extend(items.iter().cloned());
+                }
+                pending = page
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if pending.is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            if pending.is_some() {
+                return Err(StoreError::Unavailable(format!(
+                    "DynamoDB kept throttling the reading of `{}`'s studies",
+                    self.table
+                )));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -136,15 +136,18 @@ impl Drop for Function {
 }
 
 /// A DynamoDB stream batch as Lambda delivers it: trial `id` of `study` moved.
+/// A stream record of a trial's change, keyed as the store keys trials (in their
+/// study's `trials#` partition).
 fn stream_event(study: &str, id: u64, old: &str, new: &str) -> Value {
-    let image = |state: &str| json!({"pk": {"S": study}, "sk": {"S": format!("trial#{id:010}")}, "state": {"S": state}});
+    let pk = format!("trials#{study}");
+    let image = |state: &str| json!({"pk": {"S": pk}, "sk": {"S": format!("trial#{id:010}")}, "state": {"S": state}});
     json!({"Records": [{
         "eventID": "1",
         "eventName": "MODIFY",
         "eventSource": "aws:dynamodb",
         "awsRegion": "us-east-1",
         "dynamodb": {
-            "Keys": {"pk": {"S": study}, "sk": {"S": format!("trial#{id:010}")}},
+            "Keys": {"pk": {"S": pk}, "sk": {"S": format!("trial#{id:010}")}},
             "OldImage": image(old),
             "NewImage": image(new),
             "StreamViewType": "NEW_AND_OLD_IMAGES"

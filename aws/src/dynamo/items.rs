@@ -60,6 +60,12 @@ pub(crate) fn trial_pk(study: &str) -> String {
     format!("trials#{study}")
 }
 
+/// The study whose trials are in partition `pk` ([`trial_pk`], or the study's own
+/// partition for a study recorded before trials had one of their own).
+pub fn study_of_trials(pk: &str) -> &str {
+    pk.strip_prefix("trials#").unwrap_or(pk)
+}
+
 /// The `layout` of a study item whose trials are in [`trial_pk`].
 pub(super) const LAYOUT: u64 = 2;
 

@@ -60,8 +60,8 @@ mod index;
 mod items;
 mod table;
 
-pub use items::CHANGES_INDEX;
 use items::*;
+pub use items::{study_of_trials, CHANGES_INDEX};
 pub(crate) use items::{trial_pk, trial_sk};
 
 impl DynamoStore {

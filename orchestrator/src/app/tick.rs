@@ -67,18 +67,22 @@ fn needs_decision(r: &Value) -> Option<String> {
     if new.is_none() || new == old {
         return None;
     }
-    let wanted: &[&str] = if sk.starts_with("trial#") {
-        &[
-            TrialState::Succeeded.as_str(),
-            TrialState::Failed.as_str(),
-            TrialState::Lost.as_str(),
-        ]
+    let (wanted, study): (&[&str], &str) = if sk.starts_with("trial#") {
+        (
+            &[
+                TrialState::Succeeded.as_str(),
+                TrialState::Failed.as_str(),
+                TrialState::Lost.as_str(),
+            ],
+            augur_aws::dynamo::study_of_trials(pk),
+        )
     } else if sk == "study" {
-        &["active", "stopping"]
+        (&["active", "stopping"], pk)
     } else {
         return None;
     };
-    new.filter(|s| wanted.contains(s)).map(|_| pk.to_string())
+    new.filter(|s| wanted.contains(s))
+        .map(|_| study.to_string())
 }
 
 /// Studies' caches kept between ticks of this process: a warm augur-lambda reads only
@@ -338,7 +342,9 @@ mod tests {
         ]});
         assert_eq!(trigger(&ev), Trigger::Nothing);
         let ev = json!({"Records": [
-            record("MODIFY", "s1", "trial#0000000001", Some("running"), Some("succeeded")),
+            // Trials in their study's partition, and in the study's own (a study
+            // recorded before trials had a partition of their own).
+            record("MODIFY", "trials#s1", "trial#0000000001", Some("running"), Some("succeeded")),
             record("MODIFY", "s2", "trial#0000000007", Some("running"), Some("failed")),
             record("INSERT", "s3", "study", None, Some("active")),
             record("MODIFY", "s5", "study", Some("active"), Some("stopping")),

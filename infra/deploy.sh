@@ -199,6 +199,7 @@ param() {
     --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
 }
 prefix="$(param LogGroupPrefix)" secrets_prefix="$(param SecretsPrefix)"
+retention="$(param LogRetentionDays)"
 [ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
 
 # 7. The agent instances download.
@@ -223,6 +224,7 @@ mkdir -p "$(dirname "$config")"
   echo "tick_function = \"$tick\""
   echo "agent_sha256 = \"$agent_sha256\""
   echo "secrets_prefix = \"$secrets_prefix\""
+  echo "log_retention_days = $retention"
 } > "$config.tmp"
 mv "$config.tmp" "$config"
 say "stack \`$stack\`: $(stack_status)"

@@ -55,6 +55,51 @@ pub async fn ensure_group(client: &Client, group: &str) -> Result<(), LogsError>
     }
 }
 
+/// The retention periods CloudWatch Logs accepts, in days
+/// (<https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html>).
+const RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// The retention CloudWatch Logs takes for keeping `days`: the shortest at least as
+/// long (the longest, past it).
+pub fn retention_for(days: u32) -> u32 {
+    RETENTION_DAYS
+        .into_iter()
+        .find(|d| *d >= days)
+        .unwrap_or(RETENTION_DAYS[RETENTION_DAYS.len() - 1])
+}
+
+/// Creates a study's log group unless it exists, and keeps its events `days` (as
+/// [`retention_for`] rounds them), or forever with `None`.
+pub async fn ensure_group_kept(
+    client: &Client,
+    group: &str,
+    days: Option<u32>,
+) -> Result<(), LogsError> {
+    ensure_group(client, group).await?;
+    if let Some(d) = days {
+        client
+            .put_retention_policy()
+            .log_group_name(group)
+            .retention_in_days(retention_for(d) as i32)
+            .send()
+            .await
+            .map_err(|e| fail("PutRetentionPolicy", e))?;
+    }
+    Ok(())
+}
+
+/// Deletes a log group; whether there was one.
+pub async fn delete_group(client: &Client, group: &str) -> Result<bool, LogsError> {
+    match client.delete_log_group().log_group_name(group).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(false),
+        Err(e) => Err(fail("DeleteLogGroup", e)),
+    }
+}
+
 /// An attempt's log on its way to CloudWatch Logs: lines are buffered and sent in
 /// order, in batches within the service's limits, at each `flush`.
 pub struct CloudWatchSink {
@@ -245,4 +290,25 @@ pub async fn read_group(
     }
     out.sort_by_key(|e| e.t_ms);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_rounds_up_to_what_cloudwatch_takes() {
+        assert_eq!(retention_for(1), 1);
+        assert_eq!(retention_for(10), 14);
+        assert_eq!(retention_for(30), 30);
+        assert_eq!(retention_for(366), 400);
+        assert_eq!(retention_for(9999), 3653);
+        for d in 1..4000 {
+            let r = retention_for(d);
+            assert!(
+                RETENTION_DAYS.contains(&r) && (r >= d || r == 3653),
+                "{d} -> {r}"
+            );
+        }
+    }
 }

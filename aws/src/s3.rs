@@ -41,6 +41,57 @@ pub fn files_prefix(study: &str) -> String {
     format!("studies/{study}/files/")
 }
 
+/// Everything of a study in the bucket.
+pub fn study_prefix(study: &str) -> String {
+    format!("studies/{study}/")
+}
+
+/// Deletes every object under `prefix`; how many there were.
+pub async fn delete_prefix(client: &Client, bucket: &str, prefix: &str) -> Result<usize, S3Error> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let mut count = 0;
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| fail("ListObjectsV2", prefix, e))?;
+        let keys: Vec<ObjectIdentifier> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+            .collect();
+        if !keys.is_empty() {
+            count += keys.len();
+            let delete = Delete::builder()
+                .set_objects(Some(keys))
+                .quiet(true)
+                .build()
+                .map_err(|e| S3Error {
+                    op: "DeleteObjects",
+                    what: prefix.to_string(),
+                    text: e.to_string(),
+                })?;
+            client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| fail("DeleteObjects", prefix, e))?;
+        }
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return Ok(count),
+        }
+    }
+}
+
 /// Creates the bucket in `region` unless it exists (ours already). Outside
 /// us-east-1 S3 wants the region named (`LocationConstraint`), else it answers
 /// `IllegalLocationConstraintException`

@@ -124,7 +124,7 @@ fn key() -> impl Strategy<Value = String> {
             "max_preemptions", "retry_on_failure", "env", "preamble", "datasets", "range",
             "values", "steps", "scale", "prune", "rule", "step", "warmup", "min_trials",
             "min_step", "reduction", "aws", "instance_type", "image", "spot",
-            "spot_fallback_after", "disk_gb", "imds_hop_limit", "x", "lr", "LR", "n",
+            "spot_fallback_after", "disk_gb", "imds_hop_limit", "keep_days", "x", "lr", "LR", "n",
         ])
         .prop_map(String::from),
         1 => word(),

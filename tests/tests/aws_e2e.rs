@@ -731,3 +731,82 @@ image = "ami-12345678"
         "{m}"
     );
 }
+
+/// A study's log group is made with its retention (`[aws] keep_days`, rounded up to
+/// what CloudWatch Logs takes; else the stack's), and `augur delete` removes it and
+/// the study's files in the bucket with the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
+    let mut w = World::new();
+    w.sb.write("helper.sh", "echo hi\n");
+    let study = |name: &str, keep: &str| {
+        format!("name = \"{name}\"\nobjective = {{ metric = \"m\" }}\ntrials = 1\n[run]\nfiles = [\"helper.sh\"]\nscript = 'bash helper.sh; echo METRICS: m=1'\n[aws]\nimage = \"ami-12345678\"\n{keep}")
+    };
+    w.sb.write("kept.toml", &study("kept", "keep_days = 10\n"));
+    w.sb.write("plain.toml", &study("plain", ""));
+    w.init();
+    w.start_hypervisor();
+    ok(&w.augur(&["run", "kept.toml", "--heartbeat", "500ms", "--lease", "20s"]));
+    let out = w
+        .env(&mut w.sb.cmd(&[
+            "run",
+            "plain.toml",
+            "--heartbeat",
+            "500ms",
+            "--lease",
+            "20s",
+        ]))
+        .env("AUGUR_LOG_RETENTION_DAYS", "30")
+        .output()
+        .expect("augur");
+    ok(&out);
+    let retention = |name: &str| {
+        let groups = w.aws(&[
+            "logs",
+            "describe-log-groups",
+            "--log-group-name-prefix",
+            &format!("/augur/{name}"),
+        ]);
+        groups["logGroups"][0]["retentionInDays"].clone()
+    };
+    assert_eq!(
+        retention("kept"),
+        14,
+        "10 days, as CloudWatch Logs rounds them"
+    );
+    assert_eq!(retention("plain"), 30, "the stack's default");
+    let objects = |name: &str| {
+        w.aws(&[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            "augur-e2e",
+            "--prefix",
+            &format!("studies/{name}/"),
+        ])["Contents"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(objects("kept"), 1);
+    let out = w.augur(&["delete", "kept"]);
+    ok(&out);
+    let said = text(&out.stderr);
+    assert!(said.contains("removed log group /augur/kept"), "{said}");
+    assert!(
+        said.contains("1 file(s) in s3://augur-e2e/studies/kept/"),
+        "{said}"
+    );
+    let groups = w.aws(&[
+        "logs",
+        "describe-log-groups",
+        "--log-group-name-prefix",
+        "/augur/kept",
+    ]);
+    assert_eq!(
+        groups["logGroups"].as_array().map_or(0, Vec::len),
+        0,
+        "{groups}"
+    );
+    assert_eq!(objects("kept"), 0);
+    assert_eq!(objects("plain"), 1, "another study's files stay");
+}

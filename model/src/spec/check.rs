@@ -114,6 +114,9 @@ fn check_aws(aws: &super::AwsSpec) -> Result<(), String> {
     if aws.imds_hop_limit.is_some_and(|h| !(1..=64).contains(&h)) {
         return Err("aws.imds_hop_limit out of range".into());
     }
+    if aws.keep_days.is_some_and(|d| !(1..=3653).contains(&d)) {
+        return Err("aws.keep_days out of range".into());
+    }
     Ok(())
 }
 

@@ -175,6 +175,10 @@ pub struct AwsSpec {
     /// cannot reach the role's credentials; 2 lets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imds_hop_limit: Option<u32>,
+    /// Days the study's logs are kept (its log group's retention; the stack's
+    /// default when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
 }
 
 impl AwsSpec {

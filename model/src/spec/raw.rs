@@ -132,6 +132,7 @@ struct RawAws {
     subnets: Vec<String>,
     disk_gb: Option<Spanned<i64>>,
     imds_hop_limit: Option<Spanned<i64>>,
+    keep_days: Option<Spanned<i64>>,
 }
 
 fn duration_ms(cx: &SpecText, key: &str, s: &Spanned<String>) -> Result<u64, SpecError> {
@@ -438,6 +439,10 @@ impl RawAws {
             None => None,
             Some(v) => Some(count(cx, "aws.imds_hop_limit", v, 1, 64)?),
         };
+        let keep_days = match &self.keep_days {
+            None => None,
+            Some(v) => Some(count(cx, "aws.keep_days", v, 1, 3653)?),
+        };
         Ok(AwsSpec {
             instance_type: self.instance_type,
             fallback_instance_types: self.fallback_instance_types,
@@ -449,6 +454,7 @@ impl RawAws {
             subnets: self.subnets,
             disk_gb,
             imds_hop_limit,
+            keep_days,
         })
     }
 }

@@ -94,6 +94,10 @@ pub struct AwsArgs {
     /// secrets_prefix` in the config).
     #[arg(long, global = true, env = "AUGUR_SECRETS_PREFIX", hide = true)]
     pub secrets_prefix: Option<String>,
+    /// Days a study's logs are kept unless its `[aws] keep_days` says (aws; `[aws]
+    /// log_retention_days` in the config, the stack's `LogRetentionDays`).
+    #[arg(long, global = true, env = "AUGUR_LOG_RETENTION_DAYS", hide = true)]
+    pub log_retention_days: Option<u32>,
     /// Attempts per AWS call (retries of throttling, 5xx, timeouts).
     #[arg(long, global = true, default_value = "8", help_heading = "AWS backend")]
     pub aws_attempts: u32,
@@ -197,7 +201,7 @@ impl Backend {
 
     /// What a study leaves on this machine's disk: its logs, work directories and
     /// datasets (none on AWS).
-    pub fn study_dirs(&self, study: &str) -> Vec<std::path::PathBuf> {
+    fn study_dirs(&self, study: &str) -> Vec<std::path::PathBuf> {
         if self.is_aws() {
             return Vec::new();
         }
@@ -228,6 +232,61 @@ impl Backend {
             .map_err(|e| AppError::unavailable(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Makes the study's log group on AWS, kept `[aws] keep_days` (or the stack's
+    /// retention): agents would make it with no retention at all.
+    pub async fn prepare_logs(&self, study: &Study) -> Result<(), AppError> {
+        if !self.is_aws() {
+            return Ok(());
+        }
+        let days = study
+            .aws
+            .as_ref()
+            .and_then(|a| a.keep_days)
+            .or(self.aws.log_retention_days);
+        let logs = augur_aws::logs(self.sdk().await);
+        let group = augur_aws::cwlogs::group(&self.aws.log_group_prefix, &study.name);
+        augur_aws::cwlogs::ensure_group_kept(&logs, &group, days)
+            .await
+            .map_err(|e| AppError::unavailable(e.to_string()))
+    }
+
+    /// Removes what a study left besides its records: its log files, work and data
+    /// directories (local), or its log group and its files in the bucket (aws).
+    /// What was removed, for the user.
+    pub async fn delete_artifacts(&self, study: &str) -> Result<Vec<String>, AppError> {
+        let mut gone = Vec::new();
+        if !self.is_aws() {
+            for dir in self.study_dirs(study) {
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| {
+                        AppError::unavailable(format!("cannot remove {}: {e}", dir.display()))
+                    })?;
+                    gone.push(dir.display().to_string());
+                }
+            }
+            return Ok(gone);
+        }
+        let unavailable = |e: &dyn std::fmt::Display| AppError::unavailable(e.to_string());
+        let logs = augur_aws::logs(self.sdk().await);
+        let group = augur_aws::cwlogs::group(&self.aws.log_group_prefix, study);
+        if augur_aws::cwlogs::delete_group(&logs, &group)
+            .await
+            .map_err(|e| unavailable(&e))?
+        {
+            gone.push(format!("log group {group}"));
+        }
+        let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
+        let bucket = self.bucket()?;
+        let prefix = augur_aws::s3::study_prefix(study);
+        let n = augur_aws::s3::delete_prefix(&s3, &bucket, &prefix)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if n > 0 {
+            gone.push(format!("{n} file(s) in s3://{bucket}/{prefix}"));
+        }
+        Ok(gone)
     }
 
     /// `augur init`: the state directory, or the table and the bucket (and the agent

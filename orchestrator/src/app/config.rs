@@ -33,6 +33,8 @@ pub struct AwsConfig {
     pub agent_sha256: Option<String>,
     /// The prefix of the secrets the instance role may read (`run.secrets`).
     pub secrets_prefix: Option<String>,
+    /// Days study logs are kept unless a study says (the stack's LogRetentionDays).
+    pub log_retention_days: Option<u32>,
 }
 
 /// Where the config file is (whether or not it exists).
@@ -93,6 +95,10 @@ pub fn variables(cfg: &Config) -> Vec<(&'static str, String)> {
     put("AUGUR_IMAGE", &a.image);
     put("AUGUR_AGENT_SHA256", &a.agent_sha256);
     put("AUGUR_SECRETS_PREFIX", &a.secrets_prefix);
+    put(
+        "AUGUR_LOG_RETENTION_DAYS",
+        &a.log_retention_days.map(|d| d.to_string()),
+    );
     if !a.security_groups.is_empty() {
         v.push(("AUGUR_SECURITY_GROUPS", a.security_groups.join(",")));
     }

@@ -269,13 +269,10 @@ pub async fn delete(ctx: &Backend, study: &str, force: bool) -> CmdResult {
     }
     let store = ctx.store().await?;
     store.delete_study(study).await?;
-    for dir in ctx.study_dirs(study) {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| {
-                AppError::unavailable(format!("cannot remove {}: {e}", dir.display()))
-            })?;
-        }
-    }
+    let gone = ctx.delete_artifacts(study).await?;
     eprintln!("deleted study `{study}` ({} trials)", trials.len());
+    for g in gone {
+        eprintln!("  removed {g}");
+    }
     Ok(0)
 }

@@ -157,6 +157,7 @@ async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Backend) -> Result<Pre
         .await?;
     let store = ctx.store().await?;
     ctx.upload_study_files(&study).await?;
+    ctx.prepare_logs(&study).await?;
     Ok(Prepared {
         study,
         drive,

@@ -46,10 +46,9 @@ pub fn study_prefix(study: &str) -> String {
     format!("studies/{study}/")
 }
 
-/// Deletes every object under `prefix`; how many there were.
-pub async fn delete_prefix(client: &Client, bucket: &str, prefix: &str) -> Result<usize, S3Error> {
-    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-    let mut count = 0;
+/// Every key under `prefix`, across the listing's pages.
+async fn keys_under(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+    let mut keys = Vec::new();
     let mut token = None;
     loop {
         let page = client
@@ -60,36 +59,46 @@ pub async fn delete_prefix(client: &Client, bucket: &str, prefix: &str) -> Resul
             .send()
             .await
             .map_err(|e| fail("ListObjectsV2", prefix, e))?;
-        let keys: Vec<ObjectIdentifier> = page
-            .contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
-            .collect();
-        if !keys.is_empty() {
-            count += keys.len();
-            let delete = Delete::builder()
-                .set_objects(Some(keys))
-                .quiet(true)
-                .build()
-                .map_err(|e| S3Error {
-                    op: "DeleteObjects",
-                    what: prefix.to_string(),
-                    text: e.to_string(),
-                })?;
-            client
-                .delete_objects()
-                .bucket(bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| fail("DeleteObjects", prefix, e))?;
-        }
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(String::from),
+        );
         match page.next_continuation_token() {
             Some(t) => token = Some(t.to_string()),
-            None => return Ok(count),
+            None => return Ok(keys),
         }
     }
+}
+
+/// Deletes every object under `prefix` (1,000 per call); how many there were.
+pub async fn delete_prefix(client: &Client, bucket: &str, prefix: &str) -> Result<usize, S3Error> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let keys = keys_under(client, bucket, prefix).await?;
+    for chunk in keys.chunks(1000) {
+        let objects: Vec<ObjectIdentifier> = chunk
+            .iter()
+            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+            .collect();
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| S3Error {
+                op: "DeleteObjects",
+                what: prefix.to_string(),
+                text: e.to_string(),
+            })?;
+        client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| fail("DeleteObjects", prefix, e))?;
+    }
+    Ok(keys.len())
 }
 
 /// Creates the bucket in `region` unless it exists (ours already). Outside
@@ -201,63 +210,49 @@ pub async fn download(
     dir: &Path,
 ) -> Result<usize, S3Error> {
     let mut count = 0;
-    let mut token = None;
-    loop {
-        let page = client
-            .list_objects_v2()
+    for key in keys_under(client, bucket, prefix).await? {
+        let key = key.as_str();
+        // A listing is not trusted: a key outside the prefix, or one that would
+        // climb out of `dir`, is passed over (never sliced mid-character).
+        let Some(rel) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        if !safe_relative(rel) {
+            continue;
+        }
+        let out = client
+            .get_object()
             .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
+            .key(key)
             .send()
             .await
-            .map_err(|e| fail("ListObjectsV2", prefix, e))?;
-        for obj in page.contents() {
-            let Some(key) = obj.key() else { continue };
-            // A listing is not trusted: a key outside the prefix, or one that would
-            // climb out of `dir`, is passed over (never sliced mid-character).
-            let Some(rel) = key.strip_prefix(prefix) else {
-                continue;
-            };
-            if !safe_relative(rel) {
-                continue;
-            }
-            let out = client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| fail("GetObject", key, e))?;
-            let bytes = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| S3Error {
-                    op: "GetObject",
-                    what: key.to_string(),
-                    text: e.to_string(),
-                })?
-                .into_bytes();
-            let dst = dir.join(rel);
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(|e| S3Error {
-                    op: "download",
-                    what: p.display().to_string(),
-                    text: e.to_string(),
-                })?;
-            }
-            std::fs::write(&dst, &bytes).map_err(|e| S3Error {
+            .map_err(|e| fail("GetObject", key, e))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| S3Error {
+                op: "GetObject",
+                what: key.to_string(),
+                text: e.to_string(),
+            })?
+            .into_bytes();
+        let dst = dir.join(rel);
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(|e| S3Error {
                 op: "download",
-                what: dst.display().to_string(),
+                what: p.display().to_string(),
                 text: e.to_string(),
             })?;
-            count += 1;
         }
-        match page.next_continuation_token() {
-            Some(t) => token = Some(t.to_string()),
-            None => return Ok(count),
-        }
+        std::fs::write(&dst, &bytes).map_err(|e| S3Error {
+            op: "download",
+            what: dst.display().to_string(),
+            text: e.to_string(),
+        })?;
+        count += 1;
     }
+    Ok(count)
 }
 
 #[cfg(test)]

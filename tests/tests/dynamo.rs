@@ -149,6 +149,24 @@ async fn a_missing_table_is_one_clear_error() {
     );
 }
 
+/// A study item as an augur before trial partitions and the study index wrote it:
+/// no `layout`, no index entry.
+async fn put_older_study(c: &aws_sdk_dynamodb::Client, table: &str, name: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let rec = augur_store::conformance::record(name);
+    c.put_item()
+        .table_name(table)
+        .item("pk", V::S(name.into()))
+        .item("sk", V::S("study".into()))
+        .item("state", V::S(rec.state.to_string()))
+        .item("rev", V::N("0".into()))
+        .item("next_id", V::N("0".into()))
+        .item("data", V::S(serde_json::to_string(&rec).expect("json")))
+        .send()
+        .await
+        .expect("put");
+}
+
 /// Trials live in a partition of their own (`trials#NAME`), which IAM tells apart
 /// from specs, leases and submissions by partition key; a study recorded before
 /// (its item has no `layout`) keeps its trials in its own partition, read, written
@@ -186,18 +204,7 @@ async fn trials_have_a_partition_of_their_own_and_older_studies_keep_theirs() {
     assert!(key_exists("trials#new".into()).await);
     assert!(!key_exists("new".into()).await);
     // A study item as an older augur wrote it: no `layout`.
-    let old = augur_store::conformance::record("old");
-    c.put_item()
-        .table_name("augur-layout")
-        .item("pk", V::S("old".into()))
-        .item("sk", V::S("study".into()))
-        .item("state", V::S(old.state.to_string()))
-        .item("rev", V::N("0".into()))
-        .item("next_id", V::N("0".into()))
-        .item("data", V::S(serde_json::to_string(&old).expect("json")))
-        .send()
-        .await
-        .expect("put");
+    put_older_study(&c, "augur-layout", "old").await;
     let fresh = DynamoStore::new(c.clone(), "augur-layout");
     fresh
         .create_trial(&Trial::new("old", 0, 0, 0, Params::new(), 0))
@@ -224,29 +231,12 @@ async fn trials_have_a_partition_of_their_own_and_older_studies_keep_theirs() {
 /// would, is then not seen: proof that no scan ran).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn studies_are_listed_from_their_index_after_one_backfill() {
-    use aws_sdk_dynamodb::types::AttributeValue as V;
     let emu = Emulator::start();
     let c = client(&emu).await;
     let store = DynamoStore::new(c.clone(), "augur-index");
     store.ensure_table().await.expect("table");
-    let old_style = |name: &str| {
-        let c = c.clone();
-        let rec = augur_store::conformance::record(name);
-        async move {
-            c.put_item()
-                .table_name("augur-index")
-                .item("pk", V::S(rec.name.clone()))
-                .item("sk", V::S("study".into()))
-                .item("state", V::S(rec.state.to_string()))
-                .item("rev", V::N("0".into()))
-                .item("data", V::S(serde_json::to_string(&rec).expect("json")))
-                .send()
-                .await
-                .expect("put");
-        }
-    };
-    old_style("before-a").await;
-    old_style("before-b").await;
+    put_older_study(&c, "augur-index", "before-a").await;
+    put_older_study(&c, "augur-index", "before-b").await;
     store
         .create_study(&augur_store::conformance::record("new"))
         .await
@@ -258,7 +248,7 @@ async fn studies_are_listed_from_their_index_after_one_backfill() {
         ["before-a", "before-b", "new"],
         "the first listing backfills"
     );
-    old_style("unindexed").await;
+    put_older_study(&c, "augur-index", "unindexed").await;
     store
         .create_study(&augur_store::conformance::record("after"))
         .await

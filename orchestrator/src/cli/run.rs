@@ -157,7 +157,6 @@ async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Backend) -> Result<Pre
         .await?;
     let store = ctx.store().await?;
     ctx.upload_study_files(&study).await?;
-    ctx.prepare_logs(&study).await?;
     Ok(Prepared {
         study,
         drive,
@@ -196,6 +195,8 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
             },
         )
         .await?;
+    // Once the study is recorded: its log group, with its retention.
+    ctx.prepare_logs(&study).await?;
     let existing = store.list_trials(&study.name).await?;
     let progress = Progress::new(&study, &existing, runner.timing.clone());
     let printer = tokio::spawn(progress.run(rx));
@@ -330,6 +331,8 @@ pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
             },
         )
         .await?;
+    // Once the study is recorded: its log group, with its retention.
+    ctx.prepare_logs(&study).await?;
     store.set_submitted(&study.name, true).await?;
     let trials = store.list_trials(&study.name).await?;
     let done = trials

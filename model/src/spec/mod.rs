@@ -607,6 +607,11 @@ instance_type = "t3.micro"
             Some(5),
         );
         bad(
+            &format!("{base}[params]\nepochs={{range=[5,20.0]}}\n[run]\nscript='true'\n"),
+            "epochs.range mixes an integer and a float ([5, 20.0]): both integers for an integer parameter ([5, 20]), or both floats ([5.0, 20.0])",
+            Some(5),
+        );
+        bad(
             &format!("{base}[params]\nx={{range=[0.0,1.0],scale='log'}}\n[run]\nscript='true'\n"),
             "log scale",
             Some(5),

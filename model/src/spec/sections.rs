@@ -157,7 +157,8 @@ impl RawParam {
     }
 }
 
-/// `range = [lo, hi]`: integers if both bounds are, else floats.
+/// `range = [lo, hi]`: integers if both bounds are, floats if both are; an integer
+/// beside a float is refused (`[5, 20.0]` would silently make `epochs` a float).
 fn range_param(
     key: &str,
     range: &[toml::Value],
@@ -174,6 +175,23 @@ fn range_param(
         (Some(lo), Some(hi)) => (lo, hi),
         _ => return Err(format!("{key}.range bounds must be numbers")),
     };
+    if matches!(
+        (&lo, &hi),
+        (Value::Int(_), Value::Float(_)) | (Value::Float(_), Value::Int(_))
+    ) {
+        let (l, h) = (lo.as_f64().unwrap_or(0.0), hi.as_f64().unwrap_or(0.0));
+        let written = |v: &Value| match v {
+            Value::Float(x) => format!("{x:?}"),
+            other => other.to_string(),
+        };
+        return Err(format!(
+            "{key}.range mixes an integer and a float ([{}, {}]): both integers for an integer parameter ([{}, {}]), or both floats ([{l:?}, {h:?}])",
+            written(&lo),
+            written(&hi),
+            l.round(),
+            h.round(),
+        ));
+    }
     let (flo, fhi) = (lo.as_f64().unwrap_or(0.0), hi.as_f64().unwrap_or(0.0));
     if flo > fhi {
         return Err(format!(

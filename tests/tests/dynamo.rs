@@ -222,6 +222,16 @@ async fn trials_have_a_partition_of_their_own_and_older_studies_keep_theirs() {
         "deleted with its study"
     );
     assert!(!key_exists("old".into()).await);
+    // Made anew by the same (long-lived) store: the new layout, not the one it knew.
+    fresh
+        .create_study(&augur_store::conformance::record("old"))
+        .await
+        .expect("study");
+    fresh
+        .create_trial(&Trial::new("old", 0, 0, 0, Params::new(), 0))
+        .await
+        .expect("trial");
+    assert!(key_exists("trials#old".into()).await);
 }
 
 /// Studies are listed from their index (`#studies`), not by a scan of the table

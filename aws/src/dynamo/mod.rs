@@ -96,6 +96,14 @@ impl DynamoStore {
         })
     }
 
+    /// Forgets what was learnt of a study's layout (deleted, or made anew: a long-lived
+    /// process, a warm tick, must not keep an older study's).
+    fn forget_layout(&self, study: &str) {
+        if let Ok(mut m) = self.apart.lock() {
+            m.remove(study);
+        }
+    }
+
     /// Notes from a study item whether its trials are apart; returns it.
     fn learn_layout(&self, study: &str, item: &Item) -> bool {
         let apart = get_n(item, "layout") == Some(LAYOUT);
@@ -198,7 +206,10 @@ impl TrialStore for DynamoStore {
             .send()
             .await;
         match out {
-            Ok(_) => return Ok(rec.clone()),
+            Ok(_) => {
+                self.forget_layout(&rec.name);
+                return Ok(rec.clone());
+            }
             // It exists: the one recorded is the study.
             Err(e)
                 if e.as_service_error().and_then(|x| x.code())
@@ -366,6 +377,7 @@ impl TrialStore for DynamoStore {
             }
         }
         self.set_submitted(name, false).await?;
+        self.forget_layout(name);
         Ok(existed)
     }
 

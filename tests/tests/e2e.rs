@@ -923,10 +923,14 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
         assert!(err.contains("is not a study name"), "{args:?}: {err}");
     }
     assert!(!sb.path().join(".augur").exists());
-    // validate says ok to a good file.
+    // validate says ok to a good file, naming its oracle as the file does.
     let out = sb.augur(&["validate", "s.toml"]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("ok"));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("ok") && said.contains(" random oracle,"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -75,6 +75,15 @@ pub enum OracleKind {
 
 impl OracleKind {
     pub const NAMES: &'static str = "grid, random, tpe";
+
+    /// Its name as a study file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OracleKind::Grid => "grid",
+            OracleKind::Random => "random",
+            OracleKind::Tpe => "tpe",
+        }
+    }
 }
 
 /// How each trial runs.

@@ -121,14 +121,14 @@ pub(super) async fn study_page(
     let obj = &rec.spec.objective;
     let runs: Vec<&Trial> = trials.iter().filter(|t| !t.is_dataset()).collect();
     let mut body = format!(
-        "<p>{} · objective: {} {} · oracle {:?} · budget {} · parallel {} · {}</p>",
+        "<p>{} · objective: {} {} · oracle {} · budget {} · parallel {} · {}</p>",
         esc(&rec.state.to_string()),
         match obj.goal {
             augur_model::Goal::Minimize => "minimize",
             augur_model::Goal::Maximize => "maximize",
         },
         esc(&obj.metric),
-        rec.spec.oracle,
+        rec.spec.oracle.as_str(),
         rec.spec.trials,
         rec.spec.parallel,
         esc(&report::counts(&trials)

@@ -121,10 +121,10 @@ impl Tuning {
 pub fn validate(path: &std::path::Path) -> CmdResult {
     let s = augur_store::studyfile::load(path).map_err(|e| AppError::input(e.to_string()))?;
     println!(
-        "{}: ok: study `{}`, {:?} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}",
+        "{}: ok: study `{}`, {} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}",
         path.display(),
         s.name,
-        s.oracle,
+        s.oracle.as_str(),
         s.trials,
         s.params.len(),
         s.parallel,

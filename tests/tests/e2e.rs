@@ -800,6 +800,8 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
     let base = "name='b'\nobjective={metric='m'}\ntrials=2\n";
     let cases: Vec<(&str, String, &str)> = vec![
         ("unknown key", format!("{base}colour='red'\n[run]\nscript='true'\n"), "colour"),
+        ("objective as a name", "name='b'\nobjective='val_loss'\ntrials=2\n[run]\nscript='true'\n".into(), "`objective`: invalid type: string \"val_loss\", expected a table"),
+        ("run as a value", format!("{base}run='train.py'\n"), "expected a table"),
         ("toml syntax", format!("{base}[run\nscript='true'\n"), ":4:"),
         ("wrong type", format!("{base}parallel='four'\n[run]\nscript='true'\n"), "parallel"),
         ("inverted range", format!("{base}[params]\nx={{range=[2.0,1.0]}}\n[run]\nscript='true'\n"), "inverted"),
@@ -838,6 +840,10 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
             );
             assert_eq!(err.trim().lines().count(), 1, "{what}: one message: {err}");
             assert!(err.contains("s.toml"), "{what}: names the file: {err}");
+            assert!(
+                !err.contains("struct ") && !err.contains("Raw"),
+                "{what}: no type of augur's in the message: {err}"
+            );
         }
         assert!(
             !sb.path().join(".augur").exists(),

@@ -44,6 +44,14 @@ impl SpecText<'_> {
             .replace("expected u32", "expected an integer")
             .replace("expected a boolean", "expected true or false")
             .replace('\n', "; ");
+        // augur's own types never reach people: a section given as a plain value
+        // (`objective = "loss"`) expected a table.
+        while let Some(i) = msg.find("struct Raw") {
+            let name_end = msg[i + "struct ".len()..]
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .map_or(msg.len(), |j| i + "struct ".len() + j);
+            msg.replace_range(i..name_end, "a table ({ key = value, ... })");
+        }
         if let Some(span) = e.span() {
             let start = self.text[..span.start.min(self.text.len())]
                 .rfind('\n')

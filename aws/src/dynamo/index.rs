@@ -13,21 +13,24 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, Put};
 use std::collections::HashMap;
 
 /// The partition of the index.
-pub(super) const STUDIES: &str = "#studies";
+const STUDIES: &str = "#studies";
 /// The mark that every study of the table has its entry.
 const INDEXED: &str = "indexed";
 
-pub(super) fn entry_sk(study: &str) -> String {
-    format!("study#{study}")
+/// The index entry of `study`.
+pub(super) fn entry(study: &str) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(STUDIES)),
+        ("sk".to_string(), s(format!("study#{study}"))),
+        ("study".to_string(), s(study)),
+    ])
 }
 
 /// The index entry of `study`, as a transaction's put.
 pub(super) fn entry_put(table: &str, study: &str) -> Result<Put> {
     Put::builder()
         .table_name(table)
-        .item("pk", s(STUDIES))
-        .item("sk", s(entry_sk(study)))
-        .item("study", s(study))
+        .set_item(Some(entry(study)))
         .build()
         .map_err(build_err)
 }
@@ -56,9 +59,7 @@ impl DynamoStore {
             self.client
                 .put_item()
                 .table_name(&self.table)
-                .item("pk", s(STUDIES))
-                .item("sk", s(entry_sk(name)))
-                .item("study", s(name))
+                .set_item(Some(entry(name)))
                 .send()
                 .await
                 .map_err(|e| fail(&self.table, "PutItem", e))?;

@@ -331,10 +331,7 @@ impl TrialStore for DynamoStore {
         if trials != name {
             items.extend(self.query(&trials, None).await?);
         }
-        items.push(HashMap::from([
-            ("pk".to_string(), s(index::STUDIES)),
-            ("sk".to_string(), s(index::entry_sk(name))),
-        ]));
+        items.push(index::entry(name));
         let existed = items.iter().any(|i| get_s(i, "sk") == Some("study"));
         for chunk in items.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::new();

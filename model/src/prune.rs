@@ -62,28 +62,41 @@ pub struct Pruner<'a> {
     study: &'a Study,
     spec: &'a PruneSpec,
     curves: HashMap<u64, (TrialState, Vec<Reading>)>,
+    /// The last step the succeeded trials reached: a trial there has done all its
+    /// work, and stopping it would save nothing.
+    final_step: Option<f64>,
 }
 
 impl<'a> Pruner<'a> {
     /// `None` when the study prunes nothing.
     pub fn new(study: &'a Study, trials: &[Trial]) -> Option<Pruner<'a>> {
         let spec = study.prune.as_ref()?;
-        let curves = trials
+        let curves: HashMap<u64, (TrialState, Vec<Reading>)> = trials
             .iter()
             .filter(|t| !t.is_dataset())
             .map(|t| (t.id, (t.state, curve(spec, study, t))))
             .collect();
+        let final_step = curves
+            .values()
+            .filter(|(s, _)| *s == TrialState::Succeeded)
+            .filter_map(|(_, c)| c.last().map(|r| r.step))
+            .reduce(f64::max);
         Some(Pruner {
             study,
             spec,
             curves,
+            final_step,
         })
     }
 
     /// Why the running trial `id` should stop now, or `None` to let it continue.
     pub fn check(&self, id: u64) -> Option<String> {
         let (state, c) = self.curves.get(&id)?;
-        if *state != TrialState::Running || c.is_empty() {
+        if *state != TrialState::Running {
+            return None;
+        }
+        let step = c.last()?.step;
+        if self.final_step.is_some_and(|last| step >= last) {
             return None;
         }
         match self.spec.rule {
@@ -248,7 +261,7 @@ mod tests {
             trial(
                 1,
                 TrialState::Succeeded,
-                &[(1.0, 0.9, 1), (2.0, 0.9, 2), (3.0, 0.9, 3)],
+                &[(1.0, 0.9, 1), (2.0, 0.9, 2), (3.0, 0.9, 3), (4.0, 0.9, 4)],
             ),
             trial(2, TrialState::Running, &[(1.0, 0.1, 5), (2.0, 0.2, 6)]),
             trial(
@@ -321,6 +334,40 @@ mod tests {
         let p = Pruner::new(&s, &trials).unwrap();
         let why = p.check(3).expect("pruned at step 2");
         assert!(why.contains("rung 1 (step 2)"), "{why}");
+    }
+
+    #[test]
+    fn a_trial_that_reached_the_final_step_is_not_pruned() {
+        // Rungs at steps 1, 3, 9 and 27; the finished trials stopped at 27.
+        let s = study("rule='asha'\nmin_step=1\nreduction=3", "minimize");
+        let curve_to = |id, state, l: f64| {
+            let steps = [1.0, 3.0, 9.0, 27.0];
+            let r: Vec<(f64, f64, Millis)> =
+                steps.iter().map(|st| (*st, l, *st as Millis)).collect();
+            trial(id, state, &r)
+        };
+        let mut trials: Vec<Trial> = (1..=3)
+            .map(|i| curve_to(i, TrialState::Succeeded, 0.1 * i as f64))
+            .collect();
+        // The worst of all at every rung, but it has done its 27 steps (its script is
+        // saving a model): stopping it now saves nothing.
+        trials.push(curve_to(4, TrialState::Running, 0.9));
+        let p = Pruner::new(&s, &trials).unwrap();
+        assert_eq!(p.check(4), None);
+        // One step short of the end, the same curve is pruned.
+        let short = trial(
+            5,
+            TrialState::Running,
+            &[(1.0, 0.9, 1), (3.0, 0.9, 3), (9.0, 0.9, 9)],
+        );
+        trials.push(short);
+        let p = Pruner::new(&s, &trials).unwrap();
+        assert!(p.check(5).is_some_and(|why| why.starts_with("asha")));
+        // The median rule alike.
+        let s = study("rule='median'\nmin_trials=1", "minimize");
+        let p = Pruner::new(&s, &trials).unwrap();
+        assert_eq!(p.check(4), None);
+        assert!(p.check(5).is_some());
     }
 
     #[test]

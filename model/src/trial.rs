@@ -63,6 +63,9 @@ impl TrialState {
                     // waits to be launched again.
                     | (Starting, Pending)
                     | (Running, Succeeded | Failed | Lost | Cancelled | Pruned)
+                    // A prune recorded after the script had already ended yields to
+                    // what the script did.
+                    | (Pruned, Succeeded | Failed)
                     | (Lost | Failed | Cancelled, Pending)
                     // A stop also cancels a retry that was still to come.
                     | (Lost | Failed, Cancelled)
@@ -450,12 +453,14 @@ mod tests {
                 ..Default::default()
             }
             .apply(&mut t);
-            TrialUpdate {
-                state: Some(Pending),
-                attempt: Some(a + 1),
-                ..Default::default()
-            }
-            .apply(&mut t);
+            TrialUpdate::next_attempt(a + 1, None).apply(&mut t);
+            // The attempt to come has no machine, times or outcome of its own yet.
+            assert_eq!((t.state, t.attempt), (Pending, a + 1));
+            assert_eq!(
+                (&t.machine, t.started_ms, t.finished_ms),
+                (&None, None, None)
+            );
+            assert_eq!((&t.error, t.exit_code), (&None, None));
             let first = t.history.first().map(|h| h.attempt);
             assert_eq!(first, Some(a.saturating_sub(MAX_HISTORY as u32 - 1).max(1)));
         }
@@ -503,6 +508,25 @@ impl TrialUpdate {
 
     /// `starting → running` by the agent of this attempt: resets what an earlier
     /// attempt left.
+    /// `lost|failed → pending` as attempt `attempt`, not before `not_before`. The
+    /// ending attempt goes to the history; the new one shows no machine, times or
+    /// outcome until it has them.
+    pub fn next_attempt(attempt: u32, not_before: Option<Millis>) -> TrialUpdate {
+        TrialUpdate {
+            state: Some(TrialState::Pending),
+            attempt: Some(attempt),
+            not_before_ms: Some(not_before),
+            machine: Some(None),
+            started_ms: Some(None),
+            finished_ms: Some(None),
+            exit_code: Some(None),
+            error: Some(None),
+            status: Some(None),
+            log: Some(None),
+            ..Default::default()
+        }
+    }
+
     pub fn running(machine: &str, now: Millis, log: Option<String>) -> TrialUpdate {
         TrialUpdate {
             state: Some(TrialState::Running),
@@ -562,4 +586,18 @@ pub struct AttemptEnd {
     pub preempted: bool,
     pub status: Option<String>,
     pub log_tail: Vec<String>,
+    /// When the script ended (the agent's clock): a prune recorded after it yields
+    /// to the script's own outcome.
+    pub script_ended_ms: Option<Millis>,
+}
+
+impl AttemptEnd {
+    /// Whether `now` (the record a final write found in its way) is this attempt
+    /// pruned only after its script had ended: then the script's outcome stands.
+    pub fn overrules(&self, now: &Trial, attempt: u32) -> bool {
+        now.state == TrialState::Pruned
+            && now.attempt == attempt
+            && !self.preempted
+            && matches!((self.script_ended_ms, now.finished_ms), (Some(ended), Some(pruned)) if pruned >= ended)
+    }
 }

@@ -202,6 +202,30 @@ pub fn counts(trials: &[Trial]) -> BTreeMap<&'static str, u64> {
     m
 }
 
+/// How many of a study's trials (not datasets) are over for its budget: nothing more
+/// will happen to them. Cancelled trials are not: `augur run` runs them again. The
+/// one count of "done" that `run`, `submit`, `studies` and the pages show.
+pub fn finished(rec: &StudyRecord, trials: &[Trial]) -> u64 {
+    let timing = match &rec.drive {
+        Some(d) => crate::reconcile::Timing::with_drive(d),
+        None => crate::reconcile::Timing::default(),
+    };
+    finished_with(&rec.spec, &timing, trials)
+}
+
+/// [`finished`] with the driver's own timing.
+pub fn finished_with<'a>(
+    study: &augur_model::Study,
+    timing: &crate::reconcile::Timing,
+    trials: impl IntoIterator<Item = &'a Trial>,
+) -> u64 {
+    trials
+        .into_iter()
+        .filter(|t| !t.is_dataset() && t.state != TrialState::Cancelled)
+        .filter(|t| crate::reconcile::settled(study, timing, t))
+        .count() as u64
+}
+
 /// A study as a JSON object.
 pub fn study_json(rec: &StudyRecord, trials: &[Trial]) -> Value {
     let lb = augur_model::leaderboard(&rec.spec, trials);
@@ -212,6 +236,7 @@ pub fn study_json(rec: &StudyRecord, trials: &[Trial]) -> Value {
         "oracle": rec.spec.oracle,
         "budget": rec.spec.trials,
         "trials": counts(trials),
+        "finished": finished(rec, trials),
         "best": lb.first().map(|r| json!({"value": r.value, "params": r.params, "trials": r.trials})),
         "created": rfc3339(rec.created_ms),
         "updated": rfc3339(rec.updated_ms),
@@ -459,7 +484,11 @@ pub fn attempt_rows(t: &Trial) -> Vec<[String; 6]> {
         t.state.to_string(),
         t.machine.clone().unwrap_or_else(|| "-".into()),
         opt(t.started_ms),
-        opt(t.finished_ms.or(t.heartbeat_ms)),
+        // A heartbeat is this attempt's only once it runs (a retry waiting to launch
+        // still holds the last attempt's).
+        opt(t
+            .finished_ms
+            .or(t.heartbeat_ms.filter(|_| t.state == TrialState::Running))),
         outcome(t.exit_code, &t.error),
     ]);
     rows

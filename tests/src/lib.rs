@@ -235,6 +235,17 @@ pub fn ok(out: &Output) {
     );
 }
 
+/// Asserts that a command exited with `code`, showing its output otherwise.
+pub fn exits(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

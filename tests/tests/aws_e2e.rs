@@ -3,7 +3,7 @@
 //! turning EC2 instances into local agents, and the fault proxy counting calls.
 
 use augur_tests::cloud::{futures_lite, World};
-use augur_tests::{bin_dir, ok, text, wait_for, Sandbox};
+use augur_tests::{bin_dir, exits, ok, text, wait_for, Sandbox};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -624,7 +624,7 @@ async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
         .take_lease("ghost", "augur-run@gone:1", 1_000, 2_000)
         .await
         .expect("lease");
-    ok(&w.augur(&["delete", "orphans", "--force"]));
+    ok(&w.augur(&["delete", "orphans", "--force", "--yes"]));
     let done = json(&["gc", "--json"]);
     assert_eq!(done["machines"].as_array().map(Vec::len), Some(2), "{done}");
     assert_eq!(done["leases"][0]["study"], "ghost", "{done}");
@@ -688,9 +688,13 @@ image = "ami-12345678"
     );
     w.init();
     w.start_hypervisor();
-    for file in ["s.toml", "missing.toml"] {
-        ok(&w.augur(&["run", file, "--heartbeat", "500ms", "--lease", "20s"]));
-    }
+    let flags = ["--heartbeat", "500ms", "--lease", "20s"];
+    ok(&w.augur(&[&["run", "s.toml"][..], &flags].concat()));
+    // Its one trial cannot read its secret: no trial succeeded (exit 5).
+    exits(
+        &w.augur(&[&["run", "missing.toml"][..], &flags].concat()),
+        5,
+    );
     let t: Value =
         serde_json::from_slice(&w.augur(&["show", "secretive/1", "--json"]).stdout).expect("json");
     assert_eq!(t["state"], "succeeded", "{t}");
@@ -788,7 +792,7 @@ async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
             .map_or(0, Vec::len)
     };
     assert_eq!(objects("kept"), 1);
-    let out = w.augur(&["delete", "kept"]);
+    let out = w.augur(&["delete", "kept", "--yes"]);
     ok(&out);
     let said = text(&out.stderr);
     assert!(said.contains("removed log group /augur/kept"), "{said}");

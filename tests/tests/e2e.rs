@@ -1,7 +1,7 @@
 //! End-to-end tests: the real `augur` and `augur-agent` binaries on the embedded
 //! default (local processes, SQLite in `.augur/`, log files).
 
-use augur_tests::{ok, signal, states, text, wait_exit, Sandbox, FAST};
+use augur_tests::{exits, ok, signal, states, text, wait_exit, Sandbox, FAST};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -137,14 +137,22 @@ fn failures_keep_exit_code_and_log_tail_and_are_not_retried() {
     let sb = Sandbox::new();
     sb.write(
         "s.toml",
-        "name='f'\nobjective={metric='m'}\ntrials=2\nparallel=2\n[run]\nscript='echo working; echo \"it broke\" >&2; exit 3'\n",
+        "name='f'\nobjective={metric='m'}\ntrials=2\nparallel=2\n[run]\nscript='echo working; echo \"it broke\" >&2; echo \"+ set -x trace\" >&2; exit 3'\n",
     );
-    ok(&run(&sb, "s.toml", &[]));
+    // No trial succeeded: exit 5, and each failure line carries its last stderr line.
+    let out = run(&sb, "s.toml", &[]);
+    exits(&out, 5);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("failed (attempt 1): exit code 3; stderr: it broke"),
+        "{err}"
+    );
+    assert!(err.contains("no trial succeeded (exit 5)"), "{err}");
     for t in sb.trials("f") {
         assert_eq!(t["state"], "failed");
         assert_eq!(t["exit_code"], 3);
         assert_eq!(t["attempt"], 1, "a failing script is not retried");
-        assert_eq!(t["error"], "exit code 3");
+        assert_eq!(t["error"], "exit code 3; stderr: it broke");
     }
     let t = sb.show("f", 1);
     let tail: Vec<String> = serde_json::from_value(t["log_tail"].clone()).expect("tail");
@@ -154,6 +162,37 @@ fn failures_keep_exit_code_and_log_tail_and_are_not_retried() {
     );
     let human = sb.augur(&["show", "f/1"]);
     assert!(text(&human.stdout).contains("it broke"));
+}
+
+#[test]
+fn a_script_that_never_reports_the_objective_fails_and_says_what_it_saw() {
+    let sb = Sandbox::new();
+    // A typo: the script reports val_loss, the study optimizes loss.
+    let study = |required: &str| {
+        format!("name='typo'\nobjective={{metric='loss'{required}}}\ntrials=2\n[run]\nscript='echo METRICS: step=1, val_loss=0.5'\n")
+    };
+    sb.write("s.toml", &study(""));
+    let out = run(&sb, "s.toml", &[]);
+    exits(&out, 5);
+    let why = "exited 0 but never reported `loss` (saw: step, val_loss)";
+    assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+    for t in sb.trials("typo") {
+        assert_eq!(t["state"], "failed", "{t}");
+        assert_eq!(t["exit_code"], 0);
+        assert_eq!(t["attempt"], 1, "a missing metric is not retried: {t}");
+        assert!(
+            t["error"].as_str().unwrap_or_default().starts_with(why),
+            "{t}"
+        );
+    }
+    let log = text(&sb.augur(&["logs", "typo/1"]).stdout);
+    assert!(log.contains(why), "the log says it too: {log}");
+    // objective.required = false keeps the old behaviour: success without a value.
+    ok(&sb.augur(&["delete", "typo", "--yes"]));
+    sb.write("s.toml", &study(", required=false"));
+    let out = run(&sb, "s.toml", &[]);
+    ok(&out);
+    assert_eq!(states(&sb.trials("typo")), vec!["succeeded"; 2]);
 }
 
 #[test]
@@ -256,7 +295,7 @@ sleep 30
 "#,
     );
     let start = std::time::Instant::now();
-    ok(&run(&sb, "s.toml", &[]));
+    exits(&run(&sb, "s.toml", &[]), 5);
     assert!(
         start.elapsed() < Duration::from_secs(20),
         "SIGKILL after the grace ends even a script ignoring SIGTERM"
@@ -419,6 +458,21 @@ fn augur_stop_cancels_a_running_study_and_run_resumes_it() {
     let studies: Vec<Value> =
         serde_json::from_slice(&sb.augur(&["studies", "--json"]).stdout).expect("json");
     assert_eq!(studies[0]["state"], "stopped");
+    assert_eq!(
+        studies[0]["finished"], 0,
+        "cancelled trials run again: not finished"
+    );
+    // The attempt's log says what happened to it: cancelled, not failed.
+    let log = augur_tests::wait_for(LIMIT, "the agent's last line", || {
+        let log = text(&sb.augur(&["logs", "st/1"]).stdout);
+        log.contains("this attempt ends without a final write")
+            .then_some(log)
+    });
+    assert!(
+        log.contains("the trial is cancelled: this attempt ends"),
+        "{log}"
+    );
+    assert!(!log.contains("failed"), "{log}");
     // Resume with a quicker script.
     sb.write(
         "s.toml",
@@ -441,7 +495,8 @@ fn retry_failed_reruns_the_failed_pairs_and_nothing_else() {
             fixed.display()
         ),
     );
-    ok(&run(&sb, "s.toml", &[]));
+    // One pair failed: exit 4, or 0 when failures are allowed.
+    exits(&run(&sb, "s.toml", &[]), 4);
     let before = sb.trials("rf");
     assert_eq!(before.len(), 6);
     let failed: Vec<u64> = before
@@ -458,8 +513,19 @@ fn retry_failed_reruns_the_failed_pairs_and_nothing_else() {
         .find(|r| r["params"]["x"] == 2)
         .expect("x=2 ranked");
     assert_eq!(two["replicates"], json!([0]));
-    // A plain re-run does nothing; --retry-failed re-runs just that pair.
-    ok(&run(&sb, "s.toml", &[]));
+    // A plain re-run does nothing, and says nothing of what was already final;
+    // --retry-failed re-runs just that pair.
+    let again = run(&sb, "s.toml", &["--allow-failures"]);
+    ok(&again);
+    let said = text(&again.stderr);
+    assert!(
+        said.contains("resuming study `rf`: 6 of 6 trial(s) already final"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("succeeded (") && !said.contains("failed (attempt"),
+        "{said}"
+    );
     assert_eq!(
         std::fs::read_to_string(&runs)
             .expect("runs")
@@ -485,13 +551,16 @@ fn a_changed_study_is_refused_with_advice_and_nothing_is_lost() {
     sb.write("s.toml", "name='ch'\nobjective={metric='m'}\ntrials=2\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='echo METRICS: m=1'\n");
     ok(&run(&sb, "s.toml", &[]));
     sb.write("s.toml", "name='ch'\nobjective={metric='m'}\ntrials=2\n[params]\nx={range=[0.0,2.0]}\n[run]\nscript='echo METRICS: m=1'\n");
-    let out = run(&sb, "s.toml", &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("different parameters") && err.contains("augur delete ch"),
-        "{err}"
-    );
+    // `validate` says so too, before `run` is tried.
+    for cmd in ["validate", "run"] {
+        let out = sb.augur(&[cmd, "s.toml"]);
+        exits(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("different parameters") && err.contains("augur delete ch"),
+            "{cmd}: {err}"
+        );
+    }
     assert_eq!(
         states(&sb.trials("ch")),
         vec!["succeeded"; 2],
@@ -499,9 +568,25 @@ fn a_changed_study_is_refused_with_advice_and_nothing_is_lost() {
     );
     // A larger budget is compatible: the study continues.
     sb.write("s.toml", "name='ch'\nobjective={metric='m'}\ntrials=3\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='echo METRICS: m=1'\n");
+    let out = sb.augur(&["validate", "s.toml"]);
+    ok(&out);
+    assert!(
+        text(&out.stdout).contains("continues the recorded study (done)"),
+        "{}",
+        text(&out.stdout)
+    );
     ok(&run(&sb, "s.toml", &[]));
     assert_eq!(sb.trials("ch").len(), 3);
-    ok(&sb.augur(&["delete", "ch"]));
+    // Without a terminal to ask on, delete wants --yes, and keeps everything.
+    let out = sb.augur(&["delete", "ch"]);
+    exits(&out, 2);
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(sb.trials("ch").len(), 3);
+    ok(&sb.augur(&["delete", "ch", "--yes"]));
     assert_eq!(sb.augur(&["trials", "ch"]).status.code(), Some(2));
 }
 
@@ -532,7 +617,7 @@ script = 'd=AUGUR_DATASET_DIR_DATA_$AUGUR_PARAM_SIZE; echo "METRICS: n=$(wc -l <
             ok = ok_flag.display()
         ),
     );
-    ok(&run(&sb, "s.toml", &[]));
+    exits(&run(&sb, "s.toml", &[]), 4);
     let trials = sb.trials("ds");
     let sets: Vec<&Value> = trials
         .iter()
@@ -800,6 +885,8 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
     let base = "name='b'\nobjective={metric='m'}\ntrials=2\n";
     let cases: Vec<(&str, String, &str)> = vec![
         ("unknown key", format!("{base}colour='red'\n[run]\nscript='true'\n"), "colour"),
+        ("misspelt key", "name='b'\nobjective={metric='m'}\ntirals=2\n[run]\nscript='true'\n".into(), "unknown field `tirals` (did you mean `trials`?)"),
+        ("misspelt run key", format!("{base}[run]\nscirpt='true'\n"), "(did you mean `script`?)"),
         ("objective as a name", "name='b'\nobjective='val_loss'\ntrials=2\n[run]\nscript='true'\n".into(), "`objective`: invalid type: string \"val_loss\", expected a table"),
         ("run as a value", format!("{base}run='train.py'\n"), "expected a table"),
         ("toml syntax", format!("{base}[run\nscript='true'\n"), ":4:"),
@@ -820,6 +907,8 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
         ("bad goal", "name='b'\nobjective={metric='m',goal='best'}\ntrials=1\n[run]\nscript='true'\n".into(), "objective.goal"),
         ("random without budget", "name='b'\nobjective={metric='m'}\n[run]\nscript='true'\n".into(), "budget"),
         ("grid range without steps", "name='b'\nobjective={metric='m'}\noracle='grid'\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='true'\n".into(), "steps"),
+        ("grid too large", "name='b'\nobjective={metric='m'}\noracle='grid'\n[params]\nx={range=[0,100000]}\ny={range=[0,100000]}\n[run]\nscript='true'\n".into(), "s.toml:3: grid oracle: the parameters make 10000200001 points"),
+        ("name missing", "objective={metric='m'}\ntrials=3\n[run]\nscript='true'\n".into(), "s.toml:1: missing field `name`"),
         ("mixed values", format!("{base}[params]\nx={{values=[1,'a']}}\n[run]\nscript='true'\n"), "mixes"),
         ("unknown aws key", format!("{base}[run]\nscript='true'\n[aws]\nami='x'\n"), "ami"),
         ("max_attempts 0", format!("{base}[run]\nscript='true'\nmax_attempts=0\n"), "max_attempts"),
@@ -840,6 +929,14 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
             );
             assert_eq!(err.trim().lines().count(), 1, "{what}: one message: {err}");
             assert!(err.contains("s.toml"), "{what}: names the file: {err}");
+            let line = err
+                .split("s.toml:")
+                .nth(1)
+                .and_then(|r| r.split(':').next());
+            assert!(
+                line.is_some_and(|l| l.parse::<usize>().is_ok()),
+                "{what}: names the line: {err}"
+            );
             assert!(
                 !err.contains("struct ") && !err.contains("Raw"),
                 "{what}: no type of augur's in the message: {err}"
@@ -1335,7 +1432,7 @@ fn gc_ends_orphans_and_expired_leases_and_leaves_live_work_alone() {
             .expect("lease");
         db.set_submitted("ghost", true).await.expect("mark");
     });
-    ok(&sb.augur(&["delete", "orph", "--force"]));
+    ok(&sb.augur(&["delete", "orph", "--force", "--yes"]));
 
     let dry = gc(&["--dry-run"]);
     let machines = dry["machines"].as_array().expect("machines");

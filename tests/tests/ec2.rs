@@ -115,7 +115,7 @@ async fn a_study_deleted_and_run_again_gets_fresh_instances() {
         "the first run's instances ended",
         || (futures_lite(w.live_instances()) == 0).then_some(()),
     );
-    ok(&w.augur(&["delete", "again"]));
+    ok(&w.augur(&["delete", "again", "--yes"]));
     let started = Instant::now();
     let out = w.augur(&args);
     ok(&out);

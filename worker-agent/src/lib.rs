@@ -124,12 +124,33 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
     let mut log = open_log(cfg, &trial);
     let trial = mark_running(store, cfg, &mut log).await?;
     let outcome = run_script(store, cfg, (&study, lease), &trial, &mut log).await?;
-    let Some(outcome) = outcome else {
-        log.write(Source::Augur, "the trial moved on (pruned, cancelled, or lost and retried): this attempt ends without a final write");
-        log.flush_final().await;
-        return Ok(Ended::Superseded);
+    // An attempt ended from outside (SIGTERM: `augur stop`, a pruner) is usually one
+    // whose trial has moved on already: say so, not "failed".
+    let outcome = match outcome {
+        Some(o) if o.retryable => match moved_on(store, cfg).await {
+            Some(now) => Err(Some(now)),
+            None => Ok(o),
+        },
+        Some(o) => Ok(o),
+        None => Err(moved_on(store, cfg).await),
     };
-    let outcome = close_log(&mut log, outcome).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(now) => {
+            let what = match now {
+                Some(t) if t.attempt == cfg.attempt => format!("the trial is {}", t.state),
+                Some(t) => format!("the trial moved on to attempt {} ({})", t.attempt, t.state),
+                None => "the trial moved on".to_string(),
+            };
+            log.write(
+                Source::Augur,
+                &format!("{what}: this attempt ends without a final write"),
+            );
+            log.flush_final().await;
+            return Ok(Ended::Superseded);
+        }
+    };
+    let outcome = close_log(&mut log, judged(&study, &trial, outcome)).await;
     final_write(store, cfg, &outcome).await
 }
 
@@ -235,6 +256,27 @@ async fn mark_running(
     }
 }
 
+/// The trial as it is now, if it is no longer running at this agent's attempt (`None`
+/// also when it cannot be read: the final write then finds out).
+async fn moved_on(store: &dyn TrialStore, cfg: &AgentConfig) -> Option<Trial> {
+    let now = store.get_trial(&cfg.study, cfg.trial).await.ok()??;
+    let current = now.state == TrialState::Running && now.attempt == cfg.attempt;
+    (!current).then_some(now)
+}
+
+/// The outcome held to the study's objective: a trial (not a dataset) whose script
+/// exited 0 without reporting a required objective metric failed, not retried (a typo
+/// does not mend itself).
+fn judged(study: &Study, trial: &Trial, mut outcome: AttemptEnd) -> AttemptEnd {
+    if trial.dataset.is_none() {
+        if let Some(why) = study.objective.missing_from(&outcome) {
+            outcome.error = Some(why);
+            outcome.retryable = false;
+        }
+    }
+    outcome
+}
+
 /// Writes how the attempt ended to its log and sends the rest. A log that could not
 /// be written is said in the outcome, but never fails a script that succeeded.
 async fn close_log(log: &mut Log, mut outcome: AttemptEnd) -> AttemptEnd {
@@ -255,17 +297,14 @@ async fn close_log(log: &mut Log, mut outcome: AttemptEnd) -> AttemptEnd {
     );
     log.flush_final().await;
     if let Some(b) = &log.broken {
-        outcome.error = Some(match outcome.error.take() {
-            Some(e) => format!("{e}; {b}"),
-            None => b.clone(),
-        });
-        if outcome.exit_code == Some(0) {
+        match outcome.error.take() {
+            Some(e) => outcome.error = Some(format!("{e}; {b}")),
             // The script succeeded; a log problem alone must not fail the trial. It
             // is said where the lines are kept: the record's last lines.
-            outcome.error = None;
-            outcome.log_tail.push(format!(
+            None if outcome.exit_code == Some(0) => outcome.log_tail.push(format!(
                 "augur warning: {b}; the log is incomplete (its last lines are kept here)"
-            ));
+            )),
+            None => outcome.error = Some(b.clone()),
         }
     }
     outcome
@@ -278,12 +317,19 @@ async fn final_write(
     outcome: &AttemptEnd,
 ) -> Result<Ended, AgentError> {
     let up = TrialUpdate::finished(now_ms(), outcome);
-    let cond = Expect::state(TrialState::Running, cfg.attempt);
+    let mut cond = Expect::state(TrialState::Running, cfg.attempt);
     let mut delay = Duration::from_millis(100);
     let give_up = Instant::now() + Duration::from_secs(120);
     loop {
         match store.update_trial(&cfg.study, cfg.trial, &cond, &up).await {
             Ok(Written::Done(t)) => return Ok(Ended::Finished(t.state)),
+            // Pruned after the script had ended: the pruner saw a curve that was
+            // already complete, and what the script did is the truth.
+            Ok(Written::Conflict(Some(now)))
+                if cond.states == [TrialState::Running] && outcome.overrules(&now, cfg.attempt) =>
+            {
+                cond = Expect::state(TrialState::Pruned, cfg.attempt);
+            }
             Ok(Written::Conflict(_)) => return Ok(Ended::Superseded),
             Err(StoreError::Unavailable(e)) if Instant::now() < give_up => {
                 tracing::warn!(error = %e, "final write failed; retrying");
@@ -398,6 +444,7 @@ async fn run_script(
     tokio::pin!(notice);
     let mut preempted = false;
     let mut last_beat = started;
+    let mut script_ended_ms = None;
 
     while status.is_none() || open {
         let watchdog = seen.keepalive.map(|k| last_output + k);
@@ -411,6 +458,7 @@ async fn run_script(
             },
             s = child.wait(), if status.is_none() => {
                 status = Some(s.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(255 << 8)));
+                script_ended_ms = Some(now_ms());
                 // Whatever the script left behind in its group ends with it.
                 process::signal_group(pgid, libc::SIGKILL);
                 drain_until = Some(Instant::now() + DRAIN);
@@ -452,6 +500,7 @@ async fn run_script(
     }
     let mut end = seen.outcome(status, ended);
     end.preempted = preempted;
+    end.script_ended_ms = script_ended_ms;
     Ok(Some(end))
 }
 
@@ -673,5 +722,52 @@ mod tests {
         );
         assert!(!got.retryable);
         assert!(!dir.path().join("ran").exists(), "the script never ran");
+    }
+
+    /// A prune recorded after the script had ended (the pruner saw its last readings
+    /// while it was saving and exiting) yields to the script's outcome; a prune
+    /// recorded while the script still ran stands.
+    #[tokio::test]
+    async fn a_prune_recorded_after_the_script_ended_yields_to_its_outcome() {
+        for (ended_before_prune, want) in [
+            (true, Ok(Ended::Finished(TrialState::Succeeded))),
+            (false, Ok(Ended::Superseded)),
+        ] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let rec = augur_store::conformance::record("s");
+            let t = Trial::new("s", 0, 0, 0, Params::new(), 1);
+            let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
+            let mut log = Log::open(dir.path().join("log"));
+            mark_running(&store, &cfg, &mut log).await.expect("running");
+            let pruned_at = 1_000_000;
+            let prune = TrialUpdate {
+                state: Some(TrialState::Pruned),
+                error: Some(Some("asha: …".into())),
+                finished_ms: Some(Some(pruned_at)),
+                ..Default::default()
+            };
+            let expect = Expect::state(TrialState::Running, 1);
+            let w = store.update_trial("s", cfg.trial, &expect, &prune).await;
+            assert!(matches!(w, Ok(Written::Done(_))));
+            let outcome = AttemptEnd {
+                exit_code: Some(0),
+                metrics: [("m".to_string(), 1.0)].into(),
+                script_ended_ms: Some(pruned_at + if ended_before_prune { -5 } else { 5 }),
+                ..Default::default()
+            };
+            let got = final_write(&store, &cfg, &outcome)
+                .await
+                .map_err(|e| e.to_string());
+            assert_eq!(got, want);
+            let now = store
+                .get_trial("s", cfg.trial)
+                .await
+                .expect("read")
+                .expect("trial");
+            match ended_before_prune {
+                true => assert_eq!((now.state, now.error), (TrialState::Succeeded, None)),
+                false => assert_eq!(now.state, TrialState::Pruned),
+            }
+        }
     }
 }

@@ -23,7 +23,13 @@ pub(crate) struct ScriptOutput {
     pub(crate) dirty: bool,
     /// Secret values, masked (`***`) wherever a line of output goes.
     pub(crate) masked: Vec<String>,
+    /// The last line the script wrote to stderr (not a `set -x` trace): what a
+    /// failure says beside its exit code.
+    pub(crate) last_err: Option<String>,
 }
+
+/// How much of the last stderr line a failure carries.
+const LAST_ERR_CHARS: usize = 240;
 
 impl ScriptOutput {
     /// How the attempt ended: the script's exit, or why the agent ended it.
@@ -38,7 +44,13 @@ impl ScriptOutput {
             Some((why, retryable)) => (Some(why), retryable),
             // A script killed with SIGKILL from outside (the kernel's OOM killer, a
             // person) did not fail by itself: it may be retried, within max_attempts.
-            None => (failure_text(&status), killed_from_outside(&status)),
+            None => (
+                failure_text(&status).map(|e| match &self.last_err {
+                    Some(line) => format!("{e}; stderr: {line}"),
+                    None => e,
+                }),
+                killed_from_outside(&status),
+            ),
         };
         AttemptEnd {
             exit_code: Some(process::exit_code(&status)),
@@ -49,6 +61,7 @@ impl ScriptOutput {
             preempted: false,
             status: self.status,
             log_tail: self.tail.into_iter().collect(),
+            script_ended_ms: None,
         }
     }
 
@@ -74,6 +87,12 @@ impl ScriptOutput {
             self.tail.pop_front();
         }
         self.tail.push_back(text.clone());
+        if chunk.stream == Stream::Err && !text.trim().is_empty() && !text.starts_with('+') {
+            self.last_err = Some(match text.char_indices().nth(LAST_ERR_CHARS) {
+                Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
+                None => text.trim_end().to_string(),
+            });
+        }
         match metrics::parse_line(&text) {
             Line::Metrics(m) => {
                 self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));

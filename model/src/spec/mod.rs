@@ -51,6 +51,18 @@ pub enum Goal {
 pub struct Objective {
     pub metric: String,
     pub goal: Goal,
+    /// A trial whose script exits 0 without reporting the metric fails (the default);
+    /// `required = false` lets it succeed without a value.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(v: &bool) -> bool {
+    *v
 }
 
 impl Objective {
@@ -60,6 +72,27 @@ impl Objective {
             Goal::Minimize => a < b,
             Goal::Maximize => a > b,
         }
+    }
+
+    /// Why an attempt whose script ended well still fails: the metric is required and
+    /// was never reported. Says what was seen instead, so a typo shows.
+    pub fn missing_from(&self, end: &crate::AttemptEnd) -> Option<String> {
+        if !self.required || end.exit_code != Some(0) || end.error.is_some() {
+            return None;
+        }
+        if end.metrics.contains_key(&self.metric) {
+            return None;
+        }
+        let seen = if end.metrics.is_empty() {
+            "it reported no metrics".to_string()
+        } else {
+            let names: Vec<&str> = end.metrics.keys().map(String::as_str).collect();
+            format!("saw: {}", names.join(", "))
+        };
+        Some(format!(
+            "exited 0 but never reported `{}` ({seen}); print `METRICS: {}=<value>`, or set objective.required = false",
+            self.metric, self.metric
+        ))
     }
 }
 
@@ -273,7 +306,27 @@ impl Study {
     /// What must stay the same for a recorded study to be continued: its parameters
     /// and objective. Anything else (budget, parallelism, script) may change.
     pub fn fingerprint(&self) -> String {
-        serde_json::json!({ "params": self.params, "objective": self.objective }).to_string()
+        let objective =
+            serde_json::json!({ "metric": self.objective.metric, "goal": self.objective.goal });
+        serde_json::json!({ "params": self.params, "objective": objective }).to_string()
+    }
+
+    /// Why this study cannot continue `recorded`, the study recorded under its name:
+    /// other parameters or another objective would make their trials incomparable.
+    pub fn conflict_with(&self, recorded: &Study) -> Option<String> {
+        if recorded.fingerprint() == self.fingerprint() {
+            return None;
+        }
+        let what = if recorded.params != self.params {
+            "parameters"
+        } else {
+            "objective"
+        };
+        Some(format!(
+            "study `{}` is already recorded with different {what}; its trials would not be comparable. \
+             To start afresh, give the study a new `name`, or delete the old one with `augur delete {}`",
+            self.name, self.name
+        ))
     }
 
     /// The datasets a trial with `params` needs (rendered names, sorted, unique).
@@ -556,6 +609,39 @@ instance_type = "t3.micro"
             ParamSpec::Int { lo: 1, hi: 10, .. }
         ));
         assert!(matches!(s.params["lr"], ParamSpec::Float { log: true, .. }));
+    }
+
+    #[test]
+    fn a_required_objective_missing_from_a_clean_exit_fails_it() {
+        let mut s = parse(GOOD).unwrap();
+        assert!(s.objective.required, "required by default");
+        let end = |code: i32, names: &[&str]| crate::AttemptEnd {
+            exit_code: Some(code),
+            metrics: names.iter().map(|n| (n.to_string(), 1.0)).collect(),
+            ..Default::default()
+        };
+        let why = s.objective.missing_from(&end(0, &["val_loss", "step"]));
+        assert_eq!(
+            why.as_deref(),
+            Some("exited 0 but never reported `loss` (saw: step, val_loss); print `METRICS: loss=<value>`, or set objective.required = false")
+        );
+        let why = s.objective.missing_from(&end(0, &[])).unwrap();
+        assert!(why.contains("(it reported no metrics)"), "{why}");
+        assert_eq!(s.objective.missing_from(&end(0, &["loss"])), None);
+        assert_eq!(
+            s.objective.missing_from(&end(1, &[])),
+            None,
+            "already failed"
+        );
+        let before = s.fingerprint();
+        s.objective.required = false;
+        assert_eq!(s.objective.missing_from(&end(0, &[])), None);
+        assert_eq!(s.fingerprint(), before, "not part of a study's identity");
+        let off = GOOD.replace(
+            r#"goal = "minimize" }"#,
+            r#"goal = "minimize", required = false }"#,
+        );
+        assert!(!parse(&off).unwrap().objective.required);
     }
 
     #[test]

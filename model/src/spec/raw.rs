@@ -52,6 +52,9 @@ impl SpecText<'_> {
                 .map_or(msg.len(), |j| i + "struct ".len() + j);
             msg.replace_range(i..name_end, "a table ({ key = value, ... })");
         }
+        if let Some(hint) = did_you_mean(&msg) {
+            msg = hint;
+        }
         if let Some(span) = e.span() {
             let start = self.text[..span.start.min(self.text.len())]
                 .rfind('\n')
@@ -59,7 +62,14 @@ impl SpecText<'_> {
             let line = self.text[start..].lines().next().unwrap_or("");
             if let Some((key, _)) = line.split_once('=') {
                 let key = key.trim();
-                if !key.is_empty() && !key.starts_with('[') && !msg.contains(&format!("`{key}`")) {
+                // A missing field is reported at the document's (or table's) first
+                // line, whose key it is not about.
+                let about_line = !msg.starts_with("missing field");
+                if about_line
+                    && !key.is_empty()
+                    && !key.starts_with('[')
+                    && !msg.contains(&format!("`{key}`"))
+                {
                     msg = format!("`{key}`: {msg}");
                 }
             }
@@ -69,6 +79,23 @@ impl SpecText<'_> {
     pub(super) fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> SpecError {
         self.err(Some(s.span()), message)
     }
+}
+
+/// `unknown field `tirals`, expected one of `name`, …` with the likely key first:
+/// `unknown field `tirals` (did you mean `trials`?); expected one of …`.
+fn did_you_mean(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (typed, options) = rest.split_once("`, expected one of ")?;
+    let best = options
+        .split(", ")
+        .map(|o| o.trim_matches('`'))
+        .map(|o| (strsim::jaro_winkler(typed, o), o))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score >= 0.8)?;
+    Some(format!(
+        "unknown field `{typed}` (did you mean `{}`?); expected one of {options}",
+        best.1
+    ))
 }
 
 #[derive(Deserialize)]
@@ -95,6 +122,7 @@ pub(super) struct RawStudy {
 struct RawObjective {
     metric: Spanned<String>,
     goal: Option<Spanned<String>>,
+    required: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -250,7 +278,11 @@ impl RawObjective {
                 ))
             }
         };
-        Ok(Objective { metric, goal })
+        Ok(Objective {
+            metric,
+            goal,
+            required: self.required.unwrap_or(true),
+        })
     }
 }
 
@@ -495,13 +527,15 @@ fn budget(
         }
     };
     if study.oracle == OracleKind::Grid {
+        // Said at the `oracle = "grid"` line, which makes a grid of the parameters.
+        let at = oracle_key.as_ref().map(Spanned::span);
         let points = study
             .grid_size()
-            .map_err(|m| cx.err(None, format!("grid oracle: {m}")))?;
+            .map_err(|m| cx.err(at.clone(), format!("grid oracle: {m}")))?;
         if points > MAX_GRID_POINTS {
             return Err(cx.err(
-                None,
-                format!("grid oracle: {points} points is more than {MAX_GRID_POINTS}"),
+                at,
+                format!("grid oracle: the parameters make {points} points, more than {MAX_GRID_POINTS}; use fewer values or steps, or oracle = \"random\""),
             ));
         }
     }

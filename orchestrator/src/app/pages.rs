@@ -80,11 +80,16 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Html<Strin
         rows.push(vec![
             format!("<a href=\"/studies/{0}\">{0}</a>", esc(&rec.name)),
             esc(&rec.state.to_string()),
-            esc(&counts
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")),
+            esc(&format!(
+                "{}/{}: {}",
+                report::finished(&rec, &trials),
+                rec.spec.trials,
+                counts
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
             lb.first()
                 .map(|r| {
                     format!(
@@ -121,7 +126,7 @@ pub(super) async fn study_page(
     let obj = &rec.spec.objective;
     let runs: Vec<&Trial> = trials.iter().filter(|t| !t.is_dataset()).collect();
     let mut body = format!(
-        "<p>{} · objective: {} {} · oracle {} · budget {} · parallel {} · {}</p>",
+        "<p>{} · objective: {} {} · oracle {} · {} of {} finished · parallel {} · {}</p>",
         esc(&rec.state.to_string()),
         match obj.goal {
             augur_model::Goal::Minimize => "minimize",
@@ -129,6 +134,7 @@ pub(super) async fn study_page(
         },
         esc(&obj.metric),
         rec.spec.oracle.as_str(),
+        report::finished(&rec, &trials),
         rec.spec.trials,
         rec.spec.parallel,
         esc(&report::counts(&trials)

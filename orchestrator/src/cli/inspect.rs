@@ -43,10 +43,7 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
         let trials = store.list_trials(&rec.name).await?;
         let lb = augur_model::leaderboard(&rec.spec, &trials);
         let counts = report::counts(&trials);
-        let done: u64 = ["succeeded", "failed", "lost", "cancelled", "pruned"]
-            .iter()
-            .filter_map(|s| counts.get(s))
-            .sum();
+        let done = report::finished(&rec, &trials);
         rows.push(vec![
             rec.name.clone(),
             if by_tick {
@@ -259,13 +256,22 @@ pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, 
     }
 }
 
-pub async fn delete(ctx: &Backend, study: &str, force: bool) -> CmdResult {
+pub async fn delete(ctx: &Backend, study: &str, force: bool, yes: bool) -> CmdResult {
     let (_, _, trials) = study_and_trials(ctx, study).await?;
     let busy = trials.iter().filter(|t| t.state.is_active()).count();
     if busy > 0 && !force {
         return Err(AppError::input(format!(
             "study `{study}` has {busy} trial(s) starting or running: `augur stop {study}` first (or --force)"
         )));
+    }
+    if !yes
+        && !confirmed(&format!(
+            "delete study `{study}`: {} trial record(s), their logs and files? [y/N] ",
+            trials.len()
+        ))?
+    {
+        eprintln!("nothing deleted");
+        return Ok(0);
     }
     let store = ctx.store().await?;
     store.delete_study(study).await?;
@@ -275,4 +281,22 @@ pub async fn delete(ctx: &Backend, study: &str, force: bool) -> CmdResult {
         eprintln!("  removed {g}");
     }
     Ok(0)
+}
+
+/// Asks on the terminal; without one, refuses (exit 2) rather than guess.
+fn confirmed(question: &str) -> Result<bool, AppError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(AppError::input(
+            "standard input is not a terminal, so augur cannot ask: pass --yes to delete",
+        ));
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| AppError::input(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }

@@ -19,10 +19,12 @@ use std::process::ExitCode;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0    done (a study ran to its end, whatever its trials' results; a command succeeded)
+  0    done (a study ran to its end and its trials succeeded or were pruned; a command succeeded)
   1    internal error (a bug in augur: please report it)
   2    bad input: a study file, an argument, or a conflict with what is recorded
   3    backend unavailable (database, agent binary, machines) after retries; the study stays resumable
+  4    `augur run`: the study ended, but trials failed or were lost (--allow-failures makes it 0)
+  5    `augur run`: the study ended and no trial succeeded
   130  interrupted (Ctrl-C, or `augur stop`); `augur run` again resumes the study
 
 State lives in .augur/ under the working directory (or --home / AUGUR_HOME):
@@ -65,20 +67,25 @@ enum Cmd {
     /// Run one serverless reconcile tick over the submitted studies (what augur-lambda
     /// does on its schedule; from cron, or by hand). Prints what it did as JSON.
     Tick(tick::TickArgs),
-    /// Check a study file without running anything.
+    /// Check a study file without running anything (and, if a study of its name is
+    /// recorded, that `run` would continue it).
     Validate {
         /// The study file (TOML).
         study: PathBuf,
     },
-    /// List studies.
+    /// List studies, with how many trials of each are finished and the best value.
+    #[command(visible_alias = "ls", alias = "list")]
     Studies {
+        /// Print JSON (one object per study) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// List a study's trials.
     Trials {
+        /// The study's name.
         #[arg(value_parser = study_name)]
         study: String,
+        /// Print JSON (one object per trial) instead of a table.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
         /// One row per trial, a column per parameter and metric.
@@ -87,24 +94,31 @@ enum Cmd {
     },
     /// Show one trial: STUDY/TRIAL.
     Show {
+        /// The trial, as STUDY/TRIAL (for example quadratic/3).
+        #[arg(value_name = "STUDY/TRIAL")]
         target: String,
+        /// Print the whole record as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Rank a study's points by the objective (mean over succeeded replicates).
     Leaderboard {
+        /// The study's name.
         #[arg(value_parser = study_name)]
         study: String,
-        /// Show the best N.
-        #[arg(short = 'n', long)]
-        n: Option<usize>,
+        /// Show the best N points only.
+        #[arg(short = 'n', long = "limit", value_name = "N")]
+        limit: Option<usize>,
+        /// Print JSON (one object per point) instead of a table.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV: one row per point, a column per parameter.
         #[arg(long)]
         csv: bool,
     },
     /// Write every trial of a study, with everything recorded, for other tools.
     Export {
+        /// The study's name.
         #[arg(value_parser = study_name)]
         study: String,
         /// jsonl: one object per trial, with its metric series and log tail; csv: one
@@ -128,6 +142,7 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
     Stop {
+        /// The study's name.
         #[arg(value_parser = study_name)]
         study: String,
     },
@@ -140,17 +155,26 @@ enum Cmd {
     },
     /// Delete a study's records, logs and work directories.
     Delete {
+        /// The study's name.
         #[arg(value_parser = study_name)]
         study: String,
         /// Delete even if trials are running.
         #[arg(long)]
         force: bool,
+        /// Do not ask first (needed when standard input is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// End what nobody else will: machines whose study is deleted or whose trial is
     /// final or superseded, expired driver leases, submitted marks of deleted studies.
     /// Machines of active attempts are left to their study's driver.
     Gc(gc::GcArgs),
 }
+
+/// `augur run`: the study ended with failed or lost trials.
+const EXIT_SOME_FAILED: u8 = 4;
+/// `augur run`: the study ended and no trial succeeded.
+const EXIT_NONE_SUCCEEDED: u8 = 5;
 
 /// What a command returns: its exit code, or an error with its own.
 pub type CmdResult = Result<u8, AppError>;
@@ -222,17 +246,17 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
         Cmd::Run(args) => run::run(args, &ctx).await,
         Cmd::Submit(args) => run::submit(args, &ctx).await,
         Cmd::Tick(args) => tick::command(&ctx, args).await,
-        Cmd::Validate { study } => run::validate(&study),
+        Cmd::Validate { study } => run::validate(&ctx, &study).await,
         Cmd::Init { agent } => run::init(&ctx, agent.as_deref()).await,
         Cmd::Studies { json } => inspect::studies(&ctx, json).await,
         Cmd::Trials { study, json, csv } => inspect::trials(&ctx, &study, json, csv).await,
         Cmd::Show { target, json } => inspect::show(&ctx, &target, json).await,
         Cmd::Leaderboard {
             study,
-            n,
+            limit,
             json,
             csv,
-        } => inspect::leaderboard(&ctx, &study, n, json, csv).await,
+        } => inspect::leaderboard(&ctx, &study, limit, json, csv).await,
         Cmd::Export {
             study,
             format,
@@ -246,7 +270,7 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
         Cmd::Logs(args) => logs::logs(&ctx, args).await,
         Cmd::Serve(args) => serve::command(ctx, args).await,
         Cmd::Stop { study } => run::stop(&ctx, &study).await,
-        Cmd::Delete { study, force } => inspect::delete(&ctx, &study, force).await,
+        Cmd::Delete { study, force, yes } => inspect::delete(&ctx, &study, force, yes).await,
         Cmd::Gc(args) => gc::gc(&ctx, &args).await,
     }
 }

@@ -1,11 +1,11 @@
 //! What `augur run` shows while it runs: a progress bar on a terminal, one line per
 //! event otherwise.
 
-use augur::reconcile::{settled, Timing};
+use augur::reconcile::Timing;
 use augur::report::{metrics_display, params_short, short};
 use augur::Event;
 use augur_model::{Study, Trial, TrialState};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use tokio::sync::mpsc;
@@ -20,13 +20,20 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(study: &Study, existing: &[Trial], timing: Timing) -> Progress {
+        // The ETA comes from the trials this run finishes, not from those it resumed.
+        let resumed = augur::report::finished_with(study, &timing, existing);
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(study.trials);
+            let eta_key = move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let left = s.len().unwrap_or(0).saturating_sub(s.pos());
+                let _ = w.write_str(&eta(s.pos().saturating_sub(resumed), left, s.elapsed()));
+            };
             b.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+                    "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} (eta {augur_eta})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key("augur_eta", eta_key)
                 .progress_chars("=> "),
             );
             b.set_prefix(study.name.clone());
@@ -56,10 +63,7 @@ impl Progress {
     }
 
     fn done(&self) -> u64 {
-        self.trials
-            .values()
-            .filter(|t| !t.is_dataset() && settled(&self.study, &self.timing, t))
-            .count() as u64
+        augur::report::finished_with(&self.study, &self.timing, self.trials.values())
     }
 
     fn observe(&mut self, t: Trial) {
@@ -112,39 +116,54 @@ impl Progress {
         }
     }
 
+    /// What a trial's new state says, if anything.
+    fn line(&self, t: &Trial) -> Option<String> {
+        match t.state {
+            TrialState::Succeeded => {
+                let secs = match (t.started_ms, t.finished_ms) {
+                    (Some(s), Some(f)) => format!(" in {:.1}s", (f - s) as f64 / 1000.0),
+                    _ => String::new(),
+                };
+                Some(format!(
+                    "{} succeeded{secs}: {} ({})",
+                    Self::name(t),
+                    metrics_display(&t.metrics),
+                    params_short(&t.params)
+                ))
+            }
+            TrialState::Failed => Some(format!(
+                "{} failed (attempt {}): {} ({})",
+                Self::name(t),
+                t.attempt,
+                t.error.clone().unwrap_or_default(),
+                params_short(&t.params)
+            )),
+            TrialState::Cancelled => Some(format!("{} cancelled", Self::name(t))),
+            TrialState::Pruned => Some(format!(
+                "{} pruned: {} ({})",
+                Self::name(t),
+                t.error.clone().unwrap_or_default(),
+                params_short(&t.params)
+            )),
+            _ => None,
+        }
+    }
+
     fn handle(&mut self, e: Event) {
         match e {
             Event::Trial { trial, .. } => {
                 let t = *trial;
                 let done_before = self.done();
-                let line = match t.state {
-                    TrialState::Succeeded => {
-                        let secs = match (t.started_ms, t.finished_ms) {
-                            (Some(s), Some(f)) => format!(" in {:.1}s", (f - s) as f64 / 1000.0),
-                            _ => String::new(),
-                        };
-                        Some(format!(
-                            "{} succeeded{secs}: {} ({})",
-                            Self::name(&t),
-                            metrics_display(&t.metrics),
-                            params_short(&t.params)
-                        ))
-                    }
-                    TrialState::Failed => Some(format!(
-                        "{} failed (attempt {}): {} ({})",
-                        Self::name(&t),
-                        t.attempt,
-                        t.error.clone().unwrap_or_default(),
-                        params_short(&t.params)
-                    )),
-                    TrialState::Cancelled => Some(format!("{} cancelled", Self::name(&t))),
-                    TrialState::Pruned => Some(format!(
-                        "{} pruned: {} ({})",
-                        Self::name(&t),
-                        t.error.clone().unwrap_or_default(),
-                        params_short(&t.params)
-                    )),
-                    _ => None,
+                // A trial already seen as it is (a resumed study's finished ones) is
+                // not news.
+                let known = self
+                    .trials
+                    .get(&t.id)
+                    .is_some_and(|old| old.state == t.state && old.attempt == t.attempt);
+                let line = if known {
+                    None
+                } else {
+                    self.line(&t)
                 };
                 self.observe(t);
                 if let Some(l) = line {
@@ -217,9 +236,36 @@ impl Progress {
     }
 }
 
+/// The time left at the pace so far: `done` trials finished in `elapsed`, `left` to
+/// go; "?" until one has finished.
+fn eta(done: u64, left: u64, elapsed: std::time::Duration) -> String {
+    if left == 0 {
+        return "0s".into();
+    }
+    if done == 0 {
+        return "?".into();
+    }
+    let secs = (elapsed.as_secs_f64() * left as f64 / done as f64).round() as u64;
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_eta_is_unknown_until_a_trial_finishes() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(eta(0, 10, s(30)), "?");
+        assert_eq!(eta(2, 8, s(30)), "2m00s");
+        assert_eq!(eta(1, 1, s(7)), "7s");
+        assert_eq!(eta(1, 100, s(90)), "2h30m");
+        assert_eq!(eta(5, 0, s(9)), "0s");
+    }
 
     /// A retry says what each budget has used, not "attempt 2 of 1".
     #[test]

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// need a token (AUGUR_TOKEN, or a new one printed with the address).
     #[arg(long, value_name = "ADDR")]
     serve: Option<std::net::SocketAddr>,
+    /// Exit 0 even when trials failed or were lost (as long as one succeeded); by
+    /// default such a study exits 4.
+    #[arg(long)]
+    allow_failures: bool,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -118,10 +122,27 @@ impl Tuning {
     }
 }
 
-pub fn validate(path: &std::path::Path) -> CmdResult {
+/// `augur validate`: the file, then what `run` would check against the study
+/// recorded under its name, if there is one.
+pub async fn validate(ctx: &Backend, path: &std::path::Path) -> CmdResult {
     let s = augur_store::studyfile::load(path).map_err(|e| AppError::input(e.to_string()))?;
+    let recorded = match ctx.existing_store().await {
+        Ok(Some(store)) => store.get_study(&s.name).await.map_err(|e| e.to_string()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.message),
+    };
+    let against = match recorded {
+        Ok(Some(rec)) => {
+            if let Some(why) = s.conflict_with(&rec.spec) {
+                return Err(AppError::input(format!("{}: {why}", path.display())));
+            }
+            format!("; continues the recorded study ({})", rec.state)
+        }
+        Ok(None) => "; not recorded yet".to_string(),
+        Err(e) => format!("; not checked against a recorded study ({e})"),
+    };
     println!(
-        "{}: ok: study `{}`, {} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}",
+        "{}: ok: study `{}`, {} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}{against}",
         path.display(),
         s.name,
         s.oracle.as_str(),
@@ -226,7 +247,11 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
         Finished::Done => {
             eprintln!("study `{}` done: {summary}", study.name);
             super::inspect::print_leaderboard(&rec, &trials, Some(10), args.json);
-            Ok(0)
+            let (code, why) = ended_code(&trials, args.allow_failures);
+            if let Some(why) = why {
+                eprintln!("augur: {why} (exit {code})");
+            }
+            Ok(code)
         }
         Finished::Interrupted => {
             eprintln!(
@@ -237,6 +262,29 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
             Ok(130)
         }
     }
+}
+
+/// The exit code of a study that ran to its end, and why it is not 0: no trial
+/// succeeded (5), or some failed or were lost, datasets included (4, unless allowed).
+fn ended_code(trials: &[augur_model::Trial], allow_failures: bool) -> (u8, Option<String>) {
+    let count =
+        |keep: &dyn Fn(&augur_model::Trial) -> bool| trials.iter().filter(|t| keep(t)).count();
+    let succeeded = count(&|t| !t.is_dataset() && t.state == TrialState::Succeeded);
+    let failed = count(&|t| t.state == TrialState::Failed);
+    let lost = count(&|t| t.state == TrialState::Lost);
+    if succeeded == 0 {
+        return (
+            super::EXIT_NONE_SUCCEEDED,
+            Some("no trial succeeded".into()),
+        );
+    }
+    if failed + lost > 0 && !allow_failures {
+        let why = format!(
+            "{failed} failed and {lost} lost (`augur trials` lists them; --allow-failures accepts them)"
+        );
+        return (super::EXIT_SOME_FAILED, Some(why));
+    }
+    (0, None)
 }
 
 /// `augur run --serve`: the status server beside the run, with its counters.
@@ -335,10 +383,10 @@ pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
     ctx.prepare_logs(&study).await?;
     store.set_submitted(&study.name, true).await?;
     let trials = store.list_trials(&study.name).await?;
-    let done = trials
-        .iter()
-        .filter(|t| matches!(t.state, TrialState::Succeeded | TrialState::Failed))
-        .count();
+    let done = match store.get_study(&study.name).await? {
+        Some(rec) => augur::report::finished(&rec, &trials),
+        None => 0,
+    };
     eprintln!(
         "submitted study `{}` ({} trial(s) budgeted, {done} already finished): the serverless tick drives it.\n\
          Follow it with `augur trials {}` or `augur logs {}/<trial> --follow`; `augur stop {}` stops it.",

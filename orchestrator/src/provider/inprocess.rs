@@ -83,6 +83,7 @@ impl MachineProvider for InProcessProvider {
             self.notify.clone(),
         );
         let (name, t, mid) = (study.name.clone(), trial.clone(), id.clone());
+        let held_to = study.objective.clone();
         tokio::spawn(async move {
             let up = TrialUpdate::running(&mid, now_ms(), None);
             let ok = store
@@ -104,7 +105,7 @@ impl MachineProvider for InProcessProvider {
                 let result = tokio::task::spawn_blocking(move || objective(&params, &cx))
                     .await
                     .unwrap_or_else(|e| Err(format!("objective panicked: {e}")));
-                let outcome = match result {
+                let mut outcome = match result {
                     Ok(metrics) => AttemptEnd {
                         exit_code: Some(0),
                         series: vec![MetricPoint {
@@ -120,6 +121,9 @@ impl MachineProvider for InProcessProvider {
                         ..Default::default()
                     },
                 };
+                if let Some(why) = held_to.missing_from(&outcome) {
+                    outcome.error = Some(why);
+                }
                 let fin = TrialUpdate::finished(now_ms(), &outcome);
                 let _ = store
                     .update_trial(

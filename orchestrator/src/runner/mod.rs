@@ -317,17 +317,8 @@ impl Runner {
             drive: None,
         };
         let mut rec = self.store.create_study(&fresh).await?;
-        if rec.spec.fingerprint() != study.fingerprint() {
-            let what = if rec.spec.params != study.params {
-                "parameters"
-            } else {
-                "objective"
-            };
-            return Err(RunError::BadInput(format!(
-                "study `{}` is already recorded with different {what}; its trials would not be comparable. \
-                 To start afresh, give the study a new `name`, or delete the old one with `augur delete {}`",
-                study.name, study.name
-            )));
+        if let Some(why) = study.conflict_with(&rec.spec) {
+            return Err(RunError::BadInput(why));
         }
         let drive = opts.drive.clone().or_else(|| rec.drive.clone());
         if rec.spec != fresh.spec || rec.state != fresh.state || rec.drive != drive {
@@ -357,11 +348,8 @@ impl Runner {
             };
             if let Some(reset_runs) = reset {
                 let up = TrialUpdate {
-                    state: Some(TrialState::Pending),
-                    attempt: Some(t.attempt + 1),
                     reset_runs,
-                    not_before_ms: Some(None),
-                    ..Default::default()
+                    ..TrialUpdate::next_attempt(t.attempt + 1, None)
                 };
                 self.store
                     .update_trial(&study.name, t.id, &Expect::state(t.state, t.attempt), &up)

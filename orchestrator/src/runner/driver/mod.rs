@@ -356,12 +356,7 @@ impl<'a> Driver<'a> {
 
     /// `lost|failed → pending` as the next attempt, not before `not_before`.
     async fn retry(&self, at: At, not_before: Millis, now: Millis) -> Result<(), RunError> {
-        let up = TrialUpdate {
-            state: Some(TrialState::Pending),
-            attempt: Some(at.attempt + 1),
-            not_before_ms: Some(Some(not_before)),
-            ..Default::default()
-        };
+        let up = TrialUpdate::next_attempt(at.attempt + 1, Some(not_before));
         if let Some(t) = self.write(at, &up).await? {
             Counters::bump(&self.runner.counters.retried);
             self.runner.emit(Event::Retry {

@@ -1217,31 +1217,53 @@ script = 'echo "METRICS: step=1, loss=$((AUGUR_PARAM_X * 2))"; echo "METRICS: st
     assert_eq!(sb.augur(&["export", "nope"]).status.code(), Some(2));
     let nowhere = sb.augur(&["export", "tab", "--output", "/nonexistent/dir/x.jsonl"]);
     assert_eq!(nowhere.status.code(), Some(2));
-    // Completions for three shells.
+    // Completions for three shells: each asks augur itself at a TAB.
     for (shell, marker) in [
-        ("bash", "complete -F"),
+        ("bash", "complete -o nospace"),
         ("zsh", "#compdef augur"),
-        ("fish", "complete -c augur"),
+        ("fish", "complete --keep-order"),
     ] {
         let out = sb.augur(&["completions", shell]);
         ok(&out);
         let script = text(&out.stdout);
         assert!(script.contains(marker), "{shell}: {script}");
-        assert!(
-            script.contains("leaderboard"),
-            "{shell} completes subcommands"
-        );
+        assert!(script.contains("COMPLETE="), "{shell}: {script}");
     }
     let bash = sb.write(
         "augur.bash",
         &text(&sb.augur(&["completions", "bash"]).stdout),
     );
-    let check = std::process::Command::new("bash")
-        .arg("-n")
-        .arg(&bash)
-        .output()
-        .expect("bash -n");
-    assert!(check.status.success(), "{}", text(&check.stderr));
+    // Real bash, with the script sourced, completes subcommands, study names and
+    // STUDY/TRIAL targets from the database.
+    let tab = |words: &[&str]| -> Vec<String> {
+        let line = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_TYPE=9; _clap_complete_augur augur {} {}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            bash.display(),
+            words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+            words.len() - 1,
+            format_args!("'{}'", words[words.len() - 1]),
+            format_args!("'{}'", words[words.len().saturating_sub(2)]),
+        );
+        let path = format!(
+            "{}:{}",
+            augur_tests::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .current_dir(sb.path())
+            .env("PATH", path)
+            .env_remove("AUGUR_HOME")
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().map(String::from).collect()
+    };
+    assert!(tab(&["augur", "lea"]).contains(&"leaderboard".to_string()));
+    assert!(tab(&["augur", "trials", "t"]).contains(&"tab".to_string()));
+    assert!(tab(&["augur", "logs", "ta"]).contains(&"tab/".to_string()));
+    let trials = tab(&["augur", "show", "tab/"]);
+    assert!(trials.contains(&"tab/1".to_string()), "{trials:?}");
 }
 
 /// `augur serve`: the JSON API behind every page, Prometheus text, server-rendered

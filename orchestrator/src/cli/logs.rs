@@ -16,6 +16,7 @@ use std::io::Write;
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
     /// STUDY (every trial, interleaved by time) or STUDY/TRIAL, for example quadratic/3.
+    #[arg(add = super::complete::targets())]
     target: String,
     /// Keep printing new lines until the trial (or the whole study) is final.
     #[arg(short, long)]

@@ -1,6 +1,7 @@
 //! The command line: parsing, dispatch, printing and exit codes. What the commands
 //! do is in [`crate::app`] and the library below it.
 
+mod complete;
 mod gc;
 mod inspect;
 mod logs;
@@ -83,7 +84,7 @@ enum Cmd {
     /// List a study's trials.
     Trials {
         /// The study's name.
-        #[arg(value_parser = study_name)]
+        #[arg(value_parser = study_name, add = complete::studies())]
         study: String,
         /// Print JSON (one object per trial) instead of a table.
         #[arg(long, conflicts_with = "csv")]
@@ -95,7 +96,7 @@ enum Cmd {
     /// Show one trial: STUDY/TRIAL.
     Show {
         /// The trial, as STUDY/TRIAL (for example quadratic/3).
-        #[arg(value_name = "STUDY/TRIAL")]
+        #[arg(value_name = "STUDY/TRIAL", add = complete::targets())]
         target: String,
         /// Print the whole record as JSON.
         #[arg(long)]
@@ -104,7 +105,7 @@ enum Cmd {
     /// Rank a study's points by the objective (mean over succeeded replicates).
     Leaderboard {
         /// The study's name.
-        #[arg(value_parser = study_name)]
+        #[arg(value_parser = study_name, add = complete::studies())]
         study: String,
         /// Show the best N points only.
         #[arg(short = 'n', long = "limit", value_name = "N")]
@@ -119,7 +120,7 @@ enum Cmd {
     /// Write every trial of a study, with everything recorded, for other tools.
     Export {
         /// The study's name.
-        #[arg(value_parser = study_name)]
+        #[arg(value_parser = study_name, add = complete::studies())]
         study: String,
         /// jsonl: one object per trial, with its metric series and log tail; csv: one
         /// row per trial, a column per parameter and metric.
@@ -129,8 +130,10 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Print a shell completion script: `augur completions bash > /etc/bash_completion.d/augur`,
-    /// zsh: into a directory on $fpath as `_augur`; fish: ~/.config/fish/completions/augur.fish.
+    /// Print a shell completion script, which completes subcommands, flags and study
+    /// names: `augur completions bash > ~/.local/share/bash-completion/completions/augur`,
+    /// zsh: `source <(augur completions zsh)` in ~/.zshrc; fish:
+    /// ~/.config/fish/completions/augur.fish. Make it anew after upgrading augur.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -143,7 +146,7 @@ enum Cmd {
     /// Stop a study: cancel its running and pending trials (`augur run` resumes it).
     Stop {
         /// The study's name.
-        #[arg(value_parser = study_name)]
+        #[arg(value_parser = study_name, add = complete::studies())]
         study: String,
     },
     /// Set up the backend: the database locally; on AWS the DynamoDB table and the S3
@@ -156,7 +159,7 @@ enum Cmd {
     /// Delete a study's records, logs and work directories.
     Delete {
         /// The study's name.
-        #[arg(value_parser = study_name)]
+        #[arg(value_parser = study_name, add = complete::studies())]
         study: String,
         /// Delete even if trials are running.
         #[arg(long)]
@@ -205,6 +208,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
 }
 
 pub fn main() -> ExitCode {
+    // `COMPLETE=<shell> augur -- <words>`: a TAB asks for completions (see complete.rs).
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .var(complete::VAR)
+        .complete();
     // The deployed stack's settings (infra/deploy.sh) are defaults under flags and
     // variables.
     if let Err(e) = config::apply() {
@@ -263,8 +270,10 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
             output,
         } => inspect::export(&ctx, &study, format, output.as_deref()).await,
         Cmd::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "augur", &mut std::io::stdout());
+            complete::registration(shell, &mut std::io::stdout()).map_err(|e| AppError {
+                code: 1,
+                message: format!("cannot write the completion script: {e}"),
+            })?;
             Ok(0)
         }
         Cmd::Logs(args) => logs::logs(&ctx, args).await,

@@ -9,6 +9,7 @@
 // this crate `augur`, as a dependent would.
 extern crate self as augur;
 
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod provider;

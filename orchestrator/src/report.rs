@@ -67,6 +67,11 @@ pub fn short(v: f64) -> String {
     }
 }
 
+/// A time as RFC 3339 JSON, or null.
+pub fn rfc3339_opt(t: Option<i64>) -> Value {
+    time(t)
+}
+
 fn time(t: Option<i64>) -> Value {
     t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
 }
@@ -262,23 +267,17 @@ mod tests {
     }
 }
 
-/// One CSV field (RFC 4180: quoted when it holds a comma, quote or line break).
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
+/// A CSV document (RFC 4180, by the `csv` crate: fields quoted when they hold a
+/// comma, quote or line break).
 fn csv(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut out = String::new();
+    let mut w = csv::Writer::from_writer(Vec::new());
     for row in std::iter::once(header).chain(rows.iter().map(|r| r.as_slice())) {
-        let line: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        // Writing to memory cannot fail; a row that could not be written is left out.
+        let _ = w.write_record(row);
     }
-    out
+    w.into_inner()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// Parameter names (the study's, then any others a trial has) and metric names seen.
@@ -500,9 +499,10 @@ mod csv_tests {
 
     #[test]
     fn fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        let row = |f: &str| csv(&[f.to_string()], &[]);
+        assert_eq!(row("plain"), "plain\n");
+        assert_eq!(row("a,b"), "\"a,b\"\n");
+        assert_eq!(row("say \"hi\""), "\"say \"\"hi\"\"\"\n");
+        assert_eq!(row("two\nlines"), "\"two\nlines\"\n");
     }
 }

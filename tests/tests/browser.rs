@@ -42,26 +42,45 @@ fn browse(args: &[&str], url: &str) -> std::process::Output {
 #[test]
 fn the_pages_of_a_finished_study_render_in_chromium() {
     let sb = Sandbox::new();
+    // A TPE + ASHA study: log-scale, integer and categorical parameters, curves that
+    // ASHA cuts at its rungs.
     sb.write(
         "s.toml",
         r#"
 name = "shown"
 objective = { metric = "loss" }
-oracle = "grid"
-parallel = 2
+oracle = "tpe"
+trials = 14
+parallel = 3
+seed = 5
 [params]
-x = { values = [1, 2, 3, 4, 5] }
+x = { range = [1.0, 5.0] }
+lr = { range = [1e-4, 1e-1], scale = "log" }
+act = { values = ["relu", "tanh"] }
 [run]
-script = 'for s in $(seq 1 12); do echo "METRICS: step=$s, loss=$(awk "BEGIN { print $AUGUR_PARAM_X + 1 / $s }")"; sleep 0.05; done; echo "<b>not markup</b>"'
+script = 'for s in $(seq 1 9); do echo "METRICS: step=$s, loss=$(awk "BEGIN { print $AUGUR_PARAM_X + (\"$AUGUR_PARAM_ACT\" == \"relu\" ? 0 : 0.5) + 1 / $s }")"; sleep 0.05; done; echo "<b>not markup</b>"'
 [prune]
-rule = "median"
-min_trials = 2
-warmup = 2
+rule = "asha"
+min_step = 1
+reduction = 3
 "#,
     );
     let mut args = vec!["run", "s.toml"];
     args.extend_from_slice(&FAST);
     ok(&sb.augur(&args));
+    sb.write(
+        "other.toml",
+        "name = \"other\"\nobjective = { metric = \"loss\" }\ntrials = 6\n[params]\nx = { range = [1.0, 5.0] }\n[run]\nscript = 'echo \"METRICS: loss=$AUGUR_PARAM_X\"'\n",
+    );
+    ok(&sb.augur(&["run", "other.toml"]));
+    // A trial that ran to its end (ASHA decides which by timing).
+    let done = sb
+        .trials("shown")
+        .iter()
+        .find(|t| t["state"] == "succeeded")
+        .and_then(|t| t["id"].as_u64())
+        .expect("a succeeded trial");
+    let done_page = format!("/trials/shown/{done}");
     let mut server = sb.spawn(&["serve", "--addr", "127.0.0.1:0"]);
     let addr = server_addr(&mut server);
     let shots = std::env::var("AUGUR_SCREENSHOTS")
@@ -69,23 +88,50 @@ warmup = 2
         .unwrap_or_else(|_| bin_dir().join("screenshots"));
     std::fs::create_dir_all(&shots).expect("screenshots dir");
     for (name, path, wants) in [
-        ("studies", "/", vec!["Studies", "shown", "loss = 1."]),
+        (
+            "studies",
+            "/",
+            vec!["Studies", "shown", "compare the ticked studies"],
+        ),
         (
             "study",
             "/studies/shown",
             vec![
-                "best so far",
-                "loss vs x",
-                "(pruned)",
+                // Each chart's title is drawn (ECharts' SVG renderer) only by a
+                // browser running the page's scripts on the analysis it fetched.
+                "loss per trial",
+                "intermediate values (pruned in purple, ASHA rungs dashed)",
+                "rung 3",
+                "parallel coordinates",
+                "parameter importance",
+                "permutation importance",
+                "loss vs lr (log scale)",
+                "loss vs act",
+                "empirical distribution of loss",
+                "loss over ",
+                "14 of 14 trials shown",
                 "Leaderboard",
-                "succeeded",
+                "pruned",
             ],
         ),
         (
+            "study-filtered",
+            "/studies/shown?act=relu&state=succeeded,pruned",
+            vec![
+                "trials shown (filtered: this page's address keeps the filter)",
+                "relu",
+            ],
+        ),
+        (
+            "compare",
+            "/compare?studies=shown,other",
+            vec!["best so far, trial by trial", "shown", "other"],
+        ),
+        (
             "trial",
-            "/trials/shown/1",
+            done_page.as_str(),
             // The log arrives by fetch: only a browser running the script shows it.
-            vec!["METRICS: step=12", "&lt;b&gt;not markup&lt;/b&gt;", "step"],
+            vec!["METRICS: step=1,", "&lt;b&gt;not markup&lt;/b&gt;", "step"],
         ),
     ] {
         let url = format!("http://{addr}{path}");
@@ -103,7 +149,12 @@ warmup = 2
         let _ = std::fs::remove_file(&file);
         let shot = browse(
             &[
-                "--window-size=1280,1400",
+                // The study page is long: every chart and the trial table.
+                if name.starts_with("study") {
+                    "--window-size=1280,4200"
+                } else {
+                    "--window-size=1280,1400"
+                },
                 &format!("--screenshot={}", file.display()),
             ],
             &url,
@@ -130,10 +181,10 @@ warmup = 2
         .next()
         .expect("port")
         .to_string();
-    let url = format!("http://127.0.0.1:{port}/trials/shown/1");
+    let url = format!("http://127.0.0.1:{port}{done_page}");
     let dom = text(&browse(&["--dump-dom"], &format!("{url}?token=t0k3n-for-test")).stdout);
     assert!(
-        dom.contains("METRICS: step=12"),
+        dom.contains("METRICS: step=1,"),
         "the log arrives with the cookie: {dom}"
     );
     let file = shots.join("trial-with-token.png");

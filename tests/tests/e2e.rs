@@ -1342,15 +1342,37 @@ fn status_server_api_pages_and_metrics() {
     assert!(home.contains("<a href=\"/studies/srv\">srv</a>"), "{home}");
     let (_, _, page) = http_get(&addr, "/studies/srv");
     for want in [
-        "<svg",
-        "best so far",
-        "loss vs x",
-        "trials by state over time",
+        "data-src=\"/api/studies/srv/analysis\"",
+        "src=\"/assets/echarts-6.1.0.min.js\"",
         "Leaderboard",
         "href=\"/trials/srv/1\"",
     ] {
         assert!(page.contains(want), "study page lacks {want}");
     }
+    // What the page draws: every trial with its curve, the parameters' kinds, and
+    // (with 4 trials) no importance yet, saying why.
+    let (status, _, analysis) = http_get(&addr, "/api/studies/srv/analysis");
+    assert_eq!(status, 200);
+    let a: Value = serde_json::from_str(&analysis).expect("analysis json");
+    assert_eq!(a["trials"].as_array().map(Vec::len), Some(4), "{a}");
+    assert_eq!(
+        a["trials"][0]["curve"],
+        json!([[1.0, 10.0], [2.0, 5.0], [3.0, 3.0]]),
+        "{a}"
+    );
+    assert_eq!(a["params"][0]["kind"], "number");
+    assert!(a["importance"]["why_not"].is_string(), "{a}");
+    // The vendored chart library and the page's scripts are augur's own.
+    for asset in [
+        "/assets/echarts-6.1.0.min.js",
+        "/assets/study.js",
+        "/assets/augur.css",
+    ] {
+        let (status, _, body) = http_get(&addr, asset);
+        assert_eq!(status, 200, "{asset}");
+        assert!(body.len() > 500, "{asset}");
+    }
+    assert_eq!(http_get(&addr, "/assets/nope.js").0, 404);
     for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
         assert!(
             !page.contains(external),
@@ -1359,7 +1381,8 @@ fn status_server_api_pages_and_metrics() {
     }
     let (_, _, tpage) = http_get(&addr, "/trials/srv/1");
     assert!(
-        tpage.contains("<svg") && tpage.contains("data-src=\"/api/trials/srv/1/log\""),
+        tpage.contains("id=\"series-data\"")
+            && tpage.contains("data-src=\"/api/trials/srv/1/log\""),
         "{tpage}"
     );
     let _ = server.kill();

@@ -8,7 +8,6 @@ pub mod backend;
 pub mod config;
 pub mod logs;
 mod pages;
-pub mod plot;
 pub mod serve;
 pub mod tick;
 

@@ -1,11 +1,11 @@
 //! The status server (`augur serve`, `augur run --serve`) over the store, on either
-//! backend: HTML pages rendered on the server with SVG charts ([`super::pages`]), the
-//! JSON API behind them, and Prometheus text at `/metrics`. Binds 127.0.0.1 unless
-//! told otherwise.
+//! backend: HTML pages whose charts the browser draws ([`super::pages`]), the JSON
+//! API behind them, and Prometheus text at `/metrics`. Binds 127.0.0.1 unless told
+//! otherwise.
 
 use super::backend::Backend;
 use super::logs::TrialLog;
-use super::pages::{studies_page, study_page, trial_page};
+use super::pages::{asset, compare_page, studies_page, study_page, trial_page};
 use super::AppError;
 use augur::report;
 use augur::runner::CounterValues;
@@ -84,6 +84,9 @@ pub fn router(app: Shared) -> Router {
         .route("/", get(studies_page))
         .route("/studies/{name}", get(study_page))
         .route("/trials/{name}/{id}", get(trial_page))
+        .route("/compare", get(compare_page))
+        .route("/assets/{name}", get(asset))
+        .route("/api/studies/{name}/analysis", get(api_analysis))
         .route("/api/studies", get(api_studies))
         .route("/api/studies/{name}", get(api_study))
         .route("/api/studies/{name}/trials", get(api_trials))
@@ -141,6 +144,20 @@ async fn api_study(
         o.insert("leaderboard".into(), Value::Array(lb));
     }
     Ok(Json(v))
+}
+
+/// Everything the study page draws ([`augur::analysis`]).
+async fn api_analysis(
+    State(app): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let (rec, trials) = study(&app, &name).await?;
+    // The forest behind the importance takes milliseconds to seconds: off the
+    // runtime's threads.
+    let out = tokio::task::spawn_blocking(move || augur::analysis::analysis(&rec, &trials))
+        .await
+        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(out))
 }
 
 async fn api_trials(

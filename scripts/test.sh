@@ -28,6 +28,12 @@ export AUGUR_INSTANCE_AGENT
 chaos="${CARGO_TARGET_DIR:-target}/debug/chaos"
 rm -rf "$chaos"
 cargo test --workspace --locked
+# The status pages as the browser test saw them (kept with the build, named here).
+shots="${AUGUR_SCREENSHOTS:-${CARGO_TARGET_DIR:-target}/debug/screenshots}"
+if [ -d "$shots" ]; then
+  echo "screenshots of the status pages (browser test): $(cd "$shots" && pwd)"
+  ls -l "$shots"
+fi
 # The chaos table (tests/chaos and tests/tests/ec2.rs; each row was checked by its test).
 if [ -d "$chaos" ]; then
   echo

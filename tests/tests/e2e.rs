@@ -67,6 +67,60 @@ script = 'echo "METRICS: loss=$(( (AUGUR_PARAM_X - 1) * (AUGUR_PARAM_X - 1) ))";
     let lb: Vec<Value> = serde_json::from_slice(&lb.stdout).expect("json");
     assert_eq!(lb.len(), 3);
     assert_eq!(lb[0]["params"]["x"], 1);
+    // -n is --limit; every option and argument of a command is described.
+    let long: Vec<Value> = serde_json::from_slice(
+        &sb.augur(&["leaderboard", "quad", "--json", "--limit", "2"])
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(long.len(), 2);
+    for cmd in [
+        "run",
+        "submit",
+        "tick",
+        "validate",
+        "studies",
+        "trials",
+        "show",
+        "leaderboard",
+        "export",
+        "completions",
+        "logs",
+        "serve",
+        "stop",
+        "init",
+        "delete",
+        "gc",
+    ] {
+        let help = text(&sb.augur(&[cmd, "-h"]).stdout);
+        // An option or argument line is described on it, or on the next line.
+        let lines: Vec<&str> = help.lines().collect();
+        let undescribed: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                let t = l.trim_start();
+                l.starts_with("  ") && (t.starts_with('-') || t.starts_with('<'))
+            })
+            .filter(|(i, l)| {
+                let same_line = l
+                    .trim()
+                    .split("  ")
+                    .filter(|p| !p.trim().is_empty())
+                    .count()
+                    > 1;
+                let next = lines.get(i + 1).map_or("", |n| n.trim_start());
+                let next_line =
+                    !next.is_empty() && !next.starts_with('-') && !next.starts_with('<');
+                !same_line && !next_line
+            })
+            .map(|(_, l)| *l)
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "{cmd} -h: undescribed {undescribed:?}\n{help}"
+        );
+    }
     assert_eq!(lb[0]["metrics"]["loss"], 0.0);
     for key in [
         "id",

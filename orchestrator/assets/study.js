@@ -253,6 +253,7 @@
       const r = await fetch(src);
       if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
       data = await r.json();
+      root.dataset.loads = String(Number(root.dataset.loads || 0) + 1);
       document.getElementById('refresh').textContent = ['active', 'stopping'].includes(data.state) ? 'live: refreshed every 5 s' : '';
       render();
       if (['active', 'stopping'].includes(data.state)) setTimeout(load, 5000);

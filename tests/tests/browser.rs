@@ -24,13 +24,18 @@ fn chromium() -> String {
 
 /// Chromium, headless, on `url`, with time for the page's script to run.
 fn browse(args: &[&str], url: &str) -> std::process::Output {
+    browse_for(3_000, args, url)
+}
+
+/// [`browse`] with `ms` of the page's (virtual) time.
+fn browse_for(ms: u32, args: &[&str], url: &str) -> std::process::Output {
     Command::new(chromium())
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--virtual-time-budget=3000",
+            &format!("--virtual-time-budget={ms}"),
         ])
         .args(args)
         .arg(url)
@@ -202,4 +207,41 @@ reduction = 3
     assert!(!dom.contains("METRICS"), "{dom}");
     let _ = wide.kill();
     let _ = wide.wait();
+}
+
+/// The study page of a study that is still running fetches its analysis again every
+/// 5 s (of the page's virtual time), and says it is live; a finished one does not.
+#[test]
+fn an_active_study_page_refreshes_itself() {
+    let sb = Sandbox::new();
+    sb.write(
+        "live.toml",
+        "name = \"live\"\nobjective = { metric = \"loss\" }\ntrials = 1\n[run]\nscript = 'sleep 60; echo METRICS: loss=1'\ngrace = \"200ms\"\n",
+    );
+    let mut args = vec!["run", "live.toml", "--serve", "127.0.0.1:0"];
+    args.extend_from_slice(&FAST);
+    let mut run = sb.spawn(&args);
+    let addr = server_addr(&mut run);
+    sb.wait_running("live", 1, std::time::Duration::from_secs(30));
+    let dom = text(
+        &browse_for(
+            16_000,
+            &["--dump-dom"],
+            &format!("http://{addr}/studies/live"),
+        )
+        .stdout,
+    );
+    let loads: u32 = dom
+        .split("data-loads=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        loads >= 3,
+        "16 s of page time: the analysis fetched every 5 s ({loads} loads): {dom}"
+    );
+    assert!(dom.contains("live: refreshed every 5 s"), "{dom}");
+    ok(&sb.augur(&["stop", "live"]));
+    let _ = augur_tests::wait_exit(&mut run, std::time::Duration::from_secs(30));
 }

@@ -51,6 +51,9 @@ pub mod env {
     pub const PREEMPTED_FILE: &str = "augur-preempted.env";
     pub const PREEMPTED: &str = "AUGUR_PREEMPTED";
     pub const RECLAIM_TIME: &str = "AUGUR_RECLAIM_TIME";
+    /// A directory kept per trial across its attempts, for the script's checkpoints
+    /// (the local backend; see the README).
+    pub const CHECKPOINT_DIR: &str = "AUGUR_CHECKPOINT_DIR";
     /// A dataset run: its name and the directory it fills.
     pub const DATASET: &str = "AUGUR_DATASET";
     pub const DATASET_DIR: &str = "AUGUR_DATASET_DIR";
@@ -74,6 +77,50 @@ pub mod env {
             })
             .collect();
         format!("{DATASET_DIR}_{suffix}")
+    }
+}
+
+/// The script's environment (on top of the agent's own): the script contract, for
+/// `trial`'s current attempt, with `dataset_dir` saying where a dataset is. (Not
+/// `AUGUR_WORKDIR`: the directory the script runs in.)
+pub fn script_env(
+    study: &crate::Study,
+    trial: &crate::Trial,
+    dataset_dir: impl Fn(&str) -> std::path::PathBuf,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = study.run.env.clone();
+    out.insert(env::STUDY.into(), study.name.clone());
+    out.insert(env::TRIAL.into(), trial.id.to_string());
+    out.insert(env::ATTEMPT.into(), trial.attempt.to_string());
+    out.insert(env::REPLICATE.into(), trial.replicate.to_string());
+    out.insert(
+        env::PARAMS_JSON.into(),
+        serde_json::to_string(&trial.params).unwrap_or_default(),
+    );
+    for (k, v) in &trial.params {
+        out.insert(env::param(k), v.to_string());
+    }
+    if let Some(d) = &trial.dataset {
+        out.insert(env::DATASET.into(), d.clone());
+        out.insert(
+            env::DATASET_DIR.into(),
+            dataset_dir(d).display().to_string(),
+        );
+    }
+    for d in &trial.needs {
+        out.insert(env::dataset_dir(d), dataset_dir(d).display().to_string());
+    }
+    out
+}
+
+/// The script a record runs: its dataset's, or the study's.
+pub fn script_of(study: &crate::Study, trial: &crate::Trial) -> String {
+    match &trial.dataset {
+        Some(name) => study
+            .dataset_spec(name, &trial.params)
+            .map(|d| d.script.clone())
+            .unwrap_or_default(),
+        None => study.run.script.clone(),
     }
 }
 

@@ -42,6 +42,15 @@ impl Layout {
     pub fn dataset_dir(&self, study: &str, dataset: &str) -> PathBuf {
         self.root.join("data").join(study).join(dataset)
     }
+    /// A trial's checkpoint directory (`AUGUR_CHECKPOINT_DIR`), kept across its
+    /// attempts: a retried or resumed attempt finds what the last one saved.
+    pub fn checkpoint_dir(&self, study: &str, id: u64) -> PathBuf {
+        self.checkpoints(study).join(id.to_string())
+    }
+    /// Every checkpoint of a study.
+    pub fn checkpoints(&self, study: &str) -> PathBuf {
+        self.root.join("checkpoints").join(study)
+    }
     pub fn is_under(&self, p: &Path) -> bool {
         p.starts_with(&self.root)
     }

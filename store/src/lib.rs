@@ -11,6 +11,7 @@ pub mod logfile;
 pub mod provider;
 pub mod sqlite;
 pub mod studyfile;
+pub mod workdir;
 
 use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};

@@ -85,6 +85,27 @@ instance_type = "t3.micro"
     );
     assert!(logs.contains(" augur attempt 1 of trial 2"), "{logs}");
     assert!(logs.contains(" augur succeeded"), "{logs}");
+    // `augur script`: the files come from the bucket; --run fetches them from S3 and
+    // runs the trial again here.
+    let script = text(&w.augur(&["script", "cloud/2"]).stdout);
+    assert!(
+        script.contains("aws s3 cp --recursive 's3://")
+            && script.contains("/studies/cloud/files/' ."),
+        "{script}"
+    );
+    assert!(
+        !script.contains("AUGUR_CHECKPOINT_DIR"),
+        "not kept on AWS: {script}"
+    );
+    let dir = w.sb.path().join("again").display().to_string();
+    let again = w.augur(&["script", "cloud/2", "--run", "--dir", &dir]);
+    ok(&again);
+    assert!(
+        text(&again.stdout).contains("helper says hi from 2")
+            && text(&again.stdout).contains("METRICS: loss=4"),
+        "{}",
+        text(&again.stdout)
+    );
     let filtered = text(
         &w.augur(&["logs", "cloud/2", "--filter", "helper says"])
             .stdout,

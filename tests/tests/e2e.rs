@@ -82,6 +82,7 @@ script = 'echo "METRICS: loss=$(( (AUGUR_PARAM_X - 1) * (AUGUR_PARAM_X - 1) ))";
         "studies",
         "trials",
         "show",
+        "script",
         "leaderboard",
         "export",
         "completions",
@@ -216,6 +217,77 @@ fn failures_keep_exit_code_and_log_tail_and_are_not_retried() {
     );
     let human = sb.augur(&["show", "f/1"]);
     assert!(text(&human.stdout).contains("it broke"));
+}
+
+/// A trial's checkpoint directory outlives its attempts: the retry of an attempt
+/// whose agent died resumes from the last step saved, not from step 0. `augur script`
+/// prints what the trial ran and `--run` runs it again by hand; delete removes the
+/// checkpoints.
+#[test]
+fn checkpoints_survive_a_lost_attempt_and_augur_script_reruns_a_trial() {
+    let sb = Sandbox::new();
+    let steps = sb.path().join("steps.txt");
+    sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "ck"
+objective = {{ metric = "m" }}
+trials = 1
+[run]
+max_attempts = 2
+env = {{ STEPS = "{}" }}
+script = '''
+ck="$AUGUR_CHECKPOINT_DIR/step"; s=$(cat "$ck" 2>/dev/null || echo 0)
+while [ "$s" -lt 6 ]; do
+  s=$((s + 1)); echo "$s" > "$ck"; echo "$AUGUR_ATTEMPT:$s" >> "$STEPS"
+  if [ "$AUGUR_ATTEMPT" = 1 ] && [ "$s" = 3 ]; then kill -9 $PPID; exec sleep 300; fi
+done
+echo "METRICS: m=$s"
+'''
+"#,
+            steps.display()
+        ),
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let t = sb.show("ck", 1);
+    assert_eq!(
+        (t["state"].as_str(), t["attempt"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{t}"
+    );
+    let ran = std::fs::read_to_string(&steps).expect("steps");
+    assert_eq!(
+        ran.lines().collect::<Vec<_>>(),
+        ["1:1", "1:2", "1:3", "2:4", "2:5", "2:6"],
+        "attempt 2 went on from the checkpoint of step 3"
+    );
+    // The script as it ran, and run again by hand: it finds the checkpoint at step 6.
+    let printed = sb.augur(&["script", "ck/1"]);
+    ok(&printed);
+    let printed = text(&printed.stdout);
+    for want in [
+        "export AUGUR_ATTEMPT='2'",
+        "export AUGUR_CHECKPOINT_DIR=",
+        "exec bash -c 'set -ex; ",
+    ] {
+        assert!(printed.contains(want), "{want}: {printed}");
+    }
+    let dir = sb.path().join("again").display().to_string();
+    let again = sb.augur(&["script", "ck/1", "--run", "--dir", &dir]);
+    ok(&again);
+    assert!(
+        text(&again.stdout).contains("METRICS: m=6"),
+        "{}",
+        text(&again.stdout)
+    );
+    let lines = std::fs::read_to_string(&steps)
+        .expect("steps")
+        .lines()
+        .count();
+    assert_eq!(lines, 6, "nothing re-ran");
+    ok(&sb.augur(&["delete", "ck", "--yes"]));
+    assert!(!sb.path().join(".augur/checkpoints/ck").exists());
 }
 
 #[test]

@@ -13,7 +13,6 @@ mod output;
 pub mod process;
 mod secrets;
 mod watch;
-pub mod workdir;
 
 use log::Log;
 use output::ScriptOutput;
@@ -565,20 +564,14 @@ async fn start_script(
     trial: &Trial,
     secrets: &[(String, String)],
 ) -> Result<Script, String> {
-    let (script, cwd) = match &trial.dataset {
-        Some(name) => {
-            let spec = study.dataset_spec(name, &trial.params);
-            let script = spec.map(|d| d.script.clone()).unwrap_or_default();
-            (script, cfg.layout.dataset_dir(&cfg.study, name))
-        }
-        None => (
-            study.run.script.clone(),
-            cfg.layout.work_dir(&cfg.study, trial.id, cfg.attempt),
-        ),
+    let script = augur_model::agent::script_of(study, trial);
+    let cwd = match &trial.dataset {
+        Some(name) => cfg.layout.dataset_dir(&cfg.study, name),
+        None => cfg.layout.work_dir(&cfg.study, trial.id, cfg.attempt),
     };
     let prepared = match (&cfg.aws, trial.is_dataset()) {
         (_, true) => std::fs::create_dir_all(&cwd),
-        (None, false) => workdir::prepare(study, &cwd),
+        (None, false) => augur_store::workdir::prepare(study, &cwd),
         (Some(aws), false) => fetch_files(aws, study, &cwd).await,
     };
     if let Err(e) = prepared {
@@ -594,7 +587,23 @@ async fn start_script(
             .canonicalize()
             .unwrap_or_else(|_| cfg.layout.root.clone()),
     );
-    let env = workdir::environment(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
+    let mut env =
+        augur_model::agent::script_env(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
+    // Locally a trial's checkpoints outlive its attempts (on AWS each attempt has a
+    // machine of its own, and nothing keeps them yet).
+    if cfg.aws.is_none() && !trial.is_dataset() {
+        let dir = layout_abs.checkpoint_dir(&cfg.study, trial.id);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return Err(format!(
+                "cannot make the checkpoint directory {}: {e}",
+                dir.display()
+            ));
+        }
+        env.insert(
+            augur_model::agent::env::CHECKPOINT_DIR.into(),
+            dir.display().to_string(),
+        );
+    }
     let mut cmd = tokio::process::Command::new(process::bash());
     cmd.arg("-c")
         .arg(format!("{}{}", study.run.preamble, script))

@@ -126,7 +126,7 @@ impl Backend {
 
     /// Which backend this is: private, so that every difference between the backends
     /// is a method here and nowhere else asks.
-    fn is_aws(&self) -> bool {
+    pub fn is_aws(&self) -> bool {
         self.aws.backend == BackendKind::Aws
     }
 
@@ -210,7 +210,37 @@ impl Backend {
             layout.logs(study),
             layout.root.join("work").join(study),
             layout.root.join("data").join(study),
+            layout.checkpoints(study),
         ]
+    }
+
+    /// A fresh `dir` holding the study's `run.files`, fetched as an agent would: copied
+    /// from the study's directory locally, downloaded from the bucket on AWS.
+    pub async fn fetch_study_files(
+        &self,
+        study: &Study,
+        dir: &std::path::Path,
+    ) -> Result<(), AppError> {
+        let failed = |e: String| {
+            AppError::unavailable(format!(
+                "cannot fetch the study's files into {}: {e}",
+                dir.display()
+            ))
+        };
+        if !self.is_aws() {
+            return augur_store::workdir::prepare(study, dir).map_err(|e| failed(e.to_string()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
+        augur_aws::s3::download(
+            &s3,
+            &self.bucket()?,
+            &augur_aws::s3::files_prefix(&study.name),
+            dir,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| failed(e.to_string()))
     }
 
     /// Puts the study's `run.files` where agents fetch them: nothing to do locally

@@ -7,6 +7,7 @@ mod inspect;
 mod logs;
 mod progress;
 mod run;
+mod script;
 mod serve;
 mod tick;
 
@@ -102,6 +103,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the bash a trial ran (STUDY/TRIAL), with its environment and the commands
+    /// that fetch its files; --run runs it here, recording nothing.
+    Script(script::ScriptArgs),
     /// Rank a study's points by the objective (mean over succeeded replicates).
     Leaderboard {
         /// The study's name.
@@ -258,6 +262,7 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
         Cmd::Studies { json } => inspect::studies(&ctx, json).await,
         Cmd::Trials { study, json, csv } => inspect::trials(&ctx, &study, json, csv).await,
         Cmd::Show { target, json } => inspect::show(&ctx, &target, json).await,
+        Cmd::Script(args) => script::script(&ctx, args).await,
         Cmd::Leaderboard {
             study,
             limit,

@@ -45,6 +45,8 @@ CASES = [
     ("WorkerRole", "read the whole table", "dynamodb:Scan", TABLE_ARN, {}, False),
     ("WorkerRole", "launch an instance", "ec2:RunInstances", INSTANCE, launch(), False),
     ("WorkerRole", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/augur-agent", {}, False),
+    ("WorkerRole", "save a checkpoint", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/checkpoints/s/3/model.pt", {}, True),
+    ("WorkerRole", "plant a study file", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/studies/s/files/train.py", {}, False),
     ("WorkerRole", "read a secret of the stack", "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/augur/wandb", {}, True),
     ("WorkerRole", "read another team's parameter", "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/team/db", {}, False),
     ("WorkerRole", "read another secret", "secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod/db-AbCdEf", {}, False),

@@ -46,6 +46,76 @@ pub fn study_prefix(study: &str) -> String {
     format!("studies/{study}/")
 }
 
+/// Where a trial's checkpoints live (`AUGUR_CHECKPOINT_DIR`, synced by its agent).
+pub fn checkpoint_prefix(study: &str, trial: u64) -> String {
+    format!("checkpoints/{study}/{trial}/")
+}
+
+/// Every checkpoint of a study.
+pub fn checkpoints_prefix(study: &str) -> String {
+    format!("checkpoints/{study}/")
+}
+
+/// What a sync saw of each file (its size and modification time), to send only what
+/// changed since.
+pub type Synced = std::collections::BTreeMap<String, (u64, std::time::SystemTime)>;
+
+/// The files under `dir` (relative paths) with their sizes and modification times.
+pub fn snapshot(dir: &Path) -> Synced {
+    let mut now = Synced::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            let path = e.path();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let rel = rel.to_string_lossy().into_owned();
+                let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                now.insert(rel, (meta.len(), mtime));
+            }
+        }
+    }
+    now
+}
+
+/// Sends the files of `dir` that changed since `seen` (new, or another size or
+/// modification time) to `prefix`, and removes the keys of files that went away.
+/// Returns the files and bytes sent.
+pub async fn sync_up(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    dir: &Path,
+    seen: &mut Synced,
+) -> Result<(usize, u64), S3Error> {
+    let now = snapshot(dir);
+    let (mut files, mut bytes) = (0, 0);
+    for (rel, stamp) in &now {
+        if seen.get(rel) != Some(stamp) {
+            put_file(client, bucket, &format!("{prefix}{rel}"), &dir.join(rel)).await?;
+            files += 1;
+            bytes += stamp.0;
+        }
+    }
+    for gone in seen.keys().filter(|k| !now.contains_key(*k)) {
+        let key = format!("{prefix}{gone}");
+        client
+            .delete_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| fail("DeleteObject", &key, e))?;
+    }
+    *seen = now;
+    Ok((files, bytes))
+}
+
 /// Every key under `prefix`, across the listing's pages.
 async fn keys_under(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
     let mut keys = Vec::new();

@@ -835,3 +835,96 @@ async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
     assert_eq!(objects("kept"), 0);
     assert_eq!(objects("plain"), 1, "another study's files stay");
 }
+
+/// A spot reclaim mid-trial does not throw the trial's work away: the agent sends
+/// `AUGUR_CHECKPOINT_DIR` to the bucket at its heartbeats and once more after the
+/// reclaim's SIGTERM, and the next attempt (on demand) starts from it. The steps run
+/// in all are at most the trial's 20 plus those of one sync interval, not 20 + the
+/// steps attempt 1 had done. `augur delete` removes the checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reclaimed_trial_resumes_from_its_checkpoint() {
+    let mut w = World::new();
+    let steps = w.sb.path().join("steps.txt");
+    w.sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "resumed"
+objective = {{ metric = "m" }}
+trials = 1
+[run]
+max_attempts = 1
+env = {{ STEPS = "{}" }}
+script = '''
+ck="$AUGUR_CHECKPOINT_DIR/step"; s=$(cat "$ck" 2>/dev/null || echo 0)
+while [ "$s" -lt 20 ]; do
+  s=$((s + 1)); echo "$s" > "$ck.new"; mv "$ck.new" "$ck"; echo "$AUGUR_ATTEMPT:$s" >> "$STEPS"; sleep 0.2
+done
+echo "METRICS: m=$s"
+'''
+[aws]
+image = "ami-12345678"
+spot = true
+spot_fallback_after = 1
+"#,
+            steps.display()
+        ),
+    );
+    w.init();
+    // The notice 1.5 s after the agent starts, 2 s ahead: attempt 1 is some steps in
+    // when it is told, and has time to send its checkpoint.
+    w.start_hypervisor_with(&[
+        "--reclaim-spot",
+        "--reclaim-after-ms",
+        "1500",
+        "--spot-notice-ms",
+        "2000",
+    ]);
+    let flags = [
+        "--heartbeat",
+        "500ms",
+        "--lease",
+        "20s",
+        "--backoff-base",
+        "100ms",
+    ];
+    ok(&w.augur(&[&["run", "s.toml"][..], &flags].concat()));
+    let t: Value =
+        serde_json::from_slice(&w.augur(&["show", "resumed/1", "--json"]).stdout).expect("json");
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(
+        (t["attempt"].as_u64(), t["preemptions"].as_u64()),
+        (Some(2), Some(1)),
+        "{t}"
+    );
+    let ran = std::fs::read_to_string(&steps).expect("steps");
+    let by = |a: &str| -> Vec<u32> {
+        ran.lines()
+            .filter_map(|l| l.strip_prefix(a))
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    };
+    let (first, second) = (by("1:"), by("2:"));
+    eprintln!("attempt 1 ran steps {first:?}; attempt 2 ran steps {second:?}");
+    assert!(!first.is_empty() && !second.is_empty(), "{ran}");
+    assert_eq!(second.last(), Some(&20), "{ran}");
+    assert!(
+        second[0] > 1,
+        "attempt 2 started from the checkpoint, not from step 0: {ran}"
+    );
+    // One heartbeat (500 ms) holds at most 3 steps of 200 ms.
+    assert!(
+        first.len() + second.len() <= 20 + 3,
+        "{} steps in all: {ran}",
+        first.len() + second.len()
+    );
+    let logs = text(&w.augur(&["logs", "resumed/1"]).stdout);
+    assert!(logs.contains("checkpoint: restored 1 file(s)"), "{logs}");
+    let gone = w.augur(&["delete", "resumed", "--yes"]);
+    ok(&gone);
+    assert!(
+        text(&gone.stderr).contains("checkpoint file(s) in s3://"),
+        "{}",
+        text(&gone.stderr)
+    );
+}

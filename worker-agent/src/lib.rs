@@ -7,6 +7,7 @@
 //! state. A write that finds the record moved on (cancelled, lost and retried) means
 //! another attempt owns the trial: the agent ends its script and leaves quietly.
 
+mod checkpoints;
 pub mod lines;
 mod log;
 mod output;
@@ -398,12 +399,31 @@ async fn run_script(
         }
     };
     let timeout_ms = study.attempt_timeout_ms(trial);
+    let mut ckpt =
+        match checkpoints::Checkpoints::prepare(cfg, &absolute(&cfg.layout), study, trial).await {
+            Ok(c) => c,
+            Err(msg) => {
+                log.write(Source::Augur, &msg);
+                return Ok(Some(AttemptEnd {
+                    error: Some(msg),
+                    retryable: true,
+                    ..Default::default()
+                }));
+            }
+        };
+    if let Some(n) = ckpt.as_ref().map(|c| c.restored()).filter(|n| *n > 0) {
+        log.write(
+            Source::Augur,
+            &format!("checkpoint: restored {n} file(s) from the last attempts"),
+        );
+    }
+    let ckpt_dir = ckpt.as_ref().map(|c| c.dir.clone());
     let Script {
         mut child,
         pgid,
         mut rx,
         cwd,
-    } = match start_script(cfg, study, trial, &secrets).await {
+    } = match start_script(cfg, study, trial, &secrets, ckpt_dir.as_deref()).await {
         Ok(started) => started,
         Err(msg) => {
             // The machine could not set the attempt up (files not fetched, bash not
@@ -480,6 +500,9 @@ async fn run_script(
             _ = heartbeat.tick() => {
                 log.flush().await;
                 let end = watch::heartbeat(store, cfg, &mut seen, log, lease, &mut last_beat).await;
+                if let (None, Some(c)) = (&end, ckpt.as_mut()) {
+                    c.beat(log).await;
+                }
                 if let Some(why) = end {
                     if status.is_none() {
                         log.write(Source::Augur, &format!("{why}; ending the script"));
@@ -496,6 +519,11 @@ async fn run_script(
             drain_until = Some(Instant::now() + DRAIN);
             ended = Some((why, true));
         }
+    }
+    // What the script saved last, a reclaim's SIGTERM included, before the record says
+    // the attempt is over.
+    if let Some(c) = ckpt.as_mut() {
+        c.sync(log).await;
     }
     let mut end = seen.outcome(status, ended);
     end.preempted = preempted;
@@ -525,6 +553,16 @@ fn expired(
         duration::format(grace)
     );
     (why, said)
+}
+
+/// The state directory as an absolute path (what the script is told).
+fn absolute(layout: &Layout) -> Layout {
+    Layout::new(
+        layout
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| layout.root.clone()),
+    )
 }
 
 /// A started script: its process, its group, and its output lines.
@@ -563,6 +601,7 @@ async fn start_script(
     study: &Study,
     trial: &Trial,
     secrets: &[(String, String)],
+    checkpoint_dir: Option<&std::path::Path>,
 ) -> Result<Script, String> {
     let script = augur_model::agent::script_of(study, trial);
     let cwd = match &trial.dataset {
@@ -581,24 +620,10 @@ async fn start_script(
         ));
     }
     let cwd = cwd.canonicalize().unwrap_or(cwd);
-    let layout_abs = Layout::new(
-        cfg.layout
-            .root
-            .canonicalize()
-            .unwrap_or_else(|_| cfg.layout.root.clone()),
-    );
+    let layout_abs = absolute(&cfg.layout);
     let mut env =
         augur_model::agent::script_env(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
-    // Locally a trial's checkpoints outlive its attempts (on AWS each attempt has a
-    // machine of its own, and nothing keeps them yet).
-    if cfg.aws.is_none() && !trial.is_dataset() {
-        let dir = layout_abs.checkpoint_dir(&cfg.study, trial.id);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return Err(format!(
-                "cannot make the checkpoint directory {}: {e}",
-                dir.display()
-            ));
-        }
+    if let Some(dir) = checkpoint_dir {
         env.insert(
             augur_model::agent::env::CHECKPOINT_DIR.into(),
             dir.display().to_string(),

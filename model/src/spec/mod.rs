@@ -135,6 +135,10 @@ pub struct RunSpec {
     #[serde(default = "default_max_preemptions")]
     pub max_preemptions: u32,
     pub retry_on_failure: bool,
+    /// On AWS, the least time between two syncs of `AUGUR_CHECKPOINT_DIR` to the
+    /// bucket (`None`: at every heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_ms: Option<u64>,
     pub env: BTreeMap<String, String>,
     /// Variables whose values are secrets, by reference ([`crate::secret::SecretRef`]):
     /// read on the machine when the attempt starts, never recorded.

@@ -135,6 +135,7 @@ struct RawRun {
     grace: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
     max_preemptions: Option<Spanned<i64>>,
+    checkpoint_every: Option<Spanned<String>>,
     #[serde(default)]
     retry_on_failure: bool,
     #[serde(default)]
@@ -357,6 +358,10 @@ impl RawRun {
             None => 10_000,
             Some(g) => duration_ms(cx, "run.grace", g)?,
         };
+        let checkpoint_every_ms = match &self.checkpoint_every {
+            None => None,
+            Some(c) => Some(duration_ms(cx, "run.checkpoint_every", c)?),
+        };
         let max_attempts = match &self.max_attempts {
             None => 3,
             Some(v) => count(cx, "run.max_attempts", v, 1, 1000)?,
@@ -394,6 +399,7 @@ impl RawRun {
             max_attempts,
             max_preemptions,
             retry_on_failure: self.retry_on_failure,
+            checkpoint_every_ms,
             env,
             secrets,
             preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),

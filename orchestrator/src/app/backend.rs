@@ -316,6 +316,13 @@ impl Backend {
         if n > 0 {
             gone.push(format!("{n} file(s) in s3://{bucket}/{prefix}"));
         }
+        let prefix = augur_aws::s3::checkpoints_prefix(study);
+        let n = augur_aws::s3::delete_prefix(&s3, &bucket, &prefix)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if n > 0 {
+            gone.push(format!("{n} checkpoint file(s) in s3://{bucket}/{prefix}"));
+        }
         Ok(gone)
     }
 

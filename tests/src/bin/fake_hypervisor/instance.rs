@@ -31,6 +31,8 @@ pub struct Instance {
     pub agent_seen: Option<std::time::Instant>,
     /// When the announced reclaim happens.
     pub reclaim_at: Option<std::time::Instant>,
+    /// When its reclaim notice appears in its metadata (EC2: two minutes before).
+    pub notice_at: Option<std::time::Instant>,
     pub hung: bool,
     /// The boot script's bash (reaped when it exits).
     child: Option<std::process::Child>,
@@ -55,6 +57,7 @@ impl Instance {
             spot,
             agent_seen: None,
             reclaim_at: None,
+            notice_at: None,
             hung: false,
             child: None,
         }
@@ -117,6 +120,7 @@ impl Instance {
             spot,
             agent_seen: None,
             reclaim_at: None,
+            notice_at: None,
             hung: false,
             child: Some(child),
         })

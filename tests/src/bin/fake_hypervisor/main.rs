@@ -13,9 +13,10 @@
 //!   `--minute-ms` here): `Client.InstanceInitiatedShutdown` (instances are
 //!   launched to terminate on shutdown);
 //! - a reclaim (`--reclaim-every N`, `--reclaim-spot`) of a spot instance is
-//!   announced in its metadata (`spot/instance-action`) `--spot-notice-ms` ahead,
-//!   then it ends with `Server.SpotInstanceTermination`; an on-demand one ends
-//!   without notice, with `Server.InternalError` (a failed host);
+//!   announced in its metadata (`spot/instance-action`) `--reclaim-after-ms` after its
+//!   agent starts and `--spot-notice-ms` before it ends with
+//!   `Server.SpotInstanceTermination`; an on-demand one ends without notice, with
+//!   `Server.InternalError` (a failed host);
 //! - `TerminateInstances` from anyone else: the emulator's own
 //!   `Client.UserInitiatedShutdown`, and its processes are killed.
 //!
@@ -66,6 +67,10 @@ struct Args {
     /// Reclaim every spot instance once its agent runs.
     #[arg(long)]
     reclaim_spot: bool,
+    /// How long after an instance's agent starts its reclaim is announced (a spot
+    /// instance) or lands (on demand).
+    #[arg(long, default_value = "300")]
+    reclaim_after_ms: u64,
     /// How long before a reclaim its notice appears in the instance's metadata (EC2:
     /// two minutes).
     #[arg(long, default_value = "120000")]
@@ -256,10 +261,20 @@ impl Hypervisor {
                         true => Duration::from_millis(self.args.spot_notice_ms),
                         false => Duration::ZERO,
                     };
-                    if let (true, Some(imds)) = (inst.spot, &inst.imds) {
-                        imds.announce_reclaim(SystemTime::now() + FAULT_AFTER + notice);
+                    let after = Duration::from_millis(self.args.reclaim_after_ms);
+                    if inst.spot {
+                        inst.notice_at = Some(now + after);
                     }
-                    inst.reclaim_at = Some(now + FAULT_AFTER + notice);
+                    inst.reclaim_at = Some(now + after + notice);
+                }
+            }
+            if let (Some(at), Some(imds)) = (inst.notice_at, &inst.imds) {
+                if now >= at {
+                    let ends = inst
+                        .reclaim_at
+                        .map_or(Duration::ZERO, |r| r.saturating_duration_since(now));
+                    imds.announce_reclaim(SystemTime::now() + ends);
+                    inst.notice_at = None;
                 }
             }
             if inst.hung && inst.agent_seen.is_some_and(|at| now >= at + FAULT_AFTER) {

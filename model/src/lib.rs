@@ -24,7 +24,9 @@ pub use spec::{
     AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec,
     RunSpec, SpecError, Study, StudyRecord, StudyState,
 };
-pub use trial::{AttemptEnd, AttemptRecord, Expect, MetricPoint, Trial, TrialState, TrialUpdate};
+pub use trial::{
+    AttemptEnd, AttemptRecord, Checkpoint, Expect, MetricPoint, Trial, TrialState, TrialUpdate,
+};
 pub use value::{Params, Value};
 
 /// Milliseconds since the Unix epoch: every timestamp in a record.

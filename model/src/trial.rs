@@ -156,6 +156,19 @@ pub struct Trial {
     /// trial is retried: which machine ran each and how it ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptRecord>,
+    /// The trial's checkpoint directory as last kept (`AUGUR_CHECKPOINT_DIR`),
+    /// across attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// What a trial's checkpoint directory held when it was last kept (sent to the
+/// bucket on AWS; at the attempt's end locally).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub at_ms: Millis,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// How many earlier attempts a record keeps (bounds the record's size: a DynamoDB
@@ -231,6 +244,7 @@ impl Trial {
             log_tail: Vec::new(),
             log: None,
             history: Vec::new(),
+            checkpoint: None,
         }
     }
 
@@ -327,6 +341,7 @@ pub struct TrialUpdate {
     pub status: Option<Option<String>>,
     pub log_tail: Option<Vec<String>>,
     pub log: Option<Option<String>>,
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl TrialUpdate {
@@ -376,6 +391,9 @@ impl TrialUpdate {
         set(&mut t.status, &self.status);
         set(&mut t.log_tail, &self.log_tail);
         set(&mut t.log, &self.log);
+        if let Some(c) = self.checkpoint {
+            t.checkpoint = Some(c);
+        }
     }
 }
 
@@ -567,6 +585,7 @@ impl TrialUpdate {
             retryable: Some(outcome.retryable),
             status: Some(outcome.status.clone()),
             log_tail: Some(outcome.log_tail.clone()),
+            checkpoint: outcome.checkpoint,
             ..Default::default()
         }
     }
@@ -589,6 +608,8 @@ pub struct AttemptEnd {
     /// When the script ended (the agent's clock): a prune recorded after it yields
     /// to the script's own outcome.
     pub script_ended_ms: Option<Millis>,
+    /// The checkpoint directory as the attempt left it.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl AttemptEnd {

@@ -67,6 +67,16 @@ pub fn short(v: f64) -> String {
     }
 }
 
+/// A checkpoint as people read it: `3 file(s), 12.4 KB, kept 2026-…`.
+pub fn checkpoint_display(c: &augur_model::Checkpoint) -> String {
+    let size = match c.bytes {
+        b if b < 1024 => format!("{b} bytes"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    };
+    format!("{} file(s), {size}, kept {}", c.files, rfc3339(c.at_ms))
+}
+
 /// A time as RFC 3339 JSON, or null.
 pub fn rfc3339_opt(t: Option<i64>) -> Value {
     time(t)
@@ -107,6 +117,12 @@ pub fn trial_json(t: &Trial) -> Value {
     let elapsed = t.started_ms.zip(t.finished_ms).map(|(s, f)| f - s);
     o.insert("elapsed_ms".into(), json!(elapsed));
     o.insert("log".into(), json!(t.log));
+    if let Some(c) = &t.checkpoint {
+        o.insert(
+            "checkpoint".into(),
+            json!({"at": rfc3339(c.at_ms), "files": c.files, "bytes": c.bytes}),
+        );
+    }
     Value::Object(o)
 }
 

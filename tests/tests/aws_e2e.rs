@@ -920,6 +920,14 @@ spot_fallback_after = 1
     );
     let logs = text(&w.augur(&["logs", "resumed/1"]).stdout);
     assert!(logs.contains("checkpoint: restored 1 file(s)"), "{logs}");
+    // The record says what the bucket holds: the one file, "20\n".
+    assert_eq!(t["checkpoint"]["files"], 1, "{t}");
+    assert_eq!(t["checkpoint"]["bytes"], 3, "{t}");
+    let human = text(&w.augur(&["show", "resumed/1"]).stdout);
+    assert!(
+        human.contains("checkpoint 1 file(s), 3 bytes, kept "),
+        "{human}"
+    );
     let gone = w.augur(&["delete", "resumed", "--yes"]);
     ok(&gone);
     assert!(

@@ -256,6 +256,10 @@ echo "METRICS: m=$s"
         (Some("succeeded"), Some(2)),
         "{t}"
     );
+    assert_eq!(
+        t["checkpoint"]["files"], 1,
+        "the record says what is kept: {t}"
+    );
     let ran = std::fs::read_to_string(&steps).expect("steps");
     assert_eq!(
         ran.lines().collect::<Vec<_>>(),
@@ -1842,4 +1846,29 @@ fn secrets_reach_the_script_and_nothing_else() {
         ),
         "{t}"
     );
+}
+
+/// examples/resume: a Python training script that checkpoints each epoch. The first
+/// attempt of every other trial loses its agent half-way; its retry goes on from the
+/// epoch it had saved, and every trial ends with all 12 epochs reported.
+#[test]
+fn the_resume_example_goes_on_from_its_checkpoints() {
+    let sb = Sandbox::new();
+    let study = augur_tests::repo().join("examples/resume/study.toml");
+    let mut args = vec!["run", study.to_str().expect("utf-8 path")];
+    args.extend_from_slice(&FAST);
+    ok(&sb.augur(&args));
+    let trials = sb.trials("resume");
+    assert_eq!(states(&trials), vec!["succeeded"; 12]);
+    for t in &trials {
+        let id = t["id"].as_u64().expect("id");
+        assert_eq!(t["metrics"]["step"], 12.0, "{t}");
+        let log = text(&sb.augur(&["logs", &format!("resume/{id}")]).stdout);
+        if id % 2 == 0 {
+            assert_eq!(t["attempt"], 2, "{t}");
+            assert!(log.contains("resuming from epoch 6"), "trial {id}: {log}");
+        } else {
+            assert!(!log.contains("resuming"), "trial {id}: {log}");
+        }
+    }
 }

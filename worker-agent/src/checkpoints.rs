@@ -9,7 +9,7 @@
 use crate::log::Log;
 use crate::AgentConfig;
 use augur_aws::s3::{self, Synced};
-use augur_model::{Study, Trial};
+use augur_model::{Checkpoint, Study, Trial};
 use augur_store::logfile::Source;
 use augur_store::Layout;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ use tokio::time::Instant;
 pub(crate) struct Checkpoints {
     pub(crate) dir: PathBuf,
     cloud: Option<Cloud>,
+    /// What the bucket holds since the last sync that sent something.
+    sent: Option<Checkpoint>,
 }
 
 struct Cloud {
@@ -52,7 +54,11 @@ impl Checkpoints {
         };
         let Some(aws) = &cfg.aws else {
             std::fs::create_dir_all(&dir).map_err(|e| failed(&e))?;
-            return Ok(Some(Checkpoints { dir, cloud: None }));
+            return Ok(Some(Checkpoints {
+                dir,
+                cloud: None,
+                sent: None,
+            }));
         };
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| failed(&e))?;
@@ -77,6 +83,7 @@ impl Checkpoints {
                 last: None,
             }),
             dir,
+            sent: None,
         }))
     }
 
@@ -85,35 +92,65 @@ impl Checkpoints {
         self.cloud.as_ref().map_or(0, |c| c.seen.len())
     }
 
-    /// At a heartbeat: sends what changed, if `run.checkpoint_every` has passed.
-    pub(crate) async fn beat(&mut self, log: &mut Log) {
+    /// At a heartbeat: sends what changed, if `run.checkpoint_every` has passed; what
+    /// the bucket holds now, if that changed.
+    pub(crate) async fn beat(&mut self, log: &mut Log) -> Option<Checkpoint> {
         let due = self
             .cloud
             .as_ref()
             .is_some_and(|c| c.last.is_none_or(|at| at.elapsed() >= c.every));
-        if due {
-            self.sync(log).await;
+        match due {
+            true => self.sync(log).await,
+            false => None,
         }
     }
 
-    /// Sends what changed since the last sync (on AWS); a failure is a warning in the
-    /// log, never the attempt's end.
-    pub(crate) async fn sync(&mut self, log: &mut Log) {
-        let Some(c) = &mut self.cloud else { return };
+    /// Sends what changed since the last sync (on AWS); what the bucket holds now, if
+    /// that changed. A failure is a warning in the log, never the attempt's end.
+    pub(crate) async fn sync(&mut self, log: &mut Log) -> Option<Checkpoint> {
+        let c = self.cloud.as_mut()?;
         c.last = Some(Instant::now());
         match s3::sync_up(&c.s3, &c.bucket, &c.prefix, &self.dir, &mut c.seen).await {
-            Ok((0, _)) => {}
-            Ok((files, bytes)) => log.write(
-                Source::Augur,
-                &format!(
-                    "checkpoint: sent {files} file(s), {bytes} bytes to s3://{}/{}",
-                    c.bucket, c.prefix
-                ),
-            ),
-            Err(e) => log.write(
-                Source::Augur,
-                &format!("warning: checkpoint not sent (next try at the next heartbeat): {e}"),
-            ),
+            Ok((0, _)) => None,
+            Ok((files, bytes)) => {
+                log.write(
+                    Source::Augur,
+                    &format!(
+                        "checkpoint: sent {files} file(s), {bytes} bytes to s3://{}/{}",
+                        c.bucket, c.prefix
+                    ),
+                );
+                self.sent = Some(totals(&c.seen));
+                self.sent
+            }
+            Err(e) => {
+                log.write(
+                    Source::Augur,
+                    &format!("warning: checkpoint not sent (next try at the next heartbeat): {e}"),
+                );
+                None
+            }
         }
+    }
+
+    /// What the attempt leaves for the record: on AWS what the bucket holds (if it
+    /// sent anything); locally the directory as it is, if it holds anything.
+    pub(crate) fn kept(&self) -> Option<Checkpoint> {
+        match &self.cloud {
+            Some(_) => self.sent,
+            None => {
+                let now = s3::snapshot(&self.dir);
+                (!now.is_empty()).then(|| totals(&now))
+            }
+        }
+    }
+}
+
+/// A directory's files and bytes, now.
+fn totals(files: &Synced) -> Checkpoint {
+    Checkpoint {
+        at_ms: augur_store::now_ms(),
+        files: files.len() as u64,
+        bytes: files.values().map(|(size, _)| size).sum(),
     }
 }

@@ -501,7 +501,10 @@ async fn run_script(
                 log.flush().await;
                 let end = watch::heartbeat(store, cfg, &mut seen, log, lease, &mut last_beat).await;
                 if let (None, Some(c)) = (&end, ckpt.as_mut()) {
-                    c.beat(log).await;
+                    if let Some(kept) = c.beat(log).await {
+                        seen.checkpoint = Some(kept);
+                        seen.dirty = true;
+                    }
                 }
                 if let Some(why) = end {
                     if status.is_none() {
@@ -526,6 +529,7 @@ async fn run_script(
         c.sync(log).await;
     }
     let mut end = seen.outcome(status, ended);
+    end.checkpoint = ckpt.as_ref().and_then(|c| c.kept());
     end.preempted = preempted;
     end.script_ended_ms = script_ended_ms;
     Ok(Some(end))

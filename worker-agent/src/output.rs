@@ -26,6 +26,8 @@ pub(crate) struct ScriptOutput {
     /// The last line the script wrote to stderr (not a `set -x` trace): what a
     /// failure says beside its exit code.
     pub(crate) last_err: Option<String>,
+    /// What the checkpoint directory holds in the bucket, since the last heartbeat.
+    pub(crate) checkpoint: Option<augur_model::Checkpoint>,
 }
 
 /// How much of the last stderr line a failure carries.
@@ -62,6 +64,7 @@ impl ScriptOutput {
             status: self.status,
             log_tail: self.tail.into_iter().collect(),
             script_ended_ms: None,
+            checkpoint: self.checkpoint,
         }
     }
 

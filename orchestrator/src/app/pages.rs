@@ -314,6 +314,9 @@ fn trial_facts(t: &Trial) -> Vec<(&'static str, Markup)> {
         ("last heartbeat", text(opt(t.heartbeat_ms))),
         ("finished", text(opt(t.finished_ms))),
     ];
+    if let Some(c) = &t.checkpoint {
+        facts.push(("checkpoint", text(report::checkpoint_display(c))));
+    }
     if let Some(e) = &t.error {
         let label = if t.state == TrialState::Pruned {
             "pruned by"

@@ -126,6 +126,9 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".into())
     );
+    if let Some(c) = &t.checkpoint {
+        println!("checkpoint {}", report::checkpoint_display(c));
+    }
     if let Some(e) = &t.error {
         let label = if t.state == TrialState::Pruned {
             "pruned by"

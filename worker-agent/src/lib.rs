@@ -387,55 +387,17 @@ async fn run_script(
     trial: &Trial,
     log: &mut Log,
 ) -> Result<Option<AttemptEnd>, AgentError> {
-    let secrets = match preflight(cfg, study, trial).await {
-        Ok(s) => s,
-        Err(msg) => {
-            // Not retried: a tampered record or a missing secret does not mend itself.
-            log.write(Source::Augur, &msg);
-            return Ok(Some(AttemptEnd {
-                error: Some(msg),
-                ..Default::default()
-            }));
-        }
+    let (script, mut ckpt, secrets) = match set_up(cfg, study, trial, log).await {
+        Ok(ready) => ready,
+        Err(end) => return Ok(Some(*end)),
     };
-    let timeout_ms = study.attempt_timeout_ms(trial);
-    let mut ckpt =
-        match checkpoints::Checkpoints::prepare(cfg, &absolute(&cfg.layout), study, trial).await {
-            Ok(c) => c,
-            Err(msg) => {
-                log.write(Source::Augur, &msg);
-                return Ok(Some(AttemptEnd {
-                    error: Some(msg),
-                    retryable: true,
-                    ..Default::default()
-                }));
-            }
-        };
-    if let Some(n) = ckpt.as_ref().map(|c| c.restored()).filter(|n| *n > 0) {
-        log.write(
-            Source::Augur,
-            &format!("checkpoint: restored {n} file(s) from the last attempts"),
-        );
-    }
-    let ckpt_dir = ckpt.as_ref().map(|c| c.dir.clone());
     let Script {
         mut child,
         pgid,
         mut rx,
         cwd,
-    } = match start_script(cfg, study, trial, &secrets, ckpt_dir.as_deref()).await {
-        Ok(started) => started,
-        Err(msg) => {
-            // The machine could not set the attempt up (files not fetched, bash not
-            // started): not the script's failure, so it may be retried.
-            log.write(Source::Augur, &msg);
-            return Ok(Some(AttemptEnd {
-                error: Some(msg),
-                retryable: true,
-                ..Default::default()
-            }));
-        }
-    };
+    } = script;
+    let timeout_ms = study.attempt_timeout_ms(trial);
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let started = Instant::now();
@@ -533,6 +495,52 @@ async fn run_script(
     end.preempted = preempted;
     end.script_ended_ms = script_ended_ms;
     Ok(Some(end))
+}
+
+/// Everything before the script runs: the preflight checks, the checkpoint directory
+/// (restored on AWS), the working directory and the script started; how the attempt
+/// ended, if it could not start (logged).
+async fn set_up(
+    cfg: &AgentConfig,
+    study: &Study,
+    trial: &Trial,
+    log: &mut Log,
+) -> Result<
+    (
+        Script,
+        Option<checkpoints::Checkpoints>,
+        Vec<(String, String)>,
+    ),
+    Box<AttemptEnd>,
+> {
+    fn failed(log: &mut Log, msg: String, retryable: bool) -> Box<AttemptEnd> {
+        log.write(Source::Augur, &msg);
+        Box::new(AttemptEnd {
+            error: Some(msg),
+            retryable,
+            ..Default::default()
+        })
+    }
+    // Not retried: a tampered record or a missing secret does not mend itself.
+    let secrets = preflight(cfg, study, trial)
+        .await
+        .map_err(|msg| failed(log, msg, false))?;
+    // The machine could not set the attempt up (checkpoints or files not fetched,
+    // bash not started): not the script's failure, so it may be retried.
+    let ckpt = checkpoints::Checkpoints::prepare(cfg, &absolute(&cfg.layout), study, trial)
+        .await
+        .map_err(|msg| failed(log, msg, true))?;
+    if let Some(n) = ckpt.as_ref().map(|c| c.restored()).filter(|n| *n > 0) {
+        log.write(
+            Source::Augur,
+            &format!("checkpoint: restored {n} file(s) from the last attempts"),
+        );
+    }
+    let dir = ckpt.as_ref().map(|c| c.dir.clone());
+    let script = start_script(cfg, study, trial, &secrets, dir.as_deref())
+        .await
+        .map_err(|msg| failed(log, msg, true))?;
+    Ok((script, ckpt, secrets))
 }
 
 /// Why a script is ended at its timeout or keepalive, as recorded and as logged.

@@ -6,6 +6,17 @@ use crate::faults::FaultProxy;
 use crate::{bin_dir, Sandbox};
 use std::process::{Child, Command, Output, Stdio};
 
+/// `augur run`'s timings for studies on the AWS path in tests: heartbeats every
+/// 500 ms, a lease long enough for a loaded machine, quick retries.
+pub const RUN: [&str; 6] = [
+    "--heartbeat",
+    "500ms",
+    "--lease",
+    "20s",
+    "--backoff-base",
+    "100ms",
+];
+
 /// The emulator, the proxy, a sandbox and a table of one's own.
 pub struct World {
     pub emu: Emulator,

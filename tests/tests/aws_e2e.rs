@@ -880,15 +880,7 @@ spot_fallback_after = 1
         "--spot-notice-ms",
         "2000",
     ]);
-    let flags = [
-        "--heartbeat",
-        "500ms",
-        "--lease",
-        "20s",
-        "--backoff-base",
-        "100ms",
-    ];
-    ok(&w.augur(&[&["run", "s.toml"][..], &flags].concat()));
+    ok(&w.augur(&[&["run", "s.toml"][..], &augur_tests::cloud::RUN].concat()));
     let t: Value =
         serde_json::from_slice(&w.augur(&["show", "resumed/1", "--json"]).stdout).expect("json");
     assert_eq!(t["state"], "succeeded", "{t}");

@@ -3,7 +3,7 @@
 //! real user-data with the AWS CLI and a metadata service; the fault proxy keeps
 //! ClientTokens and reports state reasons) and holds augur to it.
 
-use augur_tests::cloud::{futures_lite, World};
+use augur_tests::cloud::{futures_lite, World, RUN};
 use augur_tests::standin::Drought;
 use augur_tests::table::Row;
 use augur_tests::{ok, text, wait_for};
@@ -29,15 +29,6 @@ image = "{image}"
 "#
     )
 }
-
-const RUN: [&str; 6] = [
-    "--heartbeat",
-    "500ms",
-    "--lease",
-    "20s",
-    "--backoff-base",
-    "100ms",
-];
 
 /// An instance whose boot script cannot fetch the agent (an image without the AWS
 /// CLI) powers itself off: EC2 reports `Client.InstanceInitiatedShutdown`

@@ -21,6 +21,53 @@ pub const MIN_TRIALS: usize = 8;
 /// The method, as the pages name it.
 pub const METHOD: &str = "permutation importance on a random forest's out-of-bag error (100 trees)";
 
+/// A study's data (its hash) and the importances computed from it.
+type Remembered = (u64, Option<Vec<f64>>);
+
+/// Importances already computed, by study, with a hash of the data they came from:
+/// a page that polls an unchanged study costs no forest.
+#[derive(Default)]
+pub struct Memo {
+    by_study: std::sync::Mutex<std::collections::HashMap<String, Remembered>>,
+    /// How many forests were fitted (for tests and curiosity).
+    pub fitted: std::sync::atomic::AtomicU64,
+}
+
+impl Memo {
+    /// [`permutation_importance`] of `study`'s data, from the memo when the data is
+    /// the same as last time.
+    pub fn importance(
+        &self,
+        study: &str,
+        rows: &[Vec<f64>],
+        y: &[f64],
+        seed: u64,
+    ) -> Option<Vec<f64>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        for v in rows.iter().flatten().chain(y) {
+            v.to_bits().hash(&mut h);
+        }
+        rows.first().map_or(0, Vec::len).hash(&mut h);
+        let key = h.finish();
+        if let Ok(m) = self.by_study.lock() {
+            if let Some((k, imp)) = m.get(study) {
+                if *k == key {
+                    return imp.clone();
+                }
+            }
+        }
+        let imp = permutation_importance(rows, y, seed);
+        self.fitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut m) = self.by_study.lock() {
+            m.insert(study.to_string(), (key, imp.clone()));
+        }
+        imp
+    }
+}
+
 /// The importance of each column of `rows` (one row per trial, one column per
 /// parameter, numbers) for `y`, adding up to 1; `None` with too few rows, or when
 /// nothing varies.
@@ -85,6 +132,19 @@ mod tests {
         assert!(imp[0] > 0.75, "a dominates: {imp:?}");
         assert!(imp[1] > imp[2], "b matters more than c: {imp:?}");
         assert!(imp[2] < 0.03, "c does not matter: {imp:?}");
+    }
+
+    #[test]
+    fn the_memo_fits_a_forest_only_when_the_data_changed() {
+        let rows: Vec<Vec<f64>> = (0..20).map(|i| vec![i as f64, (i % 3) as f64]).collect();
+        let mut y: Vec<f64> = rows.iter().map(|r| r[0] * 2.0).collect();
+        let memo = Memo::default();
+        let first = memo.importance("s", &rows, &y, 1);
+        assert_eq!(memo.importance("s", &rows, &y, 1), first);
+        assert_eq!(memo.fitted.load(std::sync::atomic::Ordering::Relaxed), 1);
+        y[3] += 1.0;
+        memo.importance("s", &rows, &y, 1);
+        assert_eq!(memo.fitted.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -10,8 +10,9 @@ use crate::report::{finished, rfc3339_opt};
 use augur_model::{ParamSpec, PruneRule, StudyRecord, Trial, Value as ParamValue};
 use serde_json::{json, Value};
 
-/// The analysis of a study: see the module docs.
-pub fn analysis(rec: &StudyRecord, trials: &[Trial]) -> Value {
+/// The analysis of a study: see the module docs. `memo` keeps the importances of
+/// data seen before.
+pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) -> Value {
     let spec = &rec.spec;
     let step = spec.prune.as_ref().map_or("step", |p| p.step.as_str());
     let runs: Vec<&Trial> = trials.iter().filter(|t| !t.is_dataset()).collect();
@@ -43,7 +44,7 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial]) -> Value {
         "params": spec.params.iter().map(|(n, p)| param(n, p)).collect::<Vec<_>>(),
         "rungs": rungs(rec, &runs, step),
         "trials": rows,
-        "importance": importance_of(rec, &runs),
+        "importance": importance_of(rec, &runs, memo),
     })
 }
 
@@ -105,7 +106,7 @@ fn rungs(rec: &StudyRecord, runs: &[&Trial], step: &str) -> Vec<f64> {
 
 /// Each parameter's importance for the objective, from the trials with a value, on
 /// the scale it is searched (log-scale ones as logarithms, choices by their index).
-fn importance_of(rec: &StudyRecord, runs: &[&Trial]) -> Value {
+fn importance_of(rec: &StudyRecord, runs: &[&Trial], memo: &importance::Memo) -> Value {
     let spec = &rec.spec;
     let names: Vec<&String> = spec.params.keys().collect();
     let mut rows = Vec::new();
@@ -128,7 +129,7 @@ fn importance_of(rec: &StudyRecord, runs: &[&Trial]) -> Value {
         }
     }
     let counted = rows.len();
-    match importance::permutation_importance(&rows, &y, spec.seed) {
+    match memo.importance(&rec.name, &rows, &y, spec.seed) {
         Some(imp) => json!({
             "method": importance::METHOD,
             "trials": counted,
@@ -216,7 +217,7 @@ mod tests {
             "relu",
             &[0.9, 0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1],
         )];
-        let a = analysis(&rec, &trials);
+        let a = analysis(&rec, &trials, &importance::Memo::default());
         let kinds: Vec<(String, String, bool)> = a["params"]
             .as_array()
             .expect("params")
@@ -258,7 +259,7 @@ mod tests {
                 trial(i + 1, lr, act, &[(lr.log10() + 2.5).powi(2)])
             })
             .collect();
-        let a = analysis(&rec, &trials);
+        let a = analysis(&rec, &trials, &importance::Memo::default());
         let imp = a["importance"]["params"].as_array().expect("importance");
         let of = |n: &str| {
             imp.iter()

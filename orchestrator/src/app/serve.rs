@@ -30,6 +30,8 @@ pub struct App {
     pub store: Arc<dyn TrialStore>,
     /// The counters of the runner in this process (`augur run --serve`).
     pub counters: Option<Box<dyn Fn() -> CounterValues + Send + Sync>>,
+    /// Parameter importances already computed (pages poll every 5 s).
+    pub importance: augur::analysis::importance::Memo,
 }
 
 pub(super) type Shared = Arc<App>;
@@ -154,9 +156,12 @@ async fn api_analysis(
     let (rec, trials) = study(&app, &name).await?;
     // The forest behind the importance takes milliseconds to seconds: off the
     // runtime's threads.
-    let out = tokio::task::spawn_blocking(move || augur::analysis::analysis(&rec, &trials))
-        .await
-        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let shared = app.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        augur::analysis::analysis(&rec, &trials, &shared.importance)
+    })
+    .await
+    .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(out))
 }
 

@@ -317,6 +317,7 @@ impl StatusServer {
             backend: Arc::new(ctx.fresh()),
             store: store.clone(),
             counters: Some(Box::new(move || counters.snapshot())),
+            importance: Default::default(),
         });
         if let Some(addr) = addr {
             eprintln!("augur: status pages on http://{addr}/studies/{study}{query}");

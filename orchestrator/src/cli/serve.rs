@@ -36,6 +36,7 @@ pub async fn command(ctx: Backend, args: ServeArgs) -> CmdResult {
         backend: Arc::new(ctx),
         store,
         counters: None,
+        importance: Default::default(),
     });
     eprintln!(
         "augur: status pages on http://{addr}/{query} (API under /api, Prometheus text at /metrics)"

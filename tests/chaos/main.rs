@@ -5,7 +5,7 @@
 //!
 //! CI runs the bounded form; `AUGUR_CHAOS_SCALE=N` multiplies the injections.
 
-use augur_tests::cloud::{futures_lite, World};
+use augur_tests::cloud::{futures_lite, World, RUN};
 use augur_tests::faults::{Fault, Rule};
 use augur_tests::table::Row;
 use augur_tests::{ok, text, wait_for, Sandbox, FAST};
@@ -432,18 +432,14 @@ async fn aws_database_unreachable_for_a_while_then_past_the_deadline() {
     let w = aws_world("dark", n, 2, &[]);
     let started = Instant::now();
     let run = |deadline: &str| {
-        w.spawn(&[
-            "run",
-            "s.toml",
-            "--heartbeat",
-            "500ms",
-            "--lease",
-            "20s",
-            "--backoff-base",
-            "100ms",
-            "--backend-deadline",
-            deadline,
-        ])
+        w.spawn(
+            &[
+                &["run", "s.toml"][..],
+                &RUN,
+                &["--backend-deadline", deadline],
+            ]
+            .concat(),
+        )
     };
     // Dark for 4 s while trials run; the deadline (30 s) is not reached.
     let mut child = run("30s");

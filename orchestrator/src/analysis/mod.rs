@@ -16,16 +16,25 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
     let spec = &rec.spec;
     let step = spec.prune.as_ref().map_or("step", |p| p.step.as_str());
     let runs: Vec<&Trial> = trials.iter().filter(|t| !t.is_dataset()).collect();
+    let curves: Vec<Vec<[f64; 2]>> = runs
+        .iter()
+        .map(|t| curve(t, &spec.objective.metric, step))
+        .collect();
+    let last_step = curves
+        .iter()
+        .filter_map(|c| c.last().map(|r| r[0]))
+        .fold(f64::NEG_INFINITY, f64::max);
     let rows: Vec<Value> = runs
         .iter()
-        .map(|t| {
+        .zip(&curves)
+        .map(|(t, curve)| {
             json!({
                 "id": t.id,
                 "state": t.state,
                 "attempt": t.attempt,
                 "params": t.params,
                 "value": t.result_metrics(&spec.objective).and_then(|m| m.get(&spec.objective.metric).copied()),
-                "curve": curve(t, &spec.objective.metric, step),
+                "curve": curve,
                 "error": t.error,
                 "status": t.status,
                 "started": rfc3339_opt(t.started_ms),
@@ -42,7 +51,7 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
         "finished": finished(rec, trials),
         "step": step,
         "params": spec.params.iter().map(|(n, p)| param(n, p)).collect::<Vec<_>>(),
-        "rungs": rungs(rec, &runs, step),
+        "rungs": rungs(rec, last_step),
         "trials": rows,
         "importance": importance_of(rec, &runs, memo),
     })
@@ -82,7 +91,7 @@ fn param(name: &str, p: &ParamSpec) -> Value {
 }
 
 /// ASHA's rungs (min_step × reduction^k) up to the furthest step any trial reached.
-fn rungs(rec: &StudyRecord, runs: &[&Trial], step: &str) -> Vec<f64> {
+fn rungs(rec: &StudyRecord, last: f64) -> Vec<f64> {
     let Some(PruneRule::Asha {
         min_step,
         reduction,
@@ -90,11 +99,6 @@ fn rungs(rec: &StudyRecord, runs: &[&Trial], step: &str) -> Vec<f64> {
     else {
         return Vec::new();
     };
-    let metric = &rec.spec.objective.metric;
-    let last = runs
-        .iter()
-        .filter_map(|t| curve(t, metric, step).last().map(|r| r[0]))
-        .fold(f64::NEG_INFINITY, f64::max);
     let mut out = Vec::new();
     let mut rung = *min_step;
     while rung <= last && out.len() < 64 {

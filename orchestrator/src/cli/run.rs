@@ -371,7 +371,7 @@ pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
         store,
     } = prepare(&args.study, &args.tuning, ctx).await?;
     let runner = Runner::new(store.clone(), provider);
-    runner
+    let rec = runner
         .register(
             &study,
             &RegisterOptions {
@@ -384,10 +384,7 @@ pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
     ctx.prepare_logs(&study).await?;
     store.set_submitted(&study.name, true).await?;
     let trials = store.list_trials(&study.name).await?;
-    let done = match store.get_study(&study.name).await? {
-        Some(rec) => augur::report::finished(&rec, &trials),
-        None => 0,
-    };
+    let done = augur::report::finished(&rec, &trials);
     eprintln!(
         "submitted study `{}` ({} trial(s) budgeted, {done} already finished): the serverless tick drives it.\n\
          Follow it with `augur trials {}` or `augur logs {}/<trial> --follow`; `augur stop {}` stops it.",

@@ -871,8 +871,11 @@ spot_fallback_after = 1
         ),
     );
     w.init();
-    // The notice 1.5 s after the agent starts, 2 s ahead: attempt 1 is some steps in
-    // when it is told, and has time to send its checkpoint.
+    // EC2 documents the interruption notice as a warning in instance metadata
+    // (`spot/instance-action`) two minutes before the instance is stopped or
+    // terminated ("Spot Instance interruption notices", EC2 User Guide); the fake
+    // hypervisor plays it scaled down: 1.5 s after the agent starts, 2 s ahead, so
+    // attempt 1 is some steps in when it is told, and has time to send its checkpoint.
     w.start_hypervisor_with(&[
         "--reclaim-spot",
         "--reclaim-after-ms",

@@ -31,6 +31,8 @@ from cfnlint.decode import decode
 UNSCOPABLE = {
     "ec2:DescribeInstances",
     "ec2:DescribeInstanceStatus",
+    "ec2:DescribeSpotPriceHistory",
+    "pricing:GetProducts",
     "ec2:DescribeImages",
     "ec2:DescribeSubnets",
     "ec2:DescribeSecurityGroups",

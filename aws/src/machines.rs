@@ -13,7 +13,7 @@ use crate::launch::{client_token, max_life_minutes, no_room, INCARNATION_TAG, ST
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
 use augur_model::{Machine, Study, Trial};
-use augur_store::provider::{MachineProvider, ProviderError};
+use augur_store::provider::{Launched, MachineProvider, ProviderError};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
@@ -67,6 +67,8 @@ pub struct Ec2Provider {
     listed: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<Machine>)>>,
     /// The image's root device name, once looked up.
     root_device: tokio::sync::OnceCell<String>,
+    /// What launched instances cost (none: launches are not priced).
+    prices: Option<crate::prices::Prices>,
 }
 
 /// Whether this attempt runs on spot: the study asks for it, and the trial has not
@@ -97,7 +99,14 @@ impl Ec2Provider {
             settings,
             listed: Default::default(),
             root_device: Default::default(),
+            prices: None,
         }
+    }
+
+    /// Records each launch's price with it ([`crate::prices`]).
+    pub fn with_prices(mut self, prices: crate::prices::Prices) -> Ec2Provider {
+        self.prices = Some(prices);
+        self
     }
 
     /// The agent's arguments for one attempt.
@@ -356,7 +365,7 @@ impl Ec2Provider {
         study: &Study,
         trial: &Trial,
         (instance_type, subnet): (&str, Option<&str>),
-    ) -> Result<String, ProviderError> {
+    ) -> Result<(String, String), ProviderError> {
         let s = &self.settings;
         let tags = self.tags(study, trial);
         let mut req = self
@@ -408,27 +417,38 @@ impl Ec2Provider {
             );
         }
         let out = req.send().await.map_err(|e| fail("RunInstances", e))?;
-        out.instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(String::from)
-            .ok_or_else(|| {
-                ProviderError::Unavailable("EC2 RunInstances returned no instance".into())
-            })
+        let instance = out.instances().first();
+        let id = instance.and_then(|i| i.instance_id()).ok_or_else(|| {
+            ProviderError::Unavailable("EC2 RunInstances returned no instance".into())
+        })?;
+        let zone = instance
+            .and_then(|i| i.placement())
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default();
+        Ok((id.to_string(), zone.to_string()))
     }
 }
 
 #[async_trait]
 impl MachineProvider for Ec2Provider {
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
         let mut no_room = Vec::new();
         for place in self.places() {
-            match self.run(study, trial, place).await {
-                Ok(id) => return Ok(id),
+            let (id, zone) = match self.run(study, trial, place).await {
+                Ok(launched) => launched,
                 // No room there: try the next type or subnet.
-                Err(ProviderError::Capacity(why)) => no_room.push(why),
-                Err(e) => return self.after_ambiguous(study, trial, e).await,
-            }
+                Err(ProviderError::Capacity(why)) => {
+                    no_room.push(why);
+                    continue;
+                }
+                Err(e) => (self.after_ambiguous(study, trial, e).await?, String::new()),
+            };
+            let spot = spot_for(&self.settings, trial);
+            let billing = match &self.prices {
+                Some(p) => Some(p.billing(place.0, &zone, spot).await),
+                None => None,
+            };
+            return Ok(Launched { id, billing });
         }
         Err(ProviderError::Capacity(no_room.join("; ")))
     }

@@ -5,6 +5,7 @@
 //! owns running, heartbeat, metrics, succeeded and failed. Every write is conditional
 //! ([`Expect`]) on the previous state and, for agents, on the attempt (a fencing token).
 
+use crate::cost::Billing;
 use crate::value::Params;
 use crate::{Millis, Objective};
 use serde::{Deserialize, Serialize};
@@ -160,6 +161,10 @@ pub struct Trial {
     /// across attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
+    /// How the current attempt's machine is billed (cloud machines; recorded after
+    /// its launch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<Billing>,
 }
 
 /// What a trial's checkpoint directory held when it was last kept (sent to the
@@ -188,6 +193,8 @@ pub struct AttemptRecord {
     pub ended_ms: Option<Millis>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<Billing>,
 }
 
 impl AttemptRecord {
@@ -202,6 +209,7 @@ impl AttemptRecord {
             ended_ms: t.finished_ms.or(t.heartbeat_ms),
             exit_code: t.exit_code,
             error: t.error.clone(),
+            billing: t.billing.clone(),
         }
     }
 }
@@ -245,6 +253,7 @@ impl Trial {
             log: None,
             history: Vec::new(),
             checkpoint: None,
+            billing: None,
         }
     }
 
@@ -328,7 +337,7 @@ pub struct TrialUpdate {
     /// Start the attempt budget afresh (`augur run --retry-failed`, a dataset re-run).
     pub reset_runs: bool,
     pub machine: Option<Option<String>>,
-    pub launched_ms: Option<Millis>,
+    pub launched_ms: Option<Option<Millis>>,
     pub started_ms: Option<Option<Millis>>,
     pub heartbeat_ms: Option<Millis>,
     pub finished_ms: Option<Option<Millis>>,
@@ -342,6 +351,7 @@ pub struct TrialUpdate {
     pub log_tail: Option<Vec<String>>,
     pub log: Option<Option<String>>,
     pub checkpoint: Option<Checkpoint>,
+    pub billing: Option<Option<Billing>>,
 }
 
 impl TrialUpdate {
@@ -373,9 +383,8 @@ impl TrialUpdate {
         if self.add_run {
             t.runs += 1;
         }
-        if let Some(l) = self.launched_ms {
-            t.launched_ms = Some(l);
-        }
+        set(&mut t.launched_ms, &self.launched_ms);
+        set(&mut t.billing, &self.billing);
         set(&mut t.machine, &self.machine);
         set(&mut t.started_ms, &self.started_ms);
         if let Some(h) = self.heartbeat_ms {
@@ -496,6 +505,7 @@ mod tests {
                 ended_ms: Some(10 * want as i64 + 5),
                 exit_code: None,
                 error: Some(format!("lost {want}")),
+                billing: None,
             })
         );
         // Old records without the field still read.
@@ -535,6 +545,8 @@ impl TrialUpdate {
             attempt: Some(attempt),
             not_before_ms: Some(not_before),
             machine: Some(None),
+            launched_ms: Some(None),
+            billing: Some(None),
             started_ms: Some(None),
             finished_ms: Some(None),
             exit_code: Some(None),

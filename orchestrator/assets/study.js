@@ -215,7 +215,7 @@
   // ---- the trial table: a column per parameter, filters and sorting -----------------
   let sortKey = 'id'; let sortUp = true;
   function table(shown) {
-    const cols = [['id', 'trial'], ['state', 'state'], ...data.params.map((p) => [`p:${p.name}`, p.name]), ['value', data.objective.metric], ['seconds', 'ran (s)'], ['note', 'error / status']];
+    const cols = [['id', 'trial'], ['state', 'state'], ...data.params.map((p) => [`p:${p.name}`, p.name]), ['value', data.objective.metric], ['seconds', 'ran (s)'], ...(data.priced ? [['cost', 'cost ($)']] : []), ['note', 'error / status']];
     const get = (t, k) => (k.startsWith('p:') ? t.params[k.slice(2)] : k === 'note' ? (t.error || t.status || '') : t[k]);
     const rows = [...shown].sort((a, b) => {
       const x = get(a, sortKey); const y = get(b, sortKey);
@@ -225,7 +225,7 @@
     const head = el('tr', {}, ...cols.map(([k, label]) => el('th', { onclick: () => { sortUp = sortKey === k ? !sortUp : true; sortKey = k; render(); } }, label + (sortKey === k ? (sortUp ? ' ▲' : ' ▼') : ''))));
     const filterKey = (k) => (k.startsWith('p:') ? k.slice(2) : k);
     const filterRow = el('tr', { class: 'filters' }, ...cols.map(([k]) => {
-      if (k === 'id' || k === 'seconds' || k === 'note') return el('th');
+      if (k === 'id' || k === 'seconds' || k === 'cost' || k === 'note') return el('th');
       const placeholder = k === 'state' ? 'succeeded,pruned' : 'text or lo..hi';
       const input = el('input', { 'data-key': filterKey(k), placeholder, value: filters.get(filterKey(k)) || '' });
       input.addEventListener('change', () => setFilter(filterKey(k), input.value.trim()));
@@ -235,7 +235,9 @@
       el('td', {}, el('a', { href: `/trials/${encodeURIComponent(study)}/${t.id}` }, String(t.id))),
       el('td', { class: `state-${t.state}` }, t.state),
       ...data.params.map((p) => el('td', { class: p.kind === 'categorical' ? '' : 'num' }, fmt(t.params[p.name]))),
-      el('td', { class: 'num' }, fmt(t.value)), el('td', { class: 'num' }, fmt(t.seconds)), el('td', { class: 'note' }, get(t, 'note')))));
+      el('td', { class: 'num' }, fmt(t.value)), el('td', { class: 'num' }, fmt(t.seconds)),
+      ...(data.priced ? [el('td', { class: 'num' }, t.cost === null ? '' : t.cost.toFixed(4))] : []),
+      el('td', { class: 'note' }, get(t, 'note')))));
     const tbl = document.getElementById('trial-table');
     tbl.replaceChildren(el('thead', {}, head, filterRow), body);
     document.getElementById('shown').textContent = `${shown.length} of ${data.trials.length} trials shown${filters.toString() ? ' (filtered: this page\'s address keeps the filter)' : ''}`;
@@ -244,7 +246,8 @@
   function render() {
     if (!data) return;
     const shown = data.trials.filter(keep);
-    document.getElementById('progress').textContent = `${data.state} · ${data.finished} of ${data.budget} finished · objective: ${data.objective.goal} ${data.objective.metric} · oracle ${data.oracle}`;
+    document.getElementById('cost').textContent = data.spend;
+    document.getElementById('progress').textContent = `${data.state === 'spent' ? 'budget spent' : data.state} · ${data.finished} of ${data.budget} finished · objective: ${data.objective.goal} ${data.objective.metric} · oracle ${data.oracle}`;
     historyChart(shown); intermediate(shown); parallel(shown); importance(); contour(shown); slices(shown); edf(shown); table(shown);
   }
 

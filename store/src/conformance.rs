@@ -299,7 +299,7 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
         .expect("trial");
     let start = TrialUpdate {
         state: Some(TrialState::Starting),
-        launched_ms: Some(7),
+        launched_ms: Some(Some(7)),
         ..Default::default()
     };
     let t = s

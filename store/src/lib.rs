@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 
 pub use layout::Layout;
-pub use provider::{MachineProvider, ProviderError};
+pub use provider::{Launched, MachineProvider, ProviderError};
 pub use sqlite::SqliteStore;
 
 /// A store failure.

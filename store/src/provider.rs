@@ -2,6 +2,7 @@
 //! processes and in-process objectives (in `augur`) and by EC2 (in `augur-aws`).
 
 use async_trait::async_trait;
+use augur_model::cost::Billing;
 use augur_model::{Machine, Study, Trial};
 
 /// A provider failure.
@@ -20,11 +21,30 @@ pub enum ProviderError {
     Unavailable(String),
 }
 
+/// A machine started for an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launched {
+    /// Its id (pid, instance id).
+    pub id: String,
+    /// How it is billed (`None`: free, a local machine).
+    pub billing: Option<Billing>,
+}
+
+impl Launched {
+    /// A free machine (local processes, in-process objectives).
+    pub fn free(id: impl Into<String>) -> Launched {
+        Launched {
+            id: id.into(),
+            billing: None,
+        }
+    }
+}
+
 /// Starts, lists and ends machines, one per trial attempt.
 #[async_trait]
 pub trait MachineProvider: Send + Sync {
-    /// Starts a machine whose agent runs `trial` at its current attempt; its id.
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError>;
+    /// Starts a machine whose agent runs `trial` at its current attempt.
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError>;
     /// The machines of `study` that exist now, whoever launched them.
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError>;
     /// Every live machine this provider can see, of every study, with its study

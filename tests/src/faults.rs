@@ -344,6 +344,11 @@ fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io
     match op {
         ("ec2", "RunInstances") => s.ec2.run_instances(body, || forward(s, head, body)),
         ("ec2", "DescribeInstances") => Ok(s.ec2.describe_instances(forward(s, head, body)?)),
+        ("ec2", "DescribeSpotPriceHistory") => match s.ec2.spot_price_history(body) {
+            Some(answer) => Ok(answer),
+            None => forward(s, head, body),
+        },
+        ("AWSPriceListService", "GetProducts") => Ok(s.ec2.get_products(body)),
         ("dynamodb", "TransactWriteItems") => s
             .dynamo
             .transact_write_items(body, || forward(s, head, body)),

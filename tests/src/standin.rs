@@ -18,6 +18,12 @@
 //! - **Capacity.** `InsufficientInstanceCapacity` (HTTP 500) for an instance type
 //!   and/or subnet during a window
 //!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/troubleshooting-launch.html#troubleshooting-launch-capacity>).
+//! - **Prices.** `DescribeSpotPriceHistory` answers the price a test set for an
+//!   instance type (moto answers $0.00001 for every type), and the Price List API's
+//!   `GetProducts` (which moto lacks) a product document with the on-demand price
+//!   set, in the shape AWS documents
+//!   (<https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_pricing_GetProducts.html>),
+//!   or no product when none was set.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -70,7 +76,12 @@ pub struct Ec2Standin {
     /// RunInstances calls are answered one at a time (a token's first answer is
     /// recorded before a repeat of it is looked at).
     launching: Mutex<()>,
+    /// Instance type → (spot, on-demand) USD per hour, as a test set them.
+    prices: Mutex<HashMap<String, Price>>,
 }
+
+/// (spot, on-demand) USD per hour; `None`: not set.
+type Price = (Option<f64>, Option<f64>);
 
 /// DynamoDB as its API documents it where the emulator is kinder: a
 /// `TransactWriteItems` repeated with the `ClientRequestToken` of one already
@@ -185,6 +196,73 @@ impl Ec2Standin {
         if let Ok(mut r) = self.reasons.lock() {
             r.insert(id.to_string(), (code.into(), format!("{code}: {message}")));
         }
+    }
+
+    /// The prices EC2 and the Price List answer for `instance_type`.
+    pub fn set_price(&self, instance_type: &str, spot: Option<f64>, on_demand: Option<f64>) {
+        if let Ok(mut p) = self.prices.lock() {
+            p.insert(instance_type.to_string(), (spot, on_demand));
+        }
+    }
+
+    fn price(&self, instance_type: &str) -> Price {
+        self.prices
+            .lock()
+            .ok()
+            .and_then(|p| p.get(instance_type).copied())
+            .unwrap_or_default()
+    }
+
+    /// A `DescribeSpotPriceHistory` answer with the set price of the type asked, in
+    /// the zone asked; `None` (ask the emulator) when no price was set.
+    pub fn spot_price_history(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let params = form(body);
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let ty = get("InstanceType.1")?;
+        let price = self.price(ty).0?;
+        let zone = get("AvailabilityZone").unwrap_or("us-east-1a");
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeSpotPriceHistoryResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>standin</requestId><spotPriceHistorySet><item><instanceType>{ty}</instanceType><productDescription>Linux/UNIX</productDescription><spotPrice>{price:.6}</spotPrice><timestamp>2026-01-01T00:00:00.000Z</timestamp><availabilityZone>{zone}</availabilityZone></item></spotPriceHistorySet><nextToken/></DescribeSpotPriceHistoryResponse>"
+        );
+        Some(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
+    /// A Price List `GetProducts` answer: the on-demand price set for the
+    /// `instanceType` filter, as one product document (a JSON string).
+    pub fn get_products(&self, body: &[u8]) -> Vec<u8> {
+        let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let ty = req["Filters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["Field"] == "instanceType")
+            .and_then(|f| f["Value"].as_str())
+            .unwrap_or_default();
+        let docs: Vec<String> = self
+            .price(ty)
+            .1
+            .map(|usd| {
+                serde_json::json!({
+                    "product": {"productFamily": "Compute Instance", "attributes": {"instanceType": ty, "operatingSystem": "Linux"}},
+                    "terms": {"OnDemand": {"SKU.JRTCKXETXF": {"priceDimensions": {"SKU.JRTCKXETXF.6YS6EN2CT7": {
+                        "unit": "Hrs", "pricePerUnit": {"USD": format!("{usd:.10}")}}}}}}
+                })
+                .to_string()
+            })
+            .into_iter()
+            .collect();
+        let body = serde_json::json!({"FormatVersion": "aws_v1", "PriceList": docs}).to_string();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nx-amzn-RequestId: standin\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
     }
 
     pub fn add_drought(&self, d: Drought) {

@@ -540,6 +540,9 @@ spot_fallback_after = 2
 "#,
     );
     w.init();
+    // Known prices (t3.micro is the default type): spot $0.36/h from the price
+    // history, on demand $0.72/h from the Price List API.
+    w.proxy.ec2().set_price("t3.micro", Some(0.36), Some(0.72));
     w.start_hypervisor_with(&["--reclaim-spot"]);
     let started = std::time::Instant::now();
     // A lease far longer than the whole run: reclaims must be seen another way.
@@ -584,6 +587,7 @@ spot_fallback_after = 2
             );
         }
     }
+    assert_costs_by_hand(&w, &trials);
     // Attempts 1 and 2 of each trial ran on spot, attempt 3 on demand; one
     // instance per attempt.
     let instances = w.instances().await;
@@ -599,6 +603,124 @@ spot_fallback_after = 2
             "{instances:?}"
         );
     }
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+}
+
+/// Each trial ran two spot attempts at $0.36/h and one on-demand at $0.72/h, every
+/// one shorter than a minute, so each is billed EC2's minimum of 60 seconds
+/// (<https://aws.amazon.com/ec2/pricing/on-demand/>, "Per Second Billing"): a trial
+/// costs 2 × $0.006 + $0.012 = $0.024 over 3 machine-minutes; the study $0.072 over
+/// 0.15 machine-hours, two thirds of it on spot.
+fn assert_costs_by_hand(w: &World, trials: &[Value]) {
+    let close = |v: &Value, want: f64| v.as_f64().is_some_and(|x| (x - want).abs() < 1e-9);
+    for t in trials {
+        assert!(close(&t["cost_usd"], 0.024), "{t}");
+        assert_eq!(t["machine_seconds"], 180, "{t}");
+        let b = &t["billing"];
+        assert_eq!(
+            (&b["lifecycle"], &b["usd_per_hour"], &b["price_from"]),
+            (
+                &Value::from("on-demand"),
+                &Value::from(0.72),
+                &Value::from("price list")
+            ),
+            "{t}"
+        );
+        let shown: Value = serde_json::from_slice(
+            &w.augur(&["show", &format!("spotty/{}", t["id"]), "--json"])
+                .stdout,
+        )
+        .expect("show json");
+        for a in shown["earlier_attempts"].as_array().expect("earlier") {
+            let b = &a["billing"];
+            assert_eq!(
+                (&b["lifecycle"], &b["usd_per_hour"], &b["price_from"]),
+                (
+                    &Value::from("spot"),
+                    &Value::from(0.36),
+                    &Value::from("spot price history")
+                ),
+                "{a}"
+            );
+        }
+    }
+    let studies: Value =
+        serde_json::from_slice(&w.augur(&["studies", "--json"]).stdout).expect("json");
+    let cost = &studies[0]["cost"];
+    assert!(close(&cost["usd"], 0.072), "{cost}");
+    assert_eq!(
+        cost["summary"], "spent $0.0720 over 0.15 machine-hours, 67 % on spot",
+        "{cost}"
+    );
+    let table = text(&w.augur(&["trials", "spotty"]).stdout);
+    assert!(
+        table.contains("COST") && table.contains("$0.0240"),
+        "{table}"
+    );
+    assert!(
+        table.contains("spent $0.0720 over 0.15 machine-hours"),
+        "{table}"
+    );
+}
+
+/// `run.max_cost_usd`: launching stops once what is spent plus the next trial's
+/// expected cost would pass it. At $0.36/h on demand each short trial is billed a
+/// minute, $0.006: with $0.02, the third trial starts ($0.018) and a fourth would
+/// pass ($0.024). `--dry-run` foresees the same, and launches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_budget_stops_launching_at_the_trial_that_would_pass_it() {
+    let mut w = World::new();
+    w.sb.write(
+        "s.toml",
+        r#"
+name = "budgeted"
+objective = { metric = "v" }
+trials = 10
+parallel = 1
+[params]
+x = { range = [0.0, 1.0] }
+[run]
+script = 'echo "METRICS: v=$AUGUR_PARAM_X"'
+max_cost_usd = 0.02
+[aws]
+image = "ami-12345678"
+instance_type = "t3.small"
+"#,
+    );
+    w.init();
+    w.proxy.ec2().set_price("t3.small", None, Some(0.36));
+    let dry = w.augur(&["run", "s.toml", "--dry-run", "--duration", "30s"]);
+    ok(&dry);
+    let said = text(&dry.stdout);
+    assert!(
+        said.contains("t3.small on-demand in ? at $0.3600/h (price list)")
+            && said.contains("about $0.06")
+            && said.contains("let about 3 of the 10 trial(s) start"),
+        "{said}"
+    );
+    assert_eq!(w.instances().await.len(), 0, "a dry run launches nothing");
+    w.start_hypervisor();
+    let out = w.augur(&["run", "s.toml", "--heartbeat", "500ms"]);
+    ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("study `budgeted` budget spent: 3 succeeded"),
+        "{err}"
+    );
+    assert!(
+        err.contains("augur: budget spent: $0.0180 of run.max_cost_usd = $0.0200 spent or committed, and a trial costs about $0.0060"),
+        "{err}"
+    );
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "budgeted", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 3, "{trials:?}");
+    let studies = text(&w.augur(&["studies"]).stdout);
+    assert!(
+        studies.contains("budget spent") && studies.contains("$0.0180"),
+        "{studies}"
+    );
     wait_for(Duration::from_secs(30), "no instance left running", || {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });

@@ -294,6 +294,54 @@ echo "METRICS: m=$s"
     assert!(!sb.path().join(".augur/checkpoints/ck").exists());
 }
 
+/// `run.max_machine_hours` on local machines (free, but their time counts): one
+/// trial takes a bit over 2 s, the limit is 5 s, so the second starts (2 × ~2.1 s)
+/// and a third would pass it. The study ends as budget spent, exit 0; `--dry-run
+/// --like` foresees the same from the history, launching nothing.
+#[test]
+fn a_machine_hours_budget_stops_launching_and_the_study_ends_as_budget_spent() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='hours'\nobjective={metric='v'}\ntrials=6\nparallel=1\n[params]\nx={range=[0.0,1.0]}\n[run]\nscript='sleep 2; echo METRICS: v=$AUGUR_PARAM_X'\nmax_machine_hours=0.0013889\n",
+    );
+    let out = run(&sb, "s.toml", &[]);
+    ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("study `hours` budget spent: 2 succeeded"),
+        "{err}"
+    );
+    assert!(
+        err.contains("augur: budget spent: ") && err.contains("of run.max_machine_hours = 0.0014"),
+        "{err}"
+    );
+    assert!(
+        err.contains("machine-hours (local machines are free)"),
+        "{err}"
+    );
+    assert_eq!(states(&sb.trials("hours")), vec!["succeeded"; 2]);
+    let studies = text(&sb.augur(&["studies"]).stdout);
+    assert!(studies.contains("budget spent"), "{studies}");
+    // The same file again: nothing more starts.
+    let again = run(&sb, "s.toml", &[]);
+    ok(&again);
+    assert_eq!(sb.trials("hours").len(), 2);
+    let dry = sb.augur(&["run", "s.toml", "--dry-run", "--like", "hours"]);
+    ok(&dry);
+    let said = text(&dry.stdout);
+    assert!(
+        said.contains("the mean of 2 finished trial(s) of study `hours`")
+            && said.contains("let about 2 of the 6 trial(s) start")
+            && said.contains("nothing was launched or recorded"),
+        "{said}"
+    );
+    let bad = sb.augur(&["run", "s.toml", "--dry-run", "--like", "nope"]);
+    exits(&bad, 2);
+    assert!(text(&bad.stderr).contains("--like: no study named `nope`"));
+    assert_eq!(sb.trials("hours").len(), 2);
+}
+
 #[test]
 fn a_script_that_never_reports_the_objective_fails_and_says_what_it_saw() {
     let sb = Sandbox::new();

@@ -10,6 +10,7 @@ mod sections;
 /// The most attempts (and preemptions) a trial may be given.
 pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 
+use crate::cost::Limits;
 use crate::space::ParamSpec;
 use crate::Millis;
 use raw::{RawStudy, SpecText};
@@ -139,6 +140,10 @@ pub struct RunSpec {
     /// bucket (`None`: at every heartbeat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every_ms: Option<u64>,
+    /// What the study's machines may cost (`run.max_cost_usd`,
+    /// `run.max_machine_hours`).
+    #[serde(default, skip_serializing_if = "Limits::is_none")]
+    pub limits: Limits,
     pub env: BTreeMap<String, String>,
     /// Variables whose values are secrets, by reference ([`crate::secret::SecretRef`]):
     /// read on the machine when the attempt starts, never recorded.
@@ -423,8 +428,34 @@ pub enum StudyState {
     Stopping,
     /// Stopped before it was done; `augur run` resumes it.
     Stopped,
-    /// Budget spent or oracle exhausted, every trial final.
+    /// Every budgeted trial ran (or the oracle has no more points), every trial
+    /// final.
     Done,
+    /// `run.max_cost_usd` or `run.max_machine_hours` let no further trial start:
+    /// what had not started was cancelled, the rest finished. `augur run` with a
+    /// larger limit resumes it.
+    Spent,
+}
+
+impl StudyState {
+    /// Whether no driver works on it (until `augur run` again).
+    pub fn is_over(self) -> bool {
+        matches!(
+            self,
+            StudyState::Done | StudyState::Stopped | StudyState::Spent
+        )
+    }
+
+    /// How the serverless tick's log names it: "done", "stopped", "spent".
+    pub fn as_word(self) -> &'static str {
+        match self {
+            StudyState::Active => "active",
+            StudyState::Stopping => "stopping",
+            StudyState::Stopped => "stopped",
+            StudyState::Done => "done",
+            StudyState::Spent => "spent",
+        }
+    }
 }
 
 impl fmt::Display for StudyState {
@@ -434,6 +465,7 @@ impl fmt::Display for StudyState {
             StudyState::Stopping => "stopping",
             StudyState::Stopped => "stopped",
             StudyState::Done => "done",
+            StudyState::Spent => "budget spent",
         })
     }
 }

@@ -6,7 +6,9 @@ use super::{
     default_max_preemptions, AwsSpec, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError,
     Study,
 };
+use crate::cost::Limits;
 use crate::space::{ParamSpec, MAX_GRID_POINTS};
+use crate::Millis;
 use crate::{valid_ident, valid_study_name};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,6 +138,8 @@ struct RawRun {
     max_attempts: Option<Spanned<i64>>,
     max_preemptions: Option<Spanned<i64>>,
     checkpoint_every: Option<Spanned<String>>,
+    max_cost_usd: Option<Spanned<toml::Value>>,
+    max_machine_hours: Option<Spanned<toml::Value>>,
     #[serde(default)]
     retry_on_failure: bool,
     #[serde(default)]
@@ -362,6 +366,15 @@ impl RawRun {
             None => None,
             Some(c) => Some(duration_ms(cx, "run.checkpoint_every", c)?),
         };
+        let limits = Limits {
+            max_cost_usd: above_zero(cx, "run.max_cost_usd", self.max_cost_usd.as_ref())?,
+            max_machine_ms: above_zero(
+                cx,
+                "run.max_machine_hours",
+                self.max_machine_hours.as_ref(),
+            )?
+            .map(|h| (h * 3_600_000.0).round() as Millis),
+        };
         let max_attempts = match &self.max_attempts {
             None => 3,
             Some(v) => count(cx, "run.max_attempts", v, 1, 1000)?,
@@ -400,11 +413,35 @@ impl RawRun {
             max_preemptions,
             retry_on_failure: self.retry_on_failure,
             checkpoint_every_ms,
+            limits,
             env,
             secrets,
             preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
         })
     }
+}
+
+/// A limit that must be a positive number, if given.
+fn above_zero(
+    cx: &SpecText,
+    key: &str,
+    v: Option<&Spanned<toml::Value>>,
+) -> Result<Option<f64>, SpecError> {
+    let Some(v) = v else { return Ok(None) };
+    let n = match v.get_ref() {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        other => {
+            return Err(cx.at(
+                v,
+                format!("{key} must be a number, got {}", other.type_str()),
+            ))
+        }
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(cx.at(v, format!("{key} must be more than 0, got {n}")));
+    }
+    Ok(Some(n))
 }
 
 /// Dataset templates: named once each, a script, placeholders that are parameters.

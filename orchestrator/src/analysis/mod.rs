@@ -24,6 +24,7 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
         .iter()
         .filter_map(|c| c.last().map(|r| r[0]))
         .fold(f64::NEG_INFINITY, f64::max);
+    let (priced, now) = (crate::report::cost::priced(trials), augur_store::now_ms());
     let rows: Vec<Value> = runs
         .iter()
         .zip(&curves)
@@ -39,6 +40,7 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
                 "status": t.status,
                 "started": rfc3339_opt(t.started_ms),
                 "seconds": t.started_ms.zip(t.finished_ms).map(|(s, f)| (f - s) as f64 / 1000.0),
+                "cost": priced.then(|| crate::report::cost::round(t.cost_usd(now))),
             })
         })
         .collect();
@@ -49,6 +51,8 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
         "oracle": spec.oracle.as_str(),
         "budget": spec.trials,
         "finished": finished(rec, trials),
+        "priced": priced,
+        "spend": augur_model::cost::Spend::of(trials, now).summary(),
         "step": step,
         "params": spec.params.iter().map(|(n, p)| param(n, p)).collect::<Vec<_>>(),
         "rungs": rungs(rec, last_step),

@@ -6,6 +6,7 @@ use super::AppError;
 use augur::{LocalProvider, MachineProvider};
 use augur_aws::machines::{Ec2Provider, Ec2Settings};
 use augur_aws::{sdk_config, AwsOptions, DynamoStore};
+use augur_model::cost::Billing;
 use augur_model::{DriveSettings, Study};
 use augur_store::{Layout, SqliteStore, TrialStore};
 use clap::ValueEnum;
@@ -503,6 +504,22 @@ impl Backend {
         }
     }
 
+    /// How a study's first instance would be billed (`None` locally: free), for
+    /// `augur run --dry-run`. No zone is known before a launch: a spot price is any
+    /// zone's latest.
+    pub async fn price_of(&self, study: &Study) -> Result<Option<Billing>, AppError> {
+        if !self.is_aws() {
+            return Ok(None);
+        }
+        let region = self.launch_region(study).await?;
+        let client = augur_aws::ec2(self.sdk().await);
+        let prices = augur_aws::prices::Prices::new(self.sdk().await, client, &region);
+        let spot = study.aws.as_ref().is_some_and(|a| a.spot);
+        Ok(Some(
+            prices.billing(&instance_type_of(study), "", spot).await,
+        ))
+    }
+
     /// The machines trials run on.
     pub async fn provider(
         &self,
@@ -521,10 +538,7 @@ impl Backend {
         }
         self.check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();
-        let instance_type = spec
-            .instance_type
-            .clone()
-            .unwrap_or_else(|| "t3.micro".into());
+        let instance_type = instance_type_of(study);
         let types = std::iter::once(&instance_type).chain(&spec.fallback_instance_types);
         if let Some(arm) = types.clone().find(|t| augur_aws::launch::arm64(t)) {
             return Err(AppError::input(format!(
@@ -537,6 +551,7 @@ impl Backend {
             .clone()
             .or_else(|| std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| augur_aws::launch::default_image(&instance_type));
+        let region = self.launch_region(study).await?;
         let settings = Ec2Settings {
             image,
             instance_type,
@@ -555,13 +570,25 @@ impl Backend {
             bucket: self.bucket()?,
             log_group_prefix: self.aws.log_group_prefix.clone(),
             heartbeat,
-            region: self.launch_region(study).await?,
+            region: region.clone(),
             agent_sha256: self.agent_pin()?,
             list_every: Duration::from_secs(5),
         };
         let client = augur_aws::ec2(self.sdk().await);
-        Ok(Arc::new(Ec2Provider::new(client, settings)))
+        let prices = augur_aws::prices::Prices::new(self.sdk().await, client.clone(), &region);
+        Ok(Arc::new(
+            Ec2Provider::new(client, settings).with_prices(prices),
+        ))
     }
+}
+
+/// The instance type a study's trials launch on first.
+fn instance_type_of(study: &Study) -> String {
+    study
+        .aws
+        .as_ref()
+        .and_then(|a| a.instance_type.clone())
+        .unwrap_or_else(|| "t3.micro".into())
 }
 
 /// The SHA-256 of a file, as `sha256sum` prints it.

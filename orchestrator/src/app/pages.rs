@@ -6,8 +6,11 @@
 
 use super::serve::{study, trial, Problem, Shared};
 use augur::report;
+use augur::report::cost::{self as cost_view, usd};
+use augur_model::cost::Spend;
 use augur_model::{leaderboard, Trial, TrialState};
 use augur_store::logfile::rfc3339;
+use augur_store::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,6 +130,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
             .iter()
             .filter_map(|t| t.finished_ms.or(t.heartbeat_ms))
             .max();
+        let spent = Spend::of(&trials, now_ms());
         rows.push(html! {
             tr {
                 td { input type="checkbox" name="studies" value=(rec.name) form="compare"; }
@@ -136,6 +140,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
                 td { @if let Some(v) = best { (rec.spec.objective.metric) " = " (report::short(v)) } }
                 td { (first.map(rfc3339).unwrap_or_default()) }
                 td { (first.zip(last).map(|(f, l)| elapsed(f, l)).unwrap_or_default()) }
+                td .num { @if spent.priced_ms > 0 { (usd(spent.usd)) } @else { "-" } }
             }
         });
     }
@@ -147,7 +152,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
                 button type="submit" { "compare the ticked studies" }
             }
             table class="sortable studies" {
-                thead { tr { th {} th { "study" } th { "state" } th { "trials" } th { "best" } th { "started" } th { "elapsed" } } }
+                thead { tr { th {} th { "study" } th { "state" } th { "trials" } th { "best" } th { "started" } th { "elapsed" } th { "cost" } } }
                 tbody { @for r in &rows { (r) } }
             }
         }
@@ -162,6 +167,7 @@ pub(super) async fn study_page(
     let (rec, trials) = study(&app, &name).await?;
     let body = html! {
         p #progress { (rec.state.to_string()) " · " (report::finished(&rec, &trials)) " of " (rec.spec.trials) " finished · " (counts_text(&trials)) }
+        p #cost { (Spend::of(&trials, now_ms()).summary()) }
         p .muted { span #refresh {} " " span #shown {} }
         div #analysis data-src={"/api/studies/" (name) "/analysis"} data-study=(name) {
             p #contour-pick {}
@@ -190,12 +196,14 @@ fn leaderboard_table(spec: &augur_model::Study, trials: &[Trial], name: &str) ->
         Some(v) => v.to_string(),
         None => String::new(),
     };
+    let priced = cost_view::priced(trials);
     html! {
         table class="sortable leaderboard" {
             thead { tr {
                 th { "rank" } th { (spec.objective.metric) }
                 @for p in spec.params.keys() { th { (p) } }
                 th { "trials" }
+                @if priced { th { "cost" } }
             } }
             tbody {
                 @for (i, r) in leaderboard(spec, trials).iter().enumerate() {
@@ -204,6 +212,7 @@ fn leaderboard_table(spec: &augur_model::Study, trials: &[Trial], name: &str) ->
                         td .num { (report::short(r.value)) @if r.pruned { " (pruned)" } }
                         @for p in spec.params.keys() { td .num { (value(r.params.get(p))) } }
                         td { @for id in &r.trials { a href={"/trials/" (name) "/" (id)} { (id) } " " } }
+                        @if priced { td .num { (usd(report::row_cost(r, trials))) } }
                     }
                 }
             }
@@ -316,6 +325,10 @@ fn trial_facts(t: &Trial) -> Vec<(&'static str, Markup)> {
     ];
     if let Some(c) = &t.checkpoint {
         facts.push(("checkpoint", text(report::checkpoint_display(c))));
+    }
+    facts.push(("cost", text(cost_view::trial_cost_display(t, now_ms()))));
+    if let Some(b) = &t.billing {
+        facts.push(("billed as", text(cost_view::billing_display(b))));
     }
     if let Some(e) = &t.error {
         let label = if t.state == TrialState::Pruned {

@@ -251,9 +251,14 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
     let studies = app.store.list_studies().await?;
     out.push_str("# HELP augur_trials Trials by study and state.\n# TYPE augur_trials gauge\n");
     let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+    let mut spend = Vec::new();
     for rec in &studies {
-        *by_state.entry(rec.state.to_string()).or_default() += 1;
+        *by_state.entry(rec.state.as_word().to_string()).or_default() += 1;
         let trials = app.store.list_trials(&rec.name).await?;
+        spend.push((
+            prom_escape(&rec.name),
+            augur_model::cost::Spend::of(&trials, augur_store::now_ms()),
+        ));
         for s in TrialState::ALL {
             let n = trials
                 .iter()
@@ -269,6 +274,18 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
     out.push_str("# HELP augur_studies Studies by state.\n# TYPE augur_studies gauge\n");
     for (s, n) in &by_state {
         let _ = writeln!(out, "augur_studies{{state=\"{s}\"}} {n}");
+    }
+    out.push_str("# HELP augur_cost_usd_total What a study's machines have cost, in US dollars (local machines are free).\n# TYPE augur_cost_usd_total counter\n");
+    for (name, s) in &spend {
+        let _ = writeln!(out, "augur_cost_usd_total{{study=\"{name}\"}} {:.6}", s.usd);
+    }
+    out.push_str("# HELP augur_machine_hours_total Machine time of a study's attempts, in hours.\n# TYPE augur_machine_hours_total counter\n");
+    for (name, s) in &spend {
+        let _ = writeln!(
+            out,
+            "augur_machine_hours_total{{study=\"{name}\"}} {:.6}",
+            s.machine_ms as f64 / 3_600_000.0
+        );
     }
     if let Some(counters) = &app.counters {
         let c = counters();

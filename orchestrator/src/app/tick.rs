@@ -8,7 +8,7 @@
 use super::backend::Backend;
 use super::AppError;
 use augur::{Finished, LeaseSpec, Runner, TickEnd};
-use augur_model::{StudyState, TrialState};
+use augur_model::TrialState;
 use augur_store::TrialStore;
 use serde::Serialize;
 use serde_json::Value;
@@ -215,13 +215,9 @@ async fn tick_study(
         row.failed(format!("refused: {why}"));
         return Ok(());
     }
-    if matches!(rec.state, StudyState::Done | StudyState::Stopped) {
+    if rec.state.is_over() {
         store.set_submitted(&name, false).await?;
-        row.outcome = if rec.state == StudyState::Done {
-            "done"
-        } else {
-            "stopped"
-        };
+        row.outcome = rec.state.as_word();
         return Ok(());
     }
     let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());

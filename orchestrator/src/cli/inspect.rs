@@ -44,6 +44,7 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
         let lb = augur_model::leaderboard(&rec.spec, &trials);
         let counts = report::counts(&trials);
         let done = report::finished(&rec, &trials);
+        let spent = augur_model::cost::Spend::of(&trials, augur_store::now_ms());
         rows.push(vec![
             rec.name.clone(),
             if by_tick {
@@ -60,6 +61,11 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
             lb.first()
                 .map(|r| format!("{}={}", rec.spec.objective.metric, report::short(r.value)))
                 .unwrap_or_default(),
+            if spent.priced_ms > 0 {
+                report::cost::usd(spent.usd)
+            } else {
+                "-".into()
+            },
             rfc3339(rec.updated_ms),
         ]);
         let mut obj = report::study_json(&rec, &trials);
@@ -74,7 +80,7 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
         print!(
             "{}",
             report::table(
-                &["STUDY", "STATE", "DONE", "TRIALS", "BEST", "UPDATED"],
+                &["STUDY", "STATE", "DONE", "TRIALS", "BEST", "COST", "UPDATED"],
                 &rows
             )
         );
@@ -92,6 +98,8 @@ pub async fn trials(ctx: &Backend, study: &str, json: bool, csv: bool) -> CmdRes
         ));
     } else {
         print!("{}", report::trials_table(&trials));
+        let spent = augur_model::cost::Spend::of(&trials, augur_store::now_ms());
+        println!("{}", spent.summary());
     }
     Ok(0)
 }
@@ -128,6 +136,13 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     );
     if let Some(c) = &t.checkpoint {
         println!("checkpoint {}", report::checkpoint_display(c));
+    }
+    println!(
+        "cost       {}",
+        report::cost::trial_cost_display(&t, augur_store::now_ms())
+    );
+    if let Some(b) = &t.billing {
+        println!("billed as  {}", report::cost::billing_display(b));
     }
     if let Some(e) = &t.error {
         let label = if t.state == TrialState::Pruned {
@@ -181,7 +196,7 @@ pub async fn leaderboard(
         if let Some(n) = n {
             rows.truncate(n);
         }
-        print!("{}", report::leaderboard_csv(&rec.spec, &rows));
+        print!("{}", report::leaderboard_csv(&rec.spec, &rows, &trials));
         return Ok(0);
     }
     print_leaderboard(&rec, &trials, n, json);
@@ -254,7 +269,12 @@ pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, 
     } else {
         print!(
             "{}",
-            report::leaderboard_table(&rows, &rec.spec.objective.metric, rec.spec.replicates)
+            report::leaderboard_table(
+                &rows,
+                trials,
+                &rec.spec.objective.metric,
+                rec.spec.replicates
+            )
         );
     }
 }

@@ -174,10 +174,10 @@ pub async fn logs(ctx: &Backend, args: LogsArgs) -> CmdResult {
         // A whole study is over when no trial can change and none will be added.
         let over = all_settled
             && (one.is_some()
-                || matches!(
-                    store.study_state(&study).await?,
-                    Some(StudyState::Done | StudyState::Stopped) | None
-                ));
+                || store
+                    .study_state(&study)
+                    .await?
+                    .is_none_or(StudyState::is_over));
         if over && events.is_empty() {
             break;
         }

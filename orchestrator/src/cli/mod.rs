@@ -2,6 +2,7 @@
 //! do is in [`crate::app`] and the library below it.
 
 mod complete;
+mod estimate;
 mod gc;
 mod inspect;
 mod logs;

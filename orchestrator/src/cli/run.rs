@@ -58,6 +58,23 @@ pub struct RunArgs {
     /// default such a study exits 4.
     #[arg(long)]
     allow_failures: bool,
+    /// Print what the study would cost (its machines' price, and with --duration
+    /// or --like the machine-hours, dollars and wall time, within its limits);
+    /// launch and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: one trial's time, launch to end (e.g. 12m).
+    #[arg(long, value_parser = crate::app::dur, requires = "dry_run")]
+    duration: Option<Duration>,
+    /// With --dry-run: one trial's time is the mean of this recorded study's
+    /// finished trials.
+    #[arg(
+        long,
+        value_name = "STUDY",
+        requires = "dry_run",
+        conflicts_with = "duration"
+    )]
+    like: Option<String>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -187,6 +204,14 @@ async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Backend) -> Result<Pre
 }
 
 pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
+    if args.dry_run {
+        let how_long = match (args.duration, args.like.clone()) {
+            (Some(d), _) => Some(super::estimate::TrialTime::Given(d)),
+            (None, Some(name)) => Some(super::estimate::TrialTime::Like(name)),
+            (None, None) => None,
+        };
+        return super::estimate::dry_run(&args.study.load()?, how_long, ctx).await;
+    }
     // Bind first: a busy address is bad input, found before anything runs.
     let listener = match args.serve {
         Some(addr) => Some(crate::app::serve::bind(addr).await?),
@@ -245,7 +270,14 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
         .join(", ");
     match finished {
         Finished::Done => {
-            eprintln!("study `{}` done: {summary}", study.name);
+            let spent = augur_model::cost::Spend::of(&trials, augur_store::now_ms());
+            eprintln!("study `{}` {}: {summary}", study.name, rec.state);
+            eprintln!("{}", spent.summary());
+            if rec.state == StudyState::Spent {
+                if let Some(why) = rec.spec.run.limits.spent(&trials, augur_store::now_ms()) {
+                    eprintln!("augur: {why}; raise the limit and `augur run` again to go on");
+                }
+            }
             super::inspect::print_leaderboard(&rec, &trials, Some(10), args.json);
             let (code, why) = ended_code(&trials, args.allow_failures);
             if let Some(why) = why {
@@ -398,8 +430,8 @@ pub async fn stop(ctx: &Backend, name: &str) -> CmdResult {
     let store = ctx.existing_store().await?.ok_or_else(no)?;
     let rec = store.get_study(name).await?.ok_or_else(no)?;
     match rec.state {
-        StudyState::Done => {
-            eprintln!("study `{name}` is already done");
+        StudyState::Done | StudyState::Spent => {
+            eprintln!("study `{name}` is already over ({})", rec.state);
             return Ok(0);
         }
         StudyState::Stopped => {

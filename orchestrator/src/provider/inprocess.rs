@@ -1,7 +1,7 @@
 //! An in-process objective: a Rust closure instead of a script (diviner's `Acquire`),
 //! for tests and search benchmarks. It writes the record exactly as an agent would.
 
-use super::{MachineProvider, ProviderError};
+use super::{Launched, MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
 use augur_model::{AttemptEnd, Expect, MetricPoint, Params, Study, Trial, TrialState, TrialUpdate};
@@ -56,7 +56,7 @@ impl MachineProvider for InProcessProvider {
             .collect())
     }
 
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
         let id = {
             let mut n = self
                 .next
@@ -139,7 +139,7 @@ impl MachineProvider for InProcessProvider {
             }
             notify.notify_one();
         });
-        Ok(id)
+        Ok(Launched::free(id))
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {

@@ -5,7 +5,7 @@
 //! finds them in `/proc` by their command line (the local equivalent of EC2 tags)
 //! and adopts them.
 
-use super::{MachineProvider, ProviderError};
+use super::{Launched, MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
 use augur_model::agent::{self, Invocation};
@@ -167,7 +167,7 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 #[async_trait]
 impl MachineProvider for LocalProvider {
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
         let log = self.layout.log_file(&study.name, trial.id, trial.attempt);
         // The agent's own diagnostics go to the attempt's log too.
         let stderr = augur_store::logfile::open_append(&log)
@@ -224,7 +224,7 @@ impl MachineProvider for LocalProvider {
             }
             notify.notify_one();
         });
-        Ok(pid.to_string())
+        Ok(Launched::free(pid.to_string()))
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {

@@ -156,11 +156,13 @@ pub enum Action {
         attempt: u32,
         reason: String,
     },
-    /// `pending|starting|running → cancelled`.
+    /// `pending|starting|running → cancelled` (or `lost|failed`, a retry to come).
     Cancel {
         trial: u64,
         attempt: u32,
         from: TrialState,
+        /// The error recorded: "cancelled", or why the budget is spent.
+        why: String,
     },
     /// `pending → failed` because a dataset it needs failed for good.
     FailForDataset {
@@ -175,8 +177,9 @@ pub enum Action {
     /// Every trial in scope is final, but the listing may be stale: list the machines
     /// afresh and decide again.
     Relist,
-    /// Every trial in scope is final and no machine is left to end.
-    Finish,
+    /// Every trial in scope is final and no machine is left to end; with
+    /// `budget_spent`, because the study's limits let no further trial start.
+    Finish { budget_spent: bool },
 }
 
 /// What a lost attempt costs its trial, by how it was lost.
@@ -246,7 +249,7 @@ pub fn decide(v: &View) -> Vec<Action> {
         }
     }
     if v.mode == Mode::Run {
-        steps::plan_launches(v, &mut plan);
+        steps::plan_launches(v, &seen, &mut plan);
     }
     // After the state changes above: a trial is cancelled before its machine is told
     // to stop, so the agent's own final write cannot win that race.

@@ -15,6 +15,9 @@ pub(super) struct Observed<'a> {
     by_id: ById<'a>,
     datasets: BTreeMap<&'a str, &'a Trial>,
     pruner: Option<Pruner<'a>>,
+    /// Why no further trial may start (`run.max_cost_usd`, `run.max_machine_hours`):
+    /// what has not started is cancelled, the rest finish.
+    spent: Option<String>,
 }
 
 /// Trials looked up by id: a binary search when they come sorted (a driver's cache
@@ -74,6 +77,10 @@ impl<'a> Observed<'a> {
                 .filter_map(|t| t.dataset.as_deref().map(|d| (d, t)))
                 .collect(),
             pruner,
+            spent: match v.mode {
+                Mode::Run => v.study.run.limits.spent(v.trials, v.now),
+                Mode::Drain | Mode::Cancel => None,
+            },
         }
     }
 
@@ -125,7 +132,7 @@ pub(super) fn judge_active<'a>(
 ) {
     let scoped = seen.in_scope(v, t);
     if v.mode == Mode::Cancel && scoped {
-        plan.actions.push(cancel(t));
+        plan.actions.push(cancel(t, "cancelled"));
         return;
     }
     let lost = why_lost(v, seen, t);
@@ -255,8 +262,12 @@ pub(super) fn retry_or_cancel<'a>(
     if !seen.in_scope(v, t) || !can_retry(v.study, v.timing, t) {
         return;
     }
+    if let Some(why) = &seen.spent {
+        plan.actions.push(cancel(t, why));
+        return;
+    }
     match v.mode {
-        Mode::Cancel => plan.actions.push(cancel(t)),
+        Mode::Cancel => plan.actions.push(cancel(t, "cancelled")),
         Mode::Run => {
             let not_before = v.now + v.timing.backoff_ms(v.study.seed, t.id, t.attempt);
             plan.actions.push(Action::Retry {
@@ -283,7 +294,11 @@ pub(super) fn judge_pending<'a>(
         return;
     }
     if v.mode == Mode::Cancel {
-        plan.actions.push(cancel(t));
+        plan.actions.push(cancel(t, "cancelled"));
+        return;
+    }
+    if let Some(why) = &seen.spent {
+        plan.actions.push(cancel(t, why));
         return;
     }
     let mut ready = t.not_before_ms.is_none_or(|nb| nb <= v.now);
@@ -307,17 +322,18 @@ pub(super) fn judge_pending<'a>(
     }
 }
 
-fn cancel(t: &Trial) -> Action {
+fn cancel(t: &Trial, why: &str) -> Action {
     Action::Cancel {
         trial: t.id,
         attempt: t.attempt,
         from: t.state,
+        why: why.to_string(),
     }
 }
 
 /// Launches within `parallel` (datasets first: trials wait for them), and proposals
 /// of new trials within the budget.
-pub(super) fn plan_launches(v: &View, plan: &mut Plan) {
+pub(super) fn plan_launches(v: &View, seen: &Observed, plan: &mut Plan) {
     let parallel = v.study.parallel as u64;
     let free = parallel.saturating_sub(plan.active) as usize;
     plan.launchable.sort_by_key(|t| (!t.is_dataset(), t.id));
@@ -330,7 +346,7 @@ pub(super) fn plan_launches(v: &View, plan: &mut Plan) {
     if let Scope::Budget(budget) = v.scope {
         let room = parallel.saturating_sub(plan.active + plan.pending);
         let count = room.min(budget.saturating_sub(created(v)));
-        if count > 0 && !v.exhausted {
+        if count > 0 && !v.exhausted && seen.spent.is_none() {
             plan.actions.push(Action::Propose { count });
         }
     }
@@ -397,13 +413,15 @@ pub(super) fn finish(v: &View, seen: &Observed, winding_down: bool, out: &mut Ve
         .filter(|t| seen.in_scope(v, t))
         .all(|t| settled(v.study, v.timing, t));
     let nothing_to_add = match v.scope {
-        Scope::Budget(budget) => v.exhausted || created(v) >= *budget,
+        Scope::Budget(budget) => v.exhausted || created(v) >= *budget || seen.spent.is_some(),
         Scope::Trials(_) => true,
     };
     let quiet = out.iter().all(|a| matches!(a, Action::Terminate { .. }));
     if all_settled && (nothing_to_add || v.mode == Mode::Cancel) && quiet && !winding_down {
         out.push(if v.sees_all || v.fresh_listing {
-            Action::Finish
+            Action::Finish {
+                budget_spent: seen.spent.is_some(),
+            }
         } else {
             Action::Relist
         });

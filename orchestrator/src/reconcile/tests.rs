@@ -313,17 +313,32 @@ fn pruning_stops_a_trial_then_gives_its_agent_time_before_ending_its_machine() {
         matches!(&a[0], Action::Terminate { reason, .. } if reason.contains("did not stop in time")),
         "{a:?}"
     );
-    assert_eq!(run(&s, &all, &[], late), vec![Action::Finish]);
+    assert_eq!(
+        run(&s, &all, &[], late),
+        vec![Action::Finish {
+            budget_spent: false
+        }]
+    );
 }
 
 #[test]
 fn finishes_when_budget_spent_and_all_settled() {
     let s = study("");
     let ts: Vec<Trial> = (1..=4).map(|i| trial(i, TrialState::Succeeded)).collect();
-    assert_eq!(run(&s, &ts, &[], 10), vec![Action::Finish]);
+    assert_eq!(
+        run(&s, &ts, &[], 10),
+        vec![Action::Finish {
+            budget_spent: false
+        }]
+    );
     let mut ts2 = ts.clone();
     ts2[3].state = TrialState::Failed;
-    assert_eq!(run(&s, &ts2, &[], 10), vec![Action::Finish]);
+    assert_eq!(
+        run(&s, &ts2, &[], 10),
+        vec![Action::Finish {
+            budget_spent: false
+        }]
+    );
 }
 
 #[test]
@@ -369,12 +384,14 @@ fn cancel_mode_cancels_everything_unsettled() {
     assert!(a.contains(&Action::Cancel {
         trial: 1,
         attempt: 1,
-        from: TrialState::Pending
+        from: TrialState::Pending,
+        why: "cancelled".into(),
     }));
     assert!(a.contains(&Action::Cancel {
         trial: 2,
         attempt: 1,
-        from: TrialState::Running
+        from: TrialState::Running,
+        why: "cancelled".into(),
     }));
     let cancel = a
         .iter()
@@ -386,7 +403,9 @@ fn cancel_mode_cancels_everything_unsettled() {
         term.is_some() && cancel < term,
         "cancel before terminate: {a:?}"
     );
-    assert!(!a.contains(&Action::Finish));
+    assert!(!a.contains(&Action::Finish {
+        budget_spent: false
+    }));
     // A retry still to come is cancelled too, so the stop can finish.
     let mut f = trial(4, TrialState::Failed);
     f.retryable = true;
@@ -407,7 +426,8 @@ fn cancel_mode_cancels_everything_unsettled() {
         vec![Action::Cancel {
             trial: 4,
             attempt: 1,
-            from: TrialState::Failed
+            from: TrialState::Failed,
+            why: "cancelled".into(),
         }]
     );
 }
@@ -494,7 +514,9 @@ fn a_study_ends_only_on_a_fresh_listing_where_machines_may_be_unseen() {
                 machine: m(2, 1),
                 reason: "trial is failed".into()
             },
-            Action::Finish
+            Action::Finish {
+                budget_spent: false
+            }
         ]
     );
 }
@@ -645,4 +667,57 @@ fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
     };
     let a = decide(&view(&s, std::slice::from_ref(&t), &[mine], &timing));
     assert!(a.is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_spent_budget_cancels_what_has_not_started_and_finishes_as_spent() {
+    let s = Study::parse(
+        "name='s'\nobjective={metric='m'}\ntrials=10\nparallel=3\n[run]\nscript='true'\nmax_machine_hours=1\n",
+        "t",
+        Path::new("."),
+    )
+    .unwrap();
+    const MIN: Millis = 60_000;
+    // Two trials took 20 minutes each; one has run 10 of its expected 20: an
+    // hour spent or committed, and the next would take 20 minutes more.
+    let mut ts: Vec<Trial> = (1..=2).map(|i| trial(i, TrialState::Succeeded)).collect();
+    for t in &mut ts {
+        t.finished_ms = Some(20 * MIN);
+    }
+    let mut running = trial(3, TrialState::Running);
+    running.heartbeat_ms = Some(10 * MIN);
+    ts.push(running);
+    ts.push(trial(4, TrialState::Pending));
+    let a = run(&s, &ts, &[m(3, 1)], 10 * MIN);
+    assert!(
+        matches!(&a[..], [Action::Cancel { trial: 4, why, .. }] if why.starts_with("budget spent: 1.00 of run.max_machine_hours = 1.00")),
+        "{a:?}"
+    );
+    // A lost trial is not retried either; once the running one ended, the study
+    // finishes as spent.
+    ts[2].state = TrialState::Lost;
+    ts[2].finished_ms = Some(15 * MIN);
+    ts[3].state = TrialState::Cancelled;
+    let a = run(&s, &ts, &[], 15 * MIN);
+    assert!(
+        matches!(
+            &a[..],
+            [Action::Cancel {
+                trial: 3,
+                from: TrialState::Lost,
+                ..
+            }]
+        ),
+        "{a:?}"
+    );
+    ts[2].state = TrialState::Cancelled;
+    assert_eq!(
+        run(&s, &ts, &[], 15 * MIN),
+        vec![Action::Finish { budget_spent: true }]
+    );
+    // Without limits the same trials go on.
+    let free = study("");
+    assert!(run(&free, &ts[..2], &[], 15 * MIN)
+        .iter()
+        .any(|a| matches!(a, Action::Propose { .. })));
 }

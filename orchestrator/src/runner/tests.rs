@@ -4,7 +4,7 @@
 //! cloud whose listing is cached until invalidated, as the EC2 provider's is.
 
 use super::*;
-use crate::provider::MachineProvider;
+use crate::provider::{Launched, MachineProvider};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
 use augur_model::Params;
@@ -24,7 +24,7 @@ struct CachedCloud {
 
 #[async_trait]
 impl MachineProvider for CachedCloud {
-    async fn launch(&self, _study: &Study, _trial: &Trial) -> Result<String, ProviderError> {
+    async fn launch(&self, _study: &Study, _trial: &Trial) -> Result<Launched, ProviderError> {
         Err(ProviderError::Launch("no launches in these tests".into()))
     }
     async fn list(&self, _study: &str) -> Result<Vec<Machine>, ProviderError> {

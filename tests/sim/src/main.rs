@@ -23,7 +23,7 @@ use augur_model::{
     AttemptEnd, Expect, MetricPoint, Millis, Study, StudyRecord, StudyState, Trial, TrialState,
     TrialUpdate,
 };
-use augur_store::{Lease, SqliteStore, TrialStore, Written};
+use augur_store::{Launched, Lease, SqliteStore, TrialStore, Written};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
@@ -289,7 +289,7 @@ struct SimCloud {
 
 #[async_trait]
 impl MachineProvider for SimCloud {
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<String, ProviderError> {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
         self.calls.count("RunInstances");
         let now = self.now.load(Ordering::Relaxed);
         let id = format!("i-{:08x}", self.next.fetch_add(1, Ordering::Relaxed));
@@ -316,7 +316,7 @@ impl MachineProvider for SimCloud {
         if let Ok(mut i) = self.insts.lock() {
             i.insert(id.clone(), inst);
         }
-        Ok(id)
+        Ok(Launched::free(id))
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {

@@ -15,6 +15,7 @@ use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
 use crate::provider::ProviderError;
 use crate::reconcile::{decide, Action, Loss, Mode, Scope, View};
+use augur_model::cost::Billing;
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, Expect, Millis, Oracle, Study, StudyState, Trial, TrialState, TrialUpdate,
@@ -178,7 +179,7 @@ impl<'a> Driver<'a> {
         if !act {
             // Following another driver: end with it.
             return Ok(match state {
-                StudyState::Done => Next::Finished(Finished::Done),
+                StudyState::Done | StudyState::Spent => Next::Finished(Finished::Done),
                 StudyState::Stopped => Next::Finished(Finished::Interrupted),
                 _ if mode != Mode::Run => Next::Finished(Finished::Interrupted),
                 _ => Next::Wait(self.runner.idle),
@@ -265,7 +266,7 @@ impl<'a> Driver<'a> {
             from,
         };
         match action {
-            Action::Finish => return self.finish(mode, now).await,
+            Action::Finish { budget_spent } => return self.finish(mode, budget_spent, now).await,
             Action::Relist => {
                 self.runner.provider.invalidate(&self.study.name);
                 self.fresh_listing = true;
@@ -297,10 +298,10 @@ impl<'a> Driver<'a> {
                 trial,
                 attempt,
                 from,
+                why,
             } => {
                 let at = at(trial, attempt, from);
-                self.end(at, TrialState::Cancelled, "cancelled".into())
-                    .await?;
+                self.end(at, TrialState::Cancelled, why).await?;
             }
             Action::Prune {
                 trial,
@@ -372,12 +373,12 @@ impl<'a> Driver<'a> {
 
     /// Records the end of the scope: a study driven by its budget is done (or
     /// stopped, when cancelled or drained).
-    async fn finish(&self, mode: Mode, now: Millis) -> Result<After, RunError> {
+    async fn finish(&self, mode: Mode, budget_spent: bool, now: Millis) -> Result<After, RunError> {
         if let Scope::Budget(_) = self.scope {
-            let to = if mode == Mode::Run {
-                StudyState::Done
-            } else {
-                StudyState::Stopped
+            let to = match mode {
+                Mode::Run if budget_spent => StudyState::Spent,
+                Mode::Run => StudyState::Done,
+                Mode::Drain | Mode::Cancel => StudyState::Stopped,
             };
             self.runner
                 .store
@@ -403,7 +404,7 @@ impl<'a> Driver<'a> {
         let runner = self.runner;
         let up = TrialUpdate {
             state: Some(TrialState::Starting),
-            launched_ms: Some(now),
+            launched_ms: Some(Some(now)),
             machine: Some(None),
             ..Default::default()
         };
@@ -416,14 +417,20 @@ impl<'a> Driver<'a> {
             return Ok(After::Nothing);
         };
         Counters::bump(&runner.counters.launched);
-        let Err(e) = runner.provider.launch(self.study, &t).await else {
-            self.weather = Weather::default();
-            return Ok(After::Nothing);
-        };
         let at = At {
             trial,
             attempt,
             from: TrialState::Starting,
+        };
+        let e = match runner.provider.launch(self.study, &t).await {
+            Ok(launched) => {
+                self.weather = Weather::default();
+                if let Some(b) = launched.billing {
+                    self.bill(at, b).await?;
+                }
+                return Ok(After::Nothing);
+            }
+            Err(e) => e,
         };
         if let ProviderError::Capacity(what) = e {
             return self.no_room(at, what, now).await;
@@ -435,6 +442,21 @@ impl<'a> Driver<'a> {
             return Err(e.into());
         }
         Ok(After::Again)
+    }
+
+    /// Records how the attempt's machine is billed, whatever its agent has written
+    /// since (a short script may have ended already).
+    async fn bill(&self, at: At, billing: Billing) -> Result<(), RunError> {
+        let up = TrialUpdate {
+            billing: Some(Some(billing)),
+            ..Default::default()
+        };
+        let expect = Expect::any_of(&TrialState::ALL, at.attempt);
+        self.runner
+            .store
+            .update_trial(&self.study.name, at.trial, &expect, &up)
+            .await?;
+        Ok(())
     }
 
     /// A launch found no room: the attempt goes back to pending unchanged (nothing
@@ -453,6 +475,8 @@ impl<'a> Driver<'a> {
         // page), whoever drives the study; its agent's first write clears it.
         let up = TrialUpdate {
             state: Some(TrialState::Pending),
+            // Nothing was launched: no machine time to count.
+            launched_ms: Some(None),
             not_before_ms: Some(Some(w.until)),
             status: Some(Some(format!(
                 "waiting for capacity ({} s so far): {what}",

@@ -1,8 +1,12 @@
 //! How studies, trials and leaderboards are shown: aligned tables for people, JSON
 //! objects for programs (integers stay integers).
 
+pub mod cost;
+
+use augur_model::cost::Spend;
 use augur_model::{LeaderboardRow, StudyRecord, Trial, TrialState};
 use augur_store::logfile::rfc3339;
+use augur_store::now_ms;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -123,6 +127,13 @@ pub fn trial_json(t: &Trial) -> Value {
             json!({"at": rfc3339(c.at_ms), "files": c.files, "bytes": c.bytes}),
         );
     }
+    // Every attempt's machine, to now for a running one.
+    let now = now_ms();
+    o.insert("machine_seconds".into(), json!(t.machine_ms(now) / 1000));
+    o.insert("cost_usd".into(), json!(cost::round(t.cost_usd(now))));
+    if let Some(b) = &t.billing {
+        o.insert("billing".into(), cost::billing_json(b));
+    }
     Value::Object(o)
 }
 
@@ -138,17 +149,34 @@ pub fn leaderboard_json(row: &LeaderboardRow, rank: usize, trials: &[Trial]) -> 
         o.insert("replicates".into(), json!(row.replicates));
         o.insert("trials".into(), json!(row.trials));
         o.insert("pruned".into(), json!(row.pruned));
+        o.insert("cost_usd".into(), json!(cost::round(row_cost(row, trials))));
     }
     v
 }
 
+/// What a leaderboard row's trials (its replicates) cost.
+pub fn row_cost(row: &LeaderboardRow, trials: &[Trial]) -> f64 {
+    let now = now_ms();
+    trials
+        .iter()
+        .filter(|t| row.trials.contains(&t.id))
+        .map(|t| t.cost_usd(now))
+        .sum()
+}
+
 /// The leaderboard as a table.
-pub fn leaderboard_table(rows: &[LeaderboardRow], metric: &str, replicates: u32) -> String {
+pub fn leaderboard_table(
+    rows: &[LeaderboardRow],
+    trials: &[Trial],
+    metric: &str,
+    replicates: u32,
+) -> String {
+    let priced = cost::priced(trials);
     let body: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            vec![
+            let mut row = vec![
                 (i + 1).to_string(),
                 if r.pruned {
                     format!("{} (pruned)", short(r.value))
@@ -166,7 +194,11 @@ pub fn leaderboard_table(rows: &[LeaderboardRow], metric: &str, replicates: u32)
                         .join(",")
                 },
                 metrics_display(&r.metrics),
-            ]
+            ];
+            if priced {
+                row.insert(4, cost::usd(row_cost(r, trials)));
+            }
+            row
         })
         .collect();
     let reps = if replicates > 1 {
@@ -174,11 +206,16 @@ pub fn leaderboard_table(rows: &[LeaderboardRow], metric: &str, replicates: u32)
     } else {
         "TRIAL"
     };
-    table(&["RANK", metric, "PARAMS", reps, "METRICS"], &body)
+    let mut headers = vec!["RANK", metric, "PARAMS", reps, "METRICS"];
+    if priced {
+        headers.insert(4, "COST");
+    }
+    table(&headers, &body)
 }
 
 /// The trials as a table.
 pub fn trials_table(trials: &[Trial]) -> String {
+    let (priced, now) = (cost::priced(trials), now_ms());
     let body: Vec<Vec<String>> = trials
         .iter()
         .map(|t| {
@@ -195,7 +232,7 @@ pub fn trials_table(trials: &[Trial]) -> String {
                     .unwrap_or_default(),
             };
             let note: String = note.chars().take(60).collect();
-            vec![
+            let mut row = vec![
                 t.id.to_string(),
                 t.state.to_string(),
                 t.attempt.to_string(),
@@ -203,15 +240,20 @@ pub fn trials_table(trials: &[Trial]) -> String {
                 what,
                 metrics_display(&t.metrics),
                 note,
-            ]
+            ];
+            if priced {
+                row.insert(6, cost::usd(t.cost_usd(now)));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID", "STATE", "ATTEMPT", "REP", "PARAMS", "METRICS", "STATUS",
-        ],
-        &body,
-    )
+    let mut headers = vec![
+        "ID", "STATE", "ATTEMPT", "REP", "PARAMS", "METRICS", "STATUS",
+    ];
+    if priced {
+        headers.insert(6, "COST");
+    }
+    table(&headers, &body)
 }
 
 /// Counts of a study's trials (datasets excluded) by state.
@@ -258,6 +300,7 @@ pub fn study_json(rec: &StudyRecord, trials: &[Trial]) -> Value {
         "budget": rec.spec.trials,
         "trials": counts(trials),
         "finished": finished(rec, trials),
+        "cost": cost::spend_json(&Spend::of(trials, now_ms())),
         "best": lb.first().map(|r| json!({"value": r.value, "params": r.params, "trials": r.trials})),
         "created": rfc3339(rec.created_ms),
         "updated": rfc3339(rec.updated_ms),
@@ -349,10 +392,16 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
             "started",
             "finished",
             "elapsed_ms",
+            "machine_seconds",
+            "cost_usd",
+            "instance_type",
+            "lifecycle",
+            "usd_per_hour",
         ]
         .iter()
         .map(|s| s.to_string()),
     );
+    let now = now_ms();
     let rows: Vec<Vec<String>> = trials
         .iter()
         .map(|t| {
@@ -387,6 +436,17 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
                     .zip(t.finished_ms)
                     .map(|(s, f)| (f - s).to_string())
                     .unwrap_or_default(),
+                (t.machine_ms(now) / 1000).to_string(),
+                cost::round(t.cost_usd(now)).to_string(),
+            ]);
+            let b = t.billing.as_ref();
+            r.extend([
+                b.map(|b| b.instance_type.clone()).unwrap_or_default(),
+                b.map(|b| if b.spot { "spot" } else { "on-demand" }.to_string())
+                    .unwrap_or_default(),
+                b.and_then(|b| b.usd_per_hour)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
             ]);
             r
         })
@@ -396,16 +456,28 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
 
 /// The leaderboard as CSV: rank, value, whether pruned, the point's trials, then a
 /// column per parameter and per (mean) metric.
-pub fn leaderboard_csv(study: &augur_model::Study, rows: &[LeaderboardRow]) -> String {
+pub fn leaderboard_csv(
+    study: &augur_model::Study,
+    rows: &[LeaderboardRow],
+    trials: &[Trial],
+) -> String {
     let (pcols, mcols) = columns(
         study,
         rows.iter().map(|r| &r.params),
         rows.iter().map(|r| &r.metrics),
     );
-    let mut header: Vec<String> = ["rank", "value", "pruned", "point", "trials", "replicates"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut header: Vec<String> = [
+        "rank",
+        "value",
+        "pruned",
+        "point",
+        "trials",
+        "replicates",
+        "cost_usd",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     header.extend(pcols.iter().map(|p| format!("param.{p}")));
     header.extend(mcols.iter().map(|m| format!("metric.{m}")));
     let body: Vec<Vec<String>> = rows
@@ -420,6 +492,7 @@ pub fn leaderboard_csv(study: &augur_model::Study, rows: &[LeaderboardRow]) -> S
                 r.point.to_string(),
                 join(r.trials.iter().map(|t| t.to_string()).collect()),
                 join(r.replicates.iter().map(|t| t.to_string()).collect()),
+                cost::round(row_cost(r, trials)).to_string(),
             ];
             out.extend(
                 pcols
@@ -459,6 +532,7 @@ pub fn trial_export_json(t: &Trial) -> Value {
                     "ended": time(h.ended_ms),
                     "exit_code": h.exit_code,
                     "error": h.error,
+                    "billing": h.billing.as_ref().map(cost::billing_json),
                 })
             })
             .collect();

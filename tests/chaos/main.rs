@@ -559,3 +559,94 @@ fn disk_full_for_a_trial_log() {
     }
     .record();
 }
+
+/// Spot reclaims at three times the rate the other rows see: every spot instance is
+/// reclaimed (its notice in the instance's metadata 1.5 s after its agent starts,
+/// 2 s ahead, as EC2's two-minute warning scaled down), and a trial's first three
+/// attempts run on spot. Each trial keeps its progress in `AUGUR_CHECKPOINT_DIR`:
+/// every trial completes, and the steps run in all stay within the steps (N each)
+/// plus what one sync interval (a heartbeat, 500 ms: 3 steps of 200 ms) can lose at
+/// each reclaim, not 4 × N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_spot_reclaims_three_times_over_resume_from_checkpoints() {
+    let (n, steps_each) = (3usize, 40u32);
+    let mut w = World::new();
+    let steps = w.sb.path().join("steps.txt");
+    w.sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "spot3x"
+objective = {{ metric = "m" }}
+oracle = "grid"
+parallel = {n}
+[params]
+x = {{ values = [{}] }}
+[run]
+max_attempts = 1
+env = {{ STEPS = "{}" }}
+script = '''
+ck="$AUGUR_CHECKPOINT_DIR/step"; s=$(cat "$ck" 2>/dev/null || echo 0)
+while [ "$s" -lt {steps_each} ]; do
+  s=$((s + 1)); echo "$s" > "$ck.new"; mv "$ck.new" "$ck"; echo "$AUGUR_TRIAL:$AUGUR_ATTEMPT:$s" >> "$STEPS"; sleep 0.2
+done
+echo "METRICS: m=$s"
+'''
+[aws]
+image = "ami-12345678"
+spot = true
+spot_fallback_after = 3
+"#,
+            (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+            steps.display()
+        ),
+    );
+    w.init();
+    w.start_hypervisor_with(&[
+        "--reclaim-spot",
+        "--reclaim-after-ms",
+        "1500",
+        "--spot-notice-ms",
+        "2000",
+    ]);
+    let started = Instant::now();
+    ok(&w.augur(&[&["run", "s.toml"][..], &RUN].concat()));
+    let took = started.elapsed();
+    let out = w.augur(&["trials", "spot3x", "--json"]);
+    let trials: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let done = trials
+        .iter()
+        .filter(|t| t["state"] == "succeeded" && t["metrics"]["m"] == f64::from(steps_each))
+        .count();
+    let reclaims: u64 = trials.iter().filter_map(|t| t["preemptions"].as_u64()).sum();
+    let ran = std::fs::read_to_string(&steps).unwrap_or_default();
+    let total = ran.lines().count();
+    let bound = n * steps_each as usize + 3 * reclaims as usize;
+    let instances = futures_lite(w.study_instances("spot3x")).len();
+    let duplicated = futures_lite(w.duplicated("spot3x"));
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+    Row {
+        key: "j-aws-spot-3x",
+        what: "spot reclaims three times over, with checkpoints: each trial resumes (AWS)",
+        injected: format!(
+            "{reclaims} reclaims; {total} steps run for {}",
+            n * steps_each as usize
+        ),
+        trials: n,
+        completed: done,
+        launches: instances,
+        lost: n - done,
+        duplicated,
+        took,
+    }
+    .record();
+    assert_eq!(reclaims, 3 * n as u64, "{trials:?}");
+    assert!(
+        total <= bound,
+        "{total} steps run, more than {bound} (N plus one sync interval per reclaim):\n{ran}"
+    );
+    // Without checkpoints it would have been about 4 × N.
+    assert!(total < 2 * n * steps_each as usize, "{ran}");
+}

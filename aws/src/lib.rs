@@ -11,6 +11,7 @@ pub mod cwlogs;
 pub mod dynamo;
 pub mod launch;
 pub mod machines;
+pub mod multipart;
 pub mod prices;
 pub mod s3;
 pub mod secrets;

@@ -237,13 +237,20 @@ pub async fn upload(
     Ok(count)
 }
 
-/// Uploads one file as `key`.
+/// Uploads one file as `key`: in one call, or in parts from
+/// [`crate::multipart::MULTIPART_FROM`].
 pub async fn put_file(
     client: &Client,
     bucket: &str,
     key: &str,
     path: &Path,
 ) -> Result<(), S3Error> {
+    use crate::multipart::{part_size, put_in_parts, MULTIPART_FROM};
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size >= MULTIPART_FROM {
+        put_in_parts(client, bucket, key, path, size, part_size(size)).await?;
+        return Ok(());
+    }
     let body = ByteStream::from_path(path).await.map_err(|e| S3Error {
         op: "upload",
         what: path.display().to_string(),

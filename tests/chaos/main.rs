@@ -618,7 +618,10 @@ spot_fallback_after = 3
         .iter()
         .filter(|t| t["state"] == "succeeded" && t["metrics"]["m"] == f64::from(steps_each))
         .count();
-    let reclaims: u64 = trials.iter().filter_map(|t| t["preemptions"].as_u64()).sum();
+    let reclaims: u64 = trials
+        .iter()
+        .filter_map(|t| t["preemptions"].as_u64())
+        .sum();
     let ran = std::fs::read_to_string(&steps).unwrap_or_default();
     let total = ran.lines().count();
     let bound = n * steps_each as usize + 3 * reclaims as usize;

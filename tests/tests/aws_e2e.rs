@@ -1045,6 +1045,39 @@ spot_fallback_after = 1
         human.contains("checkpoint 1 file(s), 3 bytes, kept "),
         "{human}"
     );
+    // `augur script` fetches the checkpoint with the files; `--run` restores it
+    // into a fresh directory, where the script sees its last step and goes on.
+    let shown = text(&w.augur(&["script", "resumed/1"]).stdout);
+    assert!(
+        shown.contains(
+            "aws s3 cp --recursive 's3://augur-e2e/checkpoints/resumed/1/' .augur-checkpoint/"
+        ) && shown.contains("export AUGUR_CHECKPOINT_DIR=\"$PWD/.augur-checkpoint\""),
+        "{shown}"
+    );
+    let again = w.sb.path().join("again");
+    let rerun = w.augur(&[
+        "script",
+        "resumed/1",
+        "--run",
+        "--dir",
+        &again.display().to_string(),
+    ]);
+    ok(&rerun);
+    assert!(
+        text(&rerun.stderr).contains("1 checkpoint file(s) restored"),
+        "{}",
+        text(&rerun.stderr)
+    );
+    assert!(
+        text(&rerun.stdout).contains("METRICS: m=20"),
+        "{}",
+        text(&rerun.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&steps).expect("steps"),
+        ran,
+        "the re-run went on from step 20: no step ran again"
+    );
     let gone = w.augur(&["delete", "resumed", "--yes"]);
     ok(&gone);
     assert!(

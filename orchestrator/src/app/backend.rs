@@ -244,6 +244,28 @@ impl Backend {
         .map_err(|e| failed(e.to_string()))
     }
 
+    /// Copies a trial's checkpoint directory from the bucket into `dir` (AWS); how
+    /// many files.
+    pub async fn fetch_checkpoint(
+        &self,
+        study: &str,
+        trial: u64,
+        dir: &std::path::Path,
+    ) -> Result<usize, AppError> {
+        let failed = |e: String| {
+            AppError::unavailable(format!(
+                "cannot fetch the checkpoint of {study}/{trial} into {}: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
+        let prefix = augur_aws::s3::checkpoint_prefix(study, trial);
+        augur_aws::s3::download(&s3, &self.bucket()?, &prefix, dir)
+            .await
+            .map_err(|e| failed(e.to_string()))
+    }
+
     /// Puts the study's `run.files` where agents fetch them: nothing to do locally
     /// (agents copy them from the study's directory), the bucket on AWS.
     pub async fn upload_study_files(&self, study: &Study) -> Result<(), AppError> {

@@ -105,19 +105,40 @@ pub fn render(rec: &StudyRecord, t: &Trial, files: Files, layout: &Layout) -> St
     for (k, v) in script_env(study, t, |d| abs.dataset_dir(&rec.name, d)) {
         out.push_str(&format!("export {k}={}\n", sh_quote(&v)));
     }
-    if !t.is_dataset() && files.local() {
-        let dir = abs.checkpoint_dir(&rec.name, t.id);
-        out.push_str(&format!(
-            "export {}={}\n",
-            env::CHECKPOINT_DIR,
-            sh_quote(&dir.display().to_string())
-        ));
+    if !t.is_dataset() {
+        out.push_str(&checkpoint_lines(rec, t, &files, &abs));
     }
     out.push_str(&format!("export {}=\"$PWD\"\n", env::WORKDIR));
     let body = format!("{}{}", study.run.preamble, script_of(study, t));
     out.push_str(&format!("exec bash -c {}\n", sh_quote(&body)));
     out
 }
+
+/// Where the trial's checkpoint directory is: the one the local backend keeps, or
+/// a copy of the bucket's in `CHECKPOINT_COPY` (fetched by the script, or by
+/// `--run` before it).
+fn checkpoint_lines(rec: &StudyRecord, t: &Trial, files: &Files, abs: &Layout) -> String {
+    let mut out = String::new();
+    let dir = if files.local() {
+        sh_quote(&abs.checkpoint_dir(&rec.name, t.id).display().to_string())
+    } else {
+        if let Files::Bucket(bucket) = files {
+            out.push_str(&format!(
+                "mkdir -p {CHECKPOINT_COPY}\naws s3 cp --recursive {} {CHECKPOINT_COPY}/\n",
+                sh_quote(&format!(
+                    "s3://{bucket}/{}",
+                    augur_aws::s3::checkpoint_prefix(&rec.name, t.id)
+                ))
+            ));
+        }
+        format!("\"$PWD/{CHECKPOINT_COPY}\"")
+    };
+    out.push_str(&format!("export {}={dir}\n", env::CHECKPOINT_DIR));
+    out
+}
+
+/// The copy of a trial's checkpoint directory an AWS trial's script works on.
+const CHECKPOINT_COPY: &str = ".augur-checkpoint";
 
 pub async fn script(ctx: &Backend, args: ScriptArgs) -> CmdResult {
     let (name, id) = parse_target(&args.target)?;
@@ -144,6 +165,12 @@ pub async fn script(ctx: &Backend, args: ScriptArgs) -> CmdResult {
         }
     };
     ctx.fetch_study_files(&rec.spec, &dir).await?;
+    if ctx.is_aws() && !t.is_dataset() {
+        let n = ctx
+            .fetch_checkpoint(&name, id, &dir.join(CHECKPOINT_COPY))
+            .await?;
+        eprintln!("augur: {n} checkpoint file(s) restored into {CHECKPOINT_COPY}");
+    }
     let path = dir.join("augur-script.sh");
     let fetched = Files::Fetched {
         local: !ctx.is_aws(),

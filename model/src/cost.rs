@@ -96,6 +96,11 @@ impl Trial {
     pub fn cost_usd(&self, now: Millis) -> f64 {
         self.usages(now).map(|u| u.usd()).sum()
     }
+
+    /// Each attempt's billing and cost, earlier ones first, the current one last.
+    pub fn attempt_costs(&self, now: Millis) -> Vec<(Option<&Billing>, f64)> {
+        self.usages(now).map(|u| (u.billing, u.usd())).collect()
+    }
 }
 
 /// What a study's machines have cost so far.

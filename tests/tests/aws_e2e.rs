@@ -663,6 +663,35 @@ fn assert_costs_by_hand(w: &World, trials: &[Value]) {
         table.contains("spent $0.0720 over 0.15 machine-hours"),
         "{table}"
     );
+    // Each attempt at its own price, in `augur show`'s attempts.
+    let shown = text(&w.augur(&["show", "spotty/1"]).stdout);
+    assert!(
+        shown.matches("spot $0.0060").count() == 2 && shown.contains("on-demand $0.0120"),
+        "{shown}"
+    );
+    // The pages and /metrics say the same.
+    let mut server = w.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = augur_tests::server_addr(&mut server);
+    let (_, _, study) = augur_tests::http_get(&addr, "/studies/spotty");
+    let (_, _, trial) = augur_tests::http_get(&addr, "/trials/spotty/1");
+    let (_, _, metrics) = augur_tests::http_get(&addr, "/metrics");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        study.contains("spent $0.0720 over 0.15 machine-hours, 67 % on spot")
+            && study.contains("<th>cost</th>"),
+        "{study}"
+    );
+    assert!(
+        trial.contains("$0.0240 over 3.0 machine-minutes")
+            && trial.contains("t3.micro on-demand in ")
+            && trial.contains("at $0.7200/h (price list)"),
+        "{trial}"
+    );
+    assert!(
+        metrics.contains("augur_cost_usd_total{study=\"spotty\"} 0.072000"),
+        "{metrics}"
+    );
 }
 
 /// `run.max_cost_usd`: launching stops once what is spent plus the next trial's

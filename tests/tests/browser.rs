@@ -115,6 +115,8 @@ reduction = 3
                 "empirical distribution of loss",
                 "loss over ",
                 "14 of 14 trials shown",
+                // The study's spend, kept current by the page's script.
+                "machine-hours (local machines are free)",
                 "Leaderboard",
                 "pruned",
             ],

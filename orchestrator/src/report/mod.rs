@@ -542,28 +542,45 @@ pub fn trial_export_json(t: &Trial) -> Value {
 }
 
 /// The columns of [`attempt_rows`].
-pub const ATTEMPT_COLUMNS: [&str; 6] =
-    ["attempt", "state", "machine", "started", "ended", "outcome"];
+pub const ATTEMPT_COLUMNS: [&str; 7] = [
+    "attempt", "state", "machine", "started", "ended", "cost", "outcome",
+];
 
 /// Every attempt of a trial, earlier ones first, as rows of [`ATTEMPT_COLUMNS`] (the
 /// current attempt last).
-pub fn attempt_rows(t: &Trial) -> Vec<[String; 6]> {
+pub fn attempt_rows(t: &Trial) -> Vec<[String; 7]> {
     let opt = |v: Option<i64>| v.map(rfc3339).unwrap_or_else(|| "-".into());
     let outcome = |code: Option<i32>, error: &Option<String>| match (code, error) {
         (_, Some(e)) => e.clone(),
         (Some(c), None) => format!("exit code {c}"),
         (None, None) => String::new(),
     };
-    let mut rows: Vec<[String; 6]> = t
+    // "spot $0.0060" for a priced machine, "-" for a free one.
+    let costs: Vec<String> = t
+        .attempt_costs(now_ms())
+        .into_iter()
+        .map(|(b, usd)| match b {
+            Some(b) => format!(
+                "{} {}",
+                if b.spot { "spot" } else { "on-demand" },
+                cost::usd(usd)
+            ),
+            None => "-".into(),
+        })
+        .collect();
+    let cost_of = |i: usize| costs.get(i).cloned().unwrap_or_else(|| "-".into());
+    let mut rows: Vec<[String; 7]> = t
         .history
         .iter()
-        .map(|h| {
+        .enumerate()
+        .map(|(i, h)| {
             [
                 h.attempt.to_string(),
                 h.state.to_string(),
                 h.machine.clone().unwrap_or_else(|| "-".into()),
                 opt(h.started_ms),
                 opt(h.ended_ms),
+                cost_of(i),
                 outcome(h.exit_code, &h.error),
             ]
         })
@@ -578,6 +595,7 @@ pub fn attempt_rows(t: &Trial) -> Vec<[String; 6]> {
         opt(t
             .finished_ms
             .or(t.heartbeat_ms.filter(|_| t.state == TrialState::Running))),
+        cost_of(t.history.len()),
         outcome(t.exit_code, &t.error),
     ]);
     rows

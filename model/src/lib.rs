@@ -3,6 +3,7 @@
 //! No I/O, no async runtime, no cloud SDK: both binaries and every backend share it.
 
 pub mod agent;
+pub mod bounded;
 pub mod cost;
 pub mod duration;
 pub mod leaderboard;

@@ -94,8 +94,8 @@ instance_type = "t3.micro"
         "{script}"
     );
     assert!(
-        !script.contains("AUGUR_CHECKPOINT_DIR"),
-        "not kept on AWS: {script}"
+        script.contains("/checkpoints/cloud/2/' .augur-checkpoint/"),
+        "the checkpoint comes from the bucket too: {script}"
     );
     let dir = w.sb.path().join("again").display().to_string();
     let again = w.augur(&["script", "cloud/2", "--run", "--dir", &dir]);
@@ -1114,4 +1114,74 @@ spot_fallback_after = 1
         "{}",
         text(&gone.stderr)
     );
+}
+
+/// A DynamoDB item is at most 400 KB
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html>),
+/// and every heartbeat rewrites the trial's item. A script that prints 30,000
+/// readings and twenty 60 KiB lines must still succeed at its first attempt with a
+/// small record: the series is thinned (the newest reading always kept), the last
+/// lines and the status clipped; the log keeps every line whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_script_keeps_its_record_small_and_succeeds() {
+    let mut w = World::new();
+    w.sb.write(
+        "s.toml",
+        r#"
+name = "chatty"
+objective = { metric = "loss" }
+trials = 1
+[run]
+max_attempts = 1
+script = '''
+awk 'BEGIN { for (i = 1; i <= 30000; i++) printf "METRICS: step=%d, loss=%.6f\n", i, 1 / i }'
+for i in $(seq 20); do head -c 61440 /dev/zero | tr '\0' x; echo; done
+'''
+[aws]
+image = "ami-12345678"
+"#,
+    );
+    w.init();
+    w.start_hypervisor();
+    ok(&w.augur(&[&["run", "s.toml"][..], &augur_tests::cloud::RUN].concat()));
+    let t: Value =
+        serde_json::from_slice(&w.augur(&["show", "chatty/1", "--json"]).stdout).expect("json");
+    assert_eq!(
+        (&t["state"], &t["attempt"]),
+        (&Value::from("succeeded"), &Value::from(1)),
+        "{}",
+        t["error"]
+    );
+    let series = t["series"].as_array().expect("series");
+    assert!(
+        (50..=augur_model::bounded::SERIES_POINTS + 1).contains(&series.len()),
+        "{} points",
+        series.len()
+    );
+    assert_eq!(
+        series.last().map(|p| &p["values"]["step"]),
+        Some(&Value::from(30000.0))
+    );
+    assert_eq!(t["metrics"]["step"], 30000.0);
+    for line in t["log_tail"].as_array().expect("tail") {
+        let n = line.as_str().map_or(0, |l| l.chars().count());
+        assert!(n <= augur_model::bounded::LINE_CHARS + 1, "{n} chars kept");
+    }
+    let items = w.aws(&["dynamodb", "scan", "--table-name", &w.table]);
+    let size = items["Items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["pk"]["S"] == "trials#chatty")
+        .map(|i| i.to_string().len())
+        .max()
+        .expect("the trial's item");
+    eprintln!("the trial's item: {size} bytes");
+    assert!(size < 20 * 1024, "{size} bytes");
+    // The log has every line whole.
+    let logs = text(
+        &w.augur(&["logs", "chatty/1", "--filter", "step=30000"])
+            .stdout,
+    );
+    assert!(logs.contains("METRICS: step=30000"), "{logs}");
 }

@@ -28,10 +28,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-/// Lines of log kept with the final state.
-pub const TAIL_LINES: usize = 20;
-/// Most metric readings kept per attempt.
-pub const MAX_SERIES: usize = 10_000;
 /// How long to wait for output after the script exits (a background process may hold
 /// the pipes open).
 const DRAIN: Duration = Duration::from_secs(3);

@@ -3,7 +3,8 @@
 
 use crate::lines::{Chunk, Stream};
 use crate::log::Log;
-use crate::{failure_text, killed_from_outside, process, MAX_SERIES, TAIL_LINES};
+use crate::{failure_text, killed_from_outside, process};
+use augur_model::bounded::{clip, Series, TAIL_LINES};
 use augur_model::metrics::{self, Line};
 use augur_model::{duration, AttemptEnd, MetricPoint};
 use augur_store::logfile::Source;
@@ -12,12 +13,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// What the agent has seen of the script so far.
+/// What the agent has seen of the script so far, as the record keeps it (bounded:
+/// [`augur_model::bounded`]; the log has every line whole).
 #[derive(Default)]
 pub(crate) struct ScriptOutput {
     pub(crate) metrics: BTreeMap<String, f64>,
-    pub(crate) series: Vec<MetricPoint>,
+    pub(crate) series: Series,
+    /// The last line printed, clipped.
     pub(crate) status: Option<String>,
+    /// The last lines, clipped.
     pub(crate) tail: VecDeque<String>,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) dirty: bool,
@@ -57,7 +61,7 @@ impl ScriptOutput {
         AttemptEnd {
             exit_code: Some(process::exit_code(&status)),
             metrics: self.metrics,
-            series: self.series,
+            series: self.series.points(),
             error,
             retryable,
             preempted: false,
@@ -73,7 +77,7 @@ impl ScriptOutput {
         let text = augur_model::secret::mask(&chunk.text, &self.masked);
         if chunk.progress {
             if !text.trim().is_empty() {
-                self.status = Some(text);
+                self.status = Some(clip(&text));
                 self.dirty = true;
             }
             return;
@@ -89,7 +93,7 @@ impl ScriptOutput {
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
-        self.tail.push_back(text.clone());
+        self.tail.push_back(clip(&text));
         if chunk.stream == Stream::Err && !text.trim().is_empty() && !text.starts_with('+') {
             self.last_err = Some(match text.char_indices().nth(LAST_ERR_CHARS) {
                 Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
@@ -99,12 +103,10 @@ impl ScriptOutput {
         match metrics::parse_line(&text) {
             Line::Metrics(m) => {
                 self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
-                if self.series.len() < MAX_SERIES {
-                    self.series.push(MetricPoint {
-                        t_ms: now_ms(),
-                        values: m,
-                    });
-                }
+                self.series.push(MetricPoint {
+                    t_ms: now_ms(),
+                    values: m,
+                });
                 self.dirty = true;
             }
             Line::BadMetrics(e) => log.write(
@@ -131,7 +133,7 @@ impl ScriptOutput {
         }
         // The status is what the script last said (set -x traces are not news).
         if !text.trim().is_empty() && !text.starts_with('+') {
-            self.status = Some(text);
+            self.status = Some(clip(&text));
             self.dirty = true;
         }
     }

@@ -68,7 +68,7 @@ async fn beat(
     };
     if seen.dirty {
         up.metrics = Some(seen.metrics.clone());
-        up.series = Some(seen.series.clone());
+        up.series = Some(seen.series.points());
         up.checkpoint = seen.checkpoint;
         up.status = Some(seen.status.clone());
         seen.dirty = false;

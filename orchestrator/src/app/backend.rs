@@ -573,6 +573,8 @@ impl Backend {
             .clone()
             .or_else(|| std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| augur_aws::launch::default_image(&instance_type));
+        // In this order: what is missing is named as it always was.
+        let (table, bucket) = (self.table()?, self.bucket()?);
         let region = self.launch_region(study).await?;
         let settings = Ec2Settings {
             image,
@@ -588,8 +590,8 @@ impl Backend {
             disk_gb: spec.disk_gb,
             spot_fallback_after: spec.spot_fallback_after,
             imds_hop_limit: spec.imds_hop_limit,
-            table: self.table()?,
-            bucket: self.bucket()?,
+            table,
+            bucket,
             log_group_prefix: self.aws.log_group_prefix.clone(),
             heartbeat,
             region: region.clone(),

@@ -10,6 +10,7 @@ pub mod logs;
 mod pages;
 pub mod serve;
 pub mod tick;
+pub mod trials;
 
 use std::time::Duration;
 

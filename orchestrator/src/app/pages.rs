@@ -122,8 +122,7 @@ fn counts_text(trials: &[Trial]) -> String {
 
 pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Problem> {
     let mut rows = Vec::new();
-    for rec in app.store.list_studies().await? {
-        let trials = app.store.list_trials(&rec.name).await?;
+    for (rec, trials) in app.studies().await? {
         let best = leaderboard(&rec.spec, &trials).first().map(|r| r.value);
         let first = trials.iter().filter_map(|t| t.started_ms).min();
         let last = trials

@@ -32,6 +32,28 @@ pub struct App {
     pub counters: Option<Box<dyn Fn() -> CounterValues + Send + Sync>>,
     /// Parameter importances already computed (pages poll every 5 s).
     pub importance: augur::analysis::importance::Memo,
+    /// Each study's trials, refreshed from the change index.
+    pub trials: super::trials::TrialCache,
+}
+
+impl App {
+    /// The trials of `rec`'s study, read through the cache.
+    pub(super) async fn trials_of(&self, rec: &StudyRecord) -> Result<Vec<Trial>, Problem> {
+        Ok(self.trials.trials(self.store.as_ref(), rec).await?)
+    }
+
+    /// Every study with its trials (the studies page, `/api/studies`, `/metrics`).
+    pub(super) async fn studies(&self) -> Result<Vec<(StudyRecord, Vec<Trial>)>, Problem> {
+        let recs = self.store.list_studies().await?;
+        let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
+        self.trials.keep_only(&names).await;
+        let mut out = Vec::with_capacity(recs.len());
+        for rec in recs {
+            let trials = self.trials_of(&rec).await?;
+            out.push((rec, trials));
+        }
+        Ok(out)
+    }
 }
 
 pub(super) type Shared = Arc<App>;
@@ -64,7 +86,7 @@ pub(super) async fn study(app: &App, name: &str) -> Result<(StudyRecord, Vec<Tri
         .get_study(name)
         .await?
         .ok_or_else(|| Problem(StatusCode::NOT_FOUND, format!("no study named `{name}`")))?;
-    let trials = app.store.list_trials(name).await?;
+    let trials = app.trials_of(&rec).await?;
     Ok((rec, trials))
 }
 
@@ -123,8 +145,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AppError>
 
 async fn api_studies(State(app): State<Shared>) -> Result<Json<Value>, Problem> {
     let mut out = Vec::new();
-    for rec in app.store.list_studies().await? {
-        let trials = app.store.list_trials(&rec.name).await?;
+    for (rec, trials) in app.studies().await? {
         out.push(report::study_json(&rec, &trials));
     }
     Ok(Json(Value::Array(out)))
@@ -248,16 +269,15 @@ async fn api_log(
 /// runner's counters when a run is in this process.
 async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
     let mut out = String::new();
-    let studies = app.store.list_studies().await?;
+    let studies = app.studies().await?;
     out.push_str("# HELP augur_trials Trials by study and state.\n# TYPE augur_trials gauge\n");
     let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
     let mut spend = Vec::new();
-    for rec in &studies {
+    for (rec, trials) in &studies {
         *by_state.entry(rec.state.as_word().to_string()).or_default() += 1;
-        let trials = app.store.list_trials(&rec.name).await?;
         spend.push((
             prom_escape(&rec.name),
-            augur_model::cost::Spend::of(&trials, augur_store::now_ms()),
+            augur_model::cost::Spend::of(trials, augur_store::now_ms()),
         ));
         for s in TrialState::ALL {
             let n = trials

@@ -350,6 +350,7 @@ impl StatusServer {
             store: store.clone(),
             counters: Some(Box::new(move || counters.snapshot())),
             importance: Default::default(),
+            trials: Default::default(),
         });
         if let Some(addr) = addr {
             eprintln!("augur: status pages on http://{addr}/studies/{study}{query}");

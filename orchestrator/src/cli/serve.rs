@@ -37,6 +37,7 @@ pub async fn command(ctx: Backend, args: ServeArgs) -> CmdResult {
         store,
         counters: None,
         importance: Default::default(),
+        trials: Default::default(),
     });
     eprintln!(
         "augur: status pages on http://{addr}/{query} (API under /api, Prometheus text at /metrics)"

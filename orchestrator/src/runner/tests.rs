@@ -222,3 +222,96 @@ fn backend_backoff_doubles_from_200_ms_to_at_most_5_s() {
         .collect();
     assert_eq!(ms, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
 }
+
+/// A cloud whose launches take `launch_takes` to answer.
+struct SlowCloud {
+    launch_takes: Duration,
+}
+
+#[async_trait]
+impl MachineProvider for SlowCloud {
+    async fn launch(&self, _study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
+        tokio::time::sleep(self.launch_takes).await;
+        Ok(Launched::free(format!("i-{}", trial.id)))
+    }
+    async fn list(&self, _study: &str) -> Result<Vec<Machine>, ProviderError> {
+        Ok(Vec::new())
+    }
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
+        Ok(Vec::new())
+    }
+    async fn terminate(&self, _machine: &Machine) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    fn sees_all(&self) -> bool {
+        false
+    }
+}
+
+/// A tick returns at its deadline even when a launch has not answered: the
+/// attempt goes back to pending unchanged (the next tick asks again, under the same
+/// ClientToken), instead of the invocation being killed mid-call and the trial
+/// waiting out the boot timeout in `starting`.
+#[tokio::test]
+async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tick() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store: Arc<dyn TrialStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("augur.db")).expect("store"));
+    let slow = Arc::new(SlowCloud {
+        launch_takes: Duration::from_secs(30),
+    });
+    let lease = || {
+        Some(LeaseSpec {
+            holder: "tick".into(),
+            ttl: Duration::from_secs(1),
+        })
+    };
+    let mut r = Runner::new(store.clone(), slow);
+    r.clock = Arc::new(|| NOW);
+    r.lease = lease();
+    let s = study();
+    r.register(&s, &RegisterOptions::default())
+        .await
+        .expect("register");
+    let started = Instant::now();
+    let end = r
+        .tick(&s, Instant::now() + Duration::from_millis(300))
+        .await
+        .expect("tick");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!matches!(end, TickEnd::Finished(_)), "{end:?}");
+    let trials = store.list_trials("s").await.expect("trials");
+    let first = trials.first().expect("a trial was proposed");
+    assert_eq!(
+        (first.state, first.attempt, first.launched_ms),
+        (TrialState::Pending, 1, None),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .status
+            .as_deref()
+            .is_some_and(|s| s.contains("cut short")),
+        "{first:?}"
+    );
+    // The next tick, with time enough, launches the same attempt.
+    let fast = Arc::new(SlowCloud {
+        launch_takes: Duration::from_millis(1),
+    });
+    let mut r = Runner::new(store.clone(), fast);
+    r.clock = Arc::new(|| NOW);
+    r.lease = lease();
+    r.tick(&s, Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("tick");
+    let t = store
+        .get_trial("s", first.id)
+        .await
+        .expect("read")
+        .expect("trial");
+    assert_eq!((t.state, t.attempt), (TrialState::Starting, 1), "{t:?}");
+}

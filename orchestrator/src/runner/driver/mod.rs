@@ -422,7 +422,15 @@ impl<'a> Driver<'a> {
             attempt,
             from: TrialState::Starting,
         };
-        let e = match runner.provider.launch(self.study, &t).await {
+        let asked = runner.provider.launch(self.study, &t);
+        let answer = match self.deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), asked).await {
+                Ok(answer) => answer,
+                Err(_) => return self.cut_short(at).await,
+            },
+            None => asked.await,
+        };
+        let e = match answer {
             Ok(launched) => {
                 self.weather = Weather::default();
                 if let Some(b) = launched.billing {
@@ -441,6 +449,24 @@ impl<'a> Driver<'a> {
         if let ProviderError::Unavailable(_) = e {
             return Err(e.into());
         }
+        Ok(After::Again)
+    }
+
+    /// A launch still unanswered at the tick's deadline is given up before the
+    /// invocation ends mid-call (a Lambda past its timeout is killed): the attempt
+    /// goes back to pending, and the next tick asks again under the same
+    /// ClientToken, which EC2 answers with the instance this launch made if it made
+    /// one. Not a lost attempt, not a wait for the boot timeout.
+    async fn cut_short(&self, at: At) -> Result<After, RunError> {
+        let up = TrialUpdate {
+            state: Some(TrialState::Pending),
+            launched_ms: Some(None),
+            status: Some(Some(
+                "the launch was cut short by the tick's deadline; the next tick asks again".into(),
+            )),
+            ..Default::default()
+        };
+        self.write(at, &up).await?;
         Ok(After::Again)
     }
 

@@ -127,6 +127,12 @@ pub trait TrialStore: Send + Sync {
     ) -> Result<bool>;
     /// Removes a study and all its trials.
     async fn delete_study(&self, name: &str) -> Result<bool>;
+    /// Has the store delete every item of a study at `at_ms` (DynamoDB's time to
+    /// live), or (`None`) keep them again; how many items were marked. Stores with
+    /// no expiry keep everything (the default).
+    async fn expire_study(&self, _name: &str, _at_ms: Option<Millis>) -> Result<usize> {
+        Ok(0)
+    }
 
     /// Creates the trial for its slot (point and replicate, or dataset name) unless one
     /// exists, allocating its id from the study's atomic sequence. Returns the stored

@@ -951,6 +951,36 @@ async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
         "10 days, as CloudWatch Logs rounds them"
     );
     assert_eq!(retention("plain"), 30, "the stack's default");
+    // A done study's items expire with its logs: DynamoDB's time to live reads
+    // `expires_at` in epoch seconds.
+    let now_s = (augur_store::now_ms() / 1000) as f64;
+    let items = w.aws(&["dynamodb", "scan", "--table-name", &w.table]);
+    let expiry = |pk: &str| -> Vec<f64> {
+        items["Items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["pk"]["S"] == pk || i["sk"]["S"] == format!("study#{pk}"))
+            .map(|i| {
+                i["expires_at"]["N"]
+                    .as_str()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0.0)
+            })
+            .collect()
+    };
+    for (study, days) in [("kept", 10.0), ("plain", 30.0)] {
+        let mut at = expiry(study);
+        at.extend(expiry(&format!("trials#{study}")));
+        assert!(at.len() >= 3, "study, index entry, trial: {at:?}");
+        for a in at {
+            let left = (a - now_s) / 86_400.0;
+            assert!(
+                (days - 0.1..=days).contains(&left),
+                "{study}: {left} days left"
+            );
+        }
+    }
     let objects = |name: &str| {
         w.aws(&[
             "s3api",

@@ -466,3 +466,64 @@ async fn a_large_file_goes_up_in_parts_and_comes_back_whole() {
         bytes.len()
     );
 }
+
+/// `expire_study` marks every item of a study (its own, its trials', its index
+/// entry) with DynamoDB's time to live, and takes it off again; an item deleted
+/// meanwhile is not made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_studys_items_are_marked_to_expire_and_kept_again() {
+    use augur_model::{Params, Study, StudyRecord, StudyState, Trial};
+    let emu = Emulator::start();
+    let c = client(&emu).await;
+    let table = format!("augur-expiry-{}", std::process::id());
+    let store = DynamoStore::new(c.clone(), table.clone());
+    store.ensure_table().await.expect("table");
+    let spec = Study::parse(
+        "name='old'\nobjective={metric='m'}\ntrials=2\n[run]\nscript='true'\n",
+        "s.toml",
+        std::path::Path::new("."),
+    )
+    .expect("study");
+    let rec = StudyRecord {
+        name: "old".into(),
+        spec,
+        state: StudyState::Done,
+        created_ms: 1,
+        updated_ms: 1,
+        drive: None,
+    };
+    store.create_study(&rec).await.expect("study");
+    for p in 0..2 {
+        store
+            .create_trial(&Trial::new("old", 0, p, 0, Params::new(), 1))
+            .await
+            .expect("trial");
+    }
+    let marked = |c: aws_sdk_dynamodb::Client, table: String| async move {
+        let out = c.scan().table_name(table).send().await.expect("scan");
+        out.items()
+            .iter()
+            .filter(|i| i.contains_key("expires_at"))
+            .count()
+    };
+    let n = store
+        .expire_study("old", Some(1_900_000_000_000))
+        .await
+        .expect("expire");
+    assert!(n >= 4, "study, index entry, two trials: {n}");
+    assert_eq!(marked(c.clone(), table.clone()).await, n);
+    store.expire_study("old", None).await.expect("keep");
+    assert_eq!(marked(c.clone(), table.clone()).await, 0);
+    // Deleted, then marked: nothing is made again.
+    store.delete_study("old").await.expect("delete");
+    store
+        .expire_study("old", Some(1_900_000_000_000))
+        .await
+        .expect("expire nothing");
+    let left = c.scan().table_name(&table).send().await.expect("scan");
+    assert!(
+        left.items().iter().all(|i| !i.contains_key("expires_at")),
+        "{:?}",
+        left.items()
+    );
+}

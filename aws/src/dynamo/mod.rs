@@ -96,6 +96,43 @@ impl DynamoStore {
         })
     }
 
+    /// Every item of a study: its own partition, its trials' (if apart), its index
+    /// entry.
+    async fn items_of(&self, name: &str) -> Result<Vec<Item>> {
+        let mut items = self.query(name, None).await?;
+        let trials = self.trials_pk(name).await?;
+        if trials != name {
+            items.extend(self.query(&trials, None).await?);
+        }
+        items.push(index::entry(name));
+        Ok(items)
+    }
+
+    /// Sets (or removes) the time to live of the item at `key`: `expires_at`, in
+    /// epoch seconds, as DynamoDB's TTL reads it
+    /// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/time-to-live-ttl-before-you-start.html>).
+    /// An item gone meanwhile is not made again.
+    async fn set_expiry(&self, key: Item, at_ms: Option<Millis>) -> Result<()> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#e", "expires_at");
+        let req = match at_ms {
+            Some(ms) => req
+                .update_expression("SET #e = :t")
+                .expression_attribute_values(":t", AttributeValue::N((ms / 1000).to_string())),
+            None => req.update_expression("REMOVE #e"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if conditional(&e) => Ok(()),
+            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
+        }
+    }
+
     /// Forgets what was learnt of a study's layout (deleted, or made anew: a long-lived
     /// process, a warm tick, must not keep an older study's).
     fn forget_layout(&self, study: &str) {
@@ -326,12 +363,7 @@ impl TrialStore for DynamoStore {
     }
 
     async fn delete_study(&self, name: &str) -> Result<bool> {
-        let mut items = self.query(name, None).await?;
-        let trials = self.trials_pk(name).await?;
-        if trials != name {
-            items.extend(self.query(&trials, None).await?);
-        }
-        items.push(index::entry(name));
+        let items = self.items_of(name).await?;
         let existed = items.iter().any(|i| get_s(i, "sk") == Some("study"));
         for chunk in items.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::new();
@@ -376,6 +408,28 @@ impl TrialStore for DynamoStore {
         self.set_submitted(name, false).await?;
         self.forget_layout(name);
         Ok(existed)
+    }
+
+    async fn expire_study(&self, name: &str, at_ms: Option<Millis>) -> Result<usize> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let keys: Vec<Item> = self
+            .items_of(name)
+            .await?
+            .iter()
+            .map(|i| {
+                i.iter()
+                    .filter(|(k, _)| *k == "pk" || *k == "sk")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .collect();
+        let n = keys.len();
+        futures_util::stream::iter(keys)
+            .map(|key| self.set_expiry(key, at_ms))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(n)
     }
 
     async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)> {

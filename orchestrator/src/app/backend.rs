@@ -287,17 +287,26 @@ impl Backend {
         Ok(())
     }
 
+    /// Days a study's logs, and its records once it is done, are kept on AWS: its
+    /// `[aws] keep_days`, else the stack's retention; `None` locally (kept).
+    pub fn keep_days(&self, study: &Study) -> Option<u32> {
+        if !self.is_aws() {
+            return None;
+        }
+        study
+            .aws
+            .as_ref()
+            .and_then(|a| a.keep_days)
+            .or(self.aws.log_retention_days)
+    }
+
     /// Makes the study's log group on AWS, kept `[aws] keep_days` (or the stack's
     /// retention): agents would make it with no retention at all.
     pub async fn prepare_logs(&self, study: &Study) -> Result<(), AppError> {
         if !self.is_aws() {
             return Ok(());
         }
-        let days = study
-            .aws
-            .as_ref()
-            .and_then(|a| a.keep_days)
-            .or(self.aws.log_retention_days);
+        let days = self.keep_days(study);
         let logs = augur_aws::logs(self.sdk().await);
         let group = augur_aws::cwlogs::group(&self.aws.log_group_prefix, &study.name);
         augur_aws::cwlogs::ensure_group_kept(&logs, &group, days)

@@ -253,6 +253,7 @@ async fn tick_study(
     };
     let mut runner = Runner::new(store.clone(), provider);
     runner.timing = augur::Timing::with_drive(&drive);
+    runner.keep_days = ctx.keep_days(&rec.spec);
     runner.lease = Some(LeaseSpec {
         holder: holder.to_string(),
         ttl: deadline.saturating_duration_since(Instant::now()),

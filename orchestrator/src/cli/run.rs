@@ -226,6 +226,7 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
     runner.timing = Timing::with_drive(&drive);
+    runner.keep_days = ctx.keep_days(&study);
     runner.backend_deadline = args.tuning.backend_deadline;
     if ctx.drivers_share_studies() {
         // The serverless tick may drive this study too: whoever holds the lease acts.

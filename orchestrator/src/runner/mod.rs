@@ -230,6 +230,9 @@ pub struct Runner {
     /// Where the runner reads the time of every record it writes and every decision
     /// (the system clock; a virtual one in the scale simulation).
     pub clock: Clock,
+    /// Days a study's records are kept once it is done, where the store can expire
+    /// them (DynamoDB; `[aws] keep_days`, else the stack's retention). `None`: kept.
+    pub keep_days: Option<u32>,
 }
 
 /// Milliseconds since the epoch, as the runner sees them.
@@ -270,6 +273,7 @@ impl Runner {
             events: None,
             lease: None,
             clock: Arc::new(now_ms),
+            keep_days: None,
         }
     }
 
@@ -319,6 +323,10 @@ impl Runner {
         let mut rec = self.store.create_study(&fresh).await?;
         if let Some(why) = study.conflict_with(&rec.spec) {
             return Err(RunError::BadInput(why));
+        }
+        // A finished study run again is kept again (its records were to expire).
+        if matches!(rec.state, StudyState::Done | StudyState::Spent) {
+            self.store.expire_study(&study.name, None).await?;
         }
         let drive = opts.drive.clone().or_else(|| rec.drive.clone());
         if rec.spec != fresh.spec || rec.state != fresh.state || rec.drive != drive {

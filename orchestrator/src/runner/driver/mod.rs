@@ -380,15 +380,18 @@ impl<'a> Driver<'a> {
                 Mode::Run => StudyState::Done,
                 Mode::Drain | Mode::Cancel => StudyState::Stopped,
             };
-            self.runner
-                .store
-                .set_study_state(
-                    &self.study.name,
-                    &[StudyState::Active, StudyState::Stopping],
-                    to,
-                    now,
-                )
+            let store = &self.runner.store;
+            let name = &self.study.name;
+            let moved = store
+                .set_study_state(name, &[StudyState::Active, StudyState::Stopping], to, now)
                 .await?;
+            if let (true, true, Some(days)) =
+                (moved, to != StudyState::Stopped, self.runner.keep_days)
+            {
+                store
+                    .expire_study(name, Some(now + days as Millis * 86_400_000))
+                    .await?;
+            }
         }
         Ok(After::Finished(if mode == Mode::Run {
             Finished::Done

@@ -575,40 +575,13 @@ async fn aws_spot_reclaims_three_times_over_resume_from_checkpoints() {
     w.sb.write(
         "s.toml",
         &format!(
-            r#"
-name = "spot3x"
-objective = {{ metric = "m" }}
-oracle = "grid"
-parallel = {n}
-[params]
-x = {{ values = [{}] }}
-[run]
-max_attempts = 1
-env = {{ STEPS = "{}" }}
-script = '''
-ck="$AUGUR_CHECKPOINT_DIR/step"; s=$(cat "$ck" 2>/dev/null || echo 0)
-while [ "$s" -lt {steps_each} ]; do
-  s=$((s + 1)); echo "$s" > "$ck.new"; mv "$ck.new" "$ck"; echo "$AUGUR_TRIAL:$AUGUR_ATTEMPT:$s" >> "$STEPS"; sleep 0.2
-done
-echo "METRICS: m=$s"
-'''
-[aws]
-image = "ami-12345678"
-spot = true
-spot_fallback_after = 3
-"#,
+            "name = \"spot3x\"\nobjective = {{ metric = \"m\" }}\noracle = \"grid\"\nparallel = {n}\n[params]\nx = {{ values = [{}] }}\n{}[aws]\nimage = \"ami-12345678\"\nspot = true\nspot_fallback_after = 3\n",
             (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
-            steps.display()
+            augur_tests::cloud::checkpointing_run(steps_each, &steps)
         ),
     );
     w.init();
-    w.start_hypervisor_with(&[
-        "--reclaim-spot",
-        "--reclaim-after-ms",
-        "1500",
-        "--spot-notice-ms",
-        "2000",
-    ]);
+    w.start_hypervisor_with(&augur_tests::cloud::SCALED_SPOT_NOTICE);
     let started = Instant::now();
     ok(&w.augur(&[&["run", "s.toml"][..], &RUN].concat()));
     let took = started.elapsed();

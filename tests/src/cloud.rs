@@ -17,6 +17,39 @@ pub const RUN: [&str; 6] = [
     "100ms",
 ];
 
+/// EC2's spot interruption notice, a warning in instance metadata
+/// (`spot/instance-action`) two minutes before the instance is stopped or
+/// terminated ("Spot Instance interruption notices", EC2 User Guide), played by the
+/// fake hypervisor scaled down: every spot instance is told 1.5 s after its agent
+/// starts, 2 s ahead.
+pub const SCALED_SPOT_NOTICE: [&str; 5] = [
+    "--reclaim-spot",
+    "--reclaim-after-ms",
+    "1500",
+    "--spot-notice-ms",
+    "2000",
+];
+
+/// A `[run]` section whose script trains `steps` steps of 200 ms, keeping its step
+/// in `AUGUR_CHECKPOINT_DIR` and resuming from it, and appends
+/// `TRIAL:ATTEMPT:STEP` to the file `log` for every step it runs.
+pub fn checkpointing_run(steps: u32, log: &std::path::Path) -> String {
+    format!(
+        r#"[run]
+max_attempts = 1
+env = {{ STEPS = "{}" }}
+script = '''
+ck="$AUGUR_CHECKPOINT_DIR/step"; s=$(cat "$ck" 2>/dev/null || echo 0)
+while [ "$s" -lt {steps} ]; do
+  s=$((s + 1)); echo "$s" > "$ck.new"; mv "$ck.new" "$ck"; echo "$AUGUR_TRIAL:$AUGUR_ATTEMPT:$s" >> "$STEPS"; sleep 0.2
+done
+echo "METRICS: m=$s"
+'''
+"#,
+        log.display()
+    )
+}
+
 /// The emulator, the proxy, a sandbox and a table of one's own.
 pub struct World {
     pub emu: Emulator,

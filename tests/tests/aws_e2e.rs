@@ -1029,41 +1029,14 @@ async fn a_reclaimed_trial_resumes_from_its_checkpoint() {
     w.sb.write(
         "s.toml",
         &format!(
-            r#"
-name = "resumed"
-objective = {{ metric = "m" }}
-trials = 1
-[run]
-max_attempts = 1
-env = {{ STEPS = "{}" }}
-script = '''
-ck="$AUGUR_CHECKPOINT_DIR/step"; s=$(cat "$ck" 2>/dev/null || echo 0)
-while [ "$s" -lt 20 ]; do
-  s=$((s + 1)); echo "$s" > "$ck.new"; mv "$ck.new" "$ck"; echo "$AUGUR_ATTEMPT:$s" >> "$STEPS"; sleep 0.2
-done
-echo "METRICS: m=$s"
-'''
-[aws]
-image = "ami-12345678"
-spot = true
-spot_fallback_after = 1
-"#,
-            steps.display()
+            "name = \"resumed\"\nobjective = {{ metric = \"m\" }}\ntrials = 1\n{}[aws]\nimage = \"ami-12345678\"\nspot = true\nspot_fallback_after = 1\n",
+            augur_tests::cloud::checkpointing_run(20, &steps)
         ),
     );
     w.init();
-    // EC2 documents the interruption notice as a warning in instance metadata
-    // (`spot/instance-action`) two minutes before the instance is stopped or
-    // terminated ("Spot Instance interruption notices", EC2 User Guide); the fake
-    // hypervisor plays it scaled down: 1.5 s after the agent starts, 2 s ahead, so
-    // attempt 1 is some steps in when it is told, and has time to send its checkpoint.
-    w.start_hypervisor_with(&[
-        "--reclaim-spot",
-        "--reclaim-after-ms",
-        "1500",
-        "--spot-notice-ms",
-        "2000",
-    ]);
+    // The spot notice scaled down: attempt 1 is some steps in when it is told, and
+    // has time to send its checkpoint.
+    w.start_hypervisor_with(&augur_tests::cloud::SCALED_SPOT_NOTICE);
     ok(&w.augur(&[&["run", "s.toml"][..], &augur_tests::cloud::RUN].concat()));
     let t: Value =
         serde_json::from_slice(&w.augur(&["show", "resumed/1", "--json"]).stdout).expect("json");
@@ -1080,7 +1053,7 @@ spot_fallback_after = 1
             .filter_map(|s| s.parse().ok())
             .collect()
     };
-    let (first, second) = (by("1:"), by("2:"));
+    let (first, second) = (by("1:1:"), by("1:2:"));
     eprintln!("attempt 1 ran steps {first:?}; attempt 2 ran steps {second:?}");
     assert!(!first.is_empty() && !second.is_empty(), "{ran}");
     assert_eq!(second.last(), Some(&20), "{ran}");

@@ -7,17 +7,23 @@ use augur_tests::emulator::Emulator;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn client(emu: &Emulator) -> aws_sdk_dynamodb::Client {
+/// The SDK's configuration for the emulator, with short retries and `deadline` per
+/// call.
+async fn emulator_config(emu: &Emulator, deadline: Duration) -> aws_config::SdkConfig {
     let opts = AwsOptions {
         endpoint: Some(emu.endpoint.clone()),
         region: Some("us-east-1".into()),
         credentials: Some(("test".into(), "test".into())),
         max_attempts: 3,
         backoff_base: Duration::from_millis(10),
-        deadline: Duration::from_secs(20),
+        deadline,
         ..AwsOptions::default()
     };
-    aws_sdk_dynamodb::Client::new(&sdk_config(&opts).await)
+    sdk_config(&opts).await
+}
+
+pub async fn client(emu: &Emulator) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&emulator_config(emu, Duration::from_secs(20)).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,16 +428,8 @@ mod faults {
 async fn a_large_file_goes_up_in_parts_and_comes_back_whole() {
     use augur_aws::{multipart, s3};
     let emu = Emulator::start();
-    let opts = AwsOptions {
-        endpoint: Some(emu.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        credentials: Some(("test".into(), "test".into())),
-        max_attempts: 3,
-        backoff_base: Duration::from_millis(10),
-        deadline: Duration::from_secs(60),
-        ..AwsOptions::default()
-    };
-    let client = s3::client(&sdk_config(&opts).await, true);
+    let config = emulator_config(&emu, Duration::from_secs(60)).await;
+    let client = s3::client(&config, true);
     let bucket = format!("augur-parts-{}", std::process::id());
     s3::ensure_bucket(&client, &bucket, "us-east-1")
         .await

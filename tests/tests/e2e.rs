@@ -1092,6 +1092,8 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
         ("max_attempts 0", format!("{base}[run]\nscript='true'\nmax_attempts=0\n"), "max_attempts"),
         ("files ..", format!("{base}[run]\nscript='true'\nfiles=['..']\n"), "names no file"),
         ("files /", format!("{base}[run]\nscript='true'\nfiles=['/']\n"), "names no file"),
+        ("negative cost limit", format!("{base}[run]\nscript='true'\nmax_cost_usd=-5\n"), "s.toml:6: run.max_cost_usd must be more than 0, got -5"),
+        ("hours as text", format!("{base}[run]\nscript='true'\nmax_machine_hours='ten'\n"), "s.toml:6: run.max_machine_hours must be a number, got string"),
     ];
     assert!(cases.len() >= 15);
     for (what, body, needle) in cases {

@@ -1155,32 +1155,36 @@ image = "ami-12345678"
         "{}",
         t["error"]
     );
-    let series = t["series"].as_array().expect("series");
-    assert!(
-        (50..=augur_model::bounded::SERIES_POINTS + 1).contains(&series.len()),
-        "{} points",
-        series.len()
-    );
-    assert_eq!(
-        series.last().map(|p| &p["values"]["step"]),
-        Some(&Value::from(30000.0))
-    );
     assert_eq!(t["metrics"]["step"], 30000.0);
     for line in t["log_tail"].as_array().expect("tail") {
         let n = line.as_str().map_or(0, |l| l.chars().count());
         assert!(n <= augur_model::bounded::LINE_CHARS + 1, "{n} chars kept");
     }
     let items = w.aws(&["dynamodb", "scan", "--table-name", &w.table]);
-    let size = items["Items"]
+    let item = items["Items"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|i| i["pk"]["S"] == "trials#chatty")
-        .map(|i| i.to_string().len())
-        .max()
+        .find(|i| i["pk"]["S"] == "trials#chatty" && i["sk"]["S"] == "trial#0000000001")
         .expect("the trial's item");
+    let size = item.to_string().len();
     eprintln!("the trial's item: {size} bytes");
     assert!(size < 20 * 1024, "{size} bytes");
+    // The record's series is thinned, its newest reading kept ...
+    let record: Value =
+        serde_json::from_str(item["data"]["S"].as_str().unwrap_or_default()).expect("record");
+    let kept = record["series"].as_array().expect("series");
+    assert!(
+        (50..=augur_model::bounded::SERIES_POINTS + 1).contains(&kept.len()),
+        "{} points",
+        kept.len()
+    );
+    let last_step = |s: &[Value]| s.last().map(|p| p["values"]["step"].clone());
+    assert_eq!(last_step(kept), Some(Value::from(30000.0)));
+    // ... and `show` reads the whole series back from the log.
+    let whole = t["series"].as_array().expect("series");
+    assert_eq!(whole.len(), 30000);
+    assert_eq!(last_step(whole), Some(Value::from(30000.0)));
     // The log has every line whole.
     let logs = text(
         &w.augur(&["logs", "chatty/1", "--filter", "step=30000"])

@@ -1922,3 +1922,38 @@ fn the_resume_example_goes_on_from_its_checkpoints() {
         }
     }
 }
+
+/// The record keeps a thinned series (at most 200 readings); `augur show --json`,
+/// `export` and the trial page read the whole series back from the log.
+#[test]
+fn the_whole_series_is_read_back_from_the_log() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name='long'\nobjective={metric='loss'}\ntrials=1\n[run]\nscript='for i in $(seq 500); do echo \"METRICS: step=$i, loss=$((1000 - i))\"; done'\n",
+    );
+    ok(&run(&sb, "s.toml", &[]));
+    let shown: Value =
+        serde_json::from_slice(&sb.augur(&["show", "long/1", "--json"]).stdout).expect("json");
+    let series = shown["series"].as_array().expect("series");
+    assert_eq!(series.len(), 500);
+    assert_eq!(series[499]["values"]["step"], 500.0);
+    let export = text(&sb.augur(&["export", "long", "--format", "jsonl"]).stdout);
+    let line: Value = serde_json::from_str(export.trim()).expect("one line");
+    assert_eq!(line["series"].as_array().map(Vec::len), Some(500));
+    // The record itself holds the thinned series (read with Python's sqlite3).
+    let db = sb.path().join(".augur/augur.db");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json,sqlite3,sys; d=sqlite3.connect(sys.argv[1]).execute('select data from trials').fetchone()[0]; print(len(json.loads(d)['series']))",
+            &db.display().to_string(),
+        ])
+        .output()
+        .expect("python3");
+    let kept: usize = text(&out.stdout).trim().parse().expect("a count");
+    assert!(
+        (50..=augur_model::bounded::SERIES_POINTS + 1).contains(&kept),
+        "{kept} readings in the record"
+    );
+}

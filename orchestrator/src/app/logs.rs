@@ -279,3 +279,35 @@ impl TrialLog {
         )))
     }
 }
+
+/// A trial's whole metric series, read back from its current attempt's log: every
+/// `METRICS:` line the script printed, at the time it was logged. The record keeps
+/// a thinned series ([`augur_model::bounded`]); the log keeps them all. `None` when
+/// the log holds no reading (gone with its retention, or never written): the
+/// record's series is then all there is.
+pub async fn full_series(
+    reader: &mut dyn LogReader,
+    t: &augur_model::Trial,
+) -> Result<Option<Vec<augur_model::MetricPoint>>, AppError> {
+    use augur_model::metrics::{parse_line, Line};
+    let mut series = Vec::new();
+    // Each call returns what came since the last: read until nothing more comes.
+    loop {
+        let events = reader.pump(&[(t.id, t.attempt)]).await?;
+        if events.is_empty() {
+            break;
+        }
+        for e in events
+            .iter()
+            .filter(|e| e.source == "out" || e.source == "err")
+        {
+            if let Line::Metrics(values) = parse_line(&e.text) {
+                series.push(augur_model::MetricPoint {
+                    t_ms: e.t_ms,
+                    values,
+                });
+            }
+        }
+    }
+    Ok((!series.is_empty()).then_some(series))
+}

@@ -256,7 +256,12 @@ pub(super) async fn trial_page(
     State(app): State<Shared>,
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<Markup, Problem> {
-    let (rec, t) = trial(&app, &name, id).await?;
+    let (rec, mut t) = trial(&app, &name, id).await?;
+    // The whole series, from the log (the record keeps a thinned one).
+    let mut logs = app.backend.trial_logs(&name).await;
+    if let Some(series) = super::logs::full_series(logs.as_mut(), &t).await? {
+        t.series = series;
+    }
     let step = rec.spec.prune.as_ref().map_or("step", |p| p.step.as_str());
     let live = !matches!(
         t.state,

@@ -112,6 +112,8 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
         .await?
         .ok_or_else(|| AppError::input(format!("study `{study}` has no trial {id}")))?;
     if json {
+        let mut logs = ctx.trial_logs(&study).await;
+        let t = with_full_series(logs.as_mut(), t).await?;
         print_json(&report::trial_export_json(&t));
         return Ok(0);
     }
@@ -217,12 +219,18 @@ pub async fn export(
     output: Option<&std::path::Path>,
 ) -> CmdResult {
     let (_, rec, trials) = study_and_trials(ctx, study).await?;
+    let count = trials.len();
     let text = match format {
         ExportFormat::Csv => report::trials_csv(&rec.spec, &trials),
-        ExportFormat::Jsonl => trials
-            .iter()
-            .map(|t| format!("{}\n", report::trial_export_json(t)))
-            .collect(),
+        ExportFormat::Jsonl => {
+            let mut logs = ctx.trial_logs(study).await;
+            let mut text = String::new();
+            for t in trials {
+                let t = with_full_series(logs.as_mut(), t).await?;
+                text.push_str(&format!("{}\n", report::trial_export_json(&t)));
+            }
+            text
+        }
     };
     match output {
         None => {
@@ -238,14 +246,22 @@ pub async fn export(
             std::fs::write(&tmp, &text)
                 .and_then(|_| std::fs::rename(&tmp, path))
                 .map_err(|e| AppError::input(format!("cannot write {}: {e}", path.display())))?;
-            eprintln!(
-                "wrote {} trial(s) of `{study}` to {}",
-                trials.len(),
-                path.display()
-            );
+            eprintln!("wrote {count} trial(s) of `{study}` to {}", path.display());
         }
     }
     Ok(0)
+}
+
+/// `t` with its whole metric series, read back from its log (the record keeps a
+/// thinned one).
+async fn with_full_series(
+    logs: &mut dyn crate::app::logs::LogReader,
+    mut t: Trial,
+) -> Result<Trial, AppError> {
+    if let Some(series) = crate::app::logs::full_series(logs, &t).await? {
+        t.series = series;
+    }
+    Ok(t)
 }
 
 /// Prints a study's leaderboard (also at the end of `augur run`).

@@ -115,11 +115,15 @@ struct Tail {
 }
 
 impl Tail {
-    /// The complete lines added since the last call.
+    /// The complete lines added since the last call. Only a regular file is read: a
+    /// log that is a device (a disk-full test's `/dev/full`) or a pipe has no end.
     fn pump(&mut self, path: &std::path::Path) -> std::io::Result<Vec<String>> {
         let Ok(mut f) = std::fs::File::open(path) else {
             return Ok(Vec::new());
         };
+        if !f.metadata()?.is_file() {
+            return Ok(Vec::new());
+        }
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;

@@ -259,7 +259,8 @@ pub(super) async fn trial_page(
     let (rec, mut t) = trial(&app, &name, id).await?;
     // The whole series, from the log (the record keeps a thinned one).
     let mut logs = app.backend.trial_logs(&name).await;
-    if let Some(series) = super::logs::full_series(logs.as_mut(), &t).await? {
+    // A log that cannot be read leaves the record's series.
+    if let Ok(Some(series)) = super::logs::full_series(logs.as_mut(), &t).await {
         t.series = series;
     }
     let step = rec.spec.prune.as_ref().map_or("step", |p| p.step.as_str());

@@ -253,13 +253,18 @@ pub async fn export(
 }
 
 /// `t` with its whole metric series, read back from its log (the record keeps a
-/// thinned one).
+/// thinned one). A log that cannot be read leaves the record's series, and says so.
 async fn with_full_series(
     logs: &mut dyn crate::app::logs::LogReader,
     mut t: Trial,
 ) -> Result<Trial, AppError> {
-    if let Some(series) = crate::app::logs::full_series(logs, &t).await? {
-        t.series = series;
+    match crate::app::logs::full_series(logs, &t).await {
+        Ok(Some(series)) => t.series = series,
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "augur: trial {}: {}; its series is the record's (thinned)",
+            t.id, e.message
+        ),
     }
     Ok(t)
 }

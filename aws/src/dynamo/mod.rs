@@ -26,9 +26,7 @@ use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use augur_store::{slot, Lease, Result, StoreError, TrialStore, Written};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, TransactWriteItem, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +57,7 @@ pub struct DynamoStore {
 mod index;
 mod items;
 mod table;
+mod whole;
 
 use items::*;
 pub use items::{study_of_trials, CHANGES_INDEX};
@@ -94,43 +93,6 @@ impl DynamoStore {
         } else {
             study.to_string()
         })
-    }
-
-    /// Every item of a study: its own partition, its trials' (if apart), its index
-    /// entry.
-    async fn items_of(&self, name: &str) -> Result<Vec<Item>> {
-        let mut items = self.query(name, None).await?;
-        let trials = self.trials_pk(name).await?;
-        if trials != name {
-            items.extend(self.query(&trials, None).await?);
-        }
-        items.push(index::entry(name));
-        Ok(items)
-    }
-
-    /// Sets (or removes) the time to live of the item at `key`: `expires_at`, in
-    /// epoch seconds, as DynamoDB's TTL reads it
-    /// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/time-to-live-ttl-before-you-start.html>).
-    /// An item gone meanwhile is not made again.
-    async fn set_expiry(&self, key: Item, at_ms: Option<Millis>) -> Result<()> {
-        let req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#e", "expires_at");
-        let req = match at_ms {
-            Some(ms) => req
-                .update_expression("SET #e = :t")
-                .expression_attribute_values(":t", AttributeValue::N((ms / 1000).to_string())),
-            None => req.update_expression("REMOVE #e"),
-        };
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if conditional(&e) => Ok(()),
-            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
-        }
     }
 
     /// Forgets what was learnt of a study's layout (deleted, or made anew: a long-lived
@@ -363,73 +325,17 @@ impl TrialStore for DynamoStore {
     }
 
     async fn delete_study(&self, name: &str) -> Result<bool> {
-        let items = self.items_of(name).await?;
-        let existed = items.iter().any(|i| get_s(i, "sk") == Some("study"));
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = Vec::new();
-            for i in chunk {
-                let key: Item = i
-                    .iter()
-                    .filter(|(k, _)| *k == "pk" || *k == "sk")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let del = DeleteRequest::builder()
-                    .set_key(Some(key))
-                    .build()
-                    .map_err(build_err)?;
-                requests.push(WriteRequest::builder().delete_request(del).build());
-            }
-            let mut pending = HashMap::from([(self.table.clone(), requests)]);
-            for _ in 0..20 {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| fail(&self.table, "BatchWriteItem", e))?;
-                match out.unprocessed_items() {
-                    Some(u) if !u.is_empty() => {
-                        pending = u.clone();
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    _ => {
-                        pending = HashMap::new();
-                        break;
-                    }
-                }
-            }
-            if !pending.is_empty() {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB kept throttling the deletion of study `{name}`"
-                )));
-            }
-        }
+        let keys = self.keys_of(name).await?;
+        let existed = keys.iter().any(|k| get_s(k, "sk") == Some("study"));
+        self.delete_keys(name, keys).await?;
         self.set_submitted(name, false).await?;
         self.forget_layout(name);
         Ok(existed)
     }
 
     async fn expire_study(&self, name: &str, at_ms: Option<Millis>) -> Result<usize> {
-        use futures_util::{StreamExt, TryStreamExt};
-        let keys: Vec<Item> = self
-            .items_of(name)
-            .await?
-            .iter()
-            .map(|i| {
-                i.iter()
-                    .filter(|(k, _)| *k == "pk" || *k == "sk")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .collect();
-        let n = keys.len();
-        futures_util::stream::iter(keys)
-            .map(|key| self.set_expiry(key, at_ms))
-            .buffer_unordered(16)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(n)
+        let keys = self.keys_of(name).await?;
+        self.expire_keys(keys, at_ms).await
     }
 
     async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)> {

@@ -8,19 +8,17 @@
 //! to the runner's `backend_deadline`. A serverless tick is the same loop with a deadline: it returns when nothing is
 //! left to do now, or when the deadline comes.
 
+mod launch;
 mod lease;
 mod machines;
 
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
-use crate::provider::ProviderError;
 use crate::reconcile::{decide, Action, Loss, Mode, Scope, View};
-use augur_model::cost::Billing;
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, Expect, Millis, Oracle, Study, StudyState, Trial, TrialState, TrialUpdate,
 };
-use augur_store::Written;
 use lease::LeaseState;
 use machines::{Boots, Weather};
 use std::collections::BTreeSet;
@@ -398,135 +396,6 @@ impl<'a> Driver<'a> {
         } else {
             Finished::Interrupted
         }))
-    }
-
-    /// `pending → starting`, then asks the provider for a machine. A launch that
-    /// fails marks the attempt lost (retried as `decide` rules); an unavailable
-    /// provider is also an error of the pass.
-    async fn launch(&mut self, trial: u64, attempt: u32, now: Millis) -> Result<After, RunError> {
-        let runner = self.runner;
-        let up = TrialUpdate {
-            state: Some(TrialState::Starting),
-            launched_ms: Some(Some(now)),
-            machine: Some(None),
-            ..Default::default()
-        };
-        let expect = Expect::state(TrialState::Pending, attempt);
-        let written = runner
-            .store
-            .update_trial(&self.study.name, trial, &expect, &up)
-            .await?;
-        let Written::Done(t) = written else {
-            return Ok(After::Nothing);
-        };
-        Counters::bump(&runner.counters.launched);
-        let at = At {
-            trial,
-            attempt,
-            from: TrialState::Starting,
-        };
-        let asked = runner.provider.launch(self.study, &t);
-        let answer = match self.deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), asked).await {
-                Ok(answer) => answer,
-                Err(_) => return self.cut_short(at).await,
-            },
-            None => asked.await,
-        };
-        let e = match answer {
-            Ok(launched) => {
-                self.weather = Weather::default();
-                if let Some(b) = launched.billing {
-                    self.bill(at, b).await?;
-                }
-                return Ok(After::Nothing);
-            }
-            Err(e) => e,
-        };
-        if let ProviderError::Capacity(what) = e {
-            return self.no_room(at, what, now).await;
-        }
-        let reason = e.to_string();
-        self.end(at, TrialState::Lost, reason.clone()).await?;
-        runner.emit(Event::Lost { trial, reason });
-        if let ProviderError::Unavailable(_) = e {
-            return Err(e.into());
-        }
-        Ok(After::Again)
-    }
-
-    /// A launch still unanswered at the tick's deadline is given up before the
-    /// invocation ends mid-call (a Lambda past its timeout is killed): the attempt
-    /// goes back to pending, and the next tick asks again under the same
-    /// ClientToken, which EC2 answers with the instance this launch made if it made
-    /// one. Not a lost attempt, not a wait for the boot timeout.
-    async fn cut_short(&self, at: At) -> Result<After, RunError> {
-        let up = TrialUpdate {
-            state: Some(TrialState::Pending),
-            launched_ms: Some(None),
-            status: Some(Some(
-                "the launch was cut short by the tick's deadline; the next tick asks again".into(),
-            )),
-            ..Default::default()
-        };
-        self.write(at, &up).await?;
-        Ok(After::Again)
-    }
-
-    /// Records how the attempt's machine is billed, whatever its agent has written
-    /// since (a short script may have ended already).
-    async fn bill(&self, at: At, billing: Billing) -> Result<(), RunError> {
-        let up = TrialUpdate {
-            billing: Some(Some(billing)),
-            ..Default::default()
-        };
-        let expect = Expect::any_of(&TrialState::ALL, at.attempt);
-        self.runner
-            .store
-            .update_trial(&self.study.name, at.trial, &expect, &up)
-            .await?;
-        Ok(())
-    }
-
-    /// A launch found no room: the attempt goes back to pending unchanged (nothing
-    /// was made), and the study waits; past `capacity_timeout` the drive stops.
-    async fn no_room(&mut self, at: At, what: String, now: Millis) -> Result<After, RunError> {
-        let timing = &self.runner.timing;
-        let w = &mut self.weather;
-        let since = *w.since.get_or_insert(now);
-        w.failures += 1;
-        let wait = timing
-            .backoff_ms(self.study.seed, u64::MAX, w.failures)
-            .max(timing.backoff_base_ms);
-        w.until = now + wait;
-        let waited = now - since;
-        // Shown with the trial wherever it is looked at (`augur trials`, the status
-        // page), whoever drives the study; its agent's first write clears it.
-        let up = TrialUpdate {
-            state: Some(TrialState::Pending),
-            // Nothing was launched: no machine time to count.
-            launched_ms: Some(None),
-            not_before_ms: Some(Some(w.until)),
-            status: Some(Some(format!(
-                "waiting for capacity ({} s so far): {what}",
-                waited / 1000
-            ))),
-            ..Default::default()
-        };
-        self.write(at, &up).await?;
-        if waited > timing.capacity_timeout_ms {
-            return Err(RunError::Machines(format!(
-                "study `{}` stopped: no room to launch for {} s ({what}). Add instance types ([aws] fallback_instance_types) or subnets in other zones ([aws] subnets), raise the quota, or try later; `augur run` again resumes the study.",
-                self.study.name,
-                waited / 1000
-            )));
-        }
-        self.runner.emit(Event::NoRoom {
-            what,
-            wait_ms: wait,
-            waited_ms: waited,
-        });
-        Ok(After::Nothing)
     }
 
     /// Creates up to `count` trials of the budget; the oracle may run out first.

@@ -1,0 +1,137 @@
+//! The machines a study's trials run on: local agent processes, or EC2 instances
+//! with the deployment's settings, their price, and the sweeper `stop` and `gc` use.
+
+use super::{AppError, Backend};
+use augur::{LocalProvider, MachineProvider};
+use augur_aws::machines::{Ec2Provider, Ec2Settings};
+use augur_model::cost::Billing;
+use augur_model::Study;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Backend {
+    /// A provider for listing and ending machines only, never launching (`augur
+    /// stop`, `augur gc`): no study settings needed.
+    pub async fn sweeper(&self) -> Arc<dyn MachineProvider> {
+        if self.is_aws() {
+            let client = augur_aws::ec2(self.sdk().await);
+            let settings = Ec2Settings {
+                table: self.aws.table.clone().unwrap_or_default(),
+                ..Ec2Settings::default()
+            };
+            return Arc::new(Ec2Provider::new(client, settings));
+        }
+        // Any agent path will do: it is only used to launch.
+        let agent = LocalProvider::find_agent().unwrap_or_else(|| "augur-agent".into());
+        Arc::new(LocalProvider::new(
+            agent,
+            self.layout.clone(),
+            Duration::from_secs(2),
+        ))
+    }
+
+    /// The region a study's instances launch in: the deployment's, where its table,
+    /// bucket and log groups are (an agent in another region would not find them).
+    /// `[aws] region` may only repeat it.
+    async fn launch_region(&self, study: &Study) -> Result<String, AppError> {
+        let here = self.sdk().await.region().map(|r| r.to_string());
+        let asked = study.aws.as_ref().and_then(|a| a.region.clone());
+        match (asked, here) {
+            (Some(a), Some(h)) if a != h => Err(AppError::input(format!(
+                "study `{}`: [aws] region = \"{a}\", but this deployment (table, bucket, logs) is in {h}: run augur with AWS_REGION={a} against a stack deployed there, or remove the setting",
+                study.name
+            ))),
+            (a, h) => a.or(h).ok_or_else(|| {
+                AppError::input("the aws backend needs a region: --region, AWS_REGION or [aws] region")
+            }),
+        }
+    }
+
+    /// How a study's first instance would be billed (`None` locally: free), for
+    /// `augur run --dry-run`. No zone is known before a launch: a spot price is any
+    /// zone's latest.
+    pub async fn price_of(&self, study: &Study) -> Result<Option<Billing>, AppError> {
+        if !self.is_aws() {
+            return Ok(None);
+        }
+        let region = self.launch_region(study).await?;
+        let client = augur_aws::ec2(self.sdk().await);
+        let prices = augur_aws::prices::Prices::new(self.sdk().await, client, &region);
+        let spot = study.aws.as_ref().is_some_and(|a| a.spot);
+        Ok(Some(
+            prices.billing(&instance_type_of(study), "", spot).await,
+        ))
+    }
+
+    /// The machines trials run on.
+    pub async fn provider(
+        &self,
+        study: &Study,
+        heartbeat: Duration,
+    ) -> Result<Arc<dyn MachineProvider>, AppError> {
+        if !self.is_aws() {
+            let agent = LocalProvider::find_agent().ok_or_else(|| {
+                AppError::unavailable("cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)")
+            })?;
+            return Ok(Arc::new(LocalProvider::new(
+                agent,
+                self.layout.clone(),
+                heartbeat,
+            )));
+        }
+        self.check_secrets(study)?;
+        let spec = study.aws.clone().unwrap_or_default();
+        let instance_type = instance_type_of(study);
+        let types = std::iter::once(&instance_type).chain(&spec.fallback_instance_types);
+        if let Some(arm) = types.clone().find(|t| augur_aws::launch::arm64(t)) {
+            return Err(AppError::input(format!(
+                "study `{}`: instance type {arm} is arm64 (Graviton), and augur's agent for instances is built for x86_64 only so far: use an x86_64 type (t3, m7i, c7i, ...)",
+                study.name
+            )));
+        }
+        let image = spec
+            .image
+            .clone()
+            .or_else(|| std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| augur_aws::launch::default_image(&instance_type));
+        // In this order: what is missing is named as it always was.
+        let (table, bucket) = (self.table()?, self.bucket()?);
+        let region = self.launch_region(study).await?;
+        let settings = Ec2Settings {
+            image,
+            instance_type,
+            fallback_instance_types: spec.fallback_instance_types.clone(),
+            subnets: match spec.all_subnets() {
+                v if v.is_empty() => self.aws.subnet.iter().cloned().collect(),
+                v => v,
+            },
+            security_groups: self.aws.security_groups.clone(),
+            instance_profile: self.aws.instance_profile.clone(),
+            spot: spec.spot,
+            disk_gb: spec.disk_gb,
+            spot_fallback_after: spec.spot_fallback_after,
+            imds_hop_limit: spec.imds_hop_limit,
+            table,
+            bucket,
+            log_group_prefix: self.aws.log_group_prefix.clone(),
+            heartbeat,
+            region: region.clone(),
+            agent_sha256: self.agent_pin()?,
+            list_every: Duration::from_secs(5),
+        };
+        let client = augur_aws::ec2(self.sdk().await);
+        let prices = augur_aws::prices::Prices::new(self.sdk().await, client.clone(), &region);
+        Ok(Arc::new(
+            Ec2Provider::new(client, settings).with_prices(prices),
+        ))
+    }
+}
+
+/// The instance type a study's trials launch on first.
+fn instance_type_of(study: &Study) -> String {
+    study
+        .aws
+        .as_ref()
+        .and_then(|a| a.instance_type.clone())
+        .unwrap_or_else(|| "t3.micro".into())
+}

@@ -120,6 +120,11 @@ pub struct Spend {
 }
 
 impl Spend {
+    /// Whether any of it ran on priced (cloud) machines.
+    pub fn priced(&self) -> bool {
+        self.priced_ms > 0
+    }
+
     /// The spend of `trials` (datasets included).
     pub fn of(trials: &[Trial], now: Millis) -> Spend {
         let mut s = Spend::default();
@@ -141,7 +146,7 @@ impl Spend {
     /// $20.10" (a local study: "used 0.4 machine-hours").
     pub fn summary(&self) -> String {
         let hours = hours(self.machine_ms);
-        if self.priced_ms == 0 {
+        if !self.priced() {
             return format!("used {hours} machine-hours (local machines are free)");
         }
         let mut out = format!(
@@ -205,6 +210,15 @@ pub fn hours(ms: Millis) -> String {
     }
 }
 
+/// The trials (not datasets) that ran to an end of their own: what a trial costs
+/// is learnt from them.
+fn finished(trials: &[Trial]) -> impl Iterator<Item = &Trial> {
+    trials.iter().filter(|t| {
+        use TrialState::*;
+        !t.is_dataset() && matches!(t.state, Succeeded | Failed | Pruned)
+    })
+}
+
 /// A study's limits on what its machines may cost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -229,14 +243,7 @@ impl Limits {
         if self.is_none() {
             return None;
         }
-        let finished: Vec<&Trial> = trials
-            .iter()
-            .filter(|t| !t.is_dataset())
-            .filter(|t| {
-                use TrialState::*;
-                matches!(t.state, Succeeded | Failed | Pruned)
-            })
-            .collect();
+        let finished: Vec<&Trial> = finished(trials).collect();
         let n = finished.len().max(1) as f64;
         let mean_usd = finished.iter().map(|t| t.cost_usd(now)).sum::<f64>() / n;
         let mean_ms = finished.iter().map(|t| t.machine_ms(now)).sum::<Millis>() as f64 / n;
@@ -329,15 +336,7 @@ impl Estimate {
 /// The mean machine time of a study's finished trials (for an estimate from its
 /// history), and how many there were.
 pub fn mean_trial_ms(trials: &[Trial], now: Millis) -> Option<(Millis, usize)> {
-    let done: Vec<Millis> = trials
-        .iter()
-        .filter(|t| !t.is_dataset())
-        .filter(|t| {
-            use TrialState::*;
-            matches!(t.state, Succeeded | Failed | Pruned)
-        })
-        .map(|t| t.machine_ms(now))
-        .collect();
+    let done: Vec<Millis> = finished(trials).map(|t| t.machine_ms(now)).collect();
     (!done.is_empty()).then(|| {
         (
             done.iter().sum::<Millis>() / done.len() as Millis,

@@ -315,3 +315,20 @@ pub async fn full_series(
     }
     Ok((!series.is_empty()).then_some(series))
 }
+
+/// `t` with its whole metric series when its log has one; a log that cannot be
+/// read leaves the record's (thinned) series, and the error is returned beside it
+/// for a caller that reports it.
+pub async fn with_full_series(
+    reader: &mut dyn LogReader,
+    mut t: augur_model::Trial,
+) -> (augur_model::Trial, Option<AppError>) {
+    match full_series(reader, &t).await {
+        Ok(Some(series)) => {
+            t.series = series;
+            (t, None)
+        }
+        Ok(None) => (t, None),
+        Err(e) => (t, Some(e)),
+    }
+}

@@ -139,7 +139,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
                 td { @if let Some(v) = best { (rec.spec.objective.metric) " = " (report::short(v)) } }
                 td { (first.map(rfc3339).unwrap_or_default()) }
                 td { (first.zip(last).map(|(f, l)| elapsed(f, l)).unwrap_or_default()) }
-                td .num { @if spent.priced_ms > 0 { (usd(spent.usd)) } @else { "-" } }
+                td .num { (cost_view::spend_cell(&spent)) }
             }
         });
     }
@@ -256,13 +256,11 @@ pub(super) async fn trial_page(
     State(app): State<Shared>,
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<Markup, Problem> {
-    let (rec, mut t) = trial(&app, &name, id).await?;
-    // The whole series, from the log (the record keeps a thinned one).
+    let (rec, t) = trial(&app, &name, id).await?;
+    // The whole series, from the log (the record keeps a thinned one); a log that
+    // cannot be read leaves the record's.
     let mut logs = app.backend.trial_logs(&name).await;
-    // A log that cannot be read leaves the record's series.
-    if let Ok(Some(series)) = super::logs::full_series(logs.as_mut(), &t).await {
-        t.series = series;
-    }
+    let (t, _) = super::logs::with_full_series(logs.as_mut(), t).await;
     let step = rec.spec.prune.as_ref().map_or("step", |p| p.step.as_str());
     let live = !matches!(
         t.state,

@@ -61,11 +61,7 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
             lb.first()
                 .map(|r| format!("{}={}", rec.spec.objective.metric, report::short(r.value)))
                 .unwrap_or_default(),
-            if spent.priced_ms > 0 {
-                report::cost::usd(spent.usd)
-            } else {
-                "-".into()
-            },
+            report::cost::spend_cell(&spent),
             rfc3339(rec.updated_ms),
         ]);
         let mut obj = report::study_json(&rec, &trials);
@@ -113,7 +109,7 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
         .ok_or_else(|| AppError::input(format!("study `{study}` has no trial {id}")))?;
     if json {
         let mut logs = ctx.trial_logs(&study).await;
-        let t = with_full_series(logs.as_mut(), t).await?;
+        let t = with_full_series(logs.as_mut(), t).await;
         print_json(&report::trial_export_json(&t));
         return Ok(0);
     }
@@ -226,7 +222,7 @@ pub async fn export(
             let mut logs = ctx.trial_logs(study).await;
             let mut text = String::new();
             for t in trials {
-                let t = with_full_series(logs.as_mut(), t).await?;
+                let t = with_full_series(logs.as_mut(), t).await;
                 text.push_str(&format!("{}\n", report::trial_export_json(&t)));
             }
             text
@@ -253,20 +249,16 @@ pub async fn export(
 }
 
 /// `t` with its whole metric series, read back from its log (the record keeps a
-/// thinned one). A log that cannot be read leaves the record's series, and says so.
-async fn with_full_series(
-    logs: &mut dyn crate::app::logs::LogReader,
-    mut t: Trial,
-) -> Result<Trial, AppError> {
-    match crate::app::logs::full_series(logs, &t).await {
-        Ok(Some(series)) => t.series = series,
-        Ok(None) => {}
-        Err(e) => eprintln!(
+/// thinned one); a log that cannot be read is said, and the record's series kept.
+async fn with_full_series(logs: &mut dyn crate::app::logs::LogReader, t: Trial) -> Trial {
+    let (t, failed) = crate::app::logs::with_full_series(logs, t).await;
+    if let Some(e) = failed {
+        eprintln!(
             "augur: trial {}: {}; its series is the record's (thinned)",
             t.id, e.message
-        ),
+        );
     }
-    Ok(t)
+    t
 }
 
 /// Prints a study's leaderboard (also at the end of `augur run`).

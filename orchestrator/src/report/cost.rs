@@ -27,6 +27,15 @@ pub fn trial_cost_display(t: &Trial, now: Millis) -> String {
     format!("{} over {minutes:.1} machine-minutes", usd(t.cost_usd(now)))
 }
 
+/// A study's cost in a table cell: dollars, or `-` when nothing was priced (local).
+pub fn spend_cell(s: &Spend) -> String {
+    if s.priced() {
+        usd(s.usd)
+    } else {
+        "-".into()
+    }
+}
+
 /// The JSON of how an attempt's machine is billed.
 pub fn billing_json(b: &Billing) -> Value {
     json!({
@@ -43,7 +52,7 @@ pub fn spend_json(s: &Spend) -> Value {
     json!({
         "usd": round(s.usd),
         "machine_hours": s.machine_ms as f64 / 3_600_000.0,
-        "spot_share": (s.priced_ms > 0).then(|| s.spot_ms as f64 / s.priced_ms as f64),
+        "spot_share": s.priced().then(|| s.spot_ms as f64 / s.priced_ms as f64),
         "pruning_saved_usd": s.pruning_saved_usd.map(round),
         "unpriced_attempts": s.unpriced,
         "summary": s.summary(),

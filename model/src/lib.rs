@@ -3,6 +3,7 @@
 //! No I/O, no async runtime, no cloud SDK: both binaries and every backend share it.
 
 pub mod agent;
+pub mod beat;
 pub mod bounded;
 pub mod cost;
 pub mod duration;
@@ -18,6 +19,7 @@ pub mod tpe;
 pub mod trial;
 pub mod value;
 
+pub use beat::Beat;
 pub use leaderboard::{leaderboard, LeaderboardRow};
 pub use machine::Machine;
 pub use oracle::{oracle_for, Oracle};

@@ -35,6 +35,7 @@ pub async fn run_all(store: Arc<dyn TrialStore>, prefix: &str) {
     ids_and_slots(store.as_ref(), &format!("{prefix}-ids")).await;
     conditional_writes(store.as_ref(), &format!("{prefix}-cas")).await;
     changes(store.as_ref(), &format!("{prefix}-changes")).await;
+    heartbeats(store.as_ref(), &format!("{prefix}-beats")).await;
     racing_launches(store.clone(), &format!("{prefix}-race")).await;
     listing_many(store.as_ref(), &format!("{prefix}-many")).await;
     deletion(store.as_ref(), &format!("{prefix}-delete")).await;
@@ -450,6 +451,160 @@ pub async fn changes(s: &dyn TrialStore, name: &str) {
         .find(|t| t.id == 2)
         .expect("the changed trial is reported");
     assert_eq!(two.state, TrialState::Starting);
+}
+
+/// Heartbeats: every reader sees the newest (records read whole, or a cache of
+/// changes with the trials' `beats` laid over); an attempt ended by another writer
+/// learns it at its next beat, and the record keeps its last metrics; an earlier
+/// attempt's beats never land on a later one.
+pub async fn heartbeats(s: &dyn TrialStore, name: &str) {
+    use augur_model::MetricPoint;
+    s.create_study(&record(name)).await.expect("study");
+    for r in 0..2 {
+        s.create_trial(&Trial::new(name, 0, 0, r, Params::new(), 0))
+            .await
+            .expect("trial");
+        let start = TrialUpdate {
+            state: Some(TrialState::Starting),
+            ..Default::default()
+        };
+        s.update_trial(
+            name,
+            r as u64 + 1,
+            &Expect::state(TrialState::Pending, 1),
+            &start,
+        )
+        .await
+        .expect("start");
+        let run = TrialUpdate::running("host:1", 10, None);
+        s.update_trial(
+            name,
+            r as u64 + 1,
+            &Expect::state(TrialState::Starting, 1),
+            &run,
+        )
+        .await
+        .expect("run");
+    }
+    let (_, mark) = s.changed_trials(name, 0).await.expect("changes");
+    let point = |t: i64| MetricPoint {
+        t_ms: t,
+        values: [("m".to_string(), t as f64)].into(),
+    };
+    for beat in 1..=3 {
+        let series: Vec<MetricPoint> = (1..=beat * 10).map(point).collect();
+        let up = TrialUpdate {
+            heartbeat_ms: Some(100 + beat),
+            metrics: series.last().map(|p| p.values.clone()),
+            series: Some(series),
+            status: Some(Some(format!("beat {beat}"))),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.heartbeat(name, 1, 1, &up).await.expect("beat"),
+            crate::Beaten::Recorded
+        );
+    }
+    let seen = |t: &Trial| {
+        (
+            t.heartbeat_ms,
+            t.metrics.get("m").copied(),
+            t.status.clone(),
+        )
+    };
+    let want = (Some(103), Some(30.0), Some("beat 3".to_string()));
+    let one = s.get_trial(name, 1).await.expect("get").expect("trial");
+    assert_eq!(seen(&one), want, "get_trial");
+    assert_eq!(one.series.last().map(|p| p.t_ms), Some(30));
+    let listed = s.list_trials(name).await.expect("list");
+    assert_eq!(seen(&listed[0]), want, "list_trials");
+    let (mut changed, _) = s.changed_trials(name, mark).await.expect("changes");
+    let beats = s.beats(name, &[1, 2]).await.expect("beats");
+    for t in changed.iter_mut() {
+        let id = t.id;
+        for b in beats.iter().filter(|b| b.id == id) {
+            t.absorb(b);
+        }
+    }
+    if let Some(t) = changed.iter().find(|t| t.id == 1) {
+        assert_eq!(seen(t), want, "changed trials with their beats");
+    }
+    // Another writer ends the attempt: its next beat learns it.
+    let lost = TrialUpdate {
+        state: Some(TrialState::Lost),
+        error: Some(Some("no heartbeat".into())),
+        ..Default::default()
+    };
+    let ended = s
+        .update_trial(name, 1, &Expect::state(TrialState::Running, 1), &lost)
+        .await
+        .expect("lose")
+        .ok()
+        .expect("lost");
+    assert_eq!(
+        ended.metrics.get("m"),
+        Some(&30.0),
+        "the record keeps the last beat"
+    );
+    let late = TrialUpdate {
+        heartbeat_ms: Some(200),
+        ..Default::default()
+    };
+    match s.heartbeat(name, 1, 1, &late).await.expect("late beat") {
+        crate::Beaten::Moved(Some(t)) => assert_eq!(t.state, TrialState::Lost),
+        other => panic!("a beat of an ended attempt must be refused: {other:?}"),
+    }
+    // Trial 2 runs attempt 2: attempt 1's beats are refused.
+    let again = TrialUpdate {
+        state: Some(TrialState::Lost),
+        ..Default::default()
+    };
+    s.update_trial(name, 2, &Expect::state(TrialState::Running, 1), &again)
+        .await
+        .expect("lose 2");
+    for (from, up) in [
+        (TrialState::Lost, TrialUpdate::next_attempt(2, None)),
+        (
+            TrialState::Pending,
+            TrialUpdate {
+                state: Some(TrialState::Starting),
+                ..Default::default()
+            },
+        ),
+        (
+            TrialState::Starting,
+            TrialUpdate::running("host:2", 300, None),
+        ),
+    ] {
+        s.update_trial(
+            name,
+            2,
+            &Expect::state(from, if from == TrialState::Lost { 1 } else { 2 }),
+            &up,
+        )
+        .await
+        .expect("next attempt")
+        .ok()
+        .expect("applied");
+    }
+    let old = TrialUpdate {
+        heartbeat_ms: Some(400),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.heartbeat(name, 2, 1, &old).await.expect("old beat"),
+        crate::Beaten::Moved(Some(_))
+    ));
+    let new = TrialUpdate {
+        heartbeat_ms: Some(401),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.heartbeat(name, 2, 2, &new).await.expect("new beat"),
+        crate::Beaten::Recorded
+    );
+    let two = s.get_trial(name, 2).await.expect("get").expect("trial");
+    assert_eq!((two.attempt, two.heartbeat_ms), (2, Some(401)));
 }
 
 /// Many writers racing to launch one trial: exactly one wins.

@@ -14,7 +14,7 @@ pub mod studyfile;
 pub mod workdir;
 
 use async_trait::async_trait;
-use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 
 pub use layout::Layout;
 pub use provider::{Launched, MachineProvider, ProviderError};
@@ -92,6 +92,15 @@ pub enum Written {
     Conflict(Option<Trial>),
 }
 
+/// What a heartbeat found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Beaten {
+    Recorded,
+    /// The attempt is no longer the trial's running one: the record as it is
+    /// (absent: no such trial).
+    Moved(Option<Box<Trial>>),
+}
+
 impl Written {
     pub fn ok(self) -> Option<Trial> {
         match self {
@@ -154,6 +163,30 @@ pub trait TrialStore: Send + Sync {
         expect: &Expect,
         update: &TrialUpdate,
     ) -> Result<Written>;
+
+    /// Records a heartbeat of attempt `attempt`, running: `up` is what the agent
+    /// knows now (its time, and, when they changed, metrics, series, status and
+    /// checkpoint). The default writes it to the record; a store that prices writes
+    /// by the item's size keeps most beats apart ([`beats`](TrialStore::beats)).
+    async fn heartbeat(
+        &self,
+        study: &str,
+        id: u64,
+        attempt: u32,
+        up: &TrialUpdate,
+    ) -> Result<Beaten> {
+        let expect = Expect::state(augur_model::TrialState::Running, attempt);
+        Ok(match self.update_trial(study, id, &expect, up).await? {
+            Written::Done(_) => Beaten::Recorded,
+            Written::Conflict(now) => Beaten::Moved(now.map(Box::new)),
+        })
+    }
+    /// The last beats kept apart from the records of trials `ids` (none: this store
+    /// writes heartbeats to the records). A reader lays each over its record
+    /// ([`Trial::absorb`](augur_model::Trial::absorb)).
+    async fn beats(&self, _study: &str, _ids: &[u64]) -> Result<Vec<Beat>> {
+        Ok(Vec::new())
+    }
 
     /// Takes (or renews) the right to drive `study` for `holder` until `until`, unless
     /// another holder's lease is still live at `now`. Returns the lease as it stands:

@@ -525,3 +525,137 @@ async fn a_studys_items_are_marked_to_expire_and_kept_again() {
         left.items()
     );
 }
+
+/// A heartbeat costs one write unit whatever the series' length (issue 17): it
+/// lands on the trial's beat item (at most 1 KB, out of the changes index), and the
+/// record is written whole only every `snapshot_every`. Counted by DynamoDB's
+/// documented size rule ([`augur_aws::dynamo::item_bytes`]): emulators report no
+/// consumed capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_costs_one_write_unit_at_any_series_length() {
+    use augur_aws::dynamo::{item_bytes, write_units};
+    use augur_model::bounded::{clip, Series};
+    use augur_model::{Expect, MetricPoint, Params, Trial, TrialState, TrialUpdate};
+    use augur_store::Beaten;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let emu = Emulator::start();
+    let c = client(&emu).await;
+    let table = "augur-beats";
+    let mut store = DynamoStore::new(c.clone(), table);
+    store.snapshot_every = Duration::from_secs(3600);
+    store.ensure_table().await.expect("table");
+    let name = "beats";
+    store
+        .create_study(&augur_store::conformance::record(name))
+        .await
+        .expect("study");
+    store
+        .create_trial(&Trial::new(name, 0, 0, 0, Params::new(), 0))
+        .await
+        .expect("trial");
+    for (from, up) in [
+        (
+            TrialState::Pending,
+            TrialUpdate {
+                state: Some(TrialState::Starting),
+                ..Default::default()
+            },
+        ),
+        (TrialState::Starting, TrialUpdate::running("i-1", 1, None)),
+    ] {
+        store
+            .update_trial(name, 1, &Expect::state(from, 1), &up)
+            .await
+            .expect("write")
+            .ok()
+            .expect("applied");
+    }
+    let raw = |sk: &'static str| {
+        let c = c.clone();
+        async move {
+            c.get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(format!("trials#{name}")))
+                .key("sk", AttributeValue::S(sk.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("get")
+                .item()
+                .cloned()
+                .expect("item")
+        }
+    };
+    let rev = |i: &std::collections::HashMap<String, AttributeValue>| i["rev"].clone();
+    let before = rev(&raw("trial#0000000001").await);
+    let mut series = Series::default();
+    let mut last = Default::default();
+    let mut worst = 0;
+    let status = clip(&"epoch ".repeat(100));
+    for beat in 1..=20i64 {
+        for i in 0..50_000 {
+            let step = (beat - 1) * 50_000 + i + 1;
+            let p = MetricPoint {
+                t_ms: step,
+                values: [
+                    ("step".to_string(), step as f64),
+                    ("loss".to_string(), 1.0 / step as f64),
+                    ("accuracy".to_string(), 1.0 - 1.0 / step as f64),
+                    ("lr".to_string(), 0.001),
+                ]
+                .into(),
+            };
+            last = p.values.clone();
+            series.push(p);
+        }
+        let up = TrialUpdate {
+            heartbeat_ms: Some(1_000 + beat),
+            metrics: Some(last.clone()),
+            series: Some(series.points()),
+            status: Some(Some(status.clone())),
+            ..Default::default()
+        };
+        let out = store.heartbeat(name, 1, 1, &up).await.expect("beat");
+        assert_eq!(out, Beaten::Recorded);
+        worst = worst.max(item_bytes(&raw("beat#0000000001").await));
+    }
+    let record = raw("trial#0000000001").await;
+    assert_eq!(rev(&record), before, "no beat rewrote the record");
+    assert!(worst <= 1024, "a beat item of {worst} bytes");
+    assert_eq!(write_units(worst), 1);
+    let t = store.get_trial(name, 1).await.expect("get").expect("trial");
+    assert_eq!(t.heartbeat_ms, Some(1_020));
+    assert_eq!(t.metrics.get("step"), Some(&1_000_000.0));
+    assert_eq!(t.series.last().map(|p| p.t_ms), Some(1_000_000));
+    assert_eq!(t.status.as_deref(), Some(status.as_str()));
+
+    // The same heartbeat written to the record, as before: due at once.
+    let mut whole = DynamoStore::new(c.clone(), table);
+    whole.snapshot_every = Duration::ZERO;
+    let up = TrialUpdate {
+        heartbeat_ms: Some(2_000),
+        metrics: Some(last),
+        series: Some(series.points()),
+        status: Some(Some(status)),
+        ..Default::default()
+    };
+    assert_eq!(
+        whole.heartbeat(name, 1, 1, &up).await.expect("snapshot"),
+        Beaten::Recorded
+    );
+    let record = raw("trial#0000000001").await;
+    assert_ne!(rev(&record), before, "a due snapshot writes the record");
+    let size = item_bytes(&record);
+    // The record is in the changes index (projection ALL) and its sort key `chg`
+    // changes at each write: a delete and a put there.
+    let old = 3 * write_units(size);
+    println!(
+        "heartbeat write units with 1,000,000 readings: beat item {worst} bytes = 1 WCU (out of the index); \
+         the record written whole: {size} bytes = {} WCU + 2 x {} in the changes index = {old} WCU; \
+         the record is written whole every 5 min (snapshot_every)",
+        write_units(size),
+        write_units(size)
+    );
+    assert!(size <= 20 * 1024, "record of {size} bytes");
+    assert!(old > 1);
+}

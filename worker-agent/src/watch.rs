@@ -5,9 +5,9 @@
 use crate::log::Log;
 use crate::output::ScriptOutput;
 use crate::AgentConfig;
-use augur_model::{duration, Expect, TrialState, TrialUpdate};
+use augur_model::{duration, TrialUpdate};
 use augur_store::logfile::Source;
-use augur_store::{now_ms, TrialStore, Written};
+use augur_store::{now_ms, Beaten, TrialStore};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -73,13 +73,12 @@ async fn beat(
         up.status = Some(seen.status.clone());
         seen.dirty = false;
     }
-    let expect = Expect::state(TrialState::Running, cfg.attempt);
     match store
-        .update_trial(&cfg.study, cfg.trial, &expect, &up)
+        .heartbeat(&cfg.study, cfg.trial, cfg.attempt, &up)
         .await
     {
-        Ok(Written::Done(_)) => Beat::Recorded,
-        Ok(Written::Conflict(now)) => Beat::Moved(match &now {
+        Ok(Beaten::Recorded) => Beat::Recorded,
+        Ok(Beaten::Moved(now)) => Beat::Moved(match &now {
             Some(t) if t.attempt != cfg.attempt => {
                 format!("attempt {} replaced this one", t.attempt)
             }

@@ -8,8 +8,8 @@
 
 use super::items::{build_err, fail, get_s, s};
 use super::{DynamoStore, Item};
-use augur_store::{Result, StoreError};
-use aws_sdk_dynamodb::types::{KeysAndAttributes, Put};
+use augur_store::Result;
+use aws_sdk_dynamodb::types::Put;
 use std::collections::HashMap;
 
 /// The partition of the index.
@@ -76,49 +76,12 @@ impl DynamoStore {
     }
 
     /// The study items of `names` (an entry whose study is gone reads as nothing),
-    /// 100 keys per `BatchGetItem`, consistently, with unprocessed keys asked again.
+    /// consistently.
     async fn batch_get_studies(&self, names: &[String]) -> Result<Vec<Item>> {
-        let mut out = Vec::with_capacity(names.len());
-        for chunk in names.chunks(100) {
-            let keys: Vec<Item> = chunk
-                .iter()
-                .map(|n| HashMap::from([("pk".to_string(), s(n)), ("sk".to_string(), s("study"))]))
-                .collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(build_err)?,
-            );
-            for _ in 0..20 {
-                let Some(ask) = pending.take() else { break };
-                let page = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, ask)
-                    .send()
-                    .await
-                    .map_err(|e| fail(&self.table, "BatchGetItem", e))?;
-                if let Some(items) = page.responses().and_then(|r| r.get(&self.table)) {
-                    out.extend(items.iter().cloned());
-                }
-                pending = page
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .filter(|k| !k.keys().is_empty())
-                    .cloned();
-                if pending.is_some() {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-            if pending.is_some() {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB kept throttling the reading of `{}`'s studies",
-                    self.table
-                )));
-            }
-        }
-        Ok(out)
+        let keys = names
+            .iter()
+            .map(|n| HashMap::from([("pk".to_string(), s(n)), ("sk".to_string(), s("study"))]))
+            .collect();
+        self.batch_get(keys, true, "studies").await
     }
 }

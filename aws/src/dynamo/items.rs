@@ -40,6 +40,34 @@ pub(super) fn decode_trial(key: &str, item: &Item) -> Result<Trial> {
     Ok(t)
 }
 
+/// An item's size as DynamoDB counts it for capacity
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html>):
+/// each attribute's name in UTF-8 bytes plus its value: a string's UTF-8 bytes, a
+/// number's one byte per two significant digits plus one. (Other types, which augur
+/// does not write, count as their debug text.) DynamoDB reports consumed capacity;
+/// emulators do not, so the tests count by this rule.
+pub fn item_bytes(item: &Item) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(n) => {
+                        let digits = n.trim_start_matches(['-', '0', '.']).replace('.', "");
+                        digits.trim_end_matches('0').len().div_ceil(2) + 1
+                    }
+                    other => format!("{other:?}").len(),
+                }
+        })
+        .sum()
+}
+
+/// The write units of writing an item of `bytes` (1 KB each, rounded up; an update
+/// pays for the larger of the item before and after).
+pub fn write_units(bytes: usize) -> usize {
+    bytes.div_ceil(1024).max(1)
+}
+
 pub(super) fn unmark(m: u64) -> (Millis, u64) {
     ((m & ((1 << 42) - 1)) as Millis, m >> 42)
 }

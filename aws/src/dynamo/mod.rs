@@ -23,8 +23,8 @@
 //! re-checked if another writer got there first).
 
 use async_trait::async_trait;
-use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
-use augur_store::{slot, Lease, Result, StoreError, TrialStore, Written};
+use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_store::{slot, Beaten, Lease, Result, StoreError, TrialStore, Written};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
@@ -52,15 +52,21 @@ pub struct DynamoStore {
     /// Whether each study's trials are in a partition of their own (its `layout`),
     /// learnt from its study item.
     apart: std::sync::Mutex<HashMap<String, bool>>,
+    /// An agent writes its trial's record in full at most this often while it runs;
+    /// its other heartbeats go to the trial's beat item ([`beats`]).
+    pub snapshot_every: Duration,
+    /// What an agent's store remembers of the attempts it beats for.
+    beating: std::sync::Mutex<HashMap<(String, u64), beats::Kept>>,
 }
 
+mod beats;
 mod index;
 mod items;
 mod table;
 mod whole;
 
 use items::*;
-pub use items::{study_of_trials, CHANGES_INDEX};
+pub use items::{item_bytes, study_of_trials, write_units, CHANGES_INDEX};
 pub(crate) use items::{trial_pk, trial_sk};
 
 impl DynamoStore {
@@ -73,6 +79,8 @@ impl DynamoStore {
             full_read_every: Duration::from_secs(300),
             no_index: AtomicBool::new(false),
             apart: Default::default(),
+            snapshot_every: Duration::from_secs(300),
+            beating: Default::default(),
         }
     }
 
@@ -394,12 +402,20 @@ impl TrialStore for DynamoStore {
     }
 
     async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>> {
-        Ok(self.read_trial(study, id).await?.map(|(t, _)| t))
+        let Some((t, _)) = self.read_trial(study, id).await? else {
+            return Ok(None);
+        };
+        let mut one = [t];
+        self.with_beats(study, &mut one).await?;
+        let [t] = one;
+        Ok(Some(t))
     }
 
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
         let pk = self.trials_pk(study).await?;
-        decode_trials(study, &self.query(&pk, Some("trial#")).await?)
+        let mut trials = decode_trials(study, &self.query(&pk, Some("trial#")).await?)?;
+        self.with_beats(study, &mut trials).await?;
+        Ok(trials)
     }
 
     /// What changed since the mark, from the changes index, looking back
@@ -432,12 +448,22 @@ impl TrialStore for DynamoStore {
         expect: &Expect,
         update: &TrialUpdate,
     ) -> Result<Written> {
+        let mut stopped = false;
         loop {
             let Some((mut t, rev)) = self.read_trial(study, id).await? else {
                 return Ok(Written::Conflict(None));
             };
             if !expect.holds(&t) {
                 return Ok(Written::Conflict(Some(t)));
+            }
+            // Ending a running attempt from outside stops its beats first (its agent
+            // learns at its next one), and keeps the last of them in the record.
+            if beats::stops_beats(&t, update) && !stopped {
+                let pk = self.trials_pk(study).await?;
+                if let Some(b) = self.stop_beat(&pk, id, t.attempt).await? {
+                    t.absorb(&b);
+                }
+                stopped = true;
             }
             if let Some(to) = update.state {
                 if !t.state.can_become(to) {
@@ -466,6 +492,20 @@ impl TrialStore for DynamoStore {
                 }
             }
         }
+    }
+
+    async fn heartbeat(
+        &self,
+        study: &str,
+        id: u64,
+        attempt: u32,
+        up: &TrialUpdate,
+    ) -> Result<Beaten> {
+        self.beat(study, id, attempt, up).await
+    }
+
+    async fn beats(&self, study: &str, ids: &[u64]) -> Result<Vec<Beat>> {
+        self.read_beats(study, ids).await
     }
 
     async fn take_lease(

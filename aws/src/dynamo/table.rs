@@ -7,8 +7,9 @@ use augur_model::Millis;
 use augur_store::{Result, StoreError};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    KeysAndAttributes, Projection, ProjectionType, ScalarAttributeType, StreamSpecification,
+    StreamViewType,
 };
 
 impl DynamoStore {
@@ -138,6 +139,55 @@ impl DynamoStore {
             .await
             .map_err(|e| fail(&self.table, "GetItem", e))?;
         Ok(out.item().cloned())
+    }
+
+    /// The items at `keys` (a key with no item reads as nothing), 100 keys per
+    /// `BatchGetItem`, with the keys DynamoDB leaves unprocessed asked again; `what`
+    /// names them in errors.
+    pub(super) async fn batch_get(
+        &self,
+        keys: Vec<Item>,
+        consistent: bool,
+        what: &str,
+    ) -> Result<Vec<Item>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(build_err)?,
+            );
+            for _ in 0..20 {
+                let Some(ask) = pending.take() else { break };
+                let page = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, ask)
+                    .send()
+                    .await
+                    .map_err(|e| fail(&self.table, "BatchGetItem", e))?;
+                if let Some(items) = page.responses().and_then(|r| r.get(&self.table)) {
+                    out.extend(items.iter().cloned());
+                }
+                pending = page
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+                if pending.is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            if pending.is_some() {
+                return Err(StoreError::Unavailable(format!(
+                    "DynamoDB kept throttling the reading of `{}`'s {what}",
+                    self.table
+                )));
+            }
+        }
+        Ok(out)
     }
 
     /// Every item whose sort key is `sk`, across studies: a filtered scan, which

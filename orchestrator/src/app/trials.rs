@@ -1,9 +1,10 @@
 //! The status server's trials: each study's, kept between requests and refreshed
 //! from the store's change index (`changed_trials`), as drivers do. Pages poll
 //! every 5 s and Prometheus scrapes `/metrics`: once warm, a request reads what
-//! changed since the last one, not every trial of every study.
+//! changed since the last one, not every trial of every study, and the beats of
+//! the running ones where the store keeps them apart.
 
-use augur_model::{Millis, StudyRecord, Trial};
+use augur_model::{Beat, Millis, StudyRecord, Trial, TrialState};
 use augur_store::{StoreError, TrialStore};
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +15,8 @@ struct Kept {
     /// Where the next read of the change index starts.
     mark: u64,
     trials: BTreeMap<u64, Trial>,
+    /// The last beat read of each running trial.
+    beats: HashMap<u64, Beat>,
 }
 
 /// Every study's trials, as last read.
@@ -28,23 +31,37 @@ impl TrialCache {
         rec: &StudyRecord,
     ) -> Result<Vec<Trial>, StoreError> {
         let mut all = self.0.lock().await;
-        let kept = all.entry(rec.name.clone()).or_insert_with(|| Kept {
+        let fresh = || Kept {
             created_ms: rec.created_ms,
             mark: 0,
             trials: BTreeMap::new(),
-        });
+            beats: HashMap::new(),
+        };
+        let kept = all.entry(rec.name.clone()).or_insert_with(fresh);
         if kept.created_ms != rec.created_ms {
-            *kept = Kept {
-                created_ms: rec.created_ms,
-                mark: 0,
-                trials: BTreeMap::new(),
-            };
+            *kept = fresh();
         }
         let (changed, mark) = store.changed_trials(&rec.name, kept.mark).await?;
         for t in changed {
             kept.trials.insert(t.id, t);
         }
         kept.mark = mark;
+        let running: Vec<u64> = kept
+            .trials
+            .values()
+            .filter(|t| t.state == TrialState::Running)
+            .map(|t| t.id)
+            .collect();
+        let live: std::collections::HashSet<u64> = running.iter().copied().collect();
+        kept.beats.retain(|id, _| live.contains(id));
+        for b in store.beats(&rec.name, &running).await? {
+            kept.beats.insert(b.id, b);
+        }
+        for (id, b) in &kept.beats {
+            if let Some(t) = kept.trials.get_mut(id) {
+                t.absorb(b);
+            }
+        }
         Ok(kept.trials.values().cloned().collect())
     }
 

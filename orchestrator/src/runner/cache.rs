@@ -1,7 +1,7 @@
 //! What a driver remembers of its study between passes, and what warm serverless
 //! ticks keep between invocations.
 
-use augur_model::{Millis, Trial, TrialState};
+use augur_model::{Beat, Millis, Trial, TrialState};
 use std::collections::HashMap;
 
 /// Drivers' caches kept between serverless ticks in one process (a warm
@@ -38,6 +38,11 @@ pub(super) struct Cache {
     index: HashMap<u64, usize>,
     /// Where the next incremental read of the store starts.
     pub(super) mark: u64,
+    /// The last beat read of each running trial whose store keeps beats apart: laid
+    /// again over a record read later that is older.
+    beats: HashMap<u64, Beat>,
+    /// When beats were last read.
+    pub(super) beats_read_ms: Millis,
 }
 
 impl Cache {
@@ -46,7 +51,35 @@ impl Cache {
         self.trials.iter().filter(|t| !t.is_dataset()).collect()
     }
 
-    pub(super) fn upsert(&mut self, t: Trial) -> Option<TrialState> {
+    /// The ids of the running trials (whose beats a store may keep apart).
+    pub(super) fn running(&self) -> Vec<u64> {
+        self.trials
+            .iter()
+            .filter(|t| t.state == TrialState::Running)
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// Keeps beats and lays each over its trial.
+    pub(super) fn absorb(&mut self, beats: Vec<Beat>) {
+        for b in beats {
+            if let Some(&i) = self.index.get(&b.id) {
+                self.trials[i].absorb(&b);
+            }
+            self.beats.insert(b.id, b);
+        }
+    }
+
+    /// Puts a trial as read (with its kept beat laid over it, if it still runs); its
+    /// state before, if it was known.
+    pub(super) fn upsert(&mut self, mut t: Trial) -> Option<TrialState> {
+        if t.state == TrialState::Running {
+            if let Some(b) = self.beats.get(&t.id) {
+                t.absorb(b);
+            }
+        } else {
+            self.beats.remove(&t.id);
+        }
         match self.index.get(&t.id) {
             Some(&i) => {
                 let from = self.trials[i].state;

@@ -228,6 +228,7 @@ impl<'a> Driver<'a> {
         let machines = runner.provider.list(name).await?;
         let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
         self.cache.mark = mark;
+        self.read_beats().await?;
         for t in changed {
             if t.started_ms.is_some_and(|s| s >= self.boots.since) {
                 self.boots.reported = true;
@@ -254,6 +255,20 @@ impl<'a> Driver<'a> {
             }
         }
         Ok((state, machines))
+    }
+
+    /// Reads the beats of the running trials, at most once a heartbeat (stores that
+    /// keep them apart from the records; see [`TrialStore::beats`]).
+    async fn read_beats(&mut self) -> Result<(), RunError> {
+        let now = (self.runner.clock)();
+        if now - self.cache.beats_read_ms < self.runner.timing.heartbeat_ms {
+            return Ok(());
+        }
+        let running = self.cache.running();
+        let beats = self.runner.store.beats(&self.study.name, &running).await?;
+        self.cache.absorb(beats);
+        self.cache.beats_read_ms = now;
+        Ok(())
     }
 
     /// Applies one action of [`decide`].

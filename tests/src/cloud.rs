@@ -97,6 +97,12 @@ impl World {
         self.env(&mut self.sb.cmd(args)).output().expect("augur")
     }
 
+    /// `augur ARGS` against the world, to its end: its output and its peak resident
+    /// memory in KB (see [`crate::output_and_peak`]).
+    pub fn augur_peak(&self, args: &[&str]) -> (Output, Option<u64>) {
+        crate::output_and_peak(self.env(&mut self.sb.cmd(args)))
+    }
+
     /// `augur ARGS` against the world, in the background.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.env(&mut self.sb.cmd(args))

@@ -281,6 +281,39 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
 }
 
 /// Sends a signal to a process.
+/// Runs `cmd` to its end under GNU time: its output, and its peak resident memory
+/// in KB, if `/usr/bin/time` is there. (`wait4`'s own figure will not do: a child's
+/// high-water mark starts at its parent's size when it forked, and a test process
+/// is large.)
+pub fn output_and_peak(cmd: &Command) -> (Output, Option<u64>) {
+    let time = Path::new("/usr/bin/time");
+    let report = tempfile::NamedTempFile::new().expect("tmp");
+    let mut timed = if time.is_file() {
+        let mut t = Command::new(time);
+        t.args(["-f", "%M", "-o"])
+            .arg(report.path())
+            .arg(cmd.get_program());
+        t
+    } else {
+        Command::new(cmd.get_program())
+    };
+    timed.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        timed.current_dir(d);
+    }
+    let out = timed.stdin(Stdio::null()).output().expect("run");
+    let kb = std::fs::read_to_string(report.path())
+        .ok()
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
+    (out, kb)
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: plain integers; no memory effects.
     unsafe {

@@ -377,8 +377,13 @@ async fn the_handler_answers_schedule_and_stream_events() {
     assert_eq!(row(&r, "hand").launched, 2);
 }
 
+/// The most memory an `augur tick` process took (KB): what a cold Lambda tick needs
+/// before its warm caches grow (see `augur-sim --serverless` for those).
+static TICK_PEAK_KB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn tick(w: &World, limit: &str) -> Value {
-    let out = w.augur(&["tick", "--limit", limit]);
+    let (out, kb) = w.augur_peak(&["tick", "--limit", limit]);
+    TICK_PEAK_KB.fetch_max(kb.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     ok(&out);
     serde_json::from_slice(&out.stdout).expect("tick json")
 }
@@ -451,9 +456,10 @@ async fn a_tick_killed_half_way_is_finished_by_the_next() {
         (futures_lite(w.live_instances()) == 0).then_some(())
     });
     eprintln!(
-        "after the kill: {} tick(s) to done ({:.1}s): {outcomes:?}",
+        "after the kill: {} tick(s) to done ({:.1}s): {outcomes:?}; an `augur tick` process's peak RSS: {:.1} MB",
         outcomes.len(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        TICK_PEAK_KB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     );
 }
 

@@ -86,8 +86,14 @@ fn needs_decision(r: &Value) -> Option<String> {
 }
 
 /// Studies' caches kept between ticks of this process: a warm augur-lambda reads only
-/// what changed since its last tick (`augur tick` from cron starts cold each time).
-static WARM: std::sync::LazyLock<crate::WarmCaches> = std::sync::LazyLock::new(Default::default);
+/// what changed since its last tick (`augur tick` from cron starts cold each time),
+/// within the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB).
+static WARM: std::sync::LazyLock<crate::WarmCaches> = std::sync::LazyLock::new(|| {
+    std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .map_or_else(crate::WarmCaches::default, crate::WarmCaches::for_memory)
+});
 
 /// What a tick did with one study.
 #[derive(Clone, Debug, Serialize)]

@@ -1,30 +1,83 @@
 //! What a driver remembers of its study between passes, and what warm serverless
 //! ticks keep between invocations.
 
-use augur_model::{Beat, Millis, Trial, TrialState};
+use augur_model::{Beat, Millis, Study, Trial, TrialState};
 use std::collections::HashMap;
 
 /// Drivers' caches kept between serverless ticks in one process (a warm
-/// augur-lambda), by study name and creation time.
-#[derive(Default)]
-pub struct WarmCaches(std::sync::Mutex<HashMap<(String, Millis), Cache>>);
+/// augur-lambda), by study name and creation time, at most `budget` trials in all:
+/// past it, the largest other studies' caches go (their next tick reads them whole)
+/// rather than the process running out of memory.
+pub struct WarmCaches {
+    kept: std::sync::Mutex<HashMap<(String, Millis), Cache>>,
+    budget: usize,
+}
+
+impl Default for WarmCaches {
+    fn default() -> WarmCaches {
+        WarmCaches::with_budget(usize::MAX)
+    }
+}
+
+/// A kept trial's heap, about (`augur-sim --serverless` measures 1.56 KB).
+pub const TRIAL_BYTES: usize = 1_600;
 
 impl WarmCaches {
+    pub fn with_budget(trials: usize) -> WarmCaches {
+        WarmCaches {
+            kept: Default::default(),
+            budget: trials,
+        }
+    }
+
+    /// The budget for a process of `memory_mb`: half of what is left after 64 MB
+    /// for the process itself (a release `augur tick` peaks at ~19 MB, measured in
+    /// tests/tests/serverless.rs), at [`TRIAL_BYTES`].
+    pub fn for_memory(memory_mb: usize) -> WarmCaches {
+        let spare = memory_mb.saturating_sub(64) * 1024 * 1024 / 2;
+        WarmCaches::with_budget(spare / TRIAL_BYTES)
+    }
+
     pub(super) fn take(&self, key: &(String, Millis)) -> Cache {
-        self.0
+        self.kept
             .lock()
             .ok()
             .and_then(|mut m| m.remove(key))
             .unwrap_or_default()
     }
     pub(super) fn put(&self, key: (String, Millis), cache: Cache) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(key, cache);
+        let Ok(mut m) = self.kept.lock() else {
+            return;
+        };
+        m.insert(key.clone(), cache);
+        let mut total: usize = m.values().map(|c| c.trials.len()).sum();
+        while total > self.budget {
+            let largest = m
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .max_by_key(|(_, c)| c.trials.len())
+                .map(|(k, c)| (k.clone(), c.trials.len()));
+            let Some((k, n)) = largest else { break };
+            m.remove(&k);
+            total -= n;
+        }
+    }
+    /// How many trials the kept caches hold.
+    pub fn trials(&self) -> usize {
+        self.kept
+            .lock()
+            .map(|m| m.values().map(|c| c.trials.len()).sum())
+            .unwrap_or(0)
+    }
+    /// Drops every kept cache (the next tick of each study reads it whole).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.kept.lock() {
+            m.clear();
         }
     }
     /// How many studies have a cache kept.
     pub fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
+        self.kept.lock().map(|m| m.len()).unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -102,5 +155,54 @@ impl Cache {
                 None
             }
         }
+    }
+}
+
+/// Slims a trial to what a driver reads of its series: the readings of the
+/// objective, with the objective and the pruner's step only, if the study prunes
+/// (the pruner's curves, a pruned trial's best value); none otherwise. A warm tick
+/// keeps every trial of its studies in memory, and a record's series, a map of every
+/// metric per reading, is most of a trial's heap (measured by `augur-sim
+/// --serverless`).
+pub(super) fn slim(t: &mut Trial, study: &Study) {
+    let Some(prune) = &study.prune else {
+        t.series = Vec::new();
+        return;
+    };
+    let objective = &study.objective.metric;
+    t.series.retain(|p| p.values.contains_key(objective));
+    for p in &mut t.series {
+        p.values.retain(|k, _| k == objective || *k == prune.step);
+    }
+    t.series.shrink_to_fit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(trials: u64) -> Cache {
+        let mut c = Cache::default();
+        for id in 1..=trials {
+            c.upsert(Trial::new("s", id, 0, 0, Default::default(), 0));
+        }
+        c
+    }
+
+    #[test]
+    fn past_their_budget_warm_caches_drop_the_largest_other_studies() {
+        let warm = WarmCaches::with_budget(100);
+        warm.put(("a".into(), 1), cache(60));
+        warm.put(("b".into(), 1), cache(30));
+        assert_eq!((warm.len(), warm.trials()), (2, 90));
+        // c's 50 pass the budget: a (the largest other) goes, b stays.
+        warm.put(("c".into(), 1), cache(50));
+        assert_eq!((warm.len(), warm.trials()), (2, 80));
+        assert!(warm.take(&("a".into(), 1)).trials.is_empty());
+        // One study over the budget alone is kept: it is the one being driven.
+        warm.put(("d".into(), 1), cache(150));
+        assert_eq!(warm.trials(), 150);
+        // 512 MB: (512 - 64) MB / 2 at 1,600 bytes a trial.
+        assert_eq!(WarmCaches::for_memory(512).budget, 146_800);
     }
 }

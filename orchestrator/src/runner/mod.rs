@@ -430,7 +430,8 @@ impl Runner {
         let (trials, mark) = self.store.changed_trials(&study.name, 0).await?;
         let mut cache = Cache::default();
         cache.mark = mark;
-        for t in trials {
+        for mut t in trials {
+            cache::slim(&mut t, study);
             cache.upsert(t);
         }
         Ok(cache)

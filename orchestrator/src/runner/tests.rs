@@ -223,15 +223,32 @@ fn backend_backoff_doubles_from_200_ms_to_at_most_5_s() {
     assert_eq!(ms, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
 }
 
-/// A cloud whose launches take `launch_takes` to answer.
+/// A cloud whose launches take `launch_takes` to answer; it counts the most in
+/// flight at once.
+#[derive(Default)]
 struct SlowCloud {
     launch_takes: Duration,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl SlowCloud {
+    fn taking(launch_takes: Duration) -> SlowCloud {
+        SlowCloud {
+            launch_takes,
+            ..Default::default()
+        }
+    }
 }
 
 #[async_trait]
 impl MachineProvider for SlowCloud {
     async fn launch(&self, _study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
         tokio::time::sleep(self.launch_takes).await;
+        self.in_flight.fetch_sub(1, SeqCst);
         Ok(Launched::free(format!("i-{}", trial.id)))
     }
     async fn list(&self, _study: &str) -> Result<Vec<Machine>, ProviderError> {
@@ -257,9 +274,7 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
     let dir = tempfile::tempdir().expect("tmp");
     let store: Arc<dyn TrialStore> =
         Arc::new(SqliteStore::open(&dir.path().join("augur.db")).expect("store"));
-    let slow = Arc::new(SlowCloud {
-        launch_takes: Duration::from_secs(30),
-    });
+    let slow = Arc::new(SlowCloud::taking(Duration::from_secs(30)));
     let lease = || {
         Some(LeaseSpec {
             holder: "tick".into(),
@@ -299,9 +314,7 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
         "{first:?}"
     );
     // The next tick, with time enough, launches the same attempt.
-    let fast = Arc::new(SlowCloud {
-        launch_takes: Duration::from_millis(1),
-    });
+    let fast = Arc::new(SlowCloud::taking(Duration::from_millis(1)));
     let mut r = Runner::new(store.clone(), fast);
     r.clock = Arc::new(|| NOW);
     r.lease = lease();
@@ -314,4 +327,39 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
         .expect("read")
         .expect("trial");
     assert_eq!((t.state, t.attempt), (TrialState::Starting, 1), "{t:?}");
+}
+
+/// The launches of a pass are asked side by side, a few at a time (a tick has a
+/// deadline, and each RunInstances takes a while), and each is settled.
+#[tokio::test]
+async fn a_passs_launches_run_at_once_a_few_at_a_time() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store: Arc<dyn TrialStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("augur.db")).expect("store"));
+    let cloud = Arc::new(SlowCloud::taking(Duration::from_millis(50)));
+    let mut r = Runner::new(store.clone(), cloud.clone());
+    r.clock = Arc::new(|| NOW);
+    let s = Study::parse(
+        "name='s'\nobjective={metric='m'}\ntrials=20\nparallel=20\n[run]\nscript='true'\n",
+        "s.toml",
+        Path::new("."),
+    )
+    .expect("study");
+    r.register(&s, &RegisterOptions::default())
+        .await
+        .expect("register");
+    let mut driver = r.driver(&s, Scope::Budget(s.trials));
+    for _ in 0..5 {
+        if let Next::Wait(_) = driver.pass(Mode::Run).await.expect("pass") {
+            break;
+        }
+    }
+    let trials = store.list_trials("s").await.expect("trials");
+    let starting = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Starting)
+        .count();
+    assert_eq!(starting, 20, "{trials:?}");
+    let most = cloud.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(most, driver::LAUNCHES_AT_ONCE, "launches in flight at once");
 }

@@ -16,15 +16,17 @@
 //! parallel 500; `--serverless` drives with `Runner::tick_warm`, a tick per 5 s that
 //! starts from the cache the last tick left, as a warm augur-lambda does).
 
-use async_trait::async_trait;
-use augur::provider::{MachineProvider, ProviderError};
-use augur::{Machine, Mode, Next, Runner, Scope, TickEnd};
-use augur_model::{
-    AttemptEnd, Beat, Expect, MetricPoint, Millis, Study, StudyRecord, StudyState, Trial,
-    TrialState, TrialUpdate,
-};
-use augur_store::{Beaten, Launched, Lease, SqliteStore, TrialStore, Written};
-use rand::{Rng, SeedableRng};
+mod cloud;
+mod counted;
+mod report;
+mod scrape;
+
+use augur::{Mode, Next, Runner, Scope, TickEnd};
+use augur_model::{Millis, Study, TrialState};
+use augur_store::{SqliteStore, TrialStore};
+use cloud::SimCloud;
+use counted::{Calls, Counted, Shared};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,8 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TICK_MS: Millis = 5_000;
-const HEARTBEAT_MS: Millis = 20_000;
-const THROTTLED: f64 = 0.05;
+pub(crate) const HEARTBEAT_MS: Millis = 20_000;
+pub(crate) const THROTTLED: f64 = 0.05;
 
 /// Process CPU time in microseconds.
 fn cpu_micros() -> u64 {
@@ -46,469 +48,68 @@ fn cpu_micros() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
-/// Calls by name, with the throttled retries the SDK would make.
-#[derive(Default)]
-struct Calls {
-    by: Mutex<BTreeMap<&'static str, u64>>,
-    rng: Mutex<Option<ChaCha8Rng>>,
-}
+/// The heap, counted: what the warm caches hold is the heap their drop frees.
+struct Counting;
 
-impl Calls {
-    fn seeded(seed: u64) -> Calls {
-        Calls {
-            by: Mutex::new(BTreeMap::new()),
-            rng: Mutex::new(Some(ChaCha8Rng::seed_from_u64(seed))),
-        }
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The most heap live at once.
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call goes to the system allocator unchanged; only sizes are counted.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        std::alloc::System.alloc(l)
     }
-    /// One call of `name`; a throttled first attempt is retried (one more call).
-    fn count(&self, name: &'static str) {
-        let throttled = self
-            .rng
-            .lock()
-            .ok()
-            .and_then(|mut r| r.as_mut().map(|r| r.gen_bool(THROTTLED)))
-            .unwrap_or(false);
-        if let Ok(mut by) = self.by.lock() {
-            *by.entry(name).or_default() += 1 + throttled as u64;
-            if throttled {
-                *by.entry("throttled").or_default() += 1;
-            }
-        }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        std::alloc::System.dealloc(p, l)
     }
-    fn get(&self, name: &str) -> u64 {
-        self.by
-            .lock()
-            .map(|b| b.get(name).copied().unwrap_or(0))
-            .unwrap_or(0)
-    }
-    fn total(&self) -> u64 {
-        self.by
-            .lock()
-            .map(|b| {
-                b.iter()
-                    .filter(|(k, _)| **k != "throttled")
-                    .map(|(_, v)| v)
-                    .sum()
-            })
-            .unwrap_or(0)
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, size: usize) -> *mut u8 {
+        let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        std::alloc::System.realloc(p, l, size)
     }
 }
 
-/// The real SQLite store, with every call counted (the orchestrator's and the
-/// agents' through separate wrappers), and the items a DynamoDB `changed_trials`
-/// would read.
-struct Counted {
-    inner: Arc<SqliteStore>,
-    calls: Arc<Calls>,
-    /// Trials returned by `changed_trials`.
-    changed_read: AtomicU64,
-    /// What reading the whole study at every pass would read.
-    whole_study_read: AtomicU64,
-    /// What DynamoDB's `changed_trials` reads: the trials written within the
-    /// lookback (120 s) before its last read, from the changes index, and the whole
-    /// study every 5 minutes.
-    index_read: AtomicU64,
-    /// Beat items read (`beats`): DynamoDB keeps heartbeats apart from the records,
-    /// out of the index, and drivers read those of the running trials.
-    beats_read: AtomicU64,
-    trials: Arc<AtomicU64>,
-    /// When each trial was last written (virtual ms), shared by both wrappers.
-    written: Arc<Mutex<HashMap<u64, Millis>>>,
-    now: Arc<AtomicI64>,
-    /// (last read, last whole read) of this wrapper's `changed_trials`.
-    reads: Mutex<(Millis, Millis)>,
+#[global_allocator]
+static HEAP: Counting = Counting;
+
+/// The peak resident memory of this process, in MB (`VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
-impl Counted {
-    fn wrote(&self, id: u64) {
-        if let Ok(mut w) = self.written.lock() {
-            w.insert(id, self.now.load(Ordering::Relaxed));
-        }
-    }
-}
-
-#[async_trait]
-impl TrialStore for Counted {
-    async fn create_study(&self, rec: &StudyRecord) -> augur_store::Result<StudyRecord> {
-        self.calls.count("create_study");
-        self.inner.create_study(rec).await
-    }
-    async fn put_study(&self, rec: &StudyRecord) -> augur_store::Result<()> {
-        self.calls.count("put_study");
-        self.inner.put_study(rec).await
-    }
-    async fn get_study(&self, name: &str) -> augur_store::Result<Option<StudyRecord>> {
-        self.calls.count("get_study");
-        self.inner.get_study(name).await
-    }
-    async fn list_studies(&self) -> augur_store::Result<Vec<StudyRecord>> {
-        self.calls.count("list_studies");
-        self.inner.list_studies().await
-    }
-    async fn study_state(&self, name: &str) -> augur_store::Result<Option<StudyState>> {
-        self.calls.count("study_state");
-        self.inner.study_state(name).await
-    }
-    async fn set_study_state(
-        &self,
-        name: &str,
-        from: &[StudyState],
-        to: StudyState,
-        now: Millis,
-    ) -> augur_store::Result<bool> {
-        self.calls.count("set_study_state");
-        self.inner.set_study_state(name, from, to, now).await
-    }
-    async fn delete_study(&self, name: &str) -> augur_store::Result<bool> {
-        self.calls.count("delete_study");
-        self.inner.delete_study(name).await
-    }
-    async fn create_trial(&self, trial: &Trial) -> augur_store::Result<(Trial, bool)> {
-        self.calls.count("create_trial");
-        let out = self.inner.create_trial(trial).await?;
-        if out.1 {
-            self.trials.fetch_add(1, Ordering::Relaxed);
-            self.wrote(out.0.id);
-        }
-        Ok(out)
-    }
-    async fn get_trial(&self, study: &str, id: u64) -> augur_store::Result<Option<Trial>> {
-        self.calls.count("get_trial");
-        self.inner.get_trial(study, id).await
-    }
-    async fn list_trials(&self, study: &str) -> augur_store::Result<Vec<Trial>> {
-        self.calls.count("list_trials");
-        self.inner.list_trials(study).await
-    }
-    async fn changed_trials(
-        &self,
-        study: &str,
-        since: u64,
-    ) -> augur_store::Result<(Vec<Trial>, u64)> {
-        self.calls.count("changed_trials");
-        let out = self.inner.changed_trials(study, since).await?;
-        self.changed_read
-            .fetch_add(out.0.len() as u64, Ordering::Relaxed);
-        let all = self.trials.load(Ordering::Relaxed);
-        self.whole_study_read.fetch_add(all, Ordering::Relaxed);
-        let now = self.now.load(Ordering::Relaxed);
-        if let Ok(mut reads) = self.reads.lock() {
-            let (last, full) = *reads;
-            let items = if since == 0 || now - full >= 300_000 {
-                reads.1 = now;
-                all
-            } else {
-                self.written
-                    .lock()
-                    .map(|w| w.values().filter(|t| **t >= last - 120_000).count() as u64)
-                    .unwrap_or(0)
-            };
-            reads.0 = now;
-            self.index_read.fetch_add(items, Ordering::Relaxed);
-        }
-        Ok(out)
-    }
-    async fn update_trial(
-        &self,
-        study: &str,
-        id: u64,
-        expect: &Expect,
-        update: &TrialUpdate,
-    ) -> augur_store::Result<Written> {
-        self.calls.count("update_trial");
-        let out = self.inner.update_trial(study, id, expect, update).await?;
-        if matches!(out, Written::Done(_)) {
-            self.wrote(id);
-        }
-        Ok(out)
-    }
-    /// DynamoDB writes a heartbeat to the trial's beat item, out of the changes
-    /// index, and to the record (in the index) every 5 minutes.
-    async fn heartbeat(
-        &self,
-        study: &str,
-        id: u64,
-        attempt: u32,
-        up: &TrialUpdate,
-    ) -> augur_store::Result<Beaten> {
-        self.calls.count("heartbeat");
-        let out = self.inner.heartbeat(study, id, attempt, up).await?;
-        let now = self.now.load(Ordering::Relaxed);
-        let last = self.written.lock().ok().and_then(|w| w.get(&id).copied());
-        if out == Beaten::Recorded && last.is_some_and(|l| now - l >= 300_000) {
-            self.wrote(id);
-        }
-        Ok(out)
-    }
-    async fn beats(&self, study: &str, ids: &[u64]) -> augur_store::Result<Vec<Beat>> {
-        for _ in ids.chunks(100) {
-            self.calls.count("beats");
-        }
-        self.beats_read
-            .fetch_add(ids.len() as u64, Ordering::Relaxed);
-        self.inner.beats(study, ids).await
-    }
-    async fn take_lease(
-        &self,
-        study: &str,
-        holder: &str,
-        now: Millis,
-        until: Millis,
-    ) -> augur_store::Result<Lease> {
-        self.calls.count("take_lease");
-        self.inner.take_lease(study, holder, now, until).await
-    }
-    async fn release_lease(&self, study: &str, holder: &str) -> augur_store::Result<()> {
-        self.calls.count("release_lease");
-        self.inner.release_lease(study, holder).await
-    }
-    async fn leases(&self) -> augur_store::Result<Vec<(String, Lease)>> {
-        self.calls.count("leases");
-        self.inner.leases().await
-    }
-    async fn expire_lease(&self, study: &str, lease: &Lease) -> augur_store::Result<bool> {
-        self.calls.count("expire_lease");
-        self.inner.expire_lease(study, lease).await
-    }
-    async fn set_submitted(&self, study: &str, on: bool) -> augur_store::Result<()> {
-        self.calls.count("set_submitted");
-        self.inner.set_submitted(study, on).await
-    }
-    async fn submitted(&self) -> augur_store::Result<Vec<String>> {
-        self.calls.count("submitted");
-        self.inner.submitted().await
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum InstState {
-    Booting,
-    Running,
-    Gone(&'static str),
-}
-
-#[derive(Clone, Debug)]
-struct Inst {
-    study: String,
-    trial: u64,
-    attempt: u32,
-    /// `None`: never boots.
-    boot_at: Option<Millis>,
-    run_ms: Millis,
-    fails: bool,
-    /// Reclaimed this long after its agent started.
-    reclaim_after: Option<Millis>,
-    state: InstState,
-    started: Millis,
-    beat: Millis,
-    gone_at: Millis,
-}
-
-/// EC2 as the reconciler sees it: instances that boot late or never, are reclaimed,
-/// and stay listed for an hour after they end (with their state reason).
-struct SimCloud {
-    now: Arc<AtomicI64>,
-    insts: Mutex<BTreeMap<String, Inst>>,
-    rng: Mutex<ChaCha8Rng>,
-    calls: Arc<Calls>,
-    next: AtomicU64,
-    /// RunInstances per (trial, attempt): a duplicate launch would show here.
-    launches: Mutex<HashMap<(u64, u32), u32>>,
-}
-
-#[async_trait]
-impl MachineProvider for SimCloud {
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
-        self.calls.count("RunInstances");
-        let now = self.now.load(Ordering::Relaxed);
-        let id = format!("i-{:08x}", self.next.fetch_add(1, Ordering::Relaxed));
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("rng".into()))?;
-        let inst = Inst {
-            study: study.name.clone(),
-            trial: trial.id,
-            attempt: trial.attempt,
-            boot_at: (!rng.gen_bool(0.01)).then(|| now + rng.gen_range(20_000..90_000)),
-            run_ms: rng.gen_range(180_000..720_000),
-            fails: rng.gen_bool(0.02),
-            reclaim_after: rng.gen_bool(0.03).then(|| rng.gen_range(10_000..300_000)),
-            state: InstState::Booting,
-            started: 0,
-            beat: 0,
-            gone_at: 0,
-        };
-        if let Ok(mut l) = self.launches.lock() {
-            *l.entry((trial.id, trial.attempt)).or_default() += 1;
-        }
-        if let Ok(mut i) = self.insts.lock() {
-            i.insert(id.clone(), inst);
-        }
-        Ok(Launched::free(id))
-    }
-
-    async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
-        let all = self.list_all().await?;
-        Ok(all
-            .into_iter()
-            .filter(|(s, _)| s == study)
-            .map(|(_, m)| m)
-            .collect())
-    }
-
-    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
-        let insts = self
-            .insts
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
-        // DescribeInstances pages of 1000 (ended instances are listed for an hour).
-        for _ in 0..insts.len().div_ceil(1000).max(1) {
-            self.calls.count("DescribeInstances");
-        }
-        Ok(insts
-            .iter()
-            .map(|(id, i)| {
-                (
-                    i.study.clone(),
-                    Machine {
-                        id: id.clone(),
-                        trial: i.trial,
-                        attempt: i.attempt,
-                        gone: match &i.state {
-                            InstState::Gone(why) => Some(why.to_string()),
-                            _ => None,
-                        },
-                        incarnation: None,
-                    },
-                )
-            })
-            .collect())
-    }
-
-    async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
-        self.calls.count("TerminateInstances");
-        let now = self.now.load(Ordering::Relaxed);
-        if let Ok(mut insts) = self.insts.lock() {
-            if let Some(i) = insts.get_mut(&machine.id) {
-                if !matches!(i.state, InstState::Gone(_)) {
-                    i.state = InstState::Gone("Client.UserInitiatedShutdown");
-                    i.gone_at = now;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn sees_all(&self) -> bool {
-        false
-    }
-}
-
-impl SimCloud {
-    /// Moves every instance and its agent on to `now`: boots, heartbeats, results,
-    /// reclaims, and the end of listings an hour after an instance ended.
-    async fn advance(&self, now: Millis, agents: &dyn TrialStore) {
-        self.now.store(now, Ordering::Relaxed);
-        // Only the instances with something to do now (most wait for their next
-        // heartbeat), and the end of listings an hour after an instance ended.
-        let snapshot: Vec<(String, Inst)> = match self.insts.lock() {
-            Ok(mut i) => {
-                i.retain(|_, v| {
-                    !matches!(v.state, InstState::Gone(_)) || now - v.gone_at <= 3_600_000
-                });
-                i.iter()
-                    .filter(|(_, v)| match v.state {
-                        InstState::Booting => v.boot_at.is_some_and(|at| at <= now),
-                        InstState::Running => {
-                            now - v.beat >= HEARTBEAT_MS
-                                || now - v.started >= v.run_ms
-                                || v.reclaim_after.is_some_and(|r| now - v.started >= r)
-                        }
-                        InstState::Gone(_) => false,
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }
-            Err(_) => return,
-        };
-        for (id, inst) in snapshot {
-            let mut next = inst.clone();
-            match inst.state {
-                InstState::Booting => match inst.boot_at {
-                    Some(at) if at <= now => {
-                        let up = TrialUpdate::running(&id, now, None);
-                        let ok = agents
-                            .update_trial(
-                                &inst.study,
-                                inst.trial,
-                                &Expect::state(TrialState::Starting, inst.attempt),
-                                &up,
-                            )
-                            .await;
-                        if matches!(ok, Ok(Written::Done(_))) {
-                            next.state = InstState::Running;
-                            next.started = now;
-                            next.beat = now;
-                        } else {
-                            // Its attempt moved on: the agent powers the instance off.
-                            next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
-                            next.gone_at = now;
-                        }
-                    }
-                    _ => {}
-                },
-                InstState::Running => {
-                    if inst.reclaim_after.is_some_and(|r| now - inst.started >= r) {
-                        next.state = InstState::Gone("Server.SpotInstanceTermination");
-                        next.gone_at = now;
-                    } else if now - inst.started >= inst.run_ms {
-                        let outcome = AttemptEnd {
-                            exit_code: Some(if inst.fails { 1 } else { 0 }),
-                            metrics: [("v".to_string(), inst.trial as f64)].into(),
-                            series: vec![MetricPoint {
-                                t_ms: now,
-                                values: [("v".to_string(), inst.trial as f64)].into(),
-                            }],
-                            ..Default::default()
-                        };
-                        let _ = agents
-                            .update_trial(
-                                &inst.study,
-                                inst.trial,
-                                &Expect::state(TrialState::Running, inst.attempt),
-                                &TrialUpdate::finished(now, &outcome),
-                            )
-                            .await;
-                        next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
-                        next.gone_at = now;
-                    } else if now - inst.beat >= HEARTBEAT_MS {
-                        let up = TrialUpdate {
-                            heartbeat_ms: Some(now),
-                            ..Default::default()
-                        };
-                        let ok = agents
-                            .heartbeat(&inst.study, inst.trial, inst.attempt, &up)
-                            .await;
-                        if matches!(ok, Ok(Beaten::Recorded)) {
-                            next.beat = now;
-                        } else {
-                            next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
-                            next.gone_at = now;
-                        }
-                    }
-                }
-                InstState::Gone(_) => {}
-            }
-            if let Ok(mut insts) = self.insts.lock() {
-                insts.insert(id, next);
-            }
-        }
-    }
+/// How a run is played.
+#[derive(Clone)]
+struct Options {
+    parallel: u32,
+    seed: u64,
+    serverless: bool,
+    /// Heartbeats written to the record, as before issue 17.
+    old_beats: bool,
+    /// Every script runs this long (else 3 to 12 minutes).
+    run_ms: Option<Millis>,
 }
 
 /// What one simulated study measured.
 struct Report {
+    old_beats: bool,
+    peak_rss_mb: f64,
+    /// The most heap live at once, MB.
+    peak_heap_mb: f64,
+    /// Serverless: the warm caches' heap (bytes) and their trials, measured once
+    /// three quarters of the trials had succeeded.
+    warm_cache: Option<(usize, usize)>,
     trials: u64,
     parallel: u32,
     ticks: u64,
@@ -529,31 +130,17 @@ struct Report {
     duplicates: usize,
 }
 
-async fn simulate(
-    trials: u64,
-    parallel: u32,
-    seed: u64,
-    serverless: bool,
-) -> Result<Report, String> {
+async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
+    let (parallel, seed, serverless) = (o.parallel, o.seed, o.serverless);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = Arc::new(SqliteStore::open(&dir.path().join("sim.db")).map_err(|e| e.to_string())?);
     let now = Arc::new(AtomicI64::new(1_000_000));
-    let written = Arc::new(Mutex::new(HashMap::new()));
-    let created = Arc::new(AtomicU64::new(0));
-    let counted = |calls: Arc<Calls>| {
-        Arc::new(Counted {
-            inner: db.clone(),
-            calls,
-            changed_read: AtomicU64::new(0),
-            whole_study_read: AtomicU64::new(0),
-            index_read: AtomicU64::new(0),
-            beats_read: AtomicU64::new(0),
-            trials: created.clone(),
-            written: written.clone(),
-            now: now.clone(),
-            reads: Mutex::new((0, 0)),
-        })
-    };
+    let shared = Arc::new(Shared {
+        now: now.clone(),
+        old_beats: o.old_beats,
+        ..Default::default()
+    });
+    let counted = |calls: Arc<Calls>| Arc::new(Counted::new(db.clone(), calls, shared.clone()));
     let orch = counted(Arc::new(Calls::seeded(seed ^ 1)));
     let agents = counted(Arc::new(Calls::seeded(seed ^ 2)));
     let ec2 = Arc::new(Calls::seeded(seed ^ 3));
@@ -564,6 +151,7 @@ async fn simulate(
         calls: ec2.clone(),
         next: AtomicU64::new(1),
         launches: Mutex::new(HashMap::new()),
+        run_ms: o.run_ms,
     });
     let study = Study::parse(
         &format!(
@@ -588,6 +176,7 @@ async fn simulate(
         .await
         .map_err(|e| e.to_string())?;
     let warm = augur::WarmCaches::default();
+    let mut warm_cache = None;
     let started = Instant::now();
     let mut cpu_ms = Vec::new();
     let mut t: Millis = 1_000_000;
@@ -601,6 +190,7 @@ async fn simulate(
         cloud.advance(t, agents.as_ref()).await;
         now.store(t, Ordering::Relaxed);
         let before = cpu_micros();
+        let priced = counted::PRICING_US.load(Ordering::Relaxed);
         let finished = if serverless {
             // A serverless tick, as a warm augur-lambda runs it: the cache its last
             // tick in this process left.
@@ -628,7 +218,13 @@ async fn simulate(
                 }
             }
         };
-        cpu_ms.push((cpu_micros() - before) as f64 / 1000.0);
+        let priced = counted::PRICING_US.load(Ordering::Relaxed) - priced;
+        cpu_ms.push((cpu_micros() - before).saturating_sub(priced) as f64 / 1000.0);
+        if serverless && warm_cache.is_none() && runner.counters().succeeded * 4 >= trials * 3 {
+            let (live, cached) = (LIVE.load(Ordering::Relaxed), warm.trials());
+            warm.clear();
+            warm_cache = Some((live.saturating_sub(LIVE.load(Ordering::Relaxed)), cached));
+        }
         if finished {
             break 'ticks;
         }
@@ -644,6 +240,10 @@ async fn simulate(
     let late = cpu_ms.len() * 4 / 5;
     let c = runner.counters();
     Ok(Report {
+        old_beats: o.old_beats,
+        peak_rss_mb: peak_rss_mb(),
+        peak_heap_mb: PEAK.load(Ordering::Relaxed) as f64 / 1e6,
+        warm_cache,
         trials,
         parallel,
         ticks: cpu_ms.len() as u64,
@@ -684,29 +284,44 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+fn usage() -> std::process::ExitCode {
+    eprintln!(
+        "usage: augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless] [--run-minutes M] [--old-beats | --compare] [--scrape STUDIESxTRIALS]"
+    );
+    std::process::ExitCode::from(2)
+}
+
 fn main() -> std::process::ExitCode {
     let mut sizes: Vec<u64> = Vec::new();
-    let mut parallel = 500u32;
-    let mut seed = 7u64;
-    let mut serverless = false;
+    let mut o = Options {
+        parallel: 500,
+        seed: 7,
+        serverless: false,
+        old_beats: false,
+        run_ms: None,
+    };
+    let (mut compare, mut scrapes) = (false, Vec::new());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        let mut value = || args.next().and_then(|v| v.parse::<u64>().ok());
         match a.as_str() {
-            "--parallel" => parallel = args.next().and_then(|v| v.parse().ok()).unwrap_or(500),
-            "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(7),
-            "--serverless" => serverless = true,
+            "--parallel" => o.parallel = value().unwrap_or(500) as u32,
+            "--seed" => o.seed = value().unwrap_or(7),
+            "--run-minutes" => o.run_ms = value().map(|m| m as Millis * 60_000),
+            "--serverless" => o.serverless = true,
+            "--old-beats" => o.old_beats = true,
+            "--compare" => compare = true,
+            "--scrape" => match args.next().as_deref().and_then(scrape::parse) {
+                Some(s) => scrapes.push(s),
+                None => return usage(),
+            },
             n => match n.parse() {
                 Ok(n) => sizes.push(n),
-                Err(_) => {
-                    eprintln!(
-                        "usage: augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless]"
-                    );
-                    return std::process::ExitCode::from(2);
-                }
+                Err(_) => return usage(),
             },
         }
     }
-    if sizes.is_empty() {
+    if sizes.is_empty() && scrapes.is_empty() {
         sizes = vec![1_000, 10_000];
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -719,94 +334,39 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    for (studies, trials) in scrapes {
+        if let Err(e) = rt.block_on(scrape::measure(studies, trials)) {
+            eprintln!("augur-sim: scrape {studies}x{trials}: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    }
     let mut reports = Vec::new();
     for n in sizes {
-        match rt.block_on(simulate(n, parallel, seed, serverless)) {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                eprintln!("augur-sim: {n} trials: {e}");
-                return std::process::ExitCode::from(1);
+        let plays = if compare {
+            vec![
+                Options {
+                    old_beats: true,
+                    ..o.clone()
+                },
+                o.clone(),
+            ]
+        } else {
+            vec![o.clone()]
+        };
+        for play in plays {
+            match rt.block_on(simulate(n, &play)) {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    eprintln!("augur-sim: {n} trials: {e}");
+                    return std::process::ExitCode::from(1);
+                }
             }
         }
     }
-    println!(
-        "| trials | parallel | virtual h | ticks | passes | CPU/tick mean ms | p99 ms | max ms | at size: mean ms | EC2 calls/trial | store calls/trial (orchestrator + agents) | trials read/pass | DynamoDB items read/trial: index + beats (whole study each pass) | succeeded | failed | lost | preemptions | retried | duplicate launches | wall s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut ok = true;
-    for r in &reports {
-        let n = r.trials as f64;
-        let ec2 = r.ec2.total() as f64 / n;
-        println!(
-            "| {} | {} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} (run {:.2}, describe {:.2}, terminate {:.2}) | {:.2} + {:.2} | {:.1} | {:.0} + {:.0} ({:.0}) | {} | {} | {} | {} | {} | {} | {:.1} |",
-            r.trials,
-            r.parallel,
-            r.virtual_h,
-            r.ticks,
-            r.passes,
-            mean(&r.cpu_ms),
-            pct(&r.cpu_ms, 0.99),
-            pct(&r.cpu_ms, 1.0),
-            mean(&r.cpu_late_ms),
-            ec2,
-            r.ec2.get("RunInstances") as f64 / n,
-            r.ec2.get("DescribeInstances") as f64 / n,
-            r.ec2.get("TerminateInstances") as f64 / n,
-            r.orch.calls.total() as f64 / n,
-            r.agents.calls.total() as f64 / n,
-            r.orch.changed_read.load(Ordering::Relaxed) as f64 / r.passes.max(1) as f64,
-            r.orch.index_read.load(Ordering::Relaxed) as f64 / n,
-            r.orch.beats_read.load(Ordering::Relaxed) as f64 / n,
-            r.orch.whole_study_read.load(Ordering::Relaxed) as f64 / n,
-            r.succeeded,
-            r.failed,
-            r.lost,
-            r.preemptions,
-            r.retried,
-            r.duplicates,
-            r.wall_s,
-        );
-        if r.lost > 0 || r.duplicates > 0 || r.succeeded + r.failed != r.trials as usize {
-            ok = false;
-        }
+    if reports.is_empty() {
+        return std::process::ExitCode::SUCCESS;
     }
-    if let [first, .., last] = &reports[..] {
-        let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };
-        println!(
-            "\n{}x the trials: CPU per tick x{:.2} (at size x{:.2}); EC2 calls per trial x{:.2}; orchestrator store calls per trial x{:.2}; DynamoDB items read per trial x{:.2} (whole study each pass: x{:.2})",
-            last.trials / first.trials.max(1),
-            ratio(mean(&first.cpu_ms), mean(&last.cpu_ms)),
-            ratio(mean(&first.cpu_late_ms), mean(&last.cpu_late_ms)),
-            ratio(
-                first.ec2.total() as f64 / first.trials as f64,
-                last.ec2.total() as f64 / last.trials as f64
-            ),
-            ratio(
-                first.orch.calls.total() as f64 / first.trials as f64,
-                last.orch.calls.total() as f64 / last.trials as f64
-            ),
-            ratio(
-                first.orch.index_read.load(Ordering::Relaxed) as f64 / first.trials as f64,
-                last.orch.index_read.load(Ordering::Relaxed) as f64 / last.trials as f64
-            ),
-            ratio(
-                first.orch.whole_study_read.load(Ordering::Relaxed) as f64 / first.trials as f64,
-                last.orch.whole_study_read.load(Ordering::Relaxed) as f64 / last.trials as f64
-            ),
-        );
-    }
-    if let Some(big) = reports.iter().max_by_key(|r| r.trials) {
-        let p99 = pct(&big.cpu_ms, 0.99);
-        println!(
-            "target: CPU per tick <= 50 ms at {} trials: p99 {:.2} ms, mean {:.2} ms: {} ({} build)",
-            big.trials,
-            p99,
-            mean(&big.cpu_ms),
-            if p99 <= 50.0 { "met" } else { "NOT met" },
-            if cfg!(debug_assertions) { "debug" } else { "release" }
-        );
-    }
-    if ok {
+    if report::print(&reports, &o) {
         std::process::ExitCode::SUCCESS
     } else {
         eprintln!("augur-sim: a trial was lost or launched twice");

@@ -7,18 +7,55 @@ use crate::provider::ProviderError;
 use crate::runner::{Counters, Event, RunError};
 use augur_model::cost::Billing;
 use augur_model::{Expect, Millis, TrialState, TrialUpdate};
-use augur_store::Written;
+use augur_store::{Launched, Written};
+use futures_util::StreamExt;
+
+/// How many launches a pass has in flight at once.
+pub(crate) const LAUNCHES_AT_ONCE: usize = 8;
+
+/// A launch asked of the provider, and its answer.
+pub(super) struct Asked {
+    at: At,
+    answer: Result<Launched, ProviderError>,
+}
 
 impl Driver<'_> {
-    /// `pending → starting`, then asks the provider for a machine. A launch that
-    /// fails marks the attempt lost (retried as `decide` rules); an unavailable
-    /// provider is also an error of the pass.
-    pub(super) async fn launch(
+    /// Launches `batch` (trial, attempt), up to [`LAUNCHES_AT_ONCE`] at a time, then
+    /// settles each answer in order. A provider that is unavailable fails the pass,
+    /// once every answer is settled.
+    pub(super) async fn launch_all(
         &mut self,
-        trial: u64,
-        attempt: u32,
+        batch: Vec<(u64, u32)>,
         now: Millis,
     ) -> Result<After, RunError> {
+        let this = &*self;
+        let asked: Vec<Result<Option<Asked>, RunError>> = futures_util::stream::iter(batch)
+            .map(|(trial, attempt)| this.ask(trial, attempt, now))
+            .buffer_unordered(LAUNCHES_AT_ONCE)
+            .collect()
+            .await;
+        let (mut after, mut failed) = (After::Nothing, None);
+        for a in asked {
+            let settled = match a {
+                Ok(Some(asked)) => self.settle(asked, now).await,
+                Ok(None) => Ok(After::Nothing),
+                Err(e) => Err(e),
+            };
+            match settled {
+                Ok(After::Again) => after = After::Again,
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(after), Err)
+    }
+
+    /// `pending → starting`, then asks the provider for a machine; `None` if the
+    /// trial moved on meanwhile. A launch unanswered at the tick's deadline is cut
+    /// short (see [`cut_short`](Self::cut_short)).
+    async fn ask(&self, trial: u64, attempt: u32, now: Millis) -> Result<Option<Asked>, RunError> {
         let runner = self.runner;
         let up = TrialUpdate {
             state: Some(TrialState::Starting),
@@ -32,7 +69,7 @@ impl Driver<'_> {
             .update_trial(&self.study.name, trial, &expect, &up)
             .await?;
         let Written::Done(t) = written else {
-            return Ok(After::Nothing);
+            return Ok(None);
         };
         Counters::bump(&runner.counters.launched);
         let at = At {
@@ -44,10 +81,20 @@ impl Driver<'_> {
         let answer = match self.deadline {
             Some(d) => match tokio::time::timeout_at(d.into(), asked).await {
                 Ok(answer) => answer,
-                Err(_) => return self.cut_short(at).await,
+                Err(_) => {
+                    self.cut_short(at).await?;
+                    return Ok(None);
+                }
             },
             None => asked.await,
         };
+        Ok(Some(Asked { at, answer }))
+    }
+
+    /// What a launch's answer leaves: its billing; a study waiting for room; or the
+    /// attempt lost (retried as `decide` rules), an unavailable provider an error.
+    async fn settle(&mut self, asked: Asked, now: Millis) -> Result<After, RunError> {
+        let Asked { at, answer } = asked;
         let e = match answer {
             Ok(launched) => {
                 self.weather = Weather::default();
@@ -63,7 +110,10 @@ impl Driver<'_> {
         }
         let reason = e.to_string();
         self.end(at, TrialState::Lost, reason.clone()).await?;
-        runner.emit(Event::Lost { trial, reason });
+        self.runner.emit(Event::Lost {
+            trial: at.trial,
+            reason,
+        });
         if let ProviderError::Unavailable(_) = e {
             return Err(e.into());
         }
@@ -75,7 +125,7 @@ impl Driver<'_> {
     /// goes back to pending, and the next tick asks again under the same
     /// ClientToken, which EC2 answers with the instance this launch made if it made
     /// one. Not a lost attempt, not a wait for the boot timeout.
-    async fn cut_short(&self, at: At) -> Result<After, RunError> {
+    async fn cut_short(&self, at: At) -> Result<(), RunError> {
         let up = TrialUpdate {
             state: Some(TrialState::Pending),
             launched_ms: Some(None),
@@ -85,7 +135,7 @@ impl Driver<'_> {
             ..Default::default()
         };
         self.write(at, &up).await?;
-        Ok(After::Again)
+        Ok(())
     }
 
     /// Records how the attempt's machine is billed, whatever its agent has written
@@ -109,11 +159,15 @@ impl Driver<'_> {
         let timing = &self.runner.timing;
         let w = &mut self.weather;
         let since = *w.since.get_or_insert(now);
-        w.failures += 1;
-        let wait = timing
-            .backoff_ms(self.study.seed, u64::MAX, w.failures)
-            .max(timing.backoff_base_ms);
-        w.until = now + wait;
+        // Launches of one batch that find no room count as one failure.
+        if w.until <= now {
+            w.failures += 1;
+            let wait = timing
+                .backoff_ms(self.study.seed, u64::MAX, w.failures)
+                .max(timing.backoff_base_ms);
+            w.until = now + wait;
+        }
+        let wait = w.until - now;
         let waited = now - since;
         // Shown with the trial wherever it is looked at (`augur trials`, the status
         // page), whoever drives the study; its agent's first write clears it.

@@ -9,6 +9,8 @@
 //! left to do now, or when the deadline comes.
 
 mod launch;
+#[cfg(test)]
+pub(crate) use launch::LAUNCHES_AT_ONCE;
 mod lease;
 mod machines;
 
@@ -197,10 +199,23 @@ impl<'a> Driver<'a> {
             now,
         });
         let mut again = false;
-        for a in actions {
+        let mut actions = actions.into_iter().peekable();
+        while let Some(a) = actions.next() {
             if self.past_deadline() {
                 again = true;
                 break;
+            }
+            // Launches side by side run at once.
+            if let Action::Launch { trial, attempt } = a {
+                let mut batch = vec![(trial, attempt)];
+                while let Some(&Action::Launch { trial, attempt }) = actions.peek() {
+                    batch.push((trial, attempt));
+                    actions.next();
+                }
+                if now >= self.weather.until {
+                    again |= matches!(self.launch_all(batch, now).await?, After::Again);
+                }
+                continue;
             }
             match self.apply(a, mode, now).await? {
                 After::Nothing => {}
@@ -228,12 +243,12 @@ impl<'a> Driver<'a> {
         let machines = runner.provider.list(name).await?;
         let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
         self.cache.mark = mark;
-        self.read_beats().await?;
-        for t in changed {
+        for mut t in changed {
             if t.started_ms.is_some_and(|s| s >= self.boots.since) {
                 self.boots.reported = true;
             }
             let copy = runner.events.as_ref().map(|_| t.clone());
+            super::cache::slim(&mut t, self.study);
             let (state, from) = (t.state, self.cache.upsert(t));
             if from == Some(state) {
                 continue;
@@ -254,6 +269,7 @@ impl<'a> Driver<'a> {
                 });
             }
         }
+        self.read_beats().await?;
         Ok((state, machines))
     }
 
@@ -287,7 +303,9 @@ impl<'a> Driver<'a> {
             Action::Propose { count } => self.propose(count).await?,
             // No room anywhere: the launch waits with the study.
             Action::Launch { .. } if now < self.weather.until => return Ok(After::Nothing),
-            Action::Launch { trial, attempt } => return self.launch(trial, attempt, now).await,
+            Action::Launch { trial, attempt } => {
+                return self.launch_all(vec![(trial, attempt)], now).await
+            }
             Action::MarkLost {
                 trial,
                 attempt,

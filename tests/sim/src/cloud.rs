@@ -1,0 +1,284 @@
+//! The cloud as the simulation plays it: EC2 instances that boot late or never,
+//! are reclaimed, and agents that heartbeat with a growing series of readings and
+//! write their results as the real agent does.
+
+use crate::counted::Calls;
+use crate::HEARTBEAT_MS;
+use async_trait::async_trait;
+use augur::provider::{MachineProvider, ProviderError};
+use augur::Machine;
+use augur_model::bounded::Series;
+use augur_model::{AttemptEnd, Expect, MetricPoint, Millis, Study, Trial, TrialState, TrialUpdate};
+use augur_store::{Beaten, Launched, TrialStore, Written};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A script prints a reading this often (three metrics each).
+const READING_MS: Millis = 15_000;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum InstState {
+    Booting,
+    Running,
+    Gone(&'static str),
+}
+
+#[derive(Clone, Debug)]
+pub struct Inst {
+    study: String,
+    trial: u64,
+    attempt: u32,
+    /// `None`: never boots.
+    boot_at: Option<Millis>,
+    run_ms: Millis,
+    fails: bool,
+    /// Reclaimed this long after its agent started.
+    reclaim_after: Option<Millis>,
+    state: InstState,
+    started: Millis,
+    beat: Millis,
+    gone_at: Millis,
+    /// The readings its script printed, as the agent keeps them.
+    series: Series,
+}
+
+/// EC2 as the reconciler sees it: instances that boot late or never, are reclaimed,
+/// and stay listed for an hour after they end (with their state reason).
+pub struct SimCloud {
+    pub now: Arc<AtomicI64>,
+    pub insts: Mutex<BTreeMap<String, Inst>>,
+    pub rng: Mutex<ChaCha8Rng>,
+    pub calls: Arc<Calls>,
+    pub next: AtomicU64,
+    /// RunInstances per (trial, attempt): a duplicate launch would show here.
+    pub launches: Mutex<HashMap<(u64, u32), u32>>,
+    /// Every script runs this long (else 3 to 12 minutes).
+    pub run_ms: Option<Millis>,
+}
+
+#[async_trait]
+impl MachineProvider for SimCloud {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
+        self.calls.count("RunInstances");
+        let now = self.now.load(Ordering::Relaxed);
+        let id = format!("i-{:08x}", self.next.fetch_add(1, Ordering::Relaxed));
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("rng".into()))?;
+        let inst = Inst {
+            study: study.name.clone(),
+            trial: trial.id,
+            attempt: trial.attempt,
+            boot_at: (!rng.gen_bool(0.01)).then(|| now + rng.gen_range(20_000..90_000)),
+            run_ms: self
+                .run_ms
+                .unwrap_or_else(|| rng.gen_range(180_000..720_000)),
+            fails: rng.gen_bool(0.02),
+            reclaim_after: rng.gen_bool(0.03).then(|| rng.gen_range(10_000..300_000)),
+            state: InstState::Booting,
+            started: 0,
+            beat: 0,
+            gone_at: 0,
+            series: Series::default(),
+        };
+        if let Ok(mut l) = self.launches.lock() {
+            *l.entry((trial.id, trial.attempt)).or_default() += 1;
+        }
+        if let Ok(mut i) = self.insts.lock() {
+            i.insert(id.clone(), inst);
+        }
+        Ok(Launched::free(id))
+    }
+
+    async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
+        let all = self.list_all().await?;
+        Ok(all
+            .into_iter()
+            .filter(|(s, _)| s == study)
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
+        let insts = self
+            .insts
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        // DescribeInstances pages of 1000 (ended instances are listed for an hour).
+        for _ in 0..insts.len().div_ceil(1000).max(1) {
+            self.calls.count("DescribeInstances");
+        }
+        Ok(insts
+            .iter()
+            .map(|(id, i)| {
+                (
+                    i.study.clone(),
+                    Machine {
+                        id: id.clone(),
+                        trial: i.trial,
+                        attempt: i.attempt,
+                        gone: match &i.state {
+                            InstState::Gone(why) => Some(why.to_string()),
+                            _ => None,
+                        },
+                        incarnation: None,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
+        self.calls.count("TerminateInstances");
+        let now = self.now.load(Ordering::Relaxed);
+        if let Ok(mut insts) = self.insts.lock() {
+            if let Some(i) = insts.get_mut(&machine.id) {
+                if !matches!(i.state, InstState::Gone(_)) {
+                    i.state = InstState::Gone("Client.UserInitiatedShutdown");
+                    i.gone_at = now;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sees_all(&self) -> bool {
+        false
+    }
+}
+
+impl SimCloud {
+    /// Moves every instance and its agent on to `now`: boots, heartbeats, results,
+    /// reclaims, and the end of listings an hour after an instance ended.
+    pub async fn advance(&self, now: Millis, agents: &dyn TrialStore) {
+        self.now.store(now, Ordering::Relaxed);
+        // Only the instances with something to do now (most wait for their next
+        // heartbeat), and the end of listings an hour after an instance ended.
+        let snapshot: Vec<(String, Inst)> = match self.insts.lock() {
+            Ok(mut i) => {
+                i.retain(|_, v| {
+                    !matches!(v.state, InstState::Gone(_)) || now - v.gone_at <= 3_600_000
+                });
+                i.iter()
+                    .filter(|(_, v)| match v.state {
+                        InstState::Booting => v.boot_at.is_some_and(|at| at <= now),
+                        InstState::Running => {
+                            now - v.beat >= HEARTBEAT_MS
+                                || now - v.started >= v.run_ms
+                                || v.reclaim_after.is_some_and(|r| now - v.started >= r)
+                        }
+                        InstState::Gone(_) => false,
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        for (id, inst) in snapshot {
+            let mut next = inst.clone();
+            match inst.state {
+                InstState::Booting => match inst.boot_at {
+                    Some(at) if at <= now => {
+                        let up = TrialUpdate::running(&id, now, None);
+                        let ok = agents
+                            .update_trial(
+                                &inst.study,
+                                inst.trial,
+                                &Expect::state(TrialState::Starting, inst.attempt),
+                                &up,
+                            )
+                            .await;
+                        if matches!(ok, Ok(Written::Done(_))) {
+                            next.state = InstState::Running;
+                            next.started = now;
+                            next.beat = now;
+                        } else {
+                            // Its attempt moved on: the agent powers the instance off.
+                            next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
+                            next.gone_at = now;
+                            next.series = Series::default();
+                        }
+                    }
+                    _ => {}
+                },
+                InstState::Running => {
+                    if inst.reclaim_after.is_some_and(|r| now - inst.started >= r) {
+                        next.state = InstState::Gone("Server.SpotInstanceTermination");
+                        next.gone_at = now;
+                        next.series = Series::default();
+                    } else if now - inst.started >= inst.run_ms {
+                        let mut values = print(&mut next, now);
+                        values.insert("v".to_string(), inst.trial as f64);
+                        next.series.push(MetricPoint {
+                            t_ms: now,
+                            values: values.clone(),
+                        });
+                        let outcome = AttemptEnd {
+                            exit_code: Some(if inst.fails { 1 } else { 0 }),
+                            metrics: values,
+                            series: next.series.points(),
+                            ..Default::default()
+                        };
+                        let _ = agents
+                            .update_trial(
+                                &inst.study,
+                                inst.trial,
+                                &Expect::state(TrialState::Running, inst.attempt),
+                                &TrialUpdate::finished(now, &outcome),
+                            )
+                            .await;
+                        next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
+                        next.gone_at = now;
+                        next.series = Series::default();
+                    } else if now - inst.beat >= HEARTBEAT_MS {
+                        let metrics = print(&mut next, now);
+                        let up = TrialUpdate {
+                            heartbeat_ms: Some(now),
+                            metrics: Some(metrics),
+                            series: Some(next.series.points()),
+                            ..Default::default()
+                        };
+                        let ok = agents
+                            .heartbeat(&inst.study, inst.trial, inst.attempt, &up)
+                            .await;
+                        if matches!(ok, Ok(Beaten::Recorded)) {
+                            next.beat = now;
+                        } else {
+                            next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
+                            next.gone_at = now;
+                            next.series = Series::default();
+                        }
+                    }
+                }
+                InstState::Gone(_) => {}
+            }
+            if let Ok(mut insts) = self.insts.lock() {
+                insts.insert(id, next);
+            }
+        }
+    }
+}
+
+/// The readings the script printed since the last heartbeat; the last values.
+fn print(inst: &mut Inst, now: Millis) -> BTreeMap<String, f64> {
+    let mut last = BTreeMap::new();
+    let mut t = inst.beat - inst.beat % READING_MS + READING_MS;
+    while t <= now {
+        let step = ((t - inst.started) / READING_MS).max(1) as f64;
+        last = BTreeMap::from([
+            ("step".to_string(), step),
+            ("loss".to_string(), 1.0 / step),
+            ("accuracy".to_string(), 1.0 - 1.0 / (step + 1.0)),
+        ]);
+        inst.series.push(MetricPoint {
+            t_ms: t,
+            values: last.clone(),
+        });
+        t += READING_MS;
+    }
+    last
+}

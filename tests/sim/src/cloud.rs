@@ -53,8 +53,8 @@ pub struct SimCloud {
     pub rng: Mutex<ChaCha8Rng>,
     pub calls: Arc<Calls>,
     pub next: AtomicU64,
-    /// RunInstances per (trial, attempt): a duplicate launch would show here.
-    pub launches: Mutex<HashMap<(u64, u32), u32>>,
+    /// RunInstances per (study, trial, attempt): a duplicate launch would show here.
+    pub launches: Mutex<HashMap<(String, u64, u32), u32>>,
     /// Every script runs this long (else 3 to 12 minutes).
     pub run_ms: Option<Millis>,
 }
@@ -86,7 +86,8 @@ impl MachineProvider for SimCloud {
             series: Series::default(),
         };
         if let Ok(mut l) = self.launches.lock() {
-            *l.entry((trial.id, trial.attempt)).or_default() += 1;
+            *l.entry((study.name.clone(), trial.id, trial.attempt))
+                .or_default() += 1;
         }
         if let Ok(mut i) = self.insts.lock() {
             i.insert(id.clone(), inst);
@@ -94,42 +95,15 @@ impl MachineProvider for SimCloud {
         Ok(Launched::free(id))
     }
 
+    /// A study's instances: DescribeInstances filtered by its tag, in pages of
+    /// 1,000 (ended instances are listed for an hour).
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
-        let all = self.list_all().await?;
-        Ok(all
-            .into_iter()
-            .filter(|(s, _)| s == study)
-            .map(|(_, m)| m)
-            .collect())
+        let all = self.listed(Some(study))?;
+        Ok(all.into_iter().map(|(_, m)| m).collect())
     }
 
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
-        let insts = self
-            .insts
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
-        // DescribeInstances pages of 1000 (ended instances are listed for an hour).
-        for _ in 0..insts.len().div_ceil(1000).max(1) {
-            self.calls.count("DescribeInstances");
-        }
-        Ok(insts
-            .iter()
-            .map(|(id, i)| {
-                (
-                    i.study.clone(),
-                    Machine {
-                        id: id.clone(),
-                        trial: i.trial,
-                        attempt: i.attempt,
-                        gone: match &i.state {
-                            InstState::Gone(why) => Some(why.to_string()),
-                            _ => None,
-                        },
-                        incarnation: None,
-                    },
-                )
-            })
-            .collect())
+        self.listed(None)
     }
 
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
@@ -152,6 +126,35 @@ impl MachineProvider for SimCloud {
 }
 
 impl SimCloud {
+    /// The instances of `study` (or all), counting the DescribeInstances pages.
+    fn listed(&self, study: Option<&str>) -> Result<Vec<(String, Machine)>, ProviderError> {
+        let insts = self
+            .insts
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        let out: Vec<(String, Machine)> = insts
+            .iter()
+            .filter(|(_, i)| study.is_none_or(|s| i.study == s))
+            .map(|(id, i)| {
+                let machine = Machine {
+                    id: id.clone(),
+                    trial: i.trial,
+                    attempt: i.attempt,
+                    gone: match &i.state {
+                        InstState::Gone(why) => Some(why.to_string()),
+                        _ => None,
+                    },
+                    incarnation: None,
+                };
+                (i.study.clone(), machine)
+            })
+            .collect();
+        for _ in 0..out.len().div_ceil(1000).max(1) {
+            self.calls.count("DescribeInstances");
+        }
+        Ok(out)
+    }
+
     /// Moves every instance and its agent on to `now`: boots, heartbeats, results,
     /// reclaims, and the end of listings an hour after an instance ended.
     pub async fn advance(&self, now: Millis, agents: &dyn TrialStore) {
@@ -179,87 +182,94 @@ impl SimCloud {
             Err(_) => return,
         };
         for (id, inst) in snapshot {
-            let mut next = inst.clone();
-            match inst.state {
-                InstState::Booting => match inst.boot_at {
-                    Some(at) if at <= now => {
-                        let up = TrialUpdate::running(&id, now, None);
-                        let ok = agents
-                            .update_trial(
-                                &inst.study,
-                                inst.trial,
-                                &Expect::state(TrialState::Starting, inst.attempt),
-                                &up,
-                            )
-                            .await;
-                        if matches!(ok, Ok(Written::Done(_))) {
-                            next.state = InstState::Running;
-                            next.started = now;
-                            next.beat = now;
-                        } else {
-                            // Its attempt moved on: the agent powers the instance off.
-                            next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
-                            next.gone_at = now;
-                            next.series = Series::default();
-                        }
-                    }
-                    _ => {}
-                },
-                InstState::Running => {
-                    if inst.reclaim_after.is_some_and(|r| now - inst.started >= r) {
-                        next.state = InstState::Gone("Server.SpotInstanceTermination");
-                        next.gone_at = now;
-                        next.series = Series::default();
-                    } else if now - inst.started >= inst.run_ms {
-                        let mut values = print(&mut next, now);
-                        values.insert("v".to_string(), inst.trial as f64);
-                        next.series.push(MetricPoint {
-                            t_ms: now,
-                            values: values.clone(),
-                        });
-                        let outcome = AttemptEnd {
-                            exit_code: Some(if inst.fails { 1 } else { 0 }),
-                            metrics: values,
-                            series: next.series.points(),
-                            ..Default::default()
-                        };
-                        let _ = agents
-                            .update_trial(
-                                &inst.study,
-                                inst.trial,
-                                &Expect::state(TrialState::Running, inst.attempt),
-                                &TrialUpdate::finished(now, &outcome),
-                            )
-                            .await;
-                        next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
-                        next.gone_at = now;
-                        next.series = Series::default();
-                    } else if now - inst.beat >= HEARTBEAT_MS {
-                        let metrics = print(&mut next, now);
-                        let up = TrialUpdate {
-                            heartbeat_ms: Some(now),
-                            metrics: Some(metrics),
-                            series: Some(next.series.points()),
-                            ..Default::default()
-                        };
-                        let ok = agents
-                            .heartbeat(&inst.study, inst.trial, inst.attempt, &up)
-                            .await;
-                        if matches!(ok, Ok(Beaten::Recorded)) {
-                            next.beat = now;
-                        } else {
-                            next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
-                            next.gone_at = now;
-                            next.series = Series::default();
-                        }
-                    }
-                }
-                InstState::Gone(_) => {}
-            }
+            let next = self.step(&id, &inst, now, agents).await;
             if let Ok(mut insts) = self.insts.lock() {
                 insts.insert(id, next);
             }
         }
+    }
+
+    /// What instance `id`'s agent does at `now`: start its attempt, beat, end it, or
+    /// lose its machine.
+    async fn step(&self, id: &str, inst: &Inst, now: Millis, agents: &dyn TrialStore) -> Inst {
+        let mut next = inst.clone();
+        match inst.state {
+            InstState::Booting => match inst.boot_at {
+                Some(at) if at <= now => {
+                    let up = TrialUpdate::running(id, now, None);
+                    let ok = agents
+                        .update_trial(
+                            &inst.study,
+                            inst.trial,
+                            &Expect::state(TrialState::Starting, inst.attempt),
+                            &up,
+                        )
+                        .await;
+                    if matches!(ok, Ok(Written::Done(_))) {
+                        next.state = InstState::Running;
+                        next.started = now;
+                        next.beat = now;
+                    } else {
+                        // Its attempt moved on: the agent powers the instance off.
+                        next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
+                        next.gone_at = now;
+                        next.series = Series::default();
+                    }
+                }
+                _ => {}
+            },
+            InstState::Running => {
+                if inst.reclaim_after.is_some_and(|r| now - inst.started >= r) {
+                    next.state = InstState::Gone("Server.SpotInstanceTermination");
+                    next.gone_at = now;
+                    next.series = Series::default();
+                } else if now - inst.started >= inst.run_ms {
+                    let mut values = print(&mut next, now);
+                    values.insert("v".to_string(), inst.trial as f64);
+                    next.series.push(MetricPoint {
+                        t_ms: now,
+                        values: values.clone(),
+                    });
+                    let outcome = AttemptEnd {
+                        exit_code: Some(if inst.fails { 1 } else { 0 }),
+                        metrics: values,
+                        series: next.series.points(),
+                        ..Default::default()
+                    };
+                    let _ = agents
+                        .update_trial(
+                            &inst.study,
+                            inst.trial,
+                            &Expect::state(TrialState::Running, inst.attempt),
+                            &TrialUpdate::finished(now, &outcome),
+                        )
+                        .await;
+                    next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
+                    next.gone_at = now;
+                    next.series = Series::default();
+                } else if now - inst.beat >= HEARTBEAT_MS {
+                    let metrics = print(&mut next, now);
+                    let up = TrialUpdate {
+                        heartbeat_ms: Some(now),
+                        metrics: Some(metrics),
+                        series: Some(next.series.points()),
+                        ..Default::default()
+                    };
+                    let ok = agents
+                        .heartbeat(&inst.study, inst.trial, inst.attempt, &up)
+                        .await;
+                    if matches!(ok, Ok(Beaten::Recorded)) {
+                        next.beat = now;
+                    } else {
+                        next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
+                        next.gone_at = now;
+                        next.series = Series::default();
+                    }
+                }
+            }
+            InstState::Gone(_) => {}
+        }
+        next
     }
 }
 

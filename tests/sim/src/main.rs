@@ -8,13 +8,26 @@
 //! heartbeat every 20 s and write their results as the real agent does.
 //!
 //! For each size it prints the CPU time of a reconcile tick (process CPU, the store
-//! included) and the calls made per trial, and checks the run: every trial final, no
-//! attempt launched twice, nothing lost. A tick is every 5 virtual seconds: the passes
-//! of one long-lived `Driver` (as in `augur run`) until it has nothing to do.
+//! included, the pricing below not) and the calls made per trial, and checks the
+//! run: every trial final, no attempt launched twice, nothing lost. A tick is every
+//! 5 virtual seconds: the passes of one long-lived `Driver` per study (as in `augur
+//! run`) until it has nothing to do. Every store call is priced in the DynamoDB
+//! capacity units it would consume (`counted`); a second table gives them per tick
+//! and per trial, and the bill of a 10,000-trial study follows, its arithmetic
+//! written out.
 //!
-//! `augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless]` (default: 1000 10000,
-//! parallel 500; `--serverless` drives with `Runner::tick_warm`, a tick per 5 s that
-//! starts from the cache the last tick left, as a warm augur-lambda does).
+//! `augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless] [--studies N]
+//! [--run-minutes M] [--old-beats | --compare] [--scrape STUDIESxTRIALS]`
+//! (default: 1000 10000, parallel 500):
+//! - `--serverless` drives with `Runner::tick_warm`, a tick per 5 s that starts from
+//!   the cache the last tick left, as a warm augur-lambda does, and measures the
+//!   warm caches' heap (a counting allocator) once three quarters have succeeded;
+//! - `--studies N` drives N studies of TRIALS each side by side;
+//! - `--run-minutes M` makes every script run M minutes (else 3 to 12);
+//! - `--old-beats` writes heartbeats to the record, as before issue 17, and
+//!   `--compare` runs each size both ways;
+//! - `--scrape 100x1000` measures what `/metrics` reads at 100 studies of 1,000
+//!   trials, cold and warm (`scrape`).
 
 mod cloud;
 mod counted;
@@ -99,11 +112,14 @@ struct Options {
     old_beats: bool,
     /// Every script runs this long (else 3 to 12 minutes).
     run_ms: Option<Millis>,
+    /// Studies driven side by side, each of the run's size.
+    studies: u64,
 }
 
 /// What one simulated study measured.
 struct Report {
     old_beats: bool,
+    studies: u64,
     peak_rss_mb: f64,
     /// The most heap live at once, MB.
     peak_heap_mb: f64,
@@ -130,8 +146,20 @@ struct Report {
     duplicates: usize,
 }
 
-async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
-    let (parallel, seed, serverless) = (o.parallel, o.seed, o.serverless);
+/// What a run plays on: the store (counted twice: the orchestrator's calls and the
+/// agents'), the cloud, and the runner.
+struct World {
+    db: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+    now: Arc<AtomicI64>,
+    orch: Arc<Counted>,
+    agents: Arc<Counted>,
+    ec2: Arc<Calls>,
+    cloud: Arc<SimCloud>,
+    runner: Runner,
+}
+
+fn world(o: &Options) -> Result<World, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = Arc::new(SqliteStore::open(&dir.path().join("sim.db")).map_err(|e| e.to_string())?);
     let now = Arc::new(AtomicI64::new(1_000_000));
@@ -141,26 +169,18 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
         ..Default::default()
     });
     let counted = |calls: Arc<Calls>| Arc::new(Counted::new(db.clone(), calls, shared.clone()));
-    let orch = counted(Arc::new(Calls::seeded(seed ^ 1)));
-    let agents = counted(Arc::new(Calls::seeded(seed ^ 2)));
-    let ec2 = Arc::new(Calls::seeded(seed ^ 3));
+    let orch = counted(Arc::new(Calls::seeded(o.seed ^ 1)));
+    let agents = counted(Arc::new(Calls::seeded(o.seed ^ 2)));
+    let ec2 = Arc::new(Calls::seeded(o.seed ^ 3));
     let cloud = Arc::new(SimCloud {
         now: now.clone(),
         insts: Mutex::new(BTreeMap::new()),
-        rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        rng: Mutex::new(ChaCha8Rng::seed_from_u64(o.seed)),
         calls: ec2.clone(),
         next: AtomicU64::new(1),
         launches: Mutex::new(HashMap::new()),
         run_ms: o.run_ms,
     });
-    let study = Study::parse(
-        &format!(
-            "name='sim'\nobjective={{metric='v'}}\noracle='random'\ntrials={trials}\nparallel={parallel}\nseed={seed}\n[params]\nx={{range=[0.0,1.0]}}\n[run]\nscript='true'\nmax_attempts=3\n"
-        ),
-        "sim.toml",
-        std::path::Path::new("."),
-    )
-    .map_err(|e| e.to_string())?;
     let mut runner = Runner::new(orch.clone(), cloud.clone());
     let clock = now.clone();
     runner.clock = Arc::new(move || clock.load(Ordering::Relaxed));
@@ -171,90 +191,160 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
         holder: "sim".into(),
         ttl: Duration::from_secs(60),
     });
-    let rec = runner
-        .register(&study, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    Ok(World {
+        db,
+        _dir: dir,
+        now,
+        orch,
+        agents,
+        ec2,
+        cloud,
+        runner,
+    })
+}
+
+/// Study `k` of `o.studies`, of `trials` trials.
+fn study(k: u64, trials: u64, o: &Options) -> Result<Study, String> {
+    let name = if o.studies == 1 {
+        "sim".to_string()
+    } else {
+        format!("sim-{k:03}")
+    };
+    Study::parse(
+        &format!(
+            "name='{name}'\nobjective={{metric='v'}}\noracle='random'\ntrials={trials}\nparallel={}\nseed={}\n[params]\nx={{range=[0.0,1.0]}}\n[run]\nscript='true'\nmax_attempts=3\n",
+            o.parallel,
+            o.seed + k
+        ),
+        "sim.toml",
+        std::path::Path::new("."),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
+    let w = world(o)?;
+    let studies = (0..o.studies)
+        .map(|k| study(k, trials, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut created = Vec::new();
+    for s in &studies {
+        let rec = w.runner.register(s, &Default::default()).await;
+        created.push(rec.map_err(|e| e.to_string())?.created_ms);
+    }
+    let runner = &w.runner;
     let warm = augur::WarmCaches::default();
     let mut warm_cache = None;
     let started = Instant::now();
     let mut cpu_ms = Vec::new();
     let mut t: Millis = 1_000_000;
     let limit = t + 48 * 3_600_000;
-    let mut driver = runner.driver(&study, Scope::Budget(study.trials));
-    'ticks: loop {
+    let mut drivers: Vec<_> = studies
+        .iter()
+        .map(|s| runner.driver(s, Scope::Budget(s.trials)))
+        .collect();
+    let mut done = vec![false; studies.len()];
+    let total = trials * o.studies;
+    while done.iter().any(|d| !d) {
         t += TICK_MS;
         if t > limit {
-            return Err("the study did not finish within 48 virtual hours".into());
+            return Err("the studies did not finish within 48 virtual hours".into());
         }
-        cloud.advance(t, agents.as_ref()).await;
-        now.store(t, Ordering::Relaxed);
+        w.cloud.advance(t, w.agents.as_ref()).await;
+        w.now.store(t, Ordering::Relaxed);
         let before = cpu_micros();
         let priced = counted::PRICING_US.load(Ordering::Relaxed);
-        let finished = if serverless {
-            // A serverless tick, as a warm augur-lambda runs it: the cache its last
-            // tick in this process left.
-            match runner
-                .tick_warm(
-                    &study,
-                    rec.created_ms,
-                    Instant::now() + Duration::from_secs(600),
-                    &warm,
-                )
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                TickEnd::Finished(_) => true,
-                TickEnd::Held(l) => return Err(format!("lease held by {}", l.holder)),
-                TickEnd::Waiting | TickEnd::Deadline => false,
+        for (k, s) in studies.iter().enumerate() {
+            if done[k] {
+                continue;
             }
-        } else {
-            // `augur run`: one long-lived driver, its cache read incrementally.
-            loop {
-                match driver.pass(Mode::Run).await.map_err(|e| e.to_string())? {
-                    Next::Again => continue,
-                    Next::Wait(_) => break false,
-                    Next::Finished(_) => break true,
+            done[k] = if o.serverless {
+                // A serverless tick, as a warm augur-lambda runs it: the cache its
+                // last tick in this process left.
+                let deadline = Instant::now() + Duration::from_secs(600);
+                let end = runner.tick_warm(s, created[k], deadline, &warm).await;
+                match end.map_err(|e| e.to_string())? {
+                    TickEnd::Finished(_) => true,
+                    TickEnd::Held(l) => return Err(format!("lease held by {}", l.holder)),
+                    TickEnd::Waiting | TickEnd::Deadline => false,
                 }
-            }
-        };
+            } else {
+                // `augur run`: one long-lived driver, its cache read incrementally.
+                loop {
+                    match drivers[k]
+                        .pass(Mode::Run)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        Next::Again => continue,
+                        Next::Wait(_) => break false,
+                        Next::Finished(_) => break true,
+                    }
+                }
+            };
+        }
         let priced = counted::PRICING_US.load(Ordering::Relaxed) - priced;
         cpu_ms.push((cpu_micros() - before).saturating_sub(priced) as f64 / 1000.0);
-        if serverless && warm_cache.is_none() && runner.counters().succeeded * 4 >= trials * 3 {
+        if o.serverless && warm_cache.is_none() && runner.counters().succeeded * 4 >= total * 3 {
             let (live, cached) = (LIVE.load(Ordering::Relaxed), warm.trials());
             warm.clear();
             warm_cache = Some((live.saturating_sub(LIVE.load(Ordering::Relaxed)), cached));
         }
-        if finished {
-            break 'ticks;
-        }
     }
-    driver.release().await;
-    let all = db.list_trials("sim").await.map_err(|e| e.to_string())?;
+    for d in drivers {
+        d.release().await;
+    }
+    let ran = Ran {
+        total,
+        cpu_ms,
+        virtual_ms: t - 1_000_000,
+        wall_s: started.elapsed().as_secs_f64(),
+        warm_cache,
+    };
+    tally(&w, &studies, o, ran).await
+}
+
+/// What the tick loop measured.
+struct Ran {
+    total: u64,
+    cpu_ms: Vec<f64>,
+    virtual_ms: Millis,
+    wall_s: f64,
+    warm_cache: Option<(usize, usize)>,
+}
+
+/// The report of a run: its measures and how its trials ended.
+async fn tally(w: &World, studies: &[Study], o: &Options, ran: Ran) -> Result<Report, String> {
+    let mut all = Vec::new();
+    for s in studies {
+        all.extend(w.db.list_trials(&s.name).await.map_err(|e| e.to_string())?);
+    }
     let count = |s: TrialState| all.iter().filter(|x| x.state == s).count();
-    let duplicates = cloud
+    let duplicates = w
+        .cloud
         .launches
         .lock()
         .map(|l| l.values().filter(|n| **n > 1).count())
         .unwrap_or(usize::MAX);
-    let late = cpu_ms.len() * 4 / 5;
-    let c = runner.counters();
+    let late = ran.cpu_ms.len() * 4 / 5;
+    let c = w.runner.counters();
     Ok(Report {
         old_beats: o.old_beats,
+        studies: o.studies,
         peak_rss_mb: peak_rss_mb(),
         peak_heap_mb: PEAK.load(Ordering::Relaxed) as f64 / 1e6,
-        warm_cache,
-        trials,
-        parallel,
-        ticks: cpu_ms.len() as u64,
+        warm_cache: ran.warm_cache,
+        trials: ran.total,
+        parallel: o.parallel,
+        ticks: ran.cpu_ms.len() as u64,
         passes: c.ticks,
-        cpu_late_ms: cpu_ms[late..].to_vec(),
-        cpu_ms,
-        ec2,
-        orch,
-        agents,
-        virtual_h: (t - 1_000_000) as f64 / 3_600_000.0,
-        wall_s: started.elapsed().as_secs_f64(),
+        cpu_late_ms: ran.cpu_ms[late..].to_vec(),
+        cpu_ms: ran.cpu_ms,
+        ec2: w.ec2.clone(),
+        orch: w.orch.clone(),
+        agents: w.agents.clone(),
+        virtual_h: ran.virtual_ms as f64 / 3_600_000.0,
+        wall_s: ran.wall_s,
         succeeded: count(TrialState::Succeeded),
         failed: count(TrialState::Failed),
         lost: count(TrialState::Lost)
@@ -286,7 +376,7 @@ fn mean(v: &[f64]) -> f64 {
 
 fn usage() -> std::process::ExitCode {
     eprintln!(
-        "usage: augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless] [--run-minutes M] [--old-beats | --compare] [--scrape STUDIESxTRIALS]"
+        "usage: augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless] [--studies N] [--run-minutes M] [--old-beats | --compare] [--scrape STUDIESxTRIALS]"
     );
     std::process::ExitCode::from(2)
 }
@@ -299,6 +389,7 @@ fn main() -> std::process::ExitCode {
         serverless: false,
         old_beats: false,
         run_ms: None,
+        studies: 1,
     };
     let (mut compare, mut scrapes) = (false, Vec::new());
     let mut args = std::env::args().skip(1);
@@ -308,6 +399,7 @@ fn main() -> std::process::ExitCode {
             "--parallel" => o.parallel = value().unwrap_or(500) as u32,
             "--seed" => o.seed = value().unwrap_or(7),
             "--run-minutes" => o.run_ms = value().map(|m| m as Millis * 60_000),
+            "--studies" => o.studies = value().unwrap_or(1).max(1),
             "--serverless" => o.serverless = true,
             "--old-beats" => o.old_beats = true,
             "--compare" => compare = true,

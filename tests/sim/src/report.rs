@@ -103,7 +103,7 @@ pub(crate) fn print(reports: &[Report], o: &Options) -> bool {
     units(reports);
     if let Some(r) = reports
         .iter()
-        .filter(|r| !r.old_beats)
+        .filter(|r| !r.old_beats && r.studies == 1)
         .max_by_key(|r| r.trials)
     {
         bill(r, o);
@@ -114,15 +114,16 @@ pub(crate) fn print(reports: &[Report], o: &Options) -> bool {
 /// The DynamoDB capacity units of each run (see `counted`).
 fn units(reports: &[Report]) {
     println!(
-        "\n| trials | heartbeats | per tick ({} s): read units | write units | EC2 calls | per trial: write units (agents + orchestrator) | read units | process peak RSS MB (heap) |",
+        "\n| studies x trials | heartbeats | per tick ({} s): read units | write units | EC2 calls | per trial: write units (agents + orchestrator) | read units | process peak RSS MB (heap) |",
         TICK_MS / 1000
     );
     println!("|---|---|---|---|---|---|---|---|");
     for r in reports {
         let (ticks, n) = (r.ticks.max(1) as f64, r.trials as f64);
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.1} ({:.1} + {:.1}) | {:.1} | {:.0} ({:.0}) |",
-            r.trials,
+            "| {} x {} | {} | {:.1} | {:.1} | {:.2} | {:.1} ({:.1} + {:.1}) | {:.1} | {:.0} ({:.0}) |",
+            r.studies,
+            r.trials / r.studies.max(1),
             if r.old_beats {
                 "in the record (before)"
             } else {

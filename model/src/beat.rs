@@ -14,7 +14,7 @@
 use crate::trial::{Checkpoint, MetricPoint, Trial, TrialState, TrialUpdate};
 use crate::Millis;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The most bytes of a beat's JSON: with its keys and numbers, the item stays under
 /// DynamoDB's 1 KB write unit.
@@ -107,6 +107,30 @@ impl Trial {
     }
 }
 
+/// The last beat read of each running trial, as a reader's cache keeps them: laid
+/// again over a record read later, which may be older than the beat (a record
+/// written by the control plane meanwhile), so that a heartbeat never turns back.
+#[derive(Debug, Default)]
+pub struct KeptBeats(HashMap<u64, Beat>);
+
+impl KeptBeats {
+    /// Keeps `b`, in place of its trial's earlier one.
+    pub fn keep(&mut self, b: Beat) {
+        self.0.insert(b.id, b);
+    }
+
+    /// Lays its trial's kept beat over `t` if `t` runs; forgets it if `t` ended.
+    pub fn lay(&mut self, t: &mut Trial) {
+        if t.state == TrialState::Running {
+            if let Some(b) = self.0.get(&t.id) {
+                t.absorb(b);
+            }
+        } else {
+            self.0.remove(&t.id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +205,27 @@ mod tests {
         older.state = TrialState::Succeeded;
         b.at_ms = 70;
         assert!(!older.absorb(&b));
+    }
+
+    #[test]
+    fn a_kept_beat_is_laid_over_an_older_record_and_forgotten_once_the_trial_ends() {
+        let mut kept = KeptBeats::default();
+        let mut b = Beat::of(&known(3), 0).expect("fits");
+        (b.id, b.attempt, b.at_ms) = (1, 1, 90);
+        kept.keep(b);
+        let mut older = Trial::new("s", 1, 0, 0, Default::default(), 0);
+        older.state = TrialState::Running;
+        older.attempt = 1;
+        older.heartbeat_ms = Some(50);
+        let mut again = older.clone();
+        kept.lay(&mut older);
+        assert_eq!(older.heartbeat_ms, Some(90));
+        let mut ended = again.clone();
+        ended.state = TrialState::Succeeded;
+        kept.lay(&mut ended);
+        assert_eq!(ended.heartbeat_ms, Some(50));
+        // Forgotten: a running record read after that keeps its own.
+        kept.lay(&mut again);
+        assert_eq!(again.heartbeat_ms, Some(50));
     }
 }

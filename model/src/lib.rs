@@ -19,7 +19,7 @@ pub mod tpe;
 pub mod trial;
 pub mod value;
 
-pub use beat::Beat;
+pub use beat::{Beat, KeptBeats};
 pub use leaderboard::{leaderboard, LeaderboardRow};
 pub use machine::Machine;
 pub use oracle::{oracle_for, Oracle};

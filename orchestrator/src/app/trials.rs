@@ -4,7 +4,7 @@
 //! changed since the last one, not every trial of every study, and the beats of
 //! the running ones where the store keeps them apart.
 
-use augur_model::{Beat, Millis, StudyRecord, Trial, TrialState};
+use augur_model::{KeptBeats, Millis, StudyRecord, Trial, TrialState};
 use augur_store::{StoreError, TrialStore};
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,7 +16,7 @@ struct Kept {
     mark: u64,
     trials: BTreeMap<u64, Trial>,
     /// The last beat read of each running trial.
-    beats: HashMap<u64, Beat>,
+    beats: KeptBeats,
 }
 
 /// Every study's trials, as last read.
@@ -35,14 +35,15 @@ impl TrialCache {
             created_ms: rec.created_ms,
             mark: 0,
             trials: BTreeMap::new(),
-            beats: HashMap::new(),
+            beats: KeptBeats::default(),
         };
         let kept = all.entry(rec.name.clone()).or_insert_with(fresh);
         if kept.created_ms != rec.created_ms {
             *kept = fresh();
         }
         let (changed, mark) = store.changed_trials(&rec.name, kept.mark).await?;
-        for t in changed {
+        for mut t in changed {
+            kept.beats.lay(&mut t);
             kept.trials.insert(t.id, t);
         }
         kept.mark = mark;
@@ -52,14 +53,11 @@ impl TrialCache {
             .filter(|t| t.state == TrialState::Running)
             .map(|t| t.id)
             .collect();
-        let live: std::collections::HashSet<u64> = running.iter().copied().collect();
-        kept.beats.retain(|id, _| live.contains(id));
         for b in store.beats(&rec.name, &running).await? {
-            kept.beats.insert(b.id, b);
-        }
-        for (id, b) in &kept.beats {
-            if let Some(t) = kept.trials.get_mut(id) {
-                t.absorb(b);
+            let id = b.id;
+            kept.beats.keep(b);
+            if let Some(t) = kept.trials.get_mut(&id) {
+                kept.beats.lay(t);
             }
         }
         Ok(kept.trials.values().cloned().collect())

@@ -1,7 +1,7 @@
 //! What a driver remembers of its study between passes, and what warm serverless
 //! ticks keep between invocations.
 
-use augur_model::{Beat, Millis, Study, Trial, TrialState};
+use augur_model::{Beat, KeptBeats, Millis, Study, Trial, TrialState};
 use std::collections::HashMap;
 
 /// Drivers' caches kept between serverless ticks in one process (a warm
@@ -91,9 +91,8 @@ pub(super) struct Cache {
     index: HashMap<u64, usize>,
     /// Where the next incremental read of the store starts.
     pub(super) mark: u64,
-    /// The last beat read of each running trial whose store keeps beats apart: laid
-    /// again over a record read later that is older.
-    beats: HashMap<u64, Beat>,
+    /// The last beat read of each running trial whose store keeps beats apart.
+    beats: KeptBeats,
     /// When beats were last read.
     pub(super) beats_read_ms: Millis,
 }
@@ -116,23 +115,18 @@ impl Cache {
     /// Keeps beats and lays each over its trial.
     pub(super) fn absorb(&mut self, beats: Vec<Beat>) {
         for b in beats {
-            if let Some(&i) = self.index.get(&b.id) {
-                self.trials[i].absorb(&b);
+            let i = self.index.get(&b.id).copied();
+            self.beats.keep(b);
+            if let Some(i) = i {
+                self.beats.lay(&mut self.trials[i]);
             }
-            self.beats.insert(b.id, b);
         }
     }
 
     /// Puts a trial as read (with its kept beat laid over it, if it still runs); its
     /// state before, if it was known.
     pub(super) fn upsert(&mut self, mut t: Trial) -> Option<TrialState> {
-        if t.state == TrialState::Running {
-            if let Some(b) = self.beats.get(&t.id) {
-                t.absorb(b);
-            }
-        } else {
-            self.beats.remove(&t.id);
-        }
+        self.beats.lay(&mut t);
         match self.index.get(&t.id) {
             Some(&i) => {
                 let from = self.trials[i].state;

@@ -36,6 +36,8 @@ CASES = [
     ("WorkerRole", "read its study's record", "dynamodb:GetItem", TABLE_ARN, pk("s"), True),
     ("WorkerRole", "write its trial", "dynamodb:PutItem", TABLE_ARN, pk("trials#s"), True),
     ("WorkerRole", "mark its trial (boot refusal)", "dynamodb:UpdateItem", TABLE_ARN, pk("trials#s"), True),
+    ("WorkerRole", "beat (its trial's beat item)", "dynamodb:UpdateItem", TABLE_ARN, pk("trials#s"), True),
+    ("WorkerRole", "read its trial's beat", "dynamodb:GetItem", TABLE_ARN, pk("trials#s"), True),
     ("WorkerRole", "rewrite a study's spec", "dynamodb:PutItem", TABLE_ARN, pk("s"), False),
     ("WorkerRole", "take a study's lease", "dynamodb:UpdateItem", TABLE_ARN, pk("s"), False),
     ("WorkerRole", "invent a study", "dynamodb:PutItem", TABLE_ARN, pk("evil"), False),
@@ -51,6 +53,8 @@ CASES = [
     ("WorkerRole", "read another team's parameter", "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/team/db", {}, False),
     ("WorkerRole", "read another secret", "secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod/db-AbCdEf", {}, False),
     # The serverless tick, driving studies whose records a writer may have tampered with.
+    ("TickRole", "read the running trials' beats", "dynamodb:BatchGetItem", TABLE_ARN, pk("trials#s"), True),
+    ("TickRole", "stop an ended attempt's beats", "dynamodb:UpdateItem", TABLE_ARN, pk("trials#s"), True),
     ("TickRole", "launch a worker", "ec2:RunInstances", INSTANCE, launch(), True),
     ("TickRole", "launch a huge instance", "ec2:RunInstances", INSTANCE, launch("x2iedn.32xlarge"), False),
     ("TickRole", "launch untagged", "ec2:RunInstances", INSTANCE, {k: v for k, v in launch().items() if "RequestTag" not in k}, False),

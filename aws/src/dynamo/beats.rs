@@ -120,9 +120,8 @@ impl DynamoStore {
         if self.put_beat(study, &beat).await? {
             return Ok(Beaten::Recorded);
         }
-        Ok(Beaten::Moved(
-            self.get_trial(study, id).await?.map(Box::new),
-        ))
+        let now = self.read_trial(study, id).await?;
+        Ok(Beaten::Moved(now.map(|(t, _)| Box::new(t))))
     }
 
     /// The record written in full at a heartbeat.
@@ -200,12 +199,20 @@ impl DynamoStore {
             .filter(|b| b.attempt == attempt))
     }
 
-    /// [`TrialStore::beats`]: eventually consistent, 100 a request.
+    /// [`TrialStore::beats`]: eventually consistent, 100 a request; one alone by
+    /// `GetItem` (all an agent's role may read with).
     pub(super) async fn read_beats(&self, study: &str, ids: &[u64]) -> Result<Vec<Beat>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let pk = self.trials_pk(study).await?;
+        if let [id] = ids {
+            let item = self.get(&pk, &beat_sk(*id), false).await?;
+            return Ok(item
+                .and_then(|i| decode_beat(*id, &i))
+                .into_iter()
+                .collect());
+        }
         let keys = ids
             .iter()
             .map(|id| {

@@ -39,17 +39,26 @@ pub struct App {
 impl App {
     /// The trials of `rec`'s study, read through the cache.
     pub(super) async fn trials_of(&self, rec: &StudyRecord) -> Result<Vec<Trial>, Problem> {
-        Ok(self.trials.trials(self.store.as_ref(), rec).await?)
+        Ok(self.trials.trials(self.store.as_ref(), rec, true).await?)
     }
 
-    /// Every study with its trials (the studies page, `/api/studies`, `/metrics`).
+    /// Every study with its trials (the studies page, `/api/studies`).
     pub(super) async fn studies(&self) -> Result<Vec<(StudyRecord, Vec<Trial>)>, Problem> {
+        self.studies_with(true).await
+    }
+
+    /// Every study with its trials, the running ones' beats read afresh if `beats`
+    /// (`/metrics` does without: see [`TrialCache::trials`](super::trials::TrialCache::trials)).
+    pub(super) async fn studies_with(
+        &self,
+        beats: bool,
+    ) -> Result<Vec<(StudyRecord, Vec<Trial>)>, Problem> {
         let recs = self.store.list_studies().await?;
         let names: Vec<String> = recs.iter().map(|r| r.name.clone()).collect();
         self.trials.keep_only(&names).await;
         let mut out = Vec::with_capacity(recs.len());
         for rec in recs {
-            let trials = self.trials_of(&rec).await?;
+            let trials = self.trials.trials(self.store.as_ref(), &rec, beats).await?;
             out.push((rec, trials));
         }
         Ok(out)
@@ -269,7 +278,7 @@ async fn api_log(
 /// runner's counters when a run is in this process.
 async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
     let mut out = String::new();
-    let studies = app.studies().await?;
+    let studies = app.studies_with(false).await?;
     out.push_str("# HELP augur_trials Trials by study and state.\n# TYPE augur_trials gauge\n");
     let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
     let mut spend = Vec::new();

@@ -24,11 +24,14 @@ struct Kept {
 pub struct TrialCache(tokio::sync::Mutex<HashMap<String, Kept>>);
 
 impl TrialCache {
-    /// The trials of `rec`'s study, in id order, brought up to date.
+    /// The trials of `rec`'s study, in id order, brought up to date: with the
+    /// running trials' beats read afresh if `beats` (a page shows their heartbeats
+    /// and metrics; `/metrics` counts states and cost, which beats do not change).
     pub async fn trials(
         &self,
         store: &dyn TrialStore,
         rec: &StudyRecord,
+        beats: bool,
     ) -> Result<Vec<Trial>, StoreError> {
         let mut all = self.0.lock().await;
         let fresh = || Kept {
@@ -50,7 +53,7 @@ impl TrialCache {
         let running: Vec<u64> = kept
             .trials
             .values()
-            .filter(|t| t.state == TrialState::Running)
+            .filter(|t| beats && t.state == TrialState::Running)
             .map(|t| t.id)
             .collect();
         for b in store.beats(&rec.name, &running).await? {
@@ -101,7 +104,10 @@ mod tests {
                 .expect("trial");
         }
         let cache = TrialCache::default();
-        assert_eq!(cache.trials(&store, &rec).await.expect("read").len(), 3);
+        assert_eq!(
+            cache.trials(&store, &rec, true).await.expect("read").len(),
+            3
+        );
         let up = TrialUpdate {
             state: Some(TrialState::Cancelled),
             ..Default::default()
@@ -110,7 +116,7 @@ mod tests {
             .update_trial("s", 2, &Expect::state(TrialState::Pending, 1), &up)
             .await
             .expect("write");
-        let got = cache.trials(&store, &rec).await.expect("read");
+        let got = cache.trials(&store, &rec, true).await.expect("read");
         assert_eq!(got.len(), 3);
         assert_eq!(got[1].state, TrialState::Cancelled);
         let mark = cache.0.lock().await["s"].mark;
@@ -120,7 +126,7 @@ mod tests {
             created_ms: 2,
             ..rec.clone()
         };
-        let got = cache.trials(&store, &again).await.expect("read");
+        let got = cache.trials(&store, &again, true).await.expect("read");
         assert_eq!(got.len(), 3, "read afresh from change 0");
         cache.keep_only(&[]).await;
         assert!(cache.0.lock().await.is_empty());

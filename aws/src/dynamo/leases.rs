@@ -2,9 +2,17 @@
 //! in ms), taken and renewed by one conditional write.
 
 use super::items::*;
-use super::DynamoStore;
+use super::{DynamoStore, Item};
 use augur_model::Millis;
 use augur_store::{Lease, Result};
+
+/// A lease item as its [`Lease`].
+fn lease_of(item: &Item) -> Lease {
+    Lease {
+        holder: get_s(item, "holder").unwrap_or("?").to_string(),
+        until: get_n(item, "until").unwrap_or(0) as Millis,
+    }
+}
 
 impl DynamoStore {
     pub(super) async fn lease_take(
@@ -35,10 +43,7 @@ impl DynamoStore {
             }),
             Err(e) if conditional(&e) => {
                 let item = self.get(study, "lease", true).await?.unwrap_or_default();
-                Ok(Lease {
-                    holder: get_s(&item, "holder").unwrap_or("?").to_string(),
-                    until: get_n(&item, "until").unwrap_or(0) as Millis,
-                })
+                Ok(lease_of(&item))
             }
             Err(e) => Err(fail(&self.table, "PutItem", e)),
         }
@@ -67,15 +72,7 @@ impl DynamoStore {
             .scan_sk("lease")
             .await?
             .iter()
-            .map(|i| {
-                (
-                    get_s(i, "pk").unwrap_or("?").to_string(),
-                    Lease {
-                        holder: get_s(i, "holder").unwrap_or("?").to_string(),
-                        until: get_n(i, "until").unwrap_or(0) as Millis,
-                    },
-                )
-            })
+            .map(|i| (get_s(i, "pk").unwrap_or("?").to_string(), lease_of(i)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)

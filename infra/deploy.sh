@@ -16,7 +16,10 @@
 #   --instance-types L  instance types workers may launch as, comma-separated IAM
 #                       patterns (default: the template's WorkerInstanceTypes)
 #   --profile PROFILE   cargo profile of the build: release (default) or dev
-#   --agent PATH        use this augur-agent build instead of building one
+#   --agent PATH        use this augur-agent build (x86_64) instead of building one
+#   --agent-arm64 PATH  the same for arm64 (Graviton) instances; when the binaries
+#                       are built here, both are (without either, Graviton types are
+#                       refused until one is pinned)
 #   --lambda PATH       use this augur-lambda build instead of building one
 #   --config FILE       where to write the CLI config
 #                       (default: AUGUR_CONFIG or ~/.config/augur/config.toml)
@@ -27,7 +30,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 stack=augur
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-vpc="" subnet="" image="" tick_rate=1 profile=release agent="" lambda="" delete=0
+vpc="" subnet="" image="" tick_rate=1 profile=release agent="" agent_arm64="" lambda="" delete=0
 # The template's default, so that each deploy passes the value (not "the previous").
 instance_types="$(sed -n '/^  WorkerInstanceTypes:/,/Default:/s/^ *Default: *"\(.*\)"$/\1/p' "$root/infra/augur.yaml")"
 config="${AUGUR_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/augur/config.toml}"
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --instance-types) need "$@"; instance_types="$2"; shift 2 ;;
     --profile) need "$@"; profile="$2"; shift 2 ;;
     --agent) need "$@"; agent="$2"; shift 2 ;;
+    --agent-arm64) need "$@"; agent_arm64="$2"; shift 2 ;;
     --lambda) need "$@"; lambda="$2"; shift 2 ;;
     --config) need "$@"; config="$2"; shift 2 ;;
     --delete) delete=1; shift ;;
@@ -57,7 +61,7 @@ done
 case "$profile" in release|dev) ;; *) die 2 "--profile \`$profile\`: release or dev" ;; esac
 [[ "$instance_types" =~ ^[a-z0-9.*-]+(,[a-z0-9.*-]+)*$ ]] \
   || die 2 "--instance-types \`$instance_types\`: comma-separated types or patterns (t3.*,c7i.large)"
-for f in "$agent" "$lambda"; do
+for f in "$agent" "$agent_arm64" "$lambda"; do
   [ -z "$f" ] || [ -f "$f" ] || die 2 "no such file: $f"
 done
 AWS="${AWS:-aws}"
@@ -117,10 +121,11 @@ fi
 
 # 2. The binaries, for Amazon Linux 2023.
 if [ -z "$agent" ] || [ -z "$lambda" ]; then
-  say "building augur-agent and augur-lambda ($profile) for Amazon Linux 2023"
+  say "building augur-agent (x86_64, arm64) and augur-lambda ($profile) for Amazon Linux 2023"
   built="$("$root/scripts/instance-binaries.sh" "$profile")"
   agent="${agent:-$built}"
   lambda="${lambda:-$(dirname "$built")/augur-lambda}"
+  agent_arm64="${agent_arm64:-${built/x86_64-unknown-linux-gnu/aarch64-unknown-linux-gnu}}"
 fi
 
 # 3. The Lambda bundle (`bootstrap`), named by its content so that an update of the
@@ -139,6 +144,8 @@ PY
 digest="$(sha256sum "$work/augur-lambda.zip" | cut -c1-16)"
 # Every launch pins the agent by its SHA-256: an instance runs no other.
 agent_sha256="$(sha256sum "$agent" | cut -c1-64)"
+agent_sha256_arm64=""
+[ -z "$agent_arm64" ] || agent_sha256_arm64="$(sha256sum "$agent_arm64" | cut -c1-64)"
 key="lambda/augur-lambda-$digest.zip"
 
 # 4. A staging bucket for the bundle (the stack's own bucket does not exist yet).
@@ -170,7 +177,8 @@ fi
 say "deploying stack \`$stack\` in $region (VPC $vpc)"
 params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
         WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners"
-        AgentSha256="$agent_sha256" WorkerInstanceTypes="$instance_types")
+        AgentSha256="$agent_sha256" AgentSha256Arm64="$agent_sha256_arm64"
+        WorkerInstanceTypes="$instance_types")
 if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-name "$stack" \
     --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
     --parameter-overrides "${params[@]}" >&2; then
@@ -202,8 +210,12 @@ prefix="$(param LogGroupPrefix)" secrets_prefix="$(param SecretsPrefix)"
 retention="$(param LogRetentionDays)"
 [ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
 
-# 7. The agent instances download.
+# 7. The agents instances download, one for each architecture (augur_aws::launch::Arch).
 aws s3 cp --quiet "$agent" "s3://$bucket/agent/augur-agent" || die 3 "cannot upload the agent"
+if [ -n "$agent_arm64" ]; then
+  aws s3 cp --quiet "$agent_arm64" "s3://$bucket/agent/augur-agent-arm64" \
+    || die 3 "cannot upload the arm64 agent"
+fi
 
 # 8. The CLI's config.
 mkdir -p "$(dirname "$config")"
@@ -223,6 +235,7 @@ mkdir -p "$(dirname "$config")"
   [ -z "$image" ] || echo "image = \"$image\""
   echo "tick_function = \"$tick\""
   echo "agent_sha256 = \"$agent_sha256\""
+  [ -z "$agent_sha256_arm64" ] || echo "agent_sha256_arm64 = \"$agent_sha256_arm64\""
   echo "secrets_prefix = \"$secrets_prefix\""
   echo "log_retention_days = $retention"
 } > "$config.tmp"

@@ -17,6 +17,8 @@ export AUGUR_TEST_AWSCLI
 # $AUGUR_SCREENSHOTS, by default the target directory's screenshots/).
 AUGUR_TEST_CHROMIUM="$(scripts/browser.sh)"
 export AUGUR_TEST_CHROMIUM
+# qemu for aarch64 programs: the stand-in runs Graviton instances' agent under it.
+scripts/arm64.sh
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 # The agent for EC2 instances and augur-lambda, linked for an older glibc (zig and

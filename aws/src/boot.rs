@@ -35,6 +35,8 @@ pub struct BootScript<'a> {
     pub region: &'a str,
     pub bucket: &'a str,
     pub table: &'a str,
+    /// The instance's architecture: which agent build it fetches.
+    pub arch: crate::launch::Arch,
     /// The SHA-256 the agent must have ([`is_sha256`]).
     pub agent_sha256: &'a str,
     pub agent_args: &'a [String],
@@ -69,7 +71,7 @@ impl BootScript<'_> {
             attempt = self.attempt,
             life = self.life_min,
             refuse = self.refuse_function(),
-            source = sh_quote(&format!("s3://{}/{}", self.bucket, crate::s3::AGENT_KEY)),
+            source = sh_quote(&format!("s3://{}/{}", self.bucket, self.arch.agent_key())),
             args = quoted.join(" "),
         )
     }
@@ -91,9 +93,11 @@ impl BootScript<'_> {
         } else {
             "(not a SHA-256)"
         };
+        // The key and the setting are augur's own: no `%` in them.
         let why = format!(
-            "the agent fetched from the bucket ({}) has SHA-256 %s, not the pinned {pin}: it was replaced after the launch was pinned. Deploy again (infra/deploy.sh), or pin the new agent ([aws] agent_sha256)",
-            crate::s3::AGENT_KEY,
+            "the agent fetched from the bucket ({}) has SHA-256 %s, not the pinned {pin}: it was replaced after the launch was pinned. Deploy again (infra/deploy.sh), or pin the new agent ([aws] {})",
+            self.arch.agent_key(),
+            self.arch.pin_setting().0,
         );
         // Written out, not built as a map: the order of the two `%s` is printf's.
         let values = format!(
@@ -242,7 +246,7 @@ mod tests {
             let argv = args(&study);
             let script = BootScript {
                 study: &study, trial: 7, attempt: 2, life_min: 25, region: &region,
-                bucket: &bucket, table: &table, agent_sha256: &pin, agent_args: &argv,
+                bucket: &bucket, table: &table, arch: crate::launch::Arch::X86_64, agent_sha256: &pin, agent_args: &argv,
             };
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, Some(argv.clone()));
@@ -267,11 +271,12 @@ mod tests {
             let argv = args(&study);
             let script = BootScript {
                 study: &study, trial: 7, attempt: 2, life_min: 25, region: "us-east-1",
-                bucket, table: &table, agent_sha256: &pin, agent_args: &argv,
+                bucket, table: &table, arch: crate::launch::Arch::Arm64, agent_sha256: &pin, agent_args: &argv,
             };
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, None);
             prop_assert_eq!(ran.aws.len(), 2);
+            prop_assert_eq!(&ran.aws[0][3], "s3://b/agent/augur-agent-arm64");
             let update = &ran.aws[1];
             prop_assert_eq!(&update[..4], &["dynamodb".to_string(), "update-item".into(), "--table-name".into(), table.clone()][..]);
             let value = |flag: &str| -> serde_json::Value {
@@ -284,6 +289,7 @@ mod tests {
             let values = value("--expression-attribute-values");
             let why = values[":r"]["S"].as_str().expect("reason");
             prop_assert!(why.contains(&format!("SHA-256 {found}, not the pinned {pin}")), "{}", why);
+            prop_assert!(why.contains("([aws] agent_sha256_arm64)"), "{}", why);
             prop_assert_eq!(&values[":a"]["N"], "2");
             let at: i64 = values[":c"]["N"].as_str().expect("chg").parse().expect("ms");
             prop_assert!(at > 1_600_000_000_000, "{}", at);

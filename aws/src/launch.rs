@@ -16,17 +16,74 @@ pub fn arm64(instance_type: &str) -> bool {
             .contains('g')
 }
 
+/// The two architectures EC2 instances run, and what differs between them for a
+/// launch: the default image, and which agent build (S3 key, pin) boots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arch {
+    #[default]
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    /// The architecture of an instance type ([`arm64`]).
+    pub fn of(instance_type: &str) -> Arch {
+        match arm64(instance_type) {
+            true => Arch::Arm64,
+            false => Arch::X86_64,
+        }
+    }
+
+    /// The architecture a Linux executable is built for, from its ELF header (64-bit,
+    /// little-endian; `e_machine` 62 is x86-64, 183 is AArch64); `None` for anything
+    /// else.
+    pub fn of_executable(head: &[u8]) -> Option<Arch> {
+        if head.len() < 20 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+            return None;
+        }
+        match u16::from_le_bytes([head[18], head[19]]) {
+            62 => Some(Arch::X86_64),
+            183 => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// EC2's name (`DescribeInstanceTypes`, the AL2023 parameter's suffix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// Where the agent for this architecture is in the stack's bucket, whatever its
+    /// file was called.
+    pub fn agent_key(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "agent/augur-agent",
+            Arch::Arm64 => "agent/augur-agent-arm64",
+        }
+    }
+
+    /// The setting (`[aws]` key, and its variable) that pins this architecture's
+    /// agent.
+    pub fn pin_setting(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("agent_sha256", "AUGUR_AGENT_SHA256"),
+            Arch::Arm64 => ("agent_sha256_arm64", "AUGUR_AGENT_SHA256_ARM64"),
+        }
+    }
+}
+
 /// The image workers boot when a study names none: the latest Amazon Linux 2023
 /// for the type's architecture, through the public SSM parameter that RunInstances
 /// resolves itself (`resolve:ssm:`,
 /// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/finding-an-ami.html#using-systems-manager-parameter-to-find-AMI>).
 pub fn default_image(instance_type: &str) -> String {
-    let arch = if arm64(instance_type) {
-        "arm64"
-    } else {
-        "x86_64"
-    };
-    format!("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}")
+    format!(
+        "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{}",
+        Arch::of(instance_type).name()
+    )
 }
 
 /// The hard limit of an attempt's instance, in minutes: its timeout (its
@@ -186,10 +243,32 @@ mod tests {
         ] {
             assert!(!arm64(t), "{t}");
         }
+        assert_eq!(Arch::of("t4g.small"), Arch::Arm64);
+        assert_eq!(Arch::of("t3.small"), Arch::X86_64);
+        assert_ne!(Arch::Arm64.agent_key(), Arch::X86_64.agent_key());
         assert!(default_image("t4g.small").ends_with("-arm64"));
         assert!(default_image("t3.small").ends_with("-x86_64"));
         assert!(default_image("t3.small").starts_with(
             "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-"
         ));
+    }
+
+    #[test]
+    fn an_executable_names_its_architecture_in_its_elf_header() {
+        let elf = |machine: u16| {
+            let mut h = b"\x7fELF\x02\x01\x01".to_vec();
+            h.resize(18, 0);
+            h.extend(machine.to_le_bytes());
+            h.resize(64, 0);
+            h
+        };
+        assert_eq!(Arch::of_executable(&elf(62)), Some(Arch::X86_64));
+        assert_eq!(Arch::of_executable(&elf(183)), Some(Arch::Arm64));
+        assert_eq!(Arch::of_executable(&elf(40)), None, "32-bit ARM");
+        let mut big_endian = elf(183);
+        big_endian[5] = 2;
+        assert_eq!(Arch::of_executable(&big_endian), None);
+        assert_eq!(Arch::of_executable(b"#!/bin/bash\necho hi\n"), None);
+        assert_eq!(Arch::of_executable(&elf(62)[..10]), None);
     }
 }

@@ -43,7 +43,10 @@ pub struct Ec2Settings {
     pub spot_fallback_after: Option<u32>,
     /// The metadata service's hop limit (`[aws] imds_hop_limit`; 1 when `None`).
     pub imds_hop_limit: Option<u32>,
-    /// The SHA-256 of the agent in the bucket: an instance runs no other.
+    /// The instances' architecture (every type the study may launch shares it):
+    /// which agent build they fetch.
+    pub arch: crate::launch::Arch,
+    /// The SHA-256 of that agent in the bucket: an instance runs no other.
     pub agent_sha256: String,
     /// Agent arguments: table, bucket, log group prefix, heartbeat.
     pub table: String,
@@ -143,6 +146,7 @@ impl Ec2Provider {
             region: &s.region,
             bucket: &s.bucket,
             table: &s.table,
+            arch: s.arch,
             agent_sha256: &s.agent_sha256,
             agent_args: &self.agent_args(study, trial, attempt),
         }

@@ -267,9 +267,6 @@ pub async fn put_file(
     Ok(())
 }
 
-/// Where the agent for instances is, whatever its file was called.
-pub const AGENT_KEY: &str = "agent/augur-agent";
-
 /// Whether `rel` (a key below the prefix) names a file inside the download directory:
 /// plain components only, none empty, `.` or `..`.
 fn safe_relative(rel: &str) -> bool {

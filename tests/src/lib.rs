@@ -63,6 +63,26 @@ pub fn agent_sha256() -> &'static str {
     PIN.get_or_init(|| sha256_of(&bin_dir().join("augur-agent")))
 }
 
+/// The agent built for EC2 instances of `arch` (`x86_64` or `aarch64`) by
+/// scripts/instance-binaries.sh: `AUGUR_INSTANCE_AGENT` names the x86_64 one
+/// (scripts/test.sh sets it), and the aarch64 one is at the same path under its
+/// target's directory.
+pub fn instance_agent(arch: &str) -> PathBuf {
+    let agent = std::env::var("AUGUR_INSTANCE_AGENT").unwrap_or_default();
+    assert!(
+        !agent.is_empty() && Path::new(&agent).is_file(),
+        "AUGUR_INSTANCE_AGENT must name the agent built by scripts/instance-binaries.sh (scripts/test.sh does this); got `{agent}`"
+    );
+    PathBuf::from(agent.replace(
+        "/x86_64-unknown-linux-gnu/",
+        &format!("/{arch}-unknown-linux-gnu/"),
+    ))
+}
+
+/// Where Debian's arm64 C library is (`libc6-arm64-cross`, scripts/arm64.sh): qemu
+/// finds an aarch64 program's loader there (`QEMU_LD_PREFIX`).
+pub const ARM64_LIBC: &str = "/usr/aarch64-linux-gnu";
+
 /// The directory holding the built `augur` and `augur-agent`: `AUGUR_BIN_DIR`, else the
 /// cargo target directory this test binary was built into.
 pub fn bin_dir() -> PathBuf {

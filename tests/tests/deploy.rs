@@ -7,7 +7,7 @@
 //! has one; cfn-lint and the IAM check (scripts/infra-check.sh) prove the template.
 
 use augur_tests::emulator::Emulator;
-use augur_tests::{awscli, bin_dir, ok, repo, text, Sandbox};
+use augur_tests::{awscli, ok, repo, text, Sandbox};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -39,14 +39,14 @@ impl Deploy {
     }
 
     fn deploy(&self, extra: &[&str]) -> Output {
-        let agent = std::env::var("AUGUR_INSTANCE_AGENT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| bin_dir().join("augur-agent"));
+        let agent = augur_tests::instance_agent("x86_64");
         let lambda = agent.with_file_name("augur-lambda");
         let mut c = Command::new("bash");
         c.arg(repo().join("infra/deploy.sh"))
             .args(["--stack", "augur-ci", "--agent"])
             .arg(&agent)
+            .arg("--agent-arm64")
+            .arg(augur_tests::instance_agent("aarch64"))
             .arg("--lambda")
             .arg(&lambda)
             .args(extra);
@@ -222,22 +222,32 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         "{maps}"
     );
     // The agent is pinned by its SHA-256, for the CLI and the tick alike.
-    let agent = std::env::var("AUGUR_INSTANCE_AGENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| bin_dir().join("augur-agent"));
-    let pin = augur_tests::sha256_of(&agent);
-    assert!(cfg.contains(&format!("agent_sha256 = \"{pin}\"")), "{cfg}");
-    assert_eq!(
-        fc["Environment"]["Variables"]["AUGUR_AGENT_SHA256"],
-        pin.as_str()
-    );
+    // Both agents: x86_64, and aarch64 for Graviton types.
     let objects = d.aws(&["s3api", "list-objects-v2", "--bucket", &bucket]);
-    assert!(
-        objects["Contents"]
-            .as_array()
-            .is_some_and(|o| o.iter().any(|o| o["Key"] == "agent/augur-agent")),
-        "the agent was uploaded: {objects}"
-    );
+    for (arch, setting, var, key) in [
+        (
+            "x86_64",
+            "agent_sha256",
+            "AUGUR_AGENT_SHA256",
+            "agent/augur-agent",
+        ),
+        (
+            "aarch64",
+            "agent_sha256_arm64",
+            "AUGUR_AGENT_SHA256_ARM64",
+            "agent/augur-agent-arm64",
+        ),
+    ] {
+        let pin = augur_tests::sha256_of(&augur_tests::instance_agent(arch));
+        assert!(cfg.contains(&format!("\n{setting} = \"{pin}\"")), "{cfg}");
+        assert_eq!(fc["Environment"]["Variables"][var], pin.as_str());
+        assert!(
+            objects["Contents"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["Key"] == key)),
+            "{key} was uploaded: {objects}"
+        );
+    }
     let groups = d.aws(&[
         "logs",
         "describe-log-groups",

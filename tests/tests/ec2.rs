@@ -335,8 +335,7 @@ async fn a_spot_notice_tells_the_script_and_records_a_preemption() {
 
 /// Settings do what they say: with no image, workers boot the latest Amazon Linux
 /// 2023 for the type's architecture through the SSM parameter RunInstances
-/// resolves (`resolve:ssm:`); `disk_gb` is the root volume; an arm64 (Graviton)
-/// type is refused before anything is launched, for the agent is x86_64 only.
+/// resolves (`resolve:ssm:`); `disk_gb` is the root volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_image_and_disk_gb_are_what_instances_launch_with() {
     let mut w = World::new();
@@ -345,20 +344,7 @@ async fn the_default_image_and_disk_gb_are_what_instances_launch_with() {
         "instance_type = \"t3.micro\"\ndisk_gb = 50\n",
     );
     w.sb.write("s.toml", &file);
-    w.sb.write(
-        "arm.toml",
-        &file
-            .replace("t3.micro", "m7g.large")
-            .replace("plain", "arm"),
-    );
     w.init();
-    let out = w.augur(&["run", "arm.toml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("arm64 (Graviton)"),
-        "{}",
-        text(&out.stderr)
-    );
     w.start_hypervisor();
     let mut args = vec!["run", "s.toml"];
     args.extend(RUN);
@@ -386,7 +372,107 @@ async fn the_default_image_and_disk_gb_are_what_instances_launch_with() {
         assert_eq!(get("MetadataOptions.HttpTokens"), Some("required"));
         assert_eq!(get("MetadataOptions.HttpPutResponseHopLimit"), Some("1"));
     }
-    assert!(w.study_instances("arm").await.is_empty());
+}
+
+/// Graviton: an arm64 instance type boots the arm64 Amazon Linux and fetches the
+/// aarch64 agent, pinned on its own (`agent_sha256_arm64`). The stand-in's Graviton
+/// instances run aarch64 programs only (under qemu), as the hardware does: an
+/// x86_64 agent there dies with `Exec format error`. Before anything is launched, a
+/// study is refused (exit 2) when no arm64 agent is pinned, or when its fallback
+/// types mix architectures (one image boots one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graviton_study_runs_the_aarch64_agent() {
+    let mut w = World::new();
+    let file = study("arm", "unused", 3).replace(
+        "image = \"unused\"\n",
+        "instance_type = \"m7g.large\"\nfallback_instance_types = [\"t4g.large\"]\n",
+    );
+    w.sb.write("arm.toml", &file);
+    w.sb.write(
+        "mixed.toml",
+        &file
+            .replace("t4g.large", "t3.large")
+            .replace("arm", "mixed"),
+    );
+    let arm_agent = augur_tests::instance_agent("aarch64");
+    let x86_agent = augur_tests::bin_dir().join("augur-agent");
+    let out = w.augur(&[
+        "init",
+        "--agent",
+        &x86_agent.display().to_string(),
+        "--agent",
+        &arm_agent.display().to_string(),
+    ]);
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("to s3://augur-e2e/agent/augur-agent-arm64"),
+        "{}",
+        text(&out.stderr)
+    );
+    let refused = w.augur(&["run", "arm.toml"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("agent_sha256_arm64"),
+        "{}",
+        text(&refused.stderr)
+    );
+    w.start_hypervisor();
+    let pin = augur_tests::sha256_of(&arm_agent);
+    let arm = |args: &[&str]| {
+        w.env(&mut w.sb.cmd(args))
+            .env("AUGUR_AGENT_SHA256_ARM64", &pin)
+            .output()
+            .expect("augur")
+    };
+    let mixed = arm(&["run", "mixed.toml"]);
+    assert_eq!(mixed.status.code(), Some(2), "{}", text(&mixed.stderr));
+    assert!(
+        text(&mixed.stderr).contains("two architectures"),
+        "{}",
+        text(&mixed.stderr)
+    );
+    let started = Instant::now();
+    let mut args = vec!["run", "arm.toml"];
+    args.extend(RUN);
+    ok(&arm(&args));
+    let took = started.elapsed();
+    for params in &w.proxy.ec2().launches() {
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("ImageId"),
+            Some(
+                "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+            )
+        );
+        assert_eq!(get("InstanceType"), Some("m7g.large"));
+    }
+    let log = std::fs::read_to_string(w.sb.path().join("hypervisor.log")).expect("log");
+    assert_eq!(
+        log.matches("its agent runs (aarch64, under qemu)").count(),
+        3,
+        "{log}"
+    );
+    assert!(!log.contains("Exec format error"), "{log}");
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "arm", "--json"]).stdout).expect("json");
+    assert_eq!(trials.len(), 3);
+    assert!(
+        trials.iter().all(|t| t["state"] == "succeeded"),
+        "{trials:?}"
+    );
+    Row {
+        key: "k-ec2-graviton",
+        what: "Graviton instances (m7g): the aarch64 agent, under qemu in the stand-in (AWS)",
+        injected: "arm64 type".into(),
+        trials: 3,
+        completed: 3,
+        launches: w.study_instances("arm").await.len(),
+        lost: 0,
+        duplicated: w.duplicated("arm").await,
+        took,
+    }
+    .write();
+    assert!(w.study_instances("mixed").await.is_empty());
 }
 
 /// `augur init` outside us-east-1: S3 wants the bucket's region named

@@ -12,18 +12,29 @@ fn version(v: &str) -> Vec<u32> {
 
 #[test]
 fn the_instance_binaries_need_at_most_glibc_2_34() {
-    let agent = std::env::var("AUGUR_INSTANCE_AGENT").unwrap_or_default();
-    assert!(
-        !agent.is_empty() && std::path::Path::new(&agent).is_file(),
-        "AUGUR_INSTANCE_AGENT must name the agent built by scripts/instance-binaries.sh (scripts/test.sh does this); got `{agent}`"
-    );
-    let lambda = std::path::Path::new(&agent).with_file_name("augur-lambda");
+    let agent = augur_tests::instance_agent("x86_64");
+    let lambda = agent.with_file_name("augur-lambda");
     assert!(lambda.is_file(), "no {}", lambda.display());
-    check(&agent);
-    check(&lambda.display().to_string());
+    check(&agent.display().to_string(), "X86-64");
+    check(&lambda.display().to_string(), "X86-64");
+    // The Graviton agent: an AArch64 build, run here under qemu (scripts/arm64.sh).
+    let arm = augur_tests::instance_agent("aarch64");
+    assert!(arm.is_file(), "no {}", arm.display());
+    check(&arm.display().to_string(), "AArch64");
 }
 
-fn check(path: &str) {
+fn check(path: &str, machine: &str) {
+    let header = Command::new("readelf")
+        .args(["--file-header", path])
+        .output()
+        .expect("readelf (binutils)");
+    let header = String::from_utf8_lossy(&header.stdout);
+    assert!(
+        header
+            .lines()
+            .any(|l| l.trim_start().starts_with("Machine:") && l.contains(machine)),
+        "{path}: not built for {machine}: {header}"
+    );
     let out = Command::new("readelf")
         .args(["--dyn-syms", "--wide", path])
         .output()
@@ -61,6 +72,7 @@ fn check(path: &str) {
     );
     // And it runs here.
     let v = Command::new(path)
+        .env("QEMU_LD_PREFIX", augur_tests::ARM64_LIBC)
         .arg("--version")
         .output()
         .expect("run the binary");

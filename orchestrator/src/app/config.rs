@@ -31,6 +31,8 @@ pub struct AwsConfig {
     pub tick_function: Option<String>,
     /// The SHA-256 of the agent in the bucket (instances run no other).
     pub agent_sha256: Option<String>,
+    /// The same for the arm64 (Graviton) agent.
+    pub agent_sha256_arm64: Option<String>,
     /// The prefix of the secrets the instance role may read (`run.secrets`).
     pub secrets_prefix: Option<String>,
     /// Days study logs are kept unless a study says (the stack's LogRetentionDays).
@@ -94,6 +96,7 @@ pub fn variables(cfg: &Config) -> Vec<(&'static str, String)> {
     put("AUGUR_SUBNET", &a.subnet);
     put("AUGUR_IMAGE", &a.image);
     put("AUGUR_AGENT_SHA256", &a.agent_sha256);
+    put("AUGUR_AGENT_SHA256_ARM64", &a.agent_sha256_arm64);
     put("AUGUR_SECRETS_PREFIX", &a.secrets_prefix);
     put(
         "AUGUR_LOG_RETENTION_DAYS",

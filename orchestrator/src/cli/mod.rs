@@ -157,9 +157,11 @@ enum Cmd {
     /// Set up the backend: the database locally; on AWS the DynamoDB table and the S3
     /// bucket (idempotent), and with --agent the agent binary instances download.
     Init {
-        /// Upload this `augur-agent` build for instances (aws).
+        /// Upload this `augur-agent` build for instances (aws): an x86_64 or an
+        /// aarch64 (Graviton) Linux build, told apart by its ELF header. May be
+        /// given twice, once for each.
         #[arg(long)]
-        agent: Option<PathBuf>,
+        agent: Vec<PathBuf>,
     },
     /// Delete a study's records, logs and work directories.
     Delete {
@@ -259,7 +261,7 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
         Cmd::Submit(args) => run::submit(args, &ctx).await,
         Cmd::Tick(args) => tick::command(&ctx, args).await,
         Cmd::Validate { study } => run::validate(&ctx, &study).await,
-        Cmd::Init { agent } => run::init(&ctx, agent.as_deref()).await,
+        Cmd::Init { agent } => run::init(&ctx, &agent).await,
         Cmd::Studies { json } => inspect::studies(&ctx, json).await,
         Cmd::Trials { study, json, csv } => inspect::trials(&ctx, &study, json, csv).await,
         Cmd::Show { target, json } => inspect::show(&ctx, &target, json).await,

@@ -464,7 +464,7 @@ pub async fn stop(ctx: &Backend, name: &str) -> CmdResult {
     Ok(0)
 }
 
-pub async fn init(ctx: &Backend, agent: Option<&std::path::Path>) -> CmdResult {
-    ctx.init(agent).await?;
+pub async fn init(ctx: &Backend, agents: &[std::path::PathBuf]) -> CmdResult {
+    ctx.init(agents).await?;
     Ok(0)
 }

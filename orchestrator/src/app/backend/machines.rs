@@ -3,6 +3,7 @@
 
 use super::{AppError, Backend};
 use augur::{LocalProvider, MachineProvider};
+use augur_aws::launch::Arch;
 use augur_aws::machines::{Ec2Provider, Ec2Settings};
 use augur_model::cost::Billing;
 use augur_model::Study;
@@ -82,11 +83,14 @@ impl Backend {
         self.check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();
         let instance_type = instance_type_of(study);
+        let arch = Arch::of(&instance_type);
         let types = std::iter::once(&instance_type).chain(&spec.fallback_instance_types);
-        if let Some(arm) = types.clone().find(|t| augur_aws::launch::arm64(t)) {
+        if let Some(other) = types.clone().find(|t| Arch::of(t) != arch) {
             return Err(AppError::input(format!(
-                "study `{}`: instance type {arm} is arm64 (Graviton), and augur's agent for instances is built for x86_64 only so far: use an x86_64 type (t3, m7i, c7i, ...)",
-                study.name
+                "study `{}`: instance types {instance_type} ({}) and {other} ({}) are of two architectures, and one image boots only one: list fallback types of one architecture",
+                study.name,
+                arch.name(),
+                Arch::of(other).name(),
             )));
         }
         let image = spec
@@ -116,7 +120,8 @@ impl Backend {
             log_group_prefix: self.aws.log_group_prefix.clone(),
             heartbeat,
             region: region.clone(),
-            agent_sha256: self.agent_pin()?,
+            arch,
+            agent_sha256: self.agent_pin(arch)?,
             list_every: Duration::from_secs(5),
         };
         let client = augur_aws::ec2(self.sdk().await);

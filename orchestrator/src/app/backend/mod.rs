@@ -5,6 +5,7 @@ mod machines;
 
 use super::logs::{FileLogs, GroupLogs, LogReader, StreamLogs};
 use super::AppError;
+use augur_aws::launch::Arch;
 use augur_aws::{sdk_config, AwsOptions, DynamoStore};
 use augur_model::{DriveSettings, Study};
 use augur_store::{Layout, SqliteStore, TrialStore};
@@ -90,6 +91,9 @@ pub struct AwsArgs {
     /// config, which infra/deploy.sh writes).
     #[arg(long, global = true, env = "AUGUR_AGENT_SHA256", hide = true)]
     pub agent_sha256: Option<String>,
+    /// The same for arm64 (Graviton) instances (`[aws] agent_sha256_arm64`).
+    #[arg(long, global = true, env = "AUGUR_AGENT_SHA256_ARM64", hide = true)]
+    pub agent_sha256_arm64: Option<String>,
     /// Prefix of the secrets the stack's instance role may read (aws; `[aws]
     /// secrets_prefix` in the config).
     #[arg(long, global = true, env = "AUGUR_SECRETS_PREFIX", hide = true)]
@@ -359,7 +363,8 @@ impl Backend {
 
     /// `augur init`: the state directory, or the table and the bucket (and the agent
     /// uploaded, when given).
-    pub async fn init(&self, agent: Option<&std::path::Path>) -> Result<(), AppError> {
+    pub async fn init(&self, agents: &[std::path::PathBuf]) -> Result<(), AppError> {
+        let agents = agents_by_arch(agents)?;
         if !self.is_aws() {
             self.store().await?;
             eprintln!(
@@ -390,39 +395,46 @@ impl Backend {
             "S3 bucket `{bucket}`: {}",
             if made { "created" } else { "exists" }
         );
-        if let Some(a) = agent {
-            if !a.is_file() {
-                return Err(AppError::input(format!(
-                    "--agent {}: no such file",
-                    a.display()
-                )));
-            }
-            let key = augur_aws::s3::AGENT_KEY;
-            let pin = sha256_of(a)?;
-            augur_aws::s3::put_file(&s3, &bucket, key, a)
+        for (arch, a) in agents {
+            let key = arch.agent_key();
+            let pin = sha256_of(&a)?;
+            augur_aws::s3::put_file(&s3, &bucket, key, &a)
                 .await
                 .map_err(|e| AppError::unavailable(e.to_string()))?;
-            eprintln!("uploaded {} to s3://{bucket}/{key}", a.display());
+            let (setting, var) = arch.pin_setting();
             eprintln!(
-                "instances run it only with this pin: agent_sha256 = \"{pin}\" in [aws] of the config, or AUGUR_AGENT_SHA256={pin}"
+                "uploaded {} ({}) to s3://{bucket}/{key}",
+                a.display(),
+                arch.name()
+            );
+            eprintln!(
+                "{} instances run it only with this pin: {setting} = \"{pin}\" in [aws] of the config, or {var}={pin}",
+                arch.name()
             );
         }
         Ok(())
     }
 
-    /// The SHA-256 every instance checks its agent against before it runs it:
-    /// `[aws] agent_sha256` in the config (infra/deploy.sh writes it) or
-    /// AUGUR_AGENT_SHA256 (the serverless tick's, from its stack).
-    fn agent_pin(&self) -> Result<String, AppError> {
-        let Some(pin) = self.aws.agent_sha256.clone().filter(|s| !s.is_empty()) else {
-            return Err(AppError::input(
-                "the aws backend pins the agent instances run by its SHA-256, and none is set: [aws] agent_sha256 in the config (infra/deploy.sh writes it), or AUGUR_AGENT_SHA256 (`augur init --agent FILE` prints it)",
-            ));
+    /// The SHA-256 every instance of `arch` checks its agent against before it runs
+    /// it: `[aws] agent_sha256` (or `agent_sha256_arm64`) in the config
+    /// (infra/deploy.sh writes both) or AUGUR_AGENT_SHA256 (`_ARM64`; the serverless
+    /// tick's, from its stack).
+    fn agent_pin(&self, arch: Arch) -> Result<String, AppError> {
+        let (setting, var) = arch.pin_setting();
+        let pin = match arch {
+            Arch::X86_64 => &self.aws.agent_sha256,
+            Arch::Arm64 => &self.aws.agent_sha256_arm64,
+        };
+        let Some(pin) = pin.clone().filter(|s| !s.is_empty()) else {
+            return Err(AppError::input(format!(
+                "the aws backend pins the agent {} instances run by its SHA-256, and none is set: [aws] {setting} in the config (infra/deploy.sh writes it), or {var} (`augur init --agent FILE` uploads a build and prints it)",
+                arch.name()
+            )));
         };
         let pin = pin.to_ascii_lowercase();
         if !augur_aws::boot::is_sha256(&pin) {
             return Err(AppError::input(format!(
-                "agent_sha256 / AUGUR_AGENT_SHA256 `{pin}`: expected a SHA-256 (64 hex digits)"
+                "{setting} / {var} `{pin}`: expected a SHA-256 (64 hex digits)"
             )));
         }
         Ok(pin)
@@ -499,6 +511,37 @@ impl Backend {
 }
 
 /// The SHA-256 of a file, as `sha256sum` prints it.
+/// The agent builds `augur init --agent` uploads, each with its architecture (read
+/// from its ELF header), checked before anything is made: each a file, an x86_64 or
+/// aarch64 Linux executable, at most one of each.
+fn agents_by_arch(
+    files: &[std::path::PathBuf],
+) -> Result<Vec<(Arch, std::path::PathBuf)>, AppError> {
+    use std::io::Read;
+    let mut found: Vec<(Arch, std::path::PathBuf)> = Vec::new();
+    for f in files {
+        let mut head = [0u8; 64];
+        let read = std::fs::File::open(f).and_then(|mut file| file.read(&mut head));
+        let n = read.map_err(|e| AppError::input(format!("--agent {}: {e}", f.display())))?;
+        let Some(arch) = Arch::of_executable(&head[..n]) else {
+            return Err(AppError::input(format!(
+                "--agent {}: not a Linux executable for x86_64 or aarch64 (its ELF header says otherwise): build augur-agent with scripts/instance-binaries.sh",
+                f.display()
+            )));
+        };
+        if let Some((_, other)) = found.iter().find(|(a, _)| *a == arch) {
+            return Err(AppError::input(format!(
+                "--agent {} and --agent {}: both are {} builds; give one per architecture",
+                other.display(),
+                f.display(),
+                arch.name()
+            )));
+        }
+        found.push((arch, f.clone()));
+    }
+    Ok(found)
+}
+
 fn sha256_of(path: &std::path::Path) -> Result<String, AppError> {
     use sha2::Digest;
     let bytes =

@@ -10,6 +10,12 @@
 //! that asks the hypervisor to power the instance off. Every process of the instance
 //! carries `AUGUR_STANDIN_INSTANCE=<id>` in its environment: that is how the
 //! hypervisor finds them all (a machine's processes end with the machine).
+//!
+//! A Graviton instance (an arm64 type) runs aarch64 programs: the kernel hands them
+//! to qemu (binfmt_misc, scripts/arm64.sh), which finds their C library through
+//! `QEMU_LD_PREFIX`, and `uname -m` says `aarch64`. A program from its disk built
+//! for the other architecture is killed as it starts, with the error a real machine
+//! gives (`Exec format error`), and so is an aarch64 one on an x86_64 instance.
 
 use crate::imds::Imds;
 use std::os::unix::process::CommandExt;
@@ -18,6 +24,9 @@ use std::process::{Command, Stdio};
 
 /// The variable that marks an instance's processes.
 pub const MARK: &str = "AUGUR_STANDIN_INSTANCE";
+
+/// The emulator the kernel runs aarch64 programs with (scripts/arm64.sh).
+const QEMU_AARCH64: &str = "qemu-aarch64-static";
 
 /// The paths of a boot script that the instance's directory stands for.
 const ROOTED: [&str; 2] = ["/var/lib/augur", "/usr/local/bin/"];
@@ -34,6 +43,8 @@ pub struct Instance {
     /// When its reclaim notice appears in its metadata (EC2: two minutes before).
     pub notice_at: Option<std::time::Instant>,
     pub hung: bool,
+    /// Runs aarch64 programs (a Graviton type), not x86_64 ones.
+    pub arm64: bool,
     /// The boot script's bash (reaped when it exits).
     child: Option<std::process::Child>,
 }
@@ -45,6 +56,7 @@ pub struct Boot<'a> {
     pub aws_cli: Option<&'a Path>,
     pub endpoint: &'a str,
     pub region: &'a str,
+    pub arm64: bool,
 }
 
 impl Instance {
@@ -59,6 +71,7 @@ impl Instance {
             reclaim_at: None,
             notice_at: None,
             hung: false,
+            arm64: false,
             child: None,
         }
     }
@@ -87,6 +100,14 @@ impl Instance {
             &shutdown,
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
+        if b.arm64 {
+            let uname = bin.join("uname");
+            std::fs::write(
+                &uname,
+                "#!/bin/bash\n# A Graviton instance's machine name.\ncase \"${1:-}\" in -m|-p|-i) echo aarch64 ;; *) exec /usr/bin/uname \"$@\" ;; esac\n",
+            )?;
+            std::fs::set_permissions(&uname, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
         let mut script = user_data.to_string();
         for p in ROOTED {
             script = script.replace(p, &format!("{}{p}", dir.display()));
@@ -99,10 +120,14 @@ impl Instance {
             bin.display(),
             dir.join("usr/local/bin").display()
         );
-        let child = Command::new("bash")
+        let mut bash = Command::new("bash");
+        bash.env_clear();
+        if b.arm64 {
+            bash.env("QEMU_LD_PREFIX", augur_tests::ARM64_LIBC);
+        }
+        let child = bash
             .arg(dir.join("user-data"))
             .current_dir(&dir)
-            .env_clear()
             .env("PATH", path)
             .env("HOME", dir.join("root"))
             .env("AWS_ENDPOINT_URL", b.endpoint)
@@ -122,6 +147,7 @@ impl Instance {
             reclaim_at: None,
             notice_at: None,
             hung: false,
+            arm64: b.arm64,
             child: Some(child),
         })
     }
@@ -158,8 +184,8 @@ impl Instance {
         now_ms >= asked_ms + minutes * minute_ms
     }
 
-    /// The instance's processes: (pid, executable).
-    pub fn processes(&self) -> Vec<(i32, PathBuf)> {
+    /// The instance's processes: (pid, program, whether qemu runs it as aarch64).
+    pub fn processes(&self) -> Vec<(i32, PathBuf, bool)> {
         let mark = format!("{MARK}={}", self.id);
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
@@ -173,20 +199,47 @@ impl Instance {
             })
             .map(|pid| {
                 let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-                (pid, exe)
+                if !exe.ends_with(QEMU_AARCH64) {
+                    return (pid, exe, false);
+                }
+                // binfmt_misc's rule (flags POF): qemu, the program, its argv[0], ...
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let program = cmdline
+                    .split(|b| *b == 0)
+                    .nth(1)
+                    .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+                    .unwrap_or_default();
+                (pid, program, true)
             })
             .collect()
+    }
+
+    /// Kills each program from the instance's disk built for the other architecture,
+    /// as the exec of it fails on a real machine.
+    pub fn refuse_foreign_programs(&self) {
+        for (pid, program, aarch64) in self.processes() {
+            if aarch64 != self.arm64 && program.starts_with(&self.dir) {
+                // SAFETY: kill(2) on a pid read from /proc; at worst it is gone.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let arch = if self.arm64 { "aarch64" } else { "x86_64" };
+                eprintln!(
+                    "fake-hypervisor: {}: {}: cannot execute binary file: Exec format error (this instance runs {arch})",
+                    self.id,
+                    program.display()
+                );
+            }
+        }
     }
 
     /// Whether its agent (the one its boot script fetched) is running.
     pub fn agent_running(&self) -> bool {
         let agent = self.dir.join("usr/local/bin/augur-agent");
-        self.processes().iter().any(|(_, exe)| *exe == agent)
+        self.processes().iter().any(|(_, exe, _)| *exe == agent)
     }
 
     /// Sends `signal` to every process of the instance.
     pub fn signal(&self, signal: i32) {
-        for (pid, _) in self.processes() {
+        for (pid, _, _) in self.processes() {
             // SAFETY: kill(2) on a pid read from /proc; at worst it is gone (ESRCH).
             unsafe { libc::kill(pid, signal) };
         }

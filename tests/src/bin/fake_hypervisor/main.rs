@@ -88,6 +88,14 @@ struct Args {
     bare_image: Vec<String>,
 }
 
+/// An instance as the emulator lists it.
+struct Live {
+    spot: bool,
+    image: String,
+    /// Its type is a Graviton one: it runs aarch64 programs (under qemu here).
+    arm64: bool,
+}
+
 /// How long after its agent starts a fault lands on an instance.
 const FAULT_AFTER: Duration = Duration::from_millis(300);
 
@@ -143,9 +151,8 @@ async fn main() {
 }
 
 impl Hypervisor {
-    /// The augur instances the emulator lists as pending or running: id → (spot,
-    /// image).
-    async fn live(&self) -> Option<HashMap<String, (bool, String)>> {
+    /// The augur instances the emulator lists as pending or running.
+    async fn live(&self) -> Option<HashMap<String, Live>> {
         let out = self
             .ec2
             .describe_instances()
@@ -170,16 +177,21 @@ impl Hypervisor {
                 .iter()
                 .flat_map(|r| r.instances())
                 .filter_map(|i| {
-                    let spot = i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot);
-                    let image = i.image_id().unwrap_or_default().to_string();
-                    Some((i.instance_id()?.to_string(), (spot, image)))
+                    let live = Live {
+                        spot: i.instance_lifecycle() == Some(&InstanceLifecycleType::Spot),
+                        image: i.image_id().unwrap_or_default().to_string(),
+                        arm64: i
+                            .instance_type()
+                            .is_some_and(|t| augur_aws::launch::arm64(t.as_str())),
+                    };
+                    Some((i.instance_id()?.to_string(), live))
                 })
                 .collect(),
         )
     }
 
-    async fn boot_new(&mut self, live: &HashMap<String, (bool, String)>) {
-        for (id, (spot, image)) in live {
+    async fn boot_new(&mut self, live: &HashMap<String, Live>) {
+        for (id, Live { spot, image, arm64 }) in live {
             if !self.seen.insert(id.clone()) {
                 continue;
             }
@@ -201,6 +213,7 @@ impl Hypervisor {
                 aws_cli: (!bare).then_some(self.args.aws_cli.as_path()),
                 endpoint: &self.args.agent_endpoint_url,
                 region: &self.args.region,
+                arm64: *arm64,
             };
             match Instance::boot(id, *spot, &user_data, &boot) {
                 Ok(inst) => {
@@ -213,7 +226,7 @@ impl Hypervisor {
     }
 
     /// Instances ended by someone else: their processes end with them.
-    fn forget_gone(&mut self, live: &HashMap<String, (bool, String)>) {
+    fn forget_gone(&mut self, live: &HashMap<String, Live>) {
         let gone: Vec<String> = self
             .running
             .keys()
@@ -236,6 +249,7 @@ impl Hypervisor {
             if inst.booted_out() {
                 eprintln!("fake-hypervisor: {}: its boot script ended", inst.id);
             }
+            inst.refuse_foreign_programs();
             if inst.powered_off(self.args.minute_ms) {
                 ending.push((inst.id.clone(), "Client.InstanceInitiatedShutdown"));
                 continue;
@@ -251,6 +265,12 @@ impl Hypervisor {
             }
             if inst.agent_seen.is_none() && inst.imds.is_some() && inst.agent_running() {
                 inst.agent_seen = Some(now);
+                let arch = if inst.arm64 {
+                    "aarch64, under qemu"
+                } else {
+                    "x86_64"
+                };
+                eprintln!("fake-hypervisor: {}: its agent runs ({arch})", inst.id);
                 self.agents += 1;
                 let n = self.agents;
                 let every = |k: u32| k > 0 && n.is_multiple_of(k);

@@ -201,7 +201,7 @@ PY
 }
 table="$(out Table Table)" bucket="$(out Bucket Bucket)"
 sg="$(out SecurityGroup WorkerSecurityGroup)" profile_name="$(out InstanceProfile WorkerInstanceProfile)"
-tick="$(out Tick Tick)"
+tick="$(out Tick Tick)" template="$(out LaunchTemplate WorkerLaunchTemplate)"
 param() {
   aws cloudformation describe-stacks --stack-name "$stack" --output text \
     --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
@@ -234,6 +234,7 @@ mkdir -p "$(dirname "$config")"
   [ -z "$subnet" ] || echo "subnet = \"$subnet\""
   [ -z "$image" ] || echo "image = \"$image\""
   echo "tick_function = \"$tick\""
+  [ -z "$template" ] || echo "launch_template = \"$template\""
   echo "agent_sha256 = \"$agent_sha256\""
   [ -z "$agent_sha256_arm64" ] || echo "agent_sha256_arm64 = \"$agent_sha256_arm64\""
   echo "secrets_prefix = \"$secrets_prefix\""

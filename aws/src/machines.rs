@@ -17,8 +17,8 @@ use augur_store::provider::{Launched, MachineProvider, ProviderError};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, MarketType, ResourceType, ShutdownBehavior, Tag,
-    TagSpecification, VolumeType,
+    InstanceStateName, InstanceType, LaunchTemplateSpecification, MarketType, ResourceType,
+    ShutdownBehavior, Tag, TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::Client;
 use base64::Engine;
@@ -36,6 +36,10 @@ pub struct Ec2Settings {
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
     pub instance_profile: Option<String>,
+    /// The launch template instances launch from (its latest version), an id
+    /// (`lt-...`) or a name: the stack's, with whatever its owner put in it (a key
+    /// pair, EBS encryption, placement). What the request names overrides it.
+    pub launch_template: Option<String>,
     pub spot: bool,
     /// The root volume's size, GiB (the image's own size when `None`).
     pub disk_gb: Option<u32>,
@@ -410,6 +414,9 @@ impl Ec2Provider {
             req = req
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
+        if let Some(t) = &s.launch_template {
+            req = req.launch_template(launch_template(t));
+        }
         if let Some(gb) = s.disk_gb {
             req = req.block_device_mappings(self.root_volume(gb).await);
         }
@@ -431,6 +438,20 @@ impl Ec2Provider {
             .unwrap_or_default();
         Ok((id.to_string(), zone.to_string()))
     }
+}
+
+/// A launch template by id (`lt-` and hex digits) or by name, at its latest version
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_LaunchTemplateSpecification.html>).
+fn launch_template(t: &str) -> LaunchTemplateSpecification {
+    let by_id = t
+        .strip_prefix("lt-")
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let spec = LaunchTemplateSpecification::builder().version("$Latest");
+    match by_id {
+        true => spec.launch_template_id(t),
+        false => spec.launch_template_name(t),
+    }
+    .build()
 }
 
 #[async_trait]

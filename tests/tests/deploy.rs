@@ -222,6 +222,16 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         "{maps}"
     );
     // The agent is pinned by its SHA-256, for the CLI and the tick alike.
+    // Workers launch from the stack's launch template, for the CLI and the tick alike.
+    let template = fc["Environment"]["Variables"]["AUGUR_LAUNCH_TEMPLATE"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(template.starts_with("lt-"), "{fc}");
+    assert!(
+        cfg.contains(&format!("\nlaunch_template = \"{template}\"")),
+        "{cfg}"
+    );
     // Both agents: x86_64, and aarch64 for Graviton types.
     let objects = d.aws(&["s3api", "list-objects-v2", "--bucket", &bucket]);
     for (arch, setting, var, key) in [

@@ -374,6 +374,61 @@ async fn the_default_image_and_disk_gb_are_what_instances_launch_with() {
     }
 }
 
+/// Workers launch from the stack's launch template (its latest version) when there
+/// is one: what its owner put in it (here a key pair) reaches every instance, and
+/// the request names the subnet itself, which a template with network interfaces
+/// would forbid (`InvalidParameterCombination`,
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html>,
+/// `SubnetId`), so the stack's template has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_launch_from_the_stacks_launch_template() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &study("templated", "ami-12345678", 2));
+    w.init();
+    let made = w.aws(&[
+        "ec2",
+        "create-launch-template",
+        "--launch-template-name",
+        "augur-workers",
+        "--launch-template-data",
+        r#"{"KeyName":"ops-key","MetadataOptions":{"HttpTokens":"required","HttpPutResponseHopLimit":1}}"#,
+    ]);
+    let id = made["LaunchTemplate"]["LaunchTemplateId"]
+        .as_str()
+        .expect("template id")
+        .to_string();
+    w.start_hypervisor();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    ok(&w
+        .env(&mut w.sb.cmd(&args))
+        .env("AUGUR_LAUNCH_TEMPLATE", &id)
+        .output()
+        .expect("augur"));
+    let launches = w.proxy.ec2().launches();
+    assert_eq!(launches.len(), 2);
+    for params in &launches {
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("LaunchTemplate.LaunchTemplateId"), Some(id.as_str()));
+        assert_eq!(get("LaunchTemplate.Version"), Some("$Latest"));
+        assert_eq!(get("NetworkInterface.1.DeviceIndex"), None);
+    }
+    let described = w.aws(&[
+        "ec2",
+        "describe-instances",
+        "--filters",
+        "Name=tag:augur:study,Values=templated",
+    ]);
+    let keys: Vec<&str> = described["Reservations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["Instances"].as_array().into_iter().flatten())
+        .map(|i| i["KeyName"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, vec!["ops-key", "ops-key"], "{described}");
+}
+
 /// Graviton: an arm64 instance type boots the arm64 Amazon Linux and fetches the
 /// aarch64 agent, pinned on its own (`agent_sha256_arm64`). The stand-in's Graviton
 /// instances run aarch64 programs only (under qemu), as the hardware does: an

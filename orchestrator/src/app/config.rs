@@ -33,6 +33,8 @@ pub struct AwsConfig {
     pub agent_sha256: Option<String>,
     /// The same for the arm64 (Graviton) agent.
     pub agent_sha256_arm64: Option<String>,
+    /// The stack's launch template (its id): workers launch from it.
+    pub launch_template: Option<String>,
     /// The prefix of the secrets the instance role may read (`run.secrets`).
     pub secrets_prefix: Option<String>,
     /// Days study logs are kept unless a study says (the stack's LogRetentionDays).
@@ -97,6 +99,7 @@ pub fn variables(cfg: &Config) -> Vec<(&'static str, String)> {
     put("AUGUR_IMAGE", &a.image);
     put("AUGUR_AGENT_SHA256", &a.agent_sha256);
     put("AUGUR_AGENT_SHA256_ARM64", &a.agent_sha256_arm64);
+    put("AUGUR_LAUNCH_TEMPLATE", &a.launch_template);
     put("AUGUR_SECRETS_PREFIX", &a.secrets_prefix);
     put(
         "AUGUR_LOG_RETENTION_DAYS",

@@ -111,6 +111,7 @@ impl Backend {
             },
             security_groups: self.aws.security_groups.clone(),
             instance_profile: self.aws.instance_profile.clone(),
+            launch_template: self.aws.launch_template.clone().filter(|s| !s.is_empty()),
             spot: spec.spot,
             disk_gb: spec.disk_gb,
             spot_fallback_after: spec.spot_fallback_after,

@@ -94,6 +94,15 @@ pub struct AwsArgs {
     /// The same for arm64 (Graviton) instances (`[aws] agent_sha256_arm64`).
     #[arg(long, global = true, env = "AUGUR_AGENT_SHA256_ARM64", hide = true)]
     pub agent_sha256_arm64: Option<String>,
+    /// The launch template workers launch from, its id or name (aws; `[aws]
+    /// launch_template` in the config, the stack's, which infra/deploy.sh writes).
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_LAUNCH_TEMPLATE",
+        help_heading = "AWS backend"
+    )]
+    pub launch_template: Option<String>,
     /// Prefix of the secrets the stack's instance role may read (aws; `[aws]
     /// secrets_prefix` in the config).
     #[arg(long, global = true, env = "AUGUR_SECRETS_PREFIX", hide = true)]

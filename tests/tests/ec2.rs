@@ -608,6 +608,81 @@ async fn instances_end_at_their_hard_limit_when_every_augur_process_is_dead() {
     .write();
 }
 
+/// The scheduled tick winds down a study run in the foreground and abandoned: its
+/// `augur run` is SIGKILLed while both its instances hang (no heartbeat, a script
+/// with no timeout: their hard limit is a week). While the driver lived, the tick
+/// left the study to it; once its lease lapsed, one scheduled tick records both
+/// attempts lost and ends their instances, launches nothing, and leaves the study
+/// active for `augur run` to resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_tick_winds_down_a_foreground_study_left_behind() {
+    let mut w = World::new();
+    let file = study("left", "ami-12345678", 3).replace(
+        "script = 'echo \"METRICS: v=$AUGUR_PARAM_X\"'",
+        "script = 'sleep 600'",
+    );
+    w.sb.write("s.toml", &file.replace("parallel = 3", "parallel = 2"));
+    w.init();
+    w.start_hypervisor_with(&["--hang-every", "1"]);
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let mut run = w.spawn(&args);
+    wait_for(Duration::from_secs(60), "2 instances running", || {
+        (futures_lite(w.live_instances()) == 2).then_some(())
+    });
+    let tick = |w: &World| -> Value {
+        let out = w.augur(&["tick", "--limit", "20s"]);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).expect("tick report")
+    };
+    let alive = tick(&w);
+    assert_eq!(alive["abandoned"][0]["outcome"], "held", "its driver lives: {alive}");
+    assert_eq!(alive["abandoned"][0]["terminated"], 0, "{alive}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
+    let _ = run.wait();
+    let killed = Instant::now();
+    // The driver's lease (30 s) and the clock-skew margin (5 s) lapse; the hung
+    // agents' heartbeat lease (20 s) has lapsed by then too.
+    std::thread::sleep(Duration::from_secs(36));
+    let report = tick(&w);
+    let row = &report["abandoned"][0];
+    assert_eq!(row["study"], "left", "{report}");
+    assert_eq!(row["lost"], 2, "{report}");
+    assert_eq!(row["terminated"], 2, "{report}");
+    assert_eq!(row["launched"], 0, "{report}");
+    wait_for(Duration::from_secs(30), "no instance left running", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+    let took = killed.elapsed();
+    let trials: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["trials", "left", "--json"]).stdout).expect("json");
+    let states: Vec<&str> = trials.iter().filter_map(|t| t["state"].as_str()).collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "lost").count(),
+        2,
+        "{trials:?}"
+    );
+    assert!(!states.contains(&"cancelled"), "{trials:?}");
+    let studies: Vec<Value> =
+        serde_json::from_slice(&w.augur(&["studies", "--json"]).stdout).expect("json");
+    let left = studies.iter().find(|s| s["name"] == "left").expect("study");
+    assert_eq!(left["state"], "active", "resumable as it was: {left}");
+    assert_eq!(w.study_instances("left").await.len(), 2, "nothing launched");
+    Row {
+        key: "o-ec2-abandoned-tick",
+        what: "a foreground study left behind (augur run SIGKILLed, instances hung): the scheduled tick records them lost and ends them (s: after the kill) (AWS)",
+        injected: "augur SIGKILLed, 2 hung".into(),
+        trials: 3,
+        completed: 0,
+        launches: 2,
+        lost: 0,
+        duplicated: w.duplicated("left").await,
+        took,
+    }
+    .write();
+}
+
 /// An agent that cannot record a heartbeat for its lease ends its script and powers
 /// its machine off: augur counts that attempt lost and runs it again elsewhere, so
 /// the script must not run on (nor the instance bill on). Here `augur run` is

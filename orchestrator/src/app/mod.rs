@@ -3,6 +3,7 @@
 //! the config file, the serverless tick, the status server and trial logs. The CLI
 //! only parses arguments and prints.
 
+mod abandoned;
 pub mod access;
 pub mod backend;
 pub mod config;

@@ -119,12 +119,17 @@ pub struct TickReport {
     pub trigger: &'static str,
     pub holder: String,
     pub studies: Vec<StudyTick>,
+    /// Scheduled ticks only: the studies with machines that nobody drives, wound
+    /// down ([`super::abandoned`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub abandoned: Vec<StudyTick>,
     pub elapsed_ms: u64,
 }
 
 impl TickReport {
     pub fn errors(&self) -> usize {
-        self.studies.iter().filter(|s| s.outcome == "error").count()
+        let all = self.studies.iter().chain(&self.abandoned);
+        all.filter(|s| s.outcome == "error").count()
     }
 }
 
@@ -155,15 +160,26 @@ pub async fn handle(
                 trigger: "nothing",
                 holder: holder.to_string(),
                 studies: Vec::new(),
+                abandoned: Vec::new(),
                 elapsed_ms: 0,
             })
         }
     };
     let studies = tick(ctx, only.as_ref(), deadline, holder).await?;
+    // Once a minute (the schedule), not at each change: one listing of the stack's
+    // machines, and reads only for studies that have some and no live driver. Only
+    // where every driver holds a lease (AWS): a live local `augur run` holds none.
+    let abandoned = match only {
+        None if ctx.drivers_share_studies() && Instant::now() < deadline => {
+            super::abandoned::wind_down(ctx, &ctx.store().await?, deadline, holder).await?
+        }
+        _ => Vec::new(),
+    };
     Ok(TickReport {
         trigger: name,
         holder: holder.to_string(),
         studies,
+        abandoned,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -298,7 +314,7 @@ async fn tick_study(
 
 impl StudyTick {
     /// A study not reached yet.
-    fn new(name: &str) -> StudyTick {
+    pub(super) fn new(name: &str) -> StudyTick {
         StudyTick {
             study: name.to_string(),
             outcome: "skipped",
@@ -312,13 +328,13 @@ impl StudyTick {
         }
     }
 
-    fn failed(&mut self, why: String) {
+    pub(super) fn failed(&mut self, why: String) {
         self.outcome = "error";
         self.detail = Some(why);
     }
 
     /// What the tick's runner did to the study.
-    fn count(&mut self, c: &augur::CounterValues) {
+    pub(super) fn count(&mut self, c: &augur::CounterValues) {
         self.launched = c.launched;
         self.retried = c.retried;
         self.lost = c.lost;

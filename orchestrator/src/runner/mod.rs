@@ -503,7 +503,24 @@ impl Runner {
     /// nothing is left to do now or the deadline is near, and gives the lease back.
     /// Nothing is kept between ticks: each reads the study afresh.
     pub async fn tick(&self, study: &Study, deadline: Instant) -> Result<TickEnd, RunError> {
-        self.tick_with(study, deadline, None).await
+        let budget = Scope::Budget(study.trials);
+        self.tick_with(study, budget, Mode::Run, deadline, None)
+            .await
+    }
+
+    /// A tick that winds `trials` down for a study nobody drives (a foreground
+    /// `augur run` that died, its lease lapsed): it launches nothing, ends the
+    /// machines of lost or final attempts (recording the loss first), and lets
+    /// running trials finish. It never writes the study's state: `augur run` resumes
+    /// the study as it was.
+    pub async fn wind_down(
+        &self,
+        study: &Study,
+        trials: BTreeSet<u64>,
+        deadline: Instant,
+    ) -> Result<TickEnd, RunError> {
+        self.tick_with(study, Scope::Trials(trials), Mode::Drain, deadline, None)
+            .await
     }
 
     /// A tick that starts from the cache `warm` kept for this study (`created_ms`
@@ -516,7 +533,8 @@ impl Runner {
         deadline: Instant,
         warm: &WarmCaches,
     ) -> Result<TickEnd, RunError> {
-        self.tick_with(study, deadline, Some((created_ms, warm)))
+        let budget = Scope::Budget(study.trials);
+        self.tick_with(study, budget, Mode::Run, deadline, Some((created_ms, warm)))
             .await
     }
 
@@ -526,10 +544,12 @@ impl Runner {
     async fn tick_with(
         &self,
         study: &Study,
+        scope: Scope,
+        mode: Mode,
         deadline: Instant,
         warm: Option<(Millis, &WarmCaches)>,
     ) -> Result<TickEnd, RunError> {
-        let mut driver = self.driver(study, Scope::Budget(study.trials));
+        let mut driver = self.driver(study, scope);
         if let Some(held) = driver.lease_until(deadline).await? {
             return Ok(TickEnd::Held(held));
         }
@@ -537,7 +557,7 @@ impl Runner {
         if let Some((k, w)) = &key {
             driver.cache = w.take(k);
         }
-        let (_tx, mut control) = watch::channel(Mode::Run);
+        let (_tx, mut control) = watch::channel(mode);
         let end = driver.drive(&mut control).await;
         // Kept only after a tick that ended normally with work left.
         if let (Some((k, w)), Ok(TickEnd::Waiting | TickEnd::Deadline)) = (key, &end) {

@@ -636,7 +636,10 @@ async fn the_scheduled_tick_winds_down_a_foreground_study_left_behind() {
         serde_json::from_slice(&out.stdout).expect("tick report")
     };
     let alive = tick(&w);
-    assert_eq!(alive["abandoned"][0]["outcome"], "held", "its driver lives: {alive}");
+    assert_eq!(
+        alive["abandoned"][0]["outcome"], "held",
+        "its driver lives: {alive}"
+    );
     assert_eq!(alive["abandoned"][0]["terminated"], 0, "{alive}");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };

@@ -132,6 +132,7 @@ impl Ec2Provider {
             heartbeat_ms: s.heartbeat.as_millis() as u64,
             machine: None,
             shutdown: true,
+            reuse: false,
         }
         .to_args()
     }

@@ -26,6 +26,9 @@ pub mod flag {
     pub const MACHINE: &str = "machine";
     /// Power the machine off when done.
     pub const SHUTDOWN: &str = "shutdown";
+    /// After its attempt, the agent takes further attempts of its study from its
+    /// standard input (a machine kept warm).
+    pub const REUSE: &str = "reuse";
 }
 
 /// Environment variable names of the contract.
@@ -154,6 +157,8 @@ pub struct Invocation {
     pub machine: Option<String>,
     /// Power the machine off when done (on EC2 the instance then terminates).
     pub shutdown: bool,
+    /// Take further attempts of the study after this one ([`flag::REUSE`]).
+    pub reuse: bool,
 }
 
 impl Invocation {
@@ -181,6 +186,9 @@ impl Invocation {
         if self.shutdown {
             out.push(format!("--{}", flag::SHUTDOWN));
         }
+        if self.reuse {
+            out.push(format!("--{}", flag::REUSE));
+        }
         out
     }
 
@@ -195,12 +203,14 @@ impl Invocation {
             bucket: String::new(),
             log_group_prefix: "/augur".into(),
         };
-        let (mut on_aws, mut heartbeat_ms, mut machine, mut shutdown) = (false, 2_000, None, false);
+        let (mut on_aws, mut heartbeat_ms, mut machine) = (false, 2_000, None);
+        let (mut shutdown, mut reuse) = (false, false);
         let mut it = args.iter().map(AsRef::as_ref);
         while let Some(a) = it.next() {
             let name = a.strip_prefix("--")?;
-            if name == flag::SHUTDOWN {
-                shutdown = true;
+            if name == flag::SHUTDOWN || name == flag::REUSE {
+                shutdown |= name == flag::SHUTDOWN;
+                reuse |= name == flag::REUSE;
                 continue;
             }
             let value = it.next()?;
@@ -227,6 +237,7 @@ impl Invocation {
             heartbeat_ms,
             machine,
             shutdown,
+            reuse,
         })
     }
 }
@@ -245,6 +256,7 @@ mod tests {
             heartbeat_ms: 1_500,
             machine: None,
             shutdown: false,
+            reuse: true,
         }
     }
 
@@ -260,6 +272,7 @@ mod tests {
             }),
             machine: Some("i-1".into()),
             shutdown: true,
+            reuse: false,
             ..l
         };
         assert_eq!(Invocation::parse(&a.to_args()), Some(a));

@@ -25,7 +25,7 @@ pub use machine::Machine;
 pub use oracle::{oracle_for, Oracle};
 pub use space::ParamSpec;
 pub use spec::{
-    AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec,
+    AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec, Reuse,
     RunSpec, SpecError, Study, StudyRecord, StudyState,
 };
 pub use trial::{

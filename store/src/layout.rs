@@ -51,7 +51,22 @@ impl Layout {
     pub fn checkpoints(&self, study: &str) -> PathBuf {
         self.root.join("checkpoints").join(study)
     }
+    /// Where an agent that takes several attempts (`--reuse`) says which it runs
+    /// now, for an orchestrator that adopts it after a crash (its command line
+    /// names only its first). By pid and the process's start time (pids are reused).
+    pub fn agent_file(&self, pid: u32, started: u64) -> PathBuf {
+        self.root.join("agents").join(format!("{pid}.{started}"))
+    }
     pub fn is_under(&self, p: &Path) -> bool {
         p.starts_with(&self.root)
     }
+}
+
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field
+/// 22; the command name before it is in parentheses and may hold spaces): with the
+/// pid, it names a process uniquely.
+pub fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
 }

@@ -211,6 +211,86 @@ fn kill_workers(agents: bool) {
     .record();
 }
 
+/// Whether process `pid` has a child (its script, for an agent): read from the
+/// parent field of every process's `/proc/PID/stat`.
+fn has_child(pid: i32) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+                let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+                after.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+            })
+        })
+}
+
+/// Warm agents (the local default) SIGKILLed while idle, between two attempts: the
+/// next launch finds its agent gone and starts another; nothing is lost or run
+/// twice, and the survivors keep taking the study's trials.
+#[test]
+fn warm_agents_sigkilled_between_attempts() {
+    let sb = Sandbox::new();
+    let runs = sb.path().join("runs.txt");
+    let n = 16;
+    sb.write(
+        "s.toml",
+        &format!(
+            "name = \"warm\"\nobjective = {{ metric = \"v\" }}\ntrials = {n}\nparallel = 2\n[run]\nmax_attempts = 10\nscript = 'echo \"$AUGUR_TRIAL $AUGUR_ATTEMPT\" >> {}; sleep 0.3; echo \"METRICS: v=$AUGUR_TRIAL\"'\n",
+            runs.display()
+        ),
+    );
+    let started = Instant::now();
+    let mut args = vec!["run", "s.toml"];
+    args.extend_from_slice(&FAST);
+    let mut child = sb.spawn(&args);
+    let target = 4 * scale();
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kills < target && Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        // An agent with no script is between two attempts.
+        for pid in agents_of(&sb).into_iter().filter(|p| !has_child(*p)) {
+            // SAFETY: kill(2) with a pid we found and SIGKILL.
+            if kills < target && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                kills += 1;
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = augur_tests::wait_exit(&mut child, Duration::from_secs(120));
+    assert!(status.success(), "the study completes");
+    let trials = sb.trials("warm");
+    let done = succeeded(&trials);
+    let ran = attempts(&runs);
+    assert!(kills >= 2, "only {kills} kills landed");
+    let machines: std::collections::BTreeSet<&str> = trials
+        .iter()
+        .filter_map(|t| t["machine"].as_str())
+        .collect();
+    assert!(
+        machines.len() < n,
+        "machines were reused: {} for {n} trials",
+        machines.len()
+    );
+    Row {
+        key: "b-warm-idle",
+        what: "warm agents SIGKILLed while idle, between two attempts (local)",
+        injected: format!("{kills} kills; {} agents ran {n} trials", machines.len()),
+        trials: n,
+        completed: done,
+        launches: launches(&trials),
+        lost: n - done,
+        duplicated: ran.values().filter(|c| **c > 1).count(),
+        took: started.elapsed(),
+    }
+    .record();
+}
+
 #[test]
 fn agents_sigkilled_at_random() {
     kill_workers(true);

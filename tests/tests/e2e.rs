@@ -373,6 +373,73 @@ fn a_script_that_never_reports_the_objective_fails_and_says_what_it_saw() {
     assert_eq!(states(&sb.trials("typo")), vec!["succeeded"; 2]);
 }
 
+/// Warm machines (`run.reuse`, "study" by default here): an agent that finished an
+/// attempt takes the study's next trial, in a fresh working directory; one whose
+/// script was ended by a signal is not reused; `reuse = "attempt"` gives each
+/// attempt an agent of its own.
+#[test]
+fn warm_agents_take_the_next_trials_of_their_study() {
+    let sb = Sandbox::new();
+    let study = |name: &str, reuse: &str| {
+        format!(
+            "name = \"{name}\"\nobjective = {{ metric = \"v\" }}\noracle = \"grid\"\nparallel = 2\n[params]\nx = {{ values = [1, 2, 3, 4, 5, 6] }}\n[run]\nmax_attempts = 1\n{reuse}script = 'test -z \"$(ls -A)\" || exit 9; touch leftover; [ \"$AUGUR_PARAM_X\" != 3 ] || kill -SEGV $$; echo \"METRICS: v=$AUGUR_PARAM_X\"'\n"
+        )
+    };
+    sb.write("warm.toml", &study("warm", ""));
+    sb.write("cold.toml", &study("cold", "reuse = \"attempt\"\n"));
+    let bad = sb.write("bad.toml", &study("bad", "reuse = \"always\"\n"));
+    let out = sb.augur(&["run", &bad.display().to_string()]);
+    augur_tests::exits(&out, 2);
+    assert!(
+        text(&out.stderr).contains("run.reuse: `always`"),
+        "{}",
+        text(&out.stderr)
+    );
+    for name in ["warm", "cold"] {
+        let out = sb.augur(&["run", &format!("{name}.toml"), "--allow-failures"]);
+        ok(&out);
+    }
+    // (x, machine, state, started)
+    type Ran = (u64, String, String, String);
+    let machines = |name: &str| -> Vec<Ran> {
+        sb.trials(name)
+            .iter()
+            .map(|t| {
+                let x = t["params"]["x"].as_u64().unwrap_or(0);
+                let m = t["machine"].as_str().unwrap_or("").to_string();
+                let state = t["state"].as_str().unwrap_or("").to_string();
+                let started = t["started"].as_str().unwrap_or("").to_string();
+                (x, m, state, started)
+            })
+            .collect()
+    };
+    let warm = machines("warm");
+    // Each trial's directory was fresh (a leftover makes the script exit 9), and the
+    // one killed by a signal failed.
+    for (x, _, state, _) in &warm {
+        let want = if *x == 3 { "failed" } else { "succeeded" };
+        assert_eq!(state, want, "{warm:?}");
+    }
+    let distinct = |v: &[Ran]| {
+        v.iter()
+            .map(|r| r.1.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert!(distinct(&warm).len() < 6, "agents were reused: {warm:?}");
+    let crashed = warm.iter().find(|r| r.0 == 3).expect("x=3");
+    assert!(!crashed.3.is_empty(), "started is recorded: {warm:?}");
+    let after = warm
+        .iter()
+        .filter(|r| r.1 == crashed.1 && r.3 > crashed.3)
+        .count();
+    assert_eq!(
+        after, 0,
+        "the agent of a crashed script takes no other: {warm:?}"
+    );
+    let cold = machines("cold");
+    assert_eq!(distinct(&cold).len(), 6, "an agent per attempt: {cold:?}");
+}
+
 #[test]
 fn a_killed_agent_makes_its_trial_lost_and_it_is_retried_to_completion() {
     let sb = Sandbox::new();

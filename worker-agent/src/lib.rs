@@ -12,6 +12,7 @@ pub mod lines;
 mod log;
 mod output;
 pub mod process;
+pub mod reuse;
 mod secrets;
 mod watch;
 
@@ -101,6 +102,10 @@ impl AgentError {
 pub enum Ended {
     /// The final state was written.
     Finished(TrialState),
+    /// The final state was written, and the script had been ended by force (a
+    /// signal, its timeout, the keepalive watchdog, a reclaim notice): its machine
+    /// takes no further attempt.
+    Forced(TrialState),
     /// Another attempt (or a cancellation) took the trial over.
     Superseded,
 }
@@ -318,6 +323,7 @@ async fn final_write(
     let give_up = Instant::now() + Duration::from_secs(120);
     loop {
         match store.update_trial(&cfg.study, cfg.trial, &cond, &up).await {
+            Ok(Written::Done(t)) if forced(outcome) => return Ok(Ended::Forced(t.state)),
             Ok(Written::Done(t)) => return Ok(Ended::Finished(t.state)),
             // Pruned after the script had ended: the pruner saw a curve that was
             // already complete, and what the script did is the truth.
@@ -335,6 +341,14 @@ async fn final_write(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether the script was ended by force: by a signal (an exit code above 128, in
+/// the shell's convention: its own crash, the OOM killer, a person), its timeout,
+/// the keepalive watchdog, `augur stop`, or a reclaim notice. Its machine may be
+/// what went wrong: it takes no further attempt.
+fn forced(outcome: &AttemptEnd) -> bool {
+    outcome.retryable || outcome.preempted || outcome.exit_code.is_some_and(|c| c > 128)
 }
 
 fn failure_text(status: &std::process::ExitStatus) -> Option<String> {

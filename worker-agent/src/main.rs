@@ -4,7 +4,8 @@
 //! did), 2 bad arguments, 3 the store could not be used, 4 the attempt is not (or no
 //! longer) current.
 
-use augur_agent::{run_attempt, AgentConfig, AgentError, AwsAgent};
+use augur_agent::reuse::Turns;
+use augur_agent::{run_attempt, AgentConfig, AgentError, AwsAgent, Ended};
 use augur_model::agent::{env, flag};
 use augur_store::{Layout, SqliteStore, TrialStore};
 use clap::{Parser, ValueEnum};
@@ -56,6 +57,10 @@ struct Args {
     /// Power the machine off when done (on EC2: the instance terminates).
     #[arg(long = flag::SHUTDOWN)]
     shutdown: bool,
+    /// After the attempt, take further attempts of the study from standard input
+    /// (`TRIAL ATTEMPT` lines; `idle` is written to standard output when ready).
+    #[arg(long = flag::REUSE)]
+    reuse: bool,
 }
 
 /// A heartbeat interval: 10 ms to 1 h (a zero interval would never tick).
@@ -137,7 +142,7 @@ async fn run(args: Args) -> ExitCode {
             (Box::new(store), Some(aws))
         }
     };
-    let cfg = AgentConfig {
+    let mut cfg = AgentConfig {
         machine,
         layout,
         study: args.study.clone(),
@@ -147,17 +152,32 @@ async fn run(args: Args) -> ExitCode {
         spot: aws.is_some() && args.shutdown,
         aws,
     };
-    let code = match run_attempt(store.as_ref(), &cfg).await {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e @ AgentError::Stale { .. }) => {
-            eprintln!("augur-agent: {e}");
-            ExitCode::from(4)
-        }
-        Err(e) => {
-            eprintln!("augur-agent: {e}");
-            ExitCode::from(3)
+    let mut turns = args.reuse.then(|| Turns::new(&cfg));
+    let code = loop {
+        let ended = run_attempt(store.as_ref(), &cfg).await;
+        let code = match &ended {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e @ AgentError::Stale { .. }) => {
+                eprintln!("augur-agent: {e}");
+                ExitCode::from(4)
+            }
+            Err(e) => {
+                eprintln!("augur-agent: {e}");
+                ExitCode::from(3)
+            }
+        };
+        // Warm: the next attempt of the study, unless this one ended by force or
+        // was taken over (the machine may be what went wrong).
+        let next = match (&mut turns, ended) {
+            (Some(t), Ok(Ended::Finished(_))) => t.next().await,
+            _ => None,
+        };
+        match next {
+            Some((trial, attempt)) => (cfg.trial, cfg.attempt) = (trial, attempt),
+            None => break code,
         }
     };
+    drop(turns);
     if args.shutdown {
         // Instance-initiated shutdown behaviour is `terminate`: this ends the machine.
         let _ = std::process::Command::new("shutdown")
@@ -185,6 +205,7 @@ mod tests {
             heartbeat_ms: 1_500,
             machine: None,
             shutdown: false,
+            reuse: false,
         };
         let aws = Invocation {
             aws: Some(AwsTarget {
@@ -194,6 +215,7 @@ mod tests {
             }),
             machine: Some("i-1".into()),
             shutdown: true,
+            reuse: false,
             ..local.clone()
         };
         for inv in [local, aws] {
@@ -214,6 +236,7 @@ mod tests {
                 heartbeat_ms: args.heartbeat.as_millis() as u64,
                 machine: args.machine.clone(),
                 shutdown: args.shutdown,
+                reuse: args.reuse,
             };
             assert_eq!(read_back, inv);
         }

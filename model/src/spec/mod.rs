@@ -151,6 +151,22 @@ pub struct RunSpec {
     pub secrets: BTreeMap<String, String>,
     /// Text put before the script (`set -ex; ` by default, as in diviner).
     pub preamble: String,
+    /// Whether a machine that finished an attempt takes the study's next one
+    /// (`run.reuse`; `None`: the backend's default, warm locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
+}
+
+/// `run.reuse`: what one machine (a local agent process, an instance) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reuse {
+    /// One attempt, then the machine ends.
+    Attempt,
+    /// Attempts of the study one after another, while it has trials to run: a
+    /// machine kept warm. One that ended an attempt by force (a signal, a timeout)
+    /// is not reused.
+    Study,
 }
 
 fn default_max_preemptions() -> u32 {

@@ -147,6 +147,7 @@ struct RawRun {
     #[serde(default)]
     secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     preamble: Option<String>,
+    reuse: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +418,14 @@ impl RawRun {
             env,
             secrets,
             preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
+            reuse: match &self.reuse {
+                None => None,
+                Some(r) => Some(match r.get_ref().as_str() {
+                    "study" => super::Reuse::Study,
+                    "attempt" => super::Reuse::Attempt,
+                    other => return Err(cx.at(r, format!("run.reuse: `{other}`: expected \"study\" (a machine that finished an attempt takes the study's next) or \"attempt\" (a machine per attempt)"))),
+                }),
+            },
         })
     }
 }

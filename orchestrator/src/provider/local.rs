@@ -4,6 +4,14 @@
 //! the orchestrator, and they outlive an orchestrator that is killed: the next one
 //! finds them in `/proc` by their command line (the local equivalent of EC2 tags)
 //! and adopts them.
+//!
+//! Warm (`run.reuse = "study"`, the default here): an agent whose attempt ended by
+//! itself says `idle` and waits; the study's next launch hands it `TRIAL ATTEMPT`
+//! on its standard input instead of starting a process ([`Pool`]). At most
+//! `parallel` agents then run a study, each attempt is fenced as before, and an
+//! agent left idle ends when the provider lets it go (or dies): its input ends. One
+//! that took further attempts names its current one in a file of the state
+//! directory, for an orchestrator that adopts it after a crash.
 
 use super::{Launched, MachineProvider, ProviderError};
 use crate::reconcile::Machine;
@@ -21,6 +29,29 @@ use tokio::sync::Notify;
 /// Agents by pid, with the study each runs for.
 type Agents = HashMap<u32, (String, Machine)>;
 
+/// Warm agents by pid: their study, their input (taken while a launch writes to
+/// it), and whether they wait for an attempt.
+#[derive(Default)]
+struct Pool(HashMap<u32, Slot>);
+
+struct Slot {
+    study: String,
+    input: Option<tokio::process::ChildStdin>,
+    idle: bool,
+}
+
+impl Pool {
+    /// An idle agent of `study`, with its input, marked busy.
+    fn take(&mut self, study: &str) -> Option<(u32, tokio::process::ChildStdin)> {
+        let (pid, slot) = self
+            .0
+            .iter_mut()
+            .find(|(_, s)| s.idle && s.study == study && s.input.is_some())?;
+        slot.idle = false;
+        Some((*pid, slot.input.take()?))
+    }
+}
+
 /// How often `/proc` is scanned for agents this process did not start.
 const RESCAN: Duration = Duration::from_secs(5);
 
@@ -34,6 +65,8 @@ pub struct LocalProvider {
     /// Agents found in `/proc` (started by an earlier orchestrator), by pid.
     adopted: Mutex<(Option<Instant>, Agents)>,
     notify: Arc<Notify>,
+    /// Warm agents (`None`: one agent per attempt).
+    pool: Option<Arc<Mutex<Pool>>>,
 }
 
 impl LocalProvider {
@@ -53,7 +86,14 @@ impl LocalProvider {
             children: Arc::new(Mutex::new(HashMap::new())),
             adopted: Mutex::new((None, HashMap::new())),
             notify: Arc::new(Notify::new()),
+            pool: None,
         }
+    }
+
+    /// Keeps agents warm: each finished attempt's agent takes the study's next.
+    pub fn warm(mut self) -> LocalProvider {
+        self.pool = Some(Arc::default());
+        self
     }
 
     /// Finds `augur-agent` next to the running binary, else on `PATH`.
@@ -92,10 +132,23 @@ impl LocalProvider {
 }
 
 /// The (study, machine) an `augur-agent` process with this pid runs for our state
-/// directory, read from its command line.
+/// directory, read from its command line, or for a warm agent that took further
+/// attempts from the file where it names its current one.
 fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let (study, trial, attempt) = attempt_of_cmdline(&raw, root)?;
+    let (study, mut trial, mut attempt, reuse) = attempt_of_cmdline(&raw, root)?;
+    if reuse {
+        let started = augur_store::layout::process_started(pid)?;
+        let file = Layout::new(root).agent_file(pid, started);
+        if let Some((s, t, a)) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| parse_current(&text))
+        {
+            if s == study {
+                (trial, attempt) = (t, a);
+            }
+        }
+    }
     Some((
         study,
         Machine {
@@ -108,9 +161,19 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
     ))
 }
 
-/// The (study, trial, attempt) of an agent's command line as `/proc` gives it
-/// (arguments each ended by a NUL), if the agent works in `root`.
-fn attempt_of_cmdline(raw: &[u8], root: &str) -> Option<(String, u64, u32)> {
+/// `study trial attempt`, as a warm agent writes its current attempt.
+fn parse_current(text: &str) -> Option<(String, u64, u32)> {
+    let mut w = text.split_whitespace();
+    Some((
+        w.next()?.to_string(),
+        w.next()?.parse().ok()?,
+        w.next()?.parse().ok()?,
+    ))
+}
+
+/// The (study, trial, attempt, warm) of an agent's command line as `/proc` gives
+/// it (arguments each ended by a NUL), if the agent works in `root`.
+fn attempt_of_cmdline(raw: &[u8], root: &str) -> Option<(String, u64, u32, bool)> {
     let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
     let args: Vec<&str> = raw
         .split(|b| *b == 0)
@@ -122,7 +185,7 @@ fn attempt_of_cmdline(raw: &[u8], root: &str) -> Option<(String, u64, u32)> {
         return None;
     }
     let inv = Invocation::parse(&args[1..])?;
-    (inv.home == root).then_some((inv.study, inv.trial, inv.attempt))
+    (inv.home == root).then_some((inv.study, inv.trial, inv.attempt, inv.reuse))
 }
 
 /// Ends the script processes of an attempt whose agent died without ending them, so
@@ -165,11 +228,41 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-#[async_trait]
-impl MachineProvider for LocalProvider {
-    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
+impl LocalProvider {
+    /// Hands the attempt to an idle warm agent of the study, if there is one: the
+    /// pid of the agent that took it.
+    async fn hand_over(&self, study: &Study, trial: &Trial) -> Result<Option<u32>, ProviderError> {
+        use tokio::io::AsyncWriteExt;
+        let Some(pool) = &self.pool else {
+            return Ok(None);
+        };
+        loop {
+            let Some((pid, mut input)) = pool.lock().map_err(poisoned)?.take(&study.name) else {
+                return Ok(None);
+            };
+            // Its machine from now on (its own writes are fenced by the attempt).
+            let machine = machine_of(pid, trial);
+            self.children
+                .lock()
+                .map_err(poisoned)?
+                .insert(pid, (study.name.clone(), machine));
+            let line = format!("{} {}\n", trial.id, trial.attempt);
+            if input.write_all(line.as_bytes()).await.is_ok() && input.flush().await.is_ok() {
+                if let Some(slot) = pool.lock().map_err(poisoned)?.0.get_mut(&pid) {
+                    slot.input = Some(input);
+                }
+                return Ok(Some(pid));
+            }
+            // It ended meanwhile: forget it, and try another.
+            self.children.lock().map_err(poisoned)?.remove(&pid);
+            pool.lock().map_err(poisoned)?.0.remove(&pid);
+        }
+    }
+
+    /// Starts an agent for the attempt (warm, when the provider keeps agents so).
+    fn spawn(&self, study: &Study, trial: &Trial) -> Result<u32, ProviderError> {
         let log = self.layout.log_file(&study.name, trial.id, trial.attempt);
-        // The agent's own diagnostics go to the attempt's log too.
+        // The agent's own diagnostics go to the (first) attempt's log too.
         let stderr = augur_store::logfile::open_append(&log)
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
@@ -182,48 +275,121 @@ impl MachineProvider for LocalProvider {
             heartbeat_ms: self.heartbeat.as_millis() as u64,
             machine: None,
             shutdown: false,
+            reuse: self.pool.is_some(),
         };
-        let mut cmd = tokio::process::Command::new(&self.agent);
-        cmd.args(invocation.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let piped = || match invocation.reuse {
+            true => Stdio::piped(),
+            false => Stdio::null(),
+        };
+        let mut child = tokio::process::Command::new(&self.agent)
+            .args(invocation.to_args())
+            .stdin(piped())
+            .stdout(piped())
             .stderr(stderr)
-            .process_group(0);
-        let mut child = cmd
+            .process_group(0)
             .spawn()
             .map_err(|e| ProviderError::Launch(format!("{}: {e}", self.agent.display())))?;
         let pid = child
             .id()
             .ok_or_else(|| ProviderError::Launch("agent exited at once".into()))?;
-        let machine = Machine {
-            id: pid.to_string(),
-            trial: trial.id,
-            attempt: trial.attempt,
-            gone: None,
-            incarnation: None,
-        };
         self.children
             .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?
-            .insert(pid, (study.name.clone(), machine));
-        let (children, notify) = (self.children.clone(), self.notify.clone());
-        let (root, name, id, attempt) = (
+            .map_err(poisoned)?
+            .insert(pid, (study.name.clone(), machine_of(pid, trial)));
+        if let (Some(pool), Some(input), Some(output)) =
+            (&self.pool, child.stdin.take(), child.stdout.take())
+        {
+            let slot = Slot {
+                study: study.name.clone(),
+                input: Some(input),
+                idle: false,
+            };
+            pool.lock().map_err(poisoned)?.0.insert(pid, slot);
+            let watch = (
+                self.children.clone(),
+                Arc::downgrade(pool),
+                self.notify.clone(),
+            );
+            tokio::spawn(watch_idle(pid, output, watch));
+        }
+        let (children, notify, root) = (
+            self.children.clone(),
+            self.notify.clone(),
             self.layout.root.clone(),
-            study.name.clone(),
-            trial.id,
-            trial.attempt,
         );
+        let pool = self.pool.as_ref().map(Arc::downgrade);
         tokio::spawn(async move {
             let status = child.wait().await;
-            // An agent killed by a signal could not end its script: do it here.
-            if status.is_ok_and(|s| std::os::unix::process::ExitStatusExt::signal(&s).is_some()) {
-                end_orphans(&root, &name, id, attempt);
+            let last = children.lock().ok().and_then(|mut c| c.remove(&pid));
+            if let Some(pool) = pool.and_then(|p| p.upgrade()) {
+                if let Ok(mut p) = pool.lock() {
+                    p.0.remove(&pid);
+                }
             }
-            if let Ok(mut c) = children.lock() {
-                c.remove(&pid);
+            // An agent killed by a signal could not end its script: do it here.
+            let killed =
+                status.is_ok_and(|s| std::os::unix::process::ExitStatusExt::signal(&s).is_some());
+            if let (true, Some((name, m))) = (killed, last) {
+                end_orphans(&root, &name, m.trial, m.attempt);
             }
             notify.notify_one();
         });
+        Ok(pid)
+    }
+}
+
+/// A warm agent's word that its attempt ended and it waits for the next: it is
+/// no attempt's machine any more, and the driver is woken.
+async fn watch_idle(
+    pid: u32,
+    output: tokio::process::ChildStdout,
+    (children, pool, notify): (
+        Arc<Mutex<Agents>>,
+        std::sync::Weak<Mutex<Pool>>,
+        Arc<Notify>,
+    ),
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(output).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line != "idle" {
+            continue;
+        }
+        if let Ok(mut c) = children.lock() {
+            c.remove(&pid);
+        }
+        let Some(pool) = pool.upgrade() else { return };
+        if let Ok(mut p) = pool.lock() {
+            if let Some(slot) = p.0.get_mut(&pid) {
+                slot.idle = true;
+            }
+        }
+        notify.notify_one();
+    }
+}
+
+/// The machine of `trial`'s current attempt on the agent `pid`.
+fn machine_of(pid: u32, trial: &Trial) -> Machine {
+    Machine {
+        id: pid.to_string(),
+        trial: trial.id,
+        attempt: trial.attempt,
+        gone: None,
+        incarnation: None,
+    }
+}
+
+fn poisoned<T>(_: T) -> ProviderError {
+    ProviderError::Unavailable("lock".into())
+}
+
+#[async_trait]
+impl MachineProvider for LocalProvider {
+    async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
+        let pid = match self.hand_over(study, trial).await? {
+            Some(pid) => pid,
+            None => self.spawn(study, trial)?,
+        };
         Ok(Launched::free(pid.to_string()))
     }
 
@@ -285,10 +451,16 @@ impl MachineProvider for LocalProvider {
             return Ok(());
         };
         let root = self.layout.root.display().to_string();
-        // Only signal a process that is still this trial's agent (pids are reused).
-        if agent_of(pid, &root)
-            .is_some_and(|(_, m)| m.trial == machine.trial && m.attempt == machine.attempt)
-        {
+        let runs = |m: &Machine| m.trial == machine.trial && m.attempt == machine.attempt;
+        // Only signal a process that is still this trial's agent (pids are reused; a
+        // warm agent may have moved on): our own say so here, others in /proc.
+        let ours = self
+            .children
+            .lock()
+            .map_err(poisoned)?
+            .get(&pid)
+            .map(|(_, m)| runs(m));
+        if ours.unwrap_or_else(|| agent_of(pid, &root).is_some_and(|(_, m)| runs(&m))) {
             signal(pid, libc::SIGTERM);
             // The agent ends its script (SIGTERM, grace, SIGKILL); if it hangs, kill it.
             let m = machine.clone();
@@ -329,6 +501,7 @@ mod tests {
             heartbeat_ms: 2_000,
             machine: None,
             shutdown: false,
+            reuse: false,
         };
         let mut raw = b"/bin/augur-agent\0".to_vec();
         for a in inv.to_args() {
@@ -337,7 +510,7 @@ mod tests {
         }
         assert_eq!(
             attempt_of_cmdline(&raw, "/state/.augur"),
-            Some(("s".to_string(), 4, 2))
+            Some(("s".to_string(), 4, 2, false))
         );
         assert_eq!(attempt_of_cmdline(&raw, "/other/.augur"), None);
         let other = b"/bin/sleep\0--home\0/state/.augur\0".to_vec();

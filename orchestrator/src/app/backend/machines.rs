@@ -6,7 +6,7 @@ use augur::{LocalProvider, MachineProvider};
 use augur_aws::launch::Arch;
 use augur_aws::machines::{Ec2Provider, Ec2Settings};
 use augur_model::cost::Billing;
-use augur_model::Study;
+use augur_model::{Reuse, Study};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,10 +74,16 @@ impl Backend {
             let agent = LocalProvider::find_agent().ok_or_else(|| {
                 AppError::unavailable("cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)")
             })?;
-            return Ok(Arc::new(LocalProvider::new(
-                agent,
-                self.layout.clone(),
-                heartbeat,
+            let local = LocalProvider::new(agent, self.layout.clone(), heartbeat);
+            return Ok(Arc::new(match study.run.reuse {
+                Some(Reuse::Attempt) => local,
+                None | Some(Reuse::Study) => local.warm(),
+            }));
+        }
+        if study.run.reuse == Some(Reuse::Study) {
+            return Err(AppError::input(format!(
+                "study `{}`: run.reuse = \"study\" keeps machines warm on the local backend only so far; on AWS each attempt gets an instance (remove the setting)",
+                study.name
             )));
         }
         self.check_secrets(study)?;

@@ -6,10 +6,10 @@
 //! studies are the first part's; a study whose driver is alive is left to it.
 
 use super::backend::Backend;
-use super::tick::StudyTick;
+use super::tick::{cut_at, leased_runner, StudyTick};
 use super::AppError;
-use crate::reconcile::{Machine, Timing, NO_STUDY};
-use crate::{LeaseSpec, MachineProvider, Runner, TickEnd};
+use crate::reconcile::{Machine, NO_STUDY};
+use crate::{MachineProvider, TickEnd};
 use augur_store::TrialStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -71,26 +71,15 @@ async fn wind_down_study(
         return Ok(());
     };
     let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());
-    let mut runner = Runner::new(store.clone(), provider.clone());
-    runner.timing = Timing::with_drive(&drive);
-    runner.lease = Some(LeaseSpec {
-        holder: holder.to_string(),
-        ttl: deadline.saturating_duration_since(Instant::now()),
-    });
+    let runner = leased_runner(store, provider.clone(), &drive, holder, deadline);
     let trials = machines.iter().map(|m| m.trial).collect();
-    let cut = deadline + std::time::Duration::from_secs(1);
-    let end = tokio::time::timeout_at(cut.into(), runner.wind_down(&rec.spec, trials, deadline))
-        .await
-        .unwrap_or(Ok(TickEnd::Deadline));
+    let end = cut_at(deadline, runner.wind_down(&rec.spec, trials, deadline)).await;
     row.count(&runner.counters());
     match end {
         Ok(TickEnd::Finished(_)) => row.outcome = "wound down",
         Ok(TickEnd::Waiting) => row.outcome = "winding down",
         Ok(TickEnd::Deadline) => row.outcome = "deadline",
-        Ok(TickEnd::Held(lease)) => {
-            row.outcome = "held";
-            row.detail = Some(format!("by {} until {}", lease.holder, lease.until));
-        }
+        Ok(TickEnd::Held(lease)) => row.held(&lease),
         Err(e) => row.failed(e.to_string()),
     }
     tracing::info!(study = %row.study, outcome = row.outcome, terminated = row.terminated, "abandoned study");

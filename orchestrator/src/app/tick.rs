@@ -273,23 +273,13 @@ async fn tick_study(
             return Ok(());
         }
     };
-    let mut runner = Runner::new(store.clone(), provider);
-    runner.timing = augur::Timing::with_drive(&drive);
+    let mut runner = leased_runner(store, provider, &drive, holder, deadline);
     runner.keep_days = ctx.keep_days(&rec.spec);
-    runner.lease = Some(LeaseSpec {
-        holder: holder.to_string(),
-        ttl: deadline.saturating_duration_since(Instant::now()),
-    });
-    // Whatever call is in flight, the study gives up a second past the acting
-    // deadline, still within the invocation's margin ([`margin`], at least 2 s): a
-    // Lambda past its timeout is killed mid-call. What was cut is decided again.
-    let cut = deadline + Duration::from_secs(1);
-    let end = tokio::time::timeout_at(
-        cut.into(),
+    let end = cut_at(
+        deadline,
         runner.tick_warm(&rec.spec, rec.created_ms, deadline, &WARM),
     )
-    .await
-    .unwrap_or(Ok(TickEnd::Deadline));
+    .await;
     row.count(&runner.counters());
     match end {
         Ok(TickEnd::Finished(f)) => {
@@ -302,14 +292,42 @@ async fn tick_study(
         }
         Ok(TickEnd::Waiting) => row.outcome = "waiting",
         Ok(TickEnd::Deadline) => row.outcome = "deadline",
-        Ok(TickEnd::Held(lease)) => {
-            row.outcome = "held";
-            row.detail = Some(format!("by {} until {}", lease.holder, lease.until));
-        }
+        Ok(TickEnd::Held(lease)) => row.held(&lease),
         Err(e) => row.failed(e.to_string()),
     }
     tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
     Ok(())
+}
+
+/// A runner that acts on a study only while it holds the study's lease, taken as
+/// `holder` until `deadline`.
+pub(super) fn leased_runner(
+    store: &Arc<dyn TrialStore>,
+    provider: Arc<dyn augur::MachineProvider>,
+    drive: &augur_model::DriveSettings,
+    holder: &str,
+    deadline: Instant,
+) -> Runner {
+    let mut runner = Runner::new(store.clone(), provider);
+    runner.timing = augur::Timing::with_drive(drive);
+    runner.lease = Some(LeaseSpec {
+        holder: holder.to_string(),
+        ttl: deadline.saturating_duration_since(Instant::now()),
+    });
+    runner
+}
+
+/// `tick`, given up a second past the acting deadline whatever call is in flight,
+/// still within the invocation's margin ([`margin`], at least 2 s): a Lambda past
+/// its timeout is killed mid-call. What was cut is decided again next time.
+pub(super) async fn cut_at(
+    deadline: Instant,
+    tick: impl std::future::Future<Output = Result<TickEnd, augur::RunError>>,
+) -> Result<TickEnd, augur::RunError> {
+    let cut = deadline + Duration::from_secs(1);
+    tokio::time::timeout_at(cut.into(), tick)
+        .await
+        .unwrap_or(Ok(TickEnd::Deadline))
 }
 
 impl StudyTick {
@@ -326,6 +344,12 @@ impl StudyTick {
             pruned: 0,
             terminated: 0,
         }
+    }
+
+    /// Another driver holds the study's lease.
+    pub(super) fn held(&mut self, lease: &augur_store::Lease) {
+        self.outcome = "held";
+        self.detail = Some(format!("by {} until {}", lease.holder, lease.until));
     }
 
     pub(super) fn failed(&mut self, why: String) {

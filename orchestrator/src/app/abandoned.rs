@@ -15,17 +15,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Winds down the studies with live machines that are not submitted and that no
+/// Winds down the studies with live machines that are not `submitted` (the tick's
+/// first part read them) and that no
 /// driver holds (`held` rows: a live driver has them), until
 /// `deadline`, holding each study's lease as `holder` meanwhile; a row each.
 pub async fn wind_down(
     ctx: &Backend,
     store: &Arc<dyn TrialStore>,
+    submitted: &BTreeSet<String>,
     deadline: Instant,
     holder: &str,
 ) -> Result<Vec<StudyTick>, AppError> {
     let provider = ctx.sweeper().await;
-    let submitted: BTreeSet<String> = store.submitted().await?.into_iter().collect();
     // Whether a live driver holds a study is learnt by asking for its lease (a
     // conditional write), not by listing leases (a scan of the table).
     let listed = provider

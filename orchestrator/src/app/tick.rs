@@ -171,7 +171,10 @@ pub async fn handle(
     // where every driver holds a lease (AWS): a live local `augur run` holds none.
     let abandoned = match only {
         None if ctx.drivers_share_studies() && Instant::now() < deadline => {
-            super::abandoned::wind_down(ctx, &ctx.store().await?, deadline, holder).await?
+            // Every submitted study has a row: the first part's.
+            let submitted = studies.iter().map(|r| r.study.clone()).collect();
+            let store = ctx.store().await?;
+            super::abandoned::wind_down(ctx, &store, &submitted, deadline, holder).await?
         }
         _ => Vec::new(),
     };

@@ -149,16 +149,7 @@ fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
             }
         }
     }
-    Some((
-        study,
-        Machine {
-            id: pid.to_string(),
-            trial,
-            attempt,
-            gone: None,
-            incarnation: None,
-        },
-    ))
+    Some((study, machine_of(pid, trial, attempt)))
 }
 
 /// `study trial attempt`, as a warm agent writes its current attempt.
@@ -241,7 +232,7 @@ impl LocalProvider {
                 return Ok(None);
             };
             // Its machine from now on (its own writes are fenced by the attempt).
-            let machine = machine_of(pid, trial);
+            let machine = machine_of(pid, trial.id, trial.attempt);
             self.children
                 .lock()
                 .map_err(poisoned)?
@@ -292,10 +283,10 @@ impl LocalProvider {
         let pid = child
             .id()
             .ok_or_else(|| ProviderError::Launch("agent exited at once".into()))?;
-        self.children
-            .lock()
-            .map_err(poisoned)?
-            .insert(pid, (study.name.clone(), machine_of(pid, trial)));
+        self.children.lock().map_err(poisoned)?.insert(
+            pid,
+            (study.name.clone(), machine_of(pid, trial.id, trial.attempt)),
+        );
         if let (Some(pool), Some(input), Some(output)) =
             (&self.pool, child.stdin.take(), child.stdout.take())
         {
@@ -368,12 +359,12 @@ async fn watch_idle(
     }
 }
 
-/// The machine of `trial`'s current attempt on the agent `pid`.
-fn machine_of(pid: u32, trial: &Trial) -> Machine {
+/// The machine of a trial's attempt on the agent `pid`.
+fn machine_of(pid: u32, trial: u64, attempt: u32) -> Machine {
     Machine {
         id: pid.to_string(),
-        trial: trial.id,
-        attempt: trial.attempt,
+        trial,
+        attempt,
         gone: None,
         incarnation: None,
     }

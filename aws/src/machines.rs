@@ -64,6 +64,9 @@ pub struct Ec2Settings {
     /// flat however often the reconciler ticks; lost machines are found by the
     /// heartbeat lease anyway).
     pub list_every: Duration,
+    /// Instances are kept warm (`run.reuse = "study"`): an agent that finished an
+    /// attempt waits for the study's next one ([`augur_model::Trial::leaves_machine_warm`]).
+    pub reuse: bool,
 }
 
 /// EC2 instances as machines.
@@ -132,7 +135,7 @@ impl Ec2Provider {
             heartbeat_ms: s.heartbeat.as_millis() as u64,
             machine: None,
             shutdown: true,
-            reuse: false,
+            reuse: s.reuse,
         }
         .to_args()
     }
@@ -528,6 +531,10 @@ impl MachineProvider for Ec2Provider {
             }
         }
         Ok(())
+    }
+
+    fn warm_by_record(&self) -> bool {
+        true
     }
 
     fn sees_all(&self) -> bool {

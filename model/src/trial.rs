@@ -165,6 +165,14 @@ pub struct Trial {
     /// its launch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing: Option<Billing>,
+    /// Which attempt of its machine this one is: 1 for a machine's first, more on a
+    /// machine kept warm (`run.reuse = "study"`); 0 before its agent says.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turn: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a trial's checkpoint directory held when it was last kept (sent to the
@@ -195,6 +203,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing: Option<Billing>,
+    /// Which attempt of its machine it was ([`Trial::turn`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turn: u32,
 }
 
 impl AttemptRecord {
@@ -210,6 +221,7 @@ impl AttemptRecord {
             exit_code: t.exit_code,
             error: t.error.clone(),
             billing: t.billing.clone(),
+            turn: t.turn,
         }
     }
 }
@@ -254,11 +266,26 @@ impl Trial {
             history: Vec::new(),
             checkpoint: None,
             billing: None,
+            turn: 0,
         }
     }
 
     pub fn is_dataset(&self) -> bool {
         self.dataset.is_some()
+    }
+
+    /// Whether the machine of this ended attempt may take the study's next one
+    /// (`run.reuse = "study"`): its script ended by itself, exit code 0 to 128, and
+    /// the agent wrote so. Not a machine whose script was ended by force (a signal, a
+    /// timeout, the keepalive watchdog, a reclaim notice; see
+    /// [`AttemptEnd::forced`]), nor one whose attempt was lost, cancelled or pruned:
+    /// the machine may be what went wrong. The agent of a machine kept warm waits on
+    /// exactly these.
+    pub fn leaves_machine_warm(&self) -> bool {
+        matches!(self.state, TrialState::Succeeded | TrialState::Failed)
+            && !self.retryable
+            && self.exit_code.is_some_and(|c| (0..=128).contains(&c))
+            && self.machine.is_some()
     }
 
     /// The objective's value, if the trial reported it.
@@ -352,6 +379,7 @@ pub struct TrialUpdate {
     pub log: Option<Option<String>>,
     pub checkpoint: Option<Checkpoint>,
     pub billing: Option<Option<Billing>>,
+    pub turn: Option<u32>,
 }
 
 impl TrialUpdate {
@@ -386,6 +414,7 @@ impl TrialUpdate {
         set(&mut t.launched_ms, &self.launched_ms);
         set(&mut t.billing, &self.billing);
         set(&mut t.machine, &self.machine);
+        set(&mut t.turn, &self.turn);
         set(&mut t.started_ms, &self.started_ms);
         if let Some(h) = self.heartbeat_ms {
             t.heartbeat_ms = Some(h);
@@ -466,7 +495,7 @@ mod tests {
     fn a_retry_keeps_the_ending_attempt_in_the_history_bounded() {
         let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
         for a in 1..=(MAX_HISTORY as u32 + 5) {
-            TrialUpdate::running(&format!("m{a}"), 10 * a as i64, None).apply(&mut t);
+            TrialUpdate::running(&format!("m{a}"), 1, 10 * a as i64, None).apply(&mut t);
             TrialUpdate {
                 state: Some(Lost),
                 heartbeat_ms: Some(10 * a as i64 + 5),
@@ -506,6 +535,7 @@ mod tests {
                 exit_code: None,
                 error: Some(format!("lost {want}")),
                 billing: None,
+                turn: 1,
             })
         );
         // Old records without the field still read.
@@ -534,8 +564,6 @@ impl TrialUpdate {
         }
     }
 
-    /// `starting → running` by the agent of this attempt: resets what an earlier
-    /// attempt left.
     /// `lost|failed → pending` as attempt `attempt`, not before `not_before`. The
     /// ending attempt goes to the history; the new one shows no machine, times or
     /// outcome until it has them.
@@ -547,6 +575,7 @@ impl TrialUpdate {
             machine: Some(None),
             launched_ms: Some(None),
             billing: Some(None),
+            turn: Some(0),
             started_ms: Some(None),
             finished_ms: Some(None),
             exit_code: Some(None),
@@ -557,11 +586,14 @@ impl TrialUpdate {
         }
     }
 
-    pub fn running(machine: &str, now: Millis, log: Option<String>) -> TrialUpdate {
+    /// `starting → running` by the agent of this attempt on `machine`, its `turn`-th
+    /// attempt ([`Trial::turn`]): resets what an earlier attempt left.
+    pub fn running(machine: &str, turn: u32, now: Millis, log: Option<String>) -> TrialUpdate {
         TrialUpdate {
             state: Some(TrialState::Running),
             add_run: true,
             machine: Some(Some(machine.to_string())),
+            turn: Some(turn),
             started_ms: Some(Some(now)),
             heartbeat_ms: Some(now),
             finished_ms: Some(None),
@@ -625,6 +657,14 @@ pub struct AttemptEnd {
 }
 
 impl AttemptEnd {
+    /// Whether the script was ended by force: by a signal (an exit code above 128,
+    /// in the shell's convention: its own crash, the OOM killer, a person), its
+    /// timeout, the keepalive watchdog, `augur stop`, or a reclaim notice. Its
+    /// machine may be what went wrong: it takes no further attempt.
+    pub fn forced(&self) -> bool {
+        self.retryable || self.preempted || self.exit_code.is_none_or(|c| c > 128)
+    }
+
     /// Whether `now` (the record a final write found in its way) is this attempt
     /// pruned only after its script had ended: then the script's outcome stands.
     pub fn overrules(&self, now: &Trial, attempt: u32) -> bool {

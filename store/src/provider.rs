@@ -52,6 +52,13 @@ pub trait MachineProvider: Send + Sync {
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError>;
     /// Ends a machine (idempotent: an absent machine is not an error).
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError>;
+    /// Whether a machine kept warm takes its next attempt through the record (an
+    /// assignment `decide` makes, that its agent reads): then a machine serves the
+    /// latest attempt whose record names it, whatever it was launched for. A local
+    /// provider hands attempts to its warm agents itself.
+    fn warm_by_record(&self) -> bool {
+        false
+    }
     /// Whether a machine absent from [`list`](Self::list) is certainly gone (true for
     /// local processes; not for an eventually consistent cloud API).
     fn sees_all(&self) -> bool;

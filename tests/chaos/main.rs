@@ -211,21 +211,6 @@ fn kill_workers(agents: bool) {
     .record();
 }
 
-/// Whether process `pid` has a child (its script, for an agent): read from the
-/// parent field of every process's `/proc/PID/stat`.
-fn has_child(pid: i32) -> bool {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
-                let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-                after.split_whitespace().nth(1) == Some(pid.to_string().as_str())
-            })
-        })
-}
-
 /// Warm agents (the local default) SIGKILLed while idle, between two attempts: the
 /// next launch finds its agent gone and starts another; nothing is lost or run
 /// twice, and the survivors keep taking the study's trials.
@@ -253,7 +238,10 @@ fn warm_agents_sigkilled_between_attempts() {
             break;
         }
         // An agent with no script is between two attempts.
-        for pid in agents_of(&sb).into_iter().filter(|p| !has_child(*p)) {
+        for pid in agents_of(&sb)
+            .into_iter()
+            .filter(|p| !augur_tests::has_child(*p))
+        {
             // SAFETY: kill(2) with a pid we found and SIGKILL.
             if kills < target && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
                 kills += 1;

@@ -459,3 +459,17 @@ pub fn server_url(child: &mut Child) -> String {
     std::thread::spawn(move || for _ in lines {});
     url
 }
+
+/// Whether process `pid` has a child (its parent pid, the fourth field of
+/// `/proc/PID/stat`, after the command's closing parenthesis).
+pub fn has_child(pid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            after.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+        })
+    })
+}

@@ -561,7 +561,10 @@ async fn a_heartbeat_costs_one_write_unit_at_any_series_length() {
                 ..Default::default()
             },
         ),
-        (TrialState::Starting, TrialUpdate::running("i-1", 1, None)),
+        (
+            TrialState::Starting,
+            TrialUpdate::running("i-1", 1, 1, None),
+        ),
     ] {
         store
             .update_trial(name, 1, &Expect::state(from, 1), &up)

@@ -438,6 +438,23 @@ fn warm_agents_take_the_next_trials_of_their_study() {
     );
     let cold = machines("cold");
     assert_eq!(distinct(&cold).len(), 6, "an agent per attempt: {cold:?}");
+    // Each attempt records its turn on its machine: 1, 2, ... on each warm agent,
+    // 1 on every cold one.
+    let turns = |name: &str| {
+        let mut by = std::collections::BTreeMap::<String, Vec<u64>>::new();
+        for t in sb.trials(name) {
+            let m = t["machine"].as_str().unwrap_or("").to_string();
+            by.entry(m)
+                .or_default()
+                .push(t["machine_turn"].as_u64().unwrap_or(0));
+        }
+        by.values_mut().for_each(|v| v.sort());
+        by
+    };
+    for (m, turns) in turns("warm") {
+        assert_eq!(turns, (1..=turns.len() as u64).collect::<Vec<_>>(), "{m}");
+    }
+    assert!(turns("cold").values().all(|t| t == &[1]));
 }
 
 #[test]

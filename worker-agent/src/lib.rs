@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// How this machine is named in the record (`host:pid` by default).
     pub machine: String,
+    /// Which attempt of this machine this one is (1 for its first; more when it is
+    /// kept warm).
+    pub turn: u32,
     /// On AWS: logs to CloudWatch Logs and study files from S3 (local otherwise).
     pub aws: Option<AwsAgent>,
     /// Watch the instance's metadata for a spot reclaim notice (on EC2).
@@ -103,8 +106,8 @@ pub enum Ended {
     /// The final state was written.
     Finished(TrialState),
     /// The final state was written, and the script had been ended by force (a
-    /// signal, its timeout, the keepalive watchdog, a reclaim notice): its machine
-    /// takes no further attempt.
+    /// signal, its timeout, the keepalive watchdog, a reclaim notice) or never ran:
+    /// its machine takes no further attempt ([`AttemptEnd::forced`]).
     Forced(TrialState),
     /// Another attempt (or a cancellation) took the trial over.
     Superseded,
@@ -198,7 +201,7 @@ async fn refuse(
         .update_trial(&cfg.study, cfg.trial, &expect, &up)
         .await?
     {
-        Written::Done(_) => Ok(Ended::Finished(TrialState::Failed)),
+        Written::Done(_) => Ok(Ended::Forced(TrialState::Failed)),
         Written::Conflict(now) => Err(AgentError::superseded(cfg, now)),
     }
 }
@@ -239,7 +242,7 @@ async fn mark_running(
     cfg: &AgentConfig,
     log: &mut Log,
 ) -> Result<Trial, AgentError> {
-    let up = TrialUpdate::running(&cfg.machine, now_ms(), Some(log.location.clone()));
+    let up = TrialUpdate::running(&cfg.machine, cfg.turn, now_ms(), Some(log.location.clone()));
     let expect = Expect::state(TrialState::Starting, cfg.attempt);
     match store
         .update_trial(&cfg.study, cfg.trial, &expect, &up)
@@ -323,7 +326,7 @@ async fn final_write(
     let give_up = Instant::now() + Duration::from_secs(120);
     loop {
         match store.update_trial(&cfg.study, cfg.trial, &cond, &up).await {
-            Ok(Written::Done(t)) if forced(outcome) => return Ok(Ended::Forced(t.state)),
+            Ok(Written::Done(t)) if outcome.forced() => return Ok(Ended::Forced(t.state)),
             Ok(Written::Done(t)) => return Ok(Ended::Finished(t.state)),
             // Pruned after the script had ended: the pruner saw a curve that was
             // already complete, and what the script did is the truth.
@@ -341,14 +344,6 @@ async fn final_write(
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Whether the script was ended by force: by a signal (an exit code above 128, in
-/// the shell's convention: its own crash, the OOM killer, a person), its timeout,
-/// the keepalive watchdog, `augur stop`, or a reclaim notice. Its machine may be
-/// what went wrong: it takes no further attempt.
-fn forced(outcome: &AttemptEnd) -> bool {
-    outcome.retryable || outcome.preempted || outcome.exit_code.is_some_and(|c| c > 128)
 }
 
 fn failure_text(status: &std::process::ExitStatus) -> Option<String> {
@@ -716,6 +711,7 @@ mod tests {
             attempt: 1,
             heartbeat: Duration::from_millis(100),
             machine: "test".into(),
+            turn: 1,
             aws: None,
             spot: false,
         };
@@ -734,7 +730,7 @@ mod tests {
         let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
         let layout = cfg.layout.clone();
         let ended = run_attempt(&store, &cfg).await.expect("attempt");
-        assert_eq!(ended, Ended::Finished(TrialState::Failed));
+        assert_eq!(ended, Ended::Forced(TrialState::Failed));
         let rec = store
             .get_trial("s", cfg.trial)
             .await
@@ -763,7 +759,7 @@ mod tests {
         let t = Trial::new("s", 0, 0, 0, Params::new(), 1);
         let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
         let ended = run_attempt(&store, &cfg).await.expect("attempt");
-        assert_eq!(ended, Ended::Finished(TrialState::Failed));
+        assert_eq!(ended, Ended::Forced(TrialState::Failed));
         let got = store
             .get_trial("s", cfg.trial)
             .await

@@ -4,10 +4,10 @@
 //! did), 2 bad arguments, 3 the store could not be used, 4 the attempt is not (or no
 //! longer) current.
 
-use augur_agent::reuse::Turns;
+use augur_agent::reuse::{Assignments, Piped, Turns};
 use augur_agent::{run_attempt, AgentConfig, AgentError, AwsAgent, Ended};
 use augur_model::agent::{env, flag};
-use augur_store::{Layout, SqliteStore, TrialStore};
+use augur_store::{now_ms, Layout, SqliteStore, TrialStore};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +144,7 @@ async fn run(args: Args) -> ExitCode {
     };
     let mut cfg = AgentConfig {
         machine,
+        turn: 1,
         layout,
         study: args.study.clone(),
         trial: args.trial,
@@ -152,7 +153,10 @@ async fn run(args: Args) -> ExitCode {
         spot: aws.is_some() && args.shutdown,
         aws,
     };
-    let mut turns = args.reuse.then(|| Turns::new(&cfg));
+    let mut turns = args.reuse.then(|| match args.backend {
+        Backend::Local => Turns::Piped(Box::new(Piped::new(&cfg))),
+        Backend::Aws => Turns::Assigned(Assignments::default()),
+    });
     let code = loop {
         let ended = run_attempt(store.as_ref(), &cfg).await;
         let code = match &ended {
@@ -169,12 +173,17 @@ async fn run(args: Args) -> ExitCode {
         // Warm: the next attempt of the study, unless this one ended by force or
         // was taken over (the machine may be what went wrong).
         let next = match (&mut turns, ended) {
-            (Some(t), Ok(Ended::Finished(_))) => t.next().await,
+            (Some(t), Ok(Ended::Finished(_))) => t.next(store.as_ref(), &cfg, now_ms()).await,
             _ => None,
         };
-        match next {
-            Some((trial, attempt)) => (cfg.trial, cfg.attempt) = (trial, attempt),
-            None => break code,
+        let Some(turn) = next else { break code };
+        (cfg.trial, cfg.attempt, cfg.turn) = (turn.trial, turn.attempt, cfg.turn + 1);
+        if let (Some(min), true) = (turn.life_min, args.shutdown) {
+            // The boot script's power-off was for the first attempt: this one gets
+            // its own hard limit (a later `shutdown` replaces an earlier one).
+            let _ = std::process::Command::new("shutdown")
+                .args(["-h", &format!("+{min}")])
+                .status();
         }
     };
     drop(turns);

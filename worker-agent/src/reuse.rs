@@ -1,19 +1,116 @@
-//! A machine kept warm (`--reuse`): after an attempt whose script ended by itself,
-//! the agent tells its provider it is idle (`idle` on standard output) and reads the
-//! study's next attempt from standard input (`TRIAL ATTEMPT`). The end of its input
-//! (the provider let it go, or died) ends it. Each attempt is fenced on its own,
-//! in a fresh working directory, exactly as the first.
-//!
-//! Its command line names only its first attempt, so it says which one it runs in
-//! [`augur_store::Layout::agent_file`], for an orchestrator that adopts it after a
-//! crash; the file goes when the agent does.
+//! A machine kept warm (`--reuse`): after an attempt whose script ended by itself
+//! ([`augur_model::Trial::leaves_machine_warm`]), the agent takes the study's next
+//! attempt, fenced on its own, in a fresh working directory, exactly as the first.
+//! Where the next attempt comes from ([`Turns`]):
+//! - a local process tells its provider it is idle (`idle` on standard output) and
+//!   reads the attempt from standard input (`TRIAL ATTEMPT`); the end of its input
+//!   (the provider let it go, or died) ends it. Its command line names only its
+//!   first attempt, so it says which one it runs in
+//!   [`augur_store::Layout::agent_file`], for an orchestrator that adopts it after a
+//!   crash; the file goes when the agent does.
+//! - a cloud machine reads the study's changed trials every [`POLL`] for one the
+//!   orchestrator assigned it (starting, naming this machine: the orchestrator's one
+//!   conditional write), for the study's `run.keep_alive` after its last attempt
+//!   ended; then it powers off. Reads only: a warm machine writes no more per trial
+//!   than a fresh one.
 
 use crate::AgentConfig;
+use augur_model::{Millis, Trial, TrialState};
+use augur_store::TrialStore;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin, Stdout};
 
-/// The attempts an agent takes after its first.
-pub struct Turns {
+/// How often an idle cloud machine reads the study's changes for an assignment.
+pub const POLL: Duration = Duration::from_secs(1);
+
+/// Where an agent's attempts after its first come from.
+pub enum Turns {
+    /// A local process: from its provider, through standard input.
+    Piped(Box<Piped>),
+    /// A cloud machine: from the store.
+    Assigned(Assignments),
+}
+
+/// The next attempt of a warm agent.
+#[derive(Debug, PartialEq)]
+pub struct Turn {
+    pub trial: u64,
+    pub attempt: u32,
+    /// The attempt's hard limit in minutes, from its start (cloud machines re-arm
+    /// their scheduled power-off with it).
+    pub life_min: Option<u64>,
+}
+
+impl Turns {
+    /// The next attempt, once the last one (which ended at `ended_ms`, the agent's
+    /// clock) left the machine warm; `None`: the machine's work is over.
+    pub async fn next(
+        &mut self,
+        store: &dyn TrialStore,
+        cfg: &AgentConfig,
+        ended_ms: Millis,
+    ) -> Option<Turn> {
+        match self {
+            Turns::Piped(p) => p.next().await.map(|(trial, attempt)| Turn {
+                trial,
+                attempt,
+                life_min: None,
+            }),
+            Turns::Assigned(a) => a.next(store, cfg, ended_ms).await,
+        }
+    }
+}
+
+/// A cloud machine's assignments, read from the store.
+#[derive(Default)]
+pub struct Assignments {
+    /// The store's mark of the last read ([`TrialStore::changed_trials`]).
+    since: u64,
+}
+
+impl Assignments {
+    async fn next(
+        &mut self,
+        store: &dyn TrialStore,
+        cfg: &AgentConfig,
+        ended_ms: Millis,
+    ) -> Option<Turn> {
+        let study = store.get_study(&cfg.study).await.ok()??.spec;
+        let until = ended_ms + study.run.keep_alive_ms() as Millis;
+        loop {
+            match store.changed_trials(&cfg.study, self.since).await {
+                Ok((changed, mark)) => {
+                    self.since = mark;
+                    let mine = changed.into_iter().filter(|t| assigned(t, cfg));
+                    if let Some(t) = mine.min_by_key(|t| t.id) {
+                        return Some(Turn {
+                            trial: t.id,
+                            attempt: t.attempt,
+                            life_min: Some(augur_aws::launch::max_life_minutes(&study, &t)),
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the study's changes"),
+            }
+            if augur_store::now_ms() >= until {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Whether `t` is an attempt the orchestrator assigned this machine, other than the
+/// one it just ran.
+fn assigned(t: &Trial, cfg: &AgentConfig) -> bool {
+    t.state == TrialState::Starting
+        && t.machine.as_deref() == Some(cfg.machine.as_str())
+        && (t.id, t.attempt) != (cfg.trial, cfg.attempt)
+}
+
+/// A local warm agent's attempts, through its standard input and output.
+pub struct Piped {
     input: Lines<BufReader<Stdin>>,
     output: Stdout,
     /// The file naming the current attempt, open (`None`: it could not be made, and
@@ -22,8 +119,8 @@ pub struct Turns {
     study: String,
 }
 
-impl Turns {
-    pub fn new(cfg: &AgentConfig) -> Turns {
+impl Piped {
+    pub fn new(cfg: &AgentConfig) -> Piped {
         let pid = std::process::id();
         let file = augur_store::layout::process_started(pid)
             .map(|s| cfg.layout.agent_file(pid, s))
@@ -32,7 +129,7 @@ impl Turns {
                 let file = std::fs::File::create(&path).ok()?;
                 Some((path, file))
             });
-        Turns {
+        Piped {
             input: BufReader::new(tokio::io::stdin()).lines(),
             output: tokio::io::stdout(),
             file,
@@ -42,7 +139,7 @@ impl Turns {
 
     /// Says the agent is idle and waits for its next attempt: `None` at the end of
     /// input, or on a line that is not `TRIAL ATTEMPT`.
-    pub async fn next(&mut self) -> Option<(u64, u32)> {
+    async fn next(&mut self) -> Option<(u64, u32)> {
         self.output.write_all(b"idle\n").await.ok()?;
         self.output.flush().await.ok()?;
         let line = self.input.next_line().await.ok()??;
@@ -56,7 +153,7 @@ impl Turns {
     }
 }
 
-impl Drop for Turns {
+impl Drop for Piped {
     fn drop(&mut self) {
         if let Some((path, _)) = &self.file {
             let _ = std::fs::remove_file(path);

@@ -155,6 +155,21 @@ pub struct RunSpec {
     /// (`run.reuse`; `None`: the backend's default, warm locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<Reuse>,
+    /// How long a machine kept warm waits, idle, for the study's next attempt before
+    /// it powers off (`run.keep_alive`; `None`: [`KEEP_ALIVE_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_ms: Option<u64>,
+}
+
+/// How long an idle warm machine waits for an attempt by default (as SageMaker's
+/// warm pools' `KeepAlivePeriodInSeconds` is chosen: about a minute).
+pub const KEEP_ALIVE_MS: u64 = 60_000;
+
+impl RunSpec {
+    /// How long an idle warm machine waits for the study's next attempt.
+    pub fn keep_alive_ms(&self) -> u64 {
+        self.keep_alive_ms.unwrap_or(KEEP_ALIVE_MS)
+    }
 }
 
 /// `run.reuse`: what one machine (a local agent process, an instance) runs.

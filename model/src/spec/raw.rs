@@ -148,6 +148,7 @@ struct RawRun {
     secrets: BTreeMap<Spanned<String>, Spanned<String>>,
     preamble: Option<String>,
     reuse: Option<Spanned<String>>,
+    keep_alive: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -418,16 +419,38 @@ impl RawRun {
             env,
             secrets,
             preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
-            reuse: match &self.reuse {
-                None => None,
-                Some(r) => Some(match r.get_ref().as_str() {
-                    "study" => super::Reuse::Study,
-                    "attempt" => super::Reuse::Attempt,
-                    other => return Err(cx.at(r, format!("run.reuse: `{other}`: expected \"study\" (a machine that finished an attempt takes the study's next) or \"attempt\" (a machine per attempt)"))),
-                }),
-            },
+            reuse: reuse(cx, self.reuse.as_ref())?,
+            keep_alive_ms: keep_alive(cx, self.keep_alive.as_ref(), self.reuse.as_ref())?,
         })
     }
+}
+
+/// `run.reuse`, if given.
+fn reuse(cx: &SpecText, r: Option<&Spanned<String>>) -> Result<Option<super::Reuse>, SpecError> {
+    let Some(r) = r else { return Ok(None) };
+    Ok(Some(match r.get_ref().as_str() {
+        "study" => super::Reuse::Study,
+        "attempt" => super::Reuse::Attempt,
+        other => return Err(cx.at(r, format!("run.reuse: `{other}`: expected \"study\" (a machine that finished an attempt takes the study's next) or \"attempt\" (a machine per attempt)"))),
+    }))
+}
+
+/// `run.keep_alive`, if given: from 15 s (a warm machine's assignment must reach it
+/// well within) to an hour, and only where machines are reused.
+fn keep_alive(
+    cx: &SpecText,
+    k: Option<&Spanned<String>>,
+    reuse: Option<&Spanned<String>>,
+) -> Result<Option<u64>, SpecError> {
+    let Some(k) = k else { return Ok(None) };
+    if reuse.is_some_and(|r| r.get_ref() == "attempt") {
+        return Err(cx.at(k, "run.keep_alive: machines are not reused (run.reuse = \"attempt\"); remove one of the two"));
+    }
+    let ms = duration_ms(cx, "run.keep_alive", k)?;
+    if !(15_000..=3_600_000).contains(&ms) {
+        return Err(cx.at(k, "run.keep_alive: must be from 15s to 1h"));
+    }
+    Ok(Some(ms))
 }
 
 /// A limit that must be a positive number, if given.

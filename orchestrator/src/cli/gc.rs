@@ -85,6 +85,7 @@ async fn end_orphans(
                     scope: &Scope::Budget(rec.spec.trials),
                     mode: Mode::Run,
                     exhausted: true,
+                    warm: provider.warm_by_record(),
                     sees_all: provider.sees_all(),
                     fresh_listing: true,
                     timing: &timing,

@@ -85,7 +85,7 @@ impl MachineProvider for InProcessProvider {
         let (name, t, mid) = (study.name.clone(), trial.clone(), id.clone());
         let held_to = study.objective.clone();
         tokio::spawn(async move {
-            let up = TrialUpdate::running(&mid, now_ms(), None);
+            let up = TrialUpdate::running(&mid, 1, now_ms(), None);
             let ok = store
                 .update_trial(
                     &name,

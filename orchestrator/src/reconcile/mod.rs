@@ -14,6 +14,7 @@
 mod steps;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 pub use augur_model::Machine;
 use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
@@ -47,6 +48,9 @@ pub struct Timing {
     pub clock_skew_ms: Millis,
     /// How long launches may find no room (capacity, quota) before the drive stops.
     pub capacity_timeout_ms: Millis,
+    /// An attempt given to a warm machine that has not taken it after this long is
+    /// lost (its agent reads for one every second).
+    pub assign_timeout_ms: Millis,
 }
 
 impl Default for Timing {
@@ -69,6 +73,7 @@ impl Timing {
             heartbeat_ms: d.heartbeat_ms,
             clock_skew_ms: 5_000,
             capacity_timeout_ms: d.capacity_timeout_ms,
+            assign_timeout_ms: 30_000,
         }
     }
 
@@ -120,6 +125,12 @@ pub struct View<'a> {
     pub exhausted: bool,
     /// A trial missing from `machines` certainly has no machine (local processes).
     pub sees_all: bool,
+    /// Machines may be kept warm through the record (a cloud's,
+    /// [`MachineProvider::warm_by_record`](augur_store::provider::MachineProvider::warm_by_record)):
+    /// a machine serves the latest attempt whose record names it, and with
+    /// `run.reuse = "study"` an idle one is given the study's next attempt
+    /// ([`Action::Assign`]).
+    pub warm: bool,
     /// `machines` was listed afresh for this pass, not from a provider's cache: a
     /// study finishes only on such a listing (or where `sees_all`), so that a machine
     /// a cached listing missed (one that never booted, say) is ended first.
@@ -133,6 +144,15 @@ pub struct View<'a> {
 pub enum Action {
     /// `pending → starting` and ask the provider for a machine.
     Launch { trial: u64, attempt: u32 },
+    /// `pending → starting` on an idle warm machine: the record names it, and its
+    /// agent takes the attempt from there (no launch).
+    Assign {
+        trial: u64,
+        attempt: u32,
+        machine: String,
+        /// How the machine is billed (its last attempt's record).
+        billing: Option<augur_model::cost::Billing>,
+    },
     /// `starting|running → lost`.
     MarkLost {
         trial: u64,
@@ -253,7 +273,7 @@ pub fn decide(v: &View) -> Vec<Action> {
     }
     // After the state changes above: a trial is cancelled before its machine is told
     // to stop, so the agent's own final write cannot win that race.
-    let winding_down = steps::sweep_machines(v, &seen, &mut plan.actions);
+    let winding_down = steps::sweep_machines(v, &seen, &plan.warm_kept, &mut plan.actions);
     steps::finish(v, &seen, winding_down, &mut plan.actions);
     plan.actions
 }
@@ -264,7 +284,7 @@ pub fn decide(v: &View) -> Vec<Action> {
 pub fn sweep(v: &View) -> Vec<Action> {
     let seen = steps::Observed::new(v);
     let mut out = Vec::new();
-    steps::sweep_machines(v, &seen, &mut out);
+    steps::sweep_machines(v, &seen, &Default::default(), &mut out);
     out
 }
 

@@ -1,9 +1,10 @@
 //! The named steps of [`decide`](super::decide), each a pure function of the view.
 
+use super::warm::{Idle, Warm};
 use super::{can_retry, pruned_in_grace, settled, Action, Loss, Machine, Mode, Scope, View};
 use augur_model::prune::Pruner;
 use augur_model::{Millis, Trial, TrialState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The view indexed for the steps: machines by attempt, trials by id, datasets by
 /// name, and the study's pruner.
@@ -18,6 +19,10 @@ pub(super) struct Observed<'a> {
     /// Why no further trial may start (`run.max_cost_usd`, `run.max_machine_hours`):
     /// what has not started is cancelled, the rest finish.
     spent: Option<String>,
+    /// Which attempt each warm machine serves.
+    warm: Warm<'a>,
+    /// Idle warm machines, the longest idle first.
+    idle: Vec<Idle<'a>>,
 }
 
 /// Trials looked up by id: a binary search when they come sorted (a driver's cache
@@ -53,16 +58,18 @@ impl<'a> Observed<'a> {
         let mut machines = HashMap::new();
         let mut gone = HashMap::new();
         let by_id = ById::new(v.trials);
+        let warm = Warm::new(v);
         for m in v.machines.iter().filter(|m| !stranger(&by_id, m)) {
             match &m.gone {
                 None => {
-                    machines.entry((m.trial, m.attempt)).or_insert(m);
+                    machines.entry(warm.key(m)).or_insert(m);
                 }
                 Some(why) => {
-                    gone.insert((m.trial, m.attempt), why.as_str());
+                    gone.insert(warm.key(m), why.as_str());
                 }
             }
         }
+        let idle = warm.idle(v, |id| by_id.get(id));
         let pruner = match v.mode {
             Mode::Cancel => None,
             Mode::Run | Mode::Drain => Pruner::new(v.study, v.trials),
@@ -81,6 +88,8 @@ impl<'a> Observed<'a> {
                 Mode::Run => v.study.run.limits.spent(v.trials, v.now),
                 Mode::Drain | Mode::Cancel => None,
             },
+            warm,
+            idle,
         }
     }
 
@@ -120,6 +129,8 @@ pub(super) struct Plan<'a> {
     pending: u64,
     /// Pending trials that may launch now.
     launchable: Vec<&'a Trial>,
+    /// Idle warm machines the plan gives an attempt or keeps for one to come.
+    pub(super) warm_kept: HashSet<&'a str>,
 }
 
 /// A starting or running attempt: cancelled, lost (with its machine ended), pruned,
@@ -185,6 +196,11 @@ fn machine_ended(t: &Trial, why: &str) -> Lost {
             format!("its machine was taken away ({why})"),
             Loss::Preempted,
         )
+    } else if assigned(t) {
+        (
+            format!("its warm machine ended before it took the attempt ({why})"),
+            Loss::Attempt,
+        )
     } else if t.state == TrialState::Starting {
         (
             format!("its machine ended before its agent reported ({why})"),
@@ -197,6 +213,12 @@ fn machine_ended(t: &Trial, why: &str) -> Lost {
         )
     };
     Lost { reason, loss }
+}
+
+/// Whether `t` is an attempt given to a warm machine, not yet taken: only such a
+/// starting attempt names its machine (an agent names its own when it reports).
+fn assigned(t: &Trial) -> bool {
+    t.state == TrialState::Starting && t.machine.is_some()
 }
 
 /// Whether an active attempt is lost, and why: its machine ended, its agent never
@@ -219,6 +241,12 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
     if t.state == TrialState::Starting {
         if vanished {
             return lost("its agent exited before it reported".into());
+        }
+        if assigned(t) && v.now - launched > v.timing.assign_timeout_ms {
+            return lost(format!(
+                "its warm machine did not take it within {} s",
+                v.timing.assign_timeout_ms / 1000
+            ));
         }
         if v.now - launched > v.timing.boot_timeout_ms {
             return lost(format!(
@@ -331,24 +359,45 @@ fn cancel(t: &Trial, why: &str) -> Action {
     }
 }
 
-/// Launches within `parallel` (datasets first: trials wait for them), and proposals
-/// of new trials within the budget.
-pub(super) fn plan_launches(v: &View, seen: &Observed, plan: &mut Plan) {
+/// Launches within `parallel` (datasets first: trials wait for them), each on an
+/// idle warm machine while there is one (the longest idle first), and proposals of
+/// new trials within the budget. Idle machines left over are kept for the attempts
+/// still to come, as many as may come.
+pub(super) fn plan_launches<'a>(v: &View<'a>, seen: &Observed<'a>, plan: &mut Plan<'a>) {
     let parallel = v.study.parallel as u64;
     let free = parallel.saturating_sub(plan.active) as usize;
     plan.launchable.sort_by_key(|t| (!t.is_dataset(), t.id));
-    for t in plan.launchable.iter().take(free) {
-        plan.actions.push(Action::Launch {
-            trial: t.id,
-            attempt: t.attempt,
+    let mut idle = seen.idle.iter();
+    let launched = plan.launchable.len().min(free);
+    for t in &plan.launchable[..launched] {
+        plan.actions.push(match idle.next() {
+            Some(i) => {
+                plan.warm_kept.insert(i.machine);
+                Action::Assign {
+                    trial: t.id,
+                    attempt: t.attempt,
+                    machine: i.machine.to_string(),
+                    billing: i.billing.cloned(),
+                }
+            }
+            None => Action::Launch {
+                trial: t.id,
+                attempt: t.attempt,
+            },
         });
     }
+    let mut to_come = plan.pending - launched as u64;
     if let Scope::Budget(budget) = v.scope {
         let room = parallel.saturating_sub(plan.active + plan.pending);
         let count = room.min(budget.saturating_sub(created(v)));
         if count > 0 && !v.exhausted && seen.spent.is_none() {
             plan.actions.push(Action::Propose { count });
+            to_come += count;
         }
+    }
+    // The most recently idle wait longest.
+    for i in idle.rev().take(to_come as usize) {
+        plan.warm_kept.insert(i.machine);
     }
 }
 
@@ -362,18 +411,27 @@ fn created(v: &View) -> u64 {
 /// pruned trial stops its script itself at its next heartbeat; its machine is ended
 /// only if it has not gone within the stop grace. Returns whether such a machine is
 /// still winding down.
-pub(super) fn sweep_machines(v: &View, seen: &Observed, out: &mut Vec<Action>) -> bool {
+pub(super) fn sweep_machines(
+    v: &View,
+    seen: &Observed,
+    warm_kept: &HashSet<&str>,
+    out: &mut Vec<Action>,
+) -> bool {
     let mut winding_down = false;
     for m in v.machines.iter().filter(|m| m.gone.is_none()) {
+        if warm_kept.contains(m.id.as_str()) {
+            continue;
+        }
+        let (id, attempt) = seen.warm.key(m);
         let first = seen
             .machines
-            .get(&(m.trial, m.attempt))
+            .get(&(id, attempt))
             .is_some_and(|f| f.id == m.id);
-        let trial = seen.by_id.get(m.trial);
+        let trial = seen.by_id.get(id);
         let stopping = |t: &Trial| pruned_in_grace(v.study, v.timing, t, v.now);
         let keep = first
             && trial.is_some_and(|t| {
-                t.attempt == m.attempt
+                t.attempt == attempt
                     && ((t.state.is_active() && !(v.mode == Mode::Cancel && seen.in_scope(v, t)))
                         || (stopping(t) && v.mode != Mode::Cancel))
             });
@@ -385,13 +443,16 @@ pub(super) fn sweep_machines(v: &View, seen: &Observed, out: &mut Vec<Action>) -
             _ if stranger(&seen.by_id, m) => {
                 "launched for an earlier study of the same name (deleted)".to_string()
             }
-            _ if !first => format!("a second machine for attempt {}", m.attempt),
-            None => format!("study `{}` has no trial {}", v.study.name, m.trial),
-            Some(t) if t.attempt != m.attempt => {
-                format!("attempt {} superseded by {}", m.attempt, t.attempt)
+            _ if !first => format!("a second machine for attempt {attempt}"),
+            None => format!("study `{}` has no trial {id}", v.study.name),
+            Some(t) if t.attempt != attempt => {
+                format!("attempt {attempt} superseded by {}", t.attempt)
             }
             Some(t) if t.state == TrialState::Pruned => {
                 "trial is pruned and its agent did not stop in time".to_string()
+            }
+            Some(t) if v.warm && t.leaves_machine_warm() => {
+                "idle warm machine, and no attempt of the study is left for it".to_string()
             }
             Some(t) => format!("trial is {}", t.state),
         };

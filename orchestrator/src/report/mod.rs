@@ -112,6 +112,7 @@ pub fn trial_json(t: &Trial) -> Value {
     o.insert("runs".into(), json!(t.runs));
     o.insert("preemptions".into(), json!(t.preemptions));
     o.insert("machine".into(), json!(t.machine));
+    o.insert("machine_turn".into(), json!(t.turn));
     o.insert("created".into(), time(Some(t.created_ms)));
     o.insert("launched".into(), time(t.launched_ms));
     o.insert("started".into(), time(t.started_ms));
@@ -527,6 +528,7 @@ pub fn trial_export_json(t: &Trial) -> Value {
                     "attempt": h.attempt,
                     "state": h.state,
                     "machine": h.machine,
+                    "machine_turn": h.turn,
                     "launched": time(h.launched_ms),
                     "started": time(h.started_ms),
                     "ended": time(h.ended_ms),
@@ -539,6 +541,23 @@ pub fn trial_export_json(t: &Trial) -> Value {
         o.insert("earlier_attempts".into(), Value::Array(attempts));
     }
     v
+}
+
+/// An attempt's machine, and which attempt of that machine it was when it was not
+/// its first (a machine kept warm): `i-0abc (3rd attempt on it)`.
+fn on_machine(machine: &Option<String>, turn: u32) -> String {
+    let Some(m) = machine else { return "-".into() };
+    let nth = match turn % 10 {
+        _ if (11..=13).contains(&(turn % 100)) => "th",
+        1 => "st",
+        2 => "nd",
+        3 => "rd",
+        _ => "th",
+    };
+    match turn {
+        0 | 1 => m.clone(),
+        n => format!("{m} ({n}{nth} attempt on it)"),
+    }
 }
 
 /// The columns of [`attempt_rows`].
@@ -577,7 +596,7 @@ pub fn attempt_rows(t: &Trial) -> Vec<[String; 7]> {
             [
                 h.attempt.to_string(),
                 h.state.to_string(),
-                h.machine.clone().unwrap_or_else(|| "-".into()),
+                on_machine(&h.machine, h.turn),
                 opt(h.started_ms),
                 opt(h.ended_ms),
                 cost_of(i),
@@ -588,7 +607,7 @@ pub fn attempt_rows(t: &Trial) -> Vec<[String; 7]> {
     rows.push([
         t.attempt.to_string(),
         t.state.to_string(),
-        t.machine.clone().unwrap_or_else(|| "-".into()),
+        on_machine(&t.machine, t.turn),
         opt(t.started_ms),
         // A heartbeat is this attempt's only once it runs (a retry waiting to launch
         // still holds the last attempt's).

@@ -27,7 +27,7 @@ async fn walk(s: &dyn TrialStore, name: &str, id: u64, attempt: u32) {
         state: Some(TrialState::Starting),
         ..Default::default()
     };
-    let running = TrialUpdate::running("host:1", 10, None);
+    let running = TrialUpdate::running("host:1", 1, 10, None);
     for (from, up) in [
         (TrialState::Pending, starting),
         (TrialState::Starting, running),

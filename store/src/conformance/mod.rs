@@ -325,7 +325,7 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
         ),
         other => panic!("second launch must conflict: {other:?}"),
     }
-    let run = TrialUpdate::running("host:1", 8, Some("log".into()));
+    let run = TrialUpdate::running("host:1", 3, 8, Some("log".into()));
     assert!(
         s.update_trial(name, 1, &Expect::state(TrialState::Starting, 2), &run)
             .await
@@ -340,7 +340,10 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
         .expect("run")
         .ok()
         .expect("applied");
-    assert_eq!((t.runs, t.machine.as_deref()), (1, Some("host:1")));
+    assert_eq!(
+        (t.runs, t.machine.as_deref(), t.turn),
+        (1, Some("host:1"), 3)
+    );
     let mut m = std::collections::BTreeMap::new();
     m.insert("loss".to_string(), 0.5);
     let beat = TrialUpdate {

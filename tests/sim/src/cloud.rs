@@ -196,7 +196,7 @@ impl SimCloud {
         match inst.state {
             InstState::Booting => match inst.boot_at {
                 Some(at) if at <= now => {
-                    let up = TrialUpdate::running(id, now, None);
+                    let up = TrialUpdate::running(id, 1, now, None);
                     let ok = agents
                         .update_trial(
                             &inst.study,

@@ -77,7 +77,10 @@ async fn fill(
             };
             let mut steps = vec![
                 (TrialState::Pending, starting),
-                (TrialState::Starting, TrialUpdate::running("i-1", 10, None)),
+                (
+                    TrialState::Starting,
+                    TrialUpdate::running("i-1", 1, 10, None),
+                ),
             ];
             if t.id % RUNNING_ONE_IN != 0 {
                 let end = augur_model::AttemptEnd {

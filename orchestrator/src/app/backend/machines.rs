@@ -80,12 +80,6 @@ impl Backend {
                 None | Some(Reuse::Study) => local.warm(),
             }));
         }
-        if study.run.reuse == Some(Reuse::Study) {
-            return Err(AppError::input(format!(
-                "study `{}`: run.reuse = \"study\" keeps machines warm on the local backend only so far; on AWS each attempt gets an instance (remove the setting)",
-                study.name
-            )));
-        }
         self.check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();
         let instance_type = instance_type_of(study);
@@ -130,6 +124,7 @@ impl Backend {
             arch,
             agent_sha256: self.agent_pin(arch)?,
             list_every: Duration::from_secs(5),
+            reuse: study.run.reuse == Some(Reuse::Study),
         };
         let client = augur_aws::ec2(self.sdk().await);
         let prices = augur_aws::prices::Prices::new(self.sdk().await, client.clone(), &region);

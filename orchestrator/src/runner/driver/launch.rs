@@ -120,6 +120,35 @@ impl Driver<'_> {
         Ok(After::Again)
     }
 
+    /// `pending → starting` on an idle warm machine ([`crate::reconcile::Action::Assign`]):
+    /// one conditional write names the machine, whose agent reads it and takes the
+    /// attempt, and how it is billed. No launch, so no room to wait for.
+    pub(super) async fn assign(
+        &self,
+        at: At,
+        machine: String,
+        billing: Option<Billing>,
+        now: Millis,
+    ) -> Result<(), RunError> {
+        let up = TrialUpdate {
+            state: Some(TrialState::Starting),
+            launched_ms: Some(Some(now)),
+            machine: Some(Some(machine)),
+            billing: Some(billing),
+            ..Default::default()
+        };
+        let expect = Expect::state(TrialState::Pending, at.attempt);
+        let written = self
+            .runner
+            .store
+            .update_trial(&self.study.name, at.trial, &expect, &up)
+            .await?;
+        if let Written::Done(_) = written {
+            Counters::bump(&self.runner.counters.launched);
+        }
+        Ok(())
+    }
+
     /// A launch still unanswered at the tick's deadline is given up before the
     /// invocation ends mid-call (a Lambda past its timeout is killed): the attempt
     /// goes back to pending, and the next tick asks again under the same

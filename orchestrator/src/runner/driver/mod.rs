@@ -193,6 +193,7 @@ impl<'a> Driver<'a> {
             scope: &self.scope,
             mode,
             exhausted: self.exhausted,
+            warm: self.runner.provider.warm_by_record(),
             sees_all: self.runner.provider.sees_all(),
             fresh_listing: std::mem::take(&mut self.fresh_listing),
             timing: &self.runner.timing,
@@ -305,6 +306,20 @@ impl<'a> Driver<'a> {
             Action::Launch { .. } if now < self.weather.until => return Ok(After::Nothing),
             Action::Launch { trial, attempt } => {
                 return self.launch_all(vec![(trial, attempt)], now).await
+            }
+            Action::Assign {
+                trial,
+                attempt,
+                machine,
+                billing,
+            } => {
+                self.assign(
+                    at(trial, attempt, TrialState::Pending),
+                    machine,
+                    billing,
+                    now,
+                )
+                .await?
             }
             Action::MarkLost {
                 trial,

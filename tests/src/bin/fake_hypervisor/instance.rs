@@ -45,6 +45,10 @@ pub struct Instance {
     pub hung: bool,
     /// Runs aarch64 programs (a Graviton type), not x86_64 ones.
     pub arm64: bool,
+    /// Its agent ran a script once ([`agent_idle`](Self::agent_idle)).
+    script_seen: bool,
+    /// Since when its agent has been idle, and whether that idle spell was counted.
+    pub idle: Option<(std::time::Instant, bool)>,
     /// The boot script's bash (reaped when it exits).
     child: Option<std::process::Child>,
 }
@@ -72,6 +76,8 @@ impl Instance {
             notice_at: None,
             hung: false,
             arm64: false,
+            script_seen: false,
+            idle: None,
             child: None,
         }
     }
@@ -148,6 +154,8 @@ impl Instance {
             notice_at: None,
             hung: false,
             arm64: b.arm64,
+            script_seen: false,
+            idle: None,
             child: Some(child),
         })
     }
@@ -235,6 +243,19 @@ impl Instance {
     pub fn agent_running(&self) -> bool {
         let agent = self.dir.join("usr/local/bin/augur-agent");
         self.processes().iter().any(|(_, exe, _)| *exe == agent)
+    }
+
+    /// Whether its agent runs with no script under it, having run one before: a
+    /// warm machine idle between two attempts.
+    pub fn agent_idle(&mut self) -> bool {
+        let agent = self.dir.join("usr/local/bin/augur-agent");
+        let processes = self.processes();
+        let Some(&(pid, _, _)) = processes.iter().find(|(_, exe, _)| *exe == agent) else {
+            return false;
+        };
+        let busy = augur_tests::has_child(pid);
+        self.script_seen |= busy;
+        self.script_seen && !busy
     }
 
     /// Sends `signal` to every process of the instance.

@@ -23,7 +23,9 @@
 //! A boot script that ends without powering off leaves the instance running, as on
 //! EC2. Other faults: `--bare-image AMI` boots that image without the AWS CLI; `--never-boot-every N` never boots every N-th instance;
 //! `--hang-every N` freezes every N-th instance (SIGSTOP to all its processes) once
-//! its agent runs.
+//! its agent runs; `--reclaim-idle N` reclaims the N-th instance seen idle between
+//! two attempts (a warm machine). `--boot-delay-ms` is how long each instance takes
+//! to boot before its boot script starts.
 
 mod imds;
 mod instance;
@@ -86,6 +88,14 @@ struct Args {
     /// the agent.
     #[arg(long)]
     bare_image: Vec<String>,
+    /// How long an instance takes to boot before its boot script starts (EC2:
+    /// typically 30-60 s for an instance to start, fetch the agent and run it).
+    #[arg(long, default_value = "0")]
+    boot_delay_ms: u64,
+    /// Reclaim the N-th instance seen idle (a warm machine whose agent waits between
+    /// two attempts, for at least 300 ms), at once: a spot reclaim, or a failed host.
+    #[arg(long, default_value = "0")]
+    reclaim_idle: u32,
 }
 
 /// An instance as the emulator lists it.
@@ -99,13 +109,21 @@ struct Live {
 /// How long after its agent starts a fault lands on an instance.
 const FAULT_AFTER: Duration = Duration::from_millis(300);
 
+/// How long an agent must wait between two attempts to count as idle (its final
+/// write and the read of its next attempt take less).
+const IDLE_FOR: Duration = Duration::from_millis(300);
+
 struct Hypervisor {
     args: Args,
     ec2: aws_sdk_ec2::Client,
     running: HashMap<String, Instance>,
     seen: HashSet<String>,
+    /// When each instance not booted yet was first listed (`--boot-delay-ms`).
+    listed: HashMap<String, Instant>,
     booted: u32,
     agents: u32,
+    /// Idle spells seen (`--reclaim-idle`).
+    idles: u32,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -128,8 +146,10 @@ async fn main() {
         args,
         running: HashMap::new(),
         seen: HashSet::new(),
+        listed: HashMap::new(),
         booted: 0,
         agents: 0,
+        idles: 0,
     };
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
@@ -192,9 +212,15 @@ impl Hypervisor {
 
     async fn boot_new(&mut self, live: &HashMap<String, Live>) {
         for (id, Live { spot, image, arm64 }) in live {
-            if !self.seen.insert(id.clone()) {
+            if self.seen.contains(id) {
                 continue;
             }
+            let listed = *self.listed.entry(id.clone()).or_insert_with(Instant::now);
+            if listed.elapsed() < Duration::from_millis(self.args.boot_delay_ms) {
+                continue;
+            }
+            self.listed.remove(id);
+            self.seen.insert(id.clone());
             self.booted += 1;
             let every = self.args.never_boot_every;
             if every > 0 && self.booted.is_multiple_of(every) {
@@ -253,6 +279,21 @@ impl Hypervisor {
             if inst.powered_off(self.args.minute_ms) {
                 ending.push((inst.id.clone(), "Client.InstanceInitiatedShutdown"));
                 continue;
+            }
+            if self.args.reclaim_idle > 0 && inst.agent_seen.is_some() {
+                if inst.agent_idle() {
+                    let (since, counted) = inst.idle.get_or_insert((now, false));
+                    if !*counted && now >= *since + IDLE_FOR {
+                        *counted = true;
+                        self.idles += 1;
+                        if self.idles == self.args.reclaim_idle {
+                            eprintln!("fake-hypervisor: {} reclaimed while idle", inst.id);
+                            inst.reclaim_at = Some(now);
+                        }
+                    }
+                } else {
+                    inst.idle = None;
+                }
             }
             if inst.reclaim_at.is_some_and(|at| now >= at) {
                 let code = if inst.spot {

@@ -14,10 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A [`TrialStore`] in one SQLite file. Its work runs on tokio's blocking pool, never
-/// on an async worker: a write may wait for another process's lock.
+/// on an async worker (a write may wait for another process's lock), unless it is
+/// made [`inline`](SqliteStore::inline).
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Calls run on the caller's thread ([`inline`](SqliteStore::inline)).
+    inline: bool,
 }
 
 const SCHEMA_VERSION: i64 = 2;
@@ -88,7 +91,16 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            inline: false,
         })
+    }
+
+    /// The same store, its calls run on the caller's thread instead of the blocking
+    /// pool: for a process that does little else and waits for each call (a local
+    /// agent), where the hop to a pool thread and back costs more than the call.
+    pub fn inline(mut self) -> SqliteStore {
+        self.inline = true;
+        self
     }
 
     /// Opens an existing database without creating one (for read-only commands).
@@ -110,6 +122,12 @@ impl SqliteStore {
         T: Send + 'static,
     {
         let conn = self.conn.clone();
+        if self.inline {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            return f(&mut guard);
+        }
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()

@@ -29,6 +29,11 @@ pub fn prepare(study: &Study, dir: &Path) -> io::Result<()> {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
+    fill(study, dir)
+}
+
+/// Copies the study's `run.files` into `dir`, a fresh working directory.
+pub fn fill(study: &Study, dir: &Path) -> io::Result<()> {
     for f in &study.run.files {
         let src = Path::new(&study.dir).join(f);
         let name = Path::new(f)

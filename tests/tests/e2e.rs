@@ -457,6 +457,30 @@ fn warm_agents_take_the_next_trials_of_their_study() {
     assert!(turns("cold").values().all(|t| t == &[1]));
 }
 
+/// A study keeps at most `parallel` warm agents: when a launch finds every agent of
+/// the study busy, one of them has written its attempt's end (that freed the slot)
+/// and is about to say idle, so the launch waits for it rather than starting a
+/// third (which it did about once in 500 trials, and then kept all three), and an
+/// idle agent is never taken for an orphan of its finished attempt.
+#[test]
+fn a_study_keeps_at_most_parallel_warm_agents() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        "name = \"many\"\nobjective = { metric = \"v\" }\ntrials = 300\nparallel = 2\n[run]\nscript = 'echo \"METRICS: v=1\"'\n",
+    );
+    ok(&sb.augur(&["run", "s.toml"]));
+    let trials = sb.trials("many");
+    assert_eq!(trials.len(), 300);
+    let agents: std::collections::BTreeMap<String, usize> =
+        trials.iter().fold(Default::default(), |mut by, t| {
+            *by.entry(t["machine"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
+            by
+        });
+    assert_eq!(agents.len(), 2, "{agents:?}");
+}
+
 #[test]
 fn a_killed_agent_makes_its_trial_lost_and_it_is_retried_to_completion() {
     let sb = Sandbox::new();

@@ -53,7 +53,9 @@ impl Checkpoints {
             )
         };
         let Some(aws) = &cfg.aws else {
-            std::fs::create_dir_all(&dir).map_err(|e| failed(&e))?;
+            crate::spare::SPARES
+                .make(crate::spare::Kind::Checkpoint, &dir)
+                .map_err(|e| failed(&e))?;
             return Ok(Some(Checkpoints {
                 dir,
                 cloud: None,

@@ -116,8 +116,9 @@ async fn run(args: Args) -> ExitCode {
         )
     });
     let (store, aws): (Box<dyn TrialStore>, Option<AwsAgent>) = match args.backend {
+        // The agent waits for each call: run them on its own thread.
         Backend::Local => match SqliteStore::open(&layout.db()) {
-            Ok(s) => (Box::new(s), None),
+            Ok(s) => (Box::new(s.inline()), None),
             Err(e) => {
                 eprintln!("augur-agent: {e}");
                 return ExitCode::from(3);
@@ -153,6 +154,9 @@ async fn run(args: Args) -> ExitCode {
         spot: aws.is_some() && args.shutdown,
         aws,
     };
+    if args.reuse {
+        augur_agent::spare::SPARES.start_keeping();
+    }
     let mut turns = args.reuse.then(|| match args.backend {
         Backend::Local => Turns::Piped(Box::new(Piped::new(&cfg))),
         Backend::Aws => Turns::Assigned(Assignments::default()),

@@ -3,7 +3,8 @@
 
 use crate::lines::{Chunk, Stream};
 use crate::log::Log;
-use crate::{failure_text, killed_from_outside, process};
+use crate::process;
+use crate::script::{failure_text, killed_from_outside};
 use augur_model::bounded::{clip, Series, TAIL_LINES};
 use augur_model::metrics::{self, Line};
 use augur_model::{duration, AttemptEnd, MetricPoint};

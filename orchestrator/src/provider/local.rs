@@ -67,7 +67,14 @@ pub struct LocalProvider {
     notify: Arc<Notify>,
     /// Warm agents (`None`: one agent per attempt).
     pool: Option<Arc<Mutex<Pool>>>,
+    /// Told when a warm agent says idle, or ends.
+    idled: Arc<Notify>,
 }
+
+/// How long a launch waits for one of the study's warm agents, all busy, to say it
+/// is idle (one of them wrote its attempt's end: that freed the launch's slot)
+/// before it starts another agent instead.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
 
 impl LocalProvider {
     /// `agent` is the `augur-agent` binary; `layout` the state directory.
@@ -87,6 +94,7 @@ impl LocalProvider {
             adopted: Mutex::new((None, HashMap::new())),
             notify: Arc::new(Notify::new()),
             pool: None,
+            idled: Arc::new(Notify::new()),
         }
     }
 
@@ -220,6 +228,25 @@ fn signal(pid: u32, sig: libc::c_int) {
 }
 
 impl LocalProvider {
+    /// How many warm agents `study` has.
+    fn pooled_for(&self, study: &str) -> usize {
+        self.pool
+            .as_ref()
+            .and_then(|p| {
+                let p = p.lock().ok()?;
+                Some(p.0.values().filter(|s| s.study == study).count())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The warm agents this provider started and keeps.
+    fn pooled(&self) -> Vec<u32> {
+        self.pool
+            .as_ref()
+            .and_then(|p| p.lock().ok().map(|p| p.0.keys().copied().collect()))
+            .unwrap_or_default()
+    }
+
     /// Hands the attempt to an idle warm agent of the study, if there is one: the
     /// pid of the agent that took it.
     async fn hand_over(&self, study: &Study, trial: &Trial) -> Result<Option<u32>, ProviderError> {
@@ -296,11 +323,12 @@ impl LocalProvider {
                 idle: false,
             };
             pool.lock().map_err(poisoned)?.0.insert(pid, slot);
-            let watch = (
-                self.children.clone(),
-                Arc::downgrade(pool),
-                self.notify.clone(),
-            );
+            let watch = Told {
+                children: self.children.clone(),
+                pool: Arc::downgrade(pool),
+                notify: self.notify.clone(),
+                idled: self.idled.clone(),
+            };
             tokio::spawn(watch_idle(pid, output, watch));
         }
         let (children, notify, root) = (
@@ -309,6 +337,7 @@ impl LocalProvider {
             self.layout.root.clone(),
         );
         let pool = self.pool.as_ref().map(Arc::downgrade);
+        let idled = self.idled.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
             let last = children.lock().ok().and_then(|mut c| c.remove(&pid));
@@ -317,6 +346,7 @@ impl LocalProvider {
                     p.0.remove(&pid);
                 }
             }
+            idled.notify_waiters();
             // An agent killed by a signal could not end its script: do it here.
             let killed =
                 status.is_ok_and(|s| std::os::unix::process::ExitStatusExt::signal(&s).is_some());
@@ -329,17 +359,24 @@ impl LocalProvider {
     }
 }
 
+/// Who a warm agent's `idle` is told to: the provider's agents and pool, the
+/// reconciler, and launches waiting for an idle agent.
+struct Told {
+    children: Arc<Mutex<Agents>>,
+    pool: std::sync::Weak<Mutex<Pool>>,
+    notify: Arc<Notify>,
+    idled: Arc<Notify>,
+}
+
 /// A warm agent's word that its attempt ended and it waits for the next: it is
 /// no attempt's machine any more, and the driver is woken.
-async fn watch_idle(
-    pid: u32,
-    output: tokio::process::ChildStdout,
-    (children, pool, notify): (
-        Arc<Mutex<Agents>>,
-        std::sync::Weak<Mutex<Pool>>,
-        Arc<Notify>,
-    ),
-) {
+async fn watch_idle(pid: u32, output: tokio::process::ChildStdout, told: Told) {
+    let Told {
+        children,
+        pool,
+        notify,
+        idled,
+    } = told;
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(output).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -355,6 +392,7 @@ async fn watch_idle(
                 slot.idle = true;
             }
         }
+        idled.notify_waiters();
         notify.notify_one();
     }
 }
@@ -377,10 +415,25 @@ fn poisoned<T>(_: T) -> ProviderError {
 #[async_trait]
 impl MachineProvider for LocalProvider {
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
-        let pid = match self.hand_over(study, trial).await? {
-            Some(pid) => pid,
-            None => self.spawn(study, trial)?,
-        };
+        let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
+        loop {
+            let idled = self.idled.notified();
+            tokio::pin!(idled);
+            idled.as_mut().enable();
+            if let Some(pid) = self.hand_over(study, trial).await? {
+                return Ok(Launched::free(pid.to_string()));
+            }
+            // A study has at most `parallel` warm agents: when all are busy, one
+            // has written its attempt's end and is about to say idle.
+            let agents = self.pooled_for(&study.name);
+            if agents < study.parallel as usize {
+                break;
+            }
+            if tokio::time::timeout_at(until, idled).await.is_err() {
+                break;
+            }
+        }
+        let pid = self.spawn(study, trial)?;
         Ok(Launched::free(pid.to_string()))
     }
 
@@ -400,11 +453,13 @@ impl MachineProvider for LocalProvider {
             .lock()
             .map_err(|_| ProviderError::Unavailable("lock".into()))?;
         if adopted.0.is_none_or(|t| t.elapsed() >= RESCAN) {
-            let ours: Vec<u32> = self
+            // Ours: running an attempt, or idle in the pool (no attempt's machine).
+            let mut ours: Vec<u32> = self
                 .children
                 .lock()
                 .map(|c| c.keys().copied().collect())
                 .unwrap_or_default();
+            ours.extend(self.pooled());
             let mut found = self.scan_proc();
             found.retain(|pid, _| !ours.contains(pid));
             *adopted = (Some(Instant::now()), found);
@@ -450,7 +505,9 @@ impl MachineProvider for LocalProvider {
             .lock()
             .map_err(poisoned)?
             .get(&pid)
-            .map(|(_, m)| runs(m));
+            .map(|(_, m)| runs(m))
+            // Idle in the pool: its attempt is over, and it ends with the drive.
+            .or_else(|| self.pooled().contains(&pid).then_some(false));
         if ours.unwrap_or_else(|| agent_of(pid, &root).is_some_and(|(_, m)| runs(&m))) {
             signal(pid, libc::SIGTERM);
             // The agent ends its script (SIGTERM, grace, SIGKILL); if it hangs, kill it.

@@ -251,8 +251,21 @@ fn warm_agents_sigkilled_between_attempts() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let status = augur_tests::wait_exit(&mut child, Duration::from_secs(120));
-    assert!(status.success(), "the study completes");
     let trials = sb.trials("warm");
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let states: Vec<String> = trials
+            .iter()
+            .map(|t| format!("{} {} {} {}", t["id"], t["state"], t["attempt"], t["error"]))
+            .collect();
+        panic!(
+            "the study did not complete ({status}): {err}\n{}",
+            states.join("\n")
+        );
+    }
     let done = succeeded(&trials);
     let ran = attempts(&runs);
     assert!(kills >= 2, "only {kills} kills landed");

@@ -65,18 +65,6 @@ struct At {
     from: TrialState,
 }
 
-/// What one decision of a pass did.
-enum Acted {
-    /// Nothing that calls for another pass at once.
-    Quiet,
-    /// Something that does; with `proposed`, only new trials (which can launch on
-    /// this pass's observation).
-    Again {
-        proposed: bool,
-    },
-    Finished(Finished),
-}
-
 impl<'a> Driver<'a> {
     pub(super) fn new(runner: &'a Runner, study: &'a Study, scope: Scope) -> Driver<'a> {
         Driver {
@@ -198,35 +186,10 @@ impl<'a> Driver<'a> {
             });
         }
         let now = (self.runner.clock)();
-        let mut acted = self.decide_and_apply(mode, &machines, now, false).await?;
-        // Trials just proposed are launched at once, decided again on what this pass
-        // observed (a launch is a conditional write): one pass a trial, not two.
-        if let Acted::Again { proposed: true } = acted {
-            acted = self.decide_and_apply(mode, &machines, now, true).await?;
-        }
-        let again = match acted {
-            Acted::Finished(f) => return Ok(Next::Finished(f)),
-            Acted::Again { .. } => true,
-            Acted::Quiet => false,
-        };
-        let hint = self.runner.provider.boot_hint();
-        self.boots.check(&self.study.name, hint)?;
-        Ok(self.next_step(mode, again, now))
-    }
-
-    /// Decides on the cache and `machines`, and applies the actions (with
-    /// `launches_only`, only the launches: the rest was done on the same observation).
-    async fn decide_and_apply(
-        &mut self,
-        mode: Mode,
-        machines: &[crate::Machine],
-        now: Millis,
-        launches_only: bool,
-    ) -> Result<Acted, RunError> {
         let actions = decide(&View {
             study: self.study,
             trials: &self.cache.trials,
-            machines,
+            machines: &machines,
             scope: &self.scope,
             mode,
             exhausted: self.exhausted,
@@ -236,11 +199,12 @@ impl<'a> Driver<'a> {
             timing: &self.runner.timing,
             now,
         });
-        let (mut proposed, mut other) = (false, false);
+        let mut again = false;
         let mut actions = actions.into_iter().peekable();
         while let Some(a) = actions.next() {
             if self.past_deadline() {
-                return Ok(Acted::Again { proposed: false });
+                again = true;
+                break;
             }
             // Launches side by side run at once.
             if let Action::Launch { trial, attempt } = a {
@@ -250,27 +214,19 @@ impl<'a> Driver<'a> {
                     actions.next();
                 }
                 if now >= self.weather.until {
-                    other |= matches!(self.launch_all(batch, now).await?, After::Again);
+                    again |= matches!(self.launch_all(batch, now).await?, After::Again);
                 }
-                continue;
-            }
-            let proposal = matches!(a, Action::Propose { .. });
-            if launches_only && !matches!(a, Action::Assign { .. }) {
                 continue;
             }
             match self.apply(a, mode, now).await? {
                 After::Nothing => {}
-                After::Again if proposal => proposed = true,
-                After::Again => other = true,
-                After::Finished(f) => return Ok(Acted::Finished(f)),
+                After::Again => again = true,
+                After::Finished(f) => return Ok(Next::Finished(f)),
             }
         }
-        Ok(match (proposed, other) {
-            (false, false) => Acted::Quiet,
-            (proposed, other) => Acted::Again {
-                proposed: proposed && !other,
-            },
-        })
+        let hint = self.runner.provider.boot_hint();
+        self.boots.check(&self.study.name, hint)?;
+        Ok(self.next_step(mode, again, now))
     }
 
     /// Reads the study's state, its machines and the trials that changed into the

@@ -148,7 +148,15 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         }
     };
     let outcome = close_log(&mut log, judged(&study, &trial, outcome)).await;
-    final_write(store, cfg, &outcome).await
+    let ended = final_write(store, cfg, &outcome).await?;
+    // A trial that succeeded needs its checkpoint directory no more: left empty, it
+    // makes the next trial's (a warm agent). Not sooner: a retry of the trial, on
+    // another agent, would be using it.
+    if ended == Ended::Finished(TrialState::Succeeded) && !trial.is_dataset() && cfg.aws.is_none() {
+        let dir = script::absolute(&cfg.layout).checkpoint_dir(&cfg.study, trial.id);
+        spare::SPARES.keep(spare::Kind::Checkpoint, &dir);
+    }
+    Ok(ended)
 }
 
 /// The study and the trial, if the trial is starting at this agent's attempt; why

@@ -173,9 +173,6 @@ pub(crate) async fn run_script(
     if !trial.is_dataset() {
         spare::SPARES.keep(spare::Kind::Work, &cwd);
     }
-    if let Some(c) = &ckpt {
-        spare::SPARES.keep(spare::Kind::Checkpoint, &c.dir);
-    }
     let mut end = seen.outcome(status, ended);
     end.checkpoint = ckpt.as_ref().and_then(|c| c.kept());
     end.preempted = preempted;
@@ -254,7 +251,7 @@ fn expired(
 }
 
 /// The state directory as an absolute path (what the script is told).
-fn absolute(layout: &Layout) -> Layout {
+pub(crate) fn absolute(layout: &Layout) -> Layout {
     Layout::new(
         layout
             .root

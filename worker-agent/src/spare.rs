@@ -5,9 +5,10 @@
 //! freed in the last 30 s first); renaming one allocates nothing. So a warm agent
 //! whose attempt left its working directory, or its trial's checkpoint directory,
 //! empty keeps that directory as the spare of its kind, and makes the next
-//! attempt's by renaming the spare there. Nothing is lost: it was empty. A spare is
-//! kept only once the script and everything it started have ended, before the
-//! attempt's final write, so no other attempt of the trial can be using it yet.
+//! attempt's by renaming the spare there. Nothing is lost: it was empty. No other
+//! attempt may be using a spare: a working directory (one per attempt) is kept once
+//! the script and everything it started have ended; a checkpoint directory (one per
+//! trial, which a retry uses) only once its trial has succeeded.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1009,7 +1009,9 @@ fn logs_follow_since_and_filter() {
     let sb = Sandbox::new();
     sb.write(
         "s.toml",
-        "name='lg'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done; echo METRICS: m=1'\n",
+        // Running for 2.5 s: long enough to be seen running by `augur trials` polls
+        // on a loaded machine (1 s was missed once in CI).
+        "name='lg'\nobjective={metric='m'}\ntrials=1\n[run]\nscript='for i in 1 2 3 4 5; do echo line $i; sleep 0.5; done; echo METRICS: m=1'\n",
     );
     let mut args = vec!["run", "s.toml"];
     args.extend_from_slice(&FAST);

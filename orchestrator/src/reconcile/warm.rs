@@ -92,8 +92,12 @@ impl<'a> Warm<'a> {
             .filter_map(|(&id, &(tid, attempt))| {
                 let t = trial(tid)?;
                 let ended_ms = t.finished_ms?;
-                let warm = t.attempt == attempt && t.leaves_machine_warm() && !ended(id);
-                (warm && v.now < ended_ms + keep - margin).then_some(Idle {
+                // The listing is scanned last, for the few recent candidates only.
+                let warm = t.attempt == attempt
+                    && v.now < ended_ms + keep - margin
+                    && t.leaves_machine_warm()
+                    && !ended(id);
+                warm.then_some(Idle {
                     machine: id,
                     ended_ms,
                     billing: t.billing.as_ref(),

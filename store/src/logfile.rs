@@ -5,13 +5,20 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Opens a log file for appending, creating it and its directory.
 pub fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    // The directory is made once, by the first log of the study.
+    match (open(), path.parent()) {
+        (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            open()
+        }
+        (opened, _) => opened,
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
 }
 
 /// Who wrote a log line.

@@ -59,6 +59,12 @@ pub trait MachineProvider: Send + Sync {
     fn warm_by_record(&self) -> bool {
         false
     }
+    /// Whether an agent whose attempt ended by itself goes back to the provider (a
+    /// local pool of warm agents) rather than ending: it is listed with that attempt
+    /// until the provider hears it is idle, a moment after its last write.
+    fn pools_agents(&self) -> bool {
+        false
+    }
     /// Whether a machine absent from [`list`](Self::list) is certainly gone (true for
     /// local processes; not for an eventually consistent cloud API).
     fn sees_all(&self) -> bool;

@@ -49,7 +49,30 @@ CREATE TABLE IF NOT EXISTS leases (study TEXT PRIMARY KEY, holder TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS submitted (study TEXT PRIMARY KEY);
 ";
 
-/// Busy handler: whether to retry after the `n`-th time the database was locked.
+/// Queries through the connection's statement cache: each is parsed once per
+/// connection, not per call (the parse cost as much as the query).
+trait Cached {
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+    fn run<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl Cached for Connection {
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+    fn run<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
+/// The busy handler: whether to retry after the `n`-th time the database was locked.
 fn busy(n: i32) -> bool {
     let wait = Duration::from_micros(50u64 << n.clamp(0, 7) as u32).min(Duration::from_millis(5));
     std::thread::sleep(wait);
@@ -58,7 +81,7 @@ fn busy(n: i32) -> bool {
 
 /// The next value of the database-wide change sequence (inside a write transaction).
 fn next_seq(tx: &Connection) -> rusqlite::Result<i64> {
-    tx.query_row(
+    tx.row(
         "UPDATE sequence SET seq = seq + 1 WHERE one = 1 RETURNING seq",
         [],
         |r| r.get(0),
@@ -78,6 +101,8 @@ impl SqliteStore {
         // SQLite's default busy handler sleeps at least 1 ms per retry; the writes here
         // take tens of microseconds, so retry sooner (50 us doubling to 5 ms, ~60 s in all).
         conn.busy_handler(Some(busy))?;
+        // Every statement of the store stays parsed ([`Cached`]).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // The schema is written once; later opens (one per agent) only read its version.
@@ -155,7 +180,7 @@ fn encode<T: serde::Serialize>(key: &str, v: &T) -> Result<String> {
 
 fn read_trial(conn: &Connection, study: &str, id: u64) -> Result<Option<Trial>> {
     let data: Option<String> = conn
-        .query_row(
+        .row(
             "SELECT data FROM trials WHERE study = ?1 AND id = ?2",
             params![study, id as i64],
             |r| r.get(0),
@@ -172,7 +197,7 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: Option<String> = tx
-                .query_row(
+                .row(
                     "SELECT data FROM studies WHERE name = ?1",
                     [&rec.name],
                     |r| r.get(0),
@@ -181,7 +206,7 @@ impl TrialStore for SqliteStore {
             let out = match existing {
                 Some(d) => decode(&rec.name, &d)?,
                 None => {
-                    tx.execute(
+                    tx.run(
                         "INSERT INTO studies (name, state, data) VALUES (?1, ?2, ?3)",
                         params![rec.name, rec.state.to_string(), encode(&rec.name, &rec)?],
                     )?;
@@ -197,7 +222,7 @@ impl TrialStore for SqliteStore {
     async fn put_study(&self, rec: &StudyRecord) -> Result<()> {
         let rec = rec.clone();
         self.with(move |c| {
-            let n = c.execute(
+            let n = c.run(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
                 params![rec.name, rec.state.to_string(), encode(&rec.name, &rec)?],
             )?;
@@ -214,13 +239,39 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let name = name.as_str();
             let d: Option<String> = c
-                .query_row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
+                .row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
                     r.get(0)
                 })
                 .optional()?;
             d.map(|d| decode(name, &d)).transpose()
         })
         .await
+    }
+
+    /// From its column, where it reads as a state: the record itself (the whole
+    /// study file) is decoded only otherwise.
+    async fn study_state(&self, name: &str) -> Result<Option<StudyState>> {
+        let key = name.to_string();
+        let column: Option<String> = self
+            .with(move |c| {
+                let sql = "SELECT state FROM studies WHERE name = ?1";
+                Ok(c.row(sql, [key.as_str()], |r| r.get(0)).optional()?)
+            })
+            .await?;
+        let Some(column) = column else {
+            return Ok(None);
+        };
+        let states = [
+            StudyState::Active,
+            StudyState::Stopping,
+            StudyState::Stopped,
+            StudyState::Done,
+            StudyState::Spent,
+        ];
+        match states.into_iter().find(|s| s.to_string() == column) {
+            Some(s) => Ok(Some(s)),
+            None => Ok(self.get_study(name).await?.map(|r| r.state)),
+        }
     }
 
     async fn list_studies(&self) -> Result<Vec<StudyRecord>> {
@@ -250,7 +301,7 @@ impl TrialStore for SqliteStore {
             let name = name.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let d: Option<String> = tx
-                .query_row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
+                .row("SELECT data FROM studies WHERE name = ?1", [name], |r| {
                     r.get(0)
                 })
                 .optional()?;
@@ -263,7 +314,7 @@ impl TrialStore for SqliteStore {
             }
             rec.state = to;
             rec.updated_ms = now;
-            tx.execute(
+            tx.run(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
                 params![name, to.to_string(), encode(name, &rec)?],
             )?;
@@ -278,10 +329,10 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let name = name.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM trials WHERE study = ?1", [name])?;
-            tx.execute("DELETE FROM leases WHERE study = ?1", [name])?;
-            tx.execute("DELETE FROM submitted WHERE study = ?1", [name])?;
-            let n = tx.execute("DELETE FROM studies WHERE name = ?1", [name])?;
+            tx.run("DELETE FROM trials WHERE study = ?1", [name])?;
+            tx.run("DELETE FROM leases WHERE study = ?1", [name])?;
+            tx.run("DELETE FROM submitted WHERE study = ?1", [name])?;
+            let n = tx.run("DELETE FROM studies WHERE name = ?1", [name])?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -294,7 +345,7 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing: Option<String> = tx
-                .query_row("SELECT data FROM trials WHERE study = ?1 AND slot = ?2", params![trial.study, slot], |r| {
+                .row("SELECT data FROM trials WHERE study = ?1 AND slot = ?2", params![trial.study, slot], |r| {
                     r.get(0)
                 })
                 .optional()?;
@@ -302,7 +353,7 @@ impl TrialStore for SqliteStore {
                 return Ok((decode(&format!("{}/{slot}", trial.study), &d)?, false));
             }
             let id: Option<i64> = tx
-                .query_row("UPDATE studies SET next_id = next_id + 1 WHERE name = ?1 RETURNING next_id - 1", [&trial.study], |r| {
+                .row("UPDATE studies SET next_id = next_id + 1 WHERE name = ?1 RETURNING next_id - 1", [&trial.study], |r| {
                     r.get(0)
                 })
                 .optional()?;
@@ -310,7 +361,7 @@ impl TrialStore for SqliteStore {
             let mut t = trial.clone();
             t.id = id as u64;
             let seq = next_seq(&tx)?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO trials (study, id, slot, state, attempt, seq, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![t.study, id, slot, t.state.as_str(), t.attempt, seq, encode(&slot, &t)?],
             )?;
@@ -349,7 +400,7 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let study = study.as_str();
             let tx = c.transaction()?;
-            let top: i64 = tx.query_row("SELECT seq FROM sequence WHERE one = 1", [], |r| r.get(0))?;
+            let top: i64 = tx.row("SELECT seq FROM sequence WHERE one = 1", [], |r| r.get(0))?;
             let mut out = Vec::new();
             {
                 let mut st = tx.prepare_cached("SELECT id, data FROM trials WHERE study = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY id")?;
@@ -387,7 +438,7 @@ impl TrialStore for SqliteStore {
             }
             update.apply(&mut t);
             let seq = next_seq(&tx)?;
-            tx.execute(
+            tx.run(
                 "UPDATE trials SET state = ?3, attempt = ?4, seq = ?5, data = ?6 WHERE study = ?1 AND id = ?2",
                 params![study, id as i64, t.state.as_str(), t.attempt, seq, encode(&format!("{study}/{id}"), &t)?],
             )?;
@@ -410,7 +461,7 @@ impl TrialStore for SqliteStore {
             let holder = holder.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<(String, i64)> = tx
-                .query_row(
+                .row(
                     "SELECT holder, until FROM leases WHERE study = ?1",
                     [study],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -424,7 +475,7 @@ impl TrialStore for SqliteStore {
                     });
                 }
             }
-            tx.execute(
+            tx.run(
                 "INSERT INTO leases (study, holder, until) VALUES (?1, ?2, ?3)
                  ON CONFLICT (study) DO UPDATE SET holder = ?2, until = ?3",
                 params![study, holder, until],
@@ -443,7 +494,7 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let study = study.as_str();
             let holder = holder.as_str();
-            c.execute(
+            c.run(
                 "DELETE FROM leases WHERE study = ?1 AND holder = ?2",
                 [study, holder],
             )?;
@@ -473,7 +524,7 @@ impl TrialStore for SqliteStore {
         let (study, lease) = (study.to_string(), lease.clone());
         self.with(move |c| {
             let study = study.as_str();
-            let n = c.execute(
+            let n = c.run(
                 "DELETE FROM leases WHERE study = ?1 AND holder = ?2 AND until = ?3",
                 params![study, lease.holder, lease.until],
             )?;
@@ -487,12 +538,12 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let study = study.as_str();
             if on {
-                c.execute(
+                c.run(
                     "INSERT OR IGNORE INTO submitted (study) VALUES (?1)",
                     [study],
                 )?;
             } else {
-                c.execute("DELETE FROM submitted WHERE study = ?1", [study])?;
+                c.run("DELETE FROM submitted WHERE study = ?1", [study])?;
             }
             Ok(())
         })

@@ -481,6 +481,31 @@ fn a_study_keeps_at_most_parallel_warm_agents() {
     assert_eq!(agents.len(), 2, "{agents:?}");
 }
 
+/// An attempt handed to a warm agent that has just died is a write into a closed
+/// pipe: the orchestrator must get EPIPE, not die of SIGPIPE (it did, once in a few
+/// runs of the chaos row `b-warm-idle`, exit "signal: 13"). The script reads its
+/// orchestrator's ignored signals (its agent's parent) from `/proc`.
+#[test]
+fn an_orchestrator_with_warm_agents_ignores_sigpipe() {
+    let sb = Sandbox::new();
+    sb.write(
+        "s.toml",
+        r#"name = "pipe"
+objective = { metric = "ignored" }
+trials = 1
+[run]
+script = '''
+o=$(cut -d' ' -f4 /proc/$PPID/stat)
+mask=$(awk '/^SigIgn/ { print $2 }' /proc/$o/status)
+echo "METRICS: ignored=$(( (0x$mask >> 12) & 1 ))"
+'''
+"#,
+    );
+    ok(&sb.augur(&["run", "s.toml"]));
+    let trials = sb.trials("pipe");
+    assert_eq!(trials[0]["metrics"]["ignored"], 1.0, "{trials:?}");
+}
+
 #[test]
 fn a_killed_agent_makes_its_trial_lost_and_it_is_retried_to_completion() {
     let sb = Sandbox::new();

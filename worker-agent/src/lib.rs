@@ -29,6 +29,8 @@ use tokio::time::Instant;
 /// What the agent is asked to run.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
+    /// The state directory, its path absolute with no symbolic link in it (what
+    /// scripts are told, and how a local provider knows their processes).
     pub layout: Layout,
     pub study: String,
     pub trial: u64,
@@ -108,18 +110,19 @@ pub enum Ended {
 
 /// Runs one attempt to its end. See the crate docs.
 pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<Ended, AgentError> {
-    let (rec, trial) = match current_attempt(store, cfg).await? {
-        Ok(current) => current,
+    let rec = match study_record(store, cfg).await? {
+        Ok(rec) => rec,
         Err(why) => return refuse(store, cfg, why).await,
     };
-    // Past the lease without a heartbeat recorded, the attempt counts as lost.
     let lease = rec
         .drive
         .as_ref()
         .map(|d| Duration::from_millis(d.lease_ms.max(0) as u64));
     let study = rec.spec;
-    let mut log = open_log(cfg, &trial);
+    let mut log = open_log(cfg);
+    // The write that takes the attempt (conditional on it) reads the trial too.
     let trial = mark_running(store, cfg, &mut log).await?;
+    log_start(cfg, &trial, &mut log);
     let outcome = script::run_script(store, cfg, (&study, lease), &trial, &mut log).await?;
     // An attempt ended from outside (SIGTERM: `augur stop`, a pruner) is usually one
     // whose trial has moved on already: say so, not "failed".
@@ -153,40 +156,23 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
     // makes the next trial's (a warm agent). Not sooner: a retry of the trial, on
     // another agent, would be using it.
     if ended == Ended::Finished(TrialState::Succeeded) && !trial.is_dataset() && cfg.aws.is_none() {
-        let dir = script::absolute(&cfg.layout).checkpoint_dir(&cfg.study, trial.id);
+        let dir = cfg.layout.checkpoint_dir(&cfg.study, trial.id);
         spare::SPARES.keep(spare::Kind::Checkpoint, &dir);
     }
     Ok(ended)
 }
 
-/// The study and the trial, if the trial is starting at this agent's attempt; why
-/// not to run it, if the study record does not pass its check (the store is not
-/// trusted as much as a study file).
-async fn current_attempt(
+/// The study's record; why not to run the attempt, if the record does not pass its
+/// check (the store is not trusted as much as a study file).
+async fn study_record(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-) -> Result<Result<(augur_model::StudyRecord, Trial), String>, AgentError> {
-    let key = format!("{}/{}", cfg.study, cfg.trial);
+) -> Result<Result<augur_model::StudyRecord, String>, AgentError> {
     let rec = store
         .get_study(&cfg.study)
         .await?
-        .ok_or_else(|| AgentError::NoTrial(key.clone()))?;
-    let trial = store
-        .get_trial(&cfg.study, cfg.trial)
-        .await?
-        .ok_or_else(|| AgentError::NoTrial(key.clone()))?;
-    if trial.attempt != cfg.attempt || trial.state != TrialState::Starting {
-        return Err(AgentError::Stale {
-            key,
-            attempt: cfg.attempt,
-            state: trial.state,
-            current: trial.attempt,
-        });
-    }
-    if let Err(why) = rec.check() {
-        return Ok(Err(why));
-    }
-    Ok(Ok((rec, trial)))
+        .ok_or_else(|| AgentError::NoTrial(format!("{}/{}", cfg.study, cfg.trial)))?;
+    Ok(rec.check().map(|()| rec))
 }
 
 /// Ends a starting attempt as failed, not to be retried, without running anything:
@@ -207,17 +193,20 @@ async fn refuse(
     }
 }
 
-/// The attempt's log (a file, or CloudWatch on AWS), opened with a first line that
-/// says what runs where.
-fn open_log(cfg: &AgentConfig, trial: &Trial) -> Log {
-    let mut log = match &cfg.aws {
+/// The attempt's log: a file, or CloudWatch on AWS.
+fn open_log(cfg: &AgentConfig) -> Log {
+    match &cfg.aws {
         Some(aws) => Log::cloud(augur_aws::cwlogs::CloudWatchSink::new(
             aws.logs.clone(),
             augur_aws::cwlogs::group(&aws.log_prefix, &cfg.study),
             augur_aws::cwlogs::stream(cfg.trial, cfg.attempt),
         )),
         None => Log::open(cfg.layout.log_file(&cfg.study, cfg.trial, cfg.attempt)),
-    };
+    }
+}
+
+/// The log's first line: what runs where.
+fn log_start(cfg: &AgentConfig, trial: &Trial, log: &mut Log) {
     let what = match &trial.dataset {
         Some(d) => format!("dataset {d}"),
         None => format!("trial {} replicate {}", trial.id, trial.replicate),
@@ -233,7 +222,6 @@ fn open_log(cfg: &AgentConfig, trial: &Trial) -> Log {
             serde_json::to_string(&trial.params).unwrap_or_default()
         ),
     );
-    log
 }
 
 /// `starting → running` at this agent's attempt (the fencing token); stale if the
@@ -250,6 +238,7 @@ async fn mark_running(
         .await?
     {
         Written::Done(t) => Ok(t),
+        Written::Conflict(None) => Err(AgentError::NoTrial(format!("{}/{}", cfg.study, cfg.trial))),
         Written::Conflict(now) => {
             log.write(
                 Source::Augur,

@@ -143,6 +143,8 @@ async fn run(args: Args) -> ExitCode {
             (Box::new(store), Some(aws))
         }
     };
+    // Resolved once (the store made the directory): what every script is told.
+    let layout = Layout::new(layout.root.canonicalize().unwrap_or(layout.root));
     let mut cfg = AgentConfig {
         machine,
         turn: 1,

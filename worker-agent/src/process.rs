@@ -49,14 +49,18 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// The `bash` to run scripts with: the first on `PATH` (resolved once here rather than
-/// by a failed `execve` per `PATH` entry in every child), else `/bin/bash`.
-pub fn bash() -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("bash"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| std::path::PathBuf::from("/bin/bash"))
+/// The `bash` to run scripts with: the first on `PATH` (resolved here rather than by
+/// a failed `execve` per `PATH` entry in every child; once per agent, which runs
+/// many attempts when it is kept warm), else `/bin/bash`.
+pub fn bash() -> &'static std::path::Path {
+    static BASH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BASH.get_or_init(|| {
+        std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("bash"))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_else(|| std::path::PathBuf::from("/bin/bash"))
+    })
 }

@@ -19,7 +19,7 @@ use augur_model::{Millis, Trial, TrialState};
 use augur_store::TrialStore;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin, Stdout};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 
 /// How often an idle cloud machine reads the study's changes for an assignment.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -111,8 +111,7 @@ fn assigned(t: &Trial, cfg: &AgentConfig) -> bool {
 
 /// A local warm agent's attempts, through its standard input and output.
 pub struct Piped {
-    input: Lines<BufReader<Stdin>>,
-    output: Stdout,
+    input: Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>,
     /// The file naming the current attempt, open (`None`: it could not be made, and
     /// adoption goes by the command line).
     file: Option<(PathBuf, std::fs::File)>,
@@ -130,8 +129,7 @@ impl Piped {
                 Some((path, file))
             });
         Piped {
-            input: BufReader::new(tokio::io::stdin()).lines(),
-            output: tokio::io::stdout(),
+            input: BufReader::new(input()).lines(),
             file,
             study: cfg.study.clone(),
         }
@@ -140,8 +138,12 @@ impl Piped {
     /// Says the agent is idle and waits for its next attempt: `None` at the end of
     /// input, or on a line that is not `TRIAL ATTEMPT`.
     async fn next(&mut self) -> Option<(u64, u32)> {
-        self.output.write_all(b"idle\n").await.ok()?;
-        self.output.flush().await.ok()?;
+        // Five bytes into a pipe its provider reads: written at once.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(b"idle\n").ok()?;
+        out.flush().ok()?;
+        drop(out);
         let line = self.input.next_line().await.ok()??;
         let mut words = line.split_whitespace();
         let trial = words.next()?.parse().ok()?;
@@ -150,6 +152,21 @@ impl Piped {
             let _ = note(f, &self.study, trial, attempt);
         }
         Some((trial, attempt))
+    }
+}
+
+/// Standard input, read through the runtime's poller where it is a pipe (as its
+/// provider makes it): tokio's own `stdin` reads on a thread of its blocking pool,
+/// a hand-off each way per line.
+fn input() -> Box<dyn AsyncRead + Send + Unpin> {
+    use std::os::fd::AsFd;
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
+    match pipe {
+        Ok(p) => Box::new(p),
+        Err(_) => Box::new(tokio::io::stdin()),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::output::ScriptOutput;
 use crate::{checkpoints, process, secrets, spare, watch, AgentConfig, AgentError, AwsAgent};
 use augur_model::{duration, AttemptEnd, Study, Trial};
 use augur_store::logfile::Source;
-use augur_store::{now_ms, Layout, TrialStore};
+use augur_store::{now_ms, TrialStore};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -210,7 +210,7 @@ async fn set_up(
         .map_err(|msg| failed(log, msg, false))?;
     // The machine could not set the attempt up (checkpoints or files not fetched,
     // bash not started): not the script's failure, so it may be retried.
-    let ckpt = checkpoints::Checkpoints::prepare(cfg, &absolute(&cfg.layout), study, trial)
+    let ckpt = checkpoints::Checkpoints::prepare(cfg, &cfg.layout, study, trial)
         .await
         .map_err(|msg| failed(log, msg, true))?;
     if let Some(n) = ckpt.as_ref().map(|c| c.restored()).filter(|n| *n > 0) {
@@ -248,16 +248,6 @@ fn expired(
         duration::format(grace)
     );
     (why, said)
-}
-
-/// The state directory as an absolute path (what the script is told).
-pub(crate) fn absolute(layout: &Layout) -> Layout {
-    Layout::new(
-        layout
-            .root
-            .canonicalize()
-            .unwrap_or_else(|_| layout.root.clone()),
-    )
 }
 
 /// A started script: its process, its group, and its output lines.
@@ -318,10 +308,8 @@ async fn start_script(
             cwd.display()
         ));
     }
-    let cwd = cwd.canonicalize().unwrap_or(cwd);
-    let layout_abs = absolute(&cfg.layout);
     let mut env =
-        augur_model::agent::script_env(study, trial, |d| layout_abs.dataset_dir(&cfg.study, d));
+        augur_model::agent::script_env(study, trial, |d| cfg.layout.dataset_dir(&cfg.study, d));
     if let Some(dir) = checkpoint_dir {
         env.insert(
             augur_model::agent::env::CHECKPOINT_DIR.into(),

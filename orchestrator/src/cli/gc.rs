@@ -86,6 +86,7 @@ async fn end_orphans(
                     mode: Mode::Run,
                     exhausted: true,
                     warm: provider.warm_by_record(),
+                    pooled: false,
                     sees_all: provider.sees_all(),
                     fresh_listing: true,
                     timing: &timing,

@@ -99,7 +99,15 @@ impl LocalProvider {
     }
 
     /// Keeps agents warm: each finished attempt's agent takes the study's next.
+    ///
+    /// Their input is a pipe: an attempt handed to an agent that has just died is a
+    /// write that fails (EPIPE), and must not end this process by SIGPIPE (`augur`
+    /// restores the signal's default for `augur trials | head`), so it is ignored.
     pub fn warm(mut self) -> LocalProvider {
+        // SAFETY: sets a signal's disposition to ignored; no memory is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
         self.pool = Some(Arc::default());
         self
     }
@@ -526,6 +534,10 @@ impl MachineProvider for LocalProvider {
 
     fn sees_all(&self) -> bool {
         true
+    }
+
+    fn pools_agents(&self) -> bool {
+        self.pool.is_some()
     }
 
     async fn changed(&self) {

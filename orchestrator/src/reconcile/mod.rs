@@ -131,6 +131,11 @@ pub struct View<'a> {
     /// `run.reuse = "study"` an idle one is given the study's next attempt
     /// ([`Action::Assign`]).
     pub warm: bool,
+    /// Agents go back to the provider's pool when their attempt ends by itself
+    /// ([`MachineProvider::pools_agents`](augur_store::provider::MachineProvider::pools_agents)):
+    /// one still listed with an attempt that has just ended so is on its way there,
+    /// not to be ended.
+    pub pooled: bool,
     /// `machines` was listed afresh for this pass, not from a provider's cache: a
     /// study finishes only on such a listing (or where `sees_all`), so that a machine
     /// a cached listing missed (one that never booted, say) is ended first.

@@ -433,7 +433,8 @@ pub(super) fn sweep_machines(
             && trial.is_some_and(|t| {
                 t.attempt == attempt
                     && ((t.state.is_active() && !(v.mode == Mode::Cancel && seen.in_scope(v, t)))
-                        || (stopping(t) && v.mode != Mode::Cancel))
+                        || (stopping(t) && v.mode != Mode::Cancel)
+                        || going_back(v, t))
             });
         if keep {
             winding_down |= trial.is_some_and(stopping);
@@ -462,6 +463,16 @@ pub(super) fn sweep_machines(
         });
     }
     winding_down
+}
+
+/// Whether `t`'s machine is a pooled agent on its way back to its provider: its
+/// attempt ended by itself a moment ago, and the provider has not yet heard it say
+/// idle. Ended now, it would be ended in the middle of the next attempt the
+/// provider hands it; one still listed so after two heartbeats hangs, and is ended.
+fn going_back(v: &View, t: &Trial) -> bool {
+    v.pooled
+        && t.leaves_machine_warm()
+        && v.now - t.finished_ms.unwrap_or(0) < 2 * v.timing.heartbeat_ms
 }
 
 /// The end: every trial in scope settled, nothing left to propose (or cancelling),

@@ -32,6 +32,7 @@ fn run(study: &Study, trials: &[Trial], machines: &[Machine], now: Millis) -> Ve
         exhausted: false,
         sees_all: true,
         warm: false,
+        pooled: false,
         fresh_listing: false,
         timing: &timing,
         now,
@@ -70,6 +71,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
         exhausted: false,
         sees_all: false,
         warm: false,
+        pooled: false,
         fresh_listing: false,
         timing: &timing,
         now: 10,
@@ -254,6 +256,49 @@ fn orphan_machines_are_swept() {
     );
 }
 
+/// A pooled agent (local, warm) is listed with the attempt it just ended until its
+/// provider hears it say idle; ended in that moment, the signal would land in the
+/// next attempt the provider hands it (seen in `local_overhead.sh`: "agent
+/// terminated" on a trial that had just started).
+#[test]
+fn a_pooled_agent_on_its_way_back_is_not_ended() {
+    let s = study("");
+    let timing = Timing::default();
+    let mut done = trial(1, TrialState::Succeeded);
+    (done.finished_ms, done.exit_code) = (Some(100), Some(0));
+    let mut failed = trial(2, TrialState::Failed);
+    (failed.finished_ms, failed.exit_code) = (Some(100), Some(137));
+    failed.retryable = true;
+    let listed = [m(1, 1), m(2, 1)];
+    done.machine = Some(listed[0].id.clone());
+    failed.machine = Some(listed[1].id.clone());
+    let ts = [done, failed];
+    let v = |pooled, now| View {
+        scope: &Scope::Budget(2),
+        sees_all: true,
+        pooled,
+        now,
+        machines: &listed,
+        ..view(&s, &ts, &listed, &timing)
+    };
+    let ended = |v: View| -> Vec<u64> {
+        decide(&v)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Terminate { machine, .. } => Some(machine.trial),
+                _ => None,
+            })
+            .collect()
+    };
+    // Pooled: the agent whose script ended by itself goes back to the pool; the one
+    // whose script was killed does not, and is ended.
+    assert_eq!(ended(v(true, 101)), vec![2]);
+    // Not pooled: both are ended (their agents exit by themselves anyway).
+    assert_eq!(ended(v(false, 101)), vec![1, 2]);
+    // Still listed so after two heartbeats: it hangs, and is ended.
+    assert_eq!(ended(v(true, 100 + 2 * timing.heartbeat_ms)), vec![1, 2]);
+}
+
 #[test]
 fn a_second_machine_for_one_attempt_is_terminated() {
     let s = study("");
@@ -380,6 +425,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         exhausted: false,
         sees_all: true,
         warm: false,
+        pooled: false,
         fresh_listing: false,
         timing: &timing,
         now: 10,
@@ -421,6 +467,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         exhausted: false,
         sees_all: true,
         warm: false,
+        pooled: false,
         fresh_listing: false,
         timing: &timing,
         now: 10,
@@ -485,6 +532,7 @@ fn view<'a>(
         exhausted: true,
         sees_all: false,
         warm: false,
+        pooled: false,
         fresh_listing: false,
         timing,
         now: 10,

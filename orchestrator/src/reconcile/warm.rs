@@ -161,6 +161,7 @@ mod tests {
             exhausted: false,
             sees_all: false,
             warm: true,
+            pooled: false,
             fresh_listing: false,
             timing: &timing,
             now,

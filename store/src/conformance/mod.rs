@@ -225,6 +225,18 @@ pub async fn studies(s: &dyn TrialStore, name: &str) {
             .trials,
         50
     );
+    // Each state reads back as written (a store may keep it apart from the record).
+    let all = [
+        StudyState::Active,
+        StudyState::Stopping,
+        StudyState::Stopped,
+        StudyState::Done,
+        StudyState::Spent,
+    ];
+    for to in all.into_iter().rev() {
+        assert!(s.set_study_state(name, &all, to, 7).await.expect("set"));
+        assert_eq!(s.study_state(name).await.expect("state"), Some(to));
+    }
     assert_eq!(
         s.get_study(&format!("{name}-absent")).await.expect("get"),
         None

@@ -506,7 +506,10 @@ impl Backend {
         if self.is_aws() {
             return Ok(Arc::new(self.dynamo().await?));
         }
-        Ok(Arc::new(SqliteStore::open(&self.layout.db())?))
+        // Inline: a pass waits for each call anyway, and the hop to the blocking pool
+        // and back cost more than the call (a write waiting on an agent's lock holds
+        // one of the two workers for that moment).
+        Ok(Arc::new(SqliteStore::open(&self.layout.db())?.inline()))
     }
 
     /// The store if there is one (a missing local database means no studies).

@@ -65,6 +65,18 @@ struct At {
     from: TrialState,
 }
 
+/// What one decision of a pass did.
+enum Acted {
+    /// Nothing that calls for another pass at once.
+    Quiet,
+    /// Something that does; with `only_proposed`, nothing but new trials, which can
+    /// be launched on the same observation.
+    Again {
+        only_proposed: bool,
+    },
+    Finished(Finished),
+}
+
 impl<'a> Driver<'a> {
     pub(super) fn new(runner: &'a Runner, study: &'a Study, scope: Scope) -> Driver<'a> {
         Driver {
@@ -186,25 +198,61 @@ impl<'a> Driver<'a> {
             });
         }
         let now = (self.runner.clock)();
+        let fresh_listing = std::mem::take(&mut self.fresh_listing);
+        let mut acted = self
+            .decide_and_apply(mode, &machines, fresh_listing, now)
+            .await?;
+        // Trials just proposed are launched in the same pass: decided again on the
+        // same observation, which is still exact (nothing but the proposals, which
+        // are in the cache, was done): one pass a trial, not two.
+        if let Acted::Again {
+            only_proposed: true,
+        } = acted
+        {
+            acted = self
+                .decide_and_apply(mode, &machines, fresh_listing, now)
+                .await?;
+        }
+        let again = match acted {
+            Acted::Finished(f) => return Ok(Next::Finished(f)),
+            Acted::Again { .. } => true,
+            Acted::Quiet => false,
+        };
+        let hint = self.runner.provider.boot_hint();
+        self.boots.check(&self.study.name, hint)?;
+        Ok(self.next_step(mode, again, now))
+    }
+
+    /// Decides on the cache and `machines`, and applies the actions.
+    async fn decide_and_apply(
+        &mut self,
+        mode: Mode,
+        machines: &[crate::Machine],
+        fresh_listing: bool,
+        now: Millis,
+    ) -> Result<Acted, RunError> {
         let actions = decide(&View {
             study: self.study,
             trials: &self.cache.trials,
-            machines: &machines,
+            machines,
             scope: &self.scope,
             mode,
             exhausted: self.exhausted,
             warm: self.runner.provider.warm_by_record(),
+            pooled: self.runner.provider.pools_agents(),
             sees_all: self.runner.provider.sees_all(),
-            fresh_listing: std::mem::take(&mut self.fresh_listing),
+            fresh_listing,
             timing: &self.runner.timing,
             now,
         });
+        let only_proposed = actions.iter().all(|a| matches!(a, Action::Propose { .. }));
         let mut again = false;
         let mut actions = actions.into_iter().peekable();
         while let Some(a) = actions.next() {
             if self.past_deadline() {
-                again = true;
-                break;
+                return Ok(Acted::Again {
+                    only_proposed: false,
+                });
             }
             // Launches side by side run at once.
             if let Action::Launch { trial, attempt } = a {
@@ -221,12 +269,13 @@ impl<'a> Driver<'a> {
             match self.apply(a, mode, now).await? {
                 After::Nothing => {}
                 After::Again => again = true,
-                After::Finished(f) => return Ok(Next::Finished(f)),
+                After::Finished(f) => return Ok(Acted::Finished(f)),
             }
         }
-        let hint = self.runner.provider.boot_hint();
-        self.boots.check(&self.study.name, hint)?;
-        Ok(self.next_step(mode, again, now))
+        Ok(match again {
+            false => Acted::Quiet,
+            true => Acted::Again { only_proposed },
+        })
     }
 
     /// Reads the study's state, its machines and the trials that changed into the

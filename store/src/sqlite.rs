@@ -208,7 +208,7 @@ impl TrialStore for SqliteStore {
                 None => {
                     tx.run(
                         "INSERT INTO studies (name, state, data) VALUES (?1, ?2, ?3)",
-                        params![rec.name, rec.state.to_string(), encode(&rec.name, &rec)?],
+                        params![rec.name, rec.state.as_word(), encode(&rec.name, &rec)?],
                     )?;
                     rec.clone()
                 }
@@ -224,7 +224,7 @@ impl TrialStore for SqliteStore {
         self.with(move |c| {
             let n = c.run(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
-                params![rec.name, rec.state.to_string(), encode(&rec.name, &rec)?],
+                params![rec.name, rec.state.as_word(), encode(&rec.name, &rec)?],
             )?;
             if n == 0 {
                 return Err(StoreError::NoStudy(rec.name.clone()));
@@ -248,8 +248,8 @@ impl TrialStore for SqliteStore {
         .await
     }
 
-    /// From its column, where it reads as a state: the record itself (the whole
-    /// study file) is decoded only otherwise.
+    /// From its column ([`StudyState::as_word`]), where it reads as a state: the
+    /// record itself (the whole study file) is decoded only otherwise.
     async fn study_state(&self, name: &str) -> Result<Option<StudyState>> {
         let key = name.to_string();
         let column: Option<String> = self
@@ -261,14 +261,7 @@ impl TrialStore for SqliteStore {
         let Some(column) = column else {
             return Ok(None);
         };
-        let states = [
-            StudyState::Active,
-            StudyState::Stopping,
-            StudyState::Stopped,
-            StudyState::Done,
-            StudyState::Spent,
-        ];
-        match states.into_iter().find(|s| s.to_string() == column) {
+        match StudyState::from_word(&column) {
             Some(s) => Ok(Some(s)),
             None => Ok(self.get_study(name).await?.map(|r| r.state)),
         }
@@ -316,7 +309,7 @@ impl TrialStore for SqliteStore {
             rec.updated_ms = now;
             tx.run(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
-                params![name, to.to_string(), encode(name, &rec)?],
+                params![name, to.as_word(), encode(name, &rec)?],
             )?;
             tx.commit()?;
             Ok(true)

@@ -189,7 +189,7 @@ impl TrialStore for DynamoStore {
         let item = HashMap::from([
             ("pk".to_string(), s(&rec.name)),
             ("sk".to_string(), s("study")),
-            ("state".to_string(), s(rec.state.to_string())),
+            ("state".to_string(), s(rec.state.as_word())),
             ("rev".to_string(), n(0)),
             ("next_id".to_string(), n(0)),
             ("layout".to_string(), n(LAYOUT)),
@@ -242,7 +242,7 @@ impl TrialStore for DynamoStore {
             .expression_attribute_names("#data", "data")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":data", s(encode(&rec.name, rec)?))
-            .expression_attribute_values(":state", s(rec.state.to_string()))
+            .expression_attribute_values(":state", s(rec.state.as_word()))
             .expression_attribute_values(":one", n(1))
             .send()
             .await;
@@ -283,13 +283,12 @@ impl TrialStore for DynamoStore {
         let Some(item) = out.item() else {
             return Ok(None);
         };
-        let state = get_s(item, "state").unwrap_or("");
-        serde_json::from_str(&format!("\"{state}\""))
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt {
-                key: name.to_string(),
-                source,
-            })
+        // The word; a state this version does not know (a newer augur's) is read
+        // from the record, which then says what is wrong with it.
+        match get_s(item, "state").and_then(StudyState::from_word) {
+            Some(state) => Ok(Some(state)),
+            None => Ok(self.read_study(name).await?.map(|(rec, _)| rec.state)),
+        }
     }
 
     async fn set_study_state(
@@ -320,7 +319,7 @@ impl TrialStore for DynamoStore {
                 .expression_attribute_names("#data", "data")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":data", s(encode(name, &rec)?))
-                .expression_attribute_values(":state", s(to.to_string()))
+                .expression_attribute_values(":state", s(to.as_word()))
                 .expression_attribute_values(":rev", n(rev))
                 .expression_attribute_values(":next", n(rev + 1))
                 .send()

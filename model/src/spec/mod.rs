@@ -477,7 +477,26 @@ impl StudyState {
         )
     }
 
-    /// How the serverless tick's log names it: "done", "stopped", "spent".
+    /// Every state.
+    pub const ALL: [StudyState; 5] = [
+        StudyState::Active,
+        StudyState::Stopping,
+        StudyState::Stopped,
+        StudyState::Done,
+        StudyState::Spent,
+    ];
+
+    /// The state named by its word ([`as_word`](Self::as_word), as stores keep it
+    /// beside the record), or by its display, as stores wrote it there before
+    /// ("budget spent").
+    pub fn from_word(word: &str) -> Option<StudyState> {
+        StudyState::ALL
+            .into_iter()
+            .find(|s| s.as_word() == word || s.to_string() == word)
+    }
+
+    /// How the serverless tick's log names it: "done", "stopped", "spent"; the
+    /// word stores keep beside the record.
     pub fn as_word(self) -> &'static str {
         match self {
             StudyState::Active => "active",
@@ -630,6 +649,21 @@ impl DriveSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stores keep the state's word beside the record, and read it back; what an
+    /// older augur wrote there (the display) reads too.
+    #[test]
+    fn a_study_state_reads_back_from_its_word_and_its_old_display() {
+        for s in StudyState::ALL {
+            assert_eq!(StudyState::from_word(s.as_word()), Some(s));
+            assert_eq!(StudyState::from_word(&s.to_string()), Some(s));
+        }
+        assert_eq!(
+            StudyState::from_word("budget spent"),
+            Some(StudyState::Spent)
+        );
+        assert_eq!(StudyState::from_word("paused"), None);
+    }
     use crate::value::Value;
 
     const GOOD: &str = r#"

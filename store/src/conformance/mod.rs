@@ -226,13 +226,7 @@ pub async fn studies(s: &dyn TrialStore, name: &str) {
         50
     );
     // Each state reads back as written (a store may keep it apart from the record).
-    let all = [
-        StudyState::Active,
-        StudyState::Stopping,
-        StudyState::Stopped,
-        StudyState::Done,
-        StudyState::Spent,
-    ];
+    let all = StudyState::ALL;
     for to in all.into_iter().rev() {
         assert!(s.set_study_state(name, &all, to, 7).await.expect("set"));
         assert_eq!(s.study_state(name).await.expect("state"), Some(to));

@@ -203,9 +203,12 @@ fn parse_target(s: &str) -> Result<(String, u64), AppError> {
     Ok((study, id))
 }
 
+/// One thread: a command waits on the store, the machines and its agents in turn,
+/// and a drive's hand-offs (an agent's word, the pass it wakes, the next attempt
+/// written to an agent) stay on it instead of crossing threads. What takes long
+/// (the status page's analysis) runs on the blocking pool.
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| AppError {

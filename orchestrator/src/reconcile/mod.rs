@@ -197,8 +197,12 @@ pub enum Action {
     },
     /// End a machine (its trial is final, unknown, or moved to another attempt).
     Terminate { machine: Machine, reason: String },
-    /// Create this many new trials from the oracle.
-    Propose { count: u64 },
+    /// Create this many new trials from the oracle; with `launch`, each that needs no
+    /// dataset is created starting and launched at once (one write, not two). There
+    /// is room for them: a proposal stays within `parallel`, after the launches of
+    /// the pending trials. Not when an idle warm machine is left for them (they are
+    /// assigned to it on the next decision).
+    Propose { count: u64, launch: bool },
     /// Every trial in scope is final, but the listing may be stale: list the machines
     /// afresh and decide again.
     Relist,

@@ -391,7 +391,8 @@ pub(super) fn plan_launches<'a>(v: &View<'a>, seen: &Observed<'a>, plan: &mut Pl
         let room = parallel.saturating_sub(plan.active + plan.pending);
         let count = room.min(budget.saturating_sub(created(v)));
         if count > 0 && !v.exhausted && seen.spent.is_none() {
-            plan.actions.push(Action::Propose { count });
+            let launch = idle.len() == 0;
+            plan.actions.push(Action::Propose { count, launch });
             to_come += count;
         }
     }

@@ -139,7 +139,13 @@ fn a_hung_attempt_past_its_timeout_is_ended_even_while_it_heartbeats() {
 #[test]
 fn proposes_up_to_parallel_and_budget() {
     let s = study("");
-    assert_eq!(run(&s, &[], &[], 0), vec![Action::Propose { count: 2 }]);
+    assert_eq!(
+        run(&s, &[], &[], 0),
+        vec![Action::Propose {
+            count: 2,
+            launch: true
+        }]
+    );
     let ts = [
         trial(1, TrialState::Succeeded),
         trial(2, TrialState::Succeeded),
@@ -147,7 +153,10 @@ fn proposes_up_to_parallel_and_budget() {
     ];
     assert_eq!(
         run(&s, &ts, &[m(3, 1)], 10),
-        vec![Action::Propose { count: 1 }]
+        vec![Action::Propose {
+            count: 1,
+            launch: true
+        }]
     );
     let ts = [
         trial(1, TrialState::Succeeded),

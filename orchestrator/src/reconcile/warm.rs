@@ -284,7 +284,14 @@ mod tests {
         let trials = [ended(1, 0), running.clone()];
         let machines = [instance(1), instance(2)];
         let a = decide_at(&s, &trials, &machines, 2_000);
-        assert_eq!(a, vec![Action::Propose { count: 1 }], "kept for what comes");
+        assert_eq!(
+            a,
+            vec![Action::Propose {
+                count: 1,
+                launch: false
+            }],
+            "kept for what comes"
+        );
         // The whole budget is made: nothing will come, the idle machine is ended.
         let s = study(KEEP, 2);
         let a = decide_at(&s, &trials, &machines, 2_000);

@@ -394,7 +394,7 @@ impl Runner {
             .map(|t| t.point + 1)
             .max()
             .unwrap_or(0);
-        let t = self.create(study, point, replicate, params).await?;
+        let (t, _) = self.create(study, point, replicate, params, None).await?;
         let (_tx, rx) = watch::channel(Mode::Run);
         self.drive(study, Scope::Trials([t.id].into()), rx).await?;
         self.store
@@ -417,7 +417,8 @@ impl Runner {
                 break;
             };
             for r in 0..study.replicates {
-                ids.insert(self.create(study, point, r, params.clone()).await?.id);
+                let (t, _) = self.create(study, point, r, params.clone(), None).await?;
+                ids.insert(t.id);
             }
         }
         let (_tx, rx) = watch::channel(Mode::Run);
@@ -437,13 +438,17 @@ impl Runner {
         Ok(cache)
     }
 
+    /// Creates a trial (and the datasets it needs); with `launched`, one that needs
+    /// none is created starting, launched at that time (its launch is asked next).
+    /// The trial, and whether this call created it (else its slot had one).
     async fn create(
         &self,
         study: &Study,
         point: u64,
         replicate: u32,
         params: Params,
-    ) -> Result<Trial, RunError> {
+        launched: Option<Millis>,
+    ) -> Result<(Trial, bool), RunError> {
         let now = (self.clock)();
         let needs = study.datasets_for(&params);
         for d in &needs {
@@ -465,6 +470,9 @@ impl Runner {
         }
         let mut t = Trial::new(&study.name, 0, point, replicate, params, now);
         t.needs = needs;
+        if let (Some(at), true) = (launched, t.needs.is_empty()) {
+            (t.state, t.launched_ms) = (TrialState::Starting, Some(at));
+        }
         let (t, created) = self.store.create_trial(&t).await?;
         if created {
             self.emit(Event::Trial {
@@ -472,7 +480,7 @@ impl Runner {
                 from: None,
             });
         }
-        Ok(t)
+        Ok((t, created))
     }
 
     /// A driver of `scope`, for a loop of one's own: [`Driver::pass`] as often as

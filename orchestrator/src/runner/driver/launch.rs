@@ -13,6 +13,13 @@ use futures_util::StreamExt;
 /// How many launches a pass has in flight at once.
 pub(crate) const LAUNCHES_AT_ONCE: usize = 8;
 
+/// A launch to ask: of a pending trial's attempt (written `pending → starting`
+/// first), or of a trial just created starting ([`crate::reconcile::Action::Propose`]).
+pub(super) enum Launch {
+    Pending(u64, u32),
+    Created(Box<augur_model::Trial>),
+}
+
 /// A launch asked of the provider, and its answer.
 pub(super) struct Asked {
     at: At,
@@ -20,17 +27,22 @@ pub(super) struct Asked {
 }
 
 impl Driver<'_> {
-    /// Launches `batch` (trial, attempt), up to [`LAUNCHES_AT_ONCE`] at a time, then
-    /// settles each answer in order. A provider that is unavailable fails the pass,
-    /// once every answer is settled.
+    /// Launches `batch`, up to [`LAUNCHES_AT_ONCE`] at a time, then settles each
+    /// answer in order. A provider that is unavailable fails the pass, once every
+    /// answer is settled.
     pub(super) async fn launch_all(
         &mut self,
-        batch: Vec<(u64, u32)>,
+        batch: Vec<Launch>,
         now: Millis,
     ) -> Result<After, RunError> {
         let this = &*self;
         let asked: Vec<Result<Option<Asked>, RunError>> = futures_util::stream::iter(batch)
-            .map(|(trial, attempt)| this.ask(trial, attempt, now))
+            .map(|l| async move {
+                match l {
+                    Launch::Pending(trial, attempt) => this.ask(trial, attempt, now).await,
+                    Launch::Created(t) => this.ask_provider(*t).await,
+                }
+            })
             .buffer_unordered(LAUNCHES_AT_ONCE)
             .collect()
             .await;
@@ -71,10 +83,16 @@ impl Driver<'_> {
         let Written::Done(t) = written else {
             return Ok(None);
         };
+        self.ask_provider(t).await
+    }
+
+    /// Asks the provider for a machine for `t`, starting.
+    async fn ask_provider(&self, t: augur_model::Trial) -> Result<Option<Asked>, RunError> {
+        let runner = self.runner;
         Counters::bump(&runner.counters.launched);
         let at = At {
-            trial,
-            attempt,
+            trial: t.id,
+            attempt: t.attempt,
             from: TrialState::Starting,
         };
         let asked = runner.provider.launch(self.study, &t);

@@ -9,6 +9,7 @@
 //! left to do now, or when the deadline comes.
 
 mod launch;
+use launch::Launch;
 #[cfg(test)]
 pub(crate) use launch::LAUNCHES_AT_ONCE;
 mod lease;
@@ -256,9 +257,9 @@ impl<'a> Driver<'a> {
             }
             // Launches side by side run at once.
             if let Action::Launch { trial, attempt } = a {
-                let mut batch = vec![(trial, attempt)];
+                let mut batch = vec![Launch::Pending(trial, attempt)];
                 while let Some(&Action::Launch { trial, attempt }) = actions.peek() {
-                    batch.push((trial, attempt));
+                    batch.push(Launch::Pending(trial, attempt));
                     actions.next();
                 }
                 if now >= self.weather.until {
@@ -350,11 +351,33 @@ impl<'a> Driver<'a> {
                 self.runner.provider.invalidate(&self.study.name);
                 self.fresh_listing = true;
             }
-            Action::Propose { count } => self.propose(count).await?,
+            Action::Propose { count, launch } => {
+                // No room anywhere: they wait with the study, as launches do.
+                let launch = launch && now >= self.weather.until;
+                let created = self.propose(count, launch.then_some(now)).await?;
+                let (starting, pending): (Vec<Trial>, Vec<Trial>) = created
+                    .into_iter()
+                    .partition(|t| t.state == TrialState::Starting);
+                if starting.is_empty() {
+                    return Ok(After::Again);
+                }
+                let batch = starting
+                    .into_iter()
+                    .map(|t| Launch::Created(Box::new(t)))
+                    .collect();
+                let after = self.launch_all(batch, now).await?;
+                // Those that wait for datasets, or the oracle's end, are decided on.
+                return Ok(match pending.is_empty() && !self.exhausted {
+                    true => after,
+                    false => After::Again,
+                });
+            }
             // No room anywhere: the launch waits with the study.
             Action::Launch { .. } if now < self.weather.until => return Ok(After::Nothing),
             Action::Launch { trial, attempt } => {
-                return self.launch_all(vec![(trial, attempt)], now).await
+                return self
+                    .launch_all(vec![Launch::Pending(trial, attempt)], now)
+                    .await
             }
             Action::Assign {
                 trial,
@@ -495,20 +518,35 @@ impl<'a> Driver<'a> {
         }))
     }
 
-    /// Creates up to `count` trials of the budget; the oracle may run out first.
-    async fn propose(&mut self, count: u64) -> Result<(), RunError> {
+    /// Creates up to `count` trials of the budget (the oracle may run out first);
+    /// with `launched`, those that need no dataset are created starting, launched
+    /// then. The trials this call created.
+    async fn propose(
+        &mut self,
+        count: u64,
+        launched: Option<Millis>,
+    ) -> Result<Vec<Trial>, RunError> {
+        let mut created = Vec::new();
         for _ in 0..count {
-            if self.propose_one().await?.is_none() {
-                self.exhausted = true;
-                break;
+            match self.propose_one(launched).await? {
+                None => {
+                    self.exhausted = true;
+                    break;
+                }
+                Some((t, true)) => created.push(t),
+                Some(_) => {}
             }
         }
-        Ok(())
+        Ok(created)
     }
 
     /// Creates the next trial of the budget: the next replicate of the last point, or
-    /// the oracle's next point. `None` when the oracle has no more points.
-    async fn propose_one(&mut self) -> Result<Option<Trial>, RunError> {
+    /// the oracle's next point (see [`Runner::create`] for `launched`); and whether
+    /// this call created it. `None` when the oracle has no more points.
+    async fn propose_one(
+        &mut self,
+        launched: Option<Millis>,
+    ) -> Result<Option<(Trial, bool)>, RunError> {
         let study = self.study;
         let trials = || self.cache.trials.iter().filter(|t| !t.is_dataset());
         let last = trials().map(|t| t.point).max();
@@ -535,9 +573,12 @@ impl<'a> Driver<'a> {
                 None => return Ok(None),
             },
         };
-        let t = self.runner.create(study, point, replicate, params).await?;
+        let (t, created) = self
+            .runner
+            .create(study, point, replicate, params, launched)
+            .await?;
         self.cache.upsert(t.clone());
-        Ok(Some(t))
+        Ok(Some((t, created)))
     }
 
     /// What the pass leaves to do: finish a drain with nothing running, pass again

@@ -114,6 +114,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         Ok(rec) => rec,
         Err(why) => return refuse(store, cfg, why).await,
     };
+    // Past the lease without a heartbeat recorded, the attempt counts as lost.
     let lease = rec
         .drive
         .as_ref()

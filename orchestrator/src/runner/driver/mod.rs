@@ -203,9 +203,9 @@ impl<'a> Driver<'a> {
         let mut acted = self
             .decide_and_apply(mode, &machines, fresh_listing, now)
             .await?;
-        // Trials just proposed are launched in the same pass: decided again on the
-        // same observation, which is still exact (nothing but the proposals, which
-        // are in the cache, was done): one pass a trial, not two.
+        // Trials just proposed and not launched with their creation (they wait for
+        // a dataset) are decided on again in the same pass, on the same observation:
+        // nothing but the proposals was done, and they are in the cache as created.
         if let Acted::Again {
             only_proposed: true,
         } = acted

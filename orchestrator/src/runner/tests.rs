@@ -360,6 +360,10 @@ async fn a_passs_launches_run_at_once_a_few_at_a_time() {
         .filter(|t| t.state == TrialState::Starting)
         .count();
     assert_eq!(starting, 20, "{trials:?}");
+    // Each was created starting (Action::Propose { launch }): one write a trial, not
+    // a creation and then a launch (the store's change mark counts trial writes).
+    let (_, writes) = store.changed_trials("s", 0).await.expect("changes");
+    assert_eq!(writes, 20);
     let most = cloud.most.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(most, driver::LAUNCHES_AT_ONCE, "launches in flight at once");
 }

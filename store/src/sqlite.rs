@@ -107,7 +107,7 @@ impl SqliteStore {
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         // SQLite's default busy handler sleeps at least 1 ms per retry; the writes here
-        // take tens of microseconds, so retry sooner (50 us doubling to 5 ms, ~60 s in all).
+        // take tens of microseconds, so retry sooner ([`busy`]).
         conn.busy_handler(Some(busy))?;
         // Every statement of the store stays parsed ([`Cached`]).
         conn.set_prepared_statement_cache_capacity(64);

@@ -12,6 +12,7 @@ use crate::boot::BootScript;
 use crate::launch::{client_token, max_life_minutes, no_room, INCARNATION_TAG, STACK_TAG};
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
+use augur_model::cost::Billing;
 use augur_model::{Machine, Study, Trial};
 use augur_store::provider::{Launched, MachineProvider, ProviderError};
 use aws_sdk_ec2::types::{
@@ -224,6 +225,7 @@ impl Ec2Provider {
                             .unwrap_or("ended")
                             .to_string()
                     });
+                    let billing = self.listed_billing(i);
                     out.push((
                         study,
                         Machine {
@@ -232,6 +234,7 @@ impl Ec2Provider {
                             attempt,
                             gone,
                             incarnation,
+                            billing,
                         },
                         launched,
                     ));
@@ -242,6 +245,19 @@ impl Ec2Provider {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// How a listed instance is billed, at a first-guess price
+    /// ([`crate::prices::Prices::at_once`]); `None` when launches are not priced.
+    fn listed_billing(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Billing> {
+        let prices = self.prices.as_ref()?;
+        let ty = i.instance_type()?.as_str();
+        let zone = i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default();
+        let spot = i.instance_lifecycle() == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot);
+        Some(prices.at_once(ty, zone, spot).0)
     }
 
     /// A root volume of `gb` GiB (gp3, ended with the instance) on the image's root
@@ -472,14 +488,31 @@ impl MachineProvider for Ec2Provider {
                 }
                 Err(e) => (self.after_ambiguous(study, trial, e).await?, String::new()),
             };
+            // The price as known at once: nothing slow between a launch and its
+            // record; the driver asks for the price afterwards (`price`).
             let spot = spot_for(&self.settings, trial);
-            let billing = match &self.prices {
-                Some(p) => Some(p.billing(place.0, &zone, spot).await),
-                None => None,
+            let (billing, priced) = match &self.prices {
+                Some(p) => {
+                    let (b, priced) = p.at_once(place.0, &zone, spot);
+                    (Some(b), priced)
+                }
+                None => (None, true),
             };
-            return Ok(Launched { id, billing });
+            return Ok(Launched {
+                id,
+                billing,
+                priced,
+            });
         }
         Err(ProviderError::Capacity(no_room.join("; ")))
+    }
+
+    async fn price(&self, billing: &Billing) -> Option<Billing> {
+        let p = self.prices.as_ref()?;
+        let b = p
+            .billing(&billing.instance_type, &billing.zone, billing.spot)
+            .await;
+        Some(b)
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {

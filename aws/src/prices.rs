@@ -81,6 +81,43 @@ impl Prices {
         }
     }
 
+    /// How an instance is billed, from what is known at once: prices already
+    /// asked, else the packaged table's on-demand price (for spot too: the most spot
+    /// costs), said to be a first guess. Nothing slow stands between a launch and its
+    /// record; [`billing`](Self::billing) refines the guess afterwards. The second
+    /// value says whether it is final.
+    pub fn at_once(&self, instance_type: &str, zone: &str, spot: bool) -> (Billing, bool) {
+        let cached = self
+            .on_demand
+            .lock()
+            .ok()
+            .and_then(|c| c.get(instance_type).cloned());
+        let spot_cached = || {
+            let key = (instance_type.to_string(), zone.to_string());
+            let cache = self.spot.lock().ok()?;
+            let (at, p) = cache.get(&key)?;
+            (at.elapsed() < SPOT_FRESH).then_some(*p)
+        };
+        let billing = |usd_per_hour, price_from| Billing {
+            instance_type: instance_type.to_string(),
+            spot,
+            zone: zone.to_string(),
+            usd_per_hour,
+            price_from,
+        };
+        match (cached, spot) {
+            (Some((usd, from)), false) => return (billing(usd, from), true),
+            (Some(_), true) => {
+                if let Some(p) = spot_cached() {
+                    return (billing(Some(p), "spot price history".into()), true);
+                }
+            }
+            (None, _) => {}
+        }
+        let from = format!("{TABLE_SOURCE}, until the price is asked");
+        (billing(packaged(instance_type), from), false)
+    }
+
     async fn spot_price(&self, instance_type: &str, zone: &str) -> Option<f64> {
         let key = (instance_type.to_string(), zone.to_string());
         if let Some((at, p)) = self.spot.lock().ok()?.get(&key) {

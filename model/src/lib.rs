@@ -15,6 +15,7 @@ pub mod prune;
 pub mod secret;
 pub mod space;
 pub mod spec;
+pub mod study;
 pub mod tpe;
 pub mod trial;
 pub mod value;
@@ -25,11 +26,13 @@ pub use machine::Machine;
 pub use oracle::{oracle_for, Oracle};
 pub use space::ParamSpec;
 pub use spec::{
-    AwsSpec, DatasetSpec, DriveSettings, Goal, Objective, OracleKind, PruneRule, PruneSpec, Reuse,
-    RunSpec, SpecError, Study, StudyRecord, StudyState,
+    AwsSpec, DatasetSpec, Goal, Objective, OracleKind, PruneRule, PruneSpec, Reuse, RunSpec,
+    SpecError, Study,
 };
+pub use study::{DriveSettings, LaunchBounds, StudyRecord, StudyState};
 pub use trial::{
     AttemptEnd, AttemptRecord, Checkpoint, Expect, MetricPoint, Trial, TrialState, TrialUpdate,
+    MAX_LAUNCH_TRIES,
 };
 pub use value::{Params, Value};
 

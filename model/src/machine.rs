@@ -18,6 +18,9 @@ pub struct Machine {
     /// provider knows it (EC2 tags it): a machine of a study deleted and created
     /// again under its name is not the new trial's.
     pub incarnation: Option<crate::Millis>,
+    /// How it is billed, as far as the listing says (a cloud's: its type, zone and
+    /// market, at a first-guess price): what an attempt that adopts it records.
+    pub billing: Option<crate::cost::Billing>,
 }
 
 impl Machine {

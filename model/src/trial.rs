@@ -129,9 +129,22 @@ pub struct Trial {
     /// limits, and what `spot_fallback_after` counts).
     #[serde(default)]
     pub preemptions: u32,
+    /// The machine of the current attempt: named by the orchestrator when a cloud
+    /// launch answered or a warm machine was assigned, and by the agent when it
+    /// reports.
     pub machine: Option<String>,
+    /// The machine was given this attempt while warm ([`TrialUpdate::assigned`]), not
+    /// launched for it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub assigned: bool,
+    /// How many times this attempt's launch was asked without an answer to record (an
+    /// error, or no answer before a tick's deadline): each was asked again under the
+    /// same `ClientToken`. Shown, and bounded ([`MAX_LAUNCH_TRIES`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub launch_tries: u32,
     pub created_ms: Millis,
-    /// When the orchestrator last asked for a machine (boot timeout counts from here).
+    /// When the orchestrator asked for a machine, or (on a cloud) when its launch
+    /// answered: the boot timeout counts from here.
     #[serde(default)]
     pub launched_ms: Option<Millis>,
     pub started_ms: Option<Millis>,
@@ -174,6 +187,14 @@ pub struct Trial {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// After this many tries of one attempt's launch without an answer to record, the
+/// attempt is lost (a launch failure, [`Trial::launch_tries`]).
+pub const MAX_LAUNCH_TRIES: u32 = 8;
 
 /// What a trial's checkpoint directory held when it was last kept (sent to the
 /// bucket on AWS; at the attempt's end locally).
@@ -249,6 +270,8 @@ impl Trial {
             runs: 0,
             preemptions: 0,
             machine: None,
+            assigned: false,
+            launch_tries: 0,
             created_ms: now,
             launched_ms: None,
             started_ms: None,
@@ -332,6 +355,9 @@ pub struct Expect {
     pub states: Vec<TrialState>,
     /// And, if given, at this attempt.
     pub attempt: Option<u32>,
+    /// And, if given, name no machine or this one (an agent taking its attempt: a
+    /// second instance launched for it is not its machine).
+    pub machine: Option<String>,
 }
 
 impl Expect {
@@ -339,16 +365,28 @@ impl Expect {
         Expect {
             states: vec![s],
             attempt: Some(attempt),
+            machine: None,
         }
     }
     pub fn any_of(states: &[TrialState], attempt: u32) -> Expect {
         Expect {
             states: states.to_vec(),
             attempt: Some(attempt),
+            machine: None,
         }
     }
+    /// And the record names no machine or `machine`.
+    pub fn on(mut self, machine: &str) -> Expect {
+        self.machine = Some(machine.to_string());
+        self
+    }
     pub fn holds(&self, t: &Trial) -> bool {
-        self.states.contains(&t.state) && self.attempt.is_none_or(|a| a == t.attempt)
+        self.states.contains(&t.state)
+            && self.attempt.is_none_or(|a| a == t.attempt)
+            && match (&self.machine, &t.machine) {
+                (Some(want), Some(named)) => want == named,
+                _ => true,
+            }
     }
 }
 
@@ -364,6 +402,8 @@ pub struct TrialUpdate {
     /// Start the attempt budget afresh (`augur run --retry-failed`, a dataset re-run).
     pub reset_runs: bool,
     pub machine: Option<Option<String>>,
+    pub assigned: Option<bool>,
+    pub launch_tries: Option<u32>,
     pub launched_ms: Option<Option<Millis>>,
     pub started_ms: Option<Option<Millis>>,
     pub heartbeat_ms: Option<Millis>,
@@ -414,6 +454,8 @@ impl TrialUpdate {
         set(&mut t.launched_ms, &self.launched_ms);
         set(&mut t.billing, &self.billing);
         set(&mut t.machine, &self.machine);
+        set(&mut t.assigned, &self.assigned);
+        set(&mut t.launch_tries, &self.launch_tries);
         set(&mut t.turn, &self.turn);
         set(&mut t.started_ms, &self.started_ms);
         if let Some(h) = self.heartbeat_ms {
@@ -573,6 +615,8 @@ impl TrialUpdate {
             attempt: Some(attempt),
             not_before_ms: Some(not_before),
             machine: Some(None),
+            assigned: Some(false),
+            launch_tries: Some(0),
             launched_ms: Some(None),
             billing: Some(None),
             turn: Some(0),

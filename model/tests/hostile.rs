@@ -86,6 +86,8 @@ fn record() -> StudyRecord {
         created_ms: 1,
         updated_ms: 1,
         drive: Some(DriveSettings::cloud()),
+        bounds: Default::default(),
+        reason: None,
     }
 }
 

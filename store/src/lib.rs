@@ -110,6 +110,11 @@ impl Written {
     }
 }
 
+/// A change to a study's record ([`TrialStore::update_study`]): applied to the
+/// record as stored (perhaps more than once, when another writer came first), it
+/// says whether it changed anything; nothing is written when it did not.
+pub type StudyChange = Box<dyn Fn(&mut StudyRecord) -> bool + Send + Sync>;
+
 /// The state of every study and trial. Implementations must make [`update_trial`]
 /// atomic (compare-and-set on state and attempt) across processes and machines.
 ///
@@ -126,6 +131,9 @@ pub trait TrialStore: Send + Sync {
     async fn study_state(&self, name: &str) -> Result<Option<StudyState>> {
         Ok(self.get_study(name).await?.map(|r| r.state))
     }
+    /// Applies `change` to the study's record as stored, atomically (a
+    /// compare-and-set against other writers); whether it changed anything.
+    async fn update_study(&self, name: &str, change: StudyChange) -> Result<bool>;
     /// Moves a study to `to` if it is in one of `from`; whether it did.
     async fn set_study_state(
         &self,
@@ -133,7 +141,18 @@ pub trait TrialStore: Send + Sync {
         from: &[StudyState],
         to: StudyState,
         now: Millis,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let from = from.to_vec();
+        let change = move |rec: &mut StudyRecord| {
+            if !from.contains(&rec.state) {
+                return false;
+            }
+            rec.state = to;
+            rec.updated_ms = now;
+            true
+        };
+        self.update_study(name, Box::new(change)).await
+    }
     /// Removes a study and all its trials.
     async fn delete_study(&self, name: &str) -> Result<bool>;
     /// Has the store delete every item of a study at `at_ms` (DynamoDB's time to

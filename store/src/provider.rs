@@ -26,8 +26,12 @@ pub enum ProviderError {
 pub struct Launched {
     /// Its id (pid, instance id).
     pub id: String,
-    /// How it is billed (`None`: free, a local machine).
+    /// How it is billed (`None`: free, a local machine), from what the provider
+    /// knew at once.
     pub billing: Option<Billing>,
+    /// The billing's price is final; else a first guess, asked again with
+    /// [`MachineProvider::price`] once the launch is recorded.
+    pub priced: bool,
 }
 
 impl Launched {
@@ -36,6 +40,7 @@ impl Launched {
         Launched {
             id: id.into(),
             billing: None,
+            priced: true,
         }
     }
 }
@@ -43,8 +48,18 @@ impl Launched {
 /// Starts, lists and ends machines, one per trial attempt.
 #[async_trait]
 pub trait MachineProvider: Send + Sync {
-    /// Starts a machine whose agent runs `trial` at its current attempt.
+    /// Starts a machine whose agent runs `trial` at its current attempt. Asked again
+    /// for the same attempt (its answer was lost, or came too late to record), it
+    /// answers with the machine the first ask made, if it made one: a cloud's launch
+    /// is idempotent by its `ClientToken`. Slow work that is not the launch (prices)
+    /// is left to [`price`](Self::price), after the launch is recorded.
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError>;
+    /// The price of a machine billed as `billing` (a first guess: a launch's answer
+    /// not [`Launched::priced`], or a listing's), asked of its source; `None` when
+    /// there is nothing better to say.
+    async fn price(&self, _billing: &Billing) -> Option<Billing> {
+        None
+    }
     /// The machines of `study` that exist now, whoever launched them.
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError>;
     /// Every live machine this provider can see, of every study, with its study

@@ -5,7 +5,7 @@
 //! a conditional write is a read-check-write inside `BEGIN IMMEDIATE`, which SQLite
 //! serializes across processes.
 
-use crate::{slot, Lease, Result, StoreError, TrialStore, Written};
+use crate::{slot, Lease, Result, StoreError, StudyChange, TrialStore, Written};
 use async_trait::async_trait;
 use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -290,14 +290,8 @@ impl TrialStore for SqliteStore {
         .await
     }
 
-    async fn set_study_state(
-        &self,
-        name: &str,
-        from: &[StudyState],
-        to: StudyState,
-        now: Millis,
-    ) -> Result<bool> {
-        let (name, from) = (name.to_string(), from.to_vec());
+    async fn update_study(&self, name: &str, change: StudyChange) -> Result<bool> {
+        let name = name.to_string();
         self.with(move |c| {
             let name = name.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -310,14 +304,12 @@ impl TrialStore for SqliteStore {
                 return Err(StoreError::NoStudy(name.to_string()));
             };
             let mut rec: StudyRecord = decode(name, &d)?;
-            if !from.contains(&rec.state) {
+            if !change(&mut rec) {
                 return Ok(false);
             }
-            rec.state = to;
-            rec.updated_ms = now;
             tx.run(
                 "UPDATE studies SET state = ?2, data = ?3 WHERE name = ?1",
-                params![name, to.as_word(), encode(name, &rec)?],
+                params![name, rec.state.as_word(), encode(name, &rec)?],
             )?;
             tx.commit()?;
             Ok(true)

@@ -27,6 +27,12 @@ pub enum Fault {
     Latency(Duration),
     /// Close the connection without forwarding (the service is unreachable).
     Refuse,
+    /// Forward the call (it is applied), then answer HTTP 500: the caller retries
+    /// something that was done (EC2 and DynamoDB document both as possible).
+    ServerErrorAfterApply,
+    /// Forward the call (it is applied), then hold the answer this long: a caller
+    /// killed meanwhile never learns what it did.
+    HoldAfterApply(Duration),
 }
 
 /// Which calls a rule applies to, and how many times.
@@ -41,6 +47,8 @@ pub struct Rule {
     pub every: u32,
     /// ...at most this many times.
     pub times: u32,
+    /// Only calls whose request body holds each of these.
+    pub body_holds: Vec<String>,
     seen: u32,
 }
 
@@ -52,8 +60,15 @@ impl Rule {
             fault,
             every: 1,
             times: u32::MAX,
+            body_holds: Vec::new(),
             seen: 0,
         }
+    }
+    /// Only calls whose request body holds `text` (with the rules' other
+    /// conditions; several: all of them).
+    pub fn when(mut self, text: &str) -> Rule {
+        self.body_holds.push(text.to_string());
+        self
     }
     /// Only the first `n` matching calls.
     pub fn first(mut self, n: u32) -> Rule {
@@ -286,12 +301,14 @@ fn classify(head: &[String], body: &[u8]) -> (String, String) {
     ("s3".to_string(), method.to_string())
 }
 
-fn pick(s: &Shared, service: &str, operation: &str) -> Option<Fault> {
+fn pick(s: &Shared, service: &str, operation: &str, body: &[u8]) -> Option<Fault> {
     let mut rules = s.rules.lock().ok()?;
+    let text = String::from_utf8_lossy(body);
     for r in rules.iter_mut() {
         if (r.service == "*" || r.service == service)
             && (r.operation == "*" || r.operation == operation)
             && r.times > 0
+            && r.body_holds.iter().all(|h| text.contains(h.as_str()))
         {
             r.seen += 1;
             if r.seen.is_multiple_of(r.every) {
@@ -352,6 +369,9 @@ fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io
         ("dynamodb", "TransactWriteItems") => s
             .dynamo
             .transact_write_items(body, || forward(s, head, body)),
+        ("dynamodb", "PutItem" | "UpdateItem" | "DeleteItem") => {
+            s.dynamo.write(|| forward(s, head, body))
+        }
         _ => forward(s, head, body),
     }
 }
@@ -380,7 +400,7 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
         return out.write_all(&control(s, path));
     }
     let (service, operation) = classify(&head, &body);
-    let fault = pick(s, &service, &operation);
+    let fault = pick(s, &service, &operation, &body);
     if let Ok(mut c) = s.calls.lock() {
         c.push(Call {
             at: Instant::now(),
@@ -405,6 +425,15 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             out.shutdown(std::net::Shutdown::Both)
         }
         Some(Fault::Refuse) => out.shutdown(std::net::Shutdown::Both),
+        Some(Fault::ServerErrorAfterApply) => {
+            answer(s, op, &head, &body)?;
+            out.write_all(&error_response(&service, Fault::ServerError))
+        }
+        Some(Fault::HoldAfterApply(d)) => {
+            let answered = answer(s, op, &head, &body)?;
+            std::thread::sleep(d);
+            out.write_all(&answered)
+        }
         Some(Fault::Latency(d)) => {
             std::thread::sleep(d);
             out.write_all(&answer(s, op, &head, &body)?)

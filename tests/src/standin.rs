@@ -89,6 +89,13 @@ type Price = (Option<f64>, Option<f64>);
 /// is `IdempotentParameterMismatchException`),
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>.
 /// The SDK sends a token with each call and keeps it across its retries.
+///
+/// And a conditional write is checked and applied as one step: two writers
+/// conditioned on the same version cannot both succeed (optimistic locking,
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/WorkingWithItems.html#WorkingWithItems.ConditionalUpdate>).
+/// moto 5.2.5 checks and writes apart: 8 threads each making 50 conditional
+/// increments of one item got 400 successes and a count of 398. So the stand-in
+/// lets one item write through at a time ([`DynamoStandin::write`]).
 #[derive(Default)]
 pub struct DynamoStandin {
     /// ClientRequestToken → the call's body and its first answer.
@@ -101,6 +108,15 @@ pub struct DynamoStandin {
 type Applied = (Vec<u8>, Vec<u8>);
 
 impl DynamoStandin {
+    /// A `PutItem`, `UpdateItem` or `DeleteItem`, applied while no other write is.
+    pub fn write(
+        &self,
+        forward: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<Vec<u8>> {
+        let _one = self.one.lock();
+        forward()
+    }
+
     pub fn transact_write_items(
         &self,
         body: &[u8],

@@ -302,10 +302,12 @@ image = "ami-12345678"
         "s.toml",
         "--heartbeat",
         "500ms",
+        // Room for a loaded machine to boot and run healthy instances: only the
+        // faults lose attempts.
         "--lease",
-        "4s",
+        "12s",
         "--boot-timeout",
-        "5s",
+        "30s",
         "--backoff-base",
         "100ms",
     ]);

@@ -26,11 +26,16 @@ pub async fn client(emu: &Emulator) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&emulator_config(emu, Duration::from_secs(20)).await)
 }
 
+/// Through the stand-in, which applies conditional writes one at a time as
+/// DynamoDB does (the emulator checks and writes apart: `standin::DynamoStandin`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_passes_the_store_suite() {
     let emu = Emulator::start();
+    let proxy = augur_tests::faults::FaultProxy::start(&emu.endpoint);
+    let config = emulator_config(&emu, Duration::from_secs(20)).await;
+    let config = config.into_builder().endpoint_url(&proxy.endpoint).build();
     let mut store = DynamoStore::new(
-        client(&emu).await,
+        aws_sdk_dynamodb::Client::new(&config),
         format!("augur-conformance-{}", std::process::id()),
     );
     store.page_size = Some(7);
@@ -489,6 +494,8 @@ async fn a_studys_items_are_marked_to_expire_and_kept_again() {
         created_ms: 1,
         updated_ms: 1,
         drive: None,
+        bounds: Default::default(),
+        reason: None,
     };
     store.create_study(&rec).await.expect("study");
     for p in 0..2 {

@@ -405,8 +405,6 @@ async fn a_tick_killed_half_way_is_finished_by_the_next() {
         "1s",
         "--lease",
         "10s",
-        "--boot-timeout",
-        "6s",
         "--backoff-base",
         "100ms",
     ]));

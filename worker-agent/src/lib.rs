@@ -119,10 +119,14 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         .drive
         .as_ref()
         .map(|d| Duration::from_millis(d.lease_ms.max(0) as u64));
+    // How long a record that does not name this attempt yet is waited for.
+    let patience = rec.drive.as_ref().map_or(DEFAULT_PATIENCE, |d| {
+        Duration::from_millis(d.boot_timeout_ms.max(0) as u64)
+    });
     let study = rec.spec;
     let mut log = open_log(cfg);
     // The write that takes the attempt (conditional on it) reads the trial too.
-    let trial = mark_running(store, cfg, &mut log).await?;
+    let trial = mark_running(store, cfg, patience, &mut log).await?;
     log_start(cfg, &trial, &mut log);
     let outcome = script::run_script(store, cfg, (&study, lease), &trial, &mut log).await?;
     // An attempt ended from outside (SIGTERM: `augur stop`, a pruner) is usually one
@@ -225,29 +229,54 @@ fn log_start(cfg: &AgentConfig, trial: &Trial, log: &mut Log) {
     );
 }
 
-/// `starting → running` at this agent's attempt (the fencing token); stale if the
-/// trial moved on first.
+/// How long an agent waits for a record that does not name its attempt yet, when
+/// the study records no boot timeout.
+const DEFAULT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// `starting → running` at this agent's attempt (the fencing token), on a record
+/// that names no machine or this one; stale if the trial moved on first.
+///
+/// A record that does not name this attempt yet (an earlier attempt, or this one
+/// still `pending`) may be one whose driver has not recorded its launch yet: a
+/// machine can boot before the launch's answer is written. Its agent reads again
+/// every heartbeat for up to `patience` (the study's boot timeout, after which a
+/// driver counts the attempt lost anyway) rather than power off a launch its driver
+/// may still record.
 async fn mark_running(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
+    patience: Duration,
     log: &mut Log,
 ) -> Result<Trial, AgentError> {
-    let up = TrialUpdate::running(&cfg.machine, cfg.turn, now_ms(), Some(log.location.clone()));
-    let expect = Expect::state(TrialState::Starting, cfg.attempt);
-    match store
-        .update_trial(&cfg.study, cfg.trial, &expect, &up)
-        .await?
-    {
-        Written::Done(t) => Ok(t),
-        Written::Conflict(None) => Err(AgentError::NoTrial(format!("{}/{}", cfg.study, cfg.trial))),
-        Written::Conflict(now) => {
+    let until = Instant::now() + patience;
+    let expect = Expect::state(TrialState::Starting, cfg.attempt).on(&cfg.machine);
+    let mut said = false;
+    loop {
+        let up = TrialUpdate::running(&cfg.machine, cfg.turn, now_ms(), Some(log.location.clone()));
+        let now = match store
+            .update_trial(&cfg.study, cfg.trial, &expect, &up)
+            .await?
+        {
+            Written::Done(t) => return Ok(t),
+            Written::Conflict(None) => {
+                return Err(AgentError::NoTrial(format!("{}/{}", cfg.study, cfg.trial)))
+            }
+            Written::Conflict(Some(now)) => now,
+        };
+        let to_come = now.attempt < cfg.attempt
+            || (now.attempt == cfg.attempt && now.state == TrialState::Pending);
+        if !to_come || Instant::now() >= until {
             log.write(
                 Source::Augur,
                 "attempt superseded before it started; leaving",
             );
             log.flush().await;
-            Err(AgentError::superseded(cfg, now))
+            return Err(AgentError::superseded(cfg, Some(now)));
         }
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!(record = %format!("{} at attempt {}", now.state, now.attempt), "the record does not name this attempt yet; waiting for its driver");
+        }
+        tokio::time::sleep(cfg.heartbeat.min(Duration::from_secs(5))).await;
     }
 }
 
@@ -453,7 +482,9 @@ mod tests {
             let t = Trial::new("s", 0, 0, 0, Params::new(), 1);
             let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
             let mut log = Log::open(dir.path().join("log"));
-            mark_running(&store, &cfg, &mut log).await.expect("running");
+            mark_running(&store, &cfg, DEFAULT_PATIENCE, &mut log)
+                .await
+                .expect("running");
             let pruned_at = 1_000_000;
             let prune = TrialUpdate {
                 state: Some(TrialState::Pruned),

@@ -24,7 +24,7 @@
 
 use async_trait::async_trait;
 use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
-use augur_store::{slot, Beaten, Lease, Result, StoreError, TrialStore, Written};
+use augur_store::{slot, Beaten, Lease, Result, StoreError, StudyChange, TrialStore, Written};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
@@ -291,22 +291,18 @@ impl TrialStore for DynamoStore {
         }
     }
 
-    async fn set_study_state(
-        &self,
-        name: &str,
-        from: &[StudyState],
-        to: StudyState,
-        now: Millis,
-    ) -> Result<bool> {
+    /// A compare-and-set on the study's `rev`. A write applied whose answer was
+    /// lost fails its condition when the SDK retries it; the record then shows our
+    /// own write, unless another came after it: then the change is made again on the
+    /// newer record, so changes must be idempotent (the bounds' are).
+    async fn update_study(&self, name: &str, change: StudyChange) -> Result<bool> {
         loop {
             let Some((mut rec, item)) = self.read_study(name).await? else {
                 return Err(StoreError::NoStudy(name.to_string()));
             };
-            if !from.contains(&rec.state) {
+            if !change(&mut rec) {
                 return Ok(false);
             }
-            rec.state = to;
-            rec.updated_ms = now;
             let rev = get_n(&item, "rev").unwrap_or(0);
             let out = self
                 .client
@@ -319,15 +315,20 @@ impl TrialStore for DynamoStore {
                 .expression_attribute_names("#data", "data")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":data", s(encode(name, &rec)?))
-                .expression_attribute_values(":state", s(to.as_word()))
+                .expression_attribute_values(":state", s(rec.state.as_word()))
                 .expression_attribute_values(":rev", n(rev))
                 .expression_attribute_values(":next", n(rev + 1))
                 .send()
                 .await;
             match out {
                 Ok(_) => return Ok(true),
-                Err(e) if conditional(&e) => continue,
+                Err(e) if conditional(&e) => {}
                 Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
+            }
+            if let Some((now, item)) = self.read_study(name).await? {
+                if get_n(&item, "rev") == Some(rev + 1) && now == rec {
+                    return Ok(true);
+                }
             }
         }
     }

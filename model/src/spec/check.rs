@@ -5,7 +5,8 @@
 //! checks are the study file's limits, applied to the parsed form, plus the shape of
 //! every value that later becomes a command-line word, a path or an AWS parameter.
 
-use super::{StudyRecord, MAX_ATTEMPTS_LIMIT};
+use super::MAX_ATTEMPTS_LIMIT;
+use crate::StudyRecord;
 use crate::{valid_ident, valid_study_name};
 
 /// What is wrong with a record, if anything: the first problem found.
@@ -140,6 +141,8 @@ mod tests {
             created_ms: 1,
             updated_ms: 1,
             drive: Some(DriveSettings::cloud()),
+            bounds: Default::default(),
+            reason: None,
         }
     }
 

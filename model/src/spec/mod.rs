@@ -4,6 +4,7 @@
 //! TOML gives it, the line, before anything is launched or written.
 
 mod check;
+pub(crate) use check::check_record;
 mod raw;
 mod sections;
 
@@ -12,7 +13,6 @@ pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 
 use crate::cost::Limits;
 use crate::space::ParamSpec;
-use crate::Millis;
 use raw::{RawStudy, SpecText};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -449,221 +449,10 @@ impl Study {
     }
 }
 
-/// Where a study stands as a whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StudyState {
-    /// Trials are being run (or will be when an orchestrator runs it).
-    Active,
-    /// `augur stop` was asked: cancel what runs, launch nothing.
-    Stopping,
-    /// Stopped before it was done; `augur run` resumes it.
-    Stopped,
-    /// Every budgeted trial ran (or the oracle has no more points), every trial
-    /// final.
-    Done,
-    /// `run.max_cost_usd` or `run.max_machine_hours` let no further trial start:
-    /// what had not started was cancelled, the rest finished. `augur run` with a
-    /// larger limit resumes it.
-    Spent,
-}
-
-impl StudyState {
-    /// Whether no driver works on it (until `augur run` again).
-    pub fn is_over(self) -> bool {
-        matches!(
-            self,
-            StudyState::Done | StudyState::Stopped | StudyState::Spent
-        )
-    }
-
-    /// Every state.
-    pub const ALL: [StudyState; 5] = [
-        StudyState::Active,
-        StudyState::Stopping,
-        StudyState::Stopped,
-        StudyState::Done,
-        StudyState::Spent,
-    ];
-
-    /// The state named by its word ([`as_word`](Self::as_word), as stores keep it
-    /// beside the record), or by its display, as stores wrote it there before
-    /// ("budget spent").
-    pub fn from_word(word: &str) -> Option<StudyState> {
-        StudyState::ALL
-            .into_iter()
-            .find(|s| s.as_word() == word || s.to_string() == word)
-    }
-
-    /// How the serverless tick's log names it: "done", "stopped", "spent"; the
-    /// word stores keep beside the record.
-    pub fn as_word(self) -> &'static str {
-        match self {
-            StudyState::Active => "active",
-            StudyState::Stopping => "stopping",
-            StudyState::Stopped => "stopped",
-            StudyState::Done => "done",
-            StudyState::Spent => "spent",
-        }
-    }
-}
-
-impl fmt::Display for StudyState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StudyState::Active => "active",
-            StudyState::Stopping => "stopping",
-            StudyState::Stopped => "stopped",
-            StudyState::Done => "done",
-            StudyState::Spent => "budget spent",
-        })
-    }
-}
-
-/// A study as the store keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StudyRecord {
-    pub name: String,
-    pub spec: Study,
-    pub state: StudyState,
-    pub created_ms: Millis,
-    pub updated_ms: Millis,
-    /// How the study is driven (timings), as last set by `augur run` or `augur submit`:
-    /// a serverless tick, or `augur stop`, drives it the same way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drive: Option<DriveSettings>,
-}
-
-impl StudyRecord {
-    /// Whether the record can be acted on as it is: the study file's limits, and the
-    /// shape of every value that becomes a word, a path or an AWS parameter. For
-    /// records read back from the store, which is not trusted as much as the file.
-    pub fn check(&self) -> Result<(), String> {
-        check::check_record(self)
-    }
-}
-
-/// Milliseconds as people read them (`1500ms`, `90s`, `1h`).
-fn show_ms(ms: Millis) -> String {
-    crate::duration::format(std::time::Duration::from_millis(ms.max(0) as u64))
-}
-
-/// The timings of a study's driver, recorded with the study.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriveSettings {
-    /// Agents heartbeat this often.
-    pub heartbeat_ms: Millis,
-    /// A running trial with no heartbeat for this long is lost.
-    pub lease_ms: Millis,
-    /// A starting trial whose agent has not reported after this long is lost.
-    pub boot_timeout_ms: Millis,
-    pub backoff_base_ms: Millis,
-    pub backoff_cap_ms: Millis,
-    /// How long launches may fail for want of capacity or quota (the study waits,
-    /// backing off) before the drive stops (exit 3).
-    #[serde(default = "default_capacity_timeout")]
-    pub capacity_timeout_ms: Millis,
-}
-
-fn default_capacity_timeout() -> Millis {
-    30 * 60_000
-}
-
-impl DriveSettings {
-    /// The defaults of the embedded default: local processes report within a second.
-    pub fn local() -> DriveSettings {
-        DriveSettings {
-            heartbeat_ms: 2_000,
-            lease_ms: 30_000,
-            boot_timeout_ms: 60_000,
-            backoff_base_ms: 1_000,
-            backoff_cap_ms: 60_000,
-            capacity_timeout_ms: default_capacity_timeout(),
-        }
-    }
-
-    /// Whether the settings can drive a study: each in its range, the lease longer
-    /// than two heartbeats, the backoff's cap at least its base. The problem names
-    /// the setting as a flag would (`heartbeat`, `boot-timeout`, ...).
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        const MS: Millis = 1;
-        const S: Millis = 1_000;
-        const H: Millis = 3_600 * S;
-        const D: Millis = 24 * H;
-        let within = |name: &'static str, v: Millis, lo: Millis, hi: Millis| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err((
-                    name,
-                    format!(
-                        "must be from {} to {}, got {}",
-                        show_ms(lo),
-                        show_ms(hi),
-                        show_ms(v)
-                    ),
-                ))
-            }
-        };
-        within("heartbeat", self.heartbeat_ms, 10 * MS, H)?;
-        within("lease", self.lease_ms, 20 * MS, 7 * D)?;
-        within("boot-timeout", self.boot_timeout_ms, 100 * MS, 7 * D)?;
-        within("backoff-base", self.backoff_base_ms, MS, H)?;
-        within("backoff-cap", self.backoff_cap_ms, MS, D)?;
-        within("capacity-timeout", self.capacity_timeout_ms, S, 7 * D)?;
-        if self.lease_ms < 2 * self.heartbeat_ms {
-            return Err((
-                "lease",
-                format!(
-                    "{} must be at least two heartbeats ({})",
-                    show_ms(self.lease_ms),
-                    show_ms(2 * self.heartbeat_ms)
-                ),
-            ));
-        }
-        if self.backoff_cap_ms < self.backoff_base_ms {
-            return Err((
-                "backoff-cap",
-                format!(
-                    "{} is below the backoff base ({})",
-                    show_ms(self.backoff_cap_ms),
-                    show_ms(self.backoff_base_ms)
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The defaults on a cloud: instances boot in minutes, and DynamoDB writes per
-    /// trial are 5 + its duration / the heartbeat.
-    pub fn cloud() -> DriveSettings {
-        DriveSettings {
-            heartbeat_ms: 20_000,
-            lease_ms: 90_000,
-            boot_timeout_ms: 600_000,
-            ..DriveSettings::local()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Stores keep the state's word beside the record, and read it back; what an
-    /// older augur wrote there (the display) reads too.
-    #[test]
-    fn a_study_state_reads_back_from_its_word_and_its_old_display() {
-        for s in StudyState::ALL {
-            assert_eq!(StudyState::from_word(s.as_word()), Some(s));
-            assert_eq!(StudyState::from_word(&s.to_string()), Some(s));
-        }
-        assert_eq!(
-            StudyState::from_word("budget spent"),
-            Some(StudyState::Spent)
-        );
-        assert_eq!(StudyState::from_word("paused"), None);
-    }
     use crate::value::Value;
 
     const GOOD: &str = r#"
@@ -743,25 +532,6 @@ instance_type = "t3.micro"
             r#"goal = "minimize", required = false }"#,
         );
         assert!(!parse(&off).unwrap().objective.required);
-    }
-
-    #[test]
-    fn drive_settings_are_range_checked() {
-        assert_eq!(DriveSettings::local().check(), Ok(()));
-        assert_eq!(DriveSettings::cloud().check(), Ok(()));
-        let bad = |f: fn(&mut DriveSettings)| {
-            let mut d = DriveSettings::local();
-            f(&mut d);
-            d.check().expect_err("out of range")
-        };
-        assert_eq!(bad(|d| d.heartbeat_ms = 0).0, "heartbeat");
-        assert_eq!(bad(|d| d.heartbeat_ms = 2 * 3_600_000).0, "heartbeat");
-        assert_eq!(bad(|d| d.lease_ms = d.heartbeat_ms).0, "lease");
-        assert_eq!(bad(|d| d.boot_timeout_ms = 0).0, "boot-timeout");
-        assert_eq!(bad(|d| d.backoff_base_ms = 0).0, "backoff-base");
-        assert_eq!(bad(|d| d.backoff_cap_ms = 10).0, "backoff-cap");
-        let (_, why) = bad(|d| d.heartbeat_ms = 0);
-        assert!(why.contains("from 10ms to 1h"), "{why}");
     }
 
     #[test]

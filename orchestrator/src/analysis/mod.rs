@@ -186,6 +186,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             drive: None,
+            bounds: Default::default(),
+            reason: None,
         }
     }
 

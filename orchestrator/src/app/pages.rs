@@ -134,7 +134,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
             tr {
                 td { input type="checkbox" name="studies" value=(rec.name) form="compare"; }
                 td { a href={"/studies/" (rec.name)} { (rec.name) } }
-                td { (rec.state.to_string()) }
+                td title=[report::study_note(&rec)] { (rec.state.to_string()) }
                 td { (report::finished(&rec, &trials)) "/" (rec.spec.trials) ": " (counts_text(&trials)) }
                 td { @if let Some(v) = best { (rec.spec.objective.metric) " = " (report::short(v)) } }
                 td { (first.map(rfc3339).unwrap_or_default()) }
@@ -166,6 +166,7 @@ pub(super) async fn study_page(
     let (rec, trials) = study(&app, &name).await?;
     let body = html! {
         p #progress { (rec.state.to_string()) " · " (report::finished(&rec, &trials)) " of " (rec.spec.trials) " finished · " (counts_text(&trials)) }
+        @if let Some(note) = report::study_note(&rec) { p #note { (note) } }
         p #cost { (Spend::of(&trials, now_ms()).summary()) }
         p .muted { span #refresh {} " " span #shown {} }
         div #analysis data-src={"/api/studies/" (name) "/analysis"} data-study=(name) {

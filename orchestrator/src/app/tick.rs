@@ -165,19 +165,26 @@ pub async fn handle(
             })
         }
     };
-    let studies = tick(ctx, only.as_ref(), deadline, holder).await?;
+    let store = ctx.store().await?;
+    let submitted: BTreeSet<String> = store.submitted().await?.into_iter().collect();
     // Once a minute (the schedule), not at each change: one listing of the stack's
     // machines, and reads only for studies that have some and no live driver. Only
     // where every driver holds a lease (AWS): a live local `augur run` holds none.
-    let abandoned = match only {
-        None if ctx.drivers_share_studies() && Instant::now() < deadline => {
-            // Every submitted study has a row: the first part's.
-            let submitted = studies.iter().map(|r| r.study.clone()).collect();
-            let store = ctx.store().await?;
-            super::abandoned::wind_down(ctx, &store, &submitted, deadline, holder).await?
+    // Beside the submitted studies, not after them: with many studies to tick, it
+    // would otherwise get only the time they leave.
+    let wind_down = only.is_none() && ctx.drivers_share_studies();
+    let (studies, abandoned) = tokio::join!(
+        tick(ctx, &submitted, only.as_ref(), deadline, holder),
+        async {
+            match wind_down {
+                true => {
+                    super::abandoned::wind_down(ctx, &store, &submitted, deadline, holder).await
+                }
+                false => Ok(Vec::new()),
+            }
         }
-        _ => Vec::new(),
-    };
+    );
+    let (studies, abandoned) = (studies?, abandoned?);
     Ok(TickReport {
         trigger: name,
         holder: holder.to_string(),
@@ -191,22 +198,22 @@ pub async fn handle(
 /// studies share its deadline instead of queueing for it.
 pub const STUDIES_AT_ONCE: usize = 8;
 
-/// Ticks the submitted studies (those of `only`, if given), up to
+/// Ticks the `submitted` studies (those of `only`, if given), up to
 /// [`STUDIES_AT_ONCE`] at a time. Whom the queue starts with turns every minute, so
 /// that with more studies than time no study is always the one left over.
 pub async fn tick(
     ctx: &Backend,
+    submitted: &BTreeSet<String>,
     only: Option<&BTreeSet<String>>,
     deadline: Instant,
     holder: &str,
 ) -> Result<Vec<StudyTick>, AppError> {
     use futures_util::{StreamExt, TryStreamExt};
     let store = ctx.store().await?;
-    let names: Vec<String> = store
-        .submitted()
-        .await?
-        .into_iter()
-        .filter(|n| only.is_none_or(|o| o.contains(n)))
+    let names: Vec<String> = submitted
+        .iter()
+        .filter(|n| only.is_none_or(|o| o.contains(*n)))
+        .cloned()
         .collect();
     let names = queue(names, augur_store::now_ms());
     let store = &store;
@@ -296,6 +303,12 @@ async fn tick_study(
         Ok(TickEnd::Waiting) => row.outcome = "waiting",
         Ok(TickEnd::Deadline) => row.outcome = "deadline",
         Ok(TickEnd::Held(lease)) => row.held(&lease),
+        // A bound on its launches stopped the study, with the reason in its record.
+        Err(augur::RunError::Machines(why)) => {
+            store.set_submitted(&name, false).await?;
+            row.outcome = "stopped";
+            row.detail = Some(why);
+        }
         Err(e) => row.failed(e.to_string()),
     }
     tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");

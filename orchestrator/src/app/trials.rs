@@ -95,6 +95,8 @@ mod tests {
             created_ms: 1,
             updated_ms: 1,
             drive: None,
+            bounds: Default::default(),
+            reason: None,
         };
         store.create_study(&rec).await.expect("study");
         for p in 0..3 {

@@ -35,6 +35,7 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
     };
     let mut objs = Vec::new();
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     // Studies the serverless tick drives (`augur submit`).
     let submitted: std::collections::BTreeSet<String> =
         store.submitted().await?.into_iter().collect();
@@ -64,6 +65,9 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
             report::cost::spend_cell(&spent),
             rfc3339(rec.updated_ms),
         ]);
+        if let Some(note) = report::study_note(&rec) {
+            notes.push(format!("{}: {note}", rec.name));
+        }
         let mut obj = report::study_json(&rec, &trials);
         if let Some(o) = obj.as_object_mut() {
             o.insert("submitted".into(), by_tick.into());
@@ -80,6 +84,9 @@ pub async fn studies(ctx: &Backend, json: bool) -> CmdResult {
                 &rows
             )
         );
+        for n in notes {
+            println!("{n}");
+        }
     }
     Ok(0)
 }
@@ -102,7 +109,7 @@ pub async fn trials(ctx: &Backend, study: &str, json: bool, csv: bool) -> CmdRes
 
 pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     let (study, id) = parse_target(target)?;
-    let (store, _, _) = study_and_trials(ctx, &study).await?;
+    let (store, rec, _) = study_and_trials(ctx, &study).await?;
     let t = store
         .get_trial(&study, id)
         .await?
@@ -115,6 +122,9 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     }
     let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     println!("trial      {study}/{}", t.id);
+    if let Some(note) = report::study_note(&rec) {
+        println!("study      {note}");
+    }
     if let Some(d) = &t.dataset {
         println!("dataset    {d}");
     }
@@ -152,6 +162,13 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     }
     if let Some(s) = &t.status {
         println!("status     {s}");
+    }
+    if t.launch_tries > 0 {
+        println!(
+            "launch     {} of {} tries without an answer to record",
+            t.launch_tries,
+            augur_model::MAX_LAUNCH_TRIES
+        );
     }
     println!(
         "machine    {}",

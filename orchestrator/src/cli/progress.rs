@@ -196,6 +196,16 @@ impl Progress {
                 waited_ms as f64 / 1000.0,
                 wait_ms as f64 / 1000.0
             )),
+            Event::LaunchFailed {
+                trial,
+                tries,
+                error,
+                retry_in_ms,
+            } => self.say(format!(
+                "trial {trial}: launch try {tries} of {} failed, asked again in {:.1} s: {error}",
+                augur_model::MAX_LAUNCH_TRIES,
+                retry_in_ms as f64 / 1000.0
+            )),
             Event::Backend { error } => self.say(format!("backend error (retrying): {error}")),
             Event::Held { holder, until } => self.say(format!(
                 "`{}` is being driven by {holder} (lease for {:.0}s more): following it, taking over when the lease is free",

@@ -206,6 +206,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             drive: None,
+            bounds: Default::default(),
+            reason: None,
         };
         let params: Params = [("x".to_string(), Value::Float(0.25))].into();
         let mut t = Trial::new("s", 3, 3, 0, params, 0);

@@ -71,6 +71,7 @@ impl MachineProvider for InProcessProvider {
             attempt: trial.attempt,
             gone: None,
             incarnation: None,
+            billing: None,
         };
         self.running
             .lock()

@@ -413,6 +413,7 @@ fn machine_of(pid: u32, trial: u64, attempt: u32) -> Machine {
         attempt,
         gone: None,
         incarnation: None,
+        billing: None,
     }
 }
 

@@ -149,6 +149,17 @@ pub struct View<'a> {
 pub enum Action {
     /// `pending → starting` and ask the provider for a machine.
     Launch { trial: u64, attempt: u32 },
+    /// Ask again for the machine of a starting attempt whose launch's answer was
+    /// never recorded (on a cloud, whose listing may miss it), under the same
+    /// `ClientToken`: the provider answers with the machine the first ask made, if
+    /// it made one.
+    ResumeLaunch { trial: u64, attempt: u32 },
+    /// Name in the record the machine the listing shows for such an attempt.
+    Adopt {
+        trial: u64,
+        attempt: u32,
+        machine: Machine,
+    },
     /// `pending → starting` on an idle warm machine: the record names it, and its
     /// agent takes the attempt from there (no launch).
     Assign {

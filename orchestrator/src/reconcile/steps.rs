@@ -3,7 +3,7 @@
 use super::warm::{Idle, Warm};
 use super::{can_retry, pruned_in_grace, settled, Action, Loss, Machine, Mode, Scope, View};
 use augur_model::prune::Pruner;
-use augur_model::{Millis, Trial, TrialState};
+use augur_model::{Millis, Trial, TrialState, MAX_LAUNCH_TRIES};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The view indexed for the steps: machines by attempt, trials by id, datasets by
@@ -146,6 +146,9 @@ pub(super) fn judge_active<'a>(
         plan.actions.push(cancel(t, "cancelled"));
         return;
     }
+    if unrecorded_launch(v, seen, t, plan) {
+        return;
+    }
     let lost = why_lost(v, seen, t);
     let prune = match (&lost, &seen.pruner) {
         (None, Some(p)) if scoped => p.check(t.id),
@@ -179,6 +182,55 @@ pub(super) fn judge_active<'a>(
             reason,
         });
     }
+}
+
+/// A starting attempt on a cloud whose record names no machine: its launch's answer
+/// was never recorded (a tick's deadline cut it, the answer was lost, a try failed,
+/// its driver died). The machine the listing shows for it is adopted; with none, its
+/// launch is asked again (not in a drain, which launches nothing) under the same
+/// `ClientToken`, once a failed try's backoff is over; past [`MAX_LAUNCH_TRIES`]
+/// tries the attempt is lost. Whether `t` was such an attempt.
+fn unrecorded_launch<'a>(
+    v: &View<'a>,
+    seen: &Observed<'a>,
+    t: &'a Trial,
+    plan: &mut Plan<'a>,
+) -> bool {
+    if v.sees_all || t.state != TrialState::Starting || t.machine.is_some() {
+        return false;
+    }
+    if let Some(m) = seen.machine_of(t) {
+        plan.active += 1;
+        plan.actions.push(Action::Adopt {
+            trial: t.id,
+            attempt: t.attempt,
+            machine: m.clone(),
+        });
+        return true;
+    }
+    // A machine that ended, or a drain: as any starting attempt.
+    if seen.gone.contains_key(&(t.id, t.attempt)) || v.mode != Mode::Run {
+        return false;
+    }
+    if t.launch_tries >= MAX_LAUNCH_TRIES {
+        let last = t.status.as_deref().unwrap_or("no answer");
+        plan.actions.push(Action::MarkLost {
+            trial: t.id,
+            attempt: t.attempt,
+            from: t.state,
+            reason: format!("its launch was tried {} times ({last})", t.launch_tries),
+            loss: Loss::Attempt,
+        });
+        return true;
+    }
+    plan.active += 1;
+    if t.not_before_ms.is_none_or(|nb| nb <= v.now) {
+        plan.actions.push(Action::ResumeLaunch {
+            trial: t.id,
+            attempt: t.attempt,
+        });
+    }
+    true
 }
 
 /// Why an active attempt is lost.
@@ -215,10 +267,9 @@ fn machine_ended(t: &Trial, why: &str) -> Lost {
     Lost { reason, loss }
 }
 
-/// Whether `t` is an attempt given to a warm machine, not yet taken: only such a
-/// starting attempt names its machine (an agent names its own when it reports).
+/// Whether `t` is an attempt given to a warm machine, not yet taken.
 fn assigned(t: &Trial) -> bool {
-    t.state == TrialState::Starting && t.machine.is_some()
+    t.state == TrialState::Starting && t.assigned && t.machine.is_some()
 }
 
 /// Whether an active attempt is lost, and why: its machine ended, its agent never

@@ -46,6 +46,7 @@ fn m(trial: u64, attempt: u32) -> Machine {
         attempt,
         gone: None,
         incarnation: None,
+        billing: None,
     }
 }
 
@@ -317,6 +318,7 @@ fn a_second_machine_for_one_attempt_is_terminated() {
         attempt: 1,
         gone: None,
         incarnation: None,
+        billing: None,
     };
     let a = run(&s, &[trial(1, TrialState::Running)], &[m(1, 1), dup], 10);
     let terms: Vec<&Action> = a
@@ -696,11 +698,13 @@ fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
     let old_live = Machine {
         id: "i-old".into(),
         incarnation: Some(1),
+        billing: None,
         ..m(1, 1)
     };
     let old_ended = Machine {
         id: "i-older".into(),
         incarnation: Some(1),
+        billing: None,
         gone: Some("Client.InstanceInitiatedShutdown".into()),
         ..m(1, 1)
     };
@@ -725,8 +729,26 @@ fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
     let mine = Machine {
         id: "i-new".into(),
         incarnation: Some(5),
+        billing: None,
         ..m(1, 1)
     };
+    let a = decide(&view(
+        &s,
+        std::slice::from_ref(&t),
+        std::slice::from_ref(&mine),
+        &timing,
+    ));
+    assert_eq!(
+        a,
+        vec![Action::Adopt {
+            trial: 1,
+            attempt: 1,
+            machine: mine.clone()
+        }],
+        "a launch whose answer was not recorded adopts its machine"
+    );
+    // Once the record names it, nothing is left to do.
+    t.machine = Some(mine.id.clone());
     let a = decide(&view(&s, std::slice::from_ref(&t), &[mine], &timing));
     assert!(a.is_empty(), "{a:?}");
 }

@@ -308,6 +308,7 @@ mod tests {
         let mut t2 = pending(2);
         (t2.state, t2.machine, t2.launched_ms) =
             (TrialState::Starting, Some("i-1".into()), Some(1_500));
+        t2.assigned = true;
         let trials = [ended(1, 0), t2];
         assert_eq!(decide_at(&s, &trials, &[instance(1)], 20_000), vec![]);
         let a = decide_at(&s, &trials, &[instance(1)], 1_500 + 30_001);

@@ -113,6 +113,8 @@ pub fn trial_json(t: &Trial) -> Value {
     o.insert("preemptions".into(), json!(t.preemptions));
     o.insert("machine".into(), json!(t.machine));
     o.insert("machine_turn".into(), json!(t.turn));
+    // Tries of this attempt's launch that got no answer to record.
+    o.insert("launch_tries".into(), json!(t.launch_tries));
     o.insert("created".into(), time(Some(t.created_ms)));
     o.insert("launched".into(), time(t.launched_ms));
     o.insert("started".into(), time(t.started_ms));
@@ -291,11 +293,22 @@ pub fn finished_with<'a>(
 }
 
 /// A study as a JSON object.
+/// Why the study stopped (when a bound on its launches stopped it) or what it
+/// waits for (room to launch), in a sentence.
+pub fn study_note(rec: &StudyRecord) -> Option<String> {
+    match &rec.reason {
+        Some(why) => Some(format!("stopped: {why}")),
+        None if rec.state.is_over() => None,
+        None => rec.bounds.waits(now_ms()),
+    }
+}
+
 pub fn study_json(rec: &StudyRecord, trials: &[Trial]) -> Value {
     let lb = augur_model::leaderboard(&rec.spec, trials);
     json!({
         "name": rec.name,
         "state": rec.state,
+        "note": study_note(rec),
         "objective": rec.spec.objective,
         "oracle": rec.spec.oracle,
         "budget": rec.spec.trials,

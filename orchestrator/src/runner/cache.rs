@@ -103,6 +103,11 @@ impl Cache {
         self.trials.iter().filter(|t| !t.is_dataset()).collect()
     }
 
+    /// Trial `id`, as last read.
+    pub(super) fn get(&self, id: u64) -> Option<&Trial> {
+        self.index.get(&id).map(|&i| &self.trials[i])
+    }
+
     /// The ids of the running trials (whose beats a store may keep apart).
     pub(super) fn running(&self) -> Vec<u64> {
         self.trials

@@ -16,8 +16,8 @@ use crate::provider::{MachineProvider, ProviderError};
 use crate::reconcile::{settled, Mode, Scope, Timing};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
-    oracle_for, DriveSettings, Expect, Millis, Params, Study, StudyRecord, StudyState, Trial,
-    TrialState, TrialUpdate,
+    oracle_for, DriveSettings, Expect, LaunchBounds, Millis, Params, Study, StudyRecord,
+    StudyState, Trial, TrialState, TrialUpdate,
 };
 use augur_store::{now_ms, Lease, StoreError, TrialStore};
 use cache::Cache;
@@ -100,6 +100,14 @@ pub enum Event {
         what: String,
         wait_ms: Millis,
         waited_ms: Millis,
+    },
+    /// A try of a trial's launch failed (`tries` so far); it is asked again, under
+    /// the same `ClientToken`, in `retry_in_ms`.
+    LaunchFailed {
+        trial: u64,
+        tries: u32,
+        error: String,
+        retry_in_ms: Millis,
     },
     /// The backend failed; retrying.
     Backend { error: String },
@@ -319,6 +327,8 @@ impl Runner {
             created_ms: now,
             updated_ms: now,
             drive: None,
+            bounds: Default::default(),
+            reason: None,
         };
         let mut rec = self.store.create_study(&fresh).await?;
         if let Some(why) = study.conflict_with(&rec.spec) {
@@ -329,11 +339,15 @@ impl Runner {
             self.store.expire_study(&study.name, None).await?;
         }
         let drive = opts.drive.clone().or_else(|| rec.drive.clone());
-        if rec.spec != fresh.spec || rec.state != fresh.state || rec.drive != drive {
+        // A person runs it again: the bounds on its launches start afresh.
+        let afresh = !rec.bounds.is_clear() || rec.reason.is_some();
+        if rec.spec != fresh.spec || rec.state != fresh.state || rec.drive != drive || afresh {
             rec.spec = study.clone();
             rec.drive = drive;
             rec.state = StudyState::Active;
             rec.updated_ms = now;
+            rec.bounds = LaunchBounds::fresh(now);
+            rec.reason = None;
             self.store.put_study(&rec).await?;
         }
         for t in self.store.list_trials(&study.name).await? {

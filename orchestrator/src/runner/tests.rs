@@ -129,6 +129,7 @@ async fn a_study_ends_only_after_a_fresh_listing_ends_what_the_cache_missed() {
         attempt: 1,
         gone: None,
         incarnation: None,
+        billing: None,
     });
     // Everything is settled: the driver asks for a fresh listing instead of ending.
     assert_eq!(d.pass(Mode::Run).await.expect("pass"), Next::Again);
@@ -230,6 +231,8 @@ struct SlowCloud {
     launch_takes: Duration,
     in_flight: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
+    /// (trial, attempt) of each launch asked.
+    asked: Mutex<Vec<(u64, u32)>>,
 }
 
 impl SlowCloud {
@@ -245,6 +248,9 @@ impl SlowCloud {
 impl MachineProvider for SlowCloud {
     async fn launch(&self, _study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
         use std::sync::atomic::Ordering::SeqCst;
+        if let Ok(mut a) = self.asked.lock() {
+            a.push((trial.id, trial.attempt));
+        }
         let now = self.in_flight.fetch_add(1, SeqCst) + 1;
         self.most.fetch_max(now, SeqCst);
         tokio::time::sleep(self.launch_takes).await;
@@ -265,10 +271,10 @@ impl MachineProvider for SlowCloud {
     }
 }
 
-/// A tick returns at its deadline even when a launch has not answered: the
-/// attempt goes back to pending unchanged (the next tick asks again, under the same
-/// ClientToken), instead of the invocation being killed mid-call and the trial
-/// waiting out the boot timeout in `starting`.
+/// A tick returns at its deadline even when a launch has not answered, instead of
+/// the invocation being killed mid-call. The attempt stays `starting` with no
+/// machine named (a try counted and said), and the next tick asks again for the
+/// same attempt (the same ClientToken, on EC2), then names the machine in the record.
 #[tokio::test]
 async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tick() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -281,7 +287,7 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
             ttl: Duration::from_secs(1),
         })
     };
-    let mut r = Runner::new(store.clone(), slow);
+    let mut r = Runner::new(store.clone(), slow.clone());
     r.clock = Arc::new(|| NOW);
     r.lease = lease();
     let s = study();
@@ -302,20 +308,26 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
     let trials = store.list_trials("s").await.expect("trials");
     let first = trials.first().expect("a trial was proposed");
     assert_eq!(
-        (first.state, first.attempt, first.launched_ms),
-        (TrialState::Pending, 1, None),
+        (
+            first.state,
+            first.attempt,
+            &first.machine,
+            first.launch_tries
+        ),
+        (TrialState::Starting, 1, &None, 1),
         "{first:?}"
     );
     assert!(
         first
             .status
             .as_deref()
-            .is_some_and(|s| s.contains("cut short")),
+            .is_some_and(|s| s.contains("no answer before the tick's deadline")),
         "{first:?}"
     );
-    // The next tick, with time enough, launches the same attempt.
+    // The next tick, with time enough, asks again for the same attempt and records
+    // its machine.
     let fast = Arc::new(SlowCloud::taking(Duration::from_millis(1)));
-    let mut r = Runner::new(store.clone(), fast);
+    let mut r = Runner::new(store.clone(), fast.clone());
     r.clock = Arc::new(|| NOW);
     r.lease = lease();
     r.tick(&s, Instant::now() + Duration::from_secs(5))
@@ -326,7 +338,19 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
         .await
         .expect("read")
         .expect("trial");
-    assert_eq!((t.state, t.attempt), (TrialState::Starting, 1), "{t:?}");
+    assert_eq!(
+        (t.state, t.attempt, t.machine.as_deref()),
+        (
+            TrialState::Starting,
+            1,
+            Some(format!("i-{}", t.id).as_str())
+        ),
+        "{t:?}"
+    );
+    assert_eq!(t.status, None, "the try's note goes with its answer: {t:?}");
+    let asked = |c: &SlowCloud| c.asked.lock().expect("lock").clone();
+    assert!(asked(&slow).contains(&(first.id, 1)));
+    assert!(asked(&fast).contains(&(first.id, 1)), "{:?}", asked(&fast));
 }
 
 /// The launches of a pass are asked side by side, a few at a time (a tick has a
@@ -361,9 +385,11 @@ async fn a_passs_launches_run_at_once_a_few_at_a_time() {
         .count();
     assert_eq!(starting, 20, "{trials:?}");
     // Each was created starting (Action::Propose { launch }): one write a trial, not
-    // a creation and then a launch (the store's change mark counts trial writes).
+    // a creation and then a launch, and one to record its launch's answer (a cloud's
+    // listing may miss a machine); the store's change mark counts trial writes.
     let (_, writes) = store.changed_trials("s", 0).await.expect("changes");
-    assert_eq!(writes, 20);
+    assert_eq!(writes, 40);
+    assert!(trials.iter().all(|t| t.machine.is_some()), "{trials:?}");
     let most = cloud.most.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(most, driver::LAUNCHES_AT_ONCE, "launches in flight at once");
 }

@@ -29,6 +29,8 @@ pub fn record(name: &str) -> StudyRecord {
         created_ms: 1,
         updated_ms: 1,
         drive: None,
+        bounds: Default::default(),
+        reason: None,
     }
 }
 
@@ -40,6 +42,7 @@ pub async fn run_all(store: Arc<dyn TrialStore>, prefix: &str) {
     changes(store.as_ref(), &format!("{prefix}-changes")).await;
     heartbeats(store.as_ref(), &format!("{prefix}-beats")).await;
     racing_launches(store.clone(), &format!("{prefix}-race")).await;
+    racing_study_changes(store.clone(), &format!("{prefix}-bounds")).await;
     listing_many(store.as_ref(), &format!("{prefix}-many")).await;
     deletion(store.as_ref(), &format!("{prefix}-delete")).await;
     leases(store.as_ref(), &format!("{prefix}-lease")).await;
@@ -247,6 +250,61 @@ pub async fn studies(s: &dyn TrialStore, name: &str) {
             &[StudyState::Active],
             StudyState::Done,
             1
+        )
+        .await,
+        Err(StoreError::NoStudy(_))
+    ));
+}
+
+/// A study's record changed by 8 writers at once (`update_study`, as drivers record
+/// the bounds on a study's launches): every change lands, none overwrites another
+/// (each is idempotent: a store may apply one again after a lost answer); a change
+/// that changes nothing writes nothing; each field reads back.
+pub async fn racing_study_changes(s: Arc<dyn TrialStore>, name: &str) {
+    s.create_study(&record(name)).await.expect("create");
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            let name = name.to_string();
+            tokio::spawn(async move {
+                let change = move |rec: &mut StudyRecord| {
+                    rec.bounds.failed_boot(i, 1, "gone");
+                    true
+                };
+                s.update_study(&name, Box::new(change)).await
+            })
+        })
+        .collect();
+    for w in writers {
+        assert!(w.await.expect("join").expect("update"));
+    }
+    let got = s.get_study(name).await.expect("get").expect("study");
+    assert_eq!(got.bounds.failed_boots.len(), 8, "{:?}", got.bounds);
+    assert!(!s
+        .update_study(name, Box::new(|_: &mut StudyRecord| false))
+        .await
+        .expect("no change"));
+    let stop = |rec: &mut StudyRecord| {
+        rec.state = StudyState::Stopped;
+        rec.reason = Some("its first 3 machines ended before their agent reported".into());
+        rec.bounds.no_room(10, "no capacity", |_| 5);
+        true
+    };
+    assert!(s.update_study(name, Box::new(stop)).await.expect("stop"));
+    let got = s.get_study(name).await.expect("get").expect("study");
+    assert_eq!(
+        s.study_state(name).await.expect("state"),
+        Some(StudyState::Stopped)
+    );
+    assert!(got.reason.is_some_and(|r| r.contains("first 3 machines")));
+    assert_eq!(
+        (got.bounds.no_room_since_ms, got.bounds.no_room_until_ms),
+        (Some(10), 15)
+    );
+    assert!(matches!(
+        s.update_study(
+            &format!("{name}-absent"),
+            Box::new(|_: &mut StudyRecord| true)
         )
         .await,
         Err(StoreError::NoStudy(_))

@@ -145,6 +145,7 @@ impl SimCloud {
                         _ => None,
                     },
                     incarnation: None,
+                    billing: None,
                 };
                 (i.study.clone(), machine)
             })

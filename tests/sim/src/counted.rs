@@ -271,17 +271,15 @@ impl TrialStore for Counted {
         self.units.read(1.0);
         self.inner.study_state(name).await
     }
-    async fn set_study_state(
+    async fn update_study(
         &self,
         name: &str,
-        from: &[StudyState],
-        to: StudyState,
-        now: Millis,
+        change: augur_store::StudyChange,
     ) -> augur_store::Result<bool> {
-        self.calls.count("set_study_state");
+        self.calls.count("update_study");
         self.units.read(1.0);
         self.units.write(2.0);
-        self.inner.set_study_state(name, from, to, now).await
+        self.inner.update_study(name, change).await
     }
     async fn delete_study(&self, name: &str) -> augur_store::Result<bool> {
         self.calls.count("delete_study");

@@ -41,6 +41,8 @@ fn record(name: &str) -> Result<StudyRecord, String> {
         created_ms: 1,
         updated_ms: 1,
         drive: None,
+        bounds: Default::default(),
+        reason: None,
     })
 }
 

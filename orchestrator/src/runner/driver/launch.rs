@@ -1,12 +1,15 @@
-//! Launching an attempt: `pending → starting`, the provider's launch, its billing,
-//! and what a launch that finds no room or outlasts a tick's deadline leaves.
+//! Launching an attempt, by the launch protocol (DESIGN, "The launch protocol"):
+//! the record says `starting` before the provider is asked; a cloud's answer (the
+//! machine, how it is billed) is written as soon as it comes, before anything slow;
+//! an attempt whose answer was never recorded is asked again under the same
+//! `ClientToken` (the provider answers with the machine the first ask made);
+//! a launch that finds no room goes back to `pending`.
 
-use super::machines::Weather;
 use super::{After, At, Driver};
 use crate::provider::ProviderError;
 use crate::runner::{Counters, Event, RunError};
 use augur_model::cost::Billing;
-use augur_model::{Expect, Millis, TrialState, TrialUpdate};
+use augur_model::{Expect, Machine, Millis, Trial, TrialState, TrialUpdate, MAX_LAUNCH_TRIES};
 use augur_store::{Launched, Written};
 use futures_util::StreamExt;
 
@@ -14,15 +17,19 @@ use futures_util::StreamExt;
 pub(crate) const LAUNCHES_AT_ONCE: usize = 8;
 
 /// A launch to ask: of a pending trial's attempt (written `pending → starting`
-/// first), or of a trial just created starting ([`crate::reconcile::Action::Propose`]).
+/// first), of a trial just created starting ([`crate::reconcile::Action::Propose`]),
+/// or again of a starting attempt whose answer was never recorded
+/// ([`crate::reconcile::Action::ResumeLaunch`]).
 pub(super) enum Launch {
     Pending(u64, u32),
-    Created(Box<augur_model::Trial>),
+    Starting(Box<Trial>),
 }
 
 /// A launch asked of the provider, and its answer.
 pub(super) struct Asked {
     at: At,
+    /// The attempt's tries before this one ([`Trial::launch_tries`]).
+    tries: u32,
     answer: Result<Launched, ProviderError>,
 }
 
@@ -40,16 +47,18 @@ impl Driver<'_> {
             .map(|l| async move {
                 match l {
                     Launch::Pending(trial, attempt) => this.ask(trial, attempt, now).await,
-                    Launch::Created(t) => this.ask_provider(*t).await,
+                    Launch::Starting(t) => this.ask_provider(*t).await,
                 }
             })
             .buffer_unordered(LAUNCHES_AT_ONCE)
             .collect()
             .await;
         let (mut after, mut failed) = (After::Nothing, None);
+        // Every answer is recorded before any price is asked.
+        let mut guesses = Vec::new();
         for a in asked {
             let settled = match a {
-                Ok(Some(asked)) => self.settle(asked, now).await,
+                Ok(Some(asked)) => self.settle(asked, now, &mut guesses).await,
                 Ok(None) => Ok(After::Nothing),
                 Err(e) => Err(e),
             };
@@ -61,18 +70,24 @@ impl Driver<'_> {
                 }
             }
         }
+        for (at, guess) in guesses {
+            if let Err(e) = self.reprice(at, guess).await {
+                failed.get_or_insert(e);
+            }
+        }
         failed.map_or(Ok(after), Err)
     }
 
     /// `pending → starting`, then asks the provider for a machine; `None` if the
-    /// trial moved on meanwhile. A launch unanswered at the tick's deadline is cut
-    /// short (see [`cut_short`](Self::cut_short)).
+    /// trial moved on meanwhile.
     async fn ask(&self, trial: u64, attempt: u32, now: Millis) -> Result<Option<Asked>, RunError> {
         let runner = self.runner;
         let up = TrialUpdate {
             state: Some(TrialState::Starting),
             launched_ms: Some(Some(now)),
             machine: Some(None),
+            assigned: Some(false),
+            launch_tries: Some(0),
             ..Default::default()
         };
         let expect = Expect::state(TrialState::Pending, attempt);
@@ -86,8 +101,9 @@ impl Driver<'_> {
         self.ask_provider(t).await
     }
 
-    /// Asks the provider for a machine for `t`, starting.
-    async fn ask_provider(&self, t: augur_model::Trial) -> Result<Option<Asked>, RunError> {
+    /// Asks the provider for a machine for `t`, starting. A launch unanswered at the
+    /// tick's deadline is cut short (see [`cut_short`](Self::cut_short)).
+    async fn ask_provider(&self, t: Trial) -> Result<Option<Asked>, RunError> {
         let runner = self.runner;
         Counters::bump(&runner.counters.launched);
         let at = At {
@@ -95,29 +111,39 @@ impl Driver<'_> {
             attempt: t.attempt,
             from: TrialState::Starting,
         };
+        let tries = t.launch_tries;
         let asked = runner.provider.launch(self.study, &t);
         let answer = match self.deadline {
             Some(d) => match tokio::time::timeout_at(d.into(), asked).await {
                 Ok(answer) => answer,
                 Err(_) => {
-                    self.cut_short(at).await?;
+                    self.cut_short(at, tries).await?;
                     return Ok(None);
                 }
             },
             None => asked.await,
         };
-        Ok(Some(Asked { at, answer }))
+        Ok(Some(Asked { at, tries, answer }))
     }
 
-    /// What a launch's answer leaves: its billing; a study waiting for room; or the
-    /// attempt lost (retried as `decide` rules), an unavailable provider an error.
-    async fn settle(&mut self, asked: Asked, now: Millis) -> Result<After, RunError> {
-        let Asked { at, answer } = asked;
+    /// What a launch's answer leaves: the machine recorded (on a cloud) and how it
+    /// is billed, a first-guess price kept in `guesses` to ask later; a study waiting
+    /// for room; a try to repeat; or the attempt lost. An unavailable provider is an
+    /// error, once the try is recorded.
+    async fn settle(
+        &mut self,
+        asked: Asked,
+        now: Millis,
+        guesses: &mut Vec<(At, Billing)>,
+    ) -> Result<After, RunError> {
+        let Asked { at, tries, answer } = asked;
         let e = match answer {
             Ok(launched) => {
-                self.weather = Weather::default();
-                if let Some(b) = launched.billing {
-                    self.bill(at, b).await?;
+                if self.bounds.room() {
+                    self.save_bounds().await?;
+                }
+                if let Some(guess) = self.record(at, launched).await? {
+                    guesses.push((at, guess));
                 }
                 return Ok(After::Nothing);
             }
@@ -126,16 +152,106 @@ impl Driver<'_> {
         if let ProviderError::Capacity(what) = e {
             return self.no_room(at, what, now).await;
         }
-        let reason = e.to_string();
-        self.end(at, TrialState::Lost, reason.clone()).await?;
-        self.runner.emit(Event::Lost {
-            trial: at.trial,
-            reason,
-        });
+        self.launch_failed(at, tries + 1, &e, now).await?;
         if let ProviderError::Unavailable(_) = e {
             return Err(e.into());
         }
         Ok(After::Again)
+    }
+
+    /// Writes a launch's answer. Where the provider's listing may miss a machine (a
+    /// cloud), the record names it at once, with how it is billed as far as is known
+    /// without waiting, in one write. A local machine is listed exactly, and its
+    /// agent names itself. A first-guess billing is returned, its price to be asked
+    /// ([`reprice`](Self::reprice)).
+    async fn record(&self, at: At, launched: Launched) -> Result<Option<Billing>, RunError> {
+        let provider = &self.runner.provider;
+        if provider.sees_all() {
+            if let Some(b) = launched.billing {
+                self.bill(at, b).await?;
+            }
+            return Ok(None);
+        }
+        let up = TrialUpdate {
+            machine: Some(Some(launched.id.clone())),
+            launched_ms: Some(Some((self.runner.clock)())),
+            billing: launched.billing.clone().map(Some),
+            not_before_ms: Some(None),
+            status: Some(None),
+            ..Default::default()
+        };
+        let named = self.write(at, &up).await?.is_some();
+        if let (false, Some(b)) = (named, &launched.billing) {
+            // Its agent took the attempt first (and named the machine itself).
+            self.bill(at, b.clone()).await?;
+        }
+        Ok(launched.billing.filter(|_| !launched.priced))
+    }
+
+    /// Asks the source of a first-guess price for the real one, within the tick's
+    /// deadline, and records it if it differs (the first guess stands otherwise).
+    async fn reprice(&self, at: At, guess: Billing) -> Result<(), RunError> {
+        let asked = self.runner.provider.price(&guess);
+        let better = match self.deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), asked)
+                .await
+                .ok()
+                .flatten(),
+            None => asked.await,
+        };
+        match better {
+            Some(b) if b != guess => self.bill(at, b).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// A try of the attempt's launch failed (`tries` so far, this one included): it
+    /// is asked again after a backoff, under the same `ClientToken`, and said where
+    /// the trial is looked at; a launch the provider refused for good, or one tried
+    /// [`MAX_LAUNCH_TRIES`] times, loses the attempt.
+    async fn launch_failed(
+        &self,
+        at: At,
+        tries: u32,
+        e: &ProviderError,
+        now: Millis,
+    ) -> Result<(), RunError> {
+        let runner = self.runner;
+        let permanent = matches!(e, ProviderError::Launch(_));
+        if permanent || tries >= MAX_LAUNCH_TRIES {
+            let reason = match permanent {
+                true => e.to_string(),
+                false => format!("its launch failed {tries} times (the last: {e})"),
+            };
+            self.end(at, TrialState::Lost, reason.clone()).await?;
+            runner.emit(Event::Lost {
+                trial: at.trial,
+                reason,
+            });
+            return Ok(());
+        }
+        let timing = &runner.timing;
+        let key = at.trial.rotate_left(16) ^ at.attempt as u64;
+        let wait = timing
+            .backoff_ms(self.study.seed, key, tries)
+            .max(timing.backoff_base_ms);
+        let up = TrialUpdate {
+            launch_tries: Some(tries),
+            not_before_ms: Some(Some(now + wait)),
+            status: Some(Some(format!(
+                "launch try {tries} of {MAX_LAUNCH_TRIES} failed: {e}; asked again in {:.1} s under the same ClientToken",
+                wait as f64 / 1000.0
+            ))),
+            ..Default::default()
+        };
+        self.write(at, &up).await?;
+        runner.emit(Event::LaunchFailed {
+            trial: at.trial,
+            tries,
+            error: e.to_string(),
+            retry_in_ms: wait,
+        });
+        Ok(())
     }
 
     /// `pending → starting` on an idle warm machine ([`crate::reconcile::Action::Assign`]):
@@ -152,6 +268,7 @@ impl Driver<'_> {
             state: Some(TrialState::Starting),
             launched_ms: Some(Some(now)),
             machine: Some(Some(machine)),
+            assigned: Some(true),
             billing: Some(billing),
             ..Default::default()
         };
@@ -167,18 +284,39 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// A launch still unanswered at the tick's deadline is given up before the
-    /// invocation ends mid-call (a Lambda past its timeout is killed): the attempt
-    /// goes back to pending, and the next tick asks again under the same
-    /// ClientToken, which EC2 answers with the instance this launch made if it made
-    /// one. Not a lost attempt, not a wait for the boot timeout.
-    async fn cut_short(&self, at: At) -> Result<(), RunError> {
+    /// Names in the record the machine the listing shows for a starting attempt
+    /// whose launch's answer was never recorded (its ask cut short, its answer lost,
+    /// its driver gone), with how it is billed; the price is asked afterwards.
+    pub(super) async fn adopt(&self, at: At, machine: Machine) -> Result<(), RunError> {
+        tracing::info!(study = %self.study.name, trial = at.trial, machine = %machine.id, "adopting the machine launched for the attempt");
         let up = TrialUpdate {
-            state: Some(TrialState::Pending),
-            launched_ms: Some(None),
-            status: Some(Some(
-                "the launch was cut short by the tick's deadline; the next tick asks again".into(),
-            )),
+            machine: Some(Some(machine.id.clone())),
+            billing: machine.billing.clone().map(Some),
+            not_before_ms: Some(None),
+            status: Some(None),
+            ..Default::default()
+        };
+        let named = self.write(at, &up).await?.is_some();
+        if let (true, Some(b)) = (named, machine.billing) {
+            self.reprice(at, b).await?;
+        }
+        Ok(())
+    }
+
+    /// A launch still unanswered at the tick's deadline is given up before the
+    /// invocation ends mid-call (a Lambda past its timeout is killed). The attempt
+    /// stays `starting` with no machine named: whoever drives the study next asks
+    /// again under the same `ClientToken`, which EC2 answers with the instance this
+    /// ask made, if it made one. No new attempt, so never a token whose instance may
+    /// have ended since; the agent of such an instance finds its attempt current.
+    /// It counts as a try.
+    async fn cut_short(&self, at: At, tries: u32) -> Result<(), RunError> {
+        let tries = tries + 1;
+        let up = TrialUpdate {
+            launch_tries: Some(tries),
+            status: Some(Some(format!(
+                "launch try {tries} of {MAX_LAUNCH_TRIES} had no answer before the tick's deadline; the next pass asks again under the same ClientToken"
+            ))),
             ..Default::default()
         };
         self.write(at, &up).await?;
@@ -201,28 +339,26 @@ impl Driver<'_> {
     }
 
     /// A launch found no room: the attempt goes back to pending unchanged (nothing
-    /// was made), and the study waits; past `capacity_timeout` the drive stops.
+    /// was made), and the study waits (the drought is recorded with it); past
+    /// `capacity_timeout` the study stops.
     async fn no_room(&mut self, at: At, what: String, now: Millis) -> Result<After, RunError> {
         let timing = &self.runner.timing;
-        let w = &mut self.weather;
-        let since = *w.since.get_or_insert(now);
+        let seed = self.study.seed;
+        let backoff = |failures| {
+            timing
+                .backoff_ms(seed, u64::MAX, failures)
+                .max(timing.backoff_base_ms)
+        };
         // Launches of one batch that find no room count as one failure.
-        if w.until <= now {
-            w.failures += 1;
-            let wait = timing
-                .backoff_ms(self.study.seed, u64::MAX, w.failures)
-                .max(timing.backoff_base_ms);
-            w.until = now + wait;
-        }
-        let wait = w.until - now;
-        let waited = now - since;
+        let waited = self.bounds.no_room(now, &what, backoff);
+        let until = self.bounds.no_room_until_ms;
         // Shown with the trial wherever it is looked at (`augur trials`, the status
         // page), whoever drives the study; its agent's first write clears it.
         let up = TrialUpdate {
             state: Some(TrialState::Pending),
             // Nothing was launched: no machine time to count.
             launched_ms: Some(None),
-            not_before_ms: Some(Some(w.until)),
+            not_before_ms: Some(Some(until)),
             status: Some(Some(format!(
                 "waiting for capacity ({} s so far): {what}",
                 waited / 1000
@@ -230,16 +366,18 @@ impl Driver<'_> {
             ..Default::default()
         };
         self.write(at, &up).await?;
+        self.save_bounds().await?;
         if waited > timing.capacity_timeout_ms {
-            return Err(RunError::Machines(format!(
-                "study `{}` stopped: no room to launch for {} s ({what}). Add instance types ([aws] fallback_instance_types) or subnets in other zones ([aws] subnets), raise the quota, or try later; `augur run` again resumes the study.",
-                self.study.name,
-                waited / 1000
-            )));
+            return Err(self
+                .stop_for(format!(
+                    "no room to launch for {} s ({what}). Add instance types ([aws] fallback_instance_types) or subnets in other zones ([aws] subnets), raise the quota, or try later.",
+                    waited / 1000
+                ))
+                .await);
         }
         self.runner.emit(Event::NoRoom {
             what,
-            wait_ms: wait,
+            wait_ms: until - now,
             waited_ms: waited,
         });
         Ok(After::Nothing)

@@ -12,18 +12,18 @@ mod launch;
 use launch::Launch;
 #[cfg(test)]
 pub(crate) use launch::LAUNCHES_AT_ONCE;
+mod bounds;
 mod lease;
-mod machines;
 
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
 use crate::reconcile::{decide, Action, Loss, Mode, Scope, View};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
-    oracle_for, Expect, Millis, Oracle, Study, StudyState, Trial, TrialState, TrialUpdate,
+    oracle_for, Expect, LaunchBounds, Millis, Oracle, Study, StudyState, Trial, TrialState,
+    TrialUpdate,
 };
 use lease::LeaseState;
-use machines::{Boots, Weather};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -45,8 +45,11 @@ pub struct Driver<'a> {
     deadline: Option<Instant>,
     /// The last pass asked for a fresh listing of the machines ([`Action::Relist`]).
     fresh_listing: bool,
-    boots: Boots,
-    weather: Weather,
+    /// What the study's launches have shown (as recorded with the study).
+    bounds: LaunchBounds,
+    /// The bounds as last read or written.
+    saved_bounds: LaunchBounds,
+    bounds_read: bool,
 }
 
 /// What applying one action leaves to do.
@@ -90,11 +93,9 @@ impl<'a> Driver<'a> {
             lease: LeaseState::default(),
             deadline: None,
             fresh_listing: false,
-            boots: Boots {
-                since: (runner.clock)(),
-                ..Boots::default()
-            },
-            weather: Weather::default(),
+            bounds: LaunchBounds::default(),
+            saved_bounds: LaunchBounds::default(),
+            bounds_read: false,
         }
     }
 
@@ -219,8 +220,7 @@ impl<'a> Driver<'a> {
             Acted::Again { .. } => true,
             Acted::Quiet => false,
         };
-        let hint = self.runner.provider.boot_hint();
-        self.boots.check(&self.study.name, hint)?;
+        self.check_bounds().await?;
         Ok(self.next_step(mode, again, now))
     }
 
@@ -256,13 +256,13 @@ impl<'a> Driver<'a> {
                 });
             }
             // Launches side by side run at once.
-            if let Action::Launch { trial, attempt } = a {
-                let mut batch = vec![Launch::Pending(trial, attempt)];
-                while let Some(&Action::Launch { trial, attempt }) = actions.peek() {
-                    batch.push(Launch::Pending(trial, attempt));
+            if let Some(first) = self.launch_of(&a) {
+                let mut batch = vec![first];
+                while let Some(next) = actions.peek().and_then(|a| self.launch_of(a)) {
+                    batch.push(next);
                     actions.next();
                 }
-                if now >= self.weather.until {
+                if !self.bounds.holds_launches(now) {
                     again |= matches!(self.launch_all(batch, now).await?, After::Again);
                 }
                 continue;
@@ -277,6 +277,19 @@ impl<'a> Driver<'a> {
             false => Acted::Quiet,
             true => Acted::Again { only_proposed },
         })
+    }
+
+    /// The launch `a` asks for, if it is one: of a pending attempt, or again of a
+    /// starting one whose answer was never recorded (the trial as cached).
+    fn launch_of(&self, a: &Action) -> Option<Launch> {
+        match *a {
+            Action::Launch { trial, attempt } => Some(Launch::Pending(trial, attempt)),
+            Action::ResumeLaunch { trial, attempt } => {
+                let t = self.cache.get(trial).filter(|t| t.attempt == attempt)?;
+                Some(Launch::Starting(Box::new(t.clone())))
+            }
+            _ => None,
+        }
     }
 
     /// Reads the study's state, its machines and the trials that changed into the
@@ -294,9 +307,11 @@ impl<'a> Driver<'a> {
         let machines = runner.provider.list(name).await?;
         let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
         self.cache.mark = mark;
+        self.read_bounds().await?;
+        let mut reported = false;
         for mut t in changed {
-            if t.started_ms.is_some_and(|s| s >= self.boots.since) {
-                self.boots.reported = true;
+            if let Some(started) = t.started_ms {
+                reported |= self.bounds.saw_report(started);
             }
             let copy = runner.events.as_ref().map(|_| t.clone());
             super::cache::slim(&mut t, self.study);
@@ -319,6 +334,9 @@ impl<'a> Driver<'a> {
                     from,
                 });
             }
+        }
+        if reported {
+            self.save_bounds().await?;
         }
         self.read_beats().await?;
         Ok((state, machines))
@@ -353,7 +371,7 @@ impl<'a> Driver<'a> {
             }
             Action::Propose { count, launch } => {
                 // No room anywhere: they wait with the study, as launches do.
-                let launch = launch && now >= self.weather.until;
+                let launch = launch && !self.bounds.holds_launches(now);
                 let created = self.propose(count, launch.then_some(now)).await?;
                 let (starting, pending): (Vec<Trial>, Vec<Trial>) = created
                     .into_iter()
@@ -363,7 +381,7 @@ impl<'a> Driver<'a> {
                 }
                 let batch = starting
                     .into_iter()
-                    .map(|t| Launch::Created(Box::new(t)))
+                    .map(|t| Launch::Starting(Box::new(t)))
                     .collect();
                 let after = self.launch_all(batch, now).await?;
                 // Those that wait for datasets, or the oracle's end, are decided on.
@@ -372,12 +390,16 @@ impl<'a> Driver<'a> {
                     false => After::Again,
                 });
             }
-            // No room anywhere: the launch waits with the study.
-            Action::Launch { .. } if now < self.weather.until => return Ok(After::Nothing),
-            Action::Launch { trial, attempt } => {
-                return self
-                    .launch_all(vec![Launch::Pending(trial, attempt)], now)
-                    .await
+            // Batched in `decide_and_apply`.
+            Action::Launch { .. } | Action::ResumeLaunch { .. } => return Ok(After::Nothing),
+            Action::Adopt {
+                trial,
+                attempt,
+                machine,
+            } => {
+                self.adopt(at(trial, attempt, TrialState::Starting), machine)
+                    .await?;
+                return Ok(After::Nothing);
             }
             Action::Assign {
                 trial,
@@ -458,18 +480,20 @@ impl<'a> Driver<'a> {
             ..self.ending(TrialState::Lost, Some(reason.clone()))
         };
         let done = self.write(at, &up).await?.is_some();
+        self.runner.emit(Event::Lost {
+            trial: at.trial,
+            reason: reason.clone(),
+        });
         match loss {
             Loss::Preempted if done => Counters::bump(&self.runner.counters.preempted),
+            // Counted with the study; past the bound, no further launch.
             Loss::BootFailed if done => {
-                self.boots.failed += 1;
-                self.boots.last = format!("trial {}: {reason}", at.trial);
+                self.bounds.failed_boot(at.trial, at.attempt, &reason);
+                self.save_bounds().await?;
+                self.check_bounds().await?;
             }
             _ => {}
         }
-        self.runner.emit(Event::Lost {
-            trial: at.trial,
-            reason,
-        });
         Ok(())
     }
 
@@ -593,9 +617,13 @@ impl<'a> Driver<'a> {
             return Next::Again;
         }
         let runner = self.runner;
+        // Pending trials wait for their backoff, and so do launches to ask again.
         let next = trials
             .iter()
-            .filter(|t| t.state == TrialState::Pending)
+            .filter(|t| {
+                t.state == TrialState::Pending
+                    || (t.state == TrialState::Starting && t.machine.is_none())
+            })
             .filter_map(|t| t.not_before_ms)
             .filter(|nb| *nb > now)
             .min();

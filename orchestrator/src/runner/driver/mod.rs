@@ -14,6 +14,8 @@ use launch::Launch;
 pub(crate) use launch::LAUNCHES_AT_ONCE;
 mod bounds;
 mod lease;
+mod observe;
+mod propose;
 
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
@@ -24,7 +26,6 @@ use augur_model::{
     TrialUpdate,
 };
 use lease::LeaseState;
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -292,70 +293,6 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Reads the study's state, its machines and the trials that changed into the
-    /// cache; counts and reports the trials' changes.
-    async fn observe(&mut self) -> Result<(StudyState, Vec<crate::Machine>), RunError> {
-        let runner = self.runner;
-        let name = &self.study.name;
-        let state = runner
-            .store
-            .study_state(name)
-            .await?
-            .ok_or_else(|| RunError::BadInput(format!("study `{name}` was deleted")))?;
-        // Machines first, then trials: an agent writes its final state before it
-        // exits, so a trial still running whose machine was already gone is lost.
-        let machines = runner.provider.list(name).await?;
-        let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
-        self.cache.mark = mark;
-        self.read_bounds().await?;
-        let mut reported = false;
-        for mut t in changed {
-            if let Some(started) = t.started_ms {
-                reported |= self.bounds.saw_report(started);
-            }
-            let copy = runner.events.as_ref().map(|_| t.clone());
-            super::cache::slim(&mut t, self.study);
-            let (state, from) = (t.state, self.cache.upsert(t));
-            if from == Some(state) {
-                continue;
-            }
-            let c = &runner.counters;
-            match state {
-                TrialState::Succeeded => Counters::bump(&c.succeeded),
-                TrialState::Failed => Counters::bump(&c.failed),
-                TrialState::Lost => Counters::bump(&c.lost),
-                TrialState::Cancelled => Counters::bump(&c.cancelled),
-                TrialState::Pruned => Counters::bump(&c.pruned),
-                _ => {}
-            }
-            if let Some(t) = copy {
-                runner.emit(Event::Trial {
-                    trial: Box::new(t),
-                    from,
-                });
-            }
-        }
-        if reported {
-            self.save_bounds().await?;
-        }
-        self.read_beats().await?;
-        Ok((state, machines))
-    }
-
-    /// Reads the beats of the running trials, at most once a heartbeat (stores that
-    /// keep them apart from the records; see [`TrialStore::beats`]).
-    async fn read_beats(&mut self) -> Result<(), RunError> {
-        let now = (self.runner.clock)();
-        if now - self.cache.beats_read_ms < self.runner.timing.heartbeat_ms {
-            return Ok(());
-        }
-        let running = self.cache.running();
-        let beats = self.runner.store.beats(&self.study.name, &running).await?;
-        self.cache.absorb(beats);
-        self.cache.beats_read_ms = now;
-        Ok(())
-    }
-
     /// Applies one action of [`decide`].
     async fn apply(&mut self, action: Action, mode: Mode, now: Millis) -> Result<After, RunError> {
         let at = |trial, attempt, from| At {
@@ -540,69 +477,6 @@ impl<'a> Driver<'a> {
         } else {
             Finished::Interrupted
         }))
-    }
-
-    /// Creates up to `count` trials of the budget (the oracle may run out first);
-    /// with `launched`, those that need no dataset are created starting, launched
-    /// then. The trials this call created.
-    async fn propose(
-        &mut self,
-        count: u64,
-        launched: Option<Millis>,
-    ) -> Result<Vec<Trial>, RunError> {
-        let mut created = Vec::new();
-        for _ in 0..count {
-            match self.propose_one(launched).await? {
-                None => {
-                    self.exhausted = true;
-                    break;
-                }
-                Some((t, true)) => created.push(t),
-                Some(_) => {}
-            }
-        }
-        Ok(created)
-    }
-
-    /// Creates the next trial of the budget: the next replicate of the last point, or
-    /// the oracle's next point (see [`Runner::create`] for `launched`); and whether
-    /// this call created it. `None` when the oracle has no more points.
-    async fn propose_one(
-        &mut self,
-        launched: Option<Millis>,
-    ) -> Result<Option<(Trial, bool)>, RunError> {
-        let study = self.study;
-        let trials = || self.cache.trials.iter().filter(|t| !t.is_dataset());
-        let last = trials().map(|t| t.point).max();
-        let (point, replicate, params) = match last {
-            Some(p) => {
-                let reps: BTreeSet<u32> = trials()
-                    .filter(|t| t.point == p)
-                    .map(|t| t.replicate)
-                    .collect();
-                match (0..study.replicates).find(|r| !reps.contains(r)) {
-                    Some(r) => {
-                        let params = trials().find(|t| t.point == p).map(|t| t.params.clone());
-                        (p, r, params)
-                    }
-                    None => (p + 1, 0, None),
-                }
-            }
-            None => (0, 0, None),
-        };
-        let params = match params {
-            Some(p) => p,
-            None => match self.oracle.propose(point, &self.cache.history()) {
-                Some(p) => p,
-                None => return Ok(None),
-            },
-        };
-        let (t, created) = self
-            .runner
-            .create(study, point, replicate, params, launched)
-            .await?;
-        self.cache.upsert(t.clone());
-        Ok(Some((t, created)))
     }
 
     /// What the pass leaves to do: finish a drain with nothing running, pass again

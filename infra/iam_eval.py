@@ -14,6 +14,10 @@ Usage: python iam_eval.py TEMPLATE ROLE REQUESTS.json
   REQUESTS.json: [{"action": "dynamodb:PutItem", "resource": "arn:...",
                    "context": {"dynamodb:LeadingKeys": ["trials#s"]}}, ...]
   Prints each request denied and exits 1 if any is.
+       python iam_eval.py --policies TEMPLATE TABLE BUCKET
+  Prints each role's statements (and the CLI's managed policy's), resolved for a
+  deployment whose table and bucket are TABLE and BUCKET, as JSON: what the test
+  stand-in enforces on every request.
 """
 import fnmatch
 import json
@@ -177,5 +181,20 @@ def main(template_path, role, requests_path):
     return 1 if denied else 0
 
 
+def policies(template_path, table, bucket):
+    """Every role's (and managed policy's) statements, for a deployment's names."""
+    global TABLE, BUCKET
+    TABLE, BUCKET = table, bucket
+    template, matches_ = decode(template_path)
+    assert template is not None, matches_
+    kinds = ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy")
+    out = {name: role_statements(template, name)
+           for name, r in template["Resources"].items() if r["Type"] in kinds}
+    print(json.dumps(out))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--policies"]:
+        sys.exit(policies(*sys.argv[2:5]))
     sys.exit(main(*sys.argv[1:4]))

@@ -4,6 +4,7 @@
 pub mod cloud;
 pub mod emulator;
 pub mod faults;
+pub mod iam;
 pub mod lambda;
 pub mod standin;
 pub mod table;

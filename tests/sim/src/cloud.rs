@@ -45,11 +45,16 @@ pub struct Inst {
     series: Series,
 }
 
+/// Instances by study, then by id: a listing filtered by the study's tag is
+/// answered by EC2, not by the caller, so the simulation keeps its own cost of one
+/// out of the CPU it measures.
+pub type Instances = BTreeMap<String, BTreeMap<String, Inst>>;
+
 /// EC2 as the reconciler sees it: instances that boot late or never, are reclaimed,
 /// and stay listed for an hour after they end (with their state reason).
 pub struct SimCloud {
     pub now: Arc<AtomicI64>,
-    pub insts: Mutex<BTreeMap<String, Inst>>,
+    pub insts: Mutex<Instances>,
     pub rng: Mutex<ChaCha8Rng>,
     pub calls: Arc<Calls>,
     pub next: AtomicU64,
@@ -57,6 +62,8 @@ pub struct SimCloud {
     pub launches: Mutex<HashMap<(String, u64, u32), u32>>,
     /// Every script runs this long (else 3 to 12 minutes).
     pub run_ms: Option<Millis>,
+    /// Attempts whose agent recorded a success, by study.
+    pub succeeded: Mutex<HashMap<String, u64>>,
 }
 
 #[async_trait]
@@ -90,7 +97,9 @@ impl MachineProvider for SimCloud {
                 .or_default() += 1;
         }
         if let Ok(mut i) = self.insts.lock() {
-            i.insert(id.clone(), inst);
+            i.entry(study.name.clone())
+                .or_default()
+                .insert(id.clone(), inst);
         }
         Ok(Launched::free(id))
     }
@@ -110,7 +119,7 @@ impl MachineProvider for SimCloud {
         self.calls.count("TerminateInstances");
         let now = self.now.load(Ordering::Relaxed);
         if let Ok(mut insts) = self.insts.lock() {
-            if let Some(i) = insts.get_mut(&machine.id) {
+            if let Some(i) = insts.values_mut().find_map(|s| s.get_mut(&machine.id)) {
                 if !matches!(i.state, InstState::Gone(_)) {
                     i.state = InstState::Gone("Client.UserInitiatedShutdown");
                     i.gone_at = now;
@@ -126,15 +135,42 @@ impl MachineProvider for SimCloud {
 }
 
 impl SimCloud {
+    /// Successes recorded so far in studies other than `study`.
+    pub fn succeeded_besides(&self, study: &str) -> u64 {
+        self.succeeded
+            .lock()
+            .map(|n| n.iter().filter(|(s, _)| *s != study).map(|(_, c)| c).sum())
+            .unwrap_or(0)
+    }
+
+    /// The trials of `study` whose instances are live (what the tick's wind-down of
+    /// an abandoned study learns from its listing).
+    pub fn live_trials(&self, study: &str) -> std::collections::BTreeSet<u64> {
+        let Ok(insts) = self.insts.lock() else {
+            return Default::default();
+        };
+        insts
+            .get(study)
+            .into_iter()
+            .flat_map(|of| of.values())
+            .filter(|i| !matches!(i.state, InstState::Gone(_)))
+            .map(|i| i.trial)
+            .collect()
+    }
+
     /// The instances of `study` (or all), counting the DescribeInstances pages.
     fn listed(&self, study: Option<&str>) -> Result<Vec<(String, Machine)>, ProviderError> {
         let insts = self
             .insts
             .lock()
             .map_err(|_| ProviderError::Unavailable("lock".into()))?;
-        let out: Vec<(String, Machine)> = insts
-            .iter()
-            .filter(|(_, i)| study.is_none_or(|s| i.study == s))
+        let of: Vec<&BTreeMap<String, Inst>> = match study {
+            Some(s) => insts.get(s).into_iter().collect(),
+            None => insts.values().collect(),
+        };
+        let out: Vec<(String, Machine)> = of
+            .into_iter()
+            .flatten()
             .map(|(id, i)| {
                 let machine = Machine {
                     id: id.clone(),
@@ -164,10 +200,13 @@ impl SimCloud {
         // heartbeat), and the end of listings an hour after an instance ended.
         let snapshot: Vec<(String, Inst)> = match self.insts.lock() {
             Ok(mut i) => {
-                i.retain(|_, v| {
-                    !matches!(v.state, InstState::Gone(_)) || now - v.gone_at <= 3_600_000
-                });
-                i.iter()
+                for of in i.values_mut() {
+                    of.retain(|_, v| {
+                        !matches!(v.state, InstState::Gone(_)) || now - v.gone_at <= 3_600_000
+                    });
+                }
+                i.values()
+                    .flatten()
                     .filter(|(_, v)| match v.state {
                         InstState::Booting => v.boot_at.is_some_and(|at| at <= now),
                         InstState::Running => {
@@ -185,7 +224,7 @@ impl SimCloud {
         for (id, inst) in snapshot {
             let next = self.step(&id, &inst, now, agents).await;
             if let Ok(mut insts) = self.insts.lock() {
-                insts.insert(id, next);
+                insts.entry(inst.study).or_default().insert(id, next);
             }
         }
     }
@@ -237,7 +276,7 @@ impl SimCloud {
                         series: next.series.points(),
                         ..Default::default()
                     };
-                    let _ = agents
+                    let wrote = agents
                         .update_trial(
                             &inst.study,
                             inst.trial,
@@ -245,6 +284,11 @@ impl SimCloud {
                             &TrialUpdate::finished(now, &outcome),
                         )
                         .await;
+                    if let (Ok(Written::Done(t)), Ok(mut n)) = (wrote, self.succeeded.lock()) {
+                        if t.state == TrialState::Succeeded {
+                            *n.entry(inst.study.clone()).or_default() += 1;
+                        }
+                    }
                     next.state = InstState::Gone("Client.InstanceInitiatedShutdown");
                     next.gone_at = now;
                     next.series = Series::default();

@@ -114,6 +114,22 @@ struct Options {
     run_ms: Option<Millis>,
     /// Studies driven side by side, each of the run's size.
     studies: u64,
+    /// The last study is driven in the foreground, then abandoned (`--abandon`).
+    abandon: bool,
+}
+
+/// When the foreground driver of `--abandon`'s study dies: five virtual minutes in,
+/// with its first trials running and the rest to come.
+const ABANDON_AFTER_MS: Millis = 300_000;
+
+/// What `--abandon` measured: the abandoned study's live machines when its driver
+/// died, how long after that the wind-down ended the last, and the other studies'
+/// trials that succeeded meanwhile.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Abandoned {
+    pub machines: usize,
+    pub wound_down_ms: Millis,
+    pub others_succeeded: u64,
 }
 
 /// What one simulated study measured.
@@ -144,6 +160,7 @@ struct Report {
     preemptions: u64,
     retried: u64,
     duplicates: usize,
+    abandoned: Option<Abandoned>,
 }
 
 /// What a run plays on: the store (counted twice: the orchestrator's calls and the
@@ -180,6 +197,7 @@ fn world(o: &Options) -> Result<World, String> {
         next: AtomicU64::new(1),
         launches: Mutex::new(HashMap::new()),
         run_ms: o.run_ms,
+        succeeded: Mutex::new(HashMap::new()),
     });
     let mut runner = Runner::new(orch.clone(), cloud.clone());
     let clock = now.clone();
@@ -239,12 +257,20 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
     let mut cpu_ms = Vec::new();
     let mut t: Millis = 1_000_000;
     let limit = t + 48 * 3_600_000;
+    // `--abandon`: the last study's foreground driver, a runner of its own (an
+    // `augur run` in another process), until it dies.
+    let foreground = foreground_runner(&w);
     let mut drivers: Vec<_> = studies
         .iter()
-        .map(|s| runner.driver(s, Scope::Budget(s.trials)))
+        .enumerate()
+        .map(|(k, s)| match o.abandon && k + 1 == studies.len() {
+            true => foreground.driver(s, Scope::Budget(s.trials)),
+            false => runner.driver(s, Scope::Budget(s.trials)),
+        })
         .collect();
     let mut done = vec![false; studies.len()];
     let total = trials * o.studies;
+    let (start, mut abandoned, mut left_at) = (t, Abandoned::default(), None);
     while done.iter().any(|d| !d) {
         t += TICK_MS;
         if t > limit {
@@ -258,7 +284,30 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
             if done[k] {
                 continue;
             }
-            done[k] = if o.serverless {
+            let left = o.abandon && k + 1 == studies.len() && t >= start + ABANDON_AFTER_MS;
+            done[k] = if left {
+                // Its driver died: the scheduled tick's second part winds down the
+                // machines it left, beside the other studies.
+                let since = *left_at.get_or_insert_with(|| {
+                    abandoned.machines = w.cloud.live_trials(&s.name).len();
+                    abandoned.others_succeeded = w.cloud.succeeded_besides(&s.name);
+                    t
+                });
+                let live = w.cloud.live_trials(&s.name);
+                if live.is_empty() {
+                    abandoned.wound_down_ms = t - since;
+                    abandoned.others_succeeded =
+                        w.cloud.succeeded_besides(&s.name) - abandoned.others_succeeded;
+                    true
+                } else {
+                    let deadline = Instant::now() + Duration::from_secs(600);
+                    runner
+                        .wind_down(s, live, deadline)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    false
+                }
+            } else if o.serverless && !(o.abandon && k + 1 == studies.len()) {
                 // A serverless tick, as a warm augur-lambda runs it: the cache its
                 // last tick in this process left.
                 let deadline = Instant::now() + Duration::from_secs(600);
@@ -300,6 +349,7 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
         virtual_ms: t - 1_000_000,
         wall_s: started.elapsed().as_secs_f64(),
         warm_cache,
+        abandoned: left_at.map(|_| abandoned),
     };
     tally(&w, &studies, o, ran).await
 }
@@ -311,12 +361,31 @@ struct Ran {
     virtual_ms: Millis,
     wall_s: f64,
     warm_cache: Option<(usize, usize)>,
+    abandoned: Option<Abandoned>,
+}
+
+/// The runner of `--abandon`'s foreground driver: the simulation's own store, cloud,
+/// clock and timings, its own lease holder.
+fn foreground_runner(w: &World) -> Runner {
+    let mut r = Runner::new(w.orch.clone(), w.cloud.clone());
+    r.clock = w.runner.clock.clone();
+    r.timing = w.runner.timing.clone();
+    r.lease = Some(augur::LeaseSpec {
+        holder: "foreground".into(),
+        ttl: Duration::from_secs(60),
+    });
+    r
 }
 
 /// The report of a run: its measures and how its trials ended.
 async fn tally(w: &World, studies: &[Study], o: &Options, ran: Ran) -> Result<Report, String> {
     let mut all = Vec::new();
-    for s in studies {
+    // An abandoned study's trials that did not finish are resumable, not lost.
+    let kept = match ran.abandoned {
+        Some(_) => &studies[..studies.len() - 1],
+        None => studies,
+    };
+    for s in kept {
         all.extend(w.db.list_trials(&s.name).await.map_err(|e| e.to_string())?);
     }
     let count = |s: TrialState| all.iter().filter(|x| x.state == s).count();
@@ -354,6 +423,7 @@ async fn tally(w: &World, studies: &[Study], o: &Options, ran: Ran) -> Result<Re
         preemptions: all.iter().map(|x| x.preemptions as u64).sum(),
         retried: c.retried,
         duplicates,
+        abandoned: ran.abandoned,
     })
 }
 
@@ -390,6 +460,7 @@ fn main() -> std::process::ExitCode {
         old_beats: false,
         run_ms: None,
         studies: 1,
+        abandon: false,
     };
     let (mut compare, mut scrapes) = (false, Vec::new());
     let mut args = std::env::args().skip(1);
@@ -400,6 +471,7 @@ fn main() -> std::process::ExitCode {
             "--seed" => o.seed = value().unwrap_or(7),
             "--run-minutes" => o.run_ms = value().map(|m| m as Millis * 60_000),
             "--studies" => o.studies = value().unwrap_or(1).max(1),
+            "--abandon" => o.abandon = true,
             "--serverless" => o.serverless = true,
             "--old-beats" => o.old_beats = true,
             "--compare" => compare = true,

@@ -60,9 +60,22 @@ pub(crate) fn print(reports: &[Report], o: &Options) -> bool {
             r.duplicates,
             r.wall_s,
         );
-        if r.lost > 0 || r.duplicates > 0 || r.succeeded + r.failed != r.trials as usize {
+        // An abandoned study's trials are not counted: what did not finish resumes.
+        let abandoned = r.abandoned.map_or(0, |_| r.trials / r.studies.max(1)) as usize;
+        if r.lost > 0 || r.duplicates > 0 || r.succeeded + r.failed + abandoned != r.trials as usize
+        {
             ok = false;
         }
+    }
+    for (r, a) in reports.iter().filter_map(|r| Some((r, r.abandoned?))) {
+        println!(
+            "\nabandoned: the last of {} studies lost its foreground driver {} virtual minutes in, with {} machines live; the ticks' wind-down ended the last of them {:.1} virtual minutes later (target: 5), while the other studies' trials went on ({} succeeded meanwhile)",
+            r.studies,
+            crate::ABANDON_AFTER_MS / 60_000,
+            a.machines,
+            a.wound_down_ms as f64 / 60_000.0,
+            a.others_succeeded
+        );
     }
     if let [first, .., last] = reports {
         let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };

@@ -33,6 +33,7 @@ UNSCOPABLE = {
     "ec2:DescribeInstanceStatus",
     "ec2:DescribeSpotPriceHistory",
     "pricing:GetProducts",
+    "sts:DecodeAuthorizationMessage",
     "ec2:DescribeImages",
     "ec2:DescribeSubnets",
     "ec2:DescribeSecurityGroups",
@@ -71,13 +72,23 @@ def text(v):
     return str(v)
 
 
-def condition_keys(st):
-    """The condition keys a statement tests, lower-cased (IAM compares them so)."""
+def condition_keys(st, op_filter=lambda op: op != "Null"):
+    """The condition keys a statement tests, lower-cased (IAM compares them so); a
+    `Null` test alone restricts no value, so it is left out unless asked for."""
     keys = set()
     for op, tests in (st.get("Condition") or {}).items():
-        if isinstance(tests, dict):
+        if isinstance(tests, dict) and op_filter(op):
             keys |= {str(k).lower() for k in tests}
     return keys
+
+
+def vacuous_keys(st):
+    """Keys tested with `ForAllValues:` and no `Null` beside them: such a test holds
+    for a request that has no value for the key at all
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html)."""
+    for_all = condition_keys(st, lambda op: op.startswith("ForAllValues:"))
+    nulled = condition_keys(st, lambda op: op == "Null")
+    return for_all - nulled
 
 
 DYNAMO_WRITES = {"dynamodb:putitem", "dynamodb:updateitem", "dynamodb:deleteitem", "dynamodb:batchwriteitem", "dynamodb:transactwriteitems", "dynamodb:partiqlinsert", "dynamodb:partiqlupdate", "dynamodb:partiqldelete"}
@@ -110,6 +121,10 @@ def rules(st, worker=False):
                 out.append("RunInstances (any image) without an `ec2:Owner` or `ec2:ImageID` condition")
     if worker and actions & DYNAMO_WRITES and "dynamodb:leadingkeys" not in keys:
         out.append("a worker writes any table item (specs, leases, submissions) without a `dynamodb:LeadingKeys` condition")
+    if worker and actions & (DYNAMO_WRITES | {"dynamodb:query"}) and "dynamodb:leadingkeys" in vacuous_keys(st):
+        out.append("a worker's `ForAllValues` test of `dynamodb:LeadingKeys` without `Null` beside it (a request naming no key passes)")
+    if worker and actions & {"dynamodb:scan", "dynamodb:partiqlselect"}:
+        out.append("a worker may read whole tables (Scan or PartiQL)")
     if "iam:passrole" in actions:
         need("iam:PassedToService", "iam:PassRole (to any service)")
     secret_reads = actions & {"ssm:getparameter", "ssm:getparameters", "ssm:getparametersbypath", "secretsmanager:getsecretvalue"}

@@ -14,7 +14,7 @@ Usage: python iam_eval.py TEMPLATE ROLE REQUESTS.json
   REQUESTS.json: [{"action": "dynamodb:PutItem", "resource": "arn:...",
                    "context": {"dynamodb:LeadingKeys": ["trials#s"]}}, ...]
   Prints each request denied and exits 1 if any is.
-       python iam_eval.py --policies TEMPLATE TABLE BUCKET
+       python iam_eval.py --policies TEMPLATE TABLE BUCKET [NAME=VALUE ...]
   Prints each role's statements (and the CLI's managed policy's), resolved for a
   deployment whose table and bucket are TABLE and BUCKET, as JSON: what the test
   stand-in enforces on every request.
@@ -27,6 +27,7 @@ from cfnlint.decode import decode
 
 # What the template's intrinsic functions resolve to in the evaluation's account.
 ACCOUNT, REGION, PARTITION, TABLE, BUCKET = "123456789012", "us-east-1", "aws", "augur-table", "augur-bucket"
+OVERRIDES = {}
 
 
 def names(template):
@@ -48,6 +49,7 @@ def names(template):
     }
     for name, p in (template.get("Parameters") or {}).items():
         out.setdefault(name, str(p.get("Default", "")))
+    out.update(OVERRIDES)
     return out
 
 
@@ -120,6 +122,9 @@ NEGATED = {"StringNotEquals", "StringNotLike"}
 
 
 def condition_holds(op, tests, context):
+    # Null: "true" holds when the key is absent from the request, "false" when present.
+    if op == "Null":
+        return all((context.get(k) is None) == (str(v).lower() == "true") for k, v in tests.items())
     qualifier, _, base = op.rpartition(":")
     if_exists = base.endswith("IfExists")
     base = base.removesuffix("IfExists")
@@ -181,10 +186,13 @@ def main(template_path, role, requests_path):
     return 1 if denied else 0
 
 
-def policies(template_path, table, bucket):
-    """Every role's (and managed policy's) statements, for a deployment's names."""
-    global TABLE, BUCKET
+def policies(template_path, table, bucket, *overrides):
+    """Every role's (and managed policy's) statements, for a deployment's names:
+    NAME=VALUE overrides name what the deployment made (`WorkerSecurityGroup.GroupId`,
+    `WorkerLaunchTemplate`, `WorkerRole.Arn`) or a parameter's value."""
+    global TABLE, BUCKET, OVERRIDES
     TABLE, BUCKET = table, bucket
+    OVERRIDES = dict(o.split("=", 1) for o in overrides)
     template, matches_ = decode(template_path)
     assert template is not None, matches_
     kinds = ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy")
@@ -196,5 +204,5 @@ def policies(template_path, table, bucket):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--policies"]:
-        sys.exit(policies(*sys.argv[2:5]))
+        sys.exit(policies(*sys.argv[2:]))
     sys.exit(main(*sys.argv[1:4]))

@@ -74,6 +74,8 @@ CASES = [
     ("CLI writes agent/ and lambda/", put_anywhere, "s3:PutObject on a whole bucket"),
     ("hop limit 2 in the launch template", hop_limit(2), "metadata hop limit is not 1"),
     ("workers write any table item", drop_condition("WriteTrialsOnly", "ForAllValues:StringLike"), "without a `dynamodb:LeadingKeys` condition"),
+    ("workers write with a vacuous key test", drop_condition("WriteTrialsOnly", "Null"), "without `Null` beside it"),
+    ("workers query with a vacuous key test", drop_condition("PollStudyTrials", "Null"), "without `Null` beside it"),
     ("workers read every SSM parameter", set_field("StudySecrets", "Resource", {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/*"}), "secrets readable beyond a prefix"),
     ("workers read every secret", set_field("StudySecretsManager", "Resource", {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"}), "secrets readable beyond a prefix"),
 ]

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod calls;
 pub mod config;
 pub mod cwlogs;
+pub mod denied;
 pub mod dynamo;
 pub mod launch;
 pub mod machines;

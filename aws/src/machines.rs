@@ -80,6 +80,8 @@ pub struct Ec2Provider {
     root_device: tokio::sync::OnceCell<String>,
     /// What launched instances cost (none: launches are not priced).
     prices: Option<crate::prices::Prices>,
+    /// Reads EC2's encoded refusals ([`crate::denied::decode_ec2`]).
+    sts: Option<aws_sdk_sts::Client>,
 }
 
 /// Whether this attempt runs on spot: the study asks for it, and the trial has not
@@ -88,7 +90,7 @@ pub fn spot_for(s: &Ec2Settings, trial: &Trial) -> bool {
     s.spot && s.spot_fallback_after.is_none_or(|n| trial.preemptions < n)
 }
 
-fn fail<E>(op: &str, e: aws_sdk_ec2::error::SdkError<E>) -> ProviderError
+fn fail<E>(op: &str, e: &aws_sdk_ec2::error::SdkError<E>) -> ProviderError
 where
     E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
 {
@@ -96,7 +98,10 @@ where
         .as_service_error()
         .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
         .unwrap_or("");
-    let text = format!("EC2 {op}: {}", crate::error_text(&e));
+    if let Some(d) = crate::denied::denied(&format!("EC2 {op}"), &format!("ec2:{op}"), e) {
+        return ProviderError::Denied(Box::new(d));
+    }
+    let text = format!("EC2 {op}: {}", crate::error_text(e));
     if no_room(code, &text) {
         return ProviderError::Capacity(text);
     }
@@ -111,6 +116,27 @@ impl Ec2Provider {
             listed: Default::default(),
             root_device: Default::default(),
             prices: None,
+            sts: None,
+        }
+    }
+
+    /// Refusals decoded with STS (`sts:DecodeAuthorizationMessage`), naming what
+    /// was refused.
+    pub fn with_decoder(mut self, sts: aws_sdk_sts::Client) -> Ec2Provider {
+        self.sts = Some(sts);
+        self
+    }
+
+    /// `fail`, with a refusal's encoded message decoded where it can be.
+    async fn failed<E>(&self, op: &str, e: aws_sdk_ec2::error::SdkError<E>) -> ProviderError
+    where
+        E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        match (fail(op, &e), &self.sts) {
+            (ProviderError::Denied(d), Some(sts)) => {
+                ProviderError::Denied(Box::new(crate::denied::decode_ec2(sts, *d, &e).await))
+            }
+            (other, _) => other,
         }
     }
 
@@ -191,7 +217,7 @@ impl Ec2Provider {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| fail("DescribeInstances", e))?;
+                .map_err(|e| fail("DescribeInstances", &e))?;
             for r in page.reservations() {
                 for i in r.instances() {
                     let tag = |k: &str| {
@@ -447,7 +473,10 @@ impl Ec2Provider {
                     .build(),
             );
         }
-        let out = req.send().await.map_err(|e| fail("RunInstances", e))?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => return Err(self.failed("RunInstances", e).await),
+        };
         let instance = out.instances().first();
         let id = instance.and_then(|i| i.instance_id()).ok_or_else(|| {
             ProviderError::Unavailable("EC2 RunInstances returned no instance".into())
@@ -554,7 +583,7 @@ impl MachineProvider for Ec2Provider {
                 if e.as_service_error()
                     .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
                     == Some("InvalidInstanceID.NotFound") => {}
-            Err(e) => return Err(fail("TerminateInstances", e)),
+            Err(e) => return Err(fail("TerminateInstances", &e)),
         }
         // Ended: a reused listing must not show it alive (it would be ended again at
         // every pass until the listing is made afresh).

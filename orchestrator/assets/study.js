@@ -47,6 +47,9 @@
     for (const k of kids) e.append(k);
     return e;
   };
+  // Tooltips are HTML: every value from a record (parameter names and values,
+  // metric names, states) is escaped before it goes into one.
+  const esc = (v) => String(v).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
   const fmt = (v) => (v === null || v === undefined ? '' : typeof v === 'number'
     ? (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6 ? String(+v.toPrecision(6)) : v.toExponential(3)) : String(v));
   const better = (a, b) => (data.objective.goal === 'maximize' ? a > b : a < b);
@@ -64,12 +67,12 @@
       c.on('click', (e) => { if (e.data && e.data.id !== undefined) open(e.data.id); });
     }
     c.setOption({ title: { text: title, left: 'center', textStyle: { fontSize: 13 } },
-      tooltip: { trigger: 'item', formatter: (e) => (e.data && e.data.tip) || e.name || '' },
+      tooltip: { trigger: 'item', formatter: (e) => (e.data && e.data.tip) || esc(e.name || '') },
       animation: false, ...option }, { replaceMerge: ['series', 'xAxis', 'yAxis', 'parallelAxis'] });
   }
   const point = (t, x, y) => ({
     id: t.id, value: [x, y], itemStyle: { color: STATE_COLOR[t.state] },
-    tip: `trial ${t.id} (${t.state})<br>${data.objective.metric} = ${fmt(t.value)}<br>${Object.entries(t.params).map(([k, v]) => `${k} = ${fmt(v)}`).join('<br>')}`,
+    tip: `trial ${esc(t.id)} (${esc(t.state)})<br>${esc(data.objective.metric)} = ${esc(fmt(t.value))}<br>${Object.entries(t.params).map(([k, v]) => `${esc(k)} = ${esc(fmt(v))}`).join('<br>')}`,
   });
 
   // ---- the charts ------------------------------------------------------------------
@@ -92,7 +95,7 @@
     const curved = shown.filter((t) => t.curve.length > 1);
     if (!curved.length) return;
     const series = curved.map((t) => ({
-      type: 'line', name: `trial ${t.id}`, showSymbol: false, data: t.curve.map(([s, v]) => ({ id: t.id, value: [s, v], tip: `trial ${t.id} (${t.state}): step ${s}, ${fmt(v)}` })),
+      type: 'line', name: `trial ${t.id}`, showSymbol: false, data: t.curve.map(([s, v]) => ({ id: t.id, value: [s, v], tip: `trial ${esc(t.id)} (${esc(t.state)}): step ${esc(s)}, ${esc(fmt(v))}` })),
       lineStyle: { width: t.state === 'pruned' ? 1 : 1.5, color: STATE_COLOR[t.state], opacity: t.state === 'pruned' ? 0.55 : 0.9 },
       itemStyle: { color: STATE_COLOR[t.state] }, emphasis: { focus: 'series' },
     }));
@@ -120,7 +123,7 @@
       visualMap: { type: 'continuous', min: Math.min(...vals), max: Math.max(...vals), dimension: dims.length - 1,
         inRange: { color: data.objective.goal === 'maximize' ? ['#d0d8e8', '#1f5fbf'] : ['#1f5fbf', '#d0d8e8'] }, right: 0, top: 'middle', calculable: true },
       series: [{ type: 'parallel', lineStyle: { width: 1.5, opacity: 0.7 },
-        data: valued.map((t) => ({ id: t.id, value: [...data.params.map((p) => xOf(p, t)), t.value], tip: `trial ${t.id}: ${fmt(t.value)}` })) }],
+        data: valued.map((t) => ({ id: t.id, value: [...data.params.map((p) => xOf(p, t)), t.value], tip: `trial ${esc(t.id)}: ${esc(fmt(t.value))}` })) }],
     }, true);
   }
 
@@ -135,7 +138,7 @@
     chart('importance', 'parameter importance', {
       grid: { left: 110, right: 70 },
       xAxis: { type: 'value', max: 1 }, yAxis: { type: 'category', data: sorted.map((p) => p.name) },
-      series: [{ type: 'bar', data: sorted.map((p) => ({ value: p.importance, tip: `${p.name}: ${fmt(p.importance)}` })), color: '#1f5fbf',
+      series: [{ type: 'bar', data: sorted.map((p) => ({ value: p.importance, tip: `${esc(p.name)}: ${esc(fmt(p.importance))}` })), color: '#1f5fbf',
         label: { show: true, position: 'right', formatter: (e) => e.value.toFixed(3) } }],
     });
   }

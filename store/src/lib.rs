@@ -6,6 +6,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod denied;
 pub mod layout;
 pub mod logfile;
 pub mod provider;
@@ -16,6 +17,7 @@ pub mod workdir;
 use async_trait::async_trait;
 use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 
+pub use denied::Denied;
 pub use layout::Layout;
 pub use provider::{Launched, MachineProvider, ProviderError};
 pub use sqlite::SqliteStore;
@@ -26,6 +28,9 @@ pub enum StoreError {
     /// The database could not be reached or used (retry later; exit code 3).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// IAM refused the request: a missing grant, never retried (exit code 2).
+    #[error("{0}")]
+    Denied(Box<Denied>),
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {source}")]
     Corrupt {

@@ -19,6 +19,10 @@ pub enum ProviderError {
     /// The provider cannot be reached now (retry later; exit code 3 in the end).
     #[error("machine provider unavailable: {0}")]
     Unavailable(String),
+    /// IAM refused the request: no machine was made, and none will be until the
+    /// grant is added. Never retried, costs no attempt (exit code 2).
+    #[error("{0}")]
+    Denied(Box<crate::Denied>),
 }
 
 /// A machine started for an attempt.

@@ -57,6 +57,9 @@ pub struct World {
     pub sb: Sandbox,
     pub hypervisor: Option<Child>,
     pub table: String,
+    /// The stack's worker resources, once [`World::init`] has deployed them.
+    pub stack: std::sync::OnceLock<crate::deployed::Stack>,
+    denials_expected: std::sync::atomic::AtomicBool,
 }
 
 impl Default for World {
@@ -77,11 +80,17 @@ impl World {
             sb,
             hypervisor: None,
             table,
+            stack: std::sync::OnceLock::new(),
+            denials_expected: Default::default(),
         }
     }
 
-    /// The environment of augur's processes: the backend through the proxy.
+    /// The environment of augur's processes: the backend through the proxy, the
+    /// deployed stack's config, a person's credentials (the stack's `CliPolicy`).
     pub fn env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        if let Some(s) = self.stack.get() {
+            c.envs(s.env());
+        }
         c.env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -92,20 +101,71 @@ impl World {
             .env("AUGUR_AGENT_SHA256", crate::agent_sha256())
     }
 
+    /// IAM enforced from now on: every request through the proxy is evaluated
+    /// against the policies of the identity it runs under in the deployed stack
+    /// (`infra/augur.yaml`, for this world's table and bucket), and refused as AWS
+    /// refuses it ([`crate::iam::enforce`]). `init` runs as the deployer.
+    pub fn enforce_iam(&self) {
+        let d = match self.stack.get() {
+            Some(s) => s.deployment(&self.table, "augur-e2e"),
+            None => crate::iam::enforce::Deployment {
+                table: self.table.clone(),
+                bucket: "augur-e2e".into(),
+                ..Default::default()
+            },
+        };
+        let e = crate::iam::enforce::Enforcer::from_template(
+            &crate::repo().join("infra/augur.yaml"),
+            &crate::cfn_python(),
+            &d,
+        )
+        .expect("the template's policies");
+        self.proxy.enforce(e);
+    }
+
+    /// The test makes requests IAM refuses on purpose (it checks them itself).
+    pub fn allow_denials(&self) {
+        self.denials_expected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every request IAM refused so far.
+    pub fn denied(&self) -> Vec<crate::iam::enforce::Denial> {
+        self.proxy.iam().map(|i| i.denied()).unwrap_or_default()
+    }
+
+    /// The environment of a tick (`augur tick`, `augur-lambda`): the stack's
+    /// `TickRole`.
+    pub fn tick_env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        self.env(c)
+            .env("AWS_ACCESS_KEY_ID", crate::iam::enforce::TICK_KEY)
+    }
+
+    /// `augur ARGS` as it runs in the world: `augur tick` as the stack's tick
+    /// (`TickRole`), every other command as a person with the `CliPolicy`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.sb.cmd(args);
+        match args.first() == Some(&"tick") {
+            true => self.tick_env(&mut c),
+            false => self.env(&mut c),
+        };
+        c
+    }
+
     /// `augur ARGS` against the world, to its end.
     pub fn augur(&self, args: &[&str]) -> Output {
-        self.env(&mut self.sb.cmd(args)).output().expect("augur")
+        self.command(args).output().expect("augur")
     }
 
     /// `augur ARGS` against the world, to its end: its output and its peak resident
     /// memory in KB (see [`crate::output_and_peak`]).
     pub fn augur_peak(&self, args: &[&str]) -> (Output, Option<u64>) {
-        crate::output_and_peak(self.env(&mut self.sb.cmd(args)))
+        crate::output_and_peak(&self.command(args))
     }
 
     /// `augur ARGS` against the world, in the background.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.env(&mut self.sb.cmd(args))
+        self.command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -129,13 +189,40 @@ impl World {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
-    /// `augur init` with this build's agent uploaded for instances.
+    /// The stack deployed: `augur init` as the deployer (an administrator: it makes
+    /// the table and the bucket, and uploads this build's agent for instances), the
+    /// workers' security group, role, profile and launch template
+    /// ([`crate::deployed::Stack`]); from then on IAM is enforced
+    /// ([`World::enforce_iam`]).
     pub fn init(&self) {
-        crate::ok(&self.augur(&[
-            "init",
-            "--agent",
-            &bin_dir().join("augur-agent").display().to_string(),
-        ]));
+        crate::ok(&self.init_with(&[bin_dir().join("augur-agent")]));
+    }
+
+    /// [`World::init`] with `agents` uploaded (`augur init --agent` each): its
+    /// output. The stack is deployed and IAM enforced only if it succeeded.
+    pub fn init_with(&self, agents: &[std::path::PathBuf]) -> Output {
+        let out = self.init_tables(agents);
+        if out.status.success() {
+            let name = format!("augur-workers-{}", std::process::id());
+            let stack = crate::deployed::Stack::make(|a| self.aws(a), &name);
+            let _ = self.stack.set(stack);
+            self.enforce_iam();
+        }
+        out
+    }
+
+    /// `augur init` as the deployer, alone (no stack, no IAM enforced): its output.
+    pub fn init_tables(&self, agents: &[std::path::PathBuf]) -> Output {
+        let mut args = vec!["init".to_string()];
+        for a in agents {
+            args.push("--agent".into());
+            args.push(a.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.env(&mut self.sb.cmd(&args))
+            .env("AWS_ACCESS_KEY_ID", crate::iam::enforce::DEPLOYER_KEY)
+            .output()
+            .expect("augur init")
     }
 
     pub fn start_hypervisor(&mut self) {
@@ -259,10 +346,25 @@ impl World {
 }
 
 impl Drop for World {
+    /// Ends the hypervisor; and a test whose paths made a request the stack's
+    /// policies refuse fails, naming each (unless it said it expects them:
+    /// [`World::allow_denials`]).
     fn drop(&mut self) {
         if let Some(h) = &mut self.hypervisor {
             let _ = h.kill();
             let _ = h.wait();
+        }
+        let denied = self.proxy.iam().map(|i| i.denied()).unwrap_or_default();
+        let expected = self
+            .denials_expected
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !denied.is_empty() && !expected && !std::thread::panicking() {
+            let lines: Vec<String> = denied.iter().map(|d| format!("  {d}")).collect();
+            panic!(
+                "{} request(s) the stack's policies refuse (infra/augur.yaml):\n{}",
+                denied.len(),
+                lines.join("\n")
+            );
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct Call {
     pub session: Option<String>,
     /// DynamoDB: the partition keys the call names (`dynamodb:LeadingKeys`).
     pub partitions: Vec<String>,
+    /// Refused by IAM, when the proxy enforces it ([`FaultProxy::enforce`]).
+    pub denied: Option<crate::iam::enforce::Denial>,
 }
 
 struct Shared {
@@ -103,6 +105,7 @@ struct Shared {
     stop: AtomicBool,
     ec2: Ec2Standin,
     dynamo: crate::standin::DynamoStandin,
+    iam: std::sync::OnceLock<crate::iam::enforce::Enforcer>,
 }
 
 /// The proxy; stops when dropped.
@@ -128,6 +131,7 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             ec2: Ec2Standin::default(),
             dynamo: Default::default(),
+            iam: std::sync::OnceLock::new(),
         });
         let (s, stop) = (shared.clone(), shared.clone());
         accept_each(
@@ -159,6 +163,18 @@ impl FaultProxy {
     /// EC2 as AWS documents it: token memory, state reasons, capacity.
     pub fn ec2(&self) -> &Ec2Standin {
         &self.shared.ec2
+    }
+
+    /// From now on, every request is evaluated against the policies of the
+    /// identity it runs under, and refused as AWS refuses it when they do not allow
+    /// it ([`crate::iam::enforce`]).
+    pub fn enforce(&self, e: crate::iam::enforce::Enforcer) {
+        let _ = self.shared.iam.set(e);
+    }
+
+    /// IAM as enforced, if it is.
+    pub fn iam(&self) -> Option<&crate::iam::enforce::Enforcer> {
+        self.shared.iam.get()
     }
 
     /// Every call so far.
@@ -292,7 +308,13 @@ fn classify(head: &[String], body: &[u8]) -> (String, String) {
     }
     let text = String::from_utf8_lossy(body);
     if let Some(action) = text.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
-        return ("ec2".to_string(), action.to_string());
+        // The Query protocol's services (EC2, STS) by the signature's scope.
+        let scope = header(head, "authorization")
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(3))
+            .unwrap_or("ec2");
+        let service = if scope == "sts" { "sts" } else { "ec2" };
+        return (service.to_string(), action.to_string());
     }
     let method = head
         .first()
@@ -366,6 +388,7 @@ fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io
             None => forward(s, head, body),
         },
         ("AWSPriceListService", "GetProducts") => Ok(s.ec2.get_products(body)),
+        ("sts", "DecodeAuthorizationMessage") => Ok(crate::iam::enforce::decoded_answer(body)),
         ("dynamodb", "TransactWriteItems") => s
             .dynamo
             .transact_write_items(body, || forward(s, head, body)),
@@ -400,7 +423,14 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
         return out.write_all(&control(s, path));
     }
     let (service, operation) = classify(&head, &body);
-    let fault = pick(s, &service, &operation, &body);
+    let denied = match s.iam.get() {
+        Some(iam) => iam.check(&service, &operation, &head, &body).err(),
+        None => None,
+    };
+    let fault = match denied {
+        Some(_) => None,
+        None => pick(s, &service, &operation, &body),
+    };
     if let Ok(mut c) = s.calls.lock() {
         c.push(Call {
             at: Instant::now(),
@@ -413,7 +443,11 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             } else {
                 Vec::new()
             },
+            denied: denied.clone(),
         });
+    }
+    if let Some(d) = denied {
+        return out.write_all(&crate::iam::enforce::denied_answer(&service, &d));
     }
     let op = (service.as_str(), operation.as_str());
     match fault {
@@ -438,6 +472,12 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             std::thread::sleep(d);
             out.write_all(&answer(s, op, &head, &body)?)
         }
-        None => out.write_all(&answer(s, op, &head, &body)?),
+        None => {
+            let answered = answer(s, op, &head, &body)?;
+            if let Some(iam) = s.iam.get() {
+                iam.learn(&operation, &body, &answered);
+            }
+            out.write_all(&answered)
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! polling with deadlines (never a bare sleep to wait for something).
 
 pub mod cloud;
+pub mod deployed;
 pub mod emulator;
 pub mod faults;
 pub mod iam;
@@ -126,6 +127,20 @@ pub fn awscli() -> PathBuf {
         .expect("scripts/awscli.sh");
     assert!(out.status.success(), "scripts/awscli.sh failed");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The Python of cfn-lint's virtualenv (`scripts/pytool.sh`, installed by
+/// `scripts/infra-check.sh`), which reads CloudFormation templates.
+pub fn cfn_python() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/pytool.sh"))
+        .args(["cfn-lint", "1.58.0", "cfn-lint"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/pytool.sh");
+    assert!(out.status.success(), "scripts/pytool.sh cfn-lint failed");
+    let lint = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    lint.with_file_name("python")
 }
 
 /// A scratch directory where `augur` runs with its default `.augur/` state.

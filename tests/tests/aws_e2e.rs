@@ -37,8 +37,8 @@ instance_type = "t3.micro"
 "#,
     );
     let agent = bin_dir().join("augur-agent");
-    ok(&w.augur(&["init", "--agent", &agent.display().to_string()]));
-    ok(&w.augur(&["init"])); // idempotent
+    ok(&w.init_with(&[agent]));
+    ok(&w.init_tables(&[])); // idempotent
     w.start_hypervisor();
     let before = w.proxy.calls().len();
     let started = std::time::Instant::now();

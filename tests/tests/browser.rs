@@ -247,3 +247,65 @@ fn an_active_study_page_refreshes_itself() {
     ok(&sb.augur(&["stop", "live"]));
     let _ = augur_tests::wait_exit(&mut run, std::time::Duration::from_secs(30));
 }
+
+/// Record text is hostile: a parameter value, a metric's name and a script's output
+/// written as markup that would run if spliced into a page. The pages show them as
+/// text, and send a Content-Security-Policy under which no inline script or handler
+/// runs anyway.
+#[test]
+fn record_text_never_runs_in_the_pages() {
+    let sb = Sandbox::new();
+    let attack = r#"<img src=x onerror="document.body.dataset.pwned=1">"#;
+    sb.write(
+        "x.toml",
+        &format!(
+            "name = \"hostile\"\nobjective = {{ metric = \"loss\" }}\noracle = \"grid\"\n[params]\nv = {{ values = ['{attack}', 'plain'] }}\n[run]\nscript = '''\necho \"METRICS: loss=1\"\necho '<script>document.body.dataset.pwned=2</script>'\n'''\n"
+        ),
+    );
+    let mut args = vec!["run", "x.toml"];
+    args.extend_from_slice(&FAST);
+    ok(&sb.augur(&args));
+    let mut server = sb.spawn(&["serve", "--addr", "127.0.0.1:0"]);
+    let addr = server_addr(&mut server);
+    let (status, head, _) =
+        augur_tests::http_request(&addr, "/studies/hostile", &[("Host", addr.as_str())]);
+    assert_eq!(status, 200);
+    let csp = head
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-security-policy"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let scripts = csp.split(';').find(|d| d.trim().starts_with("script-src"));
+    assert_eq!(
+        scripts.map(str::trim),
+        Some("script-src 'self'"),
+        "{head:?}"
+    );
+    for path in [
+        "/",
+        "/studies/hostile",
+        "/trials/hostile/1",
+        "/trials/hostile/2",
+        "/compare?studies=hostile",
+    ] {
+        let url = format!("http://{addr}{path}");
+        let dom = browse(&["--dump-dom"], &url);
+        assert!(dom.status.success(), "{}", text(&dom.stderr));
+        let dom = text(&dom.stdout);
+        assert!(
+            !dom.contains("data-pwned"),
+            "{path}: record text ran: {dom}"
+        );
+        assert!(
+            !dom.contains("<img src=\"x\""),
+            "{path}: record text became markup: {dom}"
+        );
+    }
+    let shown = text(&browse(&["--dump-dom"], &format!("http://{addr}/studies/hostile")).stdout);
+    assert!(
+        shown.contains("&lt;img src=x"),
+        "the value is shown as text: {shown}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

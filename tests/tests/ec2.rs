@@ -385,26 +385,27 @@ async fn workers_launch_from_the_stacks_launch_template() {
     let mut w = World::new();
     w.sb.write("s.toml", &study("templated", "ami-12345678", 2));
     w.init();
-    let made = w.aws(&[
+    // The stack's owner adds a key pair to its launch template (a new version):
+    // launches are authorized against the key pair too, which the stack allows.
+    let id = w.stack.get().expect("stack").launch_template.clone();
+    w.aws(&[
         "ec2",
-        "create-launch-template",
-        "--launch-template-name",
-        "augur-workers",
+        "create-launch-template-version",
+        "--launch-template-id",
+        &id,
+        "--source-version",
+        "1",
         "--launch-template-data",
-        r#"{"KeyName":"ops-key","MetadataOptions":{"HttpTokens":"required","HttpPutResponseHopLimit":1}}"#,
+        r#"{"KeyName":"ops-key"}"#,
     ]);
-    let id = made["LaunchTemplate"]["LaunchTemplateId"]
-        .as_str()
-        .expect("template id")
-        .to_string();
+    w.proxy
+        .iam()
+        .expect("enforced")
+        .template_uses(&id, &["key-pair/ops-key"]);
     w.start_hypervisor();
     let mut args = vec!["run", "s.toml"];
     args.extend(RUN);
-    ok(&w
-        .env(&mut w.sb.cmd(&args))
-        .env("AUGUR_LAUNCH_TEMPLATE", &id)
-        .output()
-        .expect("augur"));
+    ok(&w.augur(&args));
     let launches = w.proxy.ec2().launches();
     assert_eq!(launches.len(), 2);
     for params in &launches {
@@ -451,13 +452,7 @@ async fn a_graviton_study_runs_the_aarch64_agent() {
     );
     let arm_agent = augur_tests::instance_agent("aarch64");
     let x86_agent = augur_tests::bin_dir().join("augur-agent");
-    let out = w.augur(&[
-        "init",
-        "--agent",
-        &x86_agent.display().to_string(),
-        "--agent",
-        &arm_agent.display().to_string(),
-    ]);
+    let out = w.init_with(&[x86_agent, arm_agent.clone()]);
     ok(&out);
     assert!(
         text(&out.stderr).contains("to s3://augur-e2e/agent/augur-agent-arm64"),
@@ -769,7 +764,7 @@ async fn an_agent_that_is_not_the_pinned_one_never_runs() {
     let mut bytes = std::fs::read(augur_tests::bin_dir().join("augur-agent")).expect("agent");
     bytes.extend_from_slice(b"tampered");
     std::fs::write(&tampered, &bytes).expect("write");
-    ok(&w.augur(&["init", "--agent", &tampered.display().to_string()]));
+    ok(&w.init_with(std::slice::from_ref(&tampered)));
     let found = augur_tests::sha256_of(&tampered);
     w.start_hypervisor();
     let mut args = vec!["run", "s.toml"];

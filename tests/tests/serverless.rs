@@ -99,11 +99,7 @@ fn outcome(report: &Value, study: &str) -> Option<String> {
 }
 
 fn init(w: &World) {
-    ok(&w.augur(&[
-        "init",
-        "--agent",
-        &bin_dir().join("augur-agent").display().to_string(),
-    ]));
+    w.init();
 }
 
 /// The real `augur-lambda`, polling `api` as a Lambda instance does.
@@ -113,7 +109,7 @@ impl Function {
     fn start(w: &World, api: &RuntimeApi, log: &Path) -> Function {
         let log = std::fs::File::create(log).expect("log");
         let mut c = Command::new(bin_dir().join("augur-lambda"));
-        w.env(&mut c)
+        w.tick_env(&mut c)
             .env_remove("AUGUR_BACKEND")
             .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
             .env("AWS_LAMBDA_FUNCTION_NAME", "augur-tick")
@@ -253,6 +249,7 @@ struct Args {
 /// The handler's context for this world, as `augur-lambda` builds it from its
 /// environment (the SDK configured for the proxy in front of the emulator).
 async fn ctx(w: &World) -> Backend {
+    let stack = w.stack.get().expect("the stack deployed");
     let args = Args::try_parse_from([
         "augur-lambda",
         "--backend",
@@ -263,12 +260,20 @@ async fn ctx(w: &World) -> Backend {
         "augur-e2e",
         "--agent-sha256",
         augur_tests::agent_sha256(),
+        // The stack's, as the Lambda's environment gives them.
+        "--security-groups",
+        &stack.security_group,
+        "--instance-profile",
+        &stack.instance_profile,
+        "--launch-template",
+        &stack.launch_template,
     ])
     .expect("args");
     let sdk = augur_aws::sdk_config(&augur_aws::AwsOptions {
         endpoint: Some(w.proxy.endpoint.clone()),
         region: Some("us-east-1".into()),
-        credentials: Some(("test".into(), "test".into())),
+        // The tick's role, as the Lambda runs under it.
+        credentials: Some((augur_tests::iam::enforce::TICK_KEY.into(), "test".into())),
         ..Default::default()
     })
     .await;

@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             .init();
     }
     let args = Args::parse();
+    augur_aws::denied::act_as("WorkerRole");
     if !augur_model::valid_study_name(&args.study) {
         eprintln!("augur-agent: `{}` is not a valid study name", args.study);
         return ExitCode::from(2);

@@ -17,12 +17,30 @@ pub(super) fn mark(read_ms: Millis, full_minute: u64) -> u64 {
     ((full_minute & ((1 << 22) - 1)) << 42) | (read_ms.max(0) as u64 & ((1 << 42) - 1))
 }
 
-/// The trials in `items` (keys named `study/<sk>` in errors).
+/// The trials in `items`. An item that is not one of `study`'s trials as augur
+/// writes them (undecodable, or naming another study or trial than its key) is set
+/// aside with a warning naming its key: anything holding the worker role may write
+/// a trial partition, and one planted item must not fail the study's every read.
 pub(super) fn decode_trials(study: &str, items: &[Item]) -> Result<Vec<Trial>> {
-    items
+    Ok(items
         .iter()
-        .map(|i| decode_trial(&format!("{study}/{}", get_s(i, "sk").unwrap_or("?")), i))
-        .collect()
+        .filter_map(|i| {
+            let sk = get_s(i, "sk").unwrap_or("?");
+            let key = format!("{study}/{sk}");
+            match decode_trial(&key, i) {
+                Ok(t) if t.study == study && trial_sk(t.id) == sk => Some(t),
+                Ok(t) => {
+                    let names = format!("{}/{}", t.study, t.id);
+                    tracing::warn!(item = %key, names = %names, "set aside: a trial item naming another trial");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(item = %key, error = %e, "set aside: an undecodable trial item");
+                    None
+                }
+            }
+        })
+        .collect())
 }
 
 /// A trial item as its record. A refusal its boot script wrote
@@ -110,6 +128,10 @@ where
         return StoreError::Unavailable(format!(
             "DynamoDB table `{table}` not found: create it with `augur init --backend aws` (or the templates in infra/)"
         ));
+    }
+    if let Some(d) = crate::denied::denied(&format!("DynamoDB {op}"), &format!("dynamodb:{op}"), &e)
+    {
+        return StoreError::Denied(Box::new(d));
     }
     StoreError::Unavailable(format!(
         "DynamoDB {op} on `{table}`: {}",

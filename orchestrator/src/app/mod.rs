@@ -45,6 +45,7 @@ impl From<augur_store::StoreError> for AppError {
                 AppError::unavailable(format!("database unavailable: {m}"))
             }
             augur_store::StoreError::NoStudy(s) => AppError::input(format!("no study named `{s}`")),
+            augur_store::StoreError::Denied(d) => AppError::input(d.to_string()),
             other => AppError {
                 code: 1,
                 message: other.to_string(),
@@ -57,6 +58,7 @@ impl From<augur::RunError> for AppError {
     fn from(e: augur::RunError) -> AppError {
         match e {
             augur::RunError::BadInput(m) => AppError::input(m),
+            augur::RunError::Denied(d) => AppError::input(d.to_string()),
             augur::RunError::Unavailable(m) | augur::RunError::Machines(m) => {
                 AppError::unavailable(m)
             }

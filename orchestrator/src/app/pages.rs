@@ -24,7 +24,7 @@ const ECHARTS: &str = include_str!("../../assets/echarts-6.1.0.min.js");
 const ECHARTS_PATH: &str = "/assets/echarts-6.1.0.min.js";
 
 /// augur's own assets, by name under `/assets/`.
-const ASSETS: [(&str, &str, &str); 5] = [
+const ASSETS: [(&str, &str, &str); 6] = [
     ("echarts-6.1.0.min.js", ECHARTS, "text/javascript"),
     (
         "study.js",
@@ -39,6 +39,11 @@ const ASSETS: [(&str, &str, &str); 5] = [
     (
         "compare.js",
         include_str!("../../assets/compare.js"),
+        "text/javascript",
+    ),
+    (
+        "sort.js",
+        include_str!("../../assets/sort.js"),
         "text/javascript",
     ),
     (
@@ -71,17 +76,6 @@ pub(super) async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-/// Sorts a server-rendered table by the clicked header (numbers numerically).
-const SORT_SCRIPT: &str = r#"
-document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
-  const tb = th.closest('table').tBodies[0], rows = [...tb.rows], asc = th.dataset.asc !== '1';
-  th.dataset.asc = asc ? '1' : '0';
-  const key = r => { const t = r.cells[i].innerText.trim(), n = parseFloat(t); return isNaN(n) ? t : n; };
-  rows.sort((a, b) => { const x = key(a), y = key(b); return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); });
-  rows.forEach(r => tb.appendChild(r));
-}));
-"#;
-
 /// A page: its title, the trail of links above it, its body and its scripts.
 fn page(title: &str, crumbs: Markup, body: Markup, scripts: &[&str]) -> Markup {
     html! {
@@ -96,7 +90,7 @@ fn page(title: &str, crumbs: Markup, body: Markup, scripts: &[&str]) -> Markup {
                 nav { a href="/" { "augur" } (crumbs) }
                 h1 { (title) }
                 (body)
-                script { (PreEscaped(SORT_SCRIPT)) }
+                script src="/assets/sort.js" {}
                 @for s in scripts { script src=(s) {} }
             }
         }

@@ -8,7 +8,7 @@
 use super::backend::Backend;
 use super::AppError;
 use augur::{Finished, LeaseSpec, Runner, TickEnd};
-use augur_model::TrialState;
+use augur_model::{StudyState, TrialState};
 use augur_store::TrialStore;
 use serde::Serialize;
 use serde_json::Value;
@@ -309,10 +309,38 @@ async fn tick_study(
             row.outcome = "stopped";
             row.detail = Some(why);
         }
+        // A grant is missing: the study stops, the reason recorded, until the
+        // stack is fixed and the study submitted again.
+        Err(augur::RunError::Denied(d)) => {
+            let why = format!("{d}. Submit the study again once the grant is added.");
+            stop_refused(store, &name, &why).await;
+            row.outcome = "stopped";
+            row.detail = Some(why);
+        }
         Err(e) => row.failed(e.to_string()),
     }
     tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
     Ok(())
+}
+
+/// Stops a study for a refusal, recording `why`, as far as the grants allow (the
+/// refusal may be of these very writes: it is said in the tick's log then).
+async fn stop_refused(store: &Arc<dyn TrialStore>, name: &str, why: &str) {
+    let reason = why.to_string();
+    let change = move |rec: &mut augur_model::StudyRecord| {
+        if !matches!(rec.state, StudyState::Active | StudyState::Stopping) {
+            return false;
+        }
+        rec.state = StudyState::Stopped;
+        rec.reason = Some(reason.clone());
+        true
+    };
+    if let Err(e) = store.update_study(name, Box::new(change)).await {
+        tracing::warn!(study = %name, error = %e, "cannot record why the study stopped");
+    }
+    if let Err(e) = store.set_submitted(name, false).await {
+        tracing::warn!(study = %name, error = %e, "cannot withdraw the study");
+    }
 }
 
 /// A runner that acts on a study only while it holds the study's lease, taken as

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     // Lambda starts `bootstrap` with no arguments: the settings are the environment's
     // (`--version` and `--help` work by hand).
     let settings = Settings::parse();
+    augur_aws::denied::act_as("TickRole");
     let mut aws = settings.aws;
     aws.backend = BackendKind::Aws;
     let ctx = Arc::new(Backend {

@@ -259,6 +259,12 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
+    // Where a refused grant belongs in the stack: the tick's role, or the policy
+    // of the people who run the CLI.
+    augur_aws::denied::act_as(match cmd {
+        Cmd::Tick(_) => "TickRole",
+        _ => "CliPolicy",
+    });
     match cmd {
         Cmd::Run(args) => run::run(args, &ctx).await,
         Cmd::Submit(args) => run::submit(args, &ctx).await,

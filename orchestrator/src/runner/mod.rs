@@ -41,6 +41,10 @@ pub enum RunError {
     /// before their agent reported (exit 3).
     #[error("{0}")]
     Machines(String),
+    /// IAM refused a request: a grant is missing (exit code 2). Nothing is retried
+    /// and no attempt is used up; the message names the grant.
+    #[error("{0}")]
+    Denied(Box<augur_store::Denied>),
     /// A record could not be understood, or a transition was illegal: a bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,6 +57,7 @@ impl From<StoreError> for RunError {
                 RunError::Unavailable(format!("database unavailable: {m}"))
             }
             StoreError::NoStudy(s) => RunError::BadInput(format!("no study named `{s}`")),
+            StoreError::Denied(d) => RunError::Denied(d),
             other => RunError::Internal(other.to_string()),
         }
     }
@@ -60,7 +65,10 @@ impl From<StoreError> for RunError {
 
 impl From<ProviderError> for RunError {
     fn from(e: ProviderError) -> Self {
-        RunError::Unavailable(e.to_string())
+        match e {
+            ProviderError::Denied(d) => RunError::Denied(d),
+            other => RunError::Unavailable(other.to_string()),
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! `Null` beside it,
 //! <https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html>).
 
+pub mod enforce;
 pub mod requests;
 
 use serde_json::Value;

@@ -28,6 +28,10 @@ pub struct Account {
     pub image_owners: BTreeMap<String, String>,
     /// Instance profile name -> the ARN of its role.
     pub profile_roles: BTreeMap<String, String>,
+    /// Launch template id -> the resources its latest version names beyond what a
+    /// request does (`key-pair/NAME`): RunInstances is authorized against those too
+    /// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/use-launch-template-permissions.html>).
+    pub template_resources: BTreeMap<String, Vec<String>>,
 }
 
 impl Account {
@@ -48,11 +52,14 @@ pub fn authorizations(
     match service {
         "dynamodb" => dynamodb(acct, op, body),
         "ec2" => ec2(acct, op, body),
-        "s3" => s3(head),
+        "s3" => s3(head, body),
         "logs" => logs(acct, op, body),
         "AmazonSSM" => ssm(acct, op, body),
         "secretsmanager" => secrets(acct, op, body),
         "AWSPriceListService" => Ok(vec![Authorization::new(&format!("pricing:{op}"), "*")]),
+        // Anyone may ask who they are; decoding EC2's refusals is a grant of its own.
+        "sts" if op == "GetCallerIdentity" => Ok(Vec::new()),
+        "sts" => Ok(vec![Authorization::new(&format!("sts:{op}"), "*")]),
         other => Err(format!("no IAM mapping for {other}:{op}")),
     }
 }
@@ -364,6 +371,9 @@ fn run_instances(acct: &Account, params: &[(String, String)]) -> Vec<Authorizati
             run,
             &arn(&format!("launch-template/{lt}")),
         ));
+        for r in acct.template_resources.get(lt).into_iter().flatten() {
+            out.push(Authorization::new(run, &arn(r)));
+        }
     }
     if let Some(k) = get("KeyName") {
         out.push(Authorization::new(run, &arn(&format!("key-pair/{k}"))));
@@ -396,7 +406,7 @@ fn run_instances(acct: &Account, params: &[(String, String)]) -> Vec<Authorizati
 }
 
 /// S3, by method and path (path-style addressing, as the tests' clients use).
-fn s3(head: &[String]) -> Result<Vec<Authorization>, String> {
+fn s3(head: &[String], body: &[u8]) -> Result<Vec<Authorization>, String> {
     let line = head.first().map(String::as_str).unwrap_or("");
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
@@ -425,13 +435,38 @@ fn s3(head: &[String]) -> Result<Vec<Authorization>, String> {
         }
         ("PUT", true) => one("s3:CreateBucket", &bucket_arn),
         ("DELETE", true) => one("s3:DeleteBucket", &bucket_arn),
-        ("POST", true) if has("delete") => one("s3:DeleteObject", &format!("{bucket_arn}/*")),
+        ("POST", true) if has("delete") => delete_objects(&bucket_arn, body),
         ("GET" | "HEAD", false) => one("s3:GetObject", &object),
         ("PUT" | "POST", false) => one("s3:PutObject", &object),
         ("DELETE", false) if has("uploadId") => one("s3:AbortMultipartUpload", &object),
         ("DELETE", false) => one("s3:DeleteObject", &object),
         _ => return Err(format!("no IAM mapping for S3 {method} {target}")),
     })
+}
+
+/// `DeleteObjects` needs `s3:DeleteObject` on each key it names, and
+/// `s3:DeleteObjectVersion` for a key with a version
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>). S3
+/// answers a refused key in the response's errors; the stand-in refuses the request.
+fn delete_objects(bucket_arn: &str, body: &[u8]) -> Vec<Authorization> {
+    let text = String::from_utf8_lossy(body);
+    let inner = |o: &str, tag: &str| {
+        let open = format!("<{tag}>");
+        let from = o.find(&open)? + open.len();
+        let len = o[from..].find(&format!("</{tag}>"))?;
+        Some(o[from..from + len].to_string())
+    };
+    text.split("<Object>")
+        .skip(1)
+        .filter_map(|o| {
+            let key = inner(o, "Key")?;
+            let action = match inner(o, "VersionId") {
+                Some(_) => "s3:DeleteObjectVersion",
+                None => "s3:DeleteObject",
+            };
+            Some(Authorization::new(action, &format!("{bucket_arn}/{key}")))
+        })
+        .collect()
 }
 
 fn logs(acct: &Account, op: &str, body: &[u8]) -> Result<Vec<Authorization>, String> {
@@ -502,6 +537,7 @@ mod tests {
             region: "us-east-1".into(),
             instance_tags: BTreeMap::new(),
             image_owners: BTreeMap::new(),
+            template_resources: BTreeMap::new(),
             profile_roles: BTreeMap::from([(
                 "augur-worker".to_string(),
                 "arn:aws:iam::123456789012:role/augur-worker".to_string(),
@@ -557,18 +593,40 @@ mod tests {
     #[test]
     fn s3_calls_by_method_and_path() {
         let head = |l: &str| vec![l.to_string()];
-        let a = s3(&head("GET /b?list-type=2&prefix=studies%2Fs%2F HTTP/1.1")).expect("list");
+        let a = s3(
+            &head("GET /b?list-type=2&prefix=studies%2Fs%2F HTTP/1.1"),
+            b"",
+        )
+        .expect("list");
         assert_eq!(a[0].action, "s3:ListBucket");
         assert_eq!(a[0].context["s3:prefix"], vec!["studies/s/"]);
-        let a = s3(&head(
-            "PUT /b/checkpoints/s/1/x?partNumber=1&uploadId=u HTTP/1.1",
-        ))
+        let a = s3(
+            &head("PUT /b/checkpoints/s/1/x?partNumber=1&uploadId=u HTTP/1.1"),
+            b"",
+        )
         .expect("part");
         assert_eq!(
             (a[0].action.as_str(), a[0].resource.as_str()),
             ("s3:PutObject", "arn:aws:s3:::b/checkpoints/s/1/x")
         );
-        let a = s3(&head("DELETE /b/checkpoints/s/1/x?uploadId=u HTTP/1.1")).expect("abort");
+        let a = s3(
+            &head("DELETE /b/checkpoints/s/1/x?uploadId=u HTTP/1.1"),
+            b"",
+        )
+        .expect("abort");
         assert_eq!(a[0].action, "s3:AbortMultipartUpload");
+        let body = b"<Delete><Object><Key>studies/s/a</Key></Object><Object><Key>checkpoints/s/1/x</Key><VersionId>v1</VersionId></Object></Delete>";
+        let a = s3(&head("POST /b?delete HTTP/1.1"), body).expect("delete objects");
+        let got: Vec<(&str, &str)> = a
+            .iter()
+            .map(|a| (a.action.as_str(), a.resource.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("s3:DeleteObject", "arn:aws:s3:::b/studies/s/a"),
+                ("s3:DeleteObjectVersion", "arn:aws:s3:::b/checkpoints/s/1/x")
+            ]
+        );
     }
 }

@@ -20,7 +20,8 @@ impl Backend {
                 table: self.aws.table.clone().unwrap_or_default(),
                 ..Ec2Settings::default()
             };
-            return Arc::new(Ec2Provider::new(client, settings));
+            let sts = augur_aws::denied::sts(self.sdk().await);
+            return Arc::new(Ec2Provider::new(client, settings).with_decoder(sts));
         }
         // Any agent path will do: it is only used to launch.
         let agent = LocalProvider::find_agent().unwrap_or_else(|| "augur-agent".into());
@@ -128,8 +129,11 @@ impl Backend {
         };
         let client = augur_aws::ec2(self.sdk().await);
         let prices = augur_aws::prices::Prices::new(self.sdk().await, client.clone(), &region);
+        let sts = augur_aws::denied::sts(self.sdk().await);
         Ok(Arc::new(
-            Ec2Provider::new(client, settings).with_prices(prices),
+            Ec2Provider::new(client, settings)
+                .with_prices(prices)
+                .with_decoder(sts),
         ))
     }
 }

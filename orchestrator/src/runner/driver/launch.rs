@@ -152,6 +152,9 @@ impl Driver<'_> {
         if let ProviderError::Capacity(what) = e {
             return self.no_room(at, what, now).await;
         }
+        if let ProviderError::Denied(d) = e {
+            return Err(self.refused(at, d).await);
+        }
         self.launch_failed(at, tries + 1, &e, now).await?;
         if let ProviderError::Unavailable(_) = e {
             return Err(e.into());
@@ -186,6 +189,20 @@ impl Driver<'_> {
             self.bill(at, b.clone()).await?;
         }
         Ok(launched.billing.filter(|_| !launched.priced))
+    }
+
+    /// IAM refused the launch: no machine was made, no try or attempt is counted,
+    /// and the launch stays unrecorded (`starting`), to be asked again under the same
+    /// `ClientToken` once the grant is added. The trial says why; the drive ends.
+    async fn refused(&self, at: At, d: Box<augur_store::Denied>) -> RunError {
+        let up = TrialUpdate {
+            status: Some(Some(format!("launch refused: {d}"))),
+            ..Default::default()
+        };
+        if let Err(e) = self.write(at, &up).await {
+            tracing::warn!(trial = at.trial, error = %e, "cannot say why the launch was refused");
+        }
+        RunError::Denied(d)
     }
 
     /// Asks the source of a first-guess price for the real one, within the tick's

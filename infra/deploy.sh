@@ -202,6 +202,15 @@ PY
 table="$(out Table Table)" bucket="$(out Bucket Bucket)"
 sg="$(out SecurityGroup WorkerSecurityGroup)" profile_name="$(out InstanceProfile WorkerInstanceProfile)"
 tick="$(out Tick Tick)" template="$(out LaunchTemplate WorkerLaunchTemplate)"
+tick_role="$(out TickRole TickRole)" worker_role="$(out WorkerRole WorkerRole)"
+# A role's physical id is its name: its ARN for `augur doctor`.
+role_arn() {
+  case "$1" in
+    arn:*|"") echo "$1" ;;
+    *) echo "arn:aws:iam::$(aws sts get-caller-identity --query Account --output text):role/$1" ;;
+  esac
+}
+tick_role="$(role_arn "$tick_role")" worker_role="$(role_arn "$worker_role")"
 param() {
   aws cloudformation describe-stacks --stack-name "$stack" --output text \
     --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
@@ -234,6 +243,8 @@ mkdir -p "$(dirname "$config")"
   [ -z "$subnet" ] || echo "subnet = \"$subnet\""
   [ -z "$image" ] || echo "image = \"$image\""
   echo "tick_function = \"$tick\""
+  [ -z "$tick_role" ] || echo "tick_role = \"$tick_role\""
+  [ -z "$worker_role" ] || echo "worker_role = \"$worker_role\""
   [ -z "$template" ] || echo "launch_template = \"$template\""
   echo "agent_sha256 = \"$agent_sha256\""
   [ -z "$agent_sha256_arm64" ] || echo "agent_sha256_arm64 = \"$agent_sha256_arm64\""
@@ -244,4 +255,4 @@ mv "$config.tmp" "$config"
 say "stack \`$stack\`: $(stack_status)"
 say "table $table, bucket $bucket, tick function $tick"
 say "CLI config written to $config"
-echo "next: augur submit --backend aws study.toml   (or: augur run --backend aws study.toml)"
+echo "next: augur doctor --backend aws   (checks every path's permissions), then augur submit --backend aws study.toml"

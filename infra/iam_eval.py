@@ -64,7 +64,8 @@ def resolve(node, known):
                 text = arg[0] if isinstance(arg, list) else arg
                 for k, v in known.items():
                     text = text.replace("${" + k + "}", v)
-                return text
+                # ${!name} is the literal ${name}: a policy variable, left to IAM.
+                return text.replace("${!", "${")
             # Resources the evaluation does not name get an ARN of their own.
             if fn == "Ref":
                 return known.get(arg, f"arn:aws:stack:::{arg}")

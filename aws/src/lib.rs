@@ -9,6 +9,7 @@ pub mod calls;
 pub mod config;
 pub mod cwlogs;
 pub mod denied;
+pub mod doctor;
 pub mod dynamo;
 pub mod launch;
 pub mod machines;

@@ -83,12 +83,23 @@ impl Stack {
         }
     }
 
+    /// The tick's role: the Lambda's (the stand-in plays no Lambda; only its ARN is
+    /// named, by the policies and by `augur doctor`).
+    pub fn tick_role_arn(&self) -> String {
+        format!(
+            "arn:aws:iam::123456789012:role/{}-tick",
+            self.instance_profile
+        )
+    }
+
     /// The CLI's config as deploy.sh writes it, as `AUGUR_*` variables.
-    pub fn env(&self) -> [(&'static str, &str); 3] {
-        [
-            ("AUGUR_SECURITY_GROUPS", &self.security_group),
-            ("AUGUR_INSTANCE_PROFILE", &self.instance_profile),
-            ("AUGUR_LAUNCH_TEMPLATE", &self.launch_template),
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUGUR_SECURITY_GROUPS", self.security_group.clone()),
+            ("AUGUR_INSTANCE_PROFILE", self.instance_profile.clone()),
+            ("AUGUR_LAUNCH_TEMPLATE", self.launch_template.clone()),
+            ("AUGUR_TICK_ROLE", self.tick_role_arn()),
+            ("AUGUR_WORKER_ROLE", self.role_arn.clone()),
         ]
     }
 
@@ -104,6 +115,7 @@ impl Stack {
                 ),
                 ("WorkerLaunchTemplate".into(), self.launch_template.clone()),
                 ("WorkerRole.Arn".into(), self.role_arn.clone()),
+                ("TickRole.Arn".into(), self.tick_role_arn()),
                 (
                     "WorkerInstanceProfile".into(),
                     self.instance_profile.clone(),

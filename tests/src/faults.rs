@@ -313,7 +313,10 @@ fn classify(head: &[String], body: &[u8]) -> (String, String) {
             .and_then(|a| a.split("Credential=").nth(1))
             .and_then(|c| c.split('/').nth(3))
             .unwrap_or("ec2");
-        let service = if scope == "sts" { "sts" } else { "ec2" };
+        let service = match scope {
+            "sts" | "iam" => scope,
+            _ => "ec2",
+        };
         return (service.to_string(), action.to_string());
     }
     let method = head
@@ -389,6 +392,16 @@ fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io
         },
         ("AWSPriceListService", "GetProducts") => Ok(s.ec2.get_products(body)),
         ("sts", "DecodeAuthorizationMessage") => Ok(crate::iam::enforce::decoded_answer(body)),
+        ("sts", "GetCallerIdentity") => {
+            match s.iam.get().and(crate::iam::enforce::caller_answer(head)) {
+                Some(answer) => Ok(answer),
+                None => forward(s, head, body),
+            }
+        }
+        ("iam", "SimulatePrincipalPolicy") => match s.iam.get() {
+            Some(iam) => Ok(iam.simulate(body)),
+            None => forward(s, head, body),
+        },
         ("dynamodb", "TransactWriteItems") => s
             .dynamo
             .transact_write_items(body, || forward(s, head, body)),

@@ -169,7 +169,7 @@ async fn a_refused_tick_stops_the_study_with_the_reason() {
 /// of a team on AWS run under the stack's policies (any refusal fails this test):
 /// a foreground run on spot with the default image, a root volume, a checkpoint and
 /// secrets from SSM and Secrets Manager; a warm study; a submitted study driven by
-/// ticks; logs, `stop`, `gc` and `delete`. Then each grant is taken away in turn
+/// ticks; logs, `stop`, `gc`, `delete` and `doctor`. Then each grant is taken away in turn
 /// and the calls it would have refused are printed: every grant a path needs is
 /// needed by some call, and the grants no path here needs are the ones named below
 /// with the reason.
@@ -230,6 +230,7 @@ async fn every_grant_is_there_for_a_path() {
     ok(&w.augur(&["stop", "sub"]));
     ok(&w.augur(&["gc"]));
     ok(&w.augur(&["delete", "fg", "--yes"]));
+    ok(&w.augur(&["doctor"]));
 
     let iam = w.proxy.iam().expect("enforced");
     let mut unneeded = Vec::new();
@@ -399,4 +400,54 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `augur doctor` asks IAM's policy simulator about every call of every path, for
+/// the CLI's user and the stack's two roles (their ARNs from the config deploy.sh
+/// writes): all allowed with the template. With a grant taken away it exits 2
+/// naming the call and where the grant belongs, before anything is launched; a
+/// caller who may not simulate is told so (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_missing_grant_before_anything_launches() {
+    let w = World::new();
+    w.init();
+    let out = w.augur(&["doctor"]);
+    ok(&out);
+    let said = text(&out.stdout);
+    for who in [
+        "CliPolicy (arn:aws:iam::123456789012:user/augur-user)",
+        "TickRole (",
+        "WorkerRole (",
+    ] {
+        assert!(said.contains(who), "{who}: {said}");
+    }
+    assert!(!said.contains("refused"), "{said}");
+    let iam = w.proxy.iam().expect("enforced");
+    for (who, sid, call) in [
+        ("TickRole", "DefaultImage", "ssm:GetParameters"),
+        ("WorkerRole", "PollStudyTrials", "dynamodb:Query"),
+        ("CliPolicy", "LaunchInto", "ec2:RunInstances"),
+    ] {
+        iam.without(who, sid);
+        let out = w.augur(&["doctor"]);
+        let said = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{said}{}", text(&out.stderr));
+        let line = said
+            .lines()
+            .find(|l| l.contains("refused"))
+            .unwrap_or_else(|| panic!("nothing refused without {who}/{sid}: {said}"));
+        assert!(line.contains(call) && line.contains(who), "{line}");
+        eprintln!("without {who}/{sid}: {line}");
+        iam.restore();
+    }
+    w.allow_denials();
+    iam.without("CliPolicy", "CheckPermissions");
+    let out = w.augur(&["doctor"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("iam:SimulatePrincipalPolicy") && err.contains("CliPolicy"),
+        "{err}"
+    );
+    assert!(w.instances().await.is_empty());
 }

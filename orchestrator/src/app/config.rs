@@ -39,6 +39,9 @@ pub struct AwsConfig {
     pub secrets_prefix: Option<String>,
     /// Days study logs are kept unless a study says (the stack's LogRetentionDays).
     pub log_retention_days: Option<u32>,
+    /// The tick's and the workers' roles, by ARN (checked by `augur doctor`).
+    pub tick_role: Option<String>,
+    pub worker_role: Option<String>,
 }
 
 /// Where the config file is (whether or not it exists).
@@ -101,6 +104,8 @@ pub fn variables(cfg: &Config) -> Vec<(&'static str, String)> {
     put("AUGUR_AGENT_SHA256_ARM64", &a.agent_sha256_arm64);
     put("AUGUR_LAUNCH_TEMPLATE", &a.launch_template);
     put("AUGUR_SECRETS_PREFIX", &a.secrets_prefix);
+    put("AUGUR_TICK_ROLE", &a.tick_role);
+    put("AUGUR_WORKER_ROLE", &a.worker_role);
     put(
         "AUGUR_LOG_RETENTION_DAYS",
         &a.log_retention_days.map(|d| d.to_string()),

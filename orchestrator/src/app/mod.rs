@@ -7,6 +7,7 @@ mod abandoned;
 pub mod access;
 pub mod backend;
 pub mod config;
+pub mod doctor;
 pub mod logs;
 mod pages;
 pub mod serve;

@@ -2,6 +2,7 @@
 //! do is in [`crate::app`] and the library below it.
 
 mod complete;
+mod doctor;
 mod estimate;
 mod gc;
 mod inspect;
@@ -163,6 +164,10 @@ enum Cmd {
         #[arg(long)]
         agent: Vec<PathBuf>,
     },
+    /// Check, before anything is launched, that IAM allows every call of augur's
+    /// paths (run, submit, stop, gc, delete, logs; the tick's; the agents'): each is
+    /// asked of IAM's policy simulator for the identity that makes it (aws).
+    Doctor(doctor::DoctorArgs),
     /// Delete a study's records, logs and work directories.
     Delete {
         /// The study's name.
@@ -298,5 +303,6 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
         Cmd::Stop { study } => run::stop(&ctx, &study).await,
         Cmd::Delete { study, force, yes } => inspect::delete(&ctx, &study, force, yes).await,
         Cmd::Gc(args) => gc::gc(&ctx, &args).await,
+        Cmd::Doctor(args) => doctor::command(&ctx, args).await,
     }
 }

@@ -20,6 +20,8 @@ pub const TICK_KEY: &str = "augur-tick";
 pub const CLI_KEY: &str = "test";
 /// The deployer's access key: an administrator, not limited here.
 pub const DEPLOYER_KEY: &str = "deployer";
+/// The IAM user a person's key belongs to (`aws:username`).
+pub const CLI_USER: &str = "augur-user";
 /// The session token of the instance role's credentials (`WorkerRole`).
 pub const WORKER_SESSION: &str = "standin-session";
 
@@ -70,6 +72,8 @@ pub struct Enforcer {
     denied: Mutex<Vec<Denial>>,
     /// Every request allowed: who, the call, the authorizations it needed.
     allowed: Mutex<Vec<(String, String, Vec<Authorization>)>>,
+    /// The stack's roles by ARN -> their identity (for the policy simulator).
+    roles: BTreeMap<String, String>,
 }
 
 impl Enforcer {
@@ -106,6 +110,12 @@ impl Enforcer {
             template: identities.clone(),
             identities: Mutex::new(identities),
             allowed: Mutex::new(Vec::new()),
+            roles: d
+                .names
+                .iter()
+                .filter_map(|(k, v)| Some((v.clone(), k.strip_suffix(".Arn")?.to_string())))
+                .filter(|(_, who)| who.ends_with("Role"))
+                .collect(),
             account: Mutex::new(Account {
                 id: "123456789012".into(),
                 region: "us-east-1".into(),
@@ -152,8 +162,14 @@ impl Enforcer {
             Ok(acct) => authorizations(&acct, service, op, head, body),
             Err(_) => Err("account lock".into()),
         };
-        let needed =
+        let mut needed =
             needed.unwrap_or_else(|_| vec![Authorization::new(&format!("{service}:{op}"), "*")]);
+        if identity == "CliPolicy" {
+            for a in &mut needed {
+                a.context
+                    .insert("aws:username".into(), vec![CLI_USER.into()]);
+            }
+        }
         let statements = match self.identities.lock() {
             Ok(all) => all.get(identity).cloned().unwrap_or_default(),
             Err(_) => Vec::new(),
@@ -255,6 +271,62 @@ impl Enforcer {
         }
     }
 
+    /// IAM's policy simulator (`SimulatePrincipalPolicy`) for the principal a
+    /// request names, with the stack's policies as enforced now: each action on
+    /// each resource with the context entries given, answered as IAM answers
+    /// (<https://docs.aws.amazon.com/IAM/latest/APIReference/API_SimulatePrincipalPolicy.html>).
+    pub fn simulate(&self, body: &[u8]) -> Vec<u8> {
+        let params = crate::standin::form(body);
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let list = |prefix: &str| -> Vec<String> {
+            (1..)
+                .map_while(|n| get(&format!("{prefix}.member.{n}")))
+                .collect()
+        };
+        let source = get("PolicySourceArn").unwrap_or_default();
+        let identity = match self.roles.get(&source) {
+            Some(who) => who.clone(),
+            None if source.contains(":user/") => "CliPolicy".to_string(),
+            None => String::new(),
+        };
+        let mut context = BTreeMap::new();
+        for n in 1.. {
+            let Some(key) = get(&format!("ContextEntries.member.{n}.ContextKeyName")) else {
+                break;
+            };
+            context.insert(
+                key,
+                list(&format!("ContextEntries.member.{n}.ContextKeyValues")),
+            );
+        }
+        if let Some(user) = source.split(":user/").nth(1) {
+            context.insert("aws:username".into(), vec![user.to_string()]);
+        }
+        let statements = match self.identities.lock() {
+            Ok(all) => all.get(&identity).cloned().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let mut results = String::new();
+        for action in list("ActionNames") {
+            for resource in list("ResourceArns") {
+                let mut a = Authorization::new(&action, &resource);
+                a.context = context.clone();
+                let decision = match decide(&statements, &a) {
+                    Verdict::Allow => "allowed",
+                    Verdict::ExplicitDeny(_) => "explicitDeny",
+                    Verdict::ImplicitDeny => "implicitDeny",
+                };
+                results.push_str(&format!("<member><EvalActionName>{}</EvalActionName><EvalResourceName>{}</EvalResourceName><EvalDecision>{decision}</EvalDecision><MatchedStatements/><MissingContextValues/></member>", xml(&action), xml(&resource)));
+            }
+        }
+        let body = format!("<SimulatePrincipalPolicyResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><SimulatePrincipalPolicyResult><IsTruncated>false</IsTruncated><EvaluationResults>{results}</EvaluationResults></SimulatePrincipalPolicyResult><ResponseMetadata><RequestId>standin</RequestId></ResponseMetadata></SimulatePrincipalPolicyResponse>");
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
     /// What launch template `lt` names beyond a request (`key-pair/NAME`).
     pub fn template_uses(&self, lt: &str, resources: &[&str]) {
         if let Ok(mut acct) = self.account.lock() {
@@ -274,6 +346,37 @@ impl Enforcer {
     pub fn denied(&self) -> Vec<Denial> {
         self.denied.lock().map(|d| d.clone()).unwrap_or_default()
     }
+}
+
+/// The ARN each identity calls as: the workers' and the tick's role sessions, a
+/// person's IAM user.
+fn principal_arn(identity: &str) -> String {
+    match identity {
+        "WorkerRole" => "arn:aws:sts::123456789012:assumed-role/augur-worker/i-standin".to_string(),
+        "TickRole" => "arn:aws:sts::123456789012:assumed-role/augur-tick/augur-tick".to_string(),
+        _ => format!("arn:aws:iam::123456789012:user/{CLI_USER}"),
+    }
+}
+
+/// STS's `GetCallerIdentity` for the identity a request's credentials name, as AWS
+/// answers it (an IAM user's ARN, or an assumed role's session); `None` for the
+/// deployer (the emulator answers).
+pub fn caller_answer(head: &[String]) -> Option<Vec<u8>> {
+    let identity = Enforcer::identity(head)?;
+    let body = format!("<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>{}</Arn><UserId>AIDASTANDIN</UserId><Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>standin</RequestId></ResponseMetadata></GetCallerIdentityResponse>", principal_arn(identity));
+    Some(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// STS's answer to `DecodeAuthorizationMessage` for a message [`denied_answer`]
@@ -308,13 +411,9 @@ pub fn decoded_answer(body: &[u8]) -> Vec<u8> {
 /// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html>):
 /// EC2's `UnauthorizedOperation` with an encoded message, DynamoDB's, CloudWatch
 /// Logs', SSM's, Secrets Manager's and the Price List's `AccessDeniedException`,
-/// S3's `AccessDenied`.
+/// S3's, IAM's and STS's `AccessDenied`.
 pub fn denied_answer(service: &str, d: &Denial) -> Vec<u8> {
-    let who = match d.identity.as_str() {
-        "WorkerRole" => "arn:aws:sts::123456789012:assumed-role/augur-worker/i-standin".to_string(),
-        "TickRole" => "arn:aws:sts::123456789012:assumed-role/augur-tick/augur-tick".to_string(),
-        _ => "arn:aws:iam::123456789012:user/augur-user".to_string(),
-    };
+    let who = principal_arn(&d.identity);
     let why = match d.explicit {
         true => "with an explicit deny in an identity-based policy".to_string(),
         false => format!(
@@ -340,6 +439,12 @@ pub fn denied_answer(service: &str, d: &Denial) -> Vec<u8> {
                 format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation. Encoded authorization failure message: {encoded}</Message></Error></Errors><RequestID>standin</RequestID></Response>"),
             )
         }
+        // The Query protocol's error document (IAM and STS answer `AccessDenied`).
+        "iam" | "sts" => (
+            403,
+            "text/xml",
+            format!("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{}</Message></Error><RequestId>standin</RequestId></ErrorResponse>", xml(&message)),
+        ),
         "s3" => (
             403,
             "application/xml",

@@ -123,9 +123,31 @@ impl Statement {
 
     fn applies(&self, a: &Authorization) -> bool {
         self.actions.iter().any(|p| matches_ci(p, &a.action))
-            && self.resources.iter().any(|p| like(p, &a.resource))
+            && self
+                .resources
+                .iter()
+                .any(|p| with_variables(p, &a.context).is_some_and(|p| like(&p, &a.resource)))
             && self.conditions.iter().all(|c| c.holds(&a.context))
     }
+}
+
+/// A resource pattern with its policy variables (`${aws:username}`) replaced by the
+/// request's values; `None` when one has no value, and then the pattern matches
+/// nothing
+/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html>).
+fn with_variables(pattern: &str, context: &BTreeMap<String, Vec<String>>) -> Option<String> {
+    let mut out = pattern.to_string();
+    while let Some(start) = out.find("${") {
+        let len = out[start..].find('}')?;
+        let key = &out[start + 2..start + len];
+        let value = context
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .and_then(|(_, v)| v.first())?
+            .clone();
+        out.replace_range(start..=start + len, &value);
+    }
+    Some(out)
 }
 
 /// The documented evaluation of one identity's statements for one authorization.

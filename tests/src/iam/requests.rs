@@ -60,6 +60,15 @@ pub fn authorizations(
         // Anyone may ask who they are; decoding EC2's refusals is a grant of its own.
         "sts" if op == "GetCallerIdentity" => Ok(Vec::new()),
         "sts" => Ok(vec![Authorization::new(&format!("sts:{op}"), "*")]),
+        // The policy simulator is authorized against the principal simulated.
+        "iam" => {
+            let params = form(body);
+            let source = params
+                .iter()
+                .find(|(k, _)| k == "PolicySourceArn")
+                .map_or("*", |(_, v)| v.as_str());
+            Ok(vec![Authorization::new(&format!("iam:{op}"), source)])
+        }
         other => Err(format!("no IAM mapping for {other}:{op}")),
     }
 }

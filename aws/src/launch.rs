@@ -115,6 +115,35 @@ pub fn no_room(code: &str, text: &str) -> bool {
     ) || (code == "InvalidParameterValue" && text.contains("iamInstanceProfile"))
 }
 
+/// Whether EC2 refused a launch request itself: a client error that names a
+/// resource that does not exist or a parameter it does not accept, which no retry
+/// mends (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html>,
+/// "Client error codes"). Capacity and quotas are [`no_room`]; a repeated token
+/// with other parameters (`IdempotentParameterMismatch`) is the launch protocol's.
+pub fn rejected(code: &str) -> bool {
+    const PREFIXES: [&str; 8] = [
+        "InvalidAMIID.",
+        "InvalidSubnetID.",
+        "InvalidGroup.",
+        "InvalidGroupId.",
+        "InvalidLaunchTemplateId.",
+        "InvalidLaunchTemplateName.",
+        "InvalidKeyPair.",
+        "InvalidBlockDeviceMapping",
+    ];
+    PREFIXES.iter().any(|p| code.starts_with(p))
+        || matches!(
+            code,
+            "InvalidParameterValue"
+                | "InvalidParameterCombination"
+                | "InvalidParameter"
+                | "MissingParameter"
+                | "InvalidInstanceType"
+                | "OptInRequired"
+                | "UnsupportedOperation"
+        )
+}
+
 /// The `ClientToken` of one launch (at most 64 characters). EC2 answers a repeated
 /// token with the first launch's instance, for days and after that instance has
 /// ended, and refuses it with other parameters
@@ -189,6 +218,30 @@ mod tests {
         big.id = u64::MAX;
         big.attempt = u32::MAX;
         assert!(client_token(&long, &long, &big, &long).len() <= 64);
+    }
+
+    #[test]
+    fn a_request_ec2_refuses_as_asked_is_rejected_not_retried() {
+        for code in [
+            "InvalidAMIID.NotFound",
+            "InvalidSubnetID.NotFound",
+            "InvalidGroup.NotFound",
+            "InvalidLaunchTemplateId.NotFound",
+            "InvalidKeyPair.NotFound",
+            "InvalidParameterCombination",
+            "MissingParameter",
+        ] {
+            assert!(rejected(code), "{code}");
+        }
+        for code in [
+            "InsufficientInstanceCapacity",
+            "IdempotentParameterMismatch",
+            "RequestLimitExceeded",
+            "InternalError",
+            "InvalidInstanceID.NotFound",
+        ] {
+            assert!(!rejected(code), "{code}");
+        }
     }
 
     #[test]

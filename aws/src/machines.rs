@@ -105,6 +105,9 @@ where
     if no_room(code, &text) {
         return ProviderError::Capacity(text);
     }
+    if op == "RunInstances" && crate::launch::rejected(code) {
+        return ProviderError::Rejected(text);
+    }
     ProviderError::Unavailable(text)
 }
 

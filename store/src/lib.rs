@@ -171,6 +171,16 @@ pub trait TrialStore: Send + Sync {
     /// exists, allocating its id from the study's atomic sequence. Returns the stored
     /// trial and whether it was created now.
     async fn create_trial(&self, trial: &Trial) -> Result<(Trial, bool)>;
+
+    /// Whether `t` is a trial a driver proposed, as proposed: its id, point, params
+    /// and dataset are what [`TrialStore::create_trial`] recorded. A store that only
+    /// augur's own processes write (SQLite) says yes; one whose trial records others
+    /// may write (DynamoDB, where a trial script holds the worker role) checks what it
+    /// kept out of their reach. An agent runs nothing for a trial that is not.
+    async fn proposed(&self, t: &Trial) -> Result<bool> {
+        let _ = t;
+        Ok(true)
+    }
     async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>>;
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>>;
     /// Trials written after change `since` (0: all), and the change to ask from next

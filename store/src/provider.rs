@@ -23,6 +23,12 @@ pub enum ProviderError {
     /// grant is added. Never retried, costs no attempt (exit code 2).
     #[error("{0}")]
     Denied(Box<crate::Denied>),
+    /// The provider refused the request itself: an image, subnet, security group,
+    /// launch template or key pair that does not exist, a parameter it does not
+    /// accept. No machine was made and none will be until the study's settings or
+    /// the stack are fixed. Never retried, costs no attempt (exit code 2).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// A machine started for an attempt.

@@ -84,6 +84,40 @@ async fn a_refused_launch_exits_2_naming_the_grant_and_costs_no_attempt() {
     );
 }
 
+/// A launch EC2 refuses as asked (here a subnet that does not exist:
+/// `InvalidSubnetID.NotFound`) is a configuration error as a missing grant is:
+/// exit 2 within seconds naming it, no instance, no attempt used; once the
+/// setting is fixed, the same run finishes on first attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_ec2_rejects_exits_2_and_costs_no_attempt() {
+    let mut w = World::new();
+    w.init();
+    w.start_hypervisor();
+    w.sb.write("s.toml", &study("badnet", 2, ""));
+    let args = run_args("s.toml");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let out = w
+        .command(&args)
+        .env("AUGUR_SUBNET", "subnet-0000dead")
+        .output()
+        .expect("augur");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("InvalidSubnetID.NotFound"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{err}");
+    assert_eq!(w.instances().await.len(), 0);
+    let ts = trials(&w, "badnet");
+    assert!(ts.iter().all(|t| t["attempt"] == 1), "{ts:?}");
+    ok(&w.augur(&args));
+    let ts = trials(&w, "badnet");
+    assert!(
+        ts.iter()
+            .all(|t| t["state"] == "succeeded" && t["attempt"] == 1),
+        "{ts:?}"
+    );
+}
+
 /// A store the CLI may not read is a configuration error too: exit 2 at once,
 /// naming `dynamodb:...` and the policy, never "unavailable" retried for minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,8 +317,13 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
     w.allow_denials();
     w.sb.write("victim.toml", &study("victim", 2, ""));
     ok(&augur(&w, &run_args("victim.toml")));
+    // A second study, submitted, not yet driven: a well-formed pending trial is
+    // planted in its partition (a copy of a real trial item, with other values).
+    w.sb.write("victim2.toml", &study("victim2", 2, ""));
+    ok(&w.augur(&["submit", "victim2.toml"]));
+    w.sb.write("planted.json", &planted_trial(&w, "victim", "victim2", 50));
     // (name, the request, whether the template refuses it)
-    let attacks: [(&str, &str, bool); 12] = [
+    let attacks: [(&str, &str, bool); 13] = [
         (
             "rewrite a study's spec",
             r#"aws dynamodb put-item --table-name "$T" --item '{"pk":{"S":"victim"},"sk":{"S":"study"},"data":{"S":"{}"}}'"#,
@@ -345,6 +384,11 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
             r#"aws dynamodb put-item --table-name "$T" --item '{"pk":{"S":"trials#victim"},"sk":{"S":"trial#0000000099"},"data":{"S":"not a record"}}'"#,
             false,
         ),
+        (
+            "plant a pending trial in another study",
+            r#"aws dynamodb put-item --table-name "$T" --item file://planted.json"#,
+            false,
+        ),
     ];
     let mut script = String::from("try() { n=\"$1\"; shift; if eval \"$@\" > /dev/null 2> err; then echo \"ATTACK $n: allowed\"; else echo \"ATTACK $n: refused: $(tr '\\n' ' ' < err | cut -c1-160)\"; fi; }\n");
     for (name, request, _) in &attacks {
@@ -360,7 +404,7 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
     w.sb.write(
         "attacker.toml",
         &format!(
-            "name = \"attacker\"\nobjective = {{ metric = \"v\" }}\ntrials = 1\n[run]\nfiles = [\"attack.sh\"]\nenv = {{ T = \"{table}\", B = \"augur-e2e\" }}\nscript = 'bash attack.sh'\n[aws]\nimage = \"ami-12345678\"\n"
+            "name = \"attacker\"\nobjective = {{ metric = \"v\" }}\ntrials = 1\n[run]\nfiles = [\"attack.sh\", \"planted.json\"]\nenv = {{ T = \"{table}\", B = \"augur-e2e\" }}\nscript = 'bash attack.sh'\n[aws]\nimage = \"ami-12345678\"\n"
         ),
     );
     ok(&augur(&w, &run_args("attacker.toml")));
@@ -396,6 +440,70 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
     let ts = trials(&w, "victim");
     assert_eq!(ts.len(), 2, "{ts:?}");
     ok(&augur(&w, &run_args("victim.toml")));
+    // The planted pending trial is set aside: never shown, counted or launched;
+    // the study's own trials run, on their own points.
+    ok(&augur(&w, &run_args("victim2.toml")));
+    let ts = trials(&w, "victim2");
+    assert!(ts.iter().all(|t| t["id"] != 50), "{ts:?}");
+    assert!(
+        ts.len() == 2 && ts.iter().all(|t| t["state"] == "succeeded"),
+        "{ts:?}"
+    );
+    let launched = w.study_instances("victim2").await;
+    assert!(launched.iter().all(|i| i.0 != 50), "{launched:?}");
+    assert_eq!(launched.len(), 2, "{launched:?}");
+}
+
+/// A DynamoDB item for a pending trial `id` of study `to`, copied from trial 1 of
+/// `from` as stored (its attributes as augur writes them), with its own values.
+fn planted_trial(w: &World, from: &str, to: &str, id: u64) -> String {
+    let key =
+        serde_json::json!({"pk": {"S": format!("trials#{from}")}, "sk": {"S": "trial#0000000001"}});
+    let got = w.aws(&[
+        "dynamodb",
+        "get-item",
+        "--table-name",
+        &w.table,
+        "--key",
+        &key.to_string(),
+    ]);
+    let mut item = got["Item"].clone();
+    let mut data: Value =
+        serde_json::from_str(item["data"]["S"].as_str().expect("data")).expect("trial json");
+    data["study"] = to.into();
+    data["id"] = id.into();
+    data["point"] = 77.into();
+    data["state"] = "pending".into();
+    data["attempt"] = 1.into();
+    data["runs"] = 0.into();
+    for k in [
+        "machine",
+        "started_ms",
+        "heartbeat_ms",
+        "finished_ms",
+        "exit_code",
+        "error",
+        "status",
+        "log",
+        "launched_ms",
+        "billing",
+    ] {
+        data[k] = Value::Null;
+    }
+    data["metrics"] = serde_json::json!({});
+    data["series"] = serde_json::json!([]);
+    data["log_tail"] = serde_json::json!([]);
+    data["history"] = serde_json::json!([]);
+    item["pk"] = serde_json::json!({"S": format!("trials#{to}")});
+    item["sk"] = serde_json::json!({"S": format!("trial#{id:010}")});
+    item["data"] = serde_json::json!({"S": data.to_string()});
+    if item.get("state").is_some() {
+        item["state"] = serde_json::json!({"S": "pending"});
+    }
+    if item.get("chg").is_some() {
+        item["chg"] = serde_json::json!({"N": augur_store::now_ms().to_string()});
+    }
+    item.to_string()
 }
 
 fn shell_quote(s: &str) -> String {

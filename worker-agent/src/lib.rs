@@ -127,6 +127,11 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
     let mut log = open_log(cfg);
     // The write that takes the attempt (conditional on it) reads the trial too.
     let trial = mark_running(store, cfg, patience, &mut log).await?;
+    // The record says what to run: only what a driver proposed (where others may
+    // write trial records, a guard they cannot write vouches for it).
+    if !store.proposed(&trial).await? {
+        return refuse_unproposed(store, cfg, &mut log).await;
+    }
     log_start(cfg, &trial, &mut log);
     let outcome = script::run_script(store, cfg, (&study, lease), &trial, &mut log).await?;
     // An attempt ended from outside (SIGTERM: `augur stop`, a pruner) is usually one
@@ -191,6 +196,31 @@ async fn refuse(
     let expect = Expect::state(TrialState::Starting, cfg.attempt);
     match store
         .update_trial(&cfg.study, cfg.trial, &expect, &up)
+        .await?
+    {
+        Written::Done(_) => Ok(Ended::Forced(TrialState::Failed)),
+        Written::Conflict(now) => Err(AgentError::superseded(cfg, now)),
+    }
+}
+
+/// Ends a running attempt whose record no proposal vouches for, without running
+/// anything: failed, not retried, with the reason.
+async fn refuse_unproposed(
+    store: &dyn TrialStore,
+    cfg: &AgentConfig,
+    log: &mut Log,
+) -> Result<Ended, AgentError> {
+    let why = "refused: no proposal of augur's vouches for this trial record (written by something else); nothing ran";
+    log.write(Source::Augur, why);
+    log.flush_final().await;
+    let expect = Expect::state(TrialState::Running, cfg.attempt);
+    match store
+        .update_trial(
+            &cfg.study,
+            cfg.trial,
+            &expect,
+            &TrialUpdate::refused(why, now_ms()),
+        )
         .await?
     {
         Written::Done(_) => Ok(Ended::Forced(TrialState::Failed)),

@@ -17,6 +17,16 @@ pub(super) fn mark(read_ms: Millis, full_minute: u64) -> u64 {
     ((full_minute & ((1 << 22) - 1)) << 42) | (read_ms.max(0) as u64 & ((1 << 42) - 1))
 }
 
+/// The digest of what a driver proposed for a trial (its id, point, replicate,
+/// dataset and parameter values), kept with its slot guard where the worker role
+/// cannot write ([`augur_store::TrialStore::proposed`]).
+pub(super) fn proposal_digest(t: &Trial) -> String {
+    use sha2::Digest;
+    let what = serde_json::json!([t.id, t.point, t.replicate, t.dataset, t.params]);
+    let sum = sha2::Sha256::digest(what.to_string().as_bytes());
+    sum.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The trials in `items`. An item that is not one of `study`'s trials as augur
 /// writes them (undecodable, or naming another study or trial than its key) is set
 /// aside with a warning naming its key: anything holding the worker role may write

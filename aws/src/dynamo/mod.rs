@@ -57,6 +57,9 @@ pub struct DynamoStore {
     pub snapshot_every: Duration,
     /// What an agent's store remembers of the attempts it beats for.
     beating: std::sync::Mutex<HashMap<(String, u64), beats::Kept>>,
+    /// Trials are shown only where their slot guard vouches for them ([`vouch`]).
+    vouch: bool,
+    guards: std::sync::Mutex<HashMap<String, vouch::Guards>>,
 }
 
 mod beats;
@@ -64,6 +67,7 @@ mod index;
 mod items;
 mod leases;
 mod table;
+mod vouch;
 mod whole;
 
 use items::*;
@@ -82,6 +86,8 @@ impl DynamoStore {
             apart: Default::default(),
             snapshot_every: Duration::from_secs(300),
             beating: Default::default(),
+            vouch: false,
+            guards: Default::default(),
         }
     }
 
@@ -367,6 +373,7 @@ impl TrialStore for DynamoStore {
                 ("pk".to_string(), s(&t.study)),
                 ("sk".to_string(), s(&guard_sk)),
                 ("trial_id".to_string(), n(id)),
+                ("proposal".to_string(), s(items::proposal_digest(&t))),
             ]);
             let put = |item: Item| {
                 Put::builder()
@@ -402,6 +409,18 @@ impl TrialStore for DynamoStore {
         }
     }
 
+    /// The trial's slot guard, in the study's own partition (which the worker role
+    /// may not write), names its id and the digest of what was proposed; a guard
+    /// from before digests were kept vouches for the id alone.
+    async fn proposed(&self, t: &Trial) -> Result<bool> {
+        let guard_sk = format!("slot#{}", slot(t));
+        let Some(guard) = self.get(&t.study, &guard_sk, true).await? else {
+            return Ok(false);
+        };
+        let digest_holds = get_s(&guard, "proposal").is_none_or(|d| d == items::proposal_digest(t));
+        Ok(get_n(&guard, "trial_id") == Some(t.id) && digest_holds)
+    }
+
     async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>> {
         let Some((t, _)) = self.read_trial(study, id).await? else {
             return Ok(None);
@@ -414,7 +433,8 @@ impl TrialStore for DynamoStore {
 
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
         let pk = self.trials_pk(study).await?;
-        let mut trials = decode_trials(study, &self.query(&pk, Some("trial#")).await?)?;
+        let trials = decode_trials(study, &self.query(&pk, Some("trial#")).await?)?;
+        let mut trials = self.vouched(study, trials).await?;
         self.with_beats(study, &mut trials).await?;
         Ok(trials)
     }
@@ -435,7 +455,8 @@ impl TrialStore for DynamoStore {
             let from = read_ms - self.lookback.as_millis() as Millis;
             let pk = self.trials_pk(study).await?;
             if let Some(items) = self.query_changes(&pk, from).await? {
-                return Ok((decode_trials(study, &items)?, mark(now, full_minute)));
+                let trials = self.vouched(study, decode_trials(study, &items)?).await?;
+                return Ok((trials, mark(now, full_minute)));
             }
             self.no_index.store(true, Ordering::Relaxed);
         }

@@ -58,7 +58,7 @@ impl From<augur_store::StoreError> for AppError {
 impl From<augur::RunError> for AppError {
     fn from(e: augur::RunError) -> AppError {
         match e {
-            augur::RunError::BadInput(m) => AppError::input(m),
+            augur::RunError::BadInput(m) | augur::RunError::Rejected(m) => AppError::input(m),
             augur::RunError::Denied(d) => AppError::input(d.to_string()),
             augur::RunError::Unavailable(m) | augur::RunError::Machines(m) => {
                 AppError::unavailable(m)

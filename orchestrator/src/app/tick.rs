@@ -311,6 +311,14 @@ async fn tick_study(
         }
         // A grant is missing: the study stops, the reason recorded, until the
         // stack is fixed and the study submitted again.
+        // A launch the provider refused as asked (an image, subnet or template that
+        // is not there): the same, until the study or the stack is fixed.
+        Err(augur::RunError::Rejected(why)) => {
+            let why = format!("{why}. Submit the study again once it is fixed.");
+            stop_refused(store, &name, &why).await;
+            row.outcome = "stopped";
+            row.detail = Some(why);
+        }
         Err(augur::RunError::Denied(d)) => {
             let why = format!("{d}. Submit the study again once the grant is added.");
             stop_refused(store, &name, &why).await;

@@ -41,6 +41,11 @@ pub enum RunError {
     /// before their agent reported (exit 3).
     #[error("{0}")]
     Machines(String),
+    /// The provider refused a launch request as asked: an image, subnet, group or
+    /// template that does not exist, a parameter it does not accept (exit code 2).
+    /// Nothing is retried and no attempt is used up.
+    #[error("{0}")]
+    Rejected(String),
     /// IAM refused a request: a grant is missing (exit code 2). Nothing is retried
     /// and no attempt is used up; the message names the grant.
     #[error("{0}")]
@@ -67,6 +72,9 @@ impl From<ProviderError> for RunError {
     fn from(e: ProviderError) -> Self {
         match e {
             ProviderError::Denied(d) => RunError::Denied(d),
+            ProviderError::Rejected(m) => RunError::Rejected(format!(
+                "{m}: nothing was launched; fix the study's [aws] settings or the stack"
+            )),
             other => RunError::Unavailable(other.to_string()),
         }
     }

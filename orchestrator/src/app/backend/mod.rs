@@ -495,10 +495,9 @@ impl Backend {
 
     pub async fn dynamo(&self) -> Result<DynamoStore, AppError> {
         let table = self.table()?;
-        Ok(DynamoStore::new(
-            augur_aws::dynamodb(self.sdk().await),
-            table,
-        ))
+        // A driver sees only the trials a proposal vouches for (a trial script may
+        // write trial records: augur_aws::dynamo's vouch).
+        Ok(DynamoStore::new(augur_aws::dynamodb(self.sdk().await), table).vouching())
     }
 
     /// The store, created if needed (local).

@@ -152,8 +152,8 @@ impl Driver<'_> {
         if let ProviderError::Capacity(what) = e {
             return self.no_room(at, what, now).await;
         }
-        if let ProviderError::Denied(d) = e {
-            return Err(self.refused(at, d).await);
+        if let ProviderError::Denied(_) | ProviderError::Rejected(_) = e {
+            return Err(self.refused(at, e).await);
         }
         self.launch_failed(at, tries + 1, &e, now).await?;
         if let ProviderError::Unavailable(_) = e {
@@ -191,18 +191,19 @@ impl Driver<'_> {
         Ok(launched.billing.filter(|_| !launched.priced))
     }
 
-    /// IAM refused the launch: no machine was made, no try or attempt is counted,
-    /// and the launch stays unrecorded (`starting`), to be asked again under the same
-    /// `ClientToken` once the grant is added. The trial says why; the drive ends.
-    async fn refused(&self, at: At, d: Box<augur_store::Denied>) -> RunError {
+    /// IAM or the provider refused the launch request (a missing grant, a resource
+    /// that does not exist): no machine was made, no try or attempt is counted, and
+    /// the launch stays unrecorded (`starting`), to be asked again under the same
+    /// `ClientToken` once the cause is fixed. The trial says why; the drive ends.
+    async fn refused(&self, at: At, e: ProviderError) -> RunError {
         let up = TrialUpdate {
-            status: Some(Some(format!("launch refused: {d}"))),
+            status: Some(Some(format!("launch refused: {e}"))),
             ..Default::default()
         };
-        if let Err(e) = self.write(at, &up).await {
-            tracing::warn!(trial = at.trial, error = %e, "cannot say why the launch was refused");
+        if let Err(w) = self.write(at, &up).await {
+            tracing::warn!(trial = at.trial, error = %w, "cannot say why the launch was refused");
         }
-        RunError::Denied(d)
+        e.into()
     }
 
     /// Asks the source of a first-guess price for the real one, within the tick's

@@ -202,8 +202,9 @@ async fn a_refused_tick_stops_the_study_with_the_reason() {
 /// Which calls of augur's paths each grant of the template is there for. The paths
 /// of a team on AWS run under the stack's policies (any refusal fails this test):
 /// a foreground run on spot with the default image, a root volume, a checkpoint and
-/// secrets from SSM and Secrets Manager; a warm study; a submitted study driven by
-/// ticks; logs, `stop`, `gc`, `delete` and `doctor`. Then each grant is taken away in turn
+/// secrets from SSM and Secrets Manager; a warm study of an `ami-` image with a root
+/// volume (its root device looked up); a submitted study driven by ticks; logs,
+/// `stop`, `gc`, `delete` and `doctor`. Then each grant is taken away in turn
 /// and the calls it would have refused are printed: every grant a path needs is
 /// needed by some call, and the grants no path here needs are the ones named below
 /// with the reason.
@@ -239,7 +240,7 @@ async fn every_grant_is_there_for_a_path() {
     ok(&augur(&w, &run_args("fg.toml")));
     w.sb.write(
         "warm.toml",
-        &study("warm", 2, "")
+        &study("warm", 2, "disk_gb = 20")
             .replace("[aws]", "reuse = \"study\"\n[aws]")
             .replace("parallel = 2", "parallel = 1"),
     );

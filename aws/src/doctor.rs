@@ -112,6 +112,8 @@ impl Deployment {
             check(path, "pricing:GetProducts", "*"),
             check(path, "ec2:TerminateInstances", &ec2("instance/*"))
                 .with("aws:ResourceTag/augur:stack", &[&self.table]),
+            // What EC2 refused, decoded to be named.
+            check(path, "sts:DecodeAuthorizationMessage", "*"),
         ];
         for g in &self.security_groups {
             out.push(check(path, run, &ec2(&format!("security-group/{g}"))));
@@ -145,131 +147,111 @@ impl Deployment {
 
     /// Every call the paths of `who` make.
     pub fn checks(&self, who: Identity) -> Vec<Check> {
-        let b = format!("arn:aws:s3:::{}", self.bucket);
-        let group = self.arn(
-            "logs",
-            &format!("log-group:{}/doctor", self.log_group_prefix),
-        );
         match who {
-            Identity::Cli => {
-                let p = "augur run/submit/stop/gc/delete";
-                let mut out = self.records(
-                    p,
-                    &[
-                        "GetItem",
-                        "BatchGetItem",
-                        "PutItem",
-                        "UpdateItem",
-                        "DeleteItem",
-                        "Query",
-                        "Scan",
-                        "BatchWriteItem",
-                        "DescribeTable",
-                    ],
-                );
-                out.extend(self.launches(p));
-                for a in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
-                    out.push(check("study files", a, &format!("{b}/studies/doctor/file")));
-                }
-                out.push(
-                    check("study files", "s3:ListBucket", &b)
-                        .with("s3:prefix", &["studies/doctor/"]),
-                );
-                out.push(check(
-                    "augur script --run",
-                    "s3:GetObject",
-                    &format!("{b}/checkpoints/doctor/1/file"),
-                ));
-                out.push(check(
-                    "augur delete",
-                    "s3:DeleteObject",
-                    &format!("{b}/checkpoints/doctor/1/file"),
-                ));
-                for a in [
-                    "logs:GetLogEvents",
-                    "logs:FilterLogEvents",
-                    "logs:DescribeLogStreams",
-                    "logs:CreateLogGroup",
-                    "logs:PutRetentionPolicy",
-                    "logs:DeleteLogGroup",
-                ] {
-                    out.push(check("augur logs/run/delete", a, &group));
-                }
-                out.push(check(
-                    "naming refusals",
-                    "sts:DecodeAuthorizationMessage",
-                    "*",
-                ));
-                out
-            }
+            Identity::Cli => self.cli_checks(),
             Identity::Tick => {
-                let p = "the tick";
-                let mut out = self.records(
-                    p,
-                    &[
-                        "GetItem",
-                        "BatchGetItem",
-                        "PutItem",
-                        "UpdateItem",
-                        "DeleteItem",
-                        "Query",
-                        "Scan",
-                    ],
-                );
-                out.extend(self.launches(p));
-                out.push(check(
-                    "naming refusals",
-                    "sts:DecodeAuthorizationMessage",
-                    "*",
-                ));
+                let mut out = self.records("the tick", &DRIVER_ITEMS);
+                out.extend(self.launches("the tick"));
                 out
             }
-            Identity::Worker => {
-                let p = "the agent";
-                let table = self.arn("dynamodb", &format!("table/{}", self.table));
-                let trials = ["trials#doctor"];
-                let mut out = vec![
-                    check(p, "dynamodb:GetItem", &table),
-                    check(p, "dynamodb:PutItem", &table).with("dynamodb:LeadingKeys", &trials),
-                    check(p, "dynamodb:UpdateItem", &table).with("dynamodb:LeadingKeys", &trials),
-                    check("warm agents", "dynamodb:Query", &table)
-                        .with("dynamodb:LeadingKeys", &trials),
-                    check(p, "s3:GetObject", &format!("{b}/agent/augur-agent")),
-                    check(p, "s3:GetObject", &format!("{b}/studies/doctor/file")),
-                    check(p, "s3:ListBucket", &b).with("s3:prefix", &["checkpoints/doctor/1/"]),
-                ];
-                for a in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
-                    out.push(check(
-                        "checkpoints",
-                        a,
-                        &format!("{b}/checkpoints/doctor/1/file"),
-                    ));
-                }
-                for a in [
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                ] {
-                    out.push(check(p, a, &format!("{group}:log-stream:1")));
-                }
-                out.push(check(
-                    "secrets",
-                    "ssm:GetParameter",
-                    &self.arn("ssm", &format!("parameter/{}doctor", self.secrets_prefix)),
-                ));
-                out.push(check(
-                    "secrets",
-                    "secretsmanager:GetSecretValue",
-                    &self.arn(
-                        "secretsmanager",
-                        &format!("secret:{}doctor", self.secrets_prefix),
-                    ),
-                ));
-                out
-            }
+            Identity::Worker => self.worker_checks(),
         }
     }
+
+    fn bucket_arn(&self) -> String {
+        format!("arn:aws:s3:::{}", self.bucket)
+    }
+
+    fn log_group(&self) -> String {
+        self.arn(
+            "logs",
+            &format!("log-group:{}/doctor", self.log_group_prefix),
+        )
+    }
+
+    /// A person's: a driver's, and the study files, checkpoints and logs.
+    fn cli_checks(&self) -> Vec<Check> {
+        let p = "augur run/submit/stop/gc/delete";
+        let b = self.bucket_arn();
+        let mut items = DRIVER_ITEMS.to_vec();
+        items.extend(["BatchWriteItem", "DescribeTable"]);
+        let mut out = self.records(p, &items);
+        out.extend(self.launches(p));
+        for a in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+            out.push(check("study files", a, &format!("{b}/studies/doctor/file")));
+        }
+        out.push(check("study files", "s3:ListBucket", &b).with("s3:prefix", &["studies/doctor/"]));
+        let checkpoint = format!("{b}/checkpoints/doctor/1/file");
+        out.push(check("augur script --run", "s3:GetObject", &checkpoint));
+        out.push(check("augur delete", "s3:DeleteObject", &checkpoint));
+        for a in [
+            "logs:GetLogEvents",
+            "logs:FilterLogEvents",
+            "logs:DescribeLogStreams",
+            "logs:CreateLogGroup",
+            "logs:PutRetentionPolicy",
+            "logs:DeleteLogGroup",
+        ] {
+            out.push(check("augur logs/run/delete", a, &self.log_group()));
+        }
+        out
+    }
+
+    /// An agent's: its study's record and trial partition, the agent and study
+    /// files, checkpoints, logs and secrets.
+    fn worker_checks(&self) -> Vec<Check> {
+        let p = "the agent";
+        let b = self.bucket_arn();
+        let table = self.arn("dynamodb", &format!("table/{}", self.table));
+        let trials = ["trials#doctor"];
+        let mut out = vec![
+            check(p, "dynamodb:GetItem", &table),
+            check(p, "dynamodb:PutItem", &table).with("dynamodb:LeadingKeys", &trials),
+            check(p, "dynamodb:UpdateItem", &table).with("dynamodb:LeadingKeys", &trials),
+            check("warm agents", "dynamodb:Query", &table).with("dynamodb:LeadingKeys", &trials),
+            check(p, "s3:GetObject", &format!("{b}/agent/augur-agent")),
+            check(p, "s3:GetObject", &format!("{b}/studies/doctor/file")),
+            check(p, "s3:ListBucket", &b).with("s3:prefix", &["checkpoints/doctor/1/"]),
+        ];
+        for a in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+            out.push(check(
+                "checkpoints",
+                a,
+                &format!("{b}/checkpoints/doctor/1/file"),
+            ));
+        }
+        for a in [
+            "logs:CreateLogGroup",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        ] {
+            out.push(check(p, a, &format!("{}:log-stream:1", self.log_group())));
+        }
+        let prefix = &self.secrets_prefix;
+        out.push(check(
+            "secrets",
+            "ssm:GetParameter",
+            &self.arn("ssm", &format!("parameter/{prefix}doctor")),
+        ));
+        out.push(check(
+            "secrets",
+            "secretsmanager:GetSecretValue",
+            &self.arn("secretsmanager", &format!("secret:{prefix}doctor")),
+        ));
+        out
+    }
 }
+
+/// The item calls of a driver's store (`augur run`, the tick).
+const DRIVER_ITEMS: [&str; 7] = [
+    "GetItem",
+    "BatchGetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "Scan",
+];
 
 /// A check's answer: allowed, or how it was refused (`implicitDeny`,
 /// `explicitDeny`).

@@ -9,7 +9,7 @@
 //! files come from S3 with the instance role.
 
 use crate::boot::BootScript;
-use crate::launch::{client_token, max_life_minutes, no_room, INCARNATION_TAG, STACK_TAG};
+use crate::launch::{client_token, max_life_minutes, INCARNATION_TAG, STACK_TAG};
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
 use augur_model::cost::Billing;
@@ -90,27 +90,6 @@ pub fn spot_for(s: &Ec2Settings, trial: &Trial) -> bool {
     s.spot && s.spot_fallback_after.is_none_or(|n| trial.preemptions < n)
 }
 
-fn fail<E>(op: &str, e: &aws_sdk_ec2::error::SdkError<E>) -> ProviderError
-where
-    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
-{
-    let code = e
-        .as_service_error()
-        .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
-        .unwrap_or("");
-    if let Some(d) = crate::denied::denied(&format!("EC2 {op}"), &format!("ec2:{op}"), e) {
-        return ProviderError::Denied(Box::new(d));
-    }
-    let text = format!("EC2 {op}: {}", crate::error_text(e));
-    if no_room(code, &text) {
-        return ProviderError::Capacity(text);
-    }
-    if op == "RunInstances" && crate::launch::rejected(code) {
-        return ProviderError::Rejected(text);
-    }
-    ProviderError::Unavailable(text)
-}
-
 impl Ec2Provider {
     pub fn new(client: Client, settings: Ec2Settings) -> Ec2Provider {
         Ec2Provider {
@@ -135,7 +114,7 @@ impl Ec2Provider {
     where
         E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
     {
-        match (fail(op, &e), &self.sts) {
+        match (crate::launch::fail(op, &e), &self.sts) {
             (ProviderError::Denied(d), Some(sts)) => {
                 ProviderError::Denied(Box::new(crate::denied::decode_ec2(sts, *d, &e).await))
             }
@@ -220,7 +199,7 @@ impl Ec2Provider {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| fail("DescribeInstances", &e))?;
+                .map_err(|e| crate::launch::fail("DescribeInstances", &e))?;
             for r in page.reservations() {
                 for i in r.instances() {
                     let tag = |k: &str| {
@@ -586,7 +565,7 @@ impl MachineProvider for Ec2Provider {
                 if e.as_service_error()
                     .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
                     == Some("InvalidInstanceID.NotFound") => {}
-            Err(e) => return Err(fail("TerminateInstances", &e)),
+            Err(e) => return Err(crate::launch::fail("TerminateInstances", &e)),
         }
         // Ended: a reused listing must not show it alive (it would be ended again at
         // every pass until the listing is made afresh).

@@ -98,6 +98,18 @@ pub struct StudyRecord {
 }
 
 impl StudyRecord {
+    /// Stops a study still running (active or stopping) for `reason`, at `now`;
+    /// whether it changed anything (one that ended already keeps its end).
+    pub fn stop_for(&mut self, reason: &str, now: Millis) -> bool {
+        if !matches!(self.state, StudyState::Active | StudyState::Stopping) {
+            return false;
+        }
+        self.state = StudyState::Stopped;
+        self.reason = Some(reason.to_string());
+        self.updated_ms = now;
+        true
+    }
+
     /// Whether the record can be acted on as it is: the study file's limits, and the
     /// shape of every value that becomes a word, a path or an AWS parameter. For
     /// records read back from the store, which is not trusted as much as the file.

@@ -8,7 +8,7 @@
 use super::backend::Backend;
 use super::AppError;
 use augur::{Finished, LeaseSpec, Runner, TickEnd};
-use augur_model::{StudyState, TrialState};
+use augur_model::TrialState;
 use augur_store::TrialStore;
 use serde::Serialize;
 use serde_json::Value;
@@ -334,15 +334,8 @@ async fn tick_study(
 /// Stops a study for a refusal, recording `why`, as far as the grants allow (the
 /// refusal may be of these very writes: it is said in the tick's log then).
 async fn stop_refused(store: &Arc<dyn TrialStore>, name: &str, why: &str) {
-    let reason = why.to_string();
-    let change = move |rec: &mut augur_model::StudyRecord| {
-        if !matches!(rec.state, StudyState::Active | StudyState::Stopping) {
-            return false;
-        }
-        rec.state = StudyState::Stopped;
-        rec.reason = Some(reason.clone());
-        true
-    };
+    let (reason, now) = (why.to_string(), augur_store::now_ms());
+    let change = move |rec: &mut augur_model::StudyRecord| rec.stop_for(&reason, now);
     if let Err(e) = store.update_study(name, Box::new(change)).await {
         tracing::warn!(study = %name, error = %e, "cannot record why the study stopped");
     }

@@ -7,7 +7,6 @@
 use super::Driver;
 use crate::reconcile::Scope;
 use crate::runner::RunError;
-use augur_model::StudyState;
 
 impl Driver<'_> {
     /// Reads the study's bounds, once a drive (and again after another driver's
@@ -68,15 +67,7 @@ impl Driver<'_> {
         if let Scope::Budget(_) = self.scope {
             let now = (self.runner.clock)();
             let reason = why.clone();
-            let change = move |rec: &mut augur_model::StudyRecord| {
-                if !matches!(rec.state, StudyState::Active | StudyState::Stopping) {
-                    return false;
-                }
-                rec.state = StudyState::Stopped;
-                rec.reason = Some(reason.clone());
-                rec.updated_ms = now;
-                true
-            };
+            let change = move |rec: &mut augur_model::StudyRecord| rec.stop_for(&reason, now);
             if let Err(e) = self.runner.store.update_study(name, Box::new(change)).await {
                 tracing::warn!(study = %name, error = %e, "cannot record why the study stopped");
             }

@@ -22,15 +22,7 @@ pub const EVAL_TABLE_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/
 /// `role` by `infra/augur.yaml`'s policies, as `infra/iam_eval.py` evaluates them
 /// (with the cfn-lint virtualenv's Python, installed by `scripts/pytool.sh`).
 pub fn iam_allows(role: &str, requests: &[Value]) {
-    let tool = Command::new("bash")
-        .arg(repo().join("scripts/pytool.sh"))
-        .args(["cfn-lint", "1.58.0", "cfn-lint"])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/pytool.sh");
-    assert!(tool.status.success(), "scripts/pytool.sh cfn-lint failed");
-    let python =
-        PathBuf::from(String::from_utf8_lossy(&tool.stdout).trim()).with_file_name("python");
+    let python = cfn_python();
     let file = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(file.path(), serde_json::to_vec(requests).expect("json")).expect("write");
     let out = Command::new(python)

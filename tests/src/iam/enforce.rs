@@ -232,8 +232,7 @@ impl Enforcer {
         let rest: Vec<Statement> = full.iter().filter(|s| s.sid != sid).cloned().collect();
         let allowed = self.allowed.lock().map(|a| a.clone()).unwrap_or_default();
         let mut out: Vec<String> = Vec::new();
-        for (who, call, needed) in allowed.iter().filter(|(w, _, _)| w == identity) {
-            let _ = who;
+        for (_, call, needed) in allowed.iter().filter(|(w, _, _)| w == identity) {
             let refused = needed.iter().any(|a| decide(&rest, a) != Verdict::Allow);
             if refused && !out.contains(call) {
                 out.push(call.clone());

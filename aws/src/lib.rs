@@ -6,6 +6,7 @@
 
 pub mod boot;
 pub mod calls;
+pub mod checkpoint;
 pub mod config;
 pub mod cwlogs;
 pub mod denied;

@@ -15,7 +15,7 @@ pub struct S3Error {
     pub text: String,
 }
 
-fn fail<E>(op: &'static str, what: &str, e: SdkError<E>) -> S3Error
+pub(crate) fn fail<E>(op: &'static str, what: &str, e: SdkError<E>) -> S3Error
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
@@ -27,14 +27,31 @@ where
 }
 
 /// An S3 client for `config`, path-style when an endpoint is overridden (emulators).
+///
+/// Its calls move data (a checkpoint, a part of one), so they are not held to the
+/// 30 s attempts of the other services' calls: an upload on a slow link takes what
+/// it takes (a stalled body is still caught by the SDK's stalled-stream protection,
+/// on by default), bounded only by [`TRANSFER_ATTEMPT`] an attempt.
 pub fn client(config: &aws_config::SdkConfig, path_style: bool) -> Client {
+    use aws_config::timeout::TimeoutConfig;
     Client::from_conf(
         aws_sdk_s3::config::Builder::from(config)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .operation_attempt_timeout(TRANSFER_ATTEMPT)
+                    .operation_timeout(TRANSFER_ATTEMPT * 3)
+                    .build(),
+            )
             .force_path_style(path_style)
             .interceptor(crate::calls::CallCounter)
             .build(),
     )
 }
+
+/// The longest one attempt of an S3 call may take (a part of at most 64 MiB, or an
+/// object below the multipart threshold, at about 100 KB/s).
+pub const TRANSFER_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Where a study's files live.
 pub fn files_prefix(study: &str) -> String {
@@ -117,7 +134,11 @@ pub async fn sync_up(
 }
 
 /// Every key under `prefix`, across the listing's pages.
-async fn keys_under(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, S3Error> {
+pub(crate) async fn keys_under(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, S3Error> {
     let mut keys = Vec::new();
     let mut token = None;
     loop {
@@ -269,7 +290,7 @@ pub async fn put_file(
 
 /// Whether `rel` (a key below the prefix) names a file inside the download directory:
 /// plain components only, none empty, `.` or `..`.
-fn safe_relative(rel: &str) -> bool {
+pub(crate) fn safe_relative(rel: &str) -> bool {
     !rel.is_empty()
         && rel
             .split('/')

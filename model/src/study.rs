@@ -265,10 +265,20 @@ pub struct DriveSettings {
     /// backing off) before the drive stops (exit 3).
     #[serde(default = "default_capacity_timeout")]
     pub capacity_timeout_ms: Millis,
+    /// An agent that could record no heartbeat for this long ends its script (the
+    /// store, or its way to it, is gone). Apart from the lease, and longer: a store
+    /// throttled or down for a few minutes ends no running trial, and a driver that
+    /// could not see the store meanwhile does not count them lost either.
+    #[serde(default = "default_give_up")]
+    pub give_up_ms: Millis,
 }
 
 fn default_capacity_timeout() -> Millis {
     30 * 60_000
+}
+
+fn default_give_up() -> Millis {
+    15 * 60_000
 }
 
 impl DriveSettings {
@@ -281,6 +291,7 @@ impl DriveSettings {
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
             capacity_timeout_ms: default_capacity_timeout(),
+            give_up_ms: default_give_up(),
         }
     }
 
@@ -313,6 +324,7 @@ impl DriveSettings {
         within("backoff-base", self.backoff_base_ms, MS, H)?;
         within("backoff-cap", self.backoff_cap_ms, MS, D)?;
         within("capacity-timeout", self.capacity_timeout_ms, S, 7 * D)?;
+        within("give-up", self.give_up_ms, 20 * MS, 7 * D)?;
         if self.lease_ms < 2 * self.heartbeat_ms {
             return Err((
                 "lease",
@@ -320,6 +332,16 @@ impl DriveSettings {
                     "{} must be at least two heartbeats ({})",
                     show_ms(self.lease_ms),
                     show_ms(2 * self.heartbeat_ms)
+                ),
+            ));
+        }
+        if self.give_up_ms < self.lease_ms {
+            return Err((
+                "give-up",
+                format!(
+                    "{} is below the lease ({}): agents would end trials drivers still count",
+                    show_ms(self.give_up_ms),
+                    show_ms(self.lease_ms)
                 ),
             ));
         }

@@ -157,7 +157,7 @@ async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     // Expired 2 s ago by our clock: the holder's clock may be 2 s behind.
     store
-        .take_lease("api", "other", now, now - 2_000)
+        .take_lease("api", "other", now, now - 2_000, 0)
         .await
         .expect("lease");
     match r.tick(&s, deadline).await.expect("tick") {
@@ -167,7 +167,7 @@ async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     // Expired beyond the margin: taken over.
     store
-        .take_lease("api", "other", now - 20_000, now - 6_000)
+        .take_lease("api", "other", now - 20_000, now - 6_000, 0)
         .await
         .expect("lease");
     let end = r.tick(&s, deadline).await.expect("tick");

@@ -226,15 +226,23 @@ pub trait TrialStore: Send + Sync {
     /// another holder's lease is still live at `now`. Returns the lease as it stands:
     /// ours if we got it. One conditional write, so two drivers (a serverless tick and
     /// `augur run`, or two overlapping ticks) never act on a study at once.
+    ///
+    /// A lease we got carries `since`: when drivers began holding the study's lease
+    /// with no gap of more than `gap` between one lease's end and the next one's
+    /// start (the record's `since`, if it was live or ended at most `gap` before
+    /// `now`; `now` otherwise). Drivers that are fresh processes (ticks) learn from
+    /// it since when the store has been seen without a break.
     async fn take_lease(
         &self,
         study: &str,
         holder: &str,
         now: Millis,
         until: Millis,
+        gap: Millis,
     ) -> Result<Lease>;
-    /// Gives the lease up early, if `holder` still has it.
-    async fn release_lease(&self, study: &str, holder: &str) -> Result<()>;
+    /// Gives the lease up early, if `holder` still has it: it ends at `now` (the
+    /// record stays, free, for the next driver to continue its `since`).
+    async fn release_lease(&self, study: &str, holder: &str, now: Millis) -> Result<()>;
     /// Every study's lease record, expired ones too (`augur gc`).
     async fn leases(&self) -> Result<Vec<(String, Lease)>>;
     /// Removes a lease only if it is still exactly `lease` (nobody renewed or took it
@@ -252,6 +260,8 @@ pub trait TrialStore: Send + Sync {
 pub struct Lease {
     pub holder: String,
     pub until: Millis,
+    /// Since when drivers have held it without a break ([`TrialStore::take_lease`]).
+    pub since: Millis,
 }
 
 impl Lease {

@@ -23,7 +23,7 @@ pub struct SqliteStore {
     inline: bool,
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS studies (
     name    TEXT PRIMARY KEY,
@@ -45,9 +45,21 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE INDEX IF NOT EXISTS trials_by_seq ON trials (study, seq);
 CREATE TABLE IF NOT EXISTS sequence (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
 INSERT OR IGNORE INTO sequence VALUES (1, 0);
-CREATE TABLE IF NOT EXISTS leases (study TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (study TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL, since INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS submitted (study TEXT PRIMARY KEY);
 ";
+
+/// Brings a database written by an older augur to this schema (the tables `SCHEMA`
+/// creates only when missing): version 3 keeps a lease's `since`.
+fn upgrade(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let has_since = tx
+        .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'since'")?
+        .exists([])?;
+    if !has_since {
+        tx.execute_batch("ALTER TABLE leases ADD COLUMN since INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    Ok(())
+}
 
 /// Queries through the connection's statement cache: each is parsed once per
 /// connection, not per call (the parse cost as much as the query).
@@ -118,6 +130,7 @@ impl SqliteStore {
         if version < SCHEMA_VERSION {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(SCHEMA)?;
+            upgrade(&tx)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -447,49 +460,55 @@ impl TrialStore for SqliteStore {
         holder: &str,
         now: Millis,
         until: Millis,
+        gap: Millis,
     ) -> Result<Lease> {
         let (study, holder) = (study.to_string(), holder.to_string());
         self.with(move |c| {
             let study = study.as_str();
             let holder = holder.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<(String, i64)> = tx
+            let current: Option<(String, i64, i64)> = tx
                 .row(
-                    "SELECT holder, until FROM leases WHERE study = ?1",
+                    "SELECT holder, until, since FROM leases WHERE study = ?1",
                     [study],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            if let Some((h, u)) = current {
+            let mut since = now;
+            if let Some((h, u, s)) = current {
                 if h != holder && u > now {
                     return Ok(Lease {
                         holder: h,
                         until: u,
+                        since: s,
                     });
+                }
+                // 0: written before leases kept `since` (a chain not known).
+                if u >= now - gap && s > 0 {
+                    since = s;
                 }
             }
             tx.run(
-                "INSERT INTO leases (study, holder, until) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (study) DO UPDATE SET holder = ?2, until = ?3",
-                params![study, holder, until],
+                "INSERT INTO leases (study, holder, until, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (study) DO UPDATE SET holder = ?2, until = ?3, since = ?4",
+                params![study, holder, until, since],
             )?;
             tx.commit()?;
             Ok(Lease {
                 holder: holder.to_string(),
                 until,
+                since,
             })
         })
         .await
     }
 
-    async fn release_lease(&self, study: &str, holder: &str) -> Result<()> {
+    async fn release_lease(&self, study: &str, holder: &str, now: Millis) -> Result<()> {
         let (study, holder) = (study.to_string(), holder.to_string());
         self.with(move |c| {
-            let study = study.as_str();
-            let holder = holder.as_str();
             c.run(
-                "DELETE FROM leases WHERE study = ?1 AND holder = ?2",
-                [study, holder],
+                "UPDATE leases SET until = MIN(until, ?3) WHERE study = ?1 AND holder = ?2",
+                params![study, holder, now],
             )?;
             Ok(())
         })
@@ -498,13 +517,15 @@ impl TrialStore for SqliteStore {
 
     async fn leases(&self) -> Result<Vec<(String, Lease)>> {
         self.with(move |c| {
-            let mut q = c.prepare("SELECT study, holder, until FROM leases ORDER BY study")?;
+            let mut q =
+                c.prepare("SELECT study, holder, until, since FROM leases ORDER BY study")?;
             let rows = q.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     Lease {
                         holder: r.get(1)?,
                         until: r.get(2)?,
+                        since: r.get(3)?,
                     },
                 ))
             })?;
@@ -689,5 +710,53 @@ mod change_tests {
             let (one, _) = s.changed_trials("s", mark).await.unwrap();
             assert_eq!(one.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2]);
         });
+    }
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+
+    /// A database an older augur wrote (schema 2: leases without `since`) opens,
+    /// keeps its lease, and takes leases with `since` from then on.
+    #[tokio::test]
+    async fn an_older_database_gains_lease_chains() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(&SCHEMA.replace(
+                "until INTEGER NOT NULL, since INTEGER NOT NULL DEFAULT 0)",
+                "until INTEGER NOT NULL)",
+            ))
+            .expect("old schema");
+            c.execute_batch(
+                "INSERT INTO leases (study, holder, until) VALUES ('s', 'old', 5000);
+                 PRAGMA user_version = 2;",
+            )
+            .expect("old lease");
+        }
+        let s = SqliteStore::open(&path).expect("upgraded");
+        let before = s.leases().await.expect("leases");
+        assert_eq!(
+            before,
+            vec![(
+                "s".to_string(),
+                Lease {
+                    holder: "old".into(),
+                    until: 5_000,
+                    since: 0
+                }
+            )]
+        );
+        let l = s
+            .take_lease("s", "new", 6_000, 9_000, 5_000)
+            .await
+            .expect("take");
+        assert_eq!((l.holder.as_str(), l.until), ("new", 9_000));
+        assert_eq!(
+            l.since, 6_000,
+            "an old lease's chain is not known: it starts"
+        );
     }
 }

@@ -49,6 +49,12 @@ pub struct Rule {
     pub times: u32,
     /// Only calls whose request body holds each of these.
     pub body_holds: Vec<String>,
+    /// Only calls whose request path (URL, path-style S3: `/bucket/key`) holds each
+    /// of these.
+    pub path_holds: Vec<String>,
+    /// Only calls of agents on instances (`Some(true)`: their role's session token)
+    /// or only the others (`Some(false)`).
+    pub workers: Option<bool>,
     seen: u32,
 }
 
@@ -61,6 +67,8 @@ impl Rule {
             every: 1,
             times: u32::MAX,
             body_holds: Vec::new(),
+            path_holds: Vec::new(),
+            workers: None,
             seen: 0,
         }
     }
@@ -68,6 +76,16 @@ impl Rule {
     /// conditions; several: all of them).
     pub fn when(mut self, text: &str) -> Rule {
         self.body_holds.push(text.to_string());
+        self
+    }
+    /// Only calls whose request path holds `text` (an S3 key's prefix, say).
+    pub fn on_path(mut self, text: &str) -> Rule {
+        self.path_holds.push(text.to_string());
+        self
+    }
+    /// Only the calls of agents on instances (`true`), or only the others.
+    pub fn workers(mut self, only: bool) -> Rule {
+        self.workers = Some(only);
         self
     }
     /// Only the first `n` matching calls.
@@ -326,7 +344,17 @@ fn classify(head: &[String], body: &[u8]) -> (String, String) {
     ("s3".to_string(), method.to_string())
 }
 
-fn pick(s: &Shared, service: &str, operation: &str, body: &[u8]) -> Option<Fault> {
+fn pick(
+    s: &Shared,
+    (service, operation): (&str, &str),
+    head: &[String],
+    body: &[u8],
+) -> Option<Fault> {
+    let path = head
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    let worker = header(head, "x-amz-security-token").is_some();
     let mut rules = s.rules.lock().ok()?;
     let text = String::from_utf8_lossy(body);
     for r in rules.iter_mut() {
@@ -334,6 +362,8 @@ fn pick(s: &Shared, service: &str, operation: &str, body: &[u8]) -> Option<Fault
             && (r.operation == "*" || r.operation == operation)
             && r.times > 0
             && r.body_holds.iter().all(|h| text.contains(h.as_str()))
+            && r.path_holds.iter().all(|p| path.contains(p.as_str()))
+            && r.workers.is_none_or(|w| w == worker)
         {
             r.seen += 1;
             if r.seen.is_multiple_of(r.every) {
@@ -442,7 +472,7 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
     };
     let fault = match denied {
         Some(_) => None,
-        None => pick(s, &service, &operation, &body),
+        None => pick(s, (&service, &operation), &head, &body),
     };
     if let Ok(mut c) = s.calls.lock() {
         c.push(Call {

@@ -795,7 +795,7 @@ async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
         w.table.clone(),
     );
     store
-        .take_lease("ghost", "augur-run@gone:1", 1_000, 2_000)
+        .take_lease("ghost", "augur-run@gone:1", 1_000, 2_000, 0)
         .await
         .expect("lease");
     ok(&w.augur(&["delete", "orphans", "--force", "--yes"]));
@@ -1083,9 +1083,10 @@ async fn a_reclaimed_trial_resumes_from_its_checkpoint() {
     // into a fresh directory, where the script sees its last step and goes on.
     let shown = text(&w.augur(&["script", "resumed/1"]).stdout);
     assert!(
-        shown.contains(
-            "aws s3 cp --recursive 's3://augur-e2e/checkpoints/resumed/1/' .augur-checkpoint/"
-        ) && shown.contains("export AUGUR_CHECKPOINT_DIR=\"$PWD/.augur-checkpoint\""),
+        // The files the checkpoint's manifest names (published whole).
+        shown.contains("aws s3 cp 's3://augur-e2e/checkpoints/resumed/1/data/")
+            && shown.contains("/step' '.augur-checkpoint/step'")
+            && shown.contains("export AUGUR_CHECKPOINT_DIR=\"$PWD/.augur-checkpoint\""),
         "{shown}"
     );
     let again = w.sb.path().join("again");

@@ -1787,7 +1787,7 @@ fn gc_ends_orphans_and_expired_leases_and_leaves_live_work_alone() {
         .expect("rt");
     rt.block_on(async {
         let db = augur_store::SqliteStore::open(&sb.path().join(".augur/augur.db")).expect("db");
-        db.take_lease("ghost", "augur-run@gone:1", 1_000, 2_000)
+        db.take_lease("ghost", "augur-run@gone:1", 1_000, 2_000, 0)
             .await
             .expect("lease");
         db.set_submitted("ghost", true).await.expect("mark");

@@ -481,7 +481,7 @@ async fn augur_run_follows_the_lease_holder_then_takes_over() {
     let store = ctx.store().await.expect("store");
     let now = augur_store::now_ms();
     let lease = store
-        .take_lease("both", "lambda:gone", now, now + 4_000)
+        .take_lease("both", "lambda:gone", now, now + 4_000, 0)
         .await
         .expect("lease");
     assert!(lease.held_by("lambda:gone"));

@@ -1,19 +1,26 @@
 //! A trial's checkpoint directory (`AUGUR_CHECKPOINT_DIR`), kept across its
 //! attempts. Locally it simply stays where it is (`.augur/checkpoints/<study>/<trial>`).
 //! On AWS each attempt has a machine of its own, so the agent restores the directory
-//! from the bucket (`checkpoints/<study>/<trial>/`) before the script starts, sends
-//! what changed at its heartbeats (at most every `run.checkpoint_every`), and once
-//! more when the script has ended, whether it ended by itself, at a timeout, or at a
-//! spot reclaim's SIGTERM.
+//! from the bucket (`checkpoints/<study>/<trial>/`, [`augur_aws::checkpoint`]) before
+//! the script starts, publishes what changed (at most every `run.checkpoint_every`)
+//! and once more when the script has ended, whether it ended by itself, at a timeout,
+//! or at a spot reclaim's SIGTERM.
+//!
+//! A sync runs as a task of its own: however long a large checkpoint takes to go up,
+//! the agent goes on heart-beating, draining the script's output and watching for a
+//! reclaim notice meanwhile. One sync at a time; a change made while one is under way
+//! goes with the next.
 
 use crate::log::Log;
 use crate::AgentConfig;
-use augur_aws::s3::{self, Synced};
+use augur_aws::checkpoint::{self, Published};
+use augur_aws::s3::{self, S3Error};
 use augur_model::{Checkpoint, Study, Trial};
 use augur_store::logfile::Source;
 use augur_store::Layout;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The attempt's checkpoint directory, and on AWS what keeps it in the bucket.
@@ -24,13 +31,32 @@ pub(crate) struct Checkpoints {
     sent: Option<Checkpoint>,
 }
 
+/// What one sync gives back: the state it worked on, and what it sent.
+type Synced = (Published, Result<(usize, u64), S3Error>);
+
 struct Cloud {
     s3: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-    seen: Synced,
+    attempt: u32,
+    /// The checkpoint as published (with the sync under way while it is `None`).
+    state: Option<Published>,
+    /// The sync under way.
+    task: Option<JoinHandle<Synced>>,
     every: Duration,
     last: Option<Instant>,
+    /// Files restored at the start.
+    restored: usize,
+}
+
+impl Drop for Cloud {
+    /// An attempt that ends without its last sync (superseded) leaves the bucket to
+    /// the attempt that took over: its sync under way goes no further.
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
 }
 
 impl Checkpoints {
@@ -67,7 +93,7 @@ impl Checkpoints {
         }
         std::fs::create_dir_all(&dir).map_err(|e| failed(&e))?;
         let prefix = s3::checkpoint_prefix(&cfg.study, trial.id);
-        s3::download(&aws.s3, &aws.bucket, &prefix, &dir)
+        let state = checkpoint::restore(&aws.s3, &aws.bucket, &prefix, &dir)
             .await
             .map_err(|e| failed(&e))?;
         let every = study
@@ -79,8 +105,10 @@ impl Checkpoints {
                 s3: aws.s3.clone(),
                 bucket: aws.bucket.clone(),
                 prefix,
-                // What was restored is in the bucket already.
-                seen: s3::snapshot(&dir),
+                attempt: cfg.attempt,
+                restored: s3::snapshot(&dir).len(),
+                state: Some(state),
+                task: None,
                 every,
                 last: None,
             }),
@@ -91,44 +119,80 @@ impl Checkpoints {
 
     /// Whether anything was restored (said in the log).
     pub(crate) fn restored(&self) -> usize {
-        self.cloud.as_ref().map_or(0, |c| c.seen.len())
+        self.cloud.as_ref().map_or(0, |c| c.restored)
     }
 
-    /// At a heartbeat: sends what changed, if `run.checkpoint_every` has passed; what
-    /// the bucket holds now, if that changed.
-    pub(crate) async fn beat(&mut self, log: &mut Log) -> Option<Checkpoint> {
-        let due = self
-            .cloud
-            .as_ref()
-            .is_some_and(|c| c.last.is_none_or(|at| at.elapsed() >= c.every));
-        match due {
-            true => self.sync(log).await,
-            false => None,
+    /// At a heartbeat, without waiting for the network: takes in a sync that ended,
+    /// and starts one if `run.checkpoint_every` has passed and none is under way.
+    /// What the bucket holds now, if that changed.
+    pub(crate) async fn beat(&mut self, log: &Log) -> Option<Checkpoint> {
+        let c = self.cloud.as_mut()?;
+        let mut news = None;
+        if c.task.as_ref().is_some_and(|t| t.is_finished()) {
+            // Finished: the join answers at once.
+            if let Some(Ok(done)) = match c.task.take() {
+                Some(t) => Some(t.await),
+                None => None,
+            } {
+                news = self.take(done, log);
+            }
+        }
+        let c = self.cloud.as_mut()?;
+        let due = c.last.is_none_or(|at| at.elapsed() >= c.every);
+        if c.task.is_none() && due {
+            c.start(&self.dir);
+        }
+        news
+    }
+
+    /// The last sync, after the script ended: waits for the one under way, then
+    /// sends what changed since. What the bucket holds now, if that changed. Run
+    /// beside the heartbeat: it may take as long as the upload does.
+    pub(crate) async fn finish(&mut self, log: &Log) -> Option<Checkpoint> {
+        let c = self.cloud.as_mut()?;
+        let mut news = None;
+        if let Some(t) = c.task.take() {
+            if let Ok(done) = t.await {
+                news = self.take(done, log);
+            }
+        }
+        let c = self.cloud.as_mut()?;
+        c.start(&self.dir);
+        let t = c.task.take()?;
+        match t.await {
+            Ok(done) => self.take(done, log).or(news),
+            Err(_) => news,
         }
     }
 
-    /// Sends what changed since the last sync (on AWS); what the bucket holds now, if
-    /// that changed. A failure is a warning in the log, never the attempt's end.
-    pub(crate) async fn sync(&mut self, log: &mut Log) -> Option<Checkpoint> {
+    /// Takes in an ended sync: logs it; what the bucket holds now, if it changed.
+    fn take(&mut self, (state, sent): Synced, log: &Log) -> Option<Checkpoint> {
         let c = self.cloud.as_mut()?;
-        c.last = Some(Instant::now());
-        match s3::sync_up(&c.s3, &c.bucket, &c.prefix, &self.dir, &mut c.seen).await {
+        let (files, bytes) = state.totals();
+        c.state = Some(state);
+        match sent {
             Ok((0, _)) => None,
-            Ok((files, bytes)) => {
+            Ok((n, b)) => {
                 log.write(
                     Source::Augur,
                     &format!(
-                        "checkpoint: sent {files} file(s), {bytes} bytes to s3://{}/{}",
+                        "checkpoint: sent {n} file(s), {b} bytes; s3://{}/{} holds {files} file(s), {bytes} bytes",
                         c.bucket, c.prefix
                     ),
                 );
-                self.sent = Some(totals(&c.seen));
+                self.sent = Some(Checkpoint {
+                    at_ms: augur_store::now_ms(),
+                    files,
+                    bytes,
+                });
                 self.sent
             }
             Err(e) => {
                 log.write(
                     Source::Augur,
-                    &format!("warning: checkpoint not sent (next try at the next heartbeat): {e}"),
+                    &format!(
+                        "warning: checkpoint not sent (tried again at the next heartbeat): {e}"
+                    ),
                 );
                 None
             }
@@ -142,17 +206,28 @@ impl Checkpoints {
             Some(_) => self.sent,
             None => {
                 let now = s3::snapshot(&self.dir);
-                (!now.is_empty()).then(|| totals(&now))
+                (!now.is_empty()).then(|| Checkpoint {
+                    at_ms: augur_store::now_ms(),
+                    files: now.len() as u64,
+                    bytes: now.values().map(|(size, _)| size).sum(),
+                })
             }
         }
     }
 }
 
-/// A directory's files and bytes, now.
-fn totals(files: &Synced) -> Checkpoint {
-    Checkpoint {
-        at_ms: augur_store::now_ms(),
-        files: files.len() as u64,
-        bytes: files.values().map(|(size, _)| size).sum(),
+impl Cloud {
+    /// Starts a sync of `dir` as a task of its own.
+    fn start(&mut self, dir: &std::path::Path) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        self.last = Some(Instant::now());
+        let (s3, bucket, prefix) = (self.s3.clone(), self.bucket.clone(), self.prefix.clone());
+        let (dir, attempt) = (dir.to_path_buf(), self.attempt);
+        self.task = Some(tokio::spawn(async move {
+            let sent = checkpoint::publish(&s3, &bucket, &prefix, &dir, attempt, &mut state).await;
+            (state, sent)
+        }));
     }
 }

@@ -114,26 +114,31 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         Ok(rec) => rec,
         Err(why) => return refuse(store, cfg, why).await,
     };
-    // Past the lease without a heartbeat recorded, the attempt counts as lost.
-    let lease = rec
+    let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+    // Past the lease without a heartbeat recorded, a driver counts the attempt lost.
+    let lease = rec.drive.as_ref().map(|d| ms(d.lease_ms));
+    // The agent itself gives up on a store it cannot reach only after this.
+    let give_up = rec
         .drive
         .as_ref()
-        .map(|d| Duration::from_millis(d.lease_ms.max(0) as u64));
+        .map_or(DEFAULT_GIVE_UP, |d| ms(d.give_up_ms));
     // How long a record that does not name this attempt yet is waited for.
-    let patience = rec.drive.as_ref().map_or(DEFAULT_PATIENCE, |d| {
-        Duration::from_millis(d.boot_timeout_ms.max(0) as u64)
-    });
+    let patience = rec
+        .drive
+        .as_ref()
+        .map_or(DEFAULT_PATIENCE, |d| ms(d.boot_timeout_ms));
     let study = rec.spec;
-    let mut log = open_log(cfg);
+    let log = open_log(cfg);
     // The write that takes the attempt (conditional on it) reads the trial too.
-    let trial = mark_running(store, cfg, patience, &mut log).await?;
+    let trial = mark_running(store, cfg, patience, &log).await?;
     // The record says what to run: only what a driver proposed (where others may
     // write trial records, a guard they cannot write vouches for it).
     if !store.proposed(&trial).await? {
-        return refuse_unproposed(store, cfg, &mut log).await;
+        return refuse_unproposed(store, cfg, &log).await;
     }
-    log_start(cfg, &trial, &mut log);
-    let outcome = script::run_script(store, cfg, (&study, lease), &trial, &mut log).await?;
+    log_start(cfg, &trial, &log);
+    let mut beats = watch::Beats::new(store, cfg, lease, give_up);
+    let outcome = script::run_script(cfg, &study, &mut beats, &trial, &log).await?;
     // An attempt ended from outside (SIGTERM: `augur stop`, a pruner) is usually one
     // whose trial has moved on already: say so, not "failed".
     let outcome = match outcome {
@@ -156,12 +161,12 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
                 Source::Augur,
                 &format!("{what}: this attempt ends without a final write"),
             );
-            log.flush_final().await;
+            log.finish().await;
             return Ok(Ended::Superseded);
         }
     };
-    let outcome = close_log(&mut log, judged(&study, &trial, outcome)).await;
-    let ended = final_write(store, cfg, &outcome).await?;
+    let outcome = close_log(&log, judged(&study, &trial, outcome)).await;
+    let ended = final_write(store, cfg, &outcome, give_up).await?;
     // A trial that succeeded needs its checkpoint directory no more: left empty, it
     // makes the next trial's (a warm agent). Not sooner: a retry of the trial, on
     // another agent, would be using it.
@@ -208,11 +213,11 @@ async fn refuse(
 async fn refuse_unproposed(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
-    log: &mut Log,
+    log: &Log,
 ) -> Result<Ended, AgentError> {
     let why = "refused: no proposal of augur's vouches for this trial record (written by something else); nothing ran";
     log.write(Source::Augur, why);
-    log.flush_final().await;
+    log.finish().await;
     let expect = Expect::state(TrialState::Running, cfg.attempt);
     match store
         .update_trial(
@@ -231,17 +236,20 @@ async fn refuse_unproposed(
 /// The attempt's log: a file, or CloudWatch on AWS.
 fn open_log(cfg: &AgentConfig) -> Log {
     match &cfg.aws {
-        Some(aws) => Log::cloud(augur_aws::cwlogs::CloudWatchSink::new(
-            aws.logs.clone(),
-            augur_aws::cwlogs::group(&aws.log_prefix, &cfg.study),
-            augur_aws::cwlogs::stream(cfg.trial, cfg.attempt),
-        )),
+        Some(aws) => Log::cloud(
+            augur_aws::cwlogs::CloudWatchSink::new(
+                aws.logs.clone(),
+                augur_aws::cwlogs::group(&aws.log_prefix, &cfg.study),
+                augur_aws::cwlogs::stream(cfg.trial, cfg.attempt),
+            ),
+            cfg.heartbeat,
+        ),
         None => Log::open(cfg.layout.log_file(&cfg.study, cfg.trial, cfg.attempt)),
     }
 }
 
 /// The log's first line: what runs where.
-fn log_start(cfg: &AgentConfig, trial: &Trial, log: &mut Log) {
+fn log_start(cfg: &AgentConfig, trial: &Trial, log: &Log) {
     let what = match &trial.dataset {
         Some(d) => format!("dataset {d}"),
         None => format!("trial {} replicate {}", trial.id, trial.replicate),
@@ -263,6 +271,10 @@ fn log_start(cfg: &AgentConfig, trial: &Trial, log: &mut Log) {
 /// the study records no boot timeout.
 const DEFAULT_PATIENCE: Duration = Duration::from_secs(600);
 
+/// How long an agent goes on without recording a heartbeat, when the study records
+/// no give-up horizon.
+const DEFAULT_GIVE_UP: Duration = Duration::from_secs(900);
+
 /// `starting → running` at this agent's attempt (the fencing token), on a record
 /// that names no machine or this one; stale if the trial moved on first.
 ///
@@ -276,7 +288,7 @@ async fn mark_running(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
     patience: Duration,
-    log: &mut Log,
+    log: &Log,
 ) -> Result<Trial, AgentError> {
     let until = Instant::now() + patience;
     let expect = Expect::state(TrialState::Starting, cfg.attempt).on(&cfg.machine);
@@ -300,7 +312,7 @@ async fn mark_running(
                 Source::Augur,
                 "attempt superseded before it started; leaving",
             );
-            log.flush().await;
+            log.finish().await;
             return Err(AgentError::superseded(cfg, Some(now)));
         }
         if !std::mem::replace(&mut said, true) {
@@ -333,7 +345,7 @@ fn judged(study: &Study, trial: &Trial, mut outcome: AttemptEnd) -> AttemptEnd {
 
 /// Writes how the attempt ended to its log and sends the rest. A log that could not
 /// be written is said in the outcome, but never fails a script that succeeded.
-async fn close_log(log: &mut Log, mut outcome: AttemptEnd) -> AttemptEnd {
+async fn close_log(log: &Log, mut outcome: AttemptEnd) -> AttemptEnd {
     let state = if outcome.exit_code == Some(0) && outcome.error.is_none() {
         TrialState::Succeeded
     } else {
@@ -349,8 +361,8 @@ async fn close_log(log: &mut Log, mut outcome: AttemptEnd) -> AttemptEnd {
                 .unwrap_or_else(|| "exit code 0".into())
         ),
     );
-    log.flush_final().await;
-    if let Some(b) = &log.broken {
+    log.finish().await;
+    if let Some(b) = &log.broken() {
         match outcome.error.take() {
             Some(e) => outcome.error = Some(format!("{e}; {b}")),
             // The script succeeded; a log problem alone must not fail the trial. It
@@ -364,16 +376,18 @@ async fn close_log(log: &mut Log, mut outcome: AttemptEnd) -> AttemptEnd {
     outcome
 }
 
-/// The final write, retried while the database is briefly unavailable.
+/// The final write, retried while the database is unavailable, for as long as the
+/// agent would go on without a heartbeat (`give_up`).
 async fn final_write(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
     outcome: &AttemptEnd,
+    give_up: Duration,
 ) -> Result<Ended, AgentError> {
     let up = TrialUpdate::finished(now_ms(), outcome);
     let mut cond = Expect::state(TrialState::Running, cfg.attempt);
     let mut delay = Duration::from_millis(100);
-    let give_up = Instant::now() + Duration::from_secs(120);
+    let give_up = Instant::now() + give_up;
     loop {
         match store.update_trial(&cfg.study, cfg.trial, &cond, &up).await {
             Ok(Written::Done(t)) if outcome.forced() => return Ok(Ended::Forced(t.state)),
@@ -511,8 +525,8 @@ mod tests {
             let rec = augur_store::conformance::record("s");
             let t = Trial::new("s", 0, 0, 0, Params::new(), 1);
             let (store, cfg) = starting_attempt(dir.path(), &rec, t).await;
-            let mut log = Log::open(dir.path().join("log"));
-            mark_running(&store, &cfg, DEFAULT_PATIENCE, &mut log)
+            let log = Log::open(dir.path().join("log"));
+            mark_running(&store, &cfg, DEFAULT_PATIENCE, &log)
                 .await
                 .expect("running");
             let pruned_at = 1_000_000;
@@ -531,7 +545,7 @@ mod tests {
                 script_ended_ms: Some(pruned_at + if ended_before_prune { -5 } else { 5 }),
                 ..Default::default()
             };
-            let got = final_write(&store, &cfg, &outcome)
+            let got = final_write(&store, &cfg, &outcome, DEFAULT_GIVE_UP)
                 .await
                 .map_err(|e| e.to_string());
             assert_eq!(got, want);

@@ -1,95 +1,191 @@
-//! The attempt's log: a file written line by line, or CloudWatch Logs.
+//! The attempt's log: a file written line by line, or CloudWatch Logs shipped by a
+//! task of its own.
+//!
+//! A [`Log`] is a cheap handle: the script loop, the heartbeat and a set-up step
+//! running beside it (a restore, a secret read) all write to it at once, and none of
+//! them ever waits for the network to write a line. On AWS the lines go to a shipper
+//! task that sends them every `every` (and when asked to finish), so a slow or
+//! failing `PutLogEvents` holds up neither heartbeats nor the script's output.
 
 use augur_store::logfile::{format_line, Source};
 use augur_store::now_ms;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Lines waiting for the shipper beyond this are dropped and counted (said in the
+/// log when it ships again): the sink bounds what it keeps while the service cannot
+/// be reached, and this bounds what waits while one call is under way.
+const QUEUED: usize = 16_384;
+
+/// What the shipper is told.
+enum ToShipper {
+    Line(i64, String),
+    /// Ship everything, retrying, then answer with the failure if it still fails.
+    Finish(oneshot::Sender<Option<String>>),
+}
 
 /// Where the attempt's log goes.
 enum LogSink {
     /// A local file, written line by line and unbuffered, so that every line printed
     /// before a machine dies is in it.
-    File(Option<std::fs::File>),
-    /// CloudWatch Logs: buffered, sent at each heartbeat and at the end.
-    Cloud(Box<augur_aws::cwlogs::CloudWatchSink>),
+    File(Mutex<Option<std::fs::File>>),
+    /// CloudWatch Logs, through the shipper task.
+    Cloud {
+        tx: mpsc::Sender<ToShipper>,
+        /// Lines not queued because the queue was full.
+        dropped: std::sync::atomic::AtomicU64,
+    },
 }
 
-/// The attempt's log. A log that cannot be written (disk full, directory gone) is
-/// reported once and never stops the trial.
+/// The attempt's log. A log that cannot be written (disk full, directory gone, the
+/// service unreachable at the end) is reported once and never stops the trial.
+#[derive(Clone)]
 pub(crate) struct Log {
-    out: LogSink,
+    out: Arc<LogSink>,
     pub(crate) location: String,
-    pub(crate) broken: Option<String>,
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 impl Log {
     pub(crate) fn open(path: PathBuf) -> Log {
         let location = path.display().to_string();
-        match augur_store::logfile::open_append(&path) {
-            Ok(f) => Log {
-                out: LogSink::File(Some(f)),
-                location,
-                broken: None,
-            },
-            Err(e) => Log {
-                out: LogSink::File(None),
-                broken: Some(format!("cannot open log {location}: {e}")),
-                location,
-            },
-        }
-    }
-    pub(crate) fn cloud(sink: augur_aws::cwlogs::CloudWatchSink) -> Log {
+        let (file, broken) = match augur_store::logfile::open_append(&path) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(format!("cannot open log {location}: {e}"))),
+        };
         Log {
-            location: sink.location(),
-            out: LogSink::Cloud(Box::new(sink)),
-            broken: None,
+            out: Arc::new(LogSink::File(Mutex::new(file))),
+            location,
+            broken: Arc::new(Mutex::new(broken)),
         }
     }
-    pub(crate) fn write(&mut self, source: Source, text: &str) {
-        match &mut self.out {
-            LogSink::File(Some(f)) => {
-                if let Err(e) = f.write_all(format_line(now_ms(), source, text).as_bytes()) {
-                    self.broken = Some(format!("cannot write log {}: {e}", self.location));
-                    self.out = LogSink::File(None);
+
+    /// A log shipped to CloudWatch Logs every `every` by a task of its own.
+    pub(crate) fn cloud(sink: augur_aws::cwlogs::CloudWatchSink, every: Duration) -> Log {
+        let location = sink.location();
+        let (tx, rx) = mpsc::channel(QUEUED);
+        tokio::spawn(ship(sink, rx, every));
+        Log {
+            out: Arc::new(LogSink::Cloud {
+                tx,
+                dropped: Default::default(),
+            }),
+            location,
+            broken: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub(crate) fn write(&self, source: Source, text: &str) {
+        match &*self.out {
+            LogSink::File(f) => {
+                let Ok(mut f) = f.lock() else { return };
+                let Some(file) = f.as_mut() else { return };
+                if let Err(e) = file.write_all(format_line(now_ms(), source, text).as_bytes()) {
+                    self.set_broken(format!("cannot write log {}: {e}", self.location));
+                    *f = None;
                 }
             }
-            LogSink::File(None) => {}
-            LogSink::Cloud(sink) => sink.push(now_ms(), format!("{} {text}", source.as_str())),
-        }
-    }
-    /// Sends what is buffered (CloudWatch); a failure keeps the lines for next time.
-    /// Files need nothing: lines are written unbuffered, and not fsynced (a log that
-    /// must outlive its machine is shipped to CloudWatch Logs).
-    pub(crate) async fn flush(&mut self) {
-        if let LogSink::Cloud(sink) = &mut self.out {
-            if let Err(e) = sink.flush().await {
-                tracing::warn!(error = %e, "log not shipped yet; will retry");
+            LogSink::Cloud { tx, dropped } => {
+                use std::sync::atomic::Ordering;
+                let line = format!("{} {text}", source.as_str());
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let note = format!(
+                        "{} augur: {lost} log line(s) dropped while CloudWatch Logs was slow to take them",
+                        Source::Augur.as_str()
+                    );
+                    if tx.try_send(ToShipper::Line(now_ms(), note)).is_err() {
+                        dropped.fetch_add(lost, Ordering::Relaxed);
+                    }
+                }
+                if tx.try_send(ToShipper::Line(now_ms(), line)).is_err() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
-    /// The last flush of an attempt: retried with backoff (there is no next time),
-    /// for up to two minutes; a log that still cannot be shipped is said in the record.
-    pub(crate) async fn flush_final(&mut self) {
-        let LogSink::Cloud(sink) = &mut self.out else {
+
+    /// Why the log is incomplete, if it is.
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.broken.lock().ok().and_then(|b| b.clone())
+    }
+
+    fn set_broken(&self, why: String) {
+        if let Ok(mut b) = self.broken.lock() {
+            b.get_or_insert(why);
+        }
+    }
+
+    /// The attempt's last lines are written: ships them (CloudWatch; retried with
+    /// backoff for up to two minutes, there is no next time) and waits for that. A
+    /// log that still cannot be shipped is said in [`broken`](Log::broken). Lines
+    /// written after this are not shipped. Files need nothing: lines are written
+    /// unbuffered, and not fsynced (a log that must outlive its machine is shipped).
+    pub(crate) async fn finish(&self) {
+        let LogSink::Cloud { tx, .. } = &*self.out else {
             return;
         };
-        let give_up = Instant::now() + Duration::from_secs(120);
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match sink.flush().await {
-                Ok(()) => return,
-                Err(e) if Instant::now() < give_up => {
-                    tracing::warn!(error = %e, "last log lines not shipped yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+        let (done, answer) = oneshot::channel();
+        if tx.send(ToShipper::Finish(done)).await.is_err() {
+            return;
+        }
+        if let Ok(Some(why)) = answer.await {
+            self.set_broken(why);
+        }
+    }
+}
+
+/// The shipper: takes lines as they come and sends them every `every`; at
+/// [`ToShipper::Finish`], sends the rest with retries and answers.
+async fn ship(
+    mut sink: augur_aws::cwlogs::CloudWatchSink,
+    mut rx: mpsc::Receiver<ToShipper>,
+    every: Duration,
+) {
+    let mut next = Instant::now() + every;
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = tokio::time::sleep_until(next) => {
+                // What came meanwhile joins this batch.
+                while let Ok(ToShipper::Line(t, l)) = rx.try_recv() {
+                    sink.push(t, l);
                 }
-                Err(e) => {
-                    self.broken = Some(format!("last log lines not shipped: {e}"));
-                    return;
+                if let Err(e) = sink.flush().await {
+                    tracing::warn!(error = %e, "log not shipped yet; will retry");
                 }
+                next = Instant::now() + every;
+                continue;
             }
+        };
+        match msg {
+            Some(ToShipper::Line(t, l)) => sink.push(t, l),
+            Some(ToShipper::Finish(done)) => {
+                let _ = done.send(ship_last(&mut sink).await);
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// The last shipment: retried with backoff for up to two minutes; why it failed.
+async fn ship_last(sink: &mut augur_aws::cwlogs::CloudWatchSink) -> Option<String> {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match sink.flush().await {
+            Ok(()) => return None,
+            Err(e) if Instant::now() < give_up => {
+                tracing::warn!(error = %e, "last log lines not shipped yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Some(format!("last log lines not shipped: {e}")),
         }
     }
 }

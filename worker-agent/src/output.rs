@@ -73,7 +73,7 @@ impl ScriptOutput {
         }
     }
 
-    pub(crate) fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
+    pub(crate) fn take(&mut self, chunk: Chunk, log: &Log, last_output: &mut Instant) {
         *last_output = Instant::now();
         let text = augur_model::secret::mask(&chunk.text, &self.masked);
         if chunk.progress {

@@ -6,10 +6,11 @@
 use crate::lines::{self, Chunk, Stream};
 use crate::log::Log;
 use crate::output::ScriptOutput;
-use crate::{checkpoints, process, secrets, spare, watch, AgentConfig, AgentError, AwsAgent};
+use crate::watch::{self, Beats};
+use crate::{checkpoints, process, secrets, spare, AgentConfig, AgentError, AwsAgent};
 use augur_model::{duration, AttemptEnd, Study, Trial};
 use augur_store::logfile::Source;
-use augur_store::{now_ms, TrialStore};
+use augur_store::now_ms;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -58,126 +59,179 @@ async fn fetch_files(aws: &AwsAgent, study: &Study, cwd: &std::path::Path) -> st
     .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-/// Runs the script; `None` when the attempt was superseded.
+/// Runs the script; `None` when the attempt was superseded (or its agent gave up on
+/// the store). Everything slow (a restore, the study's files, secrets, checkpoint
+/// syncs) runs beside the heartbeat.
 pub(crate) async fn run_script(
-    store: &dyn TrialStore,
     cfg: &AgentConfig,
-    (study, lease): (&Study, Option<Duration>),
+    study: &Study,
+    beats: &mut Beats<'_>,
     trial: &Trial,
-    log: &mut Log,
+    log: &Log,
 ) -> Result<Option<AttemptEnd>, AgentError> {
-    let (script, mut ckpt, secrets) = match set_up(cfg, study, trial, log).await {
-        Ok(ready) => ready,
-        Err(end) => return Ok(Some(*end)),
-    };
-    let Script {
-        mut child,
-        pgid,
-        mut rx,
-        cwd,
-    } = script;
-    let timeout_ms = study.attempt_timeout_ms(trial);
-    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    let started = Instant::now();
-    let deadline = timeout_ms.map(|ms| started + Duration::from_millis(ms));
-    let grace = Duration::from_millis(study.run.grace_ms);
-    let mut heartbeat = tokio::time::interval_at(started + cfg.heartbeat, cfg.heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = ScriptOutput {
-        masked: secrets.into_iter().map(|(_, v)| v).collect(),
-        ..Default::default()
-    };
-    let mut last_output = started;
-    let mut status: Option<std::process::ExitStatus> = None;
-    let mut open = true;
-    let mut drain_until = None;
-    let mut ended: Option<(String, bool)> = None;
-    let far = started + Duration::from_secs(86_400 * 365);
-    let every = cfg.heartbeat.min(Duration::from_secs(5));
-    let notice = async {
-        match cfg.spot {
-            true => augur_aws::spot_notice(every).await,
-            false => std::future::pending().await,
+    let mut seen = ScriptOutput::default();
+    let (script, mut ckpt, secrets) = match beats
+        .beside(&mut seen, log, set_up(cfg, study, trial, log))
+        .await
+    {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(end)) => return Ok(Some(*end)),
+        Err(why) => {
+            log.write(Source::Augur, &format!("{why}; the script was not started"));
+            return Ok(None);
         }
     };
-    tokio::pin!(notice);
-    let mut preempted = false;
-    let mut last_beat = started;
-    let mut script_ended_ms = None;
-
-    while status.is_none() || open {
-        let watchdog = seen.keepalive.map(|k| last_output + k);
-        let expiry = [deadline, watchdog].into_iter().flatten().min();
-        // Set when the agent ends the script itself: why, and that it may be retried.
-        let mut stop: Option<(String, String)> = None;
-        tokio::select! {
-            chunk = rx.recv(), if open => match chunk {
-                Some(c) => seen.take(c, log, &mut last_output),
-                None => open = false,
-            },
-            s = child.wait(), if status.is_none() => {
-                status = Some(s.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(255 << 8)));
-                script_ended_ms = Some(now_ms());
-                // Whatever the script left behind in its group ends with it.
-                process::signal_group(pgid, libc::SIGKILL);
-                drain_until = Some(Instant::now() + DRAIN);
-            }
-            _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && open => open = false,
-            _ = sleep_until(expiry.unwrap_or(far)), if expiry.is_some() && status.is_none() => {
-                let timed_out = deadline.is_some_and(|d| d <= Instant::now());
-                stop = Some(expired(timed_out, timeout_ms, seen.keepalive, grace));
-            }
-            doc = &mut notice, if status.is_none() && !preempted => {
-                preempted = true;
-                stop = Some(watch::reclaimed(&cwd, &doc));
-            }
-            _ = sigterm.recv(), if status.is_none() => {
-                stop = Some(("agent terminated".into(), "agent received SIGTERM; ending the script".into()));
-            }
-            _ = sigint.recv(), if status.is_none() => {
-                stop = Some(("agent interrupted".into(), "agent received SIGINT; ending the script".into()));
-            }
-            _ = heartbeat.tick() => {
-                log.flush().await;
-                let end = watch::heartbeat(store, cfg, &mut seen, log, lease, &mut last_beat).await;
-                if let (None, Some(c)) = (&end, ckpt.as_mut()) {
-                    if let Some(kept) = c.beat(log).await {
-                        seen.checkpoint = Some(kept);
-                        seen.dirty = true;
-                    }
-                }
-                if let Some(why) = end {
-                    if status.is_none() {
-                        log.write(Source::Augur, &format!("{why}; ending the script"));
-                        process::terminate(&mut child, pgid, grace).await;
-                        log.flush().await;
-                    }
-                    return Ok(None);
-                }
-            }
+    seen.masked = secrets.into_iter().map(|(_, v)| v).collect();
+    let cwd = script.cwd.clone();
+    let mut run = Run::new(script, study, trial)?;
+    let watched = run.watch(cfg, beats, &mut seen, ckpt.as_mut(), log).await;
+    if let Err(why) = watched {
+        if run.status.is_none() {
+            log.write(Source::Augur, &format!("{why}; ending the script"));
+            process::terminate(&mut run.child, run.pgid, run.grace).await;
         }
-        if let Some((why, said)) = stop {
-            log.write(Source::Augur, &said);
-            status = process::terminate(&mut child, pgid, grace).await;
-            drain_until = Some(Instant::now() + DRAIN);
-            ended = Some((why, true));
-        }
+        return Ok(None);
     }
     // What the script saved last, a reclaim's SIGTERM included, before the record says
-    // the attempt is over.
+    // the attempt is over; heart-beating meanwhile, however long it takes.
     if let Some(c) = ckpt.as_mut() {
-        c.sync(log).await;
+        if let Err(why) = beats.beside(&mut seen, log, c.finish(log)).await {
+            log.write(
+                Source::Augur,
+                &format!("{why}; the last checkpoint sync is left"),
+            );
+            return Ok(None);
+        }
     }
     // What the attempt left empty makes the next attempt's (a warm agent).
     if !trial.is_dataset() {
         spare::SPARES.keep(spare::Kind::Work, &cwd);
     }
-    let mut end = seen.outcome(status, ended);
+    let mut end = seen.outcome(run.status, run.ended);
     end.checkpoint = ckpt.as_ref().and_then(|c| c.kept());
-    end.preempted = preempted;
-    end.script_ended_ms = script_ended_ms;
+    end.preempted = run.preempted;
+    end.script_ended_ms = run.script_ended_ms;
     Ok(Some(end))
+}
+
+/// A script running, and what the agent knows of how it ends.
+struct Run {
+    child: tokio::process::Child,
+    pgid: u32,
+    rx: mpsc::Receiver<Chunk>,
+    cwd: std::path::PathBuf,
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    started: Instant,
+    timeout_ms: Option<u64>,
+    deadline: Option<Instant>,
+    grace: Duration,
+    status: Option<std::process::ExitStatus>,
+    /// Why the agent ended the script itself, and that it may be retried.
+    ended: Option<(String, bool)>,
+    preempted: bool,
+    script_ended_ms: Option<i64>,
+}
+
+impl Run {
+    fn new(script: Script, study: &Study, trial: &Trial) -> Result<Run, AgentError> {
+        let started = Instant::now();
+        let timeout_ms = study.attempt_timeout_ms(trial);
+        Ok(Run {
+            child: script.child,
+            pgid: script.pgid,
+            rx: script.rx,
+            cwd: script.cwd,
+            sigterm: signal(SignalKind::terminate()).map_err(AgentError::Signals)?,
+            sigint: signal(SignalKind::interrupt()).map_err(AgentError::Signals)?,
+            started,
+            timeout_ms,
+            deadline: timeout_ms.map(|ms| started + Duration::from_millis(ms)),
+            grace: Duration::from_millis(study.run.grace_ms),
+            status: None,
+            ended: None,
+            preempted: false,
+            script_ended_ms: None,
+        })
+    }
+
+    /// Logs the script's lines, heart-beats, takes in checkpoint syncs, and ends the
+    /// script at its timeout, its keepalive, a reclaim notice or a signal, until it
+    /// has exited and its output is drained; why the attempt must end at once, if a
+    /// beat found it must.
+    async fn watch(
+        &mut self,
+        cfg: &AgentConfig,
+        beats: &mut Beats<'_>,
+        seen: &mut ScriptOutput,
+        mut ckpt: Option<&mut checkpoints::Checkpoints>,
+        log: &Log,
+    ) -> Result<(), String> {
+        let far = self.started + Duration::from_secs(86_400 * 365);
+        let every = cfg.heartbeat.min(Duration::from_secs(5));
+        let notice = async {
+            match cfg.spot {
+                true => augur_aws::spot_notice(every).await,
+                false => std::future::pending().await,
+            }
+        };
+        tokio::pin!(notice);
+        let (mut open, mut drain_until, mut last_output) = (true, None, self.started);
+        while self.status.is_none() || open {
+            let watchdog = seen.keepalive.map(|k| last_output + k);
+            let expiry = [self.deadline, watchdog].into_iter().flatten().min();
+            let running = self.status.is_none();
+            // Set when the agent ends the script itself: why, and what it logs.
+            let mut stop: Option<(String, String)> = None;
+            tokio::select! {
+                chunk = self.rx.recv(), if open => match chunk {
+                    Some(c) => seen.take(c, log, &mut last_output),
+                    None => open = false,
+                },
+                s = self.child.wait(), if running => {
+                    self.status = Some(s.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(255 << 8)));
+                    self.script_ended_ms = Some(now_ms());
+                    // Whatever the script left behind in its group ends with it.
+                    process::signal_group(self.pgid, libc::SIGKILL);
+                    drain_until = Some(Instant::now() + DRAIN);
+                }
+                _ = sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && open => open = false,
+                _ = sleep_until(expiry.unwrap_or(far)), if expiry.is_some() && running => {
+                    let timed_out = self.deadline.is_some_and(|d| d <= Instant::now());
+                    stop = Some(expired(timed_out, self.timeout_ms, seen.keepalive, self.grace));
+                }
+                doc = &mut notice, if running && !self.preempted => {
+                    self.preempted = true;
+                    stop = Some(watch::reclaimed(&self.cwd, &doc));
+                }
+                _ = self.sigterm.recv(), if running => {
+                    stop = Some(("agent terminated".into(), "agent received SIGTERM; ending the script".into()));
+                }
+                _ = self.sigint.recv(), if running => {
+                    stop = Some(("agent interrupted".into(), "agent received SIGINT; ending the script".into()));
+                }
+                p = beats.pulse() => {
+                    let tick = matches!(p, watch::Pulse::Tick);
+                    if let Some(why) = beats.on(p, seen, log) {
+                        return Err(why);
+                    }
+                    if let (true, Some(c)) = (tick, ckpt.as_deref_mut()) {
+                        if let Some(kept) = c.beat(log).await {
+                            seen.checkpoint = Some(kept);
+                            seen.dirty = true;
+                        }
+                    }
+                }
+            }
+            if let Some((why, said)) = stop {
+                log.write(Source::Augur, &said);
+                self.status = process::terminate(&mut self.child, self.pgid, self.grace).await;
+                drain_until = Some(Instant::now() + DRAIN);
+                self.ended = Some((why, true));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Everything before the script runs: the preflight checks, the checkpoint directory
@@ -187,7 +241,7 @@ async fn set_up(
     cfg: &AgentConfig,
     study: &Study,
     trial: &Trial,
-    log: &mut Log,
+    log: &Log,
 ) -> Result<
     (
         Script,
@@ -196,7 +250,7 @@ async fn set_up(
     ),
     Box<AttemptEnd>,
 > {
-    fn failed(log: &mut Log, msg: String, retryable: bool) -> Box<AttemptEnd> {
+    fn failed(log: &Log, msg: String, retryable: bool) -> Box<AttemptEnd> {
         log.write(Source::Augur, &msg);
         Box::new(AttemptEnd {
             error: Some(msg),

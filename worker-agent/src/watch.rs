@@ -11,91 +11,202 @@ use augur_store::{now_ms, Beaten, TrialStore};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Records a heartbeat; why the attempt must end, if it must: the trial has moved
-/// on, or no heartbeat could be recorded for the study's `lease` (augur counts the
-/// attempt lost then, and runs it again elsewhere). A beat the SDK keeps retrying
-/// counts as failed once a lease has passed.
-pub(crate) async fn heartbeat(
-    store: &dyn TrialStore,
-    cfg: &AgentConfig,
-    seen: &mut ScriptOutput,
-    log: &mut Log,
-    lease: Option<Duration>,
-    last_beat: &mut Instant,
-) -> Option<String> {
-    let limit = lease.unwrap_or(Duration::from_secs(3600));
-    let beat = match tokio::time::timeout(limit, beat(store, cfg, seen, log)).await {
-        Ok(b) => b,
-        Err(_) => {
-            seen.dirty = true;
-            Beat::Failed
-        }
-    };
-    match beat {
-        Beat::Recorded => {
-            *last_beat = Instant::now();
-            None
-        }
-        Beat::Failed => lease.filter(|l| last_beat.elapsed() > *l).map(|l| {
-            format!(
-                "no heartbeat recorded for {} (the store cannot be reached): the attempt counts as lost",
-                duration::format(l)
-            )
-        }),
-        Beat::Moved(why) => Some(why),
-    }
+/// The attempt's heartbeats: one write at a time, under way beside whatever else the
+/// agent does (the script's output, a checkpoint going up, a restore), so that no
+/// slow call of another service delays one, and none delays the rest.
+///
+/// A beat that fails is tried again after a capped exponential backoff with jitter
+/// (the store is throttling, or down): never sooner than the next tick, never later
+/// than a third of the lease. The agent ends its script only when no beat could be
+/// recorded for its give-up horizon (`DriveSettings::give_up_ms`, minutes), apart
+/// from and longer than the lease after which a driver that *can* see the store
+/// counts the attempt lost.
+pub(crate) struct Beats<'a> {
+    store: &'a dyn TrialStore,
+    cfg: &'a AgentConfig,
+    give_up: Duration,
+    /// The longest wait between two tries of a failing beat.
+    cap: Duration,
+    /// When a beat was last recorded (the attempt's start, at first).
+    last: Instant,
+    /// Beats failed in a row.
+    failed: u32,
+    /// A failing beat is not tried again before then.
+    not_before: Instant,
+    /// The beat under way.
+    write: Option<BeatWrite<'a>>,
+    ticks: tokio::time::Interval,
 }
 
-/// What a heartbeat found.
-enum Beat {
-    Recorded,
-    /// The write failed: warned about, and retried at the next beat.
-    Failed,
-    /// The trial has moved on: why the attempt must end.
-    Moved(String),
+/// What the heartbeat has come to.
+pub(crate) enum Pulse {
+    /// A beat is due ([`Beats::on`] starts it).
+    Tick,
+    /// The beat under way ended.
+    Answer(augur_store::Result<Beaten>),
 }
 
-/// Records a heartbeat (with the metrics and status seen since the last one).
-async fn beat(
-    store: &dyn TrialStore,
-    cfg: &AgentConfig,
-    seen: &mut ScriptOutput,
-    log: &mut Log,
-) -> Beat {
-    let mut up = TrialUpdate {
-        heartbeat_ms: Some(now_ms()),
-        ..Default::default()
-    };
-    if seen.dirty {
-        up.metrics = Some(seen.metrics.clone());
-        up.series = Some(seen.series.points());
-        up.checkpoint = seen.checkpoint;
-        up.status = Some(seen.status.clone());
-        seen.dirty = false;
+type BeatWrite<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = augur_store::Result<Beaten>> + Send + 'a>>;
+
+impl<'a> Beats<'a> {
+    pub(crate) fn new(
+        store: &'a dyn TrialStore,
+        cfg: &'a AgentConfig,
+        lease: Option<Duration>,
+        give_up: Duration,
+    ) -> Beats<'a> {
+        let cap = lease
+            .map_or(Duration::from_secs(30), |l| l / 3)
+            .max(cfg.heartbeat);
+        let mut ticks = tokio::time::interval_at(Instant::now() + cfg.heartbeat, cfg.heartbeat);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Beats {
+            ticks,
+            store,
+            cfg,
+            give_up,
+            cap,
+            last: Instant::now(),
+            failed: 0,
+            not_before: Instant::now(),
+            write: None,
+        }
     }
-    match store
-        .heartbeat(&cfg.study, cfg.trial, cfg.attempt, &up)
-        .await
-    {
-        Ok(Beaten::Recorded) => Beat::Recorded,
-        Ok(Beaten::Moved(now)) => Beat::Moved(match &now {
-            Some(t) if t.attempt != cfg.attempt => {
-                format!("attempt {} replaced this one", t.attempt)
+
+    /// At a heartbeat tick: starts a beat (with the metrics and status seen since the
+    /// last one) unless one is under way or backing off; why the attempt must end, if
+    /// no beat was recorded for the give-up horizon.
+    fn tick(&mut self, seen: &mut ScriptOutput) -> Option<String> {
+        if self.last.elapsed() > self.give_up {
+            return Some(format!(
+                "no heartbeat recorded for {} (the store cannot be reached): the agent gives up; the attempt counts as lost",
+                duration::format(self.give_up)
+            ));
+        }
+        if self.write.is_some() || Instant::now() < self.not_before {
+            return None;
+        }
+        let mut up = TrialUpdate {
+            heartbeat_ms: Some(now_ms()),
+            ..Default::default()
+        };
+        if seen.dirty {
+            up.metrics = Some(seen.metrics.clone());
+            up.series = Some(seen.series.points());
+            up.checkpoint = seen.checkpoint;
+            up.status = Some(seen.status.clone());
+            seen.dirty = false;
+        }
+        let (store, cfg) = (self.store, self.cfg);
+        self.write = Some(Box::pin(async move {
+            store
+                .heartbeat(&cfg.study, cfg.trial, cfg.attempt, &up)
+                .await
+        }));
+        None
+    }
+
+    /// The heartbeat's next event (cancel-safe: a beat under way stays so).
+    pub(crate) async fn pulse(&mut self) -> Pulse {
+        tokio::select! {
+            _ = self.ticks.tick() => Pulse::Tick,
+            got = written(&mut self.write) => Pulse::Answer(got),
+        }
+    }
+
+    /// Acts on a pulse: why the attempt must end, if it must.
+    pub(crate) fn on(&mut self, p: Pulse, seen: &mut ScriptOutput, log: &Log) -> Option<String> {
+        match p {
+            Pulse::Tick => self.tick(seen),
+            Pulse::Answer(got) => self.answer(got, seen, log),
+        }
+    }
+
+    /// Runs `work` (a restore, a secret read, the last checkpoint sync) while the
+    /// heartbeat goes on; why the attempt must end, if a beat found it must first
+    /// (`work` is then dropped where it stands).
+    pub(crate) async fn beside<F: std::future::Future>(
+        &mut self,
+        seen: &mut ScriptOutput,
+        log: &Log,
+        work: F,
+    ) -> Result<F::Output, String> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                p = self.pulse() => if let Some(why) = self.on(p, seen, log) {
+                    return Err(why);
+                },
             }
-            Some(t) => match &t.error {
-                Some(e) => format!("the trial is {}: {e}", t.state),
-                None => format!("the trial is {}", t.state),
-            },
-            None => "the trial was deleted".to_string(),
-        }),
-        Err(e) => {
-            seen.dirty = true;
-            log.write(
-                Source::Augur,
-                &format!("warning: heartbeat not recorded: {e}"),
-            );
-            Beat::Failed
         }
+    }
+
+    /// What a beat's answer means: why the attempt must end, if the trial moved on.
+    /// A failure is logged and the beat backs off (what it carried goes again).
+    fn answer(
+        &mut self,
+        got: augur_store::Result<Beaten>,
+        seen: &mut ScriptOutput,
+        log: &Log,
+    ) -> Option<String> {
+        match got {
+            Ok(Beaten::Recorded) => {
+                self.last = Instant::now();
+                self.failed = 0;
+                None
+            }
+            Ok(Beaten::Moved(now)) => Some(moved(self.cfg, now.as_deref())),
+            Err(e) => {
+                seen.dirty = true;
+                self.failed += 1;
+                let wait = backoff(self.cfg.heartbeat, self.cap, self.failed);
+                self.not_before = Instant::now() + wait;
+                log.write(
+                    Source::Augur,
+                    &format!(
+                        "warning: heartbeat not recorded ({} in a row; next try in {}): {e}",
+                        self.failed,
+                        duration::format(wait)
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The beat under way, when it ends; pending forever when none is.
+async fn written(write: &mut Option<BeatWrite<'_>>) -> augur_store::Result<Beaten> {
+    let out = match write.as_mut() {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    };
+    *write = None;
+    out
+}
+
+/// The wait after `failed` beats failed in a row: `min(cap, base * 2^failed)`, the
+/// upper half of it jittered (so that every agent of a throttled table does not try
+/// again at once, and none waits less than half).
+fn backoff(base: Duration, cap: Duration, failed: u32) -> Duration {
+    let full = base
+        .saturating_mul(1u32 << failed.min(16))
+        .min(cap)
+        .max(base);
+    full / 2 + full.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+/// Why the attempt ends, a beat having found the trial moved on.
+fn moved(cfg: &AgentConfig, now: Option<&augur_model::Trial>) -> String {
+    match now {
+        Some(t) if t.attempt != cfg.attempt => format!("attempt {} replaced this one", t.attempt),
+        Some(t) => match &t.error {
+            Some(e) => format!("the trial is {}: {e}", t.state),
+            None => format!("the trial is {}", t.state),
+        },
+        None => "the trial was deleted".to_string(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Who drives a study: the item `lease` in the study's partition (`holder`, `until`
-//! in ms), taken and renewed by one conditional write.
+//! and `since` in ms), taken and renewed by one conditional write; a second only when
+//! the chain of leases was broken (`since` starts again).
 
 use super::items::*;
 use super::{DynamoStore, Item};
@@ -11,59 +12,103 @@ fn lease_of(item: &Item) -> Lease {
     Lease {
         holder: get_s(item, "holder").unwrap_or("?").to_string(),
         until: get_n(item, "until").unwrap_or(0) as Millis,
+        since: get_n(item, "since").unwrap_or(0) as Millis,
     }
 }
 
 impl DynamoStore {
+    /// Takes or renews the lease ([`TrialStore::take_lease`](augur_store::TrialStore::take_lease)):
+    /// an `UpdateItem` that keeps the record's `since` and returns the record it
+    /// replaced; if that one had ended more than `gap` before `now` (or there was
+    /// none), a second write starts `since` at `now`.
     pub(super) async fn lease_take(
         &self,
         study: &str,
         holder: &str,
-        now: Millis,
-        until: Millis,
+        (now, until): (Millis, Millis),
+        gap: Millis,
     ) -> Result<Lease> {
+        use aws_sdk_dynamodb::types::ReturnValue;
         let out = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item("pk", s(study))
-            .item("sk", s("lease"))
-            .item("holder", s(holder))
-            .item("until", n(until))
+            .key("pk", s(study))
+            .key("sk", s("lease"))
+            .update_expression(
+                "SET holder = :me, #until = :until, since = if_not_exists(since, :now)",
+            )
             .condition_expression("attribute_not_exists(pk) OR holder = :me OR #until <= :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        let old = match out {
+            Ok(o) => o.attributes.map(|a| lease_of(&a)),
+            Err(e) if conditional(&e) => {
+                let item = self.get(study, "lease", true).await?.unwrap_or_default();
+                return Ok(lease_of(&item));
+            }
+            Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
+        };
+        let since = match old {
+            // A new record: `if_not_exists` wrote `now`.
+            None => now,
+            Some(o) if o.until >= now - gap && o.since > 0 => o.since,
+            Some(_) => self.lease_restart(study, holder, now).await?,
+        };
+        Ok(Lease {
+            holder: holder.to_string(),
+            until,
+            since,
+        })
+    }
+
+    /// Starts the lease's `since` again at `now` (the chain was broken), if `holder`
+    /// still has it.
+    async fn lease_restart(&self, study: &str, holder: &str, now: Millis) -> Result<Millis> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(study))
+            .key("sk", s("lease"))
+            .update_expression("SET since = :now")
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(now),
+            // Taken over meanwhile: the next take reads the record as it is.
+            Err(e) if conditional(&e) => Ok(now),
+            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
+        }
+    }
+
+    /// Ends the lease at `now` if `holder` still has it; the record stays, free.
+    pub(super) async fn lease_release(&self, study: &str, holder: &str, now: Millis) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(study))
+            .key("sk", s("lease"))
+            .update_expression("SET #until = :now")
+            .condition_expression("holder = :me AND #until > :now")
             .expression_attribute_names("#until", "until")
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
         match out {
-            Ok(_) => Ok(Lease {
-                holder: holder.to_string(),
-                until,
-            }),
-            Err(e) if conditional(&e) => {
-                let item = self.get(study, "lease", true).await?.unwrap_or_default();
-                Ok(lease_of(&item))
-            }
-            Err(e) => Err(fail(&self.table, "PutItem", e)),
-        }
-    }
-
-    pub(super) async fn lease_release(&self, study: &str, holder: &str) -> Result<()> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(study))
-            .key("sk", s("lease"))
-            .condition_expression("holder = :me")
-            .expression_attribute_values(":me", s(holder))
-            .send()
-            .await;
-        match out {
             Ok(_) => Ok(()),
             Err(e) if conditional(&e) => Ok(()),
-            Err(e) => Err(fail(&self.table, "DeleteItem", e)),
+            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
         }
     }
 

@@ -536,12 +536,13 @@ impl TrialStore for DynamoStore {
         holder: &str,
         now: Millis,
         until: Millis,
+        gap: Millis,
     ) -> Result<Lease> {
-        self.lease_take(study, holder, now, until).await
+        self.lease_take(study, holder, (now, until), gap).await
     }
 
-    async fn release_lease(&self, study: &str, holder: &str) -> Result<()> {
-        self.lease_release(study, holder).await
+    async fn release_lease(&self, study: &str, holder: &str, now: Millis) -> Result<()> {
+        self.lease_release(study, holder, now).await
     }
 
     async fn leases(&self) -> Result<Vec<(String, Lease)>> {

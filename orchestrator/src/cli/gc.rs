@@ -91,6 +91,8 @@ async fn end_orphans(
                     fresh_listing: true,
                     timing: &timing,
                     now,
+                    // Judged by the lease alone: run by hand, after the fact.
+                    seen_since: 0,
                 };
                 sweep(&view)
                     .into_iter()

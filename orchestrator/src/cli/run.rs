@@ -112,6 +112,10 @@ pub struct Tuning {
     /// study waits meanwhile, backing off [default: 30m].
     #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
     capacity_timeout: Option<Duration>,
+    /// An agent that can record no heartbeat for this long ends its script: the
+    /// store's bad minutes (throttling, an outage) end no running trial [default: 15m].
+    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
+    give_up: Option<Duration>,
     /// Give up (exit 3) when the backend stays unavailable this long.
     #[arg(long, default_value = "2m", value_parser = crate::app::dur, help_heading = "Tuning")]
     backend_deadline: Duration,
@@ -131,6 +135,7 @@ impl Tuning {
             backoff_base_ms: ms(self.backoff_base, d.backoff_base_ms),
             backoff_cap_ms: ms(self.backoff_cap, d.backoff_cap_ms),
             capacity_timeout_ms: ms(self.capacity_timeout, d.capacity_timeout_ms),
+            give_up_ms: ms(self.give_up, d.give_up_ms),
         };
         drive
             .check()

@@ -29,8 +29,9 @@ pub struct ScriptArgs {
 pub enum Files<'a> {
     /// Copied from the study file's directory (the local backend).
     Local,
-    /// Downloaded from the artifacts bucket (AWS).
-    Bucket(&'a str),
+    /// Downloaded from the artifacts bucket (AWS), with the trial's checkpoint as
+    /// its manifest names it (if it has one).
+    Bucket(&'a str, Option<&'a augur_aws::checkpoint::Manifest>),
     /// Already there (`--run` fetched them), from the local backend or not.
     Fetched { local: bool },
 }
@@ -40,7 +41,7 @@ impl Files<'_> {
     fn local(&self) -> bool {
         match self {
             Files::Local => true,
-            Files::Bucket(_) => false,
+            Files::Bucket(..) => false,
             Files::Fetched { local } => *local,
         }
     }
@@ -81,7 +82,7 @@ pub fn render(rec: &StudyRecord, t: &Trial, files: Files, layout: &Layout) -> St
                     ));
                 }
             }
-            Files::Bucket(bucket) => out.push_str(&format!(
+            Files::Bucket(bucket, _) => out.push_str(&format!(
                 "aws s3 cp --recursive {} .\n",
                 sh_quote(&format!(
                     "s3://{bucket}/{}",
@@ -122,14 +123,27 @@ fn checkpoint_lines(rec: &StudyRecord, t: &Trial, files: &Files, abs: &Layout) -
     let dir = if files.local() {
         sh_quote(&abs.checkpoint_dir(&rec.name, t.id).display().to_string())
     } else {
-        if let Files::Bucket(bucket) = files {
-            out.push_str(&format!(
+        match files {
+            // The files of the checkpoint its manifest names (published whole).
+            Files::Bucket(bucket, Some(manifest)) => {
+                out.push_str(&format!("mkdir -p {CHECKPOINT_COPY}\n"));
+                for (rel, e) in &manifest.files {
+                    out.push_str(&format!(
+                        "aws s3 cp {} {}\n",
+                        sh_quote(&format!("s3://{bucket}/{}", e.key)),
+                        sh_quote(&format!("{CHECKPOINT_COPY}/{rel}"))
+                    ));
+                }
+            }
+            // None published yet, or an older agent's files straight under the prefix.
+            Files::Bucket(bucket, None) => out.push_str(&format!(
                 "mkdir -p {CHECKPOINT_COPY}\naws s3 cp --recursive {} {CHECKPOINT_COPY}/\n",
                 sh_quote(&format!(
                     "s3://{bucket}/{}",
                     augur_aws::s3::checkpoint_prefix(&rec.name, t.id)
                 ))
-            ));
+            )),
+            _ => {}
         }
         format!("\"$PWD/{CHECKPOINT_COPY}\"")
     };
@@ -151,8 +165,12 @@ pub async fn script(ctx: &Backend, args: ScriptArgs) -> CmdResult {
         .ok_or_else(|| AppError::input(format!("study `{name}` has no trial {id}")))?;
     if !args.run {
         let bucket = ctx.is_aws().then(|| ctx.bucket()).transpose()?;
+        let manifest = match (&bucket, t.is_dataset()) {
+            (Some(_), false) => ctx.checkpoint_manifest(&name, id).await?,
+            _ => None,
+        };
         let files = match &bucket {
-            Some(b) => Files::Bucket(b),
+            Some(b) => Files::Bucket(b, manifest.as_ref()),
             None => Files::Local,
         };
         print!("{}", render(&rec, &t, files, &ctx.layout));

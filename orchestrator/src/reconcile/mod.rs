@@ -26,6 +26,9 @@ use std::collections::BTreeSet;
 pub struct Timing {
     /// A running trial whose last heartbeat is older than this is lost.
     pub lease_ms: Millis,
+    /// An agent that could record no heartbeat for this long has ended its script
+    /// (its give-up horizon): its attempt is lost whatever the driver saw meanwhile.
+    pub give_up_ms: Millis,
     /// A starting trial whose agent has not reported after this long is lost.
     pub boot_timeout_ms: Millis,
     /// Grace after a launch before a machine missing from the listing counts as gone.
@@ -65,6 +68,7 @@ impl Timing {
     pub fn with_drive(d: &DriveSettings) -> Timing {
         Timing {
             lease_ms: d.lease_ms,
+            give_up_ms: d.give_up_ms,
             boot_timeout_ms: d.boot_timeout_ms,
             launch_grace_ms: 2_000,
             backoff_base_ms: d.backoff_base_ms,
@@ -142,6 +146,10 @@ pub struct View<'a> {
     pub fresh_listing: bool,
     pub timing: &'a Timing,
     pub now: Millis,
+    /// The driver has read the store without a failure since then (its start, or
+    /// the end of the store's last bad minutes): a heartbeat missed before then may
+    /// be one the store could not take, and is given a lease from then.
+    pub seen_since: Millis,
 }
 
 /// One step for the executor.

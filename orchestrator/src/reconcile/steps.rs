@@ -311,8 +311,13 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
     if vanished {
         return lost("its agent process is gone".into());
     }
-    if v.now - beat > v.timing.lease_ms {
-        return lost(format!("no heartbeat for {} s", (v.now - beat) / 1000));
+    // Silent past the lease, counted from when the driver could see the store too
+    // (an agent cannot beat through the store's outage either); past the agent's
+    // give-up horizon, whatever the driver saw.
+    let silent = v.now - beat;
+    let unseen = v.now - beat.max(v.seen_since);
+    if unseen > v.timing.lease_ms || silent > v.timing.give_up_ms {
+        return lost(format!("no heartbeat for {} s", silent / 1000));
     }
     // The agent ends an attempt at its timeout; if it hangs (but still heart-beats),
     // its machine is ended a lease later.

@@ -36,6 +36,7 @@ fn run(study: &Study, trials: &[Trial], machines: &[Machine], now: Millis) -> Ve
         fresh_listing: false,
         timing: &timing,
         now,
+        seen_since: 0,
     })
 }
 
@@ -76,6 +77,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
         fresh_listing: false,
         timing: &timing,
         now: 10,
+        seen_since: 0,
     });
     assert_eq!(
         a.first(),
@@ -440,6 +442,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         fresh_listing: false,
         timing: &timing,
         now: 10,
+        seen_since: 0,
     });
     assert!(a.contains(&Action::Cancel {
         trial: 1,
@@ -482,6 +485,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         fresh_listing: false,
         timing: &timing,
         now: 10,
+        seen_since: 0,
     });
     assert_eq!(
         a,
@@ -547,7 +551,45 @@ fn view<'a>(
         fresh_listing: false,
         timing,
         now: 10,
+        seen_since: 0,
     }
+}
+
+/// A running trial silent past the lease is lost only if the driver could see the
+/// store for a lease as well: after the store's bad minutes the agent gets a lease
+/// from their end to beat again; past its give-up horizon it is lost regardless.
+#[test]
+fn silence_the_driver_could_not_see_is_given_a_lease_from_when_it_could() {
+    let s = study("");
+    let timing = Timing::default();
+    let mut t = trial(1, TrialState::Running);
+    (t.heartbeat_ms, t.started_ms, t.launched_ms) = (Some(1_000), Some(500), Some(100));
+    let ts = [t];
+    let listed = [m(1, 1)];
+    let lost = |now: Millis, seen_since: Millis| {
+        let v = View {
+            scope: &Scope::Budget(1),
+            now,
+            seen_since,
+            ..view(&s, &ts, &listed, &timing)
+        };
+        decide(&v)
+            .iter()
+            .any(|a| matches!(a, Action::MarkLost { trial: 1, .. }))
+    };
+    let lease = timing.lease_ms;
+    // Seen throughout: lost a lease after the last beat.
+    assert!(!lost(1_000 + lease, 0));
+    assert!(lost(1_000 + lease + 1, 0));
+    // The store came back at 200 s: a lease from then.
+    let back = 200_000;
+    assert!(!lost(back + lease, back));
+    assert!(lost(back + lease + 1, back));
+    // Past the agent's own horizon, lost whatever the driver saw.
+    assert!(lost(
+        1_000 + timing.give_up_ms + 1,
+        1_000 + timing.give_up_ms
+    ));
 }
 
 #[test]
@@ -621,6 +663,7 @@ fn gc_sweeps_with_the_drivers_rule() {
         backoff_base_ms: 1,
         backoff_cap_ms: 1,
         capacity_timeout_ms: 1,
+        give_up_ms: 1,
     });
     let v = View {
         now: 5 + 2 + s.run.grace_ms as Millis,

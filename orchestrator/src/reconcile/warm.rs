@@ -165,6 +165,7 @@ mod tests {
             fresh_listing: false,
             timing: &timing,
             now,
+            seen_since: 0,
         })
     }
 

@@ -10,35 +10,55 @@ use std::sync::Arc;
 /// racing takers get exactly one lease.
 pub async fn leases(s: &dyn TrialStore, name: &str) {
     s.create_study(&record(name)).await.expect("create");
-    let a = s.take_lease(name, "a", 1_000, 2_000).await.expect("take");
+    let a = s
+        .take_lease(name, "a", 1_000, 2_000, 0)
+        .await
+        .expect("take");
     assert!(
         a.held_by("a") && a.until == 2_000,
         "a free lease is taken: {a:?}"
     );
-    let b = s.take_lease(name, "b", 1_500, 2_500).await.expect("take");
+    let b = s
+        .take_lease(name, "b", 1_500, 2_500, 0)
+        .await
+        .expect("take");
     assert!(
         b.held_by("a") && b.until == 2_000,
         "a live lease is kept: {b:?}"
     );
-    let a2 = s.take_lease(name, "a", 1_900, 3_000).await.expect("renew");
+    let a2 = s
+        .take_lease(name, "a", 1_900, 3_000, 0)
+        .await
+        .expect("renew");
     assert!(
         a2.held_by("a") && a2.until == 3_000,
         "the holder renews: {a2:?}"
     );
-    s.release_lease(name, "b").await.expect("release by other");
-    let b2 = s.take_lease(name, "b", 2_000, 4_000).await.expect("take");
+    s.release_lease(name, "b", 0)
+        .await
+        .expect("release by other");
+    let b2 = s
+        .take_lease(name, "b", 2_000, 4_000, 0)
+        .await
+        .expect("take");
     assert!(b2.held_by("a"), "only the holder releases: {b2:?}");
-    let b3 = s.take_lease(name, "b", 3_000, 4_000).await.expect("take");
+    let b3 = s
+        .take_lease(name, "b", 3_000, 4_000, 0)
+        .await
+        .expect("take");
     assert!(b3.held_by("b"), "an expired lease is taken over: {b3:?}");
-    s.release_lease(name, "b").await.expect("release");
-    let c = s.take_lease(name, "c", 3_001, 5_000).await.expect("take");
+    s.release_lease(name, "b", 0).await.expect("release");
+    let c = s
+        .take_lease(name, "c", 3_001, 5_000, 0)
+        .await
+        .expect("take");
     assert!(c.held_by("c"), "a released lease is free: {c:?}");
-    s.release_lease(name, "c").await.expect("release");
+    s.release_lease(name, "c", 0).await.expect("release");
     // Many takers at once, at the same instant: exactly one wins.
     let wins = futures_like_join(
         (0..8)
             .map(|i| async move {
-                s.take_lease(name, &format!("r{i}"), 10_000, 20_000)
+                s.take_lease(name, &format!("r{i}"), 10_000, 20_000, 0)
                     .await
                     .expect("race")
                     .held_by(&format!("r{i}"))
@@ -52,7 +72,10 @@ pub async fn leases(s: &dyn TrialStore, name: &str) {
         "one racer wins: {wins:?}"
     );
     assert!(s.delete_study(name).await.expect("delete"));
-    let d = s.take_lease(name, "d", 10_001, 20_000).await.expect("take");
+    let d = s
+        .take_lease(name, "d", 10_001, 20_000, 0)
+        .await
+        .expect("take");
     assert!(d.held_by("d"), "deleting a study drops its lease: {d:?}");
     // `augur gc`: leases are listed, and one is expired only if nobody renewed it.
     let listed = s.leases().await.expect("leases");
@@ -63,7 +86,7 @@ pub async fn leases(s: &dyn TrialStore, name: &str) {
         .collect();
     assert_eq!(mine, vec![&d], "{listed:?}");
     let renewed = s
-        .take_lease(name, "d", 10_002, 30_000)
+        .take_lease(name, "d", 10_002, 30_000, 0)
         .await
         .expect("renew");
     assert!(
@@ -77,9 +100,49 @@ pub async fn leases(s: &dyn TrialStore, name: &str) {
         .expect("leases")
         .iter()
         .any(|(st, _)| st == name));
-    let e = s.take_lease(name, "e", 10_003, 20_000).await.expect("take");
+    let e = s
+        .take_lease(name, "e", 10_003, 20_000, 0)
+        .await
+        .expect("take");
     assert!(e.held_by("e"), "an expired lease is free: {e:?}");
-    s.release_lease(name, "e").await.expect("release");
+    s.release_lease(name, "e", 0).await.expect("release");
+    lease_chains(s, name).await;
+}
+
+/// A lease's `since`: kept through renewals, releases and takeovers that leave no
+/// gap longer than `gap`; started again after a longer one.
+async fn lease_chains(s: &dyn TrialStore, name: &str) {
+    let gap = 5_000;
+    let f = s
+        .take_lease(name, "f", 100_000, 110_000, gap)
+        .await
+        .expect("take");
+    assert_eq!(f.since, 100_000, "after a long gap, a new chain: {f:?}");
+    s.release_lease(name, "f", 105_000).await.expect("release");
+    let g = s
+        .take_lease(name, "g", 108_000, 120_000, gap)
+        .await
+        .expect("take");
+    assert!(g.held_by("g"), "a released lease is free: {g:?}");
+    assert_eq!(
+        g.since, 100_000,
+        "released 3 s before: the chain goes on: {g:?}"
+    );
+    let g2 = s
+        .take_lease(name, "g", 115_000, 130_000, gap)
+        .await
+        .expect("renew");
+    assert_eq!((g2.until, g2.since), (130_000, 100_000), "renewed: {g2:?}");
+    let h = s
+        .take_lease(name, "h", 140_000, 150_000, gap)
+        .await
+        .expect("take");
+    assert_eq!(h.since, 140_000, "expired 10 s before: a new chain: {h:?}");
+    let listed = s.leases().await.expect("leases");
+    assert!(
+        listed.iter().any(|(st, l)| st == name && *l == h),
+        "{listed:?}"
+    );
 }
 
 /// Runs the futures concurrently on this task and collects their outputs in order.

@@ -396,15 +396,21 @@ impl TrialStore for Counted {
         holder: &str,
         now: Millis,
         until: Millis,
+        gap: Millis,
     ) -> augur_store::Result<Lease> {
         self.calls.count("take_lease");
         self.units.write(1.0);
-        self.inner.take_lease(study, holder, now, until).await
+        self.inner.take_lease(study, holder, now, until, gap).await
     }
-    async fn release_lease(&self, study: &str, holder: &str) -> augur_store::Result<()> {
+    async fn release_lease(
+        &self,
+        study: &str,
+        holder: &str,
+        now: Millis,
+    ) -> augur_store::Result<()> {
         self.calls.count("release_lease");
         self.units.write(1.0);
-        self.inner.release_lease(study, holder).await
+        self.inner.release_lease(study, holder, now).await
     }
     async fn leases(&self) -> augur_store::Result<Vec<(String, Lease)>> {
         self.calls.count("leases");

@@ -273,9 +273,23 @@ impl Backend {
         std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
         let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
         let prefix = augur_aws::s3::checkpoint_prefix(study, trial);
-        augur_aws::s3::download(&s3, &self.bucket()?, &prefix, dir)
+        augur_aws::checkpoint::restore(&s3, &self.bucket()?, &prefix, dir)
             .await
+            .map(|_| augur_aws::s3::snapshot(dir).len())
             .map_err(|e| failed(e.to_string()))
+    }
+
+    /// The manifest of a trial's checkpoint in the bucket, if it has one.
+    pub async fn checkpoint_manifest(
+        &self,
+        study: &str,
+        trial: u64,
+    ) -> Result<Option<augur_aws::checkpoint::Manifest>, AppError> {
+        let s3 = augur_aws::s3::client(self.sdk().await, self.path_style());
+        let prefix = augur_aws::s3::checkpoint_prefix(study, trial);
+        augur_aws::checkpoint::read_manifest(&s3, &self.bucket()?, &prefix)
+            .await
+            .map_err(|e| AppError::unavailable(e.to_string()))
     }
 
     /// Puts the study's `run.files` where agents fetch them: nothing to do locally

@@ -17,6 +17,10 @@ pub(super) struct LeaseState {
     following: Option<String>,
     /// Taken once for a tick, until its deadline: never renewed.
     fixed: bool,
+    /// Since when drivers have held the lease without a gap longer than the
+    /// heartbeat lease ([`Lease::since`]; 0 when not held): the store has been seen
+    /// since then, by this driver or the ones before it.
+    pub(super) since: Millis,
 }
 
 impl Driver<'_> {
@@ -41,6 +45,7 @@ impl Driver<'_> {
                 &holder,
                 now - runner.timing.clock_skew_ms,
                 now + left.as_millis() as Millis,
+                runner.timing.lease_ms,
             )
             .await?;
         if !got.held_by(&holder) {
@@ -50,6 +55,7 @@ impl Driver<'_> {
             until: got.until,
             following: None,
             fixed: true,
+            since: got.since,
         };
         self.deadline = Some(deadline);
         Ok(None)
@@ -74,6 +80,7 @@ impl Driver<'_> {
                 &spec.holder,
                 now - runner.timing.clock_skew_ms,
                 now + ttl,
+                runner.timing.lease_ms,
             )
             .await?;
         if got.held_by(&spec.holder) {
@@ -81,9 +88,11 @@ impl Driver<'_> {
                 runner.emit(Event::Driving);
             }
             state.until = got.until;
+            state.since = got.since;
             return Ok(true);
         }
         state.until = 0;
+        state.since = 0;
         if state.following.as_deref() != Some(got.holder.as_str()) {
             tracing::info!(study = %self.study.name, holder = %got.holder, "another driver holds the study's lease; following");
             state.following = Some(got.holder.clone());

@@ -51,6 +51,20 @@ pub struct Driver<'a> {
     /// The bounds as last read or written.
     saved_bounds: LaunchBounds,
     bounds_read: bool,
+    /// Since when this driver has read the store without a failure, if it failed
+    /// to ([`View::seen_since`]).
+    seen: Seen,
+}
+
+/// What a driver has seen of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// No failure since it started.
+    Throughout,
+    /// It failed to read it: the next pass that reads it starts a new run.
+    Failed,
+    /// Read without a failure since then.
+    Since(Millis),
 }
 
 /// What applying one action leaves to do.
@@ -97,6 +111,7 @@ impl<'a> Driver<'a> {
             bounds: LaunchBounds::default(),
             saved_bounds: LaunchBounds::default(),
             bounds_read: false,
+            seen: Seen::Throughout,
         }
     }
 
@@ -128,6 +143,9 @@ impl<'a> Driver<'a> {
                     d
                 }
                 Err(RunError::Unavailable(e)) if self.deadline.is_none() => {
+                    // What the store could not tell meanwhile is not held against
+                    // the agents, who could not tell it either.
+                    self.seen = Seen::Failed;
                     Counters::bump(&runner.counters.backend_errors);
                     runner.emit(Event::Backend { error: e.clone() });
                     let (since, n) = failing.get_or_insert((Instant::now(), 0));
@@ -171,10 +189,21 @@ impl<'a> Driver<'a> {
                 let _ = self
                     .runner
                     .store
-                    .release_lease(&self.study.name, &spec.holder)
+                    .release_lease(&self.study.name, &spec.holder, (self.runner.clock)())
                     .await;
             }
         }
+    }
+
+    /// Since when the store has been seen without a break: by this driver, and,
+    /// where it holds the study's lease, by the drivers before it whose leases it
+    /// continues ([`augur_store::Lease::since`]; a tick is a fresh process).
+    fn seen_since(&self) -> Millis {
+        let mine = match self.seen {
+            Seen::Since(t) => t,
+            _ => 0,
+        };
+        mine.max(self.lease.since)
     }
 
     fn past_deadline(&self) -> bool {
@@ -201,6 +230,9 @@ impl<'a> Driver<'a> {
             });
         }
         let now = (self.runner.clock)();
+        if self.seen == Seen::Failed {
+            self.seen = Seen::Since(now);
+        }
         let fresh_listing = std::mem::take(&mut self.fresh_listing);
         let mut acted = self
             .decide_and_apply(mode, &machines, fresh_listing, now)
@@ -246,6 +278,7 @@ impl<'a> Driver<'a> {
             fresh_listing,
             timing: &self.runner.timing,
             now,
+            seen_since: self.seen_since(),
         });
         let only_proposed = actions.iter().all(|a| matches!(a, Action::Propose { .. }));
         let mut again = false;

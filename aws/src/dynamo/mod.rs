@@ -25,7 +25,6 @@
 use async_trait::async_trait;
 use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use augur_store::{slot, Beaten, Lease, Result, StoreError, StudyChange, TrialStore, Written};
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -60,9 +59,12 @@ pub struct DynamoStore {
     /// Trials are shown only where their slot guard vouches for them ([`vouch`]).
     vouch: bool,
     guards: std::sync::Mutex<HashMap<String, vouch::Guards>>,
+    /// How long a batch's unprocessed items are asked again ([`Backoff::BATCH`]).
+    pub batch_backoff: crate::backoff::Backoff,
 }
 
 mod beats;
+mod cancel;
 mod index;
 mod items;
 mod leases;
@@ -88,6 +90,7 @@ impl DynamoStore {
             beating: Default::default(),
             vouch: false,
             guards: Default::default(),
+            batch_backoff: crate::backoff::Backoff::BATCH,
         }
     }
 
@@ -224,11 +227,17 @@ impl TrialStore for DynamoStore {
                 self.forget_layout(&rec.name);
                 return Ok(rec.clone());
             }
-            // It exists: the one recorded is the study.
-            Err(e)
-                if e.as_service_error().and_then(|x| x.code())
-                    == Some("TransactionCanceledException") => {}
-            Err(e) => return Err(fail(&self.table, "TransactWriteItems", e)),
+            Err(e) => {
+                let items = [
+                    format!("study `{}`", rec.name),
+                    format!("the listing's entry of study `{}`", rec.name),
+                ];
+                match cancel::cancelled(&self.table, &items, e) {
+                    // It exists: the one recorded is the study.
+                    cancel::Cancelled::Condition => {}
+                    cancel::Cancelled::Error(e) => return Err(e),
+                }
+            }
         }
         self.read_study(&rec.name)
             .await?
@@ -396,15 +405,18 @@ impl TrialStore for DynamoStore {
                 .await;
             match out {
                 Ok(_) => return Ok((t, true)),
-                // Another writer created the slot first: its trial is the one (this id
-                // stays unused).
-                Err(e)
-                    if e.as_service_error().and_then(|x| x.code())
-                        == Some("TransactionCanceledException") =>
-                {
-                    continue
+                Err(e) => {
+                    let items = [
+                        format!("slot guard `{guard_sk}` of study `{}`", t.study),
+                        format!("trial {}/{id}", t.study),
+                    ];
+                    match cancel::cancelled(&self.table, &items, e) {
+                        // Another writer created the slot first: its trial is the
+                        // one (this id stays unused).
+                        cancel::Cancelled::Condition => continue,
+                        cancel::Cancelled::Error(e) => return Err(e),
+                    }
                 }
-                Err(e) => return Err(fail(&self.table, "TransactWriteItems", e)),
             }
         }
     }

@@ -186,3 +186,69 @@ async fn unprocessed_batch_items_back_off_then_give_up() {
         assert!(*g <= ceiling + 250, "try {}: {g} ms", i + 2);
     }
 }
+
+/// DynamoDB's throttling, counted by operation on `/metrics`: a throttling error
+/// (retried by the SDK) and a transaction cancelled for `ThrottlingError` (retried
+/// by the driver) while `augur run --serve` creates its trial.
+#[test]
+fn throttling_is_counted_by_operation_on_metrics() {
+    use augur_tests::cloud::{World, RUN};
+    use augur_tests::{http_get, server_addr, wait_for};
+    let mut w = World::new();
+    let started = w.sb.path().join("started");
+    let go = w.sb.path().join("go");
+    w.sb.write(
+        "s.toml",
+        &format!(
+            r#"
+name = "throttled"
+objective = {{ metric = "loss" }}
+trials = 1
+[run]
+script = '''
+touch {started}
+while [ ! -e {go} ]; do sleep 0.1; done
+echo "METRICS: loss=1"
+'''
+[aws]
+image = "ami-12345678"
+"#,
+            started = started.display(),
+            go = go.display()
+        ),
+    );
+    w.init();
+    w.start_hypervisor();
+    // The trial's creation: throttled once, then cancelled for throttling once.
+    let creating = |f| {
+        Rule::new("dynamodb", "TransactWriteItems", f)
+            .when("slot#")
+            .first(1)
+    };
+    w.proxy.add(creating(Fault::Throttle));
+    w.proxy.add(creating(Fault::Cancel("ThrottlingError")));
+    let args = [&["run", "s.toml", "--serve", "127.0.0.1:0"][..], &RUN].concat();
+    let mut run = w.spawn(&args);
+    let addr = server_addr(&mut run);
+    wait_for(Duration::from_secs(90), "the script started", || {
+        started.exists().then_some(())
+    });
+    let (_, _, metrics) = http_get(&addr, "/metrics");
+    std::fs::write(&go, "").expect("go");
+    let status = augur_tests::wait_exit(&mut run, Duration::from_secs(90));
+    let line = "augur_aws_throttled_total{service=\"dynamodb\",operation=\"TransactWriteItems\"}";
+    let n: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line} in {metrics}"));
+    eprintln!(
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("augur_aws_throttled"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(n, 2, "{metrics}");
+    assert!(status.success(), "the run succeeded: {status}");
+}

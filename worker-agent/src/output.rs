@@ -5,7 +5,7 @@ use crate::lines::{Chunk, Stream};
 use crate::log::Log;
 use crate::process;
 use crate::script::{failure_text, killed_from_outside};
-use augur_model::bounded::{clip, Series, TAIL_LINES};
+use augur_model::bounded::{clip, MetricNames, Series, TAIL_LINES};
 use augur_model::metrics::{self, Line};
 use augur_model::{duration, AttemptEnd, MetricPoint};
 use augur_store::logfile::Source;
@@ -33,6 +33,9 @@ pub(crate) struct ScriptOutput {
     pub(crate) last_err: Option<String>,
     /// What the checkpoint directory holds in the bucket, since the last heartbeat.
     pub(crate) checkpoint: Option<augur_model::Checkpoint>,
+    /// Which metric names the record keeps ([`MetricNames`]: the objective's
+    /// always, at most [`augur_model::bounded::METRIC_NAMES`]).
+    pub(crate) names: MetricNames,
 }
 
 /// How much of the last stderr line a failure carries.
@@ -45,6 +48,13 @@ impl ScriptOutput {
         status: Option<std::process::ExitStatus>,
         ended: Option<(String, bool)>,
     ) -> AttemptEnd {
+        let mut tail = self.tail;
+        if let Some(note) = self.names.note() {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(clip(&note));
+        }
         let status =
             status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
         let (error, retryable) = match ended {
@@ -67,10 +77,40 @@ impl ScriptOutput {
             retryable,
             preempted: false,
             status: self.status,
-            log_tail: self.tail.into_iter().collect(),
+            log_tail: tail.into_iter().collect(),
             script_ended_ms: None,
             checkpoint: self.checkpoint,
         }
+    }
+
+    /// A reading: the names the record keeps ([`MetricNames`]) merged into its
+    /// last values and its series; the first name dropped said once in the log
+    /// (and in the record's last lines), the count when the attempt ends.
+    fn take_metrics(&mut self, reading: std::collections::BTreeMap<String, f64>, log: &mut Log) {
+        let (kept, first_dropped) = self.names.admit(&self.metrics, reading);
+        if let Some(name) = first_dropped {
+            let warning = format!(
+                "warning: metric `{}` and any later new name beyond the first {} (or longer than {} characters) are not recorded; the log keeps every line",
+                clip(&name),
+                augur_model::bounded::METRIC_NAMES,
+                augur_model::bounded::METRIC_NAME_CHARS
+            );
+            log.write(Source::Augur, &warning);
+            if self.tail.len() == TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(clip(&format!("augur: {warning}")));
+        }
+        if kept.is_empty() {
+            return;
+        }
+        self.metrics
+            .extend(kept.iter().map(|(k, v)| (k.clone(), *v)));
+        self.series.push(MetricPoint {
+            t_ms: now_ms(),
+            values: kept,
+        });
+        self.dirty = true;
     }
 
     pub(crate) fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
@@ -102,14 +142,7 @@ impl ScriptOutput {
             });
         }
         match metrics::parse_line(&text) {
-            Line::Metrics(m) => {
-                self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
-                self.series.push(MetricPoint {
-                    t_ms: now_ms(),
-                    values: m,
-                });
-                self.dirty = true;
-            }
+            Line::Metrics(m) => self.take_metrics(m, log),
             Line::BadMetrics(e) => log.write(
                 Source::Augur,
                 &format!("warning: ignored metrics line: {e}"),
@@ -137,5 +170,40 @@ impl ScriptOutput {
             self.status = Some(clip(&text));
             self.dirty = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(text: &str) -> Chunk {
+        Chunk {
+            stream: Stream::Out,
+            text: text.to_string(),
+            progress: false,
+        }
+    }
+
+    /// The objective's name is kept when it comes after the bound is reached.
+    #[test]
+    fn the_objective_is_kept_after_thousands_of_other_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = Log::open(dir.path().join("log"));
+        let mut seen = ScriptOutput {
+            names: MetricNames::keeping("loss"),
+            ..Default::default()
+        };
+        let mut last = Instant::now();
+        for i in 0..5_000 {
+            seen.take(out(&format!("METRICS: m{i}={i}")), &mut log, &mut last);
+        }
+        seen.take(out("METRICS: loss=0.25"), &mut log, &mut last);
+        assert_eq!(seen.metrics.len(), augur_model::bounded::METRIC_NAMES);
+        assert_eq!(seen.metrics.get("loss"), Some(&0.25));
+        assert_eq!(seen.series.points().last().map(|p| p.values.len()), Some(1));
+        let end = seen.outcome(None, None);
+        let note = end.log_tail.last().cloned().unwrap_or_default();
+        assert!(note.starts_with("augur: 4745 metric names"), "{note}");
     }
 }

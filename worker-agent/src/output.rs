@@ -28,6 +28,10 @@ pub(crate) struct ScriptOutput {
     pub(crate) dirty: bool,
     /// Secret values, masked (`***`) wherever a line of output goes.
     pub(crate) masked: Vec<String>,
+    /// Whether `masked` holds what to mask of them ([`augur_model::secret::masks`]:
+    /// each line of a value, each string of a JSON one), worked out at the first
+    /// line.
+    pub(crate) masks_made: bool,
     /// The last line the script wrote to stderr (not a `set -x` trace): what a
     /// failure says beside its exit code.
     pub(crate) last_err: Option<String>,
@@ -115,6 +119,10 @@ impl ScriptOutput {
 
     pub(crate) fn take(&mut self, chunk: Chunk, log: &mut Log, last_output: &mut Instant) {
         *last_output = Instant::now();
+        if !self.masks_made {
+            self.masked = augur_model::secret::masks(&self.masked);
+            self.masks_made = true;
+        }
         let text = augur_model::secret::mask(&chunk.text, &self.masked);
         if chunk.progress {
             if !text.trim().is_empty() {

@@ -99,3 +99,46 @@ echo done"#;
         "the log has every line"
     );
 }
+
+/// A multi-line secret printed as the script's lines, and one field of a JSON
+/// secret printed alone, are masked in the log, the record's last lines and its
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_of_secrets_and_fields_of_json_secrets_are_masked() {
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nq2Vx9rT0kYw3JmPzLb8N\n-----END PRIVATE KEY-----";
+    let db = r#"{"user":"ann","password":"hunter2-Zq9","host":"db.internal.example"}"#;
+    // SAFETY: no other test of this binary reads or writes these variables, and
+    // std's own readers (the script's spawn) take its environment lock.
+    unsafe {
+        std::env::set_var("TEST_MASK_PEM", pem);
+        std::env::set_var("TEST_MASK_DB", db);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = r#"echo "key: $TEST_MASK_PEM"
+echo "$TEST_MASK_DB" | sed 's/.*"password":"\([^"]*\)".*/pw \1/'
+echo "METRICS: m=1"
+echo "$TEST_MASK_PEM" | sed -n 2p"#;
+    let extra = "secrets={TEST_MASK_PEM='ssm:/t/pem', TEST_MASK_DB='ssm:/t/db'}\n";
+    let (store, cfg) = starting_attempt(dir.path(), script, extra).await;
+    let ended = run_attempt(&store, &cfg).await.expect("attempt");
+    assert_eq!(ended, Ended::Finished(TrialState::Succeeded));
+    let t = store
+        .get_trial("s", cfg.trial)
+        .await
+        .expect("read")
+        .expect("trial");
+    let log = std::fs::read_to_string(cfg.layout.log_file("s", cfg.trial, 1)).expect("log");
+    let record = serde_json::to_string(&t).expect("json");
+    for leak in [
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+        "q2Vx9rT0kYw3JmPzLb8N",
+        "hunter2-Zq9",
+        "db.internal.example",
+    ] {
+        assert!(!log.contains(leak), "{leak} in the log: {log}");
+        assert!(!record.contains(leak), "{leak} in the record: {record}");
+    }
+    assert!(log.contains("out pw ***"), "{log}");
+    assert!(log.contains("out key: ***"), "{log}");
+    assert_eq!(t.status.as_deref(), Some("***"));
+}

@@ -18,21 +18,14 @@ use augur_store::StoreError;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 
-/// A transaction's failure, read by its reasons.
-#[derive(Debug)]
-pub(super) enum Cancelled {
-    /// An item's condition failed: the transaction conflicts with what is recorded.
-    Condition,
-    /// Anything else: an error to give the caller (unavailable, or refused).
-    Error(StoreError),
-}
-
-/// Reads a failed `TransactWriteItems` whose items are named (in order) by `items`.
-pub(super) fn cancelled(
+/// Reads a failed `TransactWriteItems` whose items are named (in order) by
+/// `items`: `Ok` for a failed condition (the transaction conflicts with what is
+/// recorded), the error to give the caller otherwise (unavailable, or refused).
+pub(super) fn conflict(
     table: &str,
     items: &[String],
     e: SdkError<TransactWriteItemsError>,
-) -> Cancelled {
+) -> Result<(), StoreError> {
     let codes: Vec<(String, Option<String>)> = match e.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
             let given: Vec<(String, Option<String>)> = c
@@ -49,7 +42,7 @@ pub(super) fn cancelled(
                 given
             }
         }
-        _ => return Cancelled::Error(fail(table, "TransactWriteItems", e)),
+        _ => return Err(fail(table, "TransactWriteItems", e)),
     };
     read(table, items, &codes)
 }
@@ -71,7 +64,11 @@ fn listed(message: &str) -> Vec<(String, Option<String>)> {
 
 /// The reasons' meaning, the gravest first: a validation error (never mends), a
 /// failed condition (the answer), anything else (try again later).
-fn read(table: &str, items: &[String], codes: &[(String, Option<String>)]) -> Cancelled {
+fn read(
+    table: &str,
+    items: &[String],
+    codes: &[(String, Option<String>)],
+) -> Result<(), StoreError> {
     let name = |i: usize| items.get(i).cloned().unwrap_or_else(|| format!("item {i}"));
     let with = |i: usize| {
         let (c, m) = &codes[i];
@@ -82,13 +79,13 @@ fn read(table: &str, items: &[String], codes: &[(String, Option<String>)]) -> Ca
     };
     let find = |code: &str| codes.iter().position(|(c, _)| c == code);
     if let Some(i) = find("ValidationError") {
-        return Cancelled::Error(StoreError::Refused {
+        return Err(StoreError::Refused {
             item: format!("{} in table `{table}`", name(i)),
             reason: with(i),
         });
     }
     if find("ConditionalCheckFailed").is_some() {
-        return Cancelled::Condition;
+        return Ok(());
     }
     let why: Vec<String> = codes
         .iter()
@@ -101,7 +98,7 @@ fn read(table: &str, items: &[String], codes: &[(String, Option<String>)]) -> Ca
     } else {
         why.join(", ")
     };
-    Cancelled::Error(StoreError::Unavailable(format!(
+    Err(StoreError::Unavailable(format!(
         "DynamoDB TransactWriteItems on `{table}` cancelled: {why}"
     )))
 }
@@ -110,7 +107,7 @@ fn read(table: &str, items: &[String], codes: &[(String, Option<String>)]) -> Ca
 mod tests {
     use super::*;
 
-    fn of(codes: &[&str]) -> Cancelled {
+    fn of(codes: &[&str]) -> Result<(), StoreError> {
         let items = vec!["study `s`".to_string(), "index entry of `s`".to_string()];
         let codes: Vec<(String, Option<String>)> =
             codes.iter().map(|c| (c.to_string(), None)).collect();
@@ -119,21 +116,15 @@ mod tests {
 
     #[test]
     fn only_a_failed_condition_is_a_conflict() {
-        assert!(matches!(
-            of(&["ConditionalCheckFailed", "None"]),
-            Cancelled::Condition
-        ));
-        assert!(matches!(
-            of(&["None", "ConditionalCheckFailed"]),
-            Cancelled::Condition
-        ));
+        assert!(matches!(of(&["ConditionalCheckFailed", "None"]), Ok(())));
+        assert!(matches!(of(&["None", "ConditionalCheckFailed"]), Ok(())));
         for retry in [
             "TransactionConflict",
             "ThrottlingError",
             "ProvisionedThroughputExceeded",
         ] {
             match of(&["None", retry]) {
-                Cancelled::Error(e @ StoreError::Unavailable(_)) => {
+                Err(e @ StoreError::Unavailable(_)) => {
                     assert!(
                         e.to_string()
                             .contains(&format!("index entry of `s` ({retry})")),
@@ -144,16 +135,13 @@ mod tests {
             }
         }
         match of(&["ValidationError", "ConditionalCheckFailed"]) {
-            Cancelled::Error(e @ StoreError::Refused { .. }) => {
+            Err(e @ StoreError::Refused { .. }) => {
                 assert!(!e.is_retryable());
                 assert!(e.to_string().contains("study `s`"), "{e}");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            of(&[]),
-            Cancelled::Error(StoreError::Unavailable(_))
-        ));
+        assert!(matches!(of(&[]), Err(StoreError::Unavailable(_))));
     }
 
     #[test]

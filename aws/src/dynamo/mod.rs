@@ -227,16 +227,14 @@ impl TrialStore for DynamoStore {
                 self.forget_layout(&rec.name);
                 return Ok(rec.clone());
             }
+            // It exists (a failed condition): the one recorded is the study.
             Err(e) => {
+                let name = &rec.name;
                 let items = [
-                    format!("study `{}`", rec.name),
-                    format!("the listing's entry of study `{}`", rec.name),
+                    format!("study `{name}`"),
+                    format!("the listing's entry of `{name}`"),
                 ];
-                match cancel::cancelled(&self.table, &items, e) {
-                    // It exists: the one recorded is the study.
-                    cancel::Cancelled::Condition => {}
-                    cancel::Cancelled::Error(e) => return Err(e),
-                }
+                cancel::conflict(&self.table, &items, e)?;
             }
         }
         self.read_study(&rec.name)
@@ -405,17 +403,15 @@ impl TrialStore for DynamoStore {
                 .await;
             match out {
                 Ok(_) => return Ok((t, true)),
+                // Another writer created the slot first (a failed condition): its
+                // trial is the one (this id stays unused).
                 Err(e) => {
+                    let study = &t.study;
                     let items = [
-                        format!("slot guard `{guard_sk}` of study `{}`", t.study),
-                        format!("trial {}/{id}", t.study),
+                        format!("slot guard `{guard_sk}` of `{study}`"),
+                        format!("trial {study}/{id}"),
                     ];
-                    match cancel::cancelled(&self.table, &items, e) {
-                        // Another writer created the slot first: its trial is the
-                        // one (this id stays unused).
-                        cancel::Cancelled::Condition => continue,
-                        cancel::Cancelled::Error(e) => return Err(e),
-                    }
+                    cancel::conflict(&self.table, &items, e)?;
                 }
             }
         }

@@ -63,6 +63,10 @@ pub struct ServiceCalls {
     pub attempts: BTreeMap<CallOutcome, u64>,
     /// Attempts that were retries of an earlier attempt of the same call.
     pub retries: u64,
+    /// Throttled attempts by operation (`GetItem`, `TransactWriteItems`): the
+    /// throttling error codes, and a DynamoDB transaction cancelled for
+    /// `ThrottlingError` or `ProvisionedThroughputExceeded`.
+    pub throttled: BTreeMap<String, u64>,
 }
 
 static COUNTS: Mutex<BTreeMap<String, ServiceCalls>> = Mutex::new(BTreeMap::new());
@@ -73,7 +77,11 @@ pub fn snapshot() -> BTreeMap<String, ServiceCalls> {
     COUNTS.lock().map(|c| c.clone()).unwrap_or_default()
 }
 
-/// Error codes services answer with when they throttle (with a 400).
+/// Error codes services answer with when they throttle (with a 400), found in
+/// the answer's first 2 KB: `Throttling` covers `ThrottlingException` and a
+/// DynamoDB transaction's `ThrottlingError` cancellation reason,
+/// `ProvisionedThroughputExceeded` both the exception and the reason
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html>).
 const THROTTLING: [&str; 6] = [
     "Throttling",
     "RequestLimitExceeded",
@@ -117,10 +125,9 @@ impl Intercept for CallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let service = cfg
-            .load::<Metadata>()
-            .map(|m| m.service().to_ascii_lowercase())
-            .unwrap_or_else(|| "unknown".into());
+        let meta = cfg.load::<Metadata>();
+        let service = meta.map_or_else(|| "unknown".into(), |m| m.service().to_ascii_lowercase());
+        let operation = meta.map_or("unknown", |m| m.name());
         let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
         let response = context.response();
         let outcome = classify(
@@ -130,6 +137,9 @@ impl Intercept for CallCounter {
         if let Ok(mut counts) = COUNTS.lock() {
             let c = counts.entry(service).or_default();
             *c.attempts.entry(outcome).or_default() += 1;
+            if outcome == CallOutcome::Throttled {
+                *c.throttled.entry(operation.to_string()).or_default() += 1;
+            }
             if attempt > 1 {
                 c.retries += 1;
             }
@@ -218,5 +228,30 @@ mod tests {
             br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}"#;
         assert_eq!(classify(Some(400), Some(cas)), CallOutcome::ClientError);
         assert!(!CallOutcome::ClientError.is_error() && CallOutcome::Throttled.is_error());
+        let reason = |r: &str| {
+            format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{{"Code":"None"}},{{"Code":"{r}"}}]}}"#
+            )
+        };
+        for throttled in ["ThrottlingError", "ProvisionedThroughputExceeded"] {
+            let body = reason(throttled);
+            assert_eq!(
+                classify(Some(400), Some(body.as_bytes())),
+                CallOutcome::Throttled
+            );
+        }
+        for not in [
+            "TransactionConflict",
+            "ConditionalCheckFailed",
+            "ValidationError",
+        ] {
+            let body = reason(not);
+            assert_eq!(
+                classify(Some(400), Some(body.as_bytes())),
+                CallOutcome::ClientError
+            );
+        }
+        let limit = br#"{"__type":"com.amazonaws.dynamodb.v20120810#RequestLimitExceeded"}"#;
+        assert_eq!(classify(Some(400), Some(limit)), CallOutcome::Throttled);
     }
 }

@@ -100,13 +100,112 @@ pub async fn delete_group(client: &Client, group: &str) -> Result<bool, LogsErro
     }
 }
 
-/// An attempt's log on its way to CloudWatch Logs: lines are buffered and sent in
-/// order, in batches within the service's limits, at each `flush`.
+/// The most a sink keeps queued while CloudWatch Logs cannot be reached: 16 MiB
+/// of messages or 100,000 lines, whichever comes first (an hour of a script
+/// printing 28 lines a second, in an agent's memory of at most ~20 MB). Beyond
+/// them the oldest lines are dropped (the newest say how the attempt is going and
+/// how it ended), counted, and said in one line when the log is shipped again;
+/// the record's last lines hold the attempt's end in any case.
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// See [`QUEUE_BYTES`].
+pub const QUEUE_LINES: usize = 100_000;
+
+/// Lines waiting to be shipped, bounded ([`QUEUE_BYTES`], [`QUEUE_LINES`]): the
+/// oldest dropped and counted beyond the bounds.
+#[derive(Debug)]
+pub struct Queue {
+    lines: std::collections::VecDeque<(i64, String)>,
+    bytes: usize,
+    max_bytes: usize,
+    max_lines: usize,
+    /// Dropped since the last note: lines, bytes.
+    dropped: (u64, u64),
+}
+
+impl Queue {
+    pub fn new(max_bytes: usize, max_lines: usize) -> Queue {
+        Queue {
+            lines: Default::default(),
+            bytes: 0,
+            max_bytes,
+            max_lines: max_lines.max(1),
+            dropped: (0, 0),
+        }
+    }
+
+    /// Queues one line (its time not before the last one's: CloudWatch Logs takes
+    /// a batch in order), dropping the oldest beyond the bounds.
+    pub fn push(&mut self, t_ms: i64, message: String) {
+        let t = self.lines.back().map_or(t_ms, |(last, _)| t_ms.max(*last));
+        self.bytes += message.len();
+        self.lines.push_back((t, message));
+        while self.lines.len() > self.max_lines
+            || (self.bytes > self.max_bytes && self.lines.len() > 1)
+        {
+            let Some((_, old)) = self.lines.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len();
+            self.dropped.0 += 1;
+            self.dropped.1 += old.len() as u64;
+        }
+    }
+
+    /// The line saying what was dropped since the last one was shipped (if
+    /// anything was), at the time of the first line queued.
+    pub fn dropped_note(&self) -> Option<(i64, String)> {
+        let (lines, bytes) = self.dropped;
+        if lines == 0 {
+            return None;
+        }
+        let t = self.lines.front().map_or(0, |(t, _)| *t);
+        Some((
+            t,
+            format!(
+                "augur {lines} log lines ({bytes} bytes) dropped while CloudWatch Logs could not be reached"
+            ),
+        ))
+    }
+
+    /// The note of what was dropped was shipped: counting starts again.
+    pub fn noted(&mut self) {
+        self.dropped = (0, 0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// How many of the first lines fit one `PutLogEvents` call.
+    fn batch_len(&self) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for (_, m) in &self.lines {
+            if n == MAX_EVENTS || bytes + m.len() + EVENT_OVERHEAD > MAX_BYTES {
+                break;
+            }
+            bytes += m.len() + EVENT_OVERHEAD;
+            n += 1;
+        }
+        n
+    }
+
+    /// Forgets the first `n` lines (shipped).
+    fn shipped(&mut self, n: usize) {
+        for (_, m) in self.lines.drain(..n) {
+            self.bytes -= m.len();
+        }
+    }
+}
+
+/// An attempt's log on its way to CloudWatch Logs: lines are queued (bounded:
+/// [`Queue`]) and sent in order, in batches within the service's limits, at each
+/// `flush`.
 pub struct CloudWatchSink {
     client: Client,
     group: String,
     stream: String,
-    pending: Vec<(i64, String)>,
+    pending: Queue,
     ready: bool,
 }
 
@@ -116,9 +215,15 @@ impl CloudWatchSink {
             client,
             group,
             stream,
-            pending: Vec::new(),
+            pending: Queue::new(QUEUE_BYTES, QUEUE_LINES),
             ready: false,
         }
+    }
+
+    /// The sink with other bounds on what it queues (tests).
+    pub fn bounded(mut self, max_bytes: usize, max_lines: usize) -> CloudWatchSink {
+        self.pending = Queue::new(max_bytes, max_lines);
+        self
     }
 
     pub fn location(&self) -> String {
@@ -138,15 +243,11 @@ impl CloudWatchSink {
         if message.is_empty() {
             message.push(' ');
         }
-        // Timestamps may not go backwards within a batch.
-        let t = self
-            .pending
-            .last()
-            .map_or(t_ms, |(last, _)| t_ms.max(*last));
-        self.pending.push((t, message));
+        self.pending.push(t_ms, message);
     }
 
-    /// Sends everything queued. On failure the lines stay queued for the next flush.
+    /// Sends everything queued, after a note of what was dropped since the last
+    /// flush that could send. On failure the lines stay queued for the next flush.
     pub async fn flush(&mut self) -> Result<(), LogsError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -167,36 +268,39 @@ impl CloudWatchSink {
             }
             self.ready = true;
         }
-        while !self.pending.is_empty() {
-            let mut bytes = 0;
-            let mut n = 0;
-            for (_, m) in &self.pending {
-                if n == MAX_EVENTS || bytes + m.len() + EVENT_OVERHEAD > MAX_BYTES {
-                    break;
-                }
-                bytes += m.len() + EVENT_OVERHEAD;
-                n += 1;
-            }
-            let events: Vec<InputLogEvent> = self.pending[..n]
-                .iter()
-                .filter_map(|(t, m)| {
-                    InputLogEvent::builder()
-                        .timestamp(*t)
-                        .message(m)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            self.client
-                .put_log_events()
-                .log_group_name(&self.group)
-                .log_stream_name(&self.stream)
-                .set_log_events(Some(events))
-                .send()
-                .await
-                .map_err(|e| fail("PutLogEvents", e))?;
-            self.pending.drain(..n);
+        if let Some(note) = self.pending.dropped_note() {
+            self.put(vec![note]).await?;
+            self.pending.noted();
         }
+        while !self.pending.is_empty() {
+            let n = self.pending.batch_len();
+            let batch = self.pending.lines.range(..n).cloned().collect();
+            self.put(batch).await?;
+            self.pending.shipped(n);
+        }
+        Ok(())
+    }
+
+    /// One `PutLogEvents` call.
+    async fn put(&self, lines: Vec<(i64, String)>) -> Result<(), LogsError> {
+        let events: Vec<InputLogEvent> = lines
+            .into_iter()
+            .filter_map(|(t, m)| {
+                InputLogEvent::builder()
+                    .timestamp(t)
+                    .message(m)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        self.client
+            .put_log_events()
+            .log_group_name(&self.group)
+            .log_stream_name(&self.stream)
+            .set_log_events(Some(events))
+            .send()
+            .await
+            .map_err(|e| fail("PutLogEvents", e))?;
         Ok(())
     }
 }
@@ -295,6 +399,48 @@ pub async fn read_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_drops_its_oldest_lines_beyond_its_bounds_and_says_how_many() {
+        let line = |i: usize| format!("out line {i:04}");
+        // Bounded by lines.
+        let mut q = Queue::new(1 << 20, 10);
+        for i in 0..25 {
+            q.push(i as i64, line(i));
+        }
+        assert_eq!(q.lines.len(), 10);
+        assert_eq!(
+            q.lines[0],
+            (15, "out line 0015".to_string()),
+            "the newest kept"
+        );
+        let note =
+            "augur 15 log lines (195 bytes) dropped while CloudWatch Logs could not be reached";
+        assert_eq!(q.dropped_note(), Some((15, note.to_string())));
+        assert_eq!(
+            q.dropped_note(),
+            Some((15, note.to_string())),
+            "until shipped"
+        );
+        q.noted();
+        assert_eq!(q.dropped_note(), None);
+        // Bounded by bytes (13 a line here): 100 bytes hold 7.
+        let mut q = Queue::new(100, 1000);
+        for i in 0..20 {
+            q.push(1000 - i as i64, line(i));
+        }
+        assert_eq!((q.lines.len(), q.bytes, q.dropped), (7, 91, (13, 169)));
+        assert!(
+            q.lines.iter().all(|(t, _)| *t == 1000),
+            "times never go back"
+        );
+        q.shipped(7);
+        assert_eq!((q.is_empty(), q.bytes), (true, 0));
+        // A line longer than the bound alone is kept (it is clipped to MAX_MESSAGE).
+        let mut q = Queue::new(10, 10);
+        q.push(0, "x".repeat(50));
+        assert_eq!(q.lines.len(), 1);
+    }
 
     #[test]
     fn retention_rounds_up_to_what_cloudwatch_takes() {

@@ -4,6 +4,7 @@
 //!
 //! Kept out of the model and store crates so that most edits never relink the SDK.
 
+pub mod backoff;
 pub mod boot;
 pub mod calls;
 pub mod checkpoint;

@@ -7,6 +7,7 @@
 //! and charts), a few clipped last lines.
 
 use crate::trial::MetricPoint;
+use std::collections::BTreeMap;
 
 /// The most readings a record's series keeps.
 pub const SERIES_POINTS: usize = 200;
@@ -19,6 +20,93 @@ pub const TAIL_LINES: usize = 20;
 
 /// The most characters of a line (a last line, the status) a record keeps.
 pub const LINE_CHARS: usize = 160;
+
+/// The most distinct metric names a record keeps (the objective's among them,
+/// always). With names of at most [`METRIC_NAME_CHARS`], the last values take at
+/// most ~40 KB, and a series reading as much: a record stays far below DynamoDB's
+/// 400 KB whatever the script prints.
+pub const METRIC_NAMES: usize = 256;
+
+/// The longest metric name a record keeps, in characters (the objective's is
+/// kept whatever its length: the study file names it).
+pub const METRIC_NAME_CHARS: usize = 128;
+
+/// Which metric names a record keeps: every name it already holds, and new ones
+/// while it holds fewer than [`METRIC_NAMES`] (one place kept for the objective's
+/// until it comes), each of at most [`METRIC_NAME_CHARS`]. The others are dropped
+/// and counted.
+#[derive(Clone, Debug, Default)]
+pub struct MetricNames {
+    objective: Option<String>,
+    /// Hashes of the distinct names dropped, up to [`DROPPED_TRACKED`].
+    dropped: std::collections::HashSet<u64>,
+    /// `name=value` pairs dropped.
+    dropped_values: u64,
+}
+
+/// How many distinct dropped names are told apart (beyond, "more than").
+const DROPPED_TRACKED: usize = 100_000;
+
+impl MetricNames {
+    /// Keeping `objective`'s name whatever else the script prints.
+    pub fn keeping(objective: &str) -> MetricNames {
+        MetricNames {
+            objective: Some(objective.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// The values of `reading` a record whose metrics are `held` keeps; what it
+    /// drops is counted. The first name ever dropped is returned beside them,
+    /// for one warning.
+    pub fn admit(
+        &mut self,
+        held: &BTreeMap<String, f64>,
+        reading: BTreeMap<String, f64>,
+    ) -> (BTreeMap<String, f64>, Option<String>) {
+        let objective = self.objective.as_deref();
+        let reserved = objective.is_some_and(|o| !held.contains_key(o)) as usize;
+        let mut kept = BTreeMap::new();
+        let mut first = None;
+        for (name, v) in reading {
+            let new_names = kept.keys().filter(|k| !held.contains_key(*k)).count();
+            let keep = Some(name.as_str()) == objective
+                || held.contains_key(&name)
+                || (name.chars().count() <= METRIC_NAME_CHARS
+                    && held.len() + new_names + reserved < METRIC_NAMES);
+            if keep {
+                kept.insert(name, v);
+                continue;
+            }
+            if self.dropped_values == 0 {
+                first = Some(name.clone());
+            }
+            self.dropped_values += 1;
+            if self.dropped.len() < DROPPED_TRACKED {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                    .hash_one(&name);
+                self.dropped.insert(h);
+            }
+        }
+        (kept, first)
+    }
+
+    /// What was dropped, as one line for the log's reader; `None` if nothing was.
+    pub fn note(&self) -> Option<String> {
+        if self.dropped_values == 0 {
+            return None;
+        }
+        let names = match self.dropped.len() {
+            n if n >= DROPPED_TRACKED => format!("more than {n}"),
+            n => n.to_string(),
+        };
+        Some(format!(
+            "augur: {names} metric names ({} values) not recorded: a record keeps {METRIC_NAMES} names of at most {METRIC_NAME_CHARS} characters (the log has every line)",
+            self.dropped_values
+        ))
+    }
+}
 
 /// A metric series thinned as it grows: every reading until it is full, then every
 /// second one, every fourth, … (a reading is kept while its number is a multiple of
@@ -147,6 +235,53 @@ mod tests {
         let json = serde_json::to_string(&wide.points()).unwrap_or_default();
         assert!(json.len() <= SERIES_BYTES + 2_000, "{} bytes", json.len());
         assert_eq!(wide.points().last().map(|p| p.t_ms), Some(999));
+    }
+
+    #[test]
+    fn metric_names_are_bounded_and_the_objective_is_never_dropped() {
+        let mut names = MetricNames::keeping("loss");
+        let mut held = BTreeMap::new();
+        let mut firsts = Vec::new();
+        for i in 0..5_000 {
+            let reading = BTreeMap::from([(format!("m{i}"), i as f64)]);
+            let (kept, first) = names.admit(&held, reading);
+            firsts.extend(first);
+            held.extend(kept);
+        }
+        assert_eq!(
+            held.len(),
+            METRIC_NAMES - 1,
+            "one place kept for the objective"
+        );
+        assert_eq!(firsts, ["m255"], "one warning, at the first name dropped");
+        let long = "x".repeat(METRIC_NAME_CHARS + 1);
+        let reading = BTreeMap::from([
+            ("loss".to_string(), 0.5),
+            ("m0".to_string(), -1.0),
+            ("m4999".to_string(), 1.0),
+            (long.clone(), 1.0),
+        ]);
+        let (kept, first) = names.admit(&held, reading);
+        assert_eq!(first, None);
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            ["loss", "m0"],
+            "the objective comes last and is kept, a held name updated"
+        );
+        held.extend(kept);
+        assert_eq!(held.len(), METRIC_NAMES);
+        assert_eq!(
+            names.note().as_deref(),
+            Some("augur: 4746 metric names (4747 values) not recorded: a record keeps 256 names of at most 128 characters (the log has every line)")
+        );
+        // A long name within the bound is dropped too; the objective's never.
+        let mut names = MetricNames::keeping(&long);
+        let (kept, _) = names.admit(&BTreeMap::new(), BTreeMap::from([(long.clone(), 1.0)]));
+        assert_eq!(kept.len(), 1);
+        let (kept, _) =
+            MetricNames::default().admit(&BTreeMap::new(), BTreeMap::from([(long, 1.0)]));
+        assert!(kept.is_empty());
+        assert_eq!(MetricNames::default().note(), None);
     }
 
     #[test]

@@ -81,11 +81,56 @@ impl fmt::Display for SecretRef {
     }
 }
 
+/// The shortest text masked: shorter ones would garble ordinary text.
+pub const MASK_MIN_CHARS: usize = 4;
+
+/// What to mask for secret `values`, the longest first: each value whole; each
+/// line of a value of several lines (a PEM key printed line by line), trimmed;
+/// each string in a value that is a JSON object or array (`{"password": "…"}`
+/// whose password is printed alone), and each of its lines. Pieces shorter than
+/// [`MASK_MIN_CHARS`] are left.
+pub fn masks(values: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let add = |piece: &str, out: &mut Vec<String>| {
+        let lines = piece.lines().map(str::trim);
+        for p in std::iter::once(piece).chain(lines) {
+            if p.chars().count() >= MASK_MIN_CHARS && !out.iter().any(|o| o == p) {
+                out.push(p.to_string());
+            }
+        }
+    };
+    for v in values {
+        add(v, &mut out);
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(v) {
+            let mut leaves = Vec::new();
+            strings(&json, &mut leaves);
+            for leaf in leaves {
+                add(leaf, &mut out);
+            }
+        }
+    }
+    out.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    out
+}
+
+/// The strings of a JSON value, at any depth.
+fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
 /// `line` with every occurrence of each value replaced by `***` (values shorter than
-/// 4 characters are left: masking them would garble ordinary text).
+/// [`MASK_MIN_CHARS`] are left: masking them would garble ordinary text).
 pub fn mask(line: &str, values: &[String]) -> String {
     let mut out = line.to_string();
-    for v in values.iter().filter(|v| v.len() >= 4) {
+    for v in values
+        .iter()
+        .filter(|v| v.chars().count() >= MASK_MIN_CHARS)
+    {
         if out.contains(v.as_str()) {
             out = out.replace(v.as_str(), "***");
         }
@@ -150,5 +195,20 @@ mod tests {
             "key=*** and ***; ab"
         );
         assert_eq!(mask("nothing here", &values), "nothing here");
+    }
+
+    #[test]
+    fn lines_of_a_value_and_strings_of_a_json_secret_are_masked() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nAbC\n-----END PRIVATE KEY-----\n";
+        let json =
+            r#"{"user":"ann","password":"hunter22","nested":{"token":["tok-123456"]},"port":5432}"#;
+        let m = masks(&[pem.to_string(), json.to_string()]);
+        assert_eq!(mask("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", &m), "***");
+        assert_eq!(mask("  -----END PRIVATE KEY-----", &m), "  ***");
+        assert_eq!(mask("pw: hunter22, t: tok-123456", &m), "pw: ***, t: ***");
+        assert_eq!(mask(json, &m), "***", "the whole value first");
+        // Short pieces are left.
+        assert_eq!(mask("AbC ann 5432", &m), "AbC ann 5432");
+        assert!(m.windows(2).all(|w| w[0].len() >= w[1].len()), "{m:?}");
     }
 }

@@ -57,6 +57,11 @@ pub enum StoreError {
     /// constraint, the schema, a type (a bug, or a database augur did not write).
     #[error("database error: {0}")]
     Database(#[source] rusqlite::Error),
+    /// The database refused a request as malformed (DynamoDB's `ValidationError`:
+    /// an item too large, an attribute it does not accept): waiting will not mend
+    /// it (a bug, exit code 1). `item` names what was refused.
+    #[error("the database refused {item}: {reason}")]
+    Refused { item: String, reason: String },
 }
 
 impl From<rusqlite::Error> for StoreError {

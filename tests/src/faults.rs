@@ -33,6 +33,14 @@ pub enum Fault {
     /// Forward the call (it is applied), then hold the answer this long: a caller
     /// killed meanwhile never learns what it did.
     HoldAfterApply(Duration),
+    /// DynamoDB `TransactWriteItems`: cancel the transaction (nothing reaches the
+    /// emulator) with this reason for its last item and `None` for the others
+    /// ([`crate::standin::cancelled`]).
+    Cancel(&'static str),
+    /// DynamoDB `BatchGetItem` / `BatchWriteItem`: process nothing and answer every
+    /// item unprocessed, as DynamoDB does when it throttles a batch's items
+    /// ([`crate::standin::unprocessed`]).
+    Unprocessed,
 }
 
 /// Which calls a rule applies to, and how many times.
@@ -511,6 +519,8 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             std::thread::sleep(d);
             out.write_all(&answered)
         }
+        Some(Fault::Cancel(reason)) => out.write_all(&crate::standin::cancelled(&body, reason)),
+        Some(Fault::Unprocessed) => out.write_all(&crate::standin::unprocessed(&body)),
         Some(Fault::Latency(d)) => {
             std::thread::sleep(d);
             out.write_all(&answer(s, op, &head, &body)?)

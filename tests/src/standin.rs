@@ -155,6 +155,73 @@ impl DynamoStandin {
     }
 }
 
+/// A DynamoDB JSON answer.
+fn dynamo_answer(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nx-amzn-RequestId: standin\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `TransactWriteItems` cancelled as DynamoDB documents it
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>):
+/// HTTP 400, `TransactionCanceledException`, one `CancellationReasons` entry per
+/// item of the request in its order, `reason` for the last and `None` for the
+/// others, the reasons also listed in the message.
+pub fn cancelled(body: &[u8], reason: &str) -> Vec<u8> {
+    let n = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["TransactItems"].as_array().map(Vec::len))
+        .unwrap_or(1)
+        .max(1);
+    let codes: Vec<&str> = (0..n)
+        .map(|i| if i + 1 == n { reason } else { "None" })
+        .collect();
+    let reasons: Vec<serde_json::Value> = codes
+        .iter()
+        .map(|c| match *c {
+            "None" => serde_json::json!({ "Code": "None" }),
+            c => serde_json::json!({ "Code": c, "Message": format!("injected {c}") }),
+        })
+        .collect();
+    let answer = serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!(
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+            codes.join(", ")
+        ),
+        "CancellationReasons": reasons,
+    });
+    dynamo_answer("400 Bad Request", &answer.to_string())
+}
+
+/// A `BatchGetItem` or `BatchWriteItem` that processed nothing: every key or
+/// request of the call is answered back unprocessed (`UnprocessedKeys`,
+/// `UnprocessedItems`), which DynamoDB does when the table's items are throttled
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html>).
+pub fn unprocessed(body: &[u8]) -> Vec<u8> {
+    let asked = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .map(|v| v["RequestItems"].clone())
+        .unwrap_or_default();
+    let reads = asked
+        .as_object()
+        .is_some_and(|o| o.values().any(|t| t.get("Keys").is_some()));
+    let answer = if reads {
+        let empty: serde_json::Map<String, serde_json::Value> = asked
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| (k.clone(), serde_json::json!([])))
+            .collect();
+        serde_json::json!({ "Responses": empty, "UnprocessedKeys": asked })
+    } else {
+        serde_json::json!({ "UnprocessedItems": asked })
+    };
+    dynamo_answer("200 OK", &answer.to_string())
+}
+
 /// The form parameters of an EC2 query call, decoded.
 pub fn form(body: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(body)

@@ -5,7 +5,7 @@ use crate::lines::{Chunk, Stream};
 use crate::log::Log;
 use crate::process;
 use crate::script::{failure_text, killed_from_outside};
-use augur_model::bounded::{clip, Series, TAIL_LINES};
+use augur_model::bounded::{clip, MetricNames, Series, TAIL_LINES};
 use augur_model::metrics::{self, Line};
 use augur_model::{duration, AttemptEnd, MetricPoint};
 use augur_store::logfile::Source;
@@ -28,11 +28,18 @@ pub(crate) struct ScriptOutput {
     pub(crate) dirty: bool,
     /// Secret values, masked (`***`) wherever a line of output goes.
     pub(crate) masked: Vec<String>,
+    /// Whether `masked` holds what to mask of them ([`augur_model::secret::masks`]:
+    /// each line of a value, each string of a JSON one), worked out at the first
+    /// line.
+    pub(crate) masks_made: bool,
     /// The last line the script wrote to stderr (not a `set -x` trace): what a
     /// failure says beside its exit code.
     pub(crate) last_err: Option<String>,
     /// What the checkpoint directory holds in the bucket, since the last heartbeat.
     pub(crate) checkpoint: Option<augur_model::Checkpoint>,
+    /// Which metric names the record keeps ([`MetricNames`]: the objective's
+    /// always, at most [`augur_model::bounded::METRIC_NAMES`]).
+    pub(crate) names: MetricNames,
 }
 
 /// How much of the last stderr line a failure carries.
@@ -45,6 +52,13 @@ impl ScriptOutput {
         status: Option<std::process::ExitStatus>,
         ended: Option<(String, bool)>,
     ) -> AttemptEnd {
+        let mut tail = self.tail;
+        if let Some(note) = self.names.note() {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(clip(&note));
+        }
         let status =
             status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(255 << 8));
         let (error, retryable) = match ended {
@@ -67,14 +81,48 @@ impl ScriptOutput {
             retryable,
             preempted: false,
             status: self.status,
-            log_tail: self.tail.into_iter().collect(),
+            log_tail: tail.into_iter().collect(),
             script_ended_ms: None,
             checkpoint: self.checkpoint,
         }
     }
 
+    /// A reading: the names the record keeps ([`MetricNames`]) merged into its
+    /// last values and its series; the first name dropped said once in the log
+    /// (and in the record's last lines), the count when the attempt ends.
+    fn take_metrics(&mut self, reading: std::collections::BTreeMap<String, f64>, log: &Log) {
+        let (kept, first_dropped) = self.names.admit(&self.metrics, reading);
+        if let Some(name) = first_dropped {
+            let warning = format!(
+                "warning: metric `{}` and any later new name beyond the first {} (or longer than {} characters) are not recorded; the log keeps every line",
+                clip(&name),
+                augur_model::bounded::METRIC_NAMES,
+                augur_model::bounded::METRIC_NAME_CHARS
+            );
+            log.write(Source::Augur, &warning);
+            if self.tail.len() == TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(clip(&format!("augur: {warning}")));
+        }
+        if kept.is_empty() {
+            return;
+        }
+        self.metrics
+            .extend(kept.iter().map(|(k, v)| (k.clone(), *v)));
+        self.series.push(MetricPoint {
+            t_ms: now_ms(),
+            values: kept,
+        });
+        self.dirty = true;
+    }
+
     pub(crate) fn take(&mut self, chunk: Chunk, log: &Log, last_output: &mut Instant) {
         *last_output = Instant::now();
+        if !self.masks_made {
+            self.masked = augur_model::secret::masks(&self.masked);
+            self.masks_made = true;
+        }
         let text = augur_model::secret::mask(&chunk.text, &self.masked);
         if chunk.progress {
             if !text.trim().is_empty() {
@@ -102,14 +150,7 @@ impl ScriptOutput {
             });
         }
         match metrics::parse_line(&text) {
-            Line::Metrics(m) => {
-                self.metrics.extend(m.iter().map(|(k, v)| (k.clone(), *v)));
-                self.series.push(MetricPoint {
-                    t_ms: now_ms(),
-                    values: m,
-                });
-                self.dirty = true;
-            }
+            Line::Metrics(m) => self.take_metrics(m, log),
             Line::BadMetrics(e) => log.write(
                 Source::Augur,
                 &format!("warning: ignored metrics line: {e}"),
@@ -137,5 +178,40 @@ impl ScriptOutput {
             self.status = Some(clip(&text));
             self.dirty = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(text: &str) -> Chunk {
+        Chunk {
+            stream: Stream::Out,
+            text: text.to_string(),
+            progress: false,
+        }
+    }
+
+    /// The objective's name is kept when it comes after the bound is reached.
+    #[test]
+    fn the_objective_is_kept_after_thousands_of_other_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = Log::open(dir.path().join("log"));
+        let mut seen = ScriptOutput {
+            names: MetricNames::keeping("loss"),
+            ..Default::default()
+        };
+        let mut last = Instant::now();
+        for i in 0..5_000 {
+            seen.take(out(&format!("METRICS: m{i}={i}")), &log, &mut last);
+        }
+        seen.take(out("METRICS: loss=0.25"), &log, &mut last);
+        assert_eq!(seen.metrics.len(), augur_model::bounded::METRIC_NAMES);
+        assert_eq!(seen.metrics.get("loss"), Some(&0.25));
+        assert_eq!(seen.series.points().last().map(|p| p.values.len()), Some(1));
+        let end = seen.outcome(None, None);
+        let note = end.log_tail.last().cloned().unwrap_or_default();
+        assert!(note.starts_with("augur: 4745 metric names"), "{note}");
     }
 }

@@ -82,6 +82,8 @@ pub(crate) async fn run_script(
         }
     };
     seen.masked = secrets.into_iter().map(|(_, v)| v).collect();
+    // One of the record's metric names is held for the objective, whenever it comes.
+    seen.names = augur_model::bounded::MetricNames::keeping(&study.objective.metric);
     let cwd = script.cwd.clone();
     let mut run = Run::new(script, study, trial)?;
     let watched = run.watch(cfg, beats, &mut seen, ckpt.as_mut(), log).await;
@@ -106,6 +108,9 @@ pub(crate) async fn run_script(
     // What the attempt left empty makes the next attempt's (a warm agent).
     if !trial.is_dataset() {
         spare::SPARES.keep(spare::Kind::Work, &cwd);
+    }
+    if let Some(note) = seen.names.note() {
+        log.write(Source::Augur, &note);
     }
     let mut end = seen.outcome(run.status, run.ended);
     end.checkpoint = ckpt.as_ref().and_then(|c| c.kept());

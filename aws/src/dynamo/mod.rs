@@ -25,7 +25,6 @@
 use async_trait::async_trait;
 use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use augur_store::{slot, Beaten, Lease, Result, StoreError, StudyChange, TrialStore, Written};
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -60,9 +59,12 @@ pub struct DynamoStore {
     /// Trials are shown only where their slot guard vouches for them ([`vouch`]).
     vouch: bool,
     guards: std::sync::Mutex<HashMap<String, vouch::Guards>>,
+    /// How long a batch's unprocessed items are asked again ([`Backoff::BATCH`]).
+    pub batch_backoff: crate::backoff::Backoff,
 }
 
 mod beats;
+mod cancel;
 mod index;
 mod items;
 mod leases;
@@ -88,6 +90,7 @@ impl DynamoStore {
             beating: Default::default(),
             vouch: false,
             guards: Default::default(),
+            batch_backoff: crate::backoff::Backoff::BATCH,
         }
     }
 
@@ -224,11 +227,15 @@ impl TrialStore for DynamoStore {
                 self.forget_layout(&rec.name);
                 return Ok(rec.clone());
             }
-            // It exists: the one recorded is the study.
-            Err(e)
-                if e.as_service_error().and_then(|x| x.code())
-                    == Some("TransactionCanceledException") => {}
-            Err(e) => return Err(fail(&self.table, "TransactWriteItems", e)),
+            // It exists (a failed condition): the one recorded is the study.
+            Err(e) => {
+                let name = &rec.name;
+                let items = [
+                    format!("study `{name}`"),
+                    format!("the listing's entry of `{name}`"),
+                ];
+                cancel::conflict(&self.table, &items, e)?;
+            }
         }
         self.read_study(&rec.name)
             .await?
@@ -396,15 +403,16 @@ impl TrialStore for DynamoStore {
                 .await;
             match out {
                 Ok(_) => return Ok((t, true)),
-                // Another writer created the slot first: its trial is the one (this id
-                // stays unused).
-                Err(e)
-                    if e.as_service_error().and_then(|x| x.code())
-                        == Some("TransactionCanceledException") =>
-                {
-                    continue
+                // Another writer created the slot first (a failed condition): its
+                // trial is the one (this id stays unused).
+                Err(e) => {
+                    let study = &t.study;
+                    let items = [
+                        format!("slot guard `{guard_sk}` of `{study}`"),
+                        format!("trial {study}/{id}"),
+                    ];
+                    cancel::conflict(&self.table, &items, e)?;
                 }
-                Err(e) => return Err(fail(&self.table, "TransactWriteItems", e)),
             }
         }
     }

@@ -142,7 +142,8 @@ impl DynamoStore {
     }
 
     /// The items at `keys` (a key with no item reads as nothing), 100 keys per
-    /// `BatchGetItem`, with the keys DynamoDB leaves unprocessed asked again; `what`
+    /// `BatchGetItem`, with the keys DynamoDB leaves unprocessed asked again after
+    /// [`batch_backoff`](Self::batch_backoff), then given up as unavailable; `what`
     /// names them in errors.
     pub(super) async fn batch_get(
         &self,
@@ -152,39 +153,39 @@ impl DynamoStore {
     ) -> Result<Vec<Item>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.to_vec()))
-                    .consistent_read(consistent)
-                    .build()
-                    .map_err(build_err)?,
-            );
-            for _ in 0..20 {
-                let Some(ask) = pending.take() else { break };
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(consistent)
+                .build()
+                .map_err(build_err)?;
+            let mut tries = 0;
+            loop {
+                tries += 1;
                 let page = self
                     .client
                     .batch_get_item()
-                    .request_items(&self.table, ask)
+                    .request_items(&self.table, pending)
                     .send()
                     .await
                     .map_err(|e| fail(&self.table, "BatchGetItem", e))?;
                 if let Some(items) = page.responses().and_then(|r| r.get(&self.table)) {
                     out.extend(items.iter().cloned());
                 }
-                pending = page
+                match page
                     .unprocessed_keys()
                     .and_then(|u| u.get(&self.table))
                     .filter(|k| !k.keys().is_empty())
-                    .cloned();
-                if pending.is_some() {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                {
+                    None => break,
+                    Some(left) => pending = left.clone(),
                 }
-            }
-            if pending.is_some() {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB kept throttling the reading of `{}`'s {what}",
-                    self.table
-                )));
+                if !self.batch_backoff.wait(tries).await {
+                    return Err(StoreError::Unavailable(format!(
+                        "DynamoDB left {} keys of `{}`'s {what} unprocessed after {tries} tries (BatchGetItem)",
+                        pending.keys().len(),
+                        self.table
+                    )));
+                }
             }
         }
         Ok(out)

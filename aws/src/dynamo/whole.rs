@@ -29,7 +29,8 @@ impl DynamoStore {
     }
 
     /// Deletes the items at `keys` (of study `name`), 25 a batch, what DynamoDB
-    /// leaves unprocessed sent again.
+    /// leaves unprocessed sent again after [`batch_backoff`](Self::batch_backoff),
+    /// then given up as unavailable.
     pub(super) async fn delete_keys(&self, name: &str, keys: Vec<Item>) -> Result<()> {
         for chunk in keys.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::new();
@@ -41,7 +42,9 @@ impl DynamoStore {
                 requests.push(WriteRequest::builder().delete_request(del).build());
             }
             let mut pending = HashMap::from([(self.table.clone(), requests)]);
-            for _ in 0..20 {
+            let mut tries = 0;
+            loop {
+                tries += 1;
                 let out = self
                     .client
                     .batch_write_item()
@@ -50,20 +53,15 @@ impl DynamoStore {
                     .await
                     .map_err(|e| fail(&self.table, "BatchWriteItem", e))?;
                 match out.unprocessed_items() {
-                    Some(u) if !u.is_empty() => {
-                        pending = u.clone();
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    _ => {
-                        pending = HashMap::new();
-                        break;
-                    }
+                    Some(u) if u.values().any(|r| !r.is_empty()) => pending = u.clone(),
+                    _ => break,
                 }
-            }
-            if !pending.is_empty() {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB kept throttling the deletion of study `{name}`"
-                )));
+                if !self.batch_backoff.wait(tries).await {
+                    let left: usize = pending.values().map(Vec::len).sum();
+                    return Err(StoreError::Unavailable(format!(
+                        "DynamoDB left {left} deletions of study `{name}` unprocessed after {tries} tries (BatchWriteItem)"
+                    )));
+                }
             }
         }
         Ok(())

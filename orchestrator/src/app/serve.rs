@@ -393,6 +393,16 @@ fn aws_calls(out: &mut String) {
             .sum();
         let _ = writeln!(out, "augur_aws_errors_total{{service=\"{service}\"}} {n}");
     }
+    out.push_str("# HELP augur_aws_throttled_total AWS call attempts the service throttled, by operation (DynamoDB transactions cancelled for throttling included).\n# TYPE augur_aws_throttled_total counter\n");
+    for (service, c) in &calls {
+        for (op, n) in &c.throttled {
+            let _ = writeln!(
+                out,
+                "augur_aws_throttled_total{{service=\"{service}\",operation=\"{}\"}} {n}",
+                prom_escape(op)
+            );
+        }
+    }
     out.push_str("# HELP augur_aws_retries_total AWS call attempts that retried an earlier attempt.\n# TYPE augur_aws_retries_total counter\n");
     for (service, c) in &calls {
         let _ = writeln!(

@@ -258,6 +258,7 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
             "{key} was uploaded: {objects}"
         );
     }
+    bucket_keeps_no_bill_growing(&d, &bucket);
     let groups = d.aws(&[
         "logs",
         "describe-log-groups",
@@ -337,5 +338,60 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         t["Table"]["TableName"],
         table.as_str(),
         "the table is retained"
+    );
+}
+
+/// The deployed bucket is versioned, and its lifecycle rules (each by name) expire
+/// what nothing reads any more: replaced builds, study files and checkpoints, delete
+/// markers left alone, parts of uploads never completed.
+fn bucket_keeps_no_bill_growing(d: &Deploy, bucket: &str) {
+    let v = d.aws(&["s3api", "get-bucket-versioning", "--bucket", bucket]);
+    assert_eq!(v["Status"], "Enabled", "{v}");
+    let lc = d.aws(&[
+        "s3api",
+        "get-bucket-lifecycle-configuration",
+        "--bucket",
+        bucket,
+    ]);
+    let rules = lc["Rules"].as_array().expect("lifecycle rules");
+    let rule = |id: &str| {
+        rules
+            .iter()
+            .find(|r| r["ID"] == id)
+            .unwrap_or_else(|| panic!("no lifecycle rule {id}: {lc}"))
+    };
+    let prefix = |r: &Value| {
+        r["Filter"]["Prefix"]
+            .as_str()
+            .or(r["Prefix"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (id, on, days) in [
+        ("old-agent-builds", "agent/", 30),
+        ("old-lambda-builds", "lambda/", 30),
+        ("deleted-study-files", "studies/", 30),
+        ("old-checkpoints", "checkpoints/", 1),
+    ] {
+        let r = rule(id);
+        assert_eq!(r["Status"], "Enabled", "{r}");
+        assert_eq!(prefix(r), on, "{r}");
+        assert_eq!(
+            r["NoncurrentVersionExpiration"]["NoncurrentDays"], days,
+            "{r}"
+        );
+    }
+    let r = rule("expired-delete-markers");
+    assert_eq!(prefix(r), "", "the whole bucket: {r}");
+    assert_eq!(r["Expiration"]["ExpiredObjectDeleteMarker"], true, "{r}");
+    let r = rule("incomplete-uploads");
+    assert_eq!(prefix(r), "", "the whole bucket: {r}");
+    assert_eq!(
+        r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 1,
+        "{r}"
+    );
+    eprintln!(
+        "bucket lifecycle rules: {:?}",
+        rules.iter().map(|r| &r["ID"]).collect::<Vec<_>>()
     );
 }

@@ -184,6 +184,17 @@ impl Deployment {
         let checkpoint = format!("{b}/checkpoints/doctor/1/file");
         out.push(check("augur script --run", "s3:GetObject", &checkpoint));
         out.push(check("augur delete", "s3:DeleteObject", &checkpoint));
+        out.push(check("augur delete", "s3:DeleteObjectVersion", &checkpoint));
+        out.push(check(
+            "augur delete",
+            "s3:DeleteObjectVersion",
+            &format!("{b}/studies/doctor/file"),
+        ));
+        for prefix in ["studies/doctor/", "checkpoints/doctor/"] {
+            out.push(
+                check("augur delete", "s3:ListBucketVersions", &b).with("s3:prefix", &[prefix]),
+            );
+        }
         for a in [
             "logs:GetLogEvents",
             "logs:FilterLogEvents",
@@ -213,7 +224,12 @@ impl Deployment {
             check(p, "s3:GetObject", &format!("{b}/studies/doctor/file")),
             check(p, "s3:ListBucket", &b).with("s3:prefix", &["checkpoints/doctor/1/"]),
         ];
-        for a in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+        for a in [
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+        ] {
             out.push(check(
                 "checkpoints",
                 a,

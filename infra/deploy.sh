@@ -10,6 +10,9 @@
 #   --region REGION     region (default: AWS_REGION, AWS_DEFAULT_REGION, or the CLI's)
 #   --vpc VPC_ID        VPC of the workers (default: the region's default VPC)
 #   --subnet SUBNET_ID  subnet of the workers (default: the VPC's default subnet)
+#   --route-tables L    route tables of the workers' subnets, comma-separated: the
+#                       stack adds gateway endpoints for S3 and DynamoDB to them (a
+#                       private subnet then reaches both without a NAT gateway)
 #   --image AMI_ID      AMI for studies that name none (default: the latest Amazon Linux 2023
 #                       for the instance type, resolved by EC2 at each launch)
 #   --tick-rate MIN     minutes between scheduled ticks (default: 1)
@@ -30,7 +33,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 stack=augur
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-vpc="" subnet="" image="" tick_rate=1 profile=release agent="" agent_arm64="" lambda="" delete=0
+vpc="" subnet="" route_tables="" image="" tick_rate=1 profile=release agent="" agent_arm64="" lambda="" delete=0
 # The template's default, so that each deploy passes the value (not "the previous").
 instance_types="$(sed -n '/^  WorkerInstanceTypes:/,/Default:/s/^ *Default: *"\(.*\)"$/\1/p' "$root/infra/augur.yaml")"
 config="${AUGUR_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/augur/config.toml}"
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --region) need "$@"; region="$2"; shift 2 ;;
     --vpc) need "$@"; vpc="$2"; shift 2 ;;
     --subnet) need "$@"; subnet="$2"; shift 2 ;;
+    --route-tables) need "$@"; route_tables="$2"; shift 2 ;;
     --image) need "$@"; image="$2"; shift 2 ;;
     --tick-rate) need "$@"; tick_rate="$2"; shift 2 ;;
     --instance-types) need "$@"; instance_types="$2"; shift 2 ;;
@@ -59,6 +63,8 @@ done
 [[ "$stack" =~ ^[A-Za-z][A-Za-z0-9-]{0,100}$ ]] || die 2 "--stack \`$stack\`: letters, digits and dashes, starting with a letter"
 [[ "$tick_rate" =~ ^[1-9][0-9]*$ ]] || die 2 "--tick-rate \`$tick_rate\`: a whole number of minutes, at least 1"
 case "$profile" in release|dev) ;; *) die 2 "--profile \`$profile\`: release or dev" ;; esac
+[ -z "$route_tables" ] || [[ "$route_tables" =~ ^rtb-[0-9a-f]+(,rtb-[0-9a-f]+)*$ ]] \
+  || die 2 "--route-tables \`$route_tables\`: comma-separated route table ids (rtb-...)"
 [[ "$instance_types" =~ ^[a-z0-9.*-]+(,[a-z0-9.*-]+)*$ ]] \
   || die 2 "--instance-types \`$instance_types\`: comma-separated types or patterns (t3.*,c7i.large)"
 for f in "$agent" "$agent_arm64" "$lambda"; do
@@ -109,6 +115,11 @@ if [ -n "$subnet" ]; then
     --output text 2> /dev/null)" || die 2 "--subnet $subnet: no such subnet in $region"
   [ "$in_vpc" = "$vpc" ] || die 2 "--subnet $subnet is in VPC $in_vpc, not $vpc: give its VPC with --vpc"
 fi
+for rtb in ${route_tables//,/ }; do
+  in_vpc="$(aws ec2 describe-route-tables --route-table-ids "$rtb" \
+    --query 'RouteTables[0].VpcId' --output text 2> /dev/null)" || die 2 "--route-tables: no route table $rtb in $region"
+  [ "$in_vpc" = "$vpc" ] || die 2 "--route-tables: $rtb is in VPC $in_vpc, not $vpc: give its VPC with --vpc"
+done
 # Without --image, augur launches the latest Amazon Linux 2023 for each instance
 # type's architecture (RunInstances resolves its public SSM parameter).
 # Workers may boot Amazon's images, and the owner's of --image (IAM: ec2:Owner).
@@ -176,7 +187,7 @@ fi
 # 6. The stack: created or updated, and waited for.
 say "deploying stack \`$stack\` in $region (VPC $vpc)"
 params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
-        WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners"
+        WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners" RouteTableIds="$route_tables"
         AgentSha256="$agent_sha256" AgentSha256Arm64="$agent_sha256_arm64"
         WorkerInstanceTypes="$instance_types")
 if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-name "$stack" \

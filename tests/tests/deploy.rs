@@ -102,10 +102,14 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         );
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
+    let rtb = main_route_table(&d);
+    let out = d.deploy(&["--route-tables", "rtb-0123456789abcdef0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no route table rtb-0123456789abcdef0"));
     assert!(!d.config().exists());
 
     let start = Instant::now();
-    let out = d.deploy(&[]);
+    let out = d.deploy(&["--route-tables", &rtb]);
     ok(&out);
     eprintln!(
         "first deploy: {:.1}s\n{}",
@@ -269,8 +273,10 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         .as_array()
         .is_some_and(|g| g.iter().any(|g| g["retentionInDays"] == 30)));
 
+    gateway_endpoints(&d, &rtb);
+
     // Again: an update, to the same settings.
-    let out = d.deploy(&[]);
+    let out = d.deploy(&["--route-tables", &rtb]);
     ok(&out);
     assert_eq!(
         std::fs::read_to_string(d.config()).expect("config"),
@@ -394,4 +400,41 @@ fn bucket_keeps_no_bill_growing(d: &Deploy, bucket: &str) {
         "bucket lifecycle rules: {:?}",
         rules.iter().map(|r| &r["ID"]).collect::<Vec<_>>()
     );
+}
+
+/// The main route table of the region's default VPC (where the test deploys).
+fn main_route_table(d: &Deploy) -> String {
+    let vpcs = d.aws(&[
+        "ec2",
+        "describe-vpcs",
+        "--filters",
+        "Name=isDefault,Values=true",
+    ]);
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().expect("default VPC");
+    let rt = d.aws(&[
+        "ec2",
+        "describe-route-tables",
+        "--filters",
+        &format!("Name=vpc-id,Values={vpc}"),
+        "Name=association.main,Values=true",
+    ]);
+    rt["RouteTables"][0]["RouteTableId"]
+        .as_str()
+        .expect("main route table")
+        .to_string()
+}
+
+/// Given route tables, the stack adds gateway endpoints for S3 and DynamoDB to them.
+fn gateway_endpoints(d: &Deploy, rtb: &str) {
+    let eps = d.aws(&["ec2", "describe-vpc-endpoints"]);
+    let eps = eps["VpcEndpoints"].as_array().expect("endpoints");
+    for service in ["s3", "dynamodb"] {
+        let name = format!("com.amazonaws.us-east-1.{service}");
+        let e = eps
+            .iter()
+            .find(|e| e["ServiceName"] == name.as_str())
+            .unwrap_or_else(|| panic!("no endpoint for {name}: {eps:?}"));
+        assert_eq!(e["VpcEndpointType"], "Gateway", "{e}");
+        assert_eq!(e["RouteTableIds"], serde_json::json!([rtb]), "{e}");
+    }
 }

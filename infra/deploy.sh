@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Deploys augur into an AWS account: builds augur-agent and augur-lambda for Amazon
-# Linux 2023, stages the Lambda bundle, creates or updates the CloudFormation stack
-# (infra/augur.yaml) and waits for it, uploads the agent, and writes the CLI's config
+# Linux 2023, stages the Lambda bundle, uploads the agents (named by their SHA-256,
+# before an update moves the stack's pins to them), creates or updates the
+# CloudFormation stack (infra/augur.yaml) and waits for it, deletes the agent builds
+# neither pinned nor just replaced, and writes the CLI's config
 # so that `augur run --backend aws` needs no further flags. Idempotent: run it again to
 # update. With AWS_ENDPOINT_URL it deploys into an emulator.
 #
@@ -184,7 +186,59 @@ if [ -z "$spot_role" ] || [ "$spot_role" = None ]; then
     || die 3 "cannot create the spot service-linked role (iam:CreateServiceLinkedRole)"
 fi
 
-# 6. The stack: created or updated, and waited for.
+# The stack's Outputs; a resource's physical id where an output is missing (the
+# emulator creates stacks from change sets without their Outputs).
+read_stack() {
+  outputs="$(aws cloudformation describe-stacks --stack-name "$stack" --query 'Stacks[0].Outputs' --output json)"
+  resources="$(aws cloudformation list-stack-resources --stack-name "$stack" \
+    --query 'StackResourceSummaries[].[LogicalResourceId, PhysicalResourceId]' --output json)"
+}
+out() {
+  python3 - "$1" "$2" "$outputs" "$resources" <<'PY'
+import json, sys
+key, logical, outputs, resources = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+found = {o["OutputKey"]: o["OutputValue"] for o in (json.loads(outputs) or [])}
+physical = dict(json.loads(resources) or [])
+print(found.get(key) or physical.get(logical, ""))
+PY
+}
+param() {
+  aws cloudformation describe-stacks --stack-name "$stack" --output text \
+    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
+}
+
+# The agents instances download, one for each architecture (augur_aws::launch::Arch),
+# each under a key named by its SHA-256 (agent/<sha256>/augur-agent, -arm64): a new
+# build never replaces the one a launch already pinned.
+upload_agents() {
+  local file pin name key
+  while read -r file pin name; do
+    [ -n "$file" ] || continue
+    key="agent/$pin/$name"
+    aws s3api head-object --bucket "$1" --key "$key" > /dev/null 2>&1 && continue
+    aws s3 cp --quiet "$file" "s3://$1/$key" || die 3 "cannot upload the agent to s3://$1/$key"
+  done <<< "$(printf '%s %s augur-agent\n' "$agent" "$agent_sha256"
+              [ -z "$agent_arm64" ] || printf '%s %s augur-agent-arm64\n' "$agent_arm64" "$agent_sha256_arm64")"
+}
+
+# 6. An update: the new agents go up before the stack's pins move (the tick launches
+#    with the stack's pins, and each instance fetches the build its launch names),
+#    and the pins they replace are kept.
+previous="" legacy_unused=1
+if [ "$(stack_status)" != NONE ]; then
+  read_stack
+  bucket="$(out Bucket Bucket)"
+  previous="$(param AgentSha256) $(param AgentSha256Arm64)"
+  if [ -n "$bucket" ] && aws s3api head-bucket --bucket "$bucket" > /dev/null 2>&1; then
+    # A stack deployed before builds were named by their SHA-256 launches from the
+    # fixed keys (agent/augur-agent): they stay until a deploy after this one.
+    aws s3api head-object --bucket "$bucket" --key "agent/$(param AgentSha256)/augur-agent" \
+      > /dev/null 2>&1 || legacy_unused=0
+    upload_agents "$bucket"
+  fi
+fi
+
+# 7. The stack: created or updated, and waited for.
 say "deploying stack \`$stack\` in $region (VPC $vpc)"
 params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
         WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners" RouteTableIds="$route_tables"
@@ -196,20 +250,7 @@ if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-
   failures
   die 3 "the stack did not deploy; the failures are above (status: $(stack_status))"
 fi
-# The stack's Outputs; a resource's physical id where an output is missing (the
-# emulator creates stacks from change sets without their Outputs).
-outputs="$(aws cloudformation describe-stacks --stack-name "$stack" --query 'Stacks[0].Outputs' --output json)"
-resources="$(aws cloudformation list-stack-resources --stack-name "$stack" \
-  --query 'StackResourceSummaries[].[LogicalResourceId, PhysicalResourceId]' --output json)"
-out() {
-  python3 - "$1" "$2" "$outputs" "$resources" <<'PY'
-import json, sys
-key, logical, outputs, resources = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-found = {o["OutputKey"]: o["OutputValue"] for o in (json.loads(outputs) or [])}
-physical = dict(json.loads(resources) or [])
-print(found.get(key) or physical.get(logical, ""))
-PY
-}
+read_stack
 table="$(out Table Table)" bucket="$(out Bucket Bucket)"
 sg="$(out SecurityGroup WorkerSecurityGroup)" profile_name="$(out InstanceProfile WorkerInstanceProfile)"
 tick="$(out Tick Tick)" template="$(out LaunchTemplate WorkerLaunchTemplate)"
@@ -222,20 +263,30 @@ role_arn() {
   esac
 }
 tick_role="$(role_arn "$tick_role")" worker_role="$(role_arn "$worker_role")"
-param() {
-  aws cloudformation describe-stacks --stack-name "$stack" --output text \
-    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
-}
 prefix="$(param LogGroupPrefix)" secrets_prefix="$(param SecretsPrefix)"
 retention="$(param LogRetentionDays)"
 [ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
-
-# 7. The agents instances download, one for each architecture (augur_aws::launch::Arch).
-aws s3 cp --quiet "$agent" "s3://$bucket/agent/augur-agent" || die 3 "cannot upload the agent"
-if [ -n "$agent_arm64" ]; then
-  aws s3 cp --quiet "$agent_arm64" "s3://$bucket/agent/augur-agent-arm64" \
-    || die 3 "cannot upload the arm64 agent"
-fi
+# A new stack's bucket exists only now (an update's has the builds already: no-op).
+upload_agents "$bucket"
+# Builds of neither the new pins nor the ones they replaced (launches in flight
+# may still fetch those) go, and so do the fixed keys of deploys from before builds
+# were named by their SHA-256 once no launch uses them. The bucket keeps a deleted
+# build as a noncurrent version for 30 days (its old-agent-builds rule); then its
+# delete marker goes too.
+keep=" $agent_sha256 $agent_sha256_arm64 $previous "
+for old in $(aws s3api list-objects-v2 --bucket "$bucket" --prefix agent/ \
+    --query 'Contents[].Key' --output text); do
+  [ "$old" != None ] || continue
+  pin="${old#agent/}" pin="${pin%%/*}"
+  if [[ "$pin" =~ ^[0-9a-f]{64}$ ]]; then
+    case "$keep" in *" $pin "*) continue ;; esac
+  elif [ "$legacy_unused" = 0 ]; then
+    continue
+  fi
+  aws s3api delete-object --bucket "$bucket" --key "$old" > /dev/null \
+    || die 3 "cannot delete the old agent build s3://$bucket/$old"
+  say "deleted the old agent build $old"
+done
 
 # 8. The CLI's config.
 mkdir -p "$(dirname "$config")"

@@ -15,6 +15,8 @@ from iam_eval import ACCOUNT, BUCKET, REGION, TABLE, decide, role_statements  # 
 TEMPLATE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "augur.yaml")
 TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
 INSTANCE = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"
+# An agent build's key names its SHA-256 (agent/<sha256>/augur-agent).
+PIN = "0" * 64
 
 
 def pk(*keys):
@@ -46,7 +48,8 @@ CASES = [
     ("WorkerRole", "batch-write anything", "dynamodb:BatchWriteItem", TABLE_ARN, pk("s"), False),
     ("WorkerRole", "read the whole table", "dynamodb:Scan", TABLE_ARN, {}, False),
     ("WorkerRole", "launch an instance", "ec2:RunInstances", INSTANCE, launch(), False),
-    ("WorkerRole", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/augur-agent", {}, False),
+    ("WorkerRole", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
+    ("WorkerRole", "fetch the pinned agent", "s3:GetObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, True),
     ("WorkerRole", "save a checkpoint", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/checkpoints/s/3/model.pt", {}, True),
     ("WorkerRole", "abort its checkpoint's upload", "s3:AbortMultipartUpload", f"arn:aws:s3:::{BUCKET}/checkpoints/s/3/model.pt", {}, True),
     ("WorkerRole", "abort an upload of study files", "s3:AbortMultipartUpload", f"arn:aws:s3:::{BUCKET}/studies/s/files/data.bin", {}, False),
@@ -87,8 +90,9 @@ CASES = [
     ("CliPolicy", "list the agent's versions", "s3:ListBucketVersions", f"arn:aws:s3:::{BUCKET}", {"s3:prefix": "agent/"}, False),
     ("CliPolicy", "delete a study file's old version", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/studies/s/files/train.py", {}, True),
     ("CliPolicy", "delete a checkpoint's old version", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/checkpoints/s/1/model.pt", {}, True),
-    ("CliPolicy", "delete an old agent build", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/agent/augur-agent", {}, False),
-    ("CliPolicy", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/augur-agent", {}, False),
+    ("CliPolicy", "delete an old agent build", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
+    ("CliPolicy", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
+    ("CliPolicy", "delete an agent build", "s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
     ("CliPolicy", "replace the tick's code", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/lambda/augur-lambda.zip", {}, False),
 ]
 

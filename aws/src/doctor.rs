@@ -220,7 +220,15 @@ impl Deployment {
             check(p, "dynamodb:PutItem", &table).with("dynamodb:LeadingKeys", &trials),
             check(p, "dynamodb:UpdateItem", &table).with("dynamodb:LeadingKeys", &trials),
             check("warm agents", "dynamodb:Query", &table).with("dynamodb:LeadingKeys", &trials),
-            check(p, "s3:GetObject", &format!("{b}/agent/augur-agent")),
+            // Any build (its key names its SHA-256).
+            check(
+                p,
+                "s3:GetObject",
+                &format!(
+                    "{b}/{}",
+                    crate::launch::Arch::X86_64.agent_key(&"0".repeat(64))
+                ),
+            ),
             check(p, "s3:GetObject", &format!("{b}/studies/doctor/file")),
             check(p, "s3:ListBucket", &b).with("s3:prefix", &["checkpoints/doctor/1/"]),
         ];

@@ -238,21 +238,23 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
     );
     // Both agents: x86_64, and aarch64 for Graviton types.
     let objects = d.aws(&["s3api", "list-objects-v2", "--bucket", &bucket]);
-    for (arch, setting, var, key) in [
+    for (arch, setting, var, file) in [
         (
             "x86_64",
             "agent_sha256",
             "AUGUR_AGENT_SHA256",
-            "agent/augur-agent",
+            "augur-agent",
         ),
         (
             "aarch64",
             "agent_sha256_arm64",
             "AUGUR_AGENT_SHA256_ARM64",
-            "agent/augur-agent-arm64",
+            "augur-agent-arm64",
         ),
     ] {
         let pin = augur_tests::sha256_of(&augur_tests::instance_agent(arch));
+        // Each build under a key named by its SHA-256.
+        let key = format!("agent/{pin}/{file}");
         assert!(cfg.contains(&format!("\n{setting} = \"{pin}\"")), "{cfg}");
         assert_eq!(fc["Environment"]["Variables"][var], pin.as_str());
         assert!(
@@ -334,6 +336,7 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
             .is_some_and(|a| a.contains(&field("instance_profile"))),
         "with the stack's instance profile: {i}"
     );
+    new_builds_keep_the_pinned_ones(&d, &bucket, &tick, &rtb);
     ok(&d.augur(&["stop", "--backend", "aws", "deployed"]));
 
     // Teardown; the data stays.
@@ -437,4 +440,73 @@ fn gateway_endpoints(d: &Deploy, rtb: &str) {
         assert_eq!(e["VpcEndpointType"], "Gateway", "{e}");
         assert_eq!(e["RouteTableIds"], serde_json::json!([rtb]), "{e}");
     }
+}
+
+/// Every key under `agent/` in the bucket.
+fn agent_keys(d: &Deploy, bucket: &str) -> Vec<String> {
+    let listed = d.aws(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        bucket,
+        "--prefix",
+        "agent/",
+    ]);
+    listed["Contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["Key"].as_str().map(String::from))
+        .collect()
+}
+
+/// A redeploy with a new agent build (the same agent with bytes added: another
+/// SHA-256) while a study's instance is launched under the old pin: the new build
+/// is uploaded under its own key, the tick's pin moves to it, and the old build
+/// stays where the launch's boot script fetches it. One more deploy with another
+/// build deletes the first (neither pinned nor just replaced).
+fn new_builds_keep_the_pinned_ones(d: &Deploy, bucket: &str, tick: &str, rtb: &str) {
+    let a = augur_tests::sha256_of(&augur_tests::instance_agent("x86_64"));
+    let build = |tag: &str| {
+        let path = d.sb.path().join(format!("augur-agent-{tag}"));
+        let mut bytes = std::fs::read(augur_tests::instance_agent("x86_64")).expect("agent");
+        bytes.extend_from_slice(format!("\nbuild {tag}\n").as_bytes());
+        std::fs::write(&path, bytes).expect("write");
+        let pin = augur_tests::sha256_of(&path);
+        (path, pin)
+    };
+    let (b_path, b) = build("b");
+    let b_arg = b_path.display().to_string();
+    ok(&d.deploy(&["--route-tables", rtb, "--agent", &b_arg]));
+    let keys = agent_keys(d, bucket);
+    for pin in [&a, &b] {
+        let key = format!("agent/{pin}/augur-agent");
+        assert!(keys.contains(&key), "{key}: {keys:?}");
+    }
+    let f = d.aws(&["lambda", "get-function", "--function-name", tick]);
+    assert_eq!(
+        f["Configuration"]["Environment"]["Variables"]["AUGUR_AGENT_SHA256"],
+        b.as_str(),
+        "the tick pins the new build"
+    );
+    let (c_path, c) = build("c");
+    let c_arg = c_path.display().to_string();
+    let out = d.deploy(&["--route-tables", rtb, "--agent", &c_arg]);
+    ok(&out);
+    let keys = agent_keys(d, bucket);
+    assert!(
+        !keys.contains(&format!("agent/{a}/augur-agent")),
+        "{keys:?}"
+    );
+    for pin in [&b, &c] {
+        let key = format!("agent/{pin}/augur-agent");
+        assert!(keys.contains(&key), "{key}: {keys:?}");
+    }
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "deleted the old agent build agent/{a}/augur-agent"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -477,8 +477,21 @@ fn new_builds_keep_the_pinned_ones(d: &Deploy, bucket: &str, tick: &str, rtb: &s
     };
     let (b_path, b) = build("b");
     let b_arg = b_path.display().to_string();
+    // The fixed key of a deploy from before builds were named by their SHA-256: no
+    // launch fetches it once the pin being replaced has its own key.
+    d.aws(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        bucket,
+        "--key",
+        "agent/augur-agent",
+        "--body",
+        &b_arg,
+    ]);
     ok(&d.deploy(&["--route-tables", rtb, "--agent", &b_arg]));
     let keys = agent_keys(d, bucket);
+    assert!(!keys.contains(&"agent/augur-agent".to_string()), "{keys:?}");
     for pin in [&a, &b] {
         let key = format!("agent/{pin}/augur-agent");
         assert!(keys.contains(&key), "{key}: {keys:?}");

@@ -773,6 +773,14 @@ async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
     wait_for(Duration::from_secs(60), "2 instances running", || {
         (futures_lite(w.live_instances()) == 2).then_some(())
     });
+    // ... and both agents running their scripts: an instance whose agent only
+    // starts after the study is deleted finds no trial and powers itself off,
+    // leaving gc nothing to end.
+    wait_for(Duration::from_secs(60), "both agents running", || {
+        let out = w.augur(&["trials", "orphans", "--json"]);
+        let ts: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        (ts.len() == 2 && ts.iter().all(|t| t["state"] == "running")).then_some(())
+    });
     let _ = run.kill();
     let _ = run.wait();
     let json = |args: &[&str]| -> Value {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Deploys augur into an AWS account: builds augur-agent and augur-lambda for Amazon
-# Linux 2023, stages the Lambda bundle, creates or updates the CloudFormation stack
-# (infra/augur.yaml) and waits for it, uploads the agent, and writes the CLI's config
+# Linux 2023, stages the Lambda bundle, uploads the agents (named by their SHA-256,
+# before an update moves the stack's pins to them), creates or updates the
+# CloudFormation stack (infra/augur.yaml) and waits for it, deletes the agent builds
+# neither pinned nor just replaced, and writes the CLI's config
 # so that `augur run --backend aws` needs no further flags. Idempotent: run it again to
 # update. With AWS_ENDPOINT_URL it deploys into an emulator.
 #
@@ -10,6 +12,9 @@
 #   --region REGION     region (default: AWS_REGION, AWS_DEFAULT_REGION, or the CLI's)
 #   --vpc VPC_ID        VPC of the workers (default: the region's default VPC)
 #   --subnet SUBNET_ID  subnet of the workers (default: the VPC's default subnet)
+#   --route-tables L    route tables of the workers' subnets, comma-separated: the
+#                       stack adds gateway endpoints for S3 and DynamoDB to them (a
+#                       private subnet then reaches both without a NAT gateway)
 #   --image AMI_ID      AMI for studies that name none (default: the latest Amazon Linux 2023
 #                       for the instance type, resolved by EC2 at each launch)
 #   --tick-rate MIN     minutes between scheduled ticks (default: 1)
@@ -30,7 +35,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 stack=augur
 region="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-vpc="" subnet="" image="" tick_rate=1 profile=release agent="" agent_arm64="" lambda="" delete=0
+vpc="" subnet="" route_tables="" image="" tick_rate=1 profile=release agent="" agent_arm64="" lambda="" delete=0
 # The template's default, so that each deploy passes the value (not "the previous").
 instance_types="$(sed -n '/^  WorkerInstanceTypes:/,/Default:/s/^ *Default: *"\(.*\)"$/\1/p' "$root/infra/augur.yaml")"
 config="${AUGUR_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/augur/config.toml}"
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
     --region) need "$@"; region="$2"; shift 2 ;;
     --vpc) need "$@"; vpc="$2"; shift 2 ;;
     --subnet) need "$@"; subnet="$2"; shift 2 ;;
+    --route-tables) need "$@"; route_tables="$2"; shift 2 ;;
     --image) need "$@"; image="$2"; shift 2 ;;
     --tick-rate) need "$@"; tick_rate="$2"; shift 2 ;;
     --instance-types) need "$@"; instance_types="$2"; shift 2 ;;
@@ -59,6 +65,8 @@ done
 [[ "$stack" =~ ^[A-Za-z][A-Za-z0-9-]{0,100}$ ]] || die 2 "--stack \`$stack\`: letters, digits and dashes, starting with a letter"
 [[ "$tick_rate" =~ ^[1-9][0-9]*$ ]] || die 2 "--tick-rate \`$tick_rate\`: a whole number of minutes, at least 1"
 case "$profile" in release|dev) ;; *) die 2 "--profile \`$profile\`: release or dev" ;; esac
+[ -z "$route_tables" ] || [[ "$route_tables" =~ ^rtb-[0-9a-f]+(,rtb-[0-9a-f]+)*$ ]] \
+  || die 2 "--route-tables \`$route_tables\`: comma-separated route table ids (rtb-...)"
 [[ "$instance_types" =~ ^[a-z0-9.*-]+(,[a-z0-9.*-]+)*$ ]] \
   || die 2 "--instance-types \`$instance_types\`: comma-separated types or patterns (t3.*,c7i.large)"
 for f in "$agent" "$agent_arm64" "$lambda"; do
@@ -109,6 +117,11 @@ if [ -n "$subnet" ]; then
     --output text 2> /dev/null)" || die 2 "--subnet $subnet: no such subnet in $region"
   [ "$in_vpc" = "$vpc" ] || die 2 "--subnet $subnet is in VPC $in_vpc, not $vpc: give its VPC with --vpc"
 fi
+for rtb in ${route_tables//,/ }; do
+  in_vpc="$(aws ec2 describe-route-tables --route-table-ids "$rtb" \
+    --query 'RouteTables[0].VpcId' --output text 2> /dev/null)" || die 2 "--route-tables: no route table $rtb in $region"
+  [ "$in_vpc" = "$vpc" ] || die 2 "--route-tables: $rtb is in VPC $in_vpc, not $vpc: give its VPC with --vpc"
+done
 # Without --image, augur launches the latest Amazon Linux 2023 for each instance
 # type's architecture (RunInstances resolves its public SSM parameter).
 # Workers may boot Amazon's images, and the owner's of --image (IAM: ec2:Owner).
@@ -173,23 +186,13 @@ if [ -z "$spot_role" ] || [ "$spot_role" = None ]; then
     || die 3 "cannot create the spot service-linked role (iam:CreateServiceLinkedRole)"
 fi
 
-# 6. The stack: created or updated, and waited for.
-say "deploying stack \`$stack\` in $region (VPC $vpc)"
-params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
-        WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners"
-        AgentSha256="$agent_sha256" AgentSha256Arm64="$agent_sha256_arm64"
-        WorkerInstanceTypes="$instance_types")
-if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-name "$stack" \
-    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
-    --parameter-overrides "${params[@]}" >&2; then
-  failures
-  die 3 "the stack did not deploy; the failures are above (status: $(stack_status))"
-fi
 # The stack's Outputs; a resource's physical id where an output is missing (the
 # emulator creates stacks from change sets without their Outputs).
-outputs="$(aws cloudformation describe-stacks --stack-name "$stack" --query 'Stacks[0].Outputs' --output json)"
-resources="$(aws cloudformation list-stack-resources --stack-name "$stack" \
-  --query 'StackResourceSummaries[].[LogicalResourceId, PhysicalResourceId]' --output json)"
+read_stack() {
+  outputs="$(aws cloudformation describe-stacks --stack-name "$stack" --query 'Stacks[0].Outputs' --output json)"
+  resources="$(aws cloudformation list-stack-resources --stack-name "$stack" \
+    --query 'StackResourceSummaries[].[LogicalResourceId, PhysicalResourceId]' --output json)"
+}
 out() {
   python3 - "$1" "$2" "$outputs" "$resources" <<'PY'
 import json, sys
@@ -199,6 +202,55 @@ physical = dict(json.loads(resources) or [])
 print(found.get(key) or physical.get(logical, ""))
 PY
 }
+param() {
+  aws cloudformation describe-stacks --stack-name "$stack" --output text \
+    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
+}
+
+# The agents instances download, one for each architecture (augur_aws::launch::Arch),
+# each under a key named by its SHA-256 (agent/<sha256>/augur-agent, -arm64): a new
+# build never replaces the one a launch already pinned.
+upload_agents() {
+  local file pin name key
+  while read -r file pin name; do
+    [ -n "$file" ] || continue
+    key="agent/$pin/$name"
+    aws s3api head-object --bucket "$1" --key "$key" > /dev/null 2>&1 && continue
+    aws s3 cp --quiet "$file" "s3://$1/$key" || die 3 "cannot upload the agent to s3://$1/$key"
+  done <<< "$(printf '%s %s augur-agent\n' "$agent" "$agent_sha256"
+              [ -z "$agent_arm64" ] || printf '%s %s augur-agent-arm64\n' "$agent_arm64" "$agent_sha256_arm64")"
+}
+
+# 6. An update: the new agents go up before the stack's pins move (the tick launches
+#    with the stack's pins, and each instance fetches the build its launch names),
+#    and the pins they replace are kept.
+previous="" legacy_unused=1
+if [ "$(stack_status)" != NONE ]; then
+  read_stack
+  bucket="$(out Bucket Bucket)"
+  previous="$(param AgentSha256) $(param AgentSha256Arm64)"
+  if [ -n "$bucket" ] && aws s3api head-bucket --bucket "$bucket" > /dev/null 2>&1; then
+    # A stack deployed before builds were named by their SHA-256 launches from the
+    # fixed keys (agent/augur-agent): they stay until a deploy after this one.
+    aws s3api head-object --bucket "$bucket" --key "agent/$(param AgentSha256)/augur-agent" \
+      > /dev/null 2>&1 || legacy_unused=0
+    upload_agents "$bucket"
+  fi
+fi
+
+# 7. The stack: created or updated, and waited for.
+say "deploying stack \`$stack\` in $region (VPC $vpc)"
+params=(VpcId="$vpc" LambdaCodeBucket="$staging" LambdaCodeKey="$key" TickRateMinutes="$tick_rate"
+        WorkerImage="$image" WorkerSubnet="$subnet" WorkerImageOwners="$owners" RouteTableIds="$route_tables"
+        AgentSha256="$agent_sha256" AgentSha256Arm64="$agent_sha256_arm64"
+        WorkerInstanceTypes="$instance_types")
+if ! aws cloudformation deploy --template-file "$root/infra/augur.yaml" --stack-name "$stack" \
+    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+    --parameter-overrides "${params[@]}" >&2; then
+  failures
+  die 3 "the stack did not deploy; the failures are above (status: $(stack_status))"
+fi
+read_stack
 table="$(out Table Table)" bucket="$(out Bucket Bucket)"
 sg="$(out SecurityGroup WorkerSecurityGroup)" profile_name="$(out InstanceProfile WorkerInstanceProfile)"
 tick="$(out Tick Tick)" template="$(out LaunchTemplate WorkerLaunchTemplate)"
@@ -211,20 +263,30 @@ role_arn() {
   esac
 }
 tick_role="$(role_arn "$tick_role")" worker_role="$(role_arn "$worker_role")"
-param() {
-  aws cloudformation describe-stacks --stack-name "$stack" --output text \
-    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue"
-}
 prefix="$(param LogGroupPrefix)" secrets_prefix="$(param SecretsPrefix)"
 retention="$(param LogRetentionDays)"
 [ -n "$table" ] && [ -n "$bucket" ] || die 3 "the stack has no Table or Bucket output"
-
-# 7. The agents instances download, one for each architecture (augur_aws::launch::Arch).
-aws s3 cp --quiet "$agent" "s3://$bucket/agent/augur-agent" || die 3 "cannot upload the agent"
-if [ -n "$agent_arm64" ]; then
-  aws s3 cp --quiet "$agent_arm64" "s3://$bucket/agent/augur-agent-arm64" \
-    || die 3 "cannot upload the arm64 agent"
-fi
+# A new stack's bucket exists only now (an update's has the builds already: no-op).
+upload_agents "$bucket"
+# Builds of neither the new pins nor the ones they replaced (launches in flight
+# may still fetch those) go, and so do the fixed keys of deploys from before builds
+# were named by their SHA-256 once no launch uses them. The bucket keeps a deleted
+# build as a noncurrent version for 30 days (its old-agent-builds rule); then its
+# delete marker goes too.
+keep=" $agent_sha256 $agent_sha256_arm64 $previous "
+for old in $(aws s3api list-objects-v2 --bucket "$bucket" --prefix agent/ \
+    --query 'Contents[].Key' --output text); do
+  [ "$old" != None ] || continue
+  pin="${old#agent/}" pin="${pin%%/*}"
+  if [[ "$pin" =~ ^[0-9a-f]{64}$ ]]; then
+    case "$keep" in *" $pin "*) continue ;; esac
+  elif [ "$legacy_unused" = 0 ]; then
+    continue
+  fi
+  aws s3api delete-object --bucket "$bucket" --key "$old" > /dev/null \
+    || die 3 "cannot delete the old agent build s3://$bucket/$old"
+  say "deleted the old agent build $old"
+done
 
 # 8. The CLI's config.
 mkdir -p "$(dirname "$config")"

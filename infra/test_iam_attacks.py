@@ -15,6 +15,8 @@ from iam_eval import ACCOUNT, BUCKET, REGION, TABLE, decide, role_statements  # 
 TEMPLATE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "augur.yaml")
 TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
 INSTANCE = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"
+# An agent build's key names its SHA-256 (agent/<sha256>/augur-agent).
+PIN = "0" * 64
 
 
 def pk(*keys):
@@ -46,8 +48,11 @@ CASES = [
     ("WorkerRole", "batch-write anything", "dynamodb:BatchWriteItem", TABLE_ARN, pk("s"), False),
     ("WorkerRole", "read the whole table", "dynamodb:Scan", TABLE_ARN, {}, False),
     ("WorkerRole", "launch an instance", "ec2:RunInstances", INSTANCE, launch(), False),
-    ("WorkerRole", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/augur-agent", {}, False),
+    ("WorkerRole", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
+    ("WorkerRole", "fetch the pinned agent", "s3:GetObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, True),
     ("WorkerRole", "save a checkpoint", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/checkpoints/s/3/model.pt", {}, True),
+    ("WorkerRole", "abort its checkpoint's upload", "s3:AbortMultipartUpload", f"arn:aws:s3:::{BUCKET}/checkpoints/s/3/model.pt", {}, True),
+    ("WorkerRole", "abort an upload of study files", "s3:AbortMultipartUpload", f"arn:aws:s3:::{BUCKET}/studies/s/files/data.bin", {}, False),
     ("WorkerRole", "plant a study file", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/studies/s/files/train.py", {}, False),
     ("WorkerRole", "read a secret of the stack", "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/augur/wandb", {}, True),
     ("WorkerRole", "read another team's parameter", "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/team/db", {}, False),
@@ -80,7 +85,14 @@ CASES = [
     ("CliPolicy", "price a launch's spot instance", "ec2:DescribeSpotPriceHistory", "*", {}, True),
     ("CliPolicy", "price a launch's on-demand instance", "pricing:GetProducts", "*", {}, True),
     ("CliPolicy", "upload study files", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/studies/s/files/train.py", {}, True),
-    ("CliPolicy", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/augur-agent", {}, False),
+    ("CliPolicy", "list a study's file versions (augur delete)", "s3:ListBucketVersions", f"arn:aws:s3:::{BUCKET}", {"s3:prefix": "studies/s/"}, True),
+    ("CliPolicy", "list a study's checkpoint versions", "s3:ListBucketVersions", f"arn:aws:s3:::{BUCKET}", {"s3:prefix": "checkpoints/s/"}, True),
+    ("CliPolicy", "list the agent's versions", "s3:ListBucketVersions", f"arn:aws:s3:::{BUCKET}", {"s3:prefix": "agent/"}, False),
+    ("CliPolicy", "delete a study file's old version", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/studies/s/files/train.py", {}, True),
+    ("CliPolicy", "delete a checkpoint's old version", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/checkpoints/s/1/model.pt", {}, True),
+    ("CliPolicy", "delete an old agent build", "s3:DeleteObjectVersion", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
+    ("CliPolicy", "replace the agent", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
+    ("CliPolicy", "delete an agent build", "s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/agent/{PIN}/augur-agent", {}, False),
     ("CliPolicy", "replace the tick's code", "s3:PutObject", f"arn:aws:s3:::{BUCKET}/lambda/augur-lambda.zip", {}, False),
 ]
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${AUGUR_TEST_AWS_ENDPOINT:-}" ]; then
   scripts/emulator.sh > /dev/null
 fi
-# CloudFormation templates: cfn-lint and the least-privilege IAM check.
+# CloudFormation templates: cfn-lint, checkov and the least-privilege IAM check.
 scripts/infra-check.sh
 # The AWS CLI (v1, PyPI) that infra/deploy.sh drives; a test deploys into moto.
 AUGUR_TEST_AWSCLI="$(scripts/awscli.sh)"

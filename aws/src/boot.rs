@@ -1,7 +1,8 @@
 //! A worker instance's boot script (its user-data, run as root by cloud-init).
 //!
-//! It schedules the power-off at the attempt's hard limit, fetches the agent from S3,
-//! checks it against the SHA-256 the launch pinned, runs it, and powers off. An
+//! It schedules the power-off at the attempt's hard limit, fetches the agent build
+//! the launch pinned from S3 (its key names its SHA-256:
+//! [`crate::launch::Arch::agent_key`]), checks it against that SHA-256, runs it, and powers off. An
 //! agent that is not the pinned one is never run: the script writes the refusal into
 //! the attempt's trial item ([`REFUSAL`], read back by the DynamoDB store as the
 //! attempt failing with that reason) and powers off.
@@ -71,7 +72,11 @@ impl BootScript<'_> {
             attempt = self.attempt,
             life = self.life_min,
             refuse = self.refuse_function(),
-            source = sh_quote(&format!("s3://{}/{}", self.bucket, self.arch.agent_key())),
+            source = sh_quote(&format!(
+                "s3://{}/{}",
+                self.bucket,
+                self.arch.agent_key(self.agent_sha256)
+            )),
             args = quoted.join(" "),
         )
     }
@@ -95,8 +100,8 @@ impl BootScript<'_> {
         };
         // The key and the setting are augur's own: no `%` in them.
         let why = format!(
-            "the agent fetched from the bucket ({}) has SHA-256 %s, not the pinned {pin}: it was replaced after the launch was pinned. Deploy again (infra/deploy.sh), or pin the new agent ([aws] {})",
-            self.arch.agent_key(),
+            "the agent fetched from the bucket ({}) has SHA-256 %s, not the pinned {pin}: the object under the pin's key is another build. Upload the build again (infra/deploy.sh, or augur init --agent), or pin the one there ([aws] {})",
+            self.arch.agent_key(pin),
             self.arch.pin_setting().0,
         );
         // Written out, not built as a map: the order of the two `%s` is printf's.
@@ -252,7 +257,7 @@ mod tests {
             prop_assert_eq!(ran.agent, Some(argv.clone()));
             prop_assert_eq!(ran.aws, vec![vec![
                 "s3".to_string(), "cp".into(), "--only-show-errors".into(),
-                format!("s3://{bucket}/agent/augur-agent"),
+                format!("s3://{bucket}/agent/{pin}/augur-agent"),
                 format!("{}/root/usr/local/bin/augur-agent.download", dir.path().display()),
             ]]);
             prop_assert_eq!(ran.region, region);
@@ -276,7 +281,7 @@ mod tests {
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, None);
             prop_assert_eq!(ran.aws.len(), 2);
-            prop_assert_eq!(&ran.aws[0][3], "s3://b/agent/augur-agent-arm64");
+            prop_assert_eq!(&ran.aws[0][3], &format!("s3://b/agent/{pin}/augur-agent-arm64"));
             let update = &ran.aws[1];
             prop_assert_eq!(&update[..4], &["dynamodb".to_string(), "update-item".into(), "--table-name".into(), table.clone()][..]);
             let value = |flag: &str| -> serde_json::Value {

@@ -184,6 +184,17 @@ impl Deployment {
         let checkpoint = format!("{b}/checkpoints/doctor/1/file");
         out.push(check("augur script --run", "s3:GetObject", &checkpoint));
         out.push(check("augur delete", "s3:DeleteObject", &checkpoint));
+        out.push(check("augur delete", "s3:DeleteObjectVersion", &checkpoint));
+        out.push(check(
+            "augur delete",
+            "s3:DeleteObjectVersion",
+            &format!("{b}/studies/doctor/file"),
+        ));
+        for prefix in ["studies/doctor/", "checkpoints/doctor/"] {
+            out.push(
+                check("augur delete", "s3:ListBucketVersions", &b).with("s3:prefix", &[prefix]),
+            );
+        }
         for a in [
             "logs:GetLogEvents",
             "logs:FilterLogEvents",
@@ -209,11 +220,24 @@ impl Deployment {
             check(p, "dynamodb:PutItem", &table).with("dynamodb:LeadingKeys", &trials),
             check(p, "dynamodb:UpdateItem", &table).with("dynamodb:LeadingKeys", &trials),
             check("warm agents", "dynamodb:Query", &table).with("dynamodb:LeadingKeys", &trials),
-            check(p, "s3:GetObject", &format!("{b}/agent/augur-agent")),
+            // Any build (its key names its SHA-256).
+            check(
+                p,
+                "s3:GetObject",
+                &format!(
+                    "{b}/{}",
+                    crate::launch::Arch::X86_64.agent_key(&"0".repeat(64))
+                ),
+            ),
             check(p, "s3:GetObject", &format!("{b}/studies/doctor/file")),
             check(p, "s3:ListBucket", &b).with("s3:prefix", &["checkpoints/doctor/1/"]),
         ];
-        for a in ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"] {
+        for a in [
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+        ] {
             out.push(check(
                 "checkpoints",
                 a,

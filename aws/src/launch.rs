@@ -57,13 +57,16 @@ impl Arch {
         }
     }
 
-    /// Where the agent for this architecture is in the stack's bucket, whatever its
-    /// file was called.
-    pub fn agent_key(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "agent/augur-agent",
-            Arch::Arm64 => "agent/augur-agent-arm64",
-        }
+    /// Where the build of the agent for this architecture whose SHA-256 is `sha256`
+    /// is in the stack's bucket, whatever its file was called: named by its content
+    /// (`agent/<sha256>/augur-agent`, `-arm64`), so that a new build never replaces
+    /// one a launch already pinned (a deploy uploads it before the stack's pin moves).
+    pub fn agent_key(self, sha256: &str) -> String {
+        let file = match self {
+            Arch::X86_64 => "augur-agent",
+            Arch::Arm64 => "augur-agent-arm64",
+        };
+        format!("agent/{sha256}/{file}")
     }
 
     /// The setting (`[aws]` key, and its variable) that pins this architecture's
@@ -322,7 +325,16 @@ mod tests {
         }
         assert_eq!(Arch::of("t4g.small"), Arch::Arm64);
         assert_eq!(Arch::of("t3.small"), Arch::X86_64);
-        assert_ne!(Arch::Arm64.agent_key(), Arch::X86_64.agent_key());
+        let pin = "0".repeat(64);
+        assert_ne!(Arch::Arm64.agent_key(&pin), Arch::X86_64.agent_key(&pin));
+        assert_eq!(
+            Arch::X86_64.agent_key(&pin),
+            format!("agent/{pin}/augur-agent")
+        );
+        assert_ne!(
+            Arch::X86_64.agent_key(&pin),
+            Arch::X86_64.agent_key(&"1".repeat(64))
+        );
         assert!(default_image("t4g.small").ends_with("-arm64"));
         assert!(default_image("t3.small").ends_with("-x86_64"));
         assert!(default_image("t3.small").starts_with(

@@ -163,33 +163,94 @@ pub(crate) async fn keys_under(
     }
 }
 
-/// Deletes every object under `prefix` (1,000 per call); how many there were.
+/// Every version and delete marker under `prefix` (key, version id), across the
+/// listing's pages, and how many keys had a current version (the files a listing
+/// shows). An unversioned bucket lists each object once, as version `null`.
+async fn versions_under(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<(Vec<(String, String)>, usize), S3Error> {
+    let (mut all, mut current) = (Vec::new(), 0);
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = client
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+            .map_err(|e| fail("ListObjectVersions", prefix, e))?;
+        for v in page.versions() {
+            if let (Some(k), Some(id)) = (v.key(), v.version_id()) {
+                current += usize::from(v.is_latest() == Some(true));
+                all.push((k.to_string(), id.to_string()));
+            }
+        }
+        for m in page.delete_markers() {
+            if let (Some(k), Some(id)) = (m.key(), m.version_id()) {
+                all.push((k.to_string(), id.to_string()));
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            return Ok((all, current));
+        }
+        key_marker = page.next_key_marker().map(String::from);
+        version_marker = page.next_version_id_marker().map(String::from);
+    }
+}
+
+/// Deletes everything under `prefix` for good: every version of every object and
+/// every delete marker (1,000 per call). On a versioned bucket a `DeleteObjects`
+/// without version ids only hides the objects behind delete markers, and they stay
+/// billed (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html>).
+/// How many files there were (keys with a current version).
 pub async fn delete_prefix(client: &Client, bucket: &str, prefix: &str) -> Result<usize, S3Error> {
     use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-    let keys = keys_under(client, bucket, prefix).await?;
-    for chunk in keys.chunks(1000) {
+    let (versions, files) = versions_under(client, bucket, prefix).await?;
+    let broken = |text: String| S3Error {
+        op: "DeleteObjects",
+        what: prefix.to_string(),
+        text,
+    };
+    for chunk in versions.chunks(1000) {
         let objects: Vec<ObjectIdentifier> = chunk
             .iter()
-            .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+            .filter_map(|(k, v)| {
+                ObjectIdentifier::builder()
+                    .key(k)
+                    .version_id(v)
+                    .build()
+                    .ok()
+            })
             .collect();
         let delete = Delete::builder()
             .set_objects(Some(objects))
             .quiet(true)
             .build()
-            .map_err(|e| S3Error {
-                op: "DeleteObjects",
-                what: prefix.to_string(),
-                text: e.to_string(),
-            })?;
-        client
+            .map_err(|e| broken(e.to_string()))?;
+        let out = client
             .delete_objects()
             .bucket(bucket)
             .delete(delete)
             .send()
             .await
             .map_err(|e| fail("DeleteObjects", prefix, e))?;
+        // A key S3 would not delete is answered in the response, not as an error.
+        if let Some(e) = out.errors().first() {
+            return Err(broken(format!(
+                "{} of {} not deleted, the first: {} {}: {}",
+                out.errors().len(),
+                chunk.len(),
+                e.key().unwrap_or("?"),
+                e.code().unwrap_or("?"),
+                e.message().unwrap_or("")
+            )));
+        }
     }
-    Ok(keys.len())
+    Ok(files)
 }
 
 /// Creates the bucket in `region` unless it exists (ours already). Outside

@@ -1,5 +1,7 @@
 //! The local AWS emulator for tests: moto's server on 127.0.0.1, started and stopped
-//! by the test itself. With `AUGUR_TEST_AWS_ENDPOINT` set, tests use that endpoint
+//! by the test itself, through `tests/emulator/moto_server.py` (which applies an
+//! `AWS::S3::Bucket`'s versioning and lifecycle rules, as CloudFormation does and
+//! moto does not). With `AUGUR_TEST_AWS_ENDPOINT` set, tests use that endpoint
 //! instead (a LocalStack container, or real AWS) and nothing is started.
 
 use std::io::{Read, Write};
@@ -68,7 +70,15 @@ impl Emulator {
             server.display()
         );
         let port = free_port();
-        let child = Command::new(&server)
+        let mut cmd = match server.with_file_name("python3") {
+            python if python.is_file() && std::env::var_os("AUGUR_MOTO_SERVER").is_none() => {
+                let mut c = Command::new(python);
+                c.arg(crate::repo().join("tests/emulator/moto_server.py"));
+                c
+            }
+            _ => Command::new(&server),
+        };
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -773,6 +773,14 @@ async fn gc_terminates_orphaned_instances_and_removes_expired_leases() {
     wait_for(Duration::from_secs(60), "2 instances running", || {
         (futures_lite(w.live_instances()) == 2).then_some(())
     });
+    // ... and both agents running their scripts: an instance whose agent only
+    // starts after the study is deleted finds no trial and powers itself off,
+    // leaving gc nothing to end.
+    wait_for(Duration::from_secs(60), "both agents running", || {
+        let out = w.augur(&["trials", "orphans", "--json"]);
+        let ts: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        (ts.len() == 2 && ts.iter().all(|t| t["state"] == "running")).then_some(())
+    });
     let _ = run.kill();
     let _ = run.wait();
     let json = |args: &[&str]| -> Value {
@@ -996,6 +1004,56 @@ async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
             .map_or(0, Vec::len)
     };
     assert_eq!(objects("kept"), 1);
+    // The stack's bucket is versioned: a second version of the file, and a
+    // checkpoint written twice and then deleted (two versions behind a delete marker).
+    w.aws(&[
+        "s3api",
+        "put-bucket-versioning",
+        "--bucket",
+        "augur-e2e",
+        "--versioning-configuration",
+        "Status=Enabled",
+    ]);
+    let file = w.sb.path().join("helper.sh");
+    let file = file.to_str().expect("path");
+    for key in [
+        "studies/kept/files/helper.sh",
+        "checkpoints/kept/1/c",
+        "checkpoints/kept/1/c",
+    ] {
+        w.aws(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "augur-e2e",
+            "--key",
+            key,
+            "--body",
+            file,
+        ]);
+    }
+    w.aws(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        "augur-e2e",
+        "--key",
+        "checkpoints/kept/1/c",
+    ]);
+    let versions = |prefix: &str| {
+        let v = w.aws(&[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            "augur-e2e",
+            "--prefix",
+            prefix,
+        ]);
+        let n = |k: &str| v[k].as_array().map_or(0, Vec::len);
+        (n("Versions"), n("DeleteMarkers"))
+    };
+    assert_eq!(versions("studies/kept/"), (2, 0));
+    assert_eq!(versions("checkpoints/kept/"), (2, 1));
     let out = w.augur(&["delete", "kept", "--yes"]);
     ok(&out);
     let said = text(&out.stderr);
@@ -1016,7 +1074,19 @@ async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
         "{groups}"
     );
     assert_eq!(objects("kept"), 0);
+    for prefix in ["studies/kept/", "checkpoints/kept/"] {
+        assert_eq!(
+            versions(prefix),
+            (0, 0),
+            "no version is left under {prefix}"
+        );
+    }
     assert_eq!(objects("plain"), 1, "another study's files stay");
+    assert_eq!(
+        versions("studies/plain/"),
+        (1, 0),
+        "nor any of its versions"
+    );
 }
 
 /// A spot reclaim mid-trial does not throw the trial's work away: the agent sends

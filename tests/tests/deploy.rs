@@ -102,10 +102,14 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         );
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
+    let rtb = main_route_table(&d);
+    let out = d.deploy(&["--route-tables", "rtb-0123456789abcdef0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no route table rtb-0123456789abcdef0"));
     assert!(!d.config().exists());
 
     let start = Instant::now();
-    let out = d.deploy(&[]);
+    let out = d.deploy(&["--route-tables", &rtb]);
     ok(&out);
     eprintln!(
         "first deploy: {:.1}s\n{}",
@@ -234,21 +238,23 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
     );
     // Both agents: x86_64, and aarch64 for Graviton types.
     let objects = d.aws(&["s3api", "list-objects-v2", "--bucket", &bucket]);
-    for (arch, setting, var, key) in [
+    for (arch, setting, var, file) in [
         (
             "x86_64",
             "agent_sha256",
             "AUGUR_AGENT_SHA256",
-            "agent/augur-agent",
+            "augur-agent",
         ),
         (
             "aarch64",
             "agent_sha256_arm64",
             "AUGUR_AGENT_SHA256_ARM64",
-            "agent/augur-agent-arm64",
+            "augur-agent-arm64",
         ),
     ] {
         let pin = augur_tests::sha256_of(&augur_tests::instance_agent(arch));
+        // Each build under a key named by its SHA-256.
+        let key = format!("agent/{pin}/{file}");
         assert!(cfg.contains(&format!("\n{setting} = \"{pin}\"")), "{cfg}");
         assert_eq!(fc["Environment"]["Variables"][var], pin.as_str());
         assert!(
@@ -258,6 +264,7 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
             "{key} was uploaded: {objects}"
         );
     }
+    bucket_keeps_no_bill_growing(&d, &bucket);
     let groups = d.aws(&[
         "logs",
         "describe-log-groups",
@@ -268,8 +275,10 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         .as_array()
         .is_some_and(|g| g.iter().any(|g| g["retentionInDays"] == 30)));
 
+    gateway_endpoints(&d, &rtb);
+
     // Again: an update, to the same settings.
-    let out = d.deploy(&[]);
+    let out = d.deploy(&["--route-tables", &rtb]);
     ok(&out);
     assert_eq!(
         std::fs::read_to_string(d.config()).expect("config"),
@@ -327,6 +336,7 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
             .is_some_and(|a| a.contains(&field("instance_profile"))),
         "with the stack's instance profile: {i}"
     );
+    new_builds_keep_the_pinned_ones(&d, &bucket, &tick, &rtb);
     ok(&d.augur(&["stop", "--backend", "aws", "deployed"]));
 
     // Teardown; the data stays.
@@ -337,5 +347,179 @@ fn the_stack_deploys_into_the_emulator_and_the_cli_runs_on_its_config() {
         t["Table"]["TableName"],
         table.as_str(),
         "the table is retained"
+    );
+}
+
+/// The deployed bucket is versioned, and its lifecycle rules (each by name) expire
+/// what nothing reads any more: replaced builds, study files and checkpoints, delete
+/// markers left alone, parts of uploads never completed.
+fn bucket_keeps_no_bill_growing(d: &Deploy, bucket: &str) {
+    let v = d.aws(&["s3api", "get-bucket-versioning", "--bucket", bucket]);
+    assert_eq!(v["Status"], "Enabled", "{v}");
+    let lc = d.aws(&[
+        "s3api",
+        "get-bucket-lifecycle-configuration",
+        "--bucket",
+        bucket,
+    ]);
+    let rules = lc["Rules"].as_array().expect("lifecycle rules");
+    let rule = |id: &str| {
+        rules
+            .iter()
+            .find(|r| r["ID"] == id)
+            .unwrap_or_else(|| panic!("no lifecycle rule {id}: {lc}"))
+    };
+    let prefix = |r: &Value| {
+        r["Filter"]["Prefix"]
+            .as_str()
+            .or(r["Prefix"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (id, on, days) in [
+        ("old-agent-builds", "agent/", 30),
+        ("old-lambda-builds", "lambda/", 30),
+        ("deleted-study-files", "studies/", 30),
+        ("old-checkpoints", "checkpoints/", 1),
+    ] {
+        let r = rule(id);
+        assert_eq!(r["Status"], "Enabled", "{r}");
+        assert_eq!(prefix(r), on, "{r}");
+        assert_eq!(
+            r["NoncurrentVersionExpiration"]["NoncurrentDays"], days,
+            "{r}"
+        );
+    }
+    let r = rule("expired-delete-markers");
+    assert_eq!(prefix(r), "", "the whole bucket: {r}");
+    assert_eq!(r["Expiration"]["ExpiredObjectDeleteMarker"], true, "{r}");
+    let r = rule("incomplete-uploads");
+    assert_eq!(prefix(r), "", "the whole bucket: {r}");
+    assert_eq!(
+        r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 1,
+        "{r}"
+    );
+    eprintln!(
+        "bucket lifecycle rules: {:?}",
+        rules.iter().map(|r| &r["ID"]).collect::<Vec<_>>()
+    );
+}
+
+/// The main route table of the region's default VPC (where the test deploys).
+fn main_route_table(d: &Deploy) -> String {
+    let vpcs = d.aws(&[
+        "ec2",
+        "describe-vpcs",
+        "--filters",
+        "Name=isDefault,Values=true",
+    ]);
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().expect("default VPC");
+    let rt = d.aws(&[
+        "ec2",
+        "describe-route-tables",
+        "--filters",
+        &format!("Name=vpc-id,Values={vpc}"),
+        "Name=association.main,Values=true",
+    ]);
+    rt["RouteTables"][0]["RouteTableId"]
+        .as_str()
+        .expect("main route table")
+        .to_string()
+}
+
+/// Given route tables, the stack adds gateway endpoints for S3 and DynamoDB to them.
+fn gateway_endpoints(d: &Deploy, rtb: &str) {
+    let eps = d.aws(&["ec2", "describe-vpc-endpoints"]);
+    let eps = eps["VpcEndpoints"].as_array().expect("endpoints");
+    for service in ["s3", "dynamodb"] {
+        let name = format!("com.amazonaws.us-east-1.{service}");
+        let e = eps
+            .iter()
+            .find(|e| e["ServiceName"] == name.as_str())
+            .unwrap_or_else(|| panic!("no endpoint for {name}: {eps:?}"));
+        assert_eq!(e["VpcEndpointType"], "Gateway", "{e}");
+        assert_eq!(e["RouteTableIds"], serde_json::json!([rtb]), "{e}");
+    }
+}
+
+/// Every key under `agent/` in the bucket.
+fn agent_keys(d: &Deploy, bucket: &str) -> Vec<String> {
+    let listed = d.aws(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        bucket,
+        "--prefix",
+        "agent/",
+    ]);
+    listed["Contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["Key"].as_str().map(String::from))
+        .collect()
+}
+
+/// A redeploy with a new agent build (the same agent with bytes added: another
+/// SHA-256) while a study's instance is launched under the old pin: the new build
+/// is uploaded under its own key, the tick's pin moves to it, and the old build
+/// stays where the launch's boot script fetches it. One more deploy with another
+/// build deletes the first (neither pinned nor just replaced).
+fn new_builds_keep_the_pinned_ones(d: &Deploy, bucket: &str, tick: &str, rtb: &str) {
+    let a = augur_tests::sha256_of(&augur_tests::instance_agent("x86_64"));
+    let build = |tag: &str| {
+        let path = d.sb.path().join(format!("augur-agent-{tag}"));
+        let mut bytes = std::fs::read(augur_tests::instance_agent("x86_64")).expect("agent");
+        bytes.extend_from_slice(format!("\nbuild {tag}\n").as_bytes());
+        std::fs::write(&path, bytes).expect("write");
+        let pin = augur_tests::sha256_of(&path);
+        (path, pin)
+    };
+    let (b_path, b) = build("b");
+    let b_arg = b_path.display().to_string();
+    // The fixed key of a deploy from before builds were named by their SHA-256: no
+    // launch fetches it once the pin being replaced has its own key.
+    d.aws(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        bucket,
+        "--key",
+        "agent/augur-agent",
+        "--body",
+        &b_arg,
+    ]);
+    ok(&d.deploy(&["--route-tables", rtb, "--agent", &b_arg]));
+    let keys = agent_keys(d, bucket);
+    assert!(!keys.contains(&"agent/augur-agent".to_string()), "{keys:?}");
+    for pin in [&a, &b] {
+        let key = format!("agent/{pin}/augur-agent");
+        assert!(keys.contains(&key), "{key}: {keys:?}");
+    }
+    let f = d.aws(&["lambda", "get-function", "--function-name", tick]);
+    assert_eq!(
+        f["Configuration"]["Environment"]["Variables"]["AUGUR_AGENT_SHA256"],
+        b.as_str(),
+        "the tick pins the new build"
+    );
+    let (c_path, c) = build("c");
+    let c_arg = c_path.display().to_string();
+    let out = d.deploy(&["--route-tables", rtb, "--agent", &c_arg]);
+    ok(&out);
+    let keys = agent_keys(d, bucket);
+    assert!(
+        !keys.contains(&format!("agent/{a}/augur-agent")),
+        "{keys:?}"
+    );
+    for pin in [&b, &c] {
+        let key = format!("agent/{pin}/augur-agent");
+        assert!(keys.contains(&key), "{key}: {keys:?}");
+    }
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "deleted the old agent build agent/{a}/augur-agent"
+        )),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -455,7 +455,10 @@ async fn a_graviton_study_runs_the_aarch64_agent() {
     let out = w.init_with(&[x86_agent, arm_agent.clone()]);
     ok(&out);
     assert!(
-        text(&out.stderr).contains("to s3://augur-e2e/agent/augur-agent-arm64"),
+        text(&out.stderr).contains(&format!(
+            "to s3://augur-e2e/agent/{}/augur-agent-arm64",
+            augur_tests::sha256_of(&arm_agent)
+        )),
         "{}",
         text(&out.stderr)
     );
@@ -528,7 +531,7 @@ async fn a_graviton_study_runs_the_aarch64_agent() {
 /// `augur init` outside us-east-1: S3 wants the bucket's region named
 /// (`LocationConstraint`,
 /// <https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateBucket.html>); and the
-/// agent file may have any name (it is stored as `agent/augur-agent`).
+/// agent file may have any name (it is stored as `agent/<its SHA-256>/augur-agent`).
 #[test]
 fn init_works_in_any_region_with_any_agent_file_name() {
     let w = World::new();
@@ -542,7 +545,10 @@ fn init_works_in_any_region_with_any_agent_file_name() {
         .expect("augur init");
     ok(&out);
     assert!(
-        text(&out.stderr).contains("to s3://augur-e2e-eu/agent/augur-agent"),
+        text(&out.stderr).contains(&format!(
+            "to s3://augur-e2e-eu/agent/{}/augur-agent\n",
+            augur_tests::sha256_of(&agent)
+        )),
         "{}",
         text(&out.stderr)
     );
@@ -739,9 +745,9 @@ async fn an_agent_cut_off_from_the_store_past_its_lease_powers_off() {
     .write();
 }
 
-/// The agent is pinned by its SHA-256 in each launch: when the bucket's agent is
-/// replaced (here by a working agent with bytes added, as a tampered build would
-/// be), the boot script runs nothing and writes why into the attempt's record; the
+/// The agent is pinned by its SHA-256 in each launch: when the object under the
+/// pinned build's key is another build (here a working agent with bytes added, as
+/// a tampered build would be), the boot script runs nothing and writes why into the attempt's record; the
 /// trial fails with that reason, not retried, and no script ran. Without a pin the
 /// aws backend refuses to launch at all (exit 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -759,12 +765,24 @@ async fn an_agent_that_is_not_the_pinned_one_never_runs() {
         "{}",
         text(&out.stderr)
     );
-    // The bucket's agent replaced; the pin (World's) is the real one's.
+    // The object under the pinned build's key replaced (the pin, World's, is the
+    // real agent's; the key names it: agent/<sha256>/augur-agent).
     let tampered = w.sb.path().join("augur-agent");
     let mut bytes = std::fs::read(augur_tests::bin_dir().join("augur-agent")).expect("agent");
     bytes.extend_from_slice(b"tampered");
     std::fs::write(&tampered, &bytes).expect("write");
-    ok(&w.init_with(std::slice::from_ref(&tampered)));
+    ok(&w.init_with(&[]));
+    let key = augur_aws::launch::Arch::X86_64.agent_key(augur_tests::agent_sha256());
+    w.aws(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        "augur-e2e",
+        "--key",
+        &key,
+        "--body",
+        &tampered.display().to_string(),
+    ]);
     let found = augur_tests::sha256_of(&tampered);
     w.start_hypervisor();
     let mut args = vec!["run", "s.toml"];

@@ -352,7 +352,7 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
         ),
         (
             "replace the agent",
-            r#"aws s3 cp /etc/hostname "s3://$B/agent/augur-agent""#,
+            r#"aws s3 cp /etc/hostname "s3://$B/agent/$A/augur-agent""#,
             true,
         ),
         (
@@ -402,10 +402,12 @@ async fn a_trial_script_cannot_reach_beyond_what_the_template_allows() {
     script.push_str("echo \"METRICS: v=1\"\n");
     w.sb.write("attack.sh", &script);
     let table = w.table.clone();
+    // The pinned agent's key: agent/<its SHA-256>/augur-agent.
+    let pin = augur_tests::agent_sha256();
     w.sb.write(
         "attacker.toml",
         &format!(
-            "name = \"attacker\"\nobjective = {{ metric = \"v\" }}\ntrials = 1\n[run]\nfiles = [\"attack.sh\", \"planted.json\"]\nenv = {{ T = \"{table}\", B = \"augur-e2e\" }}\nscript = 'bash attack.sh'\n[aws]\nimage = \"ami-12345678\"\n"
+            "name = \"attacker\"\nobjective = {{ metric = \"v\" }}\ntrials = 1\n[run]\nfiles = [\"attack.sh\", \"planted.json\"]\nenv = {{ T = \"{table}\", B = \"augur-e2e\", A = \"{pin}\" }}\nscript = 'bash attack.sh'\n[aws]\nimage = \"ami-12345678\"\n"
         ),
     );
     ok(&augur(&w, &run_args("attacker.toml")));

@@ -431,17 +431,18 @@ fn s3(head: &[String], body: &[u8]) -> Result<Vec<Authorization>, String> {
     let object = format!("arn:aws:s3:::{bucket}/{key}");
     let bucket_arn = format!("arn:aws:s3:::{bucket}");
     let one = |action: &str, resource: &str| vec![Authorization::new(action, resource)];
+    let prefix = q
+        .iter()
+        .find(|(k, _)| k == "prefix")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    // Both listings are authorized with the prefix asked for (`s3:prefix`).
+    let listing =
+        |action: &str| vec![Authorization::new(action, &bucket_arn).with("s3:prefix", &[prefix])];
     Ok(match (method, key.is_empty()) {
-        ("GET" | "HEAD", true) if has("versions") => one("s3:ListBucketVersions", &bucket_arn),
+        ("GET" | "HEAD", true) if has("versions") => listing("s3:ListBucketVersions"),
         ("GET" | "HEAD", true) if has("location") => one("s3:GetBucketLocation", &bucket_arn),
-        ("GET" | "HEAD", true) => {
-            let prefix = q
-                .iter()
-                .find(|(k, _)| k == "prefix")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
-            vec![Authorization::new("s3:ListBucket", &bucket_arn).with("s3:prefix", &[prefix])]
-        }
+        ("GET" | "HEAD", true) => listing("s3:ListBucket"),
         ("PUT", true) => one("s3:CreateBucket", &bucket_arn),
         ("DELETE", true) => one("s3:DeleteBucket", &bucket_arn),
         ("POST", true) if has("delete") => delete_objects(&bucket_arn, body),
@@ -609,6 +610,16 @@ mod tests {
         .expect("list");
         assert_eq!(a[0].action, "s3:ListBucket");
         assert_eq!(a[0].context["s3:prefix"], vec!["studies/s/"]);
+        let a = s3(
+            &head("GET /b?versions&prefix=checkpoints%2Fs%2F HTTP/1.1"),
+            b"",
+        )
+        .expect("list versions");
+        assert_eq!(
+            (a[0].action.as_str(), a[0].resource.as_str()),
+            ("s3:ListBucketVersions", "arn:aws:s3:::b")
+        );
+        assert_eq!(a[0].context["s3:prefix"], vec!["checkpoints/s/"]);
         let a = s3(
             &head("PUT /b/checkpoints/s/1/x?partNumber=1&uploadId=u HTTP/1.1"),
             b"",

@@ -419,9 +419,9 @@ impl Backend {
             if made { "created" } else { "exists" }
         );
         for (arch, a) in agents {
-            let key = arch.agent_key();
             let pin = sha256_of(&a)?;
-            augur_aws::s3::put_file(&s3, &bucket, key, &a)
+            let key = arch.agent_key(&pin);
+            augur_aws::s3::put_file(&s3, &bucket, &key, &a)
                 .await
                 .map_err(|e| AppError::unavailable(e.to_string()))?;
             let (setting, var) = arch.pin_setting();

@@ -1,8 +1,9 @@
 //! A trial's checkpoint in the bucket, published whole.
 //!
 //! Under `checkpoints/<study>/<trial>/`:
-//! - `data/<attempt>.<seq>/<path>`: the files' contents, each key written once;
-//! - `manifest.json`: which key holds each file of the checkpoint, written last.
+//! - `augur-data/<attempt>.<seq>/<path>`: the files' contents, each key written once
+//!   (a sync that failed does not reuse its `seq`: its manifest may have landed);
+//! - `augur-manifest.json`: which key holds each file, written last.
 //!
 //! A restore reads the manifest and fetches exactly the keys it names, so a sync cut
 //! short (an instance reclaimed mid-upload, an agent that lost its trial) leaves the
@@ -24,10 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The manifest's key below the trial's prefix.
-pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST: &str = "augur-manifest.json";
 
 /// Where contents go below the trial's prefix.
-const DATA: &str = "data/";
+const DATA: &str = "augur-data/";
 
 /// What a checkpoint holds: each file by its path relative to the checkpoint
 /// directory.
@@ -37,6 +38,24 @@ pub struct Manifest {
     pub attempt: u32,
     pub seq: u32,
     pub files: BTreeMap<String, Entry>,
+}
+
+impl Manifest {
+    /// Whether the manifest under `prefix` may be followed: a manifest is not
+    /// trusted more than a listing (anything with the worker's role may write it),
+    /// so each file must stay inside the directory it is restored to, and each key
+    /// inside the trial's contents.
+    pub fn check(&self, prefix: &str) -> Result<(), S3Error> {
+        let within = format!("{prefix}{DATA}");
+        match self
+            .files
+            .iter()
+            .find(|(rel, e)| !safe_relative(rel) || !e.key.starts_with(&within))
+        {
+            Some((rel, e)) => Err(broken(prefix, &format!("names `{rel}` at `{}`", e.key))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One file of a checkpoint: the key holding it and its size.
@@ -52,6 +71,8 @@ pub struct Entry {
 pub struct Published {
     pub manifest: Manifest,
     pub seen: Synced,
+    /// Syncs that failed since the manifest was written (each took a `seq`).
+    pub failed: u32,
 }
 
 impl Published {
@@ -74,17 +95,14 @@ pub async fn restore(
     let Some(manifest) = read_manifest(client, bucket, prefix).await? else {
         return restore_unpublished(client, bucket, prefix, dir).await;
     };
+    manifest.check(prefix)?;
     for (rel, entry) in &manifest.files {
-        // A manifest is not trusted more than a listing: each file stays inside
-        // `dir`, each key inside the trial's contents.
-        if !safe_relative(rel) || !entry.key.starts_with(&format!("{prefix}{DATA}")) {
-            return Err(broken(prefix, &format!("names `{rel}` at `{}`", entry.key)));
-        }
         fetch(client, bucket, &entry.key, &dir.join(rel)).await?;
     }
     Ok(Published {
         manifest,
         seen: snapshot(dir),
+        failed: 0,
     })
 }
 
@@ -193,30 +211,24 @@ pub async fn publish(
     if changed.is_empty() && !removed {
         return Ok((0, 0));
     }
-    let seq = if old.attempt == attempt {
-        old.seq + 1
-    } else {
-        1
-    };
+    let base = if old.attempt == attempt { old.seq } else { 0 };
     let mut next = Manifest {
         attempt,
-        seq,
+        seq: base + 1 + state.failed,
         files: BTreeMap::new(),
     };
-    let mut bytes = 0;
-    for (rel, (size, _)) in &now {
-        let entry = match (changed.contains(&rel), old.files.get(rel)) {
-            (false, Some(kept)) => kept.clone(),
-            _ => {
-                let key = format!("{prefix}{DATA}{attempt}.{seq}/{rel}");
-                crate::s3::put_file(client, bucket, &key, &dir.join(rel)).await?;
-                bytes += size;
-                Entry { key, size: *size }
-            }
-        };
-        next.files.insert(rel.clone(), entry);
-    }
-    write_manifest(client, bucket, prefix, &next).await?;
+    let to = Target {
+        client,
+        bucket,
+        prefix,
+    };
+    let sent = match send(&to, dir, &now, (old, &changed), &mut next).await {
+        Ok(bytes) => (changed.len(), bytes),
+        Err(e) => {
+            state.failed += 1;
+            return Err(e);
+        }
+    };
     let named: BTreeSet<&str> = next.files.values().map(|e| e.key.as_str()).collect();
     for gone in old
         .files
@@ -235,12 +247,45 @@ pub async fn publish(
             tracing::warn!(key = %gone.key, error = %crate::error_text(&e), "an old checkpoint file was not deleted");
         }
     }
-    let sent = changed.len();
     *state = Published {
         manifest: next,
         seen: now,
+        failed: 0,
     };
-    Ok((sent, bytes))
+    Ok(sent)
+}
+
+/// Where a checkpoint goes.
+struct Target<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    prefix: &'a str,
+}
+
+/// Sends the `changed` files of `dir` under `next`'s keys (the others keep the
+/// `old` manifest's), then `next` itself; the bytes sent.
+async fn send(
+    to: &Target<'_>,
+    dir: &Path,
+    now: &Synced,
+    (old, changed): (&Manifest, &BTreeSet<&String>),
+    next: &mut Manifest,
+) -> Result<u64, S3Error> {
+    let mut bytes = 0;
+    for (rel, (size, _)) in now {
+        let entry = match (changed.contains(rel), old.files.get(rel)) {
+            (false, Some(kept)) => kept.clone(),
+            _ => {
+                let key = format!("{}{DATA}{}.{}/{rel}", to.prefix, next.attempt, next.seq);
+                crate::s3::put_file(to.client, to.bucket, &key, &dir.join(rel)).await?;
+                bytes += size;
+                Entry { key, size: *size }
+            }
+        };
+        next.files.insert(rel.clone(), entry);
+    }
+    write_manifest(to.client, to.bucket, to.prefix, next).await?;
+    Ok(bytes)
 }
 
 async fn write_manifest(

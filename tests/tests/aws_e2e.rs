@@ -1154,7 +1154,7 @@ async fn a_reclaimed_trial_resumes_from_its_checkpoint() {
     let shown = text(&w.augur(&["script", "resumed/1"]).stdout);
     assert!(
         // The files the checkpoint's manifest names (published whole).
-        shown.contains("aws s3 cp 's3://augur-e2e/checkpoints/resumed/1/data/")
+        shown.contains("aws s3 cp 's3://augur-e2e/checkpoints/resumed/1/augur-data/")
             && shown.contains("/step' '.augur-checkpoint/step'")
             && shown.contains("export AUGUR_CHECKPOINT_DIR=\"$PWD/.augur-checkpoint\""),
         "{shown}"

@@ -687,11 +687,12 @@ async fn the_scheduled_tick_winds_down_a_foreground_study_left_behind() {
     .write();
 }
 
-/// An agent that cannot record a heartbeat for its lease ends its script and powers
-/// its machine off: augur counts that attempt lost and runs it again elsewhere, so
-/// the script must not run on (nor the instance bill on). Here `augur run` is
-/// SIGKILLed and DynamoDB then refuses every call: each instance ends about a lease
-/// (3 s) later, not when its 60 s script would.
+/// An agent that cannot record a heartbeat for its give-up horizon (`--give-up`,
+/// apart from and at least the lease) ends its script and powers its machine off:
+/// augur counts that attempt lost and runs it again elsewhere, so the script must
+/// not run on (nor the instance bill on). Here `augur run` is SIGKILLed and DynamoDB
+/// then refuses every call: each instance ends about its horizon (4 s) later, not
+/// when its 60 s script would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_cut_off_from_the_store_past_its_lease_powers_off() {
     use augur_tests::faults::{Fault, Rule};
@@ -710,6 +711,8 @@ async fn an_agent_cut_off_from_the_store_past_its_lease_powers_off() {
         "500ms",
         "--lease",
         "3s",
+        "--give-up",
+        "4s",
         "--backoff-base",
         "100ms",
     ];
@@ -733,7 +736,7 @@ async fn an_agent_cut_off_from_the_store_past_its_lease_powers_off() {
     assert!(took < Duration::from_secs(45), "{took:?}");
     Row {
         key: "p-ec2-store-cut",
-        what: "augur SIGKILLed and DynamoDB refused: each agent ends its script a lease later and powers off (s: after the cut) (AWS)",
+        what: "augur SIGKILLed and DynamoDB refused: each agent ends its script at its give-up horizon and powers off (s: after the cut) (AWS)",
         injected: "every DynamoDB call refused".into(),
         trials: 2,
         completed: 0,

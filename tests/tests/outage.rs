@@ -28,6 +28,38 @@ fn lift_for_drivers(w: &World) -> std::time::Instant {
     at
 }
 
+/// Writes `s.toml`: a study of two trials at once whose scripts wait until the
+/// file at the returned path exists, then report `m`.
+fn waiting_study(w: &World, name: &str) -> std::path::PathBuf {
+    let go = w.sb.path().join("go");
+    w.sb.write(
+        "s.toml",
+        &format!(
+            r#"name = "{name}"
+objective = {{ metric = "m" }}
+trials = 2
+parallel = 2
+[run]
+max_attempts = 1
+env = {{ GO = "{}" }}
+script = 'while [ ! -e "$GO" ]; do sleep 0.5; done; echo "METRICS: m=1"'
+[aws]
+image = "ami-12345678"
+"#,
+            go.display()
+        ),
+    );
+    go
+}
+
+/// Waits until `n` trials of `study` run (their instances boot in the stand-in).
+fn wait_running(w: &World, study: &str, n: usize) {
+    wait_for(Duration::from_secs(600), "the trials to run", || {
+        let t = trials(w, study)?;
+        (t.iter().filter(|t| t["state"] == "running").count() == n).then_some(())
+    });
+}
+
 /// The study's trials, as `augur trials --json` gives them.
 fn trials(w: &World, study: &str) -> Option<Vec<Value>> {
     let out = w.augur(&["trials", study, "--json"]);
@@ -79,7 +111,7 @@ image = "ami-12345678"
     w.start_hypervisor();
     w.proxy.add(
         Rule::new("s3", "PUT", Fault::Latency(Duration::from_secs(40)))
-            .on_path("/checkpoints/slow/1/data/")
+            .on_path("/checkpoints/slow/1/augur-data/")
             .on_path("/big"),
     );
     let out = w.augur(&[
@@ -142,24 +174,7 @@ image = "ami-12345678"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_minutes_of_throttling_lose_no_running_trial() {
     let mut w = World::new();
-    let go = w.sb.path().join("go");
-    w.sb.write(
-        "s.toml",
-        &format!(
-            r#"name = "throttled"
-objective = {{ metric = "m" }}
-trials = 2
-parallel = 2
-[run]
-max_attempts = 1
-env = {{ GO = "{}" }}
-script = 'while [ ! -e "$GO" ]; do sleep 0.5; done; echo "METRICS: m=1"'
-[aws]
-image = "ami-12345678"
-"#,
-            go.display()
-        ),
-    );
+    let go = waiting_study(&w, "throttled");
     w.init();
     w.start_hypervisor();
     let mut run = w.spawn(&[
@@ -189,10 +204,7 @@ image = "ami-12345678"
             let _ = std::io::copy(o, &mut std::io::sink());
         }
     });
-    wait_for(Duration::from_secs(600), "both trials running", || {
-        let t = trials(&w, "throttled")?;
-        (t.iter().filter(|t| t["state"] == "running").count() == 2).then_some(())
-    });
+    wait_running(&w, "throttled", 2);
     w.proxy.add(Rule::new("dynamodb", "*", Fault::Throttle));
     // The outage itself lasts 3 minutes (what is tested, not a wait for an event).
     std::thread::sleep(Duration::from_secs(180));
@@ -253,24 +265,7 @@ async fn three_minutes_of_throttling_under_ticks_lose_no_running_trial() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let mut w = World::new();
-    let go = w.sb.path().join("go");
-    w.sb.write(
-        "s.toml",
-        &format!(
-            r#"name = "ticked"
-objective = {{ metric = "m" }}
-trials = 2
-parallel = 2
-[run]
-max_attempts = 1
-env = {{ GO = "{}" }}
-script = 'while [ ! -e "$GO" ]; do sleep 0.5; done; echo "METRICS: m=1"'
-[aws]
-image = "ami-12345678"
-"#,
-            go.display()
-        ),
-    );
+    let go = waiting_study(&w, "ticked");
     w.init();
     w.start_hypervisor();
     ok(&w.augur(&["submit", "s.toml", "--heartbeat", "2s", "--lease", "20s"]));
@@ -295,10 +290,7 @@ image = "ami-12345678"
             }
         })
     };
-    wait_for(Duration::from_secs(600), "both trials running", || {
-        let t = trials(&w, "ticked")?;
-        (t.iter().filter(|t| t["state"] == "running").count() == 2).then_some(())
-    });
+    wait_running(&w, "ticked", 2);
     w.proxy.add(Rule::new("dynamodb", "*", Fault::Throttle));
     // The outage itself lasts 3 minutes (what is tested, not a wait for an event).
     std::thread::sleep(Duration::from_secs(180));

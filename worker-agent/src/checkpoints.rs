@@ -130,12 +130,7 @@ impl Checkpoints {
         let mut news = None;
         if c.task.as_ref().is_some_and(|t| t.is_finished()) {
             // Finished: the join answers at once.
-            if let Some(Ok(done)) = match c.task.take() {
-                Some(t) => Some(t.await),
-                None => None,
-            } {
-                news = self.take(done, log);
-            }
+            news = self.settle(log).await.ok().flatten();
         }
         let c = self.cloud.as_mut()?;
         let due = c.last.is_none_or(|at| at.elapsed() >= c.every);
@@ -146,32 +141,53 @@ impl Checkpoints {
     }
 
     /// The last sync, after the script ended: waits for the one under way, then
-    /// sends what changed since. What the bucket holds now, if that changed. Run
-    /// beside the heartbeat: it may take as long as the upload does.
+    /// sends what changed since, tried again with backoff a few times (there is no
+    /// next heartbeat). What the bucket holds now, if that changed. Run beside the
+    /// heartbeat: it may take as long as the uploads do.
     pub(crate) async fn finish(&mut self, log: &Log) -> Option<Checkpoint> {
-        let c = self.cloud.as_mut()?;
-        let mut news = None;
-        if let Some(t) = c.task.take() {
-            if let Ok(done) = t.await {
-                news = self.take(done, log);
+        let news = self.settle(log).await.ok().flatten();
+        let mut wait = Duration::from_secs(1);
+        for last in [false, false, false, true] {
+            self.cloud.as_mut()?.start(&self.dir);
+            match self.settle(log).await {
+                Ok(sent) => return sent.or(news),
+                Err(()) if !last => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(()) => break,
             }
         }
-        let c = self.cloud.as_mut()?;
-        c.start(&self.dir);
-        let t = c.task.take()?;
-        match t.await {
-            Ok(done) => self.take(done, log).or(news),
-            Err(_) => news,
+        news
+    }
+
+    /// Waits for the sync under way, if there is one, and takes it in: what the
+    /// bucket holds now if that changed; `Err` if it failed. The task stays held
+    /// while it is waited for, so that an attempt that ends meanwhile aborts it.
+    async fn settle(&mut self, log: &Log) -> Result<Option<Checkpoint>, ()> {
+        let Some(c) = self.cloud.as_mut() else {
+            return Ok(None);
+        };
+        let Some(t) = c.task.as_mut() else {
+            return Ok(None);
+        };
+        let joined = t.await;
+        c.task = None;
+        match joined {
+            Ok(done) => self.take(done, log),
+            Err(_) => Err(()),
         }
     }
 
     /// Takes in an ended sync: logs it; what the bucket holds now, if it changed.
-    fn take(&mut self, (state, sent): Synced, log: &Log) -> Option<Checkpoint> {
-        let c = self.cloud.as_mut()?;
+    fn take(&mut self, (state, sent): Synced, log: &Log) -> Result<Option<Checkpoint>, ()> {
+        let Some(c) = self.cloud.as_mut() else {
+            return Ok(None);
+        };
         let (files, bytes) = state.totals();
         c.state = Some(state);
         match sent {
-            Ok((0, _)) => None,
+            Ok((0, _)) => Ok(None),
             Ok((n, b)) => {
                 log.write(
                     Source::Augur,
@@ -185,16 +201,14 @@ impl Checkpoints {
                     files,
                     bytes,
                 });
-                self.sent
+                Ok(self.sent)
             }
             Err(e) => {
                 log.write(
                     Source::Augur,
-                    &format!(
-                        "warning: checkpoint not sent (tried again at the next heartbeat): {e}"
-                    ),
+                    &format!("warning: checkpoint not sent (tried again): {e}"),
                 );
-                None
+                Err(())
             }
         }
     }

@@ -165,7 +165,11 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
             return Ok(Ended::Superseded);
         }
     };
-    let outcome = close_log(&log, judged(&study, &trial, outcome)).await;
+    // Shipping the last lines may take minutes (CloudWatch Logs slow or down):
+    // heart-beating meanwhile, as the result is not recorded yet.
+    let closing = close_log(&log, judged(&study, &trial, outcome));
+    let quiet = &mut output::ScriptOutput::default();
+    let outcome = beats.alongside(quiet, &log, closing).await;
     let ended = final_write(store, cfg, &outcome, give_up).await?;
     // A trial that succeeded needs its checkpoint directory no more: left empty, it
     // makes the next trial's (a warm agent). Not sooner: a retry of the trial, on

@@ -151,10 +151,6 @@ async fn ship(
         let msg = tokio::select! {
             m = rx.recv() => m,
             _ = tokio::time::sleep_until(next) => {
-                // What came meanwhile joins this batch.
-                while let Ok(ToShipper::Line(t, l)) = rx.try_recv() {
-                    sink.push(t, l);
-                }
                 if let Err(e) = sink.flush().await {
                     tracing::warn!(error = %e, "log not shipped yet; will retry");
                 }

@@ -96,14 +96,18 @@ pub(crate) async fn run_script(
     }
     // What the script saved last, a reclaim's SIGTERM included, before the record says
     // the attempt is over; heart-beating meanwhile, however long it takes.
-    if let Some(c) = ckpt.as_mut() {
-        if let Err(why) = beats.beside(&mut seen, log, c.finish(log)).await {
-            log.write(
-                Source::Augur,
-                &format!("{why}; the last checkpoint sync is left"),
-            );
-            return Ok(None);
+    match ckpt.as_mut() {
+        Some(c) if beats.heard() => {
+            if let Err(why) = beats.beside(&mut seen, log, c.finish(log)).await {
+                log.write(Source::Augur, &format!("{why}; the last checkpoint sync is left"));
+                return Ok(None);
+            }
         }
+        Some(_) => log.write(
+            Source::Augur,
+            "checkpoint: no last sync (no heartbeat recorded for a lease: another attempt may own the trial's checkpoint)",
+        ),
+        None => {}
     }
     // What the attempt left empty makes the next attempt's (a warm agent).
     if !trial.is_dataset() {
@@ -220,7 +224,7 @@ impl Run {
                     if let Some(why) = beats.on(p, seen, log) {
                         return Err(why);
                     }
-                    if let (true, Some(c)) = (tick, ckpt.as_deref_mut()) {
+                    if let (true, Some(c)) = (tick && beats.heard(), ckpt.as_deref_mut()) {
                         if let Some(kept) = c.beat(log).await {
                             seen.checkpoint = Some(kept);
                             seen.dirty = true;

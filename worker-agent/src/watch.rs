@@ -25,6 +25,9 @@ pub(crate) struct Beats<'a> {
     store: &'a dyn TrialStore,
     cfg: &'a AgentConfig,
     give_up: Duration,
+    /// After this long without a beat recorded, a driver that can read the store
+    /// counts the attempt lost.
+    lease: Option<Duration>,
     /// The longest wait between two tries of a failing beat.
     cap: Duration,
     /// When a beat was last recorded (the attempt's start, at first).
@@ -66,6 +69,7 @@ impl<'a> Beats<'a> {
             store,
             cfg,
             give_up,
+            lease,
             cap,
             last: Instant::now(),
             failed: 0,
@@ -107,6 +111,12 @@ impl<'a> Beats<'a> {
         None
     }
 
+    /// Whether a beat was recorded within the lease: past it, another attempt may
+    /// own the trial (its checkpoint is then left to that one).
+    pub(crate) fn heard(&self) -> bool {
+        self.lease.is_none_or(|l| self.last.elapsed() <= l)
+    }
+
     /// The heartbeat's next event (cancel-safe: a beat under way stays so).
     pub(crate) async fn pulse(&mut self) -> Pulse {
         tokio::select! {
@@ -139,6 +149,25 @@ impl<'a> Beats<'a> {
                 p = self.pulse() => if let Some(why) = self.on(p, seen, log) {
                     return Err(why);
                 },
+            }
+        }
+    }
+
+    /// Runs `work` to its end while the heartbeat goes on, for work that must end
+    /// whatever a beat finds (the last log lines, before the final write decides):
+    /// a beat that finds the attempt must end only stops the beats.
+    pub(crate) async fn alongside<F: std::future::Future>(
+        &mut self,
+        seen: &mut ScriptOutput,
+        log: &Log,
+        work: F,
+    ) -> F::Output {
+        tokio::pin!(work);
+        let mut beating = true;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                p = self.pulse(), if beating => beating = self.on(p, seen, log).is_none(),
             }
         }
     }

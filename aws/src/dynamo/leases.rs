@@ -1,6 +1,6 @@
 //! Who drives a study: the item `lease` in the study's partition (`holder`, `until`
 //! and `since` in ms), taken and renewed by one conditional write; a second only when
-//! the chain of leases was broken (`since` starts again).
+//! the chain of leases was broken (`since` starts again) or another holder has it.
 
 use super::items::*;
 use super::{DynamoStore, Item};
@@ -18,9 +18,10 @@ fn lease_of(item: &Item) -> Lease {
 
 impl DynamoStore {
     /// Takes or renews the lease ([`TrialStore::take_lease`](augur_store::TrialStore::take_lease)):
-    /// an `UpdateItem` that keeps the record's `since` and returns the record it
-    /// replaced; if that one had ended more than `gap` before `now` (or there was
-    /// none), a second write starts `since` at `now`.
+    /// one `UpdateItem` that keeps the record's `since`, conditional on the chain
+    /// holding too (the record ended at most `gap` before `now`); where only the
+    /// chain fails, a second write takes it with `since` started at `now`. A failure
+    /// between the two leaves the lease untaken, never a stale `since`.
     pub(super) async fn lease_take(
         &self,
         study: &str,
@@ -35,58 +36,63 @@ impl DynamoStore {
             .table_name(&self.table)
             .key("pk", s(study))
             .key("sk", s("lease"))
-            .update_expression(
-                "SET holder = :me, #until = :until, since = if_not_exists(since, :now)",
+            .update_expression("SET holder = :me, #until = :until, since = if_not_exists(since, :now)")
+            .condition_expression(
+                "attribute_not_exists(pk) OR ((holder = :me OR #until <= :now) AND #until >= :chain)",
             )
-            .condition_expression("attribute_not_exists(pk) OR holder = :me OR #until <= :now")
             .expression_attribute_names("#until", "until")
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllOld)
+            .expression_attribute_values(":chain", n(now - gap))
+            .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
-        let old = match out {
-            Ok(o) => o.attributes.map(|a| lease_of(&a)),
-            Err(e) if conditional(&e) => {
-                let item = self.get(study, "lease", true).await?.unwrap_or_default();
-                return Ok(lease_of(&item));
-            }
-            Err(e) => return Err(fail(&self.table, "UpdateItem", e)),
-        };
-        let since = match old {
-            // A new record: `if_not_exists` wrote `now`.
-            None => now,
-            Some(o) if o.until >= now - gap && o.since > 0 => o.since,
-            Some(_) => self.lease_restart(study, holder, now).await?,
-        };
-        Ok(Lease {
-            holder: holder.to_string(),
-            until,
-            since,
-        })
+        match out {
+            Ok(o) => Ok(Lease {
+                holder: holder.to_string(),
+                until,
+                since: o.attributes.map_or(now, |a| lease_of(&a).since),
+            }),
+            Err(e) if conditional(&e) => self.lease_restart(study, holder, (now, until)).await,
+            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
+        }
     }
 
-    /// Starts the lease's `since` again at `now` (the chain was broken), if `holder`
-    /// still has it.
-    async fn lease_restart(&self, study: &str, holder: &str, now: Millis) -> Result<Millis> {
+    /// Takes the lease with `since` started at `now` (the chain was broken), unless
+    /// another holder's is live: the lease as it stands.
+    async fn lease_restart(
+        &self,
+        study: &str,
+        holder: &str,
+        (now, until): (Millis, Millis),
+    ) -> Result<Lease> {
         let out = self
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .key("pk", s(study))
-            .key("sk", s("lease"))
-            .update_expression("SET since = :now")
-            .condition_expression("holder = :me")
+            .item("pk", s(study))
+            .item("sk", s("lease"))
+            .item("holder", s(holder))
+            .item("until", n(until))
+            .item("since", n(now))
+            .condition_expression("attribute_not_exists(pk) OR holder = :me OR #until <= :now")
+            .expression_attribute_names("#until", "until")
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
         match out {
-            Ok(_) => Ok(now),
-            // Taken over meanwhile: the next take reads the record as it is.
-            Err(e) if conditional(&e) => Ok(now),
-            Err(e) => Err(fail(&self.table, "UpdateItem", e)),
+            Ok(_) => Ok(Lease {
+                holder: holder.to_string(),
+                until,
+                since: now,
+            }),
+            Err(e) if conditional(&e) => {
+                let item = self.get(study, "lease", true).await?.unwrap_or_default();
+                Ok(lease_of(&item))
+            }
+            Err(e) => Err(fail(&self.table, "PutItem", e)),
         }
     }
 

@@ -4,7 +4,8 @@
 //! - `study`: the study record (`data`, JSON), its `state`, `rev`, `next_id` (the
 //!   atomic counter trial ids come from) and `layout`;
 //! - `slot#point:3:1` / `slot#dataset:NAME`: the guard that makes one record per slot;
-//! - `lease`: who drives the study (`holder`) until when (`until`, ms);
+//! - `lease`: who drives the study (`holder`), until when and since when (`until`,
+//!   `since`, ms: [`TrialStore::take_lease`]);
 //!
 //! in the partition `trials#NAME` ([`trial_pk`]), the study's trials:
 //! - `trial#0000000042`: a trial record (`data`, JSON) with `state`, `attempt`, `rev`;
@@ -13,15 +14,13 @@
 //! drives (a query, not a scan of the table, finds them).
 //!
 //! Trials have a partition of their own so that IAM can tell them apart by partition
-//! key (`dynamodb:LeadingKeys`): a worker may write trials and nothing else, not a
-//! spec, a lease or a submission. Studies recorded before (no `layout` in their item)
-//! keep their trials in the study's partition, where they are read and written as
-//! before.
+//! key (`dynamodb:LeadingKeys`): a worker may write trials, not a spec, a lease or a
+//! submission. Studies recorded before (no `layout` in their item) keep their trials
+//! in the study's partition.
 //!
 //! Every conditional write is a compare-and-set: a strongly consistent read, the
 //! [`Expect`] check, then a put conditional on `rev` being unchanged (re-read and
 //! re-checked if another writer got there first).
-
 use async_trait::async_trait;
 use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
 use augur_store::{slot, Beaten, Lease, Result, StoreError, StudyChange, TrialStore, Written};

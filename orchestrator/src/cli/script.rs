@@ -126,6 +126,15 @@ fn checkpoint_lines(rec: &StudyRecord, t: &Trial, files: &Files, abs: &Layout) -
         match files {
             // The files of the checkpoint its manifest names (published whole).
             Files::Bucket(bucket, Some(manifest)) => {
+                let prefix = augur_aws::s3::checkpoint_prefix(&rec.name, t.id);
+                if let Err(e) = manifest.check(&prefix) {
+                    out.push_str(&format!("# the checkpoint is not fetched: {e}\n"));
+                    return out
+                        + &format!(
+                            "export {}=\"$PWD/{CHECKPOINT_COPY}\"\n",
+                            env::CHECKPOINT_DIR
+                        );
+                }
                 out.push_str(&format!("mkdir -p {CHECKPOINT_COPY}\n"));
                 for (rel, e) in &manifest.files {
                     out.push_str(&format!(

@@ -45,7 +45,7 @@ impl DynamoStore {
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":chain", n(now - gap))
-            .return_values(ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match out {

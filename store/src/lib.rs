@@ -246,7 +246,9 @@ pub trait TrialStore: Send + Sync {
         gap: Millis,
     ) -> Result<Lease>;
     /// Gives the lease up early, if `holder` still has it: it ends at `now` (the
-    /// record stays, free, for the next driver to continue its `since`).
+    /// record stays, free, for the next driver to continue its `since`). Takers
+    /// judge a lease with their clock less the skew they allow, so a driver passes
+    /// `now` less that skew for the lease to be free at once.
     async fn release_lease(&self, study: &str, holder: &str, now: Millis) -> Result<()>;
     /// Every study's lease record, expired ones too (`augur gc`).
     async fn leases(&self) -> Result<Vec<(String, Lease)>>;

@@ -189,7 +189,12 @@ impl<'a> Driver<'a> {
                 let _ = self
                     .runner
                     .store
-                    .release_lease(&self.study.name, &spec.holder, (self.runner.clock)())
+                    // Ended as takers judge it (they allow for clock skew): free at once.
+                    .release_lease(
+                        &self.study.name,
+                        &spec.holder,
+                        (self.runner.clock)() - self.runner.timing.clock_skew_ms,
+                    )
                     .await;
             }
         }

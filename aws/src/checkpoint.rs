@@ -17,7 +17,7 @@
 //! What an older agent left (files straight under the prefix, no manifest) is still
 //! restored, and the next sync publishes it with a manifest.
 
-use crate::s3::{fail, keys_under, safe_relative, snapshot, S3Error, Synced};
+use crate::s3::{fail, fetch, keys_under, safe_relative, snapshot, S3Error, Synced};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
@@ -155,29 +155,6 @@ pub async fn read_manifest(
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| broken(prefix, &format!("cannot be read ({e})")))
-}
-
-/// Streams `key` into the file `dst` (its directories made), never whole in memory.
-async fn fetch(client: &Client, bucket: &str, key: &str, dst: &Path) -> Result<(), S3Error> {
-    use tokio::io::AsyncWriteExt;
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| fail("GetObject", key, e))?;
-    let local = |e: std::io::Error| io_error("restore", &dst.display().to_string(), e);
-    if let Some(p) = dst.parent() {
-        tokio::fs::create_dir_all(p).await.map_err(local)?;
-    }
-    let mut file = tokio::fs::File::create(dst).await.map_err(local)?;
-    let mut body = out.body;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| io_error("GetObject", key, e))?;
-        file.write_all(&chunk).await.map_err(local)?;
-    }
-    file.flush().await.map_err(local)
 }
 
 fn io_error(op: &'static str, what: &str, e: impl std::fmt::Display) -> S3Error {

@@ -358,6 +358,42 @@ pub(crate) fn safe_relative(rel: &str) -> bool {
             .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('\0'))
 }
 
+/// Streams `key` into the file `dst` (its directories made), never whole in memory.
+pub(crate) async fn fetch(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    dst: &Path,
+) -> Result<(), S3Error> {
+    use tokio::io::AsyncWriteExt;
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| fail("GetObject", key, e))?;
+    let local = |e: std::io::Error| io_error("download", &dst.display().to_string(), e);
+    if let Some(p) = dst.parent() {
+        tokio::fs::create_dir_all(p).await.map_err(local)?;
+    }
+    let mut file = tokio::fs::File::create(dst).await.map_err(local)?;
+    let mut body = out.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| io_error("GetObject", key, e))?;
+        file.write_all(&chunk).await.map_err(local)?;
+    }
+    file.flush().await.map_err(local)
+}
+
+fn io_error(op: &'static str, what: &str, e: impl std::fmt::Display) -> S3Error {
+    S3Error {
+        op,
+        what: what.to_string(),
+        text: e.to_string(),
+    }
+}
+
 /// Downloads every object under `prefix` into `dir` (keys relative to the prefix).
 pub async fn download(
     client: &Client,
@@ -376,36 +412,7 @@ pub async fn download(
         if !safe_relative(rel) {
             continue;
         }
-        let out = client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| fail("GetObject", key, e))?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| S3Error {
-                op: "GetObject",
-                what: key.to_string(),
-                text: e.to_string(),
-            })?
-            .into_bytes();
-        let dst = dir.join(rel);
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| S3Error {
-                op: "download",
-                what: p.display().to_string(),
-                text: e.to_string(),
-            })?;
-        }
-        std::fs::write(&dst, &bytes).map_err(|e| S3Error {
-            op: "download",
-            what: dst.display().to_string(),
-            text: e.to_string(),
-        })?;
+        fetch(client, bucket, key, &dir.join(rel)).await?;
         count += 1;
     }
     Ok(count)

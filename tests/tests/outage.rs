@@ -4,19 +4,9 @@
 
 use augur_tests::cloud::World;
 use augur_tests::faults::{Fault, Rule};
-use augur_tests::{text, wait_exit, wait_for};
+use augur_tests::{ok, text, wait_exit, wait_for};
 use serde_json::Value;
 use std::time::Duration;
-
-fn ok(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
 
 /// Ends the throttling for everything but the agents on instances (they stay
 /// throttled until the test says): when.

@@ -14,6 +14,7 @@ pub mod denied;
 pub mod doctor;
 pub mod dynamo;
 pub mod launch;
+mod listing;
 pub mod machines;
 pub mod multipart;
 pub mod prices;

@@ -10,16 +10,17 @@
 
 use crate::boot::BootScript;
 use crate::launch::{client_token, max_life_minutes, INCARNATION_TAG, STACK_TAG};
+use crate::listing::LIVE;
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
 use augur_model::cost::Billing;
 use augur_model::{Machine, Study, Trial};
-use augur_store::provider::{Launched, MachineProvider, ProviderError};
+use augur_store::provider::{Launched, MachineProvider, Missing, ProviderError};
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, LaunchTemplateSpecification, MarketType, ResourceType,
-    ShutdownBehavior, Tag, TagSpecification, VolumeType,
+    InstanceType, LaunchTemplateSpecification, MarketType, ResourceType, ShutdownBehavior, Tag,
+    TagSpecification, VolumeType,
 };
 use aws_sdk_ec2::Client;
 use base64::Engine;
@@ -72,10 +73,12 @@ pub struct Ec2Settings {
 
 /// EC2 instances as machines.
 pub struct Ec2Provider {
-    client: Client,
-    settings: Ec2Settings,
+    pub(crate) client: Client,
+    pub(crate) settings: Ec2Settings,
     /// The last listing of each study, and when it was made.
-    listed: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Vec<Machine>)>>,
+    pub(crate) listed: crate::listing::Listed,
+    /// The ended instances asked for by name, and when ([`crate::listing`]).
+    pub(crate) asked: crate::listing::Asked,
     /// The image's root device name, once looked up.
     root_device: tokio::sync::OnceCell<String>,
     /// What launched instances cost (none: launches are not priced).
@@ -96,6 +99,7 @@ impl Ec2Provider {
             client,
             settings,
             listed: Default::default(),
+            asked: Default::default(),
             root_device: Default::default(),
             prices: None,
             sts: None,
@@ -170,94 +174,9 @@ impl Ec2Provider {
         .render()
     }
 
-    /// Instances matching `filters`: live ones, and with `ended` also those shutting
-    /// down, stopped or terminated (EC2 lists them for about an hour), marked `gone`
-    /// with their state-reason code.
-    async fn find(
-        &self,
-        filters: Vec<Filter>,
-        ended: bool,
-    ) -> Result<Vec<(String, Machine, Option<String>)>, ProviderError> {
-        let mut out = Vec::new();
-        let mut token = None;
-        let mut states = Filter::builder()
-            .name("instance-state-name")
-            .values("pending")
-            .values("running");
-        if ended {
-            for s in ["shutting-down", "terminated", "stopping", "stopped"] {
-                states = states.values(s);
-            }
-        }
-        let states = states.build();
-        loop {
-            let page = self
-                .client
-                .describe_instances()
-                .set_filters(Some(filters.clone()))
-                .filters(states.clone())
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| crate::launch::fail("DescribeInstances", &e))?;
-            for r in page.reservations() {
-                for i in r.instances() {
-                    let tag = |k: &str| {
-                        i.tags()
-                            .iter()
-                            .find(|t| t.key() == Some(k))
-                            .and_then(|t| t.value())
-                            .map(String::from)
-                    };
-                    let (Some(study), Some(trial), Some(attempt), Some(id)) = (
-                        tag("augur:study"),
-                        tag("augur:trial"),
-                        tag("augur:attempt"),
-                        i.instance_id(),
-                    ) else {
-                        continue;
-                    };
-                    let (Ok(trial), Ok(attempt)) = (trial.parse(), attempt.parse()) else {
-                        continue;
-                    };
-                    let incarnation = tag(INCARNATION_TAG).and_then(|c| c.parse().ok());
-                    let launched = i.launch_time().map(|t| t.to_string());
-                    let live = matches!(
-                        i.state().and_then(|s| s.name()),
-                        Some(InstanceStateName::Pending | InstanceStateName::Running) | None
-                    );
-                    let gone = (!live).then(|| {
-                        i.state_reason()
-                            .and_then(|r| r.code())
-                            .or_else(|| i.state().and_then(|s| s.name()).map(|n| n.as_str()))
-                            .unwrap_or("ended")
-                            .to_string()
-                    });
-                    let billing = self.listed_billing(i);
-                    out.push((
-                        study,
-                        Machine {
-                            id: id.to_string(),
-                            trial,
-                            attempt,
-                            gone,
-                            incarnation,
-                            billing,
-                        },
-                        launched,
-                    ));
-                }
-            }
-            match page.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(out),
-            }
-        }
-    }
-
     /// How a listed instance is billed, at a first-guess price
     /// ([`crate::prices::Prices::at_once`]); `None` when launches are not priced.
-    fn listed_billing(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Billing> {
+    pub(crate) fn listed_billing(&self, i: &aws_sdk_ec2::types::Instance) -> Option<Billing> {
         let prices = self.prices.as_ref()?;
         let ty = i.instance_type()?.as_str();
         let zone = i
@@ -331,34 +250,11 @@ impl Ec2Provider {
             "augur:attempt",
             &trial.attempt.to_string(),
         ));
-        let found = self.find(filters, false).await;
+        let found = self.find(filters, LIVE).await;
         match found.map(|v| v.into_iter().next()) {
             Ok(Some((_, m, _))) => Ok(m.id),
             _ => Err(e),
         }
-    }
-
-    /// The filters of a listing of `study`'s instances (all studies': `None`), in this
-    /// stack only.
-    fn scope(&self, study: Option<&str>) -> Vec<Filter> {
-        let mut f = vec![match study {
-            Some(name) => Self::tag_filter("augur:study", name),
-            None => Filter::builder()
-                .name("tag-key")
-                .values("augur:study")
-                .build(),
-        }];
-        if !self.settings.table.is_empty() {
-            f.push(Self::tag_filter(STACK_TAG, &self.settings.table));
-        }
-        f
-    }
-
-    fn tag_filter(key: &str, value: &str) -> Filter {
-        Filter::builder()
-            .name(format!("tag:{key}"))
-            .values(value)
-            .build()
     }
 
     /// The tags of an attempt's instance: how it is found again (stack, study,
@@ -527,28 +423,15 @@ impl MachineProvider for Ec2Provider {
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
-        if let Ok(cache) = self.listed.lock() {
-            if let Some((at, machines)) = cache.get(study) {
-                if at.elapsed() < self.settings.list_every {
-                    return Ok(machines.clone());
-                }
-            }
-        }
-        let mut found = self.find(self.scope(Some(study)), true).await?;
-        // Oldest first, so that of two instances for one attempt the first is kept.
-        found.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.id.cmp(&b.1.id)));
-        let machines: Vec<Machine> = found.into_iter().map(|(_, m, _)| m).collect();
-        if let Ok(mut cache) = self.listed.lock() {
-            cache.insert(
-                study.to_string(),
-                (std::time::Instant::now(), machines.clone()),
-            );
-        }
-        Ok(machines)
+        self.listing(study).await
+    }
+
+    async fn ended(&self, study: &str, missing: &Missing) -> Result<Vec<Machine>, ProviderError> {
+        self.ended_of(study, missing).await
     }
 
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
-        let found = self.find(self.scope(None), false).await?;
+        let found = self.find(self.scope(None), LIVE).await?;
         Ok(found.into_iter().map(|(s, m, _)| (s, m)).collect())
     }
 

@@ -55,6 +55,22 @@ impl Launched {
     }
 }
 
+/// What a listing left out that a driver needs to judge its trials: the machines
+/// records name (active attempts', warm machines' that may be given one), and the
+/// starting attempts that name none (a launch whose answer was never recorded),
+/// whose machine is known by its tags: (trial, attempt).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Missing {
+    pub machines: Vec<String>,
+    pub trials: Vec<(u64, u32)>,
+}
+
+impl Missing {
+    pub fn is_empty(&self) -> bool {
+        self.machines.is_empty() && self.trials.is_empty()
+    }
+}
+
 /// Starts, lists and ends machines, one per trial attempt.
 #[async_trait]
 pub trait MachineProvider: Send + Sync {
@@ -70,8 +86,17 @@ pub trait MachineProvider: Send + Sync {
     async fn price(&self, _billing: &Billing) -> Option<Billing> {
         None
     }
-    /// The machines of `study` that exist now, whoever launched them.
+    /// The machines of `study` that exist now, whoever launched them. A cloud may
+    /// leave out those that ended a while ago (see [`ended`](Self::ended)).
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError>;
+    /// The ended machines among `missing`, which [`list`](Self::list) left out: a
+    /// cloud lists only machines not yet terminated, since EC2 keeps terminated
+    /// instances listed for about an hour, most of a busy study's listing, and a
+    /// driver needs only the few that ended under an attempt it has not judged yet.
+    /// None by default: the provider's listing shows its ended machines.
+    async fn ended(&self, _study: &str, _missing: &Missing) -> Result<Vec<Machine>, ProviderError> {
+        Ok(Vec::new())
+    }
     /// Every live machine this provider can see, of every study, with its study
     /// (`augur gc`).
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError>;

@@ -5,4 +5,4 @@
 pub mod inprocess;
 pub mod local;
 
-pub use augur_store::provider::{Launched, MachineProvider, ProviderError};
+pub use augur_store::provider::{Launched, MachineProvider, Missing, ProviderError};

@@ -18,8 +18,9 @@ mod warm;
 
 pub use augur_model::Machine;
 use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
+pub use augur_store::provider::Missing;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// Timing policy of the reconciler.
 #[derive(Clone, Debug)]
@@ -313,6 +314,36 @@ pub fn sweep(v: &View) -> Vec<Action> {
     let seen = steps::Observed::new(v);
     let mut out = Vec::new();
     steps::sweep_machines(v, &seen, &Default::default(), &mut out);
+    out
+}
+
+/// What the listing in `v` left out that [`decide`] needs to judge the study
+/// ([`Missing`]): the machines that active attempts' records name, and, where
+/// machines are kept warm, those of recently ended attempts that may be given the
+/// next; and the starting attempts that name no machine and have none listed.
+pub fn missing(v: &View) -> Missing {
+    let mut out = Missing::default();
+    if v.sees_all {
+        return out;
+    }
+    let listed: HashSet<&str> = v.machines.iter().map(|m| m.id.as_str()).collect();
+    let tagged: HashSet<(u64, u32)> = v.machines.iter().map(|m| (m.trial, m.attempt)).collect();
+    let reuses = warm::reuses(v);
+    for t in v.trials {
+        let wanted = match t.state {
+            TrialState::Starting | TrialState::Running => true,
+            _ => reuses && warm::left_warm(v, t),
+        };
+        match &t.machine {
+            Some(m) if wanted && !listed.contains(m.as_str()) => out.machines.push(m.clone()),
+            None if t.state == TrialState::Starting && !tagged.contains(&(t.id, t.attempt)) => {
+                out.trials.push((t.id, t.attempt))
+            }
+            _ => {}
+        }
+    }
+    out.machines.sort_unstable();
+    out.machines.dedup();
     out
 }
 

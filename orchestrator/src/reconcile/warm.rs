@@ -79,27 +79,20 @@ impl<'a> Warm<'a> {
         v: &View<'a>,
         trial: impl Fn(u64) -> Option<&'a Trial>,
     ) -> Vec<Idle<'a>> {
-        let reuse = v.study.run.reuse == Some(augur_model::Reuse::Study);
-        if !v.warm || !reuse {
+        if !reuses(v) {
             return Vec::new();
         }
-        let keep = v.study.run.keep_alive_ms() as Millis;
-        let margin = v.timing.clock_skew_ms + 5_000;
         let ended = |id: &str| v.machines.iter().any(|m| m.id == id && m.gone.is_some());
         let mut idle: Vec<Idle> = self
             .serves
             .iter()
             .filter_map(|(&id, &(tid, attempt))| {
                 let t = trial(tid)?;
-                let ended_ms = t.finished_ms?;
                 // The listing is scanned last, for the few recent candidates only.
-                let warm = t.attempt == attempt
-                    && v.now < ended_ms + keep - margin
-                    && t.leaves_machine_warm()
-                    && !ended(id);
+                let warm = t.attempt == attempt && left_warm(v, t) && !ended(id);
                 warm.then_some(Idle {
                     machine: id,
-                    ended_ms,
+                    ended_ms: t.finished_ms?,
                     billing: t.billing.as_ref(),
                 })
             })
@@ -107,6 +100,20 @@ impl<'a> Warm<'a> {
         idle.sort_by_key(|i| (i.ended_ms, i.machine));
         idle
     }
+}
+
+/// Whether the study keeps machines warm through the record for its next attempts.
+pub(super) fn reuses(v: &View) -> bool {
+    v.warm && v.study.run.reuse == Some(augur_model::Reuse::Study)
+}
+
+/// Whether `t`'s attempt ended leaving its machine warm, recently enough that the
+/// machine may still be given an attempt at `v.now`: the time its agent waits, less
+/// the largest clock difference and a few of its reads.
+pub(super) fn left_warm(v: &View, t: &Trial) -> bool {
+    let keep = v.study.run.keep_alive_ms() as Millis;
+    let margin = v.timing.clock_skew_ms + 5_000;
+    t.leaves_machine_warm() && t.finished_ms.is_some_and(|e| v.now < e + keep - margin)
 }
 
 #[cfg(test)]
@@ -334,5 +341,47 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn what_a_cloud_listing_left_out_is_asked_for_by_name_only_where_decide_needs_it() {
+        use super::super::missing;
+        let view = |s: &Study, trials: &[Trial], machines: &[Machine], now| {
+            let (timing, scope) = (super::super::Timing::default(), Scope::Budget(s.trials));
+            missing(&View {
+                study: s,
+                trials,
+                machines,
+                scope: &scope,
+                mode: Mode::Run,
+                exhausted: false,
+                sees_all: false,
+                warm: true,
+                pooled: false,
+                fresh_listing: false,
+                timing: &timing,
+                now,
+                seen_since: 0,
+            })
+        };
+        let mut running = pending(2);
+        (running.state, running.machine) = (TrialState::Running, Some("i-2".into()));
+        let mut unrecorded = pending(3);
+        unrecorded.state = TrialState::Starting;
+        let mut listed = pending(4);
+        (listed.state, listed.machine) = (TrialState::Running, Some("i-4".into()));
+        let trials = [ended(1, 0), running, unrecorded, listed, pending(5)];
+        let s = study(KEEP, 5);
+        // Listed: trial 4's machine. Missing: the running trial's, the unrecorded
+        // launch's, and the idle warm machine's, which may be given trial 5.
+        let m = view(&s, &trials, &[instance(4)], 2_000);
+        assert_eq!(m.machines, vec!["i-1".to_string(), "i-2".to_string()]);
+        assert_eq!(m.trials, vec![(3, 1)]);
+        // The launch listed by its tags; the warm machine past its keep-alive.
+        let m = view(&s, &trials, &[instance(3), instance(4)], 60_000);
+        assert_eq!((m.machines, m.trials), (vec!["i-2".to_string()], vec![]));
+        // A study that reuses nothing needs no ended machine of a final trial.
+        let m = view(&study("", 5), &trials, &[instance(4)], 2_000);
+        assert_eq!(m.machines, vec!["i-2".to_string()]);
     }
 }

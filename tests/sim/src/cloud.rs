@@ -5,7 +5,7 @@
 use crate::counted::Calls;
 use crate::HEARTBEAT_MS;
 use async_trait::async_trait;
-use augur::provider::{MachineProvider, ProviderError};
+use augur::provider::{MachineProvider, Missing, ProviderError};
 use augur::Machine;
 use augur_model::bounded::Series;
 use augur_model::{AttemptEnd, Expect, MetricPoint, Millis, Study, Trial, TrialState, TrialUpdate};
@@ -51,7 +51,7 @@ pub struct Inst {
 pub type Instances = BTreeMap<String, BTreeMap<String, Inst>>;
 
 /// EC2 as the reconciler sees it: instances that boot late or never, are reclaimed,
-/// and stay listed for an hour after they end (with their state reason).
+/// and are known for an hour after they end (with their state reason).
 pub struct SimCloud {
     pub now: Arc<AtomicI64>,
     pub insts: Mutex<Instances>,
@@ -64,7 +64,18 @@ pub struct SimCloud {
     pub run_ms: Option<Millis>,
     /// Attempts whose agent recorded a success, by study.
     pub succeeded: Mutex<HashMap<String, u64>>,
+    /// Each study's last listing and when (virtual) it was made: reused for
+    /// [`LIST_EVERY`], as the EC2 provider does.
+    pub listed: Mutex<HashMap<String, (Millis, Vec<Machine>)>>,
+    /// The ended instances asked for by name, as the EC2 provider keeps them: a
+    /// name answered is not asked again, one not found is after [`LIST_EVERY`].
+    pub asked: Mutex<HashMap<String, (Millis, Vec<Machine>)>>,
 }
+
+/// How long a listing is reused (the EC2 provider's `list_every`).
+const LIST_EVERY: Millis = 5_000;
+/// Names asked for in one DescribeInstances (the provider's chunks).
+const NAMES_PER_CALL: usize = 150;
 
 #[async_trait]
 impl MachineProvider for SimCloud {
@@ -106,13 +117,74 @@ impl MachineProvider for SimCloud {
 
     /// A study's instances: DescribeInstances filtered by its tag, in pages of
     /// 1,000 (ended instances are listed for an hour).
+    /// Instances not terminated, reused for [`LIST_EVERY`].
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
-        let all = self.listed(Some(study))?;
-        Ok(all.into_iter().map(|(_, m)| m).collect())
+        let now = self.now.load(Ordering::Relaxed);
+        if let Ok(l) = self.listed.lock() {
+            if let Some((at, machines)) = l.get(study) {
+                if now - at < LIST_EVERY {
+                    return Ok(machines.clone());
+                }
+            }
+        }
+        let all = self.listed(Some(study), false)?;
+        let machines: Vec<Machine> = all.into_iter().map(|(_, m)| m).collect();
+        if let Ok(mut l) = self.listed.lock() {
+            l.insert(study.to_string(), (now, machines.clone()));
+        }
+        Ok(machines)
+    }
+
+    async fn ended(&self, study: &str, missing: &Missing) -> Result<Vec<Machine>, ProviderError> {
+        let now = self.now.load(Ordering::Relaxed);
+        let names = missing.machines.iter().map(|id| (id.clone(), None)).chain(
+            missing
+                .trials
+                .iter()
+                .map(|&(t, a)| (format!("{study}/{t}/{a}"), Some((t, a)))),
+        );
+        let mut asked = self
+            .asked
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        asked.retain(|_, (at, _)| now - *at < 7_200_000);
+        let (mut out, mut due) = (Vec::new(), Vec::new());
+        for (name, attempt) in names {
+            match asked.get(&name) {
+                Some((_, found)) if !found.is_empty() => out.extend(found.iter().cloned()),
+                Some((at, _)) if now - at < LIST_EVERY => {}
+                _ => due.push((name, attempt)),
+            }
+        }
+        let (by_id, by_tag) = due.iter().partition::<Vec<_>, _>(|(_, a)| a.is_none());
+        let calls = by_id.len().div_ceil(NAMES_PER_CALL) + by_tag.len().div_ceil(NAMES_PER_CALL);
+        for _ in 0..calls {
+            self.calls.count("DescribeInstances");
+        }
+        let ended = self.ended_of(study);
+        for (name, attempt) in due {
+            let found: Vec<Machine> = ended
+                .iter()
+                .filter(|m| match attempt {
+                    None => m.id == name,
+                    Some((t, a)) => (m.trial, m.attempt) == (t, a),
+                })
+                .cloned()
+                .collect();
+            out.extend(found.iter().cloned());
+            asked.insert(name, (now, found));
+        }
+        Ok(out)
     }
 
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
-        self.listed(None)
+        self.listed(None, false)
+    }
+
+    fn invalidate(&self, study: &str) {
+        if let Ok(mut l) = self.listed.lock() {
+            l.remove(study);
+        }
     }
 
     async fn terminate(&self, machine: &Machine) -> Result<(), ProviderError> {
@@ -124,6 +196,12 @@ impl MachineProvider for SimCloud {
                     i.state = InstState::Gone("Client.UserInitiatedShutdown");
                     i.gone_at = now;
                 }
+            }
+        }
+        // A reused listing must not show it alive, as in the EC2 provider.
+        if let Ok(mut l) = self.listed.lock() {
+            for (_, machines) in l.values_mut() {
+                machines.retain(|m| m.id != machine.id);
             }
         }
         Ok(())
@@ -158,8 +236,28 @@ impl SimCloud {
             .collect()
     }
 
-    /// The instances of `study` (or all), counting the DescribeInstances pages.
-    fn listed(&self, study: Option<&str>) -> Result<Vec<(String, Machine)>, ProviderError> {
+    /// The terminated instances of `study` EC2 still knows (those that ended within
+    /// the hour), each as a listing would show it.
+    fn ended_of(&self, study: &str) -> Vec<Machine> {
+        let Ok(insts) = self.insts.lock() else {
+            return Vec::new();
+        };
+        insts
+            .get(study)
+            .into_iter()
+            .flatten()
+            .filter(|(_, i)| matches!(i.state, InstState::Gone(_)))
+            .map(|(id, i)| machine(id, i))
+            .collect()
+    }
+
+    /// The instances of `study` (or all) not terminated, and with `ended` those that
+    /// were (within the hour), counting the DescribeInstances pages.
+    fn listed(
+        &self,
+        study: Option<&str>,
+        ended: bool,
+    ) -> Result<Vec<(String, Machine)>, ProviderError> {
         let insts = self
             .insts
             .lock()
@@ -171,20 +269,8 @@ impl SimCloud {
         let out: Vec<(String, Machine)> = of
             .into_iter()
             .flatten()
-            .map(|(id, i)| {
-                let machine = Machine {
-                    id: id.clone(),
-                    trial: i.trial,
-                    attempt: i.attempt,
-                    gone: match &i.state {
-                        InstState::Gone(why) => Some(why.to_string()),
-                        _ => None,
-                    },
-                    incarnation: None,
-                    billing: None,
-                };
-                (i.study.clone(), machine)
-            })
+            .filter(|(_, i)| ended || !matches!(i.state, InstState::Gone(_)))
+            .map(|(id, i)| (i.study.clone(), machine(id, i)))
             .collect();
         for _ in 0..out.len().div_ceil(1000).max(1) {
             self.calls.count("DescribeInstances");
@@ -336,4 +422,19 @@ fn print(inst: &mut Inst, now: Millis) -> BTreeMap<String, f64> {
         t += READING_MS;
     }
     last
+}
+
+/// Instance `id` as a listing shows it.
+fn machine(id: &str, i: &Inst) -> Machine {
+    Machine {
+        id: id.to_string(),
+        trial: i.trial,
+        attempt: i.attempt,
+        gone: match &i.state {
+            InstState::Gone(why) => Some(why.to_string()),
+            _ => None,
+        },
+        incarnation: None,
+        billing: None,
+    }
 }

@@ -198,6 +198,8 @@ fn world(o: &Options) -> Result<World, String> {
         launches: Mutex::new(HashMap::new()),
         run_ms: o.run_ms,
         succeeded: Mutex::new(HashMap::new()),
+        listed: Mutex::new(HashMap::new()),
+        asked: Mutex::new(HashMap::new()),
     });
     let mut runner = Runner::new(orch.clone(), cloud.clone());
     let clock = now.clone();

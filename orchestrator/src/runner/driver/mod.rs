@@ -239,6 +239,7 @@ impl<'a> Driver<'a> {
             self.seen = Seen::Since(now);
         }
         let fresh_listing = std::mem::take(&mut self.fresh_listing);
+        let machines = self.with_ended(machines, mode, now).await?;
         let mut acted = self
             .decide_and_apply(mode, &machines, fresh_listing, now)
             .await?;
@@ -262,15 +263,15 @@ impl<'a> Driver<'a> {
         Ok(self.next_step(mode, again, now))
     }
 
-    /// Decides on the cache and `machines`, and applies the actions.
-    async fn decide_and_apply(
-        &mut self,
+    /// What `decide` looks at: the cache and `machines`, now.
+    fn view<'v>(
+        &'v self,
         mode: Mode,
-        machines: &[crate::Machine],
+        machines: &'v [crate::Machine],
         fresh_listing: bool,
         now: Millis,
-    ) -> Result<Acted, RunError> {
-        let actions = decide(&View {
+    ) -> View<'v> {
+        View {
             study: self.study,
             trials: &self.cache.trials,
             machines,
@@ -284,7 +285,36 @@ impl<'a> Driver<'a> {
             timing: &self.runner.timing,
             now,
             seen_since: self.seen_since(),
-        });
+        }
+    }
+
+    /// `machines` with the ended ones the listing left out that the trials need
+    /// ([`crate::reconcile::missing`]). Asked after the trials were read: a machine
+    /// that ended after a final write this pass did not see makes a loss that the
+    /// write's condition refuses.
+    async fn with_ended(
+        &self,
+        mut machines: Vec<crate::Machine>,
+        mode: Mode,
+        now: Millis,
+    ) -> Result<Vec<crate::Machine>, RunError> {
+        let missing = crate::reconcile::missing(&self.view(mode, &machines, false, now));
+        if !missing.is_empty() {
+            let provider = &self.runner.provider;
+            machines.extend(provider.ended(&self.study.name, &missing).await?);
+        }
+        Ok(machines)
+    }
+
+    /// Decides on the cache and `machines`, and applies the actions.
+    async fn decide_and_apply(
+        &mut self,
+        mode: Mode,
+        machines: &[crate::Machine],
+        fresh_listing: bool,
+        now: Millis,
+    ) -> Result<Acted, RunError> {
+        let actions = decide(&self.view(mode, machines, fresh_listing, now));
         let only_proposed = actions.iter().all(|a| matches!(a, Action::Propose { .. }));
         let mut again = false;
         let mut actions = actions.into_iter().peekable();

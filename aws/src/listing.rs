@@ -11,7 +11,7 @@
 use crate::launch::{INCARNATION_TAG, STACK_TAG};
 use crate::machines::Ec2Provider;
 use augur_model::Machine;
-use augur_store::provider::{Missing, ProviderError};
+use augur_store::provider::{Missing, ProviderError, Tagged};
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -59,7 +59,7 @@ impl Ec2Provider {
     }
 
     /// The ended instances among `missing`: by instance id, and by the trial and
-    /// attempt tags of launches never recorded.
+    /// attempt tags.
     pub(crate) async fn ended_of(
         &self,
         study: &str,
@@ -69,16 +69,15 @@ impl Ec2Provider {
             .machines
             .iter()
             .map(|id| (id.clone(), Ask::Instance(id.clone())))
-            .chain(missing.trials.iter().map(|&(trial, attempt)| {
-                (
-                    format!("{study}/{trial}/{attempt}"),
-                    Ask::Attempt(trial, attempt),
-                )
+            .chain(missing.attempts.iter().map(|&a| {
+                let name = format!("{study}/{}/{}/{}", a.trial, a.attempt, a.created_ms);
+                (name, Ask::Attempt(a))
             }))
             .collect();
         let (mut out, due) = self.answered(names);
         let ids: Vec<String> = due.iter().filter_map(|(_, a)| a.instance()).collect();
-        let trials: Vec<String> = due.iter().filter_map(|(_, a)| a.trial()).collect();
+        let mut trials: Vec<String> = due.iter().filter_map(|(_, a)| a.trial()).collect();
+        trials.dedup();
         let mut found = Vec::new();
         for chunk in ids.chunks(NAMES_PER_CALL) {
             let mut filters = self.scope(Some(study));
@@ -91,10 +90,15 @@ impl Ec2Provider {
             found.extend(self.find(filters, ENDED).await?.into_iter().map(|f| f.1));
         }
         let now = Instant::now();
+        let answers: Vec<(String, Vec<Machine>)> = due
+            .into_iter()
+            .map(|(name, ask)| (name, found.iter().filter(|m| ask.is(m)).cloned().collect()))
+            .collect();
+        for (_, of) in &answers {
+            out.extend(of.iter().cloned());
+        }
         if let Ok(mut asked) = self.asked.lock() {
-            for (name, ask) in due {
-                let of: Vec<Machine> = found.iter().filter(|m| ask.is(m)).cloned().collect();
-                out.extend(of.iter().cloned());
+            for (name, of) in answers {
                 asked.insert(name, (now, of));
             }
         }
@@ -226,19 +230,19 @@ impl Ec2Provider {
 /// One name asked for.
 enum Ask {
     Instance(String),
-    Attempt(u64, u32),
+    Attempt(Tagged),
 }
 
 impl Ask {
     fn instance(&self) -> Option<String> {
         match self {
             Ask::Instance(id) => Some(id.clone()),
-            Ask::Attempt(..) => None,
+            Ask::Attempt(_) => None,
         }
     }
     fn trial(&self) -> Option<String> {
         match self {
-            Ask::Attempt(trial, _) => Some(trial.to_string()),
+            Ask::Attempt(a) => Some(a.trial.to_string()),
             Ask::Instance(_) => None,
         }
     }
@@ -246,7 +250,7 @@ impl Ask {
     fn is(&self, m: &Machine) -> bool {
         match self {
             Ask::Instance(id) => m.id == *id,
-            Ask::Attempt(trial, attempt) => m.trial == *trial && m.attempt == *attempt,
+            Ask::Attempt(a) => a.is(m),
         }
     }
 }

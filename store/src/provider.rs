@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use augur_model::cost::Billing;
-use augur_model::{Machine, Study, Trial};
+use augur_model::{Machine, Millis, Study, Trial};
 
 /// A provider failure.
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +55,38 @@ impl Launched {
     }
 }
 
-/// What a listing left out that a driver needs to judge its trials: the machines
-/// records name (active attempts', warm machines' that may be given one), and the
-/// starting attempts that name none (a launch whose answer was never recorded),
-/// whose machine is known by its tags: (trial, attempt).
+/// What a listing left out that a driver needs to judge its trials.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Missing {
+    /// Machines by the name their records give them: warm machines that may be
+    /// given the next attempt, or serve one given to them.
     pub machines: Vec<String>,
-    pub trials: Vec<(u64, u32)>,
+    /// Active attempts by the tags their machine was launched with (whatever name
+    /// their record gives it).
+    pub attempts: Vec<Tagged>,
+}
+
+/// An attempt's machine as its tags name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tagged {
+    pub trial: u64,
+    pub attempt: u32,
+    /// The trial record's creation time: a machine of an earlier study of the same
+    /// name carries another (a stranger).
+    pub created_ms: Millis,
+}
+
+impl Tagged {
+    /// Whether `m` is this attempt's machine.
+    pub fn is(&self, m: &Machine) -> bool {
+        (m.trial, m.attempt) == (self.trial, self.attempt)
+            && m.incarnation.is_none_or(|c| c == self.created_ms)
+    }
 }
 
 impl Missing {
     pub fn is_empty(&self) -> bool {
-        self.machines.is_empty() && self.trials.is_empty()
+        self.machines.is_empty() && self.attempts.is_empty()
     }
 }
 

@@ -18,7 +18,7 @@ mod warm;
 
 pub use augur_model::Machine;
 use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
-pub use augur_store::provider::Missing;
+pub use augur_store::provider::{Missing, Tagged};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashSet};
 
@@ -34,6 +34,10 @@ pub struct Timing {
     pub boot_timeout_ms: Millis,
     /// Grace after a launch before a machine missing from the listing counts as gone.
     pub launch_grace_ms: Millis,
+    /// How long after a launch a cloud's listing may still not show it (the EC2
+    /// provider reuses a listing for 5 s): its machine is not asked for by name
+    /// before ([`missing`]).
+    pub listing_lag_ms: Millis,
     /// Retry backoff: full jitter over `min(cap, base * 2^(n-1))` for retry n.
     pub backoff_base_ms: Millis,
     pub backoff_cap_ms: Millis,
@@ -72,6 +76,7 @@ impl Timing {
             give_up_ms: d.give_up_ms,
             boot_timeout_ms: d.boot_timeout_ms,
             launch_grace_ms: 2_000,
+            listing_lag_ms: 10_000,
             backoff_base_ms: d.backoff_base_ms,
             backoff_cap_ms: d.backoff_cap_ms,
             max_launch_failures: 5,
@@ -318,9 +323,11 @@ pub fn sweep(v: &View) -> Vec<Action> {
 }
 
 /// What the listing in `v` left out that [`decide`] needs to judge the study
-/// ([`Missing`]): the machines that active attempts' records name, and, where
-/// machines are kept warm, those of recently ended attempts that may be given the
-/// next; and the starting attempts that name no machine and have none listed.
+/// ([`Missing`]): the machines of active attempts, by their tags (an attempt given
+/// to a warm machine by its name), and, where machines are kept warm, those of
+/// recently ended attempts that may be given the next, by name. Not an attempt
+/// launched within [`Timing::listing_lag_ms`], which a listing may not show yet,
+/// nor an unrecorded launch waiting out its backoff.
 pub fn missing(v: &View) -> Missing {
     let mut out = Missing::default();
     if v.sees_all {
@@ -329,15 +336,27 @@ pub fn missing(v: &View) -> Missing {
     let listed: HashSet<&str> = v.machines.iter().map(|m| m.id.as_str()).collect();
     let tagged: HashSet<(u64, u32)> = v.machines.iter().map(|m| (m.trial, m.attempt)).collect();
     let reuses = warm::reuses(v);
+    let unlisted = |m: &Option<String>| m.as_deref().is_none_or(|m| !listed.contains(m));
     for t in v.trials {
-        let wanted = match t.state {
-            TrialState::Starting | TrialState::Running => true,
-            _ => reuses && warm::left_warm(v, t),
-        };
-        match &t.machine {
-            Some(m) if wanted && !listed.contains(m.as_str()) => out.machines.push(m.clone()),
-            None if t.state == TrialState::Starting && !tagged.contains(&(t.id, t.attempt)) => {
-                out.trials.push((t.id, t.attempt))
+        let settled = t
+            .launched_ms
+            .is_none_or(|l| v.now - l >= v.timing.listing_lag_ms)
+            && t.not_before_ms.is_none_or(|nb| nb <= v.now);
+        match t.state {
+            TrialState::Starting | TrialState::Running if !settled || !unlisted(&t.machine) => {}
+            TrialState::Starting | TrialState::Running if t.assigned => {
+                out.machines.extend(t.machine.clone())
+            }
+            TrialState::Starting | TrialState::Running if !tagged.contains(&(t.id, t.attempt)) => {
+                out.attempts.push(Tagged {
+                    trial: t.id,
+                    attempt: t.attempt,
+                    created_ms: t.created_ms,
+                })
+            }
+            TrialState::Starting | TrialState::Running => {}
+            _ if reuses && warm::left_warm(v, t) && unlisted(&t.machine) => {
+                out.machines.extend(t.machine.clone())
             }
             _ => {}
         }

@@ -344,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn what_a_cloud_listing_left_out_is_asked_for_by_name_only_where_decide_needs_it() {
+    fn what_a_cloud_listing_left_out_is_asked_for_by_tags_or_name_where_decide_needs_it() {
         use super::super::missing;
         let view = |s: &Study, trials: &[Trial], machines: &[Machine], now| {
             let (timing, scope) = (super::super::Timing::default(), Scope::Budget(s.trials));
@@ -370,18 +370,37 @@ mod tests {
         unrecorded.state = TrialState::Starting;
         let mut listed = pending(4);
         (listed.state, listed.machine) = (TrialState::Running, Some("i-4".into()));
-        let trials = [ended(1, 0), running, unrecorded, listed, pending(5)];
-        let s = study(KEEP, 5);
-        // Listed: trial 4's machine. Missing: the running trial's, the unrecorded
-        // launch's, and the idle warm machine's, which may be given trial 5.
+        let mut fresh = pending(6);
+        (fresh.state, fresh.machine, fresh.launched_ms) =
+            (TrialState::Starting, Some("i-6".into()), Some(1_000));
+        let trials = [ended(1, 0), running, unrecorded, listed, pending(5), fresh];
+        let tags = |ids: &[usize]| -> Vec<super::super::Tagged> {
+            let tag = |t: &Trial| super::super::Tagged {
+                trial: t.id,
+                attempt: t.attempt,
+                created_ms: t.created_ms,
+            };
+            ids.iter().map(|&i| tag(&trials[i])).collect()
+        };
+        let s = study(KEEP, 6);
+        // Listed: trial 4's machine. Missing: the running trial's and the unrecorded
+        // launch's, by their tags, and the idle warm machine, which may be given
+        // trial 5, by name; not the one launched a second ago, which a listing may
+        // not show yet.
         let m = view(&s, &trials, &[instance(4)], 2_000);
-        assert_eq!(m.machines, vec!["i-1".to_string(), "i-2".to_string()]);
-        assert_eq!(m.trials, vec![(3, 1)]);
-        // The launch listed by its tags; the warm machine past its keep-alive.
+        assert_eq!(m.machines, vec!["i-1".to_string()]);
+        assert_eq!(m.attempts, tags(&[1, 2]));
+        // The launch listed by its tags; the warm machine past its keep-alive; the
+        // fresh launch past the listing's lag.
         let m = view(&s, &trials, &[instance(3), instance(4)], 60_000);
-        assert_eq!((m.machines, m.trials), (vec!["i-2".to_string()], vec![]));
+        assert_eq!((m.machines, m.attempts), (vec![], tags(&[1, 5])));
         // A study that reuses nothing needs no ended machine of a final trial.
-        let m = view(&study("", 5), &trials, &[instance(4)], 2_000);
-        assert_eq!(m.machines, vec!["i-2".to_string()]);
+        let m = view(&study("", 6), &trials, &[instance(4)], 2_000);
+        assert_eq!((m.machines, m.attempts), (vec![], tags(&[1, 2])));
+        // An attempt given to a warm machine is asked for by that machine's name.
+        let mut given = trials[1].clone();
+        given.assigned = true;
+        let m = view(&s, &[given], &[], 2_000);
+        assert_eq!((m.machines, m.attempts), (vec!["i-2".to_string()], vec![]));
     }
 }

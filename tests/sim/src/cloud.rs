@@ -67,6 +67,8 @@ pub struct SimCloud {
     /// Each study's last listing and when (virtual) it was made: reused for
     /// [`LIST_EVERY`], as the EC2 provider does.
     pub listed: Mutex<HashMap<String, (Millis, Vec<Machine>)>>,
+    /// The instance of each (study, trial, attempt), as its tags say.
+    pub by_attempt: Mutex<HashMap<(String, u64, u32), String>>,
     /// The ended instances asked for by name, as the EC2 provider keeps them: a
     /// name answered is not asked again, one not found is after [`LIST_EVERY`].
     pub asked: Mutex<HashMap<String, (Millis, Vec<Machine>)>>,
@@ -107,6 +109,9 @@ impl MachineProvider for SimCloud {
             *l.entry((study.name.clone(), trial.id, trial.attempt))
                 .or_default() += 1;
         }
+        if let Ok(mut by) = self.by_attempt.lock() {
+            by.insert((study.name.clone(), trial.id, trial.attempt), id.clone());
+        }
         if let Ok(mut i) = self.insts.lock() {
             i.entry(study.name.clone())
                 .or_default()
@@ -115,9 +120,8 @@ impl MachineProvider for SimCloud {
         Ok(Launched::free(id))
     }
 
-    /// A study's instances: DescribeInstances filtered by its tag, in pages of
-    /// 1,000 (ended instances are listed for an hour).
-    /// Instances not terminated, reused for [`LIST_EVERY`].
+    /// A study's instances not terminated (DescribeInstances filtered by its tag, in
+    /// pages of 1,000), reused for [`LIST_EVERY`].
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
         let now = self.now.load(Ordering::Relaxed);
         if let Ok(l) = self.listed.lock() {
@@ -138,10 +142,10 @@ impl MachineProvider for SimCloud {
     async fn ended(&self, study: &str, missing: &Missing) -> Result<Vec<Machine>, ProviderError> {
         let now = self.now.load(Ordering::Relaxed);
         let names = missing.machines.iter().map(|id| (id.clone(), None)).chain(
-            missing
-                .trials
-                .iter()
-                .map(|&(t, a)| (format!("{study}/{t}/{a}"), Some((t, a)))),
+            missing.attempts.iter().map(|a| {
+                let name = format!("{study}/{}/{}/{}", a.trial, a.attempt, a.created_ms);
+                (name, Some(*a))
+            }),
         );
         let mut asked = self
             .asked
@@ -161,15 +165,15 @@ impl MachineProvider for SimCloud {
         for _ in 0..calls {
             self.calls.count("DescribeInstances");
         }
-        let ended = self.ended_of(study);
         for (name, attempt) in due {
-            let found: Vec<Machine> = ended
-                .iter()
-                .filter(|m| match attempt {
-                    None => m.id == name,
-                    Some((t, a)) => (m.trial, m.attempt) == (t, a),
-                })
-                .cloned()
+            let id = match attempt {
+                None => Some(name.clone()),
+                Some(a) => self.instance_of(study, a.trial, a.attempt),
+            };
+            let found: Vec<Machine> = id
+                .and_then(|id| self.ended_one(study, &id))
+                .filter(|m| attempt.is_none_or(|a| a.is(m)))
+                .into_iter()
                 .collect();
             out.extend(found.iter().cloned());
             asked.insert(name, (now, found));
@@ -236,19 +240,19 @@ impl SimCloud {
             .collect()
     }
 
-    /// The terminated instances of `study` EC2 still knows (those that ended within
-    /// the hour), each as a listing would show it.
-    fn ended_of(&self, study: &str) -> Vec<Machine> {
-        let Ok(insts) = self.insts.lock() else {
-            return Vec::new();
-        };
-        insts
-            .get(study)
-            .into_iter()
-            .flatten()
-            .filter(|(_, i)| matches!(i.state, InstState::Gone(_)))
-            .map(|(id, i)| machine(id, i))
-            .collect()
+    /// Instance `id` of `study` if it ended within the hour, as a listing shows it
+    /// (EC2 answers a filter by name from its own index: a lookup here, so that
+    /// the simulation's own search stays out of the CPU it measures).
+    fn ended_one(&self, study: &str, id: &str) -> Option<Machine> {
+        let insts = self.insts.lock().ok()?;
+        let i = insts.get(study)?.get(id)?;
+        matches!(i.state, InstState::Gone(_)).then(|| machine(id, i))
+    }
+
+    /// The instance launched for an attempt (by its tags).
+    fn instance_of(&self, study: &str, trial: u64, attempt: u32) -> Option<String> {
+        let by = self.by_attempt.lock().ok()?;
+        by.get(&(study.to_string(), trial, attempt)).cloned()
     }
 
     /// The instances of `study` (or all) not terminated, and with `ended` those that

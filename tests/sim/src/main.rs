@@ -178,7 +178,9 @@ struct World {
 
 fn world(o: &Options) -> Result<World, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let db = Arc::new(SqliteStore::open(&dir.path().join("sim.db")).map_err(|e| e.to_string())?);
+    // Inline, as `augur run` opens it: a driver waits for each call anyway.
+    let db = SqliteStore::open(&dir.path().join("sim.db")).map_err(|e| e.to_string())?;
+    let db = Arc::new(db.inline());
     let now = Arc::new(AtomicI64::new(1_000_000));
     let shared = Arc::new(Shared {
         now: now.clone(),
@@ -199,6 +201,7 @@ fn world(o: &Options) -> Result<World, String> {
         run_ms: o.run_ms,
         succeeded: Mutex::new(HashMap::new()),
         listed: Mutex::new(HashMap::new()),
+        by_attempt: Mutex::new(HashMap::new()),
         asked: Mutex::new(HashMap::new()),
     });
     let mut runner = Runner::new(orch.clone(), cloud.clone());

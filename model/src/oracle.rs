@@ -18,6 +18,11 @@ pub trait Oracle: Send + Sync {
     /// Parameter values of point `point` (0-based) given the trials so far, or `None`
     /// when the oracle has nothing more to propose (a grid that ran out).
     fn propose(&self, point: u64, history: &[&Trial]) -> Option<Params>;
+    /// Whether it learns from the trials so far (else `history` is left empty: a
+    /// study of 100,000 trials would gather it for every proposal).
+    fn learns(&self) -> bool {
+        true
+    }
 }
 
 /// The oracle a study asks for.
@@ -150,6 +155,9 @@ impl Grid {
 }
 
 impl Oracle for Grid {
+    fn learns(&self) -> bool {
+        false
+    }
     fn propose(&self, point: u64, _history: &[&Trial]) -> Option<Params> {
         if point >= self.total {
             return None;
@@ -172,6 +180,9 @@ pub struct Random {
 }
 
 impl Oracle for Random {
+    fn learns(&self) -> bool {
+        false
+    }
     fn propose(&self, point: u64, _history: &[&Trial]) -> Option<Params> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(point);

@@ -95,12 +95,26 @@ pub(super) struct Cache {
     beats: KeptBeats,
     /// When beats were last read.
     pub(super) beats_read_ms: Millis,
+    /// The last point proposed (datasets aside), kept as trials are put.
+    last_point: Option<LastPoint>,
+}
+
+/// The study's last point: its replicates so far and its parameters.
+pub(super) struct LastPoint {
+    pub(super) point: u64,
+    pub(super) replicates: std::collections::BTreeSet<u32>,
+    pub(super) params: augur_model::Params,
 }
 
 impl Cache {
     /// The trials an oracle learns from (datasets are not results).
     pub(super) fn history(&self) -> Vec<&Trial> {
         self.trials.iter().filter(|t| !t.is_dataset()).collect()
+    }
+
+    /// The last point proposed, if any.
+    pub(super) fn last_point(&self) -> Option<&LastPoint> {
+        self.last_point.as_ref()
     }
 
     /// Trial `id`, as last read.
@@ -132,6 +146,7 @@ impl Cache {
     /// state before, if it was known.
     pub(super) fn upsert(&mut self, mut t: Trial) -> Option<TrialState> {
         self.beats.lay(&mut t);
+        self.note_point(&t);
         match self.index.get(&t.id) {
             Some(&i) => {
                 let from = self.trials[i].state;
@@ -152,6 +167,29 @@ impl Cache {
                     self.index.insert(self.trials[pos].id, pos);
                 }
                 None
+            }
+        }
+    }
+}
+
+impl Cache {
+    /// Keeps the last point up to date with `t` (the first trial of a point gives
+    /// its parameters, which its replicates share).
+    fn note_point(&mut self, t: &Trial) {
+        if t.is_dataset() {
+            return;
+        }
+        match &mut self.last_point {
+            Some(last) if last.point == t.point => {
+                last.replicates.insert(t.replicate);
+            }
+            Some(last) if last.point > t.point => {}
+            _ => {
+                self.last_point = Some(LastPoint {
+                    point: t.point,
+                    replicates: [t.replicate].into(),
+                    params: t.params.clone(),
+                })
             }
         }
     }
@@ -186,6 +224,31 @@ mod tests {
             c.upsert(Trial::new("s", id, 0, 0, Default::default(), 0));
         }
         c
+    }
+
+    #[test]
+    fn the_last_point_is_kept_as_trials_are_put_in_any_order() {
+        let mut c = Cache::default();
+        let at = |id, point, replicate| {
+            let mut t = Trial::new("s", id, point, replicate, Default::default(), 0);
+            t.params
+                .insert("x".into(), augur_model::Value::Int(point as i64));
+            t
+        };
+        assert!(c.last_point().is_none());
+        c.upsert(at(2, 1, 0));
+        c.upsert(at(1, 0, 0));
+        c.upsert(at(3, 1, 1));
+        let last = c.last_point().expect("a point");
+        assert_eq!((last.point, last.replicates.len()), (1, 2));
+        assert_eq!(last.params.get("x"), Some(&augur_model::Value::Int(1)));
+        // A dataset is no point; a later point starts afresh.
+        let mut data = at(4, 9, 0);
+        data.dataset = Some("d".into());
+        c.upsert(data);
+        c.upsert(at(5, 2, 0));
+        let last = c.last_point().expect("a point");
+        assert_eq!((last.point, last.replicates.len()), (2, 1));
     }
 
     #[test]

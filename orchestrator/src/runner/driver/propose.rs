@@ -4,7 +4,6 @@
 use super::Driver;
 use crate::runner::RunError;
 use augur_model::{Millis, Trial};
-use std::collections::BTreeSet;
 
 impl Driver<'_> {
     /// Creates up to `count` trials of the budget (the oracle may run out first);
@@ -37,30 +36,25 @@ impl Driver<'_> {
         launched: Option<Millis>,
     ) -> Result<Option<(Trial, bool)>, RunError> {
         let study = self.study;
-        let trials = || self.cache.trials.iter().filter(|t| !t.is_dataset());
-        let last = trials().map(|t| t.point).max();
-        let (point, replicate, params) = match last {
-            Some(p) => {
-                let reps: BTreeSet<u32> = trials()
-                    .filter(|t| t.point == p)
-                    .map(|t| t.replicate)
-                    .collect();
-                match (0..study.replicates).find(|r| !reps.contains(r)) {
-                    Some(r) => {
-                        let params = trials().find(|t| t.point == p).map(|t| t.params.clone());
-                        (p, r, params)
-                    }
-                    None => (p + 1, 0, None),
-                }
-            }
+        let (point, replicate, params) = match self.cache.last_point() {
+            Some(last) => match (0..study.replicates).find(|r| !last.replicates.contains(r)) {
+                Some(r) => (last.point, r, Some(last.params.clone())),
+                None => (last.point + 1, 0, None),
+            },
             None => (0, 0, None),
         };
         let params = match params {
             Some(p) => p,
-            None => match self.oracle.propose(point, &self.cache.history()) {
-                Some(p) => p,
-                None => return Ok(None),
-            },
+            None => {
+                let history = match self.oracle.learns() {
+                    true => self.cache.history(),
+                    false => Vec::new(),
+                };
+                match self.oracle.propose(point, &history) {
+                    Some(p) => p,
+                    None => return Ok(None),
+                }
+            }
         };
         let (t, created) = self
             .runner

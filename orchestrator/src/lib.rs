@@ -1,5 +1,6 @@
 //! augur: black-box experiments ("studies") of many trials, run on local processes
-//! (the embedded default) or, later, one EC2 instance per trial.
+//! (the embedded default) or on EC2 instances (an instance per attempt, or kept
+//! warm for the study's next ones).
 //!
 //! The engine is this library: the pure reconciler ([`reconcile`]), the executor and
 //! diviner-style API ([`runner`]), and the machine providers ([`provider`]). The

@@ -90,7 +90,8 @@ impl Missing {
     }
 }
 
-/// Starts, lists and ends machines, one per trial attempt.
+/// Starts, lists and ends the machines trials run on (one per attempt, or kept
+/// warm for the study's next attempts).
 #[async_trait]
 pub trait MachineProvider: Send + Sync {
     /// Starts a machine whose agent runs `trial` at its current attempt. Asked again

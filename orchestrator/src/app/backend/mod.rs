@@ -521,7 +521,7 @@ impl Backend {
         }
         // Inline: a pass waits for each call anyway, and the hop to the blocking pool
         // and back cost more than the call (a write waiting on an agent's lock holds
-        // one of the two workers for that moment).
+        // its runtime worker for that moment).
         Ok(Arc::new(SqliteStore::open(&self.layout.db())?.inline()))
     }
 

@@ -6,7 +6,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 example="${1:-quadratic}"
-# Both binaries, side by side: `augur` starts `augur-agent` for each trial.
-cargo build --manifest-path "$root/Cargo.toml" --bins --locked --quiet
-cargo run --manifest-path "$root/Cargo.toml" --locked --quiet --bin augur -- \
-  run "$root/examples/$example/study.toml"
+# Only the two binaries it runs, side by side: `augur` starts `augur-agent` for each
+# trial (not the workspace's others: the Lambda, the simulation, the benches).
+cargo build --manifest-path "$root/Cargo.toml" --locked --quiet \
+  -p augur --bin augur -p augur-agent --bin augur-agent
+# Run as built: `cargo run` of one package could unify features afresh and rebuild.
+target="${CARGO_TARGET_DIR:-$root/target}"
+exec "$target/debug/augur" run "$root/examples/$example/study.toml"

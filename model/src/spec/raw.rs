@@ -1,10 +1,9 @@
 //! The study file as written: the TOML's shape (`Raw*`, with the spans that give
 //! errors their lines) and its validation into a [`Study`].
 
-use super::sections::{RawParam, RawPrune};
+use super::sections::{RawAws, RawParam, RawPrune};
 use super::{
-    default_max_preemptions, AwsSpec, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError,
-    Study,
+    default_max_preemptions, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError, Study,
 };
 use crate::cost::Limits;
 use crate::space::{ParamSpec, MAX_GRID_POINTS};
@@ -157,25 +156,6 @@ struct RawDataset {
     name: Spanned<String>,
     script: Spanned<String>,
     timeout: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAws {
-    instance_type: Option<String>,
-    #[serde(default)]
-    fallback_instance_types: Vec<String>,
-    image: Option<String>,
-    #[serde(default)]
-    spot: bool,
-    spot_fallback_after: Option<Spanned<i64>>,
-    region: Option<String>,
-    subnet: Option<String>,
-    #[serde(default)]
-    subnets: Vec<String>,
-    disk_gb: Option<Spanned<i64>>,
-    imds_hop_limit: Option<Spanned<i64>>,
-    keep_days: Option<Spanned<i64>>,
 }
 
 fn duration_ms(cx: &SpecText, key: &str, s: &Spanned<String>) -> Result<u64, SpecError> {
@@ -526,52 +506,6 @@ fn validate_datasets(
         datasets.push(spec);
     }
     Ok(datasets)
-}
-
-impl RawAws {
-    fn validate(self, cx: &SpecText) -> Result<AwsSpec, SpecError> {
-        let disk_gb = match &self.disk_gb {
-            None => None,
-            Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
-            Some(d) => {
-                return Err(cx.at(
-                    d,
-                    format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()),
-                ))
-            }
-        };
-        let spot_fallback_after = match &self.spot_fallback_after {
-            None => None,
-            Some(v) if !self.spot => {
-                return Err(cx.at(
-                    v,
-                    "aws.spot_fallback_after only applies with aws.spot = true",
-                ))
-            }
-            Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
-        };
-        let imds_hop_limit = match &self.imds_hop_limit {
-            None => None,
-            Some(v) => Some(count(cx, "aws.imds_hop_limit", v, 1, 64)?),
-        };
-        let keep_days = match &self.keep_days {
-            None => None,
-            Some(v) => Some(count(cx, "aws.keep_days", v, 1, 3653)?),
-        };
-        Ok(AwsSpec {
-            instance_type: self.instance_type,
-            fallback_instance_types: self.fallback_instance_types,
-            image: self.image,
-            spot: self.spot,
-            spot_fallback_after,
-            region: self.region,
-            subnet: self.subnet,
-            subnets: self.subnets,
-            disk_gb,
-            imds_hop_limit,
-            keep_days,
-        })
-    }
 }
 
 /// The budget of trials: given, or for a grid its size times the replicates. A grid

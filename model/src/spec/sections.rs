@@ -1,7 +1,7 @@
-//! The `[params]` and `[prune]` sections: their shapes and validation.
+//! The `[params]`, `[prune]` and `[aws]` sections: their shapes and validation.
 
-use super::raw::{positive, SpecText};
-use super::{PruneRule, PruneSpec, SpecError};
+use super::raw::{count, positive, SpecText};
+use super::{AwsSpec, PruneRule, PruneSpec, SpecError};
 use crate::space::ParamSpec;
 use crate::value::Value;
 use serde::Deserialize;
@@ -245,4 +245,69 @@ fn choice_param(key: &str, values: &[toml::Value]) -> Result<ParamSpec, String> 
         return Err(format!("{key}.values mixes numbers and strings"));
     }
     Ok(ParamSpec::Choice { values: out })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAws {
+    instance_type: Option<String>,
+    #[serde(default)]
+    fallback_instance_types: Vec<String>,
+    image: Option<String>,
+    #[serde(default)]
+    spot: bool,
+    spot_fallback_after: Option<Spanned<i64>>,
+    region: Option<String>,
+    subnet: Option<String>,
+    #[serde(default)]
+    subnets: Vec<String>,
+    disk_gb: Option<Spanned<i64>>,
+    imds_hop_limit: Option<Spanned<i64>>,
+    keep_days: Option<Spanned<i64>>,
+}
+
+impl RawAws {
+    pub(super) fn validate(self, cx: &SpecText) -> Result<AwsSpec, SpecError> {
+        let disk_gb = match &self.disk_gb {
+            None => None,
+            Some(d) if (1..=16384).contains(d.get_ref()) => Some(*d.get_ref() as u32),
+            Some(d) => {
+                return Err(cx.at(
+                    d,
+                    format!("aws.disk_gb must be 1..16384, got {}", d.get_ref()),
+                ))
+            }
+        };
+        let spot_fallback_after = match &self.spot_fallback_after {
+            None => None,
+            Some(v) if !self.spot => {
+                return Err(cx.at(
+                    v,
+                    "aws.spot_fallback_after only applies with aws.spot = true",
+                ))
+            }
+            Some(v) => Some(count(cx, "aws.spot_fallback_after", v, 1, 1000)?),
+        };
+        let imds_hop_limit = match &self.imds_hop_limit {
+            None => None,
+            Some(v) => Some(count(cx, "aws.imds_hop_limit", v, 1, 64)?),
+        };
+        let keep_days = match &self.keep_days {
+            None => None,
+            Some(v) => Some(count(cx, "aws.keep_days", v, 1, 3653)?),
+        };
+        Ok(AwsSpec {
+            instance_type: self.instance_type,
+            fallback_instance_types: self.fallback_instance_types,
+            image: self.image,
+            spot: self.spot,
+            spot_fallback_after,
+            region: self.region,
+            subnet: self.subnet,
+            subnets: self.subnets,
+            disk_gb,
+            imds_hop_limit,
+            keep_days,
+        })
+    }
 }

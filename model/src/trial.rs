@@ -477,119 +477,6 @@ impl TrialUpdate {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use TrialState::*;
-
-    #[test]
-    fn an_attempt_ended_by_a_reclaim_notice_is_a_preemption_not_a_run() {
-        let mut t = Trial::new("s", 1, 0, 0, Default::default(), 0);
-        t.state = Running;
-        t.runs = 1;
-        let end = AttemptEnd {
-            exit_code: Some(143),
-            error: Some("its spot instance is reclaimed at T".into()),
-            preempted: true,
-            ..Default::default()
-        };
-        TrialUpdate::finished(5, &end).apply(&mut t);
-        assert_eq!((t.state, t.runs, t.preemptions), (Lost, 0, 1));
-        let mut u = Trial::new("s", 2, 0, 0, Default::default(), 0);
-        u.state = Running;
-        u.runs = 1;
-        let failed = AttemptEnd {
-            exit_code: Some(1),
-            ..Default::default()
-        };
-        TrialUpdate::finished(5, &failed).apply(&mut u);
-        assert_eq!((u.state, u.runs, u.preemptions), (Failed, 1, 0));
-    }
-
-    #[test]
-    fn legal_transitions() {
-        assert!(Pending.can_become(Starting));
-        assert!(Starting.can_become(Running));
-        assert!(Running.can_become(Succeeded));
-        assert!(Running.can_become(Lost));
-        assert!(Lost.can_become(Pending));
-        assert!(Running.can_become(Running));
-        assert!(!Succeeded.can_become(Pending));
-        assert!(!Pending.can_become(Running));
-        assert!(!Pending.can_become(Succeeded));
-        assert!(!Lost.can_become(Running));
-        for s in TrialState::ALL {
-            assert!(!Succeeded.can_become(s) || s == Succeeded);
-        }
-    }
-
-    #[test]
-    fn expect_checks_state_and_fencing_token() {
-        let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
-        t.state = Running;
-        t.attempt = 2;
-        assert!(Expect::state(Running, 2).holds(&t));
-        assert!(!Expect::state(Running, 1).holds(&t));
-        assert!(!Expect::state(Starting, 2).holds(&t));
-    }
-
-    #[test]
-    fn a_retry_keeps_the_ending_attempt_in_the_history_bounded() {
-        let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
-        for a in 1..=(MAX_HISTORY as u32 + 5) {
-            TrialUpdate::running(&format!("m{a}"), 1, 10 * a as i64, None).apply(&mut t);
-            TrialUpdate {
-                state: Some(Lost),
-                heartbeat_ms: Some(10 * a as i64 + 5),
-                error: Some(Some(format!("lost {a}"))),
-                ..Default::default()
-            }
-            .apply(&mut t);
-            // A write that keeps the attempt adds nothing.
-            TrialUpdate {
-                attempt: Some(a),
-                ..Default::default()
-            }
-            .apply(&mut t);
-            TrialUpdate::next_attempt(a + 1, None).apply(&mut t);
-            // The attempt to come has no machine, times or outcome of its own yet.
-            assert_eq!((t.state, t.attempt), (Pending, a + 1));
-            assert_eq!(
-                (&t.machine, t.started_ms, t.finished_ms),
-                (&None, None, None)
-            );
-            assert_eq!((&t.error, t.exit_code), (&None, None));
-            let first = t.history.first().map(|h| h.attempt);
-            assert_eq!(first, Some(a.saturating_sub(MAX_HISTORY as u32 - 1).max(1)));
-        }
-        assert_eq!(t.history.len(), MAX_HISTORY);
-        let last = t.history.last().cloned();
-        let want = MAX_HISTORY as u32 + 5;
-        assert_eq!(
-            last,
-            Some(AttemptRecord {
-                attempt: want,
-                state: Lost,
-                machine: Some(format!("m{want}")),
-                launched_ms: None,
-                started_ms: Some(10 * want as i64),
-                ended_ms: Some(10 * want as i64 + 5),
-                exit_code: None,
-                error: Some(format!("lost {want}")),
-                billing: None,
-                turn: 1,
-            })
-        );
-        // Old records without the field still read.
-        let mut v = serde_json::to_value(&t).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("history");
-        }
-        let back: Trial = serde_json::from_value(v).expect("a record without history reads");
-        assert!(back.history.is_empty());
-    }
-}
-
 /// The writes of the agent protocol, shared by every kind of agent (process, EC2,
 /// in-process objective) so they all leave records the same shape.
 impl TrialUpdate {
@@ -716,5 +603,118 @@ impl AttemptEnd {
             && now.attempt == attempt
             && !self.preempted
             && matches!((self.script_ended_ms, now.finished_ms), (Some(ended), Some(pruned)) if pruned >= ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TrialState::*;
+
+    #[test]
+    fn an_attempt_ended_by_a_reclaim_notice_is_a_preemption_not_a_run() {
+        let mut t = Trial::new("s", 1, 0, 0, Default::default(), 0);
+        t.state = Running;
+        t.runs = 1;
+        let end = AttemptEnd {
+            exit_code: Some(143),
+            error: Some("its spot instance is reclaimed at T".into()),
+            preempted: true,
+            ..Default::default()
+        };
+        TrialUpdate::finished(5, &end).apply(&mut t);
+        assert_eq!((t.state, t.runs, t.preemptions), (Lost, 0, 1));
+        let mut u = Trial::new("s", 2, 0, 0, Default::default(), 0);
+        u.state = Running;
+        u.runs = 1;
+        let failed = AttemptEnd {
+            exit_code: Some(1),
+            ..Default::default()
+        };
+        TrialUpdate::finished(5, &failed).apply(&mut u);
+        assert_eq!((u.state, u.runs, u.preemptions), (Failed, 1, 0));
+    }
+
+    #[test]
+    fn legal_transitions() {
+        assert!(Pending.can_become(Starting));
+        assert!(Starting.can_become(Running));
+        assert!(Running.can_become(Succeeded));
+        assert!(Running.can_become(Lost));
+        assert!(Lost.can_become(Pending));
+        assert!(Running.can_become(Running));
+        assert!(!Succeeded.can_become(Pending));
+        assert!(!Pending.can_become(Running));
+        assert!(!Pending.can_become(Succeeded));
+        assert!(!Lost.can_become(Running));
+        for s in TrialState::ALL {
+            assert!(!Succeeded.can_become(s) || s == Succeeded);
+        }
+    }
+
+    #[test]
+    fn expect_checks_state_and_fencing_token() {
+        let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
+        t.state = Running;
+        t.attempt = 2;
+        assert!(Expect::state(Running, 2).holds(&t));
+        assert!(!Expect::state(Running, 1).holds(&t));
+        assert!(!Expect::state(Starting, 2).holds(&t));
+    }
+
+    #[test]
+    fn a_retry_keeps_the_ending_attempt_in_the_history_bounded() {
+        let mut t = Trial::new("s", 1, 0, 0, Params::new(), 0);
+        for a in 1..=(MAX_HISTORY as u32 + 5) {
+            TrialUpdate::running(&format!("m{a}"), 1, 10 * a as i64, None).apply(&mut t);
+            TrialUpdate {
+                state: Some(Lost),
+                heartbeat_ms: Some(10 * a as i64 + 5),
+                error: Some(Some(format!("lost {a}"))),
+                ..Default::default()
+            }
+            .apply(&mut t);
+            // A write that keeps the attempt adds nothing.
+            TrialUpdate {
+                attempt: Some(a),
+                ..Default::default()
+            }
+            .apply(&mut t);
+            TrialUpdate::next_attempt(a + 1, None).apply(&mut t);
+            // The attempt to come has no machine, times or outcome of its own yet.
+            assert_eq!((t.state, t.attempt), (Pending, a + 1));
+            assert_eq!(
+                (&t.machine, t.started_ms, t.finished_ms),
+                (&None, None, None)
+            );
+            assert_eq!((&t.error, t.exit_code), (&None, None));
+            let first = t.history.first().map(|h| h.attempt);
+            assert_eq!(first, Some(a.saturating_sub(MAX_HISTORY as u32 - 1).max(1)));
+        }
+        assert_eq!(t.history.len(), MAX_HISTORY);
+        let last = t.history.last().cloned();
+        let want = MAX_HISTORY as u32 + 5;
+        assert_eq!(
+            last,
+            Some(AttemptRecord {
+                attempt: want,
+                state: Lost,
+                machine: Some(format!("m{want}")),
+                launched_ms: None,
+                started_ms: Some(10 * want as i64),
+                ended_ms: Some(10 * want as i64 + 5),
+                exit_code: None,
+                error: Some(format!("lost {want}")),
+                billing: None,
+                turn: 1,
+            })
+        );
+        // Old records without the field still read.
+        let mut v = serde_json::to_value(&t).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("history");
+        }
+        let back: Trial = serde_json::from_value(v).expect("a record without history reads");
+        assert!(back.history.is_empty());
     }
 }

@@ -321,25 +321,6 @@ pub fn study_json(rec: &StudyRecord, trials: &[Trial]) -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_floats() {
-        assert_eq!(short(0.25), "0.25");
-        assert_eq!(short(3.0), "3");
-        assert_eq!(short(1.0 / 3.0), "0.333333");
-        assert_eq!(short(1e-7), "1.00000e-7");
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y\n");
-    }
-}
-
 /// A CSV document (RFC 4180, by the `csv` crate: fields quoted when they hold a
 /// comma, quote or line break).
 fn csv(header: &[String], rows: &[Vec<String>]) -> String {
@@ -631,6 +612,25 @@ pub fn attempt_rows(t: &Trial) -> Vec<[String; 7]> {
         outcome(t.exit_code, &t.error),
     ]);
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_floats() {
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(3.0), "3");
+        assert_eq!(short(1.0 / 3.0), "0.333333");
+        assert_eq!(short(1e-7), "1.00000e-7");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
 }
 
 #[cfg(test)]

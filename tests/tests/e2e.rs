@@ -1760,8 +1760,18 @@ fn gc_ends_orphans_and_expired_leases_and_leaves_live_work_alone() {
         "s.toml",
         "name = \"orph\"\nobjective = { metric = \"v\" }\ntrials = 2\nparallel = 2\n[run]\nscript = 'sleep 120'\n",
     );
-    let mut args = vec!["run", "s.toml"];
-    args.extend_from_slice(&FAST);
+    // Beats a minute apart: an agent learns that its study was deleted at its next
+    // beat and ends itself, which on a busy machine could come before `gc` ends it.
+    let args = [
+        "run",
+        "s.toml",
+        "--heartbeat",
+        "60s",
+        "--lease",
+        "180s",
+        "--backoff-base",
+        "50ms",
+    ];
     let mut child = sb.spawn(&args);
     augur_tests::wait_for(Duration::from_secs(30), "2 trials running", || {
         let t = sb.try_trials("orph")?;

@@ -81,6 +81,7 @@ async fn end_orphans(
                 let view = View {
                     study: &rec.spec,
                     trials: &trials,
+                    open: None,
                     machines,
                     scope: &Scope::Budget(rec.spec.trials),
                     mode: Mode::Run,

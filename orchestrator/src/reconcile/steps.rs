@@ -33,8 +33,9 @@ struct ById<'a> {
 }
 
 impl<'a> ById<'a> {
-    fn new(trials: &'a [Trial]) -> ById<'a> {
-        let sorted = trials.windows(2).all(|w| w[0].id < w[1].id);
+    /// `sorted`: the caller keeps them in id order (else they are checked).
+    fn new(trials: &'a [Trial], sorted: bool) -> ById<'a> {
+        let sorted = sorted || trials.windows(2).all(|w| w[0].id < w[1].id);
         let map = (!sorted).then(|| trials.iter().map(|t| (t.id, t)).collect());
         ById { trials, map }
     }
@@ -57,7 +58,7 @@ impl<'a> Observed<'a> {
     pub(super) fn new(v: &View<'a>) -> Observed<'a> {
         let mut machines = HashMap::new();
         let mut gone = HashMap::new();
-        let by_id = ById::new(v.trials);
+        let by_id = ById::new(v.trials, v.open.is_some());
         let warm = Warm::new(v);
         for m in v.machines.iter().filter(|m| !stranger(&by_id, m)) {
             match &m.gone {
@@ -79,8 +80,7 @@ impl<'a> Observed<'a> {
             gone,
             by_id,
             datasets: v
-                .trials
-                .iter()
+                .open_trials()
                 .filter_map(|t| t.dataset.as_deref().map(|d| (d, t)))
                 .collect(),
             pruner,
@@ -460,7 +460,8 @@ pub(super) fn plan_launches<'a>(v: &View<'a>, seen: &Observed<'a>, plan: &mut Pl
 
 /// Trials created so far (datasets are not trials of the budget).
 fn created(v: &View) -> u64 {
-    v.trials.iter().filter(|t| !t.is_dataset()).count() as u64
+    let datasets = v.open_trials().filter(|t| t.is_dataset()).count();
+    (v.trials.len() - datasets) as u64
 }
 
 /// The orphan sweep: every live machine whose trial is final, unknown or at another
@@ -537,8 +538,7 @@ fn going_back(v: &View, t: &Trial) -> bool {
 /// stale, a fresh one is asked for first.
 pub(super) fn finish(v: &View, seen: &Observed, winding_down: bool, out: &mut Vec<Action>) {
     let all_settled = v
-        .trials
-        .iter()
+        .open_trials()
         .filter(|t| seen.in_scope(v, t))
         .all(|t| settled(v.study, v.timing, t));
     let nothing_to_add = match v.scope {

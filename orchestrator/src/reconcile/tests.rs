@@ -26,6 +26,7 @@ fn run(study: &Study, trials: &[Trial], machines: &[Machine], now: Millis) -> Ve
     decide(&View {
         study,
         trials,
+        open: None,
         machines,
         scope: &Scope::Budget(study.trials),
         mode: Mode::Run,
@@ -67,6 +68,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
     let a = decide(&View {
         study: &s,
         trials: std::slice::from_ref(&t),
+        open: None,
         machines: std::slice::from_ref(&reclaimed),
         scope: &Scope::Budget(s.trials),
         mode: Mode::Run,
@@ -432,6 +434,7 @@ fn cancel_mode_cancels_everything_unsettled() {
     let a = decide(&View {
         study: &s,
         trials: &ts,
+        open: None,
         machines: &[m(2, 1)],
         scope: &Scope::Budget(4),
         mode: Mode::Cancel,
@@ -475,6 +478,7 @@ fn cancel_mode_cancels_everything_unsettled() {
     let a = decide(&View {
         study: &s,
         trials: &[f],
+        open: None,
         machines: &[],
         scope: &Scope::Budget(4),
         mode: Mode::Cancel,
@@ -541,6 +545,7 @@ fn view<'a>(
     View {
         study,
         trials,
+        open: None,
         machines,
         scope: &Scope::Budget(0),
         mode: Mode::Run,

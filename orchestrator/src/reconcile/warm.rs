@@ -162,6 +162,7 @@ mod tests {
         decide(&View {
             study: s,
             trials,
+            open: None,
             machines,
             scope: &Scope::Budget(s.trials),
             mode: Mode::Run,
@@ -351,6 +352,7 @@ mod tests {
             missing(&View {
                 study: s,
                 trials,
+                open: None,
                 machines,
                 scope: &scope,
                 mode: Mode::Run,

@@ -97,6 +97,9 @@ pub(super) struct Cache {
     pub(super) beats_read_ms: Millis,
     /// The last point proposed (datasets aside), kept as trials are put.
     last_point: Option<LastPoint>,
+    /// The ids of the trials not [closed](crate::reconcile::closed), kept as trials
+    /// are put: what a pass acts on ([`View::open`](crate::reconcile::View::open)).
+    open: std::collections::BTreeSet<u64>,
 }
 
 /// The study's last point: its replicates so far and its parameters.
@@ -122,10 +125,15 @@ impl Cache {
         self.index.get(&id).map(|&i| &self.trials[i])
     }
 
+    /// The trials not closed, in id order.
+    pub(super) fn open_trials(&self) -> Vec<&Trial> {
+        self.open.iter().filter_map(|&id| self.get(id)).collect()
+    }
+
     /// The ids of the running trials (whose beats a store may keep apart).
     pub(super) fn running(&self) -> Vec<u64> {
-        self.trials
-            .iter()
+        self.open_trials()
+            .into_iter()
             .filter(|t| t.state == TrialState::Running)
             .map(|t| t.id)
             .collect()
@@ -147,6 +155,10 @@ impl Cache {
     pub(super) fn upsert(&mut self, mut t: Trial) -> Option<TrialState> {
         self.beats.lay(&mut t);
         self.note_point(&t);
+        match crate::reconcile::closed(&t) {
+            true => self.open.remove(&t.id),
+            false => self.open.insert(t.id),
+        };
         match self.index.get(&t.id) {
             Some(&i) => {
                 let from = self.trials[i].state;

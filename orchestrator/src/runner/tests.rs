@@ -160,7 +160,7 @@ async fn a_pass_waits_until_the_next_retry_is_due_at_most_a_tick() {
     // Nothing due: a tick.
     assert_eq!(d.pass(Mode::Run).await.expect("pass"), Next::Wait(r.idle));
     // A retry due in 300 ms: wait just past it.
-    d.cache.trials.push(Trial {
+    d.cache.upsert(Trial {
         id: 9,
         not_before_ms: Some(NOW + 300),
         ..Trial::new("s", 9, 8, 0, Params::new(), NOW)
@@ -174,7 +174,9 @@ async fn a_pass_waits_until_the_next_retry_is_due_at_most_a_tick() {
         d.next_step(Mode::Drain, false, NOW),
         Next::Wait(Duration::from_millis(301))
     );
-    d.cache.trials.retain(|t| t.id == 9);
+    let mut ended = d.cache.get(1).cloned().expect("trial 1");
+    ended.state = TrialState::Succeeded;
+    d.cache.upsert(ended);
     assert_eq!(
         d.next_step(Mode::Drain, false, NOW),
         Next::Finished(Finished::Interrupted)

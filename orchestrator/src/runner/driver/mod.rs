@@ -19,7 +19,7 @@ mod propose;
 
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
-use crate::reconcile::{decide, Action, Loss, Mode, Scope, View};
+use crate::reconcile::{decide, Action, Loss, Mode, Scope};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, Expect, LaunchBounds, Millis, Oracle, Study, StudyState, Trial, TrialState,
@@ -52,7 +52,7 @@ pub struct Driver<'a> {
     saved_bounds: LaunchBounds,
     bounds_read: bool,
     /// Since when this driver has read the store without a failure, if it failed
-    /// to ([`View::seen_since`]).
+    /// to ([`crate::reconcile::View::seen_since`]).
     seen: Seen,
 }
 
@@ -263,49 +263,6 @@ impl<'a> Driver<'a> {
         Ok(self.next_step(mode, again, now))
     }
 
-    /// What `decide` looks at: the cache and `machines`, now.
-    fn view<'v>(
-        &'v self,
-        mode: Mode,
-        machines: &'v [crate::Machine],
-        fresh_listing: bool,
-        now: Millis,
-    ) -> View<'v> {
-        View {
-            study: self.study,
-            trials: &self.cache.trials,
-            machines,
-            scope: &self.scope,
-            mode,
-            exhausted: self.exhausted,
-            warm: self.runner.provider.warm_by_record(),
-            pooled: self.runner.provider.pools_agents(),
-            sees_all: self.runner.provider.sees_all(),
-            fresh_listing,
-            timing: &self.runner.timing,
-            now,
-            seen_since: self.seen_since(),
-        }
-    }
-
-    /// `machines` with the ended ones the listing left out that the trials need
-    /// ([`crate::reconcile::missing`]). Asked after the trials were read: a machine
-    /// that ended after a final write this pass did not see makes a loss that the
-    /// write's condition refuses.
-    async fn with_ended(
-        &self,
-        mut machines: Vec<crate::Machine>,
-        mode: Mode,
-        now: Millis,
-    ) -> Result<Vec<crate::Machine>, RunError> {
-        let missing = crate::reconcile::missing(&self.view(mode, &machines, false, now));
-        if !missing.is_empty() {
-            let provider = &self.runner.provider;
-            machines.extend(provider.ended(&self.study.name, &missing).await?);
-        }
-        Ok(machines)
-    }
-
     /// Decides on the cache and `machines`, and applies the actions.
     async fn decide_and_apply(
         &mut self,
@@ -314,7 +271,8 @@ impl<'a> Driver<'a> {
         fresh_listing: bool,
         now: Millis,
     ) -> Result<Acted, RunError> {
-        let actions = decide(&self.view(mode, machines, fresh_listing, now));
+        let open = self.cache.open_trials();
+        let actions = decide(&self.view(mode, (machines, &open), fresh_listing, now));
         let only_proposed = actions.iter().all(|a| matches!(a, Action::Propose { .. }));
         let mut again = false;
         let mut actions = actions.into_iter().peekable();
@@ -551,7 +509,7 @@ impl<'a> Driver<'a> {
     /// after acting, or wait until the next retry is due (at most `idle`; a study
     /// that prunes looks at the curves as often as agents record them).
     pub(super) fn next_step(&self, mode: Mode, again: bool, now: Millis) -> Next {
-        let trials = &self.cache.trials;
+        let trials = self.cache.open_trials();
         if mode == Mode::Drain && !again && !trials.iter().any(|t| t.state.is_active()) {
             return Next::Finished(Finished::Interrupted);
         }

@@ -2,8 +2,9 @@
 //! (counted and reported as they change) and the running trials' beats.
 
 use super::Driver;
+use crate::reconcile::{Mode, View};
 use crate::runner::{Counters, Event, RunError};
-use augur_model::{StudyState, TrialState};
+use augur_model::{Millis, StudyState, Trial, TrialState};
 
 impl Driver<'_> {
     /// Reads the study's state (and bounds), its machines and the trials that
@@ -66,5 +67,50 @@ impl Driver<'_> {
         self.cache.absorb(beats);
         self.cache.beats_read_ms = now;
         Ok(())
+    }
+
+    /// What `decide` looks at: the cache and `machines`, now.
+    pub(super) fn view<'v>(
+        &'v self,
+        mode: Mode,
+        (machines, open): (&'v [crate::Machine], &'v [&'v Trial]),
+        fresh_listing: bool,
+        now: Millis,
+    ) -> View<'v> {
+        View {
+            study: self.study,
+            trials: &self.cache.trials,
+            open: Some(open),
+            machines,
+            scope: &self.scope,
+            mode,
+            exhausted: self.exhausted,
+            warm: self.runner.provider.warm_by_record(),
+            pooled: self.runner.provider.pools_agents(),
+            sees_all: self.runner.provider.sees_all(),
+            fresh_listing,
+            timing: &self.runner.timing,
+            now,
+            seen_since: self.seen_since(),
+        }
+    }
+
+    /// `machines` with the ended ones the listing left out that the trials need
+    /// ([`crate::reconcile::missing`]). Asked after the trials were read: a machine
+    /// that ended after a final write this pass did not see makes a loss that the
+    /// write's condition refuses.
+    pub(super) async fn with_ended(
+        &self,
+        mut machines: Vec<crate::Machine>,
+        mode: Mode,
+        now: Millis,
+    ) -> Result<Vec<crate::Machine>, RunError> {
+        let open = self.cache.open_trials();
+        let missing = crate::reconcile::missing(&self.view(mode, (&machines, &open), false, now));
+        if !missing.is_empty() {
+            let provider = &self.runner.provider;
+            machines.extend(provider.ended(&self.study.name, &missing).await?);
+        }
+        Ok(machines)
     }
 }

@@ -5,6 +5,8 @@
 //! names in [`env`]. (The log line format is `augur_store::logfile`'s, on both sides.)
 
 use crate::duration;
+use crate::{Checkpoint, MetricPoint, Millis, Trial, TrialState};
+use std::collections::BTreeMap;
 
 /// The agent's program name: the local provider finds its agents in `/proc` by it.
 pub const PROGRAM: &str = "augur-agent";
@@ -239,6 +241,46 @@ impl Invocation {
             shutdown,
             reuse,
         })
+    }
+}
+
+/// What an attempt ended with, as its agent saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttemptEnd {
+    pub exit_code: Option<i32>,
+    pub metrics: BTreeMap<String, f64>,
+    pub series: Vec<MetricPoint>,
+    pub error: Option<String>,
+    /// Timeouts, keepalive expiry and terminated agents may be retried.
+    pub retryable: bool,
+    /// The machine is being taken away (a spot reclaim notice): the attempt ends as
+    /// lost, a preemption, not a run of the trial.
+    pub preempted: bool,
+    pub status: Option<String>,
+    pub log_tail: Vec<String>,
+    /// When the script ended (the agent's clock): a prune recorded after it yields
+    /// to the script's own outcome.
+    pub script_ended_ms: Option<Millis>,
+    /// The checkpoint directory as the attempt left it.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl AttemptEnd {
+    /// Whether the script was ended by force: by a signal (an exit code above 128,
+    /// in the shell's convention: its own crash, the OOM killer, a person), its
+    /// timeout, the keepalive watchdog, `augur stop`, or a reclaim notice. Its
+    /// machine may be what went wrong: it takes no further attempt.
+    pub fn forced(&self) -> bool {
+        self.retryable || self.preempted || self.exit_code.is_none_or(|c| c > 128)
+    }
+
+    /// Whether `now` (the record a final write found in its way) is this attempt
+    /// pruned only after its script had ended: then the script's outcome stands.
+    pub fn overrules(&self, now: &Trial, attempt: u32) -> bool {
+        now.state == TrialState::Pruned
+            && now.attempt == attempt
+            && !self.preempted
+            && matches!((self.script_ended_ms, now.finished_ms), (Some(ended), Some(pruned)) if pruned >= ended)
     }
 }
 

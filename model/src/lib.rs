@@ -20,6 +20,7 @@ pub mod tpe;
 pub mod trial;
 pub mod value;
 
+pub use agent::AttemptEnd;
 pub use beat::{Beat, KeptBeats};
 pub use leaderboard::{leaderboard, LeaderboardRow};
 pub use machine::Machine;
@@ -31,7 +32,7 @@ pub use spec::{
 };
 pub use study::{DriveSettings, LaunchBounds, StudyRecord, StudyState};
 pub use trial::{
-    AttemptEnd, AttemptRecord, Checkpoint, Expect, MetricPoint, Trial, TrialState, TrialUpdate,
+    AttemptRecord, Checkpoint, Expect, MetricPoint, Trial, TrialState, TrialUpdate,
     MAX_LAUNCH_TRIES,
 };
 pub use value::{Params, Value};

@@ -5,6 +5,7 @@
 //! owns running, heartbeat, metrics, succeeded and failed. Every write is conditional
 //! ([`Expect`]) on the previous state and, for agents, on the attempt (a fencing token).
 
+use crate::agent::AttemptEnd;
 use crate::cost::Billing;
 use crate::value::Params;
 use crate::{Millis, Objective};
@@ -563,46 +564,6 @@ impl TrialUpdate {
             checkpoint: outcome.checkpoint,
             ..Default::default()
         }
-    }
-}
-
-/// What an attempt ended with, as its agent saw it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct AttemptEnd {
-    pub exit_code: Option<i32>,
-    pub metrics: BTreeMap<String, f64>,
-    pub series: Vec<MetricPoint>,
-    pub error: Option<String>,
-    /// Timeouts, keepalive expiry and terminated agents may be retried.
-    pub retryable: bool,
-    /// The machine is being taken away (a spot reclaim notice): the attempt ends as
-    /// lost, a preemption, not a run of the trial.
-    pub preempted: bool,
-    pub status: Option<String>,
-    pub log_tail: Vec<String>,
-    /// When the script ended (the agent's clock): a prune recorded after it yields
-    /// to the script's own outcome.
-    pub script_ended_ms: Option<Millis>,
-    /// The checkpoint directory as the attempt left it.
-    pub checkpoint: Option<Checkpoint>,
-}
-
-impl AttemptEnd {
-    /// Whether the script was ended by force: by a signal (an exit code above 128,
-    /// in the shell's convention: its own crash, the OOM killer, a person), its
-    /// timeout, the keepalive watchdog, `augur stop`, or a reclaim notice. Its
-    /// machine may be what went wrong: it takes no further attempt.
-    pub fn forced(&self) -> bool {
-        self.retryable || self.preempted || self.exit_code.is_none_or(|c| c > 128)
-    }
-
-    /// Whether `now` (the record a final write found in its way) is this attempt
-    /// pruned only after its script had ended: then the script's outcome stands.
-    pub fn overrules(&self, now: &Trial, attempt: u32) -> bool {
-        now.state == TrialState::Pruned
-            && now.attempt == attempt
-            && !self.preempted
-            && matches!((self.script_ended_ms, now.finished_ms), (Some(ended), Some(pruned)) if pruned >= ended)
     }
 }
 

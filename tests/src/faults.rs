@@ -418,9 +418,20 @@ fn forward(s: &Shared, head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>>
     Ok(resp)
 }
 
-/// The answer to a call that reaches the emulator: EC2's launches and listings
-/// through the stand-in, the rest as the emulator gives it.
+/// The answer to a call that reaches the emulator, whatever becomes of it on the way
+/// back (a delay, a dropped connection, a caller killed meanwhile): what it applied
+/// is learned by IAM's stand-in (the tags of the instances it launched).
 fn answer(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let answered = reply(s, op, head, body)?;
+    if let Some(iam) = s.iam.get() {
+        iam.learn(op.1, body, &answered);
+    }
+    Ok(answered)
+}
+
+/// EC2's launches and listings through the stand-in, the rest as the emulator gives
+/// it.
+fn reply(s: &Shared, op: (&str, &str), head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>> {
     match op {
         ("ec2", "RunInstances") => s.ec2.run_instances(body, || forward(s, head, body)),
         ("ec2", "DescribeInstances") => Ok(s.ec2.describe_instances(forward(s, head, body)?)),
@@ -525,12 +536,6 @@ fn serve(s: &Shared, conn: TcpStream) -> std::io::Result<()> {
             std::thread::sleep(d);
             out.write_all(&answer(s, op, &head, &body)?)
         }
-        None => {
-            let answered = answer(s, op, &head, &body)?;
-            if let Some(iam) = s.iam.get() {
-                iam.learn(&operation, &body, &answered);
-            }
-            out.write_all(&answered)
-        }
+        None => out.write_all(&answer(s, op, &head, &body)?),
     }
 }

@@ -445,6 +445,13 @@ async fn a_tick_killed_half_way_is_finished_by_the_next() {
         if o.as_deref() == Some("done") {
             break;
         }
+        assert_ne!(
+            o.as_deref(),
+            Some("stopped"),
+            "the study stopped: {r}; refused by IAM: {:?}; trials: {:?}",
+            w.denied().iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            trials(&w, "kill")
+        );
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "not done: {outcomes:?} {:?}",

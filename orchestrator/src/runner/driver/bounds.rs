@@ -7,19 +7,24 @@
 use super::Driver;
 use crate::reconcile::Scope;
 use crate::runner::RunError;
+use augur_model::StudyState;
 
 impl Driver<'_> {
-    /// Reads the study's bounds, once a drive (and again after another driver's
-    /// write started them afresh).
-    pub(super) async fn read_bounds(&mut self) -> Result<(), RunError> {
+    /// Reads the study's state; with it, the first time in a drive (and again
+    /// after another driver's write started them afresh), its bounds: one read of
+    /// the record in place of two.
+    pub(super) async fn read_state(&mut self) -> Result<Option<StudyState>, RunError> {
+        let store = &self.runner.store;
         if self.bounds_read {
-            return Ok(());
+            return Ok(store.study_state(&self.study.name).await?);
         }
-        let rec = self.runner.store.get_study(&self.study.name).await?;
-        self.bounds = rec.map(|r| r.bounds).unwrap_or_default();
+        let Some(rec) = store.get_study(&self.study.name).await? else {
+            return Ok(None);
+        };
+        self.bounds = rec.bounds;
         self.saved_bounds = self.bounds.clone();
         self.bounds_read = true;
-        Ok(())
+        Ok(Some(rec.state))
     }
 
     /// Records the bounds as they are now, unless a person's `augur run` or

@@ -7,14 +7,13 @@ use crate::runner::{Counters, Event, RunError};
 use augur_model::{Millis, StudyState, Trial, TrialState};
 
 impl Driver<'_> {
-    /// Reads the study's state, its machines and the trials that changed into the
-    /// cache; counts and reports the trials' changes.
+    /// Reads the study's state (and bounds), its machines and the trials that
+    /// changed into the cache; counts and reports the trials' changes.
     pub(super) async fn observe(&mut self) -> Result<(StudyState, Vec<crate::Machine>), RunError> {
         let runner = self.runner;
         let name = &self.study.name;
-        let state = runner
-            .store
-            .study_state(name)
+        let state = self
+            .read_state()
             .await?
             .ok_or_else(|| RunError::BadInput(format!("study `{name}` was deleted")))?;
         // Machines first, then trials: an agent writes its final state before it
@@ -22,7 +21,6 @@ impl Driver<'_> {
         let machines = runner.provider.list(name).await?;
         let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
         self.cache.mark = mark;
-        self.read_bounds().await?;
         let mut reported = false;
         for mut t in changed {
             if let Some(started) = t.started_ms {

@@ -11,7 +11,8 @@
 //!
 //! Readers lay the beat over the record ([`Trial::absorb`]).
 
-use crate::trial::{Checkpoint, MetricPoint, Trial, TrialState, TrialUpdate};
+use crate::trial::{Checkpoint, MetricPoint, Trial, TrialState};
+use crate::update::TrialUpdate;
 use crate::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -52,7 +53,7 @@ impl Beat {
     pub fn of(known: &TrialUpdate, after_ms: Millis) -> Option<Beat> {
         let mut beat = Beat {
             metrics: known.metrics.clone().unwrap_or_default(),
-            status: known.status.clone().flatten(),
+            status: known.status.value().cloned(),
             checkpoint: known.checkpoint,
             ..Default::default()
         };
@@ -134,6 +135,7 @@ impl KeptBeats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Set;
 
     fn reading(t: Millis, step: f64) -> MetricPoint {
         MetricPoint {
@@ -149,7 +151,7 @@ mod tests {
         TrialUpdate {
             metrics: series.last().map(|p| p.values.clone()),
             series: Some(series),
-            status: Some(Some("epoch 3".into())),
+            status: Set::To("epoch 3".into()),
             ..Default::default()
         }
     }

@@ -18,6 +18,7 @@ pub mod spec;
 pub mod study;
 pub mod tpe;
 pub mod trial;
+pub mod update;
 pub mod value;
 
 pub use agent::AttemptEnd;
@@ -31,10 +32,8 @@ pub use spec::{
     SpecError, Study,
 };
 pub use study::{DriveSettings, LaunchBounds, StudyRecord, StudyState};
-pub use trial::{
-    AttemptRecord, Checkpoint, Expect, MetricPoint, Trial, TrialState, TrialUpdate,
-    MAX_LAUNCH_TRIES,
-};
+pub use trial::{AttemptRecord, Checkpoint, MetricPoint, Trial, TrialState, MAX_LAUNCH_TRIES};
+pub use update::{Expect, Refused, Set, TrialUpdate};
 pub use value::{Params, Value};
 
 /// Milliseconds since the Unix epoch: every timestamp in a record.

@@ -255,8 +255,10 @@ fn show_ms(ms: Millis) -> String {
 pub struct DriveSettings {
     /// Agents heartbeat this often.
     pub heartbeat_ms: Millis,
-    /// A running trial with no heartbeat for this long is lost.
-    pub lease_ms: Millis,
+    /// A running trial with no heartbeat for this long is lost (recorded under its
+    /// old name, `lease_ms`, which agents of earlier builds read).
+    #[serde(rename = "lease_ms")]
+    pub heartbeat_timeout_ms: Millis,
     /// A starting trial whose agent has not reported after this long is lost.
     pub boot_timeout_ms: Millis,
     pub backoff_base_ms: Millis,
@@ -266,7 +268,7 @@ pub struct DriveSettings {
     #[serde(default = "default_capacity_timeout")]
     pub capacity_timeout_ms: Millis,
     /// An agent that could record no heartbeat for this long ends its script (the
-    /// store, or its way to it, is gone). Apart from the lease, and longer: a store
+    /// store, or its way to it, is gone). Apart from the heartbeat timeout, and longer: a store
     /// throttled or down for a few minutes ends no running trial, and a driver that
     /// could not see the store meanwhile does not count them lost either.
     #[serde(default = "default_give_up")]
@@ -286,7 +288,7 @@ impl DriveSettings {
     pub fn local() -> DriveSettings {
         DriveSettings {
             heartbeat_ms: 2_000,
-            lease_ms: 30_000,
+            heartbeat_timeout_ms: 30_000,
             boot_timeout_ms: 60_000,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
@@ -295,9 +297,9 @@ impl DriveSettings {
         }
     }
 
-    /// Whether the settings can drive a study: each in its range, the lease longer
-    /// than two heartbeats, the backoff's cap at least its base. The problem names
-    /// the setting as a flag would (`heartbeat`, `boot-timeout`, ...).
+    /// Whether the settings can drive a study: each in its range, the heartbeat
+    /// timeout longer than two heartbeats, the backoff's cap at least its base. The
+    /// problem names the setting as a flag would (`heartbeat`, `boot-timeout`, ...).
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         const MS: Millis = 1;
         const S: Millis = 1_000;
@@ -319,29 +321,34 @@ impl DriveSettings {
             }
         };
         within("heartbeat", self.heartbeat_ms, 10 * MS, H)?;
-        within("lease", self.lease_ms, 20 * MS, 7 * D)?;
+        within(
+            "heartbeat-timeout",
+            self.heartbeat_timeout_ms,
+            20 * MS,
+            7 * D,
+        )?;
         within("boot-timeout", self.boot_timeout_ms, 100 * MS, 7 * D)?;
         within("backoff-base", self.backoff_base_ms, MS, H)?;
         within("backoff-cap", self.backoff_cap_ms, MS, D)?;
         within("capacity-timeout", self.capacity_timeout_ms, S, 7 * D)?;
         within("give-up", self.give_up_ms, 20 * MS, 7 * D)?;
-        if self.lease_ms < 2 * self.heartbeat_ms {
+        if self.heartbeat_timeout_ms < 2 * self.heartbeat_ms {
             return Err((
-                "lease",
+                "heartbeat-timeout",
                 format!(
                     "{} must be at least two heartbeats ({})",
-                    show_ms(self.lease_ms),
+                    show_ms(self.heartbeat_timeout_ms),
                     show_ms(2 * self.heartbeat_ms)
                 ),
             ));
         }
-        if self.give_up_ms < self.lease_ms {
+        if self.give_up_ms < self.heartbeat_timeout_ms {
             return Err((
                 "give-up",
                 format!(
-                    "{} is below the lease ({}): agents would end trials drivers still count",
+                    "{} is below the heartbeat timeout ({}): agents would end trials drivers still count",
                     show_ms(self.give_up_ms),
-                    show_ms(self.lease_ms)
+                    show_ms(self.heartbeat_timeout_ms)
                 ),
             ));
         }
@@ -363,7 +370,7 @@ impl DriveSettings {
     pub fn cloud() -> DriveSettings {
         DriveSettings {
             heartbeat_ms: 20_000,
-            lease_ms: 90_000,
+            heartbeat_timeout_ms: 90_000,
             boot_timeout_ms: 600_000,
             ..DriveSettings::local()
         }
@@ -399,7 +406,10 @@ mod tests {
         };
         assert_eq!(bad(|d| d.heartbeat_ms = 0).0, "heartbeat");
         assert_eq!(bad(|d| d.heartbeat_ms = 2 * 3_600_000).0, "heartbeat");
-        assert_eq!(bad(|d| d.lease_ms = d.heartbeat_ms).0, "lease");
+        assert_eq!(
+            bad(|d| d.heartbeat_timeout_ms = d.heartbeat_ms).0,
+            "heartbeat-timeout"
+        );
         assert_eq!(bad(|d| d.boot_timeout_ms = 0).0, "boot-timeout");
         assert_eq!(bad(|d| d.backoff_base_ms = 0).0, "backoff-base");
         assert_eq!(bad(|d| d.backoff_cap_ms = 10).0, "backoff-cap");

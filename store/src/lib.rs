@@ -15,7 +15,7 @@ pub mod studyfile;
 pub mod workdir;
 
 use async_trait::async_trait;
-use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_model::{Beat, Expect, Millis, Refused, StudyRecord, StudyState, Trial, TrialUpdate};
 
 pub use denied::Denied;
 pub use layout::Layout;
@@ -100,6 +100,28 @@ pub enum Written {
     Done(Trial),
     /// The condition did not hold; the record as it is (absent: no such trial).
     Conflict(Option<Trial>),
+}
+
+/// The write rule ([`TrialUpdate::check`]) as a store answers it: `None` when the
+/// write may go on; else the store's answer, the record `t` as it is in a conflict
+/// or an illegal transition (a bug in the writer).
+pub fn refusal(
+    study: &str,
+    id: u64,
+    expect: &Expect,
+    update: &TrialUpdate,
+    t: &Trial,
+) -> Option<Result<Written>> {
+    match update.check(expect, t) {
+        Ok(()) => None,
+        Err(Refused::Conflict) => Some(Ok(Written::Conflict(Some(t.clone())))),
+        Err(Refused::Illegal { from, to }) => Some(Err(StoreError::IllegalTransition {
+            study: study.to_string(),
+            id,
+            from,
+            to,
+        })),
+    }
 }
 
 /// What a heartbeat found.

@@ -434,13 +434,8 @@ impl TrialStore for SqliteStore {
             let study = study.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut t) = read_trial(&tx, study, id)? else { return Ok(Written::Conflict(None)) };
-            if !expect.holds(&t) {
-                return Ok(Written::Conflict(Some(t)));
-            }
-            if let Some(to) = update.state {
-                if !t.state.can_become(to) {
-                    return Err(StoreError::IllegalTransition { study: study.to_string(), id, from: t.state, to });
-                }
+            if let Some(refused) = crate::refusal(study, id, &expect, &update, &t) {
+                return refused;
             }
             update.apply(&mut t);
             let seq = next_seq(&tx)?;

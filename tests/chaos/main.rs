@@ -340,7 +340,7 @@ fn aws_study(
         "s.toml",
         "--heartbeat",
         "500ms",
-        "--lease",
+        "--heartbeat-timeout",
         "12s",
         "--boot-timeout",
         "30s",

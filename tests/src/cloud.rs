@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 pub const RUN: [&str; 6] = [
     "--heartbeat",
     "500ms",
-    "--lease",
+    "--heartbeat-timeout",
     "20s",
     "--backoff-base",
     "100ms",

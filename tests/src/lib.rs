@@ -361,7 +361,7 @@ pub fn states(trials: &[Value]) -> Vec<String> {
 pub const FAST: [&str; 6] = [
     "--heartbeat",
     "200ms",
-    "--lease",
+    "--heartbeat-timeout",
     "3s",
     "--backoff-base",
     "50ms",

@@ -42,7 +42,14 @@ instance_type = "t3.micro"
     w.start_hypervisor();
     let before = w.proxy.calls().len();
     let started = std::time::Instant::now();
-    let out = w.augur(&["run", "s.toml", "--heartbeat", "1s", "--lease", "20s"]);
+    let out = w.augur(&[
+        "run",
+        "s.toml",
+        "--heartbeat",
+        "1s",
+        "--heartbeat-timeout",
+        "20s",
+    ]);
     let took = started.elapsed();
     ok(&out);
     let run_calls: Vec<_> = w.proxy.calls()[before..].to_vec();
@@ -304,7 +311,7 @@ image = "ami-12345678"
         "500ms",
         // Room for a loaded machine to boot and run healthy instances: only the
         // faults lose attempts.
-        "--lease",
+        "--heartbeat-timeout",
         "12s",
         "--boot-timeout",
         "30s",
@@ -439,7 +446,14 @@ image = "ami-12345678"
     );
     w.init();
     w.start_hypervisor();
-    let mut run = w.spawn(&["run", "s.toml", "--heartbeat", "500ms", "--lease", "20s"]);
+    let mut run = w.spawn(&[
+        "run",
+        "s.toml",
+        "--heartbeat",
+        "500ms",
+        "--heartbeat-timeout",
+        "20s",
+    ]);
     // Follow the whole study from CloudWatch while it runs, until it is done.
     wait_for(Duration::from_secs(30), "the study to exist", || {
         w.augur(&["trials", "cloudprune", "--json"])
@@ -553,7 +567,7 @@ spot_fallback_after = 2
         "s.toml",
         "--heartbeat",
         "500ms",
-        "--lease",
+        "--heartbeat-timeout",
         "120s",
         "--backoff-base",
         "100ms",
@@ -870,7 +884,7 @@ image = "ami-12345678"
     );
     w.init();
     w.start_hypervisor();
-    let flags = ["--heartbeat", "500ms", "--lease", "20s"];
+    let flags = ["--heartbeat", "500ms", "--heartbeat-timeout", "20s"];
     ok(&w.augur(&[&["run", "s.toml"][..], &flags].concat()));
     // Its one trial cannot read its secret: no trial succeeded (exit 5).
     exits(
@@ -932,14 +946,21 @@ async fn logs_are_kept_keep_days_and_delete_removes_them_and_the_files() {
     w.sb.write("plain.toml", &study("plain", ""));
     w.init();
     w.start_hypervisor();
-    ok(&w.augur(&["run", "kept.toml", "--heartbeat", "500ms", "--lease", "20s"]));
+    ok(&w.augur(&[
+        "run",
+        "kept.toml",
+        "--heartbeat",
+        "500ms",
+        "--heartbeat-timeout",
+        "20s",
+    ]));
     let out = w
         .env(&mut w.sb.cmd(&[
             "run",
             "plain.toml",
             "--heartbeat",
             "500ms",
-            "--lease",
+            "--heartbeat-timeout",
             "20s",
         ]))
         .env("AUGUR_LOG_RETENTION_DAYS", "30")

@@ -542,7 +542,7 @@ async fn a_studys_items_are_marked_to_expire_and_kept_again() {
 async fn a_heartbeat_costs_one_write_unit_at_any_series_length() {
     use augur_aws::dynamo::{item_bytes, write_units};
     use augur_model::bounded::{clip, Series};
-    use augur_model::{Expect, MetricPoint, Params, Trial, TrialState, TrialUpdate};
+    use augur_model::{Expect, MetricPoint, Params, Set, Trial, TrialState, TrialUpdate};
     use augur_store::Beaten;
     use aws_sdk_dynamodb::types::AttributeValue;
     let emu = Emulator::start();
@@ -622,7 +622,7 @@ async fn a_heartbeat_costs_one_write_unit_at_any_series_length() {
             heartbeat_ms: Some(1_000 + beat),
             metrics: Some(last.clone()),
             series: Some(series.points()),
-            status: Some(Some(status.clone())),
+            status: Set::To(status.clone()),
             ..Default::default()
         };
         let out = store.heartbeat(name, 1, 1, &up).await.expect("beat");
@@ -646,7 +646,7 @@ async fn a_heartbeat_costs_one_write_unit_at_any_series_length() {
         heartbeat_ms: Some(2_000),
         metrics: Some(last),
         series: Some(series.points()),
-        status: Some(Some(status)),
+        status: Set::To(status),
         ..Default::default()
     };
     assert_eq!(

@@ -1283,6 +1283,11 @@ fn malformed_study_files_exit_2_naming_the_problem_and_write_nothing() {
     for (flags, needle) in [
         (vec!["--heartbeat", "0"], "--heartbeat"),
         (vec!["--heartbeat", "2h"], "--heartbeat"),
+        (
+            vec!["--heartbeat", "1s", "--heartbeat-timeout", "1s"],
+            "--heartbeat-timeout",
+        ),
+        // Its old name, kept for one release.
         (vec!["--heartbeat", "1s", "--lease", "1s"], "two heartbeats"),
         (vec!["--boot-timeout", "0s"], "--boot-timeout"),
         (vec!["--backoff-base", "0s"], "--backoff-base"),
@@ -1724,7 +1729,8 @@ fn status_server_api_pages_and_metrics() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("# TYPE augur_reconcile_tick_seconds summary")
+        metrics.contains("# TYPE augur_reconcile_pass_seconds summary")
+            && metrics.contains("augur_reconcile_pass_seconds_count ")
             && metrics.contains("augur_reconcile_tick_seconds_count "),
         "{metrics}"
     );
@@ -1767,7 +1773,7 @@ fn gc_ends_orphans_and_expired_leases_and_leaves_live_work_alone() {
         "s.toml",
         "--heartbeat",
         "60s",
-        "--lease",
+        "--heartbeat-timeout",
         "180s",
         "--backoff-base",
         "50ms",

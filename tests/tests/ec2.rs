@@ -709,7 +709,7 @@ async fn an_agent_cut_off_from_the_store_past_its_lease_powers_off() {
         "s.toml",
         "--heartbeat",
         "500ms",
-        "--lease",
+        "--heartbeat-timeout",
         "3s",
         "--give-up",
         "4s",

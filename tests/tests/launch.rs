@@ -48,7 +48,7 @@ fn submit(w: &World, name: &str) {
         &format!("{name}.toml"),
         "--heartbeat",
         "1s",
-        "--lease",
+        "--heartbeat-timeout",
         "30s",
         "--backoff-base",
         "200ms",

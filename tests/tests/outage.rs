@@ -109,7 +109,7 @@ image = "ami-12345678"
         "s.toml",
         "--heartbeat",
         "2s",
-        "--lease",
+        "--heartbeat-timeout",
         "20s",
         "--backoff-base",
         "100ms",
@@ -172,7 +172,7 @@ async fn three_minutes_of_throttling_lose_no_running_trial() {
         "s.toml",
         "--heartbeat",
         "2s",
-        "--lease",
+        "--heartbeat-timeout",
         "20s",
         "--backoff-base",
         "100ms",
@@ -258,7 +258,14 @@ async fn three_minutes_of_throttling_under_ticks_lose_no_running_trial() {
     let go = waiting_study(&w, "ticked");
     w.init();
     w.start_hypervisor();
-    ok(&w.augur(&["submit", "s.toml", "--heartbeat", "2s", "--lease", "20s"]));
+    ok(&w.augur(&[
+        "submit",
+        "s.toml",
+        "--heartbeat",
+        "2s",
+        "--heartbeat-timeout",
+        "20s",
+    ]));
     let w = Arc::new(w);
     let stop = Arc::new(AtomicBool::new(false));
     let said = Arc::new(Mutex::new(String::new()));

@@ -115,8 +115,8 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         Err(why) => return refuse(store, cfg, why).await,
     };
     let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
-    // Past the lease without a heartbeat recorded, a driver counts the attempt lost.
-    let lease = rec.drive.as_ref().map(|d| ms(d.lease_ms));
+    // Past this without a heartbeat recorded, a driver counts the attempt lost.
+    let heartbeat_timeout = rec.drive.as_ref().map(|d| ms(d.heartbeat_timeout_ms));
     // The agent itself gives up on a store it cannot reach only after this.
     let give_up = rec
         .drive
@@ -137,7 +137,7 @@ pub async fn run_attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> Result<En
         return refuse_unproposed(store, cfg, &log).await;
     }
     log_start(cfg, &trial, &log);
-    let mut beats = watch::Beats::new(store, cfg, lease, give_up);
+    let mut beats = watch::Beats::new(store, cfg, heartbeat_timeout, give_up);
     let outcome = script::run_script(cfg, &study, &mut beats, &trial, &log).await?;
     // An attempt ended from outside (SIGTERM: `augur stop`, a pruner) is usually one
     // whose trial has moved on already: say so, not "failed".
@@ -417,7 +417,7 @@ async fn final_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use augur_model::Params;
+    use augur_model::{Params, Set};
     use augur_store::SqliteStore;
 
     /// A store under `dir` holding `rec` and trial `t` starting at attempt 1, and the
@@ -536,8 +536,8 @@ mod tests {
             let pruned_at = 1_000_000;
             let prune = TrialUpdate {
                 state: Some(TrialState::Pruned),
-                error: Some(Some("asha: …".into())),
-                finished_ms: Some(Some(pruned_at)),
+                error: Set::To("asha: …".into()),
+                finished_ms: Set::To(pruned_at),
                 ..Default::default()
             };
             let expect = Expect::state(TrialState::Running, 1);

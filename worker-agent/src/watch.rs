@@ -17,9 +17,9 @@ use tokio::time::Instant;
 ///
 /// A beat that fails is tried again after a capped exponential backoff with jitter
 /// (the store is throttling, or down): never sooner than the next tick, never later
-/// than a third of the lease. The agent ends its script only when no beat could be
+/// than a third of the heartbeat timeout. The agent ends its script only when no beat could be
 /// recorded for its give-up horizon (`DriveSettings::give_up_ms`, minutes), apart
-/// from and longer than the lease after which a driver that *can* see the store
+/// from and longer than the heartbeat timeout after which a driver that *can* see the store
 /// counts the attempt lost.
 pub(crate) struct Beats<'a> {
     store: &'a dyn TrialStore,
@@ -27,7 +27,7 @@ pub(crate) struct Beats<'a> {
     give_up: Duration,
     /// After this long without a beat recorded, a driver that can read the store
     /// counts the attempt lost.
-    lease: Option<Duration>,
+    heartbeat_timeout: Option<Duration>,
     /// The longest wait between two tries of a failing beat.
     cap: Duration,
     /// When a beat was last recorded (the attempt's start, at first).
@@ -56,10 +56,10 @@ impl<'a> Beats<'a> {
     pub(crate) fn new(
         store: &'a dyn TrialStore,
         cfg: &'a AgentConfig,
-        lease: Option<Duration>,
+        heartbeat_timeout: Option<Duration>,
         give_up: Duration,
     ) -> Beats<'a> {
-        let cap = lease
+        let cap = heartbeat_timeout
             .map_or(Duration::from_secs(30), |l| l / 3)
             .max(cfg.heartbeat);
         let mut ticks = tokio::time::interval_at(Instant::now() + cfg.heartbeat, cfg.heartbeat);
@@ -69,7 +69,7 @@ impl<'a> Beats<'a> {
             store,
             cfg,
             give_up,
-            lease,
+            heartbeat_timeout,
             cap,
             last: Instant::now(),
             failed: 0,
@@ -99,7 +99,7 @@ impl<'a> Beats<'a> {
             up.metrics = Some(seen.metrics.clone());
             up.series = Some(seen.series.points());
             up.checkpoint = seen.checkpoint;
-            up.status = Some(seen.status.clone());
+            up.status = augur_model::Set::exactly(seen.status.clone());
             seen.dirty = false;
         }
         let (store, cfg) = (self.store, self.cfg);
@@ -111,10 +111,11 @@ impl<'a> Beats<'a> {
         None
     }
 
-    /// Whether a beat was recorded within the lease: past it, another attempt may
+    /// Whether a beat was recorded within the heartbeat timeout: past it, another attempt may
     /// own the trial (its checkpoint is then left to that one).
     pub(crate) fn heard(&self) -> bool {
-        self.lease.is_none_or(|l| self.last.elapsed() <= l)
+        self.heartbeat_timeout
+            .is_none_or(|l| self.last.elapsed() <= l)
     }
 
     /// The heartbeat's next event (cancel-safe: a beat under way stays so).

@@ -51,7 +51,7 @@ impl Kept {
         if up.series.is_some() {
             k.series.clone_from(&up.series);
         }
-        if up.status.is_some() {
+        if up.status.changes() {
             k.status.clone_from(&up.status);
         }
         if up.checkpoint.is_some() {

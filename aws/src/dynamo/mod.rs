@@ -482,8 +482,8 @@ impl TrialStore for DynamoStore {
             let Some((mut t, rev)) = self.read_trial(study, id).await? else {
                 return Ok(Written::Conflict(None));
             };
-            if !expect.holds(&t) {
-                return Ok(Written::Conflict(Some(t)));
+            if let Some(refused) = augur_store::refusal(study, id, expect, update, &t) {
+                return refused;
             }
             // Ending a running attempt from outside stops its beats first (its agent
             // learns at its next one), and keeps the last of them in the record.
@@ -493,16 +493,6 @@ impl TrialStore for DynamoStore {
                     t.absorb(&b);
                 }
                 stopped = true;
-            }
-            if let Some(to) = update.state {
-                if !t.state.can_become(to) {
-                    return Err(StoreError::IllegalTransition {
-                        study: study.to_string(),
-                        id,
-                        from: t.state,
-                        to,
-                    });
-                }
             }
             update.apply(&mut t);
             let pk = self.trials_pk(study).await?;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::trial::TrialUpdate;
+use crate::update::TrialUpdate;
 use crate::Params;
 
 const MIN: Millis = 60_000;

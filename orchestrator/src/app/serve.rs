@@ -347,12 +347,22 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
                 "# HELP augur_runner_{name}_total {help}\n# TYPE augur_runner_{name}_total counter\naugur_runner_{name}_total {v}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP augur_reconcile_tick_seconds Time spent in reconcile passes.\n# TYPE augur_reconcile_tick_seconds summary\naugur_reconcile_tick_seconds_sum {}\naugur_reconcile_tick_seconds_count {}",
-            c.tick_micros as f64 / 1e6,
-            c.ticks
-        );
+        // `augur_reconcile_tick_seconds` is its old name (a tick is one scheduled
+        // invocation, which runs many passes): kept for one release.
+        for (name, help) in [
+            ("augur_reconcile_pass_seconds", "Time spent in reconcile passes."),
+            (
+                "augur_reconcile_tick_seconds",
+                "Deprecated: augur_reconcile_pass_seconds under its old name (kept for one release).",
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {}\n{name}_count {}",
+                c.pass_micros as f64 / 1e6,
+                c.passes
+            );
+        }
     }
     aws_calls(&mut out);
     Ok((

@@ -95,9 +95,10 @@ pub struct Tuning {
     /// trial are 5 + duration / heartbeat].
     #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
     heartbeat: Option<Duration>,
-    /// A running trial with no heartbeat for this long is lost [default: 30s local, 90s aws].
-    #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
-    lease: Option<Duration>,
+    /// A running trial with no heartbeat for this long is lost [default: 30s local, 90s aws]
+    /// (`--lease`, its old name, is kept for one release).
+    #[arg(long, alias = "lease", value_parser = crate::app::dur, help_heading = "Tuning")]
+    heartbeat_timeout: Option<Duration>,
     /// A starting trial whose agent has not reported after this long is lost
     /// [default: 60s local, 10m aws: instances boot in minutes].
     #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
@@ -130,7 +131,7 @@ impl Tuning {
         };
         let drive = DriveSettings {
             heartbeat_ms: ms(self.heartbeat, d.heartbeat_ms),
-            lease_ms: ms(self.lease, d.lease_ms),
+            heartbeat_timeout_ms: ms(self.heartbeat_timeout, d.heartbeat_timeout_ms),
             boot_timeout_ms: ms(self.boot_timeout, d.boot_timeout_ms),
             backoff_base_ms: ms(self.backoff_base, d.backoff_base_ms),
             backoff_cap_ms: ms(self.backoff_cap, d.backoff_cap_ms),

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashSet};
 #[derive(Clone, Debug)]
 pub struct Timing {
     /// A running trial whose last heartbeat is older than this is lost.
-    pub lease_ms: Millis,
+    pub heartbeat_timeout_ms: Millis,
     /// An agent that could record no heartbeat for this long has ended its script
     /// (its give-up horizon): its attempt is lost whatever the driver saw meanwhile.
     pub give_up_ms: Millis,
@@ -51,8 +51,8 @@ pub struct Timing {
     /// The largest difference between two machines' clocks that leases tolerate. A
     /// driver's lease is written with the holder's clock and read with the taker's:
     /// it is taken over only this long after it expired by the taker's clock. (The
-    /// heartbeat lease compares the agent's clock with the driver's; its margin is
-    /// `lease_ms` minus the heartbeat interval, 70 s by default on AWS.)
+    /// heartbeat timeout compares the agent's clock with the driver's; its margin is
+    /// `heartbeat_timeout_ms` minus the heartbeat interval, 70 s by default on AWS.)
     pub clock_skew_ms: Millis,
     /// How long launches may find no room (capacity, quota) before the drive stops.
     pub capacity_timeout_ms: Millis,
@@ -72,7 +72,7 @@ impl Timing {
     /// The timings of a study's recorded drive settings.
     pub fn with_drive(d: &DriveSettings) -> Timing {
         Timing {
-            lease_ms: d.lease_ms,
+            heartbeat_timeout_ms: d.heartbeat_timeout_ms,
             give_up_ms: d.give_up_ms,
             boot_timeout_ms: d.boot_timeout_ms,
             launch_grace_ms: 2_000,

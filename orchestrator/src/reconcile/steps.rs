@@ -311,17 +311,17 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
     if vanished {
         return lost("its agent process is gone".into());
     }
-    // Silent past the lease, counted from when the driver could see the store too
+    // Silent past the heartbeat timeout, counted from when the driver could see the store too
     // (an agent cannot beat through the store's outage either); past the agent's
     // give-up horizon, whatever the driver saw.
     let silent = v.now - beat;
     let unseen = v.now - beat.max(v.seen_since);
-    if unseen > v.timing.lease_ms || silent > v.timing.give_up_ms {
+    if unseen > v.timing.heartbeat_timeout_ms || silent > v.timing.give_up_ms {
         return lost(format!("no heartbeat for {} s", silent / 1000));
     }
     // The agent ends an attempt at its timeout; if it hangs (but still heart-beats),
-    // its machine is ended a lease later.
-    let grace = v.study.run.grace_ms as Millis + v.timing.lease_ms;
+    // its machine is ended a heartbeat timeout later.
+    let grace = v.study.run.grace_ms as Millis + v.timing.heartbeat_timeout_ms;
     let timeout = v.study.attempt_timeout_ms(t)?;
     let over = t
         .started_ms

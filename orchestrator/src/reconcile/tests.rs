@@ -62,7 +62,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
         gone: Some("Server.SpotInstanceTermination".into()),
         ..m(1, 1)
     };
-    // Seen at once, without waiting for the heartbeat lease, on a provider that
+    // Seen at once, without waiting for the heartbeat timeout, on a provider that
     // does not see all its machines (EC2).
     let timing = Timing::default();
     let a = decide(&View {
@@ -130,7 +130,7 @@ fn a_hung_attempt_past_its_timeout_is_ended_even_while_it_heartbeats() {
     .unwrap();
     let mut t = trial(1, TrialState::Running);
     t.started_ms = Some(0);
-    let limit = 60_000 + 5_000 + Timing::default().lease_ms;
+    let limit = 60_000 + 5_000 + Timing::default().heartbeat_timeout_ms;
     t.heartbeat_ms = Some(limit);
     assert!(run(&s, std::slice::from_ref(&t), &[m(1, 1)], limit).is_empty());
     t.heartbeat_ms = Some(limit + 1);
@@ -235,7 +235,7 @@ fn vanished_agent_is_lost_then_retried_with_backoff() {
 }
 
 #[test]
-fn silent_agent_loses_its_lease_and_its_machine() {
+fn a_silent_agent_loses_its_attempt_and_its_machine() {
     let s = study("");
     let t = trial(1, TrialState::Running);
     assert!(run(&s, std::slice::from_ref(&t), &[m(1, 1)], 29_000)
@@ -560,11 +560,11 @@ fn view<'a>(
     }
 }
 
-/// A running trial silent past the lease is lost only if the driver could see the
-/// store for a lease as well: after the store's bad minutes the agent gets a lease
+/// A running trial silent past the heartbeat timeout is lost only if the driver could see the
+/// store for a heartbeat timeout as well: after the store's bad minutes the agent gets one
 /// from their end to beat again; past its give-up horizon it is lost regardless.
 #[test]
-fn silence_the_driver_could_not_see_is_given_a_lease_from_when_it_could() {
+fn silence_the_driver_could_not_see_counts_from_when_it_could() {
     let s = study("");
     let timing = Timing::default();
     let mut t = trial(1, TrialState::Running);
@@ -582,14 +582,14 @@ fn silence_the_driver_could_not_see_is_given_a_lease_from_when_it_could() {
             .iter()
             .any(|a| matches!(a, Action::MarkLost { trial: 1, .. }))
     };
-    let lease = timing.lease_ms;
-    // Seen throughout: lost a lease after the last beat.
-    assert!(!lost(1_000 + lease, 0));
-    assert!(lost(1_000 + lease + 1, 0));
-    // The store came back at 200 s: a lease from then.
+    let timeout = timing.heartbeat_timeout_ms;
+    // Seen throughout: lost a heartbeat timeout after the last beat.
+    assert!(!lost(1_000 + timeout, 0));
+    assert!(lost(1_000 + timeout + 1, 0));
+    // The store came back at 200 s: a heartbeat timeout from then.
     let back = 200_000;
-    assert!(!lost(back + lease, back));
-    assert!(lost(back + lease + 1, back));
+    assert!(!lost(back + timeout, back));
+    assert!(lost(back + timeout + 1, back));
     // Past the agent's own horizon, lost whatever the driver saw.
     assert!(lost(
         1_000 + timing.give_up_ms + 1,
@@ -663,7 +663,7 @@ fn gc_sweeps_with_the_drivers_rule() {
     // Past its grace (the study's recorded heartbeat decides how long) it is ended.
     let slow = Timing::with_drive(&augur_model::DriveSettings {
         heartbeat_ms: 1,
-        lease_ms: 1,
+        heartbeat_timeout_ms: 1,
         boot_timeout_ms: 1,
         backoff_base_ms: 1,
         backoff_cap_ms: 1,

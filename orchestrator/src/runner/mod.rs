@@ -182,9 +182,10 @@ pub struct Counters {
     pub preempted: AtomicU64,
     pub terminated: AtomicU64,
     pub backend_errors: AtomicU64,
-    pub ticks: AtomicU64,
+    /// Reconcile passes (a tick, `augur run`'s loop: one or many each).
+    pub passes: AtomicU64,
     /// Time spent in reconcile passes, in microseconds.
-    pub tick_micros: AtomicU64,
+    pub pass_micros: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -200,8 +201,8 @@ pub struct CounterValues {
     pub preempted: u64,
     pub terminated: u64,
     pub backend_errors: u64,
-    pub ticks: u64,
-    pub tick_micros: u64,
+    pub passes: u64,
+    pub pass_micros: u64,
 }
 
 impl Counters {
@@ -221,8 +222,8 @@ impl Counters {
             preempted: g(&self.preempted),
             terminated: g(&self.terminated),
             backend_errors: g(&self.backend_errors),
-            ticks: g(&self.ticks),
-            tick_micros: g(&self.tick_micros),
+            passes: g(&self.passes),
+            pass_micros: g(&self.pass_micros),
         }
     }
 }

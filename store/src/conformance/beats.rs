@@ -2,7 +2,7 @@
 
 use super::record;
 use crate::{Beaten, TrialStore};
-use augur_model::{Expect, MetricPoint, Params, Trial, TrialState, TrialUpdate};
+use augur_model::{Expect, MetricPoint, Params, Set, Trial, TrialState, TrialUpdate};
 
 /// Heartbeats: every reader sees the newest (records read whole, or a cache of
 /// changes with the trials' `beats` laid over); an attempt ended by another writer
@@ -61,7 +61,7 @@ async fn every_reader_sees_the_newest_beat(s: &dyn TrialStore, name: &str) {
             heartbeat_ms: Some(100 + beat),
             metrics: series.last().map(|p| p.values.clone()),
             series: Some(series),
-            status: Some(Some(format!("beat {beat}"))),
+            status: Set::To(format!("beat {beat}")),
             ..Default::default()
         };
         let out = s.heartbeat(name, 1, 1, &up).await.expect("beat");
@@ -90,7 +90,7 @@ async fn every_reader_sees_the_newest_beat(s: &dyn TrialStore, name: &str) {
 async fn an_ended_attempt_learns_it_at_its_next_beat(s: &dyn TrialStore, name: &str) {
     let lost = TrialUpdate {
         state: Some(TrialState::Lost),
-        error: Some(Some("no heartbeat".into())),
+        error: Set::To("no heartbeat".into()),
         ..Default::default()
     };
     let ended = s

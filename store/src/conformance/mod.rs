@@ -6,7 +6,7 @@
 
 use crate::{StoreError, TrialStore, Written};
 use augur_model::{
-    Expect, Params, Study, StudyRecord, StudyState, Trial, TrialState, TrialUpdate, Value,
+    Expect, Params, Set, Study, StudyRecord, StudyState, Trial, TrialState, TrialUpdate, Value,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
         .expect("trial");
     let start = TrialUpdate {
         state: Some(TrialState::Starting),
-        launched_ms: Some(Some(7)),
+        launched_ms: Set::To(7),
         ..Default::default()
     };
     let t = s
@@ -180,7 +180,7 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
     let any = Expect::any_of(&[TrialState::Starting, TrialState::Running], 1);
     let lost = TrialUpdate {
         state: Some(TrialState::Lost),
-        error: Some(Some("gone".into())),
+        error: Set::To("gone".into()),
         ..Default::default()
     };
     let t = s
@@ -211,8 +211,8 @@ pub async fn conditional_writes(s: &dyn TrialStore, name: &str) {
     }
     let prune = TrialUpdate {
         state: Some(TrialState::Pruned),
-        finished_ms: Some(Some(10)),
-        error: Some(Some("asha: not in the best third".into())),
+        finished_ms: Set::To(10),
+        error: Set::To("asha: not in the best third".into()),
         ..Default::default()
     };
     s.update_trial(name, 2, &Expect::state(TrialState::Running, 1), &prune)
@@ -276,7 +276,7 @@ pub async fn racing_launches(s: Arc<dyn TrialStore>, name: &str) {
             tokio::spawn(async move {
                 let up = TrialUpdate {
                     state: Some(TrialState::Starting),
-                    machine: Some(Some(format!("m{i}"))),
+                    machine: Set::To(format!("m{i}")),
                     ..Default::default()
                 };
                 s.update_trial(&name, 1, &Expect::state(TrialState::Pending, 1), &up)

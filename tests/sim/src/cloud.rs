@@ -38,11 +38,25 @@ pub struct Inst {
     /// Reclaimed this long after its agent started.
     reclaim_after: Option<Millis>,
     state: InstState,
+    launched: Millis,
     started: Millis,
     beat: Millis,
     gone_at: Millis,
     /// The readings its script printed, as the agent keeps them.
     series: Series,
+}
+
+/// How an abandoned study's machines ended ([`SimCloud::ends_since`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ends {
+    /// Ended by themselves: the script finished, the attempt was gone, reclaimed.
+    pub on_their_own: usize,
+    /// The last of those, after the driver died.
+    pub last_own_ms: Millis,
+    /// Ended by a tick's TerminateInstances.
+    pub by_ticks: usize,
+    /// The longest a tick took to end one after the rules allowed it.
+    pub lag_ms: Millis,
 }
 
 /// Instances by study, then by id: a listing filtered by the study's tag is
@@ -100,6 +114,7 @@ impl MachineProvider for SimCloud {
             fails: rng.gen_bool(0.02),
             reclaim_after: rng.gen_bool(0.03).then(|| rng.gen_range(10_000..300_000)),
             state: InstState::Booting,
+            launched: now,
             started: 0,
             beat: 0,
             gone_at: 0,
@@ -238,6 +253,37 @@ impl SimCloud {
             .filter(|i| !matches!(i.state, InstState::Gone(_)))
             .map(|i| i.trial)
             .collect()
+    }
+
+    /// How the machines of `study` live at `since` ended: on their own (their script
+    /// done, their attempt gone, reclaimed) or by a tick's TerminateInstances, and
+    /// how long after the rules let a tick end it (a machine that never booted: its
+    /// boot timeout after its launch; any other: at once).
+    pub fn ends_since(&self, study: &str, since: Millis, boot_timeout: Millis) -> Ends {
+        let mut e = Ends::default();
+        let Ok(insts) = self.insts.lock() else {
+            return e;
+        };
+        for i in insts.get(study).into_iter().flat_map(|of| of.values()) {
+            let InstState::Gone(reason) = i.state else {
+                continue;
+            };
+            if i.gone_at < since {
+                continue;
+            }
+            if reason == "Client.UserInitiatedShutdown" {
+                let due = match i.started {
+                    0 => (i.launched + boot_timeout).max(since),
+                    _ => since,
+                };
+                e.by_ticks += 1;
+                e.lag_ms = e.lag_ms.max(i.gone_at - due);
+            } else {
+                e.on_their_own += 1;
+                e.last_own_ms = e.last_own_ms.max(i.gone_at - since);
+            }
+        }
+        e
     }
 
     /// Instance `id` of `study` if it ended within the hour, as a listing shows it

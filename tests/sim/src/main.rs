@@ -130,6 +130,8 @@ pub(crate) struct Abandoned {
     pub machines: usize,
     pub wound_down_ms: Millis,
     pub others_succeeded: u64,
+    /// How its machines ended.
+    pub ends: cloud::Ends,
 }
 
 /// What one simulated study measured.
@@ -208,7 +210,7 @@ fn world(o: &Options) -> Result<World, String> {
     let clock = now.clone();
     runner.clock = Arc::new(move || clock.load(Ordering::Relaxed));
     runner.timing.heartbeat_ms = HEARTBEAT_MS;
-    runner.timing.lease_ms = 90_000;
+    runner.timing.heartbeat_timeout_ms = 90_000;
     runner.timing.boot_timeout_ms = 600_000;
     runner.lease = Some(augur::LeaseSpec {
         holder: "sim".into(),
@@ -301,6 +303,8 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
                 let live = w.cloud.live_trials(&s.name);
                 if live.is_empty() {
                     abandoned.wound_down_ms = t - since;
+                    let boot_timeout = runner.timing.boot_timeout_ms;
+                    abandoned.ends = w.cloud.ends_since(&s.name, since, boot_timeout);
                     abandoned.others_succeeded =
                         w.cloud.succeeded_besides(&s.name) - abandoned.others_succeeded;
                     true
@@ -411,7 +415,7 @@ async fn tally(w: &World, studies: &[Study], o: &Options, ran: Ran) -> Result<Re
         trials: ran.total,
         parallel: o.parallel,
         ticks: ran.cpu_ms.len() as u64,
-        passes: c.ticks,
+        passes: c.passes,
         cpu_late_ms: ran.cpu_ms[late..].to_vec(),
         cpu_ms: ran.cpu_ms,
         ec2: w.ec2.clone(),

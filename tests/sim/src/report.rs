@@ -76,6 +76,13 @@ pub(crate) fn print(reports: &[Report], o: &Options) -> bool {
             a.wound_down_ms as f64 / 60_000.0,
             a.others_succeeded
         );
+        println!(
+            "  {} ended on their own (scripts done, attempts gone, reclaimed; the last {:.1} virtual minutes in: running trials are let finish), {} by the ticks' TerminateInstances, at most {:.1} virtual s after their rule allowed it (a machine that never booted: its 10-minute boot timeout)",
+            a.ends.on_their_own,
+            a.ends.last_own_ms as f64 / 60_000.0,
+            a.ends.by_ticks,
+            a.ends.lag_ms as f64 / 1000.0
+        );
     }
     if let [first, .., last] = reports {
         let ratio = |a: f64, b: f64| if a > 0.0 { b / a } else { 0.0 };

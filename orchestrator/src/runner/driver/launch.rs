@@ -9,7 +9,7 @@ use super::{After, At, Driver};
 use crate::provider::ProviderError;
 use crate::runner::{Counters, Event, RunError};
 use augur_model::cost::Billing;
-use augur_model::{Expect, Machine, Millis, Trial, TrialState, TrialUpdate, MAX_LAUNCH_TRIES};
+use augur_model::{Expect, Machine, Millis, Set, Trial, TrialState, TrialUpdate, MAX_LAUNCH_TRIES};
 use augur_store::{Launched, Written};
 use futures_util::StreamExt;
 
@@ -84,8 +84,8 @@ impl Driver<'_> {
         let runner = self.runner;
         let up = TrialUpdate {
             state: Some(TrialState::Starting),
-            launched_ms: Some(Some(now)),
-            machine: Some(None),
+            launched_ms: Set::To(now),
+            machine: Set::Clear,
             assigned: Some(false),
             launch_tries: Some(0),
             ..Default::default()
@@ -176,11 +176,11 @@ impl Driver<'_> {
             return Ok(None);
         }
         let up = TrialUpdate {
-            machine: Some(Some(launched.id.clone())),
-            launched_ms: Some(Some((self.runner.clock)())),
-            billing: launched.billing.clone().map(Some),
-            not_before_ms: Some(None),
-            status: Some(None),
+            machine: Set::To(launched.id.clone()),
+            launched_ms: Set::To((self.runner.clock)()),
+            billing: Set::given(launched.billing.clone()),
+            not_before_ms: Set::Clear,
+            status: Set::Clear,
             ..Default::default()
         };
         let named = self.write(at, &up).await?.is_some();
@@ -197,7 +197,7 @@ impl Driver<'_> {
     /// `ClientToken` once the cause is fixed. The trial says why; the drive ends.
     async fn refused(&self, at: At, e: ProviderError) -> RunError {
         let up = TrialUpdate {
-            status: Some(Some(format!("launch refused: {e}"))),
+            status: Set::To(format!("launch refused: {e}")),
             ..Default::default()
         };
         if let Err(w) = self.write(at, &up).await {
@@ -255,11 +255,11 @@ impl Driver<'_> {
             .max(timing.backoff_base_ms);
         let up = TrialUpdate {
             launch_tries: Some(tries),
-            not_before_ms: Some(Some(now + wait)),
-            status: Some(Some(format!(
+            not_before_ms: Set::To(now + wait),
+            status: Set::To(format!(
                 "launch try {tries} of {MAX_LAUNCH_TRIES} failed: {e}; asked again in {:.1} s under the same ClientToken",
                 wait as f64 / 1000.0
-            ))),
+            )),
             ..Default::default()
         };
         self.write(at, &up).await?;
@@ -284,10 +284,10 @@ impl Driver<'_> {
     ) -> Result<(), RunError> {
         let up = TrialUpdate {
             state: Some(TrialState::Starting),
-            launched_ms: Some(Some(now)),
-            machine: Some(Some(machine)),
+            launched_ms: Set::To(now),
+            machine: Set::To(machine),
             assigned: Some(true),
-            billing: Some(billing),
+            billing: Set::exactly(billing),
             ..Default::default()
         };
         let expect = Expect::state(TrialState::Pending, at.attempt);
@@ -308,10 +308,10 @@ impl Driver<'_> {
     pub(super) async fn adopt(&self, at: At, machine: Machine) -> Result<(), RunError> {
         tracing::info!(study = %self.study.name, trial = at.trial, machine = %machine.id, "adopting the machine launched for the attempt");
         let up = TrialUpdate {
-            machine: Some(Some(machine.id.clone())),
-            billing: machine.billing.clone().map(Some),
-            not_before_ms: Some(None),
-            status: Some(None),
+            machine: Set::To(machine.id.clone()),
+            billing: Set::given(machine.billing.clone()),
+            not_before_ms: Set::Clear,
+            status: Set::Clear,
             ..Default::default()
         };
         let named = self.write(at, &up).await?.is_some();
@@ -332,9 +332,9 @@ impl Driver<'_> {
         let tries = tries + 1;
         let up = TrialUpdate {
             launch_tries: Some(tries),
-            status: Some(Some(format!(
+            status: Set::To(format!(
                 "launch try {tries} of {MAX_LAUNCH_TRIES} had no answer before the tick's deadline; the next pass asks again under the same ClientToken"
-            ))),
+            )),
             ..Default::default()
         };
         self.write(at, &up).await?;
@@ -345,7 +345,7 @@ impl Driver<'_> {
     /// since (a short script may have ended already).
     async fn bill(&self, at: At, billing: Billing) -> Result<(), RunError> {
         let up = TrialUpdate {
-            billing: Some(Some(billing)),
+            billing: Set::To(billing),
             ..Default::default()
         };
         let expect = Expect::any_of(&TrialState::ALL, at.attempt);
@@ -375,12 +375,12 @@ impl Driver<'_> {
         let up = TrialUpdate {
             state: Some(TrialState::Pending),
             // Nothing was launched: no machine time to count.
-            launched_ms: Some(None),
-            not_before_ms: Some(Some(until)),
-            status: Some(Some(format!(
+            launched_ms: Set::Clear,
+            not_before_ms: Set::To(until),
+            status: Set::To(format!(
                 "waiting for capacity ({} s so far): {what}",
                 waited / 1000
-            ))),
+            )),
             ..Default::default()
         };
         self.write(at, &up).await?;

@@ -45,7 +45,7 @@ impl Driver<'_> {
                 &holder,
                 now - runner.timing.clock_skew_ms,
                 now + left.as_millis() as Millis,
-                runner.timing.lease_ms,
+                runner.timing.heartbeat_timeout_ms,
             )
             .await?;
         if !got.held_by(&holder) {
@@ -80,7 +80,7 @@ impl Driver<'_> {
                 &spec.holder,
                 now - runner.timing.clock_skew_ms,
                 now + ttl,
-                runner.timing.lease_ms,
+                runner.timing.heartbeat_timeout_ms,
             )
             .await?;
         if got.held_by(&spec.holder) {

@@ -22,7 +22,7 @@ use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
 use crate::reconcile::{decide, Action, Loss, Mode, Scope};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
-    oracle_for, Expect, LaunchBounds, Millis, Oracle, Study, StudyState, Trial, TrialState,
+    oracle_for, Expect, LaunchBounds, Millis, Oracle, Set, Study, StudyState, Trial, TrialState,
     TrialUpdate,
 };
 use lease::LeaseState;
@@ -173,11 +173,11 @@ impl<'a> Driver<'a> {
     pub async fn pass(&mut self, mode: Mode) -> Result<Next, RunError> {
         let act = self.keep_lease().await?;
         let counters = &self.runner.counters;
-        Counters::bump(&counters.ticks);
+        Counters::bump(&counters.passes);
         let started = Instant::now();
         let step = self.observe_and_act(mode, act).await;
         counters
-            .tick_micros
+            .pass_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         step
     }
@@ -551,8 +551,8 @@ impl<'a> Driver<'a> {
     fn ending(&self, to: TrialState, error: Option<String>) -> TrialUpdate {
         TrialUpdate {
             state: Some(to),
-            error: Some(error),
-            finished_ms: Some(Some((self.runner.clock)())),
+            error: Set::exactly(error),
+            finished_ms: Set::To((self.runner.clock)()),
             ..Default::default()
         }
     }

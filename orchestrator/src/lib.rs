@@ -24,5 +24,5 @@ pub use provider::MachineProvider;
 pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
 pub use runner::{
     Clock, CounterValues, Driver, Event, Finished, LeaseSpec, Next, RegisterOptions, RunError,
-    Runner, StreamHandle, TickEnd, WarmCaches,
+    Runner, StreamHandle, TickCaches, TickEnd,
 };

@@ -174,12 +174,12 @@ async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
     assert!(!matches!(end, augur::TickEnd::Held(_)), "{end:?}");
 }
 
-/// Serverless ticks in one process keep each study's cache (a warm augur-lambda):
+/// Serverless ticks in one process keep each study's cache (an augur-lambda environment AWS reuses):
 /// ticks carry a study to its end and the cache is dropped there; a study deleted
 /// and made again under the same name starts cold (a stale cache would count the old
 /// study's trials and stop short of the budget).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_ticks_keep_the_cache_and_a_remade_study_starts_cold() {
+async fn cached_ticks_keep_the_cache_and_a_remade_study_starts_cold() {
     let dir = tempfile::tempdir().expect("tmp");
     let calls = Arc::new(AtomicU64::new(0));
     let (r, store) = runner(dir.path(), quadratic(calls.clone()));
@@ -188,21 +188,21 @@ async fn warm_ticks_keep_the_cache_and_a_remade_study_starts_cold() {
         holder: "lambda".into(),
         ttl: std::time::Duration::from_secs(30),
     });
-    let warm = augur::WarmCaches::default();
+    let caches = augur::TickCaches::default();
     let s = study("");
     let ticks = |rec: augur_model::StudyRecord, stop_at: usize| {
-        let (r, warm, store, s) = (&r, &warm, store.clone(), s.clone());
+        let (r, caches, store, s) = (&r, &caches, store.clone(), s.clone());
         async move {
             let mut kept = 0;
             for _ in 0..400 {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
                 match r
-                    .tick_warm(&s, rec.created_ms, deadline, warm)
+                    .tick_cached(&s, rec.created_ms, deadline, caches)
                     .await
                     .expect("tick")
                 {
                     augur::TickEnd::Finished(_) => return kept,
-                    _ => kept = kept.max(warm.len()),
+                    _ => kept = kept.max(caches.len()),
                 }
                 if store.list_trials("api").await.expect("list").len() >= stop_at {
                     return kept;
@@ -219,7 +219,7 @@ async fn warm_ticks_keep_the_cache_and_a_remade_study_starts_cold() {
         1,
         "a tick with work left keeps its cache"
     );
-    assert_eq!(warm.len(), 1);
+    assert_eq!(caches.len(), 1);
     // Deleted and made again: a new creation time, a cold start, the whole budget.
     assert!(store.delete_study("api").await.expect("delete"));
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -230,7 +230,7 @@ async fn warm_ticks_keep_the_cache_and_a_remade_study_starts_cold() {
     assert_eq!(again.len(), 12, "the re-made study runs its whole budget");
     assert!(again.iter().all(|t| t.state == TrialState::Succeeded));
     assert_eq!(
-        warm.len(),
+        caches.len(),
         1,
         "only the old study's cache is left: the end dropped the new one's"
     );

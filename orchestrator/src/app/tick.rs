@@ -85,14 +85,14 @@ fn needs_decision(r: &Value) -> Option<String> {
         .map(|_| study.to_string())
 }
 
-/// Studies' caches kept between ticks of this process: a warm augur-lambda reads only
+/// Studies' caches kept between ticks of this process: an augur-lambda environment AWS reuses reads only
 /// what changed since its last tick (`augur tick` from cron starts cold each time),
 /// within the function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB).
-static WARM: std::sync::LazyLock<crate::WarmCaches> = std::sync::LazyLock::new(|| {
+static WARM: std::sync::LazyLock<crate::TickCaches> = std::sync::LazyLock::new(|| {
     std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         .ok()
         .and_then(|m| m.parse().ok())
-        .map_or_else(crate::WarmCaches::default, crate::WarmCaches::for_memory)
+        .map_or_else(crate::TickCaches::default, crate::TickCaches::for_memory)
 });
 
 /// What a tick did with one study.
@@ -287,7 +287,7 @@ async fn tick_study(
     runner.keep_days = ctx.keep_days(&rec.spec);
     let end = cut_at(
         deadline,
-        runner.tick_warm(&rec.spec, rec.created_ms, deadline, &WARM),
+        runner.tick_cached(&rec.spec, rec.created_ms, deadline, &WARM),
     )
     .await;
     row.count(&runner.counters());

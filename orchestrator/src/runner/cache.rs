@@ -1,30 +1,30 @@
-//! What a driver remembers of its study between passes, and what warm serverless
+//! What a driver remembers of its study between passes, and what serverless
 //! ticks keep between invocations.
 
 use augur_model::{Beat, KeptBeats, Millis, Study, Trial, TrialState};
 use std::collections::HashMap;
 
-/// Drivers' caches kept between serverless ticks in one process (a warm
+/// Drivers' caches kept between serverless ticks in one process (an
 /// augur-lambda), by study name and creation time, at most `budget` trials in all:
 /// past it, the largest other studies' caches go (their next tick reads them whole)
 /// rather than the process running out of memory.
-pub struct WarmCaches {
+pub struct TickCaches {
     kept: std::sync::Mutex<HashMap<(String, Millis), Cache>>,
     budget: usize,
 }
 
-impl Default for WarmCaches {
-    fn default() -> WarmCaches {
-        WarmCaches::with_budget(usize::MAX)
+impl Default for TickCaches {
+    fn default() -> TickCaches {
+        TickCaches::with_budget(usize::MAX)
     }
 }
 
 /// A kept trial's heap, about (`augur-sim --serverless` measures 1.56 KB).
 pub const TRIAL_BYTES: usize = 1_600;
 
-impl WarmCaches {
-    pub fn with_budget(trials: usize) -> WarmCaches {
-        WarmCaches {
+impl TickCaches {
+    pub fn with_budget(trials: usize) -> TickCaches {
+        TickCaches {
             kept: Default::default(),
             budget: trials,
         }
@@ -33,9 +33,9 @@ impl WarmCaches {
     /// The budget for a process of `memory_mb`: half of what is left after 64 MB
     /// for the process itself (a release `augur tick` peaks at ~19 MB, measured in
     /// tests/tests/serverless.rs), at [`TRIAL_BYTES`].
-    pub fn for_memory(memory_mb: usize) -> WarmCaches {
+    pub fn for_memory(memory_mb: usize) -> TickCaches {
         let spare = memory_mb.saturating_sub(64) * 1024 * 1024 / 2;
-        WarmCaches::with_budget(spare / TRIAL_BYTES)
+        TickCaches::with_budget(spare / TRIAL_BYTES)
     }
 
     pub(super) fn take(&self, key: &(String, Millis)) -> Cache {
@@ -209,7 +209,7 @@ impl Cache {
 
 /// Slims a trial to what a driver reads of its series: the readings of the
 /// objective, with the objective and the pruner's step only, if the study prunes
-/// (the pruner's curves, a pruned trial's best value); none otherwise. A warm tick
+/// (the pruner's curves, a pruned trial's best value); none otherwise. A cached tick
 /// keeps every trial of its studies in memory, and a record's series, a map of every
 /// metric per reading, is most of a trial's heap (measured by `augur-sim
 /// --serverless`).
@@ -264,19 +264,19 @@ mod tests {
     }
 
     #[test]
-    fn past_their_budget_warm_caches_drop_the_largest_other_studies() {
-        let warm = WarmCaches::with_budget(100);
-        warm.put(("a".into(), 1), cache(60));
-        warm.put(("b".into(), 1), cache(30));
-        assert_eq!((warm.len(), warm.trials()), (2, 90));
+    fn past_their_budget_tick_caches_drop_the_largest_other_studies() {
+        let caches = TickCaches::with_budget(100);
+        caches.put(("a".into(), 1), cache(60));
+        caches.put(("b".into(), 1), cache(30));
+        assert_eq!((caches.len(), caches.trials()), (2, 90));
         // c's 50 pass the budget: a (the largest other) goes, b stays.
-        warm.put(("c".into(), 1), cache(50));
-        assert_eq!((warm.len(), warm.trials()), (2, 80));
-        assert!(warm.take(&("a".into(), 1)).trials.is_empty());
+        caches.put(("c".into(), 1), cache(50));
+        assert_eq!((caches.len(), caches.trials()), (2, 80));
+        assert!(caches.take(&("a".into(), 1)).trials.is_empty());
         // One study over the budget alone is kept: it is the one being driven.
-        warm.put(("d".into(), 1), cache(150));
-        assert_eq!(warm.trials(), 150);
+        caches.put(("d".into(), 1), cache(150));
+        assert_eq!(caches.trials(), 150);
         // 512 MB: (512 - 64) MB / 2 at 1,600 bytes a trial.
-        assert_eq!(WarmCaches::for_memory(512).budget, 146_800);
+        assert_eq!(TickCaches::for_memory(512).budget, 146_800);
     }
 }

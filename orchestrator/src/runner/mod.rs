@@ -9,7 +9,7 @@ mod driver;
 #[cfg(test)]
 mod tests;
 
-pub use cache::WarmCaches;
+pub use cache::TickCaches;
 pub use driver::Driver;
 
 use crate::provider::{MachineProvider, ProviderError};
@@ -562,19 +562,25 @@ impl Runner {
             .await
     }
 
-    /// A tick that starts from the cache `warm` kept for this study (`created_ms`
+    /// A tick that starts from the cache `caches` kept for this study (`created_ms`
     /// tells a study from a deleted one of the same name) and leaves its cache there
     /// for the next tick in this process: its first read is incremental too.
-    pub async fn tick_warm(
+    pub async fn tick_cached(
         &self,
         study: &Study,
         created_ms: Millis,
         deadline: Instant,
-        warm: &WarmCaches,
+        caches: &TickCaches,
     ) -> Result<TickEnd, RunError> {
         let budget = Scope::Budget(study.trials);
-        self.tick_with(study, budget, Mode::Run, deadline, Some((created_ms, warm)))
-            .await
+        self.tick_with(
+            study,
+            budget,
+            Mode::Run,
+            deadline,
+            Some((created_ms, caches)),
+        )
+        .await
     }
 
     /// The tick: the same driver as [`drive`](Self::drive), with a deadline and a
@@ -586,13 +592,13 @@ impl Runner {
         scope: Scope,
         mode: Mode,
         deadline: Instant,
-        warm: Option<(Millis, &WarmCaches)>,
+        caches: Option<(Millis, &TickCaches)>,
     ) -> Result<TickEnd, RunError> {
         let mut driver = self.driver(study, scope);
         if let Some(held) = driver.lease_until(deadline).await? {
             return Ok(TickEnd::Held(held));
         }
-        let key = warm.map(|(created, w)| ((study.name.clone(), created), w));
+        let key = caches.map(|(created, w)| ((study.name.clone(), created), w));
         if let Some((k, w)) = &key {
             driver.cache = w.take(k);
         }

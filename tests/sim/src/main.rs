@@ -19,9 +19,9 @@
 //! `augur-sim [TRIALS...] [--parallel N] [--seed S] [--serverless] [--studies N]
 //! [--run-minutes M] [--old-beats | --compare] [--scrape STUDIESxTRIALS]`
 //! (default: 1000 10000, parallel 500):
-//! - `--serverless` drives with `Runner::tick_warm`, a tick per 5 s that starts from
-//!   the cache the last tick left, as a warm augur-lambda does, and measures the
-//!   warm caches' heap (a counting allocator) once three quarters have succeeded;
+//! - `--serverless` drives with `Runner::tick_cached`, a tick per 5 s that starts from
+//!   the cache the last tick left, as an augur-lambda environment AWS reuses does, and
+//!   measures the caches' heap (a counting allocator) once three quarters have succeeded;
 //! - `--studies N` drives N studies of TRIALS each side by side;
 //! - `--run-minutes M` makes every script run M minutes (else 3 to 12);
 //! - `--old-beats` writes heartbeats to the record, as before issue 17, and
@@ -42,6 +42,7 @@ use counted::{Calls, Counted, Shared};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,7 +62,7 @@ fn cpu_micros() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
-/// The heap, counted: what the warm caches hold is the heap their drop frees.
+/// The heap, counted: what the tick caches hold is the heap their drop frees.
 struct Counting;
 
 static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -141,9 +142,9 @@ struct Report {
     peak_rss_mb: f64,
     /// The most heap live at once, MB.
     peak_heap_mb: f64,
-    /// Serverless: the warm caches' heap (bytes) and their trials, measured once
+    /// Serverless: the tick caches' heap (bytes) and their trials, measured once
     /// three quarters of the trials had succeeded.
-    warm_cache: Option<(usize, usize)>,
+    tick_caches: Option<(usize, usize)>,
     trials: u64,
     parallel: u32,
     ticks: u64,
@@ -258,10 +259,13 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
         created.push(rec.map_err(|e| e.to_string())?.created_ms);
     }
     let runner = &w.runner;
-    let warm = augur::WarmCaches::default();
-    let mut warm_cache = None;
+    let caches = augur::TickCaches::default();
+    let mut tick_caches = None;
     let started = Instant::now();
     let mut cpu_ms = Vec::new();
+    // `AUGUR_SIM_TICKS=FILE`: each tick's virtual second and CPU ms, for a plot.
+    let mut tick_log =
+        std::env::var_os("AUGUR_SIM_TICKS").and_then(|p| std::fs::File::create(p).ok());
     let mut t: Millis = 1_000_000;
     let limit = t + 48 * 3_600_000;
     // `--abandon`: the last study's foreground driver, a runner of its own (an
@@ -317,10 +321,10 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
                     false
                 }
             } else if o.serverless && !(o.abandon && k + 1 == studies.len()) {
-                // A serverless tick, as a warm augur-lambda runs it: the cache its
+                // A serverless tick, as an augur-lambda environment AWS reuses runs it: the cache its
                 // last tick in this process left.
                 let deadline = Instant::now() + Duration::from_secs(600);
-                let end = runner.tick_warm(s, created[k], deadline, &warm).await;
+                let end = runner.tick_cached(s, created[k], deadline, &caches).await;
                 match end.map_err(|e| e.to_string())? {
                     TickEnd::Finished(_) => true,
                     TickEnd::Held(l) => return Err(format!("lease held by {}", l.holder)),
@@ -343,10 +347,13 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
         }
         let priced = counted::PRICING_US.load(Ordering::Relaxed) - priced;
         cpu_ms.push((cpu_micros() - before).saturating_sub(priced) as f64 / 1000.0);
-        if o.serverless && warm_cache.is_none() && runner.counters().succeeded * 4 >= total * 3 {
-            let (live, cached) = (LIVE.load(Ordering::Relaxed), warm.trials());
-            warm.clear();
-            warm_cache = Some((live.saturating_sub(LIVE.load(Ordering::Relaxed)), cached));
+        if let Some(f) = &mut tick_log {
+            let _ = writeln!(f, "{} {:.3}", (t - start) / 1000, cpu_ms[cpu_ms.len() - 1]);
+        }
+        if o.serverless && tick_caches.is_none() && runner.counters().succeeded * 4 >= total * 3 {
+            let (live, cached) = (LIVE.load(Ordering::Relaxed), caches.trials());
+            caches.clear();
+            tick_caches = Some((live.saturating_sub(LIVE.load(Ordering::Relaxed)), cached));
         }
     }
     for d in drivers {
@@ -357,7 +364,7 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
         cpu_ms,
         virtual_ms: t - 1_000_000,
         wall_s: started.elapsed().as_secs_f64(),
-        warm_cache,
+        tick_caches,
         abandoned: left_at.map(|_| abandoned),
     };
     tally(&w, &studies, o, ran).await
@@ -369,7 +376,7 @@ struct Ran {
     cpu_ms: Vec<f64>,
     virtual_ms: Millis,
     wall_s: f64,
-    warm_cache: Option<(usize, usize)>,
+    tick_caches: Option<(usize, usize)>,
     abandoned: Option<Abandoned>,
 }
 
@@ -411,7 +418,7 @@ async fn tally(w: &World, studies: &[Study], o: &Options, ran: Ran) -> Result<Re
         studies: o.studies,
         peak_rss_mb: peak_rss_mb(),
         peak_heap_mb: PEAK.load(Ordering::Relaxed) as f64 / 1e6,
-        warm_cache: ran.warm_cache,
+        tick_caches: ran.tick_caches,
         trials: ran.total,
         parallel: o.parallel,
         ticks: ran.cpu_ms.len() as u64,

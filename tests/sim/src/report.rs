@@ -161,9 +161,9 @@ fn units(reports: &[Report]) {
         );
     }
     for r in reports {
-        if let Some((bytes, trials)) = r.warm_cache {
+        if let Some((bytes, trials)) = r.tick_caches {
             println!(
-                "warm caches at {} trials: {trials} trials cached in {:.1} MB of heap, {:.2} KB a trial",
+                "tick caches at {} trials: {trials} trials cached in {:.1} MB of heap, {:.2} KB a trial",
                 r.trials,
                 bytes as f64 / 1e6,
                 bytes as f64 / 1e3 / trials.max(1) as f64

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod oracle;
 pub mod prune;
 pub mod secret;
+pub mod series;
 pub mod space;
 pub mod spec;
 pub mod study;
@@ -26,6 +27,7 @@ pub use beat::{Beat, KeptBeats};
 pub use leaderboard::{leaderboard, LeaderboardRow};
 pub use machine::Machine;
 pub use oracle::{oracle_for, Oracle};
+pub use series::SeriesKeep;
 pub use space::ParamSpec;
 pub use spec::{
     AwsSpec, DatasetSpec, Goal, Objective, OracleKind, PruneRule, PruneSpec, Reuse, RunSpec,

@@ -156,7 +156,8 @@ pub struct Trial {
     pub exit_code: Option<i32>,
     /// Last value of each metric.
     pub metrics: BTreeMap<String, f64>,
-    /// Every reading, in order.
+    /// Every reading, in order (a reader may keep less: [`crate::SeriesKeep`]).
+    #[serde(deserialize_with = "crate::series::read")]
     pub series: Vec<MetricPoint>,
     pub error: Option<String>,
     /// A failure augur may retry (timeout, keepalive, agent terminated).

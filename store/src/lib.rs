@@ -15,7 +15,9 @@ pub mod studyfile;
 pub mod workdir;
 
 use async_trait::async_trait;
-use augur_model::{Beat, Expect, Millis, Refused, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_model::{
+    Beat, Expect, Millis, Refused, SeriesKeep, StudyRecord, StudyState, Trial, TrialUpdate,
+};
 
 pub use denied::Denied;
 pub use layout::Layout;
@@ -210,11 +212,21 @@ pub trait TrialStore: Send + Sync {
     }
     async fn get_trial(&self, study: &str, id: u64) -> Result<Option<Trial>>;
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>>;
-    /// Trials written after change `since` (0: all), and the change to ask from next
-    /// time: an orchestrator keeps a cache and reads only what moved, so a tick costs
-    /// what changed, not the study's size. The default reads everything.
-    async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
-        Ok((self.list_trials(study).await?, since + 1))
+    /// Trials written after change `since` (0: all), with as much of their series as
+    /// `keep` keeps, and the change to ask from next time: an orchestrator keeps a
+    /// cache and reads only what moved, so a tick costs what changed, not the study's
+    /// size. The default reads everything.
+    async fn changed_trials(
+        &self,
+        study: &str,
+        since: u64,
+        keep: &SeriesKeep,
+    ) -> Result<(Vec<Trial>, u64)> {
+        let mut all = self.list_trials(study).await?;
+        for t in &mut all {
+            keep.slim(t);
+        }
+        Ok((all, since + 1))
     }
     /// Applies `update` if `expect` holds, atomically.
     async fn update_trial(

@@ -7,7 +7,7 @@
 
 use crate::{slot, Lease, Result, StoreError, StudyChange, TrialStore, Written};
 use async_trait::async_trait;
-use augur_model::{Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_model::{Expect, Millis, SeriesKeep, StudyRecord, StudyState, Trial, TrialUpdate};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -401,8 +401,13 @@ impl TrialStore for SqliteStore {
         .await
     }
 
-    async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
-        let study = study.to_string();
+    async fn changed_trials(
+        &self,
+        study: &str,
+        since: u64,
+        keep: &SeriesKeep,
+    ) -> Result<(Vec<Trial>, u64)> {
+        let (study, keep) = (study.to_string(), keep.clone());
         self.with(move |c| {
             let study = study.as_str();
             let tx = c.transaction()?;
@@ -413,7 +418,8 @@ impl TrialStore for SqliteStore {
                 let rows = st.query_map(params![study, since as i64, top], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
                 for row in rows {
                     let (id, data) = row?;
-                    out.push(decode(&format!("{study}/{id}"), &data)?);
+                    let t = Trial::decode(&data, &keep).map_err(|source| StoreError::Corrupt { key: format!("{study}/{id}"), source })?;
+                    out.push(t);
                 }
             }
             tx.commit()?;
@@ -690,9 +696,15 @@ mod change_tests {
                     .await
                     .unwrap();
             }
-            let (all, mark) = s.changed_trials("s", 0).await.unwrap();
+            let (all, mark) = s
+                .changed_trials("s", 0, &augur_model::SeriesKeep::Whole)
+                .await
+                .unwrap();
             assert_eq!(all.len(), 3);
-            let (none, mark2) = s.changed_trials("s", mark).await.unwrap();
+            let (none, mark2) = s
+                .changed_trials("s", mark, &augur_model::SeriesKeep::Whole)
+                .await
+                .unwrap();
             assert!(none.is_empty());
             assert_eq!(mark, mark2);
             let up = TrialUpdate {
@@ -702,7 +714,10 @@ mod change_tests {
             s.update_trial("s", 2, &Expect::state(TrialState::Pending, 1), &up)
                 .await
                 .unwrap();
-            let (one, _) = s.changed_trials("s", mark).await.unwrap();
+            let (one, _) = s
+                .changed_trials("s", mark, &augur_model::SeriesKeep::Whole)
+                .await
+                .unwrap();
             assert_eq!(one.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2]);
         });
     }

@@ -73,7 +73,10 @@ async fn changed_trials_reads_the_changes_index_not_the_study() {
             .expect("trial");
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (all, mark) = store.changed_trials(name, 0).await.expect("first read");
+    let (all, mark) = store
+        .changed_trials(name, 0, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("first read");
     assert_eq!(all.len(), 40, "the first read is whole");
     let up = TrialUpdate {
         state: Some(TrialState::Starting),
@@ -85,7 +88,10 @@ async fn changed_trials_reads_the_changes_index_not_the_study() {
             .await
             .expect("update");
     }
-    let (changed, mark2) = store.changed_trials(name, mark).await.expect("changes");
+    let (changed, mark2) = store
+        .changed_trials(name, mark, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("changes");
     let mut ids: Vec<u64> = changed.iter().map(|t| t.id).collect();
     ids.sort();
     assert_eq!(ids, vec![7, 31], "only what changed is read");
@@ -94,9 +100,15 @@ async fn changed_trials_reads_the_changes_index_not_the_study() {
     // Changes stay in view for the lookback after the read that saw them (a
     // superset), then drop out.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let (again, mark3) = store.changed_trials(name, mark2).await.expect("again");
+    let (again, mark3) = store
+        .changed_trials(name, mark2, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("again");
     assert_eq!(again.len(), 2, "within the lookback of the last read");
-    let (none, _) = store.changed_trials(name, mark3).await.expect("quiet");
+    let (none, _) = store
+        .changed_trials(name, mark3, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("quiet");
     assert!(none.is_empty(), "{none:?}");
 
     // A table without the index (made by an older augur): whole reads, no error.
@@ -143,8 +155,14 @@ async fn changed_trials_reads_the_changes_index_not_the_study() {
             .await
             .expect("trial");
     }
-    let (all, mark) = old.changed_trials(name, 0).await.expect("whole");
-    let (again, _) = old.changed_trials(name, mark).await.expect("whole again");
+    let (all, mark) = old
+        .changed_trials(name, 0, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("whole");
+    let (again, _) = old
+        .changed_trials(name, mark, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("whole again");
     assert_eq!((all.len(), again.len()), (3, 3));
 }
 

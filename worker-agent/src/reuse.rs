@@ -15,7 +15,7 @@
 //!   than a fresh one.
 
 use crate::AgentConfig;
-use augur_model::{Millis, Trial, TrialState};
+use augur_model::{Millis, SeriesKeep, Trial, TrialState};
 use augur_store::TrialStore;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,7 +79,10 @@ impl Assignments {
         let study = store.get_study(&cfg.study).await.ok()??.spec;
         let until = ended_ms + study.run.keep_alive_ms() as Millis;
         loop {
-            match store.changed_trials(&cfg.study, self.since).await {
+            match store
+                .changed_trials(&cfg.study, self.since, &SeriesKeep::Nothing)
+                .await
+            {
                 Ok((changed, mark)) => {
                     self.since = mark;
                     let mine = changed.into_iter().filter(|t| assigned(t, cfg));

@@ -2,7 +2,7 @@
 //! [`StoreError`]s.
 
 use super::{DynamoStore, Item};
-use augur_model::{Millis, Trial, TrialState, TrialUpdate};
+use augur_model::{Millis, SeriesKeep, Trial, TrialState, TrialUpdate};
 use augur_store::{Result, StoreError};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -31,13 +31,13 @@ pub(super) fn proposal_digest(t: &Trial) -> String {
 /// writes them (undecodable, or naming another study or trial than its key) is set
 /// aside with a warning naming its key: anything holding the worker role may write
 /// a trial partition, and one planted item must not fail the study's every read.
-pub(super) fn decode_trials(study: &str, items: &[Item]) -> Result<Vec<Trial>> {
+pub(super) fn decode_trials(study: &str, items: &[Item], keep: &SeriesKeep) -> Result<Vec<Trial>> {
     Ok(items
         .iter()
         .filter_map(|i| {
             let sk = get_s(i, "sk").unwrap_or("?");
             let key = format!("{study}/{sk}");
-            match decode_trial(&key, i) {
+            match decode_trial(&key, i, keep) {
                 Ok(t) if t.study == study && trial_sk(t.id) == sk => Some(t),
                 Ok(t) => {
                     let names = format!("{}/{}", t.study, t.id);
@@ -56,9 +56,13 @@ pub(super) fn decode_trials(study: &str, items: &[Item]) -> Result<Vec<Trial>> {
 /// A trial item as its record. A refusal its boot script wrote
 /// ([`crate::boot::REFUSAL`]: the agent was not the pinned one) ends the attempt it
 /// names, if still starting, as the agent's own refusal would: failed, not retried,
-/// with the reason.
-pub(super) fn decode_trial(key: &str, item: &Item) -> Result<Trial> {
-    let mut t: Trial = decode(key, item)?;
+/// with the reason. Its series as far as `keep` keeps it.
+pub(super) fn decode_trial(key: &str, item: &Item, keep: &SeriesKeep) -> Result<Trial> {
+    let data = get_s(item, "data").unwrap_or("");
+    let mut t = Trial::decode(data, keep).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })?;
     if let Some(why) = get_s(item, crate::boot::REFUSAL) {
         if t.state == TrialState::Starting && get_n(item, "attempt") == Some(t.attempt.into()) {
             let at = get_n(item, "chg").map_or_else(augur_store::now_ms, |c| c as Millis);
@@ -239,10 +243,10 @@ mod tests {
                 item.insert("chg".to_string(), AttributeValue::N(c));
             }
             let Ok(plain) = decode::<Trial>("s/3", &item) else {
-                prop_assert!(decode_trial("s/3", &item).is_err());
+                prop_assert!(decode_trial("s/3", &item, &SeriesKeep::Whole).is_err());
                 return Ok(());
             };
-            let t = decode_trial("s/3", &item).expect("decodes as its data does");
+            let t = decode_trial("s/3", &item, &SeriesKeep::Whole).expect("decodes as its data does");
             let names_it = plain.state == TrialState::Starting
                 && attempt.parse::<u64>().ok() == Some(plain.attempt.into());
             match &refusal {

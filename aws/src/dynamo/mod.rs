@@ -22,7 +22,7 @@
 //! [`Expect`] check, then a put conditional on `rev` being unchanged (re-read and
 //! re-checked if another writer got there first).
 use async_trait::async_trait;
-use augur_model::{Beat, Expect, Millis, StudyRecord, StudyState, Trial, TrialUpdate};
+use augur_model::{Beat, Expect, Millis, SeriesKeep, StudyRecord, StudyState, Trial, TrialUpdate};
 use augur_store::{slot, Beaten, Lease, Result, StoreError, StudyChange, TrialStore, Written};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
@@ -178,7 +178,7 @@ impl DynamoStore {
         let Some(item) = self.get(&pk, &trial_sk(id), true).await? else {
             return Ok(None);
         };
-        let t = decode_trial(&format!("{study}/{id}"), &item)?;
+        let t = decode_trial(&format!("{study}/{id}"), &item, &SeriesKeep::Whole)?;
         Ok(Some((t, get_n(&item, "rev").unwrap_or(0))))
     }
 
@@ -188,6 +188,22 @@ impl DynamoStore {
         };
         self.learn_layout(name, &item);
         Ok(Some((decode(name, &item)?, item)))
+    }
+}
+
+impl DynamoStore {
+    /// Every trial of `study`, consistent, with its running attempts' last beats laid
+    /// over it and as much of its series as `keep` keeps.
+    async fn read_trials(&self, study: &str, keep: &SeriesKeep) -> Result<Vec<Trial>> {
+        let pk = self.trials_pk(study).await?;
+        let trials = decode_trials(study, &self.query(&pk, Some("trial#")).await?, keep)?;
+        let mut trials = self.vouched(study, trials).await?;
+        self.with_beats(study, &mut trials).await?;
+        // A beat's readings join the series: slimmed as the record's were.
+        for t in &mut trials {
+            keep.slim(t);
+        }
+        Ok(trials)
     }
 }
 
@@ -439,18 +455,19 @@ impl TrialStore for DynamoStore {
     }
 
     async fn list_trials(&self, study: &str) -> Result<Vec<Trial>> {
-        let pk = self.trials_pk(study).await?;
-        let trials = decode_trials(study, &self.query(&pk, Some("trial#")).await?)?;
-        let mut trials = self.vouched(study, trials).await?;
-        self.with_beats(study, &mut trials).await?;
-        Ok(trials)
+        self.read_trials(study, &SeriesKeep::Whole).await
     }
 
     /// What changed since the mark, from the changes index, looking back
     /// [`lookback`](Self::lookback) before it (a superset: the caller's cache takes
     /// the same trial twice). A whole consistent read at first, every
     /// [`full_read_every`](Self::full_read_every), or without the index.
-    async fn changed_trials(&self, study: &str, since: u64) -> Result<(Vec<Trial>, u64)> {
+    async fn changed_trials(
+        &self,
+        study: &str,
+        since: u64,
+        keep: &SeriesKeep,
+    ) -> Result<(Vec<Trial>, u64)> {
         let now = augur_store::now_ms();
         let minute = (now / 60_000) as u64;
         let (read_ms, full_minute) = unmark(since);
@@ -462,12 +479,13 @@ impl TrialStore for DynamoStore {
             let from = read_ms - self.lookback.as_millis() as Millis;
             let pk = self.trials_pk(study).await?;
             if let Some(items) = self.query_changes(&pk, from).await? {
-                let trials = self.vouched(study, decode_trials(study, &items)?).await?;
+                let trials = decode_trials(study, &items, keep)?;
+                let trials = self.vouched(study, trials).await?;
                 return Ok((trials, mark(now, full_minute)));
             }
             self.no_index.store(true, Ordering::Relaxed);
         }
-        Ok((self.list_trials(study).await?, mark(now, minute)))
+        Ok((self.read_trials(study, keep).await?, mark(now, minute)))
     }
 
     async fn update_trial(

@@ -4,7 +4,7 @@
 //! changed since the last one, not every trial of every study, and the beats of
 //! the running ones where the store keeps them apart.
 
-use augur_model::{KeptBeats, Millis, StudyRecord, Trial, TrialState};
+use augur_model::{KeptBeats, Millis, SeriesKeep, StudyRecord, Trial, TrialState};
 use augur_store::{StoreError, TrialStore};
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,7 +44,9 @@ impl TrialCache {
         if kept.created_ms != rec.created_ms {
             *kept = fresh();
         }
-        let (changed, mark) = store.changed_trials(&rec.name, kept.mark).await?;
+        let (changed, mark) = store
+            .changed_trials(&rec.name, kept.mark, &SeriesKeep::Whole)
+            .await?;
         for mut t in changed {
             kept.beats.lay(&mut t);
             kept.trials.insert(t.id, t);

@@ -1,7 +1,7 @@
 //! What a driver remembers of its study between passes, and what serverless
 //! ticks keep between invocations.
 
-use augur_model::{Beat, KeptBeats, Millis, Study, Trial, TrialState};
+use augur_model::{Beat, KeptBeats, Millis, Trial, TrialState};
 use std::collections::HashMap;
 
 /// Drivers' caches kept between serverless ticks in one process (an
@@ -205,25 +205,6 @@ impl Cache {
             }
         }
     }
-}
-
-/// Slims a trial to what a driver reads of its series: the readings of the
-/// objective, with the objective and the pruner's step only, if the study prunes
-/// (the pruner's curves, a pruned trial's best value); none otherwise. A cached tick
-/// keeps every trial of its studies in memory, and a record's series, a map of every
-/// metric per reading, is most of a trial's heap (measured by `augur-sim
-/// --serverless`).
-pub(super) fn slim(t: &mut Trial, study: &Study) {
-    let Some(prune) = &study.prune else {
-        t.series = Vec::new();
-        return;
-    };
-    let objective = &study.objective.metric;
-    t.series.retain(|p| p.values.contains_key(objective));
-    for p in &mut t.series {
-        p.values.retain(|k, _| k == objective || *k == prune.step);
-    }
-    t.series.shrink_to_fit();
 }
 
 #[cfg(test)]

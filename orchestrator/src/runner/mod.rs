@@ -459,11 +459,11 @@ impl Runner {
     }
 
     async fn load(&self, study: &Study) -> Result<Cache, RunError> {
-        let (trials, mark) = self.store.changed_trials(&study.name, 0).await?;
+        let keep = augur_model::SeriesKeep::for_driver(study);
+        let (trials, mark) = self.store.changed_trials(&study.name, 0, &keep).await?;
         let mut cache = Cache::default();
         cache.mark = mark;
-        for mut t in trials {
-            cache::slim(&mut t, study);
+        for t in trials {
             cache.upsert(t);
         }
         Ok(cache)

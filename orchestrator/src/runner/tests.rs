@@ -389,7 +389,10 @@ async fn a_passs_launches_run_at_once_a_few_at_a_time() {
     // Each was created starting (Action::Propose { launch }): one write a trial, not
     // a creation and then a launch, and one to record its launch's answer (a cloud's
     // listing may miss a machine); the store's change mark counts trial writes.
-    let (_, writes) = store.changed_trials("s", 0).await.expect("changes");
+    let (_, writes) = store
+        .changed_trials("s", 0, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("changes");
     assert_eq!(writes, 40);
     assert!(trials.iter().all(|t| t.machine.is_some()), "{trials:?}");
     let most = cloud.most.load(std::sync::atomic::Ordering::SeqCst);

@@ -50,7 +50,10 @@ fn seen(t: &Trial) -> (Option<i64>, Option<f64>, Option<String>) {
 }
 
 async fn every_reader_sees_the_newest_beat(s: &dyn TrialStore, name: &str) {
-    let (_, mark) = s.changed_trials(name, 0).await.expect("changes");
+    let (_, mark) = s
+        .changed_trials(name, 0, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("changes");
     let point = |t: i64| MetricPoint {
         t_ms: t,
         values: [("m".to_string(), t as f64)].into(),
@@ -74,7 +77,10 @@ async fn every_reader_sees_the_newest_beat(s: &dyn TrialStore, name: &str) {
     let listed = s.list_trials(name).await.expect("list");
     assert_eq!(seen(&listed[0]), want, "list_trials");
     // A cache of changes, with the running trials' beats laid over.
-    let (mut changed, _) = s.changed_trials(name, mark).await.expect("changes");
+    let (mut changed, _) = s
+        .changed_trials(name, mark, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("changes");
     let beats = s.beats(name, &[1, 2]).await.expect("beats");
     for t in changed.iter_mut() {
         let id = t.id;

@@ -246,7 +246,10 @@ pub async fn changes(s: &dyn TrialStore, name: &str) {
             .await
             .expect("trial");
     }
-    let (all, mark) = s.changed_trials(name, 0).await.expect("changes");
+    let (all, mark) = s
+        .changed_trials(name, 0, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("changes");
     assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 2, 3]);
     let up = TrialUpdate {
         state: Some(TrialState::Starting),
@@ -255,7 +258,10 @@ pub async fn changes(s: &dyn TrialStore, name: &str) {
     s.update_trial(name, 2, &Expect::state(TrialState::Pending, 1), &up)
         .await
         .expect("update");
-    let (since, _) = s.changed_trials(name, mark).await.expect("changes");
+    let (since, _) = s
+        .changed_trials(name, mark, &augur_model::SeriesKeep::Whole)
+        .await
+        .expect("changes");
     let two = since
         .iter()
         .find(|t| t.id == 2)

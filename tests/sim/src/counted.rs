@@ -321,9 +321,10 @@ impl TrialStore for Counted {
         &self,
         study: &str,
         since: u64,
+        keep: &augur_model::SeriesKeep,
     ) -> augur_store::Result<(Vec<Trial>, u64)> {
         self.calls.count("changed_trials");
-        let out = self.inner.changed_trials(study, since).await?;
+        let out = self.inner.changed_trials(study, since, keep).await?;
         self.changed_read
             .fetch_add(out.0.len() as u64, Ordering::Relaxed);
         let all = self.shared.trials.load(Ordering::Relaxed);

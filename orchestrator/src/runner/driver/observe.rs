@@ -19,15 +19,18 @@ impl Driver<'_> {
         // Machines first, then trials: an agent writes its final state before it
         // exits, so a trial still running whose machine was already gone is lost.
         let machines = runner.provider.list(name).await?;
-        let (changed, mark) = runner.store.changed_trials(name, self.cache.mark).await?;
+        let keep = augur_model::SeriesKeep::for_driver(self.study);
+        let (changed, mark) = runner
+            .store
+            .changed_trials(name, self.cache.mark, &keep)
+            .await?;
         self.cache.mark = mark;
         let mut reported = false;
-        for mut t in changed {
+        for t in changed {
             if let Some(started) = t.started_ms {
                 reported |= self.bounds.saw_report(started);
             }
             let copy = runner.events.as_ref().map(|_| t.clone());
-            crate::runner::cache::slim(&mut t, self.study);
             let (state, from) = (t.state, self.cache.upsert(t));
             if from == Some(state) {
                 continue;

@@ -2,7 +2,7 @@
 //!
 //! It schedules the power-off at the attempt's hard limit, fetches the agent build
 //! the launch pinned from S3 (its key names its SHA-256:
-//! [`crate::launch::Arch::agent_key`]), checks it against that SHA-256, runs it, and powers off. An
+//! [`crate::instance::Arch::agent_key`]), checks it against that SHA-256, runs it, and powers off. An
 //! agent that is not the pinned one is never run: the script writes the refusal into
 //! the attempt's trial item ([`REFUSAL`], read back by the DynamoDB store as the
 //! attempt failing with that reason) and powers off.
@@ -37,7 +37,7 @@ pub struct BootScript<'a> {
     pub bucket: &'a str,
     pub table: &'a str,
     /// The instance's architecture: which agent build it fetches.
-    pub arch: crate::launch::Arch,
+    pub arch: crate::instance::Arch,
     /// The SHA-256 the agent must have ([`is_sha256`]).
     pub agent_sha256: &'a str,
     pub agent_args: &'a [String],
@@ -251,7 +251,7 @@ mod tests {
             let argv = args(&study);
             let script = BootScript {
                 study: &study, trial: 7, attempt: 2, life_min: 25, region: &region,
-                bucket: &bucket, table: &table, arch: crate::launch::Arch::X86_64, agent_sha256: &pin, agent_args: &argv,
+                bucket: &bucket, table: &table, arch: crate::instance::Arch::X86_64, agent_sha256: &pin, agent_args: &argv,
             };
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, Some(argv.clone()));
@@ -276,7 +276,7 @@ mod tests {
             let argv = args(&study);
             let script = BootScript {
                 study: &study, trial: 7, attempt: 2, life_min: 25, region: "us-east-1",
-                bucket, table: &table, arch: crate::launch::Arch::Arm64, agent_sha256: &pin, agent_args: &argv,
+                bucket, table: &table, arch: crate::instance::Arch::Arm64, agent_sha256: &pin, agent_args: &argv,
             };
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, None);

@@ -171,7 +171,7 @@ pub fn ec2(config: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
 /// EC2 answers `InsufficientInstanceCapacity` with HTTP 500, which the SDK would
 /// retry as a server error, five times, on the same type and subnet. It is an
 /// answer: the launch falls back to the next type or subnet at once, and the study
-/// waits when none has room ([`crate::launch::no_room`]).
+/// waits when none has room ([`crate::instance::no_room`]).
 #[derive(Debug, Clone, Copy)]
 pub struct NoRoomIsAnswer;
 
@@ -189,7 +189,7 @@ impl ClassifyRetry for NoRoomIsAnswer {
             return RetryAction::NoActionIndicated;
         };
         let text = err.message().unwrap_or_default();
-        if crate::launch::no_room(err.code().unwrap_or_default(), text) {
+        if crate::instance::no_room(err.code().unwrap_or_default(), text) {
             RetryAction::RetryForbidden
         } else {
             RetryAction::NoActionIndicated

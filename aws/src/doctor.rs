@@ -226,7 +226,7 @@ impl Deployment {
                 "s3:GetObject",
                 &format!(
                     "{b}/{}",
-                    crate::launch::Arch::X86_64.agent_key(&"0".repeat(64))
+                    crate::instance::Arch::X86_64.agent_key(&"0".repeat(64))
                 ),
             ),
             check(p, "s3:GetObject", &format!("{b}/studies/doctor/file")),

@@ -8,8 +8,8 @@
 //!
 //! [`MachineProvider::ended`]: augur_store::provider::MachineProvider::ended
 
-use crate::launch::{INCARNATION_TAG, STACK_TAG};
-use crate::machines::Ec2Provider;
+use crate::ec2::Ec2Provider;
+use crate::instance::{INCARNATION_TAG, STACK_TAG};
 use augur_model::Machine;
 use augur_store::provider::{Missing, ProviderError, Tagged};
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
@@ -147,7 +147,7 @@ impl Ec2Provider {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| crate::launch::fail("DescribeInstances", &e))?;
+                .map_err(|e| crate::instance::fail("DescribeInstances", &e))?;
             for r in page.reservations() {
                 for i in r.instances() {
                     let tag = |k: &str| {

@@ -1,5 +1,5 @@
 //! Agent builds live in the bucket under keys named by their SHA-256
-//! (`agent/<sha256>/augur-agent`, `augur_aws::launch::Arch::agent_key`), and each
+//! (`agent/<sha256>/augur-agent`, `augur_aws::instance::Arch::agent_key`), and each
 //! instance fetches the build its launch pinned. A deploy uploads the new build
 //! before the stack's pin moves to it (`infra/deploy.sh`), so a build a launch has
 //! pinned is never replaced under it: a redeploy with a new agent in the middle of
@@ -61,7 +61,7 @@ async fn a_redeploy_with_a_new_agent_during_a_study_refuses_no_launch() {
     // the pin moved.
     let out = w.init_tables(std::slice::from_ref(&b));
     ok(&out);
-    let key = augur_aws::launch::Arch::X86_64.agent_key(&pin_b);
+    let key = augur_aws::instance::Arch::X86_64.agent_key(&pin_b);
     assert!(
         text(&out.stderr).contains(&format!("to s3://augur-e2e/{key}\n")),
         "{}",

@@ -775,7 +775,7 @@ async fn an_agent_that_is_not_the_pinned_one_never_runs() {
     bytes.extend_from_slice(b"tampered");
     std::fs::write(&tampered, &bytes).expect("write");
     ok(&w.init_with(&[]));
-    let key = augur_aws::launch::Arch::X86_64.agent_key(augur_tests::agent_sha256());
+    let key = augur_aws::instance::Arch::X86_64.agent_key(augur_tests::agent_sha256());
     w.aws(&[
         "s3api",
         "put-object",

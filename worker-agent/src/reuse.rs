@@ -90,7 +90,7 @@ impl Assignments {
                         return Some(Turn {
                             trial: t.id,
                             attempt: t.attempt,
-                            life_min: Some(augur_aws::launch::max_life_minutes(&study, &t)),
+                            life_min: Some(augur_aws::instance::max_life_minutes(&study, &t)),
                         });
                     }
                 }

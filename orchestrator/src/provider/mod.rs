@@ -1,6 +1,6 @@
 //! Machine providers: where trial attempts run. The trait is
 //! [`augur_store::provider::MachineProvider`]; local processes and in-process
-//! objectives are here, EC2 is in `augur-aws` ([`augur_aws::machines`]).
+//! objectives are here, EC2 is in `augur-aws` ([`augur_aws::ec2`]).
 
 pub mod inprocess;
 pub mod local;

@@ -1,11 +1,11 @@
 //! The backend a command talks to, and the one place that knows which it is: the
 //! store, the machines, the logs, the study files and the default timings.
 
-mod machines;
+mod providers;
 
 use super::logs::{FileLogs, GroupLogs, LogReader, StreamLogs};
 use super::AppError;
-use augur_aws::launch::Arch;
+use augur_aws::instance::Arch;
 use augur_aws::{sdk_config, AwsOptions, DynamoStore};
 use augur_model::{DriveSettings, Study};
 use augur_store::{Layout, SqliteStore, TrialStore};

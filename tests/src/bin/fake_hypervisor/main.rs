@@ -202,7 +202,7 @@ impl Hypervisor {
                         image: i.image_id().unwrap_or_default().to_string(),
                         arm64: i
                             .instance_type()
-                            .is_some_and(|t| augur_aws::launch::arm64(t.as_str())),
+                            .is_some_and(|t| augur_aws::instance::arm64(t.as_str())),
                     };
                     Some((i.instance_id()?.to_string(), live))
                 })

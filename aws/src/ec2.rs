@@ -9,7 +9,7 @@
 //! files come from S3 with the instance role.
 
 use crate::boot::BootScript;
-use crate::launch::{client_token, max_life_minutes, INCARNATION_TAG, STACK_TAG};
+use crate::instance::{client_token, max_life_minutes, INCARNATION_TAG, STACK_TAG};
 use crate::listing::LIVE;
 use async_trait::async_trait;
 use augur_model::agent::{AwsTarget, Invocation};
@@ -51,7 +51,7 @@ pub struct Ec2Settings {
     pub imds_hop_limit: Option<u32>,
     /// The instances' architecture (every type the study may launch shares it):
     /// which agent build they fetch.
-    pub arch: crate::launch::Arch,
+    pub arch: crate::instance::Arch,
     /// The SHA-256 of that agent in the bucket: an instance runs no other.
     pub agent_sha256: String,
     /// Agent arguments: table, bucket, log group prefix, heartbeat.
@@ -118,7 +118,7 @@ impl Ec2Provider {
     where
         E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
     {
-        match (crate::launch::fail(op, &e), &self.sts) {
+        match (crate::instance::fail(op, &e), &self.sts) {
             (ProviderError::Denied(d), Some(sts)) => {
                 ProviderError::Denied(Box::new(crate::denied::decode_ec2(sts, *d, &e).await))
             }
@@ -448,7 +448,7 @@ impl MachineProvider for Ec2Provider {
                 if e.as_service_error()
                     .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
                     == Some("InvalidInstanceID.NotFound") => {}
-            Err(e) => return Err(crate::launch::fail("TerminateInstances", &e)),
+            Err(e) => return Err(crate::instance::fail("TerminateInstances", &e)),
         }
         // Ended: a reused listing must not show it alive (it would be ended again at
         // every pass until the listing is made afresh).

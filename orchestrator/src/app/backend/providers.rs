@@ -3,8 +3,8 @@
 
 use super::{AppError, Backend};
 use augur::{LocalProvider, MachineProvider};
-use augur_aws::launch::Arch;
-use augur_aws::machines::{Ec2Provider, Ec2Settings};
+use augur_aws::ec2::{Ec2Provider, Ec2Settings};
+use augur_aws::instance::Arch;
 use augur_model::cost::Billing;
 use augur_model::{Reuse, Study};
 use std::sync::Arc;
@@ -98,7 +98,7 @@ impl Backend {
             .image
             .clone()
             .or_else(|| std::env::var("AUGUR_IMAGE").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| augur_aws::launch::default_image(&instance_type));
+            .unwrap_or_else(|| augur_aws::instance::default_image(&instance_type));
         // In this order: what is missing is named as it always was.
         let (table, bucket) = (self.table()?, self.bucket()?);
         let region = self.launch_region(study).await?;

@@ -35,6 +35,10 @@ pub(crate) struct ScriptOutput {
     /// The last line the script wrote to stderr (not a `set -x` trace): what a
     /// failure says beside its exit code.
     pub(crate) last_err: Option<String>,
+    /// Whether the last stderr line left a `set -x` trace's quoted argument open: the
+    /// lines up to the one that closes it are the trace's too (an argument with
+    /// newlines, as a multi-line secret's).
+    pub(crate) trace_open: bool,
     /// What the checkpoint directory holds in the bucket, since the last heartbeat.
     pub(crate) checkpoint: Option<augur_model::Checkpoint>,
     /// Which metric names the record keeps ([`MetricNames`]: the objective's
@@ -117,6 +121,23 @@ impl ScriptOutput {
         self.dirty = true;
     }
 
+    /// Whether a line is a `set -x` trace (bash's `+ command 'argument'`, written to
+    /// stderr), or a line of one whose quoted argument spans lines: an argument is
+    /// open while its single quotes, bar escaped ones (`'\''`), are unbalanced.
+    fn trace(&mut self, chunk: &Chunk) -> bool {
+        if chunk.stream != Stream::Err || chunk.progress {
+            return false;
+        }
+        let trace = self.trace_open || chunk.text.starts_with('+');
+        let quotes = chunk
+            .text
+            .split("\\'")
+            .map(|part| part.matches('\'').count())
+            .sum::<usize>();
+        self.trace_open = trace && (self.trace_open ^ (quotes % 2 == 1));
+        trace
+    }
+
     pub(crate) fn take(&mut self, chunk: Chunk, log: &Log, last_output: &mut Instant) {
         *last_output = Instant::now();
         if !self.masks_made {
@@ -124,6 +145,7 @@ impl ScriptOutput {
             self.masks_made = true;
         }
         let text = augur_model::secret::mask(&chunk.text, &self.masked);
+        let trace = self.trace(&chunk);
         if chunk.progress {
             if !text.trim().is_empty() {
                 self.status = Some(clip(&text));
@@ -143,7 +165,7 @@ impl ScriptOutput {
             self.tail.pop_front();
         }
         self.tail.push_back(clip(&text));
-        if chunk.stream == Stream::Err && !text.trim().is_empty() && !text.starts_with('+') {
+        if chunk.stream == Stream::Err && !text.trim().is_empty() && !trace {
             self.last_err = Some(match text.char_indices().nth(LAST_ERR_CHARS) {
                 Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
                 None => text.trim_end().to_string(),
@@ -174,7 +196,7 @@ impl ScriptOutput {
             Line::Plain => {}
         }
         // The status is what the script last said (set -x traces are not news).
-        if !text.trim().is_empty() && !text.starts_with('+') {
+        if !text.trim().is_empty() && !trace {
             self.status = Some(clip(&text));
             self.dirty = true;
         }
@@ -213,5 +235,36 @@ mod tests {
         let end = seen.outcome(None, None);
         let note = end.log_tail.last().cloned().unwrap_or_default();
         assert!(note.starts_with("augur: 4745 metric names"), "{note}");
+    }
+
+    /// A `set -x` trace whose argument spans lines (a multi-line secret echoed) is a
+    /// trace to its last line: none of it is the status or the failure's last line,
+    /// whatever order stdout and stderr are read in.
+    #[test]
+    fn a_trace_of_a_multi_line_argument_is_not_news() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = Log::open(dir.path().join("log"));
+        let err = |text: &str| Chunk {
+            stream: Stream::Err,
+            ..out(text)
+        };
+        let mut seen = ScriptOutput::default();
+        let mut last = Instant::now();
+        seen.take(out("step 2"), &log, &mut last);
+        for line in [
+            "+ echo 'key: -----BEGIN",
+            "MIIE",
+            "-----END'",
+            "+ echo 'it'\\''s'",
+        ] {
+            seen.take(err(line), &log, &mut last);
+        }
+        assert_eq!(seen.status.as_deref(), Some("step 2"));
+        assert_eq!(seen.last_err, None);
+        assert!(!seen.trace_open);
+        // A line after the trace closed is the script's own again.
+        seen.take(err("real trouble"), &log, &mut last);
+        assert_eq!(seen.last_err.as_deref(), Some("real trouble"));
+        assert_eq!(seen.status.as_deref(), Some("real trouble"));
     }
 }

@@ -140,5 +140,5 @@ echo "$TEST_MASK_PEM" | sed -n 2p"#;
     }
     assert!(log.contains("out pw ***"), "{log}");
     assert!(log.contains("out key: ***"), "{log}");
-    assert_eq!(t.status.as_deref(), Some("***"));
+    assert_eq!(t.status.as_deref(), Some("***"), "{log}\n{:?}", t.log_tail);
 }

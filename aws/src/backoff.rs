@@ -33,16 +33,12 @@ impl Backoff {
     /// The ceiling of the wait after the `failed`-th failed try (1: the first):
     /// `min(cap, base × 2^(failed-1))`.
     pub fn ceiling(&self, failed: u32) -> Duration {
-        let doubled = 1u32
-            .checked_shl(failed.saturating_sub(1))
-            .map_or(self.cap, |m| self.base.saturating_mul(m));
-        doubled.min(self.cap)
+        augur_model::backoff::ceiling(self.base, self.cap, failed)
     }
 
     /// The wait after the `failed`-th failed try: uniform in `[0, ceiling]`.
     pub fn delay(&self, failed: u32) -> Duration {
-        let top = self.ceiling(failed).as_micros() as u64;
-        Duration::from_micros(rand::random::<u64>() % (top + 1))
+        augur_model::backoff::full_jitter(self.ceiling(failed), rand::random())
     }
 
     /// Waits [`delay`](Self::delay) after the `failed`-th failed try; false (at

@@ -3,6 +3,7 @@
 //! No I/O, no async runtime, no cloud SDK: both binaries and every backend share it.
 
 pub mod agent;
+pub mod backoff;
 pub mod beat;
 pub mod bounded;
 pub mod cost;

@@ -382,6 +382,12 @@ async fn close_log(log: &Log, mut outcome: AttemptEnd) -> AttemptEnd {
 
 /// The final write, retried while the database is unavailable, for as long as the
 /// agent would go on without a heartbeat (`give_up`).
+/// The wait after the `failed`-th failed try of a write the agent must make (its
+/// final record, its last log lines): 100 ms doubling, at most 5 s.
+pub(crate) fn retry_wait(failed: u32) -> Duration {
+    augur_model::backoff::ceiling(Duration::from_millis(100), Duration::from_secs(5), failed)
+}
+
 async fn final_write(
     store: &dyn TrialStore,
     cfg: &AgentConfig,
@@ -390,7 +396,7 @@ async fn final_write(
 ) -> Result<Ended, AgentError> {
     let up = TrialUpdate::finished(now_ms(), outcome);
     let mut cond = Expect::state(TrialState::Running, cfg.attempt);
-    let mut delay = Duration::from_millis(100);
+    let mut failed = 0;
     let give_up = Instant::now() + give_up;
     loop {
         match store.update_trial(&cfg.study, cfg.trial, &cond, &up).await {
@@ -406,8 +412,8 @@ async fn final_write(
             Ok(Written::Conflict(_)) => return Ok(Ended::Superseded),
             Err(StoreError::Unavailable(e)) if Instant::now() < give_up => {
                 tracing::warn!(error = %e, "final write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                failed += 1;
+                tokio::time::sleep(retry_wait(failed)).await;
             }
             Err(e) => return Err(e.into()),
         }

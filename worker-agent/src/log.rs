@@ -172,14 +172,15 @@ async fn ship(
 /// The last shipment: retried with backoff for up to two minutes; why it failed.
 async fn ship_last(sink: &mut augur_aws::cwlogs::CloudWatchSink) -> Option<String> {
     let give_up = Instant::now() + Duration::from_secs(120);
-    let mut delay = Duration::from_millis(200);
+    let mut failed = 0;
     loop {
         match sink.flush().await {
             Ok(()) => return None,
             Err(e) if Instant::now() < give_up => {
                 tracing::warn!(error = %e, "last log lines not shipped yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                failed += 1;
+                // 200 ms doubling, at most 5 s.
+                tokio::time::sleep(crate::retry_wait(failed + 1)).await;
             }
             Err(e) => return Some(format!("last log lines not shipped: {e}")),
         }

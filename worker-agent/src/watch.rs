@@ -221,11 +221,8 @@ async fn written(write: &mut Option<BeatWrite<'_>>) -> augur_store::Result<Beate
 /// upper half of it jittered (so that every agent of a throttled table does not try
 /// again at once, and none waits less than half).
 fn backoff(base: Duration, cap: Duration, failed: u32) -> Duration {
-    let full = base
-        .saturating_mul(1u32 << failed.min(16))
-        .min(cap)
-        .max(base);
-    full / 2 + full.mul_f64(rand::random::<f64>() / 2.0)
+    let full = augur_model::backoff::ceiling(base, cap, failed.saturating_add(1)).max(base);
+    augur_model::backoff::upper_half(full, rand::random::<f64>())
 }
 
 /// Why the attempt ends, a beat having found the trial moved on.

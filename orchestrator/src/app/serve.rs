@@ -317,52 +317,7 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
         );
     }
     if let Some(counters) = &app.counters {
-        let c = counters();
-        for (name, help, v) in [
-            ("launched", "Machines asked for.", c.launched),
-            ("succeeded", "Trials that succeeded.", c.succeeded),
-            ("failed", "Trials that failed.", c.failed),
-            ("lost", "Trials whose machine or agent was lost.", c.lost),
-            ("retried", "Attempts retried.", c.retried),
-            ("cancelled", "Trials cancelled.", c.cancelled),
-            ("pruned", "Trials stopped early by the pruner.", c.pruned),
-            (
-                "preempted",
-                "Attempts whose machine was taken away (spot reclaims).",
-                c.preempted,
-            ),
-            (
-                "terminated",
-                "Machines ended by the orchestrator.",
-                c.terminated,
-            ),
-            (
-                "backend_errors",
-                "Backend calls that failed after their retries.",
-                c.backend_errors,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP augur_runner_{name}_total {help}\n# TYPE augur_runner_{name}_total counter\naugur_runner_{name}_total {v}"
-            );
-        }
-        // `augur_reconcile_tick_seconds` is its old name (a tick is one scheduled
-        // invocation, which runs many passes): kept for one release.
-        for (name, help) in [
-            ("augur_reconcile_pass_seconds", "Time spent in reconcile passes."),
-            (
-                "augur_reconcile_tick_seconds",
-                "Deprecated: augur_reconcile_pass_seconds under its old name (kept for one release).",
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {}\n{name}_count {}",
-                c.pass_micros as f64 / 1e6,
-                c.passes
-            );
-        }
+        runner_metrics(&mut out, &counters());
     }
     aws_calls(&mut out);
     Ok((
@@ -373,6 +328,58 @@ async fn metrics(State(app): State<Shared>) -> Result<Response, Problem> {
         out,
     )
         .into_response())
+}
+
+/// The runner's counters, when a run is in this process.
+fn runner_metrics(out: &mut String, c: &CounterValues) {
+    for (name, help, v) in [
+        ("launched", "Machines asked for.", c.launched),
+        ("succeeded", "Trials that succeeded.", c.succeeded),
+        ("failed", "Trials that failed.", c.failed),
+        ("lost", "Trials whose machine or agent was lost.", c.lost),
+        ("retried", "Attempts retried.", c.retried),
+        ("cancelled", "Trials cancelled.", c.cancelled),
+        ("pruned", "Trials stopped early by the pruner.", c.pruned),
+        (
+            "preempted",
+            "Attempts whose machine was taken away (spot reclaims).",
+            c.preempted,
+        ),
+        (
+            "terminated",
+            "Machines ended by the orchestrator.",
+            c.terminated,
+        ),
+        (
+            "backend_errors",
+            "Backend calls that failed after their retries.",
+            c.backend_errors,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP augur_runner_{name}_total {help}\n# TYPE augur_runner_{name}_total counter\naugur_runner_{name}_total {v}"
+        );
+    }
+    // `augur_reconcile_tick_seconds` is its old name (a tick is one scheduled
+    // invocation, which runs many passes): kept for one release.
+    for (name, help) in [
+        (
+            "augur_reconcile_pass_seconds",
+            "Time spent in reconcile passes.",
+        ),
+        (
+            "augur_reconcile_tick_seconds",
+            "Deprecated: augur_reconcile_pass_seconds under its old name (kept for one release).",
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} summary\n{name}_sum {}\n{name}_count {}",
+            c.pass_micros as f64 / 1e6,
+            c.passes
+        );
+    }
 }
 
 /// This process's AWS call attempts by service and outcome, and its retries by

@@ -91,10 +91,10 @@ impl Timing {
     /// with full jitter, drawn from a generator seeded by the study seed, trial and
     /// attempt, so the decision stays a pure function.
     pub fn backoff_ms(&self, seed: u64, id: u64, n: u32) -> Millis {
-        let exp = self
-            .backoff_base_ms
-            .saturating_mul(1i64 << n.saturating_sub(1).min(30));
-        let ceiling = exp.min(self.backoff_cap_ms).max(0);
+        let ms = |v: Millis| std::time::Duration::from_millis(v.max(0) as u64);
+        let top =
+            augur_model::backoff::ceiling(ms(self.backoff_base_ms), ms(self.backoff_cap_ms), n);
+        let ceiling = top.as_millis().min(Millis::MAX as u128) as Millis;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ id.rotate_left(32) ^ n as u64);
         if ceiling == 0 {
             0

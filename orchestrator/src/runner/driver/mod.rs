@@ -572,5 +572,5 @@ impl<'a> Driver<'a> {
 /// The wait before pass `n` (1-based) after the backend failed: 200 ms doubling,
 /// at most 5 s.
 pub(super) fn backend_backoff(n: u32) -> Duration {
-    Duration::from_millis(100u64 << n.min(6)).min(Duration::from_secs(5))
+    augur_model::backoff::ceiling(Duration::from_millis(200), Duration::from_secs(5), n)
 }

@@ -133,6 +133,14 @@ impl Queue {
         }
     }
 
+    /// What more it may hold within its bounds: lines, bytes.
+    pub fn room(&self) -> (usize, usize) {
+        (
+            self.max_lines.saturating_sub(self.lines.len()),
+            self.max_bytes.saturating_sub(self.bytes),
+        )
+    }
+
     /// Queues one line (its time not before the last one's: CloudWatch Logs takes
     /// a batch in order), dropping the oldest beyond the bounds.
     pub fn push(&mut self, t_ms: i64, message: String) {
@@ -228,6 +236,11 @@ impl CloudWatchSink {
 
     pub fn location(&self) -> String {
         format!("cloudwatch:{}:{}", self.group, self.stream)
+    }
+
+    /// What more it may queue within its bounds: lines, bytes ([`Queue::room`]).
+    pub fn room(&self) -> (usize, usize) {
+        self.pending.room()
     }
 
     /// Queues one line.

@@ -17,8 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Lines waiting for the shipper beyond this are dropped and counted (said in the
-/// log when it ships again): the sink bounds what it keeps while the service cannot
-/// be reached, and this bounds what waits while one call is under way.
+/// log when it ships again). The shipper takes lines as they come, during a call as
+/// well; the sink bounds what it keeps while the service cannot be reached
+/// ([`augur_aws::cwlogs::QUEUE_LINES`], `QUEUE_BYTES`), and so do the lines taken
+/// while one call is under way.
 const QUEUED: usize = 16_384;
 
 /// What the shipper is told.
@@ -36,8 +38,9 @@ enum LogSink {
     /// CloudWatch Logs, through the shipper task.
     Cloud {
         tx: mpsc::Sender<ToShipper>,
-        /// Lines not queued because the queue was full.
-        dropped: std::sync::atomic::AtomicU64,
+        /// Lines not queued because the queue was full (or, taken during a call,
+        /// past the sink's bound).
+        dropped: Arc<std::sync::atomic::AtomicU64>,
     },
 }
 
@@ -68,12 +71,10 @@ impl Log {
     pub(crate) fn cloud(sink: augur_aws::cwlogs::CloudWatchSink, every: Duration) -> Log {
         let location = sink.location();
         let (tx, rx) = mpsc::channel(QUEUED);
-        tokio::spawn(ship(sink, rx, every));
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(ship(sink, rx, every, dropped.clone()));
         Log {
-            out: Arc::new(LogSink::Cloud {
-                tx,
-                dropped: Default::default(),
-            }),
+            out: Arc::new(LogSink::Cloud { tx, dropped }),
             location,
             broken: Arc::new(Mutex::new(None)),
         }
@@ -145,26 +146,78 @@ async fn ship(
     mut sink: augur_aws::cwlogs::CloudWatchSink,
     mut rx: mpsc::Receiver<ToShipper>,
     every: Duration,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut next = Instant::now() + every;
     loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
+        let go_on = tokio::select! {
+            m = rx.recv() => take(&mut sink, m).await,
             _ = tokio::time::sleep_until(next) => {
-                if let Err(e) = sink.flush().await {
-                    tracing::warn!(error = %e, "log not shipped yet; will retry");
-                }
+                let came = flush_taking(&mut sink, &mut rx, &dropped).await;
                 next = Instant::now() + every;
-                continue;
+                let mut go_on = true;
+                for m in came {
+                    go_on = go_on && take(&mut sink, m).await;
+                }
+                go_on
             }
         };
-        match msg {
-            Some(ToShipper::Line(t, l)) => sink.push(t, l),
-            Some(ToShipper::Finish(done)) => {
-                let _ = done.send(ship_last(&mut sink).await);
-                return;
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// Takes one message: a line into the sink; a finish (sends the rest, answers);
+/// false when the shipper is done.
+async fn take(sink: &mut augur_aws::cwlogs::CloudWatchSink, m: Option<ToShipper>) -> bool {
+    match m {
+        Some(ToShipper::Line(t, l)) => {
+            sink.push(t, l);
+            true
+        }
+        Some(ToShipper::Finish(done)) => {
+            let _ = done.send(ship_last(sink).await);
+            false
+        }
+        None => false,
+    }
+}
+
+/// Ships what the sink holds, taking what comes meanwhile (a slow call must not
+/// fill the queue the script's lines go through): the lines, up to the room left
+/// within the sink's bound (past it they are dropped and counted, so the agent's
+/// memory stays within that bound), a finish, the queue's end.
+async fn flush_taking(
+    sink: &mut augur_aws::cwlogs::CloudWatchSink,
+    rx: &mut mpsc::Receiver<ToShipper>,
+    dropped: &std::sync::atomic::AtomicU64,
+) -> Vec<Option<ToShipper>> {
+    let (room_lines, room_bytes) = sink.room();
+    let (mut came, mut lines, mut bytes) = (Vec::new(), 0, 0);
+    let flush = sink.flush();
+    tokio::pin!(flush);
+    loop {
+        let ended = came.last().is_some_and(|m: &Option<ToShipper>| m.is_none());
+        tokio::select! {
+            r = &mut flush => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "log not shipped yet; will retry");
+                }
+                return came;
             }
-            None => return,
+            m = rx.recv(), if !ended => match m {
+                Some(ToShipper::Line(_, l))
+                    if lines >= room_lines || bytes + l.len() > room_bytes =>
+                {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(ToShipper::Line(t, l)) => {
+                    (lines, bytes) = (lines + 1, bytes + l.len());
+                    came.push(Some(ToShipper::Line(t, l)));
+                }
+                other => came.push(other),
+            },
         }
     }
 }

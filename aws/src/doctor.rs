@@ -292,12 +292,24 @@ pub fn client(config: &aws_config::SdkConfig) -> aws_sdk_iam::Client {
 }
 
 /// Why the simulator gave no answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
-    /// The caller may not ask it (`iam:SimulatePrincipalPolicy`).
+    /// The caller may not ask it (`iam:SimulatePrincipalPolicy`): exit code 2.
+    #[error("{0}")]
     Denied(Box<augur_store::Denied>),
-    /// It could not be reached.
-    Failed(String),
+    /// It could not be reached: exit code 3.
+    #[error("{0}")]
+    Failed(#[source] augur_store::Failure),
+}
+
+impl SimulateError {
+    /// What this failure asks of whoever meets it.
+    pub fn kind(&self) -> augur_store::Kind {
+        match self {
+            SimulateError::Denied(_) => augur_store::Kind::Input,
+            SimulateError::Failed(_) => augur_store::Kind::Unavailable,
+        }
+    }
 }
 
 /// The simulator's answer for each check, for `principal` (a user's or role's ARN).
@@ -329,10 +341,13 @@ pub async fn simulate(
                 &e,
             ) {
                 Some(d) => SimulateError::Denied(Box::new(d)),
-                None => SimulateError::Failed(format!(
-                    "IAM SimulatePrincipalPolicy for {principal}: {}",
-                    crate::error_text(&e)
-                )),
+                None => {
+                    let what = format!(
+                        "IAM SimulatePrincipalPolicy for {principal}: {}",
+                        crate::error_text(&e)
+                    );
+                    SimulateError::Failed(augur_store::Failure::caused(what, e))
+                }
             }
         })?;
         let decision = got

@@ -16,6 +16,7 @@ use augur_model::agent::{AwsTarget, Invocation};
 use augur_model::cost::Billing;
 use augur_model::{Machine, Study, Trial};
 use augur_store::provider::{Launched, MachineProvider, Missing, ProviderError};
+use augur_store::Failure;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
@@ -118,12 +119,14 @@ impl Ec2Provider {
     where
         E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
     {
-        match (crate::instance::fail(op, &e), &self.sts) {
-            (ProviderError::Denied(d), Some(sts)) => {
-                ProviderError::Denied(Box::new(crate::denied::decode_ec2(sts, *d, &e).await))
+        if let Some(sts) = &self.sts {
+            let (call, action) = (format!("EC2 {op}"), format!("ec2:{op}"));
+            if let Some(d) = crate::denied::denied(&call, &action, &e) {
+                let d = crate::denied::decode_ec2(sts, d, &e).await;
+                return ProviderError::Denied(Box::new(d));
             }
-            (other, _) => other,
         }
+        crate::instance::fail(op, e)
     }
 
     /// Records each launch's price with it ([`crate::prices`]).
@@ -356,9 +359,9 @@ impl Ec2Provider {
             Err(e) => return Err(self.failed("RunInstances", e).await),
         };
         let instance = out.instances().first();
-        let id = instance.and_then(|i| i.instance_id()).ok_or_else(|| {
-            ProviderError::Unavailable("EC2 RunInstances returned no instance".into())
-        })?;
+        let id = instance
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| ProviderError::unavailable("EC2 RunInstances returned no instance"))?;
         let zone = instance
             .and_then(|i| i.placement())
             .and_then(|p| p.availability_zone())
@@ -411,7 +414,16 @@ impl MachineProvider for Ec2Provider {
                 priced,
             });
         }
-        Err(ProviderError::Capacity(no_room.join("; ")))
+        Err(ProviderError::Capacity(match no_room.len() {
+            1 => no_room.remove(0),
+            _ => Failure::said(
+                no_room
+                    .iter()
+                    .map(|f| f.what.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        }))
     }
 
     async fn price(&self, billing: &Billing) -> Option<Billing> {
@@ -448,7 +460,7 @@ impl MachineProvider for Ec2Provider {
                 if e.as_service_error()
                     .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
                     == Some("InvalidInstanceID.NotFound") => {}
-            Err(e) => return Err(crate::instance::fail("TerminateInstances", &e)),
+            Err(e) => return Err(crate::instance::fail("TerminateInstances", e)),
         }
         // Ended: a reused listing must not show it alive (it would be ended again at
         // every pass until the listing is made afresh).

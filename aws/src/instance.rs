@@ -3,7 +3,7 @@
 //! hard limit, and which answers mean the cloud has no room for it.
 
 use augur_model::{Study, Trial};
-use augur_store::ProviderError;
+use augur_store::{Failure, ProviderError};
 
 /// Whether an instance type runs arm64 (Graviton): its family has a `g` after the
 /// generation digit (`t4g`, `m7gd`, `c7gn`, `x2gd`, `hpc7g`), or it is `a1`. GPU
@@ -150,7 +150,7 @@ pub fn rejected(code: &str) -> bool {
 
 /// An EC2 call's failure as the provider's error: a refusal by IAM, no room, a
 /// launch request EC2 refuses as asked, or (else) EC2 unavailable for now.
-pub(crate) fn fail<E>(op: &str, e: &aws_sdk_ec2::error::SdkError<E>) -> ProviderError
+pub(crate) fn fail<E>(op: &str, e: aws_sdk_ec2::error::SdkError<E>) -> ProviderError
 where
     E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
 {
@@ -158,17 +158,17 @@ where
         .as_service_error()
         .and_then(|x| aws_sdk_ec2::error::ProvideErrorMetadata::code(x))
         .unwrap_or("");
-    if let Some(d) = crate::denied::denied(&format!("EC2 {op}"), &format!("ec2:{op}"), e) {
+    if let Some(d) = crate::denied::denied(&format!("EC2 {op}"), &format!("ec2:{op}"), &e) {
         return ProviderError::Denied(Box::new(d));
     }
-    let text = format!("EC2 {op}: {}", crate::error_text(e));
-    if no_room(code, &text) {
-        return ProviderError::Capacity(text);
+    let text = format!("EC2 {op}: {}", crate::error_text(&e));
+    let (no_room, rejected) = (no_room(code, &text), op == "RunInstances" && rejected(code));
+    let failure = Failure::caused(text, e);
+    match () {
+        _ if no_room => ProviderError::Capacity(failure),
+        _ if rejected => ProviderError::Rejected(failure),
+        _ => ProviderError::Unavailable(failure),
     }
-    if op == "RunInstances" && rejected(code) {
-        return ProviderError::Rejected(text);
-    }
-    ProviderError::Unavailable(text)
 }
 
 /// The `ClientToken` of one launch (at most 64 characters). EC2 answers a repeated

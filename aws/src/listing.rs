@@ -147,7 +147,7 @@ impl Ec2Provider {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| crate::instance::fail("DescribeInstances", &e))?;
+                .map_err(|e| crate::instance::fail("DescribeInstances", e))?;
             for r in page.reservations() {
                 for i in r.instances() {
                     let tag = |k: &str| {

@@ -7,6 +7,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod denied;
+pub mod error;
 pub mod layout;
 pub mod logfile;
 pub mod provider;
@@ -20,78 +21,10 @@ use augur_model::{
 };
 
 pub use denied::Denied;
+pub use error::{Cause, Failure, Kind, StoreError};
 pub use layout::Layout;
 pub use provider::{Launched, MachineProvider, ProviderError};
 pub use sqlite::SqliteStore;
-
-/// A store failure.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached or used (retry later; exit code 3).
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// IAM refused the request: a missing grant, never retried (exit code 2).
-    #[error("{0}")]
-    Denied(Box<Denied>),
-    /// A stored record could not be decoded.
-    #[error("corrupt record {key}: {source}")]
-    Corrupt {
-        key: String,
-        source: serde_json::Error,
-    },
-    /// An update asked for a transition the state machine forbids (a bug).
-    #[error("illegal transition of {study}/{id}: {from} -> {to}")]
-    IllegalTransition {
-        study: String,
-        id: u64,
-        from: augur_model::TrialState,
-        to: augur_model::TrialState,
-    },
-    #[error("no study named `{0}`")]
-    NoStudy(String),
-    /// A record could not be encoded (a bug).
-    #[error("cannot encode record {key}: {source}")]
-    Encode {
-        key: String,
-        source: serde_json::Error,
-    },
-    /// The database refused a statement for a reason that waiting will not mend: a
-    /// constraint, the schema, a type (a bug, or a database augur did not write).
-    #[error("database error: {0}")]
-    Database(#[source] rusqlite::Error),
-    /// The database refused a request as malformed (DynamoDB's `ValidationError`:
-    /// an item too large, an attribute it does not accept): waiting will not mend
-    /// it (a bug, exit code 1). `item` names what was refused.
-    #[error("the database refused {item}: {reason}")]
-    Refused { item: String, reason: String },
-}
-
-impl From<rusqlite::Error> for StoreError {
-    /// Busy, locked, I/O, a full disk or memory are the database being unavailable
-    /// (retried, then exit 3); anything else is [`StoreError::Database`].
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            Some(
-                DatabaseBusy
-                | DatabaseLocked
-                | SystemIoFailure
-                | CannotOpen
-                | DiskFull
-                | OutOfMemory
-                | FileLockingProtocolFailed,
-            ) => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Database(e),
-        }
-    }
-}
-
-impl StoreError {
-    /// Whether waiting may mend it.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

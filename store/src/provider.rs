@@ -1,24 +1,27 @@
 //! The machines trials run on: the [`MachineProvider`] trait, implemented by local
 //! processes and in-process objectives (in `augur`) and by EC2 (in `augur-aws`).
 
+use crate::{Failure, Kind};
 use async_trait::async_trait;
 use augur_model::cost::Billing;
 use augur_model::{Machine, Millis, Study, Trial};
 
-/// A provider failure.
+/// A provider failure. Each carries what failed in words and, where it came from
+/// another error (the SDK's, the operating system's), that error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    /// The machine could not be started (bad agent path, spawn failure).
+    /// The machine could not be started (bad agent path, spawn failure): the
+    /// attempt is lost.
     #[error("cannot launch: {0}")]
-    Launch(String),
+    Launch(#[source] Failure),
     /// The cloud has no room now: capacity, a quota, a spot price, an instance
     /// profile still propagating. No machine was made; the study waits and tries
     /// again, and the trial's attempts are not used up.
     #[error("no capacity: {0}")]
-    Capacity(String),
+    Capacity(#[source] Failure),
     /// The provider cannot be reached now (retry later; exit code 3 in the end).
     #[error("machine provider unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Failure),
     /// IAM refused the request: no machine was made, and none will be until the
     /// grant is added. Never retried, costs no attempt (exit code 2).
     #[error("{0}")]
@@ -27,8 +30,28 @@ pub enum ProviderError {
     /// launch template or key pair that does not exist, a parameter it does not
     /// accept. No machine was made and none will be until the study's settings or
     /// the stack are fixed. Never retried, costs no attempt (exit code 2).
-    #[error("{0}")]
-    Rejected(String),
+    #[error("{0}: nothing was launched; fix the study's [aws] settings or the stack")]
+    Rejected(#[source] Failure),
+    /// A panic elsewhere left a lock of the provider's poisoned (a bug).
+    #[error("a lock of the machine provider was poisoned by a panic")]
+    Poisoned,
+}
+
+impl ProviderError {
+    /// What this failure asks of whoever meets it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ProviderError::Launch(_) | ProviderError::Capacity(_) => Kind::Unavailable,
+            ProviderError::Unavailable(_) => Kind::Unavailable,
+            ProviderError::Denied(_) | ProviderError::Rejected(_) => Kind::Input,
+            ProviderError::Poisoned => Kind::Bug,
+        }
+    }
+
+    /// The provider unavailable, for the reason `what` says.
+    pub fn unavailable(what: impl Into<String>) -> ProviderError {
+        ProviderError::Unavailable(Failure::said(what))
+    }
 }
 
 /// A machine started for an attempt.

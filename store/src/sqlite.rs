@@ -5,7 +5,7 @@
 //! a conditional write is a read-check-write inside `BEGIN IMMEDIATE`, which SQLite
 //! serializes across processes.
 
-use crate::{slot, Lease, Result, StoreError, StudyChange, TrialStore, Written};
+use crate::{slot, Failure, Lease, Result, StoreError, StudyChange, TrialStore, Written};
 use async_trait::async_trait;
 use augur_model::{Expect, Millis, SeriesKeep, StudyRecord, StudyState, Trial, TrialUpdate};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -113,11 +113,16 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                StoreError::Unavailable(Failure::caused(
+                    format!("cannot create {}: {e}", dir.display()),
+                    e,
+                ))
             })?;
         }
-        let mut conn = Connection::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn = Connection::open(path).map_err(|e| {
+            let what = format!("cannot open {}: {e}", path.display());
+            StoreError::Unavailable(Failure::caused(what, e))
+        })?;
         // SQLite's default busy handler sleeps at least 1 ms per retry; the writes here
         // take tens of microseconds, so retry sooner ([`busy`]).
         conn.busy_handler(Some(busy))?;
@@ -169,19 +174,15 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         if self.inline {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
             return f(&mut guard);
         }
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("store task: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Failure::caused(format!("store task: {e}"), e)))?
     }
 }
 
@@ -248,7 +249,7 @@ impl TrialStore for SqliteStore {
                 params![rec.name, rec.state.as_word(), encode(&rec.name, &rec)?],
             )?;
             if n == 0 {
-                return Err(StoreError::NoStudy(rec.name.clone()));
+                return Err(StoreError::no_study(rec.name.clone()));
             }
             Ok(())
         })
@@ -314,7 +315,7 @@ impl TrialStore for SqliteStore {
                 })
                 .optional()?;
             let Some(d) = d else {
-                return Err(StoreError::NoStudy(name.to_string()));
+                return Err(StoreError::no_study(name.to_string()));
             };
             let mut rec: StudyRecord = decode(name, &d)?;
             if !change(&mut rec) {
@@ -363,7 +364,7 @@ impl TrialStore for SqliteStore {
                     r.get(0)
                 })
                 .optional()?;
-            let Some(id) = id else { return Err(StoreError::NoStudy(trial.study.clone())) };
+            let Some(id) = id else { return Err(StoreError::no_study(trial.study.clone())) };
             let mut t = trial.clone();
             t.id = id as u64;
             let seq = next_seq(&tx)?;

@@ -410,7 +410,7 @@ async fn final_write(
                 cond = Expect::state(TrialState::Pruned, cfg.attempt);
             }
             Ok(Written::Conflict(_)) => return Ok(Ended::Superseded),
-            Err(StoreError::Unavailable(e)) if Instant::now() < give_up => {
+            Err(e) if e.is_retryable() && Instant::now() < give_up => {
                 tracing::warn!(error = %e, "final write failed; retrying");
                 failed += 1;
                 tokio::time::sleep(retry_wait(failed)).await;

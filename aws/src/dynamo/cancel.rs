@@ -98,7 +98,7 @@ fn read(
     } else {
         why.join(", ")
     };
-    Err(StoreError::Unavailable(format!(
+    Err(StoreError::unavailable(format!(
         "DynamoDB TransactWriteItems on `{table}` cancelled: {why}"
     )))
 }

@@ -3,7 +3,7 @@
 
 use super::{DynamoStore, Item};
 use augur_model::{Millis, SeriesKeep, Trial, TrialState, TrialUpdate};
-use augur_store::{Result, StoreError};
+use augur_store::{Failure, Result, StoreError};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
@@ -139,7 +139,7 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
     if e.as_service_error().and_then(|x| x.code()) == Some("ResourceNotFoundException") {
-        return StoreError::Unavailable(format!(
+        return StoreError::unavailable(format!(
             "DynamoDB table `{table}` not found: create it with `augur init --backend aws` (or the templates in infra/)"
         ));
     }
@@ -147,10 +147,8 @@ where
     {
         return StoreError::Denied(Box::new(d));
     }
-    StoreError::Unavailable(format!(
-        "DynamoDB {op} on `{table}`: {}",
-        crate::error_text(&e)
-    ))
+    let what = format!("DynamoDB {op} on `{table}`: {}", crate::error_text(&e));
+    StoreError::Unavailable(Failure::caused(what, e))
 }
 
 pub(super) fn conditional<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
@@ -185,7 +183,7 @@ pub(super) fn encode<T: serde::Serialize>(key: &str, v: &T) -> Result<String> {
 }
 
 pub(super) fn build_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("building a DynamoDB request: {e}"))
+    StoreError::unavailable(format!("building a DynamoDB request: {e}"))
 }
 
 impl DynamoStore {

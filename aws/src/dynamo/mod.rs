@@ -141,7 +141,7 @@ impl DynamoStore {
         let claim = format!("{:016x}", rand::random::<u64>());
         loop {
             let Some(item) = self.get(study, "study", true).await? else {
-                return Err(StoreError::NoStudy(study.to_string()));
+                return Err(StoreError::no_study(study.to_string()));
             };
             let current = get_n(&item, "next_id").unwrap_or(0);
             let out = self
@@ -161,7 +161,7 @@ impl DynamoStore {
                 Ok(_) => return Ok(current + 1),
                 Err(e) if conditional(&e) => {
                     let Some(now) = self.get(study, "study", true).await? else {
-                        return Err(StoreError::NoStudy(study.to_string()));
+                        return Err(StoreError::no_study(study.to_string()));
                     };
                     if get_s(&now, "id_claim") == Some(claim.as_str())
                         && get_n(&now, "next_id") == Some(current + 1)
@@ -240,7 +240,7 @@ impl TrialStore for DynamoStore {
         self.read_study(&rec.name)
             .await?
             .map(|(r, _)| r)
-            .ok_or_else(|| StoreError::NoStudy(rec.name.clone()))
+            .ok_or_else(|| StoreError::no_study(rec.name.clone()))
     }
 
     async fn put_study(&self, rec: &StudyRecord) -> Result<()> {
@@ -261,7 +261,7 @@ impl TrialStore for DynamoStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if conditional(&e) => Err(StoreError::NoStudy(rec.name.clone())),
+            Err(e) if conditional(&e) => Err(StoreError::no_study(rec.name.clone())),
             Err(e) => Err(fail(&self.table, "UpdateItem", e)),
         }
     }
@@ -311,7 +311,7 @@ impl TrialStore for DynamoStore {
     async fn update_study(&self, name: &str, change: StudyChange) -> Result<bool> {
         loop {
             let Some((mut rec, item)) = self.read_study(name).await? else {
-                return Err(StoreError::NoStudy(name.to_string()));
+                return Err(StoreError::no_study(name.to_string()));
             };
             if !change(&mut rec) {
                 return Ok(false);

@@ -121,7 +121,7 @@ impl DynamoStore {
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "DynamoDB table `{}` did not become active",
             self.table
         )))
@@ -180,7 +180,7 @@ impl DynamoStore {
                     Some(left) => pending = left.clone(),
                 }
                 if !self.batch_backoff.wait(tries).await {
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::unavailable(format!(
                         "DynamoDB left {} keys of `{}`'s {what} unprocessed after {tries} tries (BatchGetItem)",
                         pending.keys().len(),
                         self.table

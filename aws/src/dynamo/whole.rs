@@ -58,7 +58,7 @@ impl DynamoStore {
                 }
                 if !self.batch_backoff.wait(tries).await {
                     let left: usize = pending.values().map(Vec::len).sum();
-                    return Err(StoreError::Unavailable(format!(
+                    return Err(StoreError::unavailable(format!(
                         "DynamoDB left {left} deletions of study `{name}` unprocessed after {tries} tries (BatchWriteItem)"
                     )));
                 }

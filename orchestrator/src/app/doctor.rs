@@ -61,10 +61,7 @@ pub async fn doctor(ctx: &Backend, roles: &Roles) -> Result<Vec<Checked>, AppErr
     for (identity, principal) in who {
         let answers = simulate(&iam, &principal, &d.checks(identity))
             .await
-            .map_err(|e| match e {
-                augur_aws::doctor::SimulateError::Denied(d) => AppError::input(d.to_string()),
-                augur_aws::doctor::SimulateError::Failed(m) => AppError::unavailable(m),
-            })?;
+            .map_err(|e| AppError::of(e.kind(), e))?;
         out.push(Checked {
             identity,
             principal,

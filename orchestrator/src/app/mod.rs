@@ -25,6 +25,14 @@ pub struct AppError {
 }
 
 impl AppError {
+    /// A failure as a command ends on it: its message, and the exit code its kind
+    /// says (`augur_store::Kind::exit_code`, the one place codes are given).
+    pub fn of(kind: augur_store::Kind, e: impl std::fmt::Display) -> AppError {
+        AppError {
+            code: kind.exit_code(),
+            message: e.to_string(),
+        }
+    }
     pub fn input(m: impl Into<String>) -> AppError {
         AppError {
             code: 2,
@@ -41,33 +49,13 @@ impl AppError {
 
 impl From<augur_store::StoreError> for AppError {
     fn from(e: augur_store::StoreError) -> AppError {
-        match e {
-            augur_store::StoreError::Unavailable(m) => {
-                AppError::unavailable(format!("database unavailable: {m}"))
-            }
-            augur_store::StoreError::NoStudy(s) => AppError::input(format!("no study named `{s}`")),
-            augur_store::StoreError::Denied(d) => AppError::input(d.to_string()),
-            other => AppError {
-                code: 1,
-                message: other.to_string(),
-            },
-        }
+        AppError::of(e.kind(), e)
     }
 }
 
 impl From<augur::RunError> for AppError {
     fn from(e: augur::RunError) -> AppError {
-        match e {
-            augur::RunError::BadInput(m) | augur::RunError::Rejected(m) => AppError::input(m),
-            augur::RunError::Denied(d) => AppError::input(d.to_string()),
-            augur::RunError::Unavailable(m) | augur::RunError::Machines(m) => {
-                AppError::unavailable(m)
-            }
-            augur::RunError::Internal(m) => AppError {
-                code: 1,
-                message: m,
-            },
-        }
+        AppError::of(e.kind(), e)
     }
 }
 

@@ -313,8 +313,8 @@ async fn tick_study(
         // stack is fixed and the study submitted again.
         // A launch the provider refused as asked (an image, subnet or template that
         // is not there): the same, until the study or the stack is fixed.
-        Err(augur::RunError::Rejected(why)) => {
-            let why = format!("{why}. Submit the study again once it is fixed.");
+        Err(augur::RunError::Provider(e @ augur::provider::ProviderError::Rejected(_))) => {
+            let why = format!("{e}. Submit the study again once it is fixed.");
             stop_refused(store, &name, &why).await;
             row.outcome = "stopped";
             row.detail = Some(why);

@@ -50,7 +50,7 @@ impl MachineProvider for InProcessProvider {
         Ok(self
             .running
             .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?
+            .map_err(|_| ProviderError::Poisoned)?
             .values()
             .cloned()
             .collect())
@@ -58,10 +58,7 @@ impl MachineProvider for InProcessProvider {
 
     async fn launch(&self, study: &Study, trial: &Trial) -> Result<Launched, ProviderError> {
         let id = {
-            let mut n = self
-                .next
-                .lock()
-                .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+            let mut n = self.next.lock().map_err(|_| ProviderError::Poisoned)?;
             *n += 1;
             format!("inproc-{}", *n)
         };
@@ -75,7 +72,7 @@ impl MachineProvider for InProcessProvider {
         };
         self.running
             .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?
+            .map_err(|_| ProviderError::Poisoned)?
             .insert(id.clone(), (study.name.clone(), machine));
         let (store, objective, running, notify) = (
             self.store.clone(),
@@ -144,10 +141,7 @@ impl MachineProvider for InProcessProvider {
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
-        let r = self
-            .running
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        let r = self.running.lock().map_err(|_| ProviderError::Poisoned)?;
         Ok(r.values()
             .filter(|(s, _)| s == study)
             .map(|(_, m)| m.clone())

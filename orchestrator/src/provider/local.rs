@@ -18,7 +18,7 @@ use crate::reconcile::Machine;
 use async_trait::async_trait;
 use augur_model::agent::{self, Invocation};
 use augur_model::{Study, Trial};
-use augur_store::Layout;
+use augur_store::{Failure, Layout};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -314,10 +314,13 @@ impl LocalProvider {
             .stderr(stderr)
             .process_group(0)
             .spawn()
-            .map_err(|e| ProviderError::Launch(format!("{}: {e}", self.agent.display())))?;
+            .map_err(|e| {
+                let what = format!("{}: {e}", self.agent.display());
+                ProviderError::Launch(Failure::caused(what, e))
+            })?;
         let pid = child
             .id()
-            .ok_or_else(|| ProviderError::Launch("agent exited at once".into()))?;
+            .ok_or_else(|| ProviderError::Launch(Failure::said("agent exited at once")))?;
         self.children.lock().map_err(poisoned)?.insert(
             pid,
             (study.name.clone(), machine_of(pid, trial.id, trial.attempt)),
@@ -418,7 +421,7 @@ fn machine_of(pid: u32, trial: u64, attempt: u32) -> Machine {
 }
 
 fn poisoned<T>(_: T) -> ProviderError {
-    ProviderError::Unavailable("lock".into())
+    ProviderError::Poisoned
 }
 
 #[async_trait]
@@ -448,19 +451,13 @@ impl MachineProvider for LocalProvider {
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
         let mut out: Vec<Machine> = {
-            let c = self
-                .children
-                .lock()
-                .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+            let c = self.children.lock().map_err(poisoned)?;
             c.values()
                 .filter(|(s, _)| s == study)
                 .map(|(_, m)| m.clone())
                 .collect()
         };
-        let mut adopted = self
-            .adopted
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        let mut adopted = self.adopted.lock().map_err(poisoned)?;
         if adopted.0.is_none_or(|t| t.elapsed() >= RESCAN) {
             // Ours: running an attempt, or idle in the pool (no attempt's machine).
             let mut ours: Vec<u32> = self

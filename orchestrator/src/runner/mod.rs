@@ -19,7 +19,7 @@ use augur_model::{
     oracle_for, DriveSettings, Expect, LaunchBounds, Millis, Params, Study, StudyRecord,
     StudyState, Trial, TrialState, TrialUpdate,
 };
-use augur_store::{now_ms, Lease, StoreError, TrialStore};
+use augur_store::{now_ms, Kind, Lease, StoreError, TrialStore};
 use cache::Cache;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -28,42 +28,61 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Why a run could not go on.
+/// Why a run could not go on. What each failure asks for (retry, exit code) is said
+/// once, in [`RunError::kind`].
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The request or the study conflicts with what is recorded (exit code 2).
     #[error("{0}")]
     BadInput(String),
-    /// The store or the machine provider stayed unavailable past the deadline (exit 3).
+    /// The store failed (its kind says how).
+    #[error(transparent)]
+    Store(StoreError),
+    /// The machine provider failed (its kind says how).
+    #[error(transparent)]
+    Provider(ProviderError),
+    /// IAM refused a request, of the store or the provider: a grant is missing
+    /// (exit code 2). Nothing is retried and no attempt is used up; the message
+    /// names the grant.
     #[error("{0}")]
-    Unavailable(String),
+    Denied(Box<augur_store::Denied>),
+    /// The store or the provider stayed unavailable past the deadline (exit 3).
+    #[error("{last} (gave up after {secs} s; `augur run` again resumes the study)")]
+    GaveUp {
+        secs: u64,
+        #[source]
+        last: Box<RunError>,
+    },
     /// The machines cannot run the agent: the drive's first launches all ended
     /// before their agent reported (exit 3).
     #[error("{0}")]
     Machines(String),
-    /// The provider refused a launch request as asked: an image, subnet, group or
-    /// template that does not exist, a parameter it does not accept (exit code 2).
-    /// Nothing is retried and no attempt is used up.
-    #[error("{0}")]
-    Rejected(String),
-    /// IAM refused a request: a grant is missing (exit code 2). Nothing is retried
-    /// and no attempt is used up; the message names the grant.
-    #[error("{0}")]
-    Denied(Box<augur_store::Denied>),
-    /// A record could not be understood, or a transition was illegal: a bug.
+    /// The task driving a stream ended without an answer (a panic: a bug).
+    #[error("stream task: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// A state the runner cannot be in: a bug.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl RunError {
+    /// What this failure asks of whoever meets it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RunError::BadInput(_) | RunError::Denied(_) => Kind::Input,
+            RunError::Store(e) => e.kind(),
+            RunError::Provider(e) => e.kind(),
+            RunError::GaveUp { .. } | RunError::Machines(_) => Kind::GaveUp,
+            RunError::Task(_) | RunError::Internal(_) => Kind::Bug,
+        }
+    }
 }
 
 impl From<StoreError> for RunError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => {
-                RunError::Unavailable(format!("database unavailable: {m}"))
-            }
-            StoreError::NoStudy(s) => RunError::BadInput(format!("no study named `{s}`")),
             StoreError::Denied(d) => RunError::Denied(d),
-            other => RunError::Internal(other.to_string()),
+            other => RunError::Store(other),
         }
     }
 }
@@ -72,10 +91,7 @@ impl From<ProviderError> for RunError {
     fn from(e: ProviderError) -> Self {
         match e {
             ProviderError::Denied(d) => RunError::Denied(d),
-            ProviderError::Rejected(m) => RunError::Rejected(format!(
-                "{m}: nothing was launched; fix the study's [aws] settings or the stack"
-            )),
-            other => RunError::Unavailable(other.to_string()),
+            other => RunError::Provider(other),
         }
     }
 }
@@ -280,9 +296,7 @@ impl StreamHandle {
     }
     /// Waits for the stream to end.
     pub async fn wait(self) -> Result<Finished, RunError> {
-        self.join
-            .await
-            .map_err(|e| RunError::Internal(format!("stream task: {e}")))?
+        self.join.await.map_err(RunError::Task)?
     }
 }
 

@@ -25,11 +25,13 @@ struct CachedCloud {
 #[async_trait]
 impl MachineProvider for CachedCloud {
     async fn launch(&self, _study: &Study, _trial: &Trial) -> Result<Launched, ProviderError> {
-        Err(ProviderError::Launch("no launches in these tests".into()))
+        Err(ProviderError::Launch(augur_store::Failure::said(
+            "no launches in these tests",
+        )))
     }
     async fn list(&self, _study: &str) -> Result<Vec<Machine>, ProviderError> {
         if self.unavailable {
-            return Err(ProviderError::Unavailable("the cloud is down".into()));
+            return Err(ProviderError::unavailable("the cloud is down"));
         }
         let live = self.machines.lock().expect("lock").clone();
         Ok(self
@@ -198,10 +200,14 @@ async fn an_unavailable_backend_is_retried_then_given_up_with_the_study_resumabl
         .drive(&study(), Scope::Budget(2), rx)
         .await
         .expect_err("gives up");
+    let m = err.to_string();
     assert!(
-        matches!(&err, RunError::Unavailable(m) if m.contains("the cloud is down") && m.contains("resumes the study")),
+        matches!(&err, RunError::GaveUp { last, .. } if matches!(**last, RunError::Provider(ProviderError::Unavailable(_))))
+            && m.contains("the cloud is down")
+            && m.contains("resumes the study"),
         "{err}"
     );
+    assert_eq!(err.kind().exit_code(), 3);
     // 200, 400 ms... between passes: at least the first two failures were retried.
     assert!(r.counters().backend_errors >= 2, "{:?}", r.counters());
     // A tick does not retry: it leaves the failure to the next tick.
@@ -213,7 +219,7 @@ async fn an_unavailable_backend_is_retried_then_given_up_with_the_study_resumabl
     let deadline = Instant::now() + Duration::from_secs(5);
     assert!(matches!(
         r.tick(&study(), deadline).await,
-        Err(RunError::Unavailable(_))
+        Err(RunError::Provider(ProviderError::Unavailable(_)))
     ));
     assert_eq!(r.counters().backend_errors, before);
 }

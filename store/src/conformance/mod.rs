@@ -95,7 +95,7 @@ pub async fn ids_and_slots(s: &dyn TrialStore, name: &str) {
             0
         ))
         .await,
-        Err(StoreError::NoStudy(_))
+        Err(StoreError::NoStudy { .. })
     ));
 }
 

@@ -272,7 +272,7 @@ pub async fn studies(s: &dyn TrialStore, name: &str) {
             1
         )
         .await,
-        Err(StoreError::NoStudy(_))
+        Err(StoreError::NoStudy { .. })
     ));
 }
 
@@ -327,6 +327,6 @@ pub async fn racing_study_changes(s: Arc<dyn TrialStore>, name: &str) {
             Box::new(|_: &mut StudyRecord| true)
         )
         .await,
-        Err(StoreError::NoStudy(_))
+        Err(StoreError::NoStudy { .. })
     ));
 }

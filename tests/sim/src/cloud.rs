@@ -99,10 +99,7 @@ impl MachineProvider for SimCloud {
         self.calls.count("RunInstances");
         let now = self.now.load(Ordering::Relaxed);
         let id = format!("i-{:08x}", self.next.fetch_add(1, Ordering::Relaxed));
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("rng".into()))?;
+        let mut rng = self.rng.lock().map_err(|_| ProviderError::Poisoned)?;
         let inst = Inst {
             study: study.name.clone(),
             trial: trial.id,
@@ -162,10 +159,7 @@ impl MachineProvider for SimCloud {
                 (name, Some(*a))
             }),
         );
-        let mut asked = self
-            .asked
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        let mut asked = self.asked.lock().map_err(|_| ProviderError::Poisoned)?;
         asked.retain(|_, (at, _)| now - *at < 7_200_000);
         let (mut out, mut due) = (Vec::new(), Vec::new());
         for (name, attempt) in names {
@@ -308,10 +302,7 @@ impl SimCloud {
         study: Option<&str>,
         ended: bool,
     ) -> Result<Vec<(String, Machine)>, ProviderError> {
-        let insts = self
-            .insts
-            .lock()
-            .map_err(|_| ProviderError::Unavailable("lock".into()))?;
+        let insts = self.insts.lock().map_err(|_| ProviderError::Poisoned)?;
         let of: Vec<&BTreeMap<String, Inst>> = match study {
             Some(s) => insts.get(s).into_iter().collect(),
             None => insts.values().collect(),

@@ -150,7 +150,7 @@ impl Driver<'_> {
             Err(e) => e,
         };
         if let ProviderError::Capacity(what) = e {
-            return self.no_room(at, what, now).await;
+            return self.no_room(at, what.what, now).await;
         }
         if let ProviderError::Denied(_) | ProviderError::Rejected(_) = e {
             return Err(self.refused(at, e).await);

@@ -142,18 +142,20 @@ impl<'a> Driver<'a> {
                     failing = None;
                     d
                 }
-                Err(RunError::Unavailable(e)) if self.deadline.is_none() => {
+                Err(e) if e.kind().retryable() && self.deadline.is_none() => {
                     // What the store could not tell meanwhile is not held against
                     // the agents, who could not tell it either.
                     self.seen = Seen::Failed;
                     Counters::bump(&runner.counters.backend_errors);
-                    runner.emit(Event::Backend { error: e.clone() });
+                    runner.emit(Event::Backend {
+                        error: e.to_string(),
+                    });
                     let (since, n) = failing.get_or_insert((Instant::now(), 0));
                     if since.elapsed() > runner.backend_deadline {
-                        return Err(RunError::Unavailable(format!(
-                            "{e} (gave up after {} s; `augur run` again resumes the study)",
-                            runner.backend_deadline.as_secs()
-                        )));
+                        return Err(RunError::GaveUp {
+                            secs: runner.backend_deadline.as_secs(),
+                            last: Box::new(e),
+                        });
                     }
                     *n += 1;
                     backend_backoff(*n)

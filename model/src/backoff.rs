@@ -1,5 +1,5 @@
 //! The one doubling every wait in augur follows: a trial's retries
-//! (`Timing::backoff_ms`), a driver's passes after its backend failed, an agent's
+//! (`DriveSettings::backoff_ms`), a driver's passes after its backend failed, an agent's
 //! heartbeats, final write and last log lines, and the batch items DynamoDB leaves
 //! unprocessed (`augur_aws::backoff`). Each draws its own jitter below the ceiling,
 //! or none.

@@ -250,7 +250,10 @@ fn show_ms(ms: Millis) -> String {
     crate::duration::format(std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
-/// The timings of a study's driver, recorded with the study.
+/// How a study is driven, recorded with the study so every driver (a foreground run,
+/// a tick, `augur stop`) uses the same: the one settings type of a drive. Set from the
+/// command line's `DriveFlags`; what is not a setting (a listing's lag, the clock
+/// skew leases allow) is a constant of the reconciler.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriveSettings {
     /// Agents heartbeat this often.
@@ -374,6 +377,29 @@ impl DriveSettings {
             boot_timeout_ms: 600_000,
             ..DriveSettings::local()
         }
+    }
+
+    /// The delay before retry `n` (1-based) of trial `id`: capped exponential backoff
+    /// with full jitter, drawn from a generator seeded by the study seed, trial and
+    /// attempt, so a decision that waits stays a pure function.
+    pub fn backoff_ms(&self, seed: u64, id: u64, n: u32) -> Millis {
+        use rand::{Rng, SeedableRng};
+        let ms = |v: Millis| std::time::Duration::from_millis(v.max(0) as u64);
+        let top = crate::backoff::ceiling(ms(self.backoff_base_ms), ms(self.backoff_cap_ms), n);
+        let ceiling = top.as_millis().min(Millis::MAX as u128) as Millis;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ id.rotate_left(32) ^ n as u64);
+        if ceiling == 0 {
+            0
+        } else {
+            rng.gen_range(0..=ceiling)
+        }
+    }
+}
+
+impl Default for DriveSettings {
+    /// The embedded default's ([`DriveSettings::local`]).
+    fn default() -> DriveSettings {
+        DriveSettings::local()
     }
 }
 

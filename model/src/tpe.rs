@@ -18,7 +18,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// Tuning of the estimator. The defaults are what `oracle = "tpe"` uses.
+/// DriveFlags of the estimator. The defaults are what `oracle = "tpe"` uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TpeSettings {
     /// Points proposed at random before the model is used.

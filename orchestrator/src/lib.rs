@@ -21,7 +21,7 @@ pub mod runner;
 pub use provider::inprocess::{InProcessProvider, TrialContext};
 pub use provider::local::LocalProvider;
 pub use provider::MachineProvider;
-pub use reconcile::{decide, Action, Machine, Mode, Scope, Timing};
+pub use reconcile::{decide, Action, Machine, Mode, Scope};
 pub use runner::{
     Clock, CounterValues, Driver, Event, Finished, LeaseSpec, Next, RegisterOptions, RunError,
     Runner, StreamHandle, TickCaches, TickEnd,

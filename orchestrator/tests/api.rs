@@ -35,7 +35,7 @@ fn runner(dir: &Path, objective: Arc<Obj>) -> (Arc<Runner>, Arc<dyn TrialStore>)
         Arc::new(SqliteStore::open(&dir.join("augur.db")).expect("store"));
     let provider = Arc::new(InProcessProvider::new(store.clone(), objective));
     let mut r = Runner::new(store.clone(), provider);
-    r.timing.backoff_base_ms = 10;
+    r.drive.backoff_base_ms = 10;
     (Arc::new(r), store)
 }
 
@@ -150,7 +150,7 @@ async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
         holder: "me".into(),
         ttl: std::time::Duration::from_secs(30),
     });
-    assert_eq!(r.timing.clock_skew_ms, 5_000);
+    assert_eq!(augur::reconcile::CLOCK_SKEW_MS, 5_000);
     let s = study("");
     r.register(&s, &Default::default()).await.expect("register");
     let now = augur_store::now_ms();

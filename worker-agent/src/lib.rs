@@ -64,8 +64,8 @@ pub struct AwsAgent {
 pub enum AgentError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("no trial {0} in the store")]
-    NoTrial(String),
+    #[error("no trial {study}/{trial} in the store")]
+    NoTrial { study: String, trial: u64 },
     #[error(
         "attempt {attempt} of {key} is not current (the record is {state} at attempt {current})"
     )]
@@ -190,7 +190,10 @@ async fn study_record(
     let rec = store
         .get_study(&cfg.study)
         .await?
-        .ok_or_else(|| AgentError::NoTrial(format!("{}/{}", cfg.study, cfg.trial)))?;
+        .ok_or_else(|| AgentError::NoTrial {
+            study: cfg.study.clone(),
+            trial: cfg.trial,
+        })?;
     Ok(rec.check().map(|()| rec))
 }
 
@@ -305,7 +308,10 @@ async fn mark_running(
         {
             Written::Done(t) => return Ok(t),
             Written::Conflict(None) => {
-                return Err(AgentError::NoTrial(format!("{}/{}", cfg.study, cfg.trial)))
+                return Err(AgentError::NoTrial {
+                    study: cfg.study.clone(),
+                    trial: cfg.trial,
+                })
             }
             Written::Conflict(Some(now)) => now,
         };

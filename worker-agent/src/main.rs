@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Backend {
+enum BackendKind {
     /// SQLite in --home, log files in --home.
     Local,
     /// DynamoDB (--table), CloudWatch Logs, study files from S3 (--bucket). Endpoint,
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long = flag::HOME, env = env::HOME, default_value = ".augur")]
     home: PathBuf,
     #[arg(long = flag::BACKEND, value_enum, default_value = "local")]
-    backend: Backend,
+    backend: BackendKind,
     /// DynamoDB table (aws).
     #[arg(long = flag::TABLE, env = env::TABLE)]
     table: Option<String>,
@@ -106,7 +106,7 @@ async fn run(args: Args) -> ExitCode {
     let layout = Layout::new(args.home.clone());
     // On a machine of its own (an EC2 instance), the machine is the instance.
     let instance = match (&args.machine, args.backend, args.shutdown) {
-        (None, Backend::Aws, true) => augur_aws::instance_id().await,
+        (None, BackendKind::Aws, true) => augur_aws::instance_id().await,
         _ => None,
     };
     let machine = args.machine.clone().or(instance).unwrap_or_else(|| {
@@ -118,14 +118,14 @@ async fn run(args: Args) -> ExitCode {
     });
     let (store, aws): (Box<dyn TrialStore>, Option<AwsAgent>) = match args.backend {
         // The agent waits for each call: run them on its own thread.
-        Backend::Local => match SqliteStore::open(&layout.db()) {
+        BackendKind::Local => match SqliteStore::open(&layout.db()) {
             Ok(s) => (Box::new(s.inline()), None),
             Err(e) => {
                 eprintln!("augur-agent: {e}");
                 return ExitCode::from(3);
             }
         },
-        Backend::Aws => {
+        BackendKind::Aws => {
             let (Some(table), Some(bucket)) = (args.table.clone(), args.bucket.clone()) else {
                 eprintln!("augur-agent: --backend aws needs --table and --bucket");
                 return ExitCode::from(2);
@@ -161,8 +161,8 @@ async fn run(args: Args) -> ExitCode {
         augur_agent::spare::SPARES.start_keeping();
     }
     let mut turns = args.reuse.then(|| match args.backend {
-        Backend::Local => Turns::Piped(Box::new(Piped::new(&cfg))),
-        Backend::Aws => Turns::Assigned(Assignments::default()),
+        BackendKind::Local => Turns::Piped(Box::new(Piped::new(&cfg))),
+        BackendKind::Aws => Turns::Assigned(Assignments::default()),
     });
     let code = loop {
         let ended = run_attempt(store.as_ref(), &cfg).await;
@@ -241,7 +241,7 @@ mod tests {
             .expect("the agent parses the contract's arguments");
             let read_back = Invocation {
                 home: args.home.display().to_string(),
-                aws: matches!(args.backend, Backend::Aws).then(|| AwsTarget {
+                aws: matches!(args.backend, BackendKind::Aws).then(|| AwsTarget {
                     table: args.table.clone().unwrap_or_default(),
                     bucket: args.bucket.clone().unwrap_or_default(),
                     log_group_prefix: args.log_group_prefix.clone(),

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use std::collections::HashMap;
 
 /// What the agent's store remembers of an attempt it beats for.
-pub(super) struct Kept {
+pub(super) struct LastWrite {
     attempt: u32,
     /// When the record was last written in full.
     snapshot_ms: Millis,
@@ -33,9 +33,9 @@ pub(super) struct Kept {
     known: TrialUpdate,
 }
 
-impl Kept {
-    fn new(attempt: u32, now: Millis) -> Kept {
-        Kept {
+impl LastWrite {
+    fn new(attempt: u32, now: Millis) -> LastWrite {
+        LastWrite {
             attempt,
             snapshot_ms: now,
             after_ms: Millis::MIN,
@@ -99,9 +99,9 @@ impl DynamoStore {
             let mut all = self.beating.lock().unwrap_or_else(|e| e.into_inner());
             let k = all
                 .entry((study.to_string(), id))
-                .or_insert_with(|| Kept::new(attempt, now));
+                .or_insert_with(|| LastWrite::new(attempt, now));
             if k.attempt != attempt {
-                *k = Kept::new(attempt, now);
+                *k = LastWrite::new(attempt, now);
             }
             k.learn(up);
             let beat = Some(&k.known)

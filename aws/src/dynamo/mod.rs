@@ -54,7 +54,7 @@ pub struct DynamoStore {
     /// its other heartbeats go to the trial's beat item ([`beats`]).
     pub snapshot_every: Duration,
     /// What an agent's store remembers of the attempts it beats for.
-    beating: std::sync::Mutex<HashMap<(String, u64), beats::Kept>>,
+    beating: std::sync::Mutex<HashMap<(String, u64), beats::LastWrite>>,
     /// Trials are shown only where their slot guard vouches for them ([`vouch`]).
     vouch: bool,
     guards: std::sync::Mutex<HashMap<String, vouch::Guards>>,

@@ -5,7 +5,7 @@
 //! [`Backend::study_logs`](super::backend::Backend::study_logs)).
 
 use super::AppError;
-use crate::reconcile::{settled, Timing};
+use crate::reconcile::settled;
 use async_trait::async_trait;
 use augur_store::logfile::{parse_line, rfc3339};
 use augur_store::Layout;
@@ -274,7 +274,7 @@ impl TrialLog {
         let Some(t) = store.get_trial(&self.study, self.id).await? else {
             return Ok(None);
         };
-        let over = settled(spec, &Timing::default(), &t);
+        let over = settled(spec, &t);
         let attempts: Vec<(u64, u32)> = (1..=t.attempt).map(|a| (t.id, a)).collect();
         let events = self.reader.pump(&attempts).await?;
         Ok(Some((

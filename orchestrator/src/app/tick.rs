@@ -354,7 +354,7 @@ pub(super) fn leased_runner(
     deadline: Instant,
 ) -> Runner {
     let mut runner = Runner::new(store.clone(), provider);
-    runner.timing = augur::Timing::with_drive(drive);
+    runner.drive = drive.clone();
     runner.lease = Some(LeaseSpec {
         holder: holder.to_string(),
         ttl: deadline.saturating_duration_since(Instant::now()),

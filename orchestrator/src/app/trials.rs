@@ -9,7 +9,7 @@ use augur_store::{StoreError, TrialStore};
 use std::collections::{BTreeMap, HashMap};
 
 /// One study's trials as last read.
-struct Kept {
+struct StudyRead {
     /// The study's creation time: a study deleted and made again is read afresh.
     created_ms: Millis,
     /// Where the next read of the change index starts.
@@ -21,7 +21,7 @@ struct Kept {
 
 /// Every study's trials, as last read.
 #[derive(Default)]
-pub struct TrialCache(tokio::sync::Mutex<HashMap<String, Kept>>);
+pub struct TrialCache(tokio::sync::Mutex<HashMap<String, StudyRead>>);
 
 impl TrialCache {
     /// The trials of `rec`'s study, in id order, brought up to date: with the
@@ -34,7 +34,7 @@ impl TrialCache {
         beats: bool,
     ) -> Result<Vec<Trial>, StoreError> {
         let mut all = self.0.lock().await;
-        let fresh = || Kept {
+        let fresh = || StudyRead {
             created_ms: rec.created_ms,
             mark: 0,
             trials: BTreeMap::new(),

@@ -5,7 +5,7 @@
 
 use super::{AppError, CmdResult};
 use crate::app::backend::Backend;
-use augur::reconcile::{sweep, Action, Machine, Mode, Scope, Timing, View, NO_STUDY};
+use augur::reconcile::{sweep, Action, Machine, Mode, Scope, View, CLOCK_SKEW_MS, NO_STUDY};
 use augur_model::Millis;
 use augur_store::logfile::rfc3339;
 use augur_store::{now_ms, TrialStore};
@@ -76,8 +76,7 @@ async fn end_orphans(
                 .collect(),
             Some(rec) => {
                 let trials = store.list_trials(name).await?;
-                let timing =
-                    Timing::with_drive(&rec.drive.clone().unwrap_or_else(|| ctx.default_drive()));
+                let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());
                 let view = View {
                     study: &rec.spec,
                     trials: &trials,
@@ -90,7 +89,7 @@ async fn end_orphans(
                     pooled: false,
                     sees_all: provider.sees_all(),
                     fresh_listing: true,
-                    timing: &timing,
+                    drive: &drive,
                     now,
                     // Judged by the lease alone: run by hand, after the fact.
                     seen_since: 0,
@@ -132,7 +131,7 @@ async fn expire_leases(
 ) -> Result<Vec<serde_json::Value>, AppError> {
     let mut expired = Vec::new();
     for (name, lease) in store.leases().await? {
-        if lease.until + Timing::default().clock_skew_ms >= now {
+        if lease.until + CLOCK_SKEW_MS >= now {
             continue;
         }
         let done = args.dry_run || store.expire_lease(&name, &lease).await?;

@@ -6,7 +6,7 @@
 use super::{AppError, CmdResult};
 use crate::app::backend::Backend;
 use crate::app::logs::LogEvent;
-use augur::reconcile::{settled, Timing};
+use augur::reconcile::settled;
 use augur_model::{duration, StudyState, Trial};
 use augur_store::logfile::{parse_time, rfc3339, FilterPattern};
 use augur_store::now_ms;
@@ -140,7 +140,6 @@ pub async fn logs(ctx: &Backend, args: LogsArgs) -> CmdResult {
             ctx.study_logs(&study, since, 2 * beat + 5_000).await
         }
     };
-    let timing = Timing::default();
     // Attempts read to their end after their trial had settled: never read again.
     let mut finished: BTreeSet<(u64, u32)> = BTreeSet::new();
     let stdout = std::io::stdout();
@@ -150,7 +149,7 @@ pub async fn logs(ctx: &Backend, args: LogsArgs) -> CmdResult {
             Some(id) => store.get_trial(&study, id).await?.into_iter().collect(),
             None => store.list_trials(&study).await?,
         };
-        let all_settled = trials.iter().all(|t| settled(&rec.spec, &timing, t));
+        let all_settled = trials.iter().all(|t| settled(&rec.spec, t));
         let attempts: Vec<(u64, u32)> = trials
             .iter()
             .flat_map(|t| (1..=t.attempt).map(move |a| (t.id, a)))
@@ -164,7 +163,7 @@ pub async fn logs(ctx: &Backend, args: LogsArgs) -> CmdResult {
         out.flush()
             .map_err(|e| AppError::unavailable(e.to_string()))?;
         if events.is_empty() {
-            for t in trials.iter().filter(|t| settled(&rec.spec, &timing, t)) {
+            for t in trials.iter().filter(|t| settled(&rec.spec, t)) {
                 finished.extend((1..=t.attempt).map(|a| (t.id, a)));
             }
         }

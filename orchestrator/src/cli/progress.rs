@@ -1,7 +1,7 @@
 //! What `augur run` shows while it runs: a progress bar on a terminal, one line per
 //! event otherwise.
 
-use augur::reconcile::Timing;
+use augur::reconcile::MAX_LAUNCH_FAILURES;
 use augur::report::{metrics_display, params_short, short};
 use augur::Event;
 use augur_model::{Study, Trial, TrialState};
@@ -12,16 +12,15 @@ use tokio::sync::mpsc;
 
 pub struct Progress {
     study: Study,
-    timing: Timing,
     trials: HashMap<u64, Trial>,
     bar: Option<ProgressBar>,
     best: Option<f64>,
 }
 
 impl Progress {
-    pub fn new(study: &Study, existing: &[Trial], timing: Timing) -> Progress {
+    pub fn new(study: &Study, existing: &[Trial]) -> Progress {
         // The ETA comes from the trials this run finishes, not from those it resumed.
-        let resumed = augur::report::finished_with(study, &timing, existing);
+        let resumed = augur::report::finished_with(study, existing);
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(study.trials);
             let eta_key = move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -42,7 +41,6 @@ impl Progress {
         });
         let mut p = Progress {
             study: study.clone(),
-            timing,
             trials: HashMap::new(),
             bar,
             best: None,
@@ -63,7 +61,7 @@ impl Progress {
     }
 
     fn done(&self) -> u64 {
-        augur::report::finished_with(&self.study, &self.timing, self.trials.values())
+        augur::report::finished_with(&self.study, self.trials.values())
     }
 
     fn observe(&mut self, t: Trial) {
@@ -231,7 +229,7 @@ impl Progress {
             "trial {trial} will retry in {:.1}s as attempt {attempt} (so far: {runs} of {} runs, {failed} of {} failed launches, {preempted} of {} preemptions)",
             delay_ms as f64 / 1000.0,
             run.max_attempts,
-            self.timing.max_launch_failures,
+            MAX_LAUNCH_FAILURES,
             run.max_preemptions,
         )
     }
@@ -286,7 +284,7 @@ mod tests {
             std::path::Path::new("."),
         )
         .expect("study");
-        let p = Progress::new(&study, &[], Timing::default());
+        let p = Progress::new(&study, &[]);
         // Attempt 1 was a launch that failed: attempt 2 uses no run yet.
         let line = p.retry_line(1, 2, 1500, (0, 0));
         assert_eq!(

@@ -3,7 +3,7 @@
 use super::progress::Progress;
 use super::{AppError, CmdResult};
 use crate::app::backend::Backend;
-use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope, Timing};
+use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope};
 use augur_model::{DriveSettings, Study, StudyState, TrialState};
 use augur_store::now_ms;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ pub struct RunArgs {
     )]
     like: Option<String>,
     #[command(flatten)]
-    tuning: Tuning,
+    flags: DriveFlags,
 }
 
 /// `augur submit`: the study for the serverless tick to drive.
@@ -85,12 +85,12 @@ pub struct SubmitArgs {
     #[command(flatten)]
     study: StudyArgs,
     #[command(flatten)]
-    tuning: Tuning,
+    flags: DriveFlags,
 }
 
-/// How a study is driven: recorded with it, so every driver uses the same.
+/// The flags of a study's [`DriveSettings`]: the backend's defaults where not given.
 #[derive(clap::Args, Debug)]
-pub struct Tuning {
+pub struct DriveFlags {
     /// Agents heartbeat this often [default: 2s local, 20s aws: DynamoDB writes per
     /// trial are 5 + duration / heartbeat].
     #[arg(long, value_parser = crate::app::dur, help_heading = "Tuning")]
@@ -122,7 +122,7 @@ pub struct Tuning {
     backend_deadline: Duration,
 }
 
-impl Tuning {
+impl DriveFlags {
     /// The backend's defaults with the flags given; range-checked (exit 2).
     fn drive(&self, ctx: &Backend) -> Result<DriveSettings, AppError> {
         let d = ctx.default_drive();
@@ -192,10 +192,14 @@ struct Prepared {
     store: Arc<dyn augur_store::TrialStore>,
 }
 
-async fn prepare(args: &StudyArgs, tuning: &Tuning, ctx: &Backend) -> Result<Prepared, AppError> {
+async fn prepare(
+    args: &StudyArgs,
+    flags: &DriveFlags,
+    ctx: &Backend,
+) -> Result<Prepared, AppError> {
     let mut study = args.load()?;
     ctx.pin_image(&mut study);
-    let drive = tuning.drive(ctx)?;
+    let drive = flags.drive(ctx)?;
     let provider = ctx
         .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
         .await?;
@@ -228,12 +232,12 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
         drive,
         provider,
         store,
-    } = prepare(&args.study, &args.tuning, ctx).await?;
+    } = prepare(&args.study, &args.flags, ctx).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut runner = Runner::new(store.clone(), provider).with_events(tx);
-    runner.timing = Timing::with_drive(&drive);
+    runner.drive = drive.clone();
     runner.keep_days = ctx.keep_days(&study);
-    runner.backend_deadline = args.tuning.backend_deadline;
+    runner.backend_deadline = args.flags.backend_deadline;
     if ctx.drivers_share_studies() {
         // The serverless tick may drive this study too: whoever holds the lease acts.
         runner.lease = Some(LeaseSpec::for_process("augur-run", Duration::from_secs(30)));
@@ -251,7 +255,7 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
     // Once the study is recorded: its log group, with its retention.
     ctx.prepare_logs(&study).await?;
     let existing = store.list_trials(&study.name).await?;
-    let progress = Progress::new(&study, &existing, runner.timing.clone());
+    let progress = Progress::new(&study, &existing);
     let printer = tokio::spawn(progress.run(rx));
     let (interrupts, control_rx) = on_ctrl_c(study.name.clone());
     let runner = Arc::new(runner);
@@ -409,7 +413,7 @@ pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
         drive,
         provider,
         store,
-    } = prepare(&args.study, &args.tuning, ctx).await?;
+    } = prepare(&args.study, &args.flags, ctx).await?;
     let runner = Runner::new(store.clone(), provider);
     let rec = runner
         .register(
@@ -455,7 +459,7 @@ pub async fn stop(ctx: &Backend, name: &str) -> CmdResult {
     // itself, racing safely (conditional writes) with an orchestrator still running.
     let provider = ctx.sweeper().await;
     let mut runner = Runner::new(store.clone(), provider);
-    runner.timing = Timing::with_drive(&rec.drive.clone().unwrap_or_else(|| ctx.default_drive()));
+    runner.drive = DriveSettings::clone(&rec.drive.clone().unwrap_or_else(|| ctx.default_drive()));
     let (_tx, rx) = watch::channel(Mode::Cancel);
     runner
         .drive(&rec.spec, Scope::Budget(rec.spec.trials), rx)

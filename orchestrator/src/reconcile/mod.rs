@@ -19,90 +19,26 @@ mod warm;
 pub use augur_model::Machine;
 use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
 pub use augur_store::provider::{Missing, Tagged};
-use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashSet};
 
-/// Timing policy of the reconciler.
-#[derive(Clone, Debug)]
-pub struct Timing {
-    /// A running trial whose last heartbeat is older than this is lost.
-    pub heartbeat_timeout_ms: Millis,
-    /// An agent that could record no heartbeat for this long has ended its script
-    /// (its give-up horizon): its attempt is lost whatever the driver saw meanwhile.
-    pub give_up_ms: Millis,
-    /// A starting trial whose agent has not reported after this long is lost.
-    pub boot_timeout_ms: Millis,
-    /// Grace after a launch before a machine missing from the listing counts as gone.
-    pub launch_grace_ms: Millis,
-    /// How long after a launch a cloud's listing may still not show it (the EC2
-    /// provider reuses a listing for 5 s): its machine is not asked for by name
-    /// before ([`missing`]).
-    pub listing_lag_ms: Millis,
-    /// Retry backoff: full jitter over `min(cap, base * 2^(n-1))` for retry n.
-    pub backoff_base_ms: Millis,
-    pub backoff_cap_ms: Millis,
-    /// Launches that never reached the script (machine never booted, agent died at
-    /// once) do not use up `max_attempts`; this many are tolerated per trial.
-    pub max_launch_failures: u32,
-    /// How often agents write their heartbeat (and with it the metric series). The
-    /// agent of a pruned trial has two of these, plus the study's `grace`, to see it
-    /// and end its script before its machine is ended for it.
-    pub heartbeat_ms: Millis,
-    /// The largest difference between two machines' clocks that leases tolerate. A
-    /// driver's lease is written with the holder's clock and read with the taker's:
-    /// it is taken over only this long after it expired by the taker's clock. (The
-    /// heartbeat timeout compares the agent's clock with the driver's; its margin is
-    /// `heartbeat_timeout_ms` minus the heartbeat interval, 70 s by default on AWS.)
-    pub clock_skew_ms: Millis,
-    /// How long launches may find no room (capacity, quota) before the drive stops.
-    pub capacity_timeout_ms: Millis,
-    /// An attempt given to a warm machine that has not taken it after this long is
-    /// lost (its agent reads for one every second).
-    pub assign_timeout_ms: Millis,
-}
-
-impl Default for Timing {
-    /// The embedded default's ([`DriveSettings::local`]).
-    fn default() -> Timing {
-        Timing::with_drive(&DriveSettings::local())
-    }
-}
-
-impl Timing {
-    /// The timings of a study's recorded drive settings.
-    pub fn with_drive(d: &DriveSettings) -> Timing {
-        Timing {
-            heartbeat_timeout_ms: d.heartbeat_timeout_ms,
-            give_up_ms: d.give_up_ms,
-            boot_timeout_ms: d.boot_timeout_ms,
-            launch_grace_ms: 2_000,
-            listing_lag_ms: 10_000,
-            backoff_base_ms: d.backoff_base_ms,
-            backoff_cap_ms: d.backoff_cap_ms,
-            max_launch_failures: 5,
-            heartbeat_ms: d.heartbeat_ms,
-            clock_skew_ms: 5_000,
-            capacity_timeout_ms: d.capacity_timeout_ms,
-            assign_timeout_ms: 30_000,
-        }
-    }
-
-    /// The delay before retry `n` (1-based) of trial `id`: capped exponential backoff
-    /// with full jitter, drawn from a generator seeded by the study seed, trial and
-    /// attempt, so the decision stays a pure function.
-    pub fn backoff_ms(&self, seed: u64, id: u64, n: u32) -> Millis {
-        let ms = |v: Millis| std::time::Duration::from_millis(v.max(0) as u64);
-        let top =
-            augur_model::backoff::ceiling(ms(self.backoff_base_ms), ms(self.backoff_cap_ms), n);
-        let ceiling = top.as_millis().min(Millis::MAX as u128) as Millis;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ id.rotate_left(32) ^ n as u64);
-        if ceiling == 0 {
-            0
-        } else {
-            rng.gen_range(0..=ceiling)
-        }
-    }
-}
+/// Grace after a launch before a machine missing from the listing counts as gone.
+pub const LAUNCH_GRACE_MS: Millis = 2_000;
+/// How long after a launch a cloud's listing may still not show it (the EC2 provider
+/// reuses a listing for 5 s): its machine is not asked for by name before
+/// ([`missing`]).
+pub const LISTING_LAG_MS: Millis = 10_000;
+/// Launches that never reached the script (machine never booted, agent died at once)
+/// do not use up `max_attempts`; this many are tolerated per trial.
+pub const MAX_LAUNCH_FAILURES: u32 = 5;
+/// The largest difference between two machines' clocks that leases tolerate. A
+/// driver's lease is written with the holder's clock and read with the taker's: it is
+/// taken over only this long after it expired by the taker's clock. (The heartbeat
+/// timeout compares the agent's clock with the driver's; its margin is the timeout
+/// minus the heartbeat interval, 70 s by default on AWS.)
+pub const CLOCK_SKEW_MS: Millis = 5_000;
+/// An attempt given to a warm machine that has not taken it after this long is lost
+/// (its agent reads for one every second).
+pub const ASSIGN_TIMEOUT_MS: Millis = 30_000;
 
 /// What the orchestrator is doing with the study.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +92,7 @@ pub struct View<'a> {
     /// study finishes only on such a listing (or where `sees_all`), so that a machine
     /// a cached listing missed (one that never booted, say) is ended first.
     pub fresh_listing: bool,
-    pub timing: &'a Timing,
+    pub drive: &'a DriveSettings,
     pub now: Millis,
     /// The driver has read the store without a failure since then (its start, or
     /// the end of the store's last bad minutes): a heartbeat missed before then may
@@ -282,7 +218,7 @@ impl<'a> View<'a> {
 }
 
 /// Whether the trial may have another attempt.
-pub fn can_retry(study: &Study, timing: &Timing, t: &Trial) -> bool {
+pub fn can_retry(study: &Study, t: &Trial) -> bool {
     let unstarted = t
         .attempt
         .saturating_sub(t.runs.saturating_add(t.preemptions));
@@ -290,22 +226,22 @@ pub fn can_retry(study: &Study, timing: &Timing, t: &Trial) -> bool {
         TrialState::Lost => {
             t.runs < study.run.max_attempts
                 && t.preemptions <= study.run.max_preemptions
-                && unstarted <= timing.max_launch_failures
+                && unstarted <= MAX_LAUNCH_FAILURES
         }
         TrialState::Failed => {
             (t.retryable || study.run.retry_on_failure)
                 && t.runs < study.run.max_attempts
-                && unstarted <= timing.max_launch_failures
+                && unstarted <= MAX_LAUNCH_FAILURES
         }
         _ => false,
     }
 }
 
 /// Whether nothing more will happen to the trial (without a new `augur run`).
-pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
+pub fn settled(study: &Study, t: &Trial) -> bool {
     match t.state {
         TrialState::Succeeded | TrialState::Cancelled | TrialState::Pruned => true,
-        TrialState::Failed | TrialState::Lost => !can_retry(study, timing, t),
+        TrialState::Failed | TrialState::Lost => !can_retry(study, t),
         TrialState::Pending | TrialState::Starting | TrialState::Running => false,
     }
 }
@@ -313,9 +249,9 @@ pub fn settled(study: &Study, timing: &Timing, t: &Trial) -> bool {
 /// Whether `t` was pruned so recently that its agent may still be ending the script
 /// and sending its last lines (two heartbeats plus the study's `grace`): its machine
 /// is left alone until then.
-pub fn pruned_in_grace(study: &Study, timing: &Timing, t: &Trial, now: Millis) -> bool {
+pub fn pruned_in_grace(study: &Study, drive: &DriveSettings, t: &Trial, now: Millis) -> bool {
     t.state == TrialState::Pruned
-        && now - t.finished_ms.unwrap_or(0) < 2 * timing.heartbeat_ms + study.run.grace_ms as Millis
+        && now - t.finished_ms.unwrap_or(0) < 2 * drive.heartbeat_ms + study.run.grace_ms as Millis
 }
 
 /// The decision. See the module docs.
@@ -356,7 +292,7 @@ pub fn sweep(v: &View) -> Vec<Action> {
 /// ([`Missing`]): the machines of active attempts, by their tags (an attempt given
 /// to a warm machine by its name), and, where machines are kept warm, those of
 /// recently ended attempts that may be given the next, by name. Not an attempt
-/// launched within [`Timing::listing_lag_ms`], which a listing may not show yet,
+/// launched within [`LISTING_LAG_MS`], which a listing may not show yet,
 /// nor an unrecorded launch waiting out its backoff.
 pub fn missing(v: &View) -> Missing {
     let mut out = Missing::default();
@@ -368,8 +304,7 @@ pub fn missing(v: &View) -> Missing {
     let reuses = warm::reuses(v);
     let unlisted = |m: &Option<String>| m.as_deref().is_none_or(|m| !listed.contains(m));
     let settled = |t: &Trial| {
-        t.launched_ms
-            .is_none_or(|l| v.now - l >= v.timing.listing_lag_ms)
+        t.launched_ms.is_none_or(|l| v.now - l >= LISTING_LAG_MS)
             && t.not_before_ms.is_none_or(|nb| nb <= v.now)
     };
     // Warm machines are kept by closed trials too.

@@ -2,6 +2,7 @@
 
 use super::warm::{Idle, Warm};
 use super::{can_retry, pruned_in_grace, settled, Action, Loss, Machine, Mode, Scope, View};
+use super::{ASSIGN_TIMEOUT_MS, LAUNCH_GRACE_MS};
 use augur_model::prune::Pruner;
 use augur_model::{Millis, Trial, TrialState, MAX_LAUNCH_TRIES};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -288,21 +289,21 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
         })
     };
     let launched = t.launched_ms.unwrap_or(t.created_ms);
-    let vanished = machine.is_none() && v.sees_all && v.now - launched > v.timing.launch_grace_ms;
+    let vanished = machine.is_none() && v.sees_all && v.now - launched > LAUNCH_GRACE_MS;
     if t.state == TrialState::Starting {
         if vanished {
             return lost("its agent exited before it reported".into());
         }
-        if assigned(t) && v.now - launched > v.timing.assign_timeout_ms {
+        if assigned(t) && v.now - launched > ASSIGN_TIMEOUT_MS {
             return lost(format!(
                 "its warm machine did not take it within {} s",
-                v.timing.assign_timeout_ms / 1000
+                ASSIGN_TIMEOUT_MS / 1000
             ));
         }
-        if v.now - launched > v.timing.boot_timeout_ms {
+        if v.now - launched > v.drive.boot_timeout_ms {
             return lost(format!(
                 "its machine did not report within {} s",
-                v.timing.boot_timeout_ms / 1000
+                v.drive.boot_timeout_ms / 1000
             ));
         }
         return None;
@@ -316,12 +317,12 @@ fn why_lost(v: &View, seen: &Observed, t: &Trial) -> Option<Lost> {
     // give-up horizon, whatever the driver saw.
     let silent = v.now - beat;
     let unseen = v.now - beat.max(v.seen_since);
-    if unseen > v.timing.heartbeat_timeout_ms || silent > v.timing.give_up_ms {
+    if unseen > v.drive.heartbeat_timeout_ms || silent > v.drive.give_up_ms {
         return lost(format!("no heartbeat for {} s", silent / 1000));
     }
     // The agent ends an attempt at its timeout; if it hangs (but still heart-beats),
     // its machine is ended a heartbeat timeout later.
-    let grace = v.study.run.grace_ms as Millis + v.timing.heartbeat_timeout_ms;
+    let grace = v.study.run.grace_ms as Millis + v.drive.heartbeat_timeout_ms;
     let timeout = v.study.attempt_timeout_ms(t)?;
     let over = t
         .started_ms
@@ -343,7 +344,7 @@ pub(super) fn retry_or_cancel<'a>(
     t: &'a Trial,
     plan: &mut Plan<'a>,
 ) {
-    if !seen.in_scope(v, t) || !can_retry(v.study, v.timing, t) {
+    if !seen.in_scope(v, t) || !can_retry(v.study, t) {
         return;
     }
     if let Some(why) = &seen.spent {
@@ -353,7 +354,7 @@ pub(super) fn retry_or_cancel<'a>(
     match v.mode {
         Mode::Cancel => plan.actions.push(cancel(t, "cancelled")),
         Mode::Run => {
-            let not_before = v.now + v.timing.backoff_ms(v.study.seed, t.id, t.attempt);
+            let not_before = v.now + v.drive.backoff_ms(v.study.seed, t.id, t.attempt);
             plan.actions.push(Action::Retry {
                 trial: t.id,
                 attempt: t.attempt,
@@ -389,7 +390,7 @@ pub(super) fn judge_pending<'a>(
     for d in &t.needs {
         match seen.datasets.get(d.as_str()) {
             Some(ds) if ds.state == TrialState::Succeeded => {}
-            Some(ds) if settled(v.study, v.timing, ds) => {
+            Some(ds) if settled(v.study, ds) => {
                 plan.actions.push(Action::FailForDataset {
                     trial: t.id,
                     attempt: t.attempt,
@@ -486,7 +487,7 @@ pub(super) fn sweep_machines(
             .get(&(id, attempt))
             .is_some_and(|f| f.id == m.id);
         let trial = seen.by_id.get(id);
-        let stopping = |t: &Trial| pruned_in_grace(v.study, v.timing, t, v.now);
+        let stopping = |t: &Trial| pruned_in_grace(v.study, v.drive, t, v.now);
         let keep = first
             && trial.is_some_and(|t| {
                 t.attempt == attempt
@@ -530,7 +531,7 @@ pub(super) fn sweep_machines(
 fn going_back(v: &View, t: &Trial) -> bool {
     v.pooled
         && t.leaves_machine_warm()
-        && v.now - t.finished_ms.unwrap_or(0) < 2 * v.timing.heartbeat_ms
+        && v.now - t.finished_ms.unwrap_or(0) < 2 * v.drive.heartbeat_ms
 }
 
 /// The end: every trial in scope settled, nothing left to propose (or cancelling),
@@ -540,7 +541,7 @@ pub(super) fn finish(v: &View, seen: &Observed, winding_down: bool, out: &mut Ve
     let all_settled = v
         .open_trials()
         .filter(|t| seen.in_scope(v, t))
-        .all(|t| settled(v.study, v.timing, t));
+        .all(|t| settled(v.study, t));
     let nothing_to_add = match v.scope {
         Scope::Budget(budget) => v.exhausted || created(v) >= *budget || seen.spent.is_some(),
         Scope::Trials(_) => true,

@@ -22,7 +22,7 @@ fn trial(id: u64, state: TrialState) -> Trial {
 }
 
 fn run(study: &Study, trials: &[Trial], machines: &[Machine], now: Millis) -> Vec<Action> {
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     decide(&View {
         study,
         trials,
@@ -35,7 +35,7 @@ fn run(study: &Study, trials: &[Trial], machines: &[Machine], now: Millis) -> Ve
         warm: false,
         pooled: false,
         fresh_listing: false,
-        timing: &timing,
+        drive: &drive,
         now,
         seen_since: 0,
     })
@@ -64,7 +64,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
     };
     // Seen at once, without waiting for the heartbeat timeout, on a provider that
     // does not see all its machines (EC2).
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let a = decide(&View {
         study: &s,
         trials: std::slice::from_ref(&t),
@@ -77,7 +77,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
         warm: false,
         pooled: false,
         fresh_listing: false,
-        timing: &timing,
+        drive: &drive,
         now: 10,
         seen_since: 0,
     });
@@ -107,7 +107,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
         .apply(&mut rec);
         assert_eq!(rec.runs, 0);
         assert_eq!(rec.preemptions, n);
-        assert_eq!(can_retry(&s, &timing, &rec), n <= 20, "after {n} reclaims");
+        assert_eq!(can_retry(&s, &rec), n <= 20, "after {n} reclaims");
         rec.attempt += 1;
         rec.state = TrialState::Running;
         rec.runs = 1;
@@ -130,7 +130,7 @@ fn a_hung_attempt_past_its_timeout_is_ended_even_while_it_heartbeats() {
     .unwrap();
     let mut t = trial(1, TrialState::Running);
     t.started_ms = Some(0);
-    let limit = 60_000 + 5_000 + Timing::default().heartbeat_timeout_ms;
+    let limit = 60_000 + 5_000 + DriveSettings::default().heartbeat_timeout_ms;
     t.heartbeat_ms = Some(limit);
     assert!(run(&s, std::slice::from_ref(&t), &[m(1, 1)], limit).is_empty());
     t.heartbeat_ms = Some(limit + 1);
@@ -277,7 +277,7 @@ fn orphan_machines_are_swept() {
 #[test]
 fn a_pooled_agent_on_its_way_back_is_not_ended() {
     let s = study("");
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let mut done = trial(1, TrialState::Succeeded);
     (done.finished_ms, done.exit_code) = (Some(100), Some(0));
     let mut failed = trial(2, TrialState::Failed);
@@ -293,7 +293,7 @@ fn a_pooled_agent_on_its_way_back_is_not_ended() {
         pooled,
         now,
         machines: &listed,
-        ..view(&s, &ts, &listed, &timing)
+        ..view(&s, &ts, &listed, &drive)
     };
     let ended = |v: View| -> Vec<u64> {
         decide(&v)
@@ -310,7 +310,7 @@ fn a_pooled_agent_on_its_way_back_is_not_ended() {
     // Not pooled: both are ended (their agents exit by themselves anyway).
     assert_eq!(ended(v(false, 101)), vec![1, 2]);
     // Still listed so after two heartbeats: it hangs, and is ended.
-    assert_eq!(ended(v(true, 100 + 2 * timing.heartbeat_ms)), vec![1, 2]);
+    assert_eq!(ended(v(true, 100 + 2 * drive.heartbeat_ms)), vec![1, 2]);
 }
 
 #[test]
@@ -369,7 +369,7 @@ fn pruning_stops_a_trial_then_gives_its_agent_time_before_ending_its_machine() {
     let a = run(&s, &all, &[m(2, 1)], 1_000);
     assert!(a.is_empty(), "{a:?}");
     // Past the grace (two heartbeats + run.grace), the machine is ended for it.
-    let late = 10 + 2 * Timing::default().heartbeat_ms + s.run.grace_ms as Millis + 1;
+    let late = 10 + 2 * DriveSettings::default().heartbeat_ms + s.run.grace_ms as Millis + 1;
     let a = run(&s, &all, &[m(2, 1)], late);
     assert!(
         matches!(&a[0], Action::Terminate { reason, .. } if reason.contains("did not stop in time")),
@@ -405,10 +405,10 @@ fn finishes_when_budget_spent_and_all_settled() {
 
 #[test]
 fn backoff_is_capped_jittered_and_reproducible() {
-    let t = Timing {
+    let t = DriveSettings {
         backoff_base_ms: 100,
         backoff_cap_ms: 1_000,
-        ..Timing::default()
+        ..DriveSettings::default()
     };
     for n in 1..20 {
         let d = t.backoff_ms(7, 3, n);
@@ -430,7 +430,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         trial(2, TrialState::Running),
         trial(3, TrialState::Succeeded),
     ];
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let a = decide(&View {
         study: &s,
         trials: &ts,
@@ -443,7 +443,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         warm: false,
         pooled: false,
         fresh_listing: false,
-        timing: &timing,
+        drive: &drive,
         now: 10,
         seen_since: 0,
     });
@@ -487,7 +487,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         warm: false,
         pooled: false,
         fresh_listing: false,
-        timing: &timing,
+        drive: &drive,
         now: 10,
         seen_since: 0,
     });
@@ -540,7 +540,7 @@ fn view<'a>(
     study: &'a Study,
     trials: &'a [Trial],
     machines: &'a [Machine],
-    timing: &'a Timing,
+    drive: &'a DriveSettings,
 ) -> View<'a> {
     View {
         study,
@@ -554,7 +554,7 @@ fn view<'a>(
         warm: false,
         pooled: false,
         fresh_listing: false,
-        timing,
+        drive,
         now: 10,
         seen_since: 0,
     }
@@ -566,7 +566,7 @@ fn view<'a>(
 #[test]
 fn silence_the_driver_could_not_see_counts_from_when_it_could() {
     let s = study("");
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let mut t = trial(1, TrialState::Running);
     (t.heartbeat_ms, t.started_ms, t.launched_ms) = (Some(1_000), Some(500), Some(100));
     let ts = [t];
@@ -576,13 +576,13 @@ fn silence_the_driver_could_not_see_counts_from_when_it_could() {
             scope: &Scope::Budget(1),
             now,
             seen_since,
-            ..view(&s, &ts, &listed, &timing)
+            ..view(&s, &ts, &listed, &drive)
         };
         decide(&v)
             .iter()
             .any(|a| matches!(a, Action::MarkLost { trial: 1, .. }))
     };
-    let timeout = timing.heartbeat_timeout_ms;
+    let timeout = drive.heartbeat_timeout_ms;
     // Seen throughout: lost a heartbeat timeout after the last beat.
     assert!(!lost(1_000 + timeout, 0));
     assert!(lost(1_000 + timeout + 1, 0));
@@ -591,16 +591,13 @@ fn silence_the_driver_could_not_see_counts_from_when_it_could() {
     assert!(!lost(back + timeout, back));
     assert!(lost(back + timeout + 1, back));
     // Past the agent's own horizon, lost whatever the driver saw.
-    assert!(lost(
-        1_000 + timing.give_up_ms + 1,
-        1_000 + timing.give_up_ms
-    ));
+    assert!(lost(1_000 + drive.give_up_ms + 1, 1_000 + drive.give_up_ms));
 }
 
 #[test]
 fn a_study_ends_only_on_a_fresh_listing_where_machines_may_be_unseen() {
     let s = study("");
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let ts = [
         trial(1, TrialState::Succeeded),
         trial(2, TrialState::Failed),
@@ -608,7 +605,7 @@ fn a_study_ends_only_on_a_fresh_listing_where_machines_may_be_unseen() {
     // A cached listing (EC2) may miss a machine: look again before finishing.
     let v = View {
         scope: &Scope::Budget(2),
-        ..view(&s, &ts, &[], &timing)
+        ..view(&s, &ts, &[], &drive)
     };
     assert_eq!(decide(&v), vec![Action::Relist]);
     // The fresh listing shows a machine that never reported: ended, then finished.
@@ -635,7 +632,7 @@ fn a_study_ends_only_on_a_fresh_listing_where_machines_may_be_unseen() {
 #[test]
 fn gc_sweeps_with_the_drivers_rule() {
     let s = study("[prune]\nrule='median'\n");
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let mut pruned = trial(3, TrialState::Pruned);
     pruned.finished_ms = Some(5);
     let ts = [
@@ -644,7 +641,7 @@ fn gc_sweeps_with_the_drivers_rule() {
         pruned,
     ];
     let ms = [m(1, 1), m(2, 1), m(3, 1), m(9, 1), m(1, 0)];
-    let reasons: Vec<(u64, String)> = sweep(&view(&s, &ts, &ms, &timing))
+    let reasons: Vec<(u64, String)> = sweep(&view(&s, &ts, &ms, &drive))
         .into_iter()
         .map(|a| match a {
             Action::Terminate { machine, reason } => (machine.trial, reason),
@@ -661,7 +658,7 @@ fn gc_sweeps_with_the_drivers_rule() {
         "the running trial's machine and the pruned one in its grace are kept"
     );
     // Past its grace (the study's recorded heartbeat decides how long) it is ended.
-    let slow = Timing::with_drive(&augur_model::DriveSettings {
+    let slow = DriveSettings::clone(&augur_model::DriveSettings {
         heartbeat_ms: 1,
         heartbeat_timeout_ms: 1,
         boot_timeout_ms: 1,
@@ -683,7 +680,7 @@ fn gc_sweeps_with_the_drivers_rule() {
 #[test]
 fn how_a_machine_ended_decides_what_the_loss_costs() {
     let s = study("");
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let cases = [
         (
             TrialState::Running,
@@ -722,7 +719,7 @@ fn how_a_machine_ended_decides_what_the_loss_costs() {
             gone: Some(why.into()),
             ..m(1, 1)
         };
-        let a = decide(&view(&s, std::slice::from_ref(&t), &[ended], &timing));
+        let a = decide(&view(&s, std::slice::from_ref(&t), &[ended], &drive));
         let got = a.iter().find_map(|x| match x {
             Action::MarkLost { loss, reason, .. } => Some((*loss, reason.clone())),
             _ => None,
@@ -739,7 +736,7 @@ fn how_a_machine_ended_decides_what_the_loss_costs() {
 #[test]
 fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
     let s = study("");
-    let timing = Timing::default();
+    let drive = DriveSettings::default();
     let mut t = trial(1, TrialState::Starting);
     t.created_ms = 5;
     t.launched_ms = Some(9);
@@ -760,7 +757,7 @@ fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
         &s,
         std::slice::from_ref(&t),
         &[old_live.clone(), old_ended],
-        &timing,
+        &drive,
     ));
     assert!(
         !a.iter().any(|x| matches!(x, Action::MarkLost { .. })),
@@ -784,7 +781,7 @@ fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
         &s,
         std::slice::from_ref(&t),
         std::slice::from_ref(&mine),
-        &timing,
+        &drive,
     ));
     assert_eq!(
         a,
@@ -797,7 +794,7 @@ fn a_machine_of_an_earlier_incarnation_is_a_stranger() {
     );
     // Once the record names it, nothing is left to do.
     t.machine = Some(mine.id.clone());
-    let a = decide(&view(&s, std::slice::from_ref(&t), &[mine], &timing));
+    let a = decide(&view(&s, std::slice::from_ref(&t), &[mine], &drive));
     assert!(a.is_empty(), "{a:?}");
 }
 

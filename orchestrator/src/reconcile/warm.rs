@@ -9,7 +9,7 @@
 //! its agent reads the study's changes every second for its next attempt until
 //! `keep_alive` after its last ended, by its own clock, then powers off.
 
-use super::{Machine, View};
+use super::{Machine, View, CLOCK_SKEW_MS};
 use augur_model::cost::Billing;
 use augur_model::{Millis, Trial};
 use std::collections::HashMap;
@@ -112,13 +112,14 @@ pub(super) fn reuses(v: &View) -> bool {
 /// the largest clock difference and a few of its reads.
 pub(super) fn left_warm(v: &View, t: &Trial) -> bool {
     let keep = v.study.run.keep_alive_ms() as Millis;
-    let margin = v.timing.clock_skew_ms + 5_000;
+    let margin = CLOCK_SKEW_MS + 5_000;
     t.leaves_machine_warm() && t.finished_ms.is_some_and(|e| v.now < e + keep - margin)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{decide, Action, Loss, Mode, Scope, Timing, View};
+    use super::super::{decide, Action, Loss, Mode, Scope, View};
+    use augur_model::DriveSettings;
     use augur_model::{Machine, Params, Study, Trial, TrialState};
     use std::path::Path;
 
@@ -158,7 +159,7 @@ mod tests {
     }
 
     fn decide_at(s: &Study, trials: &[Trial], machines: &[Machine], now: i64) -> Vec<Action> {
-        let timing = Timing::default();
+        let drive = DriveSettings::default();
         decide(&View {
             study: s,
             trials,
@@ -171,7 +172,7 @@ mod tests {
             warm: true,
             pooled: false,
             fresh_listing: false,
-            timing: &timing,
+            drive: &drive,
             now,
             seen_since: 0,
         })
@@ -348,7 +349,10 @@ mod tests {
     fn what_a_cloud_listing_left_out_is_asked_for_by_tags_or_name_where_decide_needs_it() {
         use super::super::missing;
         let view = |s: &Study, trials: &[Trial], machines: &[Machine], now| {
-            let (timing, scope) = (super::super::Timing::default(), Scope::Budget(s.trials));
+            let (drive, scope) = (
+                super::super::DriveSettings::default(),
+                Scope::Budget(s.trials),
+            );
             missing(&View {
                 study: s,
                 trials,
@@ -361,7 +365,7 @@ mod tests {
                 warm: true,
                 pooled: false,
                 fresh_listing: false,
-                timing: &timing,
+                drive: &drive,
                 now,
                 seen_since: 0,
             })

@@ -274,23 +274,18 @@ pub fn counts(trials: &[Trial]) -> BTreeMap<&'static str, u64> {
 /// will happen to them. Cancelled trials are not: `augur run` runs them again. The
 /// one count of "done" that `run`, `submit`, `studies` and the pages show.
 pub fn finished(rec: &StudyRecord, trials: &[Trial]) -> u64 {
-    let timing = match &rec.drive {
-        Some(d) => crate::reconcile::Timing::with_drive(d),
-        None => crate::reconcile::Timing::default(),
-    };
-    finished_with(&rec.spec, &timing, trials)
+    finished_with(&rec.spec, trials)
 }
 
-/// [`finished`] with the driver's own timing.
+/// [`finished`] of the study `study`.
 pub fn finished_with<'a>(
     study: &augur_model::Study,
-    timing: &crate::reconcile::Timing,
     trials: impl IntoIterator<Item = &'a Trial>,
 ) -> u64 {
     trials
         .into_iter()
         .filter(|t| !t.is_dataset() && t.state != TrialState::Cancelled)
-        .filter(|t| crate::reconcile::settled(study, timing, t))
+        .filter(|t| crate::reconcile::settled(study, t))
         .count() as u64
 }
 

@@ -13,7 +13,7 @@ pub use cache::TickCaches;
 pub use driver::Driver;
 
 use crate::provider::{MachineProvider, ProviderError};
-use crate::reconcile::{settled, Mode, Scope, Timing};
+use crate::reconcile::{settled, Mode, Scope};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, DriveSettings, Expect, LaunchBounds, Millis, Params, Study, StudyRecord,
@@ -257,7 +257,7 @@ pub struct RegisterOptions {
 pub struct Runner {
     store: Arc<dyn TrialStore>,
     provider: Arc<dyn MachineProvider>,
-    pub timing: Timing,
+    pub drive: DriveSettings,
     /// Longest wait between passes when nothing wakes the loop.
     pub idle: Duration,
     /// How long store and provider failures are retried before giving up (exit 3).
@@ -305,7 +305,7 @@ impl Runner {
         Runner {
             store,
             provider,
-            timing: Timing::default(),
+            drive: DriveSettings::default(),
             idle: Duration::from_secs(1),
             backend_deadline: Duration::from_secs(120),
             counters: Arc::new(Counters::default()),
@@ -392,8 +392,7 @@ impl Runner {
                     Some(false)
                 }
                 TrialState::Failed | TrialState::Lost
-                    if settled(study, &self.timing, &t)
-                        && (t.is_dataset() || opts.retry_failed) =>
+                    if settled(study, &t) && (t.is_dataset() || opts.retry_failed) =>
                 {
                     Some(true)
                 }

@@ -210,9 +210,9 @@ fn world(o: &Options) -> Result<World, String> {
     let mut runner = Runner::new(orch.clone(), cloud.clone());
     let clock = now.clone();
     runner.clock = Arc::new(move || clock.load(Ordering::Relaxed));
-    runner.timing.heartbeat_ms = HEARTBEAT_MS;
-    runner.timing.heartbeat_timeout_ms = 90_000;
-    runner.timing.boot_timeout_ms = 600_000;
+    runner.drive.heartbeat_ms = HEARTBEAT_MS;
+    runner.drive.heartbeat_timeout_ms = 90_000;
+    runner.drive.boot_timeout_ms = 600_000;
     runner.lease = Some(augur::LeaseSpec {
         holder: "sim".into(),
         ttl: Duration::from_secs(60),
@@ -307,7 +307,7 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
                 let live = w.cloud.live_trials(&s.name);
                 if live.is_empty() {
                     abandoned.wound_down_ms = t - since;
-                    let boot_timeout = runner.timing.boot_timeout_ms;
+                    let boot_timeout = runner.drive.boot_timeout_ms;
                     abandoned.ends = w.cloud.ends_since(&s.name, since, boot_timeout);
                     abandoned.others_succeeded =
                         w.cloud.succeeded_besides(&s.name) - abandoned.others_succeeded;
@@ -385,7 +385,7 @@ struct Ran {
 fn foreground_runner(w: &World) -> Runner {
     let mut r = Runner::new(w.orch.clone(), w.cloud.clone());
     r.clock = w.runner.clock.clone();
-    r.timing = w.runner.timing.clone();
+    r.drive = w.runner.drive.clone();
     r.lease = Some(augur::LeaseSpec {
         holder: "foreground".into(),
         ttl: Duration::from_secs(60),

@@ -5,7 +5,7 @@
 //! `ClientToken` (the provider answers with the machine the first ask made);
 //! a launch that finds no room goes back to `pending`.
 
-use super::{After, At, Driver};
+use super::{Acted, At, Driver};
 use crate::provider::ProviderError;
 use crate::runner::{Counters, Event, RunError};
 use augur_model::cost::Billing;
@@ -41,7 +41,7 @@ impl Driver<'_> {
         &mut self,
         batch: Vec<Launch>,
         now: Millis,
-    ) -> Result<After, RunError> {
+    ) -> Result<Acted, RunError> {
         let this = &*self;
         let asked: Vec<Result<Option<Asked>, RunError>> = futures_util::stream::iter(batch)
             .map(|l| async move {
@@ -53,17 +53,17 @@ impl Driver<'_> {
             .buffer_unordered(LAUNCHES_AT_ONCE)
             .collect()
             .await;
-        let (mut after, mut failed) = (After::Nothing, None);
+        let (mut after, mut failed) = (Acted::Quiet, None);
         // Every answer is recorded before any price is asked.
         let mut guesses = Vec::new();
         for a in asked {
             let settled = match a {
                 Ok(Some(asked)) => self.settle(asked, now, &mut guesses).await,
-                Ok(None) => Ok(After::Nothing),
+                Ok(None) => Ok(Acted::Quiet),
                 Err(e) => Err(e),
             };
             match settled {
-                Ok(After::Again) => after = After::Again,
+                Ok(Acted::Again { .. }) => after = Acted::AGAIN,
                 Ok(_) => {}
                 Err(e) => {
                     failed.get_or_insert(e);
@@ -135,7 +135,7 @@ impl Driver<'_> {
         asked: Asked,
         now: Millis,
         guesses: &mut Vec<(At, Billing)>,
-    ) -> Result<After, RunError> {
+    ) -> Result<Acted, RunError> {
         let Asked { at, tries, answer } = asked;
         let e = match answer {
             Ok(launched) => {
@@ -145,7 +145,7 @@ impl Driver<'_> {
                 if let Some(guess) = self.record(at, launched).await? {
                     guesses.push((at, guess));
                 }
-                return Ok(After::Nothing);
+                return Ok(Acted::Quiet);
             }
             Err(e) => e,
         };
@@ -159,7 +159,7 @@ impl Driver<'_> {
         if let ProviderError::Unavailable(_) = e {
             return Err(e.into());
         }
-        Ok(After::Again)
+        Ok(Acted::AGAIN)
     }
 
     /// Writes a launch's answer. Where the provider's listing may miss a machine (a
@@ -248,11 +248,11 @@ impl Driver<'_> {
             });
             return Ok(());
         }
-        let timing = &runner.timing;
+        let drive = &runner.drive;
         let key = at.trial.rotate_left(16) ^ at.attempt as u64;
-        let wait = timing
+        let wait = drive
             .backoff_ms(self.study.seed, key, tries)
-            .max(timing.backoff_base_ms);
+            .max(drive.backoff_base_ms);
         let up = TrialUpdate {
             launch_tries: Some(tries),
             not_before_ms: Set::To(now + wait),
@@ -359,13 +359,13 @@ impl Driver<'_> {
     /// A launch found no room: the attempt goes back to pending unchanged (nothing
     /// was made), and the study waits (the drought is recorded with it); past
     /// `capacity_timeout` the study stops.
-    async fn no_room(&mut self, at: At, what: String, now: Millis) -> Result<After, RunError> {
-        let timing = &self.runner.timing;
+    async fn no_room(&mut self, at: At, what: String, now: Millis) -> Result<Acted, RunError> {
+        let drive = &self.runner.drive;
         let seed = self.study.seed;
         let backoff = |failures| {
-            timing
+            drive
                 .backoff_ms(seed, u64::MAX, failures)
-                .max(timing.backoff_base_ms)
+                .max(drive.backoff_base_ms)
         };
         // Launches of one batch that find no room count as one failure.
         let waited = self.bounds.no_room(now, &what, backoff);
@@ -385,7 +385,7 @@ impl Driver<'_> {
         };
         self.write(at, &up).await?;
         self.save_bounds().await?;
-        if waited > timing.capacity_timeout_ms {
+        if waited > drive.capacity_timeout_ms {
             return Err(self
                 .stop_for(format!(
                     "no room to launch for {} s ({what}). Add instance types ([aws] fallback_instance_types) or subnets in other zones ([aws] subnets), raise the quota, or try later.",
@@ -398,6 +398,6 @@ impl Driver<'_> {
             wait_ms: until - now,
             waited_ms: waited,
         });
-        Ok(After::Nothing)
+        Ok(Acted::Quiet)
     }
 }

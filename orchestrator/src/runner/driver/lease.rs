@@ -3,6 +3,7 @@
 //! takes it once, until its deadline.
 
 use super::Driver;
+use crate::reconcile::CLOCK_SKEW_MS;
 use crate::runner::{Event, RunError};
 use augur_model::Millis;
 use augur_store::Lease;
@@ -43,9 +44,9 @@ impl Driver<'_> {
             .take_lease(
                 &self.study.name,
                 &holder,
-                now - runner.timing.clock_skew_ms,
+                now - CLOCK_SKEW_MS,
                 now + left.as_millis() as Millis,
-                runner.timing.heartbeat_timeout_ms,
+                runner.drive.heartbeat_timeout_ms,
             )
             .await?;
         if !got.held_by(&holder) {
@@ -78,9 +79,9 @@ impl Driver<'_> {
             .take_lease(
                 &self.study.name,
                 &spec.holder,
-                now - runner.timing.clock_skew_ms,
+                now - CLOCK_SKEW_MS,
                 now + ttl,
-                runner.timing.heartbeat_timeout_ms,
+                runner.drive.heartbeat_timeout_ms,
             )
             .await?;
         if got.held_by(&spec.holder) {

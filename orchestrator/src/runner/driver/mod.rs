@@ -19,7 +19,7 @@ mod propose;
 
 use super::cache::Cache;
 use super::{Counters, Event, Finished, Next, RunError, Runner, TickEnd};
-use crate::reconcile::{decide, Action, Loss, Mode, Scope};
+use crate::reconcile::{decide, Action, Loss, Mode, Scope, CLOCK_SKEW_MS};
 use augur_model::trial::ERROR_DATASET;
 use augur_model::{
     oracle_for, Expect, LaunchBounds, Millis, Oracle, Set, Study, StudyState, Trial, TrialState,
@@ -67,14 +67,6 @@ enum Seen {
     Since(Millis),
 }
 
-/// What applying one action leaves to do.
-enum After {
-    Nothing,
-    /// The records changed: pass again at once.
-    Again,
-    Finished(Finished),
-}
-
 /// The attempt an orchestrator write is conditional on: the trial, its attempt and
 /// the state it is expected in.
 #[derive(Clone, Copy)]
@@ -84,16 +76,35 @@ struct At {
     from: TrialState,
 }
 
-/// What one decision of a pass did.
+impl At {
+    fn new(trial: u64, attempt: u32, from: TrialState) -> At {
+        At {
+            trial,
+            attempt,
+            from,
+        }
+    }
+}
+
+/// What an action, or a pass's actions, did: the one outcome inside a pass (a
+/// pass's own is [`Next`], a tick's [`TickEnd`](crate::TickEnd)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Acted {
     /// Nothing that calls for another pass at once.
     Quiet,
-    /// Something that does; with `only_proposed`, nothing but new trials, which can
-    /// be launched on the same observation.
+    /// The records changed: pass again at once. With `only_proposed`, nothing but
+    /// new trials were made, which can be launched on the same observation.
     Again {
         only_proposed: bool,
     },
     Finished(Finished),
+}
+
+impl Acted {
+    /// The records changed by more than proposals.
+    const AGAIN: Acted = Acted::Again {
+        only_proposed: false,
+    };
 }
 
 impl<'a> Driver<'a> {
@@ -195,7 +206,7 @@ impl<'a> Driver<'a> {
                     .release_lease(
                         &self.study.name,
                         &spec.holder,
-                        (self.runner.clock)() - self.runner.timing.clock_skew_ms,
+                        (self.runner.clock)() - CLOCK_SKEW_MS,
                     )
                     .await;
             }
@@ -280,9 +291,7 @@ impl<'a> Driver<'a> {
         let mut actions = actions.into_iter().peekable();
         while let Some(a) = actions.next() {
             if self.past_deadline() {
-                return Ok(Acted::Again {
-                    only_proposed: false,
-                });
+                return Ok(Acted::AGAIN);
             }
             // Launches side by side run at once.
             if let Some(first) = self.launch_of(&a) {
@@ -292,14 +301,14 @@ impl<'a> Driver<'a> {
                     actions.next();
                 }
                 if !self.bounds.holds_launches(now) {
-                    again |= matches!(self.launch_all(batch, now).await?, After::Again);
+                    again |= matches!(self.launch_all(batch, now).await?, Acted::Again { .. });
                 }
                 continue;
             }
             match self.apply(a, mode, now).await? {
-                After::Nothing => {}
-                After::Again => again = true,
-                After::Finished(f) => return Ok(Acted::Finished(f)),
+                Acted::Quiet => {}
+                Acted::Again { .. } => again = true,
+                Acted::Finished(f) => return Ok(Acted::Finished(f)),
             }
         }
         Ok(match again {
@@ -322,63 +331,78 @@ impl<'a> Driver<'a> {
     }
 
     /// Applies one action of [`decide`].
-    async fn apply(&mut self, action: Action, mode: Mode, now: Millis) -> Result<After, RunError> {
-        let at = |trial, attempt, from| At {
-            trial,
-            attempt,
-            from,
-        };
+    async fn apply(&mut self, action: Action, mode: Mode, now: Millis) -> Result<Acted, RunError> {
         match action {
-            Action::Finish { budget_spent } => return self.finish(mode, budget_spent, now).await,
+            Action::Finish { budget_spent } => self.finish(mode, budget_spent, now).await,
             Action::Relist => {
                 self.runner.provider.invalidate(&self.study.name);
                 self.fresh_listing = true;
+                Ok(Acted::AGAIN)
             }
-            Action::Propose { count, launch } => {
-                // No room anywhere: they wait with the study, as launches do.
-                let launch = launch && !self.bounds.holds_launches(now);
-                let created = self.propose(count, launch.then_some(now)).await?;
-                let (starting, pending): (Vec<Trial>, Vec<Trial>) = created
-                    .into_iter()
-                    .partition(|t| t.state == TrialState::Starting);
-                if starting.is_empty() {
-                    return Ok(After::Again);
-                }
-                let batch = starting
-                    .into_iter()
-                    .map(|t| Launch::Starting(Box::new(t)))
-                    .collect();
-                let after = self.launch_all(batch, now).await?;
-                // Those that wait for datasets, or the oracle's end, are decided on.
-                return Ok(match pending.is_empty() && !self.exhausted {
-                    true => after,
-                    false => After::Again,
-                });
-            }
+            Action::Propose { count, launch } => self.propose_and_launch(count, launch, now).await,
             // Batched in `decide_and_apply`.
-            Action::Launch { .. } | Action::ResumeLaunch { .. } => return Ok(After::Nothing),
+            Action::Launch { .. } | Action::ResumeLaunch { .. } => Ok(Acted::Quiet),
             Action::Adopt {
                 trial,
                 attempt,
                 machine,
             } => {
-                self.adopt(at(trial, attempt, TrialState::Starting), machine)
-                    .await?;
-                return Ok(After::Nothing);
+                let at = At::new(trial, attempt, TrialState::Starting);
+                self.adopt(at, machine).await?;
+                Ok(Acted::Quiet)
             }
+            Action::Terminate { machine, reason } => {
+                tracing::info!(study = %self.study.name, trial = machine.trial, machine = %machine.id, %reason, "terminating machine");
+                self.runner.provider.terminate(&machine).await?;
+                Counters::bump(&self.runner.counters.terminated);
+                Ok(Acted::Quiet)
+            }
+            other => {
+                self.change_attempt(other, now).await?;
+                Ok(Acted::AGAIN)
+            }
+        }
+    }
+
+    /// Proposes `count` trials and launches those made `starting` (`launch`: none
+    /// when no room anywhere: they wait with the study, as launches do).
+    async fn propose_and_launch(
+        &mut self,
+        count: u64,
+        launch: bool,
+        now: Millis,
+    ) -> Result<Acted, RunError> {
+        let launch = launch && !self.bounds.holds_launches(now);
+        let created = self.propose(count, launch.then_some(now)).await?;
+        let (starting, pending): (Vec<Trial>, Vec<Trial>) = created
+            .into_iter()
+            .partition(|t| t.state == TrialState::Starting);
+        if starting.is_empty() {
+            return Ok(Acted::AGAIN);
+        }
+        let batch = starting
+            .into_iter()
+            .map(|t| Launch::Starting(Box::new(t)))
+            .collect();
+        let acted = self.launch_all(batch, now).await?;
+        // Those that wait for datasets, or the oracle's end, are decided on.
+        Ok(match pending.is_empty() && !self.exhausted {
+            true => acted,
+            false => Acted::AGAIN,
+        })
+    }
+
+    /// Applies an action that changes one attempt, conditional on its state.
+    async fn change_attempt(&mut self, action: Action, now: Millis) -> Result<(), RunError> {
+        match action {
             Action::Assign {
                 trial,
                 attempt,
                 machine,
                 billing,
             } => {
-                self.assign(
-                    at(trial, attempt, TrialState::Pending),
-                    machine,
-                    billing,
-                    now,
-                )
-                .await?
+                let at = At::new(trial, attempt, TrialState::Pending);
+                self.assign(at, machine, billing, now).await
             }
             Action::MarkLost {
                 trial,
@@ -387,8 +411,8 @@ impl<'a> Driver<'a> {
                 reason,
                 loss,
             } => {
-                self.mark_lost(at(trial, attempt, from), reason, loss)
-                    .await?
+                let at = At::new(trial, attempt, from);
+                self.mark_lost(at, reason, loss).await
             }
             Action::Retry {
                 trial,
@@ -396,8 +420,8 @@ impl<'a> Driver<'a> {
                 from,
                 not_before,
             } => {
-                self.retry(at(trial, attempt, from), not_before, now)
-                    .await?
+                let at = At::new(trial, attempt, from);
+                self.retry(at, not_before, now).await
             }
             Action::Cancel {
                 trial,
@@ -405,16 +429,18 @@ impl<'a> Driver<'a> {
                 from,
                 why,
             } => {
-                let at = at(trial, attempt, from);
+                let at = At::new(trial, attempt, from);
                 self.end(at, TrialState::Cancelled, why).await?;
+                Ok(())
             }
             Action::Prune {
                 trial,
                 attempt,
                 reason,
             } => {
-                let at = at(trial, attempt, TrialState::Running);
+                let at = At::new(trial, attempt, TrialState::Running);
                 self.end(at, TrialState::Pruned, reason).await?;
+                Ok(())
             }
             Action::FailForDataset {
                 trial,
@@ -425,17 +451,14 @@ impl<'a> Driver<'a> {
                     "{ERROR_DATASET}{dataset} (see `augur trials {}`)",
                     self.study.name
                 );
-                let at = at(trial, attempt, TrialState::Pending);
+                let at = At::new(trial, attempt, TrialState::Pending);
                 self.end(at, TrialState::Failed, why).await?;
+                Ok(())
             }
-            Action::Terminate { machine, reason } => {
-                tracing::info!(study = %self.study.name, trial = machine.trial, machine = %machine.id, %reason, "terminating machine");
-                self.runner.provider.terminate(&machine).await?;
-                Counters::bump(&self.runner.counters.terminated);
-                return Ok(After::Nothing);
-            }
+            other => Err(RunError::Internal(format!(
+                "{other:?} is not a change of one attempt"
+            ))),
         }
-        Ok(After::Again)
     }
 
     /// Ends an active attempt as lost; a preemption when its machine was taken away.
@@ -480,7 +503,7 @@ impl<'a> Driver<'a> {
 
     /// Records the end of the scope: a study driven by its budget is done (or
     /// stopped, when cancelled or drained).
-    async fn finish(&self, mode: Mode, budget_spent: bool, now: Millis) -> Result<After, RunError> {
+    async fn finish(&self, mode: Mode, budget_spent: bool, now: Millis) -> Result<Acted, RunError> {
         if let Scope::Budget(_) = self.scope {
             let to = match mode {
                 Mode::Run if budget_spent => StudyState::Spent,
@@ -500,7 +523,7 @@ impl<'a> Driver<'a> {
                     .await?;
             }
         }
-        Ok(After::Finished(if mode == Mode::Run {
+        Ok(Acted::Finished(if mode == Mode::Run {
             Finished::Done
         } else {
             Finished::Interrupted
@@ -530,7 +553,7 @@ impl<'a> Driver<'a> {
             .filter(|nb| *nb > now)
             .min();
         let longest = if self.study.prune.is_some() {
-            let beat = Duration::from_millis(runner.timing.heartbeat_ms.max(100) as u64);
+            let beat = Duration::from_millis(runner.drive.heartbeat_ms.max(100) as u64);
             runner.idle.min(beat)
         } else {
             runner.idle

@@ -62,7 +62,7 @@ impl Driver<'_> {
     /// keep them apart from the records; see [`TrialStore::beats`]).
     async fn read_beats(&mut self) -> Result<(), RunError> {
         let now = (self.runner.clock)();
-        if now - self.cache.beats_read_ms < self.runner.timing.heartbeat_ms {
+        if now - self.cache.beats_read_ms < self.runner.drive.heartbeat_ms {
             return Ok(());
         }
         let running = self.cache.running();
@@ -92,7 +92,7 @@ impl Driver<'_> {
             pooled: self.runner.provider.pools_agents(),
             sees_all: self.runner.provider.sees_all(),
             fresh_listing,
-            timing: &self.runner.timing,
+            drive: &self.runner.drive,
             now,
             seen_since: self.seen_since(),
         }

@@ -24,5 +24,5 @@ pub use provider::MachineProvider;
 pub use reconcile::{decide, Action, Machine, Mode, Scope};
 pub use runner::{
     Clock, CounterValues, Driver, Event, Finished, LeaseSpec, Next, RegisterOptions, RunError,
-    Runner, StreamHandle, TickCaches, TickEnd,
+    Runner, RunnerConfig, StreamHandle, TickCaches, TickEnd,
 };

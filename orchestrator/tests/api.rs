@@ -31,12 +31,28 @@ fn quadratic(calls: Arc<AtomicU64>) -> Arc<Obj> {
 }
 
 fn runner(dir: &Path, objective: Arc<Obj>) -> (Arc<Runner>, Arc<dyn TrialStore>) {
+    leased_runner(dir, objective, None)
+}
+
+/// A runner that drives only while it holds the study's lease as `holder`.
+fn leased_runner(
+    dir: &Path,
+    objective: Arc<Obj>,
+    holder: Option<&str>,
+) -> (Arc<Runner>, Arc<dyn TrialStore>) {
     let store: Arc<dyn TrialStore> =
         Arc::new(SqliteStore::open(&dir.join("augur.db")).expect("store"));
     let provider = Arc::new(InProcessProvider::new(store.clone(), objective));
-    let mut r = Runner::new(store.clone(), provider);
-    r.drive.backoff_base_ms = 10;
-    (Arc::new(r), store)
+    let mut config = augur::RunnerConfig::default();
+    config.drive.backoff_base_ms = 10;
+    config.lease = holder.map(|h| augur::LeaseSpec {
+        holder: h.into(),
+        ttl: std::time::Duration::from_secs(30),
+    });
+    (
+        Arc::new(Runner::with_config(store.clone(), provider, config)),
+        store,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,12 +160,7 @@ async fn objective_errors_fail_trials_and_retry_on_failure_retries_them() {
 async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
     let dir = tempfile::tempdir().expect("tmp");
     let calls = Arc::new(AtomicU64::new(0));
-    let (r, store) = runner(dir.path(), quadratic(calls.clone()));
-    let mut r = Arc::try_unwrap(r).ok().expect("one owner");
-    r.lease = Some(augur::LeaseSpec {
-        holder: "me".into(),
-        ttl: std::time::Duration::from_secs(30),
-    });
+    let (r, store) = leased_runner(dir.path(), quadratic(calls.clone()), Some("me"));
     assert_eq!(augur::reconcile::CLOCK_SKEW_MS, 5_000);
     let s = study("");
     r.register(&s, &Default::default()).await.expect("register");
@@ -182,12 +193,7 @@ async fn a_lease_is_taken_over_only_past_the_clock_skew_margin() {
 async fn cached_ticks_keep_the_cache_and_a_remade_study_starts_cold() {
     let dir = tempfile::tempdir().expect("tmp");
     let calls = Arc::new(AtomicU64::new(0));
-    let (r, store) = runner(dir.path(), quadratic(calls.clone()));
-    let mut r = Arc::try_unwrap(r).ok().expect("one owner");
-    r.lease = Some(augur::LeaseSpec {
-        holder: "lambda".into(),
-        ttl: std::time::Duration::from_secs(30),
-    });
+    let (r, store) = leased_runner(dir.path(), quadratic(calls.clone()), Some("lambda"));
     let caches = augur::TickCaches::default();
     let s = study("");
     let ticks = |rec: augur_model::StudyRecord, stop_at: usize| {

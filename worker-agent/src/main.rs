@@ -102,6 +102,42 @@ fn main() -> ExitCode {
     rt.block_on(run(args))
 }
 
+/// The store the agent writes to, and on AWS what else it reaches (logs, files,
+/// secrets); a problem is said and its exit code returned.
+async fn connect(
+    args: &Args,
+    layout: &Layout,
+) -> Result<(Box<dyn TrialStore>, Option<AwsAgent>), ExitCode> {
+    match args.backend {
+        // The agent waits for each call: run them on its own thread.
+        BackendKind::Local => match SqliteStore::open(&layout.db()) {
+            Ok(s) => Ok((Box::new(s.inline()), None)),
+            Err(e) => {
+                eprintln!("augur-agent: {e}");
+                Err(ExitCode::from(3))
+            }
+        },
+        BackendKind::Aws => {
+            let (Some(table), Some(bucket)) = (args.table.clone(), args.bucket.clone()) else {
+                eprintln!("augur-agent: --backend aws needs --table and --bucket");
+                return Err(ExitCode::from(2));
+            };
+            let opts = augur_aws::AwsOptions::default();
+            let config = augur_aws::sdk_config(&opts).await;
+            let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
+            let store = augur_aws::DynamoStore::new(augur_aws::dynamodb(&config), table);
+            let aws = AwsAgent {
+                logs: augur_aws::logs(&config),
+                log_prefix: args.log_group_prefix.clone(),
+                s3: augur_aws::s3::client(&config, path_style),
+                bucket,
+                secrets: augur_aws::secrets::Secrets::new(&config),
+            };
+            Ok((Box::new(store), Some(aws)))
+        }
+    }
+}
+
 async fn run(args: Args) -> ExitCode {
     let layout = Layout::new(args.home.clone());
     // On a machine of its own (an EC2 instance), the machine is the instance.
@@ -116,33 +152,9 @@ async fn run(args: Args) -> ExitCode {
             std::process::id()
         )
     });
-    let (store, aws): (Box<dyn TrialStore>, Option<AwsAgent>) = match args.backend {
-        // The agent waits for each call: run them on its own thread.
-        BackendKind::Local => match SqliteStore::open(&layout.db()) {
-            Ok(s) => (Box::new(s.inline()), None),
-            Err(e) => {
-                eprintln!("augur-agent: {e}");
-                return ExitCode::from(3);
-            }
-        },
-        BackendKind::Aws => {
-            let (Some(table), Some(bucket)) = (args.table.clone(), args.bucket.clone()) else {
-                eprintln!("augur-agent: --backend aws needs --table and --bucket");
-                return ExitCode::from(2);
-            };
-            let opts = augur_aws::AwsOptions::default();
-            let config = augur_aws::sdk_config(&opts).await;
-            let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-            let store = augur_aws::DynamoStore::new(augur_aws::dynamodb(&config), table);
-            let aws = AwsAgent {
-                logs: augur_aws::logs(&config),
-                log_prefix: args.log_group_prefix.clone(),
-                s3: augur_aws::s3::client(&config, path_style),
-                bucket,
-                secrets: augur_aws::secrets::Secrets::new(&config),
-            };
-            (Box::new(store), Some(aws))
-        }
+    let (store, aws) = match connect(&args, &layout).await {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     // Resolved once (the store made the directory): what every script is told.
     let layout = Layout::new(layout.root.canonicalize().unwrap_or(layout.root));

@@ -6,10 +6,10 @@
 //! studies are the first part's; a study whose driver is alive is left to it.
 
 use super::backend::Backend;
-use super::tick::{cut_at, leased_runner, StudyTick};
+use super::tick::{cut_at, tick_config, StudyTick};
 use super::AppError;
 use crate::reconcile::{Machine, NO_STUDY};
-use crate::{MachineProvider, TickEnd};
+use crate::{MachineProvider, Runner, TickEnd};
 use augur_store::TrialStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -72,7 +72,8 @@ async fn wind_down_study(
         return Ok(());
     };
     let drive = rec.drive.clone().unwrap_or_else(|| ctx.default_drive());
-    let runner = leased_runner(store, provider.clone(), &drive, holder, deadline);
+    let config = tick_config(&drive, holder, deadline);
+    let runner = Runner::with_config(store.clone(), provider.clone(), config);
     let trials = machines.iter().map(|m| m.trial).collect();
     let end = cut_at(deadline, runner.wind_down(&rec.spec, trials, deadline)).await;
     row.count(&runner.counters());

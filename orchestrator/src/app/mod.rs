@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod logs;
 mod pages;
 pub mod serve;
+pub mod study;
 pub mod tick;
 pub mod trials;
 

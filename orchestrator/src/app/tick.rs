@@ -283,17 +283,33 @@ async fn tick_study(
             return Ok(());
         }
     };
-    let mut runner = leased_runner(store, provider, &drive, holder, deadline);
-    runner.keep_days = ctx.keep_days(&rec.spec);
+    let config = augur::RunnerConfig {
+        keep_days: ctx.keep_days(&rec.spec),
+        ..tick_config(&drive, holder, deadline)
+    };
+    let runner = Runner::with_config(store.clone(), provider, config);
     let end = cut_at(
         deadline,
         runner.tick_cached(&rec.spec, rec.created_ms, deadline, &WARM),
     )
     .await;
     row.count(&runner.counters());
+    settle_tick(store, &name, row, end).await?;
+    tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
+    Ok(())
+}
+
+/// Says in `row` how a study's tick ended, and withdraws or stops the study where
+/// its end says so.
+async fn settle_tick(
+    store: &Arc<dyn TrialStore>,
+    name: &str,
+    row: &mut StudyTick,
+    end: Result<TickEnd, augur::RunError>,
+) -> Result<(), AppError> {
     match end {
         Ok(TickEnd::Finished(f)) => {
-            store.set_submitted(&name, false).await?;
+            store.set_submitted(name, false).await?;
             row.outcome = if f == Finished::Done {
                 "done"
             } else {
@@ -305,29 +321,28 @@ async fn tick_study(
         Ok(TickEnd::Held(lease)) => row.held(&lease),
         // A bound on its launches stopped the study, with the reason in its record.
         Err(augur::RunError::Machines(why)) => {
-            store.set_submitted(&name, false).await?;
+            store.set_submitted(name, false).await?;
+            row.outcome = "stopped";
+            row.detail = Some(why);
+        }
+        // A launch the provider refused as asked (an image, subnet or template that
+        // is not there): the same, until the study or the stack is fixed.
+        Err(augur::RunError::Provider(e @ augur::provider::ProviderError::Rejected(_))) => {
+            let why = format!("{e}. Submit the study again once it is fixed.");
+            stop_refused(store, name, &why).await;
             row.outcome = "stopped";
             row.detail = Some(why);
         }
         // A grant is missing: the study stops, the reason recorded, until the
         // stack is fixed and the study submitted again.
-        // A launch the provider refused as asked (an image, subnet or template that
-        // is not there): the same, until the study or the stack is fixed.
-        Err(augur::RunError::Provider(e @ augur::provider::ProviderError::Rejected(_))) => {
-            let why = format!("{e}. Submit the study again once it is fixed.");
-            stop_refused(store, &name, &why).await;
-            row.outcome = "stopped";
-            row.detail = Some(why);
-        }
         Err(augur::RunError::Denied(d)) => {
             let why = format!("{d}. Submit the study again once the grant is added.");
-            stop_refused(store, &name, &why).await;
+            stop_refused(store, name, &why).await;
             row.outcome = "stopped";
             row.detail = Some(why);
         }
         Err(e) => row.failed(e.to_string()),
     }
-    tracing::info!(study = %name, outcome = row.outcome, launched = row.launched, "ticked");
     Ok(())
 }
 
@@ -344,22 +359,22 @@ async fn stop_refused(store: &Arc<dyn TrialStore>, name: &str, why: &str) {
     }
 }
 
-/// A runner that acts on a study only while it holds the study's lease, taken as
-/// `holder` until `deadline`.
-pub(super) fn leased_runner(
-    store: &Arc<dyn TrialStore>,
-    provider: Arc<dyn augur::MachineProvider>,
+/// How a tick drives a study: with its recorded `drive`, acting only while it holds
+/// the study's lease, taken as `holder` until `deadline`.
+pub(super) fn tick_config(
     drive: &augur_model::DriveSettings,
     holder: &str,
     deadline: Instant,
-) -> Runner {
-    let mut runner = Runner::new(store.clone(), provider);
-    runner.drive = drive.clone();
-    runner.lease = Some(LeaseSpec {
+) -> augur::RunnerConfig {
+    let lease = LeaseSpec {
         holder: holder.to_string(),
         ttl: deadline.saturating_duration_since(Instant::now()),
-    });
-    runner
+    };
+    augur::RunnerConfig {
+        drive: drive.clone(),
+        lease: Some(lease),
+        ..Default::default()
+    }
 }
 
 /// `tick`, given up a second past the acting deadline whatever call is in flight,

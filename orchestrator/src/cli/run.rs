@@ -3,9 +3,9 @@
 use super::progress::Progress;
 use super::{AppError, CmdResult};
 use crate::app::backend::Backend;
-use augur::{Finished, LeaseSpec, Mode, RegisterOptions, Runner, Scope};
+use crate::app::study::{self, Prepared, Stopped};
+use augur::{Finished, Mode, Runner, Scope};
 use augur_model::{DriveSettings, Study, StudyState, TrialState};
-use augur_store::now_ms;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,35 +182,14 @@ pub async fn validate(ctx: &Backend, path: &std::path::Path) -> CmdResult {
     Ok(0)
 }
 
-/// What `run` and `submit` do first: the study with its overrides (and the image
-/// pinned), its driver's timings, its machines (their settings checked before anything
-/// is recorded), the store, and the study's files uploaded where instances fetch them.
-struct Prepared {
-    study: Study,
-    drive: DriveSettings,
-    provider: Arc<dyn augur::MachineProvider>,
-    store: Arc<dyn augur_store::TrialStore>,
-}
-
+/// What `run` and `submit` do first: the study file with the command line's
+/// overrides and drive flags, made ready on the backend.
 async fn prepare(
     args: &StudyArgs,
     flags: &DriveFlags,
     ctx: &Backend,
 ) -> Result<Prepared, AppError> {
-    let mut study = args.load()?;
-    ctx.pin_image(&mut study);
-    let drive = flags.drive(ctx)?;
-    let provider = ctx
-        .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
-        .await?;
-    let store = ctx.store().await?;
-    ctx.upload_study_files(&study).await?;
-    Ok(Prepared {
-        study,
-        drive,
-        provider,
-        store,
-    })
+    Prepared::new(args.load()?, flags.drive(ctx)?, ctx).await
 }
 
 pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
@@ -227,40 +206,23 @@ pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {
         Some(addr) => Some(crate::app::serve::bind(addr).await?),
         None => None,
     };
-    let Prepared {
-        study,
-        drive,
-        provider,
-        store,
-    } = prepare(&args.study, &args.flags, ctx).await?;
+    let prepared = prepare(&args.study, &args.flags, ctx).await?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut runner = Runner::new(store.clone(), provider).with_events(tx);
-    runner.drive = drive.clone();
-    runner.keep_days = ctx.keep_days(&study);
-    runner.backend_deadline = args.flags.backend_deadline;
-    if ctx.drivers_share_studies() {
-        // The serverless tick may drive this study too: whoever holds the lease acts.
-        runner.lease = Some(LeaseSpec::for_process("augur-run", Duration::from_secs(30)));
-    }
-    let server = listener.map(|l| StatusServer::start(l, ctx, &store, &runner, &study.name));
-    runner
-        .register(
-            &study,
-            &RegisterOptions {
-                retry_failed: args.study.retry_failed,
-                drive: Some(drive),
-            },
-        )
+    let runner = prepared
+        .runner(ctx, args.flags.backend_deadline)
+        .with_events(tx);
+    let (study, store) = (&prepared.study, &prepared.store);
+    let server = listener.map(|l| StatusServer::start(l, ctx, store, &runner, &study.name));
+    prepared
+        .record(&runner, ctx, args.study.retry_failed)
         .await?;
-    // Once the study is recorded: its log group, with its retention.
-    ctx.prepare_logs(&study).await?;
     let existing = store.list_trials(&study.name).await?;
-    let progress = Progress::new(&study, &existing);
+    let progress = Progress::new(study, &existing);
     let printer = tokio::spawn(progress.run(rx));
     let (interrupts, control_rx) = on_ctrl_c(study.name.clone());
     let runner = Arc::new(runner);
     let result = runner
-        .drive(&study, Scope::Budget(study.trials), control_rx)
+        .drive(study, Scope::Budget(study.trials), control_rx)
         .await;
     interrupts.abort();
     if let Some(server) = server {
@@ -408,69 +370,24 @@ fn on_ctrl_c(name: String) -> (tokio::task::JoinHandle<()>, watch::Receiver<Mode
 /// `augur submit`: records the study (and uploads its files) for the serverless tick
 /// to drive; returns at once.
 pub async fn submit(args: SubmitArgs, ctx: &Backend) -> CmdResult {
-    let Prepared {
-        study,
-        drive,
-        provider,
-        store,
-    } = prepare(&args.study, &args.flags, ctx).await?;
-    let runner = Runner::new(store.clone(), provider);
-    let rec = runner
-        .register(
-            &study,
-            &RegisterOptions {
-                retry_failed: args.study.retry_failed,
-                drive: Some(drive),
-            },
-        )
-        .await?;
-    // Once the study is recorded: its log group, with its retention.
-    ctx.prepare_logs(&study).await?;
-    store.set_submitted(&study.name, true).await?;
-    let trials = store.list_trials(&study.name).await?;
-    let done = augur::report::finished(&rec, &trials);
+    let prepared = prepare(&args.study, &args.flags, ctx).await?;
+    let (name, budget) = (prepared.study.name.clone(), prepared.study.trials);
+    let (_, done) = prepared.submit(ctx, args.study.retry_failed).await?;
     eprintln!(
-        "submitted study `{}` ({} trial(s) budgeted, {done} already finished): the serverless tick drives it.\n\
-         Follow it with `augur trials {}` or `augur logs {}/<trial> --follow`; `augur stop {}` stops it.",
-        study.name, study.trials, study.name, study.name, study.name
+        "submitted study `{name}` ({budget} trial(s) budgeted, {done} already finished): the serverless tick drives it.\n\
+         Follow it with `augur trials {name}` or `augur logs {name}/<trial> --follow`; `augur stop {name}` stops it."
     );
     Ok(0)
 }
 
 pub async fn stop(ctx: &Backend, name: &str) -> CmdResult {
-    let no = || AppError::input(format!("no study named `{name}` (see `augur studies`)"));
-    let store = ctx.existing_store().await?.ok_or_else(no)?;
-    let rec = store.get_study(name).await?.ok_or_else(no)?;
-    match rec.state {
-        StudyState::Done | StudyState::Spent => {
-            eprintln!("study `{name}` is already over ({})", rec.state);
-            return Ok(0);
-        }
-        StudyState::Stopped => {
-            eprintln!("study `{name}` is already stopped");
-            return Ok(0);
-        }
-        _ => {}
+    match study::stop(ctx, name).await? {
+        Stopped::AlreadyOver(state) => eprintln!("study `{name}` is already over ({state})"),
+        Stopped::AlreadyStopped => eprintln!("study `{name}` is already stopped"),
+        Stopped::Now { cancelled } => eprintln!(
+            "stopped study `{name}` ({cancelled} trial(s) cancelled); `augur run` resumes it"
+        ),
     }
-    store
-        .set_study_state(name, &[StudyState::Active], StudyState::Stopping, now_ms())
-        .await?;
-    // Cancelling is level-triggered like everything else: this process does it
-    // itself, racing safely (conditional writes) with an orchestrator still running.
-    let provider = ctx.sweeper().await;
-    let mut runner = Runner::new(store.clone(), provider);
-    runner.drive = DriveSettings::clone(&rec.drive.clone().unwrap_or_else(|| ctx.default_drive()));
-    let (_tx, rx) = watch::channel(Mode::Cancel);
-    runner
-        .drive(&rec.spec, Scope::Budget(rec.spec.trials), rx)
-        .await?;
-    let cancelled = store
-        .list_trials(name)
-        .await?
-        .iter()
-        .filter(|t| t.state == TrialState::Cancelled)
-        .count();
-    eprintln!("stopped study `{name}` ({cancelled} trial(s) cancelled); `augur run` resumes it");
     Ok(0)
 }
 

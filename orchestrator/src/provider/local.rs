@@ -342,6 +342,13 @@ impl LocalProvider {
             };
             tokio::spawn(watch_idle(pid, output, watch));
         }
+        self.reap(pid, child);
+        Ok(pid)
+    }
+
+    /// Waits for agent `pid` in the background, then forgets it (and ends its
+    /// script's processes if a signal killed it) and wakes the reconciler.
+    fn reap(&self, pid: u32, mut child: tokio::process::Child) {
         let (children, notify, root) = (
             self.children.clone(),
             self.notify.clone(),
@@ -366,7 +373,6 @@ impl LocalProvider {
             }
             notify.notify_one();
         });
-        Ok(pid)
     }
 }
 

@@ -253,17 +253,16 @@ pub struct RegisterOptions {
     pub drive: Option<DriveSettings>,
 }
 
-/// Drives studies through a store and a machine provider.
-pub struct Runner {
-    store: Arc<dyn TrialStore>,
-    provider: Arc<dyn MachineProvider>,
+/// How a runner drives: the study's settings and the runner's own, given whole to
+/// [`Runner::with_config`] (as kube-runtime's controllers take their `Config`).
+#[derive(Clone)]
+pub struct RunnerConfig {
+    /// The study's drive settings, as recorded with it.
     pub drive: DriveSettings,
     /// Longest wait between passes when nothing wakes the loop.
     pub idle: Duration,
     /// How long store and provider failures are retried before giving up (exit 3).
     pub backend_deadline: Duration,
-    counters: Arc<Counters>,
-    events: Option<mpsc::UnboundedSender<Event>>,
     /// Drive only while holding the study's lease (needed wherever another driver may
     /// run: the serverless tick). `None`: drive regardless (conditional writes still
     /// keep two drivers from launching a trial twice).
@@ -274,6 +273,30 @@ pub struct Runner {
     /// Days a study's records are kept once it is done, where the store can expire
     /// them (DynamoDB; `[aws] keep_days`, else the stack's retention). `None`: kept.
     pub keep_days: Option<u32>,
+}
+
+impl Default for RunnerConfig {
+    /// The embedded default's settings, a second's idle wait, two minutes of
+    /// backend failures, no lease, the system clock, records kept.
+    fn default() -> RunnerConfig {
+        RunnerConfig {
+            drive: DriveSettings::default(),
+            idle: Duration::from_secs(1),
+            backend_deadline: Duration::from_secs(120),
+            lease: None,
+            clock: Arc::new(now_ms),
+            keep_days: None,
+        }
+    }
+}
+
+/// Drives studies through a store and a machine provider.
+pub struct Runner {
+    store: Arc<dyn TrialStore>,
+    provider: Arc<dyn MachineProvider>,
+    config: RunnerConfig,
+    counters: Arc<Counters>,
+    events: Option<mpsc::UnboundedSender<Event>>,
 }
 
 /// Milliseconds since the epoch, as the runner sees them.
@@ -301,19 +324,28 @@ impl StreamHandle {
 }
 
 impl Runner {
+    /// A runner with the default [`RunnerConfig`].
     pub fn new(store: Arc<dyn TrialStore>, provider: Arc<dyn MachineProvider>) -> Runner {
+        Runner::with_config(store, provider, RunnerConfig::default())
+    }
+
+    pub fn with_config(
+        store: Arc<dyn TrialStore>,
+        provider: Arc<dyn MachineProvider>,
+        config: RunnerConfig,
+    ) -> Runner {
         Runner {
             store,
             provider,
-            drive: DriveSettings::default(),
-            idle: Duration::from_secs(1),
-            backend_deadline: Duration::from_secs(120),
+            config,
             counters: Arc::new(Counters::default()),
             events: None,
-            lease: None,
-            clock: Arc::new(now_ms),
-            keep_days: None,
         }
+    }
+
+    /// How this runner drives.
+    pub fn config(&self) -> &RunnerConfig {
+        &self.config
     }
 
     /// Sends [`Event`]s to `tx` as they happen.
@@ -350,7 +382,7 @@ impl Runner {
         study: &Study,
         opts: &RegisterOptions,
     ) -> Result<StudyRecord, RunError> {
-        let now = (self.clock)();
+        let now = (self.config.clock)();
         let fresh = StudyRecord {
             name: study.name.clone(),
             spec: study.clone(),
@@ -493,7 +525,7 @@ impl Runner {
         params: Params,
         launched: Option<Millis>,
     ) -> Result<(Trial, bool), RunError> {
-        let now = (self.clock)();
+        let now = (self.config.clock)();
         let needs = study.datasets_for(&params);
         for d in &needs {
             let spec = study.dataset_spec(d, &params);

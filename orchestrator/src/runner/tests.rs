@@ -79,7 +79,7 @@ async fn runner(dir: &Path, cloud: Arc<CachedCloud>) -> Runner {
     let store: Arc<dyn TrialStore> =
         Arc::new(SqliteStore::open(&dir.join("augur.db")).expect("store"));
     let mut r = Runner::new(store, cloud);
-    r.clock = Arc::new(|| NOW);
+    r.config.clock = Arc::new(|| NOW);
     r.register(&study(), &RegisterOptions::default())
         .await
         .expect("register");
@@ -160,7 +160,10 @@ async fn a_pass_waits_until_the_next_retry_is_due_at_most_a_tick() {
     let s = study();
     let mut d = r.driver(&s, Scope::Budget(1));
     // Nothing due: a tick.
-    assert_eq!(d.pass(Mode::Run).await.expect("pass"), Next::Wait(r.idle));
+    assert_eq!(
+        d.pass(Mode::Run).await.expect("pass"),
+        Next::Wait(r.config.idle)
+    );
     // A retry due in 300 ms: wait just past it.
     d.cache.upsert(Trial {
         id: 9,
@@ -194,7 +197,7 @@ async fn an_unavailable_backend_is_retried_then_given_up_with_the_study_resumabl
         ..CachedCloud::default()
     });
     let mut r = runner(dir.path(), cloud).await;
-    r.backend_deadline = Duration::from_millis(400);
+    r.config.backend_deadline = Duration::from_millis(400);
     let (_tx, rx) = watch::channel(Mode::Run);
     let err = r
         .drive(&study(), Scope::Budget(2), rx)
@@ -211,7 +214,7 @@ async fn an_unavailable_backend_is_retried_then_given_up_with_the_study_resumabl
     // 200, 400 ms... between passes: at least the first two failures were retried.
     assert!(r.counters().backend_errors >= 2, "{:?}", r.counters());
     // A tick does not retry: it leaves the failure to the next tick.
-    r.lease = Some(LeaseSpec {
+    r.config.lease = Some(LeaseSpec {
         holder: "tick".into(),
         ttl: Duration::from_secs(5),
     });
@@ -296,8 +299,8 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
         })
     };
     let mut r = Runner::new(store.clone(), slow.clone());
-    r.clock = Arc::new(|| NOW);
-    r.lease = lease();
+    r.config.clock = Arc::new(|| NOW);
+    r.config.lease = lease();
     let s = study();
     r.register(&s, &RegisterOptions::default())
         .await
@@ -336,8 +339,8 @@ async fn a_launch_still_unanswered_at_the_ticks_deadline_is_asked_again_next_tic
     // its machine.
     let fast = Arc::new(SlowCloud::taking(Duration::from_millis(1)));
     let mut r = Runner::new(store.clone(), fast.clone());
-    r.clock = Arc::new(|| NOW);
-    r.lease = lease();
+    r.config.clock = Arc::new(|| NOW);
+    r.config.lease = lease();
     r.tick(&s, Instant::now() + Duration::from_secs(5))
         .await
         .expect("tick");
@@ -370,7 +373,7 @@ async fn a_passs_launches_run_at_once_a_few_at_a_time() {
         Arc::new(SqliteStore::open(&dir.path().join("augur.db")).expect("store"));
     let cloud = Arc::new(SlowCloud::taking(Duration::from_millis(50)));
     let mut r = Runner::new(store.clone(), cloud.clone());
-    r.clock = Arc::new(|| NOW);
+    r.config.clock = Arc::new(|| NOW);
     let s = Study::parse(
         "name='s'\nobjective={metric='m'}\ntrials=20\nparallel=20\n[run]\nscript='true'\n",
         "s.toml",

@@ -207,16 +207,22 @@ fn world(o: &Options) -> Result<World, String> {
         by_attempt: Mutex::new(HashMap::new()),
         asked: Mutex::new(HashMap::new()),
     });
-    let mut runner = Runner::new(orch.clone(), cloud.clone());
     let clock = now.clone();
-    runner.clock = Arc::new(move || clock.load(Ordering::Relaxed));
-    runner.drive.heartbeat_ms = HEARTBEAT_MS;
-    runner.drive.heartbeat_timeout_ms = 90_000;
-    runner.drive.boot_timeout_ms = 600_000;
-    runner.lease = Some(augur::LeaseSpec {
-        holder: "sim".into(),
-        ttl: Duration::from_secs(60),
-    });
+    let config = augur::RunnerConfig {
+        clock: Arc::new(move || clock.load(Ordering::Relaxed)),
+        drive: augur_model::DriveSettings {
+            heartbeat_ms: HEARTBEAT_MS,
+            heartbeat_timeout_ms: 90_000,
+            boot_timeout_ms: 600_000,
+            ..Default::default()
+        },
+        lease: Some(augur::LeaseSpec {
+            holder: "sim".into(),
+            ttl: Duration::from_secs(60),
+        }),
+        ..Default::default()
+    };
+    let runner = Runner::with_config(orch.clone(), cloud.clone(), config);
     Ok(World {
         db,
         _dir: dir,
@@ -307,7 +313,7 @@ async fn simulate(trials: u64, o: &Options) -> Result<Report, String> {
                 let live = w.cloud.live_trials(&s.name);
                 if live.is_empty() {
                     abandoned.wound_down_ms = t - since;
-                    let boot_timeout = runner.drive.boot_timeout_ms;
+                    let boot_timeout = runner.config().drive.boot_timeout_ms;
                     abandoned.ends = w.cloud.ends_since(&s.name, since, boot_timeout);
                     abandoned.others_succeeded =
                         w.cloud.succeeded_besides(&s.name) - abandoned.others_succeeded;
@@ -383,14 +389,14 @@ struct Ran {
 /// The runner of `--abandon`'s foreground driver: the simulation's own store, cloud,
 /// clock and timings, its own lease holder.
 fn foreground_runner(w: &World) -> Runner {
-    let mut r = Runner::new(w.orch.clone(), w.cloud.clone());
-    r.clock = w.runner.clock.clone();
-    r.drive = w.runner.drive.clone();
-    r.lease = Some(augur::LeaseSpec {
-        holder: "foreground".into(),
-        ttl: Duration::from_secs(60),
-    });
-    r
+    let config = augur::RunnerConfig {
+        lease: Some(augur::LeaseSpec {
+            holder: "foreground".into(),
+            ttl: Duration::from_secs(60),
+        }),
+        ..w.runner.config().clone()
+    };
+    Runner::with_config(w.orch.clone(), w.cloud.clone(), config)
 }
 
 /// The report of a run: its measures and how its trials ended.

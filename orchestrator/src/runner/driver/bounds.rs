@@ -70,7 +70,7 @@ impl Driver<'_> {
     pub(super) async fn stop_for(&self, why: String) -> RunError {
         let name = &self.study.name;
         if let Scope::Budget(_) = self.scope {
-            let now = (self.runner.clock)();
+            let now = (self.runner.config.clock)();
             let reason = why.clone();
             let change = move |rec: &mut augur_model::StudyRecord| rec.stop_for(&reason, now);
             if let Err(e) = self.runner.store.update_study(name, Box::new(change)).await {

@@ -177,7 +177,7 @@ impl Driver<'_> {
         }
         let up = TrialUpdate {
             machine: Set::To(launched.id.clone()),
-            launched_ms: Set::To((self.runner.clock)()),
+            launched_ms: Set::To((self.runner.config.clock)()),
             billing: Set::given(launched.billing.clone()),
             not_before_ms: Set::Clear,
             status: Set::Clear,
@@ -248,7 +248,7 @@ impl Driver<'_> {
             });
             return Ok(());
         }
-        let drive = &runner.drive;
+        let drive = &runner.config.drive;
         let key = at.trial.rotate_left(16) ^ at.attempt as u64;
         let wait = drive
             .backoff_ms(self.study.seed, key, tries)
@@ -360,7 +360,7 @@ impl Driver<'_> {
     /// was made), and the study waits (the drought is recorded with it); past
     /// `capacity_timeout` the study stops.
     async fn no_room(&mut self, at: At, what: String, now: Millis) -> Result<Acted, RunError> {
-        let drive = &self.runner.drive;
+        let drive = &self.runner.config.drive;
         let seed = self.study.seed;
         let backoff = |failures| {
             drive

@@ -33,11 +33,12 @@ impl Driver<'_> {
     ) -> Result<Option<Lease>, RunError> {
         let runner = self.runner;
         let holder = runner
+            .config
             .lease
             .as_ref()
             .map(|l| l.holder.clone())
             .ok_or_else(|| RunError::Internal("a tick needs a lease holder".into()))?;
-        let now = (runner.clock)();
+        let now = (runner.config.clock)();
         let left = deadline.saturating_duration_since(Instant::now());
         let got = runner
             .store
@@ -46,7 +47,7 @@ impl Driver<'_> {
                 &holder,
                 now - CLOCK_SKEW_MS,
                 now + left.as_millis() as Millis,
-                runner.drive.heartbeat_timeout_ms,
+                runner.config.drive.heartbeat_timeout_ms,
             )
             .await?;
         if !got.held_by(&holder) {
@@ -65,10 +66,10 @@ impl Driver<'_> {
     /// Takes or renews the study's lease when due; whether this driver may act.
     pub(super) async fn keep_lease(&mut self) -> Result<bool, RunError> {
         let runner = self.runner;
-        let Some(spec) = &runner.lease else {
+        let Some(spec) = &runner.config.lease else {
             return Ok(true);
         };
-        let now = (runner.clock)();
+        let now = (runner.config.clock)();
         let ttl = spec.ttl.as_millis() as Millis;
         let state = &mut self.lease;
         if state.fixed || state.until - now > ttl * 2 / 3 {
@@ -81,7 +82,7 @@ impl Driver<'_> {
                 &spec.holder,
                 now - CLOCK_SKEW_MS,
                 now + ttl,
-                runner.drive.heartbeat_timeout_ms,
+                runner.config.drive.heartbeat_timeout_ms,
             )
             .await?;
         if got.held_by(&spec.holder) {

@@ -162,9 +162,9 @@ impl<'a> Driver<'a> {
                         error: e.to_string(),
                     });
                     let (since, n) = failing.get_or_insert((Instant::now(), 0));
-                    if since.elapsed() > runner.backend_deadline {
+                    if since.elapsed() > runner.config.backend_deadline {
                         return Err(RunError::GaveUp {
-                            secs: runner.backend_deadline.as_secs(),
+                            secs: runner.config.backend_deadline.as_secs(),
                             last: Box::new(e),
                         });
                     }
@@ -198,7 +198,7 @@ impl<'a> Driver<'a> {
     /// Gives the lease back, if held (best effort: an unreleased lease expires).
     pub async fn release(self) {
         if self.lease.until > 0 {
-            if let Some(spec) = &self.runner.lease {
+            if let Some(spec) = &self.runner.config.lease {
                 let _ = self
                     .runner
                     .store
@@ -206,7 +206,7 @@ impl<'a> Driver<'a> {
                     .release_lease(
                         &self.study.name,
                         &spec.holder,
-                        (self.runner.clock)() - CLOCK_SKEW_MS,
+                        (self.runner.config.clock)() - CLOCK_SKEW_MS,
                     )
                     .await;
             }
@@ -244,10 +244,10 @@ impl<'a> Driver<'a> {
                 StudyState::Done | StudyState::Spent => Next::Finished(Finished::Done),
                 StudyState::Stopped => Next::Finished(Finished::Interrupted),
                 _ if mode != Mode::Run => Next::Finished(Finished::Interrupted),
-                _ => Next::Wait(self.runner.idle),
+                _ => Next::Wait(self.runner.config.idle),
             });
         }
-        let now = (self.runner.clock)();
+        let now = (self.runner.config.clock)();
         if self.seen == Seen::Failed {
             self.seen = Seen::Since(now);
         }
@@ -515,9 +515,11 @@ impl<'a> Driver<'a> {
             let moved = store
                 .set_study_state(name, &[StudyState::Active, StudyState::Stopping], to, now)
                 .await?;
-            if let (true, true, Some(days)) =
-                (moved, to != StudyState::Stopped, self.runner.keep_days)
-            {
+            if let (true, true, Some(days)) = (
+                moved,
+                to != StudyState::Stopped,
+                self.runner.config.keep_days,
+            ) {
                 store
                     .expire_study(name, Some(now + days as Millis * 86_400_000))
                     .await?;
@@ -553,10 +555,10 @@ impl<'a> Driver<'a> {
             .filter(|nb| *nb > now)
             .min();
         let longest = if self.study.prune.is_some() {
-            let beat = Duration::from_millis(runner.drive.heartbeat_ms.max(100) as u64);
-            runner.idle.min(beat)
+            let beat = Duration::from_millis(runner.config.drive.heartbeat_ms.max(100) as u64);
+            runner.config.idle.min(beat)
         } else {
-            runner.idle
+            runner.config.idle
         };
         let wait = next.map_or(longest, |nb| {
             Duration::from_millis((nb - now) as u64 + 1).min(longest)
@@ -577,7 +579,7 @@ impl<'a> Driver<'a> {
         TrialUpdate {
             state: Some(to),
             error: Set::exactly(error),
-            finished_ms: Set::To((self.runner.clock)()),
+            finished_ms: Set::To((self.runner.config.clock)()),
             ..Default::default()
         }
     }

@@ -61,8 +61,8 @@ impl Driver<'_> {
     /// Reads the beats of the running trials, at most once a heartbeat (stores that
     /// keep them apart from the records; see [`TrialStore::beats`]).
     async fn read_beats(&mut self) -> Result<(), RunError> {
-        let now = (self.runner.clock)();
-        if now - self.cache.beats_read_ms < self.runner.drive.heartbeat_ms {
+        let now = (self.runner.config.clock)();
+        if now - self.cache.beats_read_ms < self.runner.config.drive.heartbeat_ms {
             return Ok(());
         }
         let running = self.cache.running();
@@ -92,7 +92,7 @@ impl Driver<'_> {
             pooled: self.runner.provider.pools_agents(),
             sees_all: self.runner.provider.sees_all(),
             fresh_listing,
-            drive: &self.runner.drive,
+            drive: &self.runner.config.drive,
             now,
             seen_since: self.seen_since(),
         }

@@ -351,8 +351,7 @@ impl Drop for World {
     /// [`World::allow_denials`]).
     fn drop(&mut self) {
         if let Some(h) = &mut self.hypervisor {
-            let _ = h.kill();
-            let _ = h.wait();
+            stop_hypervisor(h);
         }
         let denied = self.proxy.iam().map(|i| i.denied()).unwrap_or_default();
         let expected = self
@@ -367,6 +366,22 @@ impl Drop for World {
             );
         }
     }
+}
+
+/// Stops the fake hypervisor the way that lets it end its instances' processes
+/// (SIGTERM: their agents and scripts, which a SIGKILL of it would leave running
+/// after the test), then makes sure it is gone.
+pub fn stop_hypervisor(h: &mut Child) {
+    // SAFETY: kill(2) of our own child's pid; at worst it has exited (ESRCH).
+    unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
+    for _ in 0..200 {
+        if matches!(h.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = h.kill();
+    let _ = h.wait();
 }
 
 /// Blocks on a future from inside a synchronous closure of an async test.

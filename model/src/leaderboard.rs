@@ -1,8 +1,13 @@
 //! Ranking points: each point's metrics are the mean over its succeeded replicates.
+//! Points are ranked by their objectives under Deb's constrained domination: rank 1
+//! is the Pareto front of the feasible points (of a study of one objective, the best
+//! value), then rank 2, and so on; infeasible points after every feasible one, by how
+//! much they miss. Within a rank, the primary objective's best first.
 
+use crate::constraint::{self, BUILT_IN};
 use crate::trial::{Trial, TrialState};
 use crate::value::Params;
-use crate::Study;
+use crate::{Goal, Study};
 use std::collections::BTreeMap;
 
 /// One ranked point.
@@ -10,24 +15,70 @@ use std::collections::BTreeMap;
 pub struct LeaderboardRow {
     pub point: u64,
     pub params: Params,
-    /// Mean of each metric over the succeeded replicates that reported it.
+    /// Mean of each metric over the succeeded replicates that reported it (and of
+    /// the built-in `cost_usd` and `machine_hours` where the study names them).
     pub metrics: BTreeMap<String, f64>,
-    /// The objective's mean.
+    /// The primary objective's mean.
     pub value: f64,
     /// Replicate indices that succeeded, and their trial ids.
     pub replicates: Vec<u32>,
     pub trials: Vec<u64>,
     /// Whether a replicate was pruned (its best reported value is what counts).
     pub pruned: bool,
+    /// Its Pareto rank (1: no point beats it).
+    pub rank: usize,
+    /// Whether it meets every constraint (always, for a study without).
+    pub feasible: bool,
+}
+
+/// A trial's metrics as the study ranks them: [`Trial::result_metrics`] with the
+/// built-in metrics the study names (what its machines cost and their hours).
+pub fn ranked_metrics(study: &Study, t: &Trial) -> Option<BTreeMap<String, f64>> {
+    let mut m = t.result_metrics(&study.objective)?;
+    let now = t.finished_ms.or(t.heartbeat_ms).unwrap_or(0);
+    for name in BUILT_IN.iter().filter(|b| study.names_metric(b)) {
+        if let Some(v) = constraint::value_of(t, name, now) {
+            m.insert(name.to_string(), v);
+        }
+    }
+    study
+        .objectives()
+        .iter()
+        .all(|o| m.get(&o.metric).is_some_and(|v| !v.is_nan()))
+        .then_some(m)
+}
+
+/// A point's objectives from its metrics, each oriented so smaller is better.
+pub fn oriented(study: &Study, metrics: &BTreeMap<String, f64>) -> Vec<f64> {
+    study
+        .objectives()
+        .iter()
+        .map(|o| {
+            let v = metrics.get(&o.metric).copied().unwrap_or(f64::INFINITY);
+            match o.goal {
+                Goal::Minimize => v,
+                Goal::Maximize => -v,
+            }
+        })
+        .collect()
+}
+
+/// A point's total violation of the study's constraints, from its metrics.
+pub fn violation(study: &Study, metrics: &BTreeMap<String, f64>) -> f64 {
+    study
+        .constraints
+        .iter()
+        .map(|c| c.violation(metrics.get(&c.metric).copied()))
+        .sum()
 }
 
 /// Points with at least one replicate that succeeded or was pruned and reported the
-/// objective, best first. A pruned replicate counts with its best reported value.
+/// objectives, best first. A pruned replicate counts with its best reported value.
 pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
     type Counted<'a> = (&'a Trial, BTreeMap<String, f64>);
     let mut by_point: BTreeMap<u64, Vec<Counted>> = BTreeMap::new();
     for t in trials.iter().filter(|t| !t.is_dataset()) {
-        if let Some(m) = t.result_metrics(&study.objective) {
+        if let Some(m) = ranked_metrics(study, t) {
             by_point.entry(t.point).or_default().push((t, m));
         }
     }
@@ -51,23 +102,32 @@ pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
                 point,
                 params: ts[0].0.params.clone(),
                 value: metrics[&study.objective.metric],
+                feasible: violation(study, &metrics) == 0.0,
                 metrics,
                 replicates: ts.iter().map(|(t, _)| t.replicate).collect(),
                 trials: ts.iter().map(|(t, _)| t.id).collect(),
                 pruned: ts.iter().any(|(t, _)| t.state == TrialState::Pruned),
+                rank: 0,
             }
         })
         .collect();
+    let points: Vec<Vec<f64>> = rows.iter().map(|r| oriented(study, &r.metrics)).collect();
+    let violations: Vec<f64> = rows.iter().map(|r| violation(study, &r.metrics)).collect();
+    for (row, rank) in rows
+        .iter_mut()
+        .zip(crate::pareto::ranks(&points, &violations))
+    {
+        row.rank = rank;
+    }
+    let sign = match study.objective.goal {
+        Goal::Minimize => 1.0,
+        Goal::Maximize => -1.0,
+    };
     rows.sort_by(|a, b| {
-        let ord = a
-            .value
-            .partial_cmp(&b.value)
-            .unwrap_or(std::cmp::Ordering::Equal);
-        let ord = match study.objective.goal {
-            crate::Goal::Minimize => ord,
-            crate::Goal::Maximize => ord.reverse(),
-        };
-        ord.then(a.point.cmp(&b.point))
+        a.rank
+            .cmp(&b.rank)
+            .then((sign * a.value).total_cmp(&(sign * b.value)))
+            .then(a.point.cmp(&b.point))
     });
     rows
 }

@@ -37,6 +37,7 @@ pub fn oracle_for(study: &Study) -> Box<dyn Oracle> {
                 .collect(),
             seed: study.seed,
         }),
+        OracleKind::Nsga2 => Box::new(crate::nsga2::Nsga2::new(study)),
         OracleKind::Tpe => Box::new(TpeOracle {
             model: Tpe::new(
                 &study
@@ -45,9 +46,12 @@ pub fn oracle_for(study: &Study) -> Box<dyn Oracle> {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect::<Vec<_>>(),
                 study.seed,
-                TpeSettings::default(),
+                match study.is_multi() || !study.constraints.is_empty() {
+                    true => TpeSettings::pareto(),
+                    false => TpeSettings::default(),
+                },
             ),
-            objective: study.objective.clone(),
+            study: study.clone(),
         }),
     }
 }
@@ -106,23 +110,26 @@ pub fn observations(objective: &Objective, history: &[&Trial]) -> Vec<Observatio
                 params: p.params,
                 loss,
                 pruned,
+                weight: 1.0,
             })
         })
         .collect()
 }
 
-/// The tree-structured Parzen estimator (see [`crate::tpe`]).
+/// The tree-structured Parzen estimator (see [`crate::tpe`]); MOTPE for a study of
+/// several objectives or with constraints ([`crate::motpe`]).
 pub struct TpeOracle {
     model: Tpe,
-    objective: Objective,
+    study: Study,
 }
 
 impl Oracle for TpeOracle {
     fn propose(&self, point: u64, history: &[&Trial]) -> Option<Params> {
-        Some(
-            self.model
-                .suggest(point, &observations(&self.objective, history)),
-        )
+        let seen = match self.study.is_multi() || !self.study.constraints.is_empty() {
+            true => crate::motpe::observations(&self.study, history, self.model.settings()),
+            false => observations(&self.study.objective, history),
+        };
+        Some(self.model.suggest(point, &seen))
     }
 }
 

@@ -108,6 +108,107 @@ impl ParamSpec {
     }
 }
 
+/// How one parameter maps to a coordinate.
+#[derive(Clone, Debug)]
+pub(crate) enum Axis {
+    /// A unit coordinate: `u = (f(x) - a) / (b - a)` with `f` the identity or `ln`.
+    Num {
+        a: f64,
+        b: f64,
+        log: bool,
+        int: Option<(i64, i64)>,
+        lo: f64,
+        hi: f64,
+    },
+    /// A category index.
+    Cat { values: Vec<Value> },
+}
+
+impl Axis {
+    pub(crate) fn of(spec: &ParamSpec) -> Axis {
+        match spec {
+            ParamSpec::Float { lo, hi, log, .. } => {
+                let (a, b) = if *log { (lo.ln(), hi.ln()) } else { (*lo, *hi) };
+                Axis::Num {
+                    a,
+                    b,
+                    log: *log,
+                    int: None,
+                    lo: *lo,
+                    hi: *hi,
+                }
+            }
+            ParamSpec::Int { lo, hi, log, .. } => {
+                let (l, h) = (*lo as f64 - 0.5, *hi as f64 + 0.5);
+                let (a, b) = if *log {
+                    (l.max(0.5).ln(), h.ln())
+                } else {
+                    (l, h)
+                };
+                Axis::Num {
+                    a,
+                    b,
+                    log: *log,
+                    int: Some((*lo, *hi)),
+                    lo: *lo as f64,
+                    hi: *hi as f64,
+                }
+            }
+            ParamSpec::Choice { values } => Axis::Cat {
+                values: values.clone(),
+            },
+        }
+    }
+
+    /// The coordinate of `v`, or `None` if `v` is not in the domain's type.
+    pub(crate) fn encode(&self, v: &Value) -> Option<f64> {
+        match self {
+            Axis::Num { a, b, log, .. } => {
+                let x = v.as_f64()?;
+                if b <= a {
+                    return Some(0.5);
+                }
+                let t = if *log {
+                    x.max(f64::MIN_POSITIVE).ln()
+                } else {
+                    x
+                };
+                Some(((t - a) / (b - a)).clamp(0.0, 1.0))
+            }
+            Axis::Cat { values } => values.iter().position(|c| c == v).map(|i| i as f64),
+        }
+    }
+
+    /// The value at coordinate `u` (rounded for integers, clamped to the bounds).
+    pub(crate) fn decode(&self, u: f64) -> Value {
+        match self {
+            Axis::Num {
+                a,
+                b,
+                log,
+                int,
+                lo,
+                hi,
+            } => {
+                let t = a + u.clamp(0.0, 1.0) * (b - a);
+                let x = if *log { t.exp() } else { t };
+                match int {
+                    Some((l, h)) => Value::Int((x.round() as i64).clamp(*l, *h)),
+                    None => Value::Float(x.clamp(*lo, *hi)),
+                }
+            }
+            Axis::Cat { values } => values[(u as usize).min(values.len() - 1)].clone(),
+        }
+    }
+
+    pub(crate) fn categories(&self) -> Option<usize> {
+        match self {
+            Axis::Cat { values } => Some(values.len()),
+            Axis::Num { .. } => None,
+        }
+    }
+}
+
 fn linspace(lo: f64, hi: f64, log: bool, n: u32) -> Vec<f64> {
     if n <= 1 {
         return vec![lo];

@@ -12,8 +12,8 @@
 //! A proposal is a function of (seed, point index, observations): a restarted
 //! orchestrator that sees the same history proposes the same point.
 
-use crate::space::ParamSpec;
-use crate::value::{Params, Value};
+use crate::space::{Axis, ParamSpec};
+use crate::value::Params;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +31,29 @@ pub struct TpeSettings {
     pub max_good: usize,
     /// Weight of the prior kernel in each mixture (a point's kernel weighs 1).
     pub prior_weight: f64,
+    /// Each kernel's bandwidth on a numeric axis: the larger gap to its neighbours
+    /// (`false`), or the same for all, Scott's rule for `d` dimensions
+    /// (`0.2 n^(-1/(d+4))`, as Optuna's multivariate estimator).
+    pub scott: bool,
+}
+
+impl TpeSettings {
+    /// The settings of MOTPE ([`crate::motpe`]): a tenth of the points are good, as
+    /// Optuna's default γ gives.
+    pub fn pareto() -> TpeSettings {
+        TpeSettings {
+            gamma: 0.10,
+            candidates: 24,
+            scott: true,
+            ..TpeSettings::default()
+        }
+    }
+
+    /// How many of `n` finished points count as good: γ(n), at least one, at most
+    /// `max_good`.
+    pub fn good_count(&self, n: usize) -> usize {
+        ((self.gamma * n as f64).ceil() as usize).clamp(1, self.max_good)
+    }
 }
 
 impl Default for TpeSettings {
@@ -41,6 +64,7 @@ impl Default for TpeSettings {
             gamma: 0.15,
             max_good: 25,
             prior_weight: 1.0,
+            scott: false,
         }
     }
 }
@@ -54,107 +78,9 @@ pub struct Observation {
     /// Stopped early: its loss is the best it reported, and it ranks after every point
     /// that ran to the end.
     pub pruned: bool,
-}
-
-/// How one parameter maps to a coordinate.
-#[derive(Clone, Debug)]
-enum Axis {
-    /// A unit coordinate: `u = (f(x) - a) / (b - a)` with `f` the identity or `ln`.
-    Num {
-        a: f64,
-        b: f64,
-        log: bool,
-        int: Option<(i64, i64)>,
-        lo: f64,
-        hi: f64,
-    },
-    /// A category index.
-    Cat { values: Vec<Value> },
-}
-
-impl Axis {
-    fn of(spec: &ParamSpec) -> Axis {
-        match spec {
-            ParamSpec::Float { lo, hi, log, .. } => {
-                let (a, b) = if *log { (lo.ln(), hi.ln()) } else { (*lo, *hi) };
-                Axis::Num {
-                    a,
-                    b,
-                    log: *log,
-                    int: None,
-                    lo: *lo,
-                    hi: *hi,
-                }
-            }
-            ParamSpec::Int { lo, hi, log, .. } => {
-                let (l, h) = (*lo as f64 - 0.5, *hi as f64 + 0.5);
-                let (a, b) = if *log {
-                    (l.max(0.5).ln(), h.ln())
-                } else {
-                    (l, h)
-                };
-                Axis::Num {
-                    a,
-                    b,
-                    log: *log,
-                    int: Some((*lo, *hi)),
-                    lo: *lo as f64,
-                    hi: *hi as f64,
-                }
-            }
-            ParamSpec::Choice { values } => Axis::Cat {
-                values: values.clone(),
-            },
-        }
-    }
-
-    /// The coordinate of `v`, or `None` if `v` is not in the domain's type.
-    fn encode(&self, v: &Value) -> Option<f64> {
-        match self {
-            Axis::Num { a, b, log, .. } => {
-                let x = v.as_f64()?;
-                if b <= a {
-                    return Some(0.5);
-                }
-                let t = if *log {
-                    x.max(f64::MIN_POSITIVE).ln()
-                } else {
-                    x
-                };
-                Some(((t - a) / (b - a)).clamp(0.0, 1.0))
-            }
-            Axis::Cat { values } => values.iter().position(|c| c == v).map(|i| i as f64),
-        }
-    }
-
-    /// The value at coordinate `u` (rounded for integers, clamped to the bounds).
-    fn decode(&self, u: f64) -> Value {
-        match self {
-            Axis::Num {
-                a,
-                b,
-                log,
-                int,
-                lo,
-                hi,
-            } => {
-                let t = a + u.clamp(0.0, 1.0) * (b - a);
-                let x = if *log { t.exp() } else { t };
-                match int {
-                    Some((l, h)) => Value::Int((x.round() as i64).clamp(*l, *h)),
-                    None => Value::Float(x.clamp(*lo, *hi)),
-                }
-            }
-            Axis::Cat { values } => values[(u as usize).min(values.len() - 1)].clone(),
-        }
-    }
-
-    fn categories(&self) -> Option<usize> {
-        match self {
-            Axis::Cat { values } => Some(values.len()),
-            Axis::Num { .. } => None,
-        }
-    }
+    /// Its kernel's weight should it be good: 1, or less for a point of several
+    /// objectives that adds little to the good points' hypervolume (MOTPE).
+    pub weight: f64,
 }
 
 /// The TPE oracle's model.
@@ -193,10 +119,10 @@ impl Tpe {
     /// Parameter values for point `point` given what has been observed.
     pub fn suggest(&self, point: u64, observations: &[Observation]) -> Params {
         let mut rng = self.rng(point);
-        let done: Vec<(Vec<f64>, (bool, f64))> = observations
+        let done: Vec<(Vec<f64>, (bool, f64), f64)> = observations
             .iter()
-            .filter_map(|o| Some((self.encode(&o.params)?, (o.pruned, o.loss?))))
-            .filter(|(_, (_, l))| !l.is_nan())
+            .filter_map(|o| Some((self.encode(&o.params)?, (o.pruned, o.loss?), o.weight)))
+            .filter(|(_, (_, l), _)| !l.is_nan())
             .collect();
         if done.len() < self.settings.startup.max(1) {
             return self
@@ -218,29 +144,28 @@ impl Tpe {
             let ((pi, li), (pj, lj)) = (done[i].1, done[j].1);
             pi.cmp(&pj).then(li.total_cmp(&lj))
         });
-        let n_good = ((self.settings.gamma * done.len() as f64).ceil() as usize)
-            .clamp(1, self.settings.max_good);
+        let n_good = self.settings.good_count(done.len());
         let mut is_good = vec![false; done.len()];
         for &i in &order[..n_good] {
             is_good[i] = true;
         }
-        let good: Vec<&[f64]> = done
+        let (good, good_w): (Vec<&[f64]>, Vec<f64>) = done
             .iter()
             .zip(&is_good)
             .filter(|(_, g)| **g)
-            .map(|((x, _), _)| x.as_slice())
-            .collect();
+            .map(|((x, _, w), _)| (x.as_slice(), *w))
+            .unzip();
         let bad_x: Vec<Vec<f64>> = done
             .iter()
             .zip(&is_good)
             .filter(|(_, g)| !**g)
-            .map(|((x, _), _)| x.clone())
+            .map(|((x, _, _), _)| x.clone())
             .chain(running)
             .collect();
         let bad: Vec<&[f64]> = bad_x.iter().map(|x| x.as_slice()).collect();
 
-        let l = Parzen::new(&self.axes, &good, &self.settings, false);
-        let g = Parzen::new(&self.axes, &bad, &self.settings, true);
+        let l = Parzen::new(&self.axes, &good, &self.settings, good_w);
+        let g = Parzen::new(&self.axes, &bad, &self.settings, ramp(bad.len()));
         let mut best: Option<(f64, Vec<f64>)> = None;
         for _ in 0..self.settings.candidates.max(1) {
             let x = self.snap(l.sample(&mut rng));
@@ -295,31 +220,40 @@ struct Parzen<'a> {
     cat: Vec<Vec<Vec<f64>>>,
 }
 
+/// The weights of `n` bad points, oldest first: older ones weigh less once there are
+/// many (what Optuna does for the bad group: the landscape the search left behind
+/// matters less).
+fn ramp(n: usize) -> Vec<f64> {
+    if n < 25 {
+        return vec![1.0; n];
+    }
+    let k = n - 25;
+    (0..n)
+        .map(|i| match i < k {
+            true => 1.0 / n as f64 + (1.0 - 1.0 / n as f64) * i as f64 / (k.max(2) - 1) as f64,
+            false => 1.0,
+        })
+        .collect()
+}
+
 impl<'a> Parzen<'a> {
-    /// `ramp`: older points weigh less once there are many (what Optuna does for the
-    /// bad group: the landscape the search left behind matters less).
-    fn new(axes: &'a [Axis], points: &[&[f64]], s: &TpeSettings, ramp: bool) -> Parzen<'a> {
+    /// `weights`: each point's kernel's (the prior's is `s.prior_weight`).
+    fn new(
+        axes: &'a [Axis],
+        points: &[&[f64]],
+        s: &TpeSettings,
+        mut weights: Vec<f64>,
+    ) -> Parzen<'a> {
         let n = points.len();
+        let scott = 0.2 * (n.max(1) as f64).powf(-1.0 / (axes.len() as f64 + 4.0));
+        let least = 1.0 / (n as f64 + 2.0).min(100.0);
         let bandwidths: Vec<Vec<f64>> = (0..axes.len())
-            .map(|d| match axes[d].categories() {
-                None => neighbour_bandwidths(points.iter().map(|p| p[d]), n),
-                Some(_) => Vec::new(),
+            .map(|d| match (axes[d].categories(), s.scott) {
+                (None, false) => neighbour_bandwidths(points.iter().map(|p| p[d]), n),
+                (None, true) => vec![scott.max(least); n],
+                (Some(_), _) => Vec::new(),
             })
             .collect();
-        let mut weights: Vec<f64> = if ramp && n >= 25 {
-            let k = n - 25;
-            (0..n)
-                .map(|i| {
-                    if i < k {
-                        1.0 / n as f64 + (1.0 - 1.0 / n as f64) * i as f64 / (k.max(2) - 1) as f64
-                    } else {
-                        1.0
-                    }
-                })
-                .collect()
-        } else {
-            vec![1.0; n]
-        };
         weights.push(s.prior_weight);
         let total: f64 = weights.iter().sum();
         let log_w = weights.iter().map(|w| (w / total).ln()).collect();
@@ -524,6 +458,7 @@ fn standard_normal<R: Rng>(rng: &mut R) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::Value;
 
     fn space() -> Vec<(String, ParamSpec)> {
         vec![
@@ -603,6 +538,7 @@ mod tests {
                 params: p,
                 loss: Some(l),
                 pruned: false,
+                weight: 1.0,
             });
         }
         obs
@@ -697,6 +633,7 @@ mod tests {
                 params: p.clone(),
                 loss: None,
                 pruned: false,
+                weight: 1.0,
             });
             proposals.push(p);
         }
@@ -717,6 +654,7 @@ mod tests {
             params: odd,
             loss: Some(-100.0),
             pruned: false,
+            weight: 1.0,
         });
         let p = tpe.suggest(21, &obs);
         assert_ne!(p["act"], Value::Str("swish".into()));
@@ -735,6 +673,7 @@ mod tests {
             params: lure.clone(),
             loss: Some(-1e9),
             pruned: true,
+            weight: 1.0,
         });
         let after = tpe.suggest(20, &obs);
         let dist = |p: &Params| (p["x"].as_f64().unwrap() + 4.9).abs();

@@ -345,7 +345,7 @@ async fn moved_on(store: &dyn TrialStore, cfg: &AgentConfig) -> Option<Trial> {
 /// does not mend itself).
 fn judged(study: &Study, trial: &Trial, mut outcome: AttemptEnd) -> AttemptEnd {
     if trial.dataset.is_none() {
-        if let Some(why) = study.objective.missing_from(&outcome) {
+        if let Some(why) = study.unreported(&outcome) {
             outcome.error = Some(why);
             outcome.retryable = false;
         }

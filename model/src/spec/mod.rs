@@ -4,6 +4,7 @@
 //! TOML gives it, the line, before anything is launched or written.
 
 mod check;
+mod objectives;
 pub(crate) use check::check_record;
 mod raw;
 mod sections;
@@ -81,6 +82,9 @@ impl Objective {
         if !self.required || end.exit_code != Some(0) || end.error.is_some() {
             return None;
         }
+        if crate::constraint::BUILT_IN.contains(&self.metric.as_str()) {
+            return None;
+        }
         if end.metrics.contains_key(&self.metric) {
             return None;
         }
@@ -103,12 +107,15 @@ impl Objective {
 pub enum OracleKind {
     Grid,
     Random,
-    /// Tree-structured Parzen estimator: random at first, then model-based.
+    /// Tree-structured Parzen estimator: random at first, then model-based (MOTPE
+    /// for several objectives or constraints).
     Tpe,
+    /// NSGA-II: generations of children of the best points so far.
+    Nsga2,
 }
 
 impl OracleKind {
-    pub const NAMES: &'static str = "grid, random, tpe";
+    pub const NAMES: &'static str = "grid, random, tpe, nsga2";
 
     /// Its name as a study file writes it.
     pub fn as_str(self) -> &'static str {
@@ -116,6 +123,7 @@ impl OracleKind {
             OracleKind::Grid => "grid",
             OracleKind::Random => "random",
             OracleKind::Tpe => "tpe",
+            OracleKind::Nsga2 => "nsga2",
         }
     }
 }
@@ -311,7 +319,18 @@ impl PruneRule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Study {
     pub name: String,
+    /// The primary objective: the study's only one, or of several the one pruning
+    /// reads (`prune.metric`, else the first), and the one shown where a single
+    /// value is.
     pub objective: Objective,
+    /// Every objective of a study of several, in the study file's order (the
+    /// primary among them); empty for a study of one ([`Study::objectives`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<Objective>,
+    /// What a trial must meet to be feasible: feasible trials rank first, then the
+    /// others by how much they miss.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<crate::constraint::Constraint>,
     pub oracle: OracleKind,
     /// Budget: the number of trials (runs, replicates included).
     pub trials: u64,
@@ -343,12 +362,42 @@ impl Study {
         Ok(n)
     }
 
+    /// Every objective: the primary alone, or all of a study of several.
+    pub fn objectives(&self) -> &[Objective] {
+        match self.objectives.is_empty() {
+            true => std::slice::from_ref(&self.objective),
+            false => &self.objectives,
+        }
+    }
+
+    /// Whether an objective or a constraint of the study reads `metric`.
+    pub fn names_metric(&self, metric: &str) -> bool {
+        self.objectives().iter().any(|o| o.metric == metric)
+            || self.constraints.iter().any(|c| c.metric == metric)
+    }
+
+    /// Whether the study optimizes several objectives at once.
+    pub fn is_multi(&self) -> bool {
+        self.objectives.len() > 1
+    }
+
+    /// Why an attempt whose script ended well still fails: an objective it must
+    /// report was never reported ([`Objective::missing_from`]).
+    pub fn unreported(&self, end: &crate::AttemptEnd) -> Option<String> {
+        self.objectives().iter().find_map(|o| o.missing_from(end))
+    }
+
     /// What must stay the same for a recorded study to be continued: its parameters
-    /// and objective. Anything else (budget, parallelism, script) may change.
+    /// and objectives. Anything else (budget, parallelism, script, constraints) may
+    /// change.
     pub fn fingerprint(&self) -> String {
-        let objective =
-            serde_json::json!({ "metric": self.objective.metric, "goal": self.objective.goal });
-        serde_json::json!({ "params": self.params, "objective": objective }).to_string()
+        let goal = |o: &Objective| serde_json::json!({ "metric": o.metric, "goal": o.goal });
+        let mut fp =
+            serde_json::json!({ "params": self.params, "objective": goal(&self.objective) });
+        if self.is_multi() {
+            fp["objectives"] = self.objectives.iter().map(goal).collect();
+        }
+        fp.to_string()
     }
 
     /// Why this study cannot continue `recorded`, the study recorded under its name:

@@ -1,10 +1,9 @@
 //! The study file as written: the TOML's shape (`Raw*`, with the spans that give
 //! errors their lines) and its validation into a [`Study`].
 
+use super::objectives::{RawGoals, RawObjective};
 use super::sections::{RawAws, RawParam, RawPrune};
-use super::{
-    default_max_preemptions, DatasetSpec, Goal, Objective, OracleKind, RunSpec, SpecError, Study,
-};
+use super::{default_max_preemptions, DatasetSpec, OracleKind, RunSpec, SpecError, Study};
 use crate::cost::Limits;
 use crate::space::{ParamSpec, MAX_GRID_POINTS};
 use crate::Millis;
@@ -29,7 +28,7 @@ impl SpecText<'_> {
                 + 1
         })
     }
-    fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> SpecError {
+    pub(super) fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> SpecError {
         SpecError {
             path: self.path.to_string(),
             line: self.line(span),
@@ -103,7 +102,10 @@ fn did_you_mean(msg: &str) -> Option<String> {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStudy {
     name: Spanned<String>,
-    objective: Spanned<RawObjective>,
+    objective: Option<Spanned<RawObjective>>,
+    objectives: Option<Spanned<Vec<RawObjective>>>,
+    #[serde(default)]
+    constraints: Vec<Spanned<String>>,
     oracle: Option<Spanned<String>>,
     trials: Option<Spanned<i64>>,
     parallel: Option<Spanned<i64>>,
@@ -116,14 +118,6 @@ pub(super) struct RawStudy {
     datasets: Vec<Spanned<RawDataset>>,
     aws: Option<Spanned<RawAws>>,
     prune: Option<Spanned<RawPrune>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawObjective {
-    metric: Spanned<String>,
-    goal: Option<Spanned<String>>,
-    required: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -201,11 +195,19 @@ impl RawStudy {
                 "name `{name}` is not a valid study name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)"
             )));
         }
-        let objective = self.objective.into_inner().validate(cx)?;
+        let goals = RawGoals {
+            objective: self.objective,
+            objectives: self.objectives,
+            constraints: self.constraints,
+            prune_metric: self.prune.as_ref().and_then(|p| p.get_ref().metric.clone()),
+        }
+        .validate(cx, &self.name)?;
+        let objective = goals.objective;
         let oracle = match self.oracle.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("random") => OracleKind::Random,
             Some("grid") => OracleKind::Grid,
             Some("tpe") => OracleKind::Tpe,
+            Some("nsga2") => OracleKind::Nsga2,
             Some(other) => {
                 return Err(cx.at(
                     self.oracle.as_ref().unwrap_or(&self.name),
@@ -232,6 +234,8 @@ impl RawStudy {
         let mut study = Study {
             name,
             objective,
+            objectives: goals.objectives,
+            constraints: goals.constraints,
             oracle,
             trials: 0,
             parallel: parallel as u32,
@@ -246,30 +250,6 @@ impl RawStudy {
         };
         study.trials = budget(cx, &self.trials, &self.oracle, &study, run_span)?;
         Ok(study)
-    }
-}
-
-impl RawObjective {
-    fn validate(self, cx: &SpecText) -> Result<Objective, SpecError> {
-        let metric = self.metric.get_ref().trim().to_string();
-        if metric.is_empty() {
-            return Err(cx.at(&self.metric, "objective.metric is empty"));
-        }
-        let goal = match self.goal.as_ref().map(|g| g.get_ref().as_str()) {
-            None | Some("minimize") | Some("min") => Goal::Minimize,
-            Some("maximize") | Some("max") => Goal::Maximize,
-            Some(other) => {
-                return Err(cx.at(
-                    self.goal.as_ref().unwrap_or(&self.metric),
-                    format!("objective.goal must be \"minimize\" or \"maximize\", got \"{other}\""),
-                ))
-            }
-        };
-        Ok(Objective {
-            metric,
-            goal,
-            required: self.required.unwrap_or(true),
-        })
     }
 }
 
@@ -523,7 +503,7 @@ fn budget(
             let n = study.grid_size().map_err(|m| cx.err(Some(run_span), m))?;
             n.saturating_mul(study.replicates as u64)
         }
-        (None, OracleKind::Random | OracleKind::Tpe) => {
+        (None, OracleKind::Random | OracleKind::Tpe | OracleKind::Nsga2) => {
             return Err(cx.err(
                 Some(0..0),
                 format!(

@@ -11,6 +11,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPrune {
     rule: Spanned<String>,
+    /// Which objective pruning reads, of a study of several (the first by default).
+    pub(super) metric: Option<Spanned<String>>,
     step: Option<Spanned<String>>,
     warmup: Option<Spanned<f64>>,
     min_trials: Option<Spanned<i64>>,

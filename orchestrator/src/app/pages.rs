@@ -191,10 +191,15 @@ fn leaderboard_table(spec: &augur_model::Study, trials: &[Trial], name: &str) ->
         None => String::new(),
     };
     let priced = cost_view::priced(trials);
+    // Several objectives or constraints: the front each point is on, and each objective.
+    let pareto = spec.is_multi() || !spec.constraints.is_empty();
+    let objectives = spec.objectives();
     html! {
         table class="sortable leaderboard" {
             thead { tr {
-                th { "rank" } th { (spec.objective.metric) }
+                th { @if pareto { "front" } @else { "rank" } }
+                @for o in objectives { th { (o.metric) } }
+                @if !spec.constraints.is_empty() { th { "feasible" } }
                 @for p in spec.params.keys() { th { (p) } }
                 th { "trials" }
                 @if priced { th { "cost" } }
@@ -202,8 +207,14 @@ fn leaderboard_table(spec: &augur_model::Study, trials: &[Trial], name: &str) ->
             tbody {
                 @for (i, r) in leaderboard(spec, trials).iter().enumerate() {
                     tr {
-                        td .num { (i + 1) }
-                        td .num { (report::short(r.value)) @if r.pruned { " (pruned)" } }
+                        td .num { @if pareto { (r.rank) } @else { (i + 1) } }
+                        @for o in objectives {
+                            td .num {
+                                (r.metrics.get(&o.metric).map(|v| report::short(*v)).unwrap_or_default())
+                                @if r.pruned && o.metric == spec.objective.metric { " (pruned)" }
+                            }
+                        }
+                        @if !spec.constraints.is_empty() { td { @if r.feasible { "yes" } @else { "no" } } }
                         @for p in spec.params.keys() { td .num { (value(r.params.get(p))) } }
                         td { @for id in &r.trials { a href={"/trials/" (name) "/" (id)} { (id) } " " } }
                         @if priced { td .num { (usd(report::row_cost(r, trials))) } }

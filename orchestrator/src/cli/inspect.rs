@@ -297,15 +297,7 @@ pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, 
             rec.name, rec.spec.objective.metric
         );
     } else {
-        print!(
-            "{}",
-            report::leaderboard_table(
-                &rows,
-                trials,
-                &rec.spec.objective.metric,
-                rec.spec.replicates
-            )
-        );
+        print!("{}", report::leaderboard_table(&rec.spec, &rows, trials));
     }
 }
 

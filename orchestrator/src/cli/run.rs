@@ -164,8 +164,32 @@ pub async fn validate(ctx: &Backend, path: &std::path::Path) -> CmdResult {
         Ok(None) => "; not recorded yet".to_string(),
         Err(e) => format!("; not checked against a recorded study ({e})"),
     };
+    let goals: Vec<String> = s
+        .objectives()
+        .iter()
+        .map(|o| match o.goal {
+            augur_model::Goal::Minimize => format!("minimize {}", o.metric),
+            augur_model::Goal::Maximize => format!("maximize {}", o.metric),
+        })
+        .collect();
+    let word = if s.is_multi() {
+        "objectives"
+    } else {
+        "objective"
+    };
+    let constraints = match s.constraints.is_empty() {
+        true => String::new(),
+        false => format!(
+            ", constraints {}",
+            s.constraints
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     println!(
-        "{}: ok: study `{}`, {} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, objective {} {}{against}",
+        "{}: ok: study `{}`, {} oracle, {} trial(s), {} parameter(s), parallel {}, replicates {}, {word} {}{constraints}{against}",
         path.display(),
         s.name,
         s.oracle.as_str(),
@@ -173,11 +197,7 @@ pub async fn validate(ctx: &Backend, path: &std::path::Path) -> CmdResult {
         s.params.len(),
         s.parallel,
         s.replicates,
-        match s.objective.goal {
-            augur_model::Goal::Minimize => "minimize",
-            augur_model::Goal::Maximize => "maximize",
-        },
-        s.objective.metric
+        goals.join(", ")
     );
     Ok(0)
 }

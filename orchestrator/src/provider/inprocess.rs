@@ -81,7 +81,7 @@ impl MachineProvider for InProcessProvider {
             self.notify.clone(),
         );
         let (name, t, mid) = (study.name.clone(), trial.clone(), id.clone());
-        let held_to = study.objective.clone();
+        let held_to = study.clone();
         tokio::spawn(async move {
             let up = TrialUpdate::running(&mid, 1, now_ms(), None);
             let ok = store
@@ -119,7 +119,7 @@ impl MachineProvider for InProcessProvider {
                         ..Default::default()
                     },
                 };
-                if let Some(why) = held_to.missing_from(&outcome) {
+                if let Some(why) = held_to.unreported(&outcome) {
                     outcome.error = Some(why);
                 }
                 let fin = TrialUpdate::finished(now_ms(), &outcome);

@@ -37,14 +37,26 @@ fn opt_time(t: Option<i64>) -> String {
     t.map(rfc3339).unwrap_or_default()
 }
 
-/// The trials as CSV: one row per trial, a column per parameter and per metric.
+/// The trials as CSV: one row per trial, a column per parameter and per metric, what
+/// it ran on and cost, and its point's Pareto rank and feasibility (empty for a
+/// point not ranked).
 pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
     let (pcols, mcols) = columns(
         study,
         trials.iter().map(|t| &t.params),
         trials.iter().map(|t| &t.metrics),
     );
-    let mut header: Vec<String> = [
+    let ranked: BTreeMap<u64, (usize, bool)> = augur_model::leaderboard(study, trials)
+        .into_iter()
+        .flat_map(|r| {
+            r.trials
+                .iter()
+                .map(move |&id| (id, (r.rank, r.feasible)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let text = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut header = text(&[
         "id",
         "state",
         "attempt",
@@ -52,31 +64,26 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
         "replicate",
         "point",
         "dataset",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     header.extend(pcols.iter().map(|p| format!("param.{p}")));
     header.extend(mcols.iter().map(|m| format!("metric.{m}")));
-    header.extend(
-        [
-            "exit_code",
-            "error",
-            "status",
-            "machine",
-            "created",
-            "started",
-            "finished",
-            "elapsed_ms",
-            "machine_seconds",
-            "cost_usd",
-            "instance_type",
-            "lifecycle",
-            "usd_per_hour",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    header.extend(text(&[
+        "exit_code",
+        "error",
+        "status",
+        "machine",
+        "created",
+        "started",
+        "finished",
+        "elapsed_ms",
+        "machine_seconds",
+        "cost_usd",
+        "instance_type",
+        "lifecycle",
+        "usd_per_hour",
+        "pareto_rank",
+        "feasible",
+    ]));
     let now = now_ms();
     let rows: Vec<Vec<String>> = trials
         .iter()
@@ -90,48 +97,55 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
                 t.point.to_string(),
                 t.dataset.clone().unwrap_or_default(),
             ];
+            let cell = |v: Option<String>| v.unwrap_or_default();
             r.extend(
                 pcols
                     .iter()
-                    .map(|p| t.params.get(p).map(|v| v.to_string()).unwrap_or_default()),
+                    .map(|p| cell(t.params.get(p).map(|v| v.to_string()))),
             );
             r.extend(
                 mcols
                     .iter()
-                    .map(|m| t.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()),
+                    .map(|m| cell(t.metrics.get(m).map(|v| v.to_string()))),
             );
-            r.extend([
-                t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                t.error.clone().unwrap_or_default(),
-                t.status.clone().unwrap_or_default(),
-                t.machine.clone().unwrap_or_default(),
-                rfc3339(t.created_ms),
-                opt_time(t.started_ms),
-                opt_time(t.finished_ms),
-                t.started_ms
-                    .zip(t.finished_ms)
-                    .map(|(s, f)| (f - s).to_string())
-                    .unwrap_or_default(),
-                (t.machine_ms(now) / 1000).to_string(),
-                cost::round(t.cost_usd(now)).to_string(),
-            ]);
-            let b = t.billing.as_ref();
-            r.extend([
-                b.map(|b| b.instance_type.clone()).unwrap_or_default(),
-                b.map(|b| if b.spot { "spot" } else { "on-demand" }.to_string())
-                    .unwrap_or_default(),
-                b.and_then(|b| b.usd_per_hour)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-            ]);
+            r.extend(run_cells(t, now));
+            let rank = ranked.get(&t.id);
+            r.push(cell(rank.map(|r| r.0.to_string())));
+            r.push(cell(rank.map(|r| r.1.to_string())));
             r
         })
         .collect();
     csv(&header, &rows)
 }
 
-/// The leaderboard as CSV: rank, value, whether pruned, the point's trials, then a
-/// column per parameter and per (mean) metric.
+/// A trial's cells from `exit_code` to `usd_per_hour`: how it ran, on what, and cost.
+fn run_cells(t: &Trial, now: augur_model::Millis) -> Vec<String> {
+    let b = t.billing.as_ref();
+    vec![
+        t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+        t.error.clone().unwrap_or_default(),
+        t.status.clone().unwrap_or_default(),
+        t.machine.clone().unwrap_or_default(),
+        rfc3339(t.created_ms),
+        opt_time(t.started_ms),
+        opt_time(t.finished_ms),
+        t.started_ms
+            .zip(t.finished_ms)
+            .map(|(s, f)| (f - s).to_string())
+            .unwrap_or_default(),
+        (t.machine_ms(now) / 1000).to_string(),
+        cost::round(t.cost_usd(now)).to_string(),
+        b.map(|b| b.instance_type.clone()).unwrap_or_default(),
+        b.map(|b| if b.spot { "spot" } else { "on-demand" }.to_string())
+            .unwrap_or_default(),
+        b.and_then(|b| b.usd_per_hour)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+    ]
+}
+
+/// The leaderboard as CSV: rank, value, whether pruned, the point's trials, its cost,
+/// Pareto rank and feasibility, then a column per parameter and per (mean) metric.
 pub fn leaderboard_csv(
     study: &augur_model::Study,
     rows: &[LeaderboardRow],
@@ -150,6 +164,8 @@ pub fn leaderboard_csv(
         "trials",
         "replicates",
         "cost_usd",
+        "pareto_rank",
+        "feasible",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -169,6 +185,8 @@ pub fn leaderboard_csv(
                 join(r.trials.iter().map(|t| t.to_string()).collect()),
                 join(r.replicates.iter().map(|t| t.to_string()).collect()),
                 cost::round(row_cost(r, trials)).to_string(),
+                r.rank.to_string(),
+                r.feasible.to_string(),
             ];
             out.extend(
                 pcols

@@ -149,6 +149,8 @@ pub fn leaderboard_json(row: &LeaderboardRow, rank: usize, trials: &[Trial]) -> 
     let mut v = first.map(trial_json).unwrap_or_else(|| json!({}));
     if let Value::Object(o) = &mut v {
         o.insert("rank".into(), json!(rank));
+        o.insert("pareto_rank".into(), json!(row.rank));
+        o.insert("feasible".into(), json!(row.feasible));
         o.insert("metrics".into(), json!(row.metrics));
         o.insert("value".into(), json!(row.value));
         o.insert("replicates".into(), json!(row.replicates));
@@ -169,28 +171,59 @@ pub fn row_cost(row: &LeaderboardRow, trials: &[Trial]) -> f64 {
         .sum()
 }
 
-/// The leaderboard as a table.
+/// The leaderboard as a table. A study of several objectives, or with constraints,
+/// shows each point's Pareto rank (its front) and every objective; an infeasible
+/// point is marked.
 pub fn leaderboard_table(
+    study: &augur_model::Study,
     rows: &[LeaderboardRow],
     trials: &[Trial],
-    metric: &str,
-    replicates: u32,
 ) -> String {
     let priced = cost::priced(trials);
+    let pareto = study.is_multi() || !study.constraints.is_empty();
+    let value = |r: &LeaderboardRow| {
+        let shown = match pareto {
+            false => short(r.value),
+            true => study
+                .objectives()
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}={}",
+                        o.metric,
+                        r.metrics.get(&o.metric).map_or("-".into(), |v| short(*v))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let mut notes = Vec::new();
+        if r.pruned {
+            notes.push("pruned");
+        }
+        if !r.feasible {
+            notes.push("infeasible");
+        }
+        match notes.is_empty() {
+            true => shown,
+            false => format!("{shown} ({})", notes.join(", ")),
+        }
+    };
     let body: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let mut row = vec![
-                (i + 1).to_string(),
-                if r.pruned {
-                    format!("{} (pruned)", short(r.value))
-                } else {
-                    short(r.value)
-                },
+                if pareto { r.rank } else { i + 1 }.to_string(),
+                value(r),
                 params_short(&r.params),
-                if replicates > 1 {
-                    format!("{}/{} {:?}", r.replicates.len(), replicates, r.replicates)
+                if study.replicates > 1 {
+                    format!(
+                        "{}/{} {:?}",
+                        r.replicates.len(),
+                        study.replicates,
+                        r.replicates
+                    )
                 } else {
                     r.trials
                         .iter()
@@ -206,12 +239,22 @@ pub fn leaderboard_table(
             row
         })
         .collect();
-    let reps = if replicates > 1 {
+    let reps = if study.replicates > 1 {
         "REPLICATES"
     } else {
         "TRIAL"
     };
-    let mut headers = vec!["RANK", metric, "PARAMS", reps, "METRICS"];
+    let objectives = study
+        .objectives()
+        .iter()
+        .map(|o| o.metric.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (rank, metric) = match pareto {
+        true => ("FRONT", "OBJECTIVES"),
+        false => ("RANK", objectives.as_str()),
+    };
+    let mut headers = vec![rank, metric, "PARAMS", reps, "METRICS"];
     if priced {
         headers.insert(4, "COST");
     }

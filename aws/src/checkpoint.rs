@@ -17,7 +17,7 @@
 //! What an older agent left (files straight under the prefix, no manifest) is still
 //! restored, and the next sync publishes it with a manifest.
 
-use crate::s3::{fail, fetch, keys_under, safe_relative, snapshot, S3Error, Synced};
+use crate::s3::{fail, fetch, io_error, keys_under, safe_relative, snapshot, S3Error, Synced};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,7 @@ fn broken(prefix: &str, what: &str) -> S3Error {
         op: "restore",
         what: format!("{prefix}{MANIFEST}"),
         text: format!("the manifest {what}; refused"),
+        source: None,
     }
 }
 
@@ -155,14 +156,6 @@ pub async fn read_manifest(
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| broken(prefix, &format!("cannot be read ({e})")))
-}
-
-fn io_error(op: &'static str, what: &str, e: impl std::fmt::Display) -> S3Error {
-    S3Error {
-        op,
-        what: what.to_string(),
-        text: e.to_string(),
-    }
 }
 
 /// Publishes `dir` as the checkpoint under `prefix`, for `attempt`: sends the files

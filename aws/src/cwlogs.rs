@@ -20,6 +20,9 @@ const MAX_MESSAGE: usize = 200 * 1024;
 pub struct LogsError {
     pub op: &'static str,
     pub text: String,
+    /// The SDK's error.
+    #[source]
+    pub source: Option<augur_store::Cause>,
 }
 
 fn fail<E>(op: &'static str, e: SdkError<E>) -> LogsError
@@ -29,6 +32,7 @@ where
     LogsError {
         op,
         text: crate::error_text(&e),
+        source: Some(Box::new(e)),
     }
 }
 

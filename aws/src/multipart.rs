@@ -36,6 +36,7 @@ pub async fn put_in_parts(
         op,
         what: key.to_string(),
         text,
+        source: None,
     };
     let started = client
         .create_multipart_upload()
@@ -43,7 +44,7 @@ pub async fn put_in_parts(
         .key(key)
         .send()
         .await
-        .map_err(|e| fail("CreateMultipartUpload", crate::error_text(&e)))?;
+        .map_err(|e| crate::s3::fail("CreateMultipartUpload", key, e))?;
     let id = started
         .upload_id()
         .ok_or_else(|| fail("CreateMultipartUpload", "no upload id".into()))?
@@ -63,7 +64,7 @@ pub async fn put_in_parts(
                 )
                 .send()
                 .await
-                .map_err(|e| fail("CompleteMultipartUpload", crate::error_text(&e)))?;
+                .map_err(|e| crate::s3::fail("CompleteMultipartUpload", key, e))?;
             Ok(n)
         }
         Err(e) => {
@@ -100,11 +101,7 @@ async fn send_parts(
             .length(aws_sdk_s3::primitives::Length::Exact(length))
             .build()
             .await
-            .map_err(|e| S3Error {
-                op: "upload",
-                what: path.display().to_string(),
-                text: e.to_string(),
-            })?;
+            .map_err(|e| crate::s3::io_error("upload", &path.display().to_string(), e))?;
         let sent = client
             .upload_part()
             .bucket(bucket)
@@ -114,11 +111,7 @@ async fn send_parts(
             .body(body)
             .send()
             .await
-            .map_err(|e| S3Error {
-                op: "UploadPart",
-                what: format!("{key} part {number}"),
-                text: crate::error_text(&e),
-            })?;
+            .map_err(|e| crate::s3::fail("UploadPart", &format!("{key} part {number}"), e))?;
         done.push(
             CompletedPart::builder()
                 .part_number(number)

@@ -13,6 +13,9 @@ pub struct S3Error {
     pub op: &'static str,
     pub what: String,
     pub text: String,
+    /// The SDK's (or the file system's) error, when it came from one.
+    #[source]
+    pub source: Option<augur_store::Cause>,
 }
 
 pub(crate) fn fail<E>(op: &'static str, what: &str, e: SdkError<E>) -> S3Error
@@ -23,6 +26,7 @@ where
         op,
         what: what.to_string(),
         text: crate::error_text(&e),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -214,6 +218,7 @@ pub async fn delete_prefix(client: &Client, bucket: &str, prefix: &str) -> Resul
         op: "DeleteObjects",
         what: prefix.to_string(),
         text,
+        source: None,
     };
     for chunk in versions.chunks(1000) {
         let objects: Vec<ObjectIdentifier> = chunk
@@ -300,11 +305,8 @@ pub async fn upload(
     )];
     while let Some((path, rel)) = stack.pop() {
         if path.is_dir() {
-            let entries = std::fs::read_dir(&path).map_err(|e| S3Error {
-                op: "upload",
-                what: path.display().to_string(),
-                text: e.to_string(),
-            })?;
+            let entries = std::fs::read_dir(&path)
+                .map_err(|e| io_error("upload", &path.display().to_string(), e))?;
             for e in entries.flatten() {
                 stack.push((
                     e.path(),
@@ -333,11 +335,9 @@ pub async fn put_file(
         put_in_parts(client, bucket, key, path, size, part_size(size)).await?;
         return Ok(());
     }
-    let body = ByteStream::from_path(path).await.map_err(|e| S3Error {
-        op: "upload",
-        what: path.display().to_string(),
-        text: e.to_string(),
-    })?;
+    let body = ByteStream::from_path(path)
+        .await
+        .map_err(|e| io_error("upload", &path.display().to_string(), e))?;
     client
         .put_object()
         .bucket(bucket)
@@ -386,11 +386,17 @@ pub(crate) async fn fetch(
     file.flush().await.map_err(local)
 }
 
-fn io_error(op: &'static str, what: &str, e: impl std::fmt::Display) -> S3Error {
+/// A local or stream failure of an S3 transfer (a file, a body being read), with
+/// the error it came from.
+pub(crate) fn io_error<E>(op: &'static str, what: &str, e: E) -> S3Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     S3Error {
         op,
         what: what.to_string(),
         text: e.to_string(),
+        source: Some(Box::new(e)),
     }
 }
 

@@ -7,6 +7,7 @@
 //!
 //! Usage: oracle-bench [--trials N] [--seeds K] [--first-seed S] [--python PYTHON --optuna SCRIPT]
 
+use augur_bench::{quartiles, Args};
 use augur_model::{oracle_for, Params, Study, Trial, TrialState};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -153,30 +154,9 @@ fn proposal_ms(problem: &Problem, n: u64) -> f64 {
     times[times.len() / 2]
 }
 
-fn quartiles(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        let pos = p * (xs.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
-    };
-    (q(0.25), q(0.5), q(0.75))
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let trials: u64 = arg("--trials").and_then(|v| v.parse().ok()).unwrap_or(100);
-    let seeds: u64 = arg("--seeds").and_then(|v| v.parse().ok()).unwrap_or(10);
-    // Seeds first..first+seeds: another range checks that settings chosen on one set
-    // of seeds hold on others.
-    let first: u64 = arg("--first-seed")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let args = Args::parse();
+    let (trials, seeds, first) = (args.trials, args.seeds, args.first);
 
     for p in &PROBLEMS {
         let at_optimum = match p.name {
@@ -215,18 +195,11 @@ fn main() {
 
     let mut optuna_ms = None;
     let mut optuna_s = None;
-    if let (Some(python), Some(script)) = (arg("--python"), arg("--optuna")) {
+    if let Some((python, script)) = &args.optuna {
         let t0 = Instant::now();
-        let out = Command::new(&python)
-            .arg(&script)
-            .args([
-                "--trials",
-                &trials.to_string(),
-                "--seeds",
-                &seeds.to_string(),
-                "--first-seed",
-                &first.to_string(),
-            ])
+        let out = Command::new(python)
+            .arg(script)
+            .args(args.passed_on())
             .output()
             .unwrap_or_else(|e| panic!("running {python} {script}: {e}"));
         optuna_s = Some(t0.elapsed().as_secs_f64());

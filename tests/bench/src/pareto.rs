@@ -11,6 +11,7 @@
 //!
 //! Usage: pareto-bench [--trials N] [--seeds K] [--first-seed S] [--python PYTHON --optuna SCRIPT]
 
+use augur_bench::{quartiles, Args};
 use augur_model::pareto::hypervolume;
 use augur_model::{oracle_for, Params, Study, Trial, TrialState};
 use std::collections::BTreeMap;
@@ -186,16 +187,6 @@ fn search(p: &Problem, oracle: &str, seed: u64, trials: u64, parallel: u32) -> f
     volume(p, &results)
 }
 
-fn quartiles(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    let q = |f: f64| {
-        let pos = f * (xs.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
-    };
-    (q(0.25), q(0.5), q(0.75))
-}
-
 /// Optuna's results: volume[(problem, parallel, method)] per seed, from the script's
 /// JSON lines (each with the objective values of every trial).
 fn optuna(
@@ -245,17 +236,8 @@ fn optuna(
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let trials: u64 = arg("--trials").and_then(|v| v.parse().ok()).unwrap_or(100);
-    let seeds: u64 = arg("--seeds").and_then(|v| v.parse().ok()).unwrap_or(10);
-    let first: u64 = arg("--first-seed")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let args = Args::parse();
+    let (trials, seeds, first) = (args.trials, args.seeds, args.first);
     // The known fronts are where the formulas say (a check of the problems themselves).
     let mut x = vec![0.0; 30];
     x[0] = 0.25;
@@ -284,18 +266,9 @@ fn main() {
     }
     let augur_s = t0.elapsed().as_secs_f64();
     let mut optuna_s = None;
-    if let (Some(python), Some(script)) = (arg("--python"), arg("--optuna")) {
+    if let Some((python, script)) = &args.optuna {
         let t0 = std::time::Instant::now();
-        let pass = [
-            "--trials",
-            &trials.to_string(),
-            "--seeds",
-            &seeds.to_string(),
-            "--first-seed",
-            &first.to_string(),
-        ]
-        .map(String::from);
-        optuna(&python, &script, &pass, &mut volumes);
+        optuna(python, script, &args.passed_on(), &mut volumes);
         optuna_s = Some(t0.elapsed().as_secs_f64());
     }
     report(&volumes, trials, seeds, first);

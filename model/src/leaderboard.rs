@@ -34,7 +34,16 @@ pub struct LeaderboardRow {
 /// A trial's metrics as the study ranks them: [`Trial::result_metrics`] with the
 /// built-in metrics the study names (what its machines cost and their hours).
 pub fn ranked_metrics(study: &Study, t: &Trial) -> Option<BTreeMap<String, f64>> {
-    let mut m = t.result_metrics(&study.objective)?;
+    let mut m = match t.state {
+        TrialState::Succeeded => t.metrics.clone(),
+        TrialState::Pruned => {
+            let mut m = t.metrics.clone();
+            let best = t.best_value(&study.objective)?;
+            m.insert(study.objective.metric.clone(), best);
+            m
+        }
+        _ => return None,
+    };
     let now = t.finished_ms.or(t.heartbeat_ms).unwrap_or(0);
     for name in BUILT_IN.iter().filter(|b| study.names_metric(b)) {
         if let Some(v) = constraint::value_of(t, name, now) {
@@ -194,5 +203,35 @@ mod tests {
         assert_eq!(lb[0].value, 0.8);
         assert!(lb[0].pruned);
         assert_eq!(lb[1].value, 0.7);
+    }
+
+    #[test]
+    fn a_built_in_metric_ranks_without_the_script_reporting_it() {
+        let s = Study::parse(
+            "name='s'\nobjectives=[{metric='cost_usd'},{metric='loss'}]\nconstraints=['machine_hours <= 1']\ntrials=4\n[run]\nscript='true'\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            s.objective.metric, "loss",
+            "the primary is the reported one"
+        );
+        let mk = |id, loss: f64, hours: i64| {
+            let mut t = Trial::new("s", id, id, 0, Params::new(), 0);
+            t.state = TrialState::Succeeded;
+            t.launched_ms = Some(0);
+            t.finished_ms = Some(hours * 3_600_000);
+            t.metrics.insert("loss".into(), loss);
+            t
+        };
+        let lb = leaderboard(&s, &[mk(1, 2.0, 0), mk(2, 1.0, 0), mk(3, 0.5, 2)]);
+        assert_eq!(lb.len(), 3);
+        assert_eq!((lb[0].point, lb[0].rank, lb[0].feasible), (2, 1, true));
+        assert_eq!(lb[0].metrics["cost_usd"], 0.0);
+        assert_eq!((lb[1].point, lb[1].rank), (1, 2));
+        // Two machine-hours miss the constraint: after every feasible point.
+        assert_eq!((lb[2].point, lb[2].rank, lb[2].feasible), (3, 3, false));
+        assert_eq!(lb[2].metrics["machine_hours"], 2.0);
     }
 }

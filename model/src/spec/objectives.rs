@@ -93,8 +93,16 @@ impl RawGoals {
                 all
             }
         };
+        let built_in = |m: &str| crate::constraint::BUILT_IN.contains(&m);
         let primary = match &self.prune_metric {
-            None => 0,
+            // Pruning reads a reported series: not a built-in metric.
+            None => all.iter().position(|o| !built_in(&o.metric)).unwrap_or(0),
+            Some(m) if built_in(m.get_ref()) => {
+                return Err(cx.at(m, format!(
+                    "prune.metric \"{}\" is computed by augur, not reported as a series: name an objective the script reports",
+                    m.get_ref()
+                )))
+            }
             Some(m) => all
                 .iter()
                 .position(|o| &o.metric == m.get_ref())
@@ -154,7 +162,11 @@ mod tests {
         assert_eq!(s.objectives()[2].goal, Goal::Maximize);
         assert_eq!(s.constraints.len(), 2);
         assert!(s.names_metric("p99_ms") && s.names_metric("cost_usd"));
-        // Pruning reads the objective it names, which becomes the primary.
+        // The primary is the first reported objective; pruning reads the one it names,
+        // which becomes the primary.
+        let s2 = parse("objectives = [{ metric = 'cost_usd' }, { metric = 'acc', goal = 'max' }]")
+            .expect("valid");
+        assert_eq!(s2.objective.metric, "acc");
         let s = parse(
             "objectives = [{ metric = 'loss' }, { metric = 'acc', goal = 'max' }]\n[prune]\nrule = 'median'\nmetric = 'acc'",
         )

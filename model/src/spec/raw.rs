@@ -203,18 +203,7 @@ impl RawStudy {
         }
         .validate(cx, &self.name)?;
         let objective = goals.objective;
-        let oracle = match self.oracle.as_ref().map(|o| o.get_ref().as_str()) {
-            None | Some("random") => OracleKind::Random,
-            Some("grid") => OracleKind::Grid,
-            Some("tpe") => OracleKind::Tpe,
-            Some("nsga2") => OracleKind::Nsga2,
-            Some(other) => {
-                return Err(cx.at(
-                    self.oracle.as_ref().unwrap_or(&self.name),
-                    format!("unknown oracle \"{other}\" (known: {})", OracleKind::NAMES),
-                ))
-            }
-        };
+        let oracle = oracle(cx, &self.oracle, &self.name)?;
         let parallel = positive(cx, "parallel", &self.parallel, 1)?;
         let replicates = positive(cx, "replicates", &self.replicates, 1)?;
         let seed = match &self.seed {
@@ -251,6 +240,27 @@ impl RawStudy {
         study.trials = budget(cx, &self.trials, &self.oracle, &study, run_span)?;
         Ok(study)
     }
+}
+
+/// The oracle the study names (random when none); `name`: where to point when the
+/// key is absent.
+fn oracle(
+    cx: &SpecText,
+    key: &Option<Spanned<String>>,
+    name: &Spanned<String>,
+) -> Result<OracleKind, SpecError> {
+    Ok(match key.as_ref().map(|o| o.get_ref().as_str()) {
+        None | Some("random") => OracleKind::Random,
+        Some("grid") => OracleKind::Grid,
+        Some("tpe") => OracleKind::Tpe,
+        Some("nsga2") => OracleKind::Nsga2,
+        Some(other) => {
+            return Err(cx.at(
+                key.as_ref().unwrap_or(name),
+                format!("unknown oracle \"{other}\" (known: {})", OracleKind::NAMES),
+            ))
+        }
+    })
 }
 
 /// The parameters: names usable as `AUGUR_PARAM_<NAME>`, distinct once upper-cased.
@@ -294,25 +304,7 @@ impl RawRun {
         if script.trim().is_empty() {
             return Err(cx.at(&self.script, "run.script is empty"));
         }
-        let mut files = Vec::new();
-        for f in &self.files {
-            let rel = f.get_ref();
-            // Copied into the working directory under its own name: `..` or `/` name
-            // none, and would copy outside it.
-            if !rel.is_empty() && Path::new(rel).file_name().is_none() {
-                return Err(cx.at(
-                    f,
-                    format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
-                ));
-            }
-            if rel.is_empty() {
-                return Err(cx.at(
-                    f,
-                    format!("run.files: `` not found (looked in {})", dir.display()),
-                ));
-            }
-            files.push(rel.clone());
-        }
+        let files = run_files(cx, &self.files, dir)?;
         let timeout_ms = match &self.timeout {
             None => None,
             Some(t) => match duration_ms(cx, "run.timeout", t)? {
@@ -345,27 +337,7 @@ impl RawRun {
             None => default_max_preemptions(),
             Some(v) => count(cx, "run.max_preemptions", v, 0, 1000)?,
         };
-        let mut env = BTreeMap::new();
-        for (k, v) in self.env {
-            let key = k.get_ref().clone();
-            if !valid_ident(&key) || key.starts_with("AUGUR_") {
-                return Err(cx.at(&k, format!("run.env: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
-            }
-            env.insert(key, v);
-        }
-        let mut secrets = BTreeMap::new();
-        for (k, v) in self.secrets {
-            let key = k.get_ref().clone();
-            if !valid_ident(&key) || key.starts_with("AUGUR_") {
-                return Err(cx.at(&k, format!("run.secrets: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
-            }
-            if env.contains_key(&key) {
-                return Err(cx.at(&k, format!("run.secrets: `{key}` is in run.env too")));
-            }
-            crate::secret::SecretRef::parse(v.get_ref())
-                .map_err(|e| cx.at(&v, format!("run.secrets.{key}: {e}")))?;
-            secrets.insert(key, v.into_inner());
-        }
+        let (env, secrets) = environment(cx, self.env, self.secrets)?;
         Ok(RunSpec {
             script,
             files,
@@ -383,6 +355,68 @@ impl RawRun {
             keep_alive_ms: keep_alive(cx, self.keep_alive.as_ref(), self.reuse.as_ref())?,
         })
     }
+}
+
+/// `run.files`: each a path that ends in the name it is copied under.
+fn run_files(
+    cx: &SpecText,
+    files: &[Spanned<String>],
+    dir: &Path,
+) -> Result<Vec<String>, SpecError> {
+    let mut out = Vec::new();
+    for f in files {
+        let rel = f.get_ref();
+        // Copied into the working directory under its own name: `..` or `/` name
+        // none, and would copy outside it.
+        if !rel.is_empty() && Path::new(rel).file_name().is_none() {
+            return Err(cx.at(
+                f,
+                format!("run.files: `{rel}` names no file or directory (give a path ending in its name)"),
+            ));
+        }
+        if rel.is_empty() {
+            return Err(cx.at(
+                f,
+                format!("run.files: `` not found (looked in {})", dir.display()),
+            ));
+        }
+        out.push(rel.clone());
+    }
+    Ok(out)
+}
+
+/// Values by variable name.
+type Names = BTreeMap<String, String>;
+
+/// `run.env` and `run.secrets`: usable variable names (not `AUGUR_*`), a secret's
+/// name not in `env` too, each secret a reference augur can read.
+fn environment(
+    cx: &SpecText,
+    raw_env: BTreeMap<Spanned<String>, String>,
+    raw_secrets: BTreeMap<Spanned<String>, Spanned<String>>,
+) -> Result<(Names, Names), SpecError> {
+    let mut env = BTreeMap::new();
+    for (k, v) in raw_env {
+        let key = k.get_ref().clone();
+        if !valid_ident(&key) || key.starts_with("AUGUR_") {
+            return Err(cx.at(&k, format!("run.env: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
+        }
+        env.insert(key, v);
+    }
+    let mut secrets = BTreeMap::new();
+    for (k, v) in raw_secrets {
+        let key = k.get_ref().clone();
+        if !valid_ident(&key) || key.starts_with("AUGUR_") {
+            return Err(cx.at(&k, format!("run.secrets: `{key}` is not a usable variable name (letters, digits, _; not AUGUR_*)")));
+        }
+        if env.contains_key(&key) {
+            return Err(cx.at(&k, format!("run.secrets: `{key}` is in run.env too")));
+        }
+        crate::secret::SecretRef::parse(v.get_ref())
+            .map_err(|e| cx.at(&v, format!("run.secrets.{key}: {e}")))?;
+        secrets.insert(key, v.into_inner());
+    }
+    Ok((env, secrets))
 }
 
 /// `run.reuse`, if given.

@@ -120,7 +120,6 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
         print_json(&report::trial_export_json(&t));
         return Ok(0);
     }
-    let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     println!("trial      {study}/{}", t.id);
     if let Some(note) = report::study_note(&rec) {
         println!("study      {note}");
@@ -163,6 +162,14 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     if let Some(s) = &t.status {
         println!("status     {s}");
     }
+    print_machine_and_times(&t);
+    Ok(0)
+}
+
+/// `augur show`'s second half: the launch, the machine, the times, the attempts and
+/// the last lines.
+fn print_machine_and_times(t: &Trial) {
+    let opt = |t: Option<i64>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     if t.launch_tries > 0 {
         println!(
             "launch     {} of {} tries without an answer to record",
@@ -181,7 +188,7 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     println!("log        {}", t.log.clone().unwrap_or_else(|| "-".into()));
     if !t.history.is_empty() {
         println!("attempts:");
-        let rows: Vec<Vec<String>> = report::attempt_rows(&t)
+        let rows: Vec<Vec<String>> = report::attempt_rows(t)
             .into_iter()
             .map(|r| r.to_vec())
             .collect();
@@ -195,7 +202,6 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
             println!("  {l}");
         }
     }
-    Ok(0)
 }
 
 pub async fn leaderboard(

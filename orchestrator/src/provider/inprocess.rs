@@ -44,6 +44,41 @@ impl InProcessProvider {
     }
 }
 
+/// What `objective` makes of trial `t`'s parameters, on the blocking pool, as an
+/// attempt's end held to the study's objectives.
+async fn evaluate(objective: Arc<Objective>, study: &Study, t: &Trial) -> AttemptEnd {
+    let cx = TrialContext {
+        study: study.name.clone(),
+        trial: t.id,
+        attempt: t.attempt,
+        replicate: t.replicate,
+    };
+    let params = t.params.clone();
+    let result = tokio::task::spawn_blocking(move || objective(&params, &cx))
+        .await
+        .unwrap_or_else(|e| Err(format!("objective panicked: {e}")));
+    let mut outcome = match result {
+        Ok(metrics) => AttemptEnd {
+            exit_code: Some(0),
+            series: vec![MetricPoint {
+                t_ms: now_ms(),
+                values: metrics.clone(),
+            }],
+            metrics,
+            ..Default::default()
+        },
+        Err(e) => AttemptEnd {
+            exit_code: Some(1),
+            error: Some(e),
+            ..Default::default()
+        },
+    };
+    if let Some(why) = study.unreported(&outcome) {
+        outcome.error = Some(why);
+    }
+    outcome
+}
+
 #[async_trait]
 impl MachineProvider for InProcessProvider {
     async fn list_all(&self) -> Result<Vec<(String, Machine)>, ProviderError> {
@@ -93,35 +128,7 @@ impl MachineProvider for InProcessProvider {
                 )
                 .await;
             if matches!(ok, Ok(augur_store::Written::Done(_))) {
-                let cx = TrialContext {
-                    study: name.clone(),
-                    trial: t.id,
-                    attempt: t.attempt,
-                    replicate: t.replicate,
-                };
-                let params = t.params.clone();
-                let result = tokio::task::spawn_blocking(move || objective(&params, &cx))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("objective panicked: {e}")));
-                let mut outcome = match result {
-                    Ok(metrics) => AttemptEnd {
-                        exit_code: Some(0),
-                        series: vec![MetricPoint {
-                            t_ms: now_ms(),
-                            values: metrics.clone(),
-                        }],
-                        metrics,
-                        ..Default::default()
-                    },
-                    Err(e) => AttemptEnd {
-                        exit_code: Some(1),
-                        error: Some(e),
-                        ..Default::default()
-                    },
-                };
-                if let Some(why) = held_to.unreported(&outcome) {
-                    outcome.error = Some(why);
-                }
+                let outcome = evaluate(objective, &held_to, &t).await;
                 let fin = TrialUpdate::finished(now_ms(), &outcome);
                 let _ = store
                     .update_trial(

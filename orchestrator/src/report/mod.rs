@@ -181,34 +181,7 @@ pub fn leaderboard_table(
 ) -> String {
     let priced = cost::priced(trials);
     let pareto = study.is_multi() || !study.constraints.is_empty();
-    let value = |r: &LeaderboardRow| {
-        let shown = match pareto {
-            false => short(r.value),
-            true => study
-                .objectives()
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{}={}",
-                        o.metric,
-                        r.metrics.get(&o.metric).map_or("-".into(), |v| short(*v))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-        };
-        let mut notes = Vec::new();
-        if r.pruned {
-            notes.push("pruned");
-        }
-        if !r.feasible {
-            notes.push("infeasible");
-        }
-        match notes.is_empty() {
-            true => shown,
-            false => format!("{shown} ({})", notes.join(", ")),
-        }
-    };
+    let value = |r: &LeaderboardRow| objectives_cell(study, pareto, r);
     let body: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
@@ -259,6 +232,31 @@ pub fn leaderboard_table(
         headers.insert(4, "COST");
     }
     table(&headers, &body)
+}
+
+/// A leaderboard row's value as the table shows it: the primary objective's, or
+/// each objective's (`pareto`), marked pruned or infeasible.
+fn objectives_cell(study: &augur_model::Study, pareto: bool, r: &LeaderboardRow) -> String {
+    let shown = match pareto {
+        false => short(r.value),
+        true => study
+            .objectives()
+            .iter()
+            .map(|o| {
+                let v = r.metrics.get(&o.metric).map_or("-".into(), |v| short(*v));
+                format!("{}={v}", o.metric)
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let notes: Vec<&str> = [(r.pruned, "pruned"), (!r.feasible, "infeasible")]
+        .into_iter()
+        .filter_map(|(on, note)| on.then_some(note))
+        .collect();
+    match notes.is_empty() {
+        true => shown,
+        false => format!("{shown} ({})", notes.join(", ")),
+    }
 }
 
 /// The trials as a table.

@@ -57,6 +57,22 @@ pub fn ranked_metrics(study: &Study, t: &Trial) -> Option<BTreeMap<String, f64>>
         .then_some(m)
 }
 
+/// Each metric's mean over the replicates (metric maps) that reported it.
+pub fn means<'a>(
+    runs: impl IntoIterator<Item = &'a BTreeMap<String, f64>>,
+) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<&str, (f64, u32)> = BTreeMap::new();
+    for m in runs {
+        for (k, v) in m {
+            let e = sums.entry(k).or_insert((0.0, 0));
+            (e.0, e.1) = (e.0 + v, e.1 + 1);
+        }
+    }
+    sums.into_iter()
+        .map(|(k, (s, n))| (k.to_string(), s / n as f64))
+        .collect()
+}
+
 /// A point's objectives from its metrics, each oriented so smaller is better.
 pub fn oriented(study: &Study, metrics: &BTreeMap<String, f64>) -> Vec<f64> {
     study
@@ -95,23 +111,12 @@ pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
         .into_iter()
         .map(|(point, mut ts)| {
             ts.sort_by_key(|(t, _)| t.replicate);
-            let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
-            for (_, m) in &ts {
-                for (k, v) in m {
-                    let e = sums.entry(k.clone()).or_insert((0.0, 0));
-                    e.0 += v;
-                    e.1 += 1;
-                }
-            }
-            let metrics: BTreeMap<String, f64> = sums
-                .into_iter()
-                .map(|(k, (s, n))| (k, s / n as f64))
-                .collect();
+            let metrics = means(ts.iter().map(|(_, m)| m));
             LeaderboardRow {
                 point,
                 params: ts[0].0.params.clone(),
                 value: metrics[&study.objective.metric],
-                feasible: violation(study, &metrics) == 0.0,
+                feasible: true,
                 metrics,
                 replicates: ts.iter().map(|(t, _)| t.replicate).collect(),
                 trials: ts.iter().map(|(t, _)| t.id).collect(),
@@ -122,11 +127,9 @@ pub fn leaderboard(study: &Study, trials: &[Trial]) -> Vec<LeaderboardRow> {
         .collect();
     let points: Vec<Vec<f64>> = rows.iter().map(|r| oriented(study, &r.metrics)).collect();
     let violations: Vec<f64> = rows.iter().map(|r| violation(study, &r.metrics)).collect();
-    for (row, rank) in rows
-        .iter_mut()
-        .zip(crate::pareto::ranks(&points, &violations))
-    {
-        row.rank = rank;
+    let ranks = crate::pareto::ranks(&points, &violations);
+    for ((row, rank), v) in rows.iter_mut().zip(ranks).zip(&violations) {
+        (row.rank, row.feasible) = (rank, *v == 0.0);
     }
     let sign = match study.objective.goal {
         Goal::Minimize => 1.0,

@@ -9,7 +9,7 @@
 //! at a time (the greedy hypervolume subset selection MOTPE uses). Each finished
 //! point's loss here is its place in that order, which is all TPE reads of a loss.
 
-use crate::leaderboard::{oriented, ranked_metrics, violation};
+use crate::leaderboard::{means, oriented, ranked_metrics, violation};
 use crate::pareto::{contributions, fronts, hypervolume};
 use crate::tpe::{Observation, TpeSettings};
 use crate::trial::{Trial, TrialState};
@@ -24,8 +24,7 @@ pub fn observations(study: &Study, history: &[&Trial], settings: &TpeSettings) -
     #[derive(Default)]
     struct Point {
         params: Params,
-        sums: BTreeMap<String, (f64, u32)>,
-        succeeded: bool,
+        runs: Vec<BTreeMap<String, f64>>,
         open: bool,
         pruned: bool,
     }
@@ -37,13 +36,7 @@ pub fn observations(study: &Study, history: &[&Trial], settings: &TpeSettings) -
         });
         match t.state {
             TrialState::Succeeded => {
-                if let Some(m) = ranked_metrics(study, t) {
-                    e.succeeded = true;
-                    for (k, v) in m {
-                        let s = e.sums.entry(k).or_insert((0.0, 0));
-                        (s.0, s.1) = (s.0 + v, s.1 + 1);
-                    }
-                }
+                e.runs.extend(ranked_metrics(study, t));
             }
             TrialState::Pruned => e.pruned = true,
             TrialState::Failed => {}
@@ -53,12 +46,8 @@ pub fn observations(study: &Study, history: &[&Trial], settings: &TpeSettings) -
     let mut valued = Vec::new();
     let mut out = Vec::new();
     for p in by_point.into_values() {
-        if p.succeeded {
-            let means: BTreeMap<String, f64> = p
-                .sums
-                .into_iter()
-                .map(|(k, (s, n))| (k, s / n as f64))
-                .collect();
+        if !p.runs.is_empty() {
+            let means = means(&p.runs);
             valued.push((p.params, oriented(study, &means), violation(study, &means)));
         } else if p.open || p.pruned {
             let pruned = p.pruned && !p.open;

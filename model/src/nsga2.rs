@@ -21,7 +21,7 @@
 //! Everything is drawn from the point's own seeded stream: a proposal is a function
 //! of (study, point, history), as every oracle's is.
 
-use crate::leaderboard::{oriented, ranked_metrics, violation};
+use crate::leaderboard::{means, oriented, ranked_metrics, violation};
 use crate::oracle::Oracle;
 use crate::pareto::{crowding, fronts};
 use crate::space::{Axis, ParamSpec};
@@ -103,12 +103,7 @@ impl Nsga2 {
             let Some(c) = self.encode(&params) else {
                 continue;
             };
-            let mut means: BTreeMap<String, f64> = BTreeMap::new();
-            for m in &runs {
-                for (k, v) in m {
-                    *means.entry(k.clone()).or_default() += v / runs.len() as f64;
-                }
-            }
+            let means = means(&runs);
             coords.push(c);
             points.push(oriented(&self.study, &means));
             violations.push(violation(&self.study, &means));

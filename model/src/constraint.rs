@@ -72,14 +72,6 @@ impl Constraint {
     }
 }
 
-/// A trial's total violation of `constraints` (0: feasible).
-pub fn violation(constraints: &[Constraint], t: &Trial, now: Millis) -> f64 {
-    constraints
-        .iter()
-        .map(|c| c.violation(value_of(t, &c.metric, now)))
-        .sum()
-}
-
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -31,8 +31,11 @@ pub struct LeaderboardRow {
     pub feasible: bool,
 }
 
-/// A trial's metrics as the study ranks them: [`Trial::result_metrics`] with the
-/// built-in metrics the study names (what its machines cost and their hours).
+/// A trial's metrics as the study ranks them: a succeeded trial's last values, or a
+/// pruned trial's with the primary objective at its best, with the built-in metrics
+/// the study names (what its machines cost and their hours); `None` unless every
+/// objective has a value. ([`Trial::result_metrics`] for one objective, which a
+/// built-in metric cannot be read by.)
 pub fn ranked_metrics(study: &Study, t: &Trial) -> Option<BTreeMap<String, f64>> {
     let mut m = match t.state {
         TrialState::Succeeded => t.metrics.clone(),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds augur and runs an example study to completion, printing its leaderboard.
-# Usage: scripts/example.sh [quadratic|branin|curves|flaky|datasets|resume]   (default: quadratic)
+# Usage: scripts/example.sh [quadratic|branin|curves|dollars|flaky|datasets|resume]   (default: quadratic)
 # State goes to .augur/ in the current directory; run it again and the finished study
 # just prints its leaderboard.
 set -euo pipefail

@@ -17,6 +17,9 @@ export AUGUR_TEST_AWSCLI
 # $AUGUR_SCREENSHOTS, by default the target directory's screenshots/).
 AUGUR_TEST_CHROMIUM="$(scripts/browser.sh)"
 export AUGUR_TEST_CHROMIUM
+# axe-core (npm registry), which the browser test runs in every page (WCAG 2 A/AA).
+AUGUR_TEST_AXE="$(scripts/axe.sh)"
+export AUGUR_TEST_AXE
 # qemu for aarch64 programs: the stand-in runs Graviton instances' agent under it.
 scripts/arm64.sh
 # The end-to-end tests run the real binaries: build them first.

@@ -4,8 +4,9 @@
 //! An attempt's machine time runs from its launch to its end (to now while it
 //! runs). EC2 bills Linux instances per second with a minimum of 60 seconds
 //! (<https://aws.amazon.com/ec2/pricing/on-demand/>, "Per Second Billing"), so a
-//! priced attempt counts at least a minute. Local machines are free: their time
-//! counts towards `max_machine_hours`, not towards dollars.
+//! attempt on EC2 counts at least a minute. Local machines are free unless the
+//! study prices them (`[local] usd_per_hour`, what an hour of the user's own machine
+//! costs them): then they count by the second at that price, with no minimum.
 
 use crate::trial::{AttemptRecord, Trial, TrialState};
 use crate::Millis;
@@ -26,6 +27,27 @@ pub struct Billing {
     pub price_from: String,
 }
 
+/// The instance type recorded for a local machine priced by its study.
+pub const LOCAL: &str = "local";
+
+impl Billing {
+    /// A local machine at the price its study gives it (`[local] usd_per_hour`).
+    pub fn local(usd_per_hour: f64) -> Billing {
+        Billing {
+            instance_type: LOCAL.into(),
+            spot: false,
+            zone: String::new(),
+            usd_per_hour: Some(usd_per_hour),
+            price_from: "the study file's local.usd_per_hour".into(),
+        }
+    }
+
+    /// Whether it is a local machine (priced by its study, billed by the second).
+    pub fn is_local(&self) -> bool {
+        self.instance_type == LOCAL && self.zone.is_empty()
+    }
+}
+
 /// The least time EC2 bills an instance for.
 pub const MIN_BILLED_MS: Millis = 60_000;
 
@@ -43,7 +65,7 @@ impl Use<'_> {
             return 0;
         };
         let ms = (self.ended_ms.unwrap_or(from) - from).max(0);
-        if self.billing.is_some() {
+        if self.billing.is_some_and(|b| !b.is_local()) {
             ms.max(MIN_BILLED_MS)
         } else {
             ms
@@ -110,8 +132,10 @@ pub struct Spend {
     pub machine_ms: Millis,
     /// Machine time on spot instances.
     pub spot_ms: Millis,
-    /// Machine time on priced (cloud) machines.
+    /// Machine time on priced machines (cloud ones, and local ones a study prices).
     pub priced_ms: Millis,
+    /// Machine time on cloud machines.
+    pub cloud_ms: Millis,
     /// Attempts whose price is unknown (counted at $0).
     pub unpriced: u32,
     /// About what pruning saved: each pruned trial's time short of the mean time of
@@ -134,6 +158,7 @@ impl Spend {
             s.machine_ms += ms;
             if let Some(b) = u.billing {
                 s.priced_ms += ms;
+                s.cloud_ms += if b.is_local() { 0 } else { ms };
                 s.spot_ms += if b.spot { ms } else { 0 };
                 s.unpriced += u32::from(b.usd_per_hour.is_none());
             }
@@ -149,11 +174,11 @@ impl Spend {
         if !self.priced() {
             return format!("used {hours} machine-hours (local machines are free)");
         }
-        let mut out = format!(
-            "spent {} over {hours} machine-hours, {:.0} % on spot",
-            usd(self.usd),
-            100.0 * self.spot_ms as f64 / self.priced_ms as f64
-        );
+        let mut out = format!("spent {} over {hours} machine-hours", usd(self.usd));
+        if self.cloud_ms > 0 {
+            let spot = 100.0 * self.spot_ms as f64 / self.cloud_ms as f64;
+            out.push_str(&format!(", {spot:.0} % on spot"));
+        }
         if let Some(saved) = self.pruning_saved_usd.filter(|s| *s >= 0.005) {
             out.push_str(&format!("; pruning saved about {}", usd(saved)));
         }

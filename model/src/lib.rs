@@ -35,8 +35,8 @@ pub use oracle::{oracle_for, Oracle};
 pub use series::SeriesKeep;
 pub use space::ParamSpec;
 pub use spec::{
-    AwsSpec, DatasetSpec, Goal, Objective, OracleKind, PruneRule, PruneSpec, Reuse, RunSpec,
-    SpecError, Study,
+    AwsSpec, DatasetSpec, Goal, LocalSpec, Objective, OracleKind, PruneRule, PruneSpec, Reuse,
+    RunSpec, SpecError, Study,
 };
 pub use study::{DriveSettings, LaunchBounds, StudyRecord, StudyState};
 pub use trial::{AttemptRecord, Checkpoint, MetricPoint, Trial, TrialState, MAX_LAUNCH_TRIES};

@@ -204,6 +204,52 @@ pub fn contributions(points: &[Vec<f64>], reference: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// The hypervolume of the front after each point in turn, bounded by `reference`
+/// (`None`: a point that does not count, being infeasible or unfinished): the
+/// history a study page draws, trial by trial. The front is kept as it grows, so a
+/// point that changes nothing costs one scan of it.
+pub fn history(points: &[Option<Vec<f64>>], reference: &[f64]) -> Vec<f64> {
+    let mut front: Vec<Vec<f64>> = Vec::new();
+    let mut hv = 0.0;
+    points
+        .iter()
+        .map(|p| {
+            if let Some(p) = p {
+                if !front.iter().any(|q| q == p || dominates(q, p)) {
+                    front.retain(|q| !dominates(p, q));
+                    front.push(p.clone());
+                    hv = hypervolume(&front, reference);
+                }
+            }
+            hv
+        })
+        .collect()
+}
+
+/// A reference point for `points` when none is given: in each objective the worst
+/// value, pushed out by a tenth of the range (or of its own size, at least 0.1,
+/// where every point agrees), so every point counts. `None` for no points.
+pub fn reference(points: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let first = points.first()?;
+    Some(
+        (0..first.len())
+            .map(|k| {
+                let (lo, hi) = points
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+                        (lo.min(p[k]), hi.max(p[k]))
+                    });
+                let span = hi - lo;
+                hi + if span > 0.0 {
+                    span / 10.0
+                } else {
+                    (hi.abs() / 10.0).max(0.1)
+                }
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +333,32 @@ mod tests {
         let p = pts(&[&[1.0, 3.0], &[2.0, 2.0], &[3.0, 1.0]]);
         let c = contributions(&p, &[4.0, 4.0]);
         assert_eq!(c, vec![1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn the_history_grows_to_the_whole_front_hypervolume() {
+        let all = pts(&[
+            &[3.0, 1.0],
+            &[2.0, 2.0],
+            &[2.5, 2.5],
+            &[1.0, 3.0],
+            &[1.0, 1.0],
+        ]);
+        let reference = reference(&all).expect("points");
+        assert_eq!(reference, vec![3.2, 3.2]);
+        let mut seen: Vec<Option<Vec<f64>>> = all.iter().cloned().map(Some).collect();
+        seen.insert(2, None);
+        let h = history(&seen, &reference);
+        assert_eq!(h.len(), 6);
+        assert!(h.windows(2).all(|w| w[0] <= w[1]), "{h:?}");
+        assert_eq!(h[2], h[1], "a point that does not count changes nothing");
+        assert_eq!(h[3], h[2], "a dominated point changes nothing");
+        for (k, v) in h.iter().enumerate() {
+            let so_far: Vec<Vec<f64>> = seen[..=k].iter().flatten().cloned().collect();
+            assert!((v - hypervolume(&so_far, &reference)).abs() < 1e-12, "{k}");
+        }
+        assert!((h[5] - 2.2 * 2.2).abs() < 1e-12, "(1,1) dominates the rest");
+        assert_eq!(super::reference(&[]), None);
+        assert_eq!(super::reference(&pts(&[&[0.0, 5.0]])), Some(vec![0.1, 5.5]));
     }
 }

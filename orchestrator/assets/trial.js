@@ -22,7 +22,7 @@
     const dec = new TextDecoder();
     for (;;) {
       const { done, value } = await rd.read();
-      if (done) break;
+      if (done) { pre.dataset.done = '1'; break; }
       pre.textContent += dec.decode(value, { stream: true });
       pre.scrollTop = pre.scrollHeight;
     }

@@ -1,6 +1,7 @@
 //! Helpers for augur's end-to-end tests: a sandbox directory, the real binaries, and
 //! polling with deadlines (never a bare sleep to wait for something).
 
+pub mod browser;
 pub mod cloud;
 pub mod deployed;
 pub mod emulator;

@@ -2,7 +2,11 @@
 //! scripts/browser.sh, passed in AUGUR_TEST_CHROMIUM) renders the pages of a finished
 //! study, runs their script (the trial page loads its log with fetch), and saves
 //! screenshots to $AUGUR_SCREENSHOTS (default: the target directory's screenshots/).
+//! Every page passes axe-core's WCAG 2 A and AA rules (axe-core from the npm registry,
+//! by scripts/axe.sh, evaluated in the page through Chromium's DevTools protocol), and
+//! no request a page makes fails.
 
+use augur_tests::browser::Browser;
 use augur_tests::{bin_dir, ok, server_addr, text, Sandbox, FAST};
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,6 +24,50 @@ fn chromium() -> String {
         );
         found
     })
+}
+
+/// axe-core's script (scripts/axe.sh installs it; AUGUR_TEST_AXE names it).
+fn axe() -> String {
+    let path = std::env::var("AUGUR_TEST_AXE").unwrap_or_else(|_| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/axe.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run scripts/axe.sh");
+        assert!(
+            out.status.success(),
+            "scripts/axe.sh: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout).trim().to_string()
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("axe-core at {path}: {e}"))
+}
+
+/// The WCAG 2 A and AA rules, by axe-core's tags.
+const WCAG_AA: &str = "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']";
+
+/// Opens `url`, waits until `ready` holds in the page (its script has drawn what it
+/// fetched), runs axe-core there, and asserts it finds no violation and that no
+/// request of the page failed.
+fn accessible(browser: &mut Browser, axe: &str, url: &str, ready: &str) {
+    browser.open(url);
+    browser.wait_for(ready);
+    browser.eval(axe);
+    let found = browser.eval(&format!(
+        "axe.run(document, {{ runOnly: {{ type: 'tag', values: {WCAG_AA} }}, resultTypes: ['violations'] }}).then((r) => r.violations.map((v) => ({{ rule: v.id, impact: v.impact, help: v.help, at: v.nodes.slice(0, 4).map((n) => n.target.join(' ') + ': ' + n.failureSummary) }})))"
+    ));
+    assert_eq!(
+        found.as_array().map(Vec::len),
+        Some(0),
+        "{url}: axe-core finds WCAG 2 A/AA violations: {found:#}"
+    );
+    assert!(
+        browser.failed.is_empty(),
+        "{url}: requests failed: {:?}",
+        browser.failed
+    );
+    eprintln!("axe-core: {url}: no violation, no failed request");
 }
 
 /// Chromium, headless, on `url`, with time for the page's script to run.
@@ -42,6 +90,13 @@ fn browse_for(ms: u32, args: &[&str], url: &str) -> std::process::Output {
         .env("HOME", std::env::temp_dir())
         .output()
         .expect("run chromium")
+}
+
+/// `augur run FILE` with the fast test settings.
+fn args_for(file: &str) -> Vec<&str> {
+    let mut args = vec!["run", file];
+    args.extend_from_slice(&FAST);
+    args
 }
 
 #[test]
@@ -70,14 +125,31 @@ min_step = 1
 reduction = 3
 "#,
     );
-    let mut args = vec!["run", "s.toml"];
-    args.extend_from_slice(&FAST);
-    ok(&sb.augur(&args));
+    ok(&sb.augur(&args_for("s.toml")));
     sb.write(
         "other.toml",
         "name = \"other\"\nobjective = { metric = \"loss\" }\ntrials = 6\n[params]\nx = { range = [1.0, 5.0] }\n[run]\nscript = 'echo \"METRICS: loss=$AUGUR_PARAM_X\"'\n",
     );
     ok(&sb.augur(&["run", "other.toml"]));
+    // Three objectives and a constraint: a front, ranks, infeasible points.
+    sb.write(
+        "front.toml",
+        r#"
+name = "front"
+objectives = [{ metric = "f1" }, { metric = "f2" }, { metric = "total" }]
+constraints = ["f1 <= 4"]
+oracle = "tpe"
+trials = 18
+parallel = 3
+seed = 2
+[params]
+x = { range = [-2.0, 4.0] }
+w = { range = [0.0, 1.0] }
+[run]
+script = 'awk "BEGIN { x = $AUGUR_PARAM_X; w = $AUGUR_PARAM_W; f1 = x * x + w; f2 = (x - 2) * (x - 2) + w; printf \"METRICS: f1=%g, f2=%g, total=%g\\n\", f1, f2, f1 + f2 }"'
+"#,
+    );
+    ok(&sb.augur(&args_for("front.toml")));
     // A trial that ran to its end (ASHA decides which by timing).
     let done = sb
         .trials("shown")
@@ -130,6 +202,24 @@ reduction = 3
             ],
         ),
         (
+            "front",
+            "/studies/front",
+            vec![
+                "Pareto front: minimize f1 × minimize f2",
+                "front 1",
+                "infeasible",
+                "front of these two",
+                "hypervolume of the front, trial by trial",
+                "reference point f1 = ",
+                "Pareto chart of",
+                "The charts below the front show",
+                "f1 per trial",
+                // Fronts in their colours: the first's in the chart and the table.
+                "fill=\"#b2182b\"",
+                "color:#b2182b",
+            ],
+        ),
+        (
             "compare",
             "/compare?studies=shown,other",
             vec!["best so far, trial by trial", "shown", "other"],
@@ -157,7 +247,7 @@ reduction = 3
         let shot = browse(
             &[
                 // The study page is long: every chart and the trial table.
-                if name.starts_with("study") {
+                if name.starts_with("study") || name == "front" {
                     "--window-size=1280,4200"
                 } else {
                     "--window-size=1280,1400"
@@ -177,6 +267,46 @@ reduction = 3
         );
         eprintln!("screenshot: {} ({} bytes)", file.display(), png.len());
     }
+    // Every page passes axe-core's WCAG 2 A and AA rules once its script has drawn.
+    let axe = axe();
+    let mut browser = Browser::start(&chromium());
+    let drawn = "Number(document.getElementById('analysis').dataset.loads) >= 1";
+    let front_trial = format!(
+        "/trials/front/{}",
+        sb.trials("front")
+            .iter()
+            .find(|t| t["state"] == "succeeded")
+            .and_then(|t| t["id"].as_u64())
+            .expect("a succeeded trial")
+    );
+    for (path, ready) in [
+        ("/", "document.readyState === 'complete'"),
+        ("/studies/shown", drawn),
+        ("/studies/shown?act=relu&state=succeeded,pruned", drawn),
+        ("/studies/front", drawn),
+        (
+            "/compare?studies=shown,other,front",
+            "document.querySelector('#compare ul') !== null",
+        ),
+        (
+            done_page.as_str(),
+            "document.getElementById('log').dataset.done === '1'",
+        ),
+        (
+            front_trial.as_str(),
+            "document.getElementById('log').dataset.done === '1'",
+        ),
+    ] {
+        accessible(&mut browser, &axe, &format!("http://{addr}{path}"), ready);
+    }
+    // The check sees a request that fails: a study that is not there.
+    browser.open(&format!("http://{addr}/studies/no-such-study"));
+    assert!(
+        browser.failed.iter().any(|f| f.starts_with("404 ")),
+        "{:?}",
+        browser.failed
+    );
+    drop(browser);
     let _ = server.kill();
     let _ = server.wait();
 

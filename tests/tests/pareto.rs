@@ -97,6 +97,95 @@ script = 'python3 -c "import os; x = float(os.environ[\"AUGUR_PARAM_X\"]); print
     let csv = text(&sb.augur(&["leaderboard", "schaffer", "--csv"]).stdout);
     let header = csv.lines().next().unwrap_or_default();
     assert!(header.contains("pareto_rank,feasible"), "{header}");
+    // So does the JSONL export, trial by trial.
+    let export = text(&sb.augur(&["export", "schaffer"]).stdout);
+    let exported: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(exported.len(), 16);
+    for r in &lb {
+        let id = r["trials"][0].as_u64();
+        let line = exported
+            .iter()
+            .find(|t| t["id"].as_u64() == id)
+            .expect("exported");
+        assert_eq!(line["pareto_rank"], r["pareto_rank"], "{line}");
+        assert_eq!(line["feasible"], r["feasible"], "{line}");
+    }
+}
+
+/// examples/dollars: accuracy against dollars on local machines its study prices.
+/// Every trial costs its machine time at the study's price; the front trades one for
+/// the other (dearer, more accurate); `--budget` names the best point within it.
+#[test]
+fn the_dollars_example_finds_the_accuracy_cost_front_and_the_best_within_a_budget() {
+    let sb = Sandbox::new();
+    let study = augur_tests::repo().join("examples/dollars/study.toml");
+    let study = study.to_string_lossy();
+    let mut args = vec!["run", &*study, "--trials", "16"];
+    args.extend_from_slice(&FAST);
+    ok(&sb.augur(&args));
+    let lb: Vec<Value> =
+        serde_json::from_slice(&sb.augur(&["leaderboard", "dollars", "--json"]).stdout)
+            .expect("json");
+    assert_eq!(lb.len(), 16, "every point ranked");
+    let cost = |r: &Value| r["metrics"]["cost_usd"].as_f64().expect("cost_usd");
+    let accuracy = |r: &Value| r["metrics"]["accuracy"].as_f64().expect("accuracy");
+    // Cost is machine time at $32.77 an hour, by the second (no EC2 minimum).
+    let export = text(&sb.augur(&["export", "dollars"]).stdout);
+    for line in export.lines() {
+        let t: Value = serde_json::from_str(line).expect("a JSON line");
+        let s = t["machine_seconds"].as_f64().expect("machine_seconds");
+        let c = t["cost_usd"].as_f64().expect("cost_usd");
+        assert!(s > 0.0 && s < 60.0, "{t}");
+        assert!((c - s * 32.77 / 3600.0).abs() < 1e-4, "{t}");
+        assert_eq!(t["billing"]["instance_type"], "local", "{t}");
+    }
+    // The front: cheaper points are less accurate, each is beaten on neither.
+    let mut front: Vec<&Value> = lb.iter().filter(|r| r["pareto_rank"] == 1).collect();
+    front.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+    assert!(front.len() >= 2, "{front:?}");
+    assert!(
+        front.windows(2).all(|w| accuracy(w[0]) < accuracy(w[1])),
+        "{front:?}"
+    );
+    // Within a budget: the most accurate point that costs no more.
+    let mut costs: Vec<f64> = lb.iter().map(cost).collect();
+    costs.sort_by(f64::total_cmp);
+    let budget = costs[costs.len() / 2];
+    let within = lb
+        .iter()
+        .filter(|r| cost(r) <= budget)
+        .max_by(|a, b| accuracy(a).total_cmp(&accuracy(b)))
+        .expect("a point within");
+    let arg = budget.to_string();
+    let said = text(
+        &sb.augur(&["leaderboard", "dollars", "--budget", &arg])
+            .stdout,
+    );
+    let first = said.lines().next().unwrap_or_default();
+    assert!(first.starts_with("best within $"), "{said}");
+    assert!(
+        first.contains(&format!("trial {},", within["trials"][0])),
+        "{said} / {within}"
+    );
+    let shown: Vec<Value> = serde_json::from_slice(
+        &sb.augur(&["leaderboard", "dollars", "--budget", &arg, "--json"])
+            .stdout,
+    )
+    .expect("json");
+    assert!(!shown.is_empty() && shown.len() < lb.len());
+    assert!(shown.iter().all(|r| cost(r) <= budget));
+    exits(
+        &sb.augur(&["leaderboard", "dollars", "--budget", "lots"]),
+        2,
+    );
+    eprintln!(
+        "{} points, {} on the front, best within ${budget:.4}: {first}",
+        lb.len(),
+        front.len()
+    );
 }
 
 #[test]

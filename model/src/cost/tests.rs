@@ -179,3 +179,19 @@ fn an_estimate_counts_billed_time_waves_and_what_the_limits_let_start() {
     finished.state = TrialState::Running;
     assert_eq!(mean_trial_ms(&[finished], 0), None);
 }
+
+#[test]
+fn a_priced_local_machine_counts_by_the_second_with_no_minimum() {
+    let mut t = trial(1, Some(Billing::local(36.0)), 0, 0, TrialState::Succeeded);
+    t.finished_ms = Some(10_000);
+    assert!(t.billing.as_ref().is_some_and(Billing::is_local));
+    assert_eq!(t.machine_ms(0), 10_000, "no minute's minimum off EC2");
+    assert!(close(t.cost_usd(0), 0.1), "{}", t.cost_usd(0));
+    let spend = Spend::of(&[t], 0);
+    assert!(spend.priced());
+    assert_eq!(
+        spend.summary(),
+        "spent $0.1000 over 0.0028 machine-hours",
+        "no spot share of local machines"
+    );
+}

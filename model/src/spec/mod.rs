@@ -284,6 +284,14 @@ impl AwsSpec {
     }
 }
 
+/// Local machines (`[local]`): `usd_per_hour` is what an hour of one costs the user
+/// (a workstation's share, an on-premises GPU server's), so that `cost_usd` and
+/// `run.max_cost_usd` mean dollars on local machines too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalSpec {
+    pub usd_per_hour: f64,
+}
+
 /// Early stopping (`[prune]`): which rule, and how a reading's step is known.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PruneSpec {
@@ -341,6 +349,9 @@ pub struct Study {
     pub run: RunSpec,
     pub datasets: Vec<DatasetSpec>,
     pub aws: Option<AwsSpec>,
+    /// What local machines cost (`[local]`; free without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSpec>,
     /// Early stopping of trials whose metric curve is not promising.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSpec>,
@@ -729,6 +740,33 @@ instance_type = "t3.micro"
             &format!("{base}[run]\nscript='true'\n[aws]\ninstance='t3.micro'\n"),
             "instance",
             Some(7),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\n[local]\nusd_per_hour=0\n"),
+            "local.usd_per_hour must be more than 0, got 0",
+            Some(7),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\n[local]\nusd_per_hour='3'\n"),
+            "local.usd_per_hour must be a number, got string",
+            Some(7),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\n[local]\nusd_an_hour=3\n"),
+            "unknown field `usd_an_hour`, expected `usd_per_hour`",
+            Some(7),
+        );
+        let priced = parse(&format!(
+            "{base}[run]\nscript='true'\n[local]\nusd_per_hour=3\n"
+        ))
+        .expect("priced");
+        assert_eq!(priced.local, Some(LocalSpec { usd_per_hour: 3.0 }));
+        assert_eq!(
+            priced.fingerprint(),
+            parse(&format!("{base}[run]\nscript='true'\n"))
+                .expect("free")
+                .fingerprint(),
+            "a price is not what makes trials comparable"
         );
     }
 

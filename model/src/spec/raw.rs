@@ -117,7 +117,15 @@ pub(super) struct RawStudy {
     #[serde(default)]
     datasets: Vec<Spanned<RawDataset>>,
     aws: Option<Spanned<RawAws>>,
+    local: Option<Spanned<RawLocal>>,
     prune: Option<Spanned<RawPrune>>,
+}
+
+/// `[local]`: what the user's own machines cost.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    usd_per_hour: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +224,11 @@ impl RawStudy {
         let run = self.run.into_inner().validate(cx, dir)?;
         let datasets = validate_datasets(cx, self.datasets, &params)?;
         let aws = self.aws.map(|a| a.into_inner().validate(cx)).transpose()?;
+        let local = match self.local.and_then(|l| l.into_inner().usd_per_hour) {
+            None => None,
+            Some(v) => above_zero(cx, "local.usd_per_hour", Some(&v))?
+                .map(|usd_per_hour| super::LocalSpec { usd_per_hour }),
+        };
         let prune = match self.prune {
             None => None,
             Some(p) => Some(p.into_inner().validate(cx, &objective.metric)?),
@@ -234,6 +247,7 @@ impl RawStudy {
             run,
             datasets,
             aws,
+            local,
             prune,
             dir: dir.display().to_string(),
         };

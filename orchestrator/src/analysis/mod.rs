@@ -1,9 +1,12 @@
 //! What the study page analyses, as one JSON document (`/api/studies/NAME/analysis`):
 //! each trial's parameters, value and objective curve; the parameters' kinds and
 //! scales (so log-scale ones get log axes and categorical ones strips); ASHA's rungs;
-//! and the parameters' importance ([`importance`]). The page's script draws it; this
-//! module decides everything a chart shows.
+//! the parameters' importance ([`importance`]); and, for several objectives or
+//! constraints, each trial's objectives, Pareto rank and feasibility and the front's
+//! hypervolume trial by trial ([`front`]). The page's script draws it; this module
+//! decides everything a chart shows.
 
+mod front;
 pub mod importance;
 
 use crate::report::{finished, rfc3339_opt};
@@ -25,16 +28,21 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
         .filter_map(|c| c.last().map(|r| r[0]))
         .fold(f64::NEG_INFINITY, f64::max);
     let (priced, now) = (crate::report::cost::priced(trials), augur_store::now_ms());
+    let ranks = crate::report::pareto_ranks(spec, trials);
     let rows: Vec<Value> = runs
         .iter()
         .zip(&curves)
         .map(|(t, curve)| {
+            let (rank, feasible) = front::rank_fields(ranks.get(&t.id));
             json!({
                 "id": t.id,
                 "state": t.state,
                 "attempt": t.attempt,
                 "params": t.params,
                 "value": t.result_metrics(&spec.objective).and_then(|m| m.get(&spec.objective.metric).copied()),
+                "metrics": front::named_metrics(spec, t),
+                "rank": rank,
+                "feasible": feasible,
                 "curve": curve,
                 "error": t.error,
                 "status": t.status,
@@ -48,6 +56,9 @@ pub fn analysis(rec: &StudyRecord, trials: &[Trial], memo: &importance::Memo) ->
         "name": rec.name,
         "state": rec.state,
         "objective": { "metric": spec.objective.metric, "goal": spec.objective.goal },
+        "objectives": spec.objectives().iter().map(|o| json!({ "metric": o.metric, "goal": o.goal })).collect::<Vec<_>>(),
+        "constraints": spec.constraints.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        "hypervolume": front::hypervolume(spec, &runs),
         "oracle": spec.oracle.as_str(),
         "budget": spec.trials,
         "finished": finished(rec, trials),
@@ -279,5 +290,73 @@ mod tests {
         };
         assert!(of("lr") > 0.9, "{imp:?}");
         assert!(of("act") < 0.05 && of("k") < 0.05, "{imp:?}");
+    }
+
+    /// Two objectives and a constraint: each trial's objectives, its rank and
+    /// feasibility, and a hypervolume history that only feasible trials raise.
+    #[test]
+    fn several_objectives_bring_ranks_and_the_hypervolume_history() {
+        let mut rec = record("");
+        rec.spec = Study::parse(
+            "name='a'\nobjectives=[{metric='loss'},{metric='ms'}]\nconstraints=['mem <= 4']\ntrials=9\n[params]\nlr={range=[1e-4,1e-1],scale='log'}\n[run]\nscript='true'\n",
+            "a.toml",
+            std::path::Path::new("."),
+        )
+        .expect("study");
+        let mk = |id, loss: f64, ms: f64, mem: f64| {
+            let mut t = trial(id, 0.01, "relu", &[loss]);
+            t.metrics
+                .extend([("ms".to_string(), ms), ("mem".to_string(), mem)]);
+            t
+        };
+        let trials = vec![
+            mk(1, 2.0, 2.0, 1.0),
+            mk(2, 1.0, 1.0, 9.0),
+            mk(3, 1.0, 3.0, 1.0),
+            mk(4, 3.0, 1.0, 1.0),
+        ];
+        let a = analysis(&rec, &trials, &importance::Memo::default());
+        assert_eq!(a["objectives"][1]["metric"], "ms");
+        assert_eq!(a["constraints"], json!(["mem <= 4"]));
+        let field = |k: &str| {
+            a["trials"]
+                .as_array()
+                .expect("trials")
+                .iter()
+                .map(|t| t[k].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(field("rank"), [json!(1), json!(2), json!(1), json!(1)]);
+        assert_eq!(
+            field("feasible"),
+            [json!(true), json!(false), json!(true), json!(true)]
+        );
+        assert_eq!(
+            a["trials"][1]["metrics"],
+            json!({"loss": 1.0, "ms": 1.0, "mem": 9.0})
+        );
+        // Reference: the feasible worst, pushed out by a tenth of the range (3.2, 3.2).
+        assert_eq!(a["hypervolume"]["reference"], json!([3.2, 3.2]));
+        let h: Vec<f64> = a["hypervolume"]["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|p| p[1].as_f64().unwrap_or(-1.0))
+            .collect();
+        let want = [
+            1.2 * 1.2,
+            1.2 * 1.2,
+            1.2 * 1.2 + 1.0 * 0.2,
+            1.2 * 1.2 + 0.2 + 0.2 * 1.0,
+        ];
+        for (got, want) in h.iter().zip(want) {
+            assert!((got - want).abs() < 1e-9, "{h:?}");
+        }
+        let single = analysis(&record(""), &trials, &importance::Memo::default());
+        assert!(single["hypervolume"].is_null());
+        assert_eq!(
+            single["trials"][0]["rank"], 2,
+            "one objective: rank is place"
+        );
     }
 }

@@ -24,7 +24,7 @@ const ECHARTS: &str = include_str!("../../assets/echarts-6.1.0.min.js");
 const ECHARTS_PATH: &str = "/assets/echarts-6.1.0.min.js";
 
 /// augur's own assets, by name under `/assets/`.
-const ASSETS: [(&str, &str, &str); 6] = [
+const ASSETS: [(&str, &str, &str); 7] = [
     ("echarts-6.1.0.min.js", ECHARTS, "text/javascript"),
     (
         "study.js",
@@ -51,6 +51,11 @@ const ASSETS: [(&str, &str, &str); 6] = [
         include_str!("../../assets/augur.css"),
         "text/css",
     ),
+    (
+        "favicon.svg",
+        include_str!("../../assets/favicon.svg"),
+        "image/svg+xml",
+    ),
 ];
 
 /// `/assets/NAME`: cached by browsers (a new augur version serves new names for
@@ -76,6 +81,11 @@ pub(super) async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
+/// `/favicon.ico`, for browsers that ask there before reading a page's icon link.
+pub(super) async fn favicon() -> Response {
+    asset(Path("favicon.svg".into())).await
+}
+
 /// A page: its title, the trail of links above it, its body and its scripts.
 fn page(title: &str, crumbs: Markup, body: Markup, scripts: &[&str]) -> Markup {
     html! {
@@ -85,6 +95,7 @@ fn page(title: &str, crumbs: Markup, body: Markup, scripts: &[&str]) -> Markup {
                 meta charset="utf-8";
                 title { (title) " · augur" }
                 link rel="stylesheet" href="/assets/augur.css";
+                link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
             }
             body {
                 nav { a href="/" { "augur" } (crumbs) }
@@ -126,7 +137,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
         let spent = Spend::of(&trials, now_ms());
         rows.push(html! {
             tr {
-                td { input type="checkbox" name="studies" value=(rec.name) form="compare"; }
+                td { input type="checkbox" name="studies" value=(rec.name) form="compare" aria-label={"compare " (rec.name)}; }
                 td { a href={"/studies/" (rec.name)} { (rec.name) } }
                 td title=[report::study_note(&rec)] { (rec.state.to_string()) }
                 td { (report::finished(&rec, &trials)) "/" (rec.spec.trials) ": " (counts_text(&trials)) }
@@ -145,7 +156,7 @@ pub(super) async fn studies_page(State(app): State<Shared>) -> Result<Markup, Pr
                 button type="submit" { "compare the ticked studies" }
             }
             table class="sortable studies" {
-                thead { tr { th {} th { "study" } th { "state" } th { "trials" } th { "best" } th { "started" } th { "elapsed" } th { "cost" } } }
+                thead { tr { th { span .visually-hidden { "compare" } } th { "study" } th { "state" } th { "trials" } th { "best" } th { "started" } th { "elapsed" } th { "cost" } } }
                 tbody { @for r in &rows { (r) } }
             }
         }
@@ -164,6 +175,8 @@ pub(super) async fn study_page(
         p #cost { (Spend::of(&trials, now_ms()).summary()) }
         p .muted { span #refresh {} " " span #shown {} }
         div #analysis data-src={"/api/studies/" (name) "/analysis"} data-study=(name) {
+            p #objective-pick {}
+            p #pareto-pick {}
             p #contour-pick {}
             div #charts {}
             p #importance-note .muted {}
@@ -293,7 +306,8 @@ pub(super) async fn trial_page(
         script #series-data type="application/json" { (PreEscaped(series)) }
         h2 { "Log" }
         p { a href={"/api/trials/" (name) "/" (id) "/log"} { "plain text" } @if live { " · following live" } }
-        pre .log #log data-src=(log) {}
+        // Focusable, so a keyboard can scroll it (WCAG 2.1.1).
+        pre .log #log data-src=(log) tabindex="0" aria-label="the trial's log" {}
     };
     Ok(page(
         &format!("{name}/{id}"),

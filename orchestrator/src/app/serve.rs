@@ -5,7 +5,7 @@
 
 use super::backend::Backend;
 use super::logs::TrialLog;
-use super::pages::{asset, compare_page, studies_page, study_page, trial_page};
+use super::pages::{asset, compare_page, favicon, studies_page, study_page, trial_page};
 use super::AppError;
 use augur::report;
 use augur::runner::CounterValues;
@@ -119,6 +119,7 @@ pub fn router(app: Shared) -> Router {
         .route("/trials/{name}/{id}", get(trial_page))
         .route("/compare", get(compare_page))
         .route("/assets/{name}", get(asset))
+        .route("/favicon.ico", get(favicon))
         .route("/api/studies/{name}/analysis", get(api_analysis))
         .route("/api/studies", get(api_studies))
         .route("/api/studies/{name}", get(api_study))
@@ -209,8 +210,9 @@ async fn api_trial(
     State(app): State<Shared>,
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<Json<Value>, Problem> {
-    let (_, t) = trial(&app, &name, id).await?;
-    Ok(Json(report::trial_export_json(&t)))
+    let (rec, t) = trial(&app, &name, id).await?;
+    let ranks = report::pareto_ranks(&rec.spec, &app.trials_of(&rec).await?);
+    Ok(Json(report::trial_export_json(&t, ranks.get(&id))))
 }
 
 #[derive(serde::Deserialize)]

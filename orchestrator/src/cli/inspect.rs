@@ -109,7 +109,7 @@ pub async fn trials(ctx: &Backend, study: &str, json: bool, csv: bool) -> CmdRes
 
 pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     let (study, id) = parse_target(target)?;
-    let (store, rec, _) = study_and_trials(ctx, &study).await?;
+    let (store, rec, trials) = study_and_trials(ctx, &study).await?;
     let t = store
         .get_trial(&study, id)
         .await?
@@ -117,7 +117,8 @@ pub async fn show(ctx: &Backend, target: &str, json: bool) -> CmdResult {
     if json {
         let mut logs = ctx.trial_logs(&study).await;
         let t = with_full_series(logs.as_mut(), t).await;
-        print_json(&report::trial_export_json(&t));
+        let ranks = report::pareto_ranks(&rec.spec, &trials);
+        print_json(&report::trial_export_json(&t, ranks.get(&id)));
         return Ok(0);
     }
     println!("trial      {study}/{}", t.id);
@@ -204,24 +205,46 @@ fn print_machine_and_times(t: &Trial) {
     }
 }
 
-pub async fn leaderboard(
-    ctx: &Backend,
-    study: &str,
-    n: Option<usize>,
-    json: bool,
-    csv: bool,
-) -> CmdResult {
+/// How `augur leaderboard` shows a study's points.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeaderboardView {
+    /// The best N points only.
+    pub limit: Option<usize>,
+    pub json: bool,
+    pub csv: bool,
+    /// Only points that cost at most this many dollars, and the best of them named.
+    pub budget: Option<f64>,
+}
+
+pub async fn leaderboard(ctx: &Backend, study: &str, view: LeaderboardView) -> CmdResult {
     let (_, rec, trials) = study_and_trials(ctx, study).await?;
-    if csv {
-        let mut rows = augur_model::leaderboard(&rec.spec, &trials);
-        if let Some(n) = n {
-            rows.truncate(n);
-        }
-        print!("{}", report::leaderboard_csv(&rec.spec, &rows, &trials));
-        return Ok(0);
+    let mut rows = augur_model::leaderboard(&rec.spec, &trials);
+    if let Some(usd) = view.budget {
+        rows.retain(|r| report::row_cost(r, &trials) <= usd);
     }
-    print_leaderboard(&rec, &trials, n, json);
+    if let Some(n) = view.limit {
+        rows.truncate(n);
+    }
+    if view.csv {
+        print!("{}", report::leaderboard_csv(&rec.spec, &rows, &trials));
+    } else if view.json {
+        print_json(&leaderboard_json(&rows, &trials));
+    } else if let Some(usd) = view.budget {
+        println!("{}", report::best_within(&rec.spec, &rows, &trials, usd));
+        if !rows.is_empty() {
+            print!("{}", report::leaderboard_table(&rec.spec, &rows, &trials));
+        }
+    } else {
+        print_leaderboard(&rec, &trials, view.limit, false);
+    }
     Ok(0)
+}
+
+fn leaderboard_json(rows: &[augur_model::LeaderboardRow], trials: &[Trial]) -> serde_json::Value {
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| report::leaderboard_json(r, i + 1, trials))
+        .collect()
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,10 +266,12 @@ pub async fn export(
         ExportFormat::Csv => report::trials_csv(&rec.spec, &trials),
         ExportFormat::Jsonl => {
             let mut logs = ctx.trial_logs(study).await;
+            let ranks = report::pareto_ranks(&rec.spec, &trials);
             let mut text = String::new();
             for t in trials {
+                let ranked = ranks.get(&t.id);
                 let t = with_full_series(logs.as_mut(), t).await;
-                text.push_str(&format!("{}\n", report::trial_export_json(&t)));
+                text.push_str(&format!("{}\n", report::trial_export_json(&t, ranked)));
             }
             text
         }
@@ -291,12 +316,7 @@ pub fn print_leaderboard(rec: &StudyRecord, trials: &[Trial], n: Option<usize>, 
         rows.truncate(n);
     }
     if json {
-        let objs = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| report::leaderboard_json(r, i + 1, trials))
-            .collect();
-        print_json(&serde_json::Value::Array(objs));
+        print_json(&leaderboard_json(&rows, trials));
     } else if rows.is_empty() {
         println!(
             "no trial of `{}` has succeeded with metric `{}` yet",

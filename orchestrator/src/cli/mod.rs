@@ -122,6 +122,10 @@ enum Cmd {
         /// Print CSV: one row per point, a column per parameter.
         #[arg(long)]
         csv: bool,
+        /// Only the points whose trials cost at most USD (the COST column), and
+        /// which of them is best: what to run when that is what you can spend.
+        #[arg(long, value_name = "USD", value_parser = usd_budget)]
+        budget: Option<f64>,
     },
     /// Write every trial of a study, with everything recorded, for other tools.
     Export {
@@ -285,7 +289,16 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
             limit,
             json,
             csv,
-        } => inspect::leaderboard(&ctx, &study, limit, json, csv).await,
+            budget,
+        } => {
+            let view = inspect::LeaderboardView {
+                limit,
+                json,
+                csv,
+                budget,
+            };
+            inspect::leaderboard(&ctx, &study, view).await
+        }
         Cmd::Export {
             study,
             format,
@@ -304,5 +317,13 @@ async fn dispatch(cmd: Cmd, ctx: backend::Backend) -> CmdResult {
         Cmd::Delete { study, force, yes } => inspect::delete(&ctx, &study, force, yes).await,
         Cmd::Gc(args) => gc::gc(&ctx, &args).await,
         Cmd::Doctor(args) => doctor::command(&ctx, args).await,
+    }
+}
+
+/// `--budget`: dollars, a finite number of 0 or more.
+fn usd_budget(s: &str) -> Result<f64, String> {
+    match s.trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not an amount of dollars (like 0.50)")),
     }
 }

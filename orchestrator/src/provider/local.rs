@@ -17,6 +17,7 @@ use super::{Launched, MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
 use augur_model::agent::{self, Invocation};
+use augur_model::cost::Billing;
 use augur_model::{Study, Trial};
 use augur_store::{Failure, Layout};
 use std::collections::HashMap;
@@ -414,6 +415,13 @@ async fn watch_idle(pid: u32, output: tokio::process::ChildStdout, told: Told) {
     }
 }
 
+/// The agent `pid` as launched: free, or at the price the study gives local machines.
+fn launched(study: &Study, pid: u32) -> Launched {
+    let mut l = Launched::free(pid.to_string());
+    l.billing = study.local.as_ref().map(|p| Billing::local(p.usd_per_hour));
+    l
+}
+
 /// The machine of a trial's attempt on the agent `pid`.
 fn machine_of(pid: u32, trial: u64, attempt: u32) -> Machine {
     Machine {
@@ -439,7 +447,7 @@ impl MachineProvider for LocalProvider {
             tokio::pin!(idled);
             idled.as_mut().enable();
             if let Some(pid) = self.hand_over(study, trial).await? {
-                return Ok(Launched::free(pid.to_string()));
+                return Ok(launched(study, pid));
             }
             // A study has at most `parallel` warm agents: when all are busy, one
             // has written its attempt's end and is about to say idle.
@@ -452,7 +460,7 @@ impl MachineProvider for LocalProvider {
             }
         }
         let pid = self.spawn(study, trial)?;
-        Ok(Launched::free(pid.to_string()))
+        Ok(launched(study, pid))
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {

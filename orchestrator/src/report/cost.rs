@@ -12,6 +12,9 @@ pub fn billing_display(b: &Billing) -> String {
         || "an unknown price".to_string(),
         |p| format!("{}/h", usd(p)),
     );
+    if b.is_local() {
+        return format!("a local machine at {price} ({})", b.price_from);
+    }
     format!(
         "{} {} in {} at {price} ({})",
         b.instance_type,
@@ -27,7 +30,8 @@ pub fn trial_cost_display(t: &Trial, now: Millis) -> String {
     format!("{} over {minutes:.1} machine-minutes", usd(t.cost_usd(now)))
 }
 
-/// A study's cost in a table cell: dollars, or `-` when nothing was priced (local).
+/// A study's cost in a table cell: dollars, or `-` when nothing was priced (free
+/// local machines).
 pub fn spend_cell(s: &Spend) -> String {
     if s.priced() {
         usd(s.usd)
@@ -52,7 +56,7 @@ pub fn spend_json(s: &Spend) -> Value {
     json!({
         "usd": round(s.usd),
         "machine_hours": s.machine_ms as f64 / 3_600_000.0,
-        "spot_share": s.priced().then(|| s.spot_ms as f64 / s.priced_ms as f64),
+        "spot_share": (s.cloud_ms > 0).then(|| s.spot_ms as f64 / s.cloud_ms as f64),
         "pruning_saved_usd": s.pruning_saved_usd.map(round),
         "unpriced_attempts": s.unpriced,
         "summary": s.summary(),
@@ -64,7 +68,8 @@ pub fn round(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 
-/// Whether any trial ran on a priced (cloud) machine: views add cost columns then.
+/// Whether any trial ran on a priced machine (a cloud one, or a local one its study
+/// prices): views add cost columns then.
 pub fn priced(trials: &[Trial]) -> bool {
     trials
         .iter()

@@ -37,6 +37,32 @@ fn opt_time(t: Option<i64>) -> String {
     t.map(rfc3339).unwrap_or_default()
 }
 
+/// Each ranked trial's point's Pareto rank and feasibility, by trial id (a trial
+/// not on the leaderboard has none).
+pub fn pareto_ranks(study: &augur_model::Study, trials: &[Trial]) -> BTreeMap<u64, Ranked> {
+    augur_model::leaderboard(study, trials)
+        .into_iter()
+        .flat_map(|r| {
+            let ranked = Ranked {
+                rank: r.rank,
+                feasible: r.feasible,
+            };
+            r.trials
+                .iter()
+                .map(move |&id| (id, ranked))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A trial's point's place in the study: its Pareto rank (1: the front) and whether
+/// it meets the constraints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ranked {
+    pub rank: usize,
+    pub feasible: bool,
+}
+
 /// The trials as CSV: one row per trial, a column per parameter and per metric, what
 /// it ran on and cost, and its point's Pareto rank and feasibility (empty for a
 /// point not ranked).
@@ -46,15 +72,7 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
         trials.iter().map(|t| &t.params),
         trials.iter().map(|t| &t.metrics),
     );
-    let ranked: BTreeMap<u64, (usize, bool)> = augur_model::leaderboard(study, trials)
-        .into_iter()
-        .flat_map(|r| {
-            r.trials
-                .iter()
-                .map(move |&id| (id, (r.rank, r.feasible)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let ranked = pareto_ranks(study, trials);
     let text = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut header = text(&[
         "id",
@@ -110,8 +128,8 @@ pub fn trials_csv(study: &augur_model::Study, trials: &[Trial]) -> String {
             );
             r.extend(run_cells(t, now));
             let rank = ranked.get(&t.id);
-            r.push(cell(rank.map(|r| r.0.to_string())));
-            r.push(cell(rank.map(|r| r.1.to_string())));
+            r.push(cell(rank.map(|r| r.rank.to_string())));
+            r.push(cell(rank.map(|r| r.feasible.to_string())));
             r
         })
         .collect();
@@ -133,7 +151,7 @@ fn run_cells(t: &Trial, now: augur_model::Millis) -> Vec<String> {
             .zip(t.finished_ms)
             .map(|(s, f)| (f - s).to_string())
             .unwrap_or_default(),
-        (t.machine_ms(now) / 1000).to_string(),
+        (t.machine_ms(now) as f64 / 1000.0).to_string(),
         cost::round(t.cost_usd(now)).to_string(),
         b.map(|b| b.instance_type.clone()).unwrap_or_default(),
         b.map(|b| if b.spot { "spot" } else { "on-demand" }.to_string())

@@ -3,7 +3,7 @@
 
 pub mod cost;
 mod export;
-pub use export::{leaderboard_csv, trials_csv};
+pub use export::{leaderboard_csv, pareto_ranks, trials_csv, Ranked};
 
 use augur_model::cost::Spend;
 use augur_model::{LeaderboardRow, StudyRecord, Trial, TrialState};
@@ -134,7 +134,10 @@ pub fn trial_json(t: &Trial) -> Value {
     }
     // Every attempt's machine, to now for a running one.
     let now = now_ms();
-    o.insert("machine_seconds".into(), json!(t.machine_ms(now) / 1000));
+    o.insert(
+        "machine_seconds".into(),
+        json!(t.machine_ms(now) as f64 / 1000.0),
+    );
     o.insert("cost_usd".into(), json!(cost::round(t.cost_usd(now))));
     if let Some(b) = &t.billing {
         o.insert("billing".into(), cost::billing_json(b));
@@ -169,6 +172,43 @@ pub fn row_cost(row: &LeaderboardRow, trials: &[Trial]) -> f64 {
         .filter(|t| row.trials.contains(&t.id))
         .map(|t| t.cost_usd(now))
         .sum()
+}
+
+/// Which point is best for at most `usd` (`rows`: the leaderboard's points that
+/// cost no more), in a sentence: a feasible one first, then by the primary
+/// objective; for a study of several objectives, the point's front too.
+pub fn best_within(
+    study: &augur_model::Study,
+    rows: &[LeaderboardRow],
+    trials: &[Trial],
+    usd: f64,
+) -> String {
+    let o = &study.objective;
+    let best =
+        rows.iter()
+            .filter(|r| r.feasible)
+            .reduce(|a, b| if o.better(b.value, a.value) { b } else { a });
+    let Some(r) = best else {
+        return format!(
+            "no feasible point cost {} or less: none is best within that budget",
+            cost::usd(usd)
+        );
+    };
+    let front = if study.is_multi() {
+        format!(", on front {}", r.rank)
+    } else {
+        String::new()
+    };
+    let ids: Vec<String> = r.trials.iter().map(|t| t.to_string()).collect();
+    format!(
+        "best within {}: {} = {} ({}), trial {}{front}, cost {}",
+        cost::usd(usd),
+        o.metric,
+        short(r.value),
+        params_short(&r.params),
+        ids.join(","),
+        cost::usd(row_cost(r, trials))
+    )
 }
 
 /// The leaderboard as a table. A study of several objectives, or with constraints,
@@ -359,11 +399,14 @@ pub fn study_json(rec: &StudyRecord, trials: &[Trial]) -> Value {
     })
 }
 
-/// A trial with everything recorded (the series and the log tail too): one line of
-/// `augur export --format jsonl`.
-pub fn trial_export_json(t: &Trial) -> Value {
+/// A trial with everything recorded (the series and the log tail too), and its
+/// point's Pareto rank and feasibility where it is ranked ([`pareto_ranks`]): one
+/// line of `augur export --format jsonl`.
+pub fn trial_export_json(t: &Trial, ranked: Option<&Ranked>) -> Value {
     let mut v = trial_json(t);
     if let Value::Object(o) = &mut v {
+        o.insert("pareto_rank".into(), json!(ranked.map(|r| r.rank)));
+        o.insert("feasible".into(), json!(ranked.map(|r| r.feasible)));
         o.insert("series".into(), json!(t.series));
         o.insert("log_tail".into(), json!(t.log_tail));
         o.insert("not_before".into(), time(t.not_before_ms));

@@ -22,6 +22,8 @@ AUGUR_TEST_AXE="$(scripts/axe.sh)"
 export AUGUR_TEST_AXE
 # qemu for aarch64 programs: the stand-in runs Graviton instances' agent under it.
 scripts/arm64.sh
+# The Python package (python/): its tests, against real XGBoost, LightGBM and Keras.
+scripts/python-test.sh
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 # The agent for EC2 instances and augur-lambda, linked for an older glibc (zig and

@@ -176,6 +176,8 @@ impl Sandbox {
             .env_remove("AUGUR_HOME")
             .env_remove("AUGUR_AGENT")
             .env_remove("AUGUR_LOG")
+            .env_remove("AUGUR_GPUS")
+            .env_remove("CUDA_VISIBLE_DEVICES")
             // A developer's deployed config (infra/deploy.sh) must not leak in.
             .env("AUGUR_CONFIG", self.path().join("no-config.toml"))
             .stdin(Stdio::null());

@@ -12,6 +12,7 @@ pub mod lines;
 mod log;
 mod output;
 pub mod process;
+mod python;
 pub mod reuse;
 mod script;
 mod secrets;

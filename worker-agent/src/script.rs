@@ -373,6 +373,14 @@ async fn start_script(
     }
     let mut env =
         augur_model::agent::script_env(study, trial, |d| cfg.layout.dataset_dir(&cfg.study, d));
+    if let Some(package) = crate::python::package_dir(&cfg.layout.root) {
+        let prior = env
+            .get("PYTHONPATH")
+            .cloned()
+            .or_else(|| std::env::var("PYTHONPATH").ok());
+        let path = crate::python::python_path(prior.as_deref(), &package);
+        env.insert("PYTHONPATH".into(), path);
+    }
     if let Some(dir) = checkpoint_dir {
         env.insert(
             augur_model::agent::env::CHECKPOINT_DIR.into(),

@@ -167,6 +167,14 @@ pub struct RunSpec {
     /// it powers off (`run.keep_alive`; `None`: [`KEEP_ALIVE_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive_ms: Option<u64>,
+    /// Whole GPUs each trial gets to itself (`run.gpus`; 0: none), named to its
+    /// script by `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpus: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How long an idle warm machine waits for an attempt by default (as SageMaker's
@@ -755,6 +763,23 @@ instance_type = "t3.micro"
             &format!("{base}[run]\nscript='true'\n[local]\nusd_an_hour=3\n"),
             "unknown field `usd_an_hour`, expected `usd_per_hour`",
             Some(7),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\ngpus=65\n"),
+            "run.gpus must be 0..=64, got 65",
+            Some(6),
+        );
+        bad(
+            &format!("{base}[run]\nscript='true'\ngpus=2\nenv={{CUDA_VISIBLE_DEVICES='0'}}\n"),
+            "run.gpus gives each trial its GPUs in CUDA_VISIBLE_DEVICES: remove it from run.env",
+            Some(6),
+        );
+        assert_eq!(
+            parse(&format!("{base}[run]\nscript='true'\ngpus=2\n"))
+                .expect("gpus")
+                .run
+                .gpus,
+            2
         );
         let priced = parse(&format!(
             "{base}[run]\nscript='true'\n[local]\nusd_per_hour=3\n"

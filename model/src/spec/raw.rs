@@ -150,6 +150,7 @@ struct RawRun {
     preamble: Option<String>,
     reuse: Option<Spanned<String>>,
     keep_alive: Option<Spanned<String>>,
+    gpus: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +352,26 @@ impl RawRun {
             None => default_max_preemptions(),
             Some(v) => count(cx, "run.max_preemptions", v, 0, 1000)?,
         };
+        let gpus = match &self.gpus {
+            None => 0,
+            Some(g) => count(cx, "run.gpus", g, 0, 64)?,
+        };
+        if let (true, Some(g)) = (gpus > 0, &self.gpus) {
+            let named = ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"];
+            if let Some(k) = self
+                .env
+                .keys()
+                .find(|k| named.contains(&k.get_ref().as_str()))
+            {
+                return Err(cx.at(
+                    g,
+                    format!(
+                        "run.gpus gives each trial its GPUs in {}: remove it from run.env",
+                        k.get_ref()
+                    ),
+                ));
+            }
+        }
         let (env, secrets) = environment(cx, self.env, self.secrets)?;
         Ok(RunSpec {
             script,
@@ -367,6 +388,7 @@ impl RawRun {
             preamble: self.preamble.unwrap_or_else(|| "set -ex; ".to_string()),
             reuse: reuse(cx, self.reuse.as_ref())?,
             keep_alive_ms: keep_alive(cx, self.keep_alive.as_ref(), self.reuse.as_ref())?,
+            gpus,
         })
     }
 }

@@ -19,6 +19,9 @@ pub struct Prepared {
     pub drive: DriveSettings,
     pub provider: Arc<dyn augur::MachineProvider>,
     pub store: Arc<dyn TrialStore>,
+    /// What preparing changed that the user should hear (a `parallel` lowered to
+    /// the trials the machine's GPUs fit).
+    pub note: Option<String>,
 }
 
 impl Prepared {
@@ -29,6 +32,20 @@ impl Prepared {
         ctx: &Backend,
     ) -> Result<Prepared, AppError> {
         ctx.pin_image(&mut study);
+        let mut note = None;
+        if let Some(gpus) = ctx.local_gpus(&study)? {
+            let fit = gpus.fit() as u32;
+            if study.parallel > fit {
+                note = Some(format!(
+                    "parallel {} lowered to {fit}: this machine's {} GPU(s) ({}) fit {fit} trial(s) of {} GPU(s) at once",
+                    study.parallel,
+                    gpus.all.len(),
+                    gpus.all.join(","),
+                    gpus.each
+                ));
+                study.parallel = fit;
+            }
+        }
         let provider = ctx
             .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
             .await?;
@@ -39,6 +56,7 @@ impl Prepared {
             drive,
             provider,
             store,
+            note,
         })
     }
 

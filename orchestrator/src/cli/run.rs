@@ -209,7 +209,11 @@ async fn prepare(
     flags: &DriveFlags,
     ctx: &Backend,
 ) -> Result<Prepared, AppError> {
-    Prepared::new(args.load()?, flags.drive(ctx)?, ctx).await
+    let prepared = Prepared::new(args.load()?, flags.drive(ctx)?, ctx).await?;
+    if let Some(note) = &prepared.note {
+        eprintln!("augur: {note}");
+    }
+    Ok(prepared)
 }
 
 pub async fn run(args: RunArgs, ctx: &Backend) -> CmdResult {

@@ -12,7 +12,14 @@
 //! agent left idle ends when the provider lets it go (or dies): its input ends. One
 //! that took further attempts names its current one in a file of the state
 //! directory, for an orchestrator that adopts it after a crash.
+//!
+//! GPUs (`run.gpus`, [`gpus`](super::gpus)): an agent starts with GPUs no running
+//! agent holds; a warm agent keeps them for every attempt it takes.
 
+#[cfg(test)]
+use super::adopt::attempt_of_cmdline;
+use super::adopt::{agent_of, end_orphans, signal};
+use super::gpus::{self, Gpus};
 use super::{Launched, MachineProvider, ProviderError};
 use crate::reconcile::Machine;
 use async_trait::async_trait;
@@ -21,7 +28,7 @@ use augur_model::cost::Billing;
 use augur_model::{Study, Trial};
 use augur_store::{Failure, Layout};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +77,8 @@ pub struct LocalProvider {
     pool: Option<Arc<Mutex<Pool>>>,
     /// Told when a warm agent says idle, or ends.
     idled: Arc<Notify>,
+    /// The machine's GPUs, for a study that asks for some.
+    gpus: Option<Gpus>,
 }
 
 /// How long a launch waits for one of the study's warm agents, all busy, to say it
@@ -96,7 +105,27 @@ impl LocalProvider {
             notify: Arc::new(Notify::new()),
             pool: None,
             idled: Arc::new(Notify::new()),
+            gpus: None,
         }
+    }
+
+    /// Gives each agent `gpus.each` of the machine's GPUs to itself.
+    pub fn with_gpus(mut self, gpus: Gpus) -> LocalProvider {
+        self.gpus = Some(gpus);
+        self
+    }
+
+    /// The GPUs for a new agent: `each` that no live process holds for this state
+    /// directory (agents and scripts, of any orchestrator), or no room now.
+    fn free_gpus(&self, gpus: &Gpus) -> Result<Vec<String>, ProviderError> {
+        let busy = gpus::held(&self.layout.root.display().to_string());
+        gpus.free(&busy).ok_or_else(|| {
+            ProviderError::Capacity(Failure::said(format!(
+                "every GPU of {} is held by a running trial ({} a trial); the trial waits for one to end",
+                gpus.all.join(","),
+                gpus.each
+            )))
+        })
     }
 
     /// Keeps agents warm: each finished attempt's agent takes the study's next.
@@ -145,94 +174,6 @@ impl LocalProvider {
             }
         }
         out
-    }
-}
-
-/// The (study, machine) an `augur-agent` process with this pid runs for our state
-/// directory, read from its command line, or for a warm agent that took further
-/// attempts from the file where it names its current one.
-fn agent_of(pid: u32, root: &str) -> Option<(String, Machine)> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let (study, mut trial, mut attempt, reuse) = attempt_of_cmdline(&raw, root)?;
-    if reuse {
-        let started = augur_store::layout::process_started(pid)?;
-        let file = Layout::new(root).agent_file(pid, started);
-        if let Some((s, t, a)) = std::fs::read_to_string(file)
-            .ok()
-            .and_then(|text| parse_current(&text))
-        {
-            if s == study {
-                (trial, attempt) = (t, a);
-            }
-        }
-    }
-    Some((study, machine_of(pid, trial, attempt)))
-}
-
-/// `study trial attempt`, as a warm agent writes its current attempt.
-fn parse_current(text: &str) -> Option<(String, u64, u32)> {
-    let mut w = text.split_whitespace();
-    Some((
-        w.next()?.to_string(),
-        w.next()?.parse().ok()?,
-        w.next()?.parse().ok()?,
-    ))
-}
-
-/// The (study, trial, attempt, warm) of an agent's command line as `/proc` gives
-/// it (arguments each ended by a NUL), if the agent works in `root`.
-fn attempt_of_cmdline(raw: &[u8], root: &str) -> Option<(String, u64, u32, bool)> {
-    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
-    let args: Vec<&str> = raw
-        .split(|b| *b == 0)
-        .map(std::str::from_utf8)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let program = args.first().and_then(|a| Path::new(a).file_name());
-    if program.is_none_or(|n| n != agent::PROGRAM) {
-        return None;
-    }
-    let inv = Invocation::parse(&args[1..])?;
-    (inv.home == root).then_some((inv.study, inv.trial, inv.attempt, inv.reuse))
-}
-
-/// Ends the script processes of an attempt whose agent died without ending them, so
-/// they do not run on unattended. They are found by the environment every script
-/// process inherits (`AUGUR_STUDY`, `AUGUR_TRIAL`, `AUGUR_ATTEMPT`, and an
-/// `AUGUR_WORKDIR` under this state directory). Only called when an agent died
-/// abnormally, so the scan of `/proc` is off the normal path.
-fn end_orphans(root: &Path, study: &str, trial: u64, attempt: u32) {
-    let want = [
-        format!("{}={study}", agent::env::STUDY),
-        format!("{}={trial}", agent::env::TRIAL),
-        format!("{}={attempt}", agent::env::ATTEMPT),
-    ];
-    let workdir = format!("{}={}/", agent::env::WORKDIR, root.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-        let has = |v: &str| vars.contains(&v.as_bytes());
-        let under_root = vars.iter().any(|x| x.starts_with(workdir.as_bytes()));
-        if under_root && want.iter().all(|w| has(w)) {
-            signal(pid, libc::SIGKILL);
-        }
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    if pid > 1 {
-        // SAFETY: kill takes plain integers and has no memory effects.
-        unsafe {
-            libc::kill(pid as libc::pid_t, sig);
-        }
     }
 }
 
@@ -308,7 +249,26 @@ impl LocalProvider {
             true => Stdio::piped(),
             false => Stdio::null(),
         };
-        let mut child = tokio::process::Command::new(&self.agent)
+        let mut command = tokio::process::Command::new(&self.agent);
+        // Chosen and started under the state directory's lock: the next launch,
+        // of this process or another, sees this agent's in its environment.
+        let _choosing = match &self.gpus {
+            Some(g) => {
+                let file = self.layout.root.join("gpus.lock");
+                let lock = gpus::lock(&file).map_err(|e| {
+                    ProviderError::Launch(Failure::caused(format!("{}", file.display()), e))
+                })?;
+                let mine = self.free_gpus(g)?.join(",");
+                for v in gpus::VISIBLE {
+                    command.env(v, &mine);
+                }
+                command.env(gpus::HOME, &self.layout.root);
+                command.env(gpus::ORDER.0, gpus::ORDER.1);
+                Some(lock)
+            }
+            None => None,
+        };
+        let mut child = command
             .args(invocation.to_args())
             .stdin(piped())
             .stdout(piped())
@@ -423,7 +383,7 @@ fn launched(study: &Study, pid: u32) -> Launched {
 }
 
 /// The machine of a trial's attempt on the agent `pid`.
-fn machine_of(pid: u32, trial: u64, attempt: u32) -> Machine {
+pub(super) fn machine_of(pid: u32, trial: u64, attempt: u32) -> Machine {
     Machine {
         id: pid.to_string(),
         trial,
@@ -459,8 +419,24 @@ impl MachineProvider for LocalProvider {
                 break;
             }
         }
-        let pid = self.spawn(study, trial)?;
-        Ok(launched(study, pid))
+        // With GPUs: an agent whose attempt has ended may not have exited yet, and
+        // its GPUs come free when it does (an agent's end is told on `idled`).
+        let until = tokio::time::Instant::now() + HAND_OVER_WAIT;
+        loop {
+            let ended = self.idled.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.spawn(study, trial) {
+                Err(ProviderError::Capacity(_)) if tokio::time::Instant::now() < until => {
+                    let _ = tokio::time::timeout_at(until, ended).await;
+                    // A warm agent that said idle keeps its GPUs: hand it the attempt.
+                    if let Some(pid) = self.hand_over(study, trial).await? {
+                        return Ok(launched(study, pid));
+                    }
+                }
+                r => return r.map(|pid| launched(study, pid)),
+            }
+        }
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {

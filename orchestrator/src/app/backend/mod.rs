@@ -117,6 +117,17 @@ pub struct AwsArgs {
     /// Base of the AWS retry backoff.
     #[arg(long, global = true, default_value = "200ms", value_parser = super::dur, help_heading = "AWS backend")]
     pub aws_backoff: Duration,
+    /// The GPUs local trials may use, as CUDA numbers them (e.g. 0,1,2,3; default:
+    /// the ones `nvidia-smi -L` lists). Read for a study with `run.gpus`.
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_GPUS",
+        value_name = "LIST",
+        value_parser = crate::provider::gpus::gpu_list,
+        help_heading = "Local backend"
+    )]
+    pub gpus: Option<crate::provider::gpus::GpuList>,
 }
 
 /// A command's view of its backend.

@@ -2,6 +2,7 @@
 //! with the deployment's settings, their price, and the sweeper `stop` and `gc` use.
 
 use super::{AppError, Backend};
+use crate::provider::gpus::Gpus;
 use augur::{LocalProvider, MachineProvider};
 use augur_aws::ec2::{Ec2Provider, Ec2Settings};
 use augur_aws::instance::Arch;
@@ -65,6 +66,36 @@ impl Backend {
         ))
     }
 
+    /// The GPUs of this machine for a study that asks for some (`run.gpus`) on the
+    /// local backend: the ones `--gpus` names, else the ones this process was given
+    /// (`CUDA_VISIBLE_DEVICES`), else those `nvidia-smi -L` lists.
+    /// Exit 2 when a trial would not fit.
+    pub fn local_gpus(&self, study: &Study) -> Result<Option<Gpus>, AppError> {
+        let each = study.run.gpus as usize;
+        if each == 0 || self.is_aws() {
+            return Ok(None);
+        }
+        let (all, source) = match &self.aws.gpus {
+            Some(list) => (list.0.clone(), "--gpus names".to_string()),
+            None => match crate::provider::gpus::default_list() {
+                Ok((all, source)) => (all, source.to_string()),
+                Err(why) => (
+                    Vec::new(),
+                    format!("none are known: {why}; name them with --gpus 0,1,..."),
+                ),
+            },
+        };
+        if all.len() < each {
+            return Err(AppError::input(format!(
+                "study `{}` asks for {each} GPU(s) a trial (run.gpus), and this machine has {} ({source}{}); nothing was run",
+                study.name,
+                all.len(),
+                if all.is_empty() { String::new() } else { format!(": {}", all.join(",")) },
+            )));
+        }
+        Ok(Some(Gpus { all, each }))
+    }
+
     /// The machines trials run on.
     pub async fn provider(
         &self,
@@ -75,11 +106,20 @@ impl Backend {
             let agent = LocalProvider::find_agent().ok_or_else(|| {
                 AppError::unavailable("cannot find the `augur-agent` binary next to `augur` or on PATH (or set AUGUR_AGENT)")
             })?;
-            let local = LocalProvider::new(agent, self.layout.clone(), heartbeat);
+            let mut local = LocalProvider::new(agent, self.layout.clone(), heartbeat);
+            if let Some(gpus) = self.local_gpus(study)? {
+                local = local.with_gpus(gpus);
+            }
             return Ok(Arc::new(match study.run.reuse {
                 Some(Reuse::Attempt) => local,
                 None | Some(Reuse::Study) => local.warm(),
             }));
+        }
+        if study.run.gpus > 0 {
+            return Err(AppError::input(format!(
+                "study `{}`: run.gpus packs trials onto a local machine's GPUs; on AWS each trial has its instance's GPUs to itself, so remove run.gpus and choose the instance type",
+                study.name
+            )));
         }
         self.check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();

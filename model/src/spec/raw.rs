@@ -117,15 +117,8 @@ pub(super) struct RawStudy {
     #[serde(default)]
     datasets: Vec<Spanned<RawDataset>>,
     aws: Option<Spanned<RawAws>>,
-    local: Option<Spanned<RawLocal>>,
+    local: Option<Spanned<super::sections::RawLocal>>,
     prune: Option<Spanned<RawPrune>>,
-}
-
-/// `[local]`: what the user's own machines cost.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLocal {
-    usd_per_hour: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -225,11 +218,11 @@ impl RawStudy {
         let run = self.run.into_inner().validate(cx, dir)?;
         let datasets = validate_datasets(cx, self.datasets, &params)?;
         let aws = self.aws.map(|a| a.into_inner().validate(cx)).transpose()?;
-        let local = match self.local.and_then(|l| l.into_inner().usd_per_hour) {
-            None => None,
-            Some(v) => above_zero(cx, "local.usd_per_hour", Some(&v))?
-                .map(|usd_per_hour| super::LocalSpec { usd_per_hour }),
-        };
+        let local = self
+            .local
+            .map(|l| l.into_inner().validate(cx))
+            .transpose()?
+            .flatten();
         let prune = match self.prune {
             None => None,
             Some(p) => Some(p.into_inner().validate(cx, &objective.metric)?),
@@ -484,7 +477,7 @@ fn keep_alive(
 }
 
 /// A limit that must be a positive number, if given.
-fn above_zero(
+pub(super) fn above_zero(
     cx: &SpecText,
     key: &str,
     v: Option<&Spanned<toml::Value>>,

@@ -313,3 +313,17 @@ impl RawAws {
         })
     }
 }
+
+/// `[local]`: what the user's own machines cost.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocal {
+    usd_per_hour: Option<Spanned<toml::Value>>,
+}
+
+impl RawLocal {
+    pub(super) fn validate(self, cx: &SpecText) -> Result<Option<super::LocalSpec>, SpecError> {
+        let usd = super::raw::above_zero(cx, "local.usd_per_hour", self.usd_per_hour.as_ref())?;
+        Ok(usd.map(|usd_per_hour| super::LocalSpec { usd_per_hour }))
+    }
+}

@@ -1,6 +1,6 @@
 //! TPE for a study of several objectives, or with constraints: Optuna's MOTPE
 //! (Ozaki et al., 2020 and 2022) as a split of the finished points, with TPE's
-//! estimator unchanged ([`crate::tpe`]).
+//! estimator ([`crate::tpe`], in its [`TpeSettings::pareto`] settings).
 //!
 //! TPE learns from which points are good. With several objectives, the good ones are
 //! taken front by front (non-dominated sorting, under Deb's constrained domination:
@@ -8,9 +8,12 @@
 //! not fit whole gives the members that add most to the good set's hypervolume, one
 //! at a time (the greedy hypervolume subset selection MOTPE uses). Each finished
 //! point's loss here is its place in that order, which is all TPE reads of a loss.
+//! The good points' kernels weigh alike, as in Optuna 5 (MOTPE's paper weighs each
+//! by its share of the good set's hypervolume, which starves the front's ends: they
+//! add the least against a reference just past the good points, yet widen the front).
 
 use crate::leaderboard::{means, oriented, ranked_metrics, violation};
-use crate::pareto::{contributions, fronts, hypervolume};
+use crate::pareto::{fronts, hypervolume};
 use crate::tpe::{Observation, TpeSettings};
 use crate::trial::{Trial, TrialState};
 use crate::value::Params;
@@ -55,7 +58,6 @@ pub fn observations(study: &Study, history: &[&Trial], settings: &TpeSettings) -
                 params: p.params,
                 loss: pruned.then_some(f64::MAX),
                 pruned,
-                weight: 1.0,
             });
         }
     }
@@ -64,45 +66,14 @@ pub fn observations(study: &Study, history: &[&Trial], settings: &TpeSettings) -
     let violations: Vec<f64> = valued.iter().map(|v| v.2).collect();
     let good = settings.good_count(done);
     let place = order(&points, &violations, good);
-    let weights = good_weights(&points, &violations, &place, good);
-    for (((params, _, _), at), weight) in valued.into_iter().zip(place).zip(weights) {
+    for ((params, _, _), at) in valued.into_iter().zip(place) {
         out.push(Observation {
             params,
             loss: Some(at as f64),
             pruned: false,
-            weight,
         });
     }
     out
-}
-
-/// The weights of the good points' kernels (those placed before `good`), as MOTPE
-/// gives them: each feasible one's share of the good set's hypervolume (what it alone
-/// adds, over the most any adds), at least 1e-12; an infeasible one the least. The
-/// others weigh 1 (they are not good: TPE does not read it).
-fn good_weights(points: &[Vec<f64>], violations: &[f64], place: &[usize], good: usize) -> Vec<f64> {
-    const LEAST: f64 = 1e-12;
-    let feasible = |i: usize| violations.get(i).copied().unwrap_or(0.0) == 0.0;
-    let members: Vec<usize> = (0..points.len())
-        .filter(|&i| place[i] < good && feasible(i))
-        .collect();
-    let mut weights: Vec<f64> = (0..points.len())
-        .map(|i| if place[i] < good { LEAST } else { 1.0 })
-        .collect();
-    if members.is_empty() {
-        return weights;
-    }
-    let set: Vec<Vec<f64>> = members.iter().map(|&i| points[i].clone()).collect();
-    let all: Vec<usize> = (0..set.len()).collect();
-    let shares = contributions(&set, &reference(&set, &all));
-    let most = shares.iter().copied().fold(0.0, f64::max);
-    for (&i, share) in members.iter().zip(shares) {
-        weights[i] = match most > 0.0 {
-            true => (share / most).clamp(LEAST, 1.0),
-            false => 1.0,
-        };
-    }
-    weights
 }
 
 /// Each point's place in MOTPE's order (0 first), exact for the first `good`:

@@ -110,7 +110,6 @@ pub fn observations(objective: &Objective, history: &[&Trial]) -> Vec<Observatio
                 params: p.params,
                 loss,
                 pruned,
-                weight: 1.0,
             })
         })
         .collect()

@@ -187,23 +187,6 @@ fn nondominated(mut points: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// How much each point adds to the hypervolume of `points` (what would be lost
-/// without it): MOTPE's measure for splitting good from bad.
-pub fn contributions(points: &[Vec<f64>], reference: &[f64]) -> Vec<f64> {
-    let whole = hypervolume(points, reference);
-    (0..points.len())
-        .map(|i| {
-            let others: Vec<Vec<f64>> = points
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, p)| p.clone())
-                .collect();
-            (whole - hypervolume(&others, reference)).max(0.0)
-        })
-        .collect()
-}
-
 /// The hypervolume of the front after each point in turn, bounded by `reference`
 /// (`None`: a point that does not count, being infeasible or unfinished): the
 /// history a study page draws, trial by trial. The front is kept as it grows, so a
@@ -326,13 +309,6 @@ mod tests {
             }
         }
         assert_eq!(hypervolume(&p, &[10.0, 10.0, 10.0]), cells as f64);
-    }
-
-    #[test]
-    fn a_contribution_is_what_the_volume_loses_without_the_point() {
-        let p = pts(&[&[1.0, 3.0], &[2.0, 2.0], &[3.0, 1.0]]);
-        let c = contributions(&p, &[4.0, 4.0]);
-        assert_eq!(c, vec![1.0, 1.0, 1.0]);
     }
 
     #[test]

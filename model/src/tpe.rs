@@ -32,18 +32,22 @@ pub struct TpeSettings {
     /// Weight of the prior kernel in each mixture (a point's kernel weighs 1).
     pub prior_weight: f64,
     /// Each kernel's bandwidth on a numeric axis: the larger gap to its neighbours
-    /// (`false`), or the same for all, Scott's rule for `d` dimensions
-    /// (`0.2 n^(-1/(d+4))`, as Optuna's multivariate estimator).
+    /// (`false`), or the same for all of a mixture's kernels, Scott's rule for `d`
+    /// dimensions (`s n^(-1/(d+4))`, `s` the points' standard deviation along the
+    /// axis, at most 0.2: the fixed factor of Optuna's former multivariate
+    /// estimator; at least `1/min(100, n+2)`), so points gathered along an axis get
+    /// narrow kernels on it.
     pub scott: bool,
 }
 
 impl TpeSettings {
     /// The settings of MOTPE ([`crate::motpe`]): a tenth of the points are good, as
-    /// Optuna's default γ gives.
+    /// Optuna's default γ gives; Scott's bandwidths; 48 candidates (twice Optuna's):
+    /// with kernels that narrow, more draws are needed to find where `l / g` peaks.
     pub fn pareto() -> TpeSettings {
         TpeSettings {
             gamma: 0.10,
-            candidates: 24,
+            candidates: 48,
             scott: true,
             ..TpeSettings::default()
         }
@@ -78,9 +82,6 @@ pub struct Observation {
     /// Stopped early: its loss is the best it reported, and it ranks after every point
     /// that ran to the end.
     pub pruned: bool,
-    /// Its kernel's weight should it be good: 1, or less for a point of several
-    /// objectives that adds little to the good points' hypervolume (MOTPE).
-    pub weight: f64,
 }
 
 /// The TPE oracle's model.
@@ -119,10 +120,10 @@ impl Tpe {
     /// Parameter values for point `point` given what has been observed.
     pub fn suggest(&self, point: u64, observations: &[Observation]) -> Params {
         let mut rng = self.rng(point);
-        let done: Vec<(Vec<f64>, (bool, f64), f64)> = observations
+        let done: Vec<(Vec<f64>, (bool, f64))> = observations
             .iter()
-            .filter_map(|o| Some((self.encode(&o.params)?, (o.pruned, o.loss?), o.weight)))
-            .filter(|(_, (_, l), _)| !l.is_nan())
+            .filter_map(|o| Some((self.encode(&o.params)?, (o.pruned, o.loss?))))
+            .filter(|(_, (_, l))| !l.is_nan())
             .collect();
         if done.len() < self.settings.startup.max(1) {
             return self
@@ -149,22 +150,22 @@ impl Tpe {
         for &i in &order[..n_good] {
             is_good[i] = true;
         }
-        let (good, good_w): (Vec<&[f64]>, Vec<f64>) = done
+        let good: Vec<&[f64]> = done
             .iter()
             .zip(&is_good)
             .filter(|(_, g)| **g)
-            .map(|((x, _, w), _)| (x.as_slice(), *w))
-            .unzip();
+            .map(|((x, _), _)| x.as_slice())
+            .collect();
         let bad_x: Vec<Vec<f64>> = done
             .iter()
             .zip(&is_good)
             .filter(|(_, g)| !**g)
-            .map(|((x, _, _), _)| x.clone())
+            .map(|((x, _), _)| x.clone())
             .chain(running)
             .collect();
         let bad: Vec<&[f64]> = bad_x.iter().map(|x| x.as_slice()).collect();
 
-        let l = Parzen::new(&self.axes, &good, &self.settings, good_w);
+        let l = Parzen::new(&self.axes, &good, &self.settings, vec![1.0; good.len()]);
         let g = Parzen::new(&self.axes, &bad, &self.settings, ramp(bad.len()));
         let mut best: Option<(f64, Vec<f64>)> = None;
         for _ in 0..self.settings.candidates.max(1) {
@@ -245,12 +246,14 @@ impl<'a> Parzen<'a> {
         mut weights: Vec<f64>,
     ) -> Parzen<'a> {
         let n = points.len();
-        let scott = 0.2 * (n.max(1) as f64).powf(-1.0 / (axes.len() as f64 + 4.0));
         let least = 1.0 / (n as f64 + 2.0).min(100.0);
         let bandwidths: Vec<Vec<f64>> = (0..axes.len())
             .map(|d| match (axes[d].categories(), s.scott) {
                 (None, false) => neighbour_bandwidths(points.iter().map(|p| p[d]), n),
-                (None, true) => vec![scott.max(least); n],
+                (None, true) => {
+                    let scott = scott_bandwidth(points.iter().map(|p| p[d]), n, axes.len());
+                    vec![scott.max(least); n]
+                }
                 (Some(_), _) => Vec::new(),
             })
             .collect();
@@ -362,6 +365,16 @@ impl<'a> Parzen<'a> {
         });
         log_sum_exp(terms)
     }
+}
+
+/// The bandwidth of Scott's rule on one axis for `n` points in `dims` dimensions:
+/// `s n^(-1/(dims+4))`, `s` the points' standard deviation along the axis, at most 0.2
+/// (a uniform spread's is 0.29).
+fn scott_bandwidth(xs: impl Iterator<Item = f64> + Clone, n: usize, dims: usize) -> f64 {
+    let count = n.max(1) as f64;
+    let mean = xs.clone().sum::<f64>() / count;
+    let spread = (xs.map(|x| (x - mean).powi(2)).sum::<f64>() / count).sqrt();
+    spread.min(0.2) * count.powf(-1.0 / (dims as f64 + 4.0))
 }
 
 /// Each point's bandwidth on one axis: the larger distance to its neighbours (the
@@ -538,7 +551,6 @@ mod tests {
                 params: p,
                 loss: Some(l),
                 pruned: false,
-                weight: 1.0,
             });
         }
         obs
@@ -633,7 +645,6 @@ mod tests {
                 params: p.clone(),
                 loss: None,
                 pruned: false,
-                weight: 1.0,
             });
             proposals.push(p);
         }
@@ -654,7 +665,6 @@ mod tests {
             params: odd,
             loss: Some(-100.0),
             pruned: false,
-            weight: 1.0,
         });
         let p = tpe.suggest(21, &obs);
         assert_ne!(p["act"], Value::Str("swish".into()));
@@ -673,7 +683,6 @@ mod tests {
             params: lure.clone(),
             loss: Some(-1e9),
             pruned: true,
-            weight: 1.0,
         });
         let after = tpe.suggest(20, &obs);
         let dist = |p: &Params| (p["x"].as_f64().unwrap() + 4.9).abs();
@@ -681,6 +690,25 @@ mod tests {
             dist(&after) >= dist(&before).min(1.0),
             "{after:?} moved towards the lure"
         );
+    }
+
+    #[test]
+    fn scott_bandwidths_follow_the_spread_up_to_a_fifth() {
+        // Ten points in two dimensions: n^(-1/6) = 0.681.
+        let shrink = 10f64.powf(-1.0 / 6.0);
+        let gathered = (0..10).map(|i| 0.9 + 0.01 * i as f64);
+        let spread = (0..10).map(|i| i as f64 / 9.0);
+        let variance = (0..10)
+            .map(|i| (0.01 * (i as f64 - 4.5)).powi(2))
+            .sum::<f64>()
+            / 10.0;
+        let narrow = scott_bandwidth(gathered, 10, 2);
+        assert!(
+            (narrow - variance.sqrt() * shrink).abs() < 1e-12,
+            "{narrow}"
+        );
+        let wide = scott_bandwidth(spread, 10, 2);
+        assert!((wide - 0.2 * shrink).abs() < 1e-12, "{wide}");
     }
 
     #[test]

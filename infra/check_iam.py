@@ -35,6 +35,7 @@ UNSCOPABLE = {
     "pricing:GetProducts",
     "sts:DecodeAuthorizationMessage",
     "ec2:DescribeImages",
+    "ec2:DescribeInstanceTypes",
     "ec2:DescribeSubnets",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeLaunchTemplates",

@@ -26,6 +26,31 @@ pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// One agent a boot script runs: its words, and the GPUs it and its scripts see.
+pub struct AgentRun {
+    pub args: Vec<String>,
+    /// `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES` (`0,1`), in the PCI bus
+    /// order `nvidia-smi` lists; `None`: whatever the image gives.
+    pub gpus: Option<String>,
+}
+
+impl AgentRun {
+    /// The command that runs it (the agent fetched and checked).
+    fn command(&self) -> String {
+        let env = self.gpus.as_deref().map(sh_quote).map(|g| {
+            format!(
+                "CUDA_VISIBLE_DEVICES={g} NVIDIA_VISIBLE_DEVICES={g} CUDA_DEVICE_ORDER=PCI_BUS_ID "
+            )
+        });
+        let words: Vec<String> = self.args.iter().map(|a| sh_quote(a)).collect();
+        format!(
+            "{}/usr/local/bin/augur-agent {}",
+            env.unwrap_or_default(),
+            words.join(" ")
+        )
+    }
+}
+
 /// What one attempt's boot script is made of.
 pub struct BootScript<'a> {
     pub study: &'a str,
@@ -40,12 +65,20 @@ pub struct BootScript<'a> {
     pub arch: crate::instance::Arch,
     /// The SHA-256 the agent must have ([`is_sha256`]).
     pub agent_sha256: &'a str,
-    pub agent_args: &'a [String],
+    /// The agents it runs: one, or one per slot of an instance whose GPUs
+    /// several attempts share (all at once; the power-off waits for the last).
+    pub agents: &'a [AgentRun],
 }
 
 impl BootScript<'_> {
     pub fn render(&self) -> String {
-        let quoted: Vec<String> = self.agent_args.iter().map(|a| sh_quote(a)).collect();
+        let agents = match self.agents {
+            [one] => one.command(),
+            many => {
+                let each: Vec<String> = many.iter().map(|a| a.command() + " &").collect();
+                format!("{{ {} wait; }}", each.join(" "))
+            }
+        };
         // Both names: the AWS CLI v1 reads only the second.
         let region = sh_quote(self.region);
         let pin = sh_quote(self.agent_sha256);
@@ -61,7 +94,7 @@ impl BootScript<'_> {
              \x20 got=\"$(sha256sum /usr/local/bin/augur-agent.download | cut -c1-64)\"\n\
              \x20 if [ \"$got\" = {pin} ]; then\n\
              \x20   mv /usr/local/bin/augur-agent.download /usr/local/bin/augur-agent && chmod +x /usr/local/bin/augur-agent \
-             && /usr/local/bin/augur-agent {args}\n\
+             && {agents}\n\
              \x20 else\n\
              \x20   refuse \"$got\"\n\
              \x20 fi\n\
@@ -77,7 +110,6 @@ impl BootScript<'_> {
                 self.bucket,
                 self.arch.agent_key(self.agent_sha256)
             )),
-            args = quoted.join(" "),
         )
     }
 
@@ -159,9 +191,14 @@ mod tests {
     /// `aws` and `shutdown` played by functions that record what they were given
     /// (`aws s3 cp` delivers [`agent_script`]).
     fn run_boot_script(out: &Path, user_data: &str) -> Ran {
+        run_boot_script_with(out, user_data, &agent_script(out))
+    }
+
+    /// [`run_boot_script`], with `agent` as the agent `aws s3 cp` delivers.
+    fn run_boot_script_with(out: &Path, user_data: &str, agent: &str) -> Ran {
         let root = out.join("root");
         std::fs::create_dir_all(root.join("usr/local/bin")).expect("mkdir");
-        std::fs::write(out.join("agent.src"), agent_script(out)).expect("agent");
+        std::fs::write(out.join("agent.src"), agent).expect("agent");
         let stubs = format!(
             "calls=0\n\
              aws() {{ calls=$((calls+1)); printf '%s\\0' \"$@\" > {aws}.$calls; \
@@ -251,7 +288,8 @@ mod tests {
             let argv = args(&study);
             let script = BootScript {
                 study: &study, trial: 7, attempt: 2, life_min: 25, region: &region,
-                bucket: &bucket, table: &table, arch: crate::instance::Arch::X86_64, agent_sha256: &pin, agent_args: &argv,
+                bucket: &bucket, table: &table, arch: crate::instance::Arch::X86_64, agent_sha256: &pin,
+                agents: &[AgentRun { args: argv.clone(), gpus: None }],
             };
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, Some(argv.clone()));
@@ -276,7 +314,8 @@ mod tests {
             let argv = args(&study);
             let script = BootScript {
                 study: &study, trial: 7, attempt: 2, life_min: 25, region: "us-east-1",
-                bucket, table: &table, arch: crate::instance::Arch::Arm64, agent_sha256: &pin, agent_args: &argv,
+                bucket, table: &table, arch: crate::instance::Arch::Arm64, agent_sha256: &pin,
+                agents: &[AgentRun { args: argv.clone(), gpus: None }],
             };
             let ran = run_boot_script(dir.path(), &script.render());
             prop_assert_eq!(ran.agent, None);
@@ -298,6 +337,42 @@ mod tests {
             prop_assert_eq!(&values[":a"]["N"], "2");
             let at: i64 = values[":c"]["N"].as_str().expect("chg").parse().expect("ms");
             prop_assert!(at > 1_600_000_000_000, "{}", at);
+        }
+    }
+
+    #[test]
+    fn an_instance_shared_by_slots_runs_an_agent_per_slot_on_its_own_gpus() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = dir.path();
+        // Each agent writes the GPUs it sees to a file named by its slot, after a
+        // moment: the power-off must wait for both.
+        let agent = format!(
+            "#!/bin/bash\nslot=x; prev=; for a in \"$@\"; do [ \"$prev\" = --slot ] && slot=$a; prev=$a; done\nsleep 0.2\nprintf '%s %s' \"$CUDA_VISIBLE_DEVICES\" \"$NVIDIA_VISIBLE_DEVICES\" > {}/gpus.$slot\n",
+            sh_quote(&out.display().to_string())
+        );
+        let run = |slot: u32| AgentRun {
+            args: vec!["--slot".into(), slot.to_string()],
+            gpus: Some(crate::gpus::slot_gpus(slot, 2)),
+        };
+        let pin = "a".repeat(64);
+        let script = BootScript {
+            study: "s",
+            trial: 1,
+            attempt: 1,
+            life_min: 25,
+            region: "us-east-1",
+            bucket: "b",
+            table: "t",
+            arch: crate::instance::Arch::X86_64,
+            agent_sha256: &pin,
+            agents: &[run(0), run(1)],
+        };
+        let text = script.render().replace(&pin, &sha256(agent.as_bytes()));
+        let ran = run_boot_script_with(out, &text, &agent);
+        assert_eq!(ran.region, "us-east-1", "powered off");
+        for (slot, gpus) in [(0, "0,1 0,1"), (1, "2,3 2,3")] {
+            let seen = std::fs::read_to_string(out.join(format!("gpus.{slot}")));
+            assert_eq!(seen.ok().as_deref(), Some(gpus), "slot {slot}");
         }
     }
 }

@@ -108,6 +108,7 @@ impl Deployment {
             ),
             check(path, "ec2:DescribeInstances", "*"),
             check(path, "ec2:DescribeImages", "*"),
+            check(path, "ec2:DescribeInstanceTypes", "*"),
             check(path, "ec2:DescribeSpotPriceHistory", "*"),
             check(path, "pricing:GetProducts", "*"),
             check(path, "ec2:TerminateInstances", &ec2("instance/*"))

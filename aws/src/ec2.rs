@@ -8,7 +8,7 @@
 //! terminates the instance, and user-data carries no secrets: the agent and the study
 //! files come from S3 with the instance role.
 
-use crate::boot::BootScript;
+use crate::boot::{AgentRun, BootScript};
 use crate::instance::{client_token, max_life_minutes, INCARNATION_TAG, STACK_TAG};
 use crate::listing::LIVE;
 use async_trait::async_trait;
@@ -86,6 +86,8 @@ pub struct Ec2Provider {
     prices: Option<crate::prices::Prices>,
     /// Reads EC2's encoded refusals ([`crate::denied::decode_ec2`]).
     sts: Option<aws_sdk_sts::Client>,
+    /// The GPUs of the types it launches, once asked ([`crate::gpus::describe`]).
+    gpus: tokio::sync::OnceCell<crate::gpus::GpuCounts>,
 }
 
 /// Whether this attempt runs on spot: the study asks for it, and the trial has not
@@ -104,7 +106,26 @@ impl Ec2Provider {
             root_device: Default::default(),
             prices: None,
             sts: None,
+            gpus: Default::default(),
         }
+    }
+
+    /// How many attempts of `study` an instance runs at once ([`crate::gpus::slots`]),
+    /// its types' GPUs asked of EC2 once.
+    async fn slots_of(&self, study: &Study) -> Result<u32, ProviderError> {
+        if study.run.gpus == 0 {
+            return Ok(1);
+        }
+        let s = &self.settings;
+        let types: Vec<String> = std::iter::once(&s.instance_type)
+            .chain(&s.fallback_instance_types)
+            .cloned()
+            .collect();
+        let counts = self
+            .gpus
+            .get_or_try_init(|| crate::gpus::describe(&self.client, &types))
+            .await?;
+        crate::gpus::slots(study, counts).map_err(|why| ProviderError::Rejected(Failure::said(why)))
     }
 
     /// Refusals decoded with STS (`sts:DecodeAuthorizationMessage`), naming what
@@ -135,8 +156,15 @@ impl Ec2Provider {
         self
     }
 
-    /// The agent's arguments for one attempt.
-    pub fn agent_args(&self, study: &str, trial: u64, attempt: u32) -> Vec<String> {
+    /// The agent's arguments for one attempt (`slot`: of an instance several
+    /// attempts share; attempt 0: a slot that waits for its first).
+    pub fn agent_args(
+        &self,
+        study: &str,
+        trial: u64,
+        attempt: u32,
+        slot: Option<u32>,
+    ) -> Vec<String> {
         let s = &self.settings;
         Invocation {
             home: "/var/lib/augur".into(),
@@ -152,6 +180,7 @@ impl Ec2Provider {
             machine: None,
             shutdown: true,
             reuse: s.reuse,
+            slot,
         }
         .to_args()
     }
@@ -159,9 +188,26 @@ impl Ec2Provider {
     /// The instance's boot script: schedule the power-off at the attempt's hard
     /// limit (`life_min` minutes, [`max_life_minutes`]: the instance ends then even if
     /// its agent hangs and no augur process is left), fetch the agent, run it if it
-    /// is the pinned one, power off ([`BootScript`]).
-    pub fn user_data(&self, study: &str, trial: u64, attempt: u32, life_min: u64) -> String {
+    /// is the pinned one, power off ([`BootScript`]). An instance of `slots` runs an
+    /// agent per slot, each on its own `gpus` GPUs ([`crate::gpus`]), the first with
+    /// the attempt, the others waiting for theirs.
+    pub fn user_data(
+        &self,
+        (study, trial, attempt): (&str, u64, u32),
+        life_min: u64,
+        (slots, gpus): (u32, u32),
+    ) -> String {
         let s = &self.settings;
+        let agents: Vec<AgentRun> = (0..slots.max(1))
+            .map(|slot| AgentRun {
+                args: match (slots > 1, slot) {
+                    (false, _) => self.agent_args(study, trial, attempt, None),
+                    (true, 0) => self.agent_args(study, trial, attempt, Some(0)),
+                    (true, k) => self.agent_args(study, trial, 0, Some(k)),
+                },
+                gpus: (gpus > 0).then(|| crate::gpus::slot_gpus(slot, gpus)),
+            })
+            .collect();
         BootScript {
             study,
             trial,
@@ -172,7 +218,7 @@ impl Ec2Provider {
             table: &s.table,
             arch: s.arch,
             agent_sha256: &s.agent_sha256,
-            agent_args: &self.agent_args(study, trial, attempt),
+            agents: &agents,
         }
         .render()
     }
@@ -318,10 +364,9 @@ impl Ec2Provider {
             ))
             .user_data(
                 base64::engine::general_purpose::STANDARD.encode(self.user_data(
-                    &study.name,
-                    trial.id,
-                    trial.attempt,
+                    (&study.name, trial.id, trial.attempt),
                     max_life_minutes(study, trial),
+                    (self.slots_of(study).await?, study.run.gpus),
                 )),
             )
             .tag_specifications(tags)
@@ -401,10 +446,11 @@ impl MachineProvider for Ec2Provider {
             // The price as known at once: nothing slow between a launch and its
             // record; the driver asks for the price afterwards (`price`).
             let spot = spot_for(&self.settings, trial);
+            let share = crate::gpus::share(self.slots_of(study).await?);
             let (billing, priced) = match &self.prices {
                 Some(p) => {
                     let (b, priced) = p.at_once(place.0, &zone, spot);
-                    (Some(b), priced)
+                    (Some(Billing { share, ..b }), priced)
                 }
                 None => (None, true),
             };
@@ -431,7 +477,14 @@ impl MachineProvider for Ec2Provider {
         let b = p
             .billing(&billing.instance_type, &billing.zone, billing.spot)
             .await;
-        Some(b)
+        Some(Billing {
+            share: billing.share,
+            ..b
+        })
+    }
+
+    async fn slots(&self, study: &Study) -> Result<u32, ProviderError> {
+        self.slots_of(study).await
     }
 
     async fn list(&self, study: &str) -> Result<Vec<Machine>, ProviderError> {
@@ -533,7 +586,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let ud = p.user_data("it's", 3, 2, 25);
+        let ud = p.user_data(("it's", 3, 2), 25, (1, 0));
         assert!(ud.contains("\nshutdown -h +25\n"), "{ud}");
         for secret in [
             "AKIASECRETKEYID",

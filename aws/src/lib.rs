@@ -14,6 +14,7 @@ pub mod denied;
 pub mod doctor;
 pub mod dynamo;
 pub mod ec2;
+pub mod gpus;
 pub mod instance;
 mod listing;
 pub mod multipart;

@@ -78,6 +78,7 @@ impl Prices {
             zone: zone.to_string(),
             usd_per_hour,
             price_from,
+            share: None,
         }
     }
 
@@ -104,6 +105,7 @@ impl Prices {
             zone: zone.to_string(),
             usd_per_hour,
             price_from,
+            share: None,
         };
         match (cached, spot) {
             (Some((usd, from)), false) => return (billing(usd, from), true),

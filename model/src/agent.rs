@@ -31,6 +31,11 @@ pub mod flag {
     /// After its attempt, the agent takes further attempts of its study from its
     /// standard input (a machine kept warm).
     pub const REUSE: &str = "reuse";
+    /// The slot of its machine the agent runs attempts in, where a machine runs
+    /// several at once (`run.gpus`): its name in the record is the slot's
+    /// ([`crate::machine::slot_name`]), and it leaves the machine's power-off to its
+    /// boot script. With attempt 0 it has no first attempt and waits for one.
+    pub const SLOT: &str = "slot";
 }
 
 /// Environment variable names of the contract.
@@ -161,6 +166,8 @@ pub struct Invocation {
     pub shutdown: bool,
     /// Take further attempts of the study after this one ([`flag::REUSE`]).
     pub reuse: bool,
+    /// The machine's slot this agent runs attempts in ([`flag::SLOT`]).
+    pub slot: Option<u32>,
 }
 
 impl Invocation {
@@ -191,6 +198,10 @@ impl Invocation {
         if self.reuse {
             out.push(format!("--{}", flag::REUSE));
         }
+        if let Some(slot) = self.slot {
+            out.push(format!("--{}", flag::SLOT));
+            out.push(slot.to_string());
+        }
         out
     }
 
@@ -206,7 +217,7 @@ impl Invocation {
             log_group_prefix: "/augur".into(),
         };
         let (mut on_aws, mut heartbeat_ms, mut machine) = (false, 2_000, None);
-        let (mut shutdown, mut reuse) = (false, false);
+        let (mut shutdown, mut reuse, mut slot) = (false, false, None);
         let mut it = args.iter().map(AsRef::as_ref);
         while let Some(a) = it.next() {
             let name = a.strip_prefix("--")?;
@@ -227,6 +238,7 @@ impl Invocation {
                 flag::ATTEMPT => attempt = Some(value.parse().ok()?),
                 flag::HEARTBEAT => heartbeat_ms = duration::parse(value).ok()?.as_millis() as u64,
                 flag::MACHINE => machine = Some(value.to_string()),
+                flag::SLOT => slot = Some(value.parse().ok()?),
                 _ => return None,
             }
         }
@@ -240,6 +252,7 @@ impl Invocation {
             machine,
             shutdown,
             reuse,
+            slot,
         })
     }
 }
@@ -299,6 +312,7 @@ mod tests {
             machine: None,
             shutdown: false,
             reuse: true,
+            slot: None,
         }
     }
 
@@ -315,6 +329,7 @@ mod tests {
             machine: Some("i-1".into()),
             shutdown: true,
             reuse: false,
+            slot: Some(2),
             ..l
         };
         assert_eq!(Invocation::parse(&a.to_args()), Some(a));

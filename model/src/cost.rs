@@ -25,6 +25,12 @@ pub struct Billing {
     /// Where the price came from ("spot price history", "price list", "packaged
     /// table of 2025-06 (us-east-1)").
     pub price_from: String,
+    /// The part of the machine the attempt held, when it shared it with other
+    /// attempts: its GPUs over the machine's (`run.gpus` of a type with more). Its
+    /// machine time and cost are that part of the machine's, so the trials that ran
+    /// on one machine share it by GPU-time. `None`: the whole machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
 }
 
 /// The instance type recorded for a local machine priced by its study.
@@ -39,6 +45,7 @@ impl Billing {
             zone: String::new(),
             usd_per_hour: Some(usd_per_hour),
             price_from: "the study file's local.usd_per_hour".into(),
+            share: None,
         }
     }
 
@@ -59,16 +66,21 @@ struct Use<'a> {
 }
 
 impl Use<'_> {
-    /// Its machine time (none if it was never launched).
+    /// Its machine time (none if it was never launched): its part of a shared
+    /// machine's ([`Billing::share`]).
     fn machine_ms(&self) -> Millis {
         let Some(from) = self.launched_ms else {
             return 0;
         };
         let ms = (self.ended_ms.unwrap_or(from) - from).max(0);
-        if self.billing.is_some_and(|b| !b.is_local()) {
+        let ms = if self.billing.is_some_and(|b| !b.is_local()) {
             ms.max(MIN_BILLED_MS)
         } else {
             ms
+        };
+        match self.billing.and_then(|b| b.share) {
+            Some(part) if (0.0..1.0).contains(&part) => (ms as f64 * part).round() as Millis,
+            _ => ms,
         }
     }
 

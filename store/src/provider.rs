@@ -152,6 +152,13 @@ pub trait MachineProvider: Send + Sync {
     fn warm_by_record(&self) -> bool {
         false
     }
+    /// How many attempts of `study` one of its machines runs at once, each in a slot
+    /// of its own with its own GPUs: the GPUs of the study's machines over its
+    /// `run.gpus` where it keeps them warm, else 1. A study that asks more GPUs
+    /// than its machines have is [`ProviderError::Rejected`].
+    async fn slots(&self, _study: &Study) -> Result<u32, ProviderError> {
+        Ok(1)
+    }
     /// Whether an agent whose attempt ended by itself goes back to the provider (a
     /// local pool of warm agents) rather than ending: it is listed with that attempt
     /// until the provider hears it is idle, a moment after its last write.

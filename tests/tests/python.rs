@@ -71,3 +71,27 @@ fn the_python_example_trains_reports_prunes_and_checkpoints_with_the_package() {
         text(&sb.augur(&["logs", "own"]).stdout)
     );
 }
+
+/// The example's GPU variant for EC2 (examples/python/gpu.toml) is a valid study
+/// file whose script and files are the example's: it cannot run here (no GPU, no
+/// PyTorch), so it is checked as far as this machine can.
+#[test]
+fn the_gpu_variant_of_the_python_example_is_a_valid_study() {
+    let sb = Sandbox::new();
+    let dir = augur_tests::repo().join("examples/python");
+    let study = dir.join("gpu.toml");
+    let out = sb
+        .cmd(&["validate", &*study.to_string_lossy()])
+        .output()
+        .expect("run augur");
+    ok(&out);
+    let text = std::fs::read_to_string(&study).expect("gpu.toml");
+    for file in ["train.py", "train_torch.py"] {
+        assert!(dir.join(file).is_file(), "{file}");
+        assert!(text.contains(file), "{file} not in gpu.toml");
+    }
+    assert!(
+        text.contains("gpus = 1") && text.contains("reuse = \"study\""),
+        "{text}"
+    );
+}

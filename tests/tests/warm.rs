@@ -146,6 +146,117 @@ async fn a_warm_instance_reclaimed_while_idle_loses_nothing() {
 }
 
 /// Reuse is refused where it cannot work, before anything is launched.
+/// A study of `trials` trials asking `gpus` GPUs each of instances of `ty`, kept
+/// warm; each trial reports its first GPU, how many it sees, how many the
+/// instance's `nvidia-smi -L` lists, and when it ran (ms).
+fn gpu_study(name: &str, trials: u32, gpus: u32, ty: &str) -> String {
+    let script = r#"t0=$(date +%s%3N); sleep 3; first=${CUDA_VISIBLE_DEVICES%%,*}; n=$(echo "$CUDA_VISIBLE_DEVICES" | tr , "\n" | wc -l); smi=$(nvidia-smi -L | wc -l); echo "METRICS: v=$AUGUR_PARAM_X,first=$first,n=$n,smi=$smi,t0=$t0,t1=$(date +%s%3N)""#;
+    format!(
+        r#"
+name = "{name}"
+objective = {{ metric = "v" }}
+oracle = "random"
+trials = {trials}
+parallel = 2
+[params]
+x = {{ range = [0, 1] }}
+[run]
+max_attempts = 1
+gpus = {gpus}
+reuse = "study"
+keep_alive = "30s"
+script = '{script}'
+[aws]
+image = "ami-12345678"
+instance_type = "{ty}"
+"#
+    )
+}
+
+/// 8 trials of `run.gpus = 2` on a 4-GPU type (g5.12xlarge, as EC2's
+/// `DescribeInstanceTypes` says): one instance runs them all, two at a time, each
+/// on GPUs of its own (from each trial's own `CUDA_VISIBLE_DEVICES` and times), and
+/// each attempt pays half the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_trials_share_one_warm_instance_on_gpus_of_their_own() {
+    let mut w = World::new();
+    w.sb.write("s.toml", &gpu_study("gpus", 8, 2, "g5.12xlarge"));
+    w.init();
+    w.start_hypervisor();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    ok(&out);
+    let ts = trials(&w, "gpus");
+    assert_eq!(ts.len(), 8);
+    assert!(ts.iter().all(|t| t["state"] == "succeeded"), "{ts:?}");
+    let machines: Vec<&str> = ts.iter().filter_map(|t| t["machine"].as_str()).collect();
+    assert_eq!(
+        w.proxy.count("ec2", "RunInstances"),
+        1,
+        "one instance for the study: {machines:?}"
+    );
+    let metric = |t: &Value, m: &str| t["metrics"][m].as_f64().unwrap_or(-1.0);
+    let mut spans = Vec::new();
+    for t in &ts {
+        let machine = t["machine"].as_str().unwrap_or("-");
+        let (first, n, smi) = (metric(t, "first"), metric(t, "n"), metric(t, "smi"));
+        assert_eq!((n, smi), (2.0, 4.0), "trial {}: {t}", t["id"]);
+        // Slot 0 is the instance and has GPUs 0,1; slot 1 (`i-.../1`) has 2,3.
+        let slot1 = machine.ends_with("/1");
+        assert_eq!(first, if slot1 { 2.0 } else { 0.0 }, "{machine}: {t}");
+        spans.push((metric(t, "t0"), metric(t, "t1"), first));
+    }
+    // At most two at once: at each start, the trials running then.
+    for a in &spans {
+        let at_once = spans.iter().filter(|b| b.0 <= a.0 && a.0 < b.1).count();
+        assert!(at_once <= 2, "{at_once} trials at once: {spans:?}");
+    }
+    let mut overlapped = 0;
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            if b.0 < a.1 && a.0 < b.1 {
+                assert_ne!(a.2, b.2, "two trials at once on GPUs {}: {spans:?}", a.2);
+                overlapped += 1;
+            }
+        }
+    }
+    assert!(overlapped > 0, "never two at once: {spans:?}");
+    // Each attempt was billed for its half of the instance.
+    for t in &ts {
+        let share = t["billing"]["share"].as_f64();
+        assert_eq!(share, Some(0.5), "{t}");
+    }
+    eprintln!(
+        "8 trials of 2 GPUs on one g5.12xlarge, {overlapped} overlapping pairs, GPU sets disjoint"
+    );
+    assert_eq!(w.duplicated("gpus").await, 0);
+    wait_for(Duration::from_secs(20), "no instance left", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+}
+
+/// A trial asking 3 GPUs of a 2-GPU type is refused before anything is recorded
+/// or launched, naming the type.
+#[test]
+fn more_gpus_than_the_instance_type_has_is_refused_with_exit_2() {
+    let w = World::new();
+    w.sb.write("s.toml", &gpu_study("big", 2, 3, "g7e.12xlarge"));
+    w.init();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let out = w.augur(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("instance type g7e.12xlarge has 2") && err.contains("3 GPU(s)"),
+        "{err}"
+    );
+    assert_eq!(w.proxy.count("ec2", "RunInstances"), 0);
+    let listed = w.augur(&["trials", "big", "--json"]);
+    assert_ne!(listed.status.code(), Some(0), "the study was recorded");
+}
+
 #[test]
 fn keep_alive_without_reuse_is_refused_with_exit_2() {
     let w = World::new();

@@ -61,6 +61,12 @@ struct Args {
     /// (`TRIAL ATTEMPT` lines; `idle` is written to standard output when ready).
     #[arg(long = flag::REUSE)]
     reuse: bool,
+    /// The slot of an instance several attempts share that this agent runs them
+    /// in: its name in the record is the slot's, and the boot script powers the
+    /// instance off after the last slot's agent. With `--attempt 0` it waits for its
+    /// first attempt.
+    #[arg(long = flag::SLOT)]
+    slot: Option<u32>,
 }
 
 /// A heartbeat interval: 10 ms to 1 h (a zero interval would never tick).
@@ -140,9 +146,16 @@ async fn connect(
 
 async fn run(args: Args) -> ExitCode {
     let layout = Layout::new(args.home.clone());
-    // On a machine of its own (an EC2 instance), the machine is the instance.
+    if args.attempt == 0 && !(args.slot.is_some() && args.reuse) {
+        eprintln!("augur-agent: --attempt 0 is only for a warm slot (--slot, --reuse) that waits for its first attempt");
+        return ExitCode::from(2);
+    }
+    // On a machine of its own (an EC2 instance), the machine is the instance (or
+    // one of its slots).
     let instance = match (&args.machine, args.backend, args.shutdown) {
-        (None, BackendKind::Aws, true) => augur_aws::instance_id().await,
+        (None, BackendKind::Aws, true) => augur_aws::instance_id()
+            .await
+            .map(|id| augur_model::machine::slot_name(&id, args.slot.unwrap_or(0))),
         _ => None,
     };
     let machine = args.machine.clone().or(instance).unwrap_or_else(|| {
@@ -176,26 +189,19 @@ async fn run(args: Args) -> ExitCode {
         BackendKind::Local => Turns::Piped(Box::new(Piped::new(&cfg))),
         BackendKind::Aws => Turns::Assigned(Assignments::default()),
     });
-    let code = loop {
-        let ended = run_attempt(store.as_ref(), &cfg).await;
-        let code = match &ended {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e @ AgentError::Stale { .. }) => {
-                eprintln!("augur-agent: {e}");
-                ExitCode::from(4)
-            }
-            Err(e) => {
-                eprintln!("augur-agent: {e}");
-                ExitCode::from(3)
-            }
+    // A fresh slot has no first attempt: it waits for one as a warm machine does.
+    let (mut code, mut warm) = (ExitCode::SUCCESS, true);
+    if cfg.attempt > 0 {
+        (code, warm) = attempt(store.as_ref(), &cfg).await;
+    } else {
+        cfg.turn = 0;
+    }
+    // Warm: the next attempt of the study, unless the last ended by force or was
+    // taken over (the machine may be what went wrong).
+    while let (Some(t), true) = (&mut turns, warm) {
+        let Some(turn) = t.next(store.as_ref(), &cfg, now_ms()).await else {
+            break;
         };
-        // Warm: the next attempt of the study, unless this one ended by force or
-        // was taken over (the machine may be what went wrong).
-        let next = match (&mut turns, ended) {
-            (Some(t), Ok(Ended::Finished(_))) => t.next(store.as_ref(), &cfg, now_ms()).await,
-            _ => None,
-        };
-        let Some(turn) = next else { break code };
         (cfg.trial, cfg.attempt, cfg.turn) = (turn.trial, turn.attempt, cfg.turn + 1);
         if let (Some(min), true) = (turn.life_min, args.shutdown) {
             // The boot script's power-off was for the first attempt: this one gets
@@ -204,15 +210,33 @@ async fn run(args: Args) -> ExitCode {
                 .args(["-h", &format!("+{min}")])
                 .status();
         }
-    };
+        (code, warm) = attempt(store.as_ref(), &cfg).await;
+    }
     drop(turns);
-    if args.shutdown {
+    // The agent of a slot leaves the power-off to its boot script, after the last.
+    if args.shutdown && args.slot.is_none() {
         // Instance-initiated shutdown behaviour is `terminate`: this ends the machine.
         let _ = std::process::Command::new("shutdown")
             .args(["-h", "now"])
             .status();
     }
     code
+}
+
+/// Runs `cfg`'s attempt: the agent's exit code, and whether the attempt ended by
+/// itself (a warm machine may take the next).
+async fn attempt(store: &dyn TrialStore, cfg: &AgentConfig) -> (ExitCode, bool) {
+    match run_attempt(store, cfg).await {
+        Ok(ended) => (ExitCode::SUCCESS, matches!(ended, Ended::Finished(_))),
+        Err(e @ AgentError::Stale { .. }) => {
+            eprintln!("augur-agent: {e}");
+            (ExitCode::from(4), false)
+        }
+        Err(e) => {
+            eprintln!("augur-agent: {e}");
+            (ExitCode::from(3), false)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +258,7 @@ mod tests {
             machine: None,
             shutdown: false,
             reuse: false,
+            slot: None,
         };
         let aws = Invocation {
             aws: Some(AwsTarget {
@@ -244,6 +269,7 @@ mod tests {
             machine: Some("i-1".into()),
             shutdown: true,
             reuse: false,
+            slot: Some(1),
             ..local.clone()
         };
         for inv in [local, aws] {
@@ -265,6 +291,7 @@ mod tests {
                 machine: args.machine.clone(),
                 shutdown: args.shutdown,
                 reuse: args.reuse,
+                slot: args.slot,
             };
             assert_eq!(read_back, inv);
         }

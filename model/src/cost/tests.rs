@@ -11,6 +11,7 @@ fn billing(spot: bool, usd: f64) -> Billing {
         zone: "us-east-1a".into(),
         usd_per_hour: Some(usd),
         price_from: "test".into(),
+        share: None,
     }
 }
 

@@ -49,6 +49,12 @@ impl Prepared {
         let provider = ctx
             .provider(&study, Duration::from_millis(drive.heartbeat_ms as u64))
             .await?;
+        // The GPUs a trial asks for, against its machines' (an instance type's):
+        // refused before anything is recorded.
+        provider
+            .slots(&study)
+            .await
+            .map_err(|e| AppError::of(e.kind(), e))?;
         let store = ctx.store().await?;
         ctx.upload_study_files(&study).await?;
         Ok(Prepared {

@@ -6,8 +6,9 @@
 use super::{AppError, CmdResult};
 use crate::app::backend::Backend;
 use augur::reconcile::{sweep, Action, Machine, Mode, Scope, View, CLOCK_SKEW_MS, NO_STUDY};
-use augur_model::Millis;
+use augur_model::{Millis, Study, Trial};
 use augur_store::logfile::rfc3339;
+use augur_store::provider::MachineProvider;
 use augur_store::{now_ms, TrialStore};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -93,6 +94,7 @@ async fn end_orphans(
                     now,
                     // Judged by the lease alone: run by hand, after the fact.
                     seen_since: 0,
+                    slots: slots(provider.as_ref(), &rec.spec, &trials).await,
                 };
                 sweep(&view)
                     .into_iter()
@@ -178,4 +180,18 @@ async fn clear_marks(store: &dyn TrialStore, args: &GcArgs) -> Result<Vec<String
         unmarked.push(name);
     }
     Ok(unmarked)
+}
+
+/// How many attempts one machine of the study runs at once: as its provider says,
+/// and at least as many as its records name slots of one machine (a provider that
+/// cannot say must not end a machine one of whose slots runs an attempt).
+async fn slots(provider: &dyn MachineProvider, study: &Study, trials: &[Trial]) -> u32 {
+    let named = trials
+        .iter()
+        .flat_map(|t| t.history.iter().map(|h| &h.machine).chain([&t.machine]))
+        .filter_map(|m| m.as_deref())
+        .map(|m| augur_model::machine::slot_of(m) + 1)
+        .max();
+    let said = provider.slots(study).await.unwrap_or(1);
+    said.max(named.unwrap_or(1))
 }

@@ -244,6 +244,7 @@ impl LocalProvider {
             machine: None,
             shutdown: false,
             reuse: self.pool.is_some(),
+            slot: None,
         };
         let piped = || match invocation.reuse {
             true => Stdio::piped(),
@@ -550,6 +551,7 @@ mod tests {
             machine: None,
             shutdown: false,
             reuse: false,
+            slot: None,
         };
         let mut raw = b"/bin/augur-agent\0".to_vec();
         for a in inv.to_args() {

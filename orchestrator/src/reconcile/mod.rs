@@ -11,11 +11,13 @@
 //! the machines nobody needs, and finish. Every rule about orphaned machines is in
 //! the sweep, which `augur gc` uses too ([`sweep`]).
 
+mod slots;
 mod steps;
 #[cfg(test)]
 mod tests;
 mod warm;
 
+use augur_model::machine::machine_of_slot;
 pub use augur_model::Machine;
 use augur_model::{DriveSettings, Millis, Study, Trial, TrialState};
 pub use augur_store::provider::{Missing, Tagged};
@@ -94,6 +96,10 @@ pub struct View<'a> {
     pub fresh_listing: bool,
     pub drive: &'a DriveSettings,
     pub now: Millis,
+    /// How many attempts of the study one machine runs at once, each in a slot of
+    /// its own ([`slots`]; [`MachineProvider::slots`](augur_store::provider::MachineProvider::slots)):
+    /// 1 but for `run.gpus` on a type with more GPUs, kept warm.
+    pub slots: u32,
     /// The driver has read the store without a failure since then (its start, or
     /// the end of the store's last bad minutes): a heartbeat missed before then may
     /// be one the store could not take, and is given a lease from then.
@@ -256,6 +262,11 @@ pub fn pruned_in_grace(study: &Study, drive: &DriveSettings, t: &Trial, now: Mil
 
 /// The decision. See the module docs.
 pub fn decide(v: &View) -> Vec<Action> {
+    let machines = slots::expand(v.machines, v.slots);
+    let v = &View {
+        machines: &machines,
+        ..*v
+    };
     let seen = steps::Observed::new(v);
     let mut plan = steps::Plan::default();
     for t in v.open_trials() {
@@ -275,17 +286,22 @@ pub fn decide(v: &View) -> Vec<Action> {
     // to stop, so the agent's own final write cannot win that race.
     let winding_down = steps::sweep_machines(v, &seen, &plan.warm_kept, &mut plan.actions);
     steps::finish(v, &seen, winding_down, &mut plan.actions);
-    plan.actions
+    slots::merge_ends(plan.actions, v)
 }
 
 /// The machines of `v` that nobody needs, each as an [`Action::Terminate`] with its
 /// reason: the same rule `decide` sweeps with, for `augur gc`, which judges machines
 /// nobody drives.
 pub fn sweep(v: &View) -> Vec<Action> {
+    let machines = slots::expand(v.machines, v.slots);
+    let v = &View {
+        machines: &machines,
+        ..*v
+    };
     let seen = steps::Observed::new(v);
     let mut out = Vec::new();
     steps::sweep_machines(v, &seen, &Default::default(), &mut out);
-    out
+    slots::merge_ends(out, v)
 }
 
 /// What the listing in `v` left out that [`decide`] needs to judge the study
@@ -302,7 +318,12 @@ pub fn missing(v: &View) -> Missing {
     let listed: HashSet<&str> = v.machines.iter().map(|m| m.id.as_str()).collect();
     let tagged: HashSet<(u64, u32)> = v.machines.iter().map(|m| (m.trial, m.attempt)).collect();
     let reuses = warm::reuses(v);
-    let unlisted = |m: &Option<String>| m.as_deref().is_none_or(|m| !listed.contains(m));
+    // A slot is listed, asked for and ended as its machine.
+    let unlisted = |m: &Option<String>| {
+        m.as_deref()
+            .is_none_or(|m| !listed.contains(machine_of_slot(m)))
+    };
+    let machine = |t: &Trial| t.machine.as_deref().map(|m| machine_of_slot(m).to_string());
     let settled = |t: &Trial| {
         t.launched_ms.is_none_or(|l| v.now - l >= LISTING_LAG_MS)
             && t.not_before_ms.is_none_or(|nb| nb <= v.now)
@@ -316,7 +337,7 @@ pub fn missing(v: &View) -> Missing {
         match t.state {
             TrialState::Starting | TrialState::Running if !settled(t) || !unlisted(&t.machine) => {}
             TrialState::Starting | TrialState::Running if t.assigned => {
-                out.machines.extend(t.machine.clone())
+                out.machines.extend(machine(t))
             }
             TrialState::Starting | TrialState::Running if !tagged.contains(&(t.id, t.attempt)) => {
                 out.attempts.push(Tagged {
@@ -327,7 +348,7 @@ pub fn missing(v: &View) -> Missing {
             }
             TrialState::Starting | TrialState::Running => {}
             _ if reuses && warm::left_warm(v, t) && unlisted(&t.machine) => {
-                out.machines.extend(t.machine.clone())
+                out.machines.extend(machine(t))
             }
             _ => {}
         }

@@ -62,12 +62,14 @@ impl<'a> Observed<'a> {
         let by_id = ById::new(v.trials, v.open.is_some());
         let warm = Warm::new(v);
         for m in v.machines.iter().filter(|m| !stranger(&by_id, m)) {
+            // A fresh slot serves no attempt yet.
+            let Some(key) = warm.key(m) else { continue };
             match &m.gone {
                 None => {
-                    machines.entry(warm.key(m)).or_insert(m);
+                    machines.entry(key).or_insert(m);
                 }
                 Some(why) => {
-                    gone.insert(warm.key(m), why.as_str());
+                    gone.insert(key, why.as_str());
                 }
             }
         }
@@ -426,6 +428,8 @@ pub(super) fn plan_launches<'a>(v: &View<'a>, seen: &Observed<'a>, plan: &mut Pl
     plan.launchable.sort_by_key(|t| (!t.is_dataset(), t.id));
     let mut idle = seen.idle.iter();
     let launched = plan.launchable.len().min(free);
+    // Slots still to come on machines booting, which trials wait for.
+    let mut spare = super::slots::coming(v, &seen.idle);
     for t in &plan.launchable[..launched] {
         plan.actions.push(match idle.next() {
             Some(i) => {
@@ -437,10 +441,17 @@ pub(super) fn plan_launches<'a>(v: &View<'a>, seen: &Observed<'a>, plan: &mut Pl
                     billing: i.billing.cloned(),
                 }
             }
-            None => Action::Launch {
-                trial: t.id,
-                attempt: t.attempt,
-            },
+            None if spare > 0 => {
+                spare -= 1;
+                continue;
+            }
+            None => {
+                spare += v.slots.saturating_sub(1) as u64;
+                Action::Launch {
+                    trial: t.id,
+                    attempt: t.attempt,
+                }
+            }
         });
     }
     let mut to_come = plan.pending - launched as u64;
@@ -448,7 +459,9 @@ pub(super) fn plan_launches<'a>(v: &View<'a>, seen: &Observed<'a>, plan: &mut Pl
         let room = parallel.saturating_sub(plan.active + plan.pending);
         let count = room.min(budget.saturating_sub(created(v)));
         if count > 0 && !v.exhausted && seen.spent.is_none() {
-            let launch = idle.len() == 0;
+            // Created to launch at once, unless they share machines: then they
+            // are placed next pass, launches counted against the slots to come.
+            let launch = idle.len() == 0 && v.slots <= 1;
             plan.actions.push(Action::Propose { count, launch });
             to_come += count;
         }
@@ -481,7 +494,13 @@ pub(super) fn sweep_machines(
         if warm_kept.contains(m.id.as_str()) {
             continue;
         }
-        let (id, attempt) = seen.warm.key(m);
+        let Some((id, attempt)) = seen.warm.key(m) else {
+            out.push(Action::Terminate {
+                machine: m.clone(),
+                reason: "a slot of it no attempt of the study is left for".into(),
+            });
+            continue;
+        };
         let first = seen
             .machines
             .get(&(id, attempt))

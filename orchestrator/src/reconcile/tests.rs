@@ -38,6 +38,7 @@ fn run(study: &Study, trials: &[Trial], machines: &[Machine], now: Millis) -> Ve
         drive: &drive,
         now,
         seen_since: 0,
+        slots: 1,
     })
 }
 
@@ -80,6 +81,7 @@ fn a_machine_taken_away_is_a_preemption_not_a_run() {
         drive: &drive,
         now: 10,
         seen_since: 0,
+        slots: 1,
     });
     assert_eq!(
         a.first(),
@@ -446,6 +448,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         drive: &drive,
         now: 10,
         seen_since: 0,
+        slots: 1,
     });
     assert!(a.contains(&Action::Cancel {
         trial: 1,
@@ -490,6 +493,7 @@ fn cancel_mode_cancels_everything_unsettled() {
         drive: &drive,
         now: 10,
         seen_since: 0,
+        slots: 1,
     });
     assert_eq!(
         a,
@@ -557,6 +561,7 @@ fn view<'a>(
         drive,
         now: 10,
         seen_since: 0,
+        slots: 1,
     }
 }
 

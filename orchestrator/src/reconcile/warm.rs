@@ -11,6 +11,7 @@
 
 use super::{Machine, View, CLOCK_SKEW_MS};
 use augur_model::cost::Billing;
+use augur_model::machine::slot_of;
 use augur_model::{Millis, Trial};
 use std::collections::HashMap;
 
@@ -61,12 +62,14 @@ impl<'a> Warm<'a> {
         Warm { serves }
     }
 
-    /// The attempt `m` serves: its record's, else its tags'.
-    pub(super) fn key(&self, m: &Machine) -> (u64, u32) {
-        self.serves
-            .get(m.id.as_str())
-            .copied()
-            .unwrap_or((m.trial, m.attempt))
+    /// The attempt `m` serves: its record's, else its tags'; none for a fresh slot
+    /// (one no record names: its tags are its machine's first attempt's).
+    pub(super) fn key(&self, m: &Machine) -> Option<(u64, u32)> {
+        match self.serves.get(m.id.as_str()) {
+            Some(&serves) => Some(serves),
+            None if slot_of(&m.id) > 0 => None,
+            None => Some((m.trial, m.attempt)),
+        }
     }
 
     /// The idle machines, the longest idle first: those whose latest attempt
@@ -97,9 +100,40 @@ impl<'a> Warm<'a> {
                 })
             })
             .collect();
+        idle.extend(self.fresh(v, &trial));
         idle.sort_by_key(|i| (i.ended_ms, i.machine));
         idle
     }
+
+    /// The fresh slots that are idle ([`super::slots`]): of a live machine whose
+    /// first attempt (its tags') started less than `run.keep_alive` ago, less the
+    /// margin of [`left_warm`]: their agents started waiting with that attempt's.
+    fn fresh(&self, v: &View<'a>, trial: &impl Fn(u64) -> Option<&'a Trial>) -> Vec<Idle<'a>> {
+        v.machines
+            .iter()
+            .filter(|m| m.gone.is_none() && self.key(m).is_none())
+            .filter_map(|m| {
+                let ours = |t: &&Trial| {
+                    t.attempt == m.attempt && m.incarnation.is_none_or(|c| c == t.created_ms)
+                };
+                let t = trial(m.trial).filter(ours)?;
+                let started = t.started_ms.filter(|&s| waits(v, s))?;
+                Some(Idle {
+                    machine: m.id.as_str(),
+                    ended_ms: started,
+                    billing: t.billing.as_ref(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether an agent that started waiting for an attempt at `since` (its clock) may
+/// still be given one at `v.now`: the time it waits (`run.keep_alive`), less the
+/// largest clock difference and a few of its reads.
+pub(super) fn waits(v: &View, since: Millis) -> bool {
+    let keep = v.study.run.keep_alive_ms() as Millis;
+    v.now < since + keep - CLOCK_SKEW_MS - 5_000
 }
 
 /// Whether the study keeps machines warm through the record for its next attempts.
@@ -111,9 +145,7 @@ pub(super) fn reuses(v: &View) -> bool {
 /// machine may still be given an attempt at `v.now`: the time its agent waits, less
 /// the largest clock difference and a few of its reads.
 pub(super) fn left_warm(v: &View, t: &Trial) -> bool {
-    let keep = v.study.run.keep_alive_ms() as Millis;
-    let margin = CLOCK_SKEW_MS + 5_000;
-    t.leaves_machine_warm() && t.finished_ms.is_some_and(|e| v.now < e + keep - margin)
+    t.leaves_machine_warm() && t.finished_ms.is_some_and(|e| waits(v, e))
 }
 
 #[cfg(test)]
@@ -175,6 +207,7 @@ mod tests {
             drive: &drive,
             now,
             seen_since: 0,
+            slots: 1,
         })
     }
 
@@ -368,6 +401,7 @@ mod tests {
                 drive: &drive,
                 now,
                 seen_since: 0,
+                slots: 1,
             })
         };
         let mut running = pending(2);

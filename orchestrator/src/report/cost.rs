@@ -15,8 +15,17 @@ pub fn billing_display(b: &Billing) -> String {
     if b.is_local() {
         return format!("a local machine at {price} ({})", b.price_from);
     }
+    let shared = b
+        .share
+        .map(|part| {
+            format!(
+                "; shared in slots, each attempt billed {:.0}% of it",
+                part * 100.0
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "{} {} in {} at {price} ({})",
+        "{} {} in {} at {price} ({}){shared}",
         b.instance_type,
         if b.spot { "spot" } else { "on-demand" },
         if b.zone.is_empty() { "?" } else { &b.zone },
@@ -48,6 +57,7 @@ pub fn billing_json(b: &Billing) -> Value {
         "zone": b.zone,
         "usd_per_hour": b.usd_per_hour,
         "price_from": b.price_from,
+        "share": b.share,
     })
 }
 
@@ -90,6 +100,7 @@ mod tests {
             zone: "us-east-1a".into(),
             usd_per_hour: Some(0.035),
             price_from: "spot price history".into(),
+            share: None,
         };
         assert_eq!(
             billing_display(&b),

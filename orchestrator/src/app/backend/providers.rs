@@ -115,12 +115,6 @@ impl Backend {
                 None | Some(Reuse::Study) => local.warm(),
             }));
         }
-        if study.run.gpus > 0 {
-            return Err(AppError::input(format!(
-                "study `{}`: run.gpus packs trials onto a local machine's GPUs; on AWS each trial has its instance's GPUs to itself, so remove run.gpus and choose the instance type",
-                study.name
-            )));
-        }
         self.check_secrets(study)?;
         let spec = study.aws.clone().unwrap_or_default();
         let instance_type = instance_type_of(study);

@@ -54,6 +54,9 @@ pub struct Driver<'a> {
     /// Since when this driver has read the store without a failure, if it failed
     /// to ([`crate::reconcile::View::seen_since`]).
     seen: Seen,
+    /// How many attempts one machine runs at once, once the provider said
+    /// ([`crate::reconcile::View::slots`]).
+    slots: Option<u32>,
 }
 
 /// What a driver has seen of the store.
@@ -123,6 +126,7 @@ impl<'a> Driver<'a> {
             saved_bounds: LaunchBounds::default(),
             bounds_read: false,
             seen: Seen::Throughout,
+            slots: None,
         }
     }
 

@@ -19,6 +19,9 @@ impl Driver<'_> {
         // Machines first, then trials: an agent writes its final state before it
         // exits, so a trial still running whose machine was already gone is lost.
         let machines = runner.provider.list(name).await?;
+        if self.slots.is_none() {
+            self.slots = Some(runner.provider.slots(self.study).await?);
+        }
         let keep = augur_model::SeriesKeep::for_driver(self.study);
         let (changed, mark) = runner
             .store
@@ -95,6 +98,7 @@ impl Driver<'_> {
             drive: &self.runner.config.drive,
             now,
             seen_since: self.seen_since(),
+            slots: self.slots.unwrap_or(1),
         }
     }
 

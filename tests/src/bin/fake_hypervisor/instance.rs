@@ -61,6 +61,8 @@ pub struct Boot<'a> {
     pub endpoint: &'a str,
     pub region: &'a str,
     pub arm64: bool,
+    /// Its type's GPUs, which its `nvidia-smi -L` lists.
+    pub gpus: u32,
 }
 
 impl Instance {
@@ -106,6 +108,21 @@ impl Instance {
             &shutdown,
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
+        if b.gpus > 0 {
+            let lines: String = (0..b.gpus)
+                .map(|i| {
+                    format!(
+                        "GPU {i}: NVIDIA A10G (UUID: GPU-{i:08x}-aaaa-bbbb-cccc-{id:0>12.12})\\n"
+                    )
+                })
+                .collect();
+            let smi = bin.join("nvidia-smi");
+            std::fs::write(
+                &smi,
+                format!("#!/bin/sh\n# The instance type's GPUs, as the real `nvidia-smi -L` lists them.\n[ \"$1\" = -L ] || exit 9\nprintf '{lines}'\n"),
+            )?;
+            std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
         if b.arm64 {
             let uname = bin.join("uname");
             std::fs::write(

@@ -104,6 +104,7 @@ struct Live {
     image: String,
     /// Its type is a Graviton one: it runs aarch64 programs (under qemu here).
     arm64: bool,
+    instance_type: String,
 }
 
 /// How long after its agent starts a fault lands on an instance.
@@ -124,6 +125,8 @@ struct Hypervisor {
     agents: u32,
     /// Idle spells seen (`--reclaim-idle`).
     idles: u32,
+    /// The GPUs of each instance type seen, as `DescribeInstanceTypes` says.
+    gpus: HashMap<String, u32>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -150,6 +153,7 @@ async fn main() {
         booted: 0,
         agents: 0,
         idles: 0,
+        gpus: HashMap::new(),
     };
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
@@ -203,6 +207,10 @@ impl Hypervisor {
                         arm64: i
                             .instance_type()
                             .is_some_and(|t| augur_aws::instance::arm64(t.as_str())),
+                        instance_type: i
+                            .instance_type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
                     };
                     Some((i.instance_id()?.to_string(), live))
                 })
@@ -210,8 +218,32 @@ impl Hypervisor {
         )
     }
 
+    /// The GPUs of instance type `ty` (none if the emulator cannot say).
+    async fn gpus_of(&mut self, ty: &str) -> u32 {
+        if let Some(&n) = self.gpus.get(ty) {
+            return n;
+        }
+        let out = self
+            .ec2
+            .describe_instance_types()
+            .instance_types(ty.into())
+            .send()
+            .await;
+        let n: i32 = out
+            .ok()
+            .iter()
+            .flat_map(|o| o.instance_types())
+            .filter_map(|i| i.gpu_info())
+            .flat_map(|g| g.gpus())
+            .filter_map(|d| d.count())
+            .sum();
+        self.gpus.insert(ty.to_string(), n.max(0) as u32);
+        n.max(0) as u32
+    }
+
     async fn boot_new(&mut self, live: &HashMap<String, Live>) {
-        for (id, Live { spot, image, arm64 }) in live {
+        for (id, l) in live {
+            let (spot, image, arm64) = (&l.spot, &l.image, &l.arm64);
             if self.seen.contains(id) {
                 continue;
             }
@@ -234,7 +266,9 @@ impl Hypervisor {
                 continue;
             };
             let bare = self.args.bare_image.contains(image);
+            let gpus = self.gpus_of(&l.instance_type).await;
             let boot = Boot {
+                gpus,
                 home: &self.args.home,
                 aws_cli: (!bare).then_some(self.args.aws_cli.as_path()),
                 endpoint: &self.args.agent_endpoint_url,

@@ -72,11 +72,17 @@ pub struct BootScript<'a> {
 
 impl BootScript<'_> {
     pub fn render(&self) -> String {
-        let agents = match self.agents {
-            [one] => one.command(),
+        // Slots: each agent re-arms the power-off no earlier than any slot's
+        // attempt needs (the agent's `poweroff.SLOT` files); slot 0's first is here.
+        let (agents, limit) = match self.agents {
+            [one] => (one.command(), String::new()),
             many => {
                 let each: Vec<String> = many.iter().map(|a| a.command() + " &").collect();
-                format!("{{ {} wait; }}", each.join(" "))
+                let limit = format!(
+                    "echo \"$(( $(date +%s%3N) + {} * 60000 ))\" > /var/lib/augur/poweroff.0\n",
+                    self.life_min
+                );
+                (format!("{{ {} wait; }}", each.join(" ")), limit)
             }
         };
         // Both names: the AWS CLI v1 reads only the second.
@@ -89,6 +95,7 @@ impl BootScript<'_> {
              export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n\
              shutdown -h +{life}\n\
              mkdir -p /var/lib/augur\n\
+             {limit}\
              {refuse}\
              if aws s3 cp --only-show-errors {source} /usr/local/bin/augur-agent.download; then\n\
              \x20 got=\"$(sha256sum /usr/local/bin/augur-agent.download | cut -c1-64)\"\n\
@@ -203,10 +210,12 @@ mod tests {
             "calls=0\n\
              aws() {{ calls=$((calls+1)); printf '%s\\0' \"$@\" > {aws}.$calls; \
              if [ \"$1\" = s3 ]; then cp {src} \"${{@: -1}}\"; fi; }}\n\
-             shutdown() {{ printf '%s' \"${{AWS_DEFAULT_REGION-}}\" > {region}; }}\n",
+             shutdown() {{ printf '%s' \"${{AWS_DEFAULT_REGION-}}\" > {region}; \
+             echo \"$* $(ls {out} | grep -c '^gpus[.]')\" >> {out}/shutdowns; }}\n",
             aws = sh_quote(&out.join("aws").display().to_string()),
             src = sh_quote(&out.join("agent.src").display().to_string()),
             region = sh_quote(&out.join("region").display().to_string()),
+            out = sh_quote(&out.display().to_string()),
         );
         let rooted = user_data
             .replace(
@@ -369,7 +378,14 @@ mod tests {
         };
         let text = script.render().replace(&pin, &sha256(agent.as_bytes()));
         let ran = run_boot_script_with(out, &text, &agent);
-        assert_eq!(ran.region, "us-east-1", "powered off");
+        // Powered off after both agents ended, not before: when `shutdown -h now`
+        // ran, both had written what they saw.
+        let shutdowns = std::fs::read_to_string(out.join("shutdowns")).unwrap_or_default();
+        assert_eq!(shutdowns.lines().last(), Some("-h now 2"), "{shutdowns}");
+        assert_eq!(ran.region, "us-east-1");
+        // Slot 0's first attempt's limit, for the agents re-arming the power-off.
+        let limit = std::fs::read_to_string(out.join("root/var/lib/augur/poweroff.0"));
+        assert!(limit.is_ok_and(|l| l.trim().parse::<i64>().is_ok()));
         for (slot, gpus) in [(0, "0,1 0,1"), (1, "2,3 2,3")] {
             let seen = std::fs::read_to_string(out.join(format!("gpus.{slot}")));
             assert_eq!(seen.ok().as_deref(), Some(gpus), "slot {slot}");

@@ -86,8 +86,8 @@ pub struct Ec2Provider {
     prices: Option<crate::prices::Prices>,
     /// Reads EC2's encoded refusals ([`crate::denied::decode_ec2`]).
     sts: Option<aws_sdk_sts::Client>,
-    /// The GPUs of the types it launches, once asked ([`crate::gpus::describe`]).
-    gpus: tokio::sync::OnceCell<crate::gpus::GpuCounts>,
+    /// The GPUs of each instance type asked about ([`crate::gpus::describe`]), once.
+    gpus: tokio::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Whether this attempt runs on spot: the study asks for it, and the trial has not
@@ -111,21 +111,32 @@ impl Ec2Provider {
     }
 
     /// How many attempts of `study` an instance runs at once ([`crate::gpus::slots`]),
-    /// its types' GPUs asked of EC2 once.
+    /// the GPUs of its types (the study's, whatever this provider launches: a
+    /// sweeper launches nothing) asked of EC2 once.
     async fn slots_of(&self, study: &Study) -> Result<u32, ProviderError> {
         if study.run.gpus == 0 {
             return Ok(1);
         }
-        let s = &self.settings;
-        let types: Vec<String> = std::iter::once(&s.instance_type)
-            .chain(&s.fallback_instance_types)
+        let types = crate::instance::instance_types(study);
+        let mut known = self.gpus.lock().await;
+        let unknown: Vec<String> = types
+            .iter()
+            .filter(|t| !known.contains_key(*t))
             .cloned()
             .collect();
-        let counts = self
-            .gpus
-            .get_or_try_init(|| crate::gpus::describe(&self.client, &types))
-            .await?;
-        crate::gpus::slots(study, counts).map_err(|why| ProviderError::Rejected(Failure::said(why)))
+        if !unknown.is_empty() {
+            known.extend(crate::gpus::describe(&self.client, &unknown).await?);
+        }
+        let counts: Vec<(String, u32)> = types
+            .into_iter()
+            .map(|t| {
+                let n = known.get(&t).copied().unwrap_or(0);
+                (t, n)
+            })
+            .collect();
+        drop(known);
+        crate::gpus::slots(study, &counts)
+            .map_err(|why| ProviderError::Rejected(Failure::said(why)))
     }
 
     /// Refusals decoded with STS (`sts:DecodeAuthorizationMessage`), naming what
@@ -446,7 +457,7 @@ impl MachineProvider for Ec2Provider {
             // The price as known at once: nothing slow between a launch and its
             // record; the driver asks for the price afterwards (`price`).
             let spot = spot_for(&self.settings, trial);
-            let share = crate::gpus::share(self.slots_of(study).await?);
+            let share = Billing::share_of(self.slots_of(study).await?);
             let (billing, priced) = match &self.prices {
                 Some(p) => {
                     let (b, priced) = p.at_once(place.0, &zone, spot);

@@ -61,7 +61,7 @@ pub(crate) async fn describe(
 }
 
 /// How many attempts of `study` one instance runs at once: the fewest GPUs of its
-/// types over `run.gpus` where it keeps instances warm, else 1 (and 1 for a study
+/// types over `run.gpus` (at most `parallel`) where it keeps instances warm, else 1 (and 1 for a study
 /// without `run.gpus`). A type with fewer GPUs than `run.gpus` is the error, named.
 pub fn slots(study: &Study, counts: &[(String, u32)]) -> Result<u32, String> {
     let each = study.run.gpus;
@@ -75,8 +75,9 @@ pub fn slots(study: &Study, counts: &[(String, u32)]) -> Result<u32, String> {
         ));
     }
     let fewest = counts.iter().map(|(_, has)| *has).min().unwrap_or(each);
+    // No more slots than trials run at once: a slot never used would be billed.
     Ok(match study.run.reuse {
-        Some(Reuse::Study) => (fewest / each).max(1),
+        Some(Reuse::Study) => (fewest / each).clamp(1, study.parallel.max(1)),
         _ => 1,
     })
 }
@@ -91,19 +92,17 @@ pub fn slot_gpus(slot: u32, each: u32) -> String {
         .join(",")
 }
 
-/// The part of an instance an attempt in one of its `slots` holds (the slots share
-/// the instance, its GPUs no slot has included); `None` for an instance of its own.
-pub fn share(slots: u32) -> Option<f64> {
-    (slots > 1).then(|| 1.0 / slots as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
 
     fn study(gpus: u32, reuse: &str) -> Study {
-        let text = format!("name='g'\nobjective={{metric='m'}}\ntrials=8\nparallel=2\n[run]\nscript='true'\ngpus={gpus}\n{reuse}");
+        at_once(gpus, reuse, 8)
+    }
+
+    fn at_once(gpus: u32, reuse: &str, parallel: u32) -> Study {
+        let text = format!("name='g'\nobjective={{metric='m'}}\ntrials=8\nparallel={parallel}\n[run]\nscript='true'\ngpus={gpus}\n{reuse}");
         Study::parse(&text, "t", Path::new(".")).expect("study")
     }
 
@@ -114,6 +113,8 @@ mod tests {
         assert_eq!(slots(&study(2, warm), &four), Ok(2));
         assert_eq!(slots(&study(3, warm), &four), Ok(1));
         assert_eq!(slots(&study(1, warm), &four), Ok(4));
+        // No more slots than trials run at once (a slot never used is billed).
+        assert_eq!(slots(&at_once(1, warm, 2), &four), Ok(2));
         assert_eq!(slots(&study(2, "reuse='attempt'"), &four), Ok(1));
         assert_eq!(slots(&study(0, warm), &[]), Ok(1));
         // The fewest GPUs of the types it may launch.
@@ -128,11 +129,9 @@ mod tests {
     }
 
     #[test]
-    fn each_slot_has_gpus_of_its_own_and_a_share_of_the_instance() {
+    fn each_slot_has_gpus_of_its_own() {
         assert_eq!(slot_gpus(0, 2), "0,1");
         assert_eq!(slot_gpus(1, 2), "2,3");
         assert_eq!(slot_gpus(3, 1), "3");
-        assert_eq!(share(1), None);
-        assert_eq!(share(4), Some(0.25));
     }
 }

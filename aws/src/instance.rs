@@ -79,6 +79,22 @@ impl Arch {
     }
 }
 
+/// The instance type of a study that names none.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
+
+/// The instance types a study launches, in the order it tries them: its
+/// `[aws] instance_type` (else [`DEFAULT_INSTANCE_TYPE`]), then its fallbacks.
+pub fn instance_types(study: &Study) -> Vec<String> {
+    let aws = study.aws.as_ref();
+    let first = aws
+        .and_then(|a| a.instance_type.clone())
+        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into());
+    let fallbacks = aws.map(|a| a.fallback_instance_types.clone());
+    std::iter::once(first)
+        .chain(fallbacks.into_iter().flatten())
+        .collect()
+}
+
 /// The image workers boot when a study names none: the latest Amazon Linux 2023
 /// for the type's architecture, through the public SSM parameter that RunInstances
 /// resolves itself (`resolve:ssm:`,

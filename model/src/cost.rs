@@ -49,6 +49,12 @@ impl Billing {
         }
     }
 
+    /// The part of a machine one of its `slots` holds ([`Billing::share`]): `None`
+    /// for a machine of one slot.
+    pub fn share_of(slots: u32) -> Option<f64> {
+        (slots > 1).then(|| 1.0 / slots as f64)
+    }
+
     /// Whether it is a local machine (priced by its study, billed by the second).
     pub fn is_local(&self) -> bool {
         self.instance_type == LOCAL && self.zone.is_empty()

@@ -145,7 +145,6 @@ async fn a_warm_instance_reclaimed_while_idle_loses_nothing() {
     .record();
 }
 
-/// Reuse is refused where it cannot work, before anything is launched.
 /// A study of `trials` trials asking `gpus` GPUs each of instances of `ty`, kept
 /// warm; each trial reports its first GPU, how many it sees, how many the
 /// instance's `nvidia-smi -L` lists, and when it ran (ms).
@@ -236,6 +235,38 @@ async fn gpu_trials_share_one_warm_instance_on_gpus_of_their_own() {
     });
 }
 
+/// `augur stop` of a GPU study on AWS, while its trials run on an instance's
+/// slots: the stop asks EC2 about the study's own instance types (not its own, it
+/// launches nothing) and cancels both slots' trials; the instance is ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_study_on_aws_stops_with_its_slots_running() {
+    let mut w = World::new();
+    let text = gpu_study("gpustop", 4, 2, "g5.12xlarge").replace("sleep 3", "sleep 600");
+    w.sb.write("s.toml", &text);
+    w.init();
+    w.start_hypervisor();
+    let mut args = vec!["run", "s.toml"];
+    args.extend(RUN);
+    let mut run = w.spawn(&args);
+    wait_for(Duration::from_secs(240), "two trials running", || {
+        let ts = trials(&w, "gpustop");
+        let running = ts.iter().filter(|t| t["state"] == "running").count();
+        (running == 2).then_some(())
+    });
+    ok(&w.augur(&["stop", "gpustop"]));
+    let status = run.wait().expect("augur run");
+    assert!(status.code().is_some(), "{status:?}");
+    let ts = trials(&w, "gpustop");
+    assert!(
+        ts.iter().all(|t| t["state"] == "cancelled"),
+        "{:?}",
+        ts.iter().map(|t| &t["state"]).collect::<Vec<_>>()
+    );
+    wait_for(Duration::from_secs(60), "no instance left", || {
+        (futures_lite(w.live_instances()) == 0).then_some(())
+    });
+}
+
 /// A trial asking 3 GPUs of a 2-GPU type is refused before anything is recorded
 /// or launched, naming the type.
 #[test]
@@ -257,6 +288,7 @@ fn more_gpus_than_the_instance_type_has_is_refused_with_exit_2() {
     assert_ne!(listed.status.code(), Some(0), "the study was recorded");
 }
 
+/// Reuse is refused where it cannot work, before anything is launched.
 #[test]
 fn keep_alive_without_reuse_is_refused_with_exit_2() {
     let w = World::new();

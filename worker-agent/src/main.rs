@@ -204,11 +204,7 @@ async fn run(args: Args) -> ExitCode {
         };
         (cfg.trial, cfg.attempt, cfg.turn) = (turn.trial, turn.attempt, cfg.turn + 1);
         if let (Some(min), true) = (turn.life_min, args.shutdown) {
-            // The boot script's power-off was for the first attempt: this one gets
-            // its own hard limit (a later `shutdown` replaces an earlier one).
-            let _ = std::process::Command::new("shutdown")
-                .args(["-h", &format!("+{min}")])
-                .status();
+            rearm(&args.home, args.slot, min);
         }
         (code, warm) = attempt(store.as_ref(), &cfg).await;
     }
@@ -221,6 +217,36 @@ async fn run(args: Args) -> ExitCode {
             .status();
     }
     code
+}
+
+/// Re-arms the machine's power-off at the hard limit of an attempt starting now,
+/// `min` minutes on: the boot script's was for the first attempt (a later
+/// `shutdown` replaces an earlier one). The agent of one slot among several never
+/// moves it earlier than another slot's attempt needs: each writes its own limit
+/// (`poweroff.SLOT` under its home, the boot script slot 0's first) and arms the
+/// latest.
+fn rearm(home: &std::path::Path, slot: Option<u32>, min: u64) {
+    let mut minutes = min;
+    if let Some(slot) = slot {
+        let now = now_ms();
+        let until = now + (min * 60_000) as i64;
+        let _ = std::fs::write(home.join(format!("poweroff.{slot}")), until.to_string());
+        let limits = std::fs::read_dir(home).into_iter().flatten().flatten();
+        let latest = limits
+            .filter(|e| e.file_name().to_string_lossy().starts_with("poweroff."))
+            .filter_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .ok()?
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+            })
+            .fold(until, i64::max);
+        minutes = ((latest - now).max(0) as u64).div_ceil(60_000);
+    }
+    let _ = std::process::Command::new("shutdown")
+        .args(["-h", &format!("+{minutes}")])
+        .status();
 }
 
 /// Runs `cfg`'s attempt: the agent's exit code, and whether the attempt ended by

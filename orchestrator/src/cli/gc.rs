@@ -186,12 +186,6 @@ async fn clear_marks(store: &dyn TrialStore, args: &GcArgs) -> Result<Vec<String
 /// and at least as many as its records name slots of one machine (a provider that
 /// cannot say must not end a machine one of whose slots runs an attempt).
 async fn slots(provider: &dyn MachineProvider, study: &Study, trials: &[Trial]) -> u32 {
-    let named = trials
-        .iter()
-        .flat_map(|t| t.history.iter().map(|h| &h.machine).chain([&t.machine]))
-        .filter_map(|m| m.as_deref())
-        .map(|m| augur_model::machine::slot_of(m) + 1)
-        .max();
     let said = provider.slots(study).await.unwrap_or(1);
-    said.max(named.unwrap_or(1))
+    said.max(augur::reconcile::slots_named(trials))
 }

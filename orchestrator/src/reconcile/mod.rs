@@ -12,6 +12,7 @@
 //! the sweep, which `augur gc` uses too ([`sweep`]).
 
 mod slots;
+pub use slots::slots_named;
 mod steps;
 #[cfg(test)]
 mod tests;

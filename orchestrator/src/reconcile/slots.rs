@@ -42,6 +42,19 @@ pub(super) fn expand(machines: &[Machine], slots: u32) -> Cow<'_, [Machine]> {
     Cow::Owned(out)
 }
 
+/// The most slots the records name on one machine (1 when they name none): how
+/// many a machine of the study runs at least, for whoever cannot ask its provider
+/// (a machine one of whose slots runs an attempt must never be ended as a whole).
+pub fn slots_named(trials: &[Trial]) -> u32 {
+    trials
+        .iter()
+        .flat_map(|t| t.history.iter().map(|h| &h.machine).chain([&t.machine]))
+        .filter_map(|m| m.as_deref())
+        .map(|m| slot_of(m) + 1)
+        .max()
+        .unwrap_or(1)
+}
+
 /// How many fresh slots of the study's machines are still to come: `slots - 1` for
 /// each attempt launched (not given to a slot) that goes on, less its machine's
 /// slots a record names and those already [`idle`](super::warm::Warm::idle) (a

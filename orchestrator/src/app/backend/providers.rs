@@ -174,9 +174,5 @@ impl Backend {
 
 /// The instance type a study's trials launch on first.
 fn instance_type_of(study: &Study) -> String {
-    study
-        .aws
-        .as_ref()
-        .and_then(|a| a.instance_type.clone())
-        .unwrap_or_else(|| "t3.micro".into())
+    augur_aws::instance::instance_types(study).remove(0)
 }

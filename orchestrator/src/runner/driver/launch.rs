@@ -307,15 +307,21 @@ impl Driver<'_> {
     /// its driver gone), with how it is billed; the price is asked afterwards.
     pub(super) async fn adopt(&self, at: At, machine: Machine) -> Result<(), RunError> {
         tracing::info!(study = %self.study.name, trial = at.trial, machine = %machine.id, "adopting the machine launched for the attempt");
+        // The listing's billing knows the instance, not the slots the study shares
+        // it in.
+        let share = augur_model::cost::Billing::share_of(self.slots.unwrap_or(1));
+        let billing = machine
+            .billing
+            .map(|b| augur_model::cost::Billing { share, ..b });
         let up = TrialUpdate {
             machine: Set::To(machine.id.clone()),
-            billing: Set::given(machine.billing.clone()),
+            billing: Set::given(billing.clone()),
             not_before_ms: Set::Clear,
             status: Set::Clear,
             ..Default::default()
         };
         let named = self.write(at, &up).await?.is_some();
-        if let (true, Some(b)) = (named, machine.billing) {
+        if let (true, Some(b)) = (named, billing) {
             self.reprice(at, b).await?;
         }
         Ok(())

@@ -20,7 +20,8 @@ impl Driver<'_> {
         // exits, so a trial still running whose machine was already gone is lost.
         let machines = runner.provider.list(name).await?;
         if self.slots.is_none() {
-            self.slots = Some(runner.provider.slots(self.study).await?);
+            // Asked again next pass if it cannot say now; meanwhile the records'.
+            self.slots = runner.provider.slots(self.study).await.ok();
         }
         let keep = augur_model::SeriesKeep::for_driver(self.study);
         let (changed, mark) = runner
@@ -98,7 +99,9 @@ impl Driver<'_> {
             drive: &self.runner.config.drive,
             now,
             seen_since: self.seen_since(),
-            slots: self.slots.unwrap_or(1),
+            slots: self
+                .slots
+                .unwrap_or_else(|| crate::reconcile::slots_named(&self.cache.trials)),
         }
     }
 

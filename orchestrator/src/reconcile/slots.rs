@@ -46,13 +46,18 @@ pub(super) fn expand(machines: &[Machine], slots: u32) -> Cow<'_, [Machine]> {
 /// many a machine of the study runs at least, for whoever cannot ask its provider
 /// (a machine one of whose slots runs an attempt must never be ended as a whole).
 pub fn slots_named(trials: &[Trial]) -> u32 {
+    named_machines(trials)
+        .map(|m| slot_of(m) + 1)
+        .max()
+        .unwrap_or(1)
+}
+
+/// Every machine name the records give, each attempt's (earlier ones too).
+fn named_machines(trials: &[Trial]) -> impl Iterator<Item = &str> {
     trials
         .iter()
         .flat_map(|t| t.history.iter().map(|h| &h.machine).chain([&t.machine]))
         .filter_map(|m| m.as_deref())
-        .map(|m| slot_of(m) + 1)
-        .max()
-        .unwrap_or(1)
 }
 
 /// How many fresh slots of the study's machines are still to come: `slots - 1` for
@@ -64,11 +69,7 @@ pub(super) fn coming(v: &View, idle: &[Idle]) -> u64 {
     if v.slots <= 1 {
         return 0;
     }
-    let named: HashSet<&str> = v
-        .trials
-        .iter()
-        .flat_map(|t| t.history.iter().map(|h| &h.machine).chain([&t.machine]))
-        .filter_map(|m| m.as_deref())
+    let named: HashSet<&str> = named_machines(v.trials)
         .filter(|m| slot_of(m) > 0)
         .collect();
     let launched = |t: &&Trial| {
@@ -276,5 +277,18 @@ mod tests {
             })
             .collect();
         assert_eq!(lost, vec![1, 2], "{a:?}");
+    }
+
+    #[test]
+    fn the_records_say_at_least_how_many_slots_a_machine_has() {
+        use super::slots_named;
+        use TrialState::{Running, Succeeded};
+        assert_eq!(slots_named(&[]), 1);
+        assert_eq!(slots_named(&[trial(1, Running, Some("i-1"))]), 1);
+        let named = [
+            trial(1, Succeeded, Some("i-1/1")),
+            trial(2, Running, Some("i-2/3")),
+        ];
+        assert_eq!(slots_named(&named), 4);
     }
 }

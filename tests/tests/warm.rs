@@ -249,7 +249,9 @@ async fn a_gpu_study_on_aws_stops_with_its_slots_running() {
     args.extend(RUN);
     let mut run = w.spawn(&args);
     wait_for(Duration::from_secs(240), "two trials running", || {
-        let ts = trials(&w, "gpustop");
+        // Until `augur run` records the study, there is none to list.
+        let out = w.augur(&["trials", "gpustop", "--json"]);
+        let ts: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
         let running = ts.iter().filter(|t| t["state"] == "running").count();
         (running == 2).then_some(())
     });

@@ -20,7 +20,7 @@ pub type GpuCounts = Vec<(String, u32)>;
 /// The GPUs of `types`, from `DescribeInstanceTypes` (an instance type's
 /// `GpuInfo.Gpus[].Count`, summed; none for a type without GPUs). A type EC2 does not
 /// know is [`ProviderError::Rejected`], naming it.
-pub(crate) async fn describe(
+pub async fn describe(
     client: &aws_sdk_ec2::Client,
     types: &[String],
 ) -> Result<GpuCounts, ProviderError> {

@@ -223,22 +223,14 @@ impl Hypervisor {
         if let Some(&n) = self.gpus.get(ty) {
             return n;
         }
-        let out = self
-            .ec2
-            .describe_instance_types()
-            .instance_types(ty.into())
-            .send()
-            .await;
-        let n: i32 = out
+        // As augur counts them: the same answer, read the same way.
+        let counts = augur_aws::gpus::describe(&self.ec2, &[ty.to_string()]).await;
+        let n = counts
             .ok()
-            .iter()
-            .flat_map(|o| o.instance_types())
-            .filter_map(|i| i.gpu_info())
-            .flat_map(|g| g.gpus())
-            .filter_map(|d| d.count())
-            .sum();
-        self.gpus.insert(ty.to_string(), n.max(0) as u32);
-        n.max(0) as u32
+            .and_then(|c| c.first().map(|(_, n)| *n))
+            .unwrap_or(0);
+        self.gpus.insert(ty.to_string(), n);
+        n
     }
 
     async fn boot_new(&mut self, live: &HashMap<String, Live>) {
